@@ -50,7 +50,7 @@ func TestNormalizeNoRegion(t *testing.T) {
 
 func TestRewriteRulesInOrder(t *testing.T) {
 	n := MustNew(Config{DefaultRegion: "RU", Rewrite: []Rule{
-		{Match: `^9(\d{11})$`, Replace: "$1"},   // outbound prefix 9 dialled on the PBX
+		{Match: `^9(\d{11})$`, Replace: "$1"},    // outbound prefix 9 dialled on the PBX
 		{Match: `^00`, Replace: "+"},             // international prefix
 		{Match: `^(\d{7})$`, Replace: "+7495$1"}, // local Moscow numbers
 	}})
