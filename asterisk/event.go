@@ -64,6 +64,7 @@ const (
 
 	TypeOriginateResponse // AMI OriginateResponse
 	TypeUserEvent         // AMI UserEvent / ARI ChannelUserevent
+	TypeRename            // AMI Rename: Chan is the channel under its old name, Peer.Name the new name
 
 	// Transport events: produced by a Source itself, not by Asterisk.
 
@@ -120,6 +121,7 @@ var typeNames = [...]string{
 	TypeCel:                "cel",
 	TypeOriginateResponse:  "originate_response",
 	TypeUserEvent:          "user_event",
+	TypeRename:             "rename",
 	TypeConnected:          "connected",
 	TypeDisconnected:       "disconnected",
 	TypeSnapshot:           "snapshot",
@@ -165,6 +167,9 @@ type Channel struct {
 	Exten         string
 	Priority      int
 	AccountCode   string
+	// Created is when the channel was created, when the event says so (snapshots: AMI
+	// CoreShowChannel Duration, ARI creationtime); zero otherwise.
+	Created time.Time
 }
 
 // Event is one normalised PBX event. It is a plain value: safe to copy, never mutated by the

@@ -50,10 +50,13 @@ var eventTypes = map[string]asterisk.Type{
 	"OriginateResponse":      asterisk.TypeOriginateResponse,
 	"UserEvent":              asterisk.TypeUserEvent,
 	"CoreShowChannel":        asterisk.TypeSnapshot,
-	// Asterisk 11/12 names still sent by old PBXs.
-	"Dial":       asterisk.TypeDialBegin, // SubEvent: Begin/End, handled below
-	"Bridge":     asterisk.TypeBridgeEnter,
-	"Masquerade": asterisk.TypeUnknown,
+	"Rename":                 asterisk.TypeRename,
+	// Asterisk 1.8/11 names still sent by old PBXs (best effort: their Dial End carries no
+	// destination and their events no Linkedid).
+	"Dial":        asterisk.TypeDialBegin, // SubEvent: Begin/End, handled below
+	"Bridge":      asterisk.TypeBridgeEnter,
+	"Newcallerid": asterisk.TypeNewCallerID,
+	"Masquerade":  asterisk.TypeUnknown,
 }
 
 // ToEvent translates one AMI event frame into a normalised event. recv is when the frame was
@@ -76,6 +79,10 @@ func ToEvent(f *Frame, pbx string, recv time.Time) (ev asterisk.Event, ok bool) 
 	case asterisk.TypeLocalBridge, asterisk.TypeLocalOptimizeBegin, asterisk.TypeLocalOptimizeEnd:
 		ev.Chan = readChannel(f, "LocalOne")
 		ev.Peer = readChannel(f, "LocalTwo")
+		if ev.Chan.Name == "" { // Asterisk 11: Channel1/Channel2, Uniqueid1/Uniqueid2
+			ev.Chan = asterisk.Channel{Name: f.Get("Channel1"), Uniqueid: f.Get("Uniqueid1")}
+			ev.Peer = asterisk.Channel{Name: f.Get("Channel2"), Uniqueid: f.Get("Uniqueid2")}
+		}
 		if ev.Type == asterisk.TypeLocalOptimizeBegin {
 			// The channel that will replace the Local pair.
 			ev.Vars = map[string]string{
@@ -121,6 +128,14 @@ func ToEvent(f *Frame, pbx string, recv time.Time) (ev asterisk.Event, ok bool) 
 	case asterisk.TypeBridgeMerge:
 		ev.BridgeID = f.Get("FromBridgeUniqueid")
 		ev.ToBridgeID = f.Get("ToBridgeUniqueid")
+		return ev, true
+	case asterisk.TypeRename:
+		// Asterisk 1.8/11: Channel (or Oldname), Newname, Uniqueid.
+		ev.Chan = readChannel(f, "")
+		if ev.Chan.Name == "" {
+			ev.Chan.Name = f.Get("Oldname")
+		}
+		ev.Peer.Name = f.Get("Newname")
 		return ev, true
 	case asterisk.TypePickup:
 		ev.Chan = readChannel(f, "")
@@ -197,6 +212,15 @@ func ToEvent(f *Frame, pbx string, recv time.Time) (ev asterisk.Event, ok bool) 
 		ev.Forward = f.Get("Forward")
 	case asterisk.TypeBridgeCreate, asterisk.TypeBridgeEnter, asterisk.TypeBridgeLeave,
 		asterisk.TypeBridgeDestroy:
+		if name == "Bridge" { // Asterisk 1.8/11: one event per two-party bridge, Link/Unlink
+			ev.Chan = readChannel1(f, "1")
+			ev.Peer = readChannel1(f, "2")
+			ev.BridgeID = ev.Chan.Uniqueid + "|" + ev.Peer.Uniqueid
+			if strings.EqualFold(f.Get("Bridgestate"), "Unlink") {
+				ev.Type = asterisk.TypeBridgeLeave
+			}
+			return ev, true
+		}
 		ev.BridgeID = f.Get("BridgeUniqueid")
 		ev.BridgeType = f.Get("BridgeType")
 		if sw := f.Get("SwapUniqueid"); sw != "" {
@@ -229,6 +253,12 @@ func ToEvent(f *Frame, pbx string, recv time.Time) (ev asterisk.Event, ok bool) 
 		ev.BridgeID = f.Get("BridgeId")
 		ev.Application = f.Get("Application")
 		ev.AppData = f.Get("ApplicationData")
+		if d := f.Get("Duration"); d != "" {
+			ev.Vars = map[string]string{"Duration": d}
+			if secs, ok := hms(d); ok {
+				ev.Chan.Created = ev.Time.Add(-time.Duration(secs) * time.Second)
+			}
+		}
 	}
 	// ChanVariable(...) headers (manager.conf channelvars) for any channel event.
 	for _, fl := range f.Fields {
@@ -269,6 +299,33 @@ func readChannel(f *Frame, p string) asterisk.Channel {
 		Priority:      atoi(f.Get(p + "Priority")),
 		AccountCode:   f.Get(p + "AccountCode"),
 	}
+}
+
+// readChannel1 reads an Asterisk 1.8/11 "Bridge" event's party n ("1" or "2").
+func readChannel1(f *Frame, n string) asterisk.Channel {
+	return asterisk.Channel{
+		Name:        f.Get("Channel" + n),
+		Uniqueid:    f.Get("Uniqueid" + n),
+		CallerIDNum: cleanNum(f.Get("CallerID" + n)),
+	}
+}
+
+// hms parses CoreShowChannel's Duration "HH:MM:SS".
+func hms(s string) (int, bool) {
+	h, rest, ok1 := strings.Cut(s, ":")
+	m, sec, ok2 := strings.Cut(rest, ":")
+	if !ok1 || !ok2 {
+		return 0, false
+	}
+	total := 0
+	for _, p := range []string{h, m, sec} {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 0 || n > 1<<20 {
+			return 0, false
+		}
+		total = total*60 + n
+	}
+	return total, true
 }
 
 // cleanNum maps Asterisk's placeholders for "no number" to "".

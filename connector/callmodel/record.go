@@ -54,6 +54,9 @@ type Record struct {
 	Flags []string `json:"flags,omitempty"`
 	// OriginateID is the click-to-call correlation id (__PBXBRIDGE_ORIGINATE_ID) when present.
 	OriginateID string `json:"originate_id,omitempty"`
+	// CallerExt is the extension that placed an outbound or internal call (for click-to-call:
+	// the agent whose phone rang first); it says whose call it was when nobody answered.
+	CallerExt string `json:"caller_ext,omitempty"`
 }
 
 // Key is the record's idempotency key, unique across the PBXs of one daemon.

@@ -1,0 +1,132 @@
+package callmodel
+
+import (
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/pbxbridge/pbxbridge/asterisk"
+)
+
+// onDisconnected: events may be missed from now on. Every open call is marked; the snapshot
+// after the reconnect tells which of its channels are still there.
+func (b *Builder) onDisconnected(ev *asterisk.Event) {
+	if !b.disconnected {
+		b.disconnected = true
+		b.discAt = ev.Time
+	}
+	for _, c := range b.calls {
+		if c.state == callOpen {
+			c.flags |= flagResynced
+		}
+	}
+}
+
+// snapshot applies one channel the PBX reports as existing now. A channel the Builder does not
+// know (created while the connection was down, or before the daemon started) is created with
+// what the snapshot says; a known one gets its state and bridge updated.
+func (b *Builder) snapshot(ev *asterisk.Event) {
+	info := ev.Chan
+	if info.Uniqueid == "" {
+		return
+	}
+	t := ev.Time
+	ch := b.chans[info.Uniqueid]
+	if ch != nil && ch.dead {
+		return
+	}
+	if ch == nil {
+		created := info.Created
+		if created.IsZero() {
+			created = snapshotCreated(ev)
+		}
+		ch = b.addChannel(info, ev.PBX, created, t)
+		if b.resyncing {
+			ch.call.flags |= flagResynced
+		}
+		if strings.HasPrefix(ev.Application, "AppDial") {
+			ch.dir = dirOutgoing
+			b.classify(ch)
+			if ch.kind == kindExt && !ch.byCID && !ch.call.hasRang(ch.ext) {
+				ch.call.rang = append(ch.call.rang, ch.ext)
+			}
+		} else {
+			ch.dir = dirIncoming
+		}
+	}
+	ch.seen = b.gen
+	ch.state = info.State
+	b.updateCID(ch, info.CallerIDNum)
+	if l := info.Linkedid; l != "" && l != ch.call.id {
+		if other := b.resolve(l); other != nil && other != ch.call {
+			b.merge(other, ch.call, t)
+		}
+	}
+	switch {
+	case ev.BridgeID != "" && (ch.bridge == nil || ch.bridge.id != ev.BridgeID):
+		b.bridgeEnter(ch, &asterisk.Event{Type: asterisk.TypeBridgeEnter, Time: t, BridgeID: ev.BridgeID})
+	case ev.BridgeID == "" && ch.bridge != nil:
+		b.bridgeLeave(ch, ch.bridge.id, t)
+	default:
+		b.recompute(ch.call, t)
+	}
+}
+
+// snapshotCreated derives a channel's creation time from CoreShowChannel's Duration
+// ("HH:MM:SS"), else the event time.
+func snapshotCreated(ev *asterisk.Event) time.Time {
+	d := ev.Vars["Duration"]
+	parts := strings.Split(d, ":")
+	if len(parts) != 3 {
+		return ev.Time
+	}
+	var secs int
+	for _, p := range parts {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 0 {
+			return ev.Time
+		}
+		secs = secs*60 + n
+	}
+	return ev.Time.Add(-time.Duration(secs) * time.Second)
+}
+
+// snapshotEnd: channels neither in the snapshot nor seen since the reconnect are gone; they are
+// hung up as of the disconnect, which finishes calls that ended during the outage.
+func (b *Builder) snapshotEnd(ev *asterisk.Event) {
+	if !b.resyncing {
+		return
+	}
+	b.resyncing = false
+	at := b.discAt
+	if !b.disconnected || at.IsZero() {
+		at = ev.Time
+	}
+	b.disconnected = false
+	var gone []*channel
+	for _, ch := range b.chans {
+		if !ch.dead && ch.seen != b.gen {
+			gone = append(gone, ch)
+		}
+	}
+	sort.Slice(gone, func(i, j int) bool {
+		if !gone[i].created.Equal(gone[j].created) {
+			return gone[i].created.Before(gone[j].created)
+		}
+		return compareUniqueid(gone[i].id, gone[j].id) < 0
+	})
+	for _, ch := range gone {
+		ch.call.flags |= flagResynced
+		t := at
+		if t.Before(ch.created) {
+			t = ch.created
+		}
+		b.hangup(ch, t, 0)
+	}
+	for id, br := range b.bridges {
+		if len(br.members) == 0 {
+			delete(b.bridges, id)
+		}
+	}
+}
