@@ -1,6 +1,3 @@
-// Package ami is pbxbridge's own Asterisk Manager Interface client: wire framing, login (plain and
-// MD5 challenge), ActionID-correlated actions, keepalive, reconnect with resync, and the
-// translation of AMI event frames into normalised asterisk.Events.
 package ami
 
 import (
@@ -12,18 +9,22 @@ import (
 	"strings"
 )
 
-// Limits of the frame reader. A frame larger than MaxFrameSize is skipped and reported with
-// ErrFrameTooLarge; the reader stays in sync and continues with the next frame.
+// Limits of the frame reader. A line longer than MaxLineSize (including its line ending) or a
+// frame larger than MaxFrameSize (counting every line plus two bytes for its line ending) is
+// skipped and reported with ErrFrameTooLarge; the reader stays in sync and continues with the
+// next frame. The reader never holds more than MaxFrameSize bytes of frame data plus its
+// MaxLineSize read buffer.
 const (
 	MaxLineSize  = 64 << 10
 	MaxFrameSize = 64 << 10
 )
 
-// Errors of the frame reader.
-var (
-	// ErrFrameTooLarge: a frame exceeded MaxFrameSize and was dropped (the stream continues).
-	ErrFrameTooLarge = errors.New("ami: frame too large, dropped")
-)
+// ErrFrameTooLarge reports that a frame exceeded MaxFrameSize (or one of its lines exceeded
+// MaxLineSize) and was dropped. The stream continues: call ReadFrame again.
+var ErrFrameTooLarge = errors.New("ami: frame too large, dropped")
+
+// errLineTooLong is internal: an over-long line was consumed and its frame must be skipped.
+var errLineTooLong = errors.New("ami: line too long")
 
 // Field is one "Key: Value" header line of a frame.
 type Field struct {
@@ -32,7 +33,12 @@ type Field struct {
 }
 
 // Frame is one AMI message: its header lines in wire order, plus the body lines of a command
-// response (Asterisk ≥ 14 "Output:" headers or a legacy "Response: Follows" body).
+// response (Asterisk ≥ 14 "Output:" headers or a legacy "Response: Follows … --END COMMAND--"
+// body). A value that continued over several lines (a raw line without "Key:" following a
+// header) is joined with "\n".
+//
+// The strings of one frame share a single backing allocation, so retaining any of them retains
+// at most MaxFrameSize bytes.
 type Frame struct {
 	Fields []Field
 	Output []string
@@ -54,8 +60,13 @@ func (f *Frame) Get(key string) string {
 	return ""
 }
 
-// Lookup is Get that also reports whether the key is present.
+// Lookup is Get that also reports whether the key is present (case-insensitive).
 func (f *Frame) Lookup(key string) (string, bool) {
+	for i := range f.Fields {
+		if f.Fields[i].Key == key {
+			return f.Fields[i].Value, true
+		}
+	}
 	for i := range f.Fields {
 		if strings.EqualFold(f.Fields[i].Key, key) {
 			return f.Fields[i].Value, true
@@ -70,52 +81,117 @@ func (f *Frame) Event() string { return f.Get("Event") }
 // Response returns the frame's "Response" header ("" for events).
 func (f *Frame) Response() string { return f.Get("Response") }
 
-// Reader reads AMI frames from a byte stream. It accepts "\r\n" and "\n" line endings, continues
-// past frames that are too large, keeps lines without a colon of a command body as Output, and
-// never allocates more than MaxFrameSize (plus bufio's buffer) for one frame.
+// ActionID returns the frame's "ActionID" header ("" when absent).
+func (f *Frame) ActionID() string { return f.Get("ActionID") }
+
+// IsResponse reports whether the frame answers an action (it has a Response header and no Event
+// header). OriginateResponse, which is an event carrying a Response header, is not a response.
+func (f *Frame) IsResponse() bool {
+	_, isEvent := f.Lookup("Event")
+	_, isResp := f.Lookup("Response")
+	return isResp && !isEvent
+}
+
+// AppendTo appends the frame in wire format (CRLF line endings, Output lines after the fields,
+// a terminating blank line) to dst. It does not validate: frames read by Reader never contain
+// CR or LF in keys or values except joined continuation lines, which are written back as
+// continuation lines.
+func (f *Frame) AppendTo(dst []byte) []byte {
+	for _, fl := range f.Fields {
+		dst = append(dst, fl.Key...)
+		dst = append(dst, ": "...)
+		dst = appendCRLF(dst, fl.Value)
+	}
+	for _, o := range f.Output {
+		dst = append(dst, "Output: "...)
+		dst = appendCRLF(dst, o)
+	}
+	return append(dst, "\r\n"...)
+}
+
+// appendCRLF appends v with every "\n" written as "\r\n", then a final "\r\n".
+func appendCRLF(dst []byte, v string) []byte {
+	for {
+		i := strings.IndexByte(v, '\n')
+		if i < 0 {
+			break
+		}
+		dst = append(dst, v[:i]...)
+		dst = append(dst, "\r\n"...)
+		v = v[i+1:]
+	}
+	dst = append(dst, v...)
+	return append(dst, "\r\n"...)
+}
+
+// Reader reads AMI frames from a byte stream. It accepts "\r\n" and "\n" line endings, skips
+// frames that are too large and continues with the next, keeps the body of command responses
+// as Output, and allocates a constant number of objects per frame (the frame, its field slice
+// and one string holding all its keys and values). It is not safe for concurrent use.
 type Reader struct {
-	r       *bufio.Reader
-	banner  string
-	started bool
+	br      *bufio.Reader
+	buf     []byte // keys and values of the current frame, back to back
+	spans   []span
+	nFields int
+	nOut    int
 	size    int
-	skip    bool
-	cur     Frame
+	inFrame bool // a non-blank line of the current frame was seen
+	skip    bool // the current frame exceeded a limit and is being discarded
+	state   parseState
 }
 
-// NewReader returns a Reader on r. The first line of an AMI stream is the banner
-// ("Asterisk Call Manager/x.y.z"); ReadBanner reads it.
+// span locates one field (key and value) or one output line (value only) in Reader.buf.
+type span struct {
+	k0, k1, v0, v1 int32
+	out            bool
+}
+
+type parseState uint8
+
+const (
+	stHeaders     parseState = iota
+	stFollowsHead            // after "Response: Follows": Privilege/ActionID/Message may follow
+	stBody                   // inside a legacy command body, until "--END COMMAND--"
+)
+
+// NewReader returns a Reader on r with a MaxLineSize read buffer. The first line of an AMI
+// stream is the banner ("Asterisk Call Manager/x.y.z"); ReadBanner reads it.
 func NewReader(r io.Reader) *Reader {
-	return &Reader{r: bufio.NewReaderSize(r, 32<<10)}
+	return &Reader{br: bufio.NewReaderSize(r, MaxLineSize)}
 }
 
-// ReadBanner reads the banner line that starts an AMI session.
+// ReadBanner reads the banner line that starts an AMI session. It returns the banner and an
+// error when the line does not look like an AMI banner.
 func (r *Reader) ReadBanner() (string, error) {
 	line, err := r.readLine()
 	if err != nil {
 		return "", fmt.Errorf("ami: reading banner: %w", err)
 	}
-	r.banner = string(line)
-	if !strings.HasPrefix(r.banner, "Asterisk Call Manager/") {
-		return r.banner, fmt.Errorf("ami: unexpected banner %q", truncate(r.banner, 80))
+	banner := string(line)
+	if !strings.HasPrefix(banner, "Asterisk Call Manager/") {
+		return banner, fmt.Errorf("ami: unexpected banner %q (is this an AMI port?)", truncate(banner, 80))
 	}
-	return r.banner, nil
+	return banner, nil
 }
 
-// readLine returns the next line without its line ending. A line longer than MaxLineSize is
-// consumed and returned truncated together with errLineTooLong.
+// readLine returns the next line without its line ending. The slice is valid until the next
+// read. A line longer than MaxLineSize is consumed and reported with errLineTooLong; a final
+// line without a line ending is reported with io.ErrUnexpectedEOF.
 func (r *Reader) readLine() ([]byte, error) {
-	line, err := r.r.ReadSlice('\n')
-	if errors.Is(err, bufio.ErrBufferFull) {
-		// Consume the rest of an over-long line without keeping it.
-		for errors.Is(err, bufio.ErrBufferFull) {
-			_, err = r.r.ReadSlice('\n')
-		}
-		if err != nil {
-			return nil, err
-		}
-		return nil, errLineTooLong
-	}
+	line, err := r.br.ReadSlice('\n')
 	if err != nil {
+		if errors.Is(err, bufio.ErrBufferFull) {
+			for errors.Is(err, bufio.ErrBufferFull) {
+				_, err = r.br.ReadSlice('\n')
+			}
+			if err != nil {
+				if errors.Is(err, io.EOF) {
+					return nil, io.ErrUnexpectedEOF
+				}
+				return nil, err
+			}
+			return nil, errLineTooLong
+		}
 		if errors.Is(err, io.EOF) && len(line) > 0 {
 			return nil, io.ErrUnexpectedEOF
 		}
@@ -128,93 +204,188 @@ func (r *Reader) readLine() ([]byte, error) {
 	return line, nil
 }
 
-var errLineTooLong = errors.New("ami: line too long")
-
-// ReadFrame returns the next frame. It returns ErrFrameTooLarge (and skips the frame) when a
-// frame or one of its lines exceeds the limits; the caller may simply call ReadFrame again.
-// At the end of the stream it returns io.EOF, or io.ErrUnexpectedEOF inside a frame.
+// ReadFrame returns the next frame. It returns ErrFrameTooLarge (having skipped the frame) when a
+// frame or one of its lines exceeds the limits; the caller may simply call ReadFrame again. At a
+// clean end of the stream it returns io.EOF, and io.ErrUnexpectedEOF when the stream ends inside
+// a frame (the partial frame is discarded: a frame counts only once its blank line arrived).
+// After any other error the reader must be discarded.
 func (r *Reader) ReadFrame() (*Frame, error) {
-	r.cur = Frame{}
-	r.size = 0
-	r.skip = false
-	inBody := false
+	r.reset()
 	for {
 		line, err := r.readLine()
-		if errors.Is(err, errLineTooLong) {
-			r.skip = true
-			continue
-		}
 		if err != nil {
-			if errors.Is(err, io.EOF) && (len(r.cur.Fields) > 0 || r.skip) {
+			if errors.Is(err, errLineTooLong) {
+				r.inFrame = true
+				r.setSkip()
+				continue
+			}
+			inFrame := r.inFrame
+			r.reset()
+			if errors.Is(err, io.EOF) && inFrame {
 				return nil, io.ErrUnexpectedEOF
 			}
 			return nil, err
 		}
 		if len(line) == 0 {
-			if len(r.cur.Fields) == 0 && !r.skip {
+			if r.state == stBody { // a blank line inside legacy command output
+				r.grow(2)
+				r.addOutput(nil)
+				continue
+			}
+			if !r.inFrame {
 				continue // blank lines between frames
 			}
 			if r.skip {
+				r.reset()
 				return nil, ErrFrameTooLarge
 			}
-			f := r.cur
-			return &f, nil
+			f := r.build()
+			r.reset()
+			return f, nil
 		}
-		r.size += len(line) + 2
-		if r.size > MaxFrameSize {
-			r.skip = true
-		}
-		if r.skip {
-			continue
-		}
-		if inBody {
-			// Legacy "Response: Follows": header lines (Privilege, ActionID) may still come
-			// first; after the first raw line everything up to "--END COMMAND--" is body.
-			if len(r.cur.Output) == 0 {
-				if k, v, ok := splitField(line); ok && !bytes.HasSuffix(line, []byte("--END COMMAND--")) {
-					r.cur.Fields = append(r.cur.Fields, Field{Key: k, Value: v})
-					continue
-				}
-			}
-			if bytes.HasSuffix(line, []byte("--END COMMAND--")) {
-				if s := strings.TrimSuffix(string(line), "--END COMMAND--"); s != "" {
-					r.cur.Output = append(r.cur.Output, strings.TrimRight(s, "\r\n"))
-				}
-				inBody = false
-				continue
-			}
-			r.cur.Output = append(r.cur.Output, string(line))
-			continue
-		}
-		k, v, ok := splitField(line)
-		if !ok {
-			// A line without "Key: " inside a frame: keep it as body text.
-			r.cur.Output = append(r.cur.Output, string(line))
-			continue
-		}
-		if k == "Output" {
-			r.cur.Output = append(r.cur.Output, v)
-			continue
-		}
-		r.cur.Fields = append(r.cur.Fields, Field{Key: k, Value: v})
-		if k == "Response" && v == "Follows" {
-			inBody = true
-		}
+		r.inFrame = true
+		r.grow(len(line) + 2)
+		r.parseLine(line)
 	}
 }
 
-// splitField splits "Key: Value". Values may contain ": " themselves; only the first separator
-// counts. A key must be non-empty and contain no spaces.
-func splitField(line []byte) (key, value string, ok bool) {
+// parseLine interprets one non-empty line of the current frame. State transitions happen even
+// while a frame is being skipped, so a skipped command body with blank lines stays in sync.
+func (r *Reader) parseLine(line []byte) {
+	if r.state != stHeaders {
+		if rest, ok := bytes.CutSuffix(line, endCommand); ok {
+			if len(rest) > 0 {
+				r.addOutput(rest)
+			}
+			r.state = stHeaders
+			return
+		}
+		if r.state == stFollowsHead {
+			if k, v, ok := splitField(line); ok && isFollowsHeader(k) {
+				r.addField(k, v)
+				return
+			}
+			r.state = stBody
+		}
+		r.addOutput(line)
+		return
+	}
+	k, v, ok := splitField(line)
+	if !ok {
+		r.addContinuation(line)
+		return
+	}
+	if string(k) == "Output" {
+		r.addOutput(v)
+		return
+	}
+	r.addField(k, v)
+	if string(k) == "Response" && string(v) == "Follows" {
+		r.state = stFollowsHead
+	}
+}
+
+var endCommand = []byte("--END COMMAND--")
+
+// isFollowsHeader reports whether k is one of the headers Asterisk writes between
+// "Response: Follows" and the command output.
+func isFollowsHeader(k []byte) bool {
+	switch string(k) {
+	case "Privilege", "ActionID", "Message":
+		return true
+	}
+	return false
+}
+
+// grow accounts n bytes to the current frame and starts skipping it when it is too large.
+func (r *Reader) grow(n int) {
+	r.size += n
+	if r.size > MaxFrameSize {
+		r.setSkip()
+	}
+}
+
+func (r *Reader) setSkip() {
+	r.skip = true
+	r.buf = r.buf[:0]
+	r.spans = r.spans[:0]
+	r.nFields, r.nOut = 0, 0
+}
+
+func (r *Reader) addField(k, v []byte) {
+	if r.skip {
+		return
+	}
+	k0 := len(r.buf)
+	r.buf = append(r.buf, k...)
+	v0 := len(r.buf)
+	r.buf = append(r.buf, v...)
+	r.spans = append(r.spans, span{k0: int32(k0), k1: int32(v0), v0: int32(v0), v1: int32(len(r.buf))})
+	r.nFields++
+}
+
+func (r *Reader) addOutput(v []byte) {
+	if r.skip {
+		return
+	}
+	v0 := len(r.buf)
+	r.buf = append(r.buf, v...)
+	r.spans = append(r.spans, span{v0: int32(v0), v1: int32(len(r.buf)), out: true})
+	r.nOut++
+}
+
+// addContinuation handles a line without "Key:" outside a command body: it continues the value
+// of the field just before it (joined with "\n"); with no such field it is kept as Output.
+func (r *Reader) addContinuation(line []byte) {
+	if r.skip {
+		return
+	}
+	if n := len(r.spans); n > 0 && !r.spans[n-1].out && int(r.spans[n-1].v1) == len(r.buf) {
+		r.buf = append(r.buf, '\n')
+		r.buf = append(r.buf, line...)
+		r.spans[n-1].v1 = int32(len(r.buf))
+		return
+	}
+	r.addOutput(line)
+}
+
+// build returns the current frame; all its strings share one allocation.
+func (r *Reader) build() *Frame {
+	s := string(r.buf)
+	f := &Frame{Fields: make([]Field, 0, r.nFields)}
+	if r.nOut > 0 {
+		f.Output = make([]string, 0, r.nOut)
+	}
+	for _, sp := range r.spans {
+		if sp.out {
+			f.Output = append(f.Output, s[sp.v0:sp.v1])
+			continue
+		}
+		f.Fields = append(f.Fields, Field{Key: s[sp.k0:sp.k1], Value: s[sp.v0:sp.v1]})
+	}
+	return f
+}
+
+func (r *Reader) reset() {
+	r.buf = r.buf[:0]
+	r.spans = r.spans[:0]
+	r.nFields, r.nOut, r.size = 0, 0, 0
+	r.inFrame, r.skip = false, false
+	r.state = stHeaders
+}
+
+// splitField splits "Key: Value". Values may contain ": " themselves; only the first colon
+// counts. A key must be non-empty and contain no spaces; one space after the colon is removed.
+func splitField(line []byte) (key, value []byte, ok bool) {
 	i := bytes.IndexByte(line, ':')
 	if i <= 0 || bytes.IndexByte(line[:i], ' ') >= 0 {
-		return "", "", false
+		return nil, nil, false
 	}
 	v := line[i+1:]
 	if len(v) > 0 && v[0] == ' ' {
 		v = v[1:]
 	}
-	return internKey(line[:i]), string(v), true
+	return line[:i], v, true
 }
 
 func truncate(s string, n int) string {

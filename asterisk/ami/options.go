@@ -1,0 +1,243 @@
+package ami
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Authentication methods of Options.Auth.
+const (
+	AuthPlain = "plain" // Login with Secret in clear text
+	AuthMD5   = "md5"   // Challenge, then Login with Key = md5(challenge + secret)
+)
+
+// DefaultEvents is the Login event mask used when Options.Events is empty: every class the call
+// model may use (channels, bridges, dial, transfers, CEL: "call"; Newexten/VarSet: "dialplan";
+// queues: "agent"; Cdr: "cdr"; UserEvent: "user"), and none of the chatty ones (RTCP in
+// "reporting", "verbose", "log", "dtmf", "system").
+const DefaultEvents = "call,dialplan,agent,cdr,user"
+
+// Defaults of Options.
+const (
+	DefaultPingInterval   = 5 * time.Second
+	DefaultPingTimeout    = 5 * time.Second
+	DefaultConnectTimeout = 10 * time.Second
+	DefaultWriteTimeout   = 10 * time.Second
+	DefaultActionTimeout  = 15 * time.Second
+	DefaultEventBuffer    = 1024
+)
+
+// Options configure a Source, a Conn (Dial) and Capture. It is a plain struct: the daemon maps
+// its YAML configuration onto it. Zero values take the documented defaults.
+type Options struct {
+	// Name of the PBX (config pbx[].name): Event.PBX, the "pbx" metric label, log attribute.
+	Name string
+	// Address of the AMI listener, host:port (e.g. "127.0.0.1:5038").
+	Address string
+	// Username and Secret of the manager.conf user. The secret is never logged.
+	Username string
+	Secret   string
+	// Auth is AuthPlain (default) or AuthMD5.
+	Auth string
+	// Events is the Login event mask (default DefaultEvents; "on" for everything).
+	Events string
+
+	// PingInterval is the keepalive period (default 5 s). A connection on which no byte arrived
+	// for PingInterval+PingTimeout is declared dead, so a dead peer is detected within that
+	// bound. A negative PingInterval disables keepalive and read deadlines.
+	PingInterval time.Duration
+	// PingTimeout bounds the wait for a Pong (default 5 s).
+	PingTimeout time.Duration
+	// ConnectTimeout bounds dial, banner and login (default 10 s).
+	ConnectTimeout time.Duration
+	// WriteTimeout bounds each write to the socket (default 10 s).
+	WriteTimeout time.Duration
+	// ActionTimeout bounds actions whose context has no deadline (default 15 s).
+	ActionTimeout time.Duration
+
+	// Backoff is the reconnect policy of a Source.
+	Backoff Backoff
+
+	// Originate configures click-to-call (Source.Originate).
+	Originate OriginateOptions
+
+	// ForwardUnknown makes a Source send events of TypeUnknown on its out channel too; by
+	// default they are only counted (pbxbridge_ami_events_total{type="unknown"}).
+	ForwardUnknown bool
+	// EventBuffer is how many frames may wait between the reader and the consumer (default 1024).
+	EventBuffer int
+
+	// Logger receives connection-level logs (default: discard).
+	Logger *slog.Logger
+	// Registerer receives the metrics, labelled pbx=Name (default: not registered).
+	Registerer prometheus.Registerer
+	// Clock is the time source for backoff sleeps and timestamps (default: the system clock).
+	Clock Clock
+	// Dialer opens the TCP connection (default: net.Dialer.DialContext).
+	Dialer func(ctx context.Context, network, address string) (net.Conn, error)
+}
+
+// LogValue hides the secret when Options are logged.
+func (o Options) LogValue() slog.Value {
+	return slog.GroupValue(
+		slog.String("name", o.Name),
+		slog.String("address", o.Address),
+		slog.String("username", o.Username),
+		slog.String("auth", o.Auth),
+		slog.String("events", o.Events),
+	)
+}
+
+// withDefaults returns o with zero values replaced by defaults.
+func (o Options) withDefaults() Options {
+	o.Auth = strings.ToLower(strings.TrimSpace(o.Auth))
+	if o.Auth == "" {
+		o.Auth = AuthPlain
+	}
+	if o.Events == "" {
+		o.Events = DefaultEvents
+	}
+	if o.PingInterval == 0 {
+		o.PingInterval = DefaultPingInterval
+	}
+	if o.PingTimeout <= 0 {
+		o.PingTimeout = DefaultPingTimeout
+	}
+	if o.ConnectTimeout <= 0 {
+		o.ConnectTimeout = DefaultConnectTimeout
+	}
+	if o.WriteTimeout <= 0 {
+		o.WriteTimeout = DefaultWriteTimeout
+	}
+	if o.ActionTimeout <= 0 {
+		o.ActionTimeout = DefaultActionTimeout
+	}
+	if o.EventBuffer <= 0 {
+		o.EventBuffer = DefaultEventBuffer
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Clock == nil {
+		o.Clock = SystemClock{}
+	}
+	if o.Dialer == nil {
+		d := &net.Dialer{KeepAlive: 30 * time.Second}
+		o.Dialer = d.DialContext
+	}
+	o.Backoff = o.Backoff.withDefaults()
+	o.Originate = o.Originate.withDefaults()
+	return o
+}
+
+// validate reports configuration errors that no retry can fix.
+func (o *Options) validate() error {
+	host, port, err := net.SplitHostPort(o.Address)
+	if err != nil {
+		return fmt.Errorf("ami: address %q: %w", o.Address, err)
+	}
+	if host == "" {
+		return fmt.Errorf("ami: address %q: empty host", o.Address)
+	}
+	if p, err := strconv.Atoi(port); err != nil || p <= 0 || p > 65535 {
+		return fmt.Errorf("ami: address %q: invalid port", o.Address)
+	}
+	if o.Username == "" {
+		return fmt.Errorf("ami: username is empty")
+	}
+	for _, kv := range [][2]string{{"Username", o.Username}, {"Secret", o.Secret}, {"Events", o.Events}} {
+		if strings.ContainsAny(kv[1], "\r\n\x00") {
+			return fmt.Errorf("ami: %s contains a line break", strings.ToLower(kv[0]))
+		}
+	}
+	switch o.Auth {
+	case AuthPlain, AuthMD5:
+	default:
+		return fmt.Errorf("ami: auth %q: want %q or %q", o.Auth, AuthPlain, AuthMD5)
+	}
+	return o.Originate.validate()
+}
+
+// readTimeout is how long the reader waits for a byte before declaring the peer dead (0: forever).
+func (o *Options) readTimeout() time.Duration {
+	if o.PingInterval < 0 {
+		return 0
+	}
+	return o.PingInterval + o.PingTimeout
+}
+
+// Clock is the time source of a Source. Tests inject a fake one to run backoff instantly.
+type Clock interface {
+	Now() time.Time
+	// After returns a channel that receives once d has elapsed.
+	After(d time.Duration) <-chan time.Time
+}
+
+// SystemClock is the wall clock.
+type SystemClock struct{}
+
+// Now returns time.Now().
+func (SystemClock) Now() time.Time { return time.Now() }
+
+// After returns time.After(d).
+func (SystemClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
+
+// Backoff is the reconnect policy: capped exponential delays with equal jitter. Attempt n
+// (0-based, counting consecutive failures) waits d/2 + rand·d/2 where d = min(Max,
+// Initial·Multiplier^n). A connection that stayed up for StableAfter resets n to 0; a rejected
+// login jumps straight to Max, so a wrong password does not trip fail2ban on the PBX.
+type Backoff struct {
+	Initial     time.Duration // default 500 ms
+	Max         time.Duration // default 30 s
+	Multiplier  float64       // default 2
+	StableAfter time.Duration // default 30 s
+	// Rand returns the jitter in [0,1) (default math/rand/v2.Float64).
+	Rand func() float64
+}
+
+func (b Backoff) withDefaults() Backoff {
+	if b.Initial <= 0 {
+		b.Initial = 500 * time.Millisecond
+	}
+	if b.Max <= 0 {
+		b.Max = 30 * time.Second
+	}
+	if b.Max < b.Initial {
+		b.Max = b.Initial
+	}
+	if b.Multiplier < 1 {
+		b.Multiplier = 2
+	}
+	if b.StableAfter <= 0 {
+		b.StableAfter = 30 * time.Second
+	}
+	if b.Rand == nil {
+		b.Rand = rand.Float64
+	}
+	return b
+}
+
+// Delay returns the wait before reconnect attempt n (0-based). Zero fields take their defaults.
+func (b Backoff) Delay(n int) time.Duration {
+	b = b.withDefaults()
+	d := float64(b.Initial)
+	for i := 0; i < n && d < float64(b.Max); i++ {
+		d *= b.Multiplier
+	}
+	if d > float64(b.Max) {
+		d = float64(b.Max)
+	}
+	j := b.Rand()
+	if j < 0 || j >= 1 {
+		j = 0
+	}
+	return time.Duration(d/2 + j*d/2)
+}

@@ -1,0 +1,321 @@
+package ami
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/pbxbridge/pbxbridge/asterisk"
+)
+
+// Precheck modes of OriginateOptions.Precheck.
+const (
+	PrecheckExtensionState = "extension_state" // ask ExtensionState before ringing (default)
+	PrecheckNone           = "none"            // PBXs without hints: rely on the Originate outcome
+)
+
+// OriginateVariable is the inherited channel variable that carries OriginateRequest.ID, so the
+// call model can tie the resulting call to the CRM request.
+const OriginateVariable = "__PBXBRIDGE_ORIGINATE_ID"
+
+// OriginateOptions configure click-to-call for one PBX: the agent's extension is rung first
+// (Channel), and once the agent answers the call continues in Context at Exten = the customer's
+// number, i.e. through the PBX's normal outbound routing.
+type OriginateOptions struct {
+	// Channel is the agent's channel; "{ext}" is replaced by the extension. Default "PJSIP/{ext}".
+	// FreePBX: "Local/{ext}@from-internal" (follows the extension's settings: DND, follow-me);
+	// chan_sip: "SIP/{ext}".
+	Channel string
+	// Context and Priority of the customer leg (default "from-internal", 1).
+	Context  string
+	Priority int
+	// StateContext is where ExtensionState finds the extension's hint (default: Context; plain
+	// Asterisk often keeps hints in the phones' context, FreePBX in ext-local, reachable from
+	// from-internal).
+	StateContext string
+	// CallerID shown on the agent's phone while it rings; "{name}", "{number}" and "{ext}" are
+	// replaced. Default `"{name}" <{ext}>` with {name} = the request's CallerIDName, else the
+	// customer's number: the agent sees whom they are about to call, and the outbound leg keeps
+	// the extension's own caller id, so outbound caller-id rules apply as for a normal call.
+	CallerID string
+	// RingTimeout is how long the agent's phone rings when the request sets no Timeout
+	// (default 30 s).
+	RingTimeout time.Duration
+	// Precheck is PrecheckExtensionState (default) or PrecheckNone.
+	Precheck string
+	// AllowInUse lets an agent whose extension is already in a call be rung (call waiting);
+	// by default such an agent is reported busy.
+	AllowInUse bool
+	// Variables are set on every click-to-call in addition to the request's own.
+	Variables map[string]string
+}
+
+func (o OriginateOptions) withDefaults() OriginateOptions {
+	if o.Channel == "" {
+		o.Channel = "PJSIP/{ext}"
+	}
+	if o.Context == "" {
+		o.Context = "from-internal"
+	}
+	if o.Priority <= 0 {
+		o.Priority = 1
+	}
+	if o.StateContext == "" {
+		o.StateContext = o.Context
+	}
+	if o.CallerID == "" {
+		o.CallerID = `"{name}" <{ext}>`
+	}
+	if o.RingTimeout <= 0 {
+		o.RingTimeout = 30 * time.Second
+	}
+	if o.Precheck == "" {
+		o.Precheck = PrecheckExtensionState
+	}
+	return o
+}
+
+func (o *OriginateOptions) validate() error {
+	if !strings.Contains(o.Channel, "{ext}") {
+		return fmt.Errorf("ami: originate channel template %q has no {ext}", o.Channel)
+	}
+	for _, kv := range [][2]string{{"channel", o.Channel}, {"context", o.Context}, {"state context", o.StateContext}, {"caller id", o.CallerID}} {
+		if strings.ContainsAny(kv[1], "\r\n\x00") {
+			return fmt.Errorf("ami: originate %s contains a line break", kv[0])
+		}
+	}
+	switch o.Precheck {
+	case PrecheckExtensionState, PrecheckNone:
+	default:
+		return fmt.Errorf("ami: originate precheck %q: want %q or %q", o.Precheck, PrecheckExtensionState, PrecheckNone)
+	}
+	for k, v := range o.Variables {
+		if err := checkVariable(k, v); err != nil {
+			return fmt.Errorf("ami: originate: %w", err)
+		}
+	}
+	return nil
+}
+
+// OriginateResponse Reason codes (Asterisk's AST_CONTROL_* values) and what they mean for the agent
+// leg of a click-to-call.
+const (
+	ReasonFailed     = 0 // the channel could not be created or dialled (unregistered, no route)
+	ReasonHangup     = 1 // the agent's phone hung up / rejected
+	ReasonRingTimout = 3 // rang out: no answer
+	ReasonAnswered   = 4 // success
+	ReasonBusy       = 5
+	ReasonCongestion = 8
+)
+
+// Originate rings req.Extension and, once the agent answers, dials req.Number through
+// OriginateOptions.Context (click-to-call). It returns when the PBX reported the outcome of the
+// agent leg: after the agent answered, or with an error wrapping one of the asterisk sentinels
+// when the cause is known (ErrExtensionUnknown, ErrExtensionBusy, ErrExtensionUnreachable,
+// ErrNoAnswer, ErrNotConnected). If ctx has no deadline the wait is bounded by the ring timeout
+// plus 15 s.
+func (s *Source) Originate(ctx context.Context, req asterisk.OriginateRequest) (asterisk.OriginateResult, error) {
+	o := &s.opts.Originate
+	ext := strings.TrimSpace(req.Extension)
+	num := strings.TrimSpace(req.Number)
+	where := fmt.Sprintf("ami: click-to-call %s → %s", ext, num)
+	if !validDialToken(ext, true, "*#_.-") {
+		return asterisk.OriginateResult{}, fmt.Errorf("ami: click-to-call: extension %q: %w", truncate(ext, 40), asterisk.ErrExtensionUnknown)
+	}
+	if !validDialToken(num, false, "+*#") {
+		return asterisk.OriginateResult{}, fmt.Errorf("ami: click-to-call %s: number %q is not dialable (digits, +, * and # only)", ext, truncate(num, 40))
+	}
+	vars, err := s.originateVariables(req)
+	if err != nil {
+		return asterisk.OriginateResult{}, fmt.Errorf("%s: %w", where, err)
+	}
+	conn := s.current()
+	if conn == nil {
+		return asterisk.OriginateResult{}, fmt.Errorf("%s: %w", where, asterisk.ErrNotConnected)
+	}
+	timeout := req.Timeout
+	if timeout <= 0 {
+		timeout = o.RingTimeout
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout+15*time.Second)
+		defer cancel()
+	}
+
+	if o.Precheck == PrecheckExtensionState {
+		st, err := conn.ExtensionState(ctx, ext, o.StateContext)
+		if err != nil {
+			return asterisk.OriginateResult{}, fmt.Errorf("%s: checking the extension: %w", where, connErr(err))
+		}
+		if err := stateError(st, o.AllowInUse); err != nil {
+			return asterisk.OriginateResult{}, fmt.Errorf("%s: %w", where, err)
+		}
+	}
+
+	name := req.CallerIDName
+	if name == "" {
+		name = num
+	}
+	callerID := strings.NewReplacer("{name}", sanitizeCallerName(name), "{number}", num, "{ext}", ext).Replace(o.CallerID)
+	res, err := conn.Originate(ctx, OriginateData{
+		Channel:   strings.ReplaceAll(o.Channel, "{ext}", ext),
+		Context:   o.Context,
+		Exten:     num,
+		Priority:  o.Priority,
+		Timeout:   timeout,
+		CallerID:  callerID,
+		Variables: vars,
+		Async:     true,
+	})
+	if err != nil {
+		return asterisk.OriginateResult{}, fmt.Errorf("%s: %w", where, originateError(err))
+	}
+	var uid string
+	if n := len(res.Events); n > 0 {
+		uid = res.Events[n-1].Get("Uniqueid")
+		if uid == "<unknown>" {
+			uid = ""
+		}
+	}
+	return asterisk.OriginateResult{Uniqueid: uid}, nil
+}
+
+// originateVariables returns the Variable values: the request ID, the configured variables and
+// the request's own, sorted by name (the request wins on a clash).
+func (s *Source) originateVariables(req asterisk.OriginateRequest) ([]string, error) {
+	all := make(map[string]string, len(s.opts.Originate.Variables)+len(req.Variables)+1)
+	for k, v := range s.opts.Originate.Variables {
+		all[k] = v
+	}
+	for k, v := range req.Variables {
+		all[k] = v
+	}
+	if req.ID != "" {
+		all[OriginateVariable] = req.ID
+	}
+	names := make([]string, 0, len(all))
+	for k := range all {
+		names = append(names, k)
+	}
+	slices.Sort(names)
+	out := make([]string, 0, len(names))
+	for _, k := range names {
+		if err := checkVariable(k, all[k]); err != nil {
+			return nil, err
+		}
+		out = append(out, k+"="+all[k])
+	}
+	return out, nil
+}
+
+// checkVariable refuses names and values that AMI would split or that could inject headers.
+func checkVariable(name, value string) error {
+	if name == "" || strings.ContainsAny(name, "=,: \t\r\n\x00") {
+		return fmt.Errorf("variable name %q is invalid", truncate(name, 40))
+	}
+	if strings.ContainsAny(value, ",\r\n\x00") {
+		return fmt.Errorf("variable %s: value contains ',' or a line break (AMI splits Variable on commas)", name)
+	}
+	return nil
+}
+
+// stateError maps an ExtensionState answer to an asterisk sentinel, or nil when the agent can
+// be rung.
+func stateError(st ExtensionStatus, allowInUse bool) error {
+	switch {
+	case st.Status == ExtNoHint || st.Status == ExtRemoved || st.Status < 0:
+		return fmt.Errorf("%w: the PBX has no hint for extension %s in context %s", asterisk.ErrExtensionUnknown, st.Exten, st.Context)
+	case st.Status&ExtUnavailable != 0:
+		return fmt.Errorf("%w: the phone of extension %s is not registered or not reachable", asterisk.ErrExtensionUnreachable, st.Exten)
+	case st.Status&ExtBusy != 0:
+		return fmt.Errorf("%w: extension %s is busy", asterisk.ErrExtensionBusy, st.Exten)
+	case st.Status&(ExtRinging|ExtOnHold) != 0:
+		return fmt.Errorf("%w: extension %s is %s", asterisk.ErrExtensionBusy, st.Exten, describeState(st))
+	case st.Status&ExtInUse != 0 && !allowInUse:
+		return fmt.Errorf("%w: extension %s is already in a call", asterisk.ErrExtensionBusy, st.Exten)
+	}
+	return nil
+}
+
+func describeState(st ExtensionStatus) string {
+	if st.StatusText != "" {
+		return strings.ToLower(st.StatusText)
+	}
+	return "state " + strconv.Itoa(st.Status)
+}
+
+// originateError maps the outcome of an Originate to an asterisk sentinel where the cause is
+// known.
+func originateError(err error) error {
+	var re *ResponseError
+	if !errors.As(err, &re) {
+		return connErr(err)
+	}
+	if re.Frame == nil || re.Frame.Event() != "OriginateResponse" {
+		// The action itself was refused (permission, bad channel name, no such context...).
+		return err
+	}
+	reason, convErr := strconv.Atoi(strings.TrimSpace(re.Frame.Get("Reason")))
+	if convErr != nil {
+		reason = -1
+	}
+	switch reason {
+	case ReasonRingTimout:
+		return fmt.Errorf("%w (rang out)", asterisk.ErrNoAnswer)
+	case ReasonHangup:
+		return fmt.Errorf("%w (the phone rejected the call)", asterisk.ErrNoAnswer)
+	case ReasonBusy:
+		return fmt.Errorf("%w (the phone answered busy)", asterisk.ErrExtensionBusy)
+	case ReasonCongestion:
+		return fmt.Errorf("%w (congestion)", asterisk.ErrExtensionUnreachable)
+	case ReasonFailed:
+		return fmt.Errorf("%w (the PBX could not dial the extension's channel)", asterisk.ErrExtensionUnreachable)
+	}
+	return fmt.Errorf("the PBX reported originate failure, reason %s", re.Frame.Get("Reason"))
+}
+
+// connErr adds ErrNotConnected to errors that mean the connection is gone.
+func connErr(err error) error {
+	if errors.Is(err, ErrClosed) || errors.Is(err, ErrConnectionLost) {
+		return fmt.Errorf("%w: %w", asterisk.ErrNotConnected, err)
+	}
+	return err
+}
+
+// validDialToken reports whether s is non-empty, at most 64 bytes, and made of digits, ASCII
+// letters when letters is set, and the given extra characters.
+func validDialToken(s string, letters bool, extra string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for _, r := range s {
+		switch {
+		case r >= '0' && r <= '9':
+		case letters && (r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z'):
+		case strings.ContainsRune(extra, r):
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// sanitizeCallerName removes what would break the CallerID header's "name" <num> syntax.
+func sanitizeCallerName(s string) string {
+	s = strings.Map(func(r rune) rune {
+		switch r {
+		case '"', '<', '>', '\r', '\n', 0:
+			return -1
+		}
+		return r
+	}, s)
+	if len(s) > 80 {
+		s = s[:80]
+	}
+	return s
+}

@@ -1,0 +1,296 @@
+package fakepbx
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/pbxbridge/pbxbridge/asterisk/ami"
+)
+
+// Call is one replay of a scenario in progress.
+type Call struct {
+	Scenario string
+	in       *instance
+}
+
+// Done is closed when the replay has emitted its last event (or was stopped).
+func (c *Call) Done() <-chan struct{} { return c.in.done }
+
+// MapID returns the fresh id this replay uses for an id of the original transcript (a
+// Uniqueid/Linkedid such as "1795305929.121", or a channel suffix such as "00000020"), or ""
+// when the transcript has no such id. Tests use it to find a transcript's calls in the replay.
+func (c *Call) MapID(orig string) string {
+	if k, ok := c.in.sc.uidIndex[orig]; ok {
+		return c.in.uids[k]
+	}
+	if k, ok := c.in.sc.chanIndex[orig]; ok {
+		return c.in.chans[k]
+	}
+	return ""
+}
+
+// Start is the wall-clock time of the replay's first event.
+func (c *Call) Start() time.Time { return c.in.start }
+
+// instance is one replay: a scenario with its fresh ids and time base.
+type instance struct {
+	srv      *Server
+	sc       *scenario
+	start    time.Time
+	speed    float64 // > 0; +Inf replays without delays
+	uids     []string
+	chans    []string
+	bridges  []string
+	ext, num string
+	actionID string      // OriginateResponse ActionID of an Originate replay
+	vars     []ami.Field // Originate variables replacing the recorder's originate id
+	pos      atomic.Int32
+	done     chan struct{}
+}
+
+func (s *Server) newInstance(sc *scenario, start time.Time) *instance {
+	in := &instance{
+		srv:     s,
+		sc:      sc,
+		start:   start,
+		speed:   s.speed,
+		uids:    make([]string, len(sc.uidEpoch)),
+		chans:   make([]string, sc.nChans),
+		bridges: make([]string, sc.nBridges),
+		done:    make(chan struct{}),
+	}
+	for _, k := range sc.uidOrder {
+		epoch := start.Add(in.scale(time.Duration(sc.uidEpoch[k]) * time.Second)).Unix()
+		in.uids[k] = strconv.FormatInt(epoch, 10) + "." + strconv.FormatUint(s.uidSeq.Add(1), 10)
+	}
+	for k := range in.chans {
+		in.chans[k] = fmt.Sprintf("%08x", uint32(s.chanSeq.Add(1)))
+	}
+	for k := range in.bridges {
+		in.bridges[k] = s.newUUID()
+	}
+	return in
+}
+
+// scale converts a duration of the original recording into replay time.
+func (in *instance) scale(d time.Duration) time.Duration {
+	if math.IsInf(in.speed, 1) {
+		return 0
+	}
+	return time.Duration(float64(d) / in.speed)
+}
+
+// run emits the scenario's frames at their (scaled) times.
+func (in *instance) run(ctx context.Context) {
+	defer close(in.done)
+	s := in.srv
+	var buf []byte
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
+	for i := range in.sc.frames {
+		fr := &in.sc.frames[i]
+		due := in.start.Add(in.scale(fr.at))
+		if wait := time.Until(due); wait > 200*time.Microsecond {
+			timer.Reset(wait)
+			select {
+			case <-timer.C:
+			case <-ctx.Done():
+				return
+			}
+		} else if ctx.Err() != nil {
+			return
+		}
+		ts := due
+		if math.IsInf(in.speed, 1) {
+			ts = time.Now()
+		}
+		buf = buf[:0]
+		if fr.origVar && in.vars != nil {
+			for _, v := range in.vars {
+				buf = in.render(buf, fr, ts, v.Key, v.Value)
+			}
+		} else {
+			buf = in.render(buf, fr, ts, "", "")
+		}
+		s.emit(in, int32(i+1), buf, fr.classes)
+	}
+}
+
+// render appends frame fr in wire format. varName/varValue, when set, replace the Variable and
+// Value headers (Originate variables).
+func (in *instance) render(dst []byte, fr *tframe, ts time.Time, varName, varValue string) []byte {
+	noTS := in.srv.cfg.NoTimestamps
+	for i := range fr.fields {
+		f := &fr.fields[i]
+		if f.kind == fkTimestamp && noTS {
+			continue
+		}
+		dst = append(dst, f.key...)
+		dst = append(dst, ": "...)
+		switch {
+		case varName != "" && f.key == "Variable":
+			dst = append(dst, varName...)
+		case varName != "" && f.key == "Value":
+			dst = append(dst, varValue...)
+		default:
+			dst = in.appendValue(dst, f, ts)
+		}
+		dst = append(dst, "\r\n"...)
+	}
+	return append(dst, "\r\n"...)
+}
+
+func (in *instance) appendValue(dst []byte, f *tfield, ts time.Time) []byte {
+	switch f.kind {
+	case fkTimestamp:
+		return appendTimestamp(dst, ts)
+	case fkClockTime:
+		t := in.start.Add(in.scale(f.segs[0].off)).UTC()
+		return t.AppendFormat(dst, clockLayout)
+	case fkSeconds:
+		n, _ := strconv.Atoi(f.segs[0].lit)
+		return strconv.AppendInt(dst, int64(math.Round(float64(in.scale(time.Duration(n)*time.Second))/float64(time.Second))), 10)
+	case fkActionID:
+		if in.actionID != "" {
+			return append(dst, in.actionID...)
+		}
+	}
+	for _, sg := range f.segs {
+		switch sg.kind {
+		case segLit:
+			dst = append(dst, sg.lit...)
+		case segUID:
+			dst = append(dst, in.uids[sg.idx]...)
+		case segChan:
+			dst = append(dst, in.chans[sg.idx]...)
+		case segBridge:
+			dst = append(dst, in.bridges[sg.idx]...)
+		case segExt:
+			dst = append(dst, in.ext...)
+		case segNum:
+			dst = append(dst, in.num...)
+		}
+	}
+	return dst
+}
+
+// fieldValue renders one header of frame i ("" when the frame has no such header).
+func (in *instance) fieldValue(i int, key string) string {
+	fr := &in.sc.frames[i]
+	for k := range fr.fields {
+		if fr.fields[k].key == key {
+			return string(in.appendValue(nil, &fr.fields[k], in.start.Add(in.scale(fr.at))))
+		}
+	}
+	return ""
+}
+
+func appendTimestamp(dst []byte, t time.Time) []byte {
+	dst = strconv.AppendInt(dst, t.Unix(), 10)
+	dst = append(dst, '.')
+	us := t.Nanosecond() / 1000
+	for d := 100000; d > 0; d /= 10 {
+		dst = append(dst, byte('0'+us/d%10))
+	}
+	return dst
+}
+
+// liveChannel is one channel of a replay that exists after the frames emitted so far.
+type liveChannel struct {
+	uid     int
+	order   int // creation order
+	last    int // the last frame that described it
+	exten   int // its last Newexten frame, -1 when none
+	bridge  int // the BridgeEnter frame of the bridge it is in, -1 when none
+	created time.Duration
+}
+
+// channels returns the channels that exist after the first pos frames, in creation order.
+func (in *instance) channels(pos int) []liveChannel {
+	live := map[int]*liveChannel{}
+	n := 0
+	for i := 0; i < pos; i++ {
+		fr := &in.sc.frames[i]
+		if fr.chanUID < 0 {
+			continue
+		}
+		lc := live[fr.chanUID]
+		switch fr.event {
+		case "Newchannel":
+			lc = &liveChannel{uid: fr.chanUID, order: n, exten: -1, bridge: -1, created: fr.at}
+			n++
+			live[fr.chanUID] = lc
+		case "Hangup":
+			delete(live, fr.chanUID)
+			continue
+		}
+		if lc == nil {
+			continue
+		}
+		lc.last = i
+		switch fr.event {
+		case "Newexten":
+			lc.exten = i
+		case "BridgeEnter":
+			lc.bridge = i
+		case "BridgeLeave":
+			lc.bridge = -1
+		}
+	}
+	out := make([]liveChannel, 0, len(live))
+	for _, lc := range live {
+		out = append(out, *lc)
+	}
+	// creation order
+	for i := 1; i < len(out); i++ {
+		for j := i; j > 0 && out[j].order < out[j-1].order; j-- {
+			out[j], out[j-1] = out[j-1], out[j]
+		}
+	}
+	return out
+}
+
+// coreShowChannel appends the CoreShowChannel event of one live channel.
+func (in *instance) coreShowChannel(dst []byte, lc liveChannel, actionID string, now time.Time) []byte {
+	dst = append(dst, "Event: CoreShowChannel\r\n"...)
+	if actionID != "" {
+		dst = append(dst, "ActionID: "...)
+		dst = append(dst, actionID...)
+		dst = append(dst, "\r\n"...)
+	}
+	for _, k := range [...]string{"Channel", "ChannelState", "ChannelStateDesc", "CallerIDNum",
+		"CallerIDName", "ConnectedLineNum", "ConnectedLineName", "Language", "AccountCode",
+		"Context", "Exten", "Priority", "Uniqueid", "Linkedid"} {
+		dst = appendHeader(dst, k, in.fieldValue(lc.last, k))
+	}
+	var bridge, app, data string
+	if lc.bridge >= 0 {
+		bridge = in.fieldValue(lc.bridge, "BridgeUniqueid")
+	}
+	if lc.exten >= 0 {
+		app = in.fieldValue(lc.exten, "Application")
+		data = in.fieldValue(lc.exten, "AppData")
+	}
+	dst = appendHeader(dst, "BridgeId", bridge)
+	dst = appendHeader(dst, "Application", app)
+	dst = appendHeader(dst, "ApplicationData", data)
+	age := now.Sub(in.start.Add(in.scale(lc.created)))
+	if age < 0 {
+		age = 0
+	}
+	sec := int(age / time.Second)
+	dst = appendHeader(dst, "Duration", fmt.Sprintf("%02d:%02d:%02d", sec/3600, sec/60%60, sec%60))
+	return append(dst, "\r\n"...)
+}
+
+func appendHeader(dst []byte, k, v string) []byte {
+	dst = append(dst, k...)
+	dst = append(dst, ": "...)
+	dst = append(dst, v...)
+	return append(dst, "\r\n"...)
+}

@@ -1,0 +1,474 @@
+// Package fakepbx is a simulated Asterisk PBX for tests, the demo and the load harness: an AMI
+// server on loopback that speaks the real wire protocol and replays the real transcripts of
+// package asterisk/transcripts.
+//
+// It answers the banner, Login (plain and MD5 challenge), Ping, Events, CoreSettings,
+// CoreShowChannels (the channels of the calls being replayed right now), ExtensionState and
+// Originate (a click-to-call: the click_to_call transcript adapted to the requested extension
+// and number, ending the agent leg with an OriginateResponse carrying the client's ActionID), and
+// Logoff. Replays get fresh timestamps (shifted to now, relative timing kept, divided by the
+// speed factor) and fresh ids: every Uniqueid/Linkedid (also inside recording names and CEL
+// JSON), channel-name suffix and bridge id is remapped consistently, so any number of concurrent
+// replays never collide. Replays keep playing while clients are disconnected (events during the
+// outage are lost for them, as on a real PBX).
+//
+// Knobs for fault tests: DropClients (close every client connection now), Config.DropEvery,
+// StallClients (a half-open connection: the socket stays open but nothing is read or written),
+// SetExtension (what an extension answers to ExtensionState and Originate).
+//
+// A Server is safe for concurrent use. Close stops it and waits for its goroutines.
+package fakepbx
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"math/rand/v2"
+	"net"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pbxbridge/pbxbridge/asterisk/ami"
+)
+
+// Outcome is what an extension's phone does when an Originate rings it.
+type Outcome string
+
+// Outcomes of Ext.Outcome.
+const (
+	Answer     Outcome = "answer"     // answers: the click_to_call transcript plays
+	Busy       Outcome = "busy"       // OriginateResponse Failure, Reason 5
+	NoAnswer   Outcome = "noanswer"   // rings out: Reason 3 after the Originate's Timeout
+	Congestion Outcome = "congestion" // Reason 8
+	Fail       Outcome = "fail"       // the channel cannot be dialled: Reason 0
+	Reject     Outcome = "reject"     // the phone hangs up while ringing: Reason 1
+)
+
+// Ext describes one extension of the simulated office.
+type Ext struct {
+	// State is what ExtensionState reports (ami.ExtIdle, ami.ExtInUse, ami.ExtBusy,
+	// ami.ExtUnavailable...).
+	State int
+	// Outcome is what happens when an Originate rings it (default Answer).
+	Outcome Outcome
+}
+
+// Config of a Server. Zero values take the documented defaults.
+type Config struct {
+	// Addr to listen on (default "127.0.0.1:0": a free loopback port).
+	Addr string
+	// Username and Secret accepted by Login (default "pbxbridge" / "secret").
+	Username string
+	Secret   string
+	// Banner (default "Asterisk Call Manager/11.0.0", as in the transcripts) and the
+	// AsteriskVersion reported by CoreSettings (default "22.10.1").
+	Banner  string
+	Version string
+	// Speed divides the transcripts' timing: 1 (default) is real time, 10 is ten times faster,
+	// math.Inf(1) replays without any delay (benchmarks).
+	Speed float64
+	// Seed of the random choices (scenario mix, bridge ids). Default 1.
+	Seed uint64
+	// Extensions known to ExtensionState and Originate (default 101, 102 and 103: idle,
+	// answering). Unknown extensions report status -1 (no hint) and fail to originate.
+	Extensions map[string]Ext
+	// WriteTimeout: a client that does not read for this long is disconnected (default 5 s),
+	// like Asterisk's writetimeout.
+	WriteTimeout time.Duration
+	// DropEvery, when positive, drops every client connection periodically.
+	DropEvery time.Duration
+	// NoTimestamps strips the Timestamp header from events (Asterisk's default is
+	// timestampevents=no; the transcripts were recorded with it on).
+	NoTimestamps bool
+	// Logger (default: discard).
+	Logger *slog.Logger
+}
+
+// Stats are counters of a Server.
+type Stats struct {
+	Sessions      int    // clients connected now
+	Logins        uint64 // successful logins so far
+	CallsStarted  uint64
+	CallsFinished uint64
+	EventsSent    uint64 // event frames written to clients (one per client)
+	Drops         uint64 // client connections dropped by DropClients/DropEvery
+}
+
+// Server is a running fake PBX.
+type Server struct {
+	cfg       Config
+	speed     float64
+	log       *slog.Logger
+	ln        net.Listener
+	scenarios map[string]*scenario
+	orig      *scenario
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu       sync.Mutex
+	sessions map[*session]struct{}
+	calls    map[*instance]struct{}
+	exts     map[string]Ext
+	rng      *rand.Rand
+
+	// emitMu orders event emission with CoreShowChannels, so a snapshot reflects exactly the
+	// events each client received before it.
+	emitMu sync.Mutex
+
+	uidSeq   atomic.Uint64
+	chanSeq  atomic.Uint64
+	logins   atomic.Uint64
+	started  atomic.Uint64
+	finished atomic.Uint64
+	sent     atomic.Uint64
+	drops    atomic.Uint64
+	booted   time.Time
+}
+
+// Start compiles the transcripts, listens and serves until Close.
+func Start(cfg Config) (*Server, error) {
+	if cfg.Addr == "" {
+		cfg.Addr = "127.0.0.1:0"
+	}
+	if cfg.Username == "" {
+		cfg.Username = "pbxbridge"
+	}
+	if cfg.Secret == "" {
+		cfg.Secret = "secret"
+	}
+	if cfg.Banner == "" {
+		cfg.Banner = "Asterisk Call Manager/11.0.0"
+	}
+	if cfg.Version == "" {
+		cfg.Version = "22.10.1"
+	}
+	if cfg.Seed == 0 {
+		cfg.Seed = 1
+	}
+	if cfg.WriteTimeout <= 0 {
+		cfg.WriteTimeout = 5 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	speed := cfg.Speed
+	if speed <= 0 || math.IsNaN(speed) {
+		speed = 1
+	}
+	exts := make(map[string]Ext, len(cfg.Extensions))
+	for k, v := range cfg.Extensions {
+		if v.Outcome == "" {
+			v.Outcome = Answer
+		}
+		exts[k] = v
+	}
+	if cfg.Extensions == nil {
+		for _, e := range []string{"101", "102", "103"} {
+			exts[e] = Ext{State: ami.ExtIdle, Outcome: Answer}
+		}
+	}
+	scs, orig, err := compiled()
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("fakepbx: listening on %s: %w", cfg.Addr, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Server{
+		cfg:       cfg,
+		speed:     speed,
+		log:       cfg.Logger,
+		ln:        ln,
+		scenarios: scs,
+		orig:      orig,
+		ctx:       ctx,
+		cancel:    cancel,
+		sessions:  map[*session]struct{}{},
+		calls:     map[*instance]struct{}{},
+		exts:      exts,
+		rng:       rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15)),
+		booted:    time.Now(),
+	}
+	s.wg.Add(1)
+	go s.acceptLoop()
+	if cfg.DropEvery > 0 {
+		s.wg.Add(1)
+		go s.dropLoop(cfg.DropEvery)
+	}
+	return s, nil
+}
+
+// compiled returns the compiled transcripts. They are compiled once per process and never
+// modified afterwards.
+func compiled() (map[string]*scenario, *scenario, error) {
+	c := compiledOnce()
+	return c.scenarios, c.orig, c.err
+}
+
+type compiledSet struct {
+	scenarios map[string]*scenario
+	orig      *scenario
+	err       error
+}
+
+var compiledOnce = sync.OnceValue(func() compiledSet { //nolint:gochecknoglobals // immutable lazy cache
+	scs, orig, err := compileAll()
+	return compiledSet{scs, orig, err}
+})
+
+// Addr returns the address the server listens on (host:port).
+func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// Username and Secret return the credentials Login accepts.
+func (s *Server) Username() string { return s.cfg.Username }
+
+// Secret returns the secret Login accepts.
+func (s *Server) Secret() string { return s.cfg.Secret }
+
+// Scenarios lists the scenarios Play and Load can replay, sorted.
+func (s *Server) Scenarios() []string {
+	out := make([]string, 0, len(s.scenarios))
+	for k := range s.scenarios {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Close stops accepting, closes every client connection, stops the replays and waits for all
+// goroutines. It is idempotent.
+func (s *Server) Close() error {
+	s.cancel()
+	err := s.ln.Close()
+	s.mu.Lock()
+	for ss := range s.sessions {
+		ss.close()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+	if errors.Is(err, net.ErrClosed) {
+		err = nil
+	}
+	return err
+}
+
+// Stats returns the server's counters.
+func (s *Server) Stats() Stats {
+	s.mu.Lock()
+	n := len(s.sessions)
+	s.mu.Unlock()
+	return Stats{
+		Sessions:      n,
+		Logins:        s.logins.Load(),
+		CallsStarted:  s.started.Load(),
+		CallsFinished: s.finished.Load(),
+		EventsSent:    s.sent.Load(),
+		Drops:         s.drops.Load(),
+	}
+}
+
+// DropClients closes every client connection now (the calls keep playing) and returns how many
+// were dropped.
+func (s *Server) DropClients() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for ss := range s.sessions {
+		ss.close()
+		n++
+	}
+	s.drops.Add(uint64(n))
+	return n
+}
+
+// StallClients turns every current client connection half-open: the socket stays open, but the
+// server neither reads its actions nor writes anything to it any more. New connections work
+// normally. It returns how many were stalled.
+func (s *Server) StallClients() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for ss := range s.sessions {
+		ss.stalled.Store(true)
+	}
+	return len(s.sessions)
+}
+
+// SetExtension sets what ExtensionState and Originate answer for ext.
+func (s *Server) SetExtension(ext string, e Ext) {
+	if e.Outcome == "" {
+		e.Outcome = Answer
+	}
+	s.mu.Lock()
+	s.exts[ext] = e
+	s.mu.Unlock()
+}
+
+func (s *Server) extension(ext string) (Ext, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.exts[ext]
+	return e, ok
+}
+
+func (s *Server) acceptLoop() {
+	defer s.wg.Done()
+	for {
+		nc, err := s.ln.Accept()
+		if err != nil {
+			if s.ctx.Err() == nil && !errors.Is(err, net.ErrClosed) {
+				s.log.Warn("fakepbx: accept", "err", err)
+			}
+			return
+		}
+		ss := newSession(s, nc)
+		s.mu.Lock()
+		if s.ctx.Err() != nil {
+			s.mu.Unlock()
+			_ = nc.Close()
+			return
+		}
+		s.sessions[ss] = struct{}{}
+		s.mu.Unlock()
+		ss.start()
+	}
+}
+
+func (s *Server) removeSession(ss *session) {
+	s.mu.Lock()
+	delete(s.sessions, ss)
+	s.mu.Unlock()
+}
+
+func (s *Server) dropLoop(every time.Duration) {
+	defer s.wg.Done()
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-t.C:
+			if n := s.DropClients(); n > 0 {
+				s.log.Info("fakepbx: dropped client connections", "count", n)
+			}
+		}
+	}
+}
+
+// emit sends one event frame of replay in (its frame number pos) to every logged-in client whose
+// event mask includes the frame's classes.
+func (s *Server) emit(in *instance, pos int32, frame []byte, classes uint32) {
+	s.emitMu.Lock()
+	defer s.emitMu.Unlock()
+	if in != nil {
+		in.pos.Store(pos)
+	}
+	s.broadcastLocked(frame, classes)
+}
+
+// broadcastLocked copies frame to the clients; emitMu must be held.
+func (s *Server) broadcastLocked(frame []byte, classes uint32) {
+	s.mu.Lock()
+	targets := make([]*session, 0, len(s.sessions))
+	for ss := range s.sessions {
+		if ss.wantsEvents(classes) {
+			targets = append(targets, ss)
+		}
+	}
+	s.mu.Unlock()
+	if len(targets) == 0 {
+		return
+	}
+	b := slices.Clone(frame)
+	for _, ss := range targets {
+		if ss.enqueue(b) {
+			s.sent.Add(1)
+		}
+	}
+}
+
+// coreShowChannels builds the complete answer to CoreShowChannels (response, one
+// CoreShowChannel per live channel of every replay, completion event) and queues it for ss as
+// one write, under emitMu so it is consistent with the events ss received.
+func (s *Server) coreShowChannels(ss *session, actionID string) {
+	s.emitMu.Lock()
+	defer s.emitMu.Unlock()
+	s.mu.Lock()
+	calls := make([]*instance, 0, len(s.calls))
+	for in := range s.calls {
+		calls = append(calls, in)
+	}
+	s.mu.Unlock()
+	slices.SortFunc(calls, func(a, b *instance) int { return a.start.Compare(b.start) })
+	now := time.Now()
+	buf := responseHead(nil, "Success", actionID)
+	buf = appendHeader(buf, "EventList", "start")
+	buf = appendHeader(buf, "Message", "Channels will follow")
+	buf = append(buf, "\r\n"...)
+	n := 0
+	for _, in := range calls {
+		for _, lc := range in.channels(int(in.pos.Load())) {
+			buf = in.coreShowChannel(buf, lc, actionID, now)
+			n++
+		}
+	}
+	buf = append(buf, "Event: CoreShowChannelsComplete\r\n"...)
+	if actionID != "" {
+		buf = appendHeader(buf, "ActionID", actionID)
+	}
+	buf = appendHeader(buf, "EventList", "Complete")
+	buf = appendHeader(buf, "ListItems", fmt.Sprint(n))
+	buf = append(buf, "\r\n"...)
+	ss.enqueue(buf)
+}
+
+// Play starts one replay of scenario name now and returns at once. The replay stops early when
+// ctx is cancelled or the server is closed.
+func (s *Server) Play(ctx context.Context, name string) (*Call, error) {
+	sc, ok := s.scenarios[name]
+	if !ok {
+		return nil, fmt.Errorf("fakepbx: unknown scenario %q", name)
+	}
+	in := s.newInstance(sc, time.Now())
+	s.startInstance(ctx, in)
+	return &Call{Scenario: name, in: in}, nil
+}
+
+func (s *Server) startInstance(ctx context.Context, in *instance) {
+	s.mu.Lock()
+	s.calls[in] = struct{}{}
+	s.mu.Unlock()
+	s.started.Add(1)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		rctx, cancel := context.WithCancel(s.ctx)
+		stop := context.AfterFunc(ctx, cancel)
+		defer func() {
+			stop()
+			cancel()
+		}()
+		in.run(rctx)
+		s.mu.Lock()
+		delete(s.calls, in)
+		s.mu.Unlock()
+		s.finished.Add(1)
+	}()
+}
+
+// newUUID returns a random bridge id in UUID form.
+func (s *Server) newUUID() string {
+	s.mu.Lock()
+	a, b := s.rng.Uint64(), s.rng.Uint64()
+	s.mu.Unlock()
+	return fmt.Sprintf("%08x-%04x-4%03x-%04x-%012x", uint32(a>>32), uint16(a>>16), uint16(a)&0xfff,
+		uint16(b>>48)&0x3fff|0x8000, b&0xffffffffffff)
+}

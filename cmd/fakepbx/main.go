@@ -1,0 +1,110 @@
+// Command fakepbx runs a simulated Asterisk PBX on loopback: an AMI server replaying the real
+// transcripts of package asterisk/transcripts, answering Login, Ping, CoreShowChannels,
+// ExtensionState and Originate (click-to-call), and generating load. See package
+// asterisk/fakepbx.
+//
+//	fakepbx --listen 127.0.0.1:5038 --rate 5 --calls 100
+//	fakepbx --scenario inbound_answered,outbound_busy --rate 1 --speed 10
+//	fakepbx --drop-every 30s        # drop every client connection every 30 s
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"math"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/pbxbridge/pbxbridge/asterisk/fakepbx"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "fakepbx:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	var (
+		listen    = flag.String("listen", "127.0.0.1:5038", "address to listen on")
+		user      = flag.String("user", "pbxbridge", "AMI username accepted")
+		secret    = flag.String("secret", "secret", "AMI secret accepted")
+		rate      = flag.Float64("rate", 0, "calls started per second (0: no generated load)")
+		calls     = flag.Int("calls", 0, "calls to generate (0: until interrupted, when --rate is set)")
+		scenario  = flag.String("scenario", "", "comma-separated scenarios to draw from (default: all but concurrent)")
+		seed      = flag.Uint64("seed", 1, "seed of the random scenario mix")
+		speed     = flag.Float64("speed", 1, "speed factor of the replays (0: as fast as possible)")
+		dropEvery = flag.Duration("drop-every", 0, "drop every client connection this often (0: never)")
+		noTS      = flag.Bool("no-timestamps", false, "omit the Timestamp header (Asterisk's default)")
+		list      = flag.Bool("list", false, "list the scenarios and exit")
+		verbose   = flag.Bool("v", false, "verbose logs")
+	)
+	flag.Parse()
+	level := slog.LevelInfo
+	if *verbose {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	sp := *speed
+	if sp == 0 {
+		sp = math.Inf(1)
+	}
+	srv, err := fakepbx.Start(fakepbx.Config{
+		Addr: *listen, Username: *user, Secret: *secret, Speed: sp, Seed: *seed,
+		DropEvery: *dropEvery, NoTimestamps: *noTS, Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	defer func() { _ = srv.Close() }()
+	if *list {
+		fmt.Println(strings.Join(srv.Scenarios(), "\n"))
+		return nil
+	}
+	log.Info("fakepbx listening", "addr", srv.Addr(), "user", *user)
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	go report(ctx, srv, log)
+	if *rate > 0 || *calls > 0 {
+		var mix []string
+		if *scenario != "" {
+			mix = strings.Split(*scenario, ",")
+		}
+		start := time.Now()
+		n, err := srv.Load(ctx, fakepbx.LoadOptions{Rate: *rate, Calls: *calls, Scenarios: mix, Seed: *seed})
+		if err != nil && !errors.Is(err, context.Canceled) {
+			return err
+		}
+		st := srv.Stats()
+		log.Info("load finished", "calls", n, "elapsed", time.Since(start).Round(time.Millisecond), "events_sent", st.EventsSent)
+		if *calls > 0 && ctx.Err() == nil {
+			return nil
+		}
+	}
+	<-ctx.Done()
+	return nil
+}
+
+// report logs the server's counters every 10 s.
+func report(ctx context.Context, srv *fakepbx.Server, log *slog.Logger) {
+	t := time.NewTicker(10 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			st := srv.Stats()
+			log.Info("stats", "clients", st.Sessions, "calls_started", st.CallsStarted,
+				"calls_finished", st.CallsFinished, "events_sent", st.EventsSent, "drops", st.Drops)
+		}
+	}
+}
