@@ -153,8 +153,9 @@ type Service struct {
 	watching     bool
 
 	crmMu       sync.Mutex
-	crmDate     time.Time
-	crmObserved time.Time
+	crmDate     time.Time // Date header of the last CRM response
+	crmObserved time.Time // injected wall clock at that moment (for the offset metric)
+	crmMono     time.Time // real time.Now() at that moment: its monotonic reading measures elapsed time
 
 	wake chan struct{}
 	snap atomic.Pointer[snapshot]
@@ -378,21 +379,18 @@ func (s *Service) ObserveCRMDate(t time.Time) {
 	defer s.crmMu.Unlock()
 	s.crmDate = t
 	s.crmObserved = s.clock()
+	s.crmMono = time.Now()
 }
 
-// crmEstimate extrapolates the CRM's clock to now using the elapsed (monotonic where available)
-// time since the last observation.
-func (s *Service) crmEstimate(now time.Time) (time.Time, bool) {
+// crmEstimate extrapolates the CRM's clock to now by the monotonic time elapsed since the last
+// observation, so a wall-clock jump cannot move it.
+func (s *Service) crmEstimate() (time.Time, bool) {
 	s.crmMu.Lock()
 	defer s.crmMu.Unlock()
 	if s.crmDate.IsZero() {
 		return time.Time{}, false
 	}
-	elapsed := now.Sub(s.crmObserved)
-	if elapsed < 0 {
-		elapsed = 0
-	}
-	return s.crmDate.Add(elapsed), true
+	return s.crmDate.Add(max(time.Since(s.crmMono), 0)), true
 }
 
 // Reload re-reads and re-verifies every file of the licence directory, then re-evaluates and
@@ -571,14 +569,14 @@ func readLimited(path string, limit int64) ([]byte, error) {
 }
 
 // floorLocked computes F = max(build time, max iat, persisted HWM, CRM date - 5 min).
-func (s *Service) floorLocked(wall time.Time) (floor time.Time, crm time.Time, haveCRM bool) {
+func (s *Service) floorLocked() (floor time.Time, crm time.Time, haveCRM bool) {
 	floor = s.opts.BuildTime
 	for _, t := range []time.Time{s.maxIAT, s.state.HWM} {
 		if t.After(floor) {
 			floor = t
 		}
 	}
-	crm, haveCRM = s.crmEstimate(wall)
+	crm, haveCRM = s.crmEstimate()
 	if haveCRM {
 		if t := crm.Add(-5 * time.Minute); t.After(floor) {
 			floor = t
@@ -591,7 +589,7 @@ func (s *Service) floorLocked(wall time.Time) (floor time.Time, crm time.Time, h
 // the snapshot and notifies subscribers when a gate decision changed.
 func (s *Service) evaluateLocked() {
 	wall := s.clock()
-	floor, crm, haveCRM := s.floorLocked(wall)
+	floor, crm, haveCRM := s.floorLocked()
 	now := wall
 	if floor.After(now) {
 		now = floor
@@ -622,7 +620,13 @@ func (s *Service) evaluateLocked() {
 		specs = append(specs, sp)
 	}
 	res := evaluate(now, s.cands, specs, s.state.OverSince)
-	s.state.OverSince = res.overSince
+	// Overage windows of instances not registered (yet, after a restart) are kept.
+	over := maps.Clone(s.state.OverSince)
+	for _, sp := range specs {
+		delete(over, sp.Name)
+	}
+	maps.Copy(over, res.overSince)
+	s.state.OverSince = over
 	for name, ce := range res.connectors {
 		if ce.selected != nil {
 			s.state.Last[name] = LastToken{LID: ce.selected.lic.LID(), Rev: ce.selected.lic.Rev()}

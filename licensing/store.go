@@ -80,10 +80,11 @@ func (s *Memory) MaxSeq() int64 { return s.Seq }
 
 var _ RollbackState = (*Memory)(nil)
 
-// stateEnvelope is the file format: the state's exact bytes and their HMAC.
+// stateEnvelope is the file format: the state's exact JSON text (as a string, so that no
+// re-encoding can change the authenticated bytes) and its HMAC.
 type stateEnvelope struct {
-	State json.RawMessage `json:"state"`
-	MAC   string          `json:"mac"`
+	State string `json:"state"`
+	MAC   string `json:"mac"`
 }
 
 // StateKey derives the host-keyed HMAC key of the state file from raw (never HMAC'd) host
@@ -116,13 +117,13 @@ func LoadMemory(path string, key []byte) (*Memory, error) {
 	if err := json.Unmarshal(data, &env); err != nil {
 		return newMemory(), fmt.Errorf("%w: %w", ErrStateTampered, err)
 	}
-	want := mac(key, env.State)
+	want := mac(key, []byte(env.State))
 	got, err := hex.DecodeString(env.MAC)
 	if err != nil || !hmac.Equal(got, want) {
 		return newMemory(), ErrStateTampered
 	}
 	st := newMemory()
-	if err := json.Unmarshal(env.State, st); err != nil || st.V != 1 {
+	if err := json.Unmarshal([]byte(env.State), st); err != nil || st.V != 1 {
 		return newMemory(), fmt.Errorf("%w: bad state", ErrStateTampered)
 	}
 	st.fill()
@@ -135,7 +136,7 @@ func SaveMemory(path string, key []byte, st *Memory) error {
 	if err != nil {
 		return err
 	}
-	out, err := json.MarshalIndent(stateEnvelope{State: raw, MAC: hex.EncodeToString(mac(key, raw))}, "", " ")
+	out, err := json.MarshalIndent(stateEnvelope{State: string(raw), MAC: hex.EncodeToString(mac(key, raw))}, "", " ")
 	if err != nil {
 		return err
 	}

@@ -78,7 +78,9 @@ func TestPipelineRejects(t *testing.T) {
 	v := &licensing.Verifier{Keyring: kr}
 	footer := []byte(`{"kid":"` + rk.KID + `"}`)
 	good := string(mustJSON(t, paidClaims("L-1", 1, "2026-01-15", "2026-02-14", "2026-02-20", "UTC")))
-	raw := func(payload string) []byte { return signRaw(t, rsk, []byte(payload), footer, licensing.ImplicitAssertion) }
+	raw := func(payload string) []byte {
+		return signRaw(t, rsk, []byte(payload), footer, licensing.ImplicitAssertion)
+	}
 	mod := func(f func(*licensing.Claims)) []byte {
 		c := paidClaims("L-1", 1, "2026-01-15", "2026-02-14", "2026-02-20", "UTC")
 		f(&c)
@@ -95,7 +97,7 @@ func TestPipelineRejects(t *testing.T) {
 		"empty":                 {[]byte(""), licensing.ReasonBadFormat},
 		"comments only":         {[]byte("# hello\n"), licensing.ReasonBadFormat},
 		"v4.local":              {[]byte(strings.Replace(string(raw(good)), "v4.public.", "v4.local.", 1)), licensing.ReasonBadFormat},
-		"no END":                {bytes.TrimSuffix(raw(good), []byte(licensing.ArmourEnd + "\n")), licensing.ReasonBadFormat},
+		"no END":                {bytes.TrimSuffix(raw(good), []byte(licensing.ArmourEnd+"\n")), licensing.ReasonBadFormat},
 		"two BEGIN":             {append([]byte(licensing.ArmourBegin+"\n"), raw(good)...), licensing.ReasonBadFormat},
 		"data after END":        {append(raw(good), []byte("v4\n")...), licensing.ReasonBadFormat},
 		"comment inside":        {[]byte(strings.Replace(string(raw(good)), licensing.ArmourBegin+"\n", licensing.ArmourBegin+"\n# x\n", 1)), licensing.ReasonBadFormat},

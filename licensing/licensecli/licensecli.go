@@ -197,7 +197,7 @@ type rollbackView struct {
 	revs map[string]int
 }
 
-func (v *rollbackView) MaxRev(lid string) int  { return max(v.mem.MaxRev(lid), v.revs[lid]) }
+func (v *rollbackView) MaxRev(lid string) int   { return max(v.mem.MaxRev(lid), v.revs[lid]) }
 func (v *rollbackView) RevokedRev(l string) int { return v.mem.RevokedRev(l) }
 func (v *rollbackView) KIDRevoked(k string) bool {
 	return v.mem.KIDRevoked(k)
