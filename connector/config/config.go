@@ -12,7 +12,10 @@ import (
 
 	"github.com/goccy/go-yaml/ast"
 
+	"github.com/pbxbridge/pbxbridge/asterisk/numbers"
+	"github.com/pbxbridge/pbxbridge/connector/callmodel"
 	"github.com/pbxbridge/pbxbridge/crm"
+	"github.com/pbxbridge/pbxbridge/licensing"
 )
 
 // DefaultPath is where the packaged daemon reads its config.
@@ -22,19 +25,19 @@ const DefaultPath = "/etc/pbxbridge/pbxbridge.yaml"
 // sample in configs/pbxbridge.example.yaml shows every section.
 type Config struct {
 	// StateDir holds the outbox database, OAuth tokens and licence state.
-	StateDir string  `yaml:"state_dir"`
-	Log      Log     `yaml:"log"`
-	HTTP     HTTP    `yaml:"http"`
-	Admin    Admin   `yaml:"admin"`
-	Numbers  Numbers `yaml:"numbers"`
+	StateDir string         `yaml:"state_dir"`
+	Log      Log            `yaml:"log"`
+	HTTP     HTTP           `yaml:"http"`
+	Admin    Admin          `yaml:"admin"`
+	Numbers  numbers.Config `yaml:"numbers"`
 	// PBX lists the Asterisk servers to read calls from.
 	PBX []PBX `yaml:"pbx"`
 	// Connectors lists the CRM accounts to deliver calls to (several, of any types).
-	Connectors []Connector `yaml:"connectors"`
-	Outbox     Outbox      `yaml:"outbox"`
-	Dispatch   Dispatch    `yaml:"dispatch"`
-	Licensing  Licensing   `yaml:"licensing"`
-	Recordings Recordings  `yaml:"recordings"`
+	Connectors []Connector      `yaml:"connectors"`
+	Outbox     Outbox           `yaml:"outbox"`
+	Dispatch   Dispatch         `yaml:"dispatch"`
+	Licensing  licensing.Config `yaml:"licensing"`
+	Recordings Recordings       `yaml:"recordings"`
 
 	// File is the path the config was loaded from ("" for defaults only).
 	File string `yaml:"-"`
@@ -65,20 +68,6 @@ type Admin struct {
 	Socket string `yaml:"socket"`
 }
 
-// Numbers configures phone-number normalisation.
-type Numbers struct {
-	// DefaultRegion is the ISO 3166 region for numbers dialled without a country code (RU, DE…).
-	DefaultRegion string `yaml:"default_region"`
-	// Rewrite rules are applied in order before parsing; the first match wins.
-	Rewrite []Rewrite `yaml:"rewrite"`
-}
-
-// Rewrite is one number rewrite rule (Go regexp; $1 etc. in Replace).
-type Rewrite struct {
-	Match   string `yaml:"match"`
-	Replace string `yaml:"replace"`
-}
-
 // PBX is one Asterisk server.
 type PBX struct {
 	Name string `yaml:"name"`
@@ -86,8 +75,9 @@ type PBX struct {
 	Type string `yaml:"type"`
 	AMI  AMI    `yaml:"ami"`
 	ARI  ARI    `yaml:"ari"`
-	// Calls tells the call model how this PBX names extensions and trunks.
-	Calls Calls `yaml:"calls"`
+	// Calls tells the call model how this PBX names extensions and trunks (empty: defaults
+	// that fit plain Asterisk and FreePBX).
+	Calls callmodel.Config `yaml:"calls"`
 	// Originate configures click-to-call on this PBX.
 	Originate Originate `yaml:"originate"`
 }
@@ -95,13 +85,15 @@ type PBX struct {
 // AMI is an Asterisk Manager Interface connection (manager.conf user with read
 // call,dialplan,agent,cdr and write originate,call).
 type AMI struct {
-	Host         string        `yaml:"host"`
-	Port         int           `yaml:"port"` // default 5038
-	Username     string        `yaml:"username"`
-	Secret       Secret        `yaml:"secret"`
-	Auth         string        `yaml:"auth"` // md5 (challenge, default) or plain
+	Host     string `yaml:"host"`
+	Port     int    `yaml:"port"` // default 5038
+	Username string `yaml:"username"`
+	Secret   Secret `yaml:"secret"`
+	Auth     string `yaml:"auth"` // md5 (challenge, default) or plain
+	// Events is the Login event mask (default: what the call model needs).
+	Events       string        `yaml:"events"`
 	PingInterval time.Duration `yaml:"ping_interval"`
-	Timeout      time.Duration `yaml:"timeout"`
+	Timeout      time.Duration `yaml:"timeout"` // connect and login
 }
 
 // ARI is an Asterisk REST Interface connection (ari.conf user, http.conf enabled).
@@ -112,32 +104,21 @@ type ARI struct {
 	App      string `yaml:"app"`
 }
 
-// Calls configures how calls are recognised. Empty lists mean the built-in defaults, which fit
-// plain Asterisk and FreePBX (PJSIP/SIP/IAX2 phones, named trunk peers, from-trunk/from-pstn).
-type Calls struct {
-	// ExtensionChannels are regexps on channel names with a named group "ext".
-	ExtensionChannels []string `yaml:"extension_channels"`
-	// ExtensionPattern matches extension numbers.
-	ExtensionPattern string `yaml:"extension_pattern"`
-	// TrunkChannels are regexps on channel names of trunks.
-	TrunkChannels []string `yaml:"trunk_channels"`
-	// TrunkContexts are dialplan contexts inbound trunk calls start in.
-	TrunkContexts []string `yaml:"trunk_contexts"`
-	// Mobile maps employees' mobile numbers (FMC) to their extensions.
-	Mobile map[string]string `yaml:"mobile"`
-	// MaxCallAge finishes calls still open after this long (a lost hangup).
-	MaxCallAge time.Duration `yaml:"max_call_age"`
-	// RecordingsDir is where MixMonitor writes; relative recording names are resolved in it.
-	RecordingsDir string `yaml:"recordings_dir"`
-}
-
-// Originate configures click-to-call. {ext} and {number} are replaced.
+// Originate configures click-to-call: the agent's phone rings first, then the customer is dialled
+// through the outbound route. {ext} is replaced by the agent's extension.
 type Originate struct {
-	Channel  string        `yaml:"channel"`   // default PJSIP/{ext}
-	Context  string        `yaml:"context"`   // default from-internal
-	Exten    string        `yaml:"exten"`     // default {number}
-	CallerID string        `yaml:"caller_id"` // shown on the agent's phone
-	Timeout  time.Duration `yaml:"timeout"`   // agent ring time
+	Channel string `yaml:"channel"` // default PJSIP/{ext}; FreePBX: Local/{ext}@from-internal
+	Context string `yaml:"context"` // where the customer's number is dialled (default from-internal)
+	// StateContext is where the extension's hint lives for the busy/unknown check (default:
+	// Context).
+	StateContext string `yaml:"state_context"`
+	// CallerID shown on the agent's phone; {name}, {number} and {ext} are replaced.
+	CallerID    string        `yaml:"caller_id"`
+	RingTimeout time.Duration `yaml:"ring_timeout"` // default 30s
+	// Precheck is "extension_state" (default: refuse unknown, busy and unavailable extensions
+	// with a clear error) or "none".
+	Precheck   string `yaml:"precheck"`
+	AllowInUse bool   `yaml:"allow_in_use"` // ring agents already in a call (call waiting)
 }
 
 // Connector is one CRM account. Its type block (the key named like Type) is decoded into the
@@ -163,6 +144,12 @@ type Connector struct {
 
 // Address returns host:port of the AMI connection.
 func (a *AMI) Address() string { return net.JoinHostPort(a.Host, strconv.Itoa(a.Port)) }
+
+// Stripped returns c without parse-time details (for comparing configs).
+func (c Connector) Stripped() Connector {
+	c.settingsNode = nil
+	return c
+}
 
 // IsEnabled reports whether the connector is enabled.
 func (c *Connector) IsEnabled() bool { return c.Enabled == nil || *c.Enabled }
@@ -199,15 +186,6 @@ type Dispatch struct {
 	DeliveryTimeout time.Duration `yaml:"delivery_timeout"`
 }
 
-// Licensing configures where licences are read.
-type Licensing struct {
-	// Dir holds *.lic files; it is watched for changes.
-	Dir string `yaml:"dir"`
-	// SeatPriority lists, per connector name, the extensions served first when a licence's
-	// seat limit is exceeded (the rest lose CRM actions, never calls).
-	SeatPriority map[string][]string `yaml:"seat_priority"`
-}
-
 // Recordings configures recording access for CRMs.
 type Recordings struct {
 	// Dir is the recordings root (default /var/spool/asterisk/monitor).
@@ -224,7 +202,7 @@ func Default() *Config {
 		StateDir: "/var/lib/pbxbridge",
 		Log:      Log{Level: "info", Format: "text"},
 		HTTP:     HTTP{Listen: "127.0.0.1:9180"},
-		Numbers:  Numbers{DefaultRegion: "RU"},
+		Numbers:  numbers.Config{DefaultRegion: "RU"},
 		Outbox:   Outbox{RetentionDays: 30},
 		Dispatch: Dispatch{
 			Workers:         2,
@@ -233,7 +211,7 @@ func Default() *Config {
 			DrainTimeout:    10 * time.Second,
 			DeliveryTimeout: 60 * time.Second,
 		},
-		Licensing:  Licensing{Dir: "/etc/pbxbridge/licenses.d"},
+		Licensing:  licensing.Config{Dir: licensing.DefaultDir},
 		Recordings: Recordings{Dir: "/var/spool/asterisk/monitor"},
 	}
 }
@@ -263,23 +241,17 @@ func (c *Config) applyDefaults() {
 		if p.ARI.App == "" {
 			p.ARI.App = "pbxbridge"
 		}
-		if p.Calls.MaxCallAge == 0 {
-			p.Calls.MaxCallAge = 4 * time.Hour
-		}
-		if p.Calls.RecordingsDir == "" {
-			p.Calls.RecordingsDir = c.Recordings.Dir
-		}
 		if p.Originate.Channel == "" {
 			p.Originate.Channel = "PJSIP/{ext}"
 		}
 		if p.Originate.Context == "" {
 			p.Originate.Context = "from-internal"
 		}
-		if p.Originate.Exten == "" {
-			p.Originate.Exten = "{number}"
+		if p.Originate.RingTimeout == 0 {
+			p.Originate.RingTimeout = 30 * time.Second
 		}
-		if p.Originate.Timeout == 0 {
-			p.Originate.Timeout = 30 * time.Second
+		if p.Originate.Precheck == "" {
+			p.Originate.Precheck = "extension_state"
 		}
 	}
 	for i := range c.Connectors {
@@ -342,13 +314,8 @@ func (c *Config) validate(d *decoder) {
 			bad("http.public_url", "must be an absolute http(s) URL, got %q", c.HTTP.PublicURL)
 		}
 	}
-	for i, r := range c.Numbers.Rewrite {
-		if _, err := regexp.Compile(r.Match); err != nil {
-			bad(fmt.Sprintf("numbers.rewrite[%d].match", i), "invalid regexp: %v", err)
-		}
-	}
-	if len(c.Numbers.DefaultRegion) != 2 {
-		bad("numbers.default_region", "must be a two-letter region code such as RU, got %q", c.Numbers.DefaultRegion)
+	if _, err := numbers.New(c.Numbers); err != nil {
+		bad("numbers", "%s", strings.TrimPrefix(err.Error(), "numbers: "))
 	}
 
 	pbxNames := map[string]bool{}
@@ -392,22 +359,11 @@ func (c *Config) validate(d *decoder) {
 		default:
 			bad(path+".type", "must be ami or ari, got %q", p.Type)
 		}
-		for j, re := range p.Calls.ExtensionChannels {
-			if rx, err := regexp.Compile(re); err != nil {
-				bad(fmt.Sprintf("%s.calls.extension_channels[%d]", path, j), "invalid regexp: %v", err)
-			} else if !slices.Contains(rx.SubexpNames(), "ext") {
-				bad(fmt.Sprintf("%s.calls.extension_channels[%d]", path, j), "needs a named group (?P<ext>…) for the extension")
-			}
+		if _, err := p.Calls.Compile(nil); err != nil {
+			bad(path+".calls", "%s", strings.TrimPrefix(err.Error(), "callmodel: "))
 		}
-		for j, re := range p.Calls.TrunkChannels {
-			if _, err := regexp.Compile(re); err != nil {
-				bad(fmt.Sprintf("%s.calls.trunk_channels[%d]", path, j), "invalid regexp: %v", err)
-			}
-		}
-		if p.Calls.ExtensionPattern != "" {
-			if _, err := regexp.Compile(p.Calls.ExtensionPattern); err != nil {
-				bad(path+".calls.extension_pattern", "invalid regexp: %v", err)
-			}
+		if p.Originate.Precheck != "extension_state" && p.Originate.Precheck != "none" {
+			bad(path+".originate.precheck", "must be extension_state or none, got %q", p.Originate.Precheck)
 		}
 		if !strings.Contains(p.Originate.Channel, "{ext}") {
 			bad(path+".originate.channel", "must contain {ext}, got %q", p.Originate.Channel)
@@ -470,8 +426,9 @@ func (c *Config) validate(d *decoder) {
 	if c.Dispatch.DeliveryTimeout <= 0 {
 		bad("dispatch.delivery_timeout", "must be positive")
 	}
-	if c.Licensing.Dir == "" {
-		bad("licensing.dir", "must not be empty")
+	if err := c.Licensing.Validate(); err != nil {
+		path, msg, _ := strings.Cut(err.Error(), ": ")
+		bad(path, "%s", msg)
 	}
 	for name := range c.Licensing.SeatPriority {
 		if !names[name] {

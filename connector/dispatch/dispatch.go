@@ -69,6 +69,9 @@ type Options struct {
 	// reason goes to the timeline.
 	Skip func(connector string, rec *callmodel.Record) (reason string)
 
+	// OnDelivered, when set, is called after each successful delivery.
+	OnDelivered func(connector string, rec *callmodel.Record, attempts int)
+
 	Clock  func() time.Time
 	Rand   func() float64 // in [0,1), for jitter
 	Logger *slog.Logger
@@ -347,6 +350,9 @@ func (w *Worker) deliver(hard context.Context, row outbox.Row) {
 		w.setAuth(false)
 		w.timeline(bg, row, "delivered", fmt.Sprintf("delivered on attempt %d (%d CRM requests, %v)", row.Attempts+1, requests.Load(), elapsed.Round(time.Millisecond)), "")
 		w.finish(bg, row, "delivered", func() error { return w.q.Ack(bg, row) })
+		if w.o.OnDelivered != nil {
+			w.o.OnDelivered(w.o.Connector, rec, row.Attempts+1)
+		}
 		return
 	}
 

@@ -1,0 +1,16 @@
+// Command pbxbridge is the Asterisk → CRM connector daemon and its command line.
+package main
+
+import (
+	"os"
+
+	"github.com/pbxbridge/pbxbridge/connector"
+	_ "github.com/pbxbridge/pbxbridge/crm/all" // every connector type
+)
+
+// version is stamped at build time: -ldflags "-X main.version=1.2.3".
+var version = "dev"
+
+func main() {
+	os.Exit(connector.Main(version, os.Args[1:]))
+}

@@ -1,0 +1,341 @@
+package connector
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/alecthomas/kong"
+
+	"github.com/pbxbridge/pbxbridge/configs"
+	"github.com/pbxbridge/pbxbridge/connector/config"
+	"github.com/pbxbridge/pbxbridge/licensing"
+	"github.com/pbxbridge/pbxbridge/licensing/licensecli"
+)
+
+// Globals are the flags every command accepts, and what commands share.
+type Globals struct {
+	ConfigFile string `name:"config" short:"c" help:"Config file (default ${default_config})." env:"PBXBRIDGE_CONFIG" placeholder:"FILE"`
+	Socket     string `help:"Admin socket of the running daemon (default: admin.socket from the config)." env:"PBXBRIDGE_SOCKET" placeholder:"PATH"`
+
+	Version string          `kong:"-"`
+	Stdout  io.Writer       `kong:"-"`
+	Stderr  io.Writer       `kong:"-"`
+	Ctx     context.Context `kong:"-"`
+}
+
+// configPath is the config file commands that need one use.
+func (g *Globals) configPath() string {
+	if g.ConfigFile != "" {
+		return g.ConfigFile
+	}
+	return config.DefaultPath
+}
+
+// loadConfig loads the config with exactly the daemon's loader.
+func (g *Globals) loadConfig() (*config.Config, error) {
+	return config.Load(g.configPath(), os.Getenv)
+}
+
+// optionalConfig loads the config if the file exists, else returns the defaults.
+func (g *Globals) optionalConfig() (*config.Config, error) {
+	cfg, err := g.loadConfig()
+	if err == nil {
+		return cfg, nil
+	}
+	if g.ConfigFile == "" && errors.Is(err, os.ErrNotExist) {
+		return config.Defaults(os.Getenv), nil
+	}
+	return nil, err
+}
+
+// admin returns a client of the running daemon's admin socket.
+func (g *Globals) admin() *AdminClient {
+	if g.Socket != "" {
+		return NewAdminClient(g.Socket)
+	}
+	cfg, err := g.optionalConfig()
+	if err != nil {
+		return NewAdminClient(config.Defaults(nil).Admin.Socket)
+	}
+	return NewAdminClient(cfg.Admin.Socket)
+}
+
+// CLI is the pbxbridge command line.
+type CLI struct {
+	Globals
+
+	Run     RunCmd         `cmd:"" help:"Run the daemon (what the systemd unit starts)."`
+	Demo    DemoCmd        `cmd:"" help:"Run a simulated PBX, fake CRMs, demo licences and the daemon on this machine, with nothing installed."`
+	Status  StatusCmd      `cmd:"" help:"Show the running daemon's state: PBX connections, connectors, licences, outbox."`
+	Reload  ReloadCmd      `cmd:"" help:"Ask the running daemon to reload its config and licences (like SIGHUP)."`
+	Config  ConfigCmd      `cmd:"" help:"Check or print the configuration."`
+	Outbox  OutboxCmd      `cmd:"" help:"Inspect and act on the delivery queue of the running daemon."`
+	Calls   CallsCmd       `cmd:"" help:"Show recent calls and why each was logged the way it was."`
+	Replay  ReplayCmd      `cmd:"" help:"Print the call records of an AMI or ARI capture as JSON lines (offline)."`
+	Capture CaptureCmd     `cmd:"" help:"Record the raw AMI stream of a live PBX to a file, for support tickets."`
+	CRM     CRMCmd         `cmd:"" name:"crm" help:"Test a connector's CRM account and authorise integrations."`
+	Doctor  DoctorCmd      `cmd:"" help:"Check everything pbxbridge needs before going live, with a plain fix for each problem."`
+	License licensecli.Cmd `cmd:"" help:"Licences: fingerprint, offline activation request, install, inspect, verify, status."`
+	Version VersionCmd     `cmd:"" help:"Print the version."`
+}
+
+// exitCoder is implemented by errors that choose the process exit status.
+type exitCoder interface{ ExitCode() int }
+
+// Main runs the command line and returns the process exit status.
+func Main(version string, args []string) int {
+	cli := CLI{Globals: Globals{Version: version, Stdout: os.Stdout, Stderr: os.Stderr}}
+	parser, err := kong.New(&cli,
+		kong.Name("pbxbridge"),
+		kong.Description("Asterisk → CRM connector (Bitrix24, amoCRM, Kommo)."),
+		kong.UsageOnError(),
+		kong.Vars{"default_config": config.DefaultPath},
+		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
+	)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	kctx, err := parser.Parse(args)
+	if err != nil {
+		parser.Errorf("%s", err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	cli.Ctx = ctx
+	env := &licensecli.Env{Version: version, Context: ctx}
+	if cfg, err := cli.optionalConfig(); err == nil {
+		env.Dir, env.StateDir = cfg.Licensing.Dir, cfg.StateDir
+	}
+	env.Status = func(ctx context.Context) (licensing.Status, error) {
+		var st licensing.Status
+		err := cli.admin().Do(ctx, "GET", "/v1/license", nil, &st)
+		return st, err
+	}
+	env.Reload = func(ctx context.Context) error {
+		return cli.admin().Do(ctx, "POST", "/v1/reload", nil, nil)
+	}
+	err = kctx.Run(&cli.Globals, env)
+	if err == nil {
+		return 0
+	}
+	var ec exitCoder
+	if errors.As(err, &ec) {
+		if msg := err.Error(); msg != "" {
+			fmt.Fprintln(os.Stderr, "pbxbridge: "+msg)
+		}
+		return ec.ExitCode()
+	}
+	fmt.Fprintln(os.Stderr, "pbxbridge: "+err.Error())
+	return 1
+}
+
+// exitError carries an exit status.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string {
+	if e.err == nil {
+		return ""
+	}
+	return e.err.Error()
+}
+func (e *exitError) Unwrap() error { return e.err }
+func (e *exitError) ExitCode() int { return e.code }
+
+// RunCmd runs the daemon.
+type RunCmd struct{}
+
+// Run loads the config (problems are fatal, all of them listed), then runs until SIGTERM.
+func (c *RunCmd) Run(g *Globals) error {
+	cfg, err := g.loadConfig()
+	if err != nil {
+		return &exitError{code: 1, err: fmt.Errorf("config problems, not starting:\n%w", err)}
+	}
+	signal.Ignore(syscall.SIGPIPE) // a restarted journald must not kill us
+	d, err := New(cfg, Options{Version: g.Version})
+	if err != nil {
+		return err
+	}
+	return d.Run(g.Ctx)
+}
+
+// StatusCmd prints the daemon's state.
+type StatusCmd struct {
+	JSON bool `help:"Print JSON."`
+}
+
+// Run prints the status.
+func (c *StatusCmd) Run(g *Globals) error {
+	var st StatusReport
+	if err := g.admin().Do(g.Ctx, "GET", "/v1/status", nil, &st); err != nil {
+		return err
+	}
+	if c.JSON {
+		return writeJSONTo(g.Stdout, st)
+	}
+	printStatus(g.Stdout, st)
+	if !st.Ready {
+		return &exitError{code: 3}
+	}
+	return nil
+}
+
+func printStatus(w io.Writer, st StatusReport) {
+	state := "ready"
+	if !st.Ready {
+		state = "NOT READY"
+	}
+	fmt.Fprintf(w, "pbxbridge %s — %s, up since %s\n\n", st.Version, state, st.StartedAt.Local().Format(time.DateTime))
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "PBX\tTYPE\tADDRESS\tSTATE\tEVENTS\tRECONNECTS")
+	for _, p := range st.PBX {
+		s := "connected"
+		if !p.Connected {
+			s = "DOWN"
+			if p.LastError != "" {
+				s += ": " + p.LastError
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\n", p.Name, p.Kind, p.Address, s, p.Events, p.Reconnects)
+	}
+	_ = tw.Flush()
+	fmt.Fprintln(w)
+	pending := map[string][2]int64{}
+	for _, o := range st.Outbox {
+		pending[o.Connector] = [2]int64{o.Pending + o.Leased, o.Dead}
+	}
+	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "CONNECTOR\tTYPE\tLICENCE\tCRM AUTH\tDELIVERED\tPENDING\tDEAD\tLAST ERROR")
+	for _, c := range st.Connectors {
+		lic := "none"
+		if c.Licence != nil {
+			lic = string(c.Licence.State)
+			if c.Licence.DaysLeft != nil {
+				lic += fmt.Sprintf(" (%.0f days)", *c.Licence.DaysLeft)
+			}
+		}
+		auth := c.CRM.Auth
+		if auth == "" {
+			auth = "-"
+		}
+		if c.Delivery.AuthBroken {
+			auth = "BROKEN"
+		}
+		p := pending[c.Name]
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\n", c.Name, c.Type, lic, auth, c.Delivery.Delivered, p[0], p[1], oneLine(c.Delivery.LastError, 60))
+	}
+	_ = tw.Flush()
+	if st.HeldCalls > 0 {
+		fmt.Fprintf(w, "\n%d finished calls are held in memory: the outbox cannot write (disk full?)\n", st.HeldCalls)
+	}
+	for _, ck := range st.Checks {
+		if !ck.OK {
+			fmt.Fprintf(w, "\n! %s: %s", ck.Name, ck.Detail)
+		}
+	}
+	fmt.Fprintln(w)
+}
+
+func oneLine(s string, n int) string {
+	s = strings.ReplaceAll(s, "\n", " ")
+	if len(s) > n {
+		return s[:n-1] + "…"
+	}
+	return s
+}
+
+// ReloadCmd asks the daemon to reload.
+type ReloadCmd struct{}
+
+// Run sends the reload request.
+func (c *ReloadCmd) Run(g *Globals) error {
+	if err := g.admin().Do(g.Ctx, "POST", "/v1/reload", nil, nil); err != nil {
+		return err
+	}
+	fmt.Fprintln(g.Stdout, "reloaded")
+	return nil
+}
+
+// ConfigCmd groups the config commands.
+type ConfigCmd struct {
+	Check  ConfigCheckCmd  `cmd:"" help:"Load and validate the config exactly as the daemon does; list every problem."`
+	Sample ConfigSampleCmd `cmd:"" help:"Print the documented sample config."`
+	Env    ConfigEnvCmd    `cmd:"" help:"List the environment variables that set each secret."`
+}
+
+// ConfigCheckCmd validates a config.
+type ConfigCheckCmd struct {
+	Quiet bool `short:"q" help:"Print nothing when the config is good."`
+}
+
+// Run checks the config; exit status 1 with every problem listed.
+func (c *ConfigCheckCmd) Run(g *Globals) error {
+	cfg, err := g.loadConfig()
+	if err != nil {
+		var ps config.Problems
+		if errors.As(err, &ps) {
+			fmt.Fprintf(g.Stderr, "%s: %d problem(s):\n", g.configPath(), len(ps))
+			for _, p := range ps {
+				fmt.Fprintln(g.Stderr, "  "+p.Error())
+			}
+			return &exitError{code: 1}
+		}
+		return &exitError{code: 1, err: err}
+	}
+	if !c.Quiet {
+		fmt.Fprintf(g.Stdout, "%s: OK (%d pbx, %d connectors)\n", g.configPath(), len(cfg.PBX), len(cfg.Connectors))
+	}
+	return nil
+}
+
+// ConfigSampleCmd prints the sample.
+type ConfigSampleCmd struct{}
+
+// Run prints configs/pbxbridge.example.yaml.
+func (c *ConfigSampleCmd) Run(g *Globals) error {
+	_, err := g.Stdout.Write(configs.Example())
+	return err
+}
+
+// ConfigEnvCmd lists secret variables.
+type ConfigEnvCmd struct{}
+
+// Run prints one line per secret: its path and variable.
+func (c *ConfigEnvCmd) Run(g *Globals) error {
+	cfg, err := g.optionalConfig()
+	if err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(g.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SETTING\tENVIRONMENT VARIABLE (or VARIABLE_FILE)")
+	for _, s := range cfg.SecretEnvNames() {
+		fmt.Fprintf(tw, "%s\t%s\n", s[0], s[1])
+	}
+	return tw.Flush()
+}
+
+// VersionCmd prints the version.
+type VersionCmd struct{}
+
+// Run prints the version.
+func (c *VersionCmd) Run(g *Globals) error {
+	fmt.Fprintln(g.Stdout, "pbxbridge", g.Version)
+	return nil
+}
+
+func writeJSONTo(w io.Writer, v any) error {
+	enc := jsonEncoder(w)
+	return enc.Encode(v)
+}

@@ -1,0 +1,380 @@
+package connector
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	cleanhttp "github.com/hashicorp/go-cleanhttp"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/pbxbridge/pbxbridge/asterisk"
+	"github.com/pbxbridge/pbxbridge/connector/callmodel"
+	"github.com/pbxbridge/pbxbridge/connector/config"
+	"github.com/pbxbridge/pbxbridge/connector/dispatch"
+	"github.com/pbxbridge/pbxbridge/crm"
+	"github.com/pbxbridge/pbxbridge/licensing"
+)
+
+// liveQueue is how many live events may wait per connector; beyond that the oldest are dropped
+// (they are best-effort: a card that would appear after the call ended is worthless).
+const liveQueue = 256
+
+// connRT is one running connector instance.
+type connRT struct {
+	name    string
+	typ     string
+	cfg     config.Connector
+	adapter crm.Adapter
+	route   *route
+	worker  *dispatch.Worker
+	log     *slog.Logger
+
+	live     chan callmodel.Live
+	liveDrop atomic.Int64
+
+	free bool // a connector type that needs no licence
+	lic  *licensing.Service
+
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// startConnector builds the adapter of cn and starts its delivery worker and live loop.
+func (d *Daemon) startConnector(ctx context.Context, cfg *config.Config, cn *config.Connector) error {
+	f, ok := crm.Lookup(cn.Type)
+	if !ok {
+		return fmt.Errorf("connector %s: unknown type %q", cn.Name, cn.Type)
+	}
+	log := d.log.With("connector", cn.Name)
+	stateDir := filepath.Join(cfg.StateDir, "connectors", cn.Name)
+	if err := os.MkdirAll(stateDir, 0o700); err != nil {
+		return fmt.Errorf("connector %s: state directory: %w", cn.Name, err)
+	}
+	publicURL := strings.TrimRight(cfg.HTTP.PublicURL, "/")
+	routeURL := ""
+	if publicURL != "" {
+		routeURL = publicURL + "/crm/" + cn.Name
+	}
+	settings := cn.Settings
+	if settings == nil {
+		settings = f.NewConfig()
+	}
+	params := crm.Params{
+		Name:              cn.Name,
+		Type:              cn.Type,
+		Config:            settings,
+		Logger:            log,
+		Metrics:           prometheus.WrapRegistererWith(prometheus.Labels{"connector": cn.Name}, d.reg),
+		StateDir:          stateDir,
+		Calls:             d.store.CallState(cn.Name),
+		Originator:        d.originatorFor(cn),
+		PublicURL:         publicURL,
+		RouteURL:          routeURL,
+		Recordings:        d.recordings(cfg),
+		Now:               d.now,
+		HTTPClient:        d.crmHTTPClient(cn.Name),
+		ObserveServerDate: d.lic.ObserveCRMDate,
+	}
+	adapter, err := f.New(params)
+	if err != nil {
+		return fmt.Errorf("connector %s: %w", cn.Name, err)
+	}
+	r, err := newRoute(cn)
+	if err != nil {
+		return err
+	}
+	// Sold connector types need a licence; others (the "fake" test CRM that writes a local
+	// file) are free.
+	free := !licensing.KnownConnector(cn.Type)
+	if !free {
+		inst := licensing.Instance{Name: cn.Name, Type: cn.Type}
+		if m, ok := settings.(interface{ MappedExtensions() []string }); ok {
+			inst.Extensions = m.MappedExtensions()
+		}
+		if err := d.lic.Register(inst); err != nil {
+			return fmt.Errorf("connector %s: licensing: %w", cn.Name, err)
+		}
+	}
+
+	c := &connRT{
+		name:    cn.Name,
+		typ:     cn.Type,
+		free:    free,
+		lic:     d.lic,
+		cfg:     *cn,
+		adapter: adapter,
+		route:   r,
+		log:     log,
+		live:    make(chan callmodel.Live, liveQueue),
+		done:    make(chan struct{}),
+	}
+	dc := d.Config().Dispatch
+	d.dm.Init(cn.Name)
+	c.worker = dispatch.New(d.store, dispatch.Options{
+		Connector:       cn.Name,
+		Adapter:         adapter,
+		Concurrency:     concurrencyFor(adapter, dc.Workers),
+		BackoffMin:      dc.BackoffMin,
+		BackoffMax:      dc.BackoffMax,
+		GiveUpAfter:     dc.GiveUpAfter,
+		DeliveryTimeout: dc.DeliveryTimeout,
+		DrainTimeout:    dc.DrainTimeout,
+		Allowed:         func(string) bool { return c.allowed() },
+		Skip:            func(_ string, rec *callmodel.Record) string { return c.seatSkip(rec) },
+		Clock:           d.now,
+		Logger:          d.log,
+		OnDelivered:     d.delivered,
+	}, d.dm)
+
+	runCtx, cancel := context.WithCancel(ctx)
+	c.cancel = cancel
+	if s, ok := adapter.(crm.Starter); ok {
+		if err := s.Start(runCtx); err != nil {
+			cancel()
+			return fmt.Errorf("connector %s: starting: %w", cn.Name, err)
+		}
+	}
+	var wg sync.WaitGroup
+	wg.Add(3)
+	go func() { defer wg.Done(); _ = c.worker.Run(runCtx) }()
+	go func() { defer wg.Done(); d.liveLoop(runCtx, c) }()
+	go func() { defer wg.Done(); d.bindAccount(runCtx, c) }()
+	go func() {
+		wg.Wait()
+		if cl, ok := adapter.(crm.Closer); ok {
+			cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			if err := cl.Close(cctx); err != nil {
+				log.Warn("closing the adapter", "err", err)
+			}
+			ccancel()
+		}
+		close(c.done)
+	}()
+
+	if hr, ok := adapter.(crm.HTTPRoutes); ok {
+		d.httpMux.mount(cn.Name, hr.Routes())
+	}
+	d.unitsMu.Lock()
+	d.conns[cn.Name] = c
+	d.unitsMu.Unlock()
+	log.Info("connector started", "type", cn.Type, "licensed", c.allowed())
+	return nil
+}
+
+// concurrencyFor lets adapters that batch (amoCRM) ask for more deliveries in flight.
+func concurrencyFor(a crm.Adapter, configured int) int {
+	if c, ok := a.(interface{ DeliveryConcurrency() int }); ok && c.DeliveryConcurrency() > configured {
+		return c.DeliveryConcurrency()
+	}
+	return configured
+}
+
+// stopConnector stops one connector: its worker drains, its live loop ends, the adapter closes.
+func (d *Daemon) stopConnector(name string) {
+	d.unitsMu.Lock()
+	c, ok := d.conns[name]
+	delete(d.conns, name)
+	d.unitsMu.Unlock()
+	if !ok {
+		return
+	}
+	d.httpMux.unmount(name)
+	c.cancel()
+	<-c.done
+	if !c.free {
+		d.lic.Unregister(name)
+	}
+	c.log.Info("connector stopped")
+}
+
+func (d *Daemon) stopAllConnectors() {
+	d.unitsMu.Lock()
+	names := make([]string, 0, len(d.conns))
+	for n := range d.conns {
+		names = append(names, n)
+	}
+	d.unitsMu.Unlock()
+	var wg sync.WaitGroup
+	for _, n := range names {
+		wg.Add(1)
+		go func() { defer wg.Done(); d.stopConnector(n) }()
+	}
+	wg.Wait()
+	d.publishRoutes()
+}
+
+// liveLoop passes live events to the adapter, in order, best-effort.
+func (d *Daemon) liveLoop(ctx context.Context, c *connRT) {
+	lh, ok := c.adapter.(crm.LiveHandler)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ev := <-c.live:
+			if !ok {
+				continue
+			}
+			lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			err := lh.Live(lctx, &ev)
+			cancel()
+			result := "ok"
+			if err != nil {
+				result = "error"
+				if ctx.Err() == nil {
+					c.log.Warn("live call event failed", "call", ev.Key(), "kind", ev.Kind, "ext", ev.Ext, "err", err)
+				}
+			}
+			d.m.live.WithLabelValues(c.name, result).Inc()
+		}
+	}
+}
+
+// pushLive queues a live event for c without blocking the call model: when the queue is full
+// the oldest waiting event is dropped.
+func (c *connRT) pushLive(ev *callmodel.Live, m *metrics) {
+	for {
+		select {
+		case c.live <- *ev:
+			return
+		default:
+		}
+		select {
+		case <-c.live:
+			c.liveDrop.Add(1)
+			m.live.WithLabelValues(c.name, "dropped").Inc()
+		default:
+		}
+	}
+}
+
+// bindAccount asks the adapter which CRM account it is authorised to and tells licensing, at
+// start and hourly (licence CRM binding, licensing.md §3.8).
+func (d *Daemon) bindAccount(ctx context.Context, c *connRT) {
+	ai, ok := c.adapter.(crm.AccountIdentifier)
+	if !ok {
+		return
+	}
+	wait := 5 * time.Second
+	for {
+		actx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		acc, err := ai.Account(actx)
+		cancel()
+		next := time.Hour
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			c.log.Debug("CRM account not known yet", "err", err)
+			next = wait
+			wait = min(wait*2, 10*time.Minute)
+		} else if err := d.lic.SetAccount(c.name, licensing.Account{Domain: acc.Domain, MemberID: acc.MemberID, AccountID: acc.AccountID, Subdomain: acc.Subdomain}); err != nil {
+			c.log.Warn("licensing: CRM account", "err", err)
+		}
+		t := time.NewTimer(next)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// allowed is the licence gate of the connector.
+func (c *connRT) allowed() bool { return c.free || c.lic.Allowed(c.name) }
+
+// extAllowed reports whether ext keeps CRM actions under the licence's seats.
+func (c *connRT) extAllowed(ext string) bool { return c.free || c.lic.ExtensionAllowed(c.name, ext) }
+
+// seatSkip withholds CRM actions for calls of extensions beyond the licence's seats (§3.9): the
+// call is skipped only when every extension it involves is suspended.
+func (c *connRT) seatSkip(rec *callmodel.Record) string {
+	exts := recordExtensions(rec)
+	if rec.CallerExt != "" {
+		exts = append(exts, rec.CallerExt)
+	}
+	if len(exts) == 0 {
+		return ""
+	}
+	for _, e := range exts {
+		if c.extAllowed(e) {
+			return ""
+		}
+	}
+	return fmt.Sprintf("extensions %s are beyond the licence's seats: no CRM actions for this call", strings.Join(exts, ", "))
+}
+
+// originatorFor returns the click-to-call originator of the connector's first PBX that has one.
+func (d *Daemon) originatorFor(cn *config.Connector) asterisk.Originator {
+	return &lazyOriginator{d: d, pbx: cn.PBX}
+}
+
+// lazyOriginator finds the PBX source at call time, so reloads that restart a PBX are followed.
+type lazyOriginator struct {
+	d   *Daemon
+	pbx []string
+}
+
+func (o *lazyOriginator) Originate(ctx context.Context, req asterisk.OriginateRequest) (asterisk.OriginateResult, error) {
+	o.d.unitsMu.Lock()
+	var org asterisk.Originator
+	for _, name := range o.pbx {
+		if p, ok := o.d.pbxs[name]; ok {
+			if og, ok := p.source.(asterisk.Originator); ok {
+				org = og
+				break
+			}
+		}
+	}
+	o.d.unitsMu.Unlock()
+	if org == nil {
+		return asterisk.OriginateResult{}, fmt.Errorf("click-to-call: %w", asterisk.ErrNotConnected)
+	}
+	return org.Originate(ctx, req)
+}
+
+// crmHTTPClient is the instrumented HTTP client adapters build on: it times every CRM request,
+// counts it for requests-per-call, and feeds CRM Date headers to the licence time floor.
+func (d *Daemon) crmHTTPClient(connector string) *http.Client {
+	return &http.Client{Transport: &instrumented{
+		next:      cleanhttp.DefaultPooledTransport(),
+		connector: connector,
+		d:         d,
+	}}
+}
+
+type instrumented struct {
+	next      http.RoundTripper
+	connector string
+	d         *Daemon
+}
+
+func (t *instrumented) RoundTrip(req *http.Request) (*http.Response, error) {
+	crm.CountRequest(req.Context())
+	start := time.Now()
+	resp, err := t.next.RoundTrip(req)
+	code := "error"
+	if err == nil {
+		code = fmt.Sprint(resp.StatusCode)
+		if req.URL.Scheme == "https" && resp.TLS != nil {
+			if date, perr := http.ParseTime(resp.Header.Get("Date")); perr == nil && t.d.lic != nil {
+				t.d.lic.ObserveCRMDate(date)
+			}
+		}
+	}
+	t.d.m.crmDuration.WithLabelValues(t.connector, code).Observe(time.Since(start).Seconds())
+	t.d.m.crmRequests.WithLabelValues(t.connector).Inc()
+	return resp, err
+}
+
+// errNoConnector is returned by admin calls naming an unknown connector.
+var errNoConnector = errors.New("no such connector")

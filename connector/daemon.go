@@ -1,0 +1,388 @@
+// Package connector wires pbxbridge together: the CLI, the daemon's Run loop, its HTTP and admin
+// endpoints, metrics, systemd notification and reload.
+//
+// Start order (DESIGN.md §3): licensing → outbox → CRM adapters and their delivery workers →
+// HTTP endpoints and admin API → Asterisk sources. Stop is the reverse: sources stop first, the
+// call model's open calls are flushed into the outbox, deliveries drain for
+// dispatch.drain_timeout, adapters close, the outbox closes, and the endpoints stop last.
+//
+// Telephony is never touched: a CRM outage, a missing licence or a broken authorisation only
+// keeps calls queued; only a bad local configuration at start-up is fatal.
+package connector
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/pbxbridge/pbxbridge/asterisk"
+	"github.com/pbxbridge/pbxbridge/asterisk/numbers"
+	"github.com/pbxbridge/pbxbridge/connector/callmodel"
+	"github.com/pbxbridge/pbxbridge/connector/config"
+	"github.com/pbxbridge/pbxbridge/connector/dispatch"
+	"github.com/pbxbridge/pbxbridge/connector/outbox"
+	"github.com/pbxbridge/pbxbridge/crm"
+	"github.com/pbxbridge/pbxbridge/licensing"
+)
+
+// Options are the daemon's runtime dependencies; the zero value fits production.
+type Options struct {
+	Version string
+	// Logger is the daemon's logger; nil builds one on stderr from the config's log section.
+	Logger *slog.Logger
+	// Level, when set, is the level variable of Logger (SIGHUP applies log.level to it).
+	Level *slog.LevelVar
+	// Getenv reads the environment (secrets on reload); nil means os.Getenv.
+	Getenv func(string) string
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// NewSource builds a PBX source; nil means the AMI or ARI client per pbx[].type.
+	NewSource func(p config.PBX, d *Daemon) (asterisk.Source, error)
+	// Notify sends sd_notify states ("READY=1", …); nil means systemd's $NOTIFY_SOCKET.
+	Notify func(state string)
+	// Licensing overrides parts of the licensing service (keyring, host facts) for the demo and
+	// tests.
+	Licensing licensing.Options
+	// OnDelivered is called after each successful delivery (the demo prints a line).
+	OnDelivered func(connector string, rec *callmodel.Record)
+	// HTTPListener, when set, is used instead of listening on http.listen (tests, the demo).
+	HTTPListener func() (listenerCloser, error)
+}
+
+// Daemon is a running pbxbridge. Build it with New and start it with Run.
+type Daemon struct {
+	opts  Options
+	log   *slog.Logger
+	level *slog.LevelVar
+	now   func() time.Time
+	reg   *prometheus.Registry
+	m     *metrics
+	dm    *dispatch.Metrics
+
+	cfgMu sync.Mutex
+	cfg   *config.Config // the config in force
+
+	store *outbox.Store
+	lic   *licensing.Service
+	norm  *numbers.Normalizer
+
+	// rt is the routing table: the connector instances in force, swapped whole on reload.
+	rt atomic.Pointer[[]*connRT]
+
+	unitsMu sync.Mutex
+	conns   map[string]*connRT
+	pbxs    map[string]*pbxRT
+
+	ready     atomic.Bool
+	startedAt time.Time
+	recent    *recentCalls
+	httpMux   *dynamicMux
+}
+
+// New validates what it can without I/O and returns a Daemon for cfg.
+func New(cfg *config.Config, opts Options) (*Daemon, error) {
+	if opts.Getenv == nil {
+		opts.Getenv = os.Getenv
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	level := opts.Level
+	if level == nil {
+		level = new(slog.LevelVar)
+	}
+	_ = level.UnmarshalText([]byte(cfg.Log.Level))
+	log := opts.Logger
+	if log == nil {
+		log = newLogger(os.Stderr, cfg.Log.Format, level)
+	}
+	norm, err := numbers.New(cfg.Numbers)
+	if err != nil {
+		return nil, fmt.Errorf("config: numbers: %w", err)
+	}
+	reg := prometheus.NewRegistry()
+	d := &Daemon{
+		opts:    opts,
+		log:     log,
+		level:   level,
+		now:     opts.Now,
+		reg:     reg,
+		cfg:     cfg,
+		norm:    norm,
+		conns:   map[string]*connRT{},
+		pbxs:    map[string]*pbxRT{},
+		recent:  newRecentCalls(200),
+		httpMux: newDynamicMux(),
+	}
+	d.m = newMetrics(reg, d, opts.Version)
+	d.dm = dispatch.NewMetrics(reg)
+	empty := []*connRT{}
+	d.rt.Store(&empty)
+	return d, nil
+}
+
+// Registry returns the daemon's metrics registry.
+func (d *Daemon) Registry() *prometheus.Registry { return d.reg }
+
+// Config returns the config in force.
+func (d *Daemon) Config() *config.Config {
+	d.cfgMu.Lock()
+	defer d.cfgMu.Unlock()
+	return d.cfg
+}
+
+func (d *Daemon) notify(state string) {
+	if d.opts.Notify != nil {
+		d.opts.Notify(state)
+		return
+	}
+	sdNotify(state)
+}
+
+// Run runs the daemon until ctx ends (SIGTERM/SIGINT in production), then stops in order. It
+// returns an error only for problems at start-up (bad local config, unusable state directory).
+func (d *Daemon) Run(ctx context.Context) error {
+	d.startedAt = d.now()
+	cfg := d.Config()
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return fmt.Errorf("state directory: %w", err)
+	}
+
+	// Licensing first: the gate must be right before any delivery.
+	lopts := d.opts.Licensing
+	if lopts.StateDir == "" {
+		lopts.StateDir = cfg.StateDir
+	}
+	lopts.Logger = d.log.With("component", "licensing")
+	lopts.Registerer = d.reg
+	if lopts.Version == "" {
+		lopts.Version = d.opts.Version
+	}
+	lic, err := licensing.New(ctx, cfg.Licensing, lopts)
+	if err != nil {
+		return err
+	}
+	d.lic = lic
+	licCtx, stopLic := context.WithCancel(context.WithoutCancel(ctx))
+	licDone := make(chan struct{})
+	go func() {
+		defer close(licDone)
+		if err := lic.Run(licCtx); err != nil && !errors.Is(err, context.Canceled) {
+			d.log.Error("licensing stopped", "err", err)
+		}
+	}()
+	defer func() { stopLic(); <-licDone }()
+
+	// The outbox: every finished call is stored here before anything else happens to it.
+	store, err := outbox.Open(ctx, filepath.Join(cfg.StateDir, "outbox.db"), outbox.Options{
+		Retention: time.Duration(cfg.Outbox.RetentionDays) * 24 * time.Hour,
+		Clock:     d.now,
+		Logger:    d.log.With("component", "outbox"),
+	})
+	if err != nil {
+		return err
+	}
+	d.store = store
+	defer func() {
+		if err := store.Close(); err != nil {
+			d.log.Error("closing the outbox", "err", err)
+		}
+	}()
+
+	// Connectors (adapters + delivery workers).
+	unitCtx := context.WithoutCancel(ctx)
+	for i := range cfg.Connectors {
+		cn := &cfg.Connectors[i]
+		if !cn.IsEnabled() {
+			d.log.Info("connector disabled in config", "connector", cn.Name)
+			continue
+		}
+		if err := d.startConnector(unitCtx, cfg, cn); err != nil {
+			d.stopAllConnectors()
+			return err
+		}
+	}
+	d.publishRoutes()
+	defer d.stopAllConnectors()
+
+	// HTTP endpoints and the admin API.
+	stopHTTP, err := d.serveHTTP(cfg)
+	if err != nil {
+		return err
+	}
+	defer stopHTTP()
+	stopAdmin, err := d.serveAdmin(cfg)
+	if err != nil {
+		return err
+	}
+	defer stopAdmin()
+
+	// Housekeeping: outbox pruning, watchdog.
+	hkCtx, stopHK := context.WithCancel(context.WithoutCancel(ctx))
+	hkDone := make(chan struct{})
+	go func() { defer close(hkDone); d.housekeeping(hkCtx) }()
+	defer func() { stopHK(); <-hkDone }()
+
+	// Asterisk last.
+	for i := range cfg.PBX {
+		if err := d.startPBX(unitCtx, &cfg.PBX[i]); err != nil {
+			d.stopAllPBX()
+			return err
+		}
+	}
+	defer d.stopAllPBX()
+
+	readyDone := make(chan struct{})
+	go func() { defer close(readyDone); d.waitReady(ctx) }()
+
+	d.log.Info("pbxbridge running", "version", d.opts.Version, "pbx", len(cfg.PBX), "connectors", len(cfg.Connectors), "http", cfg.HTTP.Listen)
+	d.loop(ctx)
+	<-readyDone
+
+	d.notify("STOPPING=1")
+	d.log.Info("stopping: flushing open calls and draining deliveries")
+	d.ready.Store(false)
+	// The deferred calls run in reverse: PBX sources stop and flush, then housekeeping, the
+	// endpoints stay up until connectors have drained, then licensing and the outbox close.
+	return nil
+}
+
+// loop waits for the end of ctx, handling reloads requested by SIGHUP or the admin API.
+func (d *Daemon) loop(ctx context.Context) {
+	reloads := reloadSignals(ctx)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-reloads:
+			d.Reload(ctx)
+		}
+	}
+}
+
+// waitReady sends READY=1 once every PBX has logged in (or after 20 s, so that one unreachable
+// PBX does not keep the service "activating" forever; /readyz and the status page say which PBX
+// is down).
+func (d *Daemon) waitReady(ctx context.Context) {
+	deadline := time.NewTimer(20 * time.Second)
+	defer deadline.Stop()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if d.allLoggedIn() {
+			d.ready.Store(true)
+			d.notify("READY=1\nSTATUS=running")
+			d.log.Info("ready: every PBX connected")
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-deadline.C:
+			d.notify("READY=1\nSTATUS=running; some PBX not connected, see pbxbridge status")
+			d.log.Warn("some PBX is not connected yet; running anyway (see pbxbridge status)")
+			for !d.allLoggedIn() {
+				select {
+				case <-ctx.Done():
+					return
+				case <-tick.C:
+				}
+			}
+			d.ready.Store(true)
+			d.notify("STATUS=running")
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+func (d *Daemon) allLoggedIn() bool {
+	d.unitsMu.Lock()
+	defer d.unitsMu.Unlock()
+	for _, p := range d.pbxs {
+		if !p.loggedIn() {
+			return false
+		}
+	}
+	return true
+}
+
+// housekeeping prunes the outbox hourly and pings the systemd watchdog.
+func (d *Daemon) housekeeping(ctx context.Context) {
+	prune := time.NewTicker(time.Hour)
+	defer prune.Stop()
+	wd := watchdogInterval()
+	var wdC <-chan time.Time
+	if wd > 0 {
+		t := time.NewTicker(wd)
+		defer t.Stop()
+		wdC = t.C
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-prune.C:
+			res, err := d.store.Prune(ctx)
+			if err != nil {
+				d.log.Error("pruning the outbox", "err", err)
+				continue
+			}
+			d.log.Debug("outbox pruned", "result", fmt.Sprintf("%+v", res))
+		case <-wdC:
+			// The watchdog proves the outbox still answers, not just that a goroutine runs.
+			cctx, cancel := context.WithTimeout(ctx, wd)
+			_, err := d.store.Stats(cctx)
+			cancel()
+			if err == nil {
+				d.notify("WATCHDOG=1")
+			} else {
+				d.log.Error("watchdog: the outbox does not answer", "err", err)
+			}
+		}
+	}
+}
+
+// routes returns the connectors in force.
+func (d *Daemon) routes() []*connRT { return *d.rt.Load() }
+
+func (d *Daemon) publishRoutes() {
+	d.unitsMu.Lock()
+	defer d.unitsMu.Unlock()
+	list := make([]*connRT, 0, len(d.conns))
+	cfg := d.Config()
+	for i := range cfg.Connectors { // config order: stable
+		if c, ok := d.conns[cfg.Connectors[i].Name]; ok {
+			list = append(list, c)
+		}
+	}
+	d.rt.Store(&list)
+}
+
+// ServeHTTP exposes the daemon's public handler (tests).
+func (d *Daemon) ServeHTTP(w http.ResponseWriter, r *http.Request) { d.httpMux.ServeHTTP(w, r) }
+
+// Outbox returns the open outbox (nil before Run opened it).
+func (d *Daemon) Outbox() *outbox.Store { return d.store }
+
+// Licensing returns the licensing service (nil before Run started it).
+func (d *Daemon) Licensing() *licensing.Service { return d.lic }
+
+// Adapter returns the adapter of a connector instance (tests, the demo).
+func (d *Daemon) Adapter(name string) crm.Adapter {
+	d.unitsMu.Lock()
+	defer d.unitsMu.Unlock()
+	if c, ok := d.conns[name]; ok {
+		return c.adapter
+	}
+	return nil
+}

