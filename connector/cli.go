@@ -90,29 +90,48 @@ type CLI struct {
 // exitCoder is implemented by errors that choose the process exit status.
 type exitCoder interface{ ExitCode() int }
 
-// Main runs the command line and returns the process exit status.
+// Main runs the command line and returns the process exit status. SIGINT and SIGTERM cancel the
+// command's context (the daemon then stops in order).
 func Main(version string, args []string) int {
-	cli := CLI{Globals: Globals{Version: version, Stdout: os.Stdout, Stderr: os.Stderr}}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return MainIO(ctx, version, args, os.Stdout, os.Stderr)
+}
+
+// helpExit is how kong's --help ends inside MainIO (instead of os.Exit).
+type helpExit int
+
+// MainIO is Main with explicit context and output streams (tests run the CLI in-process).
+func MainIO(ctx context.Context, version string, args []string, stdout, stderr io.Writer) (code int) {
+	cli := CLI{Globals: Globals{Version: version, Stdout: stdout, Stderr: stderr, Ctx: ctx}}
+	defer func() {
+		if r := recover(); r != nil {
+			h, ok := r.(helpExit)
+			if !ok {
+				panic(r)
+			}
+			code = int(h)
+		}
+	}()
 	parser, err := kong.New(&cli,
 		kong.Name("pbxbridge"),
 		kong.Description("Asterisk → CRM connector (Bitrix24, amoCRM, Kommo)."),
 		kong.UsageOnError(),
 		kong.Vars{"default_config": config.DefaultPath},
 		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
+		kong.Writers(stdout, stderr),
+		kong.Exit(func(c int) { panic(helpExit(c)) }),
 	)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
+		fmt.Fprintln(stderr, err)
 		return 2
 	}
 	kctx, err := parser.Parse(args)
 	if err != nil {
-		parser.Errorf("%s", err)
+		fmt.Fprintf(stderr, "pbxbridge: %v\n", err)
 		return 2
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	cli.Ctx = ctx
-	env := &licensecli.Env{Version: version, Context: ctx}
+	env := &licensecli.Env{Version: version, Context: ctx, Stdout: stdout, Stderr: stderr}
 	if cfg, err := cli.optionalConfig(); err == nil {
 		env.Dir, env.StateDir = cfg.Licensing.Dir, cfg.StateDir
 	}
@@ -131,11 +150,11 @@ func Main(version string, args []string) int {
 	var ec exitCoder
 	if errors.As(err, &ec) {
 		if msg := err.Error(); msg != "" {
-			fmt.Fprintln(os.Stderr, "pbxbridge: "+msg)
+			fmt.Fprintln(stderr, "pbxbridge: "+msg)
 		}
 		return ec.ExitCode()
 	}
-	fmt.Fprintln(os.Stderr, "pbxbridge: "+err.Error())
+	fmt.Fprintln(stderr, "pbxbridge: "+err.Error())
 	return 1
 }
 

@@ -171,7 +171,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	d.unitsMu.Lock()
 	d.lic = lic
+	d.unitsMu.Unlock()
 	licCtx, stopLic := context.WithCancel(context.WithoutCancel(ctx))
 	licDone := make(chan struct{})
 	go func() {
@@ -191,7 +193,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	d.unitsMu.Lock()
 	d.store = store
+	d.unitsMu.Unlock()
 	defer func() {
 		if err := store.Close(); err != nil {
 			d.log.Error("closing the outbox", "err", err)
@@ -372,10 +376,18 @@ func (d *Daemon) publishRoutes() {
 func (d *Daemon) ServeHTTP(w http.ResponseWriter, r *http.Request) { d.httpMux.ServeHTTP(w, r) }
 
 // Outbox returns the open outbox (nil before Run opened it).
-func (d *Daemon) Outbox() *outbox.Store { return d.store }
+func (d *Daemon) Outbox() *outbox.Store {
+	d.unitsMu.Lock()
+	defer d.unitsMu.Unlock()
+	return d.store
+}
 
 // Licensing returns the licensing service (nil before Run started it).
-func (d *Daemon) Licensing() *licensing.Service { return d.lic }
+func (d *Daemon) Licensing() *licensing.Service {
+	d.unitsMu.Lock()
+	defer d.unitsMu.Unlock()
+	return d.lic
+}
 
 // Adapter returns the adapter of a connector instance (tests, the demo).
 func (d *Daemon) Adapter(name string) crm.Adapter {

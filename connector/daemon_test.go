@@ -1,0 +1,250 @@
+package connector_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/goccy/go-yaml"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/pbxbridge/pbxbridge/asterisk/fakepbx"
+	"github.com/pbxbridge/pbxbridge/connector"
+	"github.com/pbxbridge/pbxbridge/connector/callmodel"
+	"github.com/pbxbridge/pbxbridge/connector/config"
+	"github.com/pbxbridge/pbxbridge/connector/outbox"
+	"github.com/pbxbridge/pbxbridge/crm/fake"
+)
+
+// testConfig is a daemon config for a fake PBX at addr and one fake connector logging to a file.
+func testConfig(t *testing.T, addr string, fakeBlock string) string {
+	t.Helper()
+	dir := t.TempDir()
+	host, port, _ := net.SplitHostPort(addr)
+	cfg := fmt.Sprintf(`
+state_dir: %[1]s/state
+log: {level: debug}
+http: {listen: ""}
+admin: {socket: %[1]s/admin.sock}
+licensing: {dir: %[1]s/licenses.d}
+dispatch: {backoff_min: 10ms, backoff_max: 50ms, drain_timeout: 2s}
+pbx:
+  - name: lab
+    ami: {host: %[2]s, port: %[3]s, username: pbxbridge, secret: secret, auth: md5, ping_interval: 1s}
+    calls:
+      extensions: ['^Local/(?P<ext>\d+)@phones-[0-9a-f]+;1$', '^Local/[^@]+@internal-[0-9a-f]+;1$']
+      trunks: ['^Local/[^@]+@from-pstn-[0-9a-f]+;2$', '^Local/[^@]+@pstn-[0-9a-f]+;1$']
+      originate_id_variables: [PBXBRIDGE_ORIGINATE_ID, CRM_ORIGINATE_ID]
+      did_variables: [FROM_DID, LAB_DID]
+connectors:
+  - name: crm
+    type: fake
+    directions: [inbound, outbound]
+    fake: {log_file: %[1]s/crm.jsonl%[4]s}
+`, dir, host, port, fakeBlock)
+	path := filepath.Join(dir, "pbxbridge.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func startDaemon(t *testing.T, path string) (*connector.Daemon, context.CancelFunc) {
+	t.Helper()
+	cfg, err := config.Load(path, func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := connector.New(cfg, connector.Options{Version: "test", Notify: func(string) {}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("daemon Run: %v", err)
+		}
+	})
+	waitFor(t, 10*time.Second, "daemon started", func() bool { return d.Outbox() != nil && d.Adapter("crm") != nil })
+	return d, cancel
+}
+
+func waitFor(t *testing.T, limit time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", limit, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestLabCallsMatchesTestdata(t *testing.T) {
+	data, err := os.ReadFile("callmodel/testdata/lab.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lab struct {
+		CallModel callmodel.Config `yaml:"callmodel"`
+	}
+	if err := yaml.Unmarshal(data, &lab); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(lab.CallModel, connector.LabCalls()) {
+		t.Fatalf("connector.LabCalls() drifted from callmodel/testdata/lab.yaml:\n%+v\n%+v", connector.LabCalls(), lab.CallModel)
+	}
+}
+
+// End to end: real AMI over a socket, the call model, the outbox and delivery.
+func TestDaemonDeliversPBXCalls(t *testing.T) {
+	pbx, err := fakepbx.Start(fakepbx.Config{Speed: 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pbx.Close()
+	d, _ := startDaemon(t, testConfig(t, pbx.Addr(), ""))
+	waitFor(t, 10*time.Second, "AMI login", func() bool { return pbx.Stats().Logins > 0 })
+
+	for _, sc := range []string{"inbound_answered", "inbound_missed", "outbound_answered", "internal_call"} {
+		call, err := pbx.Play(context.Background(), sc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		<-call.Done()
+	}
+	adapter := d.Adapter("crm").(*fake.Adapter)
+	waitFor(t, 15*time.Second, "3 deliveries", func() bool { return len(adapter.Delivered()) >= 3 })
+	time.Sleep(200 * time.Millisecond)
+	got := adapter.Delivered()
+	if len(got) != 3 {
+		t.Fatalf("delivered %d calls, want 3 (the internal call is not sent): %+v", len(got), got)
+	}
+	byDir := map[callmodel.Direction][]callmodel.Disposition{}
+	for _, l := range got {
+		byDir[l.Record.Direction] = append(byDir[l.Record.Direction], l.Record.Disposition)
+		if l.Record.PBX != "lab" || !strings.HasPrefix(l.Key, "lab/") {
+			t.Errorf("record key %q / pbx %q", l.Key, l.Record.PBX)
+		}
+	}
+	if len(byDir[callmodel.Inbound]) != 2 || len(byDir[callmodel.Outbound]) != 1 {
+		t.Fatalf("directions %v", byDir)
+	}
+
+	// Metrics: the outbox and delivery series (issue 3 acceptance 6).
+	rec := httptest.NewRecorder()
+	d.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	if rec.Code != http.StatusOK {
+		t.Fatalf("/metrics: %d", rec.Code)
+	}
+	body := rec.Body.String()
+	for _, want := range []string{
+		`pbxbridge_deliveries_total{connector="crm",result="delivered"} 3`,
+		`pbxbridge_outbox_pending{connector="crm"} 0`,
+		`pbxbridge_outbox_dead{connector="crm"} 0`,
+		`pbxbridge_outbox_done{connector="crm"} 3`,
+		`pbxbridge_outbox_oldest_age_seconds{connector="crm"} 0`,
+		`pbxbridge_calls_total{direction="internal",disposition="answered",pbx="lab"} 1`,
+		`pbxbridge_crm_requests_per_call_count{connector="crm"} 3`,
+		`pbxbridge_ami_connected{pbx="lab"} 1`,
+		`pbxbridge_build_info{`,
+		`go_goroutines `,
+		`process_cpu_seconds_total `,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	n, err := testutil.GatherAndCount(d.Registry(), "pbxbridge_deliveries_total")
+	if err != nil || n < 7 {
+		t.Errorf("deliveries_total series: %d, %v", n, err)
+	}
+
+	// The call's timeline explains it.
+	key := got[0].Key
+	rep, err := d.Call(context.Background(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kinds []string
+	for _, e := range rep.Timeline {
+		kinds = append(kinds, e.Kind)
+	}
+	if !strings.Contains(strings.Join(kinds, ","), "call,routing") || kinds[len(kinds)-1] != "delivered" {
+		t.Errorf("timeline kinds %v", kinds)
+	}
+
+	// Readiness.
+	rec = httptest.NewRecorder()
+	d.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil))
+	if rec.Code != http.StatusOK {
+		t.Errorf("/readyz: %d %s", rec.Code, rec.Body)
+	}
+}
+
+// A dead letter is listed by `outbox list --dead` and re-queued by `outbox retry` (issue 3
+// acceptance 4), through the admin socket, as an operator would.
+func TestDeadLetterListAndRetry(t *testing.T) {
+	pbx, err := fakepbx.Start(fakepbx.Config{Speed: 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pbx.Close()
+	path := testConfig(t, pbx.Addr(), `, permanent_fail_customer: "+79009998877"`)
+	d, _ := startDaemon(t, path)
+	cfg, _ := config.Load(path, func(string) string { return "" })
+
+	rec := callmodel.Record{CallID: "1700000000.1", PBX: "lab", Direction: callmodel.Inbound, Customer: "+79009998877",
+		Line: "+74951112233", StartedAt: time.Now().Add(-time.Minute).UTC(), EndedAt: time.Now().UTC(), Disposition: callmodel.NoAnswer}
+	line, _ := json.Marshal(rec)
+	if _, err := d.Import(context.Background(), bytes.NewReader(line)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "dead letter", func() bool {
+		rows, _ := d.Outbox().List(context.Background(), outbox.Filter{State: outbox.Dead})
+		return len(rows) == 1
+	})
+
+	out := runCLI(t, 0, "--socket", cfg.Admin.Socket, "outbox", "list", "--dead")
+	if !strings.Contains(out, "lab/1700000000.1") || !strings.Contains(out, "dead") || !strings.Contains(out, "refused by configuration") {
+		t.Fatalf("outbox list --dead:\n%s", out)
+	}
+	rows, _ := d.Outbox().List(context.Background(), outbox.Filter{State: outbox.Dead})
+	out = runCLI(t, 0, "--socket", cfg.Admin.Socket, "outbox", "retry", fmt.Sprint(rows[0].ID))
+	if !strings.Contains(out, "re-queued 1 dead letter") {
+		t.Fatalf("outbox retry: %s", out)
+	}
+	// It fails again (the customer is still refused) and comes back as a dead letter after a
+	// fresh attempt.
+	waitFor(t, 10*time.Second, "second attempt", func() bool {
+		return d.Adapter("crm").(*fake.Adapter).Attempts() >= 2
+	})
+	out = runCLI(t, 0, "--socket", cfg.Admin.Socket, "calls", "show", "lab/1700000000.1")
+	if !strings.Contains(out, "dead letter") || !strings.Contains(out, "inbound call with +79009998877") {
+		t.Fatalf("calls show:\n%s", out)
+	}
+}
+
+// runCLI runs the pbxbridge command line in-process and returns its standard output.
+func runCLI(t *testing.T, wantCode int, args ...string) string {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	code := connector.MainIO(context.Background(), "test", args, &out, &errOut)
+	if code != wantCode {
+		t.Fatalf("pbxbridge %s: exit %d, want %d\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), code, wantCode, out.String(), errOut.String())
+	}
+	return out.String()
+}
