@@ -6,6 +6,7 @@ package fake
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -99,16 +100,23 @@ func New(name string, cfg Config, now func() time.Time) (*Adapter, error) {
 	return a, nil
 }
 
+// load reads the log of a previous run. A last line without its newline is a write torn by a
+// crash: it is cut off, so the call is logged again whole (it was never acknowledged).
 func (a *Adapter) load() error {
-	f, err := os.Open(a.cfg.LogFile)
+	data, err := os.ReadFile(a.cfg.LogFile)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
 	if err != nil {
 		return fmt.Errorf("fake: reading log: %w", err)
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
+	if i := bytes.LastIndexByte(data, '\n'); i+1 < len(data) {
+		if err := os.Truncate(a.cfg.LogFile, int64(i+1)); err != nil {
+			return fmt.Errorf("fake: cutting a torn last line: %w", err)
+		}
+		data = data[:i+1]
+	}
+	sc := bufio.NewScanner(bytes.NewReader(data))
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
 		var l Line
