@@ -1110,7 +1110,7 @@ func (f *AmoCRM) contactJSON(a *amoAccount, c *AmoContact, withLeads bool) map[s
 	m := map[string]any{"id": c.ID, "name": c.Name, "responsible_user_id": c.ResponsibleUserID, "group_id": 0,
 		"created_at": c.CreatedAt, "updated_at": c.CreatedAt, "is_deleted": false, "account_id": a.ID,
 		"custom_fields_values": []map[string]any{{"field_id": 3, "field_name": "Телефон", "field_code": "PHONE", "field_type": "multitext", "values": vals}},
-		"_links": map[string]any{"self": map[string]string{"href": f.href(a, "/api/v4/contacts/"+strconv.FormatInt(c.ID, 10))}}}
+		"_links":               map[string]any{"self": map[string]string{"href": f.href(a, "/api/v4/contacts/"+strconv.FormatInt(c.ID, 10))}}}
 	emb := map[string]any{"tags": []any{}, "companies": []any{}}
 	if withLeads {
 		leads := []map[string]any{}
@@ -1464,7 +1464,7 @@ func (f *AmoCRM) serveUnsorted(w http.ResponseWriter, a *amoAccount, body []byte
 		}
 		a.Unsorted = append(a.Unsorted, u)
 		out = append(out, map[string]any{"uid": u.UID, "account_id": a.ID, "request_id": reqID(it.RequestID, i),
-			"_links": map[string]any{"self": map[string]string{"href": f.href(a, "/api/v4/leads/unsorted/"+u.UID)}},
+			"_links":    map[string]any{"self": map[string]string{"href": f.href(a, "/api/v4/leads/unsorted/"+u.UID)}},
 			"_embedded": map[string]any{"contacts": contacts, "leads": []map[string]any{{"id": lead.ID}}, "companies": []any{}}})
 	}
 	writeJSON(w, http.StatusOK, "application/hal+json", map[string]any{"_total_items": len(out), "_embedded": map[string]any{"unsorted": out}})
