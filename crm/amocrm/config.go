@@ -45,7 +45,7 @@ type Config struct {
 
 	// RateLimit is the client-side request rate per second for this account (Live, Deliver
 	// and routing share it; default 7, the documented limit).
-	RateLimit float64 `yaml:"rate_limit"`
+	RateLimit float64     `yaml:"rate_limit"`
 	Batch     BatchConfig `yaml:"batch"`
 
 	UnknownNumber  UnknownNumberConfig `yaml:"unknown_number"`

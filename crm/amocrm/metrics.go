@@ -8,16 +8,16 @@ import (
 
 // metrics of one connector instance (the registerer adds the connector label).
 type metrics struct {
-	calls       *prometheus.CounterVec   // result: logged, unknown, failed
-	batchSize   prometheus.Histogram     // calls per POST /api/v4/calls
-	unknown     *prometheus.CounterVec   // action: unsorted, contact_created, skipped
-	tasks       *prometheus.CounterVec   // result: created, found, no_responsible, failed
-	popups      *prometheus.CounterVec   // result: sent, unmapped, failed
-	tokens      *prometheus.CounterVec   // event: refreshed, refresh_failed, broken, confirmed, authorised, reloaded
-	throttled   *prometheus.CounterVec   // kind: 429, blocked
-	click2call  *prometheus.CounterVec   // result: ok, unauthorized, bad_request, unmapped, failed
-	authFailure *prometheus.CounterVec   // route: click2call, oauth_callback
-	routing     *prometheus.CounterVec   // kind: responsible, lookup; result: found, unknown, error
+	calls       *prometheus.CounterVec // result: logged, unknown, failed
+	batchSize   prometheus.Histogram   // calls per POST /api/v4/calls
+	unknown     *prometheus.CounterVec // action: unsorted, contact_created, skipped
+	tasks       *prometheus.CounterVec // result: created, found, no_responsible, failed
+	popups      *prometheus.CounterVec // result: sent, unmapped, failed
+	tokens      *prometheus.CounterVec // event: refreshed, refresh_failed, broken, confirmed, authorised, reloaded
+	throttled   *prometheus.CounterVec // kind: 429, blocked
+	click2call  *prometheus.CounterVec // result: ok, unauthorized, bad_request, unmapped, failed
+	authFailure *prometheus.CounterVec // route: click2call, oauth_callback
+	routing     *prometheus.CounterVec // kind: responsible, lookup; result: found, unknown, error
 	all         []prometheus.Collector
 }
 

@@ -1438,7 +1438,7 @@ func (f *AmoCRM) serveUnsorted(w http.ResponseWriter, a *amoAccount, body []byte
 			From string `json:"from"`
 		}
 		_ = json.Unmarshal(it.Metadata, &md)
-		u := AmoUnsorted{UID: randToken("")[:60], SourceUID: it.SourceUID, SourceName: it.SourceName, PipelineID: it.PipelineID,
+		u := AmoUnsorted{UID: (randToken("") + randToken(""))[:60], SourceUID: it.SourceUID, SourceName: it.SourceName, PipelineID: it.PipelineID,
 			CreatedAt: it.CreatedAt, Metadata: it.Metadata, Uniq: md.Uniq}
 		leadName := "Incoming call " + md.From
 		if len(it.Embedded.Leads) > 0 && it.Embedded.Leads[0].Name != "" {
