@@ -20,6 +20,7 @@ func TestConformance(t *testing.T) {
 		t.Run(typ, func(t *testing.T) {
 			crmtest.Run(t, crmtest.Harness{
 				New: func(t *testing.T) (crm.Adapter, crmtest.Controller) {
+					t.Helper()
 					e := newEnv(t, typ, envOpt{})
 					return e.a, e.fake
 				},

@@ -24,7 +24,7 @@ import (
 )
 
 // tokenFileName is the OAuth state in the instance's state directory.
-const tokenFileName = "amocrm-oauth.json"
+const tokenFileName = "amocrm-oauth.json" //nolint:gosec // a file name, not a credential
 
 // tokenFile is what is persisted (0600, written atomically).
 type tokenFile struct {
@@ -55,7 +55,7 @@ func writeFileAtomic(path string, data []byte, perm fs.FileMode) error {
 	defer func() {
 		if !ok {
 			tmp.Close()
-			os.Remove(name)
+			_ = os.Remove(name)
 		}
 	}()
 	if err := tmp.Chmod(perm); err != nil {
@@ -230,7 +230,7 @@ func (tk *tokens) markBroken(reason string) {
 }
 
 func (tk *tokens) persist(t tokenFile) error {
-	b, err := json.MarshalIndent(t, "", "  ")
+	b, err := json.MarshalIndent(t, "", "  ") //nolint:gosec // the token file is the one place tokens are meant to be written (0600)
 	if err != nil {
 		return err
 	}

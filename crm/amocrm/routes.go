@@ -31,7 +31,7 @@ type originator = asterisk.Originator
 const (
 	HeaderTimestamp = "X-Pbxbridge-Timestamp"
 	HeaderSignature = "X-Pbxbridge-Signature"
-	HeaderAuthToken = "X-Auth-Token" // amoCRM/Kommo one-time token ($authorizedAjax)
+	HeaderAuthToken = "X-Auth-Token" //nolint:gosec // a header name: the amoCRM/Kommo one-time token ($authorizedAjax)
 )
 
 // maxSkew bounds the age of a signed click-to-call request.
@@ -390,7 +390,7 @@ func (a *Adapter) serveOAuthCallback(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		w.Header().Set("Cache-Control", "no-store")
 		w.WriteHeader(status)
-		fmt.Fprintf(w, "<!doctype html><meta charset=utf-8><title>pbxbridge</title><h1>%s</h1><p>%s</p>\n", html.EscapeString(title), html.EscapeString(msg))
+		_, _ = fmt.Fprintf(w, "<!doctype html><meta charset=utf-8><title>pbxbridge</title><h1>%s</h1><p>%s</p>\n", html.EscapeString(title), html.EscapeString(msg))
 	}
 	if a.cfg.LongLived() {
 		page(http.StatusNotFound, "Not used", "This connector uses a long-lived token.")

@@ -222,7 +222,7 @@ func FuzzParseClick2Call(f *testing.F) {
 			t.Fatalf("accepted user %d", r.UserID)
 		}
 		for i, c := range r.Phone {
-			if !(c >= '0' && c <= '9') && !(c == '+' && i == 0) {
+			if (c < '0' || c > '9') && (c != '+' || i != 0) {
 				t.Fatalf("accepted phone %q", r.Phone)
 			}
 		}

@@ -315,7 +315,7 @@ func NewAmoDemo(o AmoOptions) *AmoCRM {
 // Demo credentials of the fake (never valid anywhere else).
 const (
 	DemoClientID       = "5f2b8a9e-0000-4000-8000-pbxbridgedemo"
-	DemoClientSecret   = "demo-client-secret-not-a-real-one"
+	DemoClientSecret   = "demo-client-secret-not-a-real-one" //nolint:gosec // the fake's own demo value
 	DemoLongLivedToken = "demo-long-lived-token"
 )
 
@@ -677,7 +677,7 @@ func (f *AmoCRM) serveAuthorize(w http.ResponseWriter, r *http.Request) {
 		v.Set("referer", f.Host(a.Subdomain))
 	}
 	u.RawQuery = v.Encode()
-	http.Redirect(w, r, u.String(), http.StatusFound)
+	http.Redirect(w, r, u.String(), http.StatusFound) //nolint:gosec // the fake plays the consent page: redirecting to redirect_uri is its job
 }
 
 func writeJSON(w http.ResponseWriter, status int, contentType string, v any) {

@@ -233,7 +233,7 @@ func traceExcerpt(b []byte) string {
 
 // Paths of the endpoints used.
 const (
-	PathToken    = "/oauth2/access_token"
+	PathToken    = "/oauth2/access_token" //nolint:gosec // a path, not a credential
 	PathAccount  = "/api/v4/account"
 	PathUsers    = "/api/v4/users"
 	PathContacts = "/api/v4/contacts"
