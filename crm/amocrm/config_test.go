@@ -2,6 +2,7 @@ package amocrm
 
 import (
 	"errors"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -85,5 +86,20 @@ func TestValidate(t *testing.T) {
 	}
 	if _, err := New(crm.Params{Type: TypeAmoCRM, Config: c, StateDir: t.TempDir()}); err == nil {
 		t.Fatal("New accepted an invalid config")
+	}
+}
+
+func TestReadmeHasTheSampleVerbatim(t *testing.T) {
+	b, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), string(Sample(TypeAmoCRM))) {
+		t.Fatal("README.md does not include sample.yaml verbatim")
+	}
+	for _, section := range []string{"## Name", "## Description", "## Configuration", "## Field mapping", "## Rate limits and retries", "## Metrics", "## Troubleshooting"} {
+		if !strings.Contains(string(b), section) {
+			t.Errorf("README.md lacks %q", section)
+		}
 	}
 }
