@@ -131,6 +131,14 @@ func newTokens(cfg *Config, stateDir, redirect string, oauth *api.Client, now fu
 
 // state returns the status-page view: ok, missing or reauthorize, and why.
 func (tk *tokens) state() (string, string) {
+	if !tk.cfg.LongLived() {
+		tk.mu.Lock()
+		stale := !tk.have || tk.t.Broken != ""
+		tk.mu.Unlock()
+		if stale {
+			tk.reload() // `pbxbridge crm auth` may have fixed it meanwhile
+		}
+	}
 	tk.mu.Lock()
 	defer tk.mu.Unlock()
 	switch {
