@@ -4,10 +4,14 @@
 // recordings directory over HTTP(S) at a public base URL (config `recordings:`). Every link is
 // signed: URL(path) returns
 //
-//	{public_url}/{path relative to dir}?exp={unix seconds}&sig={base64url HMAC-SHA256}
+//	{public_url}/{path relative to dir}?exp={unix seconds}&f=mp3&sig={base64url HMAC-SHA256}
 //
-// where the HMAC key is the configured secret and the message is "v1\n{relative path}\n{exp}"
-// (exp is empty when links do not expire). The Server is an http.Handler the daemon mounts at
+// where the HMAC key is the configured secret and the message is
+// "v1\n{relative path}\n{exp}\n{format}" (exp is empty when links do not expire; format is "mp3"
+// when the link asks for the recording converted to mp3, else empty). With `mp3: true` and ffmpeg
+// or lame installed, .wav recordings are linked as mp3: converted on first play (one conversion
+// at a time per file, fed through stdin from the traversal-checked file) and cached in cache_dir;
+// a failed conversion serves the original. The Server is an http.Handler the daemon mounts at
 // Pattern(); a request is answered only when its signature is valid, its expiry is in the
 // future and the path names a regular file inside dir. Every refusal is a plain 404 (no oracle
 // for probing), counted by reason in pbxbridge_recordings_requests_total. Paths are opened with
@@ -20,20 +24,25 @@
 package recordings
 
 import (
+	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
 	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -56,6 +65,11 @@ type Config struct {
 	// Expiry is how long a link stays valid; 0 means links never expire (amoCRM keeps the link
 	// in the call's history, so an expiring link eventually stops playing there).
 	Expiry time.Duration `yaml:"expiry"`
+	// MP3 links .wav recordings as mp3, converted on first play with ffmpeg or lame when one of
+	// them is installed (cached in CacheDir); without a converter the .wav is linked.
+	MP3 bool `yaml:"mp3"`
+	// CacheDir keeps converted files (default: Options.CacheDir, the daemon's state directory).
+	CacheDir string `yaml:"cache_dir"`
 }
 
 // DefaultConfig returns the defaults applied before the file is decoded.
@@ -84,6 +98,9 @@ func (c *Config) Validate() []error {
 	if len(c.Secret.Value()) < MinSecretLen {
 		errs = append(errs, &crm.FieldError{Path: "secret", Msg: fmt.Sprintf("must be at least %d characters (set PBXBRIDGE_RECORDINGS_SECRET)", MinSecretLen)})
 	}
+	if c.CacheDir != "" && !filepath.IsAbs(c.CacheDir) {
+		errs = append(errs, &crm.FieldError{Path: "cache_dir", Msg: fmt.Sprintf("must be an absolute path, got %q", c.CacheDir)})
+	}
 	if c.Expiry < 0 {
 		errs = append(errs, &crm.FieldError{Path: "expiry", Msg: "must not be negative (0 = links never expire)"})
 	}
@@ -98,6 +115,45 @@ type Options struct {
 	Metrics prometheus.Registerer
 	// Logger receives one debug line per refused request (nil: discarded).
 	Logger *slog.Logger
+	// CacheDir is where converted mp3 files go when the config names none.
+	CacheDir string
+	// Converter turns a recording (read from src) into an mp3 file at dst. Nil means ffmpeg or
+	// lame from PATH when Config.MP3 is set (see FindConverter).
+	Converter Converter
+}
+
+// Converter converts audio read from src into an mp3 file written at dst.
+type Converter func(ctx context.Context, src io.Reader, dst string) error
+
+// FindConverter returns a Converter using ffmpeg or, failing that, lame from PATH, and its name;
+// nil when neither is installed.
+func FindConverter() (Converter, string) {
+	if p, err := exec.LookPath("ffmpeg"); err == nil {
+		return func(ctx context.Context, src io.Reader, dst string) error {
+			return run(ctx, src, p, "-nostdin", "-loglevel", "error", "-y", "-i", "pipe:0", "-codec:a", "libmp3lame", "-qscale:a", "6", "-f", "mp3", dst)
+		}, "ffmpeg"
+	}
+	if p, err := exec.LookPath("lame"); err == nil {
+		return func(ctx context.Context, src io.Reader, dst string) error {
+			return run(ctx, src, p, "--quiet", "-V", "6", "-", dst)
+		}, "lame"
+	}
+	return nil, ""
+}
+
+func run(ctx context.Context, stdin io.Reader, name string, args ...string) error {
+	cmd := exec.CommandContext(ctx, name, args...) //nolint:gosec // ffmpeg or lame from PATH with fixed arguments
+	cmd.Stdin = stdin
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		msg := strings.TrimSpace(stderr.String())
+		if len(msg) > 300 {
+			msg = msg[:300]
+		}
+		return fmt.Errorf("%s: %w: %s", filepath.Base(name), err, msg)
+	}
+	return nil
 }
 
 // Server signs recording links and serves them.
@@ -110,6 +166,11 @@ type Server struct {
 	now    func() time.Time
 	log    *slog.Logger
 	reqs   *prometheus.CounterVec
+
+	convert  Converter // nil: no mp3
+	cacheDir string
+	convMu   sync.Mutex
+	inFlight map[string]*sync.Mutex
 }
 
 // New builds a Server from a validated config.
@@ -145,6 +206,30 @@ func New(cfg Config, o Options) (*Server, error) {
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.MP3 {
+		s.cacheDir = cfg.CacheDir
+		if s.cacheDir == "" && o.CacheDir != "" {
+			s.cacheDir = filepath.Join(o.CacheDir, "recordings-mp3")
+		}
+		s.convert = o.Converter
+		name := "custom"
+		if s.convert == nil {
+			s.convert, name = FindConverter()
+		}
+		switch {
+		case s.convert == nil:
+			s.log.Warn("recordings: mp3 is on but neither ffmpeg nor lame is installed: linking the original files")
+		case s.cacheDir == "":
+			s.log.Warn("recordings: mp3 is on but there is no cache_dir: linking the original files")
+			s.convert = nil
+		default:
+			if err := os.MkdirAll(s.cacheDir, 0o750); err != nil {
+				return nil, fmt.Errorf("recordings: cache_dir: %w", err)
+			}
+			s.log.Info("recordings: converting to mp3 on first play", "converter", name, "cache", s.cacheDir)
+		}
+		s.inFlight = map[string]*sync.Mutex{}
 	}
 	if o.Metrics != nil {
 		if err := o.Metrics.Register(s.reqs); err != nil {
@@ -189,6 +274,10 @@ func (s *Server) URL(p string) string {
 	if s.expiry > 0 {
 		exp = strconv.FormatInt(s.now().Add(s.expiry).Unix(), 10)
 	}
+	format := ""
+	if s.convert != nil && strings.EqualFold(path.Ext(rel), ".wav") {
+		format = "mp3"
+	}
 	u := *s.base
 	segs := strings.Split(rel, "/")
 	for i, seg := range segs {
@@ -200,14 +289,17 @@ func (s *Server) URL(p string) string {
 	if exp != "" {
 		q.Set("exp", exp)
 	}
-	q.Set("sig", base64.RawURLEncoding.EncodeToString(s.sign(rel, exp)))
+	if format != "" {
+		q.Set("f", format)
+	}
+	q.Set("sig", base64.RawURLEncoding.EncodeToString(s.sign(rel, exp, format)))
 	u.RawQuery = q.Encode()
 	return u.String()
 }
 
-func (s *Server) sign(rel, exp string) []byte {
+func (s *Server) sign(rel, exp, format string) []byte {
 	m := hmac.New(sha256.New, s.key)
-	m.Write([]byte("v1\n" + rel + "\n" + exp))
+	m.Write([]byte("v1\n" + rel + "\n" + exp + "\n" + format))
 	return m.Sum(nil)
 }
 
@@ -255,6 +347,7 @@ func (r *recording) Name() string { return r.name }
 type Request struct {
 	Rel string // clean, slash-separated path below the recordings directory
 	Exp string // expiry in Unix seconds as sent ("" when the link does not expire)
+	Fmt string // "mp3" to get the recording converted, "" for the file as it is
 	Sig []byte // the HMAC-SHA256 from the link (32 bytes)
 }
 
@@ -277,11 +370,14 @@ func ParseRequest(prefix, urlPath, rawQuery string) (Request, error) {
 		return Request{}, fmt.Errorf("%w: query: %w", errBadRequest, err)
 	}
 	for k, v := range q {
-		if (k != "exp" && k != "sig") || len(v) != 1 {
+		if (k != "exp" && k != "sig" && k != "f") || len(v) != 1 {
 			return Request{}, fmt.Errorf("%w: unexpected query parameter %q", errBadRequest, k)
 		}
 	}
-	r := Request{Rel: rel, Exp: q.Get("exp")}
+	r := Request{Rel: rel, Exp: q.Get("exp"), Fmt: q.Get("f")}
+	if _, ok := q["f"]; ok && r.Fmt != "mp3" {
+		return Request{}, fmt.Errorf("%w: unknown format", errBadRequest)
+	}
 	if r.Exp != "" {
 		if n, err := strconv.ParseInt(r.Exp, 10, 64); err != nil || n <= 0 || strconv.FormatInt(n, 10) != r.Exp {
 			return Request{}, fmt.Errorf("%w: bad exp", errBadRequest)
@@ -334,7 +430,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.refuse(w, r, "bad_path", err)
 		return
 	}
-	if !hmac.Equal(req.Sig, s.sign(req.Rel, req.Exp)) {
+	if !hmac.Equal(req.Sig, s.sign(req.Rel, req.Exp, req.Fmt)) {
 		s.refuse(w, r, "bad_signature", nil)
 		return
 	}
@@ -351,15 +447,88 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer f.Close()
+	name, content, mod := path.Base(req.Rel), io.ReadSeeker(f), fi.ModTime()
+	if req.Fmt == "mp3" && s.convert != nil {
+		if mp3, mfi, err := s.mp3(r.Context(), req.Rel, f, fi); err != nil {
+			s.reqs.WithLabelValues("convert_failed").Inc()
+			s.log.Warn("recordings: mp3 conversion failed, serving the original", "path", req.Rel, "err", err)
+			if _, err := f.Seek(0, io.SeekStart); err != nil {
+				s.refuse(w, r, "not_found", err)
+				return
+			}
+		} else {
+			defer mp3.Close()
+			name, content, mod = strings.TrimSuffix(name, path.Ext(name))+".mp3", mp3, mfi.ModTime()
+		}
+	}
 	s.reqs.WithLabelValues("ok").Inc()
 	h := w.Header()
-	if ct := contentType(req.Rel); ct != "" {
+	if ct := contentType(name); ct != "" {
 		h.Set("Content-Type", ct)
 	}
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Cache-Control", "private, max-age=3600")
 	h.Set("Content-Disposition", "inline")
-	http.ServeContent(w, r, path.Base(req.Rel), fi.ModTime(), f)
+	http.ServeContent(w, r, name, mod, content)
+}
+
+// mp3 returns the cached mp3 of a recording, converting it first if needed (once at a time per
+// file). The cache key covers the path, size and modification time, so a rewritten recording is
+// converted again.
+func (s *Server) mp3(ctx context.Context, rel string, src *os.File, fi fs.FileInfo) (*os.File, fs.FileInfo, error) {
+	sum := sha256.Sum256([]byte(rel + "\x00" + strconv.FormatInt(fi.Size(), 10) + "\x00" + strconv.FormatInt(fi.ModTime().UnixNano(), 10)))
+	key := hex.EncodeToString(sum[:16])
+	dst := filepath.Join(s.cacheDir, key+".mp3")
+	s.convMu.Lock()
+	mu := s.inFlight[key]
+	if mu == nil {
+		mu = &sync.Mutex{}
+		s.inFlight[key] = mu
+	}
+	s.convMu.Unlock()
+	mu.Lock()
+	defer func() {
+		mu.Unlock()
+		s.convMu.Lock()
+		delete(s.inFlight, key)
+		s.convMu.Unlock()
+	}()
+	if f, err := os.Open(dst); err == nil {
+		if cfi, err := f.Stat(); err == nil {
+			return f, cfi, nil
+		}
+		f.Close()
+	}
+	tmp, err := os.CreateTemp(s.cacheDir, "."+key+".*.mp3")
+	if err != nil {
+		return nil, nil, err
+	}
+	tmpName := tmp.Name()
+	tmp.Close()
+	defer func() { _ = os.Remove(tmpName) }()
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+	defer cancel()
+	if err := s.convert(cctx, src, tmpName); err != nil {
+		return nil, nil, err
+	}
+	if cfi, err := os.Stat(tmpName); err != nil {
+		return nil, nil, fmt.Errorf("the converter's output: %w", err)
+	} else if cfi.Size() == 0 {
+		return nil, nil, errors.New("the converter wrote nothing")
+	}
+	if err := os.Rename(tmpName, dst); err != nil {
+		return nil, nil, err
+	}
+	f, err := os.Open(dst)
+	if err != nil {
+		return nil, nil, err
+	}
+	cfi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	return f, cfi, nil
 }
 
 func (s *Server) refuse(w http.ResponseWriter, r *http.Request, reason string, err error) {

@@ -2,6 +2,7 @@ package recordings
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"net/http"
@@ -10,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -300,4 +302,88 @@ func FuzzParseRequest(f *testing.F) {
 			t.Fatalf("path %q is not local", r.Rel)
 		}
 	})
+}
+
+func TestMP3Conversion(t *testing.T) {
+	root := t.TempDir()
+	dir := filepath.Join(root, "monitor")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	write(t, filepath.Join(dir, "a.wav"), []byte("RIFF....WAVEfmt wav-bytes"))
+	var calls atomic.Int32
+	var fail atomic.Bool
+	conv := func(_ context.Context, src io.Reader, dst string) error {
+		calls.Add(1)
+		if fail.Load() {
+			return errors.New("no codec")
+		}
+		b, err := io.ReadAll(src)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(dst, append([]byte("ID3 converted:"), b...), 0o600)
+	}
+	srv, err := New(Config{Dir: dir, PublicURL: "https://pbx.example.com/rec/", Secret: config.NewSecret(testSecret), MP3: true},
+		Options{CacheDir: filepath.Join(root, "state"), Converter: conv, Metrics: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle(srv.Pattern(), srv)
+	hs := httptest.NewServer(mux)
+	defer hs.Close()
+	link := srv.URL("a.wav")
+	if !strings.Contains(link, "f=mp3") {
+		t.Fatalf("link %s", link)
+	}
+	u, _ := url.Parse(link)
+	local := hs.URL + u.RequestURI()
+	want := "ID3 converted:RIFF....WAVEfmt wav-bytes"
+	for range 2 {
+		code, hdr, body := get(t, local, nil)
+		if code != http.StatusOK || string(body) != want || hdr.Get("Content-Type") != "audio/mpeg" {
+			t.Fatalf("mp3: %d %q %v", code, body, hdr)
+		}
+	}
+	if code, _, body := get(t, local, map[string]string{"Range": "bytes=0-2"}); code != http.StatusPartialContent || string(body) != "ID3" {
+		t.Fatalf("mp3 range: %d %q", code, body)
+	}
+	if n := calls.Load(); n != 1 {
+		t.Fatalf("converted %d times, want once (cached)", n)
+	}
+	// Dropping f=mp3 breaks the signature.
+	q := u.Query()
+	q.Del("f")
+	if code, _, _ := get(t, hs.URL+u.Path+"?"+q.Encode(), nil); code != http.StatusNotFound {
+		t.Fatalf("link without its format: %d", code)
+	}
+	// A rewritten recording is converted again; a failed conversion serves the original.
+	fail.Store(true)
+	write(t, filepath.Join(dir, "a.wav"), []byte("RIFF....WAVEfmt new-bytes"))
+	if err := os.Chtimes(filepath.Join(dir, "a.wav"), time.Now().Add(time.Hour), time.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	code, hdr, body := get(t, local, nil)
+	if code != http.StatusOK || string(body) != "RIFF....WAVEfmt new-bytes" || hdr.Get("Content-Type") != "audio/wav" {
+		t.Fatalf("fallback: %d %q %v", code, body, hdr)
+	}
+	if n := testutil.ToFloat64(srv.reqs.WithLabelValues("convert_failed")); n != 1 {
+		t.Fatalf("convert_failed = %v", n)
+	}
+}
+
+func TestNoConverterLinksTheOriginal(t *testing.T) {
+	t.Setenv("PATH", t.TempDir())
+	if c, name := FindConverter(); c != nil {
+		t.Fatalf("found %s in an empty PATH", name)
+	}
+	srv, err := New(Config{Dir: "/var/spool/asterisk/monitor", PublicURL: "https://pbx.example.com/rec/", Secret: config.NewSecret(testSecret), MP3: true},
+		Options{CacheDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l := srv.URL("a.wav"); strings.Contains(l, "f=mp3") || l == "" {
+		t.Fatalf("link %s", l)
+	}
 }
