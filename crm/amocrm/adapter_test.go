@@ -3,6 +3,7 @@ package amocrm
 import (
 	"context"
 	"encoding/json"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -409,5 +410,57 @@ func TestUnpaidAccountKeepsCallsQueued(t *testing.T) {
 	err := e.a.Deliver(context.Background(), answered(1))
 	if c, d := crm.Classify(err); c != crm.ClassRateLimited || d < time.Minute || !strings.Contains(err.Error(), "subscription") {
 		t.Fatalf("unpaid: %v (%v %v)", err, c, d)
+	}
+}
+
+// A task whose creation answer was lost (state still pending) is found by its marker, not
+// created twice.
+func TestMissedCallTaskFoundAfterLostAnswer(t *testing.T) {
+	e := newEnv(t, TypeAmoCRM, envOpt{})
+	r := recordFromMeta(t, "inbound_missed", "101")
+	e.deliver(r)
+	if err := e.store.Set(context.Background(), r.Key(), fieldTask, "pending"); err != nil {
+		t.Fatal(err)
+	}
+	e.deliver(r)
+	st := e.state()
+	if len(st.Tasks) != 1 || count(st.Requests, "GET /api/v4/tasks") != 1 {
+		t.Fatalf("tasks %+v, requests %v", st.Tasks, st.Requests)
+	}
+	if v, _, _ := e.store.Get(context.Background(), r.Key(), fieldTask); v != "done:"+strconv.FormatInt(st.Tasks[0].ID, 10) {
+		t.Fatalf("task state %q", v)
+	}
+	if n := testutil.ToFloat64(e.a.m.tasks.WithLabelValues("found")); n != 1 {
+		t.Fatalf("found = %v", n)
+	}
+}
+
+func TestProbe(t *testing.T) {
+	e := newEnv(t, TypeKommo, envOpt{mutate: func(c *Config) { c.Users["104"] = 999 }})
+	checks := e.a.Probe(context.Background())
+	got := map[string]crm.Check{}
+	for _, c := range checks {
+		got[c.Name] = c
+		if c.Detail == "" {
+			t.Errorf("check %s has no detail", c.Name)
+		}
+	}
+	if c := got["authorisation"]; !c.OK || !strings.Contains(c.Detail, "account id 28805383") {
+		t.Fatalf("authorisation %+v", c)
+	}
+	if c := got["user mapping"]; c.OK || !strings.Contains(c.Detail, "extension 104 → user 999 does not exist") {
+		t.Fatalf("user mapping %+v", c)
+	}
+	if c := got["recordings"]; !c.OK {
+		t.Fatalf("recordings %+v", c)
+	}
+	if c := got["click-to-call"]; !c.OK {
+		t.Fatalf("click-to-call %+v", c)
+	}
+	// Not authorised: the probe says how to fix it.
+	n := newEnv(t, TypeAmoCRM, envOpt{noAuth: true})
+	checks = n.a.Probe(context.Background())
+	if len(checks) != 2 || checks[1].OK || !strings.Contains(checks[1].Detail, "pbxbridge crm auth amo --code") {
+		t.Fatalf("unauthorised probe %+v", checks)
 	}
 }
