@@ -9,7 +9,7 @@ require (
 	github.com/prometheus/client_golang v1.25.0
 )
 
-require github.com/coreos/go-systemd/v22 v22.7.0 // indirect
+require github.com/coreos/go-systemd/v22 v22.7.0
 
 require (
 	github.com/kylelemons/godebug v1.1.0 // indirect

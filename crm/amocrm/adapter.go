@@ -1,0 +1,802 @@
+// Package amocrm is the amoCRM and Kommo connector (types "amocrm" and "kommo": one API v4,
+// crm-apis.md Parts B and C, different hosts and defaults).
+//
+// What it does with a finished call (Deliver):
+//
+//   - logs it with POST /api/v4/calls (direction, duration, source, phone, uniq = Record.Key(),
+//     link = signed recording URL, call_status per crm-apis.md Part D, call_responsible /
+//     responsible_user_id / created_by from the extension → user mapping, created_at). Concurrent
+//     Deliver calls are coalesced into batches of up to batch.max (50) calls per request; each
+//     Deliver gets its own item's outcome. The daemon should run at least batch.max Deliver calls
+//     at once for this connector (DeliverConcurrency) so that a backlog leaves in full batches;
+//   - when amoCRM refuses the call because no contact has the number (error 263), follows
+//     unknown_number: create an incoming lead (POST /api/v4/leads/unsorted/sip), or create the
+//     contact and log the call again, or skip it; never silently (crm.Trace and
+//     pbxbridge_amocrm_unknown_numbers_total);
+//   - for a missed inbound call creates a "call" task (type 1) for the first responsible of
+//     missed_call_task.responsible (the contact's owner, the last agent who rang, default_user).
+//
+// Idempotency: amoCRM has no way to read calls back and its de-duplication on uniq is
+// unconfirmed (Part E.7), so what was done for a record is kept in the CallStore (fields
+// "amo.call", "amo.contact", "amo.task") and a redelivery only does what is missing. A task is
+// marked pending before it is created and looked up by its text marker when a redelivery finds it
+// pending. The one remaining window is a calls request whose answer is lost (timeout after
+// amoCRM placed the call): the call is then logged again when the record is retried.
+//
+// While a call rings (Live), the ringing extension's user gets amoCRM's pop-up (POST
+// /api/v2/events). Router answers /v1/responsible and /v1/lookup from the contact search.
+// HTTP routes (mounted under /crm/<name>/): GET /oauth/callback (OAuth redirect URI) and
+// POST /click2call (the widget's click-to-call, HMAC- or one-time-token-authenticated).
+//
+// Authorisation is OAuth 2.0 with refresh-token rotation (tokens in the state directory, written
+// atomically, one refresh at a time, proactive rotation of an idle refresh token) or a long-lived
+// token. A rejected grant makes every call return crm.AuthBroken (records stay queued) and the
+// status "reauthorize" with the consent link.
+//
+// All requests of one instance share a client-side limiter (rate_limit, default 7/s); the Deliver
+// path uses at most rate_limit-1 of it so that pop-ups and routing look-ups never queue behind a
+// backlog. A 429 becomes crm.RateLimited with amoCRM's retry_after; a 403 after 429s is read as a
+// block: the client stops sending for 10 minutes and the status says so.
+package amocrm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-resty/resty/v2"
+	"golang.org/x/time/rate"
+
+	"github.com/pbxbridge/pbxbridge/connector/callmodel"
+	"github.com/pbxbridge/pbxbridge/crm"
+	"github.com/pbxbridge/pbxbridge/crm/amocrm/api"
+	"github.com/pbxbridge/pbxbridge/crm/internal/httpclient"
+)
+
+func init() {
+	for _, typ := range []string{TypeAmoCRM, TypeKommo} {
+		crm.Register(crm.Factory{
+			Type:      typ,
+			NewConfig: func() any { return NewConfig(typ) },
+			New:       func(p crm.Params) (crm.Adapter, error) { return New(p) },
+		})
+	}
+}
+
+// CallStore fields used per record.
+const (
+	fieldCall    = "amo.call"    // logged:<entity type>:<id> | unsorted:<uid>:<lead id> | skipped:<reason>
+	fieldContact = "amo.contact" // id of a contact created for an unknown number
+	fieldTask    = "amo.task"    // pending | done:<id> | none
+)
+
+// Adapter is one amoCRM/Kommo connector instance.
+type Adapter struct {
+	name, typ string
+	cfg       *Config
+	log       *slog.Logger
+	now       func() time.Time
+	calls     crm.CallStore
+	rec       crm.Recordings
+	orig      originator
+	m         *metrics
+
+	client     *api.Client
+	tokens     *tokens
+	limiter    *rate.Limiter // shared by everything
+	deliverLim *rate.Limiter // the Deliver path's share
+	batch      *batcher
+	users      *userMap
+	replay     *replayCache
+
+	ctx    context.Context // adapter lifetime: background work and batch requests
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu      sync.Mutex
+	account *api.Account
+}
+
+// New builds an adapter from crm.Params (no network I/O).
+func New(p crm.Params) (*Adapter, error) {
+	cfg, ok := p.Config.(*Config)
+	if !ok || cfg == nil {
+		return nil, fmt.Errorf("%s: config of type %T", p.Type, p.Config)
+	}
+	if p.Type == TypeKommo || p.Type == TypeAmoCRM {
+		cfg.flavor = p.Type
+	}
+	prefix := cfg.Flavor()
+	if errs := cfg.Validate(); len(errs) > 0 {
+		return nil, fmt.Errorf("%s: %w", prefix, errors.Join(errs...))
+	}
+	if p.StateDir == "" {
+		return nil, fmt.Errorf("%s: no state directory", prefix)
+	}
+	a := &Adapter{name: p.Name, typ: prefix, cfg: cfg, log: p.Logger, now: p.Now, calls: p.Calls, rec: p.Recordings}
+	if p.Originator != nil {
+		a.orig = p.Originator
+	}
+	if a.log == nil {
+		a.log = slog.New(slog.DiscardHandler)
+	}
+	if a.now == nil {
+		a.now = time.Now
+	}
+	if a.calls == nil {
+		a.calls = newMemStore()
+	}
+	m, err := newMetrics(p.Metrics)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", prefix, err)
+	}
+	a.m = m
+	a.limiter = rate.NewLimiter(rate.Limit(cfg.RateLimit), 1)
+	a.deliverLim = rate.NewLimiter(rate.Limit(max(cfg.RateLimit-1, cfg.RateLimit/2)), 1)
+	hc := newHTTP(p.HTTPClient, a.log)
+	redirect := cfg.Auth.RedirectURI
+	if redirect == "" && p.RouteURL != "" {
+		redirect = strings.TrimRight(p.RouteURL, "/") + "/oauth/callback"
+	}
+	oauth := api.New(api.Options{BaseURL: cfg.APIBase(), HTTP: hc, Limiter: a.limiter, ObserveDate: p.ObserveServerDate, Now: a.now})
+	tk, err := newTokens(cfg, p.StateDir, redirect, oauth, a.now)
+	if err != nil {
+		return nil, fmt.Errorf("%s: reading OAuth state: %w", prefix, err)
+	}
+	tk.onChange = func(ev string) { a.m.tokens.WithLabelValues(ev).Inc() }
+	a.tokens = tk
+	a.client = api.New(api.Options{BaseURL: cfg.APIBase(), HTTP: hc, Limiter: a.limiter, Auth: tk, ObserveDate: p.ObserveServerDate, Now: a.now,
+		OnThrottle: func(_ int, blocked bool) {
+			if blocked {
+				a.m.throttled.WithLabelValues("blocked").Inc()
+			} else {
+				a.m.throttled.WithLabelValues("429").Inc()
+			}
+		}})
+	a.users = newUserMap(cfg.Users)
+	a.replay = newReplayCache(a.now)
+	a.ctx, a.cancel = context.WithCancel(context.Background())
+	a.batch = newBatcher(a.ctx, cfg.Batch.Max, cfg.Batch.Window, a.sendCalls, a.finishCall)
+	a.batch.onSize = func(n int) { a.m.batchSize.Observe(float64(n)) }
+	return a, nil
+}
+
+// newHTTP builds the resty client. In-process retries are off: amoCRM blocks clients that keep
+// sending after 429s, and the outbox owns retries.
+func newHTTP(base *http.Client, log *slog.Logger) *resty.Client {
+	return httpclient.New(httpclient.Options{Base: base, Logger: log, RetryMax: -1, UserAgent: "pbxbridge (amoCRM connector)"})
+}
+
+// DeliverConcurrency is how many Deliver calls the dispatcher should run at once for this
+// connector so that backlogs leave in full batches (batch.max).
+func (a *Adapter) DeliverConcurrency() int { return a.cfg.Batch.Max }
+
+// Start loads the user mapping and starts the background upkeep: user re-mapping every 15
+// minutes (auto_map_users) and the proactive rotation of an idle refresh token.
+func (a *Adapter) Start(ctx context.Context) error {
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		t := time.NewTicker(15 * time.Minute)
+		defer t.Stop()
+		for {
+			a.maintain(a.ctx)
+			select {
+			case <-a.ctx.Done():
+				return
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return nil
+}
+
+// maintain is one round of background upkeep.
+func (a *Adapter) maintain(ctx context.Context) {
+	if a.tokens.needsProactiveRefresh() {
+		if _, err := a.tokens.refresh(ctx, "", true); err != nil {
+			a.log.Warn("proactive token refresh failed", "err", err)
+		}
+	}
+	if a.cfg.AutoMapUsers {
+		if err := a.loadUsers(ctx); err != nil {
+			a.log.Debug("loading users for the extension mapping", "err", err)
+		}
+	}
+}
+
+// Close stops background work and waits for calls requests in flight.
+func (a *Adapter) Close(ctx context.Context) error {
+	a.batch.close()
+	a.cancel()
+	done := make(chan struct{})
+	go func() { a.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Deliver implements crm.Adapter.
+func (a *Adapter) Deliver(ctx context.Context, rec *callmodel.Record) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("%s: %w", a.typ, err)
+	}
+	if rec.Direction != callmodel.Inbound && rec.Direction != callmodel.Outbound {
+		crm.Trace(ctx, "decision", "not sent", "amoCRM logs only inbound and outbound calls; this one is "+string(rec.Direction))
+		return nil
+	}
+	key := rec.Key()
+	state, err := a.get(ctx, key, fieldCall)
+	if err != nil {
+		return err
+	}
+	if state == "" {
+		if state, err = a.logCall(ctx, rec); err != nil {
+			return a.wrap(err)
+		}
+	} else {
+		crm.Trace(ctx, "decision", "already logged", "the call store says: "+state)
+	}
+	if a.wantsTask(rec) {
+		if err := a.ensureTask(ctx, rec, state); err != nil {
+			return a.wrap(err)
+		}
+	}
+	return nil
+}
+
+// wrap prefixes err with the type and classifies it.
+func (a *Adapter) wrap(err error) error {
+	if api.IsStatus(err, http.StatusUnauthorized) && !a.cfg.LongLived() {
+		// A freshly refreshed token was rejected too: access was revoked.
+		a.tokens.markBroken("amoCRM rejects new tokens (401): the integration was disabled or its access revoked; authorise it again")
+	}
+	return classify(fmt.Errorf("%s: %w", a.typ, err))
+}
+
+// classify maps errors to crm classes (already classified errors pass through).
+func classify(err error) error {
+	var ce *crm.Error
+	if errors.As(err, &ce) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	var e *api.Error
+	if !errors.As(err, &e) {
+		return crm.Transient(err)
+	}
+	switch {
+	case e.Blocked:
+		return crm.RateLimited(err, e.RetryAfter)
+	case e.HTTPStatus == http.StatusTooManyRequests:
+		return crm.RateLimited(err, e.RetryAfter)
+	case e.HTTPStatus == http.StatusUnauthorized:
+		return crm.AuthBroken(err)
+	case e.HTTPStatus == http.StatusPaymentRequired:
+		return crm.RateLimited(fmt.Errorf("%w (the account's subscription has expired)", err), 30*time.Minute)
+	case e.HTTPStatus == http.StatusForbidden:
+		return crm.RateLimited(fmt.Errorf("%w (check the rights of the integration's user)", err), 10*time.Minute)
+	case e.HTTPStatus == http.StatusBadRequest || e.HTTPStatus == http.StatusUnprocessableEntity:
+		return crm.Permanent(err)
+	}
+	return crm.Transient(err)
+}
+
+func (a *Adapter) get(ctx context.Context, key, field string) (string, error) {
+	v, _, err := a.calls.Get(ctx, key, field)
+	if err != nil {
+		return "", crm.Transient(fmt.Errorf("%s: reading the call store: %w", a.typ, err))
+	}
+	return v, nil
+}
+
+func (a *Adapter) set(ctx context.Context, key, field, value string) error {
+	if err := a.calls.Set(context.WithoutCancel(ctx), key, field, value); err != nil {
+		return crm.Transient(fmt.Errorf("%s: writing the call store: %w", a.typ, err))
+	}
+	return nil
+}
+
+// sendCalls is the batcher's request; the Deliver path waits on its share of the limiter.
+func (a *Adapter) sendCalls(ctx context.Context, calls []api.Call) (*api.CallsResult, error) {
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	if err := a.deliverLim.Wait(ctx); err != nil {
+		return nil, err
+	}
+	return a.client.AddCalls(ctx, calls)
+}
+
+// finishCall records a placed call in the CallStore before its Deliver is released, so that a
+// redelivery after a cancelled Deliver does not log it twice.
+func (a *Adapter) finishCall(it *batchItem) {
+	switch {
+	case it.placed != nil:
+		a.m.calls.WithLabelValues("logged").Inc()
+		state := "logged:" + api.EntityPlural(it.placed.EntityType.String()) + ":" + strconv.FormatInt(it.placed.EntityID, 10)
+		crm.Trace(it.ctx, "response", "call placed", fmt.Sprintf("amoCRM call %d in %s %d", it.placed.ID, it.placed.EntityType, it.placed.EntityID))
+		if err := a.calls.Set(a.ctx, it.call.Uniq, fieldCall, state); err != nil {
+			a.log.Warn("the call is logged in amoCRM but the call store failed: a retry may log it again", "key", it.call.Uniq, "err", err)
+		}
+	case it.itemErr != nil && it.itemErr.Code() == api.ErrEntityNotFound:
+		a.m.calls.WithLabelValues("unknown").Inc()
+	default:
+		a.m.calls.WithLabelValues("failed").Inc()
+	}
+}
+
+// logCall logs rec and returns the call store state.
+func (a *Adapter) logCall(ctx context.Context, rec *callmodel.Record) (string, error) {
+	if rec.Customer == "" {
+		return a.skip(ctx, rec, "anonymous", "the caller's number is unknown (anonymous call): amoCRM cannot match it")
+	}
+	it := &batchItem{call: a.callItem(rec), ctx: ctx}
+	if err := a.batch.submit(ctx, it); err != nil {
+		return "", fmt.Errorf("logging the call: %w", err)
+	}
+	switch {
+	case it.err != nil:
+		return "", it.err
+	case it.placed != nil:
+		return "logged:" + api.EntityPlural(it.placed.EntityType.String()) + ":" + strconv.FormatInt(it.placed.EntityID, 10), nil
+	case it.itemErr.Code() == api.ErrEntityNotFound:
+		crm.Trace(ctx, "decision", "unknown number", rec.Customer+" matches no contact or company (263)")
+		return a.handleUnknown(ctx, rec)
+	}
+	return "", crm.Permanent(fmt.Errorf("logging the call: amoCRM refused it: %s %s", it.itemErr.Status, it.itemErr.Title))
+}
+
+// callItem maps a record onto a calls item.
+func (a *Adapter) callItem(rec *callmodel.Record) api.Call {
+	c := api.Call{Direction: string(rec.Direction), Source: a.cfg.Source, Phone: rec.Customer, Uniq: rec.Key(),
+		CallStatus: callStatus(rec), CreatedAt: rec.StartedAt.Unix()}
+	if rec.Disposition == callmodel.Answered {
+		c.Duration = rec.TalkSeconds
+		if a.cfg.RecordingLinks && a.rec != nil && rec.Recording != "" {
+			c.Link = a.rec.URL(rec.Recording)
+		}
+	}
+	if u := a.agentUser(rec); u != 0 {
+		c.CallResponsible, c.ResponsibleUserID, c.CreatedBy = u, u, u
+	}
+	return c
+}
+
+// callStatus maps the outcome to call_status (crm-apis.md Part D).
+func callStatus(rec *callmodel.Record) int {
+	if rec.HasFlag("voicemail") {
+		return api.StatusVoicemail
+	}
+	switch rec.Disposition {
+	case callmodel.Answered:
+		return api.StatusTalked
+	case callmodel.Busy:
+		return api.StatusBusy
+	case callmodel.Failed:
+		switch rec.HangupCause {
+		case 1, 28: // unallocated number, invalid number format
+			return api.StatusWrongNumber
+		case 18, 20, 27: // no user responding, subscriber absent, destination out of order
+			return api.StatusNotAvailable
+		}
+	}
+	return api.StatusNoAnswer
+}
+
+// agentExt is the extension a call belongs to: who talked (answered_by, then legs), else who rang
+// last (missed inbound), else the caller (outbound: rang, or the caller id when it is a mapped
+// extension).
+func (a *Adapter) agentExt(rec *callmodel.Record) string {
+	if rec.AnsweredBy != "" {
+		return rec.AnsweredBy
+	}
+	for _, l := range rec.Legs {
+		if l.Ext != "" {
+			return l.Ext
+		}
+	}
+	if rec.Direction == callmodel.Inbound {
+		for i := len(rec.Rang) - 1; i >= 0; i-- {
+			if a.users.user(rec.Rang[i]) != 0 {
+				return rec.Rang[i]
+			}
+		}
+		return ""
+	}
+	if len(rec.Rang) > 0 {
+		return rec.Rang[0]
+	}
+	if a.users.user(rec.Line) != 0 {
+		return rec.Line
+	}
+	return ""
+}
+
+func (a *Adapter) agentUser(rec *callmodel.Record) int64 { return a.users.user(a.agentExt(rec)) }
+
+func (a *Adapter) skip(ctx context.Context, rec *callmodel.Record, reason, why string) (string, error) {
+	crm.Trace(ctx, "decision", "call not logged", why)
+	a.m.unknown.WithLabelValues("skipped").Inc()
+	state := "skipped:" + reason
+	return state, a.set(ctx, rec.Key(), fieldCall, state)
+}
+
+// handleUnknown applies unknown_number to a call amoCRM could not place.
+func (a *Adapter) handleUnknown(ctx context.Context, rec *callmodel.Record) (string, error) {
+	action, path := a.cfg.UnknownNumber.Inbound, "unknown_number.inbound"
+	if rec.Direction == callmodel.Outbound {
+		action, path = a.cfg.UnknownNumber.Outbound, "unknown_number.outbound"
+	}
+	switch action {
+	case UnknownSkip:
+		return a.skip(ctx, rec, "unknown", rec.Customer+" matches no contact and "+path+" is skip")
+	case UnknownUnsorted:
+		return a.addUnsorted(ctx, rec)
+	}
+	return a.createContactAndLog(ctx, rec)
+}
+
+func expand(tmpl, number string) string { return strings.ReplaceAll(tmpl, "{number}", number) }
+
+func (a *Adapter) addUnsorted(ctx context.Context, rec *callmodel.Record) (string, error) {
+	u := a.agentUser(rec)
+	from, phone := rec.Customer, rec.Line
+	if rec.Direction == callmodel.Outbound {
+		from, phone = rec.Line, rec.Customer
+		if from == "" {
+			from = a.agentExt(rec)
+		}
+	}
+	if phone == "" {
+		phone = rec.Customer
+	}
+	item := api.UnsortedSIP{SourceUID: rec.Key(), SourceName: a.cfg.Source, PipelineID: a.cfg.UnknownNumber.PipelineID,
+		CreatedAt: rec.StartedAt.Unix(), RequestID: "u1",
+		Metadata: api.SIPMetadata{Uniq: rec.Key(), From: from, Phone: phone, CalledAt: rec.StartedAt.Unix(), ServiceCode: "pbxbridge",
+			CallResponsible: u, IsCallEventNeeded: true}}
+	if rec.Disposition == callmodel.Answered {
+		item.Metadata.Duration = rec.TalkSeconds
+		if a.cfg.RecordingLinks && a.rec != nil && rec.Recording != "" {
+			item.Metadata.Link = a.rec.URL(rec.Recording)
+		}
+	}
+	item.Embedded.Leads = []map[string]any{{"name": expand(a.cfg.UnknownNumber.LeadName, rec.Customer)}}
+	item.Embedded.Contacts = []map[string]any{{"name": expand(a.cfg.UnknownNumber.ContactName, rec.Customer),
+		"custom_fields_values": api.PhoneField(rec.Customer)}}
+	if err := a.deliverLim.Wait(ctx); err != nil {
+		return "", fmt.Errorf("creating an incoming lead: %w", err)
+	}
+	res, err := a.client.AddUnsortedSIP(ctx, []api.UnsortedSIP{item})
+	var state string
+	var e *api.Error
+	switch {
+	case errors.As(err, &e) && e.HTTPStatus == http.StatusBadRequest && duplicateSourceUID(e):
+		// Created by an earlier attempt whose answer was lost.
+		state = "unsorted:duplicate:0"
+	case err != nil:
+		return "", fmt.Errorf("creating an incoming lead: %w", err)
+	case len(res.Embedded.Unsorted) == 0:
+		return "", crm.Transient(errors.New("creating an incoming lead: the answer lists none"))
+	default:
+		un := res.Embedded.Unsorted[0]
+		var lead int64
+		if len(un.Embedded.Leads) > 0 {
+			lead = un.Embedded.Leads[0].ID
+		}
+		state = "unsorted:" + un.UID + ":" + strconv.FormatInt(lead, 10)
+	}
+	a.m.unknown.WithLabelValues("unsorted").Inc()
+	crm.Trace(ctx, "decision", "incoming lead", "the call from an unknown number became an incoming lead ("+state+")")
+	return state, a.set(ctx, rec.Key(), fieldCall, state)
+}
+
+func duplicateSourceUID(e *api.Error) bool {
+	for _, v := range e.Validation {
+		for _, ve := range v.Errors {
+			if ve.Path == "source_uid" && ve.Code == "NotUnique" {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// createContactAndLog creates the contact (once per record) and logs the call again.
+func (a *Adapter) createContactAndLog(ctx context.Context, rec *callmodel.Record) (string, error) {
+	key := rec.Key()
+	id, err := a.get(ctx, key, fieldContact)
+	if err != nil {
+		return "", err
+	}
+	if id == "" {
+		owner := a.agentUser(rec)
+		if owner == 0 {
+			owner = a.cfg.DefaultUser
+		}
+		if err := a.deliverLim.Wait(ctx); err != nil {
+			return "", fmt.Errorf("creating a contact: %w", err)
+		}
+		res, err := a.client.AddContacts(ctx, []api.NewContact{{Name: expand(a.cfg.UnknownNumber.ContactName, rec.Customer),
+			ResponsibleUserID: owner, CreatedBy: owner, CustomFields: api.PhoneField(rec.Customer), RequestID: "0"}})
+		if err != nil {
+			return "", fmt.Errorf("creating a contact for %s: %w", rec.Customer, err)
+		}
+		created := res.Embedded["contacts"]
+		if len(created) == 0 {
+			return "", crm.Transient(errors.New("creating a contact: the answer lists none"))
+		}
+		id = strconv.FormatInt(created[0].ID, 10)
+		if err := a.set(ctx, key, fieldContact, id); err != nil {
+			return "", err
+		}
+		a.m.unknown.WithLabelValues("contact_created").Inc()
+		crm.Trace(ctx, "decision", "contact created", "contact "+id+" for "+rec.Customer+"; logging the call again")
+	}
+	it := &batchItem{call: a.callItem(rec), ctx: ctx}
+	if err := a.batch.submit(ctx, it); err != nil {
+		return "", fmt.Errorf("logging the call: %w", err)
+	}
+	switch {
+	case it.err != nil:
+		return "", it.err
+	case it.placed != nil:
+		return "logged:" + api.EntityPlural(it.placed.EntityType.String()) + ":" + strconv.FormatInt(it.placed.EntityID, 10), nil
+	}
+	return "", crm.Transient(fmt.Errorf("logging the call: contact %s was created but amoCRM did not match the call yet (%s %s)", id, it.itemErr.Status, it.itemErr.Title))
+}
+
+func (a *Adapter) wantsTask(rec *callmodel.Record) bool {
+	return a.cfg.MissedCallTask.Enabled && rec.Direction == callmodel.Inbound && rec.Disposition != callmodel.Answered && rec.Customer != ""
+}
+
+// entityOf returns the entity a call landed in, from its call store state.
+func entityOf(state string) (string, int64) {
+	parts := strings.Split(state, ":")
+	switch {
+	case len(parts) == 3 && parts[0] == "logged":
+		id, _ := strconv.ParseInt(parts[2], 10, 64)
+		return parts[1], id
+	case len(parts) == 3 && parts[0] == "unsorted":
+		id, _ := strconv.ParseInt(parts[2], 10, 64)
+		if id != 0 {
+			return "leads", id
+		}
+	}
+	return "", 0
+}
+
+// ensureTask creates the missed-call task once.
+func (a *Adapter) ensureTask(ctx context.Context, rec *callmodel.Record, state string) error {
+	key := rec.Key()
+	cur, err := a.get(ctx, key, fieldTask)
+	if err != nil {
+		return err
+	}
+	if strings.HasPrefix(cur, "done:") || cur == "none" {
+		return nil
+	}
+	etype, eid := entityOf(state)
+	marker := "[pbxbridge " + key + "]"
+	if cur == "pending" && eid != 0 {
+		// An earlier attempt may have created it without us learning the id.
+		if err := a.deliverLim.Wait(ctx); err != nil {
+			return fmt.Errorf("looking for the missed-call task: %w", err)
+		}
+		tasks, err := a.client.FindCallTasks(ctx, etype, eid)
+		if err != nil {
+			return fmt.Errorf("looking for the missed-call task: %w", err)
+		}
+		for _, t := range tasks {
+			if strings.Contains(t.Text, marker) {
+				a.m.tasks.WithLabelValues("found").Inc()
+				return a.set(ctx, key, fieldTask, "done:"+strconv.FormatInt(t.ID, 10))
+			}
+		}
+	}
+	user, why, err := a.taskResponsible(ctx, rec, state)
+	if err != nil {
+		return err
+	}
+	if user == 0 {
+		a.m.tasks.WithLabelValues("no_responsible").Inc()
+		crm.Trace(ctx, "decision", "no missed-call task", "nobody to assign it to: "+why)
+		return a.set(ctx, key, fieldTask, "none")
+	}
+	if err := a.set(ctx, key, fieldTask, "pending"); err != nil {
+		return err
+	}
+	till := rec.EndedAt.Add(a.cfg.MissedCallTask.Deadline)
+	if soon := a.now().Add(15 * time.Minute); till.Before(soon) {
+		till = soon
+	}
+	task := api.Task{TaskTypeID: api.TaskTypeCall, Text: expand(a.cfg.MissedCallTask.Text, rec.Customer) + " " + marker,
+		CompleteTill: till.Unix(), ResponsibleUserID: user, RequestID: "t1"}
+	if eid != 0 {
+		task.EntityType, task.EntityID = etype, eid
+	}
+	if err := a.deliverLim.Wait(ctx); err != nil {
+		return fmt.Errorf("creating the missed-call task: %w", err)
+	}
+	res, err := a.client.AddTasks(ctx, []api.Task{task})
+	if err != nil {
+		a.m.tasks.WithLabelValues("failed").Inc()
+		return fmt.Errorf("creating the missed-call task: %w", err)
+	}
+	id := int64(0)
+	if t := res.Embedded["tasks"]; len(t) > 0 {
+		id = t[0].ID
+	}
+	a.m.tasks.WithLabelValues("created").Inc()
+	crm.Trace(ctx, "decision", "missed-call task", fmt.Sprintf("task %d for user %d (%s)", id, user, why))
+	return a.set(ctx, key, fieldTask, "done:"+strconv.FormatInt(id, 10))
+}
+
+// taskResponsible walks missed_call_task.responsible.
+func (a *Adapter) taskResponsible(ctx context.Context, rec *callmodel.Record, state string) (int64, string, error) {
+	var tried []string
+	for _, step := range a.cfg.MissedCallTask.Responsible {
+		switch step {
+		case ChainContactOwner:
+			if strings.HasPrefix(state, "unsorted:") || strings.HasPrefix(state, "skipped:") {
+				tried = append(tried, "no contact")
+				continue
+			}
+			if err := a.deliverLim.Wait(ctx); err != nil {
+				return 0, "", fmt.Errorf("finding the contact's owner: %w", err)
+			}
+			c, err := a.findContact(ctx, rec.Customer)
+			if err != nil {
+				return 0, "", fmt.Errorf("finding the contact's owner: %w", err)
+			}
+			if c != nil && c.ResponsibleUserID != 0 {
+				return c.ResponsibleUserID, fmt.Sprintf("owner of contact %d", c.ID), nil
+			}
+			tried = append(tried, "the contact has no owner")
+		case ChainLastRang:
+			for i := len(rec.Rang) - 1; i >= 0; i-- {
+				if u := a.users.user(rec.Rang[i]); u != 0 {
+					return u, "extension " + rec.Rang[i] + " rang last", nil
+				}
+			}
+			tried = append(tried, "no ringing extension is mapped")
+		case ChainDefault:
+			if a.cfg.DefaultUser != 0 {
+				return a.cfg.DefaultUser, "default_user", nil
+			}
+			tried = append(tried, "no default_user")
+		}
+	}
+	return 0, strings.Join(tried, ", "), nil
+}
+
+// findContact returns the first contact whose phone has the same last 10 digits as number.
+func (a *Adapter) findContact(ctx context.Context, number string) (*api.Contact, error) {
+	want := lastDigits(number, 10)
+	if len(want) < 5 {
+		return nil, nil
+	}
+	cs, err := a.client.FindContacts(ctx, want, 10)
+	if err != nil {
+		return nil, err
+	}
+	for i := range cs {
+		for _, p := range cs[i].Phones() {
+			if lastDigits(p, 10) == want {
+				return &cs[i], nil
+			}
+		}
+	}
+	return nil, nil
+}
+
+func lastDigits(s string, n int) string {
+	var b strings.Builder
+	for _, r := range s {
+		if r >= '0' && r <= '9' {
+			b.WriteRune(r)
+		}
+	}
+	d := b.String()
+	if len(d) > n {
+		return d[len(d)-n:]
+	}
+	return d
+}
+
+// Live shows the pop-up to the ringing extension's user (inbound calls).
+func (a *Adapter) Live(ctx context.Context, ev *callmodel.Live) error {
+	if !a.cfg.Popups || ev.Kind != callmodel.LiveRinging || ev.Direction != callmodel.Inbound || ev.Customer == "" {
+		return nil
+	}
+	u := a.users.user(ev.Ext)
+	if u == 0 {
+		a.m.popups.WithLabelValues("unmapped").Inc()
+		return nil
+	}
+	if err := a.client.AddEvents(ctx, []api.Event{{Type: "phone_call", PhoneNumber: ev.Customer, Users: []int64{u}}}); err != nil {
+		a.m.popups.WithLabelValues("failed").Inc()
+		return classify(fmt.Errorf("%s: pop-up: %w", a.typ, err))
+	}
+	a.m.popups.WithLabelValues("sent").Inc()
+	return nil
+}
+
+// Account implements crm.AccountIdentifier (GET /api/v4/account). When amoCRM is unreachable the
+// identity saved at authorisation is returned.
+func (a *Adapter) Account(ctx context.Context) (crm.Account, error) {
+	acc, err := a.client.Account(ctx)
+	if err != nil {
+		t := a.tokens.snapshot()
+		if t.AccountID != 0 {
+			if c, _ := crm.Classify(classify(err)); c == crm.ClassTransient || c == crm.ClassRateLimited {
+				return crm.Account{AccountID: t.AccountID, Subdomain: t.Subdomain}, nil
+			}
+		}
+		return crm.Account{}, a.wrap(fmt.Errorf("reading the account: %w", err))
+	}
+	a.tokens.rememberAccount(acc)
+	a.mu.Lock()
+	a.account = acc
+	a.mu.Unlock()
+	return crm.Account{AccountID: acc.ID, Subdomain: acc.Subdomain}, nil
+}
+
+// Status implements crm.StatusReporter.
+func (a *Adapter) Status() crm.Status {
+	st, detail := a.tokens.state()
+	s := crm.Status{Auth: st, Detail: detail}
+	if st != "ok" {
+		s.ConnectURL = a.tokens.connectURL()
+	}
+	if until := a.client.BlockedUntil(); !until.IsZero() {
+		msg := "amoCRM blocked requests after repeated 429s; sending resumes at " + until.UTC().Format(time.RFC3339)
+		if s.Detail != "" {
+			s.Detail += "; " + msg
+		} else {
+			s.Detail = msg
+		}
+	}
+	return s
+}
+
+// memStore is the CallStore used when the daemon gives none (tests of the adapter alone).
+type memStore struct {
+	mu sync.Mutex
+	m  map[string]string
+}
+
+func newMemStore() *memStore { return &memStore{m: map[string]string{}} }
+
+func (s *memStore) Get(_ context.Context, key, field string) (string, bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	v, ok := s.m[key+"\x00"+field]
+	return v, ok, nil
+}
+
+func (s *memStore) Set(_ context.Context, key, field, value string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.m[key+"\x00"+field] = value
+	return nil
+}
+
+var (
+	_ crm.Adapter           = (*Adapter)(nil)
+	_ crm.LiveHandler       = (*Adapter)(nil)
+	_ crm.Starter           = (*Adapter)(nil)
+	_ crm.Closer            = (*Adapter)(nil)
+	_ crm.AccountIdentifier = (*Adapter)(nil)
+	_ crm.StatusReporter    = (*Adapter)(nil)
+	_ crm.CallStore         = (*memStore)(nil)
+)

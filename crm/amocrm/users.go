@@ -1,0 +1,157 @@
+package amocrm
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"sync"
+
+	"github.com/pbxbridge/pbxbridge/crm"
+)
+
+// userMap maps extensions to amoCRM users: the config's users: first, then (auto_map_users) the
+// users whose profile phone number is an extension. Safe for concurrent use.
+type userMap struct {
+	mu     sync.RWMutex
+	fixed  map[string]int64
+	byExt  map[string]int64
+	byUser map[int64]string
+	names  map[int64]string
+}
+
+func newUserMap(fixed map[string]int64) *userMap {
+	m := &userMap{fixed: map[string]int64{}}
+	for k, v := range fixed {
+		m.fixed[k] = v
+	}
+	m.apply(nil, nil)
+	return m
+}
+
+// apply rebuilds the maps from the fixed mapping plus auto (extension → user) and user names.
+func (m *userMap) apply(auto map[string]int64, names map[int64]string) {
+	byExt := map[string]int64{}
+	byUser := map[int64]string{}
+	for _, ext := range slices.Sorted(maps.Keys(m.fixed)) {
+		u := m.fixed[ext]
+		byExt[ext] = u
+		if _, ok := byUser[u]; !ok {
+			byUser[u] = ext
+		}
+	}
+	for _, ext := range slices.Sorted(maps.Keys(auto)) {
+		if _, ok := byExt[ext]; ok {
+			continue
+		}
+		u := auto[ext]
+		byExt[ext] = u
+		if _, ok := byUser[u]; !ok {
+			byUser[u] = ext
+		}
+	}
+	m.mu.Lock()
+	m.byExt, m.byUser = byExt, byUser
+	if names != nil {
+		m.names = names
+	}
+	m.mu.Unlock()
+}
+
+func (m *userMap) user(ext string) int64 {
+	if ext == "" {
+		return 0
+	}
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.byExt[ext]
+}
+
+func (m *userMap) ext(user int64) string {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.byUser[user]
+}
+
+func (m *userMap) snapshot() map[string]int64 {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	out := make(map[string]int64, len(m.byExt))
+	for k, v := range m.byExt {
+		out[k] = v
+	}
+	return out
+}
+
+// loadUsers reads the account's users and maps those whose phone_number is an extension.
+func (a *Adapter) loadUsers(ctx context.Context) error {
+	users, err := a.client.Users(ctx, true)
+	if err != nil {
+		return fmt.Errorf("%s: listing users: %w", a.typ, err)
+	}
+	auto := map[string]int64{}
+	names := map[int64]string{}
+	for _, u := range users {
+		names[u.ID] = u.Name
+		if !u.Active() || u.PhoneNumber == "" {
+			continue
+		}
+		if ext := extFromPhone(u.PhoneNumber); ext != "" {
+			if _, taken := auto[ext]; !taken {
+				auto[ext] = u.ID
+			}
+		}
+	}
+	if !a.cfg.AutoMapUsers {
+		auto = nil
+	}
+	a.users.apply(auto, names)
+	return nil
+}
+
+// extFromPhone returns the extension a profile phone number names: a short number of 2 to 6
+// digits (full phone numbers are not extensions).
+func extFromPhone(p string) string {
+	d := lastDigits(p, 32)
+	if len(d) < 2 || len(d) > 6 || len(d) != len(p) {
+		return ""
+	}
+	return d
+}
+
+// Responsible implements crm.Router: the extension of the contact's responsible user.
+func (a *Adapter) Responsible(ctx context.Context, number string) (string, error) {
+	c, err := a.findContact(ctx, number)
+	if err != nil {
+		a.m.routing.WithLabelValues("responsible", "error").Inc()
+		return "", classify(fmt.Errorf("%s: finding the contact: %w", a.typ, err))
+	}
+	if c == nil || c.ResponsibleUserID == 0 {
+		a.m.routing.WithLabelValues("responsible", "unknown").Inc()
+		return "", nil
+	}
+	ext := a.users.ext(c.ResponsibleUserID)
+	if ext == "" {
+		a.m.routing.WithLabelValues("responsible", "unknown").Inc()
+		return "", nil
+	}
+	a.m.routing.WithLabelValues("responsible", "found").Inc()
+	return ext, nil
+}
+
+// Lookup implements crm.Router: the contact's name.
+func (a *Adapter) Lookup(ctx context.Context, number string) (string, error) {
+	c, err := a.findContact(ctx, number)
+	if err != nil {
+		a.m.routing.WithLabelValues("lookup", "error").Inc()
+		return "", classify(fmt.Errorf("%s: finding the contact: %w", a.typ, err))
+	}
+	if c == nil {
+		a.m.routing.WithLabelValues("lookup", "unknown").Inc()
+		return "", nil
+	}
+	a.m.routing.WithLabelValues("lookup", "found").Inc()
+	return c.Name, nil
+}
+
+var _ crm.Router = (*Adapter)(nil)
