@@ -8,8 +8,6 @@ type DemoCmd struct{}
 // Run runs the demo.
 func (c *DemoCmd) Run(g *Globals) error { return errors.New("demo: not wired yet") }
 
-// CRMCmd groups the CRM commands.
-type CRMCmd struct{}
 
 // DoctorCmd checks an installation.
 type DoctorCmd struct{}

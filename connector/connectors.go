@@ -172,8 +172,8 @@ func (d *Daemon) startConnector(ctx context.Context, cfg *config.Config, cn *con
 
 // concurrencyFor lets adapters that batch (amoCRM) ask for more deliveries in flight.
 func concurrencyFor(a crm.Adapter, configured int) int {
-	if c, ok := a.(interface{ DeliveryConcurrency() int }); ok && c.DeliveryConcurrency() > configured {
-		return c.DeliveryConcurrency()
+	if c, ok := a.(interface{ DeliverConcurrency() int }); ok && c.DeliverConcurrency() > configured {
+		return c.DeliverConcurrency()
 	}
 	return configured
 }

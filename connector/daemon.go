@@ -30,6 +30,7 @@ import (
 	"github.com/pbxbridge/pbxbridge/connector/config"
 	"github.com/pbxbridge/pbxbridge/connector/dispatch"
 	"github.com/pbxbridge/pbxbridge/connector/outbox"
+	"github.com/pbxbridge/pbxbridge/connector/recordings"
 	"github.com/pbxbridge/pbxbridge/crm"
 	"github.com/pbxbridge/pbxbridge/licensing"
 )
@@ -86,6 +87,9 @@ type Daemon struct {
 	startedAt time.Time
 	recent    *recentCalls
 	httpMux   *dynamicMux
+
+	recOnce sync.Once
+	rec     *recordings.Server
 }
 
 // New validates what it can without I/O and returns a Daemon for cfg.

@@ -7,6 +7,7 @@ import (
 
 	"github.com/pbxbridge/pbxbridge/connector/callmodel"
 	"github.com/pbxbridge/pbxbridge/connector/config"
+	"github.com/pbxbridge/pbxbridge/connector/recordings"
 	"github.com/pbxbridge/pbxbridge/crm"
 )
 
@@ -56,10 +57,31 @@ func (d *Daemon) delivered(connector string, rec *callmodel.Record, _ int) {
 	}
 }
 
-// recordings returns the recording access adapters use (nil when not configured).
+// recordings returns the recording access adapters use: uploads always, signed links when
+// recordings.public_url and recordings.secret are set. It is built once per daemon.
 func (d *Daemon) recordings(cfg *config.Config) crm.Recordings {
-	return nil
+	d.recOnce.Do(func() {
+		srv, err := recordings.New(cfg.Recordings, recordings.Options{
+			Now:      d.now,
+			Metrics:  d.reg,
+			Logger:   d.log.With("component", "recordings"),
+			CacheDir: cfg.StateDir,
+		})
+		if err != nil {
+			d.log.Error("recordings unavailable", "err", err)
+			return
+		}
+		d.rec = srv
+	})
+	if d.rec == nil {
+		return nil
+	}
+	return d.rec
 }
 
 // mountExtra adds the status page and the recordings endpoint.
-func (d *Daemon) mountExtra(mux *http.ServeMux, cfg *config.Config) {}
+func (d *Daemon) mountExtra(mux *http.ServeMux, cfg *config.Config) {
+	if rec := d.recordings(cfg); rec != nil && d.rec.Links() {
+		mux.Handle(d.rec.Pattern(), d.rec)
+	}
+}

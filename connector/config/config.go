@@ -14,6 +14,7 @@ import (
 
 	"github.com/pbxbridge/pbxbridge/asterisk/numbers"
 	"github.com/pbxbridge/pbxbridge/connector/callmodel"
+	"github.com/pbxbridge/pbxbridge/connector/recordings"
 	"github.com/pbxbridge/pbxbridge/crm"
 	"github.com/pbxbridge/pbxbridge/licensing"
 )
@@ -37,7 +38,8 @@ type Config struct {
 	Outbox     Outbox           `yaml:"outbox"`
 	Dispatch   Dispatch         `yaml:"dispatch"`
 	Licensing  licensing.Config `yaml:"licensing"`
-	Recordings Recordings       `yaml:"recordings"`
+	// Recordings: where Asterisk writes them, and signed links for CRMs that play them from a URL.
+	Recordings recordings.Config `yaml:"recordings"`
 
 	// File is the path the config was loaded from ("" for defaults only).
 	File string `yaml:"-"`
@@ -186,16 +188,6 @@ type Dispatch struct {
 	DeliveryTimeout time.Duration `yaml:"delivery_timeout"`
 }
 
-// Recordings configures recording access for CRMs.
-type Recordings struct {
-	// Dir is the recordings root (default /var/spool/asterisk/monitor).
-	Dir string `yaml:"dir"`
-	// Secret signs recording links (HMAC); required to serve links.
-	Secret Secret `yaml:"secret"`
-	// LinkExpiry limits how long a link works (0 = forever).
-	LinkExpiry time.Duration `yaml:"link_expiry"`
-}
-
 // Default returns the built-in defaults.
 func Default() *Config {
 	return &Config{
@@ -212,7 +204,7 @@ func Default() *Config {
 			DeliveryTimeout: 60 * time.Second,
 		},
 		Licensing:  licensing.Config{Dir: licensing.DefaultDir},
-		Recordings: Recordings{Dir: "/var/spool/asterisk/monitor"},
+		Recordings: recordings.DefaultConfig(),
 	}
 }
 
@@ -429,6 +421,14 @@ func (c *Config) validate(d *decoder) {
 	if err := c.Licensing.Validate(); err != nil {
 		path, msg, _ := strings.Cut(err.Error(), ": ")
 		bad(path, "%s", msg)
+	}
+	for _, err := range c.Recordings.Validate() {
+		var fe *crm.FieldError
+		if asFieldError(err, &fe) {
+			bad("recordings."+fe.Path, "%s", fe.Msg)
+		} else {
+			bad("recordings", "%v", err)
+		}
 	}
 	for name := range c.Licensing.SeatPriority {
 		if !names[name] {

@@ -48,7 +48,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/pbxbridge/pbxbridge/connector/config"
+	"github.com/pbxbridge/pbxbridge/connector/secret"
 	"github.com/pbxbridge/pbxbridge/crm"
 )
 
@@ -61,7 +61,7 @@ type Config struct {
 	PublicURL string `yaml:"public_url"`
 	// Secret signs the links (HMAC-SHA256); at least 16 characters. Usually set from the
 	// environment (PBXBRIDGE_RECORDINGS_SECRET).
-	Secret config.Secret `yaml:"secret"`
+	Secret secret.Secret `yaml:"secret"`
 	// Expiry is how long a link stays valid; 0 means links never expire (amoCRM keeps the link
 	// in the call's history, so an expiring link eventually stops playing there).
 	Expiry time.Duration `yaml:"expiry"`
@@ -88,14 +88,17 @@ func (c *Config) Validate() []error {
 	} else if !filepath.IsAbs(c.Dir) {
 		errs = append(errs, &crm.FieldError{Path: "dir", Msg: fmt.Sprintf("must be an absolute path, got %q", c.Dir)})
 	}
-	if c.PublicURL == "" {
-		errs = append(errs, &crm.FieldError{Path: "public_url", Msg: "is required (the URL CRM users' browsers reach the recordings at, e.g. https://pbx.example.com/rec/)"})
+	links := c.PublicURL != "" || c.Secret.IsSet()
+	if !links {
+		// Local mode: recordings are uploaded (Bitrix24) but not linked.
+	} else if c.PublicURL == "" {
+		errs = append(errs, &crm.FieldError{Path: "public_url", Msg: "is required for recording links (the URL CRM users' browsers reach the recordings at, e.g. https://pbx.example.com/rec/)"})
 	} else if u, err := url.Parse(c.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		errs = append(errs, &crm.FieldError{Path: "public_url", Msg: fmt.Sprintf("must be an absolute http(s) URL, got %q", c.PublicURL)})
 	} else if u.RawQuery != "" || u.Fragment != "" {
 		errs = append(errs, &crm.FieldError{Path: "public_url", Msg: "must not have a query or fragment"})
 	}
-	if len(c.Secret.Value()) < MinSecretLen {
+	if links && len(c.Secret.Value()) < MinSecretLen {
 		errs = append(errs, &crm.FieldError{Path: "secret", Msg: fmt.Sprintf("must be at least %d characters (set PBXBRIDGE_RECORDINGS_SECRET)", MinSecretLen)})
 	}
 	if c.CacheDir != "" && !filepath.IsAbs(c.CacheDir) {
@@ -243,6 +246,10 @@ func New(cfg Config, o Options) (*Server, error) {
 // patterns also match HEAD.
 func (s *Server) Pattern() string { return "GET " + s.prefix }
 
+// Links reports whether the server signs links (public_url and secret configured); without
+// them it only opens recordings for upload (local mode) and its handler must not be mounted.
+func (s *Server) Links() bool { return len(s.key) > 0 }
+
 // relPath turns a recording path from a Record (absolute, or relative to dir) into the clean
 // slash-separated path below dir, or reports that it is outside dir.
 func (s *Server) relPath(p string) (string, error) {
@@ -266,6 +273,9 @@ func (s *Server) relPath(p string) (string, error) {
 // URL returns a signed link to the recording at path, or "" when path is empty or not inside
 // the recordings directory. The file need not exist yet.
 func (s *Server) URL(p string) string {
+	if !s.Links() {
+		return ""
+	}
 	rel, err := s.relPath(p)
 	if err != nil {
 		return ""

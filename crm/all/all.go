@@ -2,5 +2,6 @@
 package all
 
 import (
-	_ "github.com/pbxbridge/pbxbridge/crm/fake" // in-process test CRM
+	_ "github.com/pbxbridge/pbxbridge/crm/amocrm" // amocrm and kommo
+	_ "github.com/pbxbridge/pbxbridge/crm/fake"   // in-process test CRM writing a local file
 )
