@@ -90,6 +90,7 @@ type Daemon struct {
 
 	recOnce sync.Once
 	rec     *recordings.Server
+	pages   *pages
 }
 
 // New validates what it can without I/O and returns a Daemon for cfg.
@@ -126,6 +127,9 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 		pbxs:    map[string]*pbxRT{},
 		recent:  newRecentCalls(200),
 		httpMux: newDynamicMux(),
+	}
+	if d.pages, err = loadPages(); err != nil {
+		return nil, fmt.Errorf("status page templates: %w", err)
 	}
 	d.m = newMetrics(reg, d, opts.Version)
 	d.dm = dispatch.NewMetrics(reg)

@@ -248,3 +248,36 @@ func runCLI(t *testing.T, wantCode int, args ...string) string {
 	}
 	return out.String()
 }
+
+func TestStatusPageRenders(t *testing.T) {
+	pbx, err := fakepbx.Start(fakepbx.Config{Speed: 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pbx.Close()
+	d, _ := startDaemon(t, testConfig(t, pbx.Addr(), ""))
+	call, _ := pbx.Play(context.Background(), "inbound_answered")
+	<-call.Done()
+	adapter := d.Adapter("crm").(*fake.Adapter)
+	waitFor(t, 10*time.Second, "delivery", func() bool {
+		rows, _ := d.Outbox().List(context.Background(), outbox.Filter{State: outbox.Done})
+		return len(rows) == 1
+	})
+	rec := httptest.NewRecorder()
+	d.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/", nil))
+	body := rec.Body.String()
+	if rec.Code != http.StatusOK || !strings.Contains(body, `data-connector="crm"`) || !strings.Contains(body, "crm: delivered") {
+		t.Fatalf("status page %d:\n%s", rec.Code, body)
+	}
+	key := adapter.Delivered()[0].Key
+	rec = httptest.NewRecorder()
+	d.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/calls/"+key, nil))
+	if rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), `data-kind="delivered"`) {
+		t.Fatalf("call page %d:\n%s", rec.Code, rec.Body.String())
+	}
+	rec = httptest.NewRecorder()
+	d.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/actions/retry-dead", nil))
+	if rec.Code != http.StatusUnauthorized {
+		t.Fatalf("an unauthenticated action answered %d", rec.Code)
+	}
+}

@@ -81,6 +81,9 @@ func (d *Daemon) recordings(cfg *config.Config) crm.Recordings {
 
 // mountExtra adds the status page and the recordings endpoint.
 func (d *Daemon) mountExtra(mux *http.ServeMux, cfg *config.Config) {
+	mux.HandleFunc("GET /{$}", d.statusPage)
+	mux.HandleFunc("GET /calls/{key...}", d.callPage)
+	mux.HandleFunc("POST /actions/retry-dead", d.retryDead)
 	if rec := d.recordings(cfg); rec != nil && d.rec.Links() {
 		mux.Handle(d.rec.Pattern(), d.rec)
 	}
