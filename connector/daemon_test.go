@@ -256,6 +256,7 @@ func TestStatusPageRenders(t *testing.T) {
 	}
 	defer pbx.Close()
 	d, _ := startDaemon(t, testConfig(t, pbx.Addr(), ""))
+	waitFor(t, 10*time.Second, "AMI login", func() bool { return pbx.Stats().Logins > 0 })
 	call, _ := pbx.Play(context.Background(), "inbound_answered")
 	<-call.Done()
 	adapter := d.Adapter("crm").(*fake.Adapter)
