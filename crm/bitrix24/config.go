@@ -36,16 +36,16 @@ type Config struct {
 	// Timezone renders CALL_START_DATE with its offset (IANA name; default the host's zone).
 	Timezone string `yaml:"timezone"`
 
-	Auth         AuthConfig        `yaml:"auth"`
-	Lines        []LineConfig      `yaml:"lines"`
-	Card         CardConfig        `yaml:"card"`
-	Finish       FinishConfig      `yaml:"finish"`
-	Recordings   RecordingsConfig  `yaml:"recordings"`
-	Users        UsersConfig       `yaml:"users"`
-	MissedCalls  MissedCallsConfig `yaml:"missed_calls"`
-	Routing      RoutingConfig     `yaml:"routing"`
-	ClickToCall  ClickToCallConfig `yaml:"click_to_call"`
-	RateLimit    RateLimitConfig   `yaml:"rate_limit"`
+	Auth        AuthConfig        `yaml:"auth"`
+	Lines       []LineConfig      `yaml:"lines"`
+	Card        CardConfig        `yaml:"card"`
+	Finish      FinishConfig      `yaml:"finish"`
+	Recordings  RecordingsConfig  `yaml:"recordings"`
+	Users       UsersConfig       `yaml:"users"`
+	MissedCalls MissedCallsConfig `yaml:"missed_calls"`
+	Routing     RoutingConfig     `yaml:"routing"`
+	ClickToCall ClickToCallConfig `yaml:"click_to_call"`
+	RateLimit   RateLimitConfig   `yaml:"rate_limit"`
 	// HTTPTimeout bounds one request attempt.
 	HTTPTimeout time.Duration `yaml:"http_timeout"`
 	// CallIDReuseGuard detects a CALL_ID that Bitrix24 handed out for another call (a platform
@@ -205,10 +205,10 @@ func NewConfig() *Config {
 			FollowUp: FollowUpNone, Deadline: 2 * time.Hour, Title: "Call back {customer} (missed call)",
 			Responsible: []string{RespEntityOwner, RespLastRang, RespLineDefault, RespDefault}, Busy: true,
 		},
-		Routing:     RoutingConfig{CacheTTL: 5 * time.Minute},
-		ClickToCall: ClickToCallConfig{Enabled: true, RingTimeout: 30 * time.Second},
-		RateLimit:   RateLimitConfig{RPS: 2, Burst: 50, LiveReserve: 5},
-		HTTPTimeout: 15 * time.Second,
+		Routing:          RoutingConfig{CacheTTL: 5 * time.Minute},
+		ClickToCall:      ClickToCallConfig{Enabled: true, RingTimeout: 30 * time.Second},
+		RateLimit:        RateLimitConfig{RPS: 2, Burst: 50, LiveReserve: 5},
+		HTTPTimeout:      15 * time.Second,
 		CallIDReuseGuard: true,
 	}
 }

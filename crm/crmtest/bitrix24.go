@@ -272,7 +272,9 @@ func B24App(clientID, clientSecret string) Bitrix24Option {
 
 // B24Webhook adds an inbound webhook /rest/<userID>/<code>/ with a scope (comma-separated).
 func B24Webhook(userID int, code, scope string) Bitrix24Option {
-	return func(c *b24Config) { c.webhooks[fmt.Sprintf("%d/%s", userID, code)] = b24Webhook{userID: userID, scope: scope} }
+	return func(c *b24Config) {
+		c.webhooks[fmt.Sprintf("%d/%s", userID, code)] = b24Webhook{userID: userID, scope: scope}
+	}
 }
 
 // B24Scope sets the scope of issued OAuth tokens (default crm,telephony,user,task).
@@ -992,6 +994,8 @@ func (f *Bitrix24) admit(w http.ResponseWriter, r *http.Request, start time.Time
 	mode := f.faults.Mode
 	f.mu.Unlock()
 	if mode == "slow" {
+		// Read the body so that the server notices when the client gives up.
+		_, _ = io.Copy(io.Discard, io.LimitReader(r.Body, b24MaxBody))
 		t := time.NewTimer(30 * time.Second)
 		defer t.Stop()
 		select {

@@ -1,0 +1,261 @@
+package bitrix24
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/pbxbridge/pbxbridge/asterisk"
+	"github.com/pbxbridge/pbxbridge/connector/callmodel"
+	"github.com/pbxbridge/pbxbridge/connector/config"
+	"github.com/pbxbridge/pbxbridge/crm"
+	"github.com/pbxbridge/pbxbridge/crm/bitrix24/api"
+	"github.com/pbxbridge/pbxbridge/crm/crmtest"
+)
+
+// memStore is an in-memory crm.CallStore (the durable one lives in the daemon's outbox).
+type memStore struct {
+	mu sync.Mutex
+	m  map[string]string
+}
+
+func newMemStore() *memStore { return &memStore{m: map[string]string{}} }
+
+func (s *memStore) Get(ctx context.Context, key, field string) (string, bool, error) {
+	if err := ctx.Err(); err != nil {
+		return "", false, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	v, ok := s.m[key+"\x00"+field]
+	return v, ok, nil
+}
+
+func (s *memStore) Set(ctx context.Context, key, field, value string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.m[key+"\x00"+field] = value
+	return nil
+}
+
+func (s *memStore) dump() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var lines []string
+	for k, v := range s.m {
+		lines = append(lines, strings.ReplaceAll(k, "\x00", " ")+"="+v)
+	}
+	sort.Strings(lines)
+	return strings.Join(lines, "\n")
+}
+
+// dirRecordings serves recordings from a directory (recording paths are mapped by base name).
+type dirRecordings struct {
+	dir     string
+	baseURL string
+}
+
+func (d dirRecordings) URL(path string) string {
+	if d.baseURL == "" {
+		return ""
+	}
+	return d.baseURL + "/" + filepath.Base(path)
+}
+
+func (d dirRecordings) Open(path string) (crm.Recording, error) {
+	f, err := os.Open(filepath.Join(d.dir, filepath.Base(path)))
+	if err != nil {
+		return nil, err
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return &fileRecording{File: f, size: st.Size()}, nil
+}
+
+type fileRecording struct {
+	*os.File
+	size int64
+}
+
+func (f *fileRecording) Size() int64  { return f.size }
+func (f *fileRecording) Name() string { return filepath.Base(f.File.Name()) }
+
+// writeWAV writes a recording of n bytes (a RIFF header and silence).
+func writeWAV(t *testing.T, dir, name string, n int) {
+	t.Helper()
+	b := make([]byte, n)
+	copy(b, "RIFF\x00\x00\x00\x00WAVEfmt ")
+	if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// originator records click-to-call requests; err is returned when set.
+type originator struct {
+	mu   sync.Mutex
+	reqs []asterisk.OriginateRequest
+	err  error
+	done chan asterisk.OriginateRequest
+}
+
+func newOriginator() *originator { return &originator{done: make(chan asterisk.OriginateRequest, 16)} }
+
+func (o *originator) Originate(_ context.Context, r asterisk.OriginateRequest) (asterisk.OriginateResult, error) {
+	o.mu.Lock()
+	o.reqs = append(o.reqs, r)
+	err := o.err
+	o.mu.Unlock()
+	o.done <- r
+	if err != nil {
+		return asterisk.OriginateResult{}, err
+	}
+	return asterisk.OriginateResult{Uniqueid: "1795305929.121"}, nil
+}
+
+func (o *originator) requests() []asterisk.OriginateRequest {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return append([]asterisk.OriginateRequest(nil), o.reqs...)
+}
+
+// env is an adapter wired to a fake portal.
+type env struct {
+	t     *testing.T
+	fake  *crmtest.Bitrix24
+	a     *Adapter
+	store *memStore
+	recs  string // recordings directory
+	orig  *originator
+	reg   *prometheus.Registry
+	state string
+}
+
+type envOpt func(*crm.Params, *Config)
+
+func testConfig(f *crmtest.Bitrix24) *Config {
+	c := NewConfig()
+	c.PortalURL = f.URL()
+	c.OAuthURL = f.URL()
+	c.Auth.ClientID = f.ClientID()
+	c.Auth.ClientSecret = config.NewSecret(f.ClientSecret())
+	c.Users.DefaultUserID = 1
+	c.Lines = []LineConfig{{Number: "+74951112233", Name: "Main"}, {Number: "+74951112244", Name: "Ring group"}, {Number: "+74951112200", Name: "Sales queue"}}
+	c.Timezone = "Europe/Moscow"
+	c.RateLimit.RPS = 1000 // tests that measure the limit set it themselves
+	c.RateLimit.Burst = 1000
+	return c
+}
+
+// newEnv builds an adapter on fake f, authorised with tokens the fake issued (written to the
+// state directory as an installation would leave them).
+func newEnv(t *testing.T, f *crmtest.Bitrix24, opts ...envOpt) *env {
+	t.Helper()
+	e := &env{t: t, fake: f, store: newMemStore(), recs: t.TempDir(), orig: newOriginator(), reg: prometheus.NewRegistry(), state: t.TempDir()}
+	cfg := testConfig(f)
+	p := crm.Params{
+		Name: "b24", Type: Type, Config: cfg, Metrics: e.reg, StateDir: e.state, Calls: e.store,
+		Originator: e.orig, Recordings: dirRecordings{dir: e.recs}, RouteURL: "http://pbxbridge.test/crm/b24",
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	}
+	for _, o := range opts {
+		o(&p, cfg)
+	}
+	if cfg.Auth.Mode == AuthOAuth && p.StateDir != "" {
+		tok := f.IssueTokens()
+		err := api.TokenFile{Path: filepath.Join(p.StateDir, tokenFile)}.Save(&api.Tokens{
+			AccessToken: tok.AccessToken, RefreshToken: tok.RefreshToken, Domain: tok.Domain, MemberID: tok.MemberID,
+			Scope: tok.Scope, ApplicationToken: tok.ApplicationToken, ClientEndpoint: tok.ClientEndpoint,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	a, err := New(p)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	e.a = a
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = a.Close(ctx)
+	})
+	return e
+}
+
+func withoutTokens() envOpt { return func(p *crm.Params, _ *Config) { p.StateDir = p.StateDir + "/none" } }
+
+// answeredInbound is an answered inbound call of ext from a known customer, recorded.
+func answeredInbound(e *env, id, ext string) *callmodel.Record {
+	start := time.Date(2026, 11, 22, 0, 3, 2, 0, time.UTC)
+	ans := start.Add(2 * time.Second)
+	end := ans.Add(3 * time.Second)
+	name := "in-" + strings.ReplaceAll(id, ".", "-") + ".wav"
+	writeWAV(e.t, e.recs, name, 47404)
+	return &callmodel.Record{
+		CallID: id, PBX: "pbx1", Direction: callmodel.Inbound, Customer: "+79001234567", Line: "+74951112233",
+		StartedAt: start, AnsweredAt: &ans, EndedAt: end, Disposition: callmodel.Answered,
+		AnsweredBy: ext, Rang: []string{ext}, RingSeconds: 2, TalkSeconds: 3,
+		Legs:      []callmodel.Leg{{Ext: ext, AnsweredAt: &ans, EndedAt: &end, TalkSeconds: 3}},
+		Recording: "/var/spool/asterisk/monitor/" + name,
+	}
+}
+
+func (e *env) deliver(rec *callmodel.Record) {
+	e.t.Helper()
+	if err := e.a.Deliver(context.Background(), rec); err != nil {
+		e.t.Fatalf("deliver %s: %v", rec.Key(), err)
+	}
+}
+
+func (e *env) live(ev callmodel.Live) {
+	e.t.Helper()
+	if err := e.a.Live(context.Background(), &ev); err != nil {
+		e.t.Fatalf("live %s %s: %v", ev.Kind, ev.Ext, err)
+	}
+}
+
+// callByExt returns the fake's calls with an EXTERNAL_CALL_ID.
+func callsByExt(s crmtest.B24State, ext string) []crmtest.B24Call {
+	var out []crmtest.B24Call
+	for _, c := range s.Calls {
+		if c.ExternalCallID == ext {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+func onlyCall(t *testing.T, s crmtest.B24State, ext string) crmtest.B24Call {
+	t.Helper()
+	cs := callsByExt(s, ext)
+	if len(cs) != 1 {
+		t.Fatalf("%d calls with EXTERNAL_CALL_ID %s in the fake, want 1: %+v", len(cs), ext, cs)
+	}
+	return cs[0]
+}
+
+func mustf(t *testing.T, ok bool, format string, args ...any) {
+	t.Helper()
+	if !ok {
+		t.Fatalf(format, args...)
+	}
+}
+
+var _ = fmt.Sprint
