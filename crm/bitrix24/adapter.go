@@ -248,6 +248,7 @@ func (a *Adapter) onRefresh(err error) {
 func (a *Adapter) onAuthChange(st api.AuthState, cause error) {
 	switch st {
 	case api.StateOK:
+		a.authProblem.Store(nil)
 		a.m.authOK.Set(1)
 		a.m.reauthorize.Set(0)
 		if cause != nil {

@@ -39,7 +39,6 @@ func (a *Adapter) classify(what string, err error) error {
 		return crm.Transient(wrapped)
 	}
 	if errors.Is(err, api.ErrNotAuthorized) || errors.Is(err, api.ErrReauthorize) {
-		a.noteAuthProblem(err)
 		return crm.AuthBroken(wrapped)
 	}
 	var le *api.LimitError

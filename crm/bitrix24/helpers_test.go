@@ -2,14 +2,18 @@ package bitrix24
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -144,6 +148,7 @@ type env struct {
 	orig  *originator
 	reg   *prometheus.Registry
 	state string
+	srv   *httptest.Server // serves the adapter's routes under /crm/b24
 }
 
 type envOpt func(*crm.Params, *Config)
@@ -168,15 +173,26 @@ func newEnv(t *testing.T, f *crmtest.Bitrix24, opts ...envOpt) *env {
 	t.Helper()
 	e := &env{t: t, fake: f, store: newMemStore(), recs: t.TempDir(), orig: newOriginator(), reg: prometheus.NewRegistry(), state: t.TempDir()}
 	cfg := testConfig(f)
+	var handler atomic.Pointer[http.ServeMux]
+	e.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if h := handler.Load(); h != nil {
+			h.ServeHTTP(w, r)
+			return
+		}
+		http.NotFound(w, r)
+	}))
+	t.Cleanup(e.srv.Close)
 	p := crm.Params{
 		Name: "b24", Type: Type, Config: cfg, Metrics: e.reg, StateDir: e.state, Calls: e.store,
-		Originator: e.orig, Recordings: dirRecordings{dir: e.recs}, RouteURL: "http://pbxbridge.test/crm/b24",
+		Originator: e.orig, Recordings: dirRecordings{dir: e.recs}, RouteURL: e.srv.URL + "/crm/b24",
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}
 	for _, o := range opts {
 		o(&p, cfg)
 	}
-	if cfg.Auth.Mode == AuthOAuth && p.StateDir != "" {
+	keep := p.Type == "keep-tokens"
+	p.Type = Type
+	if cfg.Auth.Mode == AuthOAuth && p.StateDir != "" && !keep {
 		tok := f.IssueTokens()
 		err := api.TokenFile{Path: filepath.Join(p.StateDir, tokenFile)}.Save(&api.Tokens{
 			AccessToken: tok.AccessToken, RefreshToken: tok.RefreshToken, Domain: tok.Domain, MemberID: tok.MemberID,
@@ -191,6 +207,12 @@ func newEnv(t *testing.T, f *crmtest.Bitrix24, opts ...envOpt) *env {
 		t.Fatalf("New: %v", err)
 	}
 	e.a = a
+	mux := http.NewServeMux()
+	for _, r := range a.Routes() {
+		method, path, _ := strings.Cut(r.Pattern, " ")
+		mux.Handle(method+" /crm/b24"+path, r.Handler)
+	}
+	handler.Store(mux)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -199,7 +221,16 @@ func newEnv(t *testing.T, f *crmtest.Bitrix24, opts ...envOpt) *env {
 	return e
 }
 
-func withoutTokens() envOpt { return func(p *crm.Params, _ *Config) { p.StateDir = p.StateDir + "/none" } }
+// withoutTokens gives the adapter an empty state directory (<state>/none): never installed.
+func withoutTokens() envOpt {
+	return func(p *crm.Params, _ *Config) {
+		p.StateDir = filepath.Join(p.StateDir, "none")
+		if err := os.Mkdir(p.StateDir, 0o700); err != nil {
+			panic(err)
+		}
+		p.Type = "keep-tokens"
+	}
+}
 
 // answeredInbound is an answered inbound call of ext from a known customer, recorded.
 func answeredInbound(e *env, id, ext string) *callmodel.Record {
@@ -259,3 +290,7 @@ func mustf(t *testing.T, ok bool, format string, args ...any) {
 }
 
 var _ = fmt.Sprint
+
+func decodeJSON(resp *http.Response, v any) error {
+	return json.NewDecoder(resp.Body).Decode(v)
+}
