@@ -221,6 +221,8 @@ type B24Faults struct {
 	FailRate float64 `json:"fail_rate"`
 	// FailAfterProcessing makes those 500s come after the method ran (ambiguous failures).
 	FailAfterProcessing bool `json:"fail_after_processing"`
+	// FailMethods limits the random 500s to these methods (empty: every method).
+	FailMethods []string `json:"fail_methods,omitempty"`
 	// RateLimit is the leaky bucket per client IP: RPS drained per second, Burst the level
 	// above which requests are refused with 503 QUERY_LIMIT_EXCEEDED. RPS 0 disables it.
 	RateLimitRPS   float64 `json:"rate_limit_rps"`
@@ -929,11 +931,12 @@ func (f *Bitrix24) serveREST(w http.ResponseWriter, r *http.Request) {
 	method = strings.ToLower(strings.TrimSuffix(strings.TrimSuffix(method, ".json"), ".xml"))
 	f.count(method)
 
+	// Read the request first, so that the server notices when the client gives up.
+	params, files, err := b24ReadParams(r)
 	f.sleep(r.Context())
 	if ok := f.admit(w, r, start, method); !ok {
 		return
 	}
-	params, files, err := b24ReadParams(r)
 	if err != nil {
 		f.writeErr(w, start, &b24Err{http.StatusBadRequest, "INVALID_REQUEST", "Cannot parse request: " + err.Error()})
 		return
@@ -963,7 +966,7 @@ func (f *Bitrix24) serveREST(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f.mu.Lock()
-	after := f.faults.FailAfterProcessing && f.faults.FailRate > 0 && f.rng.Float64() < f.faults.FailRate
+	after := f.faults.FailAfterProcessing && f.failsLocked(method)
 	if after {
 		f.injected++
 	}
@@ -994,8 +997,6 @@ func (f *Bitrix24) admit(w http.ResponseWriter, r *http.Request, start time.Time
 	mode := f.faults.Mode
 	f.mu.Unlock()
 	if mode == "slow" {
-		// Read the body so that the server notices when the client gives up.
-		_, _ = io.Copy(io.Discard, io.LimitReader(r.Body, b24MaxBody))
 		t := time.NewTimer(30 * time.Second)
 		defer t.Stop()
 		select {
@@ -1041,11 +1042,28 @@ func (f *Bitrix24) admitErr(r *http.Request, method, mode string) *b24Err {
 			return &b24Err{http.StatusTooManyRequests, "OPERATION_TIME_LIMIT", "Method is blocked due to operation time limit."}
 		}
 	}
-	if !f.faults.FailAfterProcessing && f.faults.FailRate > 0 && f.rng.Float64() < f.faults.FailRate {
+	if !f.faults.FailAfterProcessing && f.failsLocked(method) {
 		f.injected++
 		return &b24Err{http.StatusInternalServerError, "INTERNAL_SERVER_ERROR", "Internal server error"}
 	}
 	return nil
+}
+
+// failsLocked draws whether a request of method gets an injected 500.
+func (f *Bitrix24) failsLocked(method string) bool {
+	if f.faults.FailRate <= 0 {
+		return false
+	}
+	if len(f.faults.FailMethods) > 0 {
+		match := false
+		for _, m := range f.faults.FailMethods {
+			match = match || strings.EqualFold(m, method)
+		}
+		if !match {
+			return false
+		}
+	}
+	return f.rng.Float64() < f.faults.FailRate
 }
 
 // b24Bucket is the portal's leaky bucket (A.1.4): each request adds 1, the level drains by rps
