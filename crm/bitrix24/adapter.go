@@ -27,6 +27,15 @@ const Type = "bitrix24"
 // tokenFile is the name of the OAuth token file in the instance's state directory.
 const tokenFile = "bitrix24-tokens.json"
 
+const (
+	userAgent = "pbxbridge-bitrix24"
+	// queueTimeout bounds a request's wait for a rate-limit slot plus its attempts; the caller's
+	// context usually ends it sooner.
+	queueTimeout = time.Hour
+	// uploadTimeout bounds one recording upload.
+	uploadTimeout = 5 * time.Minute
+)
+
 func init() {
 	crm.Register(crm.Factory{
 		Type:      Type,
@@ -120,14 +129,20 @@ func New(p crm.Params) (*Adapter, error) {
 		next = http.DefaultTransport
 	}
 	a.bucket = api.NewBucket(cfg.RateLimit.RPS, cfg.RateLimit.Burst, cfg.RateLimit.LiveReserve, nil)
-	limited := *base
-	limited.Transport = &api.Limiter{
-		Next:   countingTransport{next: next},
-		Bucket: a.bucket,
-		OnWait: func(d time.Duration) { m.limiterWait.Observe(d.Seconds()) },
+	// The wait for a slot happens inside the transport, so the client's own timeout only bounds
+	// the queue (queueTimeout); the limiter bounds each attempt from the moment it is sent.
+	limited := func(attempt time.Duration) *http.Client {
+		c := *base
+		c.Transport = &api.Limiter{
+			Next:           countingTransport{next: next},
+			Bucket:         a.bucket,
+			AttemptTimeout: attempt,
+			OnWait:         func(d time.Duration) { m.limiterWait.Observe(d.Seconds()) },
+		}
+		return &c
 	}
-	portal := httpclient.New(httpclient.Options{Base: &limited, Timeout: cfg.HTTPTimeout, Logger: log, UserAgent: "pbxbridge-bitrix24"})
-	upload := httpclient.New(httpclient.Options{Base: &limited, Timeout: max(cfg.HTTPTimeout, 5*time.Minute), Logger: log, UserAgent: "pbxbridge-bitrix24"})
+	portal := httpclient.New(httpclient.Options{Base: limited(cfg.HTTPTimeout), Timeout: queueTimeout, Logger: log, UserAgent: userAgent})
+	upload := httpclient.New(httpclient.Options{Base: limited(max(cfg.HTTPTimeout, uploadTimeout)), Timeout: queueTimeout, Logger: log, UserAgent: userAgent})
 
 	var auth api.Authenticator
 	switch cfg.Auth.Mode {
@@ -142,7 +157,7 @@ func New(p crm.Params) (*Adapter, error) {
 		if p.StateDir == "" {
 			return nil, errors.New("bitrix24: a state directory is required for OAuth tokens")
 		}
-		oauthHTTP := httpclient.New(httpclient.Options{Base: base, Timeout: cfg.HTTPTimeout, Logger: log, UserAgent: "pbxbridge-bitrix24"})
+		oauthHTTP := httpclient.New(httpclient.Options{Base: base, Timeout: cfg.HTTPTimeout, Logger: log, UserAgent: userAgent})
 		ts, err := api.NewTokenSource(api.OAuthConfig{
 			PortalURL: cfg.PortalURL, ServerURL: cfg.OAuthURL,
 			ClientID: cfg.Auth.ClientID, ClientSecret: cfg.Auth.ClientSecret.Value(),

@@ -101,7 +101,7 @@ func (f *fileRecording) Size() int64  { return f.size }
 func (f *fileRecording) Name() string { return filepath.Base(f.File.Name()) }
 
 // writeWAV writes a recording of n bytes (a RIFF header and silence).
-func writeWAV(t *testing.T, dir, name string, n int) {
+func writeWAV(t testing.TB, dir, name string, n int) {
 	t.Helper()
 	b := make([]byte, n)
 	copy(b, "RIFF\x00\x00\x00\x00WAVEfmt ")
@@ -125,7 +125,10 @@ func (o *originator) Originate(_ context.Context, r asterisk.OriginateRequest) (
 	o.reqs = append(o.reqs, r)
 	err := o.err
 	o.mu.Unlock()
-	o.done <- r
+	select {
+	case o.done <- r:
+	default:
+	}
 	if err != nil {
 		return asterisk.OriginateResult{}, err
 	}
@@ -140,7 +143,7 @@ func (o *originator) requests() []asterisk.OriginateRequest {
 
 // env is an adapter wired to a fake portal.
 type env struct {
-	t     *testing.T
+	t     testing.TB
 	fake  *crmtest.Bitrix24
 	a     *Adapter
 	store *memStore
@@ -169,7 +172,7 @@ func testConfig(f *crmtest.Bitrix24) *Config {
 
 // newEnv builds an adapter on fake f, authorised with tokens the fake issued (written to the
 // state directory as an installation would leave them).
-func newEnv(t *testing.T, f *crmtest.Bitrix24, opts ...envOpt) *env {
+func newEnv(t testing.TB, f *crmtest.Bitrix24, opts ...envOpt) *env {
 	t.Helper()
 	e := &env{t: t, fake: f, store: newMemStore(), recs: t.TempDir(), orig: newOriginator(), reg: prometheus.NewRegistry(), state: t.TempDir()}
 	cfg := testConfig(f)

@@ -123,7 +123,7 @@ func keepTokens() envOpt { return func(p *crm.Params, _ *Config) { p.Type = "kee
 
 // TestRateLimitedBacklog (acceptance 4): the fake portal refuses above 2 req/s with a burst of
 // 50 (set B24_LOAD_RPS to scale both sides; the default runs fast at 100 req/s); 200 answered
-// inbound calls are queued behind 8 workers. The client-side bucket must keep the portal from
+// inbound calls are queued behind 16 workers. The client-side bucket must keep the portal from
 // refusing anything, and each call must take at most 3 requests once the user cache is warm.
 func TestRateLimitedBacklog(t *testing.T) {
 	rps := 100.0
@@ -147,7 +147,7 @@ func TestRateLimitedBacklog(t *testing.T) {
 	}
 	before := f.State()
 	start := time.Now()
-	errs := deliverAll(e.a, recs, 8)
+	errs := deliverAll(e.a, recs, 16)
 	elapsed := time.Since(start)
 	for _, err := range errs {
 		t.Error(err)

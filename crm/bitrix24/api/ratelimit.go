@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"io"
 	"math"
 	"net/http"
 	"sync"
@@ -13,12 +14,16 @@ import (
 // cards, routing look-ups) may use every slot; other requests leave Reserve slots for them, so a
 // backlog of deliveries never delays a ringing card by more than a refill interval.
 //
+// Normal requests queue in arrival order (a channel semaphore), so that none starves behind
+// later ones; priority requests bypass the queue.
+//
 // A Bucket is safe for concurrent use; waiting is bounded by the request context.
 type Bucket struct {
 	rate    float64 // slots per second
 	burst   float64
 	reserve float64
 	now     func() time.Time
+	queue   chan struct{} // held by the normal request at the head of the queue
 
 	mu     sync.Mutex
 	tokens float64
@@ -39,7 +44,8 @@ func NewBucket(rate float64, burst, reserve int, now func() time.Time) *Bucket {
 	if rate <= 0 {
 		rate = 1
 	}
-	return &Bucket{rate: rate, burst: float64(burst), reserve: float64(reserve), now: now, tokens: float64(burst), last: now()}
+	return &Bucket{rate: rate, burst: float64(burst), reserve: float64(reserve), now: now, tokens: float64(burst), last: now(),
+		queue: make(chan struct{}, 1)}
 }
 
 // take consumes one slot if the priority class may have it, else returns how long until it may.
@@ -70,6 +76,16 @@ func (b *Bucket) take(priority bool) time.Duration {
 // slot, it returns a *LimitError at once instead of sleeping until the deadline.
 func (b *Bucket) Wait(ctx context.Context, priority bool) (time.Duration, error) {
 	var waited time.Duration
+	if !priority {
+		start := time.Now()
+		select {
+		case b.queue <- struct{}{}:
+		case <-ctx.Done():
+			return time.Since(start), ctx.Err()
+		}
+		defer func() { <-b.queue }()
+		waited = time.Since(start)
+	}
 	for {
 		if err := ctx.Err(); err != nil {
 			return waited, err
@@ -114,9 +130,15 @@ func hasPriority(ctx context.Context) bool {
 
 // Limiter is an http.RoundTripper that takes a slot from a Bucket before every request, so
 // that every attempt (including the short retries of crm/internal/httpclient) is counted.
+//
+// The time spent waiting for a slot must not count against the attempt's timeout: give the
+// http.Client around it a timeout long enough for the queue (or none) and set AttemptTimeout,
+// which starts when the request is actually sent.
 type Limiter struct {
 	Next   http.RoundTripper
 	Bucket *Bucket
+	// AttemptTimeout bounds one request from the moment its slot was granted (0: none).
+	AttemptTimeout time.Duration
 	// OnWait, when set, is told how long each request waited for its slot.
 	OnWait func(time.Duration)
 }
@@ -137,5 +159,27 @@ func (l *Limiter) RoundTrip(req *http.Request) (*http.Response, error) {
 	if next == nil {
 		next = http.DefaultTransport
 	}
-	return next.RoundTrip(req)
+	if l.AttemptTimeout <= 0 {
+		return next.RoundTrip(req)
+	}
+	ctx, cancel := context.WithTimeout(req.Context(), l.AttemptTimeout)
+	resp, err := next.RoundTrip(req.WithContext(ctx))
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	resp.Body = &cancelBody{ReadCloser: resp.Body, cancel: cancel}
+	return resp, nil
+}
+
+// cancelBody releases the attempt's context when the body is closed.
+type cancelBody struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (b *cancelBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.cancel()
+	return err
 }
