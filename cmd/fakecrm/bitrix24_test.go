@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -48,11 +49,15 @@ func TestBitrix24Kind(t *testing.T) {
 	}
 	srv := httptest.NewServer(h)
 	defer srv.Close()
-	resp, err := http.Get(srv.URL + "/_fake/state")
+	req, err := http.NewRequestWithContext(context.Background(), http.MethodGet, srv.URL+"/_fake/state", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
+	resp, err := srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = resp.Body.Close() }()
 	var s map[string]any
 	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil || s["requests"] == nil {
 		t.Fatalf("state %v %v", s, err)

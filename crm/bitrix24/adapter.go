@@ -25,7 +25,7 @@ import (
 const Type = "bitrix24"
 
 // tokenFile is the name of the OAuth token file in the instance's state directory.
-const tokenFile = "bitrix24-tokens.json"
+const tokenFile = "bitrix24-tokens.json" //nolint:gosec // a file name, not a credential
 
 const (
 	userAgent = "pbxbridge-bitrix24"

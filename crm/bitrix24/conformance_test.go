@@ -13,6 +13,7 @@ func TestConformance(t *testing.T) {
 	var cur *env
 	crmtest.Run(t, crmtest.Harness{
 		New: func(t *testing.T) (crm.Adapter, crmtest.Controller) {
+			t.Helper()
 			f := crmtest.StartBitrix24(t)
 			cur = newEnv(t, f)
 			return cur.a, f

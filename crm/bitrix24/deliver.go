@@ -288,7 +288,7 @@ func (a *Adapter) attachRecording(ctx context.Context, rec *callmodel.Record, st
 			}
 			return fmt.Errorf("opening recording: %w", oerr)
 		}
-		defer f.Close()
+		defer func() { _ = f.Close() }()
 		if n := f.Name(); n != "" {
 			name = n
 		}

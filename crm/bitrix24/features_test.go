@@ -199,8 +199,7 @@ func TestRecordingModes(t *testing.T) {
 	})
 	t.Run("url", func(t *testing.T) {
 		f := crmtest.StartBitrix24(t)
-		var e *env
-		e = newEnv(t, f, func(p *crm.Params, c *Config) {
+		e := newEnv(t, f, func(p *crm.Params, c *Config) {
 			c.Recordings.Mode = RecordingURL
 			p.Recordings = dirRecordings{dir: p.Recordings.(dirRecordings).dir, baseURL: f.URL() + "/_fake/state#"}
 		})
@@ -279,7 +278,7 @@ func TestProbe(t *testing.T) {
 	})
 	t.Run("webhook", func(t *testing.T) {
 		f := crmtest.StartBitrix24(t, crmtest.B24Webhook(1, "s3cr3t", "crm,telephony,user"))
-		e := newEnv(t, f, func(p *crm.Params, c *Config) {
+		e := newEnv(t, f, func(_ *crm.Params, c *Config) {
 			c.Auth = AuthConfig{Mode: AuthWebhook, WebhookURL: config.NewSecret(f.URL() + "/rest/1/s3cr3t/")}
 		})
 		cs := e.a.Probe(ctx)
@@ -294,7 +293,7 @@ func TestProbe(t *testing.T) {
 	})
 	t.Run("wrong webhook", func(t *testing.T) {
 		f := crmtest.StartBitrix24(t, crmtest.B24Webhook(1, "s3cr3t", "crm,telephony,user"))
-		e := newEnv(t, f, func(p *crm.Params, c *Config) {
+		e := newEnv(t, f, func(_ *crm.Params, c *Config) {
 			c.Auth = AuthConfig{Mode: AuthWebhook, WebhookURL: config.NewSecret(f.URL() + "/rest/1/wrong/")}
 		})
 		c := find(e.a.Probe(ctx), "authorisation")
@@ -316,7 +315,7 @@ func TestProbe(t *testing.T) {
 // applications, a delivery is an auth problem (queued), with the reason in the status.
 func TestWebhookModeTelephony(t *testing.T) {
 	f := crmtest.StartBitrix24(t, crmtest.B24Webhook(1, "s3cr3t", "crm,telephony,user"))
-	e := newEnv(t, f, func(p *crm.Params, c *Config) {
+	e := newEnv(t, f, func(_ *crm.Params, c *Config) {
 		c.Auth = AuthConfig{Mode: AuthWebhook, WebhookURL: config.NewSecret(f.URL() + "/rest/1/s3cr3t/")}
 	})
 	err := e.a.Deliver(context.Background(), answeredInbound(e, "1795310000.1", "101"))

@@ -2,6 +2,7 @@ package bitrix24
 
 import (
 	"bytes"
+	"context"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -19,7 +20,7 @@ func FuzzServeEvent(f *testing.F) {
 	token := []byte(fake.ApplicationToken())
 	f.Fuzz(func(t *testing.T, body []byte) {
 		body = bytes.ReplaceAll(body, []byte("TOKEN"), token)
-		req := httptest.NewRequest(http.MethodPost, "/crm/b24/events", bytes.NewReader(body))
+		req := httptest.NewRequestWithContext(context.Background(), http.MethodPost, "/crm/b24/events", bytes.NewReader(body))
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 		w := httptest.NewRecorder()
 		e.a.serveEvent(w, req)

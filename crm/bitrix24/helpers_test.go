@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"sort"
@@ -86,7 +87,7 @@ func (d dirRecordings) Open(path string) (crm.Recording, error) {
 	}
 	st, err := f.Stat()
 	if err != nil {
-		f.Close()
+		_ = f.Close()
 		return nil, err
 	}
 	return &fileRecording{File: f, size: st.Size()}, nil
@@ -101,12 +102,12 @@ func (f *fileRecording) Size() int64  { return f.size }
 func (f *fileRecording) Name() string { return filepath.Base(f.File.Name()) }
 
 // writeWAV writes a recording of n bytes (a RIFF header and silence).
-func writeWAV(t testing.TB, dir, name string, n int) {
-	t.Helper()
+func writeWAV(tb testing.TB, dir, name string, n int) {
+	tb.Helper()
 	b := make([]byte, n)
 	copy(b, "RIFF\x00\x00\x00\x00WAVEfmt ")
 	if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 }
 
@@ -172,9 +173,9 @@ func testConfig(f *crmtest.Bitrix24) *Config {
 
 // newEnv builds an adapter on fake f, authorised with tokens the fake issued (written to the
 // state directory as an installation would leave them).
-func newEnv(t testing.TB, f *crmtest.Bitrix24, opts ...envOpt) *env {
-	t.Helper()
-	e := &env{t: t, fake: f, store: newMemStore(), recs: t.TempDir(), orig: newOriginator(), reg: prometheus.NewRegistry(), state: t.TempDir()}
+func newEnv(tb testing.TB, f *crmtest.Bitrix24, opts ...envOpt) *env {
+	tb.Helper()
+	e := &env{t: tb, fake: f, store: newMemStore(), recs: tb.TempDir(), orig: newOriginator(), reg: prometheus.NewRegistry(), state: tb.TempDir()}
 	cfg := testConfig(f)
 	var handler atomic.Pointer[http.ServeMux]
 	e.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -184,7 +185,7 @@ func newEnv(t testing.TB, f *crmtest.Bitrix24, opts ...envOpt) *env {
 		}
 		http.NotFound(w, r)
 	}))
-	t.Cleanup(e.srv.Close)
+	tb.Cleanup(e.srv.Close)
 	p := crm.Params{
 		Name: "b24", Type: Type, Config: cfg, Metrics: e.reg, StateDir: e.state, Calls: e.store,
 		Originator: e.orig, Recordings: dirRecordings{dir: e.recs}, RouteURL: e.srv.URL + "/crm/b24",
@@ -202,12 +203,12 @@ func newEnv(t testing.TB, f *crmtest.Bitrix24, opts ...envOpt) *env {
 			Scope: tok.Scope, ApplicationToken: tok.ApplicationToken, ClientEndpoint: tok.ClientEndpoint,
 		})
 		if err != nil {
-			t.Fatal(err)
+			tb.Fatal(err)
 		}
 	}
 	a, err := New(p)
 	if err != nil {
-		t.Fatalf("New: %v", err)
+		tb.Fatalf("New: %v", err)
 	}
 	e.a = a
 	mux := http.NewServeMux()
@@ -216,7 +217,7 @@ func newEnv(t testing.TB, f *crmtest.Bitrix24, opts ...envOpt) *env {
 		mux.Handle(method+" /crm/b24"+path, r.Handler)
 	}
 	handler.Store(mux)
-	t.Cleanup(func() {
+	tb.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = a.Close(ctx)
@@ -296,4 +297,26 @@ var _ = fmt.Sprint
 
 func decodeJSON(resp *http.Response, v any) error {
 	return json.NewDecoder(resp.Body).Decode(v)
+}
+
+// httpDo sends a request with a context (tests never use the context-less helpers).
+func httpDo(tb testing.TB, method, u, contentType string, body io.Reader) *http.Response {
+	tb.Helper()
+	req, err := http.NewRequestWithContext(context.Background(), method, u, body)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return resp
+}
+
+func postForm(tb testing.TB, u string, form url.Values) *http.Response {
+	tb.Helper()
+	return httpDo(tb, http.MethodPost, u, "application/x-www-form-urlencoded", strings.NewReader(form.Encode()))
 }

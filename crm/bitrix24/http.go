@@ -116,6 +116,9 @@ func (a *Adapter) serveInstall(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "cannot store the tokens", http.StatusInternalServerError)
 		return
 	}
+	// Bitrix24 drops event handlers when an application is reinstalled: bind them again.
+	a.requestSetup()
+	a.users.kick()
 	a.log.Info("bitrix24 application installed", "domain", t.Domain, "member_id", t.MemberID, "scope", t.Scope)
 	_, _ = io.WriteString(w, "ok\n")
 }

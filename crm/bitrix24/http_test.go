@@ -137,13 +137,8 @@ func TestClickToCallWrongToken(t *testing.T) {
 	time.Sleep(50 * time.Millisecond)
 	mustf(t, len(e.orig.requests()) == 0, "originated %+v", e.orig.requests())
 	// A malformed body is a 400, not a panic.
-	req, _ := http.NewRequest(http.MethodPost, e.srv.URL+"/crm/b24/events", strings.NewReader("data[PHONE=%zz"))
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
+	resp := httpDo(t, http.MethodPost, e.srv.URL+"/crm/b24/events", "application/x-www-form-urlencoded", strings.NewReader("data[PHONE=%zz"))
+	_ = resp.Body.Close()
 	mustf(t, resp.StatusCode == http.StatusBadRequest, "malformed body: http %d", resp.StatusCode)
 }
 
@@ -230,18 +225,12 @@ func TestInstall(t *testing.T) {
 	// A forged installation (tokens the portal does not know).
 	form := url.Values{"event": {"ONAPPINSTALL"}, "auth[access_token]": {"forged"}, "auth[refresh_token]": {"forged"},
 		"auth[domain]": {f.Domain()}, "auth[member_id]": {"x"}, "auth[application_token]": {"y"}}
-	resp, err := http.PostForm(install+"?key=k3y", form)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
+	resp := postForm(t, install+"?key=k3y", form)
+	_ = resp.Body.Close()
 	mustf(t, resp.StatusCode == http.StatusUnauthorized, "forged install: http %d", resp.StatusCode)
 	form.Set("auth[domain]", "evil.bitrix24.com")
-	resp, err = http.PostForm(install+"?key=k3y", form)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
+	resp = postForm(t, install+"?key=k3y", form)
+	_ = resp.Body.Close()
 	mustf(t, resp.StatusCode == http.StatusForbidden, "foreign portal: http %d", resp.StatusCode)
 	mustf(t, e.a.Status().Auth == "missing", "status %+v", e.a.Status())
 
@@ -259,11 +248,8 @@ func TestInstall(t *testing.T) {
 	mustf(t, f.Logged(rec.Key()) == 1, "call not delivered after install")
 
 	// Uninstall with the right application token.
-	resp, err = http.PostForm(install+"?key=k3y", url.Values{"event": {"ONAPPUNINSTALL"}, "auth[application_token]": {f.ApplicationToken()}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
+	resp = postForm(t, install+"?key=k3y", url.Values{"event": {"ONAPPUNINSTALL"}, "auth[application_token]": {f.ApplicationToken()}})
+	_ = resp.Body.Close()
 	mustf(t, resp.StatusCode == http.StatusOK && e.a.Status().Auth == "missing", "after uninstall: http %d, %+v", resp.StatusCode, e.a.Status())
 }
 
@@ -286,11 +272,8 @@ func TestReauthorize(t *testing.T) {
 	mustf(t, testutil.ToFloat64(e.a.m.reauthorize) == 1, "reauthorize gauge not set")
 
 	// The admin follows the connect URL; the fake portal redirects to our callback.
-	resp, err := followAuthorize(f, e.srv.URL+"/crm/b24/oauth/callback", st.ConnectURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mustf(t, resp == http.StatusOK, "callback answered http %d", resp)
+	code := followAuthorize(t, f, e.srv.URL+"/crm/b24/oauth/callback", st.ConnectURL)
+	mustf(t, code == http.StatusOK, "callback answered http %d", code)
 	mustf(t, e.a.Status().Auth == "ok", "status after re-authorisation %+v", e.a.Status())
 	e.deliver(rec)
 	mustf(t, f.Logged(rec.Key()) == 1, "call not delivered after re-authorisation")
@@ -298,27 +281,22 @@ func TestReauthorize(t *testing.T) {
 
 // followAuthorize plays the browser: it asks the fake portal for a code and calls our redirect
 // URI with it, the way the portal's redirect would.
-func followAuthorize(f *crmtest.Bitrix24, redirect, connect string) (int, error) {
+func followAuthorize(t *testing.T, f *crmtest.Bitrix24, redirect, connect string) int {
+	t.Helper()
 	u, err := url.Parse(connect)
 	if err != nil {
-		return 0, err
+		t.Fatal(err)
 	}
-	resp, err := http.Get(connect)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
+	resp := httpDo(t, http.MethodGet, connect, "", nil)
+	defer func() { _ = resp.Body.Close() }()
 	var body struct {
 		Code string `json:"code"`
 	}
 	if err := decodeJSON(resp, &body); err != nil {
-		return 0, err
+		t.Fatal(err)
 	}
 	v := url.Values{"code": {body.Code}, "state": {u.Query().Get("state")}, "domain": {f.Domain()}, "member_id": {f.MemberID()}}
-	resp2, err := http.Get(redirect + "?" + v.Encode())
-	if err != nil {
-		return 0, err
-	}
-	resp2.Body.Close()
-	return resp2.StatusCode, nil
+	resp2 := httpDo(t, http.MethodGet, redirect+"?"+v.Encode(), "", nil)
+	_ = resp2.Body.Close()
+	return resp2.StatusCode
 }

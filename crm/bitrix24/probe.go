@@ -191,7 +191,8 @@ func missingScopes(have string, need []string) []string {
 	}
 	var out []string
 	for _, n := range need {
-		if !got[n] && !(n == "user" && (got["user_basic"] || got["user_brief"])) {
+		basic := n == "user" && (got["user_basic"] || got["user_brief"])
+		if !got[n] && !basic {
 			out = append(out, n)
 		}
 	}
@@ -262,11 +263,10 @@ func (a *Adapter) mappingChecks() []crm.Check {
 		sort.Strings(d)
 		out = append(out, crm.Check{Name: "duplicate extensions", OK: false, Detail: strings.Join(d, "; ")})
 	}
-	switch def := a.cfg.Users.DefaultUserID; {
-	case def == 0:
+	if def := a.cfg.Users.DefaultUserID; def == 0 {
 		out = append(out, crm.Check{Name: "default user", OK: false,
 			Detail: "users.default_user_id is not set: calls of extensions without a Bitrix24 user will be refused"})
-	default:
+	} else {
 		if u, ok := byID[def]; !ok || !u.Active {
 			out = append(out, crm.Check{Name: "default user", OK: false,
 				Detail: fmt.Sprintf("users.default_user_id %d is not an active Bitrix24 user", def)})

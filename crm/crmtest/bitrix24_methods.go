@@ -3,6 +3,7 @@ package crmtest
 import (
 	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -59,9 +60,9 @@ func (f *Bitrix24) call(c b24Caller, method string, p b24Params) (any, int, int,
 	var download []byte
 	if method == "telephony.externalcall.attachrecord" {
 		if u := p.str("RECORD_URL"); u != "" {
-			b, err := b24Download(u)
-			if err != nil {
-				return nil, 0, 0, b24Core(err.Error())
+			b, status, ok := b24Download(u)
+			if !ok {
+				return nil, 0, 0, b24Core(fmt.Sprintf("Server returns HTTP error code %d", status))
 			}
 			download = b
 		}
@@ -325,22 +326,25 @@ func (f *Bitrix24) finish(p b24Params) (any, error) {
 	}, nil
 }
 
-func b24Download(u string) ([]byte, error) {
+// b24Download fetches a RECORD_URL as the portal would; on failure it returns the HTTP status
+// the portal reports (0 when no answer came).
+func b24Download(u string) ([]byte, int, bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil) //nolint:gosec // the fake portal downloads RECORD_URL like the real one
 	if err != nil {
-		return nil, fmt.Errorf("Server returns HTTP error code 0")
+		return nil, 0, false
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := http.DefaultClient.Do(req) //nolint:gosec // see above
 	if err != nil {
-		return nil, fmt.Errorf("Server returns HTTP error code 0")
+		return nil, 0, false
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("Server returns HTTP error code %d", resp.StatusCode)
+		return nil, resp.StatusCode, false
 	}
-	return io.ReadAll(io.LimitReader(resp.Body, b24MaxBody))
+	b, err := io.ReadAll(io.LimitReader(resp.Body, b24MaxBody))
+	return b, resp.StatusCode, err == nil
 }
 
 func b24GoodExt(name string) bool {
@@ -790,8 +794,8 @@ func (f *Bitrix24) batch(c b24Caller, p b24Params) (any, error) {
 		start := f.now()
 		r, total, next, cerr := f.call(c, method, cp)
 		if cerr != nil {
-			be, ok := cerr.(*b24Err)
-			if !ok {
+			var be *b24Err
+			if !errors.As(cerr, &be) {
 				be = &b24Err{500, "INTERNAL_SERVER_ERROR", cerr.Error()}
 			}
 			errs[k] = map[string]string{"error": be.code, "error_description": be.desc}

@@ -2,6 +2,7 @@ package crmtest
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"mime"
@@ -39,7 +40,7 @@ func b24ReadParams(r *http.Request) (b24Params, map[string][]byte, error) {
 		vals := url.Values{}
 		for {
 			part, err := mr.NextPart()
-			if err == io.EOF {
+			if errors.Is(err, io.EOF) {
 				break
 			}
 			if err != nil {

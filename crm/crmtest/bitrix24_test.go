@@ -2,6 +2,7 @@ package crmtest
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -32,11 +33,8 @@ func post(t *testing.T, u string, body any) b24Resp {
 		j, _ := json.Marshal(b)
 		rd = bytes.NewReader(j)
 	}
-	resp, err := http.Post(u, ct, rd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
+	resp := do(t, http.MethodPost, u, ct, rd)
+	defer func() { _ = resp.Body.Close() }()
 	var m map[string]any
 	if err := json.NewDecoder(resp.Body).Decode(&m); err != nil {
 		t.Fatalf("%s: body is not JSON: %v", u, err)
@@ -54,13 +52,10 @@ func TestB24Routing(t *testing.T) {
 		t.Fatalf("user.get: %+v", r)
 	}
 	// GET with the auth in the query string.
-	resp, err := http.Get(f.URL() + "/rest/user.get?auth=" + tok.AccessToken + "&FILTER[ID]=1270")
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp := do(t, http.MethodGet, f.URL()+"/rest/user.get?auth="+tok.AccessToken+"&FILTER[ID]=1270", "", nil)
 	var m map[string]any
 	_ = json.NewDecoder(resp.Body).Decode(&m)
-	resp.Body.Close()
+	_ = resp.Body.Close()
 	if us, _ := m["result"].([]any); len(us) != 1 {
 		t.Fatalf("GET user.get: %v", m)
 	}
@@ -184,11 +179,11 @@ func TestB24TelephonyStateMachine(t *testing.T) {
 	fw, _ := mw.CreateFormFile("file", "a.mp3")
 	_, _ = fw.Write(make([]byte, 1234))
 	_ = mw.Close()
-	resp, err := http.Post(up, mw.FormDataContentType(), &buf)
-	if err != nil || resp.StatusCode != 200 {
-		t.Fatalf("upload: %v %v", resp, err)
+	resp := do(t, http.MethodPost, up, mw.FormDataContentType(), &buf)
+	if resp.StatusCode != 200 {
+		t.Fatalf("upload: %v", resp)
 	}
-	resp.Body.Close()
+	_ = resp.Body.Close()
 	s := f.State()
 	c := s.Calls[0]
 	if c.Record == nil || c.Record.Mode != "upload" || c.Record.Size != 1234 || c.State != "finished" || c.AddToChat != "0" {
@@ -275,11 +270,8 @@ func TestB24OAuth(t *testing.T) {
 		if v.Get("client_secret") == "" {
 			v.Set("client_secret", f.ClientSecret())
 		}
-		resp, err := http.Get(f.URL() + "/oauth/token/?" + v.Encode())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
+		resp := do(t, http.MethodGet, f.URL()+"/oauth/token/?"+v.Encode(), "", nil)
+		defer func() { _ = resp.Body.Close() }()
 		var m map[string]any
 		_ = json.NewDecoder(resp.Body).Decode(&m)
 		return resp.StatusCode, m
@@ -295,13 +287,10 @@ func TestB24OAuth(t *testing.T) {
 		t.Fatalf("bad secret: %d %v", st, m)
 	}
 	// Authorisation codes live 30 s.
-	resp, err := http.Get(f.URL() + "/oauth/authorize/?client_id=" + f.ClientID())
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp := do(t, http.MethodGet, f.URL()+"/oauth/authorize/?client_id="+f.ClientID(), "", nil)
 	var c struct{ Code string }
 	_ = json.NewDecoder(resp.Body).Decode(&c)
-	resp.Body.Close()
+	_ = resp.Body.Close()
 	mu.Lock()
 	now = now.Add(31 * time.Second)
 	mu.Unlock()
@@ -315,27 +304,40 @@ func TestB24OAuth(t *testing.T) {
 
 func TestB24ControlEndpoints(t *testing.T) {
 	f := StartBitrix24(t)
-	resp, err := http.Post(f.URL()+"/_fake/faults", "application/json", strings.NewReader(`{"latency":"5ms","rate_limit_rps":2,"rate_limit_burst":50,"reuse_call_id":true}`))
-	if err != nil || resp.StatusCode != 200 {
-		t.Fatalf("faults: %v %v", resp, err)
+	resp := do(t, http.MethodPost, f.URL()+"/_fake/faults", "application/json", strings.NewReader(`{"latency":"5ms","rate_limit_rps":2,"rate_limit_burst":50,"reuse_call_id":true}`))
+	if resp.StatusCode != 200 {
+		t.Fatalf("faults: %v", resp)
 	}
-	resp.Body.Close()
+	_ = resp.Body.Close()
 	x := f.Faults()
 	if x.Latency != 5*time.Millisecond || x.RateLimitRPS != 2 || !x.ReuseCallID || !x.TelephonyAppOnly {
 		t.Fatalf("faults after a partial update: %+v", x)
 	}
-	resp, _ = http.Post(f.URL()+"/_fake/faults", "application/json", strings.NewReader(`{"nope":1}`))
+	resp = do(t, http.MethodPost, f.URL()+"/_fake/faults", "application/json", strings.NewReader(`{"nope":1}`))
 	if resp.StatusCode != 400 {
 		t.Fatalf("unknown fault accepted: %d", resp.StatusCode)
 	}
-	resp.Body.Close()
-	resp, err = http.Get(f.URL() + "/_fake/state")
-	if err != nil {
-		t.Fatal(err)
-	}
+	_ = resp.Body.Close()
+	resp = do(t, http.MethodGet, f.URL()+"/_fake/state", "", nil)
 	var s B24State
 	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil || len(s.Users) != 5 || s.Calls == nil {
 		t.Fatalf("state: %+v %v", s, err)
 	}
-	resp.Body.Close()
+	_ = resp.Body.Close()
+}
+
+func do(t *testing.T, method, u, contentType string, body io.Reader) *http.Response {
+	t.Helper()
+	req, err := http.NewRequestWithContext(context.Background(), method, u, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp
 }

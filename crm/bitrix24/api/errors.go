@@ -9,6 +9,8 @@ import (
 
 // Bitrix24 error codes the client and the adapter act on (crm-apis.md A.1.3). Codes arrive in
 // upper and lower case: compare them with IsCode.
+//
+//nolint:gosec // error codes, not credentials
 const (
 	CodeExpiredToken       = "expired_token"
 	CodeInvalidToken       = "invalid_token"

@@ -125,7 +125,7 @@ func (s *TokenSource) Refresh(ctx context.Context, stale string) error {
 		f := &flight{done: make(chan struct{})}
 		s.inflight = f
 		refresh := s.tok.RefreshToken
-		go s.runRefresh(f, refresh)
+		go s.runRefresh(f, refresh) //nolint:gosec // deliberately detached: a rotated token must be saved even if the caller gives up
 	}
 	f := s.inflight
 	s.mu.Unlock()

@@ -35,7 +35,7 @@ type TokenFile struct{ Path string }
 
 // Load reads the file; a missing file yields (nil, nil).
 func (f TokenFile) Load() (*Tokens, error) {
-	b, err := os.ReadFile(f.Path)
+	b, err := os.ReadFile(f.Path) //nolint:gosec // the path is the instance's state directory
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
@@ -51,7 +51,7 @@ func (f TokenFile) Load() (*Tokens, error) {
 
 // Save replaces the file with t.
 func (f TokenFile) Save(t *Tokens) error {
-	b, err := json.MarshalIndent(t, "", "  ")
+	b, err := json.MarshalIndent(t, "", "  ") //nolint:gosec // the token file is where tokens belong (0600)
 	if err != nil {
 		return fmt.Errorf("encoding tokens: %w", err)
 	}
@@ -89,11 +89,11 @@ func WriteFileAtomic(path string, data []byte, mode os.FileMode) (err error) {
 	if err = os.Rename(tmp.Name(), path); err != nil {
 		return fmt.Errorf("writing %s: %w", path, err)
 	}
-	d, err := os.Open(dir)
+	d, err := os.Open(dir) //nolint:gosec // the directory of the file being written
 	if err != nil {
 		return fmt.Errorf("syncing %s: %w", dir, err)
 	}
-	defer d.Close()
+	defer func() { _ = d.Close() }()
 	if err = d.Sync(); err != nil {
 		return fmt.Errorf("syncing %s: %w", dir, err)
 	}
