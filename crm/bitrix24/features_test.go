@@ -392,3 +392,34 @@ func TestDeliverAfterLostFinish(t *testing.T) {
 }
 
 var _ = callmodel.Answered
+
+// TestMetricsReRegistered: a second adapter on the same registerer (a reload) keeps updating
+// the exported series.
+func TestMetricsReRegistered(t *testing.T) {
+	f := crmtest.StartBitrix24(t)
+	e := newEnv(t, f)
+	e2 := newEnv(t, f, func(p *crm.Params, _ *Config) { p.Metrics = e.reg })
+	e2.deliver(answeredInbound(e2, "1795310300.1", "101"))
+	n, err := testutil.GatherAndCount(e.reg, "pbxbridge_bitrix24_requests_per_call")
+	mustf(t, err == nil && n == 1, "series %d %v", n, err)
+	mustf(t, testutil.ToFloat64(e.a.m.callIDReuse) == 0 && e2.a.m.requestsPerCall == e.a.m.requestsPerCall, "the reloaded adapter does not share the registered collectors")
+}
+
+// TestRegisterAnswerLost: a register that reached the portal but was never recorded (kill -9
+// right after it) is not duplicated: the repeat carries the same EXTERNAL_CALL_ID, number, type,
+// user and line, and the portal's de-duplication answers the same CALL_ID.
+func TestRegisterAnswerLost(t *testing.T) {
+	f := crmtest.StartBitrix24(t)
+	e := newEnv(t, f)
+	sc := scenarios()[0] // inbound_answered
+	e.live(sc.live[0])
+	// The process dies: the call store lost what Live wrote.
+	e2 := newEnv(t, f, func(p *crm.Params, _ *Config) { p.StateDir = e.state }, keepTokens())
+	rec := sc.rec
+	writeWAV(t, e2.recs, baseName(rec.Recording), 1000)
+	e2.deliver(&rec)
+	s := f.State()
+	c := onlyCall(t, s, rec.Key())
+	mustf(t, c.RegisterCount == 2 && c.State == "finished", "call %+v", c)
+	mustf(t, f.Logged(rec.Key()) == 1, "logged %d times", f.Logged(rec.Key()))
+}

@@ -131,6 +131,9 @@ func keepTokens() envOpt { return func(p *crm.Params, _ *Config) { p.Type = "kee
 // slot lasts 25 ms, less than the scheduling hiccups of a loaded shared test machine, so the
 // client's burst is 30 instead of 50, keeping 500 ms of margin as the defaults keep 3 s at 2 req/s.
 func TestRateLimitedBacklog(t *testing.T) {
+	if testing.Short() {
+		t.Skip("takes 15 s (4.6 min with B24_LOAD_RPS=2)")
+	}
 	rps, clientBurst := 40.0, 30
 	if v := os.Getenv("B24_LOAD_RPS"); v != "" {
 		var err error

@@ -63,15 +63,18 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		followUps: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "missed_call_followups_total",
 			Help: "Missed-call follow-ups created (task, todo, lead)."}, []string{"kind"}),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.rateLimited, m.limiterWait, m.refreshes, m.authOK, m.reauthorize,
-		m.unknownExt, m.webhookRejected, m.requestsPerCall, m.callIDReuse, m.clickToCall, m.usersMapped, m.userRefresh,
-		m.live, m.recordings, m.followUps} {
-		if err := reg.Register(c); err != nil {
-			var are prometheus.AlreadyRegisteredError
-			if !errors.As(err, &are) {
-				return nil, err
-			}
-		}
+	var err error
+	reg1 := func(c *prometheus.CounterVec) *prometheus.CounterVec { return register(reg, c, &err) }
+	m.requests, m.rateLimited, m.refreshes = reg1(m.requests), reg1(m.rateLimited), reg1(m.refreshes)
+	m.webhookRejected, m.clickToCall, m.userRefresh = reg1(m.webhookRejected), reg1(m.clickToCall), reg1(m.userRefresh)
+	m.live, m.recordings, m.followUps = reg1(m.live), reg1(m.recordings), reg1(m.followUps)
+	m.limiterWait = register(reg, m.limiterWait, &err)
+	m.requestsPerCall = register(reg, m.requestsPerCall, &err)
+	m.authOK, m.reauthorize, m.usersMapped = register(reg, m.authOK, &err), register(reg, m.reauthorize, &err), register(reg, m.usersMapped, &err)
+	m.unknownExt = register(reg, m.unknownExt, &err)
+	m.callIDReuse = register(reg, m.callIDReuse, &err)
+	if err != nil {
+		return nil, err
 	}
 	return m, nil
 }
@@ -88,4 +91,24 @@ func resultLabel(code string) string {
 		return strings.ToLower(code)
 	}
 	return "other"
+}
+
+// register registers c; when an equal collector is already registered (a configuration reload
+// building the connector again on the same registerer) it returns that one, so the exported
+// series keep moving. The first other error is kept in *errp.
+func register[T prometheus.Collector](reg prometheus.Registerer, c T, errp *error) T {
+	err := reg.Register(c)
+	if err == nil {
+		return c
+	}
+	var are prometheus.AlreadyRegisteredError
+	if errors.As(err, &are) {
+		if existing, ok := are.ExistingCollector.(T); ok {
+			return existing
+		}
+	}
+	if *errp == nil {
+		*errp = err
+	}
+	return c
 }
