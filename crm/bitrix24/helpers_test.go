@@ -11,7 +11,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -23,48 +22,22 @@ import (
 	"github.com/pbxbridge/pbxbridge/asterisk"
 	"github.com/pbxbridge/pbxbridge/connector/callmodel"
 	"github.com/pbxbridge/pbxbridge/connector/config"
+	"github.com/pbxbridge/pbxbridge/connector/outbox"
 	"github.com/pbxbridge/pbxbridge/crm"
 	"github.com/pbxbridge/pbxbridge/crm/bitrix24/api"
 	"github.com/pbxbridge/pbxbridge/crm/crmtest"
 )
 
-// memStore is an in-memory crm.CallStore (the durable one lives in the daemon's outbox).
-type memStore struct {
-	mu sync.Mutex
-	m  map[string]string
-}
-
-func newMemStore() *memStore { return &memStore{m: map[string]string{}} }
-
-func (s *memStore) Get(ctx context.Context, key, field string) (string, bool, error) {
-	if err := ctx.Err(); err != nil {
-		return "", false, err
+// newCallStore opens a real outbox database in a temporary directory and returns the call
+// state of connector "b24" (what the daemon gives the adapter).
+func newCallStore(tb testing.TB) crm.CallStore {
+	tb.Helper()
+	st, err := outbox.Open(context.Background(), filepath.Join(tb.TempDir(), "outbox.db"), outbox.Options{})
+	if err != nil {
+		tb.Fatal(err)
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	v, ok := s.m[key+"\x00"+field]
-	return v, ok, nil
-}
-
-func (s *memStore) Set(ctx context.Context, key, field, value string) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.m[key+"\x00"+field] = value
-	return nil
-}
-
-func (s *memStore) dump() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var lines []string
-	for k, v := range s.m {
-		lines = append(lines, strings.ReplaceAll(k, "\x00", " ")+"="+v)
-	}
-	sort.Strings(lines)
-	return strings.Join(lines, "\n")
+	tb.Cleanup(func() { _ = st.Close() })
+	return st.CallState("b24")
 }
 
 // dirRecordings serves recordings from a directory (recording paths are mapped by base name).
@@ -147,7 +120,7 @@ type env struct {
 	t     testing.TB
 	fake  *crmtest.Bitrix24
 	a     *Adapter
-	store *memStore
+	store crm.CallStore
 	recs  string // recordings directory
 	orig  *originator
 	reg   *prometheus.Registry
@@ -175,7 +148,7 @@ func testConfig(f *crmtest.Bitrix24) *Config {
 // state directory as an installation would leave them).
 func newEnv(tb testing.TB, f *crmtest.Bitrix24, opts ...envOpt) *env {
 	tb.Helper()
-	e := &env{t: tb, fake: f, store: newMemStore(), recs: tb.TempDir(), orig: newOriginator(), reg: prometheus.NewRegistry(), state: tb.TempDir()}
+	e := &env{t: tb, fake: f, store: newCallStore(tb), recs: tb.TempDir(), orig: newOriginator(), reg: prometheus.NewRegistry(), state: tb.TempDir()}
 	cfg := testConfig(f)
 	var handler atomic.Pointer[http.ServeMux]
 	e.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
