@@ -26,6 +26,9 @@ func (a *Adapter) Deliver(ctx context.Context, rec *callmodel.Record) error {
 		return nil
 	}
 	key := rec.Key()
+	if digits(rec.Customer) == "" {
+		return crm.Permanent(fmt.Errorf("bitrix24: delivering call %s: the caller's number is unknown (%q): Bitrix24 cannot log a call without one", key, rec.Customer))
+	}
 	ctx, n := withCounter(ctx)
 	unlock, err := a.callLocks.lock(ctx, key)
 	if err != nil {

@@ -9,7 +9,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/pbxbridge/pbxbridge/connector/callmodel"
 	"github.com/pbxbridge/pbxbridge/connector/config"
 	"github.com/pbxbridge/pbxbridge/crm"
 	"github.com/pbxbridge/pbxbridge/crm/crmtest"
@@ -391,8 +390,6 @@ func TestDeliverAfterLostFinish(t *testing.T) {
 	mustf(t, len(f.State().Calls) == 1, "%d calls", len(f.State().Calls))
 }
 
-var _ = callmodel.Answered
-
 // TestMetricsReRegistered: a second adapter on the same registerer (a reload) keeps updating
 // the exported series.
 func TestMetricsReRegistered(t *testing.T) {
@@ -422,4 +419,21 @@ func TestRegisterAnswerLost(t *testing.T) {
 	c := onlyCall(t, s, rec.Key())
 	mustf(t, c.RegisterCount == 2 && c.State == "finished", "call %+v", c)
 	mustf(t, f.Logged(rec.Key()) == 1, "logged %d times", f.Logged(rec.Key()))
+}
+
+// TestAnonymousCaller: a call without a number cannot be logged: a permanent error that says
+// so, no request.
+func TestAnonymousCaller(t *testing.T) {
+	f := crmtest.StartBitrix24(t)
+	e := newEnv(t, f)
+	_, rec := missedCall("1795310400.1", 1795310400)
+	rec.Customer = "anonymous"
+	ev, _ := missedCall("1795310400.1", 1795310400)
+	ev.Customer = ""
+	e.live(ev)
+	err := e.a.Deliver(context.Background(), rec)
+	if c, _ := crm.Classify(err); c != crm.ClassPermanent || !strings.Contains(err.Error(), "number") {
+		t.Fatalf("deliver: %v (%v)", err, c)
+	}
+	mustf(t, totalRequests(f.State()) == 0, "requests %v", f.State().Requests)
 }

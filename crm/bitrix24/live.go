@@ -29,8 +29,8 @@ type liveCall struct {
 // ringing agent, hide from those who stop ringing or did not answer, move on transfer. It is
 // best-effort: a failure leaves the registration to Deliver.
 func (a *Adapter) Live(ctx context.Context, ev *callmodel.Live) error {
-	if ev.Direction != callmodel.Inbound && ev.Direction != callmodel.Outbound {
-		return nil
+	if (ev.Direction != callmodel.Inbound && ev.Direction != callmodel.Outbound) || digits(ev.Customer) == "" {
+		return nil // internal, or an anonymous caller Bitrix24 cannot show
 	}
 	key := ev.Key()
 	ctx = api.WithPriority(ctx)

@@ -2,7 +2,6 @@ package api
 
 import (
 	"encoding/json"
-	"net/http"
 	"testing"
 	"time"
 )
@@ -68,8 +67,6 @@ func FuzzDecodeTokenResponse(f *testing.F) {
 		_, _ = DecodeTokenResponse(status, b)
 	})
 }
-
-var _ = http.StatusOK
 
 func BenchmarkParseEvent(b *testing.B) {
 	body := []byte(clickToCallBody)
