@@ -1,0 +1,385 @@
+package bitrix24
+
+import (
+	_ "embed"
+	"fmt"
+	"net/url"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/pbxbridge/pbxbridge/connector/config"
+	"github.com/pbxbridge/pbxbridge/crm"
+	"github.com/pbxbridge/pbxbridge/crm/bitrix24/api"
+)
+
+// Sample is the documented sample of the bitrix24 type block (configs/pbxbridge.example.yaml
+// carries it; `pbxbridge config sample bitrix24` prints it).
+//
+//go:embed sample.yaml
+var Sample string
+
+// Authentication modes.
+const (
+	AuthOAuth   = "oauth"   // local application (default; required for telephony since 2026)
+	AuthWebhook = "webhook" // legacy inbound webhook
+)
+
+// Config is the bitrix24 block of a connector instance. Defaults come from NewConfig.
+type Config struct {
+	// PortalURL is the portal's base URL, e.g. https://romashka.bitrix24.ru.
+	PortalURL string `yaml:"portal_url"`
+	// OAuthURL is the OAuth server's base URL (default https://oauth.bitrix.info).
+	OAuthURL string `yaml:"oauth_url"`
+	// Timezone renders CALL_START_DATE with its offset (IANA name; default the host's zone).
+	Timezone string `yaml:"timezone"`
+
+	Auth        AuthConfig        `yaml:"auth"`
+	Lines       []LineConfig      `yaml:"lines"`
+	Card        CardConfig        `yaml:"card"`
+	Finish      FinishConfig      `yaml:"finish"`
+	Recordings  RecordingsConfig  `yaml:"recordings"`
+	Users       UsersConfig       `yaml:"users"`
+	MissedCalls MissedCallsConfig `yaml:"missed_calls"`
+	Routing     RoutingConfig     `yaml:"routing"`
+	ClickToCall ClickToCallConfig `yaml:"click_to_call"`
+	RateLimit   RateLimitConfig   `yaml:"rate_limit"`
+	// HTTPTimeout bounds one request attempt.
+	HTTPTimeout time.Duration `yaml:"http_timeout"`
+	// CallIDReuseGuard detects a CALL_ID that Bitrix24 handed out for another call (a platform
+	// bug) and registers the call again with a different de-duplication key.
+	CallIDReuseGuard bool `yaml:"call_id_reuse_guard"`
+}
+
+// AuthConfig selects and configures the authentication mode.
+type AuthConfig struct {
+	Mode string `yaml:"mode"` // oauth | webhook
+	// ClientID and ClientSecret of the local application (oauth mode).
+	ClientID     string        `yaml:"client_id"`
+	ClientSecret config.Secret `yaml:"client_secret"`
+	// InstallKey, when set, must be given as ?key= on the installation URL registered in
+	// Bitrix24 (a second check besides verifying the delivered token with the portal).
+	InstallKey config.Secret `yaml:"install_key"`
+	// WebhookURL is the inbound webhook (webhook mode): https://PORTAL/rest/USER_ID/CODE/.
+	WebhookURL config.Secret `yaml:"webhook_url"`
+	// ApplicationToken verifies events posted by an outgoing webhook (webhook mode); in oauth
+	// mode the token comes with the installation.
+	ApplicationToken config.Secret `yaml:"application_token"`
+}
+
+// LineConfig is an external line registered with telephony.externalLine.add.
+type LineConfig struct {
+	Number        string `yaml:"number"`
+	Name          string `yaml:"name"`
+	CRMAutoCreate bool   `yaml:"crm_auto_create"`
+	// DefaultUserID receives missed calls and follow-ups of this line when nobody else is found.
+	DefaultUserID int `yaml:"default_user_id"`
+}
+
+// CardConfig controls the incoming-call card.
+type CardConfig struct {
+	// Enabled registers calls while they ring (live). When false, calls are registered at
+	// delivery, after they ended, with SHOW=0.
+	Enabled      bool `yaml:"enabled"`
+	ShowInbound  bool `yaml:"show_inbound"`
+	ShowOutbound bool `yaml:"show_outbound"`
+	// CRMCreate asks Bitrix24 to create a lead (or deal) for unknown numbers at registration.
+	CRMCreate bool   `yaml:"crm_create"`
+	CRMSource string `yaml:"crm_source"`
+}
+
+// Finish-user policies.
+const (
+	FinishUserLastLeg     = "last_leg"
+	FinishUserFirstAnswer = "first_answer"
+)
+
+// FinishConfig controls telephony.externalCall.finish.
+type FinishConfig struct {
+	// User is whose call it is: last_leg (the employee who talked last, after transfers) or
+	// first_answer.
+	User      string `yaml:"user"`
+	AddToChat bool   `yaml:"add_to_chat"`
+}
+
+// Recording modes.
+const (
+	RecordingUpload = "upload" // send the file (content, or two-step upload above MaxUpload)
+	RecordingURL    = "url"    // give the portal a signed link (needs http.public_url)
+)
+
+// RecordingsConfig controls attachRecord.
+type RecordingsConfig struct {
+	Attach bool   `yaml:"attach"`
+	Mode   string `yaml:"mode"`
+	// ContentMaxBytes: files up to this size go Base64 inside one request; bigger ones use the
+	// two-step upload URL.
+	ContentMaxBytes int64 `yaml:"content_max_bytes"`
+	// MaxBytes: bigger files are not attached (a warning in the call timeline).
+	MaxBytes int64 `yaml:"max_bytes"`
+	// Wait: if the file is missing when the call is delivered, retry for this long after the
+	// call ended before giving up on the recording.
+	Wait time.Duration `yaml:"wait"`
+}
+
+// UsersConfig maps extensions to Bitrix24 users.
+type UsersConfig struct {
+	// CacheTTL: how long the extension→user map (from UF_PHONE_INNER) is trusted; it is
+	// refreshed in the background before it expires.
+	CacheTTL time.Duration `yaml:"cache_ttl"`
+	// Map overrides UF_PHONE_INNER: extension → user id.
+	Map map[string]int `yaml:"map"`
+	// DefaultUserID takes calls of extensions no user has (0: such calls fail permanently).
+	DefaultUserID int `yaml:"default_user_id"`
+}
+
+// Missed-call follow-up kinds.
+const (
+	FollowUpNone = "none"
+	FollowUpTask = "task" // tasks.task.add
+	FollowUpTodo = "todo" // crm.activity.todo.add
+)
+
+// Responsible-chain steps.
+const (
+	RespEntityOwner = "entity_owner"
+	RespLastRang    = "last_rang"
+	RespLineDefault = "line_default"
+	RespDefault     = "default"
+)
+
+// MissedCallsConfig controls what a missed inbound call creates besides the call itself.
+type MissedCallsConfig struct {
+	FollowUp string        `yaml:"follow_up"` // none | task | todo
+	Deadline time.Duration `yaml:"deadline"`
+	Title    string        `yaml:"title"` // {customer} and {line} are replaced
+	// CreateLead creates a lead for a missed call from a number the CRM does not know.
+	CreateLead bool `yaml:"create_lead"`
+	// Responsible is the chain that picks who gets the follow-up.
+	Responsible []string `yaml:"responsible"`
+	// Busy counts calls that found the extension busy as missed (default true).
+	Busy bool `yaml:"busy"`
+}
+
+// RoutingConfig controls the responsible-manager and caller-name look-ups (crm.Router).
+type RoutingConfig struct {
+	CacheTTL time.Duration `yaml:"cache_ttl"`
+	// OnlyAtWork answers the manager only while their work day is open (TIMEMAN_STATUS OPENED).
+	OnlyAtWork bool `yaml:"only_at_work"`
+}
+
+// ClickToCallConfig controls the ONEXTERNALCALLSTART / ONEXTERNALCALLBACKSTART handlers.
+type ClickToCallConfig struct {
+	Enabled bool `yaml:"enabled"`
+	// RingTimeout: how long the agent's phone rings before the click-to-call gives up.
+	RingTimeout time.Duration `yaml:"ring_timeout"`
+	// CallbackExtension is dialled first for web-form callbacks (a queue or ring group).
+	CallbackExtension string `yaml:"callback_extension"`
+	// CallbackUserID is the user the callback call is registered for (default users.default_user_id).
+	CallbackUserID int `yaml:"callback_user_id"`
+}
+
+// RateLimitConfig is the client-side leaky bucket shared by live cards and deliveries.
+type RateLimitConfig struct {
+	RPS   float64 `yaml:"rps"`
+	Burst int     `yaml:"burst"`
+	// LiveReserve slots of the burst are kept for call cards and routing look-ups.
+	LiveReserve int `yaml:"live_reserve"`
+}
+
+// NewConfig returns a config with defaults.
+func NewConfig() *Config {
+	return &Config{
+		OAuthURL: "https://oauth.bitrix.info",
+		Auth:     AuthConfig{Mode: AuthOAuth},
+		Card:     CardConfig{Enabled: true, ShowInbound: true, ShowOutbound: true, CRMSource: "CALL"},
+		Finish:   FinishConfig{User: FinishUserLastLeg, AddToChat: true},
+		Recordings: RecordingsConfig{
+			Attach: true, Mode: RecordingUpload,
+			ContentMaxBytes: 10 << 20, MaxBytes: 200 << 20, Wait: 2 * time.Minute,
+		},
+		Users: UsersConfig{CacheTTL: 15 * time.Minute},
+		MissedCalls: MissedCallsConfig{
+			FollowUp: FollowUpNone, Deadline: 2 * time.Hour, Title: "Call back {customer} (missed call)",
+			Responsible: []string{RespEntityOwner, RespLastRang, RespLineDefault, RespDefault}, Busy: true,
+		},
+		Routing:          RoutingConfig{CacheTTL: 5 * time.Minute},
+		ClickToCall:      ClickToCallConfig{Enabled: true, RingTimeout: 30 * time.Second},
+		RateLimit:        RateLimitConfig{RPS: 2, Burst: 50, LiveReserve: 5},
+		HTTPTimeout:      15 * time.Second,
+		CallIDReuseGuard: true,
+	}
+}
+
+// Validate reports every problem of the block (paths relative to it).
+func (c *Config) Validate() []error {
+	var errs []error
+	add := func(path, format string, a ...any) {
+		errs = append(errs, &crm.FieldError{Path: path, Msg: fmt.Sprintf(format, a...)})
+	}
+	checkURL := func(path, v string, required bool) {
+		if v == "" {
+			if required {
+				add(path, "is required")
+			}
+			return
+		}
+		u, err := url.Parse(v)
+		if err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
+			add(path, "must be an http(s) URL such as https://romashka.bitrix24.ru, got %q", v)
+			return
+		}
+		if u.Path != "" && u.Path != "/" {
+			add(path, "must be the base URL without a path, got %q", v)
+		}
+	}
+	switch c.Auth.Mode {
+	case AuthOAuth:
+		checkURL("portal_url", c.PortalURL, true)
+		checkURL("oauth_url", c.OAuthURL, true)
+		if c.Auth.ClientID == "" {
+			add("auth.client_id", "is required in oauth mode (the local application's client_id, e.g. local.65f1...)")
+		}
+		if !c.Auth.ClientSecret.IsSet() {
+			add("auth.client_secret", "is required in oauth mode (set it here or in the environment)")
+		}
+	case AuthWebhook:
+		if !c.Auth.WebhookURL.IsSet() {
+			add("auth.webhook_url", "is required in webhook mode")
+		} else if _, err := api.NewWebhook(c.Auth.WebhookURL.Value()); err != nil {
+			add("auth.webhook_url", "%v", err)
+		}
+		checkURL("portal_url", c.PortalURL, false)
+	default:
+		add("auth.mode", "must be %q or %q, got %q", AuthOAuth, AuthWebhook, c.Auth.Mode)
+	}
+	if c.Timezone != "" {
+		if _, err := time.LoadLocation(c.Timezone); err != nil {
+			add("timezone", "unknown time zone %q", c.Timezone)
+		}
+	}
+	seen := map[string]bool{}
+	for i, l := range c.Lines {
+		p := fmt.Sprintf("lines[%d]", i)
+		if strings.TrimSpace(l.Number) == "" {
+			add(p+".number", "is required")
+		} else if seen[l.Number] {
+			add(p+".number", "duplicate line %q", l.Number)
+		}
+		seen[l.Number] = true
+		if l.DefaultUserID < 0 {
+			add(p+".default_user_id", "must be a Bitrix24 user id")
+		}
+	}
+	switch c.Finish.User {
+	case FinishUserLastLeg, FinishUserFirstAnswer:
+	default:
+		add("finish.user", "must be %q or %q, got %q", FinishUserLastLeg, FinishUserFirstAnswer, c.Finish.User)
+	}
+	switch c.Recordings.Mode {
+	case RecordingUpload, RecordingURL:
+	default:
+		add("recordings.mode", "must be %q or %q, got %q", RecordingUpload, RecordingURL, c.Recordings.Mode)
+	}
+	if c.Recordings.ContentMaxBytes < 0 || c.Recordings.MaxBytes < 0 {
+		add("recordings", "sizes must not be negative")
+	}
+	if c.Recordings.Wait < 0 {
+		add("recordings.wait", "must not be negative")
+	}
+	if c.Users.CacheTTL < time.Minute {
+		add("users.cache_ttl", "must be at least 1m, got %v", c.Users.CacheTTL)
+	}
+	exts := make([]string, 0, len(c.Users.Map))
+	for ext := range c.Users.Map {
+		exts = append(exts, ext)
+	}
+	sort.Strings(exts)
+	for _, ext := range exts {
+		if strings.TrimSpace(ext) == "" {
+			add("users.map", "empty extension")
+		}
+		if c.Users.Map[ext] <= 0 {
+			add("users.map."+ext, "must be a Bitrix24 user id, got %d", c.Users.Map[ext])
+		}
+	}
+	if c.Users.DefaultUserID < 0 {
+		add("users.default_user_id", "must be a Bitrix24 user id")
+	}
+	switch c.MissedCalls.FollowUp {
+	case FollowUpNone, FollowUpTask, FollowUpTodo:
+	default:
+		add("missed_calls.follow_up", "must be %q, %q or %q, got %q", FollowUpNone, FollowUpTask, FollowUpTodo, c.MissedCalls.FollowUp)
+	}
+	if c.MissedCalls.Deadline <= 0 {
+		add("missed_calls.deadline", "must be positive")
+	}
+	for i, s := range c.MissedCalls.Responsible {
+		if !slices.Contains([]string{RespEntityOwner, RespLastRang, RespLineDefault, RespDefault}, s) {
+			add(fmt.Sprintf("missed_calls.responsible[%d]", i), "unknown step %q (entity_owner, last_rang, line_default, default)", s)
+		}
+	}
+	if c.Routing.CacheTTL < 0 {
+		add("routing.cache_ttl", "must not be negative")
+	}
+	if c.ClickToCall.RingTimeout <= 0 {
+		add("click_to_call.ring_timeout", "must be positive")
+	}
+	if c.RateLimit.RPS <= 0 {
+		add("rate_limit.rps", "must be positive, got %v", c.RateLimit.RPS)
+	}
+	if c.RateLimit.Burst < 1 {
+		add("rate_limit.burst", "must be at least 1, got %d", c.RateLimit.Burst)
+	}
+	if c.RateLimit.LiveReserve < 0 || c.RateLimit.LiveReserve >= max(c.RateLimit.Burst, 1) {
+		add("rate_limit.live_reserve", "must be between 0 and burst-1, got %d", c.RateLimit.LiveReserve)
+	}
+	if c.HTTPTimeout <= 0 {
+		add("http_timeout", "must be positive")
+	}
+	return errs
+}
+
+// MappedExtensions lists the extensions mapped to users by configuration (licence seats).
+func (c *Config) MappedExtensions() []string {
+	out := make([]string, 0, len(c.Users.Map))
+	for ext := range c.Users.Map {
+		out = append(out, ext)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// location returns the time zone for CALL_START_DATE.
+func (c *Config) location() *time.Location {
+	if c.Timezone != "" {
+		if l, err := time.LoadLocation(c.Timezone); err == nil {
+			return l
+		}
+	}
+	return time.Local
+}
+
+// lineDefault returns the per-line default user of a line number.
+func (c *Config) lineDefault(line string) int {
+	for _, l := range c.Lines {
+		if l.Number == line || (digits(l.Number) != "" && digits(l.Number) == digits(line)) {
+			return l.DefaultUserID
+		}
+	}
+	return 0
+}
+
+func digits(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if r >= '0' && r <= '9' {
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }

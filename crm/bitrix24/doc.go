@@ -1,0 +1,27 @@
+// Package bitrix24 is the Bitrix24 connector (type "bitrix24"): it shows the incoming-call card
+// while a call rings, logs finished calls with their recordings under the right employee,
+// creates missed-call follow-ups, serves click-to-call and web-form callbacks, and answers
+// responsible-manager and caller-name look-ups. The wire contract is crm-apis.md Part A; the
+// typed REST client is package api.
+//
+// How it meets the crm contract:
+//
+//   - Live (one goroutine per connector, in event order) registers the call on the first
+//     ringing extension (telephony.externalCall.register with a unique EXTERNAL_CALL_ID = the
+//     record key), shows the card to the other ringing agents, hides it from those who stop
+//     ringing or did not answer, and moves it on transfers. The CALL_ID and who sees the card are
+//     persisted in the CallStore, so Deliver (and Live after a restart) continue from there.
+//   - Deliver is idempotent per Record.Key(): every step (register, finish, attachRecord,
+//     lead, follow-up) is recorded in the CallStore when it succeeds and skipped when it is
+//     already there; a call that was never registered live is registered first. A CALL_ID that
+//     Bitrix24 hands out although another call owns it (a platform bug) is detected through an
+//     index in the CallStore and the call is registered again with a different key, so two calls
+//     are never merged.
+//   - Live and Deliver share one client-side leaky bucket per connector (rate_limit); live cards
+//     and look-ups may use a reserve of it that deliveries leave free.
+//   - Errors are classified: QUERY_LIMIT_EXCEEDED/OPERATION_TIME_LIMIT → crm.RateLimited;
+//     a missing or revoked authorisation, missing scope or wrong auth type → crm.AuthBroken
+//     (calls stay queued); transport errors and 5xx → transient; other answers → permanent.
+//   - The adapter never checks licences and never logs secrets. It logs only changes of its
+//     authorisation state; per-call warnings go to the call's timeline (crm.Trace).
+package bitrix24

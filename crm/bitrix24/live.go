@@ -1,0 +1,300 @@
+package bitrix24
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/pbxbridge/pbxbridge/connector/callmodel"
+	"github.com/pbxbridge/pbxbridge/crm"
+	"github.com/pbxbridge/pbxbridge/crm/bitrix24/api"
+)
+
+// liveMaxAge bounds how long live state of a call is kept in memory without a delivery.
+const liveMaxAge = 6 * time.Hour
+
+// liveCall is the in-memory view of a ringing call; the CallStore holds the durable part.
+type liveCall struct {
+	callID   string
+	user     int   // registered for
+	shown    []int // users the card is shown to
+	answered int
+	external bool // registered by Bitrix24 (click-to-call): no register, no show/hide
+	touched  time.Time
+}
+
+// Live drives the call card: register on the first ringing extension, show to every other
+// ringing agent, hide from those who stop ringing or did not answer, move on transfer. It is
+// best-effort: a failure leaves the registration to Deliver.
+func (a *Adapter) Live(ctx context.Context, ev *callmodel.Live) error {
+	if (ev.Direction != callmodel.Inbound && ev.Direction != callmodel.Outbound) || digits(ev.Customer) == "" {
+		return nil // internal, or an anonymous caller Bitrix24 cannot show
+	}
+	key := ev.Key()
+	ctx = api.WithPriority(ctx)
+	ctx, n := withCounter(ctx)
+	defer func() { a.addRequests(key, int(n.Load())) }()
+	unlock, err := a.callLocks.lock(ctx, key)
+	if err != nil {
+		return a.classify("call card", err)
+	}
+	defer unlock()
+	lc, err := a.liveState(ctx, ev)
+	if err != nil {
+		return a.classify("call card", err)
+	}
+	if lc.external || (!a.cfg.Card.Enabled && lc.callID == "") {
+		return nil
+	}
+	show := a.cfg.Card.ShowInbound
+	if ev.Direction == callmodel.Outbound {
+		show = a.cfg.Card.ShowOutbound
+	}
+	err = a.liveStep(ctx, ev, lc, show)
+	lc.touched = a.now()
+	return a.classify("call card "+string(ev.Kind), err)
+}
+
+func (a *Adapter) liveStep(ctx context.Context, ev *callmodel.Live, lc *liveCall, show bool) error {
+	switch ev.Kind {
+	case callmodel.LiveRinging:
+		user, err := a.liveUser(ctx, ev.Ext)
+		if err != nil || user == 0 {
+			return err
+		}
+		if lc.callID == "" {
+			return a.liveRegister(ctx, ev, lc, user, show)
+		}
+		if show && !slices.Contains(lc.shown, user) {
+			return a.cardShow(ctx, ev.Key(), lc, user)
+		}
+	case callmodel.LiveAnswered:
+		user, err := a.liveUser(ctx, ev.Ext)
+		if err != nil || user == 0 {
+			return err
+		}
+		if lc.callID == "" {
+			if err := a.liveRegister(ctx, ev, lc, user, show); err != nil {
+				return err
+			}
+		}
+		lc.answered = user
+		if show && !slices.Contains(lc.shown, user) {
+			if err := a.cardShow(ctx, ev.Key(), lc, user); err != nil {
+				return err
+			}
+		}
+		var others []int
+		for _, u := range lc.shown {
+			if u != user {
+				others = append(others, u)
+			}
+		}
+		return a.cardHide(ctx, ev.Key(), lc, others...)
+	case callmodel.LiveStopRinging:
+		user, err := a.liveUser(ctx, ev.Ext)
+		if err != nil || user == 0 || user == lc.answered || lc.callID == "" {
+			return err
+		}
+		if slices.Contains(lc.shown, user) {
+			return a.cardHide(ctx, ev.Key(), lc, user)
+		}
+	case callmodel.LiveTransferred:
+		to, err := a.liveUser(ctx, ev.Ext)
+		if err != nil {
+			return err
+		}
+		from := 0
+		if ev.From != "" {
+			if from, err = a.liveUser(ctx, ev.From); err != nil {
+				return err
+			}
+		}
+		if lc.callID == "" {
+			if to == 0 {
+				return nil
+			}
+			return a.liveRegister(ctx, ev, lc, to, show)
+		}
+		if to != 0 {
+			lc.answered = to
+			if show && !slices.Contains(lc.shown, to) {
+				if err := a.cardShow(ctx, ev.Key(), lc, to); err != nil {
+					return err
+				}
+			}
+		}
+		if from != 0 && from != to && slices.Contains(lc.shown, from) {
+			return a.cardHide(ctx, ev.Key(), lc, from)
+		}
+	}
+	return nil
+}
+
+// liveUser resolves an extension for the card: its user, or the default user, or 0.
+func (a *Adapter) liveUser(ctx context.Context, ext string) (int, error) {
+	if ext == "" {
+		return 0, nil
+	}
+	u, ok, err := a.users.lookup(ctx, ext)
+	if err != nil {
+		return 0, err
+	}
+	if ok {
+		return u.ID, nil
+	}
+	if a.cfg.Users.DefaultUserID > 0 {
+		crm.Trace(ctx, "decision", fmt.Sprintf("warning: extension %s has no Bitrix24 user; the card goes to the default user %d", ext, a.cfg.Users.DefaultUserID), "")
+	}
+	return a.cfg.Users.DefaultUserID, nil
+}
+
+func (a *Adapter) liveRegister(ctx context.Context, ev *callmodel.Live, lc *liveCall, user int, show bool) error {
+	started := ev.StartedAt
+	if started.IsZero() {
+		started = ev.At
+	}
+	reg, err := a.register(ctx, regRequest{
+		key: ev.Key(), dir: ev.Direction, customer: ev.Customer, line: ev.Line,
+		started: started, user: user, show: show, source: "live",
+	})
+	if err != nil {
+		a.m.live.WithLabelValues("register", "error").Inc()
+		return fmt.Errorf("registering call: %w", err)
+	}
+	a.m.live.WithLabelValues("register", "ok").Inc()
+	lc.callID, lc.user = reg.callID, reg.user
+	if show {
+		lc.shown = []int{reg.user}
+		return a.set(ctx, ev.Key(), fShown, formatIDs(lc.shown))
+	}
+	return nil
+}
+
+func (a *Adapter) cardShow(ctx context.Context, key string, lc *liveCall, users ...int) error {
+	if len(users) == 0 {
+		return nil
+	}
+	if _, err := a.client.ShowCall(ctx, lc.callID, users...); err != nil {
+		a.m.live.WithLabelValues("show", "error").Inc()
+		return fmt.Errorf("showing the card: %w", err)
+	}
+	a.m.live.WithLabelValues("show", "ok").Inc()
+	for _, u := range users {
+		if !slices.Contains(lc.shown, u) {
+			lc.shown = append(lc.shown, u)
+		}
+	}
+	return a.set(ctx, key, fShown, formatIDs(lc.shown))
+}
+
+func (a *Adapter) cardHide(ctx context.Context, key string, lc *liveCall, users ...int) error {
+	if len(users) == 0 {
+		return nil
+	}
+	if _, err := a.client.HideCall(ctx, lc.callID, users...); err != nil {
+		a.m.live.WithLabelValues("hide", "error").Inc()
+		return fmt.Errorf("hiding the card: %w", err)
+	}
+	a.m.live.WithLabelValues("hide", "ok").Inc()
+	lc.shown = slices.DeleteFunc(lc.shown, func(u int) bool { return slices.Contains(users, u) })
+	return a.set(ctx, key, fShown, formatIDs(lc.shown))
+}
+
+// liveState returns the call's live state: from memory, else from the CallStore (after a
+// restart), binding click-to-call calls to the CALL_ID Bitrix24 gave with the event.
+func (a *Adapter) liveState(ctx context.Context, ev *callmodel.Live) (*liveCall, error) {
+	key := ev.Key()
+	a.liveMu.Lock()
+	lc := a.live[key]
+	a.liveMu.Unlock()
+	if lc != nil {
+		return lc, nil
+	}
+	st, err := a.loadState(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	lc = &liveCall{callID: st.callID, user: st.callUser, shown: st.shown, touched: a.now()}
+	lc.external = st.source == "click2call"
+	if lc.callID == "" && ev.OriginateID != "" {
+		callID, user, _, err := a.bindOriginate(ctx, key, ev.OriginateID)
+		if err != nil {
+			return nil, err
+		}
+		if callID != "" {
+			lc.callID, lc.user, lc.external = callID, user, true
+		}
+	}
+	a.liveMu.Lock()
+	a.live[key] = lc
+	a.liveMu.Unlock()
+	return lc, nil
+}
+
+// bindOriginate binds a call started by click-to-call or a callback to the CALL_ID remembered
+// for its originate id. It returns "" when the id is unknown, and done when the CALL_ID was
+// already finished (the originate failed and the CRM user was told so).
+func (a *Adapter) bindOriginate(ctx context.Context, key, origID string) (callID string, user int, done bool, err error) {
+	ik := originateIndex + origID
+	if callID, err = a.get(ctx, ik, fOrigCallID); err != nil || callID == "" {
+		return "", 0, false, err
+	}
+	var us, kind, fin string
+	for _, f := range []struct {
+		name string
+		dst  *string
+	}{{fOrigUser, &us}, {fOrigKind, &kind}, {fOrigDone, &fin}} {
+		if *f.dst, err = a.get(ctx, ik, f.name); err != nil {
+			return "", 0, false, err
+		}
+	}
+	user, _ = strconv.Atoi(us)
+	source := "click2call"
+	if kind == "callback" {
+		source = "callback"
+	}
+	if err := a.saveCall(ctx, key, callID, user, source, ""); err != nil {
+		return "", 0, false, err
+	}
+	if a.cfg.CallIDReuseGuard {
+		if _, _, err := a.claim(ctx, callID, key); err != nil {
+			return "", 0, false, err
+		}
+	}
+	crm.Trace(ctx, "decision", fmt.Sprintf("call started from Bitrix24 (%s): using its CALL_ID %s, no second register", source, callID), "")
+	return callID, user, fin != "", nil
+}
+
+func (a *Adapter) addRequests(key string, n int) {
+	if n == 0 {
+		return
+	}
+	a.liveMu.Lock()
+	a.reqs[key] += n
+	a.liveMu.Unlock()
+}
+
+// takeLive removes a delivered call's live state and returns the requests Live made for it.
+func (a *Adapter) takeLive(key string) int {
+	a.liveMu.Lock()
+	defer a.liveMu.Unlock()
+	n := a.reqs[key]
+	delete(a.reqs, key)
+	delete(a.live, key)
+	return n
+}
+
+// sweepLive forgets live state of calls never delivered (flushed elsewhere) after liveMaxAge.
+func (a *Adapter) sweepLive() {
+	a.liveMu.Lock()
+	defer a.liveMu.Unlock()
+	for k, lc := range a.live {
+		if a.now().Sub(lc.touched) > liveMaxAge {
+			delete(a.live, k)
+			delete(a.reqs, k)
+		}
+	}
+}
