@@ -28,8 +28,8 @@ func TestMonthTermEnd(t *testing.T) {
 		{"2026-01-31", 1, "2026-02-28"}, // no Feb 31: last day of February
 		{"2028-01-31", 1, "2028-02-29"}, // leap year
 		{"2026-01-30", 1, "2026-02-28"},
-		{"2026-01-29", 1, "2026-02-28"}, // no Feb 29 in 2026
-		{"2028-01-29", 1, "2028-02-28"}, // Feb 29 exists in 2028: the day before
+		{"2026-01-29", 1, "2026-02-28"},  // no Feb 29 in 2026
+		{"2028-01-29", 1, "2028-02-28"},  // Feb 29 exists in 2028: the day before
 		{"2028-02-29", 12, "2029-02-28"}, // from a leap day to a year without one
 		{"2028-02-29", 48, "2032-02-28"}, // ... and to the next leap year
 		{"2027-02-28", 12, "2028-02-27"},

@@ -42,11 +42,11 @@ type root struct {
 }
 
 type fixture struct {
-	t    *testing.T
-	key  *issuer.SigningKey
-	kr   *keyring.Keyring
-	env  *licensecli.Env
-	out  *bytes.Buffer
+	t   *testing.T
+	key *issuer.SigningKey
+	kr  *keyring.Keyring
+	env *licensecli.Env
+	out *bytes.Buffer
 }
 
 func newFixture(t *testing.T) *fixture {
