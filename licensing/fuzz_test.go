@@ -20,32 +20,33 @@ var updateCorpus = flag.Bool("update-corpus", false, "rewrite the committed fuzz
 
 // fuzzKey is a fixed key (seed = SHA-256 of a constant) so the committed corpus holds tokens that
 // really verify, and the fuzzer can reach the claims decoder.
-func fuzzKey(t testing.TB) (ed25519.PrivateKey, *keyring.Keyring) {
-	t.Helper()
+func fuzzKey(tb testing.TB) (ed25519.PrivateKey, *keyring.Keyring) {
+	tb.Helper()
 	seed := sha256.Sum256([]byte("pbxbridge licensing fuzz key"))
 	sk := ed25519.NewKeyFromSeed(seed[:])
 	pk := sk.Public().(ed25519.PublicKey)
 	kid, err := paseto.PID(pk)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	kr, err := keyring.New(keyring.Key{KID: kid, Public: pk, Status: keyring.StatusActive, NotBefore: windowStart,
 		Types: []keyring.Type{keyring.TypePaid, keyring.TypeNFR, keyring.TypeTrial, keyring.TypeRevocation, keyring.TypeDemo}})
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	return sk, kr
 }
 
 // seedFiles are the corpus: valid licences of every shape and near-misses.
-func seedFiles(t testing.TB) map[string][]byte {
-	sk, kr := fuzzKey(t)
+func seedFiles(tb testing.TB) map[string][]byte {
+	tb.Helper()
+	sk, kr := fuzzKey(tb)
 	kid := kr.Keys()[0].KID
 	footer := []byte(`{"kid":"` + kid + `"}`)
 	signed := func(payload string) []byte {
 		tok, err := paseto.Sign(sk, []byte(payload), footer, []byte(licensing.ImplicitAssertion))
 		if err != nil {
-			t.Fatal(err)
+			tb.Fatal(err)
 		}
 		return licensing.Armour(tok, "connector=bitrix24 licensee=\"ООО Ромашка\"")
 	}
@@ -63,7 +64,7 @@ func seedFiles(t testing.TB) map[string][]byte {
 		`"revoked":[{"lid":"L-2025-000123","rev_le":3}],"revoked_kids":["k4.pid.xxxx"]}`
 	tok, err := licensing.Unarmour(signed(full))
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	return map[string][]byte{
 		"valid-full":       signed(full),
@@ -119,15 +120,16 @@ func FuzzVerifyFile(f *testing.F) {
 	})
 }
 
-func requestSeeds(t testing.TB) map[string]string {
+func requestSeeds(tb testing.TB) map[string]string {
+	tb.Helper()
 	fp := licensing.FingerprintOf(licensing.RawFactors(hostA))
 	req, err := licensing.NewRequest("bitrix24", "1.0.0", fp, &licensing.CRMBinding{Bitrix24Domain: "x.bitrix24.ru"}, time.Unix(1_760_000_000, 0))
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	code, err := licensing.EncodeRequest(req)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	return map[string]string{"valid": code, "wrapped": code[:40] + "\n  " + code[40:], "empty-object": "pbxreq1.e30.00000000", "empty": ""}
 }

@@ -164,7 +164,7 @@ func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
 		return err
 	}
 	tmp := f.Name()
-	defer os.Remove(tmp) // no-op after a successful rename
+	defer func() { _ = os.Remove(tmp) }() // fails harmlessly after a successful rename
 	if _, err := f.Write(data); err != nil {
 		f.Close()
 		return err
