@@ -166,8 +166,6 @@ type Service struct {
 	nextSub int
 }
 
-var _ Gate = (*Service)(nil)
-
 type gateEntry struct {
 	on         bool
 	allowedExt map[string]bool // nil: every extension
@@ -893,3 +891,5 @@ func (s *Service) untilNextChange() time.Duration {
 	}
 	return d + 10*time.Millisecond
 }
+
+var _ Gate = (*Service)(nil)

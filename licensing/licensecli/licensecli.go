@@ -698,3 +698,5 @@ func PrintStatus(w io.Writer, st licensing.Status) error {
 	}
 	return p.Err
 }
+
+var _ licensing.RollbackState = (*rollbackView)(nil)
