@@ -333,11 +333,15 @@ func checkLID(lid string) error {
 		return fmt.Errorf("lid %q: want 1..64 characters", lid)
 	}
 	for _, r := range lid {
-		if !(r >= 'A' && r <= 'Z' || r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.') {
+		if !isLIDRune(r) {
 			return fmt.Errorf("lid %q: only A-Z a-z 0-9 - _ . allowed", lid)
 		}
 	}
 	return nil
+}
+
+func isLIDRune(r rune) bool {
+	return r >= 'A' && r <= 'Z' || r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.'
 }
 
 func validateLicence(c *Claims) (*time.Location, error) {

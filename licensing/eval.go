@@ -70,6 +70,8 @@ type connectorEval struct {
 	selected    *candidate
 	next        *candidate // a pending token of the same subscription (stacked renewal)
 	provisional bool       // selected token is CRM-bound but the account is not known yet
+	mismatch    Reason     // host_mismatch or crm_mismatch when state is mismatch
+	mismatchKey string     // identifies the mismatch (for counting it once)
 	seats       SeatStatus
 	allowedExt  map[string]bool // nil: every extension allowed (when on)
 }
@@ -160,11 +162,11 @@ func evaluate(now time.Time, cands []*candidate, specs []*instanceSpec, overSinc
 			}
 			switch {
 			case !c.host.OK:
-				ce.state = StateMismatch
+				ce.state, ce.mismatch, ce.mismatchKey = StateMismatch, ReasonHostMismatch, l.Digest()
 				ce.reason = fmt.Sprintf("%s: host matches %d of %d factors (%d of %d hardware-tied); differing %v, missing %v",
 					l.LID(), c.host.Matched, c.host.Required, c.host.StableMatched, c.host.StableRequired, c.host.Failing, c.host.Missing)
 			case sp.HasAccount && !matchAccount(l.claims.CRM, sp.Type, sp.Account):
-				ce.state = StateMismatch
+				ce.state, ce.mismatch, ce.mismatchKey = StateMismatch, ReasonCRMMismatch, l.Digest()+"|"+sp.Account.String()
 				ce.reason = fmt.Sprintf("%s is bound to CRM account %s; the connector reports %s", l.LID(), l.claims.CRM, sp.Account)
 			case !sp.HasAccount && l.Type() == keyring.TypeDemo && ce.state != StateMismatch:
 				ce.reason = "waiting for the connector to report its CRM account (a demo licence is checked against it)"

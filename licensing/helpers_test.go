@@ -30,19 +30,19 @@ var (
 	windowEnd   = time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC)
 )
 
-func newKeys(t testing.TB) testKeys {
-	t.Helper()
+func newKeys(tb testing.TB) testKeys {
+	tb.Helper()
 	gen := func(scope string) *issuer.SigningKey {
 		k, err := issuer.GenerateKey(scope, windowStart, windowEnd)
 		if err != nil {
-			t.Fatal(err)
+			tb.Fatal(err)
 		}
 		return k
 	}
 	tk := testKeys{paid: gen(keyring.ScopePaid), trial: gen(keyring.ScopeTrial), revocation: gen(keyring.ScopeRevocation), demo: gen(keyring.ScopeDemo)}
 	kr, err := keyring.New(tk.paid.Key, tk.trial.Key, tk.revocation.Key, tk.demo.Key)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	tk.kr = kr
 	return tk
@@ -66,35 +66,35 @@ func paidClaims(lid string, rev int, start, end, grace, tz string) licensing.Cla
 }
 
 // sign signs claims without any check (so tests can produce invalid tokens) and armours them.
-func sign(t testing.TB, k *issuer.SigningKey, c licensing.Claims) []byte {
-	t.Helper()
+func sign(tb testing.TB, k *issuer.SigningKey, c licensing.Claims) []byte {
+	tb.Helper()
 	tok, err := k.Sign(c)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	return licensing.Armour(tok, "test licence")
 }
 
 // signRaw signs an arbitrary payload and footer with the key's private half.
-func signRaw(t testing.TB, sk ed25519.PrivateKey, payload, footer []byte, implicit string) []byte {
-	t.Helper()
+func signRaw(tb testing.TB, sk ed25519.PrivateKey, payload, footer []byte, implicit string) []byte {
+	tb.Helper()
 	tok, err := paseto.Sign(sk, payload, footer, []byte(implicit))
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	return licensing.Armour(tok)
 }
 
 // rawKey is a paid-scope key whose private half the test holds, for hand-made payloads.
-func rawKey(t testing.TB) (keyring.Key, ed25519.PrivateKey) {
-	t.Helper()
+func rawKey(tb testing.TB) (keyring.Key, ed25519.PrivateKey) {
+	tb.Helper()
 	pk, sk, err := ed25519.GenerateKey(nil)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	kid, err := paseto.PID(pk)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	return keyring.Key{KID: kid, Public: pk, Types: []keyring.Type{keyring.TypePaid, keyring.TypeNFR},
 		NotBefore: windowStart, NotAfter: windowEnd, Status: keyring.StatusActive}, sk
@@ -166,12 +166,12 @@ type env struct {
 	svc   *licensing.Service
 }
 
-func newEnv(t testing.TB, keys testKeys, now time.Time, opts ...func(*licensing.Options)) *env {
-	t.Helper()
-	e := &env{t: t, keys: keys, dir: filepath.Join(t.TempDir(), "licenses.d"), state: t.TempDir(),
+func newEnv(tb testing.TB, keys testKeys, now time.Time, opts ...func(*licensing.Options)) *env {
+	tb.Helper()
+	e := &env{t: tb, keys: keys, dir: filepath.Join(tb.TempDir(), "licenses.d"), state: tb.TempDir(),
 		clock: &fakeClock{now: now}, logs: &syncBuffer{}}
 	if err := os.MkdirAll(e.dir, 0o755); err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	e.svc = e.start(opts...)
 	return e
@@ -233,46 +233,46 @@ func (e *env) register(name, typ string, exts ...string) {
 }
 
 // moscow returns the instant of local wall time in Europe/Moscow.
-func inZone(t testing.TB, tz, s string) time.Time {
-	t.Helper()
+func inZone(tb testing.TB, tz, s string) time.Time {
+	tb.Helper()
 	loc, err := time.LoadLocation(tz)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	v, err := time.ParseInLocation("2006-01-02 15:04:05", s, loc)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	return v
 }
 
-func mustJSON(t testing.TB, v any) []byte {
-	t.Helper()
+func mustJSON(tb testing.TB, v any) []byte {
+	tb.Helper()
 	b, err := json.Marshal(v)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	return b
 }
 
-func writeTree(t testing.TB, root, p, content string) {
-	t.Helper()
+func writeTree(tb testing.TB, root, p, content string) {
+	tb.Helper()
 	full := filepath.Join(root, p)
 	if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	if err := os.WriteFile(full, []byte(content), 0o644); err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 }
 
-func symlinkTree(t testing.TB, root, p, target string) {
-	t.Helper()
+func symlinkTree(tb testing.TB, root, p, target string) {
+	tb.Helper()
 	full := filepath.Join(root, p)
 	if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	if err := os.Symlink(target, full); err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 }

@@ -34,7 +34,7 @@ func Comments(l *License) []string {
 // its directory watch. Verify before calling: Install takes an already verified *License, so a bad
 // file can never replace a good one.
 func Install(dir string, l *License) (string, error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return "", fmt.Errorf("installing licence: %w", err)
 	}
 	p := filepath.Join(dir, FileName(l))

@@ -148,6 +148,7 @@ type Service struct {
 	clockSuspect bool
 	warned       map[string]string
 	countedBad   map[string]bool
+	countedCRM   map[string]bool
 	lastReload   time.Time
 	nextChange   time.Time
 	watching     bool
@@ -164,8 +165,6 @@ type Service struct {
 	subs    map[int]chan struct{}
 	nextSub int
 }
-
-var _ Gate = (*Service)(nil)
 
 type gateEntry struct {
 	on         bool
@@ -222,6 +221,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Service, error) {
 		state:      newMemory(),
 		warned:     map[string]string{},
 		countedBad: map[string]bool{},
+		countedCRM: map[string]bool{},
 		wake:       make(chan struct{}, 1),
 		subs:       map[int]chan struct{}{},
 	}
@@ -283,10 +283,10 @@ func (s *Service) ExtensionAllowed(name, ext string) bool {
 	return g.allowedExt == nil || g.allowedExt[ext]
 }
 
-// Status returns the current licensing status.
+// Status returns the current licensing status. The result is a copy the caller may keep or
+// modify.
 func (s *Service) Status() Status {
-	st := s.snap.Load().status.clone()
-	return st
+	return s.snap.Load().status.clone()
 }
 
 // Subscribe returns a channel that receives a value (coalesced, never blocking the service)
@@ -644,6 +644,7 @@ func (s *Service) evaluateLocked() {
 	st := Status{Now: now, Wall: wall, Floor: floor, ClockSuspect: suspect, Dir: s.cfg.Dir, LastReload: s.lastReload,
 		Files: slices.Clone(s.files)}
 	names := slices.Sorted(maps.Keys(res.connectors))
+	crmSeen := map[string]bool{}
 	for _, name := range names {
 		ce := res.connectors[name]
 		on := ce.state.On()
@@ -669,7 +670,15 @@ func (s *Service) evaluateLocked() {
 		}
 		st.Connectors = append(st.Connectors, cs)
 		s.logTransitions(now, ce)
+		if ce.mismatch == ReasonCRMMismatch {
+			key := name + "|" + ce.mismatchKey
+			crmSeen[key] = true
+			if !s.countedCRM[key] {
+				s.metrics.verifyErrors.WithLabelValues(string(ReasonCRMMismatch)).Inc()
+			}
+		}
 	}
+	s.countedCRM = crmSeen
 	snap.status = st
 	old := s.snap.Swap(snap)
 	if old == nil || gatesChanged(old.gates, snap.gates) {
@@ -770,7 +779,7 @@ func (s *Service) Run(ctx context.Context) error {
 	if err != nil {
 		s.log.Warn("fsnotify unavailable; relying on the periodic rescan", "error", err)
 	} else {
-		defer w.Close()
+		defer func() { _ = w.Close() }() // nothing useful to do with a close error of the watcher
 	}
 	var events chan fsnotify.Event
 	var errs chan error
@@ -882,3 +891,5 @@ func (s *Service) untilNextChange() time.Duration {
 	}
 	return d + 10*time.Millisecond
 }
+
+var _ Gate = (*Service)(nil)

@@ -435,7 +435,8 @@ func must(t *testing.T, err error) {
 // .invalid account it is bound to, and never a real account.
 func TestDemoNeedsInvalidAccount(t *testing.T) {
 	keys := newKeys(t)
-	e := newEnv(t, keys, inZone(t, msk, "2026-12-01 12:00:00"))
+	reg := prometheus.NewRegistry()
+	e := newEnv(t, keys, inZone(t, msk, "2026-12-01 12:00:00"), func(o *licensing.Options) { o.Registerer = reg })
 	e.write("demo.lic", sign(t, keys.demo, demoClaims("kommo", &licensing.CRMBinding{Subdomain: "demo-kommo.invalid"})))
 	e.reload()
 	e.register("kommo", licensing.ConnectorKommo)
@@ -445,6 +446,17 @@ func TestDemoNeedsInvalidAccount(t *testing.T) {
 	must(t, e.svc.SetAccount("kommo", licensing.Account{AccountID: 5, Subdomain: "romashka"}))
 	if e.svc.Allowed("kommo") || e.conn("kommo").State != licensing.StateMismatch {
 		t.Fatal("demo licence unlocked a real account")
+	}
+	e.reload() // the same mismatch is counted once
+	if got := testutil.ToFloat64(counterVec(t, reg, "pbxbridge_license_verify_errors_total", "crm_mismatch")); got != 1 {
+		t.Fatalf("crm_mismatch counted %v times", got)
+	}
+	// Status is a copy: changing it does not leak into the service.
+	st := e.svc.Status()
+	st.Connectors[0].Account.Subdomain = "changed"
+	st.Connectors[0].State = licensing.StateActive
+	if cs := e.conn("kommo"); cs.Account.Subdomain != "romashka" || cs.State != licensing.StateMismatch {
+		t.Fatal("Status shares memory with the service")
 	}
 	must(t, e.svc.SetAccount("kommo", licensing.Account{AccountID: 5, Subdomain: "demo-kommo.invalid"}))
 	if !e.svc.Allowed("kommo") || e.conn("kommo").License.Type != "demo" {

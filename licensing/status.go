@@ -90,8 +90,51 @@ func InfoOf(l *License) *LicenseInfo {
 
 func (s Status) clone() Status {
 	s.Connectors = slices.Clone(s.Connectors)
+	for i := range s.Connectors {
+		s.Connectors[i] = s.Connectors[i].clone()
+	}
 	s.Files = slices.Clone(s.Files)
+	for i := range s.Files {
+		s.Files[i].License = s.Files[i].License.clone()
+	}
 	return s
+}
+
+func (c ConnectorStatus) clone() ConnectorStatus {
+	c.Account = clonePtr(c.Account)
+	c.License = c.License.clone()
+	c.Next = c.Next.clone()
+	c.DaysLeft = clonePtr(c.DaysLeft)
+	c.Seats.ExtensionsLimit = clonePtr(c.Seats.ExtensionsLimit)
+	c.Seats.CRMUsersLimit = clonePtr(c.Seats.CRMUsersLimit)
+	c.Seats.Deadline = clonePtr(c.Seats.Deadline)
+	c.Seats.Suspended = slices.Clone(c.Seats.Suspended)
+	if c.Host != nil {
+		h := *c.Host
+		h.Failing, h.Missing = slices.Clone(h.Failing), slices.Clone(h.Missing)
+		c.Host = &h
+	}
+	return c
+}
+
+func (l *LicenseInfo) clone() *LicenseInfo {
+	if l == nil {
+		return nil
+	}
+	c := *l
+	c.CRM = clonePtr(c.CRM)
+	if c.Seats != nil {
+		c.Seats = &Seats{CRMUsers: cloneInt(c.Seats.CRMUsers), Extensions: cloneInt(c.Seats.Extensions)}
+	}
+	return &c
+}
+
+func clonePtr[T any](p *T) *T {
+	if p == nil {
+		return nil
+	}
+	v := *p
+	return &v
 }
 
 // Connector returns the status of the named instance.

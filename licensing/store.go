@@ -78,8 +78,6 @@ func (s *Memory) KIDRevoked(kid string) bool { return slices.Contains(s.RevokedK
 // MaxSeq implements RollbackState.
 func (s *Memory) MaxSeq() int64 { return s.Seq }
 
-var _ RollbackState = (*Memory)(nil)
-
 // stateEnvelope is the file format: the state's exact JSON text (as a string, so that no
 // re-encoding can change the authenticated bytes) and its HMAC.
 type stateEnvelope struct {
@@ -164,7 +162,7 @@ func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
 		return err
 	}
 	tmp := f.Name()
-	defer os.Remove(tmp) // no-op after a successful rename
+	defer func() { _ = os.Remove(tmp) }() // fails harmlessly after a successful rename
 	if _, err := f.Write(data); err != nil {
 		f.Close()
 		return err
@@ -189,3 +187,5 @@ func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
 	}
 	return nil
 }
+
+var _ RollbackState = (*Memory)(nil)

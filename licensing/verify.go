@@ -134,7 +134,7 @@ func (l *License) IAT() time.Time { return l.claims.IAT }
 // Location is the zone of the term (nil for revocation tokens).
 func (l *License) Location() *time.Location { return l.loc }
 
-// Start, End and GraceUntil are the inclusive term dates (zero for revocation tokens).
+// Start is the first day of the term (zero for revocation tokens).
 func (l *License) Start() Date {
 	if l.claims.Term == nil {
 		return Date{}
@@ -142,7 +142,7 @@ func (l *License) Start() Date {
 	return l.claims.Term.Start
 }
 
-// End is the last day of the paid term.
+// End is the last day of the paid term (inclusive; zero for revocation tokens).
 func (l *License) End() Date {
 	if l.claims.Term == nil {
 		return Date{}

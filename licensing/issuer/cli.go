@@ -84,10 +84,10 @@ func (c *KeyGenCmd) Run(env *Env) error {
 	if err != nil {
 		return err
 	}
-	w := stdout(env)
-	fmt.Fprintf(w, "kid %s\nscope %s (signs %v), issuance window %s .. %s\nsecret %s (keep offline; never commit)\npublic %s\n",
+	p := &licensecli.Printer{W: stdout(env)}
+	p.Printf("kid %s\nscope %s (signs %v), issuance window %s .. %s\nsecret %s (keep offline; never commit)\npublic %s\n",
 		k.Key.KID, c.Scope, k.Key.Types, nb, na, keyPath, pubPath)
-	return nil
+	return p.Err
 }
 
 // KeyListCmd is `key list [DIR]`.
@@ -97,22 +97,22 @@ type KeyListCmd struct {
 
 // Run lists keys.
 func (c *KeyListCmd) Run(env *Env) error {
-	w := stdout(env)
+	p := &licensecli.Printer{W: stdout(env)}
 	for _, k := range keyring.Release().Keys() {
-		fmt.Fprintf(w, "release %s %v %s\n", k.KID, k.Types, k.Status)
+		p.Printf("release %s %v %s\n", k.KID, k.Types, k.Status)
 	}
 	if c.Dir == "" {
-		return nil
+		return p.Err
 	}
 	keys, err := keyring.LoadPubDir(c.Dir)
 	if err != nil {
 		return err
 	}
 	for _, k := range keys {
-		fmt.Fprintf(w, "%s %s %v %s window %s..%s\n", c.Dir, k.KID, k.Types, k.Status,
+		p.Printf("%s %s %v %s window %s..%s\n", c.Dir, k.KID, k.Types, k.Status,
 			k.NotBefore.Format(time.DateOnly), k.NotAfter.Format(time.DateOnly))
 	}
-	return nil
+	return p.Err
 }
 
 // bindingFlags are the CRM and host binding flags shared by issue and transfer.
@@ -241,7 +241,7 @@ func (c *IssueCmd) Run(env *Env) error {
 			return err
 		}
 	}
-	if err := c.bindingFlags.apply(&claims); err != nil {
+	if err := c.apply(&claims); err != nil {
 		return err
 	}
 	return emit(env, k, claims, plan.Explain, c.Out, c.DryRun)
@@ -250,37 +250,47 @@ func (c *IssueCmd) Run(env *Env) error {
 // emit explains, issues and writes a token.
 func emit(env *Env, k *SigningKey, claims licensing.Claims, explain []string, out string, dryRun bool) error {
 	w := stdout(env)
+	p := &licensecli.Printer{W: w}
+	if out == "-" { // the licence goes to stdout; the explanation to stderr
+		p.W = os.Stderr
+		if env.Stderr != nil {
+			p.W = env.Stderr
+		}
+	}
 	for _, line := range explain {
-		fmt.Fprintln(w, line)
+		p.Printf("%s\n", line)
 	}
 	l, armoured, err := k.Issue(claims)
 	if err != nil {
 		return err
 	}
 	if dryRun {
-		fmt.Fprintln(w, "dry run: nothing written")
-		return nil
+		p.Printf("dry run: nothing written\n")
+		return p.Err
 	}
 	switch out {
 	case "":
 		return errors.New("--out FILE is required (or --dry-run)")
 	case "-":
+		if p.Err != nil {
+			return p.Err
+		}
 		_, err = w.Write(armoured)
 		return err
 	}
-	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(out), 0o750); err != nil {
 		return err
 	}
 	if err := os.WriteFile(out, armoured, 0o644); err != nil {
 		return err
 	}
 	if l.IsRevocation() {
-		fmt.Fprintf(w, "wrote %s: revocation list seq %d\n", out, l.Claims().Seq)
-		return nil
+		p.Printf("wrote %s: revocation list seq %d\n", out, l.Claims().Seq)
+		return p.Err
 	}
-	fmt.Fprintf(w, "wrote %s: %s %s rev %d, %s, term %s..%s, grace until %s (%s)\n", out, l.Type(), l.LID(), l.Rev(),
+	p.Printf("wrote %s: %s %s rev %d, %s, term %s..%s, grace until %s (%s)\n", out, l.Type(), l.LID(), l.Rev(),
 		l.Connector(), l.Start(), l.End(), l.GraceUntil(), claims.Term.TZ)
-	return nil
+	return p.Err
 }
 
 func parseSeats(s string) (*licensing.Seats, error) {
@@ -415,7 +425,7 @@ func (c *TransferCmd) Run(env *Env) error {
 	claims.Rev = prev.Rev() + 1
 	claims.IAT = now(env).UTC().Truncate(time.Second)
 	claims.Licensee, claims.Sub = c.Licensee, c.Sub
-	if err := c.bindingFlags.apply(&claims); err != nil {
+	if err := c.apply(&claims); err != nil {
 		return err
 	}
 	explain := []string{

@@ -92,7 +92,7 @@ func (k *SigningKey) WriteFiles(dir string) (keyPath, pubPath string, err error)
 		na := k.Key.NotAfter
 		sf.NotAfter = &na
 	}
-	sj, err := json.MarshalIndent(sf, "", "  ")
+	sj, err := json.MarshalIndent(sf, "", "  ") //nolint:gosec // G117: this is the private key file, written 0600 by design
 	if err != nil {
 		return "", "", err
 	}

@@ -19,6 +19,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -282,25 +283,26 @@ func ParsePub(data []byte) (Key, error) {
 
 // LoadPubDir reads every *.pub file of dir.
 func LoadPubDir(dir string) ([]Key, error) {
-	paths, err := filepath.Glob(filepath.Join(dir, "*.pub"))
+	fsys := os.DirFS(dir)
+	names, err := fs.Glob(fsys, "*.pub")
 	if err != nil {
 		return nil, err
 	}
-	if len(paths) == 0 {
-		if _, err := os.Stat(dir); err != nil {
+	if len(names) == 0 {
+		if _, err := fs.Stat(fsys, "."); err != nil {
 			return nil, err
 		}
 	}
-	sort.Strings(paths)
+	sort.Strings(names)
 	var keys []Key
-	for _, p := range paths {
-		data, err := os.ReadFile(p)
+	for _, name := range names {
+		data, err := fs.ReadFile(fsys, name)
 		if err != nil {
 			return nil, err
 		}
 		k, err := ParsePub(data)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", p, err)
+			return nil, fmt.Errorf("%s: %w", filepath.Join(dir, name), err)
 		}
 		keys = append(keys, k)
 	}

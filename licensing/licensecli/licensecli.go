@@ -209,7 +209,7 @@ func (v *rollbackView) MaxSeq() int64 { return v.mem.MaxSeq() }
 func loadRollback(env *Env, ver *licensing.Verifier, raw licensing.RawFactors, skip string) (*rollbackView, time.Time) {
 	mem, err := licensing.LoadMemory(filepath.Join(env.stateDir(), licensing.StateFile), licensing.StateKey(raw))
 	if err != nil {
-		fmt.Fprintf(env.errOut(), "note: licence state not used: %v\n", err)
+		_, _ = fmt.Fprintf(env.errOut(), "note: licence state not used: %v\n", err)
 	}
 	view := &rollbackView{mem: mem, revs: map[string]int{}}
 	maxIAT := mem.HWM
@@ -295,6 +295,20 @@ func exitForReason(r licensing.Reason) int {
 	return ExitBadFormat
 }
 
+// Printer writes command output and keeps the first write error, so that a command reports a
+// broken stdout once instead of ignoring it.
+type Printer struct {
+	W   io.Writer
+	Err error
+}
+
+// Printf writes unless an earlier write failed.
+func (p *Printer) Printf(format string, a ...any) {
+	if p.Err == nil {
+		_, p.Err = fmt.Fprintf(p.W, format, a...)
+	}
+}
+
 func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
@@ -342,10 +356,10 @@ func (c *VerifyCmd) Run(env *Env) error {
 	if err := licensing.CheckRollback(l, view); err != nil {
 		return &ExitError{Code: exitForReason(licensing.ReasonOf(err)), Err: err}
 	}
-	w := env.out()
+	p := &Printer{W: env.out()}
 	if l.IsRevocation() {
-		fmt.Fprintf(w, "valid revocation list seq %d (%d entries, %d revoked keys)\n", l.Claims().Seq, len(l.Claims().Revoked), len(l.Claims().RevokedKIDs))
-		return nil
+		p.Printf("valid revocation list seq %d (%d entries, %d revoked keys)\n", l.Claims().Seq, len(l.Claims().Revoked), len(l.Claims().RevokedKIDs))
+		return p.Err
 	}
 	if !c.NoHost {
 		if m := l.MatchHost(fp); !m.OK {
@@ -384,8 +398,8 @@ func (c *VerifyCmd) Run(env *Env) error {
 	case licensing.PhaseGrace:
 		return &ExitError{Code: ExitGrace, Err: fmt.Errorf("in grace on %s (payment late; connector still on until %s): %s", today, l.GraceUntil(), desc)}
 	}
-	fmt.Fprintf(w, "valid on %s: %s\n", today, desc)
-	return nil
+	p.Printf("valid on %s: %s\n", today, desc)
+	return p.Err
 }
 
 // InspectCmd is `license inspect FILE`.
@@ -404,21 +418,32 @@ func (c *InspectCmd) Run(env *Env) error {
 		return err
 	}
 	w := env.out()
+	p := &Printer{W: w}
 	l, verr := ver.VerifyFile(data)
 	if verr == nil {
-		fmt.Fprintf(w, "VERIFIED (key %s%s)\n", l.KID(), map[bool]string{true: ", DEV key", false: ""}[l.DevKey()])
+		dev := ""
+		if l.DevKey() {
+			dev = ", DEV key"
+		}
+		p.Printf("VERIFIED (key %s%s)\n", l.KID(), dev)
+		if p.Err != nil {
+			return p.Err
+		}
 		return writeJSON(w, l.Claims())
 	}
 	payload, kid, err := licensing.DecodeUnverified(data)
 	if err != nil {
-		return &ExitError{Code: ExitBadFormat, Err: fmt.Errorf("cannot decode: %w (verification: %v)", err, verr)}
+		return &ExitError{Code: ExitBadFormat, Err: fmt.Errorf("cannot decode: %w (verification: %w)", err, verr)}
 	}
-	fmt.Fprintf(w, "UNVERIFIED: %v\nDo not trust anything below. kid in footer: %q\n", verr, kid)
+	p.Printf("UNVERIFIED: %v\nDo not trust anything below. kid in footer: %q\n", verr, kid)
 	var pretty any
-	if json.Unmarshal(payload, &pretty) == nil {
-		_ = writeJSON(w, pretty)
+	if json.Unmarshal(payload, &pretty) == nil && p.Err == nil {
+		p.Err = writeJSON(w, pretty)
 	} else {
-		fmt.Fprintf(w, "%q\n", payload)
+		p.Printf("%q\n", payload)
+	}
+	if p.Err != nil {
+		return p.Err
 	}
 	return &ExitError{Code: ExitBadFormat, Err: verr}
 }
@@ -462,17 +487,18 @@ func (c *InstallCmd) Run(env *Env) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(env.out(), "installed %s\n", p)
+	out := &Printer{W: env.out()}
+	out.Printf("installed %s\n", p)
 	if !l.IsRevocation() {
-		fmt.Fprintf(env.out(), "%s %s rev %d for %s: term %s..%s, grace until %s (%s)\n", l.Type(), l.LID(), l.Rev(), l.Connector(),
+		out.Printf("%s %s rev %d for %s: term %s..%s, grace until %s (%s)\n", l.Type(), l.LID(), l.Rev(), l.Connector(),
 			l.Start(), l.End(), l.GraceUntil(), l.Claims().Term.TZ)
 	}
 	if env.Reload != nil {
 		if err := env.Reload(env.ctx()); err != nil {
-			fmt.Fprintf(env.errOut(), "note: could not ask the daemon to reload (%v); its directory watch picks the file up\n", err)
+			_, _ = fmt.Fprintf(env.errOut(), "note: could not ask the daemon to reload (%v); its directory watch picks the file up\n", err)
 		}
 	}
-	return nil
+	return out.Err
 }
 
 // FingerprintCmd is `license fingerprint [--json]`.
@@ -527,7 +553,8 @@ func (c *FingerprintCmd) Run(env *Env) error {
 		return writeJSON(w, rep)
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "FACTOR\tKIND\tVALUE (HMAC)")
+	t := &Printer{W: tw}
+	t.Printf("FACTOR\tKIND\tVALUE (HMAC)\n")
 	for _, name := range []string{licensing.FactorMachineID, licensing.FactorInstallID, licensing.FactorDMI, licensing.FactorRootFS, licensing.FactorMAC} {
 		kind := "copyable"
 		if licensing.IsStableFactor(name) {
@@ -537,20 +564,28 @@ func (c *FingerprintCmd) Run(env *Env) error {
 		if !ok {
 			v = "(absent)"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\n", name, kind, v)
+		t.Printf("%s\t%s\t%s\n", name, kind, v)
 	}
-	tw.Flush()
+	if t.Err != nil {
+		return t.Err
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	p := &Printer{W: w}
 	for _, m := range rep.Licences {
-		switch {
-		case !m.Host.Bound:
-			fmt.Fprintf(w, "%s (%s): not host-bound\n", m.LID, m.Connector)
-		default:
-			fmt.Fprintf(w, "%s (%s): %s, %d of %d factors, %d of %d hardware-tied; differing %v, missing %v\n", m.LID, m.Connector,
-				map[bool]string{true: "MATCH", false: "MISMATCH"}[m.Host.OK], m.Host.Matched, m.Host.Required,
-				m.Host.StableMatched, m.Host.StableRequired, m.Host.Failing, m.Host.Missing)
+		if !m.Host.Bound {
+			p.Printf("%s (%s): not host-bound\n", m.LID, m.Connector)
+			continue
 		}
+		verdict := "MISMATCH"
+		if m.Host.OK {
+			verdict = "MATCH"
+		}
+		p.Printf("%s (%s): %s, %d of %d factors, %d of %d hardware-tied; differing %v, missing %v\n", m.LID, m.Connector,
+			verdict, m.Host.Matched, m.Host.Required, m.Host.StableMatched, m.Host.StableRequired, m.Host.Failing, m.Host.Missing)
 	}
-	return nil
+	return p.Err
 }
 
 // RequestCmd is `license request --connector X`.
@@ -569,7 +604,7 @@ func (c *RequestCmd) Run(env *Env) error {
 	}
 	if env.Host == nil {
 		if _, err := licensing.EnsureInstallID(env.stateDir()); err != nil {
-			fmt.Fprintf(env.errOut(), "note: no install id (%v); the request uses the other host factors\n", err)
+			_, _ = fmt.Fprintf(env.errOut(), "note: no install id (%v); the request uses the other host factors\n", err)
 		}
 	}
 	fp, _, err := env.fingerprint()
@@ -587,8 +622,8 @@ func (c *RequestCmd) Run(env *Env) error {
 	if c.Out != "" {
 		return os.WriteFile(c.Out, []byte(code+"\n"), 0o644)
 	}
-	fmt.Fprintln(env.out(), code)
-	return nil
+	_, err = fmt.Fprintln(env.out(), code)
+	return err
 }
 
 // StatusCmd is `license status [--json]`.
@@ -618,7 +653,8 @@ func (c *StatusCmd) Run(env *Env) error {
 // PrintStatus renders a Status as a table.
 func PrintStatus(w io.Writer, st licensing.Status) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "CONNECTOR\tTYPE\tSTATE\tCRM ACTIONS\tDAYS LEFT\tLICENCE\tSEATS\tNOTE")
+	t := &Printer{W: tw}
+	t.Printf("CONNECTOR\tTYPE\tSTATE\tCRM ACTIONS\tDAYS LEFT\tLICENCE\tSEATS\tNOTE\n")
 	for _, cs := range st.Connectors {
 		lic, days, seats := "-", "-", "-"
 		if cs.License != nil {
@@ -641,20 +677,26 @@ func PrintStatus(w io.Writer, st licensing.Status) error {
 		if cs.Allowed {
 			on = "on"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", cs.Name, cs.Type, cs.State, on, days, lic, seats, cs.Reason)
+		t.Printf("%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", cs.Name, cs.Type, cs.State, on, days, lic, seats, cs.Reason)
+	}
+	if t.Err != nil {
+		return t.Err
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	fmt.Fprintf(w, "time floor %s, evaluated at %s", st.Floor.UTC().Format(time.RFC3339), st.Now.UTC().Format(time.RFC3339))
+	p := &Printer{W: w}
+	p.Printf("time floor %s, evaluated at %s", st.Floor.UTC().Format(time.RFC3339), st.Now.UTC().Format(time.RFC3339))
 	if st.ClockSuspect {
-		fmt.Fprint(w, " (CLOCK BEHIND THE FLOOR)")
+		p.Printf(" (CLOCK BEHIND THE FLOOR)")
 	}
-	fmt.Fprintln(w)
+	p.Printf("\n")
 	for _, f := range st.Files {
 		if f.Result != licensing.FileValid {
-			fmt.Fprintf(w, "%s: %s %s\n", f.Path, f.Result, f.Error)
+			p.Printf("%s: %s %s\n", f.Path, f.Result, f.Error)
 		}
 	}
-	return nil
+	return p.Err
 }
+
+var _ licensing.RollbackState = (*rollbackView)(nil)

@@ -116,12 +116,15 @@ func Split(token string) (Parts, error) {
 // LF), no padding, and zero trailing bits.
 func decode(s string) ([]byte, error) {
 	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+		if !isB64URL(s[i]) {
 			return nil, fmt.Errorf("invalid base64url character at offset %d", i)
 		}
 	}
 	return b64.DecodeString(s)
+}
+
+func isB64URL(c byte) bool {
+	return c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_'
 }
 
 // Verify checks token against the Ed25519 public key pk and the implicit assertion i, and returns
