@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -345,8 +346,15 @@ func (o *lazyOriginator) Originate(ctx context.Context, req asterisk.OriginateRe
 // crmHTTPClient is the instrumented HTTP client adapters build on: it times every CRM request,
 // counts it for requests-per-call, and feeds CRM Date headers to the licence time floor.
 func (d *Daemon) crmHTTPClient(connector string) *http.Client {
+	tr := cleanhttp.DefaultPooledTransport()
+	if resolve := d.opts.Resolve; resolve != nil {
+		dial := tr.DialContext
+		tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			return dial(ctx, network, resolve(addr))
+		}
+	}
 	return &http.Client{Transport: &instrumented{
-		next:      cleanhttp.DefaultPooledTransport(),
+		next:      tr,
 		connector: connector,
 		d:         d,
 	}}

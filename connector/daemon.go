@@ -57,6 +57,9 @@ type Options struct {
 	OnDelivered func(connector string, rec *callmodel.Record)
 	// HTTPListener, when set, is used instead of listening on http.listen (tests, the demo).
 	HTTPListener func() (listenerCloser, error)
+	// Resolve, when set, rewrites the host:port CRM requests dial (the demo sends the reserved
+	// demo-*.invalid hosts to its fake CRMs on loopback).
+	Resolve func(addr string) string
 }
 
 // Daemon is a running pbxbridge. Build it with New and start it with Run.

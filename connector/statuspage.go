@@ -74,8 +74,8 @@ type connectorView struct {
 
 type callView struct {
 	Key, Started, Direction, Customer, Line, Disposition, AnsweredBy, Talk string
-	Delivery                                                              []deliveryView
-	NotSent                                                               string
+	Delivery                                                               []deliveryView
+	NotSent                                                                string
 }
 
 type deliveryView struct{ Connector, State, Class string }

@@ -1,0 +1,398 @@
+package connector
+
+import (
+	"context"
+	crand "crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pbxbridge/pbxbridge/asterisk/fakepbx"
+	"github.com/pbxbridge/pbxbridge/connector/callmodel"
+	"github.com/pbxbridge/pbxbridge/connector/config"
+	"github.com/pbxbridge/pbxbridge/crm/crmtest"
+	"github.com/pbxbridge/pbxbridge/licensing/demo"
+)
+
+// DemoCmd runs the whole pipeline on this machine with nothing installed: a simulated PBX
+// replaying the real Asterisk transcripts over AMI, fake Bitrix24, amoCRM and Kommo servers, demo
+// licences (bound to reserved .invalid accounts, so they can never unlock a real CRM), and the
+// daemon with its status page.
+type DemoCmd struct {
+	Duration time.Duration `help:"Stop after this long (default: until Ctrl-C)."`
+	Rate     float64       `help:"Calls started per second." default:"1"`
+	Speed    float64       `help:"Replay speed of the recorded calls (1 = real time)." default:"3"`
+	Listen   string        `help:"Status page address (the next free port is used when it is taken)." default:"127.0.0.1:8080"`
+	Dir      string        `help:"Keep the demo's state here (default: a temporary directory, removed at the end)." placeholder:"DIR"`
+	Verbose  bool          `help:"Show the daemon's log."`
+}
+
+// demoHosts are the reserved names the demo CRMs answer to (RFC 2606 .invalid).
+const (
+	demoB24Host   = "demo-bitrix24.invalid"
+	demoAmoHost   = "demo-amocrm.invalid"
+	demoKommoHost = "demo-kommo.invalid"
+)
+
+// Run runs the demo and prints one line per delivered call and a summary at the end.
+func (c *DemoCmd) Run(g *Globals) error {
+	out := g.Stdout
+	ctx := g.Ctx
+	if c.Duration > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.Duration)
+		defer cancel()
+	}
+	if c.Rate <= 0 || c.Speed <= 0 {
+		return errors.New("--rate and --speed must be positive")
+	}
+	dir := c.Dir
+	if dir == "" {
+		tmp, err := os.MkdirTemp("", "pbxbridge-demo-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(tmp)
+		dir = tmp
+	}
+	licDir := filepath.Join(dir, "licenses.d")
+	if err := os.MkdirAll(licDir, 0o700); err != nil {
+		return err
+	}
+	if _, err := demo.Install(licDir); err != nil {
+		return fmt.Errorf("demo licences: %w", err)
+	}
+
+	// The simulated PBX.
+	pbx, err := fakepbx.Start(fakepbx.Config{Speed: c.Speed, Secret: "demo-secret"})
+	if err != nil {
+		return fmt.Errorf("simulated PBX: %w", err)
+	}
+	defer pbx.Close()
+
+	// The fake CRMs, each on its own loopback port, reached through its reserved name.
+	b24 := crmtest.NewBitrix24()
+	b24.SetBaseURL("http://" + demoB24Host)
+	amo := crmtest.NewAmoCRM(crmtest.AmoOptions{})
+	amo.AddAccount(demoAmoAccount(demoAmoHost))
+	amo.AddLongLivedToken(demoAmoHost, crmtest.DemoLongLivedToken, 24*time.Hour)
+	kommo := crmtest.NewAmoCRM(crmtest.AmoOptions{Flavor: "kommo"})
+	kommo.AddAccount(demoAmoAccount(demoKommoHost))
+	kommo.AddLongLivedToken(demoKommoHost, crmtest.DemoLongLivedToken, 24*time.Hour)
+	hosts := map[string]string{}
+	for host, h := range map[string]http.Handler{demoB24Host: b24, demoAmoHost: amo, demoKommoHost: kommo} {
+		addr, stop, err := serveLoopback(h)
+		if err != nil {
+			return err
+		}
+		defer stop()
+		hosts[host+":80"] = addr
+	}
+
+	// The daemon's HTTP listener: the asked port or the next free one.
+	ln, err := listenNear(c.Listen)
+	if err != nil {
+		return err
+	}
+	base := "http://" + ln.Addr().String()
+	secret := make([]byte, 16)
+	_, _ = crand.Read(secret)
+	_, amiPort, _ := net.SplitHostPort(pbx.Addr())
+	yaml := fmt.Sprintf(demoConfig, dir, licDir, ln.Addr().String(), base, amiPort, hex.EncodeToString(secret))
+	cfgPath := filepath.Join(dir, "pbxbridge.yaml")
+	if err := os.WriteFile(cfgPath, []byte(yaml), 0o600); err != nil {
+		return err
+	}
+	cfg, err := config.Load(cfgPath, func(string) string { return "" })
+	if err != nil {
+		return fmt.Errorf("demo config: %w", err)
+	}
+	cfg.PBX[0].Calls = LabCalls()
+
+	var logOut io.Writer = io.Discard
+	if c.Verbose {
+		logOut = g.Stderr
+	}
+	tally := newDemoTally(out)
+	d, err := New(cfg, Options{
+		Version:      g.Version,
+		Logger:       slog.New(slog.NewTextHandler(logOut, nil)),
+		Notify:       func(string) {},
+		HTTPListener: func() (net.Listener, error) { return ln, nil },
+		Resolve: func(addr string) string {
+			if a, ok := hosts[addr]; ok {
+				return a
+			}
+			return addr
+		},
+		OnDelivered: tally.delivered,
+	})
+	if err != nil {
+		return err
+	}
+	runCtx, stopDaemon := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopDaemon()
+	done := make(chan error, 1)
+	go func() { done <- d.Run(runCtx) }()
+
+	fmt.Fprintf(out, "pbxbridge demo: simulated PBX at %s (AMI), fake Bitrix24, amoCRM and Kommo, demo licences\n", pbx.Addr())
+	fmt.Fprintf(out, "status page: %s/   metrics: %s/metrics   state: %s\n", base, base, dir)
+	if err := waitUntil(ctx, 20*time.Second, func() bool { return d.ready.Load() }); err != nil {
+		stopDaemon()
+		<-done
+		return fmt.Errorf("the daemon did not get ready: %w", err)
+	}
+	// Install the Bitrix24 local application into the daemon, as a portal admin would.
+	if err := b24.Install(ctx, base+"/crm/b24-demo/install"); err != nil {
+		fmt.Fprintf(out, "warning: installing the Bitrix24 application: %v\n", err)
+	}
+	if c.Duration > 0 {
+		fmt.Fprintf(out, "running for %v; calls start at %.1f/s\n", c.Duration, c.Rate)
+	} else {
+		fmt.Fprintln(out, "press Ctrl-C to stop; calls start at", c.Rate, "per second")
+	}
+
+	// Calls: every recorded scenario in turn, then a random mix.
+	mix := pbx.DefaultMix()
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1)) //nolint:gosec // scenario mix
+	var calls sync.WaitGroup
+	var played atomic.Int64
+	tick := time.NewTicker(time.Duration(float64(time.Second) / c.Rate))
+	for i := 0; ctx.Err() == nil; i++ {
+		name := mix[i%len(mix)]
+		if i >= len(mix) {
+			name = mix[rng.IntN(len(mix))]
+		}
+		call, err := pbx.Play(context.WithoutCancel(ctx), name)
+		if err == nil {
+			played.Add(1)
+			calls.Add(1)
+			go func() { defer calls.Done(); <-call.Done() }()
+		}
+		select {
+		case <-ctx.Done():
+		case <-tick.C:
+		}
+	}
+	tick.Stop()
+
+	// Wind down: let the calls in progress finish, then the deliveries.
+	fmt.Fprintln(out, "stopping: letting calls in progress finish and the outbox drain…")
+	waitGroupTimeout(&calls, 60*time.Second)
+	// Every finished call reaches the call model over AMI a moment after the PBX ends it.
+	_ = waitUntil(context.Background(), 15*time.Second, func() bool { return d.builtCalls() >= int64(pbx.Stats().CallsFinished) })
+	_ = waitUntil(context.Background(), 60*time.Second, func() bool { return outboxDrained(d) })
+	stats, _ := d.store.Stats(context.Background())
+	built := d.builtCalls()
+	stopDaemon()
+	if err := <-done; err != nil {
+		return err
+	}
+
+	var dead, pending int64
+	for _, s := range stats {
+		dead += s.Dead
+		pending += s.Pending + s.Leased
+	}
+	finished := int64(pbx.Stats().CallsFinished)
+	lost := max(finished-built, 0) + pending
+	fmt.Fprintf(out, "summary: %d calls played, %d built; delivered %s; lost %d; dead letters %d\n",
+		played.Load(), built, tally.summary(), lost, dead)
+	if lost > 0 || dead > 0 {
+		return &exitError{code: 1}
+	}
+	return nil
+}
+
+// demoConfig is the daemon config of the demo: %[1]s state dir, %[2]s licences, %[3]s listen
+// address, %[4]s public URL, %[5]s AMI port on 127.0.0.1, %[6]s recordings secret.
+const demoConfig = `
+state_dir: %[1]s/state
+http: {listen: "%[3]s", public_url: "%[4]s"}
+admin: {socket: %[1]s/admin.sock}
+licensing: {dir: %[2]s}
+dispatch: {backoff_min: 1s, backoff_max: 10s, drain_timeout: 5s}
+recordings: {dir: %[1]s/recordings, public_url: "%[4]s/rec/", secret: "%[6]s"}
+pbx:
+  - name: lab
+    ami: {host: 127.0.0.1, port: %[5]s, username: pbxbridge, secret: demo-secret, auth: md5, ping_interval: 5s}
+    originate: {channel: "Local/{ext}@internal", context: pstn-out}
+connectors:
+  - name: b24-demo
+    type: bitrix24
+    bitrix24:
+      portal_url: http://demo-bitrix24.invalid
+      oauth_url: http://demo-bitrix24.invalid
+      auth: {mode: oauth, client_id: local.pbxbridge, client_secret: pbxbridge-secret}
+      lines: [{number: "+74951112233", name: Main line}]
+      recordings: {attach: false}
+      users: {default_user_id: 1}
+      missed_calls: {follow_up: task}
+  - name: amo-demo
+    type: amocrm
+    amocrm:
+      subdomain: demo-amocrm
+      base_url: http://demo-amocrm.invalid
+      auth: {long_lived_token: ` + crmtest.DemoLongLivedToken + `}
+      users: {"101": 504141, "102": 504142, "103": 504143}
+      default_user: 504141
+      recording_links: true
+  - name: kommo-demo
+    type: kommo
+    kommo:
+      subdomain: demo-kommo
+      base_url: http://demo-kommo.invalid
+      auth: {long_lived_token: ` + crmtest.DemoLongLivedToken + `}
+      users: {"101": 504141, "102": 504142, "103": 504143}
+      default_user: 504141
+      recording_links: true
+`
+
+// demoAmoAccount is the fake amoCRM/Kommo demo account under a reserved name.
+func demoAmoAccount(sub string) crmtest.AmoAccountSpec {
+	a := crmtest.AmoDemoAccount()
+	a.Subdomain = sub
+	return a
+}
+
+func serveLoopback(h http.Handler) (addr string, stop func(), err error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	return ln.Addr().String(), func() { _ = srv.Close() }, nil
+}
+
+// listenNear listens on addr or, when it is taken, on the next of the following 20 ports, then
+// on any free port.
+func listenNear(addr string) (net.Listener, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("--listen: %w", err)
+	}
+	var p int
+	if _, err := fmt.Sscan(port, &p); err != nil {
+		return nil, fmt.Errorf("--listen: bad port %q", port)
+	}
+	for i := range 21 {
+		if ln, err := net.Listen("tcp", net.JoinHostPort(host, fmt.Sprint(p+i))); err == nil {
+			return ln, nil
+		}
+	}
+	return net.Listen("tcp", net.JoinHostPort(host, "0"))
+}
+
+func waitUntil(ctx context.Context, limit time.Duration, cond func() bool) error {
+	deadline := time.Now().Add(limit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("still waiting after %v", limit)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+func waitGroupTimeout(wg *sync.WaitGroup, d time.Duration) {
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(d):
+	}
+}
+
+func outboxDrained(d *Daemon) bool {
+	d.unitsMu.Lock()
+	held := 0
+	for _, p := range d.pbxs {
+		held += p.held.len()
+	}
+	d.unitsMu.Unlock()
+	if held > 0 {
+		return false
+	}
+	stats, err := d.store.Stats(context.Background())
+	if err != nil {
+		return false
+	}
+	for _, s := range stats {
+		if s.Pending+s.Leased > 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// builtCalls is how many finished calls the call model built (all PBXs).
+func (d *Daemon) builtCalls() int64 {
+	mfs, err := d.reg.Gather()
+	if err != nil {
+		return 0
+	}
+	var n float64
+	for _, mf := range mfs {
+		if mf.GetName() == "pbxbridge_calls_total" {
+			for _, m := range mf.GetMetric() {
+				n += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return int64(n)
+}
+
+// demoTally prints delivered calls and counts them per CRM.
+type demoTally struct {
+	mu  sync.Mutex
+	out io.Writer
+	n   map[string]int
+}
+
+func newDemoTally(out io.Writer) *demoTally { return &demoTally{out: out, n: map[string]int{}} }
+
+func (t *demoTally) delivered(connector string, rec *callmodel.Record) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.n[connector]++
+	who := rec.AnsweredBy
+	if who == "" {
+		who = "nobody"
+	}
+	fmt.Fprintf(t.out, "%s  %-10s %-8s %-13s %-14s answered by %-6s talk %3ds   [%s]\n",
+		time.Now().Format("15:04:05"), connector, rec.Direction, rec.Customer, strings.ReplaceAll(string(rec.Disposition), "_", " "),
+		who, rec.TalkSeconds, t.summaryLocked())
+}
+
+func (t *demoTally) summary() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.summaryLocked()
+}
+
+func (t *demoTally) summaryLocked() string {
+	names := []string{"b24-demo", "amo-demo", "kommo-demo"}
+	parts := make([]string, 0, len(names))
+	for _, n := range names {
+		parts = append(parts, fmt.Sprintf("%s %d", strings.TrimSuffix(n, "-demo"), t.n[n]))
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, ", ")
+}
