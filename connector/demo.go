@@ -22,6 +22,7 @@ import (
 	"github.com/pbxbridge/pbxbridge/asterisk/fakepbx"
 	"github.com/pbxbridge/pbxbridge/connector/callmodel"
 	"github.com/pbxbridge/pbxbridge/connector/config"
+	_ "github.com/pbxbridge/pbxbridge/crm/all" // the demo runs every connector type
 	"github.com/pbxbridge/pbxbridge/crm/crmtest"
 	"github.com/pbxbridge/pbxbridge/licensing/demo"
 )
