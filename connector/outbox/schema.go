@@ -35,6 +35,7 @@ var migrations = []string{
 		UNIQUE (key, connector)
 	) STRICT;
 	CREATE INDEX outbox_due ON outbox (connector, state, next_attempt_at);
+	CREATE INDEX outbox_leases ON outbox (connector, lease_expires_at) WHERE state = 'leased';
 	CREATE INDEX outbox_started ON outbox (connector, started_at);
 	CREATE INDEX outbox_done ON outbox (state, done_at);`,
 

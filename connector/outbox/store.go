@@ -30,6 +30,9 @@ const (
 	readConns = 4
 	// busyTimeoutMS is SQLite's busy_timeout for every connection.
 	busyTimeoutMS = 5000
+	// linger is how long the writer waits for the callers of its previous
+	// batch to come back before it commits a smaller batch.
+	linger = 250 * time.Microsecond
 	// maxErrorLen bounds the stored last_error text.
 	maxErrorLen = 4096
 )
@@ -80,11 +83,15 @@ type Store struct {
 	retention time.Duration
 	leaseTTL  time.Duration
 	clock     func() time.Time
-	log       *slog.Logger
+	// pruneChunk is how many rows one Prune transaction deletes at most
+	// (a field so that tests can make it small).
+	pruneChunk int64
+	log        *slog.Logger
 
-	w    *sql.DB  // exactly one connection, used only by the writer goroutine
-	r    *sql.DB  // read-only pool
-	lock *os.File // holds the process lock on the database file
+	w     *sql.DB              // exactly one connection, used only by the writer goroutine
+	stmts map[string]*sql.Stmt // prepared writerStatements; read-only after Open
+	r     *sql.DB              // read-only pool
+	lock  *os.File             // holds the process lock on the database file
 
 	ops        chan *writeOp
 	writerDone chan struct{}
@@ -99,7 +106,7 @@ type Store struct {
 // writeOp is one caller's share of a group-committed transaction.
 type writeOp struct {
 	ctx  context.Context
-	fn   func(tx *sql.Tx, now time.Time) error
+	fn   func(tx wtx, now time.Time) error
 	done chan error // buffered: the writer never blocks on a caller that left
 }
 
@@ -129,6 +136,7 @@ func open(ctx context.Context, path string, opts Options, steps []string) (_ *St
 		leaseTTL:   opts.LeaseTTL,
 		clock:      opts.Clock,
 		log:        opts.Logger,
+		pruneChunk: pruneChunk,
 		ops:        make(chan *writeOp, maxBatch),
 		writerDone: make(chan struct{}),
 	}
@@ -168,6 +176,13 @@ func open(ctx context.Context, path string, opts Options, steps []string) (_ *St
 	}
 	if err := s.releaseLeftoverLeases(ctx); err != nil {
 		return nil, err
+	}
+	// A store on an older schema exists only in tests that build old files;
+	// its statements are prepared per call.
+	if len(steps) == len(migrations) {
+		if err := s.prepareStatements(ctx); err != nil {
+			return nil, err
+		}
 	}
 	s.r, err = sql.Open("sqlite", dsn+"&_pragma=query_only(1)")
 	if err != nil {
@@ -258,6 +273,9 @@ func (s *Store) Close() error {
 // see acquireFile).
 func (s *Store) closeHandles() error {
 	var errs []error
+	for _, st := range s.stmts {
+		errs = append(errs, st.Close())
+	}
 	if s.r != nil {
 		errs = append(errs, s.r.Close())
 	}
@@ -285,11 +303,11 @@ func (s *Store) enter() (func(), error) {
 }
 
 // write runs fn inside the next group-committed transaction and returns once
-// that transaction has committed durably (nil) or failed. fn's own error rolls
-// back only fn's changes (it runs inside a savepoint). If ctx ends while the
-// caller waits, write returns ctx.Err() and fn may still commit later; every
-// write in this package is safe to repeat.
-func (s *Store) write(ctx context.Context, fn func(tx *sql.Tx, now time.Time) error) error {
+// that transaction has committed durably (nil) or failed. fn's error is
+// returned to the caller; see commit for what it does to the transaction. If
+// ctx ends while the caller waits, write returns ctx.Err() and fn may still
+// commit later; every write in this package is safe to repeat.
+func (s *Store) write(ctx context.Context, fn func(tx wtx, now time.Time) error) error {
 	leave, err := s.enter()
 	if err != nil {
 		return err
@@ -312,67 +330,136 @@ func (s *Store) write(ctx context.Context, fn func(tx *sql.Tx, now time.Time) er
 	}
 }
 
-// writer is the single writer goroutine: it takes every queued op (up to
+// writer is the single writer goroutine: it takes the queued ops (up to
 // maxBatch), runs them in one transaction and answers each caller only after
 // the commit returned.
+//
+// Callers answered by one commit need a moment to come back with their next
+// write; taking only what is queued at that instant would split them into two
+// half-size batches that take turns, each waiting for the other's fsync. So
+// the writer estimates how many callers are writing (the previous batch plus
+// the ops that queued up while it committed) and waits up to linger for that
+// many ops. A lone sequential caller (a batch of one, nothing queued behind
+// it) never waits.
 func (s *Store) writer() {
 	defer close(s.writerDone)
 	batch := make([]*writeOp, 0, maxBatch)
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	target := 0
 	for {
 		op, ok := <-s.ops
 		if !ok {
 			return
 		}
 		batch = append(batch[:0], op)
-	fill:
-		for len(batch) < maxBatch {
-			select {
-			case op, ok := <-s.ops:
-				if !ok {
-					break fill
+		if open := s.drain(&batch); open && len(batch) < target {
+			timer.Reset(linger)
+		wait:
+			for len(batch) < target {
+				select {
+				case op, ok := <-s.ops:
+					if !ok {
+						break wait
+					}
+					batch = append(batch, op)
+				case <-timer.C:
+					break wait
 				}
-				batch = append(batch, op)
-			default:
-				break fill
 			}
+			timer.Stop()
 		}
-		s.runBatch(batch)
+		queuedBehind := s.runBatch(batch)
+		target = min(len(batch)+queuedBehind, maxBatch)
 		clear(batch)
 	}
 }
 
-// runBatch runs one group commit. Statements use a background context: a
-// caller's cancellation must not interrupt a transaction shared with others.
-func (s *Store) runBatch(batch []*writeOp) {
-	ctx := context.Background()
-	results := make([]error, len(batch))
-	tx, err := s.w.BeginTx(ctx, nil)
+// drain appends every op queued right now to batch, up to maxBatch. It
+// returns false if the queue is closed.
+func (s *Store) drain(batch *[]*writeOp) bool {
+	for len(*batch) < maxBatch {
+		select {
+		case op, ok := <-s.ops:
+			if !ok {
+				return false
+			}
+			*batch = append(*batch, op)
+		default:
+			return true
+		}
+	}
+	return true
+}
+
+// runBatch runs one group commit and answers every op in batch. If one op
+// fails (other than with ErrLeaseLost), the transaction is rolled back, that
+// op gets its error and the others run once more in a new transaction; if
+// that fails too, they all get an error.
+//
+// It returns how many ops were queued when the transaction ended.
+func (s *Store) runBatch(batch []*writeOp) (queuedBehind int) {
+	rest, err := s.commit(batch)
+	if len(rest) > 0 {
+		var err2 error
+		rest, err2 = s.commit(rest)
+		for _, op := range rest {
+			op.done <- fmt.Errorf("outbox: not committed: other writes in the same transaction failed twice: %w", errors.Join(err, err2))
+		}
+	}
+	return len(s.ops)
+}
+
+// commit runs the ops of batch in one transaction. It answers every op
+// unless an op failed: then it rolls back, answers the failed op and the
+// cancelled ones, and returns the others unanswered, with the failure.
+//
+// Op functions must return ErrLeaseLost only when they changed nothing; every
+// other error may leave partial changes (or SQLite may have rolled the whole
+// transaction back), so it aborts the transaction. Statements use a
+// background context: a caller's cancellation must not interrupt a
+// transaction shared with others.
+func (s *Store) commit(batch []*writeOp) ([]*writeOp, error) {
+	tx, err := s.w.BeginTx(context.Background(), nil)
 	if err != nil {
 		err = s.wrap("begin", err)
 		for _, op := range batch {
 			op.done <- err
 		}
-		return
+		return nil, nil
 	}
 	now := s.clock().UTC()
-	ran := false
+	w := wtx{tx: tx, stmts: s.stmts}
+	results := make([]error, len(batch))
 	for i, op := range batch {
 		if err := op.ctx.Err(); err != nil {
 			results[i] = err
 			continue
 		}
-		results[i] = runInSavepoint(ctx, tx, func() error { return op.fn(tx, now) })
-		ran = true
+		err := op.fn(w, now)
+		if err == nil || errors.Is(err, ErrLeaseLost) {
+			results[i] = err
+			continue
+		}
+		_ = tx.Rollback() // fails harmlessly if SQLite already rolled back
+		op.done <- err
+		rest := make([]*writeOp, 0, len(batch)-1)
+		for j, other := range batch {
+			switch {
+			case j == i:
+			case results[j] != nil && !errors.Is(results[j], ErrLeaseLost): // cancelled
+				other.done <- results[j]
+			default:
+				rest = append(rest, other)
+			}
+		}
+		return rest, err
 	}
-	if !ran {
-		err = tx.Rollback()
-	} else {
-		err = tx.Commit()
-	}
+	err = tx.Commit()
 	if err != nil {
 		err = s.wrap("commit", err)
 		for i := range results {
-			if results[i] == nil {
+			if results[i] == nil || errors.Is(results[i], ErrLeaseLost) {
 				results[i] = err
 			}
 		}
@@ -380,23 +467,44 @@ func (s *Store) runBatch(batch []*writeOp) {
 	for i, op := range batch {
 		op.done <- results[i]
 	}
+	return nil, nil
 }
 
-// runInSavepoint runs fn so that its error undoes only its own changes.
-func runInSavepoint(ctx context.Context, tx *sql.Tx, fn func() error) error {
-	if _, err := tx.ExecContext(ctx, "SAVEPOINT op"); err != nil {
-		return err
+// wtx is the writer's view of the group transaction. Statements listed in
+// writerStatements run from statements prepared once at Open; any other text
+// is prepared on each call (operator statements with built conditions).
+type wtx struct {
+	tx    *sql.Tx
+	stmts map[string]*sql.Stmt
+}
+
+func (w wtx) exec(query string, args ...any) (sql.Result, error) {
+	if st := w.stmts[query]; st != nil {
+		return w.tx.StmtContext(context.Background(), st).ExecContext(context.Background(), args...)
 	}
-	ferr := fn()
-	if ferr != nil {
-		if _, err := tx.ExecContext(ctx, "ROLLBACK TO op"); err != nil {
-			return errors.Join(ferr, err)
+	return w.tx.ExecContext(context.Background(), query, args...)
+}
+
+func (w wtx) query(query string, args ...any) (*sql.Rows, error) {
+	if st := w.stmts[query]; st != nil {
+		return w.tx.StmtContext(context.Background(), st).QueryContext(context.Background(), args...)
+	}
+	return w.tx.QueryContext(context.Background(), query, args...)
+}
+
+// prepareStatements prepares writerStatements on the writer connection. It
+// runs before the writer starts: while a transaction holds the only
+// connection, nothing can be prepared outside it.
+func (s *Store) prepareStatements(ctx context.Context) error {
+	s.stmts = make(map[string]*sql.Stmt, len(writerStatements))
+	for _, q := range writerStatements {
+		st, err := s.w.PrepareContext(ctx, q)
+		if err != nil {
+			return s.wrap("open: preparing statements", err)
 		}
+		s.stmts[q] = st
 	}
-	if _, err := tx.ExecContext(ctx, "RELEASE op"); err != nil {
-		return errors.Join(ferr, err)
-	}
-	return ferr
+	return nil
 }
 
 // corruptAdvice tells the operator what to do with a damaged database file.

@@ -210,7 +210,7 @@ func TestOpenTruncatedDatabase(t *testing.T) {
 		t.Fatal(err)
 	}
 	var entries []Entry
-	for i := range 2000 {
+	for i := range 600 {
 		entries = append(entries, entry(fmt.Sprintf("call-%04d", i), time.Now(), "b24"))
 	}
 	mustEnqueue(t, s, entries...)
