@@ -158,7 +158,7 @@ func open(ctx context.Context, path string, opts Options, steps []string) (_ *St
 	}
 	defer func() {
 		if err != nil {
-			s.closeHandles()
+			_ = s.closeHandles()
 		}
 	}()
 
@@ -353,7 +353,7 @@ func (s *Store) writer() {
 			return
 		}
 		batch = append(batch[:0], op)
-		if open := s.drain(&batch); open && len(batch) < target {
+		if more := s.drain(&batch); more && len(batch) < target {
 			timer.Reset(linger)
 		wait:
 			for len(batch) < target {
