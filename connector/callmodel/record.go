@@ -1,0 +1,133 @@
+package callmodel
+
+import "time"
+
+// Direction of a call as seen from the PBX.
+type Direction string
+
+// Directions.
+const (
+	Inbound  Direction = "inbound"  // external → internal
+	Outbound Direction = "outbound" // internal → external
+	Internal Direction = "internal" // extension → extension; not sent to CRMs by default
+)
+
+// Disposition is the outcome of a call.
+type Disposition string
+
+// Dispositions.
+const (
+	Answered Disposition = "answered"
+	NoAnswer Disposition = "no_answer"
+	Busy     Disposition = "busy"
+	Failed   Disposition = "failed" // congestion, unavailable, invalid number
+)
+
+// Record is one finished external call (one Asterisk Linkedid): the core contract between the
+// call model, the outbox and every CRM adapter. Its JSON form is the schema of DESIGN.md §4,
+// printed by `pbxbridge replay` and stored in the outbox; the fields after Recording are
+// documented optional extensions (omitted when empty).
+type Record struct {
+	CallID      string      `json:"call_id"` // the call's Linkedid
+	Direction   Direction   `json:"direction"`
+	Customer    string      `json:"customer"` // external party, E.164 when it parses
+	Line        string      `json:"line"`     // DID (inbound) or outbound line / caller id
+	StartedAt   time.Time   `json:"started_at"`
+	AnsweredAt  *time.Time  `json:"answered_at"` // null when nobody answered
+	EndedAt     time.Time   `json:"ended_at"`
+	Disposition Disposition `json:"disposition"`
+	AnsweredBy  string      `json:"answered_by"` // extension that first talked to the customer
+	Rang        []string    `json:"rang"`        // every extension that rang, in order of first ring
+	RingSeconds int         `json:"ring_seconds"`
+	TalkSeconds int         `json:"talk_seconds"`
+	Legs        []Leg       `json:"legs"`      // every extension that talked, in order
+	Transfers   []Transfer  `json:"transfers"` // blind and attended transfers, in order
+	Recording   string      `json:"recording"` // recording file path, "" when none
+
+	// PBX is the name of the source (config pbx[].name); part of the idempotency key.
+	PBX string `json:"pbx,omitempty"`
+	// HangupCause is the Q.850 cause of the customer's channel.
+	HangupCause int `json:"hangup_cause,omitempty"`
+	// Flags are documented markers such as "ivr_abandoned", "queue", "pickup",
+	// "click_to_call", "flushed" (finished by shutdown or maximum age, not by a hangup),
+	// "resynced" (finished from a post-reconnect snapshot).
+	Flags []string `json:"flags,omitempty"`
+	// OriginateID is the click-to-call correlation id (__PBXBRIDGE_ORIGINATE_ID) when present.
+	OriginateID string `json:"originate_id,omitempty"`
+}
+
+// Key is the record's idempotency key, unique across the PBXs of one daemon.
+func (r *Record) Key() string {
+	if r.PBX == "" {
+		return r.CallID
+	}
+	return r.PBX + "/" + r.CallID
+}
+
+// HasFlag reports whether the record carries flag f.
+func (r *Record) HasFlag(f string) bool {
+	for _, x := range r.Flags {
+		if x == f {
+			return true
+		}
+	}
+	return false
+}
+
+// Leg is one extension's part of a call.
+type Leg struct {
+	Ext         string     `json:"ext"`
+	AnsweredAt  *time.Time `json:"answered_at"`
+	EndedAt     *time.Time `json:"ended_at"`
+	TalkSeconds int        `json:"talk_seconds"`
+}
+
+// Transfer is one transfer of the call from one extension to another.
+type Transfer struct {
+	Kind string    `json:"kind"` // "blind" or "attended"
+	From string    `json:"from"`
+	To   string    `json:"to"`
+	At   time.Time `json:"at"`
+}
+
+// LiveKind is the kind of a live event.
+type LiveKind string
+
+// Live event kinds.
+const (
+	// LiveRinging: an extension started ringing for the call.
+	LiveRinging LiveKind = "ringing"
+	// LiveAnswered: an extension answered (talks to the customer).
+	LiveAnswered LiveKind = "answered"
+	// LiveStopRinging: an extension stopped ringing without answering (another answered, the
+	// caller hung up, ring timeout).
+	LiveStopRinging LiveKind = "stop_ringing"
+	// LiveHangup: the call ended (the finished Record follows).
+	LiveHangup LiveKind = "hangup"
+	// LiveTransferred: the call moved from one extension to another.
+	LiveTransferred LiveKind = "transferred"
+)
+
+// Live is a best-effort event while a call is in progress; it drives incoming-call cards.
+type Live struct {
+	Kind      LiveKind  `json:"kind"`
+	CallID    string    `json:"call_id"`
+	PBX       string    `json:"pbx,omitempty"`
+	Direction Direction `json:"direction"`
+	Customer  string    `json:"customer"`
+	Line      string    `json:"line"`
+	Ext       string    `json:"ext,omitempty"`  // the extension this event is about
+	From      string    `json:"from,omitempty"` // LiveTransferred: previous extension
+	At        time.Time `json:"at"`
+	StartedAt time.Time `json:"started_at"`
+	// OriginateID is set for click-to-call calls.
+	OriginateID string `json:"originate_id,omitempty"`
+}
+
+// Key is the idempotency key of the call this event belongs to (same as Record.Key).
+func (l *Live) Key() string {
+	if l.PBX == "" {
+		return l.CallID
+	}
+	return l.PBX + "/" + l.CallID
+}

@@ -1,0 +1,280 @@
+// Package crm defines what a CRM adapter is: the Adapter interface every connector type
+// implements, the optional interfaces for live call cards, probes, HTTP endpoints and
+// responsible-manager routing, the error classes the dispatcher acts on, and the registry of
+// connector types.
+//
+// Contract between the daemon and an adapter:
+//
+//   - The daemon builds one Adapter per configured connector instance (config connectors[]) with
+//     the Factory registered for its type, after the instance's config block was decoded strictly
+//     into the value Factory.NewConfig returned and validated.
+//   - Deliver is called by the dispatcher with a finished call Record taken from the durable
+//     outbox. Deliver may run concurrently for different records, never for the same record at
+//     once. Delivery is at-least-once: a record can be delivered again after a crash or a
+//     retry, so Deliver must be idempotent per Record.Key() (look up before create, persist what
+//     was created in the CallStore).
+//   - Live (optional) is called for live events while a call rings; it is best-effort and must be
+//     fast: the call card has to appear while the phone still rings. Live results that the final
+//     delivery needs (Bitrix24 CALL_ID) go to the CallStore.
+//   - Errors returned by Deliver and Live are classified with the helpers below. An unclassified
+//     error counts as transient.
+//   - The daemon consults the licence gate before it calls Deliver or Live; adapters never check
+//     licences themselves.
+package crm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/pbxbridge/pbxbridge/asterisk"
+	"github.com/pbxbridge/pbxbridge/connector/callmodel"
+)
+
+// Adapter delivers finished calls to one CRM account.
+type Adapter interface {
+	// Deliver makes the CRM show the finished call rec: log/finish the call under the right
+	// user, attach the recording, create the missed-call task or lead where configured.
+	// It must be idempotent per rec.Key().
+	Deliver(ctx context.Context, rec *callmodel.Record) error
+}
+
+// LiveHandler is implemented by adapters that show something while a call is in progress
+// (Bitrix24 call card, amoCRM/Kommo pop-up). Live is called in event order per call, from one
+// goroutine per connector; it should return within a few hundred milliseconds.
+type LiveHandler interface {
+	Live(ctx context.Context, ev *callmodel.Live) error
+}
+
+// Starter is implemented by adapters with background work (token refresh, user-cache refresh,
+// event.bind). Start is called once before the first Deliver or Live and must return promptly;
+// background goroutines stop when ctx is cancelled.
+type Starter interface {
+	Start(ctx context.Context) error
+}
+
+// Closer is implemented by adapters holding resources. Close is called once, after the last
+// Deliver and Live have returned.
+type Closer interface {
+	Close(ctx context.Context) error
+}
+
+// Prober is implemented by adapters that can check their CRM account before going live
+// (`pbxbridge crm test`, `pbxbridge doctor`). Each Check is one line of the report.
+type Prober interface {
+	Probe(ctx context.Context) []Check
+}
+
+// Check is one result line of a probe.
+type Check struct {
+	Name string `json:"name"` // e.g. "authorisation", "telephony scope", "user mapping"
+	OK   bool   `json:"ok"`
+	// Detail says what was found; when !OK it says in plain words how to fix it.
+	Detail string `json:"detail"`
+}
+
+// AccountIdentifier is implemented by adapters that can tell which CRM account they are
+// authenticated to; the licence gate binds licences to it.
+type AccountIdentifier interface {
+	Account(ctx context.Context) (Account, error)
+}
+
+// Account identifies a CRM account for licence binding.
+type Account struct {
+	Domain    string `json:"domain,omitempty"`     // Bitrix24 portal domain, e.g. romashka.bitrix24.ru
+	MemberID  string `json:"member_id,omitempty"`  // Bitrix24 member_id
+	AccountID int64  `json:"account_id,omitempty"` // amoCRM/Kommo account id
+	Subdomain string `json:"subdomain,omitempty"`  // amoCRM/Kommo subdomain
+}
+
+// HTTPRoutes is implemented by adapters that receive HTTP requests from their CRM (click-to-call
+// webhooks, OAuth install callbacks, widget endpoints). The daemon mounts each route under
+// /crm/<connector name>/ on its public listener; Pattern is relative to that prefix and uses
+// net/http ServeMux syntax ("POST /click2call"). Handlers authenticate requests themselves.
+type HTTPRoutes interface {
+	Routes() []Route
+}
+
+// Route is one HTTP endpoint of an adapter.
+type Route struct {
+	Pattern string
+	Handler http.Handler
+}
+
+// Router is implemented by adapters that can answer who should take a customer's call
+// (responsible-manager routing for the dialplan's CURL()) and what the customer is called.
+// Both must answer within the ctx deadline (the daemon gives them about 300 ms) and return
+// ("", nil) when they do not know.
+type Router interface {
+	Responsible(ctx context.Context, number string) (ext string, err error)
+	Lookup(ctx context.Context, number string) (name string, err error)
+}
+
+// StatusReporter is implemented by adapters with state worth showing on the status page, such as
+// the CRM authorisation.
+type StatusReporter interface {
+	Status() Status
+}
+
+// Status is an adapter's state for the status page.
+type Status struct {
+	// Auth is "ok", "missing" (never authorised), "reauthorize" (refresh token rejected) or "".
+	Auth string `json:"auth,omitempty"`
+	// ConnectURL is where an admin authorises the integration when Auth is not ok.
+	ConnectURL string `json:"connect_url,omitempty"`
+	Detail     string `json:"detail,omitempty"`
+}
+
+// CallStore keeps small per-call values across restarts (e.g. the Bitrix24 CALL_ID obtained
+// while the phone rang). Keys are Record.Key(); values are scoped to one connector instance.
+type CallStore interface {
+	Get(ctx context.Context, key, field string) (value string, ok bool, err error)
+	Set(ctx context.Context, key, field, value string) error
+}
+
+// Params is what a Factory gets to build one connector instance.
+type Params struct {
+	// Name is the connector instance name (config connectors[].name); Type its type.
+	Name string
+	Type string
+	// Config is the value Factory.NewConfig returned, decoded from the instance's config block
+	// and validated.
+	Config any
+	Logger *slog.Logger
+	// Metrics registers the adapter's own metrics; it already carries the connector label.
+	Metrics prometheus.Registerer
+	// StateDir is a private directory for this instance (OAuth tokens), created 0700.
+	StateDir string
+	// Calls is the instance's per-call store.
+	Calls CallStore
+	// Originator places click-to-call calls on the PBX that serves this connector; nil when
+	// no PBX supports originate.
+	Originator asterisk.Originator
+	// PublicURL is the daemon's externally reachable base URL (config http.public_url), used to
+	// build webhook, OAuth redirect and recording links; "" when not configured.
+	PublicURL string
+	// RouteURL is PublicURL joined with this instance's route prefix (/crm/<name>).
+	RouteURL string
+	// Recordings turns a recording path from a Record into a URL a CRM user's browser can play,
+	// and opens the file for upload; nil when recordings are not configured.
+	Recordings Recordings
+	// Now is the clock (time.Now when nil).
+	Now func() time.Time
+	// HTTPClient is the transport to use for CRM requests (instrumented, timeouts set); nil
+	// means the adapter builds its own with crm/internal/httpclient defaults.
+	HTTPClient *http.Client
+	// ObserveServerDate, when non-nil, is given the Date header of each TLS-verified CRM
+	// response (licensing time floor, licensing.md §3.5).
+	ObserveServerDate func(time.Time)
+}
+
+// Recordings gives adapters access to call recordings.
+type Recordings interface {
+	// URL returns a signed link to the recording at path, or "" when it cannot be served.
+	URL(path string) string
+	// Open opens the recording for upload. The caller closes it.
+	Open(path string) (Recording, error)
+}
+
+// Recording is an open recording file.
+type Recording interface {
+	Read(p []byte) (int, error)
+	Close() error
+	Size() int64
+	Name() string // file name for uploads
+}
+
+// Factory builds adapters of one connector type.
+type Factory struct {
+	// Type is the connector type name used in config (bitrix24, amocrm, kommo, fake).
+	Type string
+	// NewConfig returns a pointer to a config value with defaults applied. The daemon decodes
+	// the instance's config block into it strictly. If the value implements
+	// interface{ Validate() []error }, it is called after decoding; return every problem,
+	// preferably as *FieldError so the message names the field and line.
+	NewConfig func() any
+	// New builds an adapter. It must not do network I/O (that belongs in Start or Deliver).
+	New func(p Params) (Adapter, error)
+}
+
+// FieldError is a validation problem of one config field. Path is relative to the instance's
+// type block (e.g. "oauth.client_id"); the loader prefixes it with the instance's path and adds
+// the line number.
+type FieldError struct {
+	Path string
+	Msg  string
+}
+
+func (e *FieldError) Error() string { return e.Path + ": " + e.Msg }
+
+// Class is how the dispatcher treats a failed delivery.
+type Class int
+
+// Error classes.
+const (
+	// ClassTransient: retry with exponential backoff and jitter (network errors, 5xx, timeouts).
+	ClassTransient Class = iota
+	// ClassRateLimited: retry after RetryAfter (429, QUERY_LIMIT_EXCEEDED).
+	ClassRateLimited
+	// ClassPermanent: the record can never be delivered as it is; dead-letter it with the
+	// reason so an operator can see it in `pbxbridge outbox list --dead`.
+	ClassPermanent
+	// ClassAuth: the CRM authorisation is broken (refresh token rejected, app uninstalled).
+	// Records stay queued without burning attempts until an admin re-authorises.
+	ClassAuth
+)
+
+func (c Class) String() string {
+	switch c {
+	case ClassTransient:
+		return "transient"
+	case ClassRateLimited:
+		return "rate_limited"
+	case ClassPermanent:
+		return "permanent"
+	case ClassAuth:
+		return "auth"
+	}
+	return fmt.Sprintf("class(%d)", int(c))
+}
+
+// Error is a classified adapter error.
+type Error struct {
+	Class      Class
+	RetryAfter time.Duration // ClassRateLimited: how long to wait (0 = dispatcher default)
+	Err        error
+}
+
+func (e *Error) Error() string { return e.Err.Error() }
+
+// Unwrap returns the underlying error.
+func (e *Error) Unwrap() error { return e.Err }
+
+// Transient marks err as transient.
+func Transient(err error) error { return &Error{Class: ClassTransient, Err: err} }
+
+// Permanent marks err as permanent.
+func Permanent(err error) error { return &Error{Class: ClassPermanent, Err: err} }
+
+// RateLimited marks err as a rate-limit refusal to retry after d.
+func RateLimited(err error, d time.Duration) error {
+	return &Error{Class: ClassRateLimited, RetryAfter: d, Err: err}
+}
+
+// AuthBroken marks err as a broken CRM authorisation.
+func AuthBroken(err error) error { return &Error{Class: ClassAuth, Err: err} }
+
+// Classify returns the class of err and, for rate limits, how long to wait. Errors that are not
+// classified are transient; context cancellation is transient too (the record stays queued).
+func Classify(err error) (Class, time.Duration) {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Class, e.RetryAfter
+	}
+	return ClassTransient, 0
+}
