@@ -105,7 +105,8 @@ func (s *Store) List(ctx context.Context, f Filter) ([]Row, error) {
 	if err != nil {
 		return nil, err
 	}
-	q, err := s.r.QueryContext(ctx, `SELECT `+rowColumns+` FROM outbox WHERE `+where+` AND id > ? ORDER BY id LIMIT ?`,
+	// where holds only fixed column conditions and ? placeholders (Filter.where).
+	q, err := s.r.QueryContext(ctx, `SELECT `+rowColumns+` FROM outbox WHERE `+where+` AND id > ? ORDER BY id LIMIT ?`, //nolint:gosec // G202: see above
 		append(args, f.AfterID, limit)...)
 	if err != nil {
 		return nil, s.wrap("list", err)

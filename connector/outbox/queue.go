@@ -188,22 +188,20 @@ func (s *Store) Lease(ctx context.Context, connector string, limit int, ttl time
 		if _, err := tx.exec(sqlExpireLeases, connector, now.UnixNano()); err != nil {
 			return s.wrap("lease", err)
 		}
-		q, err := tx.query(sqlLeaseSelect, connector, now.UnixNano())
-		if err != nil {
-			return s.wrap("lease", err)
-		}
-		defer func() { _ = q.Close() }()
-		for len(rows) < limit && q.Next() {
+		var scanErr error
+		err := tx.query(sqlLeaseSelect, []any{connector, now.UnixNano()}, func(q *sql.Rows) (bool, error) {
 			r, err := scanRow(q)
 			if err != nil {
-				return s.damaged("lease", err)
+				scanErr = err
+				return false, err
 			}
 			rows = append(rows, r)
-		}
-		if err := q.Err(); err != nil {
-			return s.wrap("lease", err)
-		}
-		if err := q.Close(); err != nil {
+			return len(rows) < limit, nil
+		})
+		switch {
+		case scanErr != nil:
+			return s.damaged("lease", scanErr)
+		case err != nil:
 			return s.wrap("lease", err)
 		}
 		exp := now.Add(ttl)
@@ -226,7 +224,7 @@ func (s *Store) Lease(ctx context.Context, connector string, limit int, ttl time
 
 // Ack marks a leased row delivered (done). It fails with ErrLeaseLost if the
 // row is no longer leased under row.LeaseID. An ack after the lease expired
-// but before another worker leased the row succeeds: the delivery happened.
+// still succeeds until a Lease call of the connector reclaims the row.
 func (s *Store) Ack(ctx context.Context, row Row) error {
 	return s.finish(ctx, "ack", row, sqlAck, nil, "")
 }

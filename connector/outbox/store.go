@@ -478,18 +478,52 @@ type wtx struct {
 	stmts map[string]*sql.Stmt
 }
 
+// exec runs a statement that returns no rows.
 func (w wtx) exec(query string, args ...any) (sql.Result, error) {
-	if st := w.stmts[query]; st != nil {
-		return w.tx.StmtContext(context.Background(), st).ExecContext(context.Background(), args...)
+	ctx := context.Background()
+	if prepared := w.stmts[query]; prepared != nil {
+		st := w.tx.StmtContext(ctx, prepared)
+		defer func() { _ = st.Close() }() // releases only the transaction's handle
+		return st.ExecContext(ctx, args...)
 	}
-	return w.tx.ExecContext(context.Background(), query, args...)
+	return w.tx.ExecContext(ctx, query, args...)
 }
 
-func (w wtx) query(query string, args ...any) (*sql.Rows, error) {
-	if st := w.stmts[query]; st != nil {
-		return w.tx.StmtContext(context.Background(), st).QueryContext(context.Background(), args...)
+// query runs a statement and calls each for its rows in order until each
+// returns false or an error. The rows are closed before query returns, so
+// the caller may run other statements afterwards.
+func (w wtx) query(query string, args []any, each func(*sql.Rows) (bool, error)) error {
+	ctx := context.Background()
+	var (
+		rows *sql.Rows
+		err  error
+	)
+	if prepared := w.stmts[query]; prepared != nil {
+		st := w.tx.StmtContext(ctx, prepared)
+		// Closing the transaction's handle leaves the open rows and the
+		// prepared statement intact.
+		defer func() { _ = st.Close() }()
+		rows, err = st.QueryContext(ctx, args...)
+	} else {
+		rows, err = w.tx.QueryContext(ctx, query, args...)
 	}
-	return w.tx.QueryContext(context.Background(), query, args...)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = rows.Close() }()
+	for rows.Next() {
+		more, err := each(rows)
+		if err != nil {
+			return err
+		}
+		if !more {
+			break
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	return rows.Close()
 }
 
 // prepareStatements prepares writerStatements on the writer connection. It
@@ -498,7 +532,7 @@ func (w wtx) query(query string, args ...any) (*sql.Rows, error) {
 func (s *Store) prepareStatements(ctx context.Context) error {
 	s.stmts = make(map[string]*sql.Stmt, len(writerStatements))
 	for _, q := range writerStatements {
-		st, err := s.w.PrepareContext(ctx, q)
+		st, err := s.w.PrepareContext(ctx, q) //nolint:sqlclosecheck // kept for the Store's life, closed by closeHandles
 		if err != nil {
 			return s.wrap("open: preparing statements", err)
 		}
