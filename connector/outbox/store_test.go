@@ -131,6 +131,14 @@ func TestOpenUnwritableFile(t *testing.T) {
 	}
 }
 
+func TestOpenPathIsADirectory(t *testing.T) {
+	dir := t.TempDir()
+	_, err := Open(t.Context(), dir, Options{})
+	if err == nil || !strings.HasPrefix(err.Error(), "outbox: open "+dir) || !strings.Contains(err.Error(), "is a directory") {
+		t.Fatalf("Open(directory) = %v, want an error naming the path", err)
+	}
+}
+
 func TestOpenTwiceIsLocked(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "outbox.db")
 	s, err := Open(t.Context(), path, Options{})
