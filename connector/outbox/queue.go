@@ -108,9 +108,9 @@ func fromNanos(n int64) time.Time { return time.Unix(0, n).UTC() }
 // survive a crash or power loss. It is idempotent: a (key, connector) that is
 // already stored, in any state, is left as it is (the first payload wins and a
 // done row is not resurrected), so the daemon may enqueue a call again after a
-// crash. On error nothing of this call was stored, except when ctx ended while
-// waiting: then the entries may or may not have been stored, and enqueuing
-// them again is safe.
+// crash. On error the entries may or may not have been stored (ctx ended
+// while the call waited, or the disk failed during the commit); enqueuing
+// them again is safe. Invalid entries are refused before anything is written.
 func (s *Store) Enqueue(ctx context.Context, entries ...Entry) error {
 	if len(entries) == 0 {
 		return nil
