@@ -30,9 +30,11 @@ const (
 	readConns = 4
 	// busyTimeoutMS is SQLite's busy_timeout for every connection.
 	busyTimeoutMS = 5000
-	// linger is how long the writer waits for the callers of its previous
-	// batch to come back before it commits a smaller batch.
-	linger = 250 * time.Microsecond
+	// The writer waits for the callers of its previous batch to come back
+	// for half as long as that batch took (mostly its fsync), within these
+	// bounds: on a slow disk a longer wait still costs less than an fsync.
+	minLinger = 100 * time.Microsecond
+	maxLinger = 2 * time.Millisecond
 	// maxErrorLen bounds the stored last_error text.
 	maxErrorLen = 4096
 )
@@ -338,15 +340,15 @@ func (s *Store) write(ctx context.Context, fn func(tx wtx, now time.Time) error)
 // write; taking only what is queued at that instant would split them into two
 // half-size batches that take turns, each waiting for the other's fsync. So
 // the writer estimates how many callers are writing (the previous batch plus
-// the ops that queued up while it committed) and waits up to linger for that
-// many ops. A lone sequential caller (a batch of one, nothing queued behind
-// it) never waits.
+// the ops that queued up while it committed) and waits for that many ops, up
+// to half the time the previous batch took (see minLinger). A lone sequential
+// caller (a batch of one, nothing queued behind it) never waits.
 func (s *Store) writer() {
 	defer close(s.writerDone)
 	batch := make([]*writeOp, 0, maxBatch)
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
-	target := 0
+	target, linger := 0, minLinger
 	for {
 		op, ok := <-s.ops
 		if !ok {
@@ -369,8 +371,11 @@ func (s *Store) writer() {
 			}
 			timer.Stop()
 		}
+		start := time.Now()
 		queuedBehind := s.runBatch(batch)
+		took := time.Since(start)
 		target = min(len(batch)+queuedBehind, maxBatch)
+		linger = min(max(took/2, minLinger), maxLinger)
 		clear(batch)
 	}
 }
