@@ -35,7 +35,6 @@ var migrations = []string{
 		UNIQUE (key, connector)
 	) STRICT;
 	CREATE INDEX outbox_due ON outbox (connector, state, next_attempt_at);
-	CREATE INDEX outbox_leases ON outbox (connector, lease_expires_at) WHERE state = 'leased';
 	CREATE INDEX outbox_started ON outbox (connector, started_at);
 	CREATE INDEX outbox_done ON outbox (state, done_at);`,
 
@@ -60,10 +59,13 @@ var migrations = []string{
 		PRIMARY KEY (key, seq)
 	) STRICT;
 	CREATE INDEX timeline_at ON timeline (at);`,
+
+	// 3: find expired leases without reading every leased row.
+	`CREATE INDEX outbox_leases ON outbox (connector, lease_expires_at) WHERE state = 'leased';`,
 }
 
 // SchemaVersion is the schema version this build writes (len(migrations)).
-const SchemaVersion = 2
+const SchemaVersion = 3
 
 // prepareFile checks that the file is an outbox this build can use, switches
 // it to WAL and applies the missing steps, each in its own transaction
