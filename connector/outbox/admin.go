@@ -249,25 +249,20 @@ func (s *Store) Stats(ctx context.Context) ([]ConnectorStats, error) {
 	if err := q.Err(); err != nil {
 		return nil, s.wrap("stats", err)
 	}
-	_ = q.Close()
-	q2, err := s.r.QueryContext(ctx, `SELECT connector, min(enqueued_at) FROM outbox
-		WHERE state IN ('pending', 'leased') GROUP BY connector`)
-	if err != nil {
+	if err := q.Close(); err != nil {
 		return nil, s.wrap("stats", err)
 	}
-	defer func() { _ = q2.Close() }()
-	for q2.Next() {
-		var c string
-		var oldest int64
-		if err := q2.Scan(&c, &oldest); err != nil {
-			return nil, s.damaged("stats", err)
+	for c, cs := range by {
+		if cs.Pending+cs.Leased == 0 {
+			continue
 		}
-		cs := get(c)
+		var oldest int64
+		if err := s.r.QueryRowContext(ctx, `SELECT min(enqueued_at) FROM outbox
+			WHERE connector = ? AND state IN ('pending', 'leased')`, c).Scan(&oldest); err != nil {
+			return nil, s.wrap("stats", err)
+		}
 		cs.OldestPending = fromNanos(oldest)
 		cs.OldestPendingAge = max(now.Sub(cs.OldestPending), 0)
-	}
-	if err := q2.Err(); err != nil {
-		return nil, s.wrap("stats", err)
 	}
 	out := make([]ConnectorStats, 0, len(by))
 	for _, cs := range by {
