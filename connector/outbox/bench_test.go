@@ -50,10 +50,12 @@ func BenchmarkEnqueueAck(b *testing.B) {
 		}
 		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "records/s")
 	})
-	// Like the daemon: producers enqueue one record per call; workers lease
-	// batches and ack each row on its own. Group commit shares the fsyncs.
-	for _, shape := range []struct{ producers, workers int }{{4, 4}, {16, 8}, {64, 16}} {
-		b.Run(fmt.Sprintf("concurrent-%dp-%dw", shape.producers, shape.workers), func(b *testing.B) {
+	// Like the daemon: producers enqueue one record per call; each worker
+	// leases a batch and delivers its rows concurrently (dispatch's
+	// Concurrency), acking each row on its own as its delivery ends. Group
+	// commit lets all these callers share fsyncs.
+	for _, shape := range []struct{ producers, workers, batch int }{{4, 2, 8}, {16, 4, 16}, {64, 8, 32}} {
+		b.Run(fmt.Sprintf("concurrent-%dp-%dw-x%d", shape.producers, shape.workers, shape.batch), func(b *testing.B) {
 			s := openBench(b)
 			ctx := b.Context()
 			var next, acked atomic.Int64
@@ -76,7 +78,7 @@ func BenchmarkEnqueueAck(b *testing.B) {
 			for range shape.workers {
 				wg.Go(func() {
 					for acked.Load() < int64(b.N) {
-						rows, err := s.Lease(ctx, "b24", 16, 0)
+						rows, err := s.Lease(ctx, "b24", shape.batch, 0)
 						if err != nil {
 							b.Error(err)
 							return
@@ -85,13 +87,17 @@ func BenchmarkEnqueueAck(b *testing.B) {
 							time.Sleep(100 * time.Microsecond)
 							continue
 						}
+						var deliveries sync.WaitGroup
 						for _, r := range rows {
-							if err := s.Ack(ctx, r); err != nil {
-								b.Error(err)
-								return
-							}
-							acked.Add(1)
+							deliveries.Go(func() {
+								if err := s.Ack(ctx, r); err != nil {
+									b.Error(err)
+									return
+								}
+								acked.Add(1)
+							})
 						}
+						deliveries.Wait()
 					}
 				})
 			}
