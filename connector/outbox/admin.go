@@ -2,7 +2,6 @@ package outbox
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"slices"
 	"strings"
@@ -78,6 +77,17 @@ func (f Filter) where(op string) (string, []any, error) {
 	return strings.Join(conds, " AND "), args, nil
 }
 
+// listLimit applies the List defaults and cap to a requested limit.
+func listLimit(limit int) (int, error) {
+	switch {
+	case limit < 0:
+		return 0, fmt.Errorf("outbox: list: %w: negative limit", ErrInvalid)
+	case limit == 0:
+		return DefaultListLimit, nil
+	}
+	return min(limit, MaxListLimit), nil
+}
+
 // List returns the rows matching f ordered by id, at most f.Limit of them
 // (0: DefaultListLimit, capped at MaxListLimit). To page, pass the last id
 // seen as f.AfterID.
@@ -91,16 +101,12 @@ func (s *Store) List(ctx context.Context, f Filter) ([]Row, error) {
 	if err != nil {
 		return nil, err
 	}
-	limit := f.Limit
-	switch {
-	case limit < 0:
-		return nil, fmt.Errorf("outbox: list: %w: negative limit", ErrInvalid)
-	case limit == 0:
-		limit = DefaultListLimit
-	case limit > MaxListLimit:
-		limit = MaxListLimit
+	limit, err := listLimit(f.Limit)
+	if err != nil {
+		return nil, err
 	}
-	q, err := s.r.QueryContext(ctx, `SELECT `+rowColumns+` FROM outbox WHERE `+where+` AND id > ? ORDER BY id LIMIT ?`,
+	// where holds only fixed column conditions and ? placeholders (Filter.where).
+	q, err := s.r.QueryContext(ctx, `SELECT `+rowColumns+` FROM outbox WHERE `+where+` AND id > ? ORDER BY id LIMIT ?`, //nolint:gosec // G202: see above
 		append(args, f.AfterID, limit)...)
 	if err != nil {
 		return nil, s.wrap("list", err)
@@ -167,12 +173,12 @@ func (s *Store) update(ctx context.Context, op string, f Filter, stmt string) (i
 		return 0, err
 	}
 	var n int64
-	err = s.write(ctx, func(tx *sql.Tx, now time.Time) error {
+	err = s.write(ctx, func(tx wtx, now time.Time) error {
 		all := args
 		if strings.HasPrefix(stmt, "UPDATE") {
 			all = append([]any{now.UnixNano(), now.UnixNano()}, args...)
 		}
-		res, err := tx.ExecContext(context.Background(), stmt+where, all...)
+		res, err := tx.exec(stmt+where, all...)
 		if err != nil {
 			return s.wrap(op, err)
 		}
@@ -200,7 +206,9 @@ type ConnectorStats struct {
 }
 
 // Stats returns the counts of every connector that has rows, ordered by
-// connector name.
+// connector name. Counting reads one index entry per row, done rows
+// included: about 0.3 s for 300,000 rows on the 2-core reference VM, so
+// callers should not run it more often than every few seconds.
 func (s *Store) Stats(ctx context.Context) ([]ConnectorStats, error) {
 	leave, err := s.enter()
 	if err != nil {
@@ -241,25 +249,20 @@ func (s *Store) Stats(ctx context.Context) ([]ConnectorStats, error) {
 	if err := q.Err(); err != nil {
 		return nil, s.wrap("stats", err)
 	}
-	_ = q.Close()
-	q2, err := s.r.QueryContext(ctx, `SELECT connector, min(enqueued_at) FROM outbox
-		WHERE state IN ('pending', 'leased') GROUP BY connector`)
-	if err != nil {
+	if err := q.Close(); err != nil {
 		return nil, s.wrap("stats", err)
 	}
-	defer func() { _ = q2.Close() }()
-	for q2.Next() {
-		var c string
-		var oldest int64
-		if err := q2.Scan(&c, &oldest); err != nil {
-			return nil, s.damaged("stats", err)
+	for c, cs := range by {
+		if cs.Pending+cs.Leased == 0 {
+			continue
 		}
-		cs := get(c)
+		var oldest int64
+		if err := s.r.QueryRowContext(ctx, `SELECT min(enqueued_at) FROM outbox
+			WHERE connector = ? AND state IN ('pending', 'leased')`, c).Scan(&oldest); err != nil {
+			return nil, s.wrap("stats", err)
+		}
 		cs.OldestPending = fromNanos(oldest)
 		cs.OldestPendingAge = max(now.Sub(cs.OldestPending), 0)
-	}
-	if err := q2.Err(); err != nil {
-		return nil, s.wrap("stats", err)
 	}
 	out := make([]ConnectorStats, 0, len(by))
 	for _, cs := range by {
@@ -284,21 +287,12 @@ func (s *Store) Prune(ctx context.Context) (PruneResult, error) {
 	steps := []struct {
 		n    *int64
 		stmt string
-	}{
-		{&res.Rows, `DELETE FROM outbox WHERE id IN (SELECT id FROM outbox
-			WHERE state = 'done' AND done_at < ? LIMIT ?)`},
-		{&res.CallState, `DELETE FROM call_state WHERE (connector, key, field) IN (
-			SELECT connector, key, field FROM call_state AS c WHERE updated_at < ?
-			AND NOT EXISTS (SELECT 1 FROM outbox AS o WHERE o.key = c.key AND o.connector = c.connector) LIMIT ?)`},
-		{&res.Timeline, `DELETE FROM timeline WHERE rowid IN (
-			SELECT rowid FROM timeline AS t WHERE at < ?
-			AND NOT EXISTS (SELECT 1 FROM outbox AS o WHERE o.key = t.key) LIMIT ?)`},
-	}
+	}{{&res.Rows, sqlPruneRows}, {&res.CallState, sqlPruneCallState}, {&res.Timeline, sqlPruneTimeline}}
 	for _, st := range steps {
 		for {
 			var k int64
-			err := s.write(ctx, func(tx *sql.Tx, _ time.Time) error {
-				r, err := tx.ExecContext(context.Background(), st.stmt, cutoff, pruneChunk)
+			err := s.write(ctx, func(tx wtx, _ time.Time) error {
+				r, err := tx.exec(st.stmt, cutoff, s.pruneChunk)
 				if err != nil {
 					return s.wrap("prune", err)
 				}
@@ -312,7 +306,7 @@ func (s *Store) Prune(ctx context.Context) (PruneResult, error) {
 				return res, s.opErr("prune", err)
 			}
 			*st.n += k
-			if k < pruneChunk {
+			if k < s.pruneChunk {
 				break
 			}
 		}

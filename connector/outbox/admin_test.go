@@ -140,20 +140,27 @@ func TestFilterValidation(t *testing.T) {
 	}
 }
 
-func TestListLimitCapped(t *testing.T) {
+func TestListLimit(t *testing.T) {
+	for _, tc := range []struct{ in, want int }{
+		{0, DefaultListLimit}, {1, 1}, {MaxListLimit, MaxListLimit}, {MaxListLimit + 1, MaxListLimit},
+	} {
+		if got, err := listLimit(tc.in); err != nil || got != tc.want {
+			t.Errorf("listLimit(%d) = %d, %v, want %d", tc.in, got, err, tc.want)
+		}
+	}
 	s := openTest(t, Options{})
 	var entries []Entry
-	for i := range MaxListLimit + 5 {
+	for i := range DefaultListLimit + 5 {
 		entries = append(entries, entry(fmt.Sprintf("c%05d", i), time.Now(), "b24"))
 	}
 	mustEnqueue(t, s, entries...)
-	all, err := s.List(t.Context(), Filter{Limit: MaxListLimit + 100})
-	if err != nil || len(all) != MaxListLimit {
-		t.Fatalf("List with a huge limit: %d rows, %v, want %d", len(all), err, MaxListLimit)
-	}
 	def, err := s.List(t.Context(), Filter{})
 	if err != nil || len(def) != DefaultListLimit {
 		t.Fatalf("List with limit 0: %d rows, %v, want %d", len(def), err, DefaultListLimit)
+	}
+	all, err := s.List(t.Context(), Filter{Limit: MaxListLimit + 100})
+	if err != nil || len(all) != DefaultListLimit+5 {
+		t.Fatalf("List with a huge limit: %d rows, %v, want %d", len(all), err, DefaultListLimit+5)
 	}
 }
 
@@ -312,18 +319,19 @@ func TestStats(t *testing.T) {
 func TestPrune(t *testing.T) {
 	clock := newFakeClock()
 	s := openTest(t, Options{Clock: clock.Now, Retention: 7 * 24 * time.Hour})
+	s.pruneChunk = 10
 	ctx := t.Context()
 	b24 := s.CallState("b24")
 
 	// Old calls, delivered (done), failed (dead) and still pending.
 	var old []Entry
-	for i := range 2500 { // more than one prune chunk
+	for i := range 25 { // several prune chunks
 		old = append(old, entry(fmt.Sprintf("old-%04d", i), clock.Now(), "b24"))
 	}
 	mustEnqueue(t, s, old...)
 	mustEnqueue(t, s, entry("old-dead", clock.Now(), "b24"), entry("old-pending", clock.Now(), "amo"))
 	for {
-		rows := mustLease(t, s, "b24", 1000, time.Hour)
+		rows := mustLease(t, s, "b24", 100, time.Hour)
 		if len(rows) == 0 {
 			break
 		}
@@ -372,7 +380,7 @@ func TestPrune(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := (PruneResult{Rows: 2500, CallState: 2, Timeline: 2}); res != want {
+	if want := (PruneResult{Rows: 25, CallState: 2, Timeline: 2}); res != want {
 		t.Fatalf("Prune = %+v, want %+v", res, want)
 	}
 	left, err := s.List(ctx, Filter{})

@@ -52,11 +52,8 @@ func (c *CallState) Set(ctx context.Context, key, field, value string) error {
 	if err := c.check("set", key, field); err != nil {
 		return err
 	}
-	err := c.s.write(ctx, func(tx *sql.Tx, now time.Time) error {
-		_, err := tx.ExecContext(context.Background(), `INSERT INTO call_state (connector, key, field, value, updated_at)
-			VALUES (?, ?, ?, ?, ?)
-			ON CONFLICT (connector, key, field) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at`,
-			c.connector, key, field, value, now.UnixNano())
+	err := c.s.write(ctx, func(tx wtx, now time.Time) error {
+		_, err := tx.exec(sqlCallStateSet, c.connector, key, field, value, now.UnixNano())
 		if err != nil {
 			return c.s.wrap(fmt.Sprintf("call state %s: set %q %q", c.connector, key, field), err)
 		}

@@ -22,7 +22,11 @@
 //     functions, CallState.Set and AppendTimeline return nil only after their
 //     transaction has committed and been fsync'd. Concurrent calls share one
 //     transaction (group commit by a single writer goroutine); no caller is
-//     answered before the commit that holds its change.
+//     answered before the commit that holds its change. A call that returns
+//     an error may or may not have been stored (its context ended while it
+//     waited, or the disk failed during the commit); every write is safe to
+//     repeat. One caller's failed write does not fail the others in its
+//     transaction: they are committed without it.
 //   - Idempotent enqueue. The (key, connector) pair is unique: enqueuing a
 //     record again (after a crash, or a re-flush) keeps the one existing row
 //     in whatever state it has, so a delivered record is not delivered again.
@@ -40,7 +44,8 @@
 //
 // What survives: a crash or SIGKILL of the daemon, a kernel panic or power
 // loss after a call returned (SQLite's WAL with fsync on every commit, on a
-// disk that honours flushes). What does not: loss or corruption of the disk
+// disk that honours flushes). The crash test SIGKILLs a real process; power
+// loss rests on the fsync, which no test here can cut. What does not: loss or corruption of the disk
 // or the file system, a disk that acknowledges writes it has not stored, a
 // file restored from an older backup, and done rows after Retention (pruned).
 //

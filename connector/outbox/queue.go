@@ -1,7 +1,6 @@
 package outbox
 
 import (
-	"cmp"
 	"context"
 	"crypto/rand"
 	"database/sql"
@@ -109,9 +108,9 @@ func fromNanos(n int64) time.Time { return time.Unix(0, n).UTC() }
 // survive a crash or power loss. It is idempotent: a (key, connector) that is
 // already stored, in any state, is left as it is (the first payload wins and a
 // done row is not resurrected), so the daemon may enqueue a call again after a
-// crash. On error nothing of this call was stored, except when ctx ended while
-// waiting: then the entries may or may not have been stored, and enqueuing
-// them again is safe.
+// crash. On error the entries may or may not have been stored (ctx ended
+// while the call waited, or the disk failed during the commit); enqueuing
+// them again is safe. Invalid entries are refused before anything is written.
 func (s *Store) Enqueue(ctx context.Context, entries ...Entry) error {
 	if len(entries) == 0 {
 		return nil
@@ -121,14 +120,10 @@ func (s *Store) Enqueue(ctx context.Context, entries ...Entry) error {
 			return err
 		}
 	}
-	err := s.write(ctx, func(tx *sql.Tx, now time.Time) error {
+	err := s.write(ctx, func(tx wtx, now time.Time) error {
 		for _, e := range entries {
 			for _, c := range e.Connectors {
-				_, err := tx.ExecContext(context.Background(), `INSERT INTO outbox
-					(key, connector, payload, started_at, enqueued_at, updated_at, state, next_attempt_at)
-					VALUES (?, ?, ?, ?, ?, ?, 'pending', ?)
-					ON CONFLICT (key, connector) DO NOTHING`,
-					e.Key, c, payloadOf(e.Payload), e.StartedAt.UnixNano(), now.UnixNano(), now.UnixNano(), now.UnixNano())
+				_, err := tx.exec(sqlEnqueue, e.Key, c, payloadOf(e.Payload), e.StartedAt.UnixNano(), now.UnixNano())
 				if err != nil {
 					return s.wrap(fmt.Sprintf("enqueue %q for %q", e.Key, c), err)
 				}
@@ -188,43 +183,39 @@ func (s *Store) Lease(ctx context.Context, connector string, limit int, ttl time
 	}
 	leaseID := rand.Text()
 	var rows []Row
-	err := s.write(ctx, func(tx *sql.Tx, now time.Time) error {
+	err := s.write(ctx, func(tx wtx, now time.Time) error {
 		rows = rows[:0]
-		bg := context.Background()
-		// Expired leases go back to pending first (keeping their due time),
-		// so that one indexed, ordered scan finds every due row.
-		if _, err := tx.ExecContext(bg, `UPDATE outbox SET state = 'pending', lease_id = NULL, lease_expires_at = NULL
-			WHERE connector = ? AND state = 'leased' AND lease_expires_at <= ?`, connector, now.UnixNano()); err != nil {
+		if _, err := tx.exec(sqlExpireLeases, connector, now.UnixNano()); err != nil {
 			return s.wrap("lease", err)
 		}
-		q, err := tx.QueryContext(bg, `UPDATE outbox SET state = 'leased', lease_id = ?, lease_expires_at = ?, updated_at = ?
-			WHERE id IN (SELECT id FROM outbox
-				WHERE connector = ? AND state = 'pending' AND next_attempt_at <= ?
-				ORDER BY next_attempt_at, id LIMIT ?)
-			RETURNING `+rowColumns,
-			leaseID, now.Add(ttl).UnixNano(), now.UnixNano(), connector, now.UnixNano(), limit)
-		if err != nil {
-			return s.wrap("lease", err)
-		}
-		defer func() { _ = q.Close() }()
-		for q.Next() {
+		var scanErr error
+		err := tx.query(sqlLeaseSelect, []any{connector, now.UnixNano()}, func(q *sql.Rows) (bool, error) {
 			r, err := scanRow(q)
 			if err != nil {
-				return s.damaged("lease", err)
+				scanErr = err
+				return false, err
 			}
 			rows = append(rows, r)
-		}
-		if err := q.Err(); err != nil {
+			return len(rows) < limit, nil
+		})
+		switch {
+		case scanErr != nil:
+			return s.damaged("lease", scanErr)
+		case err != nil:
 			return s.wrap("lease", err)
+		}
+		exp := now.Add(ttl)
+		for i := range rows {
+			if _, err := tx.exec(sqlLeaseRow, leaseID, exp.UnixNano(), now.UnixNano(), rows[i].ID); err != nil {
+				return s.wrap("lease", err)
+			}
+			rows[i].State, rows[i].LeaseID, rows[i].LeaseExpiresAt, rows[i].UpdatedAt = Leased, leaseID, exp, now
 		}
 		return nil
 	})
 	if err != nil {
 		return nil, s.opErr("lease", err)
 	}
-	slices.SortFunc(rows, func(a, b Row) int {
-		return cmp.Or(a.NextAttemptAt.Compare(b.NextAttemptAt), cmp.Compare(a.ID, b.ID))
-	})
 	if rows == nil {
 		rows = []Row{}
 	}
@@ -233,9 +224,9 @@ func (s *Store) Lease(ctx context.Context, connector string, limit int, ttl time
 
 // Ack marks a leased row delivered (done). It fails with ErrLeaseLost if the
 // row is no longer leased under row.LeaseID. An ack after the lease expired
-// but before another worker leased the row succeeds: the delivery happened.
+// still succeeds until a Lease call of the connector reclaims the row.
 func (s *Store) Ack(ctx context.Context, row Row) error {
-	return s.finish(ctx, "ack", row, `state = 'done', done_at = ?1, attempts = attempts + 1`)
+	return s.finish(ctx, "ack", row, sqlAck, nil, "")
 }
 
 // Retry returns a leased row to pending, due at next (zero: now), with one
@@ -246,8 +237,7 @@ func (s *Store) Retry(ctx context.Context, row Row, next time.Time, errMsg strin
 	if !next.IsZero() {
 		nextN = next.UnixNano()
 	}
-	return s.finish(ctx, "retry", row, `state = 'pending', attempts = attempts + 1,
-		next_attempt_at = coalesce(?2, ?1), last_error = ?3`, nextN, truncateError(errMsg))
+	return s.finish(ctx, "retry", row, sqlRetry, nextN, truncateError(errMsg))
 }
 
 // Bury moves a leased row to dead (a permanent failure) with reason recorded
@@ -255,24 +245,17 @@ func (s *Store) Retry(ctx context.Context, row Row, next time.Time, errMsg strin
 // operator requeues or drops them. It fails with ErrLeaseLost if the row is no
 // longer leased under row.LeaseID.
 func (s *Store) Bury(ctx context.Context, row Row, reason string) error {
-	return s.finish(ctx, "bury", row, `state = 'dead', attempts = attempts + 1, last_error = ?3`,
-		nil, truncateError(reason))
+	return s.finish(ctx, "bury", row, sqlBury, nil, truncateError(reason))
 }
 
-// finish applies set to the row if it is still leased under row.LeaseID. In
-// set, ?1 is now and ?2, ?3 are args.
-func (s *Store) finish(ctx context.Context, op string, row Row, set string, args ...any) error {
+// finish runs one of sqlAck, sqlRetry, sqlBury on the row if it is still
+// leased under row.LeaseID.
+func (s *Store) finish(ctx context.Context, op string, row Row, stmt string, next any, text string) error {
 	if row.ID <= 0 || row.LeaseID == "" {
 		return fmt.Errorf("outbox: %s row %d: %w: not a leased row", op, row.ID, ErrInvalid)
 	}
-	for len(args) < 2 {
-		args = append(args, nil)
-	}
-	err := s.write(ctx, func(tx *sql.Tx, now time.Time) error {
-		res, err := tx.ExecContext(context.Background(), `UPDATE outbox SET `+set+`,
-			updated_at = ?1, lease_id = NULL, lease_expires_at = NULL
-			WHERE id = ?4 AND state = 'leased' AND lease_id = ?5`,
-			now.UnixNano(), args[0], args[1], row.ID, row.LeaseID)
+	err := s.write(ctx, func(tx wtx, now time.Time) error {
+		res, err := tx.exec(stmt, now.UnixNano(), next, text, row.ID, row.LeaseID)
 		if err != nil {
 			return s.wrap(fmt.Sprintf("%s row %d", op, row.ID), err)
 		}
@@ -295,12 +278,10 @@ func (s *Store) Release(ctx context.Context, rows ...Row) (int, error) {
 		return 0, nil
 	}
 	var n int
-	err := s.write(ctx, func(tx *sql.Tx, now time.Time) error {
+	err := s.write(ctx, func(tx wtx, now time.Time) error {
 		n = 0
 		for _, r := range rows {
-			res, err := tx.ExecContext(context.Background(), `UPDATE outbox
-				SET state = 'pending', lease_id = NULL, lease_expires_at = NULL, updated_at = ?
-				WHERE id = ? AND state = 'leased' AND lease_id = ?`, now.UnixNano(), r.ID, r.LeaseID)
+			res, err := tx.exec(sqlRelease, now.UnixNano(), r.ID, r.LeaseID)
 			if err != nil {
 				return s.wrap("release", err)
 			}

@@ -367,7 +367,7 @@ func TestRelease(t *testing.T) {
 // exactly once (the lease outlives the test) and every Ack succeeds.
 func TestConcurrentWorkersNeverShareARow(t *testing.T) {
 	s := openTest(t, Options{})
-	const total = 600
+	const total = 300
 	var entries []Entry
 	for i := range total {
 		entries = append(entries, entry(fmt.Sprintf("call-%04d", i), time.Now(), "b24"))
@@ -429,7 +429,7 @@ func TestConcurrentWorkersNeverShareARow(t *testing.T) {
 // when it returns, and the same key from two callers gives one row.
 func TestConcurrentEnqueue(t *testing.T) {
 	s := openTest(t, Options{})
-	const goroutines, each = 16, 50
+	const goroutines, each = 8, 20
 	var wg sync.WaitGroup
 	errs := make(chan error, goroutines)
 	for g := range goroutines {

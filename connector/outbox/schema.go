@@ -59,10 +59,17 @@ var migrations = []string{
 		PRIMARY KEY (key, seq)
 	) STRICT;
 	CREATE INDEX timeline_at ON timeline (at);`,
+
+	// 3: partial indexes, so that a state change touches fewer index entries:
+	// expired leases are found without reading every leased row, and only
+	// done rows are in the prune index.
+	`CREATE INDEX outbox_leases ON outbox (connector, lease_expires_at) WHERE state = 'leased';
+	DROP INDEX outbox_done;
+	CREATE INDEX outbox_done ON outbox (done_at) WHERE state = 'done';`,
 }
 
 // SchemaVersion is the schema version this build writes (len(migrations)).
-const SchemaVersion = 2
+const SchemaVersion = 3
 
 // prepareFile checks that the file is an outbox this build can use, switches
 // it to WAL and applies the missing steps, each in its own transaction

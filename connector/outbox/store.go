@@ -30,6 +30,11 @@ const (
 	readConns = 4
 	// busyTimeoutMS is SQLite's busy_timeout for every connection.
 	busyTimeoutMS = 5000
+	// The writer waits for the callers of its previous batch to come back
+	// for half as long as that batch took (mostly its fsync), within these
+	// bounds: on a slow disk a longer wait still costs less than an fsync.
+	minLinger = 100 * time.Microsecond
+	maxLinger = 2 * time.Millisecond
 	// maxErrorLen bounds the stored last_error text.
 	maxErrorLen = 4096
 )
@@ -80,11 +85,15 @@ type Store struct {
 	retention time.Duration
 	leaseTTL  time.Duration
 	clock     func() time.Time
-	log       *slog.Logger
+	// pruneChunk is how many rows one Prune transaction deletes at most
+	// (a field so that tests can make it small).
+	pruneChunk int64
+	log        *slog.Logger
 
-	w    *sql.DB  // exactly one connection, used only by the writer goroutine
-	r    *sql.DB  // read-only pool
-	lock *os.File // holds the process lock on the database file
+	w     *sql.DB              // exactly one connection, used only by the writer goroutine
+	stmts map[string]*sql.Stmt // prepared writerStatements; read-only after Open
+	r     *sql.DB              // read-only pool
+	lock  *os.File             // holds the process lock on the database file
 
 	ops        chan *writeOp
 	writerDone chan struct{}
@@ -99,7 +108,7 @@ type Store struct {
 // writeOp is one caller's share of a group-committed transaction.
 type writeOp struct {
 	ctx  context.Context
-	fn   func(tx *sql.Tx, now time.Time) error
+	fn   func(tx wtx, now time.Time) error
 	done chan error // buffered: the writer never blocks on a caller that left
 }
 
@@ -129,6 +138,7 @@ func open(ctx context.Context, path string, opts Options, steps []string) (_ *St
 		leaseTTL:   opts.LeaseTTL,
 		clock:      opts.Clock,
 		log:        opts.Logger,
+		pruneChunk: pruneChunk,
 		ops:        make(chan *writeOp, maxBatch),
 		writerDone: make(chan struct{}),
 	}
@@ -150,7 +160,7 @@ func open(ctx context.Context, path string, opts Options, steps []string) (_ *St
 	}
 	defer func() {
 		if err != nil {
-			s.closeHandles()
+			_ = s.closeHandles()
 		}
 	}()
 
@@ -168,6 +178,13 @@ func open(ctx context.Context, path string, opts Options, steps []string) (_ *St
 	}
 	if err := s.releaseLeftoverLeases(ctx); err != nil {
 		return nil, err
+	}
+	// A store on an older schema exists only in tests that build old files;
+	// its statements are prepared per call.
+	if len(steps) == len(migrations) {
+		if err := s.prepareStatements(ctx); err != nil {
+			return nil, err
+		}
 	}
 	s.r, err = sql.Open("sqlite", dsn+"&_pragma=query_only(1)")
 	if err != nil {
@@ -258,6 +275,9 @@ func (s *Store) Close() error {
 // see acquireFile).
 func (s *Store) closeHandles() error {
 	var errs []error
+	for _, st := range s.stmts {
+		errs = append(errs, st.Close())
+	}
 	if s.r != nil {
 		errs = append(errs, s.r.Close())
 	}
@@ -285,11 +305,11 @@ func (s *Store) enter() (func(), error) {
 }
 
 // write runs fn inside the next group-committed transaction and returns once
-// that transaction has committed durably (nil) or failed. fn's own error rolls
-// back only fn's changes (it runs inside a savepoint). If ctx ends while the
-// caller waits, write returns ctx.Err() and fn may still commit later; every
-// write in this package is safe to repeat.
-func (s *Store) write(ctx context.Context, fn func(tx *sql.Tx, now time.Time) error) error {
+// that transaction has committed durably (nil) or failed. fn's error is
+// returned to the caller; see commit for what it does to the transaction. If
+// ctx ends while the caller waits, write returns ctx.Err() and fn may still
+// commit later; every write in this package is safe to repeat.
+func (s *Store) write(ctx context.Context, fn func(tx wtx, now time.Time) error) error {
 	leave, err := s.enter()
 	if err != nil {
 		return err
@@ -312,67 +332,139 @@ func (s *Store) write(ctx context.Context, fn func(tx *sql.Tx, now time.Time) er
 	}
 }
 
-// writer is the single writer goroutine: it takes every queued op (up to
+// writer is the single writer goroutine: it takes the queued ops (up to
 // maxBatch), runs them in one transaction and answers each caller only after
 // the commit returned.
+//
+// Callers answered by one commit need a moment to come back with their next
+// write; taking only what is queued at that instant would split them into two
+// half-size batches that take turns, each waiting for the other's fsync. So
+// the writer estimates how many callers are writing (the previous batch plus
+// the ops that queued up while it committed) and waits for that many ops, up
+// to half the time the previous batch took (see minLinger). A lone sequential
+// caller (a batch of one, nothing queued behind it) never waits.
 func (s *Store) writer() {
 	defer close(s.writerDone)
 	batch := make([]*writeOp, 0, maxBatch)
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	target, linger := 0, minLinger
 	for {
 		op, ok := <-s.ops
 		if !ok {
 			return
 		}
 		batch = append(batch[:0], op)
-	fill:
-		for len(batch) < maxBatch {
-			select {
-			case op, ok := <-s.ops:
-				if !ok {
-					break fill
+		if more := s.drain(&batch); more && len(batch) < target {
+			timer.Reset(linger)
+		wait:
+			for len(batch) < target {
+				select {
+				case op, ok := <-s.ops:
+					if !ok {
+						break wait
+					}
+					batch = append(batch, op)
+				case <-timer.C:
+					break wait
 				}
-				batch = append(batch, op)
-			default:
-				break fill
 			}
+			timer.Stop()
 		}
-		s.runBatch(batch)
+		start := time.Now()
+		queuedBehind := s.runBatch(batch)
+		took := time.Since(start)
+		target = min(len(batch)+queuedBehind, maxBatch)
+		linger = min(max(took/2, minLinger), maxLinger)
 		clear(batch)
 	}
 }
 
-// runBatch runs one group commit. Statements use a background context: a
-// caller's cancellation must not interrupt a transaction shared with others.
-func (s *Store) runBatch(batch []*writeOp) {
-	ctx := context.Background()
-	results := make([]error, len(batch))
-	tx, err := s.w.BeginTx(ctx, nil)
+// drain appends every op queued right now to batch, up to maxBatch. It
+// returns false if the queue is closed.
+func (s *Store) drain(batch *[]*writeOp) bool {
+	for len(*batch) < maxBatch {
+		select {
+		case op, ok := <-s.ops:
+			if !ok {
+				return false
+			}
+			*batch = append(*batch, op)
+		default:
+			return true
+		}
+	}
+	return true
+}
+
+// runBatch runs one group commit and answers every op in batch. If one op
+// fails (other than with ErrLeaseLost), the transaction is rolled back, that
+// op gets its error and the others run once more in a new transaction; if
+// that fails too, they all get an error.
+//
+// It returns how many ops were queued when the transaction ended.
+func (s *Store) runBatch(batch []*writeOp) (queuedBehind int) {
+	rest, err := s.commit(batch)
+	if len(rest) > 0 {
+		var err2 error
+		rest, err2 = s.commit(rest)
+		for _, op := range rest {
+			op.done <- fmt.Errorf("outbox: not committed: other writes in the same transaction failed twice: %w", errors.Join(err, err2))
+		}
+	}
+	return len(s.ops)
+}
+
+// commit runs the ops of batch in one transaction. It answers every op
+// unless an op failed: then it rolls back, answers the failed op and the
+// cancelled ones, and returns the others unanswered, with the failure.
+//
+// Op functions must return ErrLeaseLost only when they changed nothing; every
+// other error may leave partial changes (or SQLite may have rolled the whole
+// transaction back), so it aborts the transaction. Statements use a
+// background context: a caller's cancellation must not interrupt a
+// transaction shared with others.
+func (s *Store) commit(batch []*writeOp) ([]*writeOp, error) {
+	tx, err := s.w.BeginTx(context.Background(), nil)
 	if err != nil {
 		err = s.wrap("begin", err)
 		for _, op := range batch {
 			op.done <- err
 		}
-		return
+		return nil, nil
 	}
 	now := s.clock().UTC()
-	ran := false
+	w := wtx{tx: tx, stmts: s.stmts}
+	results := make([]error, len(batch))
 	for i, op := range batch {
 		if err := op.ctx.Err(); err != nil {
 			results[i] = err
 			continue
 		}
-		results[i] = runInSavepoint(ctx, tx, func() error { return op.fn(tx, now) })
-		ran = true
+		err := op.fn(w, now)
+		if err == nil || errors.Is(err, ErrLeaseLost) {
+			results[i] = err
+			continue
+		}
+		_ = tx.Rollback() // fails harmlessly if SQLite already rolled back
+		op.done <- err
+		rest := make([]*writeOp, 0, len(batch)-1)
+		for j, other := range batch {
+			switch {
+			case j == i:
+			case results[j] != nil && !errors.Is(results[j], ErrLeaseLost): // cancelled
+				other.done <- results[j]
+			default:
+				rest = append(rest, other)
+			}
+		}
+		return rest, err
 	}
-	if !ran {
-		err = tx.Rollback()
-	} else {
-		err = tx.Commit()
-	}
+	err = tx.Commit()
 	if err != nil {
 		err = s.wrap("commit", err)
 		for i := range results {
-			if results[i] == nil {
+			if results[i] == nil || errors.Is(results[i], ErrLeaseLost) {
 				results[i] = err
 			}
 		}
@@ -380,23 +472,78 @@ func (s *Store) runBatch(batch []*writeOp) {
 	for i, op := range batch {
 		op.done <- results[i]
 	}
+	return nil, nil
 }
 
-// runInSavepoint runs fn so that its error undoes only its own changes.
-func runInSavepoint(ctx context.Context, tx *sql.Tx, fn func() error) error {
-	if _, err := tx.ExecContext(ctx, "SAVEPOINT op"); err != nil {
+// wtx is the writer's view of the group transaction. Statements listed in
+// writerStatements run from statements prepared once at Open; any other text
+// is prepared on each call (operator statements with built conditions).
+type wtx struct {
+	tx    *sql.Tx
+	stmts map[string]*sql.Stmt
+}
+
+// exec runs a statement that returns no rows.
+func (w wtx) exec(query string, args ...any) (sql.Result, error) {
+	ctx := context.Background()
+	if prepared := w.stmts[query]; prepared != nil {
+		st := w.tx.StmtContext(ctx, prepared)
+		defer func() { _ = st.Close() }() // releases only the transaction's handle
+		return st.ExecContext(ctx, args...)
+	}
+	return w.tx.ExecContext(ctx, query, args...)
+}
+
+// query runs a statement and calls each for its rows in order until each
+// returns false or an error. The rows are closed before query returns, so
+// the caller may run other statements afterwards.
+func (w wtx) query(query string, args []any, each func(*sql.Rows) (bool, error)) error {
+	ctx := context.Background()
+	var (
+		rows *sql.Rows
+		err  error
+	)
+	if prepared := w.stmts[query]; prepared != nil {
+		st := w.tx.StmtContext(ctx, prepared)
+		// Closing the transaction's handle leaves the open rows and the
+		// prepared statement intact.
+		defer func() { _ = st.Close() }()
+		rows, err = st.QueryContext(ctx, args...)
+	} else {
+		rows, err = w.tx.QueryContext(ctx, query, args...)
+	}
+	if err != nil {
 		return err
 	}
-	ferr := fn()
-	if ferr != nil {
-		if _, err := tx.ExecContext(ctx, "ROLLBACK TO op"); err != nil {
-			return errors.Join(ferr, err)
+	defer func() { _ = rows.Close() }()
+	for rows.Next() {
+		more, err := each(rows)
+		if err != nil {
+			return err
+		}
+		if !more {
+			break
 		}
 	}
-	if _, err := tx.ExecContext(ctx, "RELEASE op"); err != nil {
-		return errors.Join(ferr, err)
+	if err := rows.Err(); err != nil {
+		return err
 	}
-	return ferr
+	return rows.Close()
+}
+
+// prepareStatements prepares writerStatements on the writer connection. It
+// runs before the writer starts: while a transaction holds the only
+// connection, nothing can be prepared outside it.
+func (s *Store) prepareStatements(ctx context.Context) error {
+	s.stmts = make(map[string]*sql.Stmt, len(writerStatements))
+	for _, q := range writerStatements {
+		st, err := s.w.PrepareContext(ctx, q) //nolint:sqlclosecheck // kept for the Store's life, closed by closeHandles
+		if err != nil {
+			return s.wrap("open: preparing statements", err)
+		}
+		s.stmts[q] = st
+	}
+	return nil
 }
 
 // corruptAdvice tells the operator what to do with a damaged database file.

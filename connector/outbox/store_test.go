@@ -131,6 +131,14 @@ func TestOpenUnwritableFile(t *testing.T) {
 	}
 }
 
+func TestOpenPathIsADirectory(t *testing.T) {
+	dir := t.TempDir()
+	_, err := Open(t.Context(), dir, Options{})
+	if err == nil || !strings.HasPrefix(err.Error(), "outbox: open "+dir) || !strings.Contains(err.Error(), "is a directory") {
+		t.Fatalf("Open(directory) = %v, want an error naming the path", err)
+	}
+}
+
 func TestOpenTwiceIsLocked(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "outbox.db")
 	s, err := Open(t.Context(), path, Options{})
@@ -210,7 +218,7 @@ func TestOpenTruncatedDatabase(t *testing.T) {
 		t.Fatal(err)
 	}
 	var entries []Entry
-	for i := range 2000 {
+	for i := range 600 {
 		entries = append(entries, entry(fmt.Sprintf("call-%04d", i), time.Now(), "b24"))
 	}
 	mustEnqueue(t, s, entries...)
@@ -257,39 +265,53 @@ func TestOpenTruncatedDatabase(t *testing.T) {
 	}
 }
 
-func TestMigrateFromVersion1(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "outbox.db")
-	started := time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC)
-	// A database as the first released schema left it, with a row in it.
-	old, err := open(t.Context(), path, Options{}, migrations[:1])
-	if err != nil {
-		t.Fatal(err)
-	}
-	mustEnqueue(t, old, entry("call-1", started, "b24"))
-	if err := old.Close(); err != nil {
-		t.Fatal(err)
-	}
-	var v int
-	if err := rawDB(t, path).QueryRowContext(t.Context(), "PRAGMA user_version").Scan(&v); err != nil || v != 1 {
-		t.Fatalf("fixture user_version = %d (%v), want 1", v, err)
-	}
-
-	s := openAt(t, path, Options{})
-	if err := s.r.QueryRowContext(t.Context(), "PRAGMA user_version").Scan(&v); err != nil || v != SchemaVersion {
-		t.Fatalf("user_version after Open = %d (%v), want %d", v, err, SchemaVersion)
-	}
-	r := rowByKey(t, s, "call-1", "b24")
-	if !r.StartedAt.Equal(started) || string(r.Payload) != `{"call_id":"call-1"}` || r.State != Pending {
-		t.Fatalf("row after migration = %+v", r)
-	}
-	if err := s.CallState("b24").Set(t.Context(), "call-1", "call_id", "X1"); err != nil {
-		t.Fatalf("table of version 2 unusable: %v", err)
-	}
-
-	// The migrated schema is exactly the schema of a fresh database.
+// Every older schema version opens, migrates to the current one with its
+// rows intact, and ends up exactly like a fresh database.
+func TestMigrateFromEveryOlderVersion(t *testing.T) {
 	fresh := openTest(t, Options{})
-	if got, want := schemaOf(t, s.r), schemaOf(t, fresh.r); !slices.Equal(got, want) {
-		t.Fatalf("migrated schema differs from a fresh one:\n got %q\nwant %q", got, want)
+	want := schemaOf(t, fresh.r)
+	for version := 1; version < SchemaVersion; version++ {
+		t.Run(fmt.Sprintf("from %d", version), func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "outbox.db")
+			started := time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC)
+			// A database as schema version `version` left it, with rows in it:
+			// one pending and one leased by the run that wrote it.
+			old, err := open(t.Context(), path, Options{}, migrations[:version])
+			if err != nil {
+				t.Fatal(err)
+			}
+			mustEnqueue(t, old, entry("call-1", started, "b24"), entry("call-2", started, "b24"))
+			if got := mustLease(t, old, "b24", 1, time.Hour); len(got) != 1 || got[0].Key != "call-1" {
+				t.Fatalf("fixture lease = %v", keysOf(got))
+			}
+			if err := old.Close(); err != nil {
+				t.Fatal(err)
+			}
+			var v int
+			if err := rawDB(t, path).QueryRowContext(t.Context(), "PRAGMA user_version").Scan(&v); err != nil || v != version {
+				t.Fatalf("fixture user_version = %d (%v), want %d", v, err, version)
+			}
+
+			s := openAt(t, path, Options{})
+			if err := s.r.QueryRowContext(t.Context(), "PRAGMA user_version").Scan(&v); err != nil || v != SchemaVersion {
+				t.Fatalf("user_version after Open = %d (%v), want %d", v, err, SchemaVersion)
+			}
+			for _, key := range []string{"call-1", "call-2"} {
+				r := rowByKey(t, s, key, "b24")
+				if !r.StartedAt.Equal(started) || string(r.Payload) != `{"call_id":"`+key+`"}` || r.State != Pending {
+					t.Fatalf("row after migration = %+v", r)
+				}
+			}
+			if err := s.CallState("b24").Set(t.Context(), "call-1", "call_id", "X1"); err != nil {
+				t.Fatalf("call state after migration: %v", err)
+			}
+			if got := keysOf(mustLease(t, s, "b24", 10, time.Minute)); !slices.Equal(got, []string{"call-1", "call-2"}) {
+				t.Fatalf("lease after migration = %v", got)
+			}
+			if got := schemaOf(t, s.r); !slices.Equal(got, want) {
+				t.Fatalf("migrated schema differs from a fresh one:\n got %q\nwant %q", got, want)
+			}
+		})
 	}
 }
 

@@ -2,7 +2,6 @@ package outbox
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"time"
 )
@@ -25,14 +24,12 @@ func (s *Store) AppendTimeline(ctx context.Context, key string, e TimelineEntry)
 	if key == "" || e.Kind == "" {
 		return fmt.Errorf("outbox: append timeline: %w: empty key or kind", ErrInvalid)
 	}
-	err := s.write(ctx, func(tx *sql.Tx, now time.Time) error {
+	err := s.write(ctx, func(tx wtx, now time.Time) error {
 		at := e.At
 		if at.IsZero() {
 			at = now
 		}
-		_, err := tx.ExecContext(context.Background(), `INSERT INTO timeline (key, seq, at, connector, kind, summary, detail)
-			VALUES (?1, (SELECT coalesce(max(seq), 0) + 1 FROM timeline WHERE key = ?1), ?2, ?3, ?4, ?5, ?6)`,
-			key, at.UnixNano(), e.Connector, e.Kind, e.Summary, truncateError(e.Detail))
+		_, err := tx.exec(sqlTimelineAppend, key, at.UnixNano(), e.Connector, e.Kind, e.Summary, truncateError(e.Detail))
 		if err != nil {
 			return s.wrap(fmt.Sprintf("append timeline %q", key), err)
 		}
