@@ -120,3 +120,40 @@ func TestGoldenLab(t *testing.T) {
 		})
 	}
 }
+
+// TestGoldenSynthetic replays the synthetic PJSIP/FreePBX transcripts of testdata/synthetic with
+// no configuration at all (default options, no default region) and compares the records with
+// their expected.jsonl.
+func TestGoldenSynthetic(t *testing.T) {
+	n, err := numbers.New(numbers.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := callmodel.DefaultOptions()
+	opts.Normalize = n.Normalize
+	dirs, err := filepath.Glob("testdata/synthetic/*/events.ami")
+	if err != nil || len(dirs) == 0 {
+		t.Fatalf("no synthetic transcripts (%v)", err)
+	}
+	for _, events := range dirs {
+		dir := filepath.Dir(events)
+		t.Run(filepath.Base(dir), func(t *testing.T) {
+			src, err := os.ReadFile(events)
+			if err != nil {
+				t.Fatal(err)
+			}
+			exp, err := os.ReadFile(filepath.Join(dir, "expected.jsonl"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var out bytes.Buffer
+			if err := replay.AMI(bytes.NewReader(src), opts, &out); err != nil {
+				t.Fatal(err)
+			}
+			want, got := readRecords(t, exp), readRecords(t, out.Bytes())
+			if diff := cmp.Diff(want, got, cmpopts.EquateApproxTime(timeMargin), cmpopts.EquateEmpty()); diff != "" {
+				t.Errorf("records differ from expected.jsonl (-want +got):\n%s", diff)
+			}
+		})
+	}
+}

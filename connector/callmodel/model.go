@@ -161,8 +161,11 @@ func (b *Builder) describe(c *call) description {
 	case d.inTrunk != nil:
 		d.dir = Inbound
 		d.customer = o.normalize(d.inTrunk.firstCID)
-		line := c.did
-		if line == "" && isNumber(d.inTrunk.exten) {
+		line := ""
+		switch {
+		case isNumber(c.did):
+			line = c.did
+		case isNumber(d.inTrunk.exten):
 			line = d.inTrunk.exten
 		}
 		d.line = o.normalize(line)
