@@ -20,7 +20,7 @@ type sink struct {
 	recs []*callmodel.Record
 }
 
-func (s *sink) Live(l *callmodel.Live)      { s.live = append(s.live, *l) }
+func (s *sink) Live(l *callmodel.Live)     { s.live = append(s.live, *l) }
 func (s *sink) Record(r *callmodel.Record) { s.recs = append(s.recs, r) }
 
 func (s *sink) only(t *testing.T) *callmodel.Record {
