@@ -42,6 +42,9 @@ func (b *Builder) snapshot(ev *asterisk.Event) {
 			created = snapshotCreated(ev)
 		}
 		ch = b.addChannel(info, ev.PBX, created, t)
+		if ch == nil {
+			return
+		}
 		if b.resyncing {
 			ch.call.flags |= flagResynced
 		}
