@@ -29,8 +29,8 @@ type Builder struct {
 	calls   map[string]*call    // open and closing calls by id (Linkedid)
 	alias   map[string]*call    // ids of calls merged into another call
 	bridges map[string]*bridge
-	locals  map[string]*channel // Local channel half waiting for its other half, by base name
-	closing []*call             // calls waiting FinishDelay, in closing order
+	locals  map[string]*channel  // Local channel half waiting for its other half, by base name
+	closing []*call              // calls waiting FinishDelay, in closing order
 	flushed map[string]time.Time // ids of calls finished by Flush while channels may live on
 
 	live    Live
