@@ -483,6 +483,35 @@ func TestHotPathAllocations(t *testing.T) {
 	}
 }
 
+// TestHoldKeepsLeg: an extension that leaves the customer's bridge and comes back with nobody
+// in between (hold, bridge moves) keeps one leg; the recording comes from MIXMONITOR_FILENAME.
+func TestHoldKeepsLeg(t *testing.T) {
+	var s sink
+	p := newPBX(defaults(t, "RU"), &s)
+	trunk, dev := p.answeredInbound("+79001111111", "74951112233", "b1")
+	p.varSet(trunk, "MIXMONITOR_FILENAME", "/var/spool/asterisk/monitor/x.wav")
+	p.wait(5 * time.Second)
+	p.leave("b1", dev)
+	p.wait(20 * time.Second)
+	p.enter("b1", dev)
+	p.wait(5 * time.Second)
+	p.hangup(trunk, 16)
+	p.hangup(dev, 16)
+	r := s.only(t)
+	if len(r.Legs) != 1 || len(r.Transfers) != 0 || r.Legs[0].TalkSeconds != 30 || r.Recording != "/var/spool/asterisk/monitor/x.wav" {
+		t.Errorf("record = %+v, legs %+v", r, r.Legs)
+	}
+	answered := 0
+	for _, l := range s.live {
+		if l.Kind == callmodel.LiveAnswered {
+			answered++
+		}
+	}
+	if answered != 1 {
+		t.Errorf("%d answered live events, want 1", answered)
+	}
+}
+
 func TestConfigCompile(t *testing.T) {
 	cases := []struct {
 		cfg  callmodel.Config

@@ -20,6 +20,7 @@ var (
 )
 
 func readAMIEvents(tb testing.TB, src []byte) []asterisk.Event {
+	tb.Helper()
 	rd := ami.NewReader(bytes.NewReader(src))
 	if _, err := rd.ReadBanner(); err != nil {
 		tb.Fatal(err)
@@ -40,6 +41,7 @@ func readAMIEvents(tb testing.TB, src []byte) []asterisk.Event {
 }
 
 func fuzzSetup(tb testing.TB) {
+	tb.Helper()
 	fuzzOnce.Do(func() {
 		fuzzOpts = loadOptions(tb, "testdata/lab.yaml")
 		for _, name := range []string{"inbound_ringgroup_or_queue", "attended_transfer", "click_to_call_norec", "redirect_transfer"} {

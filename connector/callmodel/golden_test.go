@@ -33,29 +33,29 @@ type fileConfig struct {
 	CallModel callmodel.Config `yaml:"callmodel"`
 }
 
-func loadOptions(t testing.TB, path string) callmodel.Options {
-	t.Helper()
+func loadOptions(tb testing.TB, path string) callmodel.Options {
+	tb.Helper()
 	data, err := os.ReadFile(path)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	var fc fileConfig
 	if err := yaml.UnmarshalWithOptions(data, &fc, yaml.Strict()); err != nil {
-		t.Fatalf("%s: %v", path, err)
+		tb.Fatalf("%s: %v", path, err)
 	}
 	n, err := numbers.New(fc.Numbers)
 	if err != nil {
-		t.Fatalf("%s: %v", path, err)
+		tb.Fatalf("%s: %v", path, err)
 	}
 	opts, err := fc.CallModel.Compile(n.Normalize)
 	if err != nil {
-		t.Fatalf("%s: %v", path, err)
+		tb.Fatalf("%s: %v", path, err)
 	}
 	return opts
 }
 
-func readRecords(t testing.TB, data []byte) []callmodel.Record {
-	t.Helper()
+func readRecords(tb testing.TB, data []byte) []callmodel.Record {
+	tb.Helper()
 	var out []callmodel.Record
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	sc.Buffer(nil, 1<<20)
@@ -67,7 +67,7 @@ func readRecords(t testing.TB, data []byte) []callmodel.Record {
 		dec := json.NewDecoder(bytes.NewReader(sc.Bytes()))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&r); err != nil {
-			t.Fatalf("decoding %s: %v", sc.Text(), err)
+			tb.Fatalf("decoding %s: %v", sc.Text(), err)
 		}
 		out = append(out, r)
 	}

@@ -13,6 +13,7 @@ import (
 // labOptions recognises the lab's Local-channel parties (as connector/callmodel/testdata/lab.yaml
 // does), so the benchmark exercises the whole model, not only the parser.
 func labOptions(tb testing.TB) callmodel.Options {
+	tb.Helper()
 	o, err := callmodel.Config{
 		Extensions: []string{`^Local/(?P<ext>\d+)@phones-[0-9a-f]+;1$`, `^Local/[^@]+@internal-[0-9a-f]+;1$`},
 		Trunks:     []string{`^Local/[^@]+@from-pstn-[0-9a-f]+;2$`, `^Local/[^@]+@pstn-[0-9a-f]+;1$`},
@@ -24,6 +25,7 @@ func labOptions(tb testing.TB) callmodel.Options {
 }
 
 func loadAll(tb testing.TB, get func(string) ([]byte, error)) [][]byte {
+	tb.Helper()
 	var out [][]byte
 	for _, name := range transcripts.Scenarios() {
 		b, err := get(name)
@@ -38,6 +40,7 @@ func loadAll(tb testing.TB, get func(string) ([]byte, error)) [][]byte {
 // benchReplay replays every transcript per iteration and reports events/s and allocations per
 // event (everything: framing, normalising, the model, JSON output).
 func benchReplay(b *testing.B, srcs [][]byte, run func(io.Reader, callmodel.Options, io.Writer) (Stats, error)) {
+	b.Helper()
 	opts := labOptions(b)
 	var events, size int64
 	for _, s := range srcs {
