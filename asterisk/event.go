@@ -130,7 +130,7 @@ var typeNames = [...]string{
 
 // String returns the snake_case name of t, used in metrics labels and logs.
 func (t Type) String() string {
-	if int(t) < len(typeNames) && typeNames[t] != "" {
+	if t < typeCount && int(t) < len(typeNames) && typeNames[t] != "" {
 		return typeNames[t]
 	}
 	return "unknown"

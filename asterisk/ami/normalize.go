@@ -144,7 +144,7 @@ const (
 	kCallerID2
 	kOldname
 	kNewname
-	kBridgeId
+	kBridgeID
 	kApplicationData
 	kDuration
 	kRecordingFile
@@ -153,8 +153,8 @@ const (
 	kDestinationContext
 	kSourceChannel
 	kSourceUniqueid
-	kDestUniqueId
-	kId
+	kDestUniqueID
+	kID
 	kSuccess
 	kEventName
 	kPeer
@@ -176,10 +176,10 @@ var keySlots = func() map[string]uint16 {
 		"Reason": kReason, "File": kFile, "ActionID": kActionID, "Response": kResponse,
 		"Bridgestate": kBridgestate, "Channel1": kChannel1, "Channel2": kChannel2, "Uniqueid1": kUniqueid1,
 		"Uniqueid2": kUniqueid2, "CallerID1": kCallerID1, "CallerID2": kCallerID2, "Oldname": kOldname,
-		"Newname": kNewname, "BridgeId": kBridgeId, "ApplicationData": kApplicationData,
+		"Newname": kNewname, "BridgeId": kBridgeID, "ApplicationData": kApplicationData,
 		"Duration": kDuration, "RecordingFile": kRecordingFile, "LastApplication": kLastApplication,
 		"LastData": kLastData, "DestinationContext": kDestinationContext, "SourceChannel": kSourceChannel,
-		"SourceUniqueid": kSourceUniqueid, "DestUniqueId": kDestUniqueId, "Id": kId, "Success": kSuccess,
+		"SourceUniqueid": kSourceUniqueid, "DestUniqueId": kDestUniqueID, "Id": kID, "Success": kSuccess,
 		"EventName": kEventName, "Peer": kPeer, "Extra": kExtra,
 		// Spellings that differ between events (CEL, Cdr, Asterisk 11).
 		"UniqueID": pNone*numSuffixes + sUniqueid, "LinkedID": pNone*numSuffixes + sLinkedid,
@@ -260,12 +260,12 @@ func ToEvent(f *Frame, pbx string, recv time.Time) (ev asterisk.Event, ok bool) 
 			ev.Vars = map[string]string{
 				"SourceChannel":  v[kSourceChannel],
 				"SourceUniqueid": v[kSourceUniqueid],
-				"DestUniqueId":   v[kDestUniqueId],
-				"Id":             v[kId],
+				"DestUniqueId":   v[kDestUniqueID],
+				"Id":             v[kID],
 			}
 		case asterisk.TypeLocalOptimizeEnd:
 			// Success is "No" even when the swap worked (Asterisk reports the move's result).
-			ev.Vars = map[string]string{"Success": v[kSuccess], "Id": v[kId]}
+			ev.Vars = map[string]string{"Success": v[kSuccess], "Id": v[kID]}
 		}
 		return ev, true
 	case asterisk.TypeBlindTransfer:
@@ -419,7 +419,7 @@ func ToEvent(f *Frame, pbx string, recv time.Time) (ev asterisk.Event, ok bool) 
 			ev.Vars[fl.Key] = fl.Value
 		}
 	case asterisk.TypeSnapshot:
-		ev.BridgeID = v[kBridgeId]
+		ev.BridgeID = v[kBridgeID]
 		ev.Application = v[kApplication]
 		ev.AppData = v[kApplicationData]
 		if d := v[kDuration]; d != "" {

@@ -13,11 +13,11 @@ import (
 	"github.com/pbxbridge/pbxbridge/asterisk/transcripts"
 )
 
-func frame(t testing.TB, text string) *Frame {
-	t.Helper()
+func frame(tb testing.TB, text string) *Frame {
+	tb.Helper()
 	f, err := NewReader(strings.NewReader(strings.ReplaceAll(text, "\n", "\r\n") + "\r\n\r\n")).ReadFrame()
 	if err != nil {
-		t.Fatalf("reading %q: %v", text, err)
+		tb.Fatalf("reading %q: %v", text, err)
 	}
 	return f
 }
