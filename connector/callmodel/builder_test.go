@@ -2,10 +2,16 @@ package callmodel_test
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/pbxbridge/pbxbridge/asterisk"
 	"github.com/pbxbridge/pbxbridge/asterisk/ami"
@@ -536,4 +542,101 @@ func TestConfigCompile(t *testing.T) {
 	if err != nil || len(o.TrunkContexts) != 0 || o.MaxCallAge != 90*time.Minute || len(o.Extensions) != 1 {
 		t.Errorf("explicit empty list / duration: %+v, %v", o, err)
 	}
+}
+
+// TestResyncCallContinues cuts every lab transcript's AMI stream in the middle, reconnects with a
+// snapshot of the channels that are still up (what CoreShowChannels would list) and plays the
+// rest: the records are the golden ones, flagged "resynced".
+func TestResyncCallContinues(t *testing.T) {
+	opts := loadOptions(t, "testdata/lab.yaml")
+	for _, name := range transcripts.Scenarios() {
+		src, err := transcripts.AMI(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		evs := readAMIEvents(t, src)
+		exp, err := os.ReadFile(filepath.Join("testdata", name, "expected.jsonl"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := readRecords(t, exp)
+
+		var s sink
+		b := callmodel.NewBuilder(opts, &s)
+		type live struct {
+			ch     asterisk.Channel
+			bridge string
+		}
+		up := map[string]*live{}
+		var order []string
+		cut := len(evs) / 2
+		for i := range evs {
+			ev := evs[i]
+			if i == cut {
+				t0 := ev.Time
+				b.Apply(&asterisk.Event{Type: asterisk.TypeDisconnected, Time: t0})
+				b.Apply(&asterisk.Event{Type: asterisk.TypeConnected, Time: t0, Resync: true})
+				for _, id := range order {
+					if l := up[id]; l != nil {
+						b.Apply(&asterisk.Event{Type: asterisk.TypeSnapshot, Time: t0, Chan: l.ch, BridgeID: l.bridge})
+					}
+				}
+				b.Apply(&asterisk.Event{Type: asterisk.TypeSnapshotEnd, Time: t0})
+			}
+			switch ev.Type {
+			case asterisk.TypeNewChannel:
+				up[ev.Chan.Uniqueid] = &live{ch: ev.Chan}
+				order = append(order, ev.Chan.Uniqueid)
+			case asterisk.TypeHangup:
+				delete(up, ev.Chan.Uniqueid)
+			case asterisk.TypeBridgeEnter:
+				if l := up[ev.Chan.Uniqueid]; l != nil {
+					l.bridge = ev.BridgeID
+				}
+			case asterisk.TypeBridgeLeave:
+				if l := up[ev.Chan.Uniqueid]; l != nil && l.bridge == ev.BridgeID {
+					l.bridge = ""
+				}
+			}
+			if l := up[ev.Chan.Uniqueid]; l != nil && ev.Chan.Name != "" && ev.Type != asterisk.TypeBridgeEnter {
+				br := l.bridge
+				l.ch = ev.Chan
+				l.bridge = br
+			}
+			b.Apply(&ev)
+		}
+		b.Flush(evs[len(evs)-1].Time, true)
+		var got []callmodel.Record
+		for _, r := range s.recs {
+			if !r.HasFlag(callmodel.FlagResynced) && r.StartedAt.Before(evs[cut].Time) && r.EndedAt.After(evs[cut].Time) {
+				t.Errorf("%s: call %s spanned the outage but is not flagged resynced", name, r.CallID)
+			}
+			var flags []string
+			for _, f := range r.Flags {
+				if f != callmodel.FlagResynced {
+					flags = append(flags, f)
+				}
+			}
+			r.Flags = flags
+			got = append(got, *r)
+		}
+		got = readRecords(t, mustJSONLines(t, got))
+		if diff := cmp.Diff(want, got, cmpopts.EquateApproxTime(timeMargin), cmpopts.EquateEmpty()); diff != "" {
+			t.Errorf("%s: records after a mid-stream reconnect differ (-want +got):\n%s", name, diff)
+		}
+	}
+}
+
+func mustJSONLines(tb testing.TB, recs []callmodel.Record) []byte {
+	tb.Helper()
+	var buf bytes.Buffer
+	for i := range recs {
+		line, err := json.Marshal(&recs[i])
+		if err != nil {
+			tb.Fatal(err)
+		}
+		buf.Write(line)
+		buf.WriteByte('\n')
+	}
+	return buf.Bytes()
 }
