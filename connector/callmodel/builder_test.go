@@ -266,6 +266,25 @@ func TestResyncEverythingGone(t *testing.T) {
 	}
 }
 
+// TestResyncSnapshotFailed: when the PBX refuses CoreShowChannels the snapshot proves nothing
+// and no call is finished by it.
+func TestResyncSnapshotFailed(t *testing.T) {
+	var s sink
+	p := newPBX(defaults(t, "RU"), &s)
+	trunk, dev := p.answeredInbound("+79001111111", "74951112233", "b1")
+	p.apply(asterisk.Event{Type: asterisk.TypeDisconnected})
+	p.apply(asterisk.Event{Type: asterisk.TypeConnected, Resync: true})
+	p.apply(asterisk.Event{Type: asterisk.TypeSnapshotEnd, Vars: map[string]string{"error": "Permission denied"}})
+	if len(s.recs) != 0 || p.b.Open() != 1 {
+		t.Fatalf("a failed snapshot finished calls: %d records, %d open", len(s.recs), p.b.Open())
+	}
+	p.hangup(trunk, 16)
+	p.hangup(dev, 16)
+	if r := s.only(t); !r.HasFlag(callmodel.FlagResynced) || r.AnsweredBy != "101" {
+		t.Errorf("record = %+v", r)
+	}
+}
+
 func TestFlush(t *testing.T) {
 	var s sink
 	o := defaults(t, "RU")

@@ -84,7 +84,8 @@
 // TypeDisconnected marks every open call "resynced". After TypeConnected{Resync: true}, each
 // TypeSnapshot refreshes (or creates) a live channel and its bridge; at TypeSnapshotEnd every
 // channel neither in the snapshot nor seen since the reconnect is hung up as of the disconnect
-// time, which finishes the calls that ended during the outage (ended_at = disconnect time).
+// time, which finishes the calls that ended during the outage (ended_at = disconnect time). A
+// TypeSnapshotEnd with Vars["error"] (the PBX refused the channel list) finishes nothing.
 //
 // # Record conventions
 //
