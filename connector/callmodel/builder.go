@@ -314,7 +314,12 @@ func (b *Builder) addChannel(info asterisk.Channel, pbx string, created, now tim
 	return ch
 }
 
+// newCall returns the call with this id, creating it if there is none: a call id is never
+// reused while its call is open or closing (its record and map entry would be lost).
 func (b *Builder) newCall(id, pbx string, created time.Time) *call {
+	if c := b.resolve(id); c != nil {
+		return c
+	}
 	c := &call{id: id, pbx: pbx, created: created}
 	b.calls[id] = c
 	return c
