@@ -130,7 +130,7 @@ var typeNames = [...]string{
 
 // String returns the snake_case name of t, used in metrics labels and logs.
 func (t Type) String() string {
-	if int(t) < len(typeNames) && typeNames[t] != "" {
+	if t < typeCount && int(t) < len(typeNames) && typeNames[t] != "" {
 		return typeNames[t]
 	}
 	return "unknown"
@@ -203,8 +203,8 @@ type Event struct {
 	Cause     int    // Hangup, HangupRequest: Q.850 cause code
 	CauseText string // Hangup: cause text
 
-	Variable string // VarSet: variable name
-	Value    string // VarSet: value
+	Variable string // VarSet: variable name; CEL: the CEL event name (CHAN_START, ANSWER...)
+	Value    string // VarSet: value; CEL: Extra
 
 	Queue     string // Queue*, Agent*
 	Interface string // Agent*: member interface, e.g. Local/101@internal/n, PJSIP/101
@@ -225,7 +225,9 @@ type Event struct {
 
 	// Cdr carries the fields of a Cdr event (Disposition, BillableSeconds, Destination...).
 	Cdr map[string]string
-	// Vars holds extra key/values: ChanVariable headers, UserEvent fields, CEL EventName/Extra.
+	// Vars holds extra key/values: ChanVariable headers (manager.conf channelvars) and ARI
+	// channelvars, UserEvent fields, BridgeEnter's SwapUniqueid, CoreShowChannel's Duration,
+	// LocalOptimization* details.
 	Vars map[string]string
 
 	// Resync is set on TypeConnected after a reconnect (a snapshot follows).

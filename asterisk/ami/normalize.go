@@ -59,10 +59,167 @@ var eventTypes = map[string]asterisk.Type{
 	"Masquerade":  asterisk.TypeUnknown,
 }
 
+// The normaliser reads a frame's fields in one pass into slots (one per header it knows), so
+// that a header costs one map lookup however many times the event needs it.
+
+// Channel header prefixes and suffixes: slot = prefix*numSuffixes + suffix.
+const (
+	pNone = iota
+	pDest
+	pLocalOne
+	pLocalTwo
+	pTransferer
+	pTransferee
+	pOrigTransferer
+	pSecondTransferer
+	pTransferTarget
+	pTarget
+	numPrefixes
+)
+
+var prefixNames = [numPrefixes]string{"", "Dest", "LocalOne", "LocalTwo", "Transferer", "Transferee",
+	"OrigTransferer", "SecondTransferer", "TransferTarget", "Target"}
+
+const (
+	sChannel = iota
+	sChannelState
+	sCallerIDNum
+	sCallerIDName
+	sConnectedLineNum
+	sConnectedLineName
+	sContext
+	sExten
+	sPriority
+	sUniqueid
+	sLinkedid
+	sAccountCode
+	numSuffixes
+)
+
+var suffixNames = [numSuffixes]string{"Channel", "ChannelState", "CallerIDNum", "CallerIDName",
+	"ConnectedLineNum", "ConnectedLineName", "Context", "Exten", "Priority", "Uniqueid", "Linkedid",
+	"AccountCode"}
+
+// Other headers.
+const (
+	kTimestamp = numPrefixes*numSuffixes + iota
+	kApplication
+	kAppData
+	kExtension
+	kVariable
+	kValue
+	kCause
+	kCauseTxt
+	kDialString
+	kDialStatus
+	kForward
+	kSubEvent
+	kDestination
+	kBridgeUniqueid
+	kBridgeType
+	kSwapUniqueid
+	kFromBridgeUniqueid
+	kToBridgeUniqueid
+	kOrigBridgeUniqueid
+	kSecondBridgeUniqueid
+	kDestBridgeUniqueid
+	kDestType
+	kResult
+	kIsExternal
+	kQueue
+	kInterface
+	kMemberName
+	kHoldTime
+	kTalkTime
+	kReason
+	kFile
+	kActionID
+	kResponse
+	kBridgestate
+	kChannel1
+	kChannel2
+	kUniqueid1
+	kUniqueid2
+	kCallerID1
+	kCallerID2
+	kOldname
+	kNewname
+	kBridgeID
+	kApplicationData
+	kDuration
+	kRecordingFile
+	kLastApplication
+	kLastData
+	kDestinationContext
+	kSourceChannel
+	kSourceUniqueid
+	kDestUniqueID
+	kID
+	kSuccess
+	kEventName
+	kPeer
+	kExtra
+	numKeys
+)
+
+var keySlots = func() map[string]uint16 {
+	m := map[string]uint16{
+		"Timestamp": kTimestamp, "Application": kApplication, "AppData": kAppData, "Extension": kExtension,
+		"Variable": kVariable, "Value": kValue, "Cause": kCause, "Cause-txt": kCauseTxt,
+		"DialString": kDialString, "Dialstring": kDialString, "DialStatus": kDialStatus, "Forward": kForward,
+		"SubEvent": kSubEvent, "Destination": kDestination, "BridgeUniqueid": kBridgeUniqueid,
+		"BridgeType": kBridgeType, "SwapUniqueid": kSwapUniqueid, "FromBridgeUniqueid": kFromBridgeUniqueid,
+		"ToBridgeUniqueid": kToBridgeUniqueid, "OrigBridgeUniqueid": kOrigBridgeUniqueid,
+		"SecondBridgeUniqueid": kSecondBridgeUniqueid, "DestBridgeUniqueid": kDestBridgeUniqueid,
+		"DestType": kDestType, "Result": kResult, "IsExternal": kIsExternal, "Queue": kQueue,
+		"Interface": kInterface, "MemberName": kMemberName, "HoldTime": kHoldTime, "TalkTime": kTalkTime,
+		"Reason": kReason, "File": kFile, "ActionID": kActionID, "Response": kResponse,
+		"Bridgestate": kBridgestate, "Channel1": kChannel1, "Channel2": kChannel2, "Uniqueid1": kUniqueid1,
+		"Uniqueid2": kUniqueid2, "CallerID1": kCallerID1, "CallerID2": kCallerID2, "Oldname": kOldname,
+		"Newname": kNewname, "BridgeId": kBridgeID, "ApplicationData": kApplicationData,
+		"Duration": kDuration, "RecordingFile": kRecordingFile, "LastApplication": kLastApplication,
+		"LastData": kLastData, "DestinationContext": kDestinationContext, "SourceChannel": kSourceChannel,
+		"SourceUniqueid": kSourceUniqueid, "DestUniqueId": kDestUniqueID, "Id": kID, "Success": kSuccess,
+		"EventName": kEventName, "Peer": kPeer, "Extra": kExtra,
+		// Spellings that differ between events (CEL, Cdr, Asterisk 11).
+		"UniqueID": pNone*numSuffixes + sUniqueid, "LinkedID": pNone*numSuffixes + sLinkedid,
+		"CallerIDnum": pNone*numSuffixes + sCallerIDNum, "CallerIDname": pNone*numSuffixes + sCallerIDName,
+		"DestUniqueID": pDest*numSuffixes + sUniqueid,
+	}
+	for p, pn := range prefixNames {
+		for s, sn := range suffixNames {
+			m[pn+sn] = uint16(p*numSuffixes + s)
+		}
+	}
+	return m
+}()
+
+// fields holds one frame's known headers, first occurrence of each.
+type fields [numKeys]string
+
+func (v *fields) channel(p int) asterisk.Channel {
+	b := p * numSuffixes
+	return asterisk.Channel{
+		Name:          v[b+sChannel],
+		Uniqueid:      v[b+sUniqueid],
+		Linkedid:      v[b+sLinkedid],
+		State:         asterisk.ChannelState(atoi(v[b+sChannelState])),
+		CallerIDNum:   cleanNum(v[b+sCallerIDNum]),
+		CallerIDName:  cleanNum(v[b+sCallerIDName]),
+		ConnectedNum:  cleanNum(v[b+sConnectedLineNum]),
+		ConnectedName: cleanNum(v[b+sConnectedLineName]),
+		Context:       v[b+sContext],
+		Exten:         v[b+sExten],
+		Priority:      atoi(v[b+sPriority]),
+		AccountCode:   v[b+sAccountCode],
+	}
+}
+
 // ToEvent translates one AMI event frame into a normalised event. recv is when the frame was
 // read; it is used when the frame has no Timestamp header (Asterisk's default). ok is false for
 // frames that are not events (responses). Unknown events come back with TypeUnknown and their
-// Name set, so they can be counted.
+// Name set, so they can be counted. ToEvent never fails: missing or malformed headers leave
+// fields empty (numbers 0).
 func ToEvent(f *Frame, pbx string, recv time.Time) (ev asterisk.Event, ok bool) {
 	name := f.Event()
 	if name == "" {
@@ -71,86 +228,101 @@ func ToEvent(f *Frame, pbx string, recv time.Time) (ev asterisk.Event, ok bool) 
 	ev.Name = name
 	ev.PBX = pbx
 	ev.Type = eventTypes[name]
-	ev.Time = frameTime(f, recv)
+	if ev.Type == asterisk.TypeUnknown {
+		ev.Time = frameTime(f.Get("Timestamp"), recv)
+		return ev, true
+	}
+	var v fields
+	chanVars := false
+	for i := range f.Fields {
+		fl := &f.Fields[i]
+		if slot, known := keySlots[fl.Key]; known {
+			if v[slot] == "" {
+				v[slot] = fl.Value
+			}
+		} else if strings.HasPrefix(fl.Key, "ChanVariable") {
+			chanVars = true
+		}
+	}
+	ev.Time = frameTime(v[kTimestamp], recv)
 
 	switch ev.Type {
-	case asterisk.TypeUnknown:
-		return ev, true
 	case asterisk.TypeLocalBridge, asterisk.TypeLocalOptimizeBegin, asterisk.TypeLocalOptimizeEnd:
-		ev.Chan = readChannel(f, "LocalOne")
-		ev.Peer = readChannel(f, "LocalTwo")
+		ev.Chan = v.channel(pLocalOne)
+		ev.Peer = v.channel(pLocalTwo)
 		if ev.Chan.Name == "" { // Asterisk 11: Channel1/Channel2, Uniqueid1/Uniqueid2
-			ev.Chan = asterisk.Channel{Name: f.Get("Channel1"), Uniqueid: f.Get("Uniqueid1")}
-			ev.Peer = asterisk.Channel{Name: f.Get("Channel2"), Uniqueid: f.Get("Uniqueid2")}
+			ev.Chan = asterisk.Channel{Name: v[kChannel1], Uniqueid: v[kUniqueid1]}
+			ev.Peer = asterisk.Channel{Name: v[kChannel2], Uniqueid: v[kUniqueid2]}
 		}
-		if ev.Type == asterisk.TypeLocalOptimizeBegin {
+		switch ev.Type {
+		case asterisk.TypeLocalOptimizeBegin:
 			// The channel that will replace the Local pair.
 			ev.Vars = map[string]string{
-				"SourceChannel":  f.Get("SourceChannel"),
-				"SourceUniqueid": f.Get("SourceUniqueid"),
-				"DestUniqueId":   f.Get("DestUniqueId"),
-				"Id":             f.Get("Id"),
+				"SourceChannel":  v[kSourceChannel],
+				"SourceUniqueid": v[kSourceUniqueid],
+				"DestUniqueId":   v[kDestUniqueID],
+				"Id":             v[kID],
 			}
-		}
-		if ev.Type == asterisk.TypeLocalOptimizeEnd {
-			ev.Vars = map[string]string{"Success": f.Get("Success"), "Id": f.Get("Id")}
+		case asterisk.TypeLocalOptimizeEnd:
+			// Success is "No" even when the swap worked (Asterisk reports the move's result).
+			ev.Vars = map[string]string{"Success": v[kSuccess], "Id": v[kID]}
 		}
 		return ev, true
 	case asterisk.TypeBlindTransfer:
-		ev.Chan = readChannel(f, "Transferer")
-		ev.Peer = readChannel(f, "Transferee")
-		ev.BridgeID = f.Get("BridgeUniqueid")
+		ev.Chan = v.channel(pTransferer)
+		ev.Peer = v.channel(pTransferee)
+		ev.BridgeID = v[kBridgeUniqueid]
 		ev.Transfer = &asterisk.Transfer{
 			Kind:       "blind",
-			Result:     f.Get("Result"),
-			External:   f.Get("IsExternal") == "Yes",
-			Exten:      f.Get("Extension"),
-			Context:    f.Get("Context"),
+			Result:     v[kResult],
+			External:   v[kIsExternal] == "Yes",
+			Exten:      v[kExtension],
+			Context:    v[pNone*numSuffixes+sContext],
 			Transferer: ev.Chan,
 		}
 		return ev, true
 	case asterisk.TypeAttendedTransfer:
-		ev.Chan = readChannel(f, "OrigTransferer")
-		ev.Peer = readChannel(f, "Transferee")
-		ev.BridgeID = f.Get("OrigBridgeUniqueid")
-		ev.ToBridgeID = f.Get("SecondBridgeUniqueid")
+		ev.Chan = v.channel(pOrigTransferer)
+		ev.Peer = v.channel(pTransferee)
+		ev.BridgeID = v[kOrigBridgeUniqueid]
+		ev.ToBridgeID = v[kSecondBridgeUniqueid]
 		ev.Transfer = &asterisk.Transfer{
 			Kind:         "attended",
-			Result:       f.Get("Result"),
-			External:     f.Get("IsExternal") == "Yes",
-			DestType:     f.Get("DestType"),
+			Result:       v[kResult],
+			External:     v[kIsExternal] == "Yes",
+			DestType:     v[kDestType],
 			Transferer:   ev.Chan,
-			Second:       readChannel(f, "SecondTransferer"),
-			Target:       readChannel(f, "TransferTarget"),
-			DestBridgeID: f.Get("DestBridgeUniqueid"),
+			Second:       v.channel(pSecondTransferer),
+			Target:       v.channel(pTransferTarget),
+			DestBridgeID: v[kDestBridgeUniqueid],
 		}
 		return ev, true
 	case asterisk.TypeBridgeMerge:
-		ev.BridgeID = f.Get("FromBridgeUniqueid")
-		ev.ToBridgeID = f.Get("ToBridgeUniqueid")
+		ev.BridgeID = v[kFromBridgeUniqueid]
+		ev.ToBridgeID = v[kToBridgeUniqueid]
 		return ev, true
 	case asterisk.TypeRename:
 		// Asterisk 1.8/11: Channel (or Oldname), Newname, Uniqueid.
-		ev.Chan = readChannel(f, "")
+		ev.Chan = v.channel(pNone)
 		if ev.Chan.Name == "" {
-			ev.Chan.Name = f.Get("Oldname")
+			ev.Chan.Name = v[kOldname]
 		}
-		ev.Peer.Name = f.Get("Newname")
+		ev.Peer.Name = v[kNewname]
 		return ev, true
 	case asterisk.TypePickup:
-		ev.Chan = readChannel(f, "")
-		ev.Peer = readChannel(f, "Target")
+		ev.Chan = v.channel(pNone)
+		ev.Peer = v.channel(pTarget)
 		return ev, true
 	case asterisk.TypeCdr:
 		ev.Chan = asterisk.Channel{
-			Name:     f.Get("Channel"),
-			Uniqueid: f.Get("UniqueID"),
-			Context:  f.Get("DestinationContext"),
-			Exten:    f.Get("Destination"),
+			Name:     v[pNone*numSuffixes+sChannel],
+			Uniqueid: v[pNone*numSuffixes+sUniqueid],
+			Context:  v[kDestinationContext],
+			Exten:    v[kDestination],
 		}
-		ev.Application = f.Get("LastApplication")
-		ev.AppData = f.Get("LastData")
-		ev.Recording = f.Get("RecordingFile")
+		ev.Application = v[kLastApplication]
+		ev.AppData = v[kLastData]
+		ev.Recording = v[kRecordingFile]
 		ev.Cdr = make(map[string]string, len(f.Fields))
 		for _, fl := range f.Fields {
 			switch fl.Key {
@@ -161,99 +333,96 @@ func ToEvent(f *Frame, pbx string, recv time.Time) (ev asterisk.Event, ok bool) 
 		}
 		return ev, true
 	case asterisk.TypeCel:
+		// Not used by the call model: only the channel identity and the CEL event name.
 		ev.Chan = asterisk.Channel{
-			Name:         f.Get("Channel"),
-			Uniqueid:     f.Get("UniqueID"),
-			Linkedid:     f.Get("LinkedID"),
-			CallerIDNum:  cleanNum(f.Get("CallerIDnum")),
-			CallerIDName: cleanNum(f.Get("CallerIDname")),
-			Context:      f.Get("Context"),
-			Exten:        f.Get("Exten"),
+			Name:         v[pNone*numSuffixes+sChannel],
+			Uniqueid:     v[pNone*numSuffixes+sUniqueid],
+			Linkedid:     v[pNone*numSuffixes+sLinkedid],
+			CallerIDNum:  cleanNum(v[pNone*numSuffixes+sCallerIDNum]),
+			CallerIDName: cleanNum(v[pNone*numSuffixes+sCallerIDName]),
+			Context:      v[pNone*numSuffixes+sContext],
+			Exten:        v[pNone*numSuffixes+sExten],
 		}
-		ev.Application = f.Get("Application")
-		ev.AppData = f.Get("AppData")
-		ev.Vars = map[string]string{
-			"EventName": f.Get("EventName"),
-			"Peer":      f.Get("Peer"),
-			"Extra":     f.Get("Extra"),
-		}
+		ev.Application = v[kApplication]
+		ev.AppData = v[kAppData]
+		ev.Variable = v[kEventName] // the CEL event type (CHAN_START, ANSWER, ...)
+		ev.Value = v[kExtra]
 		return ev, true
 	}
 
-	ev.Chan = readChannel(f, "")
+	ev.Chan = v.channel(pNone)
 	switch ev.Type {
 	case asterisk.TypeNewExten:
-		ev.Application = f.Get("Application")
-		ev.AppData = f.Get("AppData")
-		if ext := f.Get("Extension"); ext != "" && ev.Chan.Exten == "" {
+		ev.Application = v[kApplication]
+		ev.AppData = v[kAppData]
+		if ext := v[kExtension]; ext != "" && ev.Chan.Exten == "" {
 			ev.Chan.Exten = ext
 		}
 	case asterisk.TypeVarSet:
-		ev.Variable = f.Get("Variable")
-		ev.Value = f.Get("Value")
+		ev.Variable = v[kVariable]
+		ev.Value = v[kValue]
 	case asterisk.TypeHangup, asterisk.TypeHangupRequest:
-		ev.Cause = atoi(f.Get("Cause"))
-		ev.CauseText = f.Get("Cause-txt")
+		ev.Cause = atoi(v[kCause])
+		ev.CauseText = v[kCauseTxt]
 	case asterisk.TypeDialBegin, asterisk.TypeDialState, asterisk.TypeDialEnd:
 		if name == "Dial" { // Asterisk 11: one event with SubEvent Begin/End
-			if strings.EqualFold(f.Get("SubEvent"), "End") {
+			if strings.EqualFold(v[kSubEvent], "End") {
 				ev.Type = asterisk.TypeDialEnd
 			}
-			ev.Peer = readChannel(f, "Destination")
+			ev.Peer = v.channel(pDest)
 			if ev.Peer.Name == "" {
-				ev.Peer.Name = f.Get("Destination")
-				ev.Peer.Uniqueid = f.Get("DestUniqueID")
+				ev.Peer.Name = v[kDestination]
 			}
 		} else {
-			ev.Peer = readChannel(f, "Dest")
+			ev.Peer = v.channel(pDest)
 		}
-		ev.DialString = f.Get("DialString")
-		ev.DialStatus = f.Get("DialStatus")
-		ev.Forward = f.Get("Forward")
+		ev.DialString = v[kDialString]
+		ev.DialStatus = v[kDialStatus]
+		ev.Forward = v[kForward]
 	case asterisk.TypeBridgeCreate, asterisk.TypeBridgeEnter, asterisk.TypeBridgeLeave,
 		asterisk.TypeBridgeDestroy:
 		if name == "Bridge" { // Asterisk 1.8/11: one event per two-party bridge, Link/Unlink
-			ev.Chan = readChannel1(f, "1")
-			ev.Peer = readChannel1(f, "2")
+			ev.Chan = asterisk.Channel{Name: v[kChannel1], Uniqueid: v[kUniqueid1], CallerIDNum: cleanNum(v[kCallerID1])}
+			ev.Peer = asterisk.Channel{Name: v[kChannel2], Uniqueid: v[kUniqueid2], CallerIDNum: cleanNum(v[kCallerID2])}
 			ev.BridgeID = ev.Chan.Uniqueid + "|" + ev.Peer.Uniqueid
-			if strings.EqualFold(f.Get("Bridgestate"), "Unlink") {
+			if strings.EqualFold(v[kBridgestate], "Unlink") {
 				ev.Type = asterisk.TypeBridgeLeave
 			}
 			return ev, true
 		}
-		ev.BridgeID = f.Get("BridgeUniqueid")
-		ev.BridgeType = f.Get("BridgeType")
-		if sw := f.Get("SwapUniqueid"); sw != "" {
+		ev.BridgeID = v[kBridgeUniqueid]
+		ev.BridgeType = v[kBridgeType]
+		if sw := v[kSwapUniqueid]; sw != "" {
 			ev.Vars = map[string]string{"SwapUniqueid": sw}
 		}
 	case asterisk.TypeQueueCallerJoin, asterisk.TypeQueueCallerLeave, asterisk.TypeQueueCallerAbandon,
 		asterisk.TypeAgentCalled, asterisk.TypeAgentConnect, asterisk.TypeAgentComplete,
 		asterisk.TypeAgentRingNoAnswer, asterisk.TypeAgentDump:
-		ev.Peer = readChannel(f, "Dest")
-		ev.Queue = f.Get("Queue")
-		ev.Interface = f.Get("Interface")
-		ev.Member = f.Get("MemberName")
-		ev.HoldTime = atoi(f.Get("HoldTime"))
-		ev.TalkTime = atoi(f.Get("TalkTime"))
-		ev.Reason = f.Get("Reason")
+		ev.Peer = v.channel(pDest)
+		ev.Queue = v[kQueue]
+		ev.Interface = v[kInterface]
+		ev.Member = v[kMemberName]
+		ev.HoldTime = atoi(v[kHoldTime])
+		ev.TalkTime = atoi(v[kTalkTime])
+		ev.Reason = v[kReason]
 	case asterisk.TypeMixMonitorStart, asterisk.TypeMixMonitorStop:
 		// Asterisk does not put the file name in these events; it is in the MIXMONITOR_FILENAME
 		// VarSet and in the Cdr's RecordingFile.
-		ev.Recording = f.Get("File")
+		ev.Recording = v[kFile]
 	case asterisk.TypeOriginateResponse:
-		ev.ActionID = f.Get("ActionID")
-		ev.Response = f.Get("Response")
-		ev.Reason = f.Get("Reason")
+		ev.ActionID = v[kActionID]
+		ev.Response = v[kResponse]
+		ev.Reason = v[kReason]
 	case asterisk.TypeUserEvent:
 		ev.Vars = make(map[string]string, len(f.Fields))
 		for _, fl := range f.Fields {
 			ev.Vars[fl.Key] = fl.Value
 		}
 	case asterisk.TypeSnapshot:
-		ev.BridgeID = f.Get("BridgeId")
-		ev.Application = f.Get("Application")
-		ev.AppData = f.Get("ApplicationData")
-		if d := f.Get("Duration"); d != "" {
+		ev.BridgeID = v[kBridgeID]
+		ev.Application = v[kApplication]
+		ev.AppData = v[kApplicationData]
+		if d := v[kDuration]; d != "" {
 			ev.Vars = map[string]string{"Duration": d}
 			if secs, ok := hms(d); ok {
 				ev.Chan.Created = ev.Time.Add(-time.Duration(secs) * time.Second)
@@ -261,13 +430,15 @@ func ToEvent(f *Frame, pbx string, recv time.Time) (ev asterisk.Event, ok bool) 
 		}
 	}
 	// ChanVariable(...) headers (manager.conf channelvars) for any channel event.
-	for _, fl := range f.Fields {
-		if strings.HasPrefix(fl.Key, "ChanVariable") {
-			if ev.Vars == nil {
-				ev.Vars = map[string]string{}
+	if chanVars {
+		if ev.Vars == nil {
+			ev.Vars = map[string]string{}
+		}
+		for _, fl := range f.Fields {
+			if strings.HasPrefix(fl.Key, "ChanVariable") {
+				name, val := chanVariable(fl)
+				ev.Vars[name] = val
 			}
-			name, val := chanVariable(fl)
-			ev.Vars[name] = val
 		}
 	}
 	return ev, true
@@ -281,33 +452,6 @@ func chanVariable(fl Field) (name, value string) {
 		return fl.Value, ""
 	}
 	return name, value
-}
-
-// readChannel reads the channel headers with the given prefix ("", "Dest", "Transferee"...).
-func readChannel(f *Frame, p string) asterisk.Channel {
-	return asterisk.Channel{
-		Name:          f.Get(p + "Channel"),
-		Uniqueid:      f.Get(p + "Uniqueid"),
-		Linkedid:      f.Get(p + "Linkedid"),
-		State:         asterisk.ChannelState(atoi(f.Get(p + "ChannelState"))),
-		CallerIDNum:   cleanNum(f.Get(p + "CallerIDNum")),
-		CallerIDName:  cleanNum(f.Get(p + "CallerIDName")),
-		ConnectedNum:  cleanNum(f.Get(p + "ConnectedLineNum")),
-		ConnectedName: cleanNum(f.Get(p + "ConnectedLineName")),
-		Context:       f.Get(p + "Context"),
-		Exten:         f.Get(p + "Exten"),
-		Priority:      atoi(f.Get(p + "Priority")),
-		AccountCode:   f.Get(p + "AccountCode"),
-	}
-}
-
-// readChannel1 reads an Asterisk 1.8/11 "Bridge" event's party n ("1" or "2").
-func readChannel1(f *Frame, n string) asterisk.Channel {
-	return asterisk.Channel{
-		Name:        f.Get("Channel" + n),
-		Uniqueid:    f.Get("Uniqueid" + n),
-		CallerIDNum: cleanNum(f.Get("CallerID" + n)),
-	}
 }
 
 // hms parses CoreShowChannel's Duration "HH:MM:SS".
@@ -336,15 +480,14 @@ func cleanNum(s string) string {
 	return s
 }
 
-// frameTime returns the frame's Timestamp (seconds.micros since the epoch) or recv.
-func frameTime(f *Frame, recv time.Time) time.Time {
-	ts := f.Get("Timestamp")
+// frameTime parses a Timestamp header (seconds.micros since the epoch), or returns recv.
+func frameTime(ts string, recv time.Time) time.Time {
 	if ts == "" {
 		return recv
 	}
 	sec, frac, _ := strings.Cut(ts, ".")
 	s, err := strconv.ParseInt(sec, 10, 64)
-	if err != nil || s <= 0 {
+	if err != nil || s <= 0 || s > 1<<40 {
 		return recv
 	}
 	var ns int64
@@ -353,7 +496,7 @@ func frameTime(f *Frame, recv time.Time) time.Time {
 			frac = frac[:9]
 		}
 		n, err := strconv.ParseInt(frac, 10, 64)
-		if err == nil {
+		if err == nil && n >= 0 {
 			for i := len(frac); i < 9; i++ {
 				n *= 10
 			}
@@ -365,6 +508,9 @@ func frameTime(f *Frame, recv time.Time) time.Time {
 
 // atoi parses a decimal integer, returning 0 for anything else.
 func atoi(s string) int {
+	if s == "" {
+		return 0
+	}
 	n, err := strconv.Atoi(s)
 	if err != nil {
 		return 0

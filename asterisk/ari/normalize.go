@@ -9,8 +9,9 @@
 //     the oldest call), which yields the same call ids as AMI's Linkedid;
 //   - no LocalBridge, LocalOptimization*, Queue*/Agent*, Pickup, MixMonitor or Cdr events: Local
 //     pairs come from channel names, queues from the Queue() dialplan application
-//     (ChannelDialplan), recordings from the MIXMONITOR_FILENAME variable (ChannelVarset);
-//     a call pickup is seen only through its bridging (no "pickup" flag);
+//     (ChannelDialplan), recordings from the MIXMONITOR_FILENAME variable (ChannelVarset),
+//     call pickups from the Pickup()/PickupChan() applications (a pickup done another way,
+//     e.g. by a phone's BLF key handled in the SIP stack, is seen only through its bridging);
 //   - timestamps have millisecond precision and are taken a little earlier than AMI's.
 //
 // ToEvent is a pure function: safe for concurrent use, no I/O.

@@ -29,8 +29,9 @@ type Builder struct {
 	calls   map[string]*call    // open and closing calls by id (Linkedid)
 	alias   map[string]*call    // ids of calls merged into another call
 	bridges map[string]*bridge
-	locals  map[string]*channel // Local channel half waiting for its other half, by base name
-	closing []*call             // calls waiting FinishDelay, in closing order
+	locals  map[string]*channel  // Local channel half waiting for its other half, by base name
+	closing []*call              // calls waiting FinishDelay, in closing order
+	flushed map[string]time.Time // ids of calls finished by Flush while channels may live on
 
 	live    Live
 	queue   []*channel // traversal scratch
@@ -54,6 +55,7 @@ func NewBuilder(opts Options, out Output) *Builder {
 		alias:   make(map[string]*call),
 		bridges: make(map[string]*bridge),
 		locals:  make(map[string]*channel),
+		flushed: make(map[string]time.Time),
 	}
 }
 
@@ -245,6 +247,9 @@ func (b *Builder) newChannel(ev *asterisk.Event) {
 		created = ev.Chan.Created
 	}
 	ch := b.addChannel(ev.Chan, ev.PBX, created, ev.Time)
+	if ch == nil {
+		return
+	}
 	if ev.Chan.State != asterisk.StateDown {
 		ch.dir = dirIncoming
 	}
@@ -256,8 +261,12 @@ func (b *Builder) newChannel(ev *asterisk.Event) {
 }
 
 // addChannel creates a channel, puts it into its call (by Linkedid, by its Local partner, or a
-// new call) and pairs Local halves.
+// new call) and pairs Local halves. It returns nil for a channel of a call already flushed: that
+// call has its record, and a second one with the same id would collide in the outbox.
 func (b *Builder) addChannel(info asterisk.Channel, pbx string, created, now time.Time) *channel {
+	if _, gone := b.flushed[info.Linkedid]; gone && info.Linkedid != "" {
+		return nil
+	}
 	ch := &channel{
 		id:      info.Uniqueid,
 		name:    info.Name,
@@ -305,7 +314,12 @@ func (b *Builder) addChannel(info asterisk.Channel, pbx string, created, now tim
 	return ch
 }
 
+// newCall returns the call with this id, creating it if there is none: a call id is never
+// reused while its call is open or closing (its record and map entry would be lost).
 func (b *Builder) newCall(id, pbx string, created time.Time) *call {
+	if c := b.resolve(id); c != nil {
+		return c
+	}
 	c := &call{id: id, pbx: pbx, created: created}
 	b.calls[id] = c
 	return c
@@ -340,6 +354,10 @@ func (b *Builder) merge(x, y *call, t time.Time) {
 	older, younger := x, y
 	if y.olderThan(x) {
 		older, younger = y, x
+	}
+	if younger.liveSent {
+		// Whoever showed a card for the younger call id: that call is now part of another.
+		b.emit(younger, LiveHangup, "", "", t)
 	}
 	for _, ch := range younger.chans {
 		ch.call = older
@@ -671,6 +689,15 @@ func (b *Builder) finishDue(t time.Time, all bool) {
 // (all of them when all is set). Records come out ordered by start time.
 func (b *Builder) Flush(now time.Time, all bool) {
 	b.finishDue(now, all)
+	keep := b.opts.MaxCallAge
+	if keep <= 0 {
+		keep = DefaultMaxCallAge
+	}
+	for id, at := range b.flushed {
+		if now.Sub(at) > keep {
+			delete(b.flushed, id)
+		}
+	}
 	var due []*call
 	for _, c := range b.calls {
 		if c.state != callOpen {
@@ -695,6 +722,13 @@ func (b *Builder) Flush(now time.Time, all bool) {
 			end = c.endAt
 		}
 		b.finish(c, end, flagFlushed)
+		if !all {
+			// Its channels may still be alive; their later calls' channels are not a new call.
+			b.flushed[c.id] = now
+			for _, a := range c.aliases {
+				b.flushed[a] = now
+			}
+		}
 	}
 }
 

@@ -161,8 +161,11 @@ func (b *Builder) describe(c *call) description {
 	case d.inTrunk != nil:
 		d.dir = Inbound
 		d.customer = o.normalize(d.inTrunk.firstCID)
-		line := c.did
-		if line == "" && isNumber(d.inTrunk.exten) {
+		line := ""
+		switch {
+		case isNumber(c.did):
+			line = c.did
+		case isNumber(d.inTrunk.exten):
 			line = d.inTrunk.exten
 		}
 		d.line = o.normalize(line)
@@ -249,6 +252,11 @@ func (b *Builder) recompute(c *call, t time.Time) {
 			}
 		}
 		c.legs = append(c.legs, leg{ext: ext, answered: t, open: true})
+		for _, ch := range c.chans {
+			if ch.ringing && ch.ext == ext {
+				ch.ringing = false // answered (a DialEnd may be missing or still to come)
+			}
+		}
 		b.emit(c, LiveAnswered, ext, "", t)
 		switch {
 		case c.pending.valid:
@@ -377,7 +385,8 @@ func (b *Builder) transferEvent(ev *asterisk.Event) {
 		}
 	}
 	to := ""
-	if ev.Transfer.Kind == "blind" && b.opts.ExtensionNumber.MatchString(ev.Transfer.Exten) {
+	if ev.Transfer.Kind == "blind" {
+		// What was dialled; replaced by the extension that answers, if one does.
 		to = ev.Transfer.Exten
 	}
 	c.pending = pendingXfer{kind: ev.Transfer.Kind, from: from, to: to, at: t, valid: true}

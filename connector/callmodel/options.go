@@ -143,7 +143,7 @@ func (c Config) Compile(normalize func(string) string) (Options, error) {
 		return Options{}, err
 	}
 	for i, re := range o.Extensions {
-		if g := re.SubexpIndex("ext"); g < 0 && re.NumSubexp() > 0 && hasNamedGroups(re) {
+		if re.SubexpIndex("ext") < 0 && hasNamedGroups(re) {
 			return Options{}, fmt.Errorf("callmodel: extensions[%d]: named groups other than \"ext\" are not supported", i)
 		}
 	}

@@ -42,6 +42,9 @@ func (b *Builder) snapshot(ev *asterisk.Event) {
 			created = snapshotCreated(ev)
 		}
 		ch = b.addChannel(info, ev.PBX, created, t)
+		if ch == nil {
+			return
+		}
 		if b.resyncing {
 			ch.call.flags |= flagResynced
 		}
@@ -93,12 +96,18 @@ func snapshotCreated(ev *asterisk.Event) time.Time {
 }
 
 // snapshotEnd: channels neither in the snapshot nor seen since the reconnect are gone; they are
-// hung up as of the disconnect, which finishes calls that ended during the outage.
+// hung up as of the disconnect, which finishes calls that ended during the outage. A snapshot
+// that failed (Vars["error"]: the PBX refused CoreShowChannels) proves nothing: the calls stay
+// open, to end by their own hangups or by MaxCallAge.
 func (b *Builder) snapshotEnd(ev *asterisk.Event) {
 	if !b.resyncing {
 		return
 	}
 	b.resyncing = false
+	if ev.Vars["error"] != "" {
+		b.disconnected = false
+		return
+	}
 	at := b.discAt
 	if !b.disconnected || at.IsZero() {
 		at = ev.Time

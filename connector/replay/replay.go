@@ -18,7 +18,6 @@ import (
 	"io"
 	"time"
 
-	"github.com/pbxbridge/pbxbridge/asterisk"
 	"github.com/pbxbridge/pbxbridge/asterisk/ami"
 	"github.com/pbxbridge/pbxbridge/asterisk/ari"
 	"github.com/pbxbridge/pbxbridge/connector/callmodel"
@@ -152,4 +151,3 @@ func (o *writer) Record(r *callmodel.Record) {
 }
 
 var _ callmodel.Output = (*writer)(nil)
-var _ = asterisk.TypeUnknown
