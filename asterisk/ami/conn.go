@@ -190,7 +190,7 @@ func (c *Conn) login(ctx context.Context) error {
 	if _, err := c.action(ctx, a); err != nil {
 		var re *ResponseError
 		if errors.As(err, &re) {
-			return fmt.Errorf("ami: login as %q: %w: %s", user, ErrAuthFailed, re.Message)
+			return fmt.Errorf("ami: login as %q: %w (the PBX said %q)", user, ErrAuthFailed, re.Message)
 		}
 		return fmt.Errorf("ami: login as %q: %w", user, err)
 	}
