@@ -1,6 +1,9 @@
 package crm
 
-import "context"
+import (
+	"context"
+	"sync/atomic"
+)
 
 // TraceFunc records one step of a call's delivery for the per-call timeline ("why was this call
 // logged like that"): kind is "request", "response", "decision" or "error"; summary is one line
@@ -19,5 +22,21 @@ func WithTrace(ctx context.Context, fn TraceFunc) context.Context {
 func Trace(ctx context.Context, kind, summary, detail string) {
 	if fn, ok := ctx.Value(traceKey{}).(TraceFunc); ok && fn != nil {
 		fn(kind, summary, detail)
+	}
+}
+
+type counterKey struct{}
+
+// WithRequestCounter returns a context whose CRM requests are counted into n (the dispatcher
+// uses it for the requests-per-call metric).
+func WithRequestCounter(ctx context.Context, n *atomic.Int64) context.Context {
+	return context.WithValue(ctx, counterKey{}, n)
+}
+
+// CountRequest adds one CRM request to ctx's counter, if any. The daemon's instrumented HTTP
+// transport calls it for every request an adapter sends.
+func CountRequest(ctx context.Context) {
+	if n, ok := ctx.Value(counterKey{}).(*atomic.Int64); ok && n != nil {
+		n.Add(1)
 	}
 }

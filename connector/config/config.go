@@ -1,0 +1,497 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/goccy/go-yaml/ast"
+
+	"github.com/pbxbridge/pbxbridge/crm"
+)
+
+// DefaultPath is where the packaged daemon reads its config.
+const DefaultPath = "/etc/pbxbridge/pbxbridge.yaml"
+
+// Config is the whole daemon configuration. Field comments are the user documentation; the
+// sample in configs/pbxbridge.example.yaml shows every section.
+type Config struct {
+	// StateDir holds the outbox database, OAuth tokens and licence state.
+	StateDir string  `yaml:"state_dir"`
+	Log      Log     `yaml:"log"`
+	HTTP     HTTP    `yaml:"http"`
+	Admin    Admin   `yaml:"admin"`
+	Numbers  Numbers `yaml:"numbers"`
+	// PBX lists the Asterisk servers to read calls from.
+	PBX []PBX `yaml:"pbx"`
+	// Connectors lists the CRM accounts to deliver calls to (several, of any types).
+	Connectors []Connector `yaml:"connectors"`
+	Outbox     Outbox      `yaml:"outbox"`
+	Dispatch   Dispatch    `yaml:"dispatch"`
+	Licensing  Licensing   `yaml:"licensing"`
+	Recordings Recordings  `yaml:"recordings"`
+
+	// File is the path the config was loaded from ("" for defaults only).
+	File string `yaml:"-"`
+}
+
+// Log configures the daemon's log output (stderr, picked up by journald).
+type Log struct {
+	Level  string `yaml:"level"`  // debug, info, warn, error
+	Format string `yaml:"format"` // text or json
+}
+
+// HTTP configures the daemon's HTTP listener: /metrics, /healthz, /readyz, the status page,
+// CRM webhooks (/crm/<connector>/…), responsible-manager routing (/v1/…) and recordings (/rec/…).
+type HTTP struct {
+	Listen string `yaml:"listen"`
+	// PublicURL is how CRMs and users' browsers reach this listener (for webhooks, OAuth
+	// redirects and recording links), e.g. https://pbx.example.com:8443. Empty disables features
+	// that need it.
+	PublicURL string `yaml:"public_url"`
+	// StatusToken, when set, is required (Authorization: Bearer) for actions on the status page
+	// (retrying dead letters); without it the page is read-only.
+	StatusToken Secret `yaml:"status_token"`
+}
+
+// Admin configures the local admin API used by `pbxbridge status` and `pbxbridge outbox …`.
+type Admin struct {
+	// Socket is a unix socket path, created 0600 (default <state_dir>/admin.sock).
+	Socket string `yaml:"socket"`
+}
+
+// Numbers configures phone-number normalisation.
+type Numbers struct {
+	// DefaultRegion is the ISO 3166 region for numbers dialled without a country code (RU, DE…).
+	DefaultRegion string `yaml:"default_region"`
+	// Rewrite rules are applied in order before parsing; the first match wins.
+	Rewrite []Rewrite `yaml:"rewrite"`
+}
+
+// Rewrite is one number rewrite rule (Go regexp; $1 etc. in Replace).
+type Rewrite struct {
+	Match   string `yaml:"match"`
+	Replace string `yaml:"replace"`
+}
+
+// PBX is one Asterisk server.
+type PBX struct {
+	Name string `yaml:"name"`
+	// Type is "ami" (default) or "ari".
+	Type string `yaml:"type"`
+	AMI  AMI    `yaml:"ami"`
+	ARI  ARI    `yaml:"ari"`
+	// Calls tells the call model how this PBX names extensions and trunks.
+	Calls Calls `yaml:"calls"`
+	// Originate configures click-to-call on this PBX.
+	Originate Originate `yaml:"originate"`
+}
+
+// AMI is an Asterisk Manager Interface connection (manager.conf user with read
+// call,dialplan,agent,cdr and write originate,call).
+type AMI struct {
+	Host         string        `yaml:"host"`
+	Port         int           `yaml:"port"` // default 5038
+	Username     string        `yaml:"username"`
+	Secret       Secret        `yaml:"secret"`
+	Auth         string        `yaml:"auth"` // md5 (challenge, default) or plain
+	PingInterval time.Duration `yaml:"ping_interval"`
+	Timeout      time.Duration `yaml:"timeout"`
+}
+
+// ARI is an Asterisk REST Interface connection (ari.conf user, http.conf enabled).
+type ARI struct {
+	URL      string `yaml:"url"` // e.g. http://127.0.0.1:8088
+	Username string `yaml:"username"`
+	Password Secret `yaml:"password"`
+	App      string `yaml:"app"`
+}
+
+// Calls configures how calls are recognised. Empty lists mean the built-in defaults, which fit
+// plain Asterisk and FreePBX (PJSIP/SIP/IAX2 phones, named trunk peers, from-trunk/from-pstn).
+type Calls struct {
+	// ExtensionChannels are regexps on channel names with a named group "ext".
+	ExtensionChannels []string `yaml:"extension_channels"`
+	// ExtensionPattern matches extension numbers.
+	ExtensionPattern string `yaml:"extension_pattern"`
+	// TrunkChannels are regexps on channel names of trunks.
+	TrunkChannels []string `yaml:"trunk_channels"`
+	// TrunkContexts are dialplan contexts inbound trunk calls start in.
+	TrunkContexts []string `yaml:"trunk_contexts"`
+	// Mobile maps employees' mobile numbers (FMC) to their extensions.
+	Mobile map[string]string `yaml:"mobile"`
+	// MaxCallAge finishes calls still open after this long (a lost hangup).
+	MaxCallAge time.Duration `yaml:"max_call_age"`
+	// RecordingsDir is where MixMonitor writes; relative recording names are resolved in it.
+	RecordingsDir string `yaml:"recordings_dir"`
+}
+
+// Originate configures click-to-call. {ext} and {number} are replaced.
+type Originate struct {
+	Channel  string        `yaml:"channel"`   // default PJSIP/{ext}
+	Context  string        `yaml:"context"`   // default from-internal
+	Exten    string        `yaml:"exten"`     // default {number}
+	CallerID string        `yaml:"caller_id"` // shown on the agent's phone
+	Timeout  time.Duration `yaml:"timeout"`   // agent ring time
+}
+
+// Connector is one CRM account. Its type block (the key named like Type) is decoded into the
+// config value of the registered connector type.
+type Connector struct {
+	Name string `yaml:"name"`
+	Type string `yaml:"type"`
+	// Enabled turns the connector off without deleting it (default true).
+	Enabled *bool `yaml:"enabled"`
+	// PBX lists the pbx names feeding this connector (default: all).
+	PBX []string `yaml:"pbx"`
+	// Directions sent to this connector (default inbound, outbound; internal is opt-in).
+	Directions []string `yaml:"directions"`
+	// Include, when not empty, sends only matching calls; Exclude drops matching calls.
+	Include Filter `yaml:"include"`
+	Exclude Filter `yaml:"exclude"`
+
+	// Settings is the decoded type block (the value crm.Factory.NewConfig returned).
+	Settings any `yaml:"-"`
+	// settingsNode is the type block as parsed, for line numbers.
+	settingsNode ast.Node
+}
+
+// Address returns host:port of the AMI connection.
+func (a *AMI) Address() string { return net.JoinHostPort(a.Host, strconv.Itoa(a.Port)) }
+
+// IsEnabled reports whether the connector is enabled.
+func (c *Connector) IsEnabled() bool { return c.Enabled == nil || *c.Enabled }
+
+// Filter selects calls. Each list holds literal values or regexps written /like this/.
+type Filter struct {
+	Extensions []string `yaml:"extensions"` // any extension that rang or talked
+	Trunks     []string `yaml:"trunks"`     // trunk channel name prefix
+	DIDs       []string `yaml:"dids"`       // the call's line
+	Numbers    []string `yaml:"numbers"`    // the customer's number
+}
+
+// Empty reports whether the filter has no rules.
+func (f *Filter) Empty() bool {
+	return len(f.Extensions)+len(f.Trunks)+len(f.DIDs)+len(f.Numbers) == 0
+}
+
+// Outbox configures the durable queue.
+type Outbox struct {
+	// RetentionDays keeps delivered calls (for `outbox redeliver` and timelines).
+	RetentionDays int `yaml:"retention_days"`
+}
+
+// Dispatch configures delivery.
+type Dispatch struct {
+	Workers    int           `yaml:"workers"`     // concurrent deliveries per connector
+	BackoffMin time.Duration `yaml:"backoff_min"` // first retry delay
+	BackoffMax time.Duration `yaml:"backoff_max"` // longest retry delay
+	// GiveUpAfter dead-letters a call still failing this long after it ended (0 = never).
+	GiveUpAfter time.Duration `yaml:"give_up_after"`
+	// DrainTimeout is how long shutdown waits for deliveries in progress.
+	DrainTimeout time.Duration `yaml:"drain_timeout"`
+	// DeliveryTimeout bounds one delivery attempt.
+	DeliveryTimeout time.Duration `yaml:"delivery_timeout"`
+}
+
+// Licensing configures where licences are read.
+type Licensing struct {
+	// Dir holds *.lic files; it is watched for changes.
+	Dir string `yaml:"dir"`
+	// SeatPriority lists, per connector name, the extensions served first when a licence's
+	// seat limit is exceeded (the rest lose CRM actions, never calls).
+	SeatPriority map[string][]string `yaml:"seat_priority"`
+}
+
+// Recordings configures recording access for CRMs.
+type Recordings struct {
+	// Dir is the recordings root (default /var/spool/asterisk/monitor).
+	Dir string `yaml:"dir"`
+	// Secret signs recording links (HMAC); required to serve links.
+	Secret Secret `yaml:"secret"`
+	// LinkExpiry limits how long a link works (0 = forever).
+	LinkExpiry time.Duration `yaml:"link_expiry"`
+}
+
+// Default returns the built-in defaults.
+func Default() *Config {
+	return &Config{
+		StateDir: "/var/lib/pbxbridge",
+		Log:      Log{Level: "info", Format: "text"},
+		HTTP:     HTTP{Listen: "127.0.0.1:9180"},
+		Numbers:  Numbers{DefaultRegion: "RU"},
+		Outbox:   Outbox{RetentionDays: 30},
+		Dispatch: Dispatch{
+			Workers:         2,
+			BackoffMin:      5 * time.Second,
+			BackoffMax:      10 * time.Minute,
+			DrainTimeout:    10 * time.Second,
+			DeliveryTimeout: 60 * time.Second,
+		},
+		Licensing:  Licensing{Dir: "/etc/pbxbridge/licenses.d"},
+		Recordings: Recordings{Dir: "/var/spool/asterisk/monitor"},
+	}
+}
+
+// applyDefaults fills per-entry defaults that depend on the entry.
+func (c *Config) applyDefaults() {
+	if c.Admin.Socket == "" && c.StateDir != "" {
+		c.Admin.Socket = strings.TrimRight(c.StateDir, "/") + "/admin.sock"
+	}
+	for i := range c.PBX {
+		p := &c.PBX[i]
+		if p.Type == "" {
+			p.Type = "ami"
+		}
+		if p.AMI.Port == 0 {
+			p.AMI.Port = 5038
+		}
+		if p.AMI.Auth == "" {
+			p.AMI.Auth = "md5"
+		}
+		if p.AMI.PingInterval == 0 {
+			p.AMI.PingInterval = 20 * time.Second
+		}
+		if p.AMI.Timeout == 0 {
+			p.AMI.Timeout = 10 * time.Second
+		}
+		if p.ARI.App == "" {
+			p.ARI.App = "pbxbridge"
+		}
+		if p.Calls.MaxCallAge == 0 {
+			p.Calls.MaxCallAge = 4 * time.Hour
+		}
+		if p.Calls.RecordingsDir == "" {
+			p.Calls.RecordingsDir = c.Recordings.Dir
+		}
+		if p.Originate.Channel == "" {
+			p.Originate.Channel = "PJSIP/{ext}"
+		}
+		if p.Originate.Context == "" {
+			p.Originate.Context = "from-internal"
+		}
+		if p.Originate.Exten == "" {
+			p.Originate.Exten = "{number}"
+		}
+		if p.Originate.Timeout == 0 {
+			p.Originate.Timeout = 30 * time.Second
+		}
+	}
+	for i := range c.Connectors {
+		cn := &c.Connectors[i]
+		if len(cn.Directions) == 0 {
+			cn.Directions = []string{"inbound", "outbound"}
+		}
+		if len(cn.PBX) == 0 {
+			for _, p := range c.PBX {
+				cn.PBX = append(cn.PBX, p.Name)
+			}
+		}
+	}
+}
+
+// decodeExtra decodes the connector's type block (the key named like its type).
+func (c *Connector) decodeExtra(d *decoder, key string, value ast.Node, path string) bool {
+	f, ok := crm.Lookup(key)
+	if !ok {
+		return false
+	}
+	if c.Type != "" && key != c.Type {
+		d.addf(value, path, "a %s block in a connector of type %q", key, c.Type)
+		return true
+	}
+	if c.Settings != nil {
+		d.addf(value, path, "duplicate type block")
+		return true
+	}
+	settings := f.NewConfig()
+	d.decode(value, reflectValue(settings), path)
+	c.Settings = settings
+	c.settingsNode = value
+	return true
+}
+
+var nameRe = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
+
+// validate checks the whole config; every problem is added to d.
+func (c *Config) validate(d *decoder) {
+	bad := func(path, format string, args ...any) {
+		d.problems = append(d.problems, &Problem{Line: d.lineOf(path), Path: path, Msg: fmt.Sprintf(format, args...)})
+	}
+	if c.StateDir == "" {
+		bad("state_dir", "must not be empty")
+	}
+	if !slices.Contains([]string{"debug", "info", "warn", "error"}, c.Log.Level) {
+		bad("log.level", "must be debug, info, warn or error, got %q", c.Log.Level)
+	}
+	if !slices.Contains([]string{"text", "json"}, c.Log.Format) {
+		bad("log.format", "must be text or json, got %q", c.Log.Format)
+	}
+	if c.HTTP.Listen != "" {
+		if _, _, err := net.SplitHostPort(c.HTTP.Listen); err != nil {
+			bad("http.listen", "must be host:port, got %q", c.HTTP.Listen)
+		}
+	}
+	if c.HTTP.PublicURL != "" {
+		if u, err := url.Parse(c.HTTP.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad("http.public_url", "must be an absolute http(s) URL, got %q", c.HTTP.PublicURL)
+		}
+	}
+	for i, r := range c.Numbers.Rewrite {
+		if _, err := regexp.Compile(r.Match); err != nil {
+			bad(fmt.Sprintf("numbers.rewrite[%d].match", i), "invalid regexp: %v", err)
+		}
+	}
+	if len(c.Numbers.DefaultRegion) != 2 {
+		bad("numbers.default_region", "must be a two-letter region code such as RU, got %q", c.Numbers.DefaultRegion)
+	}
+
+	pbxNames := map[string]bool{}
+	for i := range c.PBX {
+		p := &c.PBX[i]
+		path := fmt.Sprintf("pbx[%d]", i)
+		switch {
+		case !nameRe.MatchString(p.Name):
+			bad(path+".name", "must be a short lowercase name (a-z, 0-9, - and _), got %q", p.Name)
+		case pbxNames[p.Name]:
+			bad(path+".name", "duplicate pbx name %q", p.Name)
+		}
+		pbxNames[p.Name] = true
+		switch p.Type {
+		case "ami":
+			if p.AMI.Host == "" {
+				bad(path+".ami.host", "must be the Asterisk host name or address, e.g. 127.0.0.1")
+			}
+			if p.AMI.Port < 1 || p.AMI.Port > 65535 {
+				bad(path+".ami.port", "must be a TCP port (AMI listens on 5038 by default), got %d", p.AMI.Port)
+			}
+			if p.AMI.Username == "" {
+				bad(path+".ami.username", "must not be empty")
+			}
+			if !p.AMI.Secret.IsSet() {
+				bad(path+".ami.secret", "must be set (in the file or in %s)", EnvName(path+".ami.secret", c))
+			}
+			if p.AMI.Auth != "md5" && p.AMI.Auth != "plain" {
+				bad(path+".ami.auth", "must be md5 or plain, got %q", p.AMI.Auth)
+			}
+			if p.AMI.PingInterval < time.Second {
+				bad(path+".ami.ping_interval", "must be at least 1s")
+			}
+		case "ari":
+			if u, err := url.Parse(p.ARI.URL); err != nil || u.Host == "" {
+				bad(path+".ari.url", "must be the Asterisk HTTP URL such as http://127.0.0.1:8088, got %q", p.ARI.URL)
+			}
+			if p.ARI.Username == "" {
+				bad(path+".ari.username", "must not be empty")
+			}
+		default:
+			bad(path+".type", "must be ami or ari, got %q", p.Type)
+		}
+		for j, re := range p.Calls.ExtensionChannels {
+			if rx, err := regexp.Compile(re); err != nil {
+				bad(fmt.Sprintf("%s.calls.extension_channels[%d]", path, j), "invalid regexp: %v", err)
+			} else if !slices.Contains(rx.SubexpNames(), "ext") {
+				bad(fmt.Sprintf("%s.calls.extension_channels[%d]", path, j), "needs a named group (?P<ext>…) for the extension")
+			}
+		}
+		for j, re := range p.Calls.TrunkChannels {
+			if _, err := regexp.Compile(re); err != nil {
+				bad(fmt.Sprintf("%s.calls.trunk_channels[%d]", path, j), "invalid regexp: %v", err)
+			}
+		}
+		if p.Calls.ExtensionPattern != "" {
+			if _, err := regexp.Compile(p.Calls.ExtensionPattern); err != nil {
+				bad(path+".calls.extension_pattern", "invalid regexp: %v", err)
+			}
+		}
+		if !strings.Contains(p.Originate.Channel, "{ext}") {
+			bad(path+".originate.channel", "must contain {ext}, got %q", p.Originate.Channel)
+		}
+	}
+
+	names := map[string]bool{}
+	for i := range c.Connectors {
+		cn := &c.Connectors[i]
+		path := fmt.Sprintf("connectors[%d]", i)
+		switch {
+		case !nameRe.MatchString(cn.Name):
+			bad(path+".name", "must be a short lowercase name (a-z, 0-9, - and _), got %q", cn.Name)
+		case names[cn.Name]:
+			bad(path+".name", "duplicate connector name %q", cn.Name)
+		}
+		names[cn.Name] = true
+		f, ok := crm.Lookup(cn.Type)
+		if !ok {
+			bad(path+".type", "unknown connector type %q (known: %s)", cn.Type, strings.Join(crm.Types(), ", "))
+			continue
+		}
+		if cn.Settings == nil {
+			cn.Settings = f.NewConfig() // defaults only; Validate says what is missing
+		}
+		if v, ok := cn.Settings.(interface{ Validate() []error }); ok {
+			for _, err := range v.Validate() {
+				var fe *crm.FieldError
+				if asFieldError(err, &fe) {
+					fp := path + "." + cn.Type + "." + fe.Path
+					bad(fp, "%s", fe.Msg)
+				} else {
+					bad(path+"."+cn.Type, "%v", err)
+				}
+			}
+		}
+		for j, p := range cn.PBX {
+			if !pbxNames[p] {
+				bad(fmt.Sprintf("%s.pbx[%d]", path, j), "no pbx named %q", p)
+			}
+		}
+		for j, dir := range cn.Directions {
+			if dir != "inbound" && dir != "outbound" && dir != "internal" {
+				bad(fmt.Sprintf("%s.directions[%d]", path, j), "must be inbound, outbound or internal, got %q", dir)
+			}
+		}
+		checkFilter(bad, path+".include", &cn.Include)
+		checkFilter(bad, path+".exclude", &cn.Exclude)
+	}
+
+	if c.Outbox.RetentionDays < 1 {
+		bad("outbox.retention_days", "must be at least 1")
+	}
+	if c.Dispatch.Workers < 1 || c.Dispatch.Workers > 64 {
+		bad("dispatch.workers", "must be between 1 and 64, got %d", c.Dispatch.Workers)
+	}
+	if c.Dispatch.BackoffMin <= 0 || c.Dispatch.BackoffMax < c.Dispatch.BackoffMin {
+		bad("dispatch.backoff_max", "must be at least backoff_min (%v), got %v", c.Dispatch.BackoffMin, c.Dispatch.BackoffMax)
+	}
+	if c.Dispatch.DeliveryTimeout <= 0 {
+		bad("dispatch.delivery_timeout", "must be positive")
+	}
+	if c.Licensing.Dir == "" {
+		bad("licensing.dir", "must not be empty")
+	}
+	for name := range c.Licensing.SeatPriority {
+		if !names[name] {
+			bad("licensing.seat_priority."+name, "no connector named %q", name)
+		}
+	}
+}
+
+func checkFilter(bad func(string, string, ...any), path string, f *Filter) {
+	lists := map[string][]string{"extensions": f.Extensions, "trunks": f.Trunks, "dids": f.DIDs, "numbers": f.Numbers}
+	for key, list := range lists {
+		for i, v := range list {
+			if IsPattern(v) {
+				if _, err := regexp.Compile(v[1 : len(v)-1]); err != nil {
+					bad(fmt.Sprintf("%s.%s[%d]", path, key, i), "invalid regexp: %v", err)
+				}
+			}
+		}
+	}
+}
+
+// IsPattern reports whether a filter value is a regexp (written /like this/).
+func IsPattern(v string) bool { return len(v) >= 2 && v[0] == '/' && v[len(v)-1] == '/' }

@@ -1,0 +1,166 @@
+package config_test
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pbxbridge/pbxbridge/connector/config"
+	fakecrm "github.com/pbxbridge/pbxbridge/crm/fake"
+)
+
+const good = `
+state_dir: /tmp/pbxbridge
+pbx:
+  - name: main
+    ami:
+      host: 127.0.0.1
+      username: pbxbridge
+      secret: s3cret
+connectors:
+  - name: test-crm
+    type: fake
+    directions: [inbound]
+    exclude:
+      numbers: ["/^\\+7800/"]
+    fake:
+      latency: 10ms
+`
+
+func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+func TestParseGood(t *testing.T) {
+	cfg, err := config.Parse([]byte(good), "good.yaml", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.PBX[0].AMI.Secret.Value(); got != "s3cret" {
+		t.Errorf("secret = %q", got)
+	}
+	if cfg.PBX[0].AMI.Auth != "md5" || cfg.PBX[0].Type != "ami" {
+		t.Errorf("pbx defaults not applied: %+v", cfg.PBX[0])
+	}
+	if got := cfg.Connectors[0].PBX; len(got) != 1 || got[0] != "main" {
+		t.Errorf("connector pbx default = %v, want [main]", got)
+	}
+	fc, ok := cfg.Connectors[0].Settings.(*fakecrm.Config)
+	if !ok || fc.Latency != 10*time.Millisecond {
+		t.Fatalf("type block not decoded: %#v", cfg.Connectors[0].Settings)
+	}
+	if cfg.Admin.Socket != "/tmp/pbxbridge/admin.sock" {
+		t.Errorf("admin socket = %q", cfg.Admin.Socket)
+	}
+}
+
+func TestUnknownKeys(t *testing.T) {
+	in := strings.Replace(good, "      host: 127.0.0.1", "      hots: 127.0.0.1", 1) + "bogus: 1\n"
+	_, err := config.Parse([]byte(in), "bad.yaml", nil)
+	var ps config.Problems
+	if !errors.As(err, &ps) {
+		t.Fatalf("want Problems, got %v", err)
+	}
+	msg := err.Error()
+	for _, want := range []string{
+		"bad.yaml:6: pbx[0].ami.hots: unknown key (did you mean \"host\"?)",
+		"bad.yaml:17: bogus: unknown key",
+	} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("missing %q in:\n%s", want, msg)
+		}
+	}
+}
+
+func TestAllProblemsReported(t *testing.T) {
+	in := `
+state_dir: /tmp/x
+log: {level: loud}
+dispatch: {workers: many, backoff_min: soon}
+pbx:
+  - name: Main PBX
+    type: sip
+connectors:
+  - name: a
+    type: fake
+    fake: {fail_rate: 2, unknown_knob: 1}
+    directions: [sideways]
+    pbx: [nowhere]
+  - name: a
+    type: nosuch
+`
+	_, err := config.Parse([]byte(in), "c.yaml", nil)
+	if err == nil {
+		t.Fatal("no error")
+	}
+	msg := err.Error()
+	for _, want := range []string{
+		"c.yaml:3: log.level: must be debug, info, warn or error, got \"loud\"",
+		"c.yaml:4: dispatch.workers: invalid value \"many\": want a whole number",
+		"c.yaml:4: dispatch.backoff_min: invalid value \"soon\": want a duration",
+		"c.yaml:6: pbx[0].name: must be a short lowercase name",
+		"c.yaml:7: pbx[0].type: must be ami or ari, got \"sip\"",
+		"c.yaml:11: connectors[0].fake.fail_rate: must be between 0 and 1, got 2",
+		"c.yaml:11: connectors[0].fake.unknown_knob: unknown key",
+		"c.yaml:12: connectors[0].directions[0]: must be inbound, outbound or internal",
+		"c.yaml:13: connectors[0].pbx[0]: no pbx named \"nowhere\"",
+		"c.yaml:14: connectors[1].name: duplicate connector name \"a\"",
+		"c.yaml:15: connectors[1].type: unknown connector type \"nosuch\"",
+	} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("missing %q in:\n%s", want, msg)
+		}
+	}
+	var ps config.Problems
+	if errors.As(err, &ps); len(ps) < 11 {
+		t.Errorf("got %d problems, want at least 11", len(ps))
+	}
+}
+
+func TestWrongShapes(t *testing.T) {
+	tests := map[string]string{
+		"pbx: {name: x}\n":               "pbx: must be a list",
+		"log: [a]\n":                     "log: must be a mapping",
+		"state_dir: [a]\n":               "state_dir: must be a single value",
+		"log:\n  level: a\n  level: b\n": "f.yaml:3: not valid YAML: [3:3] mapping key \"level\" already defined",
+		"a: &x 1\nb: *x\n":               "a: unknown key",
+		"state_dir: \"unterminated\n":    "not valid YAML",
+	}
+	for in, want := range tests {
+		_, err := config.Parse([]byte(in), "f.yaml", nil)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Parse(%q) = %v, want it to contain %q", in, err, want)
+		}
+	}
+}
+
+func TestSecretsFromEnvAndRedaction(t *testing.T) {
+	in := strings.Replace(good, "      secret: s3cret\n", "", 1)
+	_, err := config.Parse([]byte(in), "f.yaml", nil)
+	if err == nil || !strings.Contains(err.Error(), "pbx[0].ami.secret: must be set (in the file or in PBXBRIDGE_PBX_MAIN_AMI_SECRET)") {
+		t.Fatalf("missing secret not reported with its variable: %v", err)
+	}
+	cfg, err := config.Parse([]byte(in), "f.yaml", env(map[string]string{"PBXBRIDGE_PBX_MAIN_AMI_SECRET": "from-env"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.PBX[0].AMI.Secret.Value() != "from-env" {
+		t.Fatal("secret not taken from the environment")
+	}
+	// The environment wins over the file.
+	cfg, err = config.Parse([]byte(good), "f.yaml", env(map[string]string{"PBXBRIDGE_PBX_MAIN_AMI_SECRET": "env"}))
+	if err != nil || cfg.PBX[0].AMI.Secret.Value() != "env" {
+		t.Fatalf("env did not override the file: %v", err)
+	}
+	// Secrets never print.
+	var sb strings.Builder
+	slog.New(slog.NewTextHandler(&sb, nil)).Info("cfg", "ami", cfg.PBX[0].AMI)
+	js, _ := json.Marshal(cfg)
+	for _, out := range []string{fmt.Sprintf("%v %+v %#v", cfg, cfg.PBX[0].AMI, cfg.PBX[0].AMI), sb.String(), string(js)} {
+		if strings.Contains(out, "env") && !strings.Contains(out, "<redacted>") || strings.Contains(out, "=env") || strings.Contains(out, `"env"`) {
+			t.Errorf("secret leaked: %s", out)
+		}
+	}
+}

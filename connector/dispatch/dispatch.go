@@ -1,0 +1,467 @@
+// Package dispatch delivers the outbox to CRM adapters: one Worker per connector instance leases
+// due rows, calls the adapter's Deliver, and acknowledges, retries or dead-letters each row by the
+// class of the adapter's error (crm.Classify):
+//
+//   - success: Ack (the row is done);
+//   - transient: Retry after exponential backoff with full jitter (BackoffMin doubling up to
+//     BackoffMax), or dead-letter once the call is older than GiveUpAfter (when set);
+//   - rate-limited: Retry after the adapter's RetryAfter (at least BackoffMin);
+//   - permanent: Bury (dead letter) with the reason, visible in `pbxbridge outbox list --dead`;
+//   - auth: Retry after AuthPause and pause the connector for AuthPause (the CRM authorisation
+//     is broken; records wait without being lost until an admin re-authorises).
+//
+// A connector whose licence gate is closed leases nothing: its rows wait in the outbox.
+// Run stops leasing when its context ends, lets deliveries in progress finish for up to
+// DrainTimeout, then cancels them and releases their rows (a released row is delivered again
+// later; adapters are idempotent per record key).
+package dispatch
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/pbxbridge/pbxbridge/connector/callmodel"
+	"github.com/pbxbridge/pbxbridge/connector/outbox"
+	"github.com/pbxbridge/pbxbridge/crm"
+)
+
+// Queue is the part of the outbox a Worker uses; *outbox.Store implements it.
+type Queue interface {
+	Lease(ctx context.Context, connector string, limit int, ttl time.Duration) ([]outbox.Row, error)
+	Ack(ctx context.Context, row outbox.Row) error
+	Retry(ctx context.Context, row outbox.Row, next time.Time, errMsg string) error
+	Bury(ctx context.Context, row outbox.Row, reason string) error
+	Release(ctx context.Context, rows ...outbox.Row) (int, error)
+	AppendTimeline(ctx context.Context, key string, e outbox.TimelineEntry) error
+}
+
+// Options configure a Worker.
+type Options struct {
+	Connector string      // instance name: the outbox rows' connector and the metrics label
+	Adapter   crm.Adapter // required
+
+	Concurrency     int           // deliveries in flight at once (default 2)
+	Batch           int           // rows leased at once (default Concurrency)
+	BackoffMin      time.Duration // default 5s
+	BackoffMax      time.Duration // default 10m
+	GiveUpAfter     time.Duration // dead-letter transient failures of calls older than this (0 = never)
+	DeliveryTimeout time.Duration // one attempt (default 60s)
+	LeaseTTL        time.Duration // default 2×DeliveryTimeout + 30s
+	DrainTimeout    time.Duration // graceful stop (default 10s)
+	Poll            time.Duration // idle poll interval (default 1s); Wake makes it immediate
+	AuthPause       time.Duration // default 1m
+
+	// Limiter, when set, spaces deliveries (a client-side rate limit on top of the adapter's).
+	Limiter *rate.Limiter
+	// Allowed is the licence gate; nil allows everything. It is called before every lease.
+	Allowed func(connector string) bool
+	// Skip, when set, is asked about every record before delivery; a non-empty reason skips the
+	// CRM actions for that record (licence seats exceeded): the row is acknowledged and the
+	// reason goes to the timeline.
+	Skip func(connector string, rec *callmodel.Record) (reason string)
+
+	Clock  func() time.Time
+	Rand   func() float64 // in [0,1), for jitter
+	Logger *slog.Logger
+}
+
+func (o *Options) defaults() {
+	if o.Concurrency <= 0 {
+		o.Concurrency = 2
+	}
+	if o.Batch <= 0 {
+		o.Batch = o.Concurrency
+	}
+	if o.BackoffMin <= 0 {
+		o.BackoffMin = 5 * time.Second
+	}
+	if o.BackoffMax < o.BackoffMin {
+		o.BackoffMax = max(10*time.Minute, o.BackoffMin)
+	}
+	if o.DeliveryTimeout <= 0 {
+		o.DeliveryTimeout = 60 * time.Second
+	}
+	if o.LeaseTTL <= 0 {
+		o.LeaseTTL = 2*o.DeliveryTimeout + 30*time.Second
+	}
+	if o.DrainTimeout <= 0 {
+		o.DrainTimeout = 10 * time.Second
+	}
+	if o.Poll <= 0 {
+		o.Poll = time.Second
+	}
+	if o.AuthPause <= 0 {
+		o.AuthPause = time.Minute
+	}
+	if o.Clock == nil {
+		o.Clock = time.Now
+	}
+	if o.Rand == nil {
+		o.Rand = rand.Float64 //nolint:gosec // jitter, not security
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Status is a Worker's state for the status page.
+type Status struct {
+	Connector   string    `json:"connector"`
+	Licensed    bool      `json:"licensed"`
+	InFlight    int64     `json:"in_flight"`
+	Delivered   int64     `json:"delivered"`
+	Failed      int64     `json:"failed"`
+	LastError   string    `json:"last_error,omitempty"`
+	LastErrorAt time.Time `json:"last_error_at,omitzero"`
+	AuthBroken  bool      `json:"auth_broken"`
+	PausedUntil time.Time `json:"paused_until,omitzero"`
+}
+
+// Worker delivers one connector's rows.
+type Worker struct {
+	q   Queue
+	o   Options
+	m   *Metrics
+	log *slog.Logger
+
+	wake chan struct{}
+
+	inFlight  atomic.Int64
+	delivered atomic.Int64
+	failed    atomic.Int64
+
+	mu          sync.Mutex
+	lastErr     string
+	lastErrAt   time.Time
+	authBroken  bool
+	pausedUntil time.Time
+	licensed    bool
+}
+
+// New returns a Worker; m may be shared by all workers (nil disables metrics).
+func New(q Queue, o Options, m *Metrics) *Worker {
+	o.defaults()
+	return &Worker{
+		q:    q,
+		o:    o,
+		m:    m,
+		log:  o.Logger.With("connector", o.Connector),
+		wake: make(chan struct{}, 1),
+	}
+}
+
+// Wake tells the worker new rows may be due (after an enqueue). It never blocks.
+func (w *Worker) Wake() {
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Status returns the worker's current state.
+func (w *Worker) Status() Status {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return Status{
+		Connector:   w.o.Connector,
+		Licensed:    w.licensed,
+		InFlight:    w.inFlight.Load(),
+		Delivered:   w.delivered.Load(),
+		Failed:      w.failed.Load(),
+		LastError:   w.lastErr,
+		LastErrorAt: w.lastErrAt,
+		AuthBroken:  w.authBroken,
+		PausedUntil: w.pausedUntil,
+	}
+}
+
+// Run delivers until ctx ends, then drains (see the package comment). It returns nil after a
+// clean drain.
+func (w *Worker) Run(ctx context.Context) error {
+	// hard ends the deliveries in progress once the drain timeout has passed.
+	hard, cancelHard := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelHard()
+	sem := make(chan struct{}, w.o.Concurrency)
+	var wg sync.WaitGroup
+	defer func() {
+		done := make(chan struct{})
+		go func() { wg.Wait(); close(done) }()
+		t := time.NewTimer(w.o.DrainTimeout)
+		defer t.Stop()
+		select {
+		case <-done:
+		case <-t.C:
+			w.log.Warn("drain timeout: cancelling deliveries in progress; their calls stay queued", "in_flight", w.inFlight.Load())
+			cancelHard()
+			<-done
+		}
+	}()
+
+	for {
+		if ctx.Err() != nil {
+			return nil
+		}
+		if wait := w.pause(); wait > 0 {
+			if !sleep(ctx, wait, nil) {
+				return nil
+			}
+			continue
+		}
+		// Wait for a free delivery slot before leasing, so leased rows never wait for a worker.
+		free := w.o.Concurrency - len(sem)
+		if free == 0 {
+			select {
+			case sem <- struct{}{}:
+				<-sem
+			case <-ctx.Done():
+				return nil
+			}
+			continue
+		}
+		limit := min(free, w.o.Batch)
+		rows, err := w.q.Lease(ctx, w.o.Connector, limit, w.o.LeaseTTL)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			w.log.Error("leasing from the outbox", "err", err)
+			if !sleep(ctx, w.o.Poll, nil) {
+				return nil
+			}
+			continue
+		}
+		if len(rows) == 0 {
+			if !sleep(ctx, w.o.Poll, w.wake) {
+				return nil
+			}
+			continue
+		}
+		for _, row := range rows {
+			sem <- struct{}{}
+			wg.Add(1)
+			w.inFlight.Add(1)
+			go func() {
+				defer func() { <-sem; wg.Done(); w.inFlight.Add(-1) }()
+				w.deliver(hard, row)
+			}()
+		}
+	}
+}
+
+// pause returns how long the worker must wait before leasing: while unlicensed or after a
+// broken authorisation.
+func (w *Worker) pause() time.Duration {
+	allowed := w.o.Allowed == nil || w.o.Allowed(w.o.Connector)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if allowed != w.licensed {
+		w.licensed = allowed
+		if allowed {
+			w.log.Info("licence allows delivery")
+		} else {
+			w.log.Warn("no valid licence: calls stay queued until one is installed")
+		}
+	}
+	if !allowed {
+		return w.o.Poll
+	}
+	if now := w.o.Clock(); now.Before(w.pausedUntil) {
+		return min(w.pausedUntil.Sub(now), w.o.Poll)
+	}
+	return 0
+}
+
+// sleep waits for d, ctx or wake; it reports false when ctx ended.
+func sleep(ctx context.Context, d time.Duration, wake <-chan struct{}) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-wake:
+	case <-t.C:
+	}
+	return true
+}
+
+// deliver runs one attempt for row and records the outcome.
+func (w *Worker) deliver(hard context.Context, row outbox.Row) {
+	// Outbox writes must happen even while draining.
+	bg := context.WithoutCancel(hard)
+	rec, err := decode(row.Payload)
+	if err != nil {
+		w.finish(bg, row, "dead", func() error { return w.q.Bury(bg, row, "undecodable record: "+err.Error()) })
+		return
+	}
+	if w.o.Skip != nil {
+		if reason := w.o.Skip(w.o.Connector, rec); reason != "" {
+			w.timeline(bg, row, "skipped", reason, "")
+			w.finish(bg, row, "skipped", func() error { return w.q.Ack(bg, row) })
+			return
+		}
+	}
+	if w.o.Limiter != nil {
+		if err := w.o.Limiter.Wait(hard); err != nil {
+			w.release(bg, row)
+			return
+		}
+	}
+
+	var traces []outbox.TimelineEntry
+	var tmu sync.Mutex
+	var requests atomic.Int64
+	ctx, cancel := context.WithTimeout(hard, w.o.DeliveryTimeout)
+	ctx = crm.WithRequestCounter(ctx, &requests)
+	ctx = crm.WithTrace(ctx, func(kind, summary, detail string) {
+		tmu.Lock()
+		traces = append(traces, outbox.TimelineEntry{At: w.o.Clock(), Connector: w.o.Connector, Kind: kind, Summary: summary, Detail: detail})
+		tmu.Unlock()
+	})
+	start := w.o.Clock()
+	err = w.o.Adapter.Deliver(ctx, rec)
+	cancel()
+	elapsed := w.o.Clock().Sub(start)
+	if w.m != nil {
+		w.m.duration.WithLabelValues(w.o.Connector).Observe(elapsed.Seconds())
+	}
+	tmu.Lock()
+	for _, e := range traces {
+		_ = w.q.AppendTimeline(bg, row.Key, e)
+	}
+	tmu.Unlock()
+
+	if err == nil {
+		if w.m != nil {
+			w.m.requestsPerCall.WithLabelValues(w.o.Connector).Observe(float64(requests.Load()))
+		}
+		w.delivered.Add(1)
+		w.setAuth(false)
+		w.timeline(bg, row, "delivered", fmt.Sprintf("delivered on attempt %d (%d CRM requests, %v)", row.Attempts+1, requests.Load(), elapsed.Round(time.Millisecond)), "")
+		w.finish(bg, row, "delivered", func() error { return w.q.Ack(bg, row) })
+		return
+	}
+
+	if hard.Err() != nil && errors.Is(err, context.Canceled) {
+		// Shutdown cut the attempt short: not the CRM's fault, do not count it.
+		w.release(bg, row)
+		return
+	}
+	w.failed.Add(1)
+	w.noteError(err)
+	class, retryAfter := crm.Classify(err)
+	now := w.o.Clock()
+	msg := err.Error()
+	switch class {
+	case crm.ClassPermanent:
+		w.log.Error("delivery failed permanently: dead letter", "call", row.Key, "attempt", row.Attempts+1, "err", err)
+		w.timeline(bg, row, "dead", "dead letter: "+msg, "")
+		w.finish(bg, row, "dead", func() error { return w.q.Bury(bg, row, msg) })
+	case crm.ClassAuth:
+		w.setAuth(true)
+		w.log.Error("CRM authorisation broken: calls stay queued until it is renewed", "call", row.Key, "err", err)
+		w.timeline(bg, row, "retry", "CRM authorisation broken, waiting: "+msg, "")
+		next := now.Add(w.o.AuthPause)
+		w.mu.Lock()
+		w.pausedUntil = next
+		w.mu.Unlock()
+		w.finish(bg, row, "auth", func() error { return w.q.Retry(bg, row, next, msg) })
+	case crm.ClassRateLimited:
+		d := max(retryAfter, w.o.BackoffMin)
+		w.log.Warn("CRM rate limit: retrying later", "call", row.Key, "after", d)
+		w.timeline(bg, row, "retry", fmt.Sprintf("rate limited, retry in %v", d.Round(time.Second)), msg)
+		w.finish(bg, row, "rate_limited", func() error { return w.q.Retry(bg, row, now.Add(d), msg) })
+	default:
+		if w.o.GiveUpAfter > 0 && now.Sub(row.StartedAt) > w.o.GiveUpAfter {
+			reason := fmt.Sprintf("gave up after %d attempts over %v: %s", row.Attempts+1, w.o.GiveUpAfter, msg)
+			w.log.Error("delivery keeps failing: dead letter", "call", row.Key, "err", err)
+			w.timeline(bg, row, "dead", reason, "")
+			w.finish(bg, row, "dead", func() error { return w.q.Bury(bg, row, reason) })
+			return
+		}
+		d := w.backoff(row.Attempts)
+		w.log.Warn("delivery failed: retrying", "call", row.Key, "attempt", row.Attempts+1, "in", d.Round(time.Second), "err", err)
+		w.timeline(bg, row, "retry", fmt.Sprintf("attempt %d failed, retry in %v", row.Attempts+1, d.Round(time.Second)), msg)
+		w.finish(bg, row, "retry", func() error { return w.q.Retry(bg, row, now.Add(d), msg) })
+	}
+}
+
+// backoff is capped exponential backoff with full jitter: a random wait in [min/2, cap] where
+// cap = BackoffMin·2^attempts, limited to BackoffMax.
+func (w *Worker) backoff(attempts int) time.Duration {
+	ceil := w.o.BackoffMax
+	if attempts < 30 {
+		if c := w.o.BackoffMin << attempts; c > 0 && c < ceil {
+			ceil = c
+		}
+	}
+	floor := w.o.BackoffMin / 2
+	return floor + time.Duration(w.o.Rand()*float64(ceil-floor))
+}
+
+func (w *Worker) release(ctx context.Context, row outbox.Row) {
+	if _, err := w.q.Release(ctx, row); err != nil {
+		w.log.Error("releasing a lease", "call", row.Key, "err", err)
+	}
+	w.count("released")
+}
+
+// finish applies the outbox transition and counts the result.
+func (w *Worker) finish(_ context.Context, row outbox.Row, result string, apply func() error) {
+	if err := apply(); err != nil {
+		// The lease will expire and the row will be delivered again; adapters are idempotent.
+		w.log.Error("recording a delivery result in the outbox", "call", row.Key, "result", result, "err", err)
+	}
+	w.count(result)
+}
+
+func (w *Worker) count(result string) {
+	if w.m != nil {
+		w.m.deliveries.WithLabelValues(w.o.Connector, result).Inc()
+	}
+}
+
+func (w *Worker) timeline(ctx context.Context, row outbox.Row, kind, summary, detail string) {
+	if err := w.q.AppendTimeline(ctx, row.Key, outbox.TimelineEntry{Connector: w.o.Connector, Kind: kind, Summary: summary, Detail: detail}); err != nil {
+		w.log.Warn("writing the call timeline", "call", row.Key, "err", err)
+	}
+}
+
+func (w *Worker) noteError(err error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.lastErr = err.Error()
+	w.lastErrAt = w.o.Clock()
+}
+
+func (w *Worker) setAuth(broken bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.authBroken = broken
+	if w.m != nil {
+		v := 1.0
+		if broken {
+			v = 0
+		}
+		w.m.authOK.WithLabelValues(w.o.Connector).Set(v)
+	}
+}
+
+func decode(payload []byte) (*callmodel.Record, error) {
+	var rec callmodel.Record
+	if err := json.Unmarshal(payload, &rec); err != nil {
+		return nil, err
+	}
+	if rec.CallID == "" {
+		return nil, errors.New("record without call_id")
+	}
+	return &rec, nil
+}

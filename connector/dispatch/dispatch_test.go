@@ -1,0 +1,263 @@
+package dispatch
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/pbxbridge/pbxbridge/connector/callmodel"
+	"github.com/pbxbridge/pbxbridge/connector/outbox"
+	"github.com/pbxbridge/pbxbridge/crm"
+)
+
+// scripted is a CRM whose answers the test decides per call id.
+type scripted struct {
+	mu      sync.Mutex
+	answer  func(rec *callmodel.Record, attempt int) error
+	calls   map[string]int
+	block   chan struct{} // when set, Deliver waits for it (or ctx)
+	started chan string
+}
+
+func (s *scripted) Deliver(ctx context.Context, rec *callmodel.Record) error {
+	s.mu.Lock()
+	if s.calls == nil {
+		s.calls = map[string]int{}
+	}
+	s.calls[rec.CallID]++
+	n := s.calls[rec.CallID]
+	s.mu.Unlock()
+	crm.Trace(ctx, "request", "POST /calls "+rec.CallID, "")
+	crm.CountRequest(ctx)
+	if s.started != nil {
+		s.started <- rec.CallID
+	}
+	if s.block != nil {
+		select {
+		case <-s.block:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	if s.answer == nil {
+		return nil
+	}
+	return s.answer(rec, n)
+}
+
+func (s *scripted) count(id string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.calls[id]
+}
+
+func openStore(t *testing.T, clock func() time.Time) *outbox.Store {
+	t.Helper()
+	st, err := outbox.Open(context.Background(), filepath.Join(t.TempDir(), "outbox.db"), outbox.Options{Clock: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	return st
+}
+
+func enqueue(t *testing.T, st *outbox.Store, ids ...string) {
+	t.Helper()
+	for _, id := range ids {
+		rec := callmodel.Record{CallID: id, Direction: callmodel.Inbound, StartedAt: time.Unix(1700000000, 0).UTC()}
+		b, _ := json.Marshal(rec)
+		if err := st.Enqueue(context.Background(), outbox.Entry{Key: rec.Key(), StartedAt: rec.StartedAt, Payload: b, Connectors: []string{"crm1"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func rowsIn(t *testing.T, st *outbox.Store, state outbox.State) []outbox.Row {
+	t.Helper()
+	rows, err := st.List(context.Background(), outbox.Filter{Connector: "crm1", State: state})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rows
+}
+
+func runWorker(t *testing.T, w *Worker) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	return func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestOutcomes(t *testing.T) {
+	st := openStore(t, nil)
+	reg := prometheus.NewRegistry()
+	m := NewMetrics(reg)
+	m.Init("crm1")
+	crmAPI := &scripted{answer: func(rec *callmodel.Record, attempt int) error {
+		switch rec.CallID {
+		case "ok":
+			return nil
+		case "perm":
+			return crm.Permanent(errors.New("400 bad phone number"))
+		case "flaky": // fails twice, then works
+			if attempt <= 2 {
+				return crm.Transient(errors.New("502 bad gateway"))
+			}
+			return nil
+		case "limited":
+			return crm.RateLimited(errors.New("429"), time.Hour)
+		}
+		return fmt.Errorf("unexpected %s", rec.CallID)
+	}}
+	w := New(st, Options{Connector: "crm1", Adapter: crmAPI, BackoffMin: time.Millisecond, BackoffMax: 5 * time.Millisecond, Poll: 2 * time.Millisecond}, m)
+	enqueue(t, st, "ok", "perm", "flaky", "limited")
+	stop := runWorker(t, w)
+	waitFor(t, "flaky delivered", func() bool { return crmAPI.count("flaky") == 3 && len(rowsIn(t, st, outbox.Done)) == 2 })
+	waitFor(t, "limited retried", func() bool { return crmAPI.count("limited") == 1 && len(rowsIn(t, st, outbox.Pending)) == 1 })
+	stop()
+
+	dead := rowsIn(t, st, outbox.Dead)
+	if len(dead) != 1 || dead[0].Key != "perm" || dead[0].LastError != "400 bad phone number" {
+		t.Fatalf("dead letters = %+v", dead)
+	}
+	pending := rowsIn(t, st, outbox.Pending)
+	if len(pending) != 1 || pending[0].Key != "limited" || time.Until(pending[0].NextAttemptAt) < 50*time.Minute {
+		t.Fatalf("rate-limited row not deferred by its Retry-After: %+v", pending)
+	}
+	if got := testutil.ToFloat64(m.deliveries.WithLabelValues("crm1", "delivered")); got != 2 {
+		t.Errorf("delivered = %v, want 2", got)
+	}
+	if got := testutil.ToFloat64(m.deliveries.WithLabelValues("crm1", "retry")); got != 2 {
+		t.Errorf("retry = %v, want 2", got)
+	}
+	if got := testutil.ToFloat64(m.deliveries.WithLabelValues("crm1", "dead")); got != 1 {
+		t.Errorf("dead = %v, want 1", got)
+	}
+	tl, err := st.Timeline(context.Background(), "flaky")
+	if err != nil || len(tl) < 5 {
+		t.Fatalf("timeline of flaky = %+v, %v", tl, err)
+	}
+	if last := tl[len(tl)-1]; last.Kind != "delivered" {
+		t.Errorf("last timeline entry %+v, want delivered", last)
+	}
+}
+
+func TestUnlicensedConnectorWaits(t *testing.T) {
+	st := openStore(t, nil)
+	crmAPI := &scripted{}
+	var allowed atomic.Bool
+	w := New(st, Options{Connector: "crm1", Adapter: crmAPI, Poll: 2 * time.Millisecond, Allowed: func(string) bool { return allowed.Load() }}, nil)
+	enqueue(t, st, "a", "b")
+	stop := runWorker(t, w)
+	defer stop()
+	time.Sleep(50 * time.Millisecond)
+	if crmAPI.count("a")+crmAPI.count("b") != 0 {
+		t.Fatal("an unlicensed connector delivered")
+	}
+	if w.Status().Licensed {
+		t.Fatal("status says licensed")
+	}
+	allowed.Store(true)
+	waitFor(t, "delivery after licensing", func() bool { return len(rowsIn(t, st, outbox.Done)) == 2 })
+}
+
+func TestAuthBrokenPausesConnector(t *testing.T) {
+	st := openStore(t, nil)
+	var broken atomic.Bool
+	broken.Store(true)
+	crmAPI := &scripted{answer: func(*callmodel.Record, int) error {
+		if broken.Load() {
+			return crm.AuthBroken(errors.New("invalid_grant"))
+		}
+		return nil
+	}}
+	w := New(st, Options{Connector: "crm1", Adapter: crmAPI, Poll: 2 * time.Millisecond, AuthPause: 100 * time.Millisecond}, nil)
+	enqueue(t, st, "a", "b", "c")
+	stop := runWorker(t, w)
+	defer stop()
+	waitFor(t, "auth failure", func() bool { return w.Status().AuthBroken })
+	time.Sleep(30 * time.Millisecond)
+	total := crmAPI.count("a") + crmAPI.count("b") + crmAPI.count("c")
+	if total > 2 { // at most the in-flight ones of the first lease
+		t.Fatalf("a broken authorisation was hammered: %d attempts", total)
+	}
+	broken.Store(false)
+	waitFor(t, "delivery after re-authorisation", func() bool { return len(rowsIn(t, st, outbox.Done)) == 3 })
+	if w.Status().AuthBroken {
+		t.Fatal("still marked broken")
+	}
+}
+
+func TestDrainFinishesThenReleases(t *testing.T) {
+	st := openStore(t, nil)
+	crmAPI := &scripted{block: make(chan struct{}), started: make(chan string, 10)}
+	w := New(st, Options{Connector: "crm1", Adapter: crmAPI, Concurrency: 1, Poll: 2 * time.Millisecond, DrainTimeout: 50 * time.Millisecond}, nil)
+	enqueue(t, st, "slow")
+	stop := runWorker(t, w)
+	<-crmAPI.started
+	stop() // the delivery never finishes: after the drain timeout it is cancelled and released
+	rows := rowsIn(t, st, outbox.Pending)
+	if len(rows) != 1 || rows[0].Attempts != 0 {
+		t.Fatalf("the cancelled delivery was not released uncounted: %+v", rows)
+	}
+
+	// A delivery that finishes within the drain timeout is acknowledged.
+	crmAPI2 := &scripted{block: make(chan struct{}), started: make(chan string, 10)}
+	w2 := New(st, Options{Connector: "crm1", Adapter: crmAPI2, Concurrency: 1, Poll: 2 * time.Millisecond, DrainTimeout: 5 * time.Second}, nil)
+	stop2 := runWorker(t, w2)
+	<-crmAPI2.started
+	go func() { time.Sleep(20 * time.Millisecond); close(crmAPI2.block) }()
+	stop2()
+	if done := rowsIn(t, st, outbox.Done); len(done) != 1 {
+		t.Fatalf("a delivery finishing during the drain was not acknowledged: %+v", done)
+	}
+}
+
+func TestGiveUpAfter(t *testing.T) {
+	st := openStore(t, nil)
+	crmAPI := &scripted{answer: func(*callmodel.Record, int) error { return errors.New("connection refused") }}
+	w := New(st, Options{Connector: "crm1", Adapter: crmAPI, Poll: 2 * time.Millisecond, BackoffMin: time.Millisecond, BackoffMax: time.Millisecond, GiveUpAfter: time.Hour}, nil)
+	enqueue(t, st, "old") // started in 2023
+	stop := runWorker(t, w)
+	defer stop()
+	waitFor(t, "dead letter", func() bool { return len(rowsIn(t, st, outbox.Dead)) == 1 })
+}
+
+func TestBackoffBounds(t *testing.T) {
+	for _, r := range []float64{0, 0.5, 0.999} {
+		w := New(nil, Options{Adapter: &scripted{}, BackoffMin: time.Second, BackoffMax: time.Minute, Rand: func() float64 { return r }}, nil)
+		for attempts := range 40 {
+			d := w.backoff(attempts)
+			ceil := min(time.Second<<min(attempts, 20), time.Minute)
+			if d < 500*time.Millisecond || d > ceil {
+				t.Fatalf("backoff(%d) with rand %v = %v, want within [500ms, %v]", attempts, r, d, ceil)
+			}
+		}
+	}
+}

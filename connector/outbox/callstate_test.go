@@ -1,0 +1,137 @@
+package outbox
+
+import (
+	"errors"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+)
+
+func TestCallState(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "outbox.db")
+	s, err := Open(t.Context(), path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	b24, amo := s.CallState("b24-main"), s.CallState("amo")
+
+	if v, ok, err := b24.Get(ctx, "1763768521.12", "call_id"); err != nil || ok || v != "" {
+		t.Fatalf("Get of a missing field = %q, %v, %v", v, ok, err)
+	}
+	for _, kv := range [][3]string{
+		{"1763768521.12", "call_id", "externalCall.123"},
+		{"1763768521.12", "call_id", "externalCall.456"}, // overwrite
+		{"1763768521.12", "user", "7"},
+		{"1763768530.40", "call_id", ""}, // an empty value is a value
+	} {
+		if err := b24.Set(ctx, kv[0], kv[1], kv[2]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := amo.Set(ctx, "1763768521.12", "call_id", "amo-1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// Everything survives a restart.
+	s = openAt(t, path, Options{})
+	b24, amo = s.CallState("b24-main"), s.CallState("amo")
+	for _, tc := range []struct {
+		cs           *CallState
+		key, field   string
+		want         string
+		wantPresence bool
+	}{
+		{b24, "1763768521.12", "call_id", "externalCall.456", true},
+		{b24, "1763768521.12", "user", "7", true},
+		{b24, "1763768530.40", "call_id", "", true},
+		{b24, "1763768530.40", "user", "", false},
+		{amo, "1763768521.12", "call_id", "amo-1", true},
+		{amo, "1763768521.12", "user", "", false},
+		{s.CallState("kommo"), "1763768521.12", "call_id", "", false},
+	} {
+		v, ok, err := tc.cs.Get(ctx, tc.key, tc.field)
+		if err != nil || ok != tc.wantPresence || v != tc.want {
+			t.Errorf("%s %s %s = %q, %v, %v; want %q, %v", tc.cs.connector, tc.key, tc.field, v, ok, err, tc.want, tc.wantPresence)
+		}
+	}
+}
+
+func TestCallStateValidation(t *testing.T) {
+	s := openTest(t, Options{})
+	for _, tc := range []struct {
+		connector, key, field string
+	}{{"", "k", "f"}, {"b24", "", "f"}, {"b24", "k", ""}} {
+		if err := s.CallState(tc.connector).Set(t.Context(), tc.key, tc.field, "v"); !errors.Is(err, ErrInvalid) {
+			t.Errorf("Set(%q, %q, %q): %v, want ErrInvalid", tc.connector, tc.key, tc.field, err)
+		}
+		if _, _, err := s.CallState(tc.connector).Get(t.Context(), tc.key, tc.field); !errors.Is(err, ErrInvalid) {
+			t.Errorf("Get(%q, %q, %q): %v, want ErrInvalid", tc.connector, tc.key, tc.field, err)
+		}
+	}
+}
+
+func TestTimeline(t *testing.T) {
+	clock := newFakeClock()
+	path := filepath.Join(t.TempDir(), "outbox.db")
+	s, err := Open(t.Context(), path, Options{Clock: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	if tl, err := s.Timeline(ctx, "call-1"); err != nil || tl == nil || len(tl) != 0 {
+		t.Fatalf("Timeline of an unknown call = %#v, %v, want empty", tl, err)
+	}
+	t0 := clock.Now()
+	explicit := t0.Add(-time.Minute)
+	appends := []TimelineEntry{
+		{Kind: "finished", Summary: "answered by 102 after 4s"},
+		{At: explicit, Connector: "b24", Kind: "live", Summary: "card shown to 101, 102", Detail: "CALL_ID externalCall.1"},
+		{Connector: "b24", Kind: "retry", Summary: "503 from portal", Detail: "attempt 1"},
+	}
+	for i, e := range appends {
+		if err := s.AppendTimeline(ctx, "call-1", e); err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			if err := s.AppendTimeline(ctx, "call-2", TimelineEntry{Kind: "finished"}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		clock.Advance(time.Second)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openAt(t, path, Options{Clock: clock.Now})
+	got, err := s.Timeline(ctx, "call-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []TimelineEntry{
+		{Seq: 1, At: t0, Kind: "finished", Summary: "answered by 102 after 4s"},
+		{Seq: 2, At: explicit, Connector: "b24", Kind: "live", Summary: "card shown to 101, 102", Detail: "CALL_ID externalCall.1"},
+		{Seq: 3, At: t0.Add(2 * time.Second), Connector: "b24", Kind: "retry", Summary: "503 from portal", Detail: "attempt 1"},
+	}
+	if !slices.EqualFunc(got, want, func(a, b TimelineEntry) bool {
+		return a.Seq == b.Seq && a.At.Equal(b.At) && a.Connector == b.Connector && a.Kind == b.Kind && a.Summary == b.Summary && a.Detail == b.Detail
+	}) {
+		t.Fatalf("Timeline =\n%+v\nwant\n%+v", got, want)
+	}
+	other, err := s.Timeline(ctx, "call-2")
+	if err != nil || len(other) != 1 || other[0].Seq != 1 {
+		t.Fatalf("second call's timeline = %+v, %v", other, err)
+	}
+	for _, tc := range []struct {
+		key string
+		e   TimelineEntry
+	}{{"", TimelineEntry{Kind: "x"}}, {"k", TimelineEntry{Summary: "no kind"}}} {
+		if err := s.AppendTimeline(ctx, tc.key, tc.e); !errors.Is(err, ErrInvalid) {
+			t.Errorf("AppendTimeline(%q, %+v): %v, want ErrInvalid", tc.key, tc.e, err)
+		}
+	}
+}

@@ -1,0 +1,66 @@
+// Package outbox is pbxbridge's durable delivery queue: every finished call
+// record is written here, one row per (record, connector), before any CRM is
+// contacted, and stays until that connector has delivered it.
+//
+// # Storage
+//
+// One embedded SQLite file (pure-Go modernc.org/sqlite) in WAL mode with
+// synchronous=FULL, owned by one process: Open takes an exclusive lock on the
+// file, so a second daemon (or a CLI while the daemon runs) gets ErrLocked and
+// must go through the daemon's admin API instead. The schema is versioned
+// (PRAGMA user_version, ordered migration steps applied at Open); a file
+// written by a newer pbxbridge is refused with ErrSchemaTooNew, a damaged or
+// foreign file with ErrCorrupt and a message naming the file and what to do.
+// Payloads are opaque bytes (the JSON call record); the package knows nothing
+// about CRMs or calls beyond the record key and call start time.
+//
+// # Delivery guarantee
+//
+// At-least-once, per (record key, connector):
+//
+//   - Durable on return. Enqueue, Ack, Retry, Bury, Release, the operator
+//     functions, CallState.Set and AppendTimeline return nil only after their
+//     transaction has committed and been fsync'd. Concurrent calls share one
+//     transaction (group commit by a single writer goroutine); no caller is
+//     answered before the commit that holds its change.
+//   - Idempotent enqueue. The (key, connector) pair is unique: enqueuing a
+//     record again (after a crash, or a re-flush) keeps the one existing row
+//     in whatever state it has, so a delivered record is not delivered again.
+//   - Leases. A worker Leases due rows, delivers them and then Acks (done),
+//     Retries (pending again at a later time, attempts+1) or Buries (dead) each
+//     row. A lease expires after its TTL, after which another worker may lease
+//     the row; the stale worker's Ack/Retry/Bury then fails with ErrLeaseLost.
+//     At Open all leases of the previous process are released at once. A
+//     delivery can therefore happen more than once (a crash or expiry between
+//     the CRM call and the Ack), so adapters pass an idempotency key or look up
+//     before creating.
+//   - Order. Lease returns due rows oldest first (by due time, then enqueue
+//     order); there is no ordering guarantee between connectors, nor once
+//     retries reorder rows.
+//
+// What survives: a crash or SIGKILL of the daemon, a kernel panic or power
+// loss after a call returned (SQLite's WAL with fsync on every commit, on a
+// disk that honours flushes). What does not: loss or corruption of the disk
+// or the file system, a disk that acknowledges writes it has not stored, a
+// file restored from an older backup, and done rows after Retention (pruned).
+//
+// # Retention
+//
+// Done rows are kept for Options.Retention (default 30 days) so that an
+// operator can Redeliver a period; Prune deletes older ones, plus call state
+// and timeline entries older than Retention whose call has no row left. Dead
+// rows are kept until an operator Requeues or Drops them.
+//
+// # Concurrency
+//
+// A Store is safe for concurrent use. Reads (List, Stats, Timeline,
+// CallState.Get) use a small read-only pool and see every write that has
+// returned. Close waits for calls in progress; afterwards every method
+// returns ErrClosed.
+//
+// # Errors
+//
+// Errors start with "outbox: " and wrap the sentinels ErrLeaseLost, ErrClosed,
+// ErrCorrupt, ErrLocked, ErrSchemaTooNew and ErrInvalid where they apply
+// (match them with errors.Is), or the context's error.
+package outbox

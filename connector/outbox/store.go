@@ -1,0 +1,432 @@
+package outbox
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+)
+
+// Defaults used when the matching Options field is zero.
+const (
+	DefaultRetention = 30 * 24 * time.Hour
+	DefaultLeaseTTL  = 2 * time.Minute
+)
+
+const (
+	// maxBatch bounds how many queued write operations one group commit runs.
+	maxBatch = 512
+	// readConns is the size of the read-only connection pool.
+	readConns = 4
+	// busyTimeoutMS is SQLite's busy_timeout for every connection.
+	busyTimeoutMS = 5000
+	// maxErrorLen bounds the stored last_error text.
+	maxErrorLen = 4096
+)
+
+// Sentinel errors, matched with errors.Is. Errors returned by this package are
+// prefixed "outbox: " and wrap these where they apply.
+var (
+	// ErrClosed is returned by every method called after (or while) Close runs.
+	ErrClosed = errors.New("outbox: store is closed")
+	// ErrLeaseLost is returned by Ack, Retry and Bury when the row is no longer
+	// leased under the caller's lease id: the lease expired and another worker
+	// leased the row, or an operator dropped or re-queued it. The caller must
+	// treat its own work on the row as void; the row's new owner decides.
+	ErrLeaseLost = errors.New("lease lost")
+	// ErrCorrupt is wrapped by errors caused by a damaged or foreign database file.
+	ErrCorrupt = errors.New("database file is damaged or not an outbox")
+	// ErrLocked is returned by Open when another process holds the outbox open.
+	ErrLocked = errors.New("database file is in use by another process")
+	// ErrSchemaTooNew is returned by Open for a database written by a newer pbxbridge.
+	ErrSchemaTooNew = errors.New("database schema is newer than this program")
+	// ErrInvalid is wrapped by errors caused by invalid arguments.
+	ErrInvalid = errors.New("invalid argument")
+)
+
+// Options configure a Store. The zero value is usable.
+type Options struct {
+	// Retention is how long done rows, call state and timeline entries are
+	// kept before Prune deletes them. Zero means DefaultRetention.
+	Retention time.Duration
+	// LeaseTTL is the lease duration Lease uses when called with ttl 0.
+	// Zero means DefaultLeaseTTL.
+	LeaseTTL time.Duration
+	// Clock returns the current time; nil means time.Now. Every timestamp the
+	// store writes or compares (enqueue, lease expiry, due time, retention)
+	// comes from it.
+	Clock func() time.Time
+	// Logger receives the few events the store reports on its own (leases
+	// released at open, migrations). Nil discards them.
+	Logger *slog.Logger
+}
+
+// Store is the outbox. All methods are safe for concurrent use. Writes go
+// through one writer goroutine that groups concurrent callers into one
+// durable transaction (group commit); reads use a small read-only pool and
+// see every write that has returned.
+type Store struct {
+	path      string
+	retention time.Duration
+	leaseTTL  time.Duration
+	clock     func() time.Time
+	log       *slog.Logger
+
+	w    *sql.DB  // exactly one connection, used only by the writer goroutine
+	r    *sql.DB  // read-only pool
+	lock *os.File // holds the process lock on the database file
+
+	ops        chan *writeOp
+	writerDone chan struct{}
+
+	// closeMu is read-held by every method for its whole duration and
+	// write-held by Close, so Close waits for in-flight calls and no call
+	// starts on a closed store.
+	closeMu sync.RWMutex
+	closed  bool
+}
+
+// writeOp is one caller's share of a group-committed transaction.
+type writeOp struct {
+	ctx  context.Context
+	fn   func(tx *sql.Tx, now time.Time) error
+	done chan error // buffered: the writer never blocks on a caller that left
+}
+
+// Open opens (creating it if missing) the outbox database at path, applies
+// pending schema migrations, releases leases left by a previous process and
+// starts the writer. The directory must exist. A new file is created with mode
+// 0600. The file is locked for the life of the Store: a second Open of the
+// same file, from this or another process, fails with ErrLocked.
+func Open(ctx context.Context, path string, opts Options) (*Store, error) {
+	return open(ctx, path, opts, migrations)
+}
+
+func open(ctx context.Context, path string, opts Options, steps []string) (_ *Store, err error) {
+	if path == "" {
+		return nil, fmt.Errorf("outbox: open: %w: empty path", ErrInvalid)
+	}
+	if opts.Retention < 0 || opts.LeaseTTL < 0 {
+		return nil, fmt.Errorf("outbox: open: %w: negative retention or lease ttl", ErrInvalid)
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("outbox: open %s: %w", path, err)
+	}
+	s := &Store{
+		path:       abs,
+		retention:  opts.Retention,
+		leaseTTL:   opts.LeaseTTL,
+		clock:      opts.Clock,
+		log:        opts.Logger,
+		ops:        make(chan *writeOp, maxBatch),
+		writerDone: make(chan struct{}),
+	}
+	if s.retention == 0 {
+		s.retention = DefaultRetention
+	}
+	if s.leaseTTL == 0 {
+		s.leaseTTL = DefaultLeaseTTL
+	}
+	if s.clock == nil {
+		s.clock = time.Now
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+
+	if err := s.acquireFile(); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			s.closeHandles()
+		}
+	}()
+
+	dsn := dsnFor(abs)
+	s.w, err = sql.Open("sqlite", dsn+"&_txlock=immediate")
+	if err != nil {
+		return nil, s.wrap("open", err)
+	}
+	s.w.SetMaxOpenConns(1)
+	s.w.SetMaxIdleConns(1)
+	s.w.SetConnMaxLifetime(0)
+	s.w.SetConnMaxIdleTime(0)
+	if err := s.prepareFile(ctx, steps); err != nil {
+		return nil, err
+	}
+	if err := s.releaseLeftoverLeases(ctx); err != nil {
+		return nil, err
+	}
+	s.r, err = sql.Open("sqlite", dsn+"&_pragma=query_only(1)")
+	if err != nil {
+		return nil, s.wrap("open", err)
+	}
+	s.r.SetMaxOpenConns(readConns)
+	s.r.SetMaxIdleConns(readConns)
+	if err := s.r.PingContext(ctx); err != nil {
+		return nil, s.wrap("open", err)
+	}
+	go s.writer()
+	return s, nil
+}
+
+// dsnFor builds the modernc DSN: an escaped file: URI, synchronous=FULL (in
+// WAL mode every commit is fsync'd before it returns) and a busy timeout. WAL
+// itself is switched on by prepareFile once the file is known to be ours (the
+// mode is persistent in the file).
+func dsnFor(abs string) string {
+	u := url.URL{Path: abs}
+	return "file:" + u.EscapedPath() +
+		fmt.Sprintf("?_pragma=busy_timeout(%d)&_pragma=synchronous(FULL)", busyTimeoutMS)
+}
+
+// acquireFile creates the database file with mode 0600 if it is missing (SQLite
+// copies that mode to the -wal and -shm files) and takes an exclusive process
+// lock on it. The descriptor stays open until Close, after SQLite's own
+// connections are closed: closing another descriptor of the file earlier would
+// drop SQLite's POSIX locks.
+func (s *Store) acquireFile() error {
+	dir := filepath.Dir(s.path)
+	if fi, err := os.Stat(dir); err != nil {
+		return fmt.Errorf("outbox: open %s: directory %s is not usable (create it, writable by the pbxbridge user): %w", s.path, dir, err)
+	} else if !fi.IsDir() {
+		return fmt.Errorf("outbox: open %s: %s is not a directory", s.path, dir)
+	}
+	f, err := os.OpenFile(s.path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		if errors.Is(err, fs.ErrPermission) {
+			return fmt.Errorf("outbox: open %s: permission denied: the file and its directory must be readable and writable by the user pbxbridge runs as: %w", s.path, err)
+		}
+		return fmt.Errorf("outbox: open %s: %w", s.path, err)
+	}
+	if err := lockFile(f); err != nil {
+		_ = f.Close()
+		if errors.Is(err, errWouldBlock) {
+			return fmt.Errorf("outbox: open %s: %w (is pbxbridge already running? while it runs, use its admin socket instead of opening the file)", s.path, ErrLocked)
+		}
+		return fmt.Errorf("outbox: open %s: locking: %w", s.path, err)
+	}
+	s.lock = f
+	return nil
+}
+
+// releaseLeftoverLeases returns rows leased by a previous process to pending.
+// The file lock guarantees that process is gone, so its leases are void.
+func (s *Store) releaseLeftoverLeases(ctx context.Context) error {
+	now := s.clock().UTC().UnixNano()
+	res, err := s.w.ExecContext(ctx, `UPDATE outbox SET state = 'pending', lease_id = NULL, lease_expires_at = NULL, updated_at = ?
+		WHERE state = 'leased'`, now)
+	if err != nil {
+		return s.wrap("releasing leases of a previous run", err)
+	}
+	if n, _ := res.RowsAffected(); n > 0 {
+		s.log.Info("outbox: released leases left by a previous run", "rows", n, "path", s.path)
+	}
+	return nil
+}
+
+// Close waits for in-flight calls, stops the writer and closes the database.
+// It is safe to call more than once; later calls return nil.
+func (s *Store) Close() error {
+	s.closeMu.Lock()
+	defer s.closeMu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	close(s.ops)
+	<-s.writerDone
+	if err := s.closeHandles(); err != nil {
+		return fmt.Errorf("outbox: close %s: %w", s.path, err)
+	}
+	return nil
+}
+
+// closeHandles closes the pools and then the locked descriptor (in that order:
+// see acquireFile).
+func (s *Store) closeHandles() error {
+	var errs []error
+	if s.r != nil {
+		errs = append(errs, s.r.Close())
+	}
+	if s.w != nil {
+		errs = append(errs, s.w.Close())
+	}
+	if s.lock != nil {
+		errs = append(errs, s.lock.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// Path returns the absolute path of the database file.
+func (s *Store) Path() string { return s.path }
+
+// enter marks the start of a call; the returned func marks its end. It fails
+// with ErrClosed after Close.
+func (s *Store) enter() (func(), error) {
+	s.closeMu.RLock()
+	if s.closed {
+		s.closeMu.RUnlock()
+		return nil, ErrClosed
+	}
+	return s.closeMu.RUnlock, nil
+}
+
+// write runs fn inside the next group-committed transaction and returns once
+// that transaction has committed durably (nil) or failed. fn's own error rolls
+// back only fn's changes (it runs inside a savepoint). If ctx ends while the
+// caller waits, write returns ctx.Err() and fn may still commit later; every
+// write in this package is safe to repeat.
+func (s *Store) write(ctx context.Context, fn func(tx *sql.Tx, now time.Time) error) error {
+	leave, err := s.enter()
+	if err != nil {
+		return err
+	}
+	defer leave()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	op := &writeOp{ctx: ctx, fn: fn, done: make(chan error, 1)}
+	select {
+	case s.ops <- op:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-op.done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// writer is the single writer goroutine: it takes every queued op (up to
+// maxBatch), runs them in one transaction and answers each caller only after
+// the commit returned.
+func (s *Store) writer() {
+	defer close(s.writerDone)
+	batch := make([]*writeOp, 0, maxBatch)
+	for {
+		op, ok := <-s.ops
+		if !ok {
+			return
+		}
+		batch = append(batch[:0], op)
+	fill:
+		for len(batch) < maxBatch {
+			select {
+			case op, ok := <-s.ops:
+				if !ok {
+					break fill
+				}
+				batch = append(batch, op)
+			default:
+				break fill
+			}
+		}
+		s.runBatch(batch)
+		clear(batch)
+	}
+}
+
+// runBatch runs one group commit. Statements use a background context: a
+// caller's cancellation must not interrupt a transaction shared with others.
+func (s *Store) runBatch(batch []*writeOp) {
+	ctx := context.Background()
+	results := make([]error, len(batch))
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		err = s.wrap("begin", err)
+		for _, op := range batch {
+			op.done <- err
+		}
+		return
+	}
+	now := s.clock().UTC()
+	ran := false
+	for i, op := range batch {
+		if err := op.ctx.Err(); err != nil {
+			results[i] = err
+			continue
+		}
+		results[i] = runInSavepoint(ctx, tx, func() error { return op.fn(tx, now) })
+		ran = true
+	}
+	if !ran {
+		err = tx.Rollback()
+	} else {
+		err = tx.Commit()
+	}
+	if err != nil {
+		err = s.wrap("commit", err)
+		for i := range results {
+			if results[i] == nil {
+				results[i] = err
+			}
+		}
+	}
+	for i, op := range batch {
+		op.done <- results[i]
+	}
+}
+
+// runInSavepoint runs fn so that its error undoes only its own changes.
+func runInSavepoint(ctx context.Context, tx *sql.Tx, fn func() error) error {
+	if _, err := tx.ExecContext(ctx, "SAVEPOINT op"); err != nil {
+		return err
+	}
+	ferr := fn()
+	if ferr != nil {
+		if _, err := tx.ExecContext(ctx, "ROLLBACK TO op"); err != nil {
+			return errors.Join(ferr, err)
+		}
+	}
+	if _, err := tx.ExecContext(ctx, "RELEASE op"); err != nil {
+		return errors.Join(ferr, err)
+	}
+	return ferr
+}
+
+// corruptAdvice tells the operator what to do with a damaged database file.
+const corruptAdvice = "stop pbxbridge, move the file and its -wal and -shm files aside (keep them for recovery), then start again with an empty outbox or restore a backup"
+
+// wrap prefixes err with "outbox: <op>" and, for SQLite errors that call for
+// operator action, says what to do.
+func (s *Store) wrap(op string, err error) error {
+	var se *sqlite.Error
+	if !errors.As(err, &se) {
+		return fmt.Errorf("outbox: %s: %w", op, err)
+	}
+	switch se.Code() & 0xff {
+	case sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB:
+		return fmt.Errorf("outbox: %s: %w: %s: %w; %s", op, ErrCorrupt, s.path, err, corruptAdvice)
+	case sqlite3.SQLITE_FULL:
+		return fmt.Errorf("outbox: %s: %s: the disk is full, free space on its file system: %w", op, s.path, err)
+	case sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_PERM:
+		return fmt.Errorf("outbox: %s: %s: cannot write the database: the file, its -wal and -shm files and the directory must be writable by the user pbxbridge runs as: %w", op, s.path, err)
+	case sqlite3.SQLITE_IOERR:
+		return fmt.Errorf("outbox: %s: %s: disk i/o error (check the disk and the kernel log): %w", op, s.path, err)
+	}
+	return fmt.Errorf("outbox: %s: %w", op, err)
+}
+
+// damaged reports a row that does not match the schema (a NULL in a NOT NULL
+// column, a wrong type in a STRICT table): only a damaged file holds one.
+func (s *Store) damaged(op string, err error) error {
+	return fmt.Errorf("outbox: %s: %w: %s: unreadable row (%w); %s", op, ErrCorrupt, s.path, err, corruptAdvice)
+}
+
+// now returns the store clock in UTC.
+func (s *Store) now() time.Time { return s.clock().UTC() }

@@ -1,0 +1,71 @@
+package outbox
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"time"
+)
+
+// TimelineEntry is one step in the history of a call: what the daemon saw or
+// did and why (for "why was this call logged like that").
+type TimelineEntry struct {
+	Seq       int64     // 1, 2, ... per call; set by AppendTimeline
+	At        time.Time // when it happened; zero means now
+	Connector string    // the connector concerned, or empty for the call itself
+	Kind      string    // short machine-friendly class, e.g. "enqueued", "delivered", "retry"; required
+	Summary   string    // one human line
+	Detail    string    // optional longer text (error text, request ids)
+}
+
+// AppendTimeline appends e to the timeline of the call key. It is durable
+// when it returns nil. Entries are pruned with the outbox retention once no
+// outbox row of the call remains.
+func (s *Store) AppendTimeline(ctx context.Context, key string, e TimelineEntry) error {
+	if key == "" || e.Kind == "" {
+		return fmt.Errorf("outbox: append timeline: %w: empty key or kind", ErrInvalid)
+	}
+	err := s.write(ctx, func(tx *sql.Tx, now time.Time) error {
+		at := e.At
+		if at.IsZero() {
+			at = now
+		}
+		_, err := tx.ExecContext(context.Background(), `INSERT INTO timeline (key, seq, at, connector, kind, summary, detail)
+			VALUES (?1, (SELECT coalesce(max(seq), 0) + 1 FROM timeline WHERE key = ?1), ?2, ?3, ?4, ?5, ?6)`,
+			key, at.UnixNano(), e.Connector, e.Kind, e.Summary, truncateError(e.Detail))
+		if err != nil {
+			return s.wrap(fmt.Sprintf("append timeline %q", key), err)
+		}
+		return nil
+	})
+	return s.opErr("append timeline", err)
+}
+
+// Timeline returns the entries of the call key in append order (empty if none).
+func (s *Store) Timeline(ctx context.Context, key string) ([]TimelineEntry, error) {
+	leave, err := s.enter()
+	if err != nil {
+		return nil, err
+	}
+	defer leave()
+	q, err := s.r.QueryContext(ctx, `SELECT seq, at, connector, kind, summary, detail FROM timeline
+		WHERE key = ? ORDER BY seq`, key)
+	if err != nil {
+		return nil, s.wrap(fmt.Sprintf("timeline %q", key), err)
+	}
+	defer func() { _ = q.Close() }()
+	out := []TimelineEntry{}
+	for q.Next() {
+		var e TimelineEntry
+		var at int64
+		if err := q.Scan(&e.Seq, &at, &e.Connector, &e.Kind, &e.Summary, &e.Detail); err != nil {
+			return nil, s.damaged(fmt.Sprintf("timeline %q", key), err)
+		}
+		e.At = fromNanos(at)
+		out = append(out, e)
+	}
+	if err := q.Err(); err != nil {
+		return nil, s.wrap(fmt.Sprintf("timeline %q", key), err)
+	}
+	return out, nil
+}

@@ -1,0 +1,164 @@
+// Package crmtest holds faithful fake CRM servers (Bitrix24, amoCRM, Kommo) built from the wire
+// contracts in crm-apis.md, and the conformance suite every adapter must pass.
+//
+// The fakes are real HTTP servers (httptest or cmd/fakecrm) that expose what they received at
+// GET /_fake/state, and fault knobs (latency, 5xx rate, token expiry, rate limits) so tests,
+// the demo and the load harness exercise adapters the way the real CRMs would.
+package crmtest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/pbxbridge/pbxbridge/connector/callmodel"
+	"github.com/pbxbridge/pbxbridge/crm"
+)
+
+// Fault is what a fake server should do to the next requests of the adapter under test.
+type Fault int
+
+// Faults the conformance suite injects.
+const (
+	FaultNone Fault = iota
+	// FaultUnauthorized: the access token is rejected as expired (Bitrix24 401 expired_token,
+	// amoCRM 401); a correct adapter refreshes it once and succeeds.
+	FaultUnauthorized
+	// FaultRevoked: the refresh token is rejected too (invalid_grant); the adapter must return
+	// a crm.ClassAuth error and keep the record undelivered.
+	FaultRevoked
+	// FaultRateLimited: the CRM refuses with its rate-limit error (Bitrix24 503
+	// QUERY_LIMIT_EXCEEDED, amoCRM 429 with Retry-After).
+	FaultRateLimited
+	// FaultServerError: every request answers 500/502.
+	FaultServerError
+	// FaultSlow: every request takes longer than the conformance context deadline.
+	FaultSlow
+)
+
+// Harness connects the conformance suite to one adapter type and its fake.
+type Harness struct {
+	// New builds a fresh adapter talking to a fresh, authorised fake; it returns the adapter and
+	// a controller for that fake. Cleanup goes through t.Cleanup.
+	New func(t *testing.T) (crm.Adapter, Controller)
+	// Record returns the i-th test record: an answered inbound call from a known customer to a
+	// mapped extension, with a unique call id.
+	Record func(i int) *callmodel.Record
+}
+
+// Controller drives the fake behind an adapter.
+type Controller interface {
+	// Inject makes the fake misbehave as f from now on (FaultNone restores it).
+	Inject(f Fault)
+	// Logged reports how many times the call with this record key appears in the CRM (a
+	// correct adapter makes it exactly once, however often it is delivered).
+	Logged(key string) int
+}
+
+// Run runs the conformance suite.
+func Run(t *testing.T, h Harness) {
+	t.Helper()
+	t.Run("deliver", func(t *testing.T) {
+		a, c := h.New(t)
+		rec := h.Record(1)
+		if err := a.Deliver(context.Background(), rec); err != nil {
+			t.Fatalf("deliver: %v", err)
+		}
+		if n := c.Logged(rec.Key()); n != 1 {
+			t.Fatalf("call appears %d times in the CRM, want 1", n)
+		}
+	})
+	t.Run("idempotent redelivery", func(t *testing.T) {
+		a, c := h.New(t)
+		rec := h.Record(2)
+		for i := range 3 {
+			if err := a.Deliver(context.Background(), rec); err != nil {
+				t.Fatalf("delivery %d: %v", i+1, err)
+			}
+		}
+		if n := c.Logged(rec.Key()); n != 1 {
+			t.Fatalf("call delivered 3 times appears %d times in the CRM, want 1", n)
+		}
+	})
+	t.Run("expired token is refreshed", func(t *testing.T) {
+		a, c := h.New(t)
+		c.Inject(FaultUnauthorized)
+		rec := h.Record(3)
+		if err := a.Deliver(context.Background(), rec); err != nil {
+			t.Fatalf("deliver with an expired token: %v", err)
+		}
+		if n := c.Logged(rec.Key()); n != 1 {
+			t.Fatalf("call appears %d times, want 1", n)
+		}
+	})
+	t.Run("revoked authorisation", func(t *testing.T) {
+		a, c := h.New(t)
+		c.Inject(FaultRevoked)
+		rec := h.Record(4)
+		wantClass(t, a.Deliver(context.Background(), rec), crm.ClassAuth)
+		if n := c.Logged(rec.Key()); n != 0 {
+			t.Fatalf("call appears %d times, want 0", n)
+		}
+	})
+	t.Run("rate limited", func(t *testing.T) {
+		a, c := h.New(t)
+		c.Inject(FaultRateLimited)
+		err := a.Deliver(context.Background(), h.Record(5))
+		wantClass(t, err, crm.ClassRateLimited)
+	})
+	t.Run("server error is transient", func(t *testing.T) {
+		a, c := h.New(t)
+		c.Inject(FaultServerError)
+		wantClass(t, a.Deliver(context.Background(), h.Record(6)), crm.ClassTransient)
+		c.Inject(FaultNone)
+		rec := h.Record(6)
+		if err := a.Deliver(context.Background(), rec); err != nil {
+			t.Fatalf("deliver after the outage: %v", err)
+		}
+		if n := c.Logged(rec.Key()); n != 1 {
+			t.Fatalf("call appears %d times after a failed and a good delivery, want 1", n)
+		}
+	})
+	t.Run("timeout is transient", func(t *testing.T) {
+		a, c := h.New(t)
+		c.Inject(FaultSlow)
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		defer cancel()
+		start := time.Now()
+		err := a.Deliver(ctx, h.Record(7))
+		wantClass(t, err, crm.ClassTransient)
+		if d := time.Since(start); d > 5*time.Second {
+			t.Fatalf("deliver ignored its deadline: returned after %v", d)
+		}
+	})
+	t.Run("cancelled context", func(t *testing.T) {
+		a, _ := h.New(t)
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		err := a.Deliver(ctx, h.Record(8))
+		if err == nil {
+			t.Fatal("deliver with a cancelled context succeeded")
+		}
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("error %v does not wrap context.Canceled", err)
+		}
+	})
+}
+
+func wantClass(t *testing.T, err error, want crm.Class) {
+	t.Helper()
+	if err == nil {
+		t.Fatalf("got no error, want a %s error", want)
+	}
+	if got, _ := crm.Classify(err); got != want {
+		t.Fatalf("error %q classified %s, want %s", err, got, want)
+	}
+	if want == crm.ClassRateLimited {
+		if _, d := crm.Classify(err); d < 0 {
+			t.Fatalf("negative retry-after %v", d)
+		}
+	}
+	_ = fmt.Sprint(err) // errors must print without panicking
+}

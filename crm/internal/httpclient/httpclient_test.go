@@ -1,0 +1,138 @@
+package httpclient
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func fastOptions() Options {
+	return Options{RetryMax: 3, RetryWaitMin: time.Millisecond, RetryWaitMax: 5 * time.Millisecond, MaxRetryAfter: 2 * time.Second}
+}
+
+func TestRetryPolicy(t *testing.T) {
+	tests := []struct {
+		name     string
+		method   string
+		mark     bool
+		statuses []int
+		retryAft string
+		wantHits int32
+		wantCode int
+	}{
+		{"post 503 then ok", http.MethodPost, false, []int{503, 503, 200}, "", 3, 200},
+		{"post 429 short retry-after", http.MethodPost, false, []int{429, 200}, "0", 2, 200},
+		{"post 429 long retry-after is returned", http.MethodPost, false, []int{429, 200}, "3600", 1, 429},
+		{"post 500 not repeated", http.MethodPost, false, []int{500, 200}, "", 1, 500},
+		{"post 500 repeated when marked", http.MethodPost, true, []int{500, 200}, "", 2, 200},
+		{"get 502 repeated", http.MethodGet, false, []int{502, 200}, "", 2, 200},
+		{"400 never repeated", http.MethodGet, false, []int{400, 200}, "", 1, 400},
+		{"always 503 gives last response", http.MethodPost, false, []int{503, 503, 503, 503, 503}, "", 4, 503},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var hits atomic.Int32
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				n := hits.Add(1)
+				code := tc.statuses[min(int(n)-1, len(tc.statuses)-1)]
+				if tc.retryAft != "" && (code == 429 || code == 503) {
+					w.Header().Set("Retry-After", tc.retryAft)
+				}
+				w.WriteHeader(code)
+				_, _ = w.Write([]byte(`{"status":` + http.StatusText(code) + `}`))
+			}))
+			defer srv.Close()
+			c := New(fastOptions())
+			ctx := context.Background()
+			if tc.mark {
+				ctx = Idempotent(ctx)
+			}
+			resp, err := c.R().SetContext(ctx).SetBody(`{"a":1}`).Execute(tc.method, srv.URL)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := hits.Load(); got != tc.wantHits {
+				t.Errorf("attempts = %d, want %d", got, tc.wantHits)
+			}
+			if resp.StatusCode() != tc.wantCode {
+				t.Errorf("status = %d, want %d", resp.StatusCode(), tc.wantCode)
+			}
+			if len(resp.Body()) == 0 {
+				t.Error("the last response body did not reach the caller")
+			}
+		})
+	}
+}
+
+// A POST whose connection drops after the server read it must not be sent twice.
+func TestAmbiguousPostNotRepeated(t *testing.T) {
+	var hits atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		hits.Add(1)
+		hj, ok := w.(http.Hijacker)
+		if !ok {
+			t.Error("no hijacker")
+			return
+		}
+		conn, _, err := hj.Hijack()
+		if err == nil {
+			_ = conn.Close()
+		}
+	}))
+	defer srv.Close()
+	c := New(fastOptions())
+	_, err := c.R().SetContext(context.Background()).SetBody(`{"a":1}`).Post(srv.URL)
+	if err == nil {
+		t.Fatal("expected an error")
+	}
+	if got := hits.Load(); got != 1 {
+		t.Fatalf("server saw %d POSTs, want 1", got)
+	}
+}
+
+// A POST that could not even connect is safe to repeat.
+func TestDialErrorRepeated(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close() // nothing listens: connection refused
+	if !notSent(dialErr(t, addr)) {
+		t.Fatal("a refused connection must count as not sent")
+	}
+}
+
+func dialErr(t *testing.T, addr string) error {
+	t.Helper()
+	var d net.Dialer
+	conn, err := d.DialContext(context.Background(), "tcp", addr)
+	if err == nil {
+		_ = conn.Close()
+		t.Skip("something listens on the closed port")
+	}
+	return err
+}
+
+func TestRedact(t *testing.T) {
+	tests := map[string]string{
+		"https://p.bitrix24.ru/rest/1/s3cr3tw3bh00kt0k3n/telephony.externalCall.finish.json": "https://p.bitrix24.ru/rest/1/<redacted>/telephony.externalCall.finish.json",
+		"auth=abc123&x=1": "auth=<redacted>&x=1",
+		`{"access_token":"eyJ.x.y","expires_in":3}`: `{"access_token":"<redacted>","expires_in":3}`,
+		"Authorization: Bearer eyJhbGc.a.b":         "Authorization: Bearer <redacted>",
+		"refresh_token=r1&client_secret=s2":         "refresh_token=<redacted>&client_secret=<redacted>",
+	}
+	for in, want := range tests {
+		if got := Redact(in); got != want {
+			t.Errorf("Redact(%q) = %q, want %q", in, got, want)
+		}
+	}
+	if strings.Contains(Redact("https://x/rest/12/tok/"), "tok") {
+		t.Error("webhook token leaked")
+	}
+}
