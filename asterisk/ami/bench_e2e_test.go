@@ -21,7 +21,7 @@ func BenchmarkSourceEndToEnd(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer srv.Close()
+	defer func() { _ = srv.Close() }()
 	o := ami.Options{
 		Name: "bench", Address: srv.Addr(), Username: srv.Username(), Secret: srv.Secret(),
 		Events: "on", ForwardUnknown: true,

@@ -3,12 +3,12 @@ package ami
 import (
 	"context"
 	"crypto/md5" //nolint:gosec // AMI's challenge login is defined with MD5; not our choice
+	crand "crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"strconv"
 	"strings"
@@ -123,7 +123,7 @@ func dial(ctx context.Context, opts Options, m *metrics, tap io.Writer) (*Conn, 
 		dr:         &deadlineReader{nc: nc, tap: tap},
 		m:          m,
 		log:        opts.Logger,
-		prefix:     fmt.Sprintf("pbxb%06x-", rand.Uint32()&0xffffff),
+		prefix:     actionIDPrefix(),
 		pending:    make(map[string]*request),
 		events:     make(chan Inbound, opts.EventBuffer),
 		done:       make(chan struct{}),
@@ -163,9 +163,16 @@ func dial(ctx context.Context, opts Options, m *metrics, tap io.Writer) (*Conn, 
 		// The reader may already be blocked in a Read that started without a deadline.
 		_ = nc.SetReadDeadline(time.Now().Add(t))
 		c.wg.Add(1)
-		go c.pingLoop()
+		go c.pingLoop(context.WithoutCancel(ctx)) // keepalive lives as long as the connection
 	}
 	return c, nil
+}
+
+// actionIDPrefix returns a random prefix that makes this connection's ActionIDs recognisable.
+func actionIDPrefix() string {
+	var b [3]byte
+	_, _ = crand.Read(b[:]) // never fails on supported platforms
+	return fmt.Sprintf("pbxb%x-", b)
 }
 
 // login authenticates with the configured method and event mask.
@@ -568,7 +575,7 @@ func (c *Conn) deliver(f *Frame, at time.Time) {
 
 // pingLoop sends a Ping every PingInterval. Liveness is judged by the read deadline, not by the
 // Pong, so a consumer that is slow to drain Events() never makes a healthy PBX look dead.
-func (c *Conn) pingLoop() {
+func (c *Conn) pingLoop(base context.Context) {
 	defer c.wg.Done()
 	t := time.NewTicker(c.opts.PingInterval)
 	defer t.Stop()
@@ -580,7 +587,7 @@ func (c *Conn) pingLoop() {
 			return
 		case <-t.C:
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), c.opts.PingTimeout)
+		ctx, cancel := context.WithTimeout(base, c.opts.PingTimeout)
 		_, err := c.action(ctx, Action{Name: "Ping"})
 		cancel()
 		if err != nil && !errors.Is(err, ErrClosed) {

@@ -270,7 +270,7 @@ func TestActionsWhileEventsStream(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	got := make(chan []string, 1)
 	go func() { got <- drain(t, c, 20*time.Second) }()
 
@@ -347,7 +347,7 @@ func TestLateAndOrphanFrames(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	_, err = c.Action(ctx, Action{Name: "CoreShowChannels"})
 	cancel()
@@ -392,7 +392,7 @@ func TestKeepaliveDetectsDeadPeer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	start := time.Now()
 	drain(t, c, 5*time.Second)
 	if err := c.Err(); !errors.Is(err, ErrConnectionLost) || !strings.Contains(err.Error(), "keepalive") {
@@ -430,7 +430,7 @@ func TestSlowConsumerIsNotADeadPeer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	time.Sleep(600 * time.Millisecond) // many keepalive periods without draining
 	for i := range 50 {
 		select {
@@ -500,7 +500,7 @@ func TestActionRefusedAndInjection(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	_, err = c.Action(context.Background(), Action{Name: "Originate"}.Set("CallerID", "x\r\n\r\nAction: Hangup"))
 	if !errors.Is(err, ErrInvalidHeader) {
 		t.Fatalf("injection: got %v", err)

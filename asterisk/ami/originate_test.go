@@ -33,7 +33,7 @@ func TestOriginateClickToCall(t *testing.T) {
 	}
 	// The call plays with the requested extension, number and originate id.
 	var sawVar, sawResp, sawExt bool
-	for !(sawVar && sawResp && sawExt) {
+	for !sawVar || !sawResp || !sawExt {
 		ev := r.next(t, 5*time.Second, nil)
 		switch {
 		case ev.Type == asterisk.TypeVarSet && ev.Variable == ami.OriginateVariable:

@@ -149,7 +149,9 @@ func TestResyncRefused(t *testing.T) {
 	go func() { done <- src.Run(ctx, out) }()
 	defer func() {
 		cancel()
-		<-done
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Errorf("Run: %v", err)
+		}
 	}()
 	var got []asterisk.Type
 	for {

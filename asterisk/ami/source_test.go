@@ -55,12 +55,7 @@ func runSource(t *testing.T, o ami.Options) *running {
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{src: src, out: make(chan asterisk.Event, 100000), cancel: cancel, done: make(chan error, 1)}
 	go func() { r.done <- src.Run(ctx, r.out) }()
-	t.Cleanup(r.stop(t))
-	return r
-}
-
-func (r *running) stop(t *testing.T) func() {
-	return func() {
+	t.Cleanup(func() {
 		r.cancel()
 		select {
 		case err := <-r.done:
@@ -70,7 +65,8 @@ func (r *running) stop(t *testing.T) func() {
 		case <-time.After(10 * time.Second):
 			t.Error("Run did not return after cancel")
 		}
-	}
+	})
+	return r
 }
 
 // next returns the next event for which keep is true, failing after timeout.
