@@ -18,7 +18,7 @@ import (
 func TestOriginateClickToCall(t *testing.T) {
 	srv := startPBX(t, fakepbx.Config{Speed: 20})
 	o := pbxOptions(srv)
-	o.Originate = ami.OriginateOptions{Channel: "Local/{ext}@internal", Context: "pstn-out"}
+	o.Originate = ami.OriginateOptions{Channel: "Local/{ext}@internal", Context: "pstn-out", Exten: "0{number}"}
 	r := runSource(t, o)
 	r.next(t, 5*time.Second, ofType(asterisk.TypeConnected))
 
@@ -32,10 +32,12 @@ func TestOriginateClickToCall(t *testing.T) {
 		t.Error("no Uniqueid in the result")
 	}
 	// The call plays with the requested extension, number and originate id.
-	var sawVar, sawResp, sawExt bool
-	for !sawVar || !sawResp || !sawExt {
+	var sawVar, sawResp, sawExt, sawNum bool
+	for !sawVar || !sawResp || !sawExt || !sawNum {
 		ev := r.next(t, 5*time.Second, nil)
 		switch {
+		case ev.Type == asterisk.TypeNewChannel && strings.HasPrefix(ev.Chan.Name, "Local/0+79005550001@"):
+			sawNum = true // the customer leg dials the Exten template
 		case ev.Type == asterisk.TypeVarSet && ev.Variable == ami.OriginateVariable:
 			sawVar = ev.Value == "crm-42"
 		case ev.Type == asterisk.TypeOriginateResponse:
