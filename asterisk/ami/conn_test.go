@@ -424,14 +424,14 @@ func TestSlowConsumerIsNotADeadPeer(t *testing.T) {
 		}
 	})
 	o := testOptions(addr)
-	o.PingInterval, o.PingTimeout = 50*time.Millisecond, 50*time.Millisecond
+	o.PingInterval, o.PingTimeout = 200*time.Millisecond, 200*time.Millisecond
 	o.EventBuffer = 1
 	c, err := Dial(context.Background(), o)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer func() { _ = c.Close() }()
-	time.Sleep(600 * time.Millisecond) // many keepalive periods without draining
+	time.Sleep(1500 * time.Millisecond) // several keepalive bounds without draining
 	for i := range 50 {
 		select {
 		case in, ok := <-c.Events():

@@ -457,7 +457,7 @@ func TestSourceOptionsAndDuplicateMetrics(t *testing.T) {
 func TestSourceBackpressure(t *testing.T) {
 	srv := startPBX(t, fakepbx.Config{Speed: math.Inf(1)})
 	o := pbxOptions(srv)
-	o.PingInterval, o.PingTimeout = 50*time.Millisecond, 50*time.Millisecond
+	o.PingInterval, o.PingTimeout = 250*time.Millisecond, 250*time.Millisecond
 	src, err := ami.NewSource(o)
 	if err != nil {
 		t.Fatal(err)
@@ -475,7 +475,7 @@ func TestSourceBackpressure(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := len(expectedNames(t, "concurrent"))
-	time.Sleep(500 * time.Millisecond) // ten keepalive periods without reading
+	time.Sleep(2 * time.Second) // four keepalive bounds without reading
 	for i := range want {
 		select {
 		case ev := <-out:

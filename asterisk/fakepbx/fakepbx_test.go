@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"math"
 	"regexp"
@@ -221,7 +222,8 @@ func TestConcurrentReplaysNeverCollide(t *testing.T) {
 }
 
 // TestCoreShowChannelsReflectsReplays: mid-call, CoreShowChannels lists exactly the channels
-// created and not yet hung up in the events the client received before the list.
+// created and not yet hung up in the events the client received before the list. The list is
+// streamed (ami.Conn.Stream), so it arrives in wire order with the events.
 func TestCoreShowChannelsReflectsReplays(t *testing.T) {
 	s := start(t, Config{Speed: 4})
 	c := dial(t, s, "on")
@@ -229,52 +231,54 @@ func TestCoreShowChannelsReflectsReplays(t *testing.T) {
 		t.Fatal(err)
 	}
 	live := map[string]bool{}
-	var mu sync.Mutex
-	stop := make(chan struct{})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			select {
-			case in, ok := <-c.Events():
-				if !ok {
-					return
-				}
-				mu.Lock()
-				switch in.Frame.Event() {
-				case "Newchannel":
-					live[in.Frame.Get("Uniqueid")] = true
-				case "Hangup":
-					delete(live, in.Frame.Get("Uniqueid"))
-				}
-				mu.Unlock()
-			case <-stop:
-				return
+	listed := map[string]bool{}
+	asked := time.After(2 * time.Second) // the transfer is in progress by then
+	var id string
+	for {
+		select {
+		case <-asked:
+			var err error
+			if id, err = c.Stream(context.Background(), ami.Action{Name: "CoreShowChannels"}); err != nil {
+				t.Fatal(err)
 			}
+			continue
+		case in, ok := <-c.Events():
+			if !ok {
+				t.Fatalf("connection ended: %v", c.Err())
+			}
+			f := in.Frame
+			switch {
+			case id != "" && f.ActionID() == id && f.Event() == "CoreShowChannel":
+				if f.Get("Linkedid") == "" || f.Get("Duration") == "" || f.Get("ChannelStateDesc") == "" {
+					t.Errorf("incomplete entry %v", f.Fields)
+				}
+				listed[f.Get("Uniqueid")] = true
+			case id != "" && f.ActionID() == id && f.Event() == "CoreShowChannelsComplete":
+				if len(listed) == 0 {
+					t.Fatal("nothing listed in the middle of a call")
+				}
+				for u := range listed {
+					if !live[u] {
+						t.Errorf("listed channel %s is not alive", u)
+					}
+				}
+				for u := range live {
+					if !listed[u] {
+						t.Errorf("live channel %s is not listed", u)
+					}
+				}
+				if got := f.Get("ListItems"); got != fmt.Sprint(len(listed)) {
+					t.Errorf("ListItems %s, listed %d", got, len(listed))
+				}
+				return
+			case f.Event() == "Newchannel":
+				live[f.Get("Uniqueid")] = true
+			case f.Event() == "Hangup":
+				delete(live, f.Get("Uniqueid"))
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("no list")
 		}
-	}()
-	time.Sleep(2 * time.Second) // the transfer is in progress
-	chans, err := c.CoreShowChannels(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Every event queued before the list has been read by now; compare.
-	time.Sleep(50 * time.Millisecond)
-	mu.Lock()
-	want := len(live)
-	for _, f := range chans {
-		if !live[f.Get("Uniqueid")] {
-			t.Errorf("listed channel %s (%s) is not alive", f.Get("Channel"), f.Get("Uniqueid"))
-		}
-		if f.Get("Linkedid") == "" || f.Get("Duration") == "" || f.Get("ChannelStateDesc") == "" {
-			t.Errorf("incomplete entry %v", f.Fields)
-		}
-	}
-	mu.Unlock()
-	close(stop)
-	<-done
-	if len(chans) == 0 || len(chans) > want {
-		t.Errorf("listed %d channels, %d alive", len(chans), want)
 	}
 }
 

@@ -475,6 +475,7 @@ func (s *Server) startInstance(ctx context.Context, in *instance) {
 		delete(s.calls, in)
 		s.mu.Unlock()
 		s.finished.Add(1)
+		close(in.done)
 	}()
 }
 
