@@ -333,15 +333,19 @@ func (c *Conn) forget(req *request) bool {
 	return false
 }
 
-// write encodes and writes one action. After a failed write the connection accepts no more
-// writes (a partial write would corrupt the next action); a write timeout also closes the socket
-// because a PBX that does not read for WriteTimeout is hung. Other write errors leave the socket
-// to the reader, which still delivers whatever the PBX sent before it went away.
+// write encodes and writes one action. A write that started always gets the full WriteTimeout
+// (not the action's deadline), because a write cut short would leave half an action on the wire.
+// After a failed write the connection accepts no more writes; a write timeout also closes the
+// socket, because a PBX that does not read for WriteTimeout is hung. Other write errors leave
+// the socket to the reader, which still delivers whatever the PBX sent before it went away.
 func (c *Conn) write(ctx context.Context, a *Action) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	if c.werr != nil {
 		return c.werr
+	}
+	if err := ctx.Err(); err != nil {
+		return err // nothing written: the connection stays usable
 	}
 	buf, err := a.AppendTo(c.wbuf[:0])
 	if err != nil {
@@ -350,11 +354,7 @@ func (c *Conn) write(ctx context.Context, a *Action) error {
 	if cap(buf) <= 64<<10 {
 		c.wbuf = buf[:0]
 	}
-	deadline := time.Now().Add(c.opts.WriteTimeout)
-	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
-		deadline = d
-	}
-	_ = c.nc.SetWriteDeadline(deadline)
+	_ = c.nc.SetWriteDeadline(time.Now().Add(c.opts.WriteTimeout))
 	if _, err := c.nc.Write(buf); err != nil {
 		c.werr = fmt.Errorf("%w: writing to the PBX: %w", ErrConnectionLost, err)
 		var ne net.Error
