@@ -62,8 +62,10 @@ func captureLogoff(conn *Conn) error {
 			}
 		case <-ctx.Done():
 			_ = conn.Close() // unblocks Logoff; Close waits for the reader
-			if errc != nil {
-				<-errc
+			if errc != nil { // Logoff returns once the connection is closed
+				if err := <-errc; err != nil && logoffErr == nil && !errors.Is(err, ErrClosed) && !errors.Is(err, ErrConnectionLost) {
+					logoffErr = fmt.Errorf("ami: capture: logoff: %w", err)
+				}
 			}
 			return logoffErr
 		}

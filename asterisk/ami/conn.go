@@ -3,12 +3,12 @@ package ami
 import (
 	"context"
 	"crypto/md5" //nolint:gosec // AMI's challenge login is defined with MD5; not our choice
+	crand "crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"strconv"
 	"strings"
@@ -123,7 +123,7 @@ func dial(ctx context.Context, opts Options, m *metrics, tap io.Writer) (*Conn, 
 		dr:         &deadlineReader{nc: nc, tap: tap},
 		m:          m,
 		log:        opts.Logger,
-		prefix:     fmt.Sprintf("pbxb%06x-", rand.Uint32()&0xffffff),
+		prefix:     actionIDPrefix(),
 		pending:    make(map[string]*request),
 		events:     make(chan Inbound, opts.EventBuffer),
 		done:       make(chan struct{}),
@@ -163,9 +163,16 @@ func dial(ctx context.Context, opts Options, m *metrics, tap io.Writer) (*Conn, 
 		// The reader may already be blocked in a Read that started without a deadline.
 		_ = nc.SetReadDeadline(time.Now().Add(t))
 		c.wg.Add(1)
-		go c.pingLoop()
+		go c.pingLoop(context.WithoutCancel(ctx)) // keepalive lives as long as the connection
 	}
 	return c, nil
+}
+
+// actionIDPrefix returns a random prefix that makes this connection's ActionIDs recognisable.
+func actionIDPrefix() string {
+	var b [3]byte
+	_, _ = crand.Read(b[:]) // never fails on supported platforms
+	return fmt.Sprintf("pbxb%x-", b)
 }
 
 // login authenticates with the configured method and event mask.
@@ -190,7 +197,7 @@ func (c *Conn) login(ctx context.Context) error {
 	if _, err := c.action(ctx, a); err != nil {
 		var re *ResponseError
 		if errors.As(err, &re) {
-			return fmt.Errorf("ami: login as %q: %w: %s", user, ErrAuthFailed, re.Message)
+			return fmt.Errorf("ami: login as %q: %w (the PBX said %q)", user, ErrAuthFailed, re.Message)
 		}
 		return fmt.Errorf("ami: login as %q: %w", user, err)
 	}
@@ -326,15 +333,19 @@ func (c *Conn) forget(req *request) bool {
 	return false
 }
 
-// write encodes and writes one action. After a failed write the connection accepts no more
-// writes (a partial write would corrupt the next action); a write timeout also closes the socket
-// because a PBX that does not read for WriteTimeout is hung. Other write errors leave the socket
-// to the reader, which still delivers whatever the PBX sent before it went away.
+// write encodes and writes one action. A write that started always gets the full WriteTimeout
+// (not the action's deadline), because a write cut short would leave half an action on the wire.
+// After a failed write the connection accepts no more writes; a write timeout also closes the
+// socket, because a PBX that does not read for WriteTimeout is hung. Other write errors leave
+// the socket to the reader, which still delivers whatever the PBX sent before it went away.
 func (c *Conn) write(ctx context.Context, a *Action) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	if c.werr != nil {
 		return c.werr
+	}
+	if err := ctx.Err(); err != nil {
+		return err // nothing written: the connection stays usable
 	}
 	buf, err := a.AppendTo(c.wbuf[:0])
 	if err != nil {
@@ -343,11 +354,7 @@ func (c *Conn) write(ctx context.Context, a *Action) error {
 	if cap(buf) <= 64<<10 {
 		c.wbuf = buf[:0]
 	}
-	deadline := time.Now().Add(c.opts.WriteTimeout)
-	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
-		deadline = d
-	}
-	_ = c.nc.SetWriteDeadline(deadline)
+	_ = c.nc.SetWriteDeadline(time.Now().Add(c.opts.WriteTimeout))
 	if _, err := c.nc.Write(buf); err != nil {
 		c.werr = fmt.Errorf("%w: writing to the PBX: %w", ErrConnectionLost, err)
 		var ne net.Error
@@ -568,7 +575,7 @@ func (c *Conn) deliver(f *Frame, at time.Time) {
 
 // pingLoop sends a Ping every PingInterval. Liveness is judged by the read deadline, not by the
 // Pong, so a consumer that is slow to drain Events() never makes a healthy PBX look dead.
-func (c *Conn) pingLoop() {
+func (c *Conn) pingLoop(base context.Context) {
 	defer c.wg.Done()
 	t := time.NewTicker(c.opts.PingInterval)
 	defer t.Stop()
@@ -580,7 +587,7 @@ func (c *Conn) pingLoop() {
 			return
 		case <-t.C:
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), c.opts.PingTimeout)
+		ctx, cancel := context.WithTimeout(base, c.opts.PingTimeout)
 		_, err := c.action(ctx, Action{Name: "Ping"})
 		cancel()
 		if err != nil && !errors.Is(err, ErrClosed) {

@@ -352,16 +352,18 @@ func (r *Reader) addContinuation(line []byte) {
 // build returns the current frame; all its strings share one allocation.
 func (r *Reader) build() *Frame {
 	s := string(r.buf)
-	f := &Frame{Fields: make([]Field, 0, r.nFields)}
+	f := &Frame{Fields: make([]Field, r.nFields)}
 	if r.nOut > 0 {
 		f.Output = make([]string, 0, r.nOut)
 	}
+	i := 0
 	for _, sp := range r.spans {
 		if sp.out {
 			f.Output = append(f.Output, s[sp.v0:sp.v1])
 			continue
 		}
-		f.Fields = append(f.Fields, Field{Key: s[sp.k0:sp.k1], Value: s[sp.v0:sp.v1]})
+		f.Fields[i] = Field{Key: s[sp.k0:sp.k1], Value: s[sp.v0:sp.v1]}
+		i++
 	}
 	return f
 }
@@ -377,15 +379,22 @@ func (r *Reader) reset() {
 // splitField splits "Key: Value". Values may contain ": " themselves; only the first colon
 // counts. A key must be non-empty and contain no spaces; one space after the colon is removed.
 func splitField(line []byte) (key, value []byte, ok bool) {
-	i := bytes.IndexByte(line, ':')
-	if i <= 0 || bytes.IndexByte(line[:i], ' ') >= 0 {
-		return nil, nil, false
+	for i, c := range line {
+		switch c {
+		case ':':
+			if i == 0 {
+				return nil, nil, false
+			}
+			v := line[i+1:]
+			if len(v) > 0 && v[0] == ' ' {
+				v = v[1:]
+			}
+			return line[:i], v, true
+		case ' ':
+			return nil, nil, false
+		}
 	}
-	v := line[i+1:]
-	if len(v) > 0 && v[0] == ' ' {
-		v = v[1:]
-	}
-	return line[:i], v, true
+	return nil, nil, false
 }
 
 func truncate(s string, n int) string {

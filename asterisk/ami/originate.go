@@ -26,12 +26,15 @@ const OriginateVariable = "__PBXBRIDGE_ORIGINATE_ID"
 // (Channel), and once the agent answers the call continues in Context at Exten = the customer's
 // number, i.e. through the PBX's normal outbound routing.
 type OriginateOptions struct {
-	// Channel is the agent's channel; "{ext}" is replaced by the extension. Default "PJSIP/{ext}".
+	// Channel is the agent's channel; "{ext}" (and "{number}") are replaced. Default
+	// "PJSIP/{ext}".
 	// FreePBX: "Local/{ext}@from-internal" (follows the extension's settings: DND, follow-me);
 	// chan_sip: "SIP/{ext}".
 	Channel string
-	// Context and Priority of the customer leg (default "from-internal", 1).
+	// Context, Exten and Priority of the customer leg (default "from-internal", "{number}", 1);
+	// "{number}" and "{ext}" are replaced in Exten (e.g. "9{number}" for an outbound prefix).
 	Context  string
+	Exten    string
 	Priority int
 	// StateContext is where ExtensionState finds the extension's hint (default: Context; plain
 	// Asterisk often keeps hints in the phones' context, FreePBX in ext-local, reachable from
@@ -61,6 +64,9 @@ func (o OriginateOptions) withDefaults() OriginateOptions {
 	if o.Context == "" {
 		o.Context = "from-internal"
 	}
+	if o.Exten == "" {
+		o.Exten = "{number}"
+	}
 	if o.Priority <= 0 {
 		o.Priority = 1
 	}
@@ -83,7 +89,8 @@ func (o *OriginateOptions) validate() error {
 	if !strings.Contains(o.Channel, "{ext}") {
 		return fmt.Errorf("ami: originate channel template %q has no {ext}", o.Channel)
 	}
-	for _, kv := range [][2]string{{"channel", o.Channel}, {"context", o.Context}, {"state context", o.StateContext}, {"caller id", o.CallerID}} {
+	for _, kv := range [][2]string{{"channel", o.Channel}, {"context", o.Context}, {"exten", o.Exten},
+		{"state context", o.StateContext}, {"caller id", o.CallerID}} {
 		if strings.ContainsAny(kv[1], "\r\n\x00") {
 			return fmt.Errorf("ami: originate %s contains a line break", kv[0])
 		}
@@ -162,10 +169,11 @@ func (s *Source) Originate(ctx context.Context, req asterisk.OriginateRequest) (
 		name = num
 	}
 	callerID := strings.NewReplacer("{name}", sanitizeCallerName(name), "{number}", num, "{ext}", ext).Replace(o.CallerID)
+	subst := strings.NewReplacer("{number}", num, "{ext}", ext)
 	res, err := conn.Originate(ctx, OriginateData{
-		Channel:   strings.ReplaceAll(o.Channel, "{ext}", ext),
+		Channel:   subst.Replace(o.Channel),
 		Context:   o.Context,
-		Exten:     num,
+		Exten:     subst.Replace(o.Exten),
 		Priority:  o.Priority,
 		Timeout:   timeout,
 		CallerID:  callerID,

@@ -86,7 +86,6 @@ func (in *instance) scale(d time.Duration) time.Duration {
 
 // run emits the scenario's frames at their (scaled) times.
 func (in *instance) run(ctx context.Context) {
-	defer close(in.done)
 	s := in.srv
 	var buf []byte
 	timer := time.NewTimer(time.Hour)

@@ -13,6 +13,7 @@
 // outage are lost for them, as on a real PBX).
 //
 // Knobs for fault tests: DropClients (close every client connection now), Config.DropEvery,
+// Outage (drop the clients and refuse connections for a while),
 // StallClients (a half-open connection: the socket stays open but nothing is read or written),
 // SetExtension (what an extension answers to ExtensionState and Originate).
 //
@@ -129,6 +130,7 @@ type Server struct {
 	sent     atomic.Uint64
 	drops    atomic.Uint64
 	booted   time.Time
+	refuse   atomic.Int64 // unix nanoseconds until which new connections are closed at once
 }
 
 // Start compiles the transcripts, listens and serves until Close.
@@ -289,6 +291,14 @@ func (s *Server) DropClients() int {
 	return n
 }
 
+// Outage drops every client connection and, for d, closes new connections as soon as they are
+// accepted (the PBX's AMI is unreachable), while the calls keep playing. It returns how many
+// clients were dropped.
+func (s *Server) Outage(d time.Duration) int {
+	s.refuse.Store(time.Now().Add(d).UnixNano())
+	return s.DropClients()
+}
+
 // StallClients turns every current client connection half-open: the socket stays open, but the
 // server neither reads its actions nor writes anything to it any more. New connections work
 // normally. It returns how many were stalled.
@@ -327,6 +337,10 @@ func (s *Server) acceptLoop() {
 				s.log.Warn("fakepbx: accept", "err", err)
 			}
 			return
+		}
+		if time.Now().UnixNano() < s.refuse.Load() {
+			_ = nc.Close()
+			continue
 		}
 		ss := newSession(s, nc)
 		s.mu.Lock()
@@ -461,6 +475,7 @@ func (s *Server) startInstance(ctx context.Context, in *instance) {
 		delete(s.calls, in)
 		s.mu.Unlock()
 		s.finished.Add(1)
+		close(in.done)
 	}()
 }
 

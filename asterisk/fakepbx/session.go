@@ -211,6 +211,10 @@ func (ss *session) login(f *ami.Frame, id string) {
 		ss.closeAfterWrite()
 		return
 	}
+	// Under emitMu, so that no event is broadcast between the answer and the moment the session
+	// receives events: the client sees every event emitted after its login response.
+	ss.srv.emitMu.Lock()
+	defer ss.srv.emitMu.Unlock()
 	ss.mask.Store(eventMask(f.Get("Events")))
 	ss.reply(id, "Success", "Message", "Authentication accepted")
 	up := strconv.Itoa(int(time.Since(ss.srv.booted).Seconds()))

@@ -352,9 +352,8 @@ func (c *compiler) scan(v string) []seg {
 			for j < len(v) && isDigit(v[j]) {
 				j++
 			}
-			end := j
 			if j+1 < len(v) && v[j] == '.' && isDigit(v[j+1]) {
-				end = j + 1
+				end := j + 1
 				for end < len(v) && isDigit(v[end]) {
 					end++
 				}

@@ -6,6 +6,10 @@
 //	fakepbx --listen 127.0.0.1:5038 --rate 5 --calls 100
 //	fakepbx --scenario inbound_answered,outbound_busy --rate 1 --speed 10
 //	fakepbx --drop-every 30s        # drop every client connection every 30 s
+//	fakepbx --extensions 101,102=busy,103=noanswer,104=unavailable
+//
+// Signals: SIGUSR1 drops every client connection now (the calls keep playing); SIGUSR2 turns
+// the current client connections half-open (nothing is read or written any more).
 package main
 
 import (
@@ -21,6 +25,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/pbxbridge/pbxbridge/asterisk/ami"
 	"github.com/pbxbridge/pbxbridge/asterisk/fakepbx"
 )
 
@@ -43,6 +48,7 @@ func run() error {
 		speed     = flag.Float64("speed", 1, "speed factor of the replays (0: as fast as possible)")
 		dropEvery = flag.Duration("drop-every", 0, "drop every client connection this often (0: never)")
 		noTS      = flag.Bool("no-timestamps", false, "omit the Timestamp header (Asterisk's default)")
+		extSpec   = flag.String("extensions", "101,102,103", "extensions for ExtensionState/Originate: ext[=answer|busy|noanswer|congestion|fail|reject|inuse|unavailable],...")
 		list      = flag.Bool("list", false, "list the scenarios and exit")
 		verbose   = flag.Bool("v", false, "verbose logs")
 	)
@@ -52,13 +58,17 @@ func run() error {
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	exts, err := parseExtensions(*extSpec)
+	if err != nil {
+		return err
+	}
 	sp := *speed
 	if sp == 0 {
 		sp = math.Inf(1)
 	}
 	srv, err := fakepbx.Start(fakepbx.Config{
 		Addr: *listen, Username: *user, Secret: *secret, Speed: sp, Seed: *seed,
-		DropEvery: *dropEvery, NoTimestamps: *noTS, Logger: log,
+		DropEvery: *dropEvery, NoTimestamps: *noTS, Logger: log, Extensions: exts,
 	})
 	if err != nil {
 		return err
@@ -73,6 +83,7 @@ func run() error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	go report(ctx, srv, log)
+	go faults(ctx, srv, log)
 	if *rate > 0 || *calls > 0 {
 		var mix []string
 		if *scenario != "" {
@@ -107,4 +118,49 @@ func report(ctx context.Context, srv *fakepbx.Server, log *slog.Logger) {
 				"calls_finished", st.CallsFinished, "events_sent", st.EventsSent, "drops", st.Drops)
 		}
 	}
+}
+
+// faults drops (SIGUSR1) or stalls (SIGUSR2) the client connections on demand.
+func faults(ctx context.Context, srv *fakepbx.Server, log *slog.Logger) {
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGUSR1, syscall.SIGUSR2)
+	defer signal.Stop(sig)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case s := <-sig:
+			if s == syscall.SIGUSR1 {
+				log.Info("dropped client connections", "count", srv.DropClients())
+			} else {
+				log.Info("client connections now half-open", "count", srv.StallClients())
+			}
+		}
+	}
+}
+
+// parseExtensions parses "101,102=busy,104=unavailable".
+func parseExtensions(spec string) (map[string]fakepbx.Ext, error) {
+	out := map[string]fakepbx.Ext{}
+	for _, item := range strings.Split(spec, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		ext, mode, _ := strings.Cut(item, "=")
+		e := fakepbx.Ext{State: ami.ExtIdle, Outcome: fakepbx.Answer}
+		switch mode {
+		case "", "answer":
+		case "busy", "noanswer", "congestion", "fail", "reject":
+			e.Outcome = fakepbx.Outcome(mode)
+		case "inuse":
+			e.State = ami.ExtInUse
+		case "unavailable":
+			e.State = ami.ExtUnavailable
+		default:
+			return nil, fmt.Errorf("--extensions: %q: unknown mode %q", ext, mode)
+		}
+		out[ext] = e
+	}
+	return out, nil
 }

@@ -1,0 +1,4 @@
+package ami
+
+// CPUTime exposes cpuTime to the external benchmarks.
+var CPUTime = cpuTime
