@@ -3,13 +3,14 @@ module github.com/pbxbridge/pbxbridge
 go 1.26.0
 
 require (
+	github.com/coder/websocket v1.8.15
+	github.com/coreos/go-systemd/v22 v22.7.0
 	github.com/go-resty/resty/v2 v2.17.2
 	github.com/hashicorp/go-cleanhttp v0.5.2
 	github.com/hashicorp/go-retryablehttp v0.7.8
 	github.com/prometheus/client_golang v1.25.0
+	go.uber.org/goleak v1.3.0
 )
-
-require github.com/coreos/go-systemd/v22 v22.7.0 // indirect
 
 require (
 	github.com/kylelemons/godebug v1.1.0 // indirect
