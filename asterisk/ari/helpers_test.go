@@ -8,6 +8,7 @@ import (
 	"math"
 	"regexp"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -242,3 +243,66 @@ func sortRecords(rs []callmodel.Record) {
 }
 
 var inf = math.Inf(1)
+
+// metricValue returns the value of the series of name whose labels include labels (0 when
+// there is none).
+func metricValue(t testing.TB, reg *prometheus.Registry, name string, labels map[string]string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	next:
+		for _, m := range mf.GetMetric() {
+			have := map[string]string{}
+			for _, lp := range m.GetLabel() {
+				have[lp.GetName()] = lp.GetValue()
+			}
+			for k, v := range labels {
+				if have[k] != v {
+					continue next
+				}
+			}
+			switch {
+			case m.GetCounter() != nil:
+				return m.GetCounter().GetValue()
+			case m.GetGauge() != nil:
+				return m.GetGauge().GetValue()
+			case m.GetHistogram() != nil:
+				return float64(m.GetHistogram().GetSampleCount())
+			}
+		}
+	}
+	return 0
+}
+
+// firstChannelID returns the id of the first channel a transcript creates whose name starts
+// with prefix and ends with suffix.
+func firstChannelID(t testing.TB, scenario, prefix, suffix string) string {
+	t.Helper()
+	data, err := transcripts.ARI(scenario)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range bytes.Split(data, []byte("\n")) {
+		var m struct {
+			Type    string `json:"type"`
+			Channel struct {
+				ID   string `json:"id"`
+				Name string `json:"name"`
+			} `json:"channel"`
+		}
+		if json.Unmarshal(l, &m) != nil || m.Type != "ChannelCreated" {
+			continue
+		}
+		if strings.HasPrefix(m.Channel.Name, prefix) && strings.HasSuffix(m.Channel.Name, suffix) {
+			return m.Channel.ID
+		}
+	}
+	t.Fatalf("%s creates no channel %s…%s", scenario, prefix, suffix)
+	return ""
+}

@@ -186,6 +186,16 @@ func (in *ariInstance) run(ctx context.Context) {
 			return
 		}
 		s.emitMu.Lock()
+		for s.gate != nil { // frozen
+			g := s.gate
+			s.emitMu.Unlock()
+			select {
+			case <-g:
+			case <-ctx.Done():
+				return
+			}
+			s.emitMu.Lock()
+		}
 		in.pos.Store(int32(i + 1))
 		switch {
 		case fr.origVar && in.vars != nil:

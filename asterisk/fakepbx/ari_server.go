@@ -83,7 +83,7 @@ type ARIStats struct {
 //
 // Knobs for fault tests: DropClients, ARIConfig.DropEvery, Outage (drop the clients and refuse
 // connections for a while), StallClients (half-open websockets: nothing read, written or
-// ponged), SetRESTDelay (slow REST answers), SetExtension.
+// ponged), Freeze (hold the replays), SetRESTDelay (slow REST answers), SetExtension.
 //
 // An ARIServer is safe for concurrent use. Close stops it and waits for its goroutines.
 type ARIServer struct {
@@ -106,8 +106,9 @@ type ARIServer struct {
 	exts     map[string]Ext
 	rng      *rand.Rand
 
-	// emitMu orders event emission with the channel and bridge lists.
+	// emitMu orders event emission with the channel and bridge lists; it also guards gate.
 	emitMu sync.Mutex
+	gate   chan struct{} // not nil while frozen; closed by the resume function
 
 	uidSeq    atomic.Uint64
 	chanSeq   atomic.Uint64
@@ -318,6 +319,31 @@ func (s *ARIServer) StallClients() int {
 		}
 	}
 	return len(s.sessions)
+}
+
+// Freeze holds every replay before its next message until resume is called (idempotent).
+// Time keeps running: messages that fall due meanwhile are sent at once on resume, with the
+// timestamps they would have had. Click-to-call outcomes of POST /ari/channels are not held.
+// With the replays frozen, a client that reconnects misses nothing, so tests can check a
+// resync against exactly known state.
+func (s *ARIServer) Freeze() (resume func()) {
+	s.emitMu.Lock()
+	if s.gate == nil {
+		s.gate = make(chan struct{})
+	}
+	g := s.gate
+	s.emitMu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			s.emitMu.Lock()
+			if s.gate == g {
+				close(g)
+				s.gate = nil
+			}
+			s.emitMu.Unlock()
+		})
+	}
 }
 
 // SetRESTDelay delays every REST answer by d (0: none), to test client timeouts.
