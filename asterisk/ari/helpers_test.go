@@ -306,3 +306,20 @@ func firstChannelID(t testing.TB, scenario, prefix, suffix string) string {
 	t.Fatalf("%s creates no channel %s…%s", scenario, prefix, suffix)
 	return ""
 }
+
+// drain passes events to fn until the source has read want messages in all and every event it
+// forwarded was taken, or fails after limit.
+func (r *running) drain(t testing.TB, want int64, limit time.Duration, fn func(asterisk.Event)) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for r.src.Status().Events < want || len(r.out) > 0 {
+		select {
+		case ev := <-r.out:
+			fn(ev)
+		case <-time.After(10 * time.Millisecond):
+			if time.Now().After(deadline) {
+				t.Fatalf("the source read %d messages in %v, want %d", r.src.Status().Events, limit, want)
+			}
+		}
+	}
+}

@@ -36,21 +36,13 @@ func TestTranscriptsThroughSourceMatchReplay(t *testing.T) {
 			}
 			wantEvents := int64(messages(t, sc))
 			var last time.Time
-			deadline := time.Now().Add(30 * time.Second)
-			for r.src.Status().Events < wantEvents || len(r.out) > 0 {
-				select {
-				case ev := <-r.out:
-					if ev.Type == asterisk.TypeDisconnected {
-						t.Fatalf("disconnected: %v", ev.Vars["error"])
-					}
-					b.Apply(&ev)
-					last = ev.Time
-				case <-time.After(10 * time.Millisecond):
-					if time.Now().After(deadline) {
-						t.Fatalf("read %d events, want %d", r.src.Status().Events, wantEvents)
-					}
+			r.drain(t, wantEvents, 30*time.Second, func(ev asterisk.Event) {
+				if ev.Type == asterisk.TypeDisconnected {
+					t.Fatalf("disconnected: %v", ev.Vars["error"])
 				}
-			}
+				b.Apply(&ev)
+				last = ev.Time
+			})
 			<-call.Done()
 			b.Flush(last, true)
 
