@@ -1,0 +1,325 @@
+package ari_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"math"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/goleak"
+
+	"github.com/pbxbridge/pbxbridge/asterisk"
+	"github.com/pbxbridge/pbxbridge/asterisk/ari"
+	"github.com/pbxbridge/pbxbridge/asterisk/fakepbx"
+	"github.com/pbxbridge/pbxbridge/asterisk/numbers"
+	"github.com/pbxbridge/pbxbridge/asterisk/transcripts"
+	"github.com/pbxbridge/pbxbridge/connector"
+	"github.com/pbxbridge/pbxbridge/connector/callmodel"
+	"github.com/pbxbridge/pbxbridge/connector/replay"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// startFake starts a fake ARI server closed at the end of the test.
+func startFake(t testing.TB, cfg fakepbx.ARIConfig) *fakepbx.ARIServer {
+	t.Helper()
+	srv, err := fakepbx.StartARI(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Close() })
+	return srv
+}
+
+// fastOptions are Options for srv with quick reconnects and keepalive.
+func fastOptions(srv *fakepbx.ARIServer) ari.Options {
+	return ari.Options{
+		Name:         "lab",
+		URL:          srv.URL(),
+		Username:     srv.Username(),
+		Password:     srv.Password(),
+		PingInterval: 500 * time.Millisecond,
+		PingTimeout:  2 * time.Second,
+		Backoff:      ari.Backoff{Initial: 100 * time.Millisecond, Max: 400 * time.Millisecond},
+	}
+}
+
+// running is a Source running in the background.
+type running struct {
+	src    *ari.Source
+	out    chan asterisk.Event
+	cancel context.CancelFunc
+	done   chan error
+	reg    *prometheus.Registry
+}
+
+// runSource creates a Source with opts (a fresh registry when none) and runs it until the test
+// ends; buf is the capacity of its out channel.
+func runSource(t testing.TB, opts ari.Options, buf int) *running {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	if opts.Registerer == nil {
+		opts.Registerer = reg
+	}
+	src, err := ari.NewSource(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &running{src: src, out: make(chan asterisk.Event, buf), cancel: cancel, done: make(chan error, 1), reg: reg}
+	go func() { r.done <- src.Run(ctx, r.out) }()
+	t.Cleanup(r.stop)
+	return r
+}
+
+// stop cancels the source and waits for Run to return (idempotent).
+func (r *running) stop() {
+	r.cancel()
+	if err, ok := <-r.done; ok {
+		close(r.done)
+		if !errors.Is(err, context.Canceled) {
+			panic("Run returned " + err.Error())
+		}
+	}
+}
+
+// next returns the next event or fails after limit.
+func (r *running) next(t testing.TB, limit time.Duration) asterisk.Event {
+	t.Helper()
+	select {
+	case ev := <-r.out:
+		return ev
+	case <-time.After(limit):
+		t.Fatalf("no event within %v", limit)
+	}
+	return asterisk.Event{}
+}
+
+// waitFor polls cond until it holds or fails after limit.
+func waitFor(t testing.TB, limit time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", limit, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// labOptions are the call model options of the lab transcripts.
+func labOptions(t testing.TB) callmodel.Options {
+	t.Helper()
+	norm := numbers.MustNew(numbers.Config{DefaultRegion: "RU"})
+	o, err := connector.LabCalls().Compile(norm.Normalize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return o
+}
+
+// collector is a callmodel.Output keeping the records.
+type collector struct {
+	mu      sync.Mutex
+	records []callmodel.Record
+}
+
+func (c *collector) Live(*callmodel.Live) {}
+func (c *collector) Record(r *callmodel.Record) {
+	c.mu.Lock()
+	c.records = append(c.records, *r)
+	c.mu.Unlock()
+}
+
+func (c *collector) all() []callmodel.Record {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.records)
+}
+
+// fileRecords replays a transcript file with replay.ARI.
+func fileRecords(t testing.TB, scenario string) []callmodel.Record {
+	t.Helper()
+	data, err := transcripts.ARI(scenario)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := replay.ARI(bytes.NewReader(data), labOptions(t), &out); err != nil {
+		t.Fatal(err)
+	}
+	return decodeRecords(t, out.Bytes())
+}
+
+func decodeRecords(t testing.TB, data []byte) []callmodel.Record {
+	t.Helper()
+	var recs []callmodel.Record
+	dec := json.NewDecoder(bytes.NewReader(data))
+	for dec.More() {
+		var r callmodel.Record
+		if err := dec.Decode(&r); err != nil {
+			t.Fatal(err)
+		}
+		recs = append(recs, r)
+	}
+	return recs
+}
+
+// messages counts the ARI messages of a transcript.
+func messages(t testing.TB, scenario string) int {
+	t.Helper()
+	data, err := transcripts.ARI(scenario)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, l := range bytes.Split(data, []byte("\n")) {
+		if len(bytes.TrimSpace(l)) > 0 {
+			n++
+		}
+	}
+	return n
+}
+
+var uidRE = regexp.MustCompile(`\d{9,}\.\d+`)
+
+// unmap turns a record of a replay back into the transcript's ids and times, using the fresh →
+// original id map and the replay's time shift.
+func unmap(r callmodel.Record, back map[string]string, shift time.Duration) callmodel.Record {
+	mapID := func(s string) string {
+		if o, ok := back[s]; ok {
+			return o
+		}
+		return s
+	}
+	r.CallID = mapID(r.CallID)
+	r.Recording = uidRE.ReplaceAllStringFunc(r.Recording, mapID)
+	r.StartedAt = r.StartedAt.Add(-shift)
+	r.EndedAt = r.EndedAt.Add(-shift)
+	if r.AnsweredAt != nil {
+		t := r.AnsweredAt.Add(-shift)
+		r.AnsweredAt = &t
+	}
+	r.Legs = slices.Clone(r.Legs)
+	for i := range r.Legs {
+		l := &r.Legs[i]
+		if l.AnsweredAt != nil {
+			t := l.AnsweredAt.Add(-shift)
+			l.AnsweredAt = &t
+		}
+		if l.EndedAt != nil {
+			t := l.EndedAt.Add(-shift)
+			l.EndedAt = &t
+		}
+	}
+	r.Transfers = slices.Clone(r.Transfers)
+	for i := range r.Transfers {
+		r.Transfers[i].At = r.Transfers[i].At.Add(-shift)
+	}
+	return r
+}
+
+func sortRecords(rs []callmodel.Record) {
+	slices.SortFunc(rs, func(a, b callmodel.Record) int {
+		if c := a.StartedAt.Compare(b.StartedAt); c != 0 {
+			return c
+		}
+		switch {
+		case a.CallID < b.CallID:
+			return -1
+		case a.CallID > b.CallID:
+			return 1
+		}
+		return 0
+	})
+}
+
+var inf = math.Inf(1)
+
+// metricValue returns the value of the series of name whose labels include labels (0 when
+// there is none).
+func metricValue(t testing.TB, reg *prometheus.Registry, name string, labels map[string]string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	next:
+		for _, m := range mf.GetMetric() {
+			have := map[string]string{}
+			for _, lp := range m.GetLabel() {
+				have[lp.GetName()] = lp.GetValue()
+			}
+			for k, v := range labels {
+				if have[k] != v {
+					continue next
+				}
+			}
+			switch {
+			case m.GetCounter() != nil:
+				return m.GetCounter().GetValue()
+			case m.GetGauge() != nil:
+				return m.GetGauge().GetValue()
+			case m.GetHistogram() != nil:
+				return float64(m.GetHistogram().GetSampleCount())
+			}
+		}
+	}
+	return 0
+}
+
+// firstChannelID returns the id of the first channel a transcript creates whose name starts
+// with prefix and ends with suffix.
+func firstChannelID(t testing.TB, scenario, prefix, suffix string) string {
+	t.Helper()
+	data, err := transcripts.ARI(scenario)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range bytes.Split(data, []byte("\n")) {
+		var m struct {
+			Type    string `json:"type"`
+			Channel struct {
+				ID   string `json:"id"`
+				Name string `json:"name"`
+			} `json:"channel"`
+		}
+		if json.Unmarshal(l, &m) != nil || m.Type != "ChannelCreated" {
+			continue
+		}
+		if strings.HasPrefix(m.Channel.Name, prefix) && strings.HasSuffix(m.Channel.Name, suffix) {
+			return m.Channel.ID
+		}
+	}
+	t.Fatalf("%s creates no channel %s…%s", scenario, prefix, suffix)
+	return ""
+}
+
+// drain passes events to fn until the source has read want messages in all and every event it
+// forwarded was taken, or fails after limit.
+func (r *running) drain(t testing.TB, want int64, limit time.Duration, fn func(asterisk.Event)) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for r.src.Status().Events < want || len(r.out) > 0 {
+		select {
+		case ev := <-r.out:
+			fn(ev)
+		case <-time.After(10 * time.Millisecond):
+			if time.Now().After(deadline) {
+				t.Fatalf("the source read %d messages in %v, want %d", r.src.Status().Events, limit, want)
+			}
+		}
+	}
+}
