@@ -400,7 +400,7 @@ func (c *AdminClient) Do(ctx context.Context, method, path string, body io.Reade
 	if err != nil {
 		var opErr *net.OpError
 		if errors.As(err, &opErr) && opErr.Op == "dial" {
-			return fmt.Errorf("%w: %s: %v", ErrNotRunning, c.Socket, opErr.Err)
+			return fmt.Errorf("%w: %s: %w", ErrNotRunning, c.Socket, opErr.Err)
 		}
 		return err
 	}

@@ -46,11 +46,15 @@ func (c *ReplayCmd) Run(g *Globals) error {
 		r = f
 	}
 	w := bufio.NewWriter(g.Stdout)
-	defer w.Flush()
 	if c.AMI != "" {
-		return replay.AMI(r, opts, w)
+		err = replay.AMI(r, opts, w)
+	} else {
+		err = replay.ARI(r, opts, w)
 	}
-	return replay.ARI(r, opts, w)
+	if ferr := w.Flush(); err == nil {
+		err = ferr
+	}
+	return err
 }
 
 func (c *ReplayCmd) modelOptions(g *Globals) (callmodel.Options, error) {

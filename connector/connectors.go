@@ -2,7 +2,6 @@ package connector
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -383,6 +382,3 @@ func (t *instrumented) RoundTrip(req *http.Request) (*http.Response, error) {
 	t.d.m.crmRequests.WithLabelValues(t.connector).Inc()
 	return resp, err
 }
-
-// errNoConnector is returned by admin calls naming an unknown connector.
-var errNoConnector = errors.New("no such connector")

@@ -279,7 +279,7 @@ func (d *Daemon) loop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-reloads:
-			d.Reload(ctx)
+			_ = d.Reload(ctx) // logged inside; the running config stays in force on failure
 		}
 	}
 }

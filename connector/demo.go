@@ -65,7 +65,7 @@ func (c *DemoCmd) Run(g *Globals) error {
 		if err != nil {
 			return err
 		}
-		defer os.RemoveAll(tmp)
+		defer func() { _ = os.RemoveAll(tmp) }()
 		dir = tmp
 	}
 	licDir := filepath.Join(dir, "licenses.d")
@@ -81,7 +81,7 @@ func (c *DemoCmd) Run(g *Globals) error {
 	if err != nil {
 		return fmt.Errorf("simulated PBX: %w", err)
 	}
-	defer pbx.Close()
+	defer func() { _ = pbx.Close() }()
 
 	// The fake CRMs, each on its own loopback port, reached through its reserved name.
 	b24 := crmtest.NewBitrix24()
@@ -122,7 +122,7 @@ func (c *DemoCmd) Run(g *Globals) error {
 	}
 	cfg.PBX[0].Calls = LabCalls()
 
-	var logOut io.Writer = io.Discard
+	logOut := io.Discard
 	if c.Verbose {
 		logOut = g.Stderr
 	}
@@ -152,7 +152,9 @@ func (c *DemoCmd) Run(g *Globals) error {
 	fmt.Fprintf(out, "status page: %s/   metrics: %s/metrics   state: %s\n", base, base, dir)
 	if err := waitUntil(ctx, 20*time.Second, func() bool { return d.ready.Load() }); err != nil {
 		stopDaemon()
-		<-done
+		if derr := <-done; derr != nil {
+			err = errors.Join(err, derr)
+		}
 		return fmt.Errorf("the daemon did not get ready: %w", err)
 	}
 	// Install the Bitrix24 local application into the daemon, as a portal admin would.
