@@ -57,6 +57,9 @@ type Record struct {
 	// CallerExt is the extension that placed an outbound or internal call (for click-to-call:
 	// the agent whose phone rang first); it says whose call it was when nobody answered.
 	CallerExt string `json:"caller_ext,omitempty"`
+	// Trunk is the trunk the call used, as its channel name without the unique suffix (e.g.
+	// "PJSIP/provider"); used by connector routing filters.
+	Trunk string `json:"trunk,omitempty"`
 }
 
 // Key is the record's idempotency key, unique across the PBXs of one daemon.
