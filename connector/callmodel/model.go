@@ -110,6 +110,20 @@ func dialNumber(ds string) string {
 	return ""
 }
 
+// trunkName is a trunk channel's name without its unique suffix: "PJSIP/provider-0000002a" →
+// "PJSIP/provider", "IAX2/telco-4321" → "IAX2/telco", "DAHDI/i1/89001234567-1" →
+// "DAHDI/i1/89001234567", "Local/+74951112233@from-pstn-0000001c;2" →
+// "Local/+74951112233@from-pstn".
+func trunkName(name string) string {
+	if n := len(name); n > 2 && name[n-2] == ';' {
+		name = name[:n-2]
+	}
+	if i := strings.LastIndexByte(name, '-'); i > strings.IndexByte(name, '/') && i > 0 {
+		name = name[:i]
+	}
+	return name
+}
+
 // isNumber reports whether s is digits with an optional leading "+".
 func isNumber(s string) bool {
 	s = strings.TrimPrefix(s, "+")
@@ -430,6 +444,12 @@ func (b *Builder) record(c *call, end time.Time) *Record {
 	}
 	if d.callerExt != nil && d.dir != Inbound {
 		r.CallerExt = d.callerExt.ext
+	}
+	switch {
+	case d.dir == Inbound && d.inTrunk != nil:
+		r.Trunk = trunkName(d.inTrunk.name)
+	case d.dir == Outbound && d.outTrunk != nil:
+		r.Trunk = trunkName(d.outTrunk.name)
 	}
 
 	switch {

@@ -83,6 +83,8 @@ for c in meta['calls']:
                 break
     if cause:
         rec['hangup_cause'] = cause
+    # The trunk: the trunk leg's channel name without its unique suffix.
+    rec['trunk'] = trunk['name'].rsplit(';', 1)[0].rsplit('-', 1)[0]
     out.append(rec)
 
 out.sort(key=lambda r: (r['started_at'], r['call_id']))
