@@ -121,27 +121,23 @@ func (in *instance) run(ctx context.Context) {
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
-	for i := range in.sc.frames {
+	for i := 0; i < len(in.sc.frames); {
 		fr := &in.sc.frames[i]
-		var due time.Time
-		for {
-			ps := s.pause.Load()
-			if ps.gate != nil { // paused: time stands still for the calls
-				select {
-				case <-ps.gate:
-					continue
-				case <-ctx.Done():
-					return
-				}
+		ps := s.pause.Load()
+		if ps.gate != nil { // paused: time stands still for the calls
+			select {
+			case <-ps.gate:
+				continue
+			case <-ctx.Done():
+				return
 			}
-			due = in.start.Add(ps.total - in.pauseBase).Add(in.scale(fr.at))
-			wait := time.Until(due)
-			if wait <= 200*time.Microsecond {
-				break
-			}
+		}
+		due := in.start.Add(ps.total - in.pauseBase).Add(in.scale(fr.at))
+		if wait := time.Until(due); wait > 200*time.Microsecond {
 			timer.Reset(wait)
 			select {
-			case <-timer.C: // check for a pause that began meanwhile
+			case <-timer.C:
+				continue // check for a pause that began meanwhile
 			case <-ctx.Done():
 				return
 			}
@@ -161,7 +157,9 @@ func (in *instance) run(ctx context.Context) {
 		} else {
 			buf = in.render(buf, fr, ts, "", "")
 		}
-		s.emit(in, int32(i+1), buf, fr.classes)
+		if s.emitCall(in, int32(i+1), buf, fr.classes) {
+			i++
+		} // else a pause began since the check: wait for Resume and render it again
 	}
 }
 

@@ -319,6 +319,8 @@ func (s *Server) Outage(d time.Duration) int {
 func (s *Server) Pause() {
 	s.pauseMu.Lock()
 	defer s.pauseMu.Unlock()
+	s.emitMu.Lock() // no call event is being sent once Pause returns
+	defer s.emitMu.Unlock()
 	if cur := s.pause.Load(); cur.gate == nil {
 		s.pause.Store(&pauseState{gate: make(chan struct{}), at: time.Now(), total: cur.total})
 	}
@@ -349,7 +351,7 @@ func (s *Server) UserEvent(name string, kv ...string) {
 		b = appendHeader(b, kv[i], kv[i+1])
 	}
 	b = append(b, "\r\n"...)
-	s.emit(nil, 0, b, classBits["user"])
+	s.emit(b, classBits["user"])
 }
 
 // StallClients turns every current client connection half-open: the socket stays open, but the
@@ -430,15 +432,24 @@ func (s *Server) dropLoop(every time.Duration) {
 	}
 }
 
-// emit sends one event frame of replay in (its frame number pos) to every logged-in client whose
-// event mask includes the frame's classes.
-func (s *Server) emit(in *instance, pos int32, frame []byte, classes uint32) {
+// emit sends one frame that belongs to no replay to every logged-in client whose event mask
+// includes the frame's classes.
+func (s *Server) emit(frame []byte, classes uint32) {
 	s.emitMu.Lock()
 	defer s.emitMu.Unlock()
-	if in != nil {
-		in.pos.Store(pos)
-	}
 	s.broadcastLocked(frame, classes)
+}
+
+// emitCall sends frame number pos of replay in, unless the replays are paused (false).
+func (s *Server) emitCall(in *instance, pos int32, frame []byte, classes uint32) bool {
+	s.emitMu.Lock()
+	defer s.emitMu.Unlock()
+	if s.pause.Load().gate != nil {
+		return false
+	}
+	in.pos.Store(pos)
+	s.broadcastLocked(frame, classes)
+	return true
 }
 
 // broadcastLocked copies frame to the clients; emitMu must be held.
