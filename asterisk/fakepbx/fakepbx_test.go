@@ -389,3 +389,47 @@ func TestUnknownActionsAndAuth(t *testing.T) {
 		t.Errorf("unknown extension %+v %v", st, err)
 	}
 }
+
+// TestPauseResumeAndMarker: while paused no call event is sent; a UserEvent marker arrives in
+// order; after Resume the replay completes with every frame, timestamps still increasing.
+func TestPauseResumeAndMarker(t *testing.T) {
+	s := start(t, Config{Speed: 4})
+	c := dial(t, s, "on")
+	want := len(transcriptFrames(t, "inbound_answered"))
+	call, err := s.Play(context.Background(), "inbound_answered")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := collect(t, c, 20)
+	s.Pause()
+	s.UserEvent("sync", "Seq", "1")
+	for {
+		f := collect(t, c, 1)[0]
+		if f.Event() == "UserEvent" {
+			if f.Get("UserEvent") != "sync" || f.Get("Seq") != "1" {
+				t.Fatalf("marker %v", f.Fields)
+			}
+			break
+		}
+		got = append(got, f)
+	}
+	select {
+	case in := <-c.Events():
+		t.Fatalf("event %s while paused", in.Frame.Event())
+	case <-time.After(300 * time.Millisecond):
+	}
+	s.Resume()
+	got = append(got, collect(t, c, want-len(got))...)
+	<-call.Done()
+	var last time.Time
+	for i, f := range got {
+		ts, err := parseTS(f.Get("Timestamp"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ts.Before(last) {
+			t.Fatalf("frame %d: timestamp went back", i)
+		}
+		last = ts
+	}
+}

@@ -33,6 +33,27 @@ func (c *Call) MapID(orig string) string {
 	return ""
 }
 
+// Position is how far the replay has got, in the transcript's own time (from its first event):
+// every frame of the transcript before Position has been sent. It stands still during Pause.
+func (c *Call) Position() time.Duration {
+	in := c.in
+	n := int(in.pos.Load())
+	if n >= len(in.sc.frames) {
+		return in.sc.duration
+	}
+	next := in.sc.frames[n].at
+	if math.IsInf(in.speed, 1) {
+		return next
+	}
+	ps := in.srv.pause.Load()
+	now := time.Now()
+	if ps.gate != nil {
+		now = ps.at
+	}
+	elapsed := now.Sub(in.start) - (ps.total - in.pauseBase)
+	return min(time.Duration(float64(elapsed)*in.speed), next)
+}
+
 // Start is the wall-clock time of the replay's first event.
 func (c *Call) Start() time.Time { return c.in.start }
 
@@ -50,6 +71,9 @@ type instance struct {
 	vars     []ami.Field // Originate variables replacing the recorder's originate id
 	pos      atomic.Int32
 	done     chan struct{}
+	// pauseBase is the server's total pause time when the replay started: pauses after that
+	// shift the replay's timeline (see Server.Pause).
+	pauseBase time.Duration
 }
 
 func (s *Server) newInstance(sc *scenario, start time.Time) *instance {
@@ -63,6 +87,7 @@ func (s *Server) newInstance(sc *scenario, start time.Time) *instance {
 		bridges: make([]string, sc.nBridges),
 		done:    make(chan struct{}),
 	}
+	in.pauseBase = s.pause.Load().total
 	for _, k := range sc.uidOrder {
 		epoch := start.Add(in.scale(time.Duration(sc.uidEpoch[k]) * time.Second)).Unix()
 		in.uids[k] = strconv.FormatInt(epoch, 10) + "." + strconv.FormatUint(s.uidSeq.Add(1), 10)
@@ -74,6 +99,11 @@ func (s *Server) newInstance(sc *scenario, start time.Time) *instance {
 		in.bridges[k] = s.newUUID()
 	}
 	return in
+}
+
+// base is the wall-clock time of the replay's first event, shifted by the pauses since it started.
+func (in *instance) base() time.Time {
+	return in.start.Add(in.srv.pause.Load().total - in.pauseBase)
 }
 
 // scale converts a duration of the original recording into replay time.
@@ -91,17 +121,28 @@ func (in *instance) run(ctx context.Context) {
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
-	for i := range in.sc.frames {
+	for i := 0; i < len(in.sc.frames); {
 		fr := &in.sc.frames[i]
-		due := in.start.Add(in.scale(fr.at))
+		ps := s.pause.Load()
+		if ps.gate != nil { // paused: time stands still for the calls
+			select {
+			case <-ps.gate:
+				continue
+			case <-ctx.Done():
+				return
+			}
+		}
+		due := in.start.Add(ps.total - in.pauseBase).Add(in.scale(fr.at))
 		if wait := time.Until(due); wait > 200*time.Microsecond {
 			timer.Reset(wait)
 			select {
 			case <-timer.C:
+				continue // check for a pause that began meanwhile
 			case <-ctx.Done():
 				return
 			}
-		} else if ctx.Err() != nil {
+		}
+		if ctx.Err() != nil {
 			return
 		}
 		ts := due
@@ -116,7 +157,9 @@ func (in *instance) run(ctx context.Context) {
 		} else {
 			buf = in.render(buf, fr, ts, "", "")
 		}
-		s.emit(in, int32(i+1), buf, fr.classes)
+		if s.emitCall(in, int32(i+1), buf, fr.classes) {
+			i++
+		} // else a pause began since the check: wait for Resume and render it again
 	}
 }
 
@@ -149,7 +192,7 @@ func (in *instance) appendValue(dst []byte, f *tfield, ts time.Time) []byte {
 	case fkTimestamp:
 		return appendTimestamp(dst, ts)
 	case fkClockTime:
-		t := in.start.Add(in.scale(f.segs[0].off)).UTC()
+		t := in.base().Add(in.scale(f.segs[0].off)).UTC()
 		return t.AppendFormat(dst, clockLayout)
 	case fkSeconds:
 		n, _ := strconv.Atoi(f.segs[0].lit)
@@ -183,7 +226,7 @@ func (in *instance) fieldValue(i int, key string) string {
 	fr := &in.sc.frames[i]
 	for k := range fr.fields {
 		if fr.fields[k].key == key {
-			return string(in.appendValue(nil, &fr.fields[k], in.start.Add(in.scale(fr.at))))
+			return string(in.appendValue(nil, &fr.fields[k], in.base().Add(in.scale(fr.at))))
 		}
 	}
 	return ""
@@ -278,7 +321,7 @@ func (in *instance) coreShowChannel(dst []byte, lc liveChannel, actionID string,
 	dst = appendHeader(dst, "BridgeId", bridge)
 	dst = appendHeader(dst, "Application", app)
 	dst = appendHeader(dst, "ApplicationData", data)
-	age := now.Sub(in.start.Add(in.scale(lc.created)))
+	age := now.Sub(in.base().Add(in.scale(lc.created)))
 	if age < 0 {
 		age = 0
 	}

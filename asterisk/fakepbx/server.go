@@ -13,7 +13,8 @@
 // outage are lost for them, as on a real PBX).
 //
 // Knobs for fault tests: DropClients (close every client connection now), Config.DropEvery,
-// Outage (drop the clients and refuse connections for a while),
+// Outage (drop the clients and refuse connections for a while), Pause/Resume (freeze the calls),
+// UserEvent (a marker in the event stream),
 // StallClients (a half-open connection: the socket stays open but nothing is read or written),
 // SetExtension (what an extension answers to ExtensionState and Originate).
 //
@@ -131,6 +132,17 @@ type Server struct {
 	drops    atomic.Uint64
 	booted   time.Time
 	refuse   atomic.Int64 // unix nanoseconds until which new connections are closed at once
+
+	pauseMu sync.Mutex
+	pause   atomic.Pointer[pauseState]
+}
+
+// pauseState is the replays' clock: paused (gate closed by Resume) or running, and the total
+// time spent paused so far.
+type pauseState struct {
+	gate  chan struct{}
+	at    time.Time
+	total time.Duration
 }
 
 // Start compiles the transcripts, listens and serves until Close.
@@ -199,6 +211,7 @@ func Start(cfg Config) (*Server, error) {
 		rng:       rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15)),
 		booted:    time.Now(),
 	}
+	s.pause.Store(&pauseState{})
 	s.wg.Add(1)
 	go s.acceptLoop()
 	if cfg.DropEvery > 0 {
@@ -299,6 +312,48 @@ func (s *Server) Outage(d time.Duration) int {
 	return s.DropClients()
 }
 
+// Pause stops every replay where it is: no call event is emitted until Resume, and the calls'
+// timelines (timestamps included) shift by the pause, as if time had stood still for them.
+// Clients stay connected and actions are answered. Tests use it to let a slow consumer catch up
+// before a fault.
+func (s *Server) Pause() {
+	s.pauseMu.Lock()
+	defer s.pauseMu.Unlock()
+	s.emitMu.Lock() // no call event is being sent once Pause returns
+	defer s.emitMu.Unlock()
+	if cur := s.pause.Load(); cur.gate == nil {
+		s.pause.Store(&pauseState{gate: make(chan struct{}), at: time.Now(), total: cur.total})
+	}
+}
+
+// Resume continues the replays after Pause.
+func (s *Server) Resume() {
+	s.pauseMu.Lock()
+	defer s.pauseMu.Unlock()
+	if cur := s.pause.Load(); cur.gate != nil {
+		s.pause.Store(&pauseState{total: cur.total + time.Since(cur.at)})
+		close(cur.gate)
+	}
+}
+
+// UserEvent sends "Event: UserEvent" with "UserEvent: name" and the given key/value pairs to
+// every client, in order with the call events: a marker that tells a test everything sent before
+// it has arrived.
+func (s *Server) UserEvent(name string, kv ...string) {
+	var b []byte
+	b = appendHeader(b, "Event", "UserEvent")
+	b = appendHeader(b, "Privilege", "user,all")
+	if !s.cfg.NoTimestamps {
+		b = appendHeader(b, "Timestamp", string(appendTimestamp(nil, time.Now())))
+	}
+	b = appendHeader(b, "UserEvent", name)
+	for i := 0; i+1 < len(kv); i += 2 {
+		b = appendHeader(b, kv[i], kv[i+1])
+	}
+	b = append(b, "\r\n"...)
+	s.emit(b, classBits["user"])
+}
+
 // StallClients turns every current client connection half-open: the socket stays open, but the
 // server neither reads its actions nor writes anything to it any more. New connections work
 // normally. It returns how many were stalled.
@@ -377,15 +432,24 @@ func (s *Server) dropLoop(every time.Duration) {
 	}
 }
 
-// emit sends one event frame of replay in (its frame number pos) to every logged-in client whose
-// event mask includes the frame's classes.
-func (s *Server) emit(in *instance, pos int32, frame []byte, classes uint32) {
+// emit sends one frame that belongs to no replay to every logged-in client whose event mask
+// includes the frame's classes.
+func (s *Server) emit(frame []byte, classes uint32) {
 	s.emitMu.Lock()
 	defer s.emitMu.Unlock()
-	if in != nil {
-		in.pos.Store(pos)
-	}
 	s.broadcastLocked(frame, classes)
+}
+
+// emitCall sends frame number pos of replay in, unless the replays are paused (false).
+func (s *Server) emitCall(in *instance, pos int32, frame []byte, classes uint32) bool {
+	s.emitMu.Lock()
+	defer s.emitMu.Unlock()
+	if s.pause.Load().gate != nil {
+		return false
+	}
+	in.pos.Store(pos)
+	s.broadcastLocked(frame, classes)
+	return true
 }
 
 // broadcastLocked copies frame to the clients; emitMu must be held.

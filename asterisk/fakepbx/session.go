@@ -354,7 +354,7 @@ func (s *Server) originate(ss *session, f *ami.Frame, id string) {
 		b = appendHeader(b, "CallerIDNum", "<unknown>")
 		b = appendHeader(b, "CallerIDName", "<unknown>")
 		b = append(b, "\r\n"...)
-		s.emit(nil, 0, b, classBits["call"])
+		s.emit(b, classBits["call"])
 		if !async {
 			ss.reply(id, "Error", "Message", "Originate failed")
 		}
