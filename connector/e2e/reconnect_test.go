@@ -1,9 +1,3 @@
-//go:build ignore
-
-// This test needs connector/callmodel's Builder and asterisk/numbers (branch model). Until they
-// land on main it is excluded with the "ignore" build tag (which go mod tidy also skips); once
-// they are merged, delete the build line. Verified against branch model at 6c9a053.
-
 package e2e
 
 import (

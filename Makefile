@@ -1,0 +1,44 @@
+# pbxbridge build targets. `go run ./cmd/pbxbridge demo` and `go test ./...` need none of this.
+# Releases are tagged vX.Y.Z; untagged builds get 0.1.0~git<commit> (a valid Debian version).
+VERSION    ?= $(shell git describe --tags --match 'v[0-9]*' 2>/dev/null || echo 0.1.0~git$$(git rev-parse --short HEAD 2>/dev/null || echo unknown))
+BUILD_TIME ?= $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
+ARCH       ?= amd64
+LDFLAGS    := -s -w -X main.version=$(VERSION) -X github.com/pbxbridge/pbxbridge/licensing.buildTime=$(BUILD_TIME)
+NFPM       := go run github.com/goreleaser/nfpm/v2/cmd/nfpm@v2.45.0
+DIST       := dist
+
+.PHONY: all build test race lint ci deb bench fault clean
+
+all: build
+
+build:
+	CGO_ENABLED=0 GOARCH=$(ARCH) go build -trimpath -ldflags '$(LDFLAGS)' -o $(DIST)/pbxbridge ./cmd/pbxbridge
+
+test:
+	go test ./...
+
+race:
+	go test -race ./...
+
+lint:
+	golangci-lint run ./...
+
+ci:
+	bash .ci/run
+
+# A Debian package: binary in /usr/bin, unit in /lib/systemd/system, the sample config as a
+# conffile in /etc/pbxbridge, the system user created by postinst (systemd/nfpm.yaml).
+deb: build
+	VERSION=$(patsubst v%,%,$(VERSION)) ARCH=$(ARCH) $(NFPM) package --config systemd/nfpm.yaml --packager deb --target $(DIST)/
+
+# Every figure of BENCHMARKS.md.
+bench:
+	go test -run '^$$' -bench . -benchtime 2s ./connector/outbox/ ./connector/callmodel/ ./asterisk/ami/ ./licensing/ ./connector/dispatch/
+	go run ./cmd/loadtest
+
+# The full fault suite (the short form runs in CI).
+fault:
+	PBXBRIDGE_FAULT_FULL=1 go test -count=1 -timeout 60m -run 'TestFault|TestCrash' ./connector/...
+
+clean:
+	rm -rf $(DIST)
