@@ -230,7 +230,8 @@ type Event struct {
 	// LocalOptimization* details.
 	Vars map[string]string
 
-	// Resync is set on TypeConnected after a reconnect (a snapshot follows).
+	// Resync is set on TypeConnected when a snapshot follows (AMI: after every login, the first
+	// one included; ARI: after a reconnect).
 	Resync bool
 }
 

@@ -18,9 +18,10 @@ import (
 // Run keeps one logged-in connection, reconnecting with Options.Backoff, and sends on out, in
 // wire order and with backpressure (never dropping an event):
 //
-//   - TypeConnected after every login (Time = login time); Resync is true after a reconnect;
+//   - TypeConnected after every login (Time = login time) with Resync set: a snapshot follows;
 //   - the normalised events (ToEvent); events of TypeUnknown only when Options.ForwardUnknown;
-//   - after a reconnect, the resync snapshot: one TypeSnapshot per channel of CoreShowChannels
+//   - after every login, the first one included, the snapshot: one TypeSnapshot per channel of
+//     CoreShowChannels
 //     and then TypeSnapshotEnd (Vars["channels"] = how many). Live events that arrive while the
 //     PBX produces the list are sent in wire order between the snapshot events, exactly as the
 //     PBX interleaved them, so a Hangup for a channel that is not in the snapshot may come before
@@ -137,7 +138,10 @@ func (s *Source) Run(ctx context.Context, out chan<- asterisk.Event) error {
 		s.readyOnce.Do(func() { close(s.ready) })
 		s.log.Info("ami: connected", "address", s.opts.Address, "banner", conn.Banner(), "resync", connectedBefore)
 
-		err = s.serve(ctx, conn, out, connectedBefore)
+		// Every login asks for the snapshot, the first one too: calls already in progress when
+		// the daemon starts (after a restart or a crash) are learnt from it instead of being
+		// half-known from their remaining events.
+		err = s.serve(ctx, conn, out, true)
 		_ = conn.Close()
 		connectedBefore = true
 		lostAt := clock.Now()

@@ -157,8 +157,11 @@ func TestSourceDeliversReplay(t *testing.T) {
 	o.Registerer = reg
 	r := runSource(t, o)
 	ev := r.next(t, 5*time.Second, nil)
-	if ev.Type != asterisk.TypeConnected || ev.Resync || ev.PBX != "lab" {
-		t.Fatalf("first event %+v, want Connected without resync", ev)
+	if ev.Type != asterisk.TypeConnected || !ev.Resync || ev.PBX != "lab" {
+		t.Fatalf("first event %+v, want Connected with the snapshot announced", ev)
+	}
+	if ev := r.next(t, 5*time.Second, nil); ev.Type != asterisk.TypeSnapshotEnd || ev.Vars["channels"] != "0" {
+		t.Fatalf("second event %+v, want the empty snapshot's end", ev)
 	}
 	select {
 	case <-r.src.Ready():
@@ -225,6 +228,37 @@ func firstLinkedid(t *testing.T, scenario string) string {
 		}
 		if f.Event() == "Newchannel" {
 			return f.Get("Linkedid")
+		}
+	}
+}
+
+// TestSourceSnapshotOnFirstLogin: calls already in progress when the source starts (a daemon
+// restarted or crashed in the middle of them) are in the snapshot of the first login, so the
+// call model learns them whole instead of from their remaining events only.
+func TestSourceSnapshotOnFirstLogin(t *testing.T) {
+	srv := startPBX(t, fakepbx.Config{Speed: 4})
+	call, err := srv.Play(context.Background(), "attended_transfer") // ~17 s: 4.25 s here
+	if err != nil {
+		t.Fatal(err)
+	}
+	for call.Position() < 3*time.Second { // well under way: several channels exist
+		time.Sleep(10 * time.Millisecond)
+	}
+	r := runSource(t, pbxOptions(srv))
+	if ev := r.next(t, 5*time.Second, nil); ev.Type != asterisk.TypeConnected || !ev.Resync {
+		t.Fatalf("first event %+v, want Connected with the snapshot announced", ev)
+	}
+	snap, end := collectSnapshot(t, r, map[string]bool{})
+	if end.Vars["error"] != "" {
+		t.Fatalf("snapshot failed: %v", end.Vars)
+	}
+	linked := call.MapID(firstLinkedid(t, "attended_transfer"))
+	if len(snap) == 0 {
+		t.Fatal("the call in progress is missing from the first snapshot")
+	}
+	for _, ev := range snap {
+		if ev.Chan.Linkedid != linked {
+			t.Errorf("snapshot channel %s of unknown call %s", ev.Chan.Name, ev.Chan.Linkedid)
 		}
 	}
 }

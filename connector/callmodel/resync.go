@@ -50,6 +50,9 @@ func (b *Builder) snapshot(ev *asterisk.Event) {
 		}
 		if strings.HasPrefix(ev.Application, "AppDial") {
 			ch.dir = dirOutgoing
+			if ch.dialString == "" {
+				ch.dialString = snapshotDialString(ch)
+			}
 			b.classify(ch)
 			if ch.kind == kindExt && !ch.byCID && !ch.call.hasRang(ch.ext) {
 				ch.call.rang = append(ch.call.rang, ch.ext)
@@ -59,6 +62,9 @@ func (b *Builder) snapshot(ev *asterisk.Event) {
 		}
 	}
 	ch.seen = b.gen
+	if ev.Application == "Dial" {
+		ch.dialApp = ev.AppData
+	}
 	ch.state = info.State
 	b.updateCID(ch, info.CallerIDNum)
 	if l := info.Linkedid; l != "" && l != ch.call.id {
@@ -74,6 +80,19 @@ func (b *Builder) snapshot(ev *asterisk.Event) {
 	default:
 		b.recompute(ch.call, t)
 	}
+}
+
+// snapshotDialString is the dial string of a channel a snapshot shows dialled (AppDial) when its
+// Dial was never seen (the daemon started or reconnected after it): the ApplicationData of the
+// call's channel that runs Dial ("PJSIP/89001234567@provider,60"), else "". Snapshots list
+// channels in creation order, so the dialling channel is already known.
+func snapshotDialString(ch *channel) string {
+	for _, o := range ch.call.chans {
+		if o != ch && !o.dead && o.dialApp != "" {
+			return o.dialApp
+		}
+	}
+	return ""
 }
 
 // snapshotCreated derives a channel's creation time from CoreShowChannel's Duration

@@ -46,6 +46,7 @@ type channel struct {
 	bridge    *bridge
 
 	dialString string // of the Dial that created it
+	dialApp    string // a snapshot showed it running Dial with these arguments
 	connAtDial string // its ConnectedLineNum when dialled (the caller ID presented)
 	dialStatus string // final status of that Dial ("" while in progress)
 	dialDone   bool

@@ -104,6 +104,13 @@ func newPipeline(t *testing.T, speed float64) *pipeline {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return newPipelineOn(t, srv)
+}
+
+// newPipelineOn starts the source and the builder on a running fake PBX, which the pipeline
+// closes at the end of the test.
+func newPipelineOn(t *testing.T, srv *fakepbx.Server) *pipeline {
+	t.Helper()
 	src, err := ami.NewSource(ami.Options{
 		Name: "lab", Address: srv.Addr(), Username: srv.Username(), Secret: srv.Secret(),
 		Backoff: ami.Backoff{Initial: 200 * time.Millisecond, Max: time.Second},
@@ -341,4 +348,103 @@ func TestAMIReconnectMidCall(t *testing.T) {
 			t.Logf("%d of %d calls were finished or completed across the outage (flag resynced)", resynced, len(got))
 		})
 	}
+}
+
+// TestAMIStartMidCall: the daemon starts (after a restart or a crash) while calls are in
+// progress. The first login's snapshot makes them known whole: each still comes out once, with
+// the right disposition, flagged resynced.
+func TestAMIStartMidCall(t *testing.T) {
+	srv, err := fakepbx.Start(fakepbx.Config{Speed: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	calls := map[string]*fakepbx.Call{}
+	for _, sc := range scenarios {
+		c, err := srv.Play(context.Background(), sc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		calls[sc] = c
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		ready := true
+		for _, c := range calls {
+			ready = ready && c.Position() >= 3600*time.Millisecond
+		}
+		if ready {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the calls never reached 3.6 s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	srv.Pause() // the snapshot sees the calls exactly where they are
+	p := newPipelineOn(t, srv)
+	p.waitFor(t, "first snapshot", 10*time.Second, func(tr []asterisk.Event) bool {
+		return count(tr, asterisk.TypeSnapshotEnd) == 1
+	})
+	srv.Resume()
+	for sc, c := range calls {
+		select {
+		case <-c.Done():
+		case <-time.After(20 * time.Second):
+			t.Fatalf("%s did not finish", sc)
+		}
+	}
+	p.sync(t, "after-calls")
+	p.mu.Lock()
+	p.b.Flush(time.Now(), false)
+	open := p.b.Open()
+	p.mu.Unlock()
+	if open != 0 {
+		t.Errorf("%d calls left open", open)
+	}
+	p.out.mu.Lock()
+	got := map[string]callmodel.Record{}
+	for _, r := range p.out.records {
+		if _, dup := got[r.CallID]; dup {
+			t.Errorf("call %s finished twice", r.CallID)
+		}
+		got[r.CallID] = r
+	}
+	p.out.mu.Unlock()
+	for sc, c := range calls {
+		for origID, want := range expected(t, sc) {
+			id := c.MapID(origID)
+			r, ok := got[id]
+			if !ok {
+				t.Errorf("%s: no record for call %s (was %s)", sc, id, origID)
+				continue
+			}
+			if r.Disposition != want.Disposition || r.Direction != want.Direction {
+				t.Errorf("%s: %s %s, want %s %s", sc, r.Direction, r.Disposition, want.Direction, want.Disposition)
+			}
+			// Who answered first is history the snapshot cannot tell once a transfer has
+			// happened (blind_transfer: 101 answered, 102 talks at 3.6 s): it must be one of the
+			// extensions that talked.
+			if talked := legExts(want); r.AnsweredBy != want.AnsweredBy && !talked[r.AnsweredBy] {
+				t.Errorf("%s: answered by %q, want %q or another leg %v", sc, r.AnsweredBy, want.AnsweredBy, talked)
+			}
+			if !r.HasFlag("resynced") {
+				t.Errorf("%s: record not flagged resynced: %v", sc, r.Flags)
+			}
+			if r.Customer != want.Customer {
+				t.Errorf("%s: customer %q, want %q", sc, r.Customer, want.Customer)
+			}
+		}
+	}
+	if len(got) != len(scenarios) {
+		t.Errorf("%d records for %d calls", len(got), len(scenarios))
+	}
+}
+
+// legExts is the set of extensions that talked in a record.
+func legExts(r callmodel.Record) map[string]bool {
+	out := map[string]bool{}
+	for _, l := range r.Legs {
+		out[l.Ext] = true
+	}
+	return out
 }
