@@ -433,3 +433,64 @@ func TestPauseResumeAndMarker(t *testing.T) {
 		last = ts
 	}
 }
+
+// TestOnEventReportsEveryCallEvent: the hook sees every frame of a replay, with the replay's
+// fresh ids, the wire time, and how many clients received it (none before anyone connects).
+func TestOnEventReportsEveryCallEvent(t *testing.T) {
+	var mu sync.Mutex
+	var got []EmittedEvent
+	s := start(t, Config{Speed: math.Inf(1), OnEvent: func(ev EmittedEvent) {
+		mu.Lock()
+		got = append(got, ev)
+		mu.Unlock()
+	}})
+	want := transcriptFrames(t, "inbound_answered")
+
+	unseen, err := s.Play(context.Background(), "inbound_answered")
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-unseen.Done()
+	c := dial(t, s, "on")
+	before := time.Now()
+	seen, err := s.Play(context.Background(), "inbound_answered")
+	if err != nil {
+		t.Fatal(err)
+	}
+	frames := collect(t, c, len(want))
+	<-seen.Done()
+
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != 2*len(want) {
+		t.Fatalf("%d events reported, want %d", len(got), 2*len(want))
+	}
+	linked := frames[0].Get("Linkedid")
+	for i, ev := range got {
+		call, k := unseen, i
+		if i >= len(want) {
+			call, k = seen, i-len(want)
+		}
+		if ev.Call != call || ev.Event != want[k].Event() {
+			t.Fatalf("event %d: %s of %p, want %s of %p", i, ev.Event, ev.Call, want[k].Event(), call)
+		}
+		if call == unseen && ev.Clients != 0 {
+			t.Errorf("event %d reached %d clients before anyone connected", i, ev.Clients)
+		}
+		if call != seen {
+			continue
+		}
+		if ev.Clients != 1 || ev.At.Before(before) {
+			t.Errorf("event %d: clients %d at %v", i, ev.Clients, ev.At)
+		}
+		f := frames[k]
+		if ev.Linkedid != f.Get("Linkedid") || ev.Uniqueid != f.Get("Uniqueid") || ev.Channel != f.Get("Channel") ||
+			ev.DestChannel != f.Get("DestChannel") {
+			t.Errorf("event %d %s: ids %+v, the wire has Linkedid %q Uniqueid %q Channel %q DestChannel %q", i, ev.Event,
+				ev, f.Get("Linkedid"), f.Get("Uniqueid"), f.Get("Channel"), f.Get("DestChannel"))
+		}
+		if ev.Linkedid != "" && ev.Linkedid != linked {
+			t.Errorf("event %d: Linkedid %q, want %q", i, ev.Linkedid, linked)
+		}
+	}
+}

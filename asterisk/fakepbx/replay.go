@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -71,6 +72,7 @@ type instance struct {
 	vars     []ami.Field // Originate variables replacing the recorder's originate id
 	pos      atomic.Int32
 	done     chan struct{}
+	call     *Call // the handle Play returns
 	// pauseBase is the server's total pause time when the replay started: pauses after that
 	// shift the replay's timeline (see Server.Pause).
 	pauseBase time.Duration
@@ -88,6 +90,7 @@ func (s *Server) newInstance(sc *scenario, start time.Time) *instance {
 		done:    make(chan struct{}),
 	}
 	in.pauseBase = s.pause.Load().total
+	in.call = &Call{Scenario: sc.name, in: in}
 	for _, k := range sc.uidOrder {
 		epoch := start.Add(in.scale(time.Duration(sc.uidEpoch[k]) * time.Second)).Unix()
 		in.uids[k] = strconv.FormatInt(epoch, 10) + "." + strconv.FormatUint(s.uidSeq.Add(1), 10)
@@ -157,10 +160,25 @@ func (in *instance) run(ctx context.Context) {
 		} else {
 			buf = in.render(buf, fr, ts, "", "")
 		}
-		if s.emitCall(in, int32(i+1), buf, fr.classes) {
-			i++
-		} // else a pause began since the check: wait for Resume and render it again
+		ok, clients, at := s.emitCall(in, int32(i+1), buf, fr.classes)
+		if !ok {
+			continue // a pause began since the check: wait for Resume and render it again
+		}
+		if s.cfg.OnEvent != nil {
+			s.cfg.OnEvent(in.emitted(i, clients, at))
+		}
+		i++
 	}
+}
+
+// emitted describes frame i for Config.OnEvent.
+func (in *instance) emitted(i, clients int, at time.Time) EmittedEvent {
+	ev := EmittedEvent{Call: in.call, Event: in.sc.frames[i].event, At: at, Clients: clients,
+		Linkedid: in.fieldValue(i, "Linkedid"), Uniqueid: in.fieldValue(i, "Uniqueid"), Channel: in.fieldValue(i, "Channel")}
+	if strings.HasPrefix(ev.Event, "Dial") {
+		ev.DestChannel = in.fieldValue(i, "DestChannel")
+	}
+	return ev
 }
 
 // render appends frame fr in wire format. varName/varValue, when set, replace the Variable and
@@ -221,11 +239,12 @@ func (in *instance) appendValue(dst []byte, f *tfield, ts time.Time) []byte {
 	return dst
 }
 
-// fieldValue renders one header of frame i ("" when the frame has no such header).
+// fieldValue renders one header of frame i ("" when the frame has no such header); the key is
+// matched case-insensitively (CEL spells it LinkedID).
 func (in *instance) fieldValue(i int, key string) string {
 	fr := &in.sc.frames[i]
 	for k := range fr.fields {
-		if fr.fields[k].key == key {
+		if strings.EqualFold(fr.fields[k].key, key) {
 			return string(in.appendValue(nil, &fr.fields[k], in.base().Add(in.scale(fr.at))))
 		}
 	}

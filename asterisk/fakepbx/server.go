@@ -88,6 +88,25 @@ type Config struct {
 	NoTimestamps bool
 	// Logger (default: discard).
 	Logger *slog.Logger
+	// OnEvent, when set, is called after each call event of a replay was queued to the clients,
+	// from the replay's goroutine (concurrently for concurrent replays). Load and fault harnesses
+	// use it to time what a client does with an event and to know whether any client received
+	// it. It must return quickly: the replay waits for it.
+	OnEvent func(EmittedEvent)
+}
+
+// EmittedEvent describes one call event a replay sent (Config.OnEvent).
+type EmittedEvent struct {
+	Call        *Call
+	Event       string // "Newchannel", "DialBegin", "Hangup", ...
+	Linkedid    string
+	Uniqueid    string
+	Channel     string
+	DestChannel string    // the dialled channel of DialBegin/DialEnd, else ""
+	At          time.Time // when it was queued to the clients
+	// Clients is how many logged-in clients it was queued to (0: nobody saw it, e.g. while the
+	// only client was disconnected).
+	Clients int
 }
 
 // Stats are counters of a Server.
@@ -440,20 +459,21 @@ func (s *Server) emit(frame []byte, classes uint32) {
 	s.broadcastLocked(frame, classes)
 }
 
-// emitCall sends frame number pos of replay in, unless the replays are paused (false).
-func (s *Server) emitCall(in *instance, pos int32, frame []byte, classes uint32) bool {
+// emitCall sends frame number pos of replay in, unless the replays are paused (false). It
+// returns how many clients it was queued to and when.
+func (s *Server) emitCall(in *instance, pos int32, frame []byte, classes uint32) (ok bool, clients int, at time.Time) {
 	s.emitMu.Lock()
 	defer s.emitMu.Unlock()
 	if s.pause.Load().gate != nil {
-		return false
+		return false, 0, time.Time{}
 	}
 	in.pos.Store(pos)
-	s.broadcastLocked(frame, classes)
-	return true
+	n := s.broadcastLocked(frame, classes)
+	return true, n, time.Now()
 }
 
-// broadcastLocked copies frame to the clients; emitMu must be held.
-func (s *Server) broadcastLocked(frame []byte, classes uint32) {
+// broadcastLocked copies frame to the clients and returns how many took it; emitMu must be held.
+func (s *Server) broadcastLocked(frame []byte, classes uint32) int {
 	s.mu.Lock()
 	targets := make([]*session, 0, len(s.sessions))
 	for ss := range s.sessions {
@@ -463,14 +483,17 @@ func (s *Server) broadcastLocked(frame []byte, classes uint32) {
 	}
 	s.mu.Unlock()
 	if len(targets) == 0 {
-		return
+		return 0
 	}
 	b := slices.Clone(frame)
+	n := 0
 	for _, ss := range targets {
 		if ss.enqueue(b) {
 			s.sent.Add(1)
+			n++
 		}
 	}
+	return n
 }
 
 // coreShowChannels builds the complete answer to CoreShowChannels (response, one
@@ -517,7 +540,7 @@ func (s *Server) Play(ctx context.Context, name string) (*Call, error) {
 	}
 	in := s.newInstance(sc, time.Now())
 	s.startInstance(ctx, in)
-	return &Call{Scenario: name, in: in}, nil
+	return in.call, nil
 }
 
 func (s *Server) startInstance(ctx context.Context, in *instance) {
