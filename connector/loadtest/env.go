@@ -1,0 +1,195 @@
+package loadtest
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sort"
+	"time"
+
+	"github.com/pbxbridge/pbxbridge/asterisk/fakepbx"
+	"github.com/pbxbridge/pbxbridge/connector/callmodel"
+)
+
+// EnvOptions configure a whole test bed.
+type EnvOptions struct {
+	// PBX is the simulated PBX's config (Speed, DropEvery...; OnEvent is the harness's).
+	PBX fakepbx.Config
+	// CRM is the fake CRMs' behaviour.
+	CRM CRMOptions
+	// Daemon configures the daemon (Dir, Connectors...; PBX and ProxyURL are filled in).
+	Daemon DaemonOptions
+	// Expected are the scenarios' expected records (LoadExpected).
+	Expected Expected
+}
+
+// Env is a running test bed: simulated PBX, fake CRMs and the daemon subprocess.
+type Env struct {
+	PBX      *PBX
+	CRMs     *CRMs
+	Daemon   *Daemon
+	Expected Expected
+}
+
+// StartEnv starts the PBX, the CRMs and the daemon, waits until the daemon is logged in to the
+// PBX, and installs the Bitrix24 application when that connector is configured.
+func StartEnv(ctx context.Context, o EnvOptions) (_ *Env, err error) {
+	e := &Env{Expected: o.Expected}
+	defer func() {
+		if err != nil {
+			e.Close()
+		}
+	}()
+	if e.PBX, err = StartPBX(o.PBX); err != nil {
+		return nil, err
+	}
+	if e.CRMs, err = StartCRMs(o.CRM); err != nil {
+		return nil, err
+	}
+	o.Daemon.PBX = e.PBX.Addr()
+	o.Daemon.ProxyURL = e.CRMs.ProxyURL()
+	if e.Daemon, err = StartDaemon(ctx, o.Daemon); err != nil {
+		return nil, err
+	}
+	if err := e.Daemon.WaitReady(ctx, 20*time.Second); err != nil {
+		return nil, fmt.Errorf("%w; log:\n%s", err, e.Daemon.LogTail(3000))
+	}
+	for _, c := range o.Daemon.Connectors {
+		if c == ConnBitrix24 {
+			if err := e.CRMs.InstallB24(ctx, e.Daemon.BaseURL, "b24"); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return e, nil
+}
+
+// Close stops the daemon (SIGTERM, then SIGKILL), the PBX and the CRMs.
+func (e *Env) Close() {
+	if e.Daemon != nil && !e.Daemon.Exited() {
+		_ = e.Daemon.Stop(20 * time.Second)
+	}
+	if e.PBX != nil {
+		_ = e.PBX.Close()
+	}
+	if e.CRMs != nil {
+		_ = e.CRMs.Close()
+	}
+}
+
+// Connectors returns the CRM connectors of the daemon (bitrix24, amocrm) that have a fake CRM
+// state to check.
+func (e *Env) crmConnectors() []string {
+	var out []string
+	for _, c := range e.Daemon.o.Connectors {
+		if c == ConnBitrix24 || c == ConnAmo {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// Logged is how many times the CRM of connector holds the call of key.
+func (e *Env) Logged(connector, key string) int {
+	switch connector {
+	case ConnBitrix24:
+		return e.CRMs.B24.Logged(key)
+	case ConnAmo:
+		return e.CRMs.Amo.Logged(key)
+	}
+	return 0
+}
+
+// WaitDrained waits until the daemon's outbox has nothing pending and nothing is held in memory,
+// and the daemon has built every call the PBX finished (as far as it could see them: want is
+// how many records the daemon should have built, or -1 to skip that check).
+func (e *Env) WaitDrained(ctx context.Context, limit time.Duration, want int) error {
+	deadline := time.Now().Add(limit)
+	var last string
+	for {
+		m, err := e.Daemon.Metrics(ctx)
+		if err == nil {
+			built := int(m.Sum("pbxbridge_calls_total"))
+			pending := m.Sum("pbxbridge_outbox_pending")
+			held := m.Sum("pbxbridge_intake_held_records")
+			last = fmt.Sprintf("built %d (want %d), pending %v, held %v", built, want, pending, held)
+			if (want < 0 || built >= want) && pending == 0 && held == 0 {
+				return nil
+			}
+		} else {
+			last = err.Error()
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("loadtest: not drained after %v: %s", limit, last)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// Verdict is the outcome of one call record in the CRMs.
+type Verdict struct {
+	Key      string
+	Scenario string
+	Record   callmodel.Record // expected
+	// Logged is how many times each CRM connector holds it.
+	Logged map[string]int
+}
+
+// Check compares what the CRMs hold with the calls the PBX finished: for every record key a
+// finished replay must produce that goes to the CRMs, how many times each CRM connector logged
+// it. include selects the replays that count (nil: all finished ones).
+func (e *Env) Check(include func(*CallTrace) bool) []Verdict {
+	var out []Verdict
+	conns := e.crmConnectors()
+	for _, t := range e.PBX.Traces() {
+		select {
+		case <-t.Call.Done():
+		default:
+			continue // still in progress
+		}
+		if include != nil && !include(&t) {
+			continue
+		}
+		for key, rec := range e.Expected.Keys(&t) {
+			if !ToCRM(rec) {
+				continue
+			}
+			v := Verdict{Key: key, Scenario: t.Scenario, Record: rec, Logged: map[string]int{}}
+			for _, c := range conns {
+				v.Logged[c] = e.Logged(c, key)
+			}
+			out = append(out, v)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
+	return out
+}
+
+// Tally counts lost (logged 0 times) and duplicated (more than once) records per connector.
+func Tally(vs []Verdict) (lost, dup map[string][]string) {
+	lost, dup = map[string][]string{}, map[string][]string{}
+	for _, v := range vs {
+		for c, n := range v.Logged {
+			switch {
+			case n == 0:
+				lost[c] = append(lost[c], v.Key)
+			case n > 1:
+				dup[c] = append(dup[c], v.Key)
+			}
+		}
+	}
+	return lost, dup
+}
+
+// TempDir makes a directory for a run under the system temporary directory.
+func TempDir(name string) (string, error) {
+	d, err := os.MkdirTemp("", "pbxbridge-"+name+"-")
+	if err != nil {
+		return "", fmt.Errorf("loadtest: %w", err)
+	}
+	return d, nil
+}

@@ -1,0 +1,101 @@
+package loadtest_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/pbxbridge/pbxbridge/asterisk/fakepbx"
+	"github.com/pbxbridge/pbxbridge/connector/loadtest"
+)
+
+// TestMain lets the test binary act as the daemon subprocess of the harness.
+func TestMain(m *testing.M) {
+	loadtest.RunChildIfRequested()
+	os.Exit(m.Run())
+}
+
+func expected(t *testing.T) loadtest.Expected {
+	t.Helper()
+	e, err := loadtest.LoadExpected(filepath.Join("..", "callmodel", "testdata"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// startEnv starts a test bed that is closed at the end of the test; on failure the daemon's log
+// tail is printed.
+func startEnv(t *testing.T, o loadtest.EnvOptions) *loadtest.Env {
+	t.Helper()
+	if o.Daemon.Dir == "" {
+		o.Daemon.Dir = t.TempDir()
+	}
+	o.Expected = expected(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	e, err := loadtest.StartEnv(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("daemon log (tail):\n%s", e.Daemon.LogTail(6000))
+		}
+		e.Close()
+	})
+	return e
+}
+
+// skipSubprocess skips tests that run the daemon as a subprocess where they cannot be
+// meaningful: under -short, and under -race (the race detector slows the pure-Go SQLite ~20×;
+// these tests exercise processes and faults, not data races; CI runs them in a separate
+// non-race step).
+func skipSubprocess(t *testing.T) {
+	t.Helper()
+	if testing.Short() || raceEnabled {
+		t.Skip("subprocess fault test: runs without -race and -short (see .ci/run)")
+	}
+}
+
+// TestHarnessDeliversEveryScenario: the harness itself: every scenario played once reaches both
+// fake CRMs exactly once, through the proxy, and the proxy saw ring and hangup timings.
+func TestHarnessDeliversEveryScenario(t *testing.T) {
+	skipSubprocess(t)
+	e := startEnv(t, loadtest.EnvOptions{
+		PBX:    fakepbx.Config{Speed: 8},
+		Daemon: loadtest.DaemonOptions{Connectors: []string{loadtest.ConnBitrix24, loadtest.ConnAmo}},
+	})
+	ctx := context.Background()
+	n, err := e.PBX.Load(ctx, fakepbx.LoadOptions{Rate: 20, Calls: 40})
+	if err != nil || n != 40 {
+		t.Fatalf("load: %d calls, %v", n, err)
+	}
+	if err := e.WaitDrained(ctx, 60*time.Second, -1); err != nil {
+		t.Fatal(err)
+	}
+	vs := e.Check(nil)
+	lost, dup := loadtest.Tally(vs)
+	if len(lost) > 0 || len(dup) > 0 {
+		t.Fatalf("lost %v, duplicated %v", lost, dup)
+	}
+	if len(vs) < 30 {
+		t.Fatalf("only %d records checked", len(vs))
+	}
+	reqs := e.CRMs.Requests()
+	var reg, calls int
+	for _, r := range reqs {
+		switch r.Method {
+		case "telephony.externalcall.register":
+			reg += len(r.Keys)
+		case "POST /api/v4/calls":
+			calls += len(r.Keys)
+		}
+	}
+	if reg == 0 || calls == 0 {
+		t.Fatalf("the proxy saw %d registers and %d amoCRM calls among %d requests", reg, calls, len(reqs))
+	}
+	t.Logf("%d records checked, %d CRM requests", len(vs), len(reqs))
+}
