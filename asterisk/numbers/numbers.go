@@ -8,7 +8,9 @@
 // rewrite rules, trimmed: a number is never dropped. Extensions are not phone numbers: callers
 // (the call model) do not pass them here.
 //
-// A Normalizer is immutable after New and safe for concurrent use.
+// A Normalizer's configuration is immutable after New; it remembers the last few thousand
+// results (a PBX repeats the same numbers in every event of a call, and parsing costs tens of
+// microseconds), and it is safe for concurrent use.
 package numbers
 
 import (
@@ -16,6 +18,7 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"sync"
 
 	"github.com/nyaruka/phonenumbers"
 )
@@ -41,7 +44,18 @@ type Config struct {
 type Normalizer struct {
 	region string
 	rules  []compiledRule
+
+	mu    sync.Mutex
+	cache map[string]result // raw input → Parse result; emptied when full
 }
+
+type result struct {
+	s   string
+	err error
+}
+
+// cacheSize bounds the remembered results (a few hundred kilobytes at most).
+const cacheSize = 4096
 
 type compiledRule struct {
 	re      *regexp.Regexp
@@ -96,6 +110,26 @@ func (n *Normalizer) Normalize(raw string) string {
 // Parse is Normalize that also says whether the number was valid: it returns the E.164 form and
 // nil, or the rewritten input and ErrNotNumber.
 func (n *Normalizer) Parse(raw string) (string, error) {
+	if len(raw) > 2*MaxLen { // not a number: do not let such input fill the cache
+		return n.parse(raw)
+	}
+	n.mu.Lock()
+	r, ok := n.cache[raw]
+	n.mu.Unlock()
+	if ok {
+		return r.s, r.err
+	}
+	s, err := n.parse(raw)
+	n.mu.Lock()
+	if n.cache == nil || len(n.cache) >= cacheSize {
+		n.cache = make(map[string]result, 64)
+	}
+	n.cache[raw] = result{s, err}
+	n.mu.Unlock()
+	return s, err
+}
+
+func (n *Normalizer) parse(raw string) (string, error) {
 	s := strings.TrimSpace(raw)
 	if s == "" {
 		return "", ErrNotNumber

@@ -2,6 +2,7 @@ package numbers
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -123,4 +124,34 @@ func FuzzNormalize(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestCacheKeepsResults: remembered results are the same as fresh ones, for valid and invalid
+// input, also once the cache was emptied for being full.
+func TestCacheKeepsResults(t *testing.T) {
+	n := MustNew(Config{DefaultRegion: "RU"})
+	fresh := MustNew(Config{DefaultRegion: "RU"})
+	inputs := []string{"89001234567", "+7 (900) 123-45-67", "101", "", "  ", "abc", strings.Repeat("9", 200)}
+	for i := range cacheSize + 10 {
+		inputs = append(inputs, fmt.Sprintf("8900%07d", i))
+	}
+	for round := range 2 {
+		for _, in := range inputs {
+			s1, err1 := n.Parse(in)
+			s2, err2 := fresh.parse(in)
+			if s1 != s2 || err1 != err2 { //nolint:errorlint // the same sentinel or nil
+				t.Fatalf("round %d: Parse(%q) = %q, %v; uncached %q, %v", round, in, s1, err1, s2, err2)
+			}
+		}
+	}
+	if len(n.cache) > cacheSize {
+		t.Fatalf("cache holds %d results, bound %d", len(n.cache), cacheSize)
+	}
+}
+
+func BenchmarkNormalizeRepeated(b *testing.B) {
+	n := MustNew(Config{DefaultRegion: "RU"})
+	for b.Loop() {
+		n.Normalize("89001234567")
+	}
 }

@@ -1,0 +1,77 @@
+// Command loadtest runs pbxbridge's load benchmark (connector/loadtest) and prints the table of
+// BENCHMARKS.md: a simulated PBX drives the daemon (a subprocess: this binary re-executed) into
+// fake Bitrix24 and amoCRM servers, and the figures are measured from outside the daemon.
+//
+//	go run ./cmd/loadtest                      # every run (about 8 minutes)
+//	go run ./cmd/loadtest -run latency,limits  # some runs
+//	go run ./cmd/loadtest -quick               # a short smoke run of the harness
+//	go run ./cmd/loadtest -profile /tmp/prof   # plus a CPU profile of the daemon per run
+//
+// Run it from the repository root (it reads the scenarios' expected records from
+// connector/callmodel/testdata) on an otherwise quiet machine; it prints the load average of
+// each run.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/pbxbridge/pbxbridge/connector/loadtest"
+)
+
+func main() {
+	loadtest.RunChildIfRequested()
+	os.Exit(run())
+}
+
+func run() int {
+	runs := flag.String("run", strings.Join(loadtest.Runs, ","), "comma-separated runs: "+strings.Join(loadtest.Runs, ", "))
+	quick := flag.Bool("quick", false, "short runs (a smoke test of the harness, not the benchmark's figures)")
+	profile := flag.String("profile", "", "write a CPU profile of the daemon per run into this directory")
+	testdata := flag.String("testdata", "connector/callmodel/testdata", "the call model's testdata directory (expected records)")
+	flag.Parse()
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	exp, err := loadtest.LoadExpected(*testdata)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	if *profile != "" {
+		if err := os.MkdirAll(*profile, 0o755); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 2
+		}
+	}
+	figs, err := loadtest.Bench(ctx, loadtest.BenchOptions{
+		Expected: exp, Runs: strings.Split(*runs, ","), Quick: *quick, ProfileDir: *profile, Log: os.Stderr,
+	})
+	loadtest.FormatTable(os.Stdout, figs, machine(), time.Now().UTC().Format("2006-01-02 15:04 UTC"))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "loadtest:", err)
+		return 1
+	}
+	return 0
+}
+
+// machine describes this machine: CPUs, model, Go version.
+func machine() string {
+	model := "unknown CPU"
+	if data, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(data), "\n") {
+			if v, ok := strings.CutPrefix(line, "model name"); ok {
+				model = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
+				break
+			}
+		}
+	}
+	return fmt.Sprintf("%d CPUs (%s), %s %s/%s", runtime.NumCPU(), model, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+}

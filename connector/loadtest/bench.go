@@ -1,0 +1,563 @@
+package loadtest
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/pbxbridge/pbxbridge/asterisk/fakepbx"
+)
+
+// The runs of Bench, in the order they run.
+const (
+	RunIdle        = "idle"        // RSS of an idle daemon
+	RunLatency     = "latency"     // 50 calls/s, unlimited CRMs: card and delivery latency
+	RunThroughput  = "throughput"  // rising rates into the fake connector: sustained calls/s, CPU
+	RunConcurrency = "concurrency" // 1,000 calls in progress at once: RSS
+	RunLimits      = "limits"      // CRMs at their real limits: outbox growth and drain
+)
+
+// Runs lists every run of Bench.
+var Runs = []string{RunIdle, RunLatency, RunThroughput, RunConcurrency, RunLimits}
+
+// BenchOptions configure Bench.
+type BenchOptions struct {
+	Expected Expected
+	// Runs selects runs (default all).
+	Runs []string
+	// Quick shortens every run (a smoke test of the harness; the figures are not the
+	// benchmark's).
+	Quick bool
+	// ProfileDir, when set, receives a CPU profile of the daemon per run (<run>.pprof).
+	ProfileDir string
+	// Log receives progress lines (nil: discarded).
+	Log io.Writer
+	// Executable is the daemon binary (default: this one; see RunChildIfRequested).
+	Executable string
+}
+
+// Figure is one result line of the benchmark.
+type Figure struct {
+	Run    string
+	Name   string
+	Value  string
+	Target string // "" when the issue sets none
+	Met    string // "yes", "no", or "" without a target
+	// Load is the machine's 1-minute load average when the run ended; CPUs how many it has.
+	Load float64
+}
+
+// Bench runs the benchmark and returns its figures. Each run starts a fresh test bed.
+func Bench(ctx context.Context, o BenchOptions) ([]Figure, error) {
+	if o.Log == nil {
+		o.Log = io.Discard
+	}
+	runs := o.Runs
+	if len(runs) == 0 {
+		runs = Runs
+	}
+	var figs []Figure
+	for _, r := range runs {
+		fn := map[string]func(context.Context, *BenchOptions) ([]Figure, error){
+			RunIdle: benchIdle, RunLatency: benchLatency, RunThroughput: benchThroughput,
+			RunConcurrency: benchConcurrency, RunLimits: benchLimits,
+		}[r]
+		if fn == nil {
+			return figs, fmt.Errorf("loadtest: unknown run %q (have %v)", r, Runs)
+		}
+		fmt.Fprintf(o.Log, "== run %s (load average %.1f)\n", r, LoadAverage())
+		f, err := fn(ctx, &o)
+		load := LoadAverage()
+		for i := range f {
+			f[i].Run, f[i].Load = r, load
+		}
+		figs = append(figs, f...)
+		if err != nil {
+			return figs, fmt.Errorf("run %s: %w", r, err)
+		}
+	}
+	return figs, nil
+}
+
+// env starts a test bed for a run in a fresh directory.
+func (o *BenchOptions) env(ctx context.Context, run string, eo EnvOptions) (*Env, func(), error) {
+	dir, err := TempDir(run)
+	if err != nil {
+		return nil, nil, err
+	}
+	eo.Daemon.Dir = dir
+	eo.Daemon.Executable = o.Executable
+	eo.Daemon.LogLevel = "warn"
+	if o.ProfileDir != "" {
+		eo.Daemon.CPUProfile = filepath.Join(o.ProfileDir, run+".pprof")
+	}
+	eo.Expected = o.Expected
+	e, err := StartEnv(ctx, eo)
+	if err != nil {
+		return nil, nil, err
+	}
+	return e, func() {
+		e.Close()
+		_ = removeAll(dir)
+	}, nil
+}
+
+// sampler samples the daemon process every interval until stopped.
+type sampler struct {
+	mu     sync.Mutex
+	maxRSS int64
+	last   ProcStat
+	stop   chan struct{}
+	done   chan struct{}
+}
+
+func sample(d *Daemon, every time.Duration) *sampler {
+	s := &sampler{stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(s.done)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			if ps, err := d.Proc(); err == nil {
+				s.mu.Lock()
+				s.maxRSS = max(s.maxRSS, ps.RSS)
+				s.last = ps
+				s.mu.Unlock()
+			}
+			select {
+			case <-s.stop:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return s
+}
+
+func (s *sampler) end() (maxRSS int64) {
+	close(s.stop)
+	<-s.done
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.maxRSS
+}
+
+func mb(b int64) string { return fmt.Sprintf("%.1f MB", float64(b)/(1<<20)) }
+
+func met(ok bool) string {
+	if ok {
+		return "yes"
+	}
+	return "no"
+}
+
+// benchIdle: the daemon with both CRM connectors, logged in, no calls.
+func benchIdle(ctx context.Context, o *BenchOptions) ([]Figure, error) {
+	e, stop, err := o.env(ctx, RunIdle, EnvOptions{
+		PBX:    fakepbx.Config{},
+		Daemon: DaemonOptions{Connectors: []string{ConnBitrix24, ConnAmo}},
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer stop()
+	settle := 10 * time.Second
+	if o.Quick {
+		settle = 3 * time.Second
+	}
+	time.Sleep(settle)
+	s := sample(e.Daemon, 500*time.Millisecond)
+	time.Sleep(3 * time.Second)
+	rss := s.end()
+	fmt.Fprintf(o.Log, "idle RSS %s\n", mb(rss))
+	return []Figure{{Name: "RSS idle (AMI logged in, Bitrix24 + amoCRM connectors, empty outbox)", Value: mb(rss),
+		Target: "< 40 MB", Met: met(rss < 40<<20)}}, nil
+}
+
+// benchLatency: 50 calls/s for 30 s, real-time calls, unlimited fake CRMs and client limits.
+func benchLatency(ctx context.Context, o *BenchOptions) ([]Figure, error) {
+	const rate = 50
+	dur := 30 * time.Second
+	if o.Quick {
+		dur = 8 * time.Second
+	}
+	e, stop, err := o.env(ctx, RunLatency, EnvOptions{
+		PBX:    fakepbx.Config{Speed: 1},
+		Daemon: DaemonOptions{Connectors: []string{ConnBitrix24, ConnAmo}, Unlimited: true, Workers: 8},
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer stop()
+	time.Sleep(2 * time.Second) // let start-up requests (users, account) finish
+	from := time.Now()
+	cpu0, _ := e.Daemon.Proc()
+	s := sample(e.Daemon, time.Second)
+	n, err := e.PBX.Load(ctx, fakepbx.LoadOptions{Rate: rate, Calls: int(rate * dur.Seconds())})
+	if err != nil {
+		s.end()
+		return nil, err
+	}
+	to := time.Now()
+	if err := e.WaitDrained(ctx, 2*time.Minute, -1); err != nil {
+		s.end()
+		return nil, err
+	}
+	end := time.Now()
+	cpu1, _ := e.Daemon.Proc()
+	rss := s.end()
+	tm := e.Measure(from, to, end)
+	cpu := cpu1.CPU - cpu0.CPU
+	fmt.Fprintf(o.Log, "%d calls in %v, daemon CPU %v, max RSS %s\n", n, to.Sub(from).Round(time.Millisecond), cpu, mb(rss))
+	figs := latencyFigures(tm, fmt.Sprintf("%d calls/s, unlimited CRM", rate), true)
+	figs = append(figs,
+		Figure{Name: fmt.Sprintf("daemon CPU per 1,000 calls incl. CRM I/O (Bitrix24 + amoCRM, %d calls/s)", rate),
+			Value: fmt.Sprintf("%.2f CPU-s (%d calls, %.1f s CPU over %.0f s)", cpu.Seconds()*1000/float64(n), n, cpu.Seconds(), end.Sub(from).Seconds())},
+		Figure{Name: fmt.Sprintf("daemon RSS, max during %d calls/s (~%d calls in progress)", rate, int(rate*8)), Value: mb(rss)},
+	)
+	return figs, nil
+}
+
+// latencyFigures turns Timings into figures; targets apply to the unlimited run.
+func latencyFigures(tm Timings, what string, targets bool) []Figure {
+	var figs []Figure
+	for _, c := range []string{ConnBitrix24, ConnAmo} {
+		name := map[string]string{ConnBitrix24: "Bitrix24", ConnAmo: "amoCRM"}[c]
+		card, ack := tm.RingToCard[c], tm.HangupToAck[c]
+		f1 := Figure{Name: fmt.Sprintf("ring→card, %s (%s)", name, what), Value: card.String()}
+		f2 := Figure{Name: fmt.Sprintf("hangup→CRM ack, %s (%s)", name, what), Value: ack.String()}
+		if tm.NoCard[c] > 0 {
+			f1.Value += fmt.Sprintf("; %d rings without a card", tm.NoCard[c])
+		}
+		if tm.NoAck[c] > 0 {
+			f2.Value += fmt.Sprintf("; %d calls not logged", tm.NoAck[c])
+		}
+		if targets {
+			f1.Target, f1.Met = "p99 < 50 ms", met(len(card) > 0 && card.Quantile(0.99) < 50*time.Millisecond && tm.NoCard[c] == 0)
+			f2.Target, f2.Met = "p99 < 500 ms", met(len(ack) > 0 && ack.Quantile(0.99) < 500*time.Millisecond && tm.NoAck[c] == 0)
+		}
+		figs = append(figs, f1, f2)
+		if tm.Records[c] > 0 {
+			figs = append(figs, Figure{Name: fmt.Sprintf("CRM requests per call, %s (%s)", name, what),
+				Value: fmt.Sprintf("%.2f (%d requests, %d calls)", float64(tm.Requests[c])/float64(tm.Records[c]), tm.Requests[c], tm.Records[c])})
+		}
+	}
+	return figs
+}
+
+// step is one rate of the throughput run.
+type step struct {
+	rate     float64
+	calls    int
+	wall     time.Duration // from the first call to drained
+	catchUp  time.Duration // from the PBX's last hangup to everything built and stored
+	cpu      time.Duration
+	genCPU   time.Duration // the load generator's (this process's) CPU
+	drained  bool
+	maxLag   float64
+	loadAvg  float64
+	maxRSS   int64
+	sustains bool
+}
+
+// benchThroughput: rising call rates through AMI, the call model and the outbox into the fake
+// connector (no CRM I/O). A rate is sustained when the daemon has built and stored every call
+// within 2 s of the PBX ending the last one.
+func benchThroughput(ctx context.Context, o *BenchOptions) ([]Figure, error) {
+	rates := []float64{50, 100, 200, 300, 400, 600}
+	dur := 15 * time.Second
+	if o.Quick {
+		rates, dur = []float64{50, 200}, 5*time.Second
+	}
+	e, stop, err := o.env(ctx, RunThroughput, EnvOptions{
+		PBX:    fakepbx.Config{Speed: 4},
+		Daemon: DaemonOptions{Connectors: []string{ConnFake}, Workers: 8},
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer stop()
+	var steps []step
+	fails := 0
+	for _, rate := range rates {
+		st, err := throughputStep(ctx, e, rate, dur)
+		if err != nil {
+			return nil, err
+		}
+		steps = append(steps, st)
+		fmt.Fprintf(o.Log, "%4.0f calls/s: %d calls, catch-up %v, daemon CPU %.2f s (%.0f%% of a core), generator CPU %.2f s, load %.1f, sustained %v\n",
+			rate, st.calls, st.catchUp.Round(time.Millisecond), st.cpu.Seconds(), 100*st.cpu.Seconds()/st.wall.Seconds(),
+			st.genCPU.Seconds(), st.loadAvg, st.sustains)
+		if !st.sustains {
+			if fails++; fails == 2 {
+				break
+			}
+		}
+		e.PBX.Forget()
+	}
+	var figs []Figure
+	best := -1
+	for i, st := range steps {
+		if st.sustains {
+			best = i
+		}
+		figs = append(figs, Figure{Name: fmt.Sprintf("throughput step %.0f calls/s (fake connector, replay speed 4)", st.rate),
+			Value: fmt.Sprintf("%d calls; caught up %s after the last hangup; daemon %.2f CPU-s per 1,000 calls, %.0f%% of one core; generator %.0f%% of one core; load avg %.1f",
+				st.calls, ms(st.catchUp), st.cpu.Seconds()*1000/float64(st.calls), 100*st.cpu.Seconds()/st.wall.Seconds(),
+				100*st.genCPU.Seconds()/st.wall.Seconds(), st.loadAvg)})
+	}
+	f := Figure{Name: "highest sustained rate through AMI, call model and outbox (fake connector)", Target: "≥ 200 calls/s"}
+	if best < 0 {
+		f.Value, f.Met = "none of the rates tried", "no"
+	} else {
+		st := steps[best]
+		f.Value = fmt.Sprintf("%.0f calls/s (daemon %.0f%% of one core)", st.rate, 100*st.cpu.Seconds()/st.wall.Seconds())
+		f.Met = met(st.rate >= 200)
+	}
+	figs = append(figs, f)
+	// CPU per call at the lowest rate that has a meaningful sample and at the best rate.
+	for _, i := range uniq(0, best) {
+		if i < 0 {
+			continue
+		}
+		st := steps[i]
+		per := st.cpu.Seconds() * 1000 / float64(st.calls)
+		figs = append(figs, Figure{Name: fmt.Sprintf("daemon CPU per 1,000 calls, excluding CRM I/O (fake connector, %.0f calls/s)", st.rate),
+			Value: fmt.Sprintf("%.2f CPU-s", per), Target: "≤ 1 CPU-s", Met: met(per <= 1)})
+	}
+	return figs, nil
+}
+
+func uniq(a, b int) []int {
+	if a == b {
+		return []int{a}
+	}
+	return []int{a, b}
+}
+
+func throughputStep(ctx context.Context, e *Env, rate float64, dur time.Duration) (step, error) {
+	st := step{rate: rate}
+	m0, err := e.Daemon.Metrics(ctx)
+	if err != nil {
+		return st, err
+	}
+	built0 := int(m0.Sum("pbxbridge_calls_total"))
+	p0, _ := e.Daemon.Proc()
+	g0 := selfCPU()
+	s := sample(e.Daemon, time.Second)
+	start := time.Now()
+	n, err := e.PBX.Load(ctx, fakepbx.LoadOptions{Rate: rate, Calls: int(rate * dur.Seconds()), Seed: uint64(rate)})
+	if err != nil {
+		s.end()
+		return st, err
+	}
+	last := time.Now()
+	st.calls = n
+	// Every replay of the mix but the concurrent one produces exactly one record.
+	want := built0 + n
+	err = e.WaitDrained(ctx, 2*time.Minute, want)
+	done := time.Now()
+	st.maxRSS = s.end()
+	p1, _ := e.Daemon.Proc()
+	st.cpu = p1.CPU - p0.CPU
+	st.genCPU = selfCPU() - g0
+	st.wall = done.Sub(start)
+	st.catchUp = done.Sub(last)
+	st.drained = err == nil
+	st.loadAvg = LoadAverage()
+	st.sustains = st.drained && st.catchUp <= 2*time.Second
+	return st, nil
+}
+
+// selfCPU is this process's CPU time (the simulated PBX and the fake CRMs).
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// benchConcurrency: 1,000 calls in progress at once (started at 500/s, replayed at half speed,
+// then frozen), both CRM connectors unlimited.
+func benchConcurrency(ctx context.Context, o *BenchOptions) ([]Figure, error) {
+	total := 1000
+	if o.Quick {
+		total = 200
+	}
+	e, stop, err := o.env(ctx, RunConcurrency, EnvOptions{
+		PBX:    fakepbx.Config{Speed: 0.5},
+		Daemon: DaemonOptions{Connectors: []string{ConnBitrix24, ConnAmo}, Unlimited: true, Workers: 8},
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer stop()
+	idle, _ := e.Daemon.Proc()
+	loadCtx, cancelLoad := context.WithCancel(ctx)
+	defer cancelLoad()
+	loadDone := make(chan struct{})
+	go func() {
+		defer close(loadDone)
+		_, _ = e.PBX.Load(loadCtx, fakepbx.LoadOptions{Rate: 500, Calls: total})
+	}()
+	deadline := time.Now().Add(30 * time.Second)
+	for e.PBX.Stats().CallsStarted < uint64(total) && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	e.PBX.Pause()
+	st := e.PBX.Stats()
+	inProgress := int(st.CallsStarted - st.CallsFinished)
+	// Wait until the daemon has applied what was sent (its open-call gauge is updated each
+	// second) and its deliveries of finished calls are done.
+	var open float64
+	var goroutines float64
+	for range 20 {
+		time.Sleep(500 * time.Millisecond)
+		m, err := e.Daemon.Metrics(ctx)
+		if err == nil {
+			open = m.Sum("pbxbridge_calls_open")
+			goroutines = m.Sum("go_goroutines")
+			if open >= float64(inProgress)*0.98 && m.Sum("pbxbridge_outbox_pending") == 0 {
+				break
+			}
+		}
+	}
+	runtime.GC() // our own heap, not the daemon's: keeps this process's noise down
+	s := sample(e.Daemon, 250*time.Millisecond)
+	time.Sleep(3 * time.Second)
+	rss := s.end()
+	e.PBX.Resume()
+	fmt.Fprintf(o.Log, "%d calls in progress at the PBX, %.0f open in the daemon, RSS %s (idle %s), %.0f goroutines\n",
+		inProgress, open, mb(rss), mb(idle.RSS), goroutines)
+	cancelLoad() // stops the replays; the daemon sees no more events for them
+	<-loadDone
+	return []Figure{{
+		Name:   fmt.Sprintf("RSS with %d calls in progress (Bitrix24 + amoCRM connectors)", total),
+		Value:  fmt.Sprintf("%s (%d in progress at the PBX, %.0f open in the call model, %.0f goroutines)", mb(rss), inProgress, open, goroutines),
+		Target: "< 150 MB", Met: met(rss < 150<<20 && open >= float64(total)*0.95),
+	}}, nil
+}
+
+// benchLimits: the CRMs at their real limits (Bitrix24 2 req/s burst 50, amoCRM 7 req/s, 150 ms
+// latency, the connectors' default client-side limits), 1 call/s for a minute: how the outbox
+// grows and how long it takes to drain after the calls stop.
+func benchLimits(ctx context.Context, o *BenchOptions) ([]Figure, error) {
+	const rate = 1.0
+	dur := 60 * time.Second
+	if o.Quick {
+		dur = 15 * time.Second
+	}
+	e, stop, err := o.env(ctx, RunLimits, EnvOptions{
+		PBX:    fakepbx.Config{Speed: 1},
+		CRM:    CRMOptions{B24RPS: 2, B24Burst: 50, AmoRPS: 7, Latency: 150 * time.Millisecond},
+		Daemon: DaemonOptions{Connectors: []string{ConnBitrix24, ConnAmo}, Workers: 2},
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer stop()
+	time.Sleep(3 * time.Second) // start-up requests
+	from := time.Now()
+	type point struct {
+		at      time.Time
+		pending map[string]float64
+	}
+	var mu sync.Mutex
+	var series []point
+	pollDone := make(chan struct{})
+	pollCtx, stopPoll := context.WithCancel(ctx)
+	go func() {
+		defer close(pollDone)
+		for pollCtx.Err() == nil {
+			if m, err := e.Daemon.Metrics(pollCtx); err == nil {
+				p := point{at: time.Now(), pending: map[string]float64{}}
+				for _, c := range []string{"b24", "amo"} {
+					p.pending[c] = m.Sum("pbxbridge_outbox_pending", `connector="`+c+`"`)
+				}
+				mu.Lock()
+				series = append(series, p)
+				mu.Unlock()
+			}
+			select {
+			case <-pollCtx.Done():
+			case <-time.After(time.Second):
+			}
+		}
+	}()
+	n, err := e.PBX.Load(ctx, fakepbx.LoadOptions{Rate: rate, Calls: int(rate * dur.Seconds())})
+	if err != nil {
+		stopPoll()
+		<-pollDone
+		return nil, err
+	}
+	to := time.Now()
+	err = e.WaitDrained(ctx, 15*time.Minute, -1)
+	end := time.Now()
+	stopPoll()
+	<-pollDone
+	if err != nil {
+		return nil, err
+	}
+	tm := e.Measure(from, to, end)
+	var figs []Figure
+	b24s := e.CRMs.B24.State()
+	amos := e.CRMs.Amo.State()
+	for _, c := range []struct{ inst, name string }{{"b24", "Bitrix24"}, {"amo", "amoCRM"}} {
+		var peak float64
+		var peakAt, drainedAt time.Time
+		for _, p := range series {
+			if p.pending[c.inst] > peak {
+				peak, peakAt = p.pending[c.inst], p.at
+			}
+			if p.at.After(to) && p.pending[c.inst] > 0 {
+				drainedAt = p.at
+			}
+		}
+		drain := time.Duration(0)
+		if !drainedAt.IsZero() {
+			drain = drainedAt.Sub(to) + time.Second // the first zero sample follows within a second
+		}
+		growth := 0.0
+		if !peakAt.IsZero() && peakAt.After(from) {
+			growth = peak / peakAt.Sub(from).Minutes()
+		}
+		figs = append(figs, Figure{
+			Name: fmt.Sprintf("outbox under the CRM limit, %s (%.0f call/s for %.0f s)", c.name, rate, dur.Seconds()),
+			Value: fmt.Sprintf("peak %.0f pending (+%.0f/min while calls came in); drained %s after the last call ended",
+				peak, growth, ms(drain)),
+		})
+	}
+	refused := fmt.Sprintf("Bitrix24 refused %d requests (QUERY_LIMIT_EXCEEDED), amoCRM %d (429)", b24s.RateLimited, amos.RateLimited)
+	figs = append(figs, Figure{Name: "CRM refusals under their limits (client-side limiters)", Value: refused})
+	figs = append(figs, latencyFigures(tm, "real limits, 150 ms latency, 1 call/s", false)...)
+	fmt.Fprintf(o.Log, "%d calls; %s\n", n, refused)
+	return figs, nil
+}
+
+// FormatTable renders figures as the Markdown table of BENCHMARKS.md.
+func FormatTable(w io.Writer, figs []Figure, machine, date string) {
+	fmt.Fprintf(w, "| Figure | Result | Target | Met | Command | Load avg |\n|---|---|---|---|---|---|\n")
+	for _, f := range figs {
+		fmt.Fprintf(w, "| %s | %s | %s | %s | `go run ./cmd/loadtest -run %s` | %.1f |\n", f.Name, f.Value, f.Target, f.Met, f.Run, f.Load)
+	}
+	fmt.Fprintf(w, "\nMachine: %s. Date: %s.\n", machine, date)
+}
+
+// removeAll removes a run directory (tolerating a daemon that left files behind).
+func removeAll(dir string) error {
+	var err error
+	for range 3 {
+		if err = os.RemoveAll(dir); err == nil {
+			return nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return err
+}

@@ -1,0 +1,210 @@
+package loadtest
+
+import (
+	"fmt"
+	"sort"
+	"time"
+)
+
+// Latencies is a sample of durations.
+type Latencies []time.Duration
+
+// Quantile returns the q-quantile (nearest rank), 0 for an empty sample.
+func (l Latencies) Quantile(q float64) time.Duration {
+	if len(l) == 0 {
+		return 0
+	}
+	s := append(Latencies(nil), l...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	i := int(q*float64(len(s))+0.5) - 1
+	return s[min(max(i, 0), len(s)-1)]
+}
+
+// String is "p50 X, p99 Y (n)".
+func (l Latencies) String() string {
+	return fmt.Sprintf("p50 %s, p99 %s (n=%d)", ms(l.Quantile(0.5)), ms(l.Quantile(0.99)), len(l))
+}
+
+func ms(d time.Duration) string {
+	switch {
+	case d >= 10*time.Second:
+		return fmt.Sprintf("%.1f s", d.Seconds())
+	case d >= time.Second:
+		return fmt.Sprintf("%.2f s", d.Seconds())
+	default:
+		return fmt.Sprintf("%.1f ms", float64(d)/float64(time.Millisecond))
+	}
+}
+
+// Timings are the latencies of one run, per CRM connector, measured outside the daemon.
+type Timings struct {
+	// RingToCard: from the PBX sending a call's first DialBegin to an extension to the CRM
+	// receiving the call-card request (Bitrix24 register; amoCRM pop-up).
+	RingToCard map[string]Latencies
+	// HangupToAck: from the PBX sending the call's last Hangup to the CRM answering the request
+	// that logs the call (Bitrix24 finish; amoCRM POST /api/v4/calls or the incoming lead).
+	HangupToAck map[string]Latencies
+	// Requests is how many HTTP requests each CRM received in the window, Records how many
+	// records were meant for it.
+	Requests, Records map[string]int
+	// Unmatched counts rings without a card and hangups without an ack, per connector.
+	NoCard, NoAck map[string]int
+}
+
+// Measure computes the Timings of the calls the PBX finished between from and to, from the
+// PBX's traces and the requests the proxy recorded (requests answered in [from, end] count).
+func (e *Env) Measure(from, to, end time.Time) Timings {
+	tm := Timings{RingToCard: map[string]Latencies{}, HangupToAck: map[string]Latencies{}, Requests: map[string]int{},
+		Records: map[string]int{}, NoCard: map[string]int{}, NoAck: map[string]int{}}
+	reqs := e.CRMs.Requests()
+	// Bitrix24: first register per key (arrival), first successful finish per CALL_ID.
+	register := map[string]time.Time{}
+	finish := map[string]time.Time{}
+	amoLogged := map[string]time.Time{}
+	type popKey struct {
+		phone string
+		user  int64
+	}
+	popups := map[popKey][]time.Time{}
+	for _, r := range reqs {
+		if !r.Answered.Before(from) && !r.Answered.After(end) {
+			tm.Requests[connOf(r.CRM)]++
+		}
+		switch {
+		case r.CRM == CRMBitrix24 && (r.Method == "telephony.externalcall.register" || r.Method == "batch"):
+			for _, k := range r.Keys {
+				if _, ok := register[k]; !ok && r.Status == 200 {
+					register[k] = r.Arrived
+				}
+			}
+		case r.CRM == CRMAmo && r.Method == "POST /api/v2/events" && r.Status == 200:
+			for _, p := range r.Popups {
+				for _, u := range p.Users {
+					k := popKey{p.Phone, u}
+					popups[k] = append(popups[k], r.Arrived)
+				}
+			}
+		}
+		if r.Status != 200 {
+			continue
+		}
+		if r.CRM == CRMBitrix24 && (r.Method == "telephony.externalcall.finish" || r.Method == "batch") {
+			for _, id := range r.CallIDs {
+				if _, ok := finish[id]; !ok {
+					finish[id] = r.Answered
+				}
+			}
+		}
+		if r.CRM == CRMAmo && (r.Method == "POST /api/v4/calls" || r.Method == "POST /api/v4/leads/unsorted/sip") {
+			for _, k := range r.Keys {
+				if _, ok := amoLogged[k]; !ok {
+					amoLogged[k] = r.Answered
+				}
+			}
+		}
+	}
+	callKey := map[string]string{} // Bitrix24 CALL_ID → record key
+	for _, c := range e.CRMs.B24.State().Calls {
+		if c.ExternalCallID != "" {
+			callKey[c.CallID] = c.ExternalCallID
+		}
+	}
+	b24Ack := map[string]time.Time{}
+	for id, at := range finish {
+		if k := callKey[id]; k != "" {
+			if old, ok := b24Ack[k]; !ok || at.Before(old) {
+				b24Ack[k] = at
+			}
+		}
+	}
+
+	conns := e.crmConnectors()
+	type ring struct {
+		at   time.Time
+		user int64
+		ph   string
+	}
+	var amoRings []ring
+	for _, t := range e.PBX.Traces() {
+		if t.Hangup.IsZero() || t.Hangup.Before(from) || t.Hangup.After(to) {
+			continue
+		}
+		for key, rec := range e.Expected.Keys(&t) {
+			if !ToCRM(rec) {
+				continue
+			}
+			for _, c := range conns {
+				tm.Records[c]++
+			}
+			for _, c := range conns {
+				var ack time.Time
+				var ok bool
+				if c == ConnBitrix24 {
+					ack, ok = b24Ack[key]
+				} else {
+					ack, ok = amoLogged[key]
+				}
+				if ok {
+					tm.HangupToAck[c] = append(tm.HangupToAck[c], ack.Sub(t.Hangup))
+				} else {
+					tm.NoAck[c]++
+				}
+			}
+			if rec.Direction != "inbound" || len(t.Rings) == 0 {
+				continue
+			}
+			if c := ConnBitrix24; has(conns, c) {
+				if at, ok := register[key]; ok {
+					tm.RingToCard[c] = append(tm.RingToCard[c], at.Sub(t.Rings[0].At))
+				} else {
+					tm.NoCard[c]++
+				}
+			}
+			for _, r := range t.Rings {
+				if u := amoUsers[r.Ext]; u != 0 {
+					amoRings = append(amoRings, ring{r.At, u, rec.Customer})
+				}
+			}
+		}
+	}
+	if has(conns, ConnAmo) {
+		// Pop-ups carry no call id: match the n-th ring of (customer, user) with the n-th pop-up
+		// for them (the daemon sends live events of a connector in order, one at a time).
+		sort.Slice(amoRings, func(i, j int) bool { return amoRings[i].at.Before(amoRings[j].at) })
+		next := map[popKey]int{}
+		for _, r := range amoRings {
+			k := popKey{r.ph, r.user}
+			list := popups[k]
+			// Skip pop-ups sent before this ring (rings of earlier calls outside the window).
+			for next[k] < len(list) && list[next[k]].Before(r.at) {
+				next[k]++
+			}
+			if next[k] < len(list) {
+				tm.RingToCard[ConnAmo] = append(tm.RingToCard[ConnAmo], list[next[k]].Sub(r.at))
+				next[k]++
+			} else {
+				tm.NoCard[ConnAmo]++
+			}
+		}
+	}
+	return tm
+}
+
+// amoUsers is the extension → amoCRM user mapping of the harness's config.
+var amoUsers = map[string]int64{"101": 504141, "102": 504142, "103": 504143}
+
+func connOf(crmName string) string {
+	if crmName == CRMBitrix24 {
+		return ConnBitrix24
+	}
+	return ConnAmo
+}
+
+func has(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
