@@ -245,18 +245,17 @@ func (d *Daemon) enqueue(ctx context.Context, rec *callmodel.Record) error {
 	if err != nil {
 		return fmt.Errorf("encoding call %s: %w", rec.Key(), err)
 	}
-	summary := describeRecord(rec)
-	if err := d.store.AppendTimeline(ctx, rec.Key(), outbox.TimelineEntry{At: rec.EndedAt, Kind: "call", Summary: summary, Detail: string(payload)}); err != nil {
-		return err
-	}
+	// One durable commit per call: the rows and the timeline's "call" and "routing" entries.
+	call := outbox.TimelineEntry{At: rec.EndedAt, Kind: "call", Summary: describeRecord(rec), Detail: string(payload)}
 	if len(names) == 0 {
 		d.m.unrouted.WithLabelValues(string(rec.Direction)).Inc()
-		return d.store.AppendTimeline(ctx, rec.Key(), outbox.TimelineEntry{Kind: "routing", Summary: "not sent to any CRM: " + unroutedReason(rec, d.routes())})
+		return d.store.AppendTimeline(ctx, rec.Key(), call,
+			outbox.TimelineEntry{Kind: "routing", Summary: "not sent to any CRM: " + unroutedReason(rec, d.routes())})
 	}
-	if err := d.store.Enqueue(ctx, outbox.Entry{Key: rec.Key(), StartedAt: rec.StartedAt, Payload: payload, Connectors: names}); err != nil {
+	if err := d.store.Enqueue(ctx, outbox.Entry{Key: rec.Key(), StartedAt: rec.StartedAt, Payload: payload, Connectors: names,
+		Timeline: []outbox.TimelineEntry{call, {Kind: "routing", Summary: "queued for " + strings.Join(names, ", ")}}}); err != nil {
 		return err
 	}
-	_ = d.store.AppendTimeline(ctx, rec.Key(), outbox.TimelineEntry{Kind: "routing", Summary: "queued for " + strings.Join(names, ", ")})
 	d.wake(names)
 	return nil
 }

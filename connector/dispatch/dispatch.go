@@ -37,11 +37,13 @@ import (
 // Queue is the part of the outbox a Worker uses; *outbox.Store implements it.
 type Queue interface {
 	Lease(ctx context.Context, connector string, limit int, ttl time.Duration) ([]outbox.Row, error)
-	Ack(ctx context.Context, row outbox.Row) error
-	Retry(ctx context.Context, row outbox.Row, next time.Time, errMsg string) error
-	Bury(ctx context.Context, row outbox.Row, reason string) error
+	// Ack, Retry and Bury append the timeline entries to the row's call in the same transaction
+	// when they succeed.
+	Ack(ctx context.Context, row outbox.Row, timeline ...outbox.TimelineEntry) error
+	Retry(ctx context.Context, row outbox.Row, next time.Time, errMsg string, timeline ...outbox.TimelineEntry) error
+	Bury(ctx context.Context, row outbox.Row, reason string, timeline ...outbox.TimelineEntry) error
 	Release(ctx context.Context, rows ...outbox.Row) (int, error)
-	AppendTimeline(ctx context.Context, key string, e outbox.TimelineEntry) error
+	AppendTimeline(ctx context.Context, key string, entries ...outbox.TimelineEntry) error
 }
 
 // Options configure a Worker.
@@ -296,19 +298,23 @@ func sleep(ctx context.Context, d time.Duration, wake <-chan struct{}) bool {
 	return true
 }
 
-// deliver runs one attempt for row and records the outcome.
+// deliver runs one attempt for row and records the outcome. The adapter's trace and the
+// outcome go to the call's timeline in the same transaction as the row's transition: one durable
+// commit per attempt.
 func (w *Worker) deliver(hard context.Context, row outbox.Row) {
 	// Outbox writes must happen even while draining.
 	bg := context.WithoutCancel(hard)
 	rec, err := decode(row.Payload)
 	if err != nil {
-		w.finish(bg, row, "dead", func() error { return w.q.Bury(bg, row, "undecodable record: "+err.Error()) })
+		w.finish(bg, row, "dead", nil, func(tl []outbox.TimelineEntry) error {
+			return w.q.Bury(bg, row, "undecodable record: "+err.Error(), tl...)
+		})
 		return
 	}
 	if w.o.Skip != nil {
 		if reason := w.o.Skip(w.o.Connector, rec); reason != "" {
-			w.timeline(bg, row, "skipped", reason, "")
-			w.finish(bg, row, "skipped", func() error { return w.q.Ack(bg, row) })
+			w.finish(bg, row, "skipped", []outbox.TimelineEntry{w.entry("skipped", reason, "")},
+				func(tl []outbox.TimelineEntry) error { return w.q.Ack(bg, row, tl...) })
 			return
 		}
 	}
@@ -337,9 +343,8 @@ func (w *Worker) deliver(hard context.Context, row outbox.Row) {
 		w.m.duration.WithLabelValues(w.o.Connector).Observe(elapsed.Seconds())
 	}
 	tmu.Lock()
-	for _, e := range traces {
-		_ = w.q.AppendTimeline(bg, row.Key, e)
-	}
+	tl := traces
+	traces = nil // a trace call after Deliver returned (a stray goroutine) is dropped
 	tmu.Unlock()
 
 	if err == nil {
@@ -348,8 +353,8 @@ func (w *Worker) deliver(hard context.Context, row outbox.Row) {
 		}
 		w.delivered.Add(1)
 		w.setAuth(false)
-		w.timeline(bg, row, "delivered", fmt.Sprintf("delivered on attempt %d (%d CRM requests, %v)", row.Attempts+1, requests.Load(), elapsed.Round(time.Millisecond)), "")
-		w.finish(bg, row, "delivered", func() error { return w.q.Ack(bg, row) })
+		tl = append(tl, w.entry("delivered", fmt.Sprintf("delivered on attempt %d (%d CRM requests, %v)", row.Attempts+1, requests.Load(), elapsed.Round(time.Millisecond)), ""))
+		w.finish(bg, row, "delivered", tl, func(tl []outbox.TimelineEntry) error { return w.q.Ack(bg, row, tl...) })
 		if w.o.OnDelivered != nil {
 			w.o.OnDelivered(w.o.Connector, rec, row.Attempts+1)
 		}
@@ -358,6 +363,7 @@ func (w *Worker) deliver(hard context.Context, row outbox.Row) {
 
 	if hard.Err() != nil && errors.Is(err, context.Canceled) {
 		// Shutdown cut the attempt short: not the CRM's fault, do not count it.
+		w.appendTimeline(bg, row, tl)
 		w.release(bg, row)
 		return
 	}
@@ -369,34 +375,34 @@ func (w *Worker) deliver(hard context.Context, row outbox.Row) {
 	switch class {
 	case crm.ClassPermanent:
 		w.log.Error("delivery failed permanently: dead letter", "call", row.Key, "attempt", row.Attempts+1, "err", err)
-		w.timeline(bg, row, "dead", "dead letter: "+msg, "")
-		w.finish(bg, row, "dead", func() error { return w.q.Bury(bg, row, msg) })
+		tl = append(tl, w.entry("dead", "dead letter: "+msg, ""))
+		w.finish(bg, row, "dead", tl, func(tl []outbox.TimelineEntry) error { return w.q.Bury(bg, row, msg, tl...) })
 	case crm.ClassAuth:
 		w.setAuth(true)
 		w.log.Error("CRM authorisation broken: calls stay queued until it is renewed", "call", row.Key, "err", err)
-		w.timeline(bg, row, "retry", "CRM authorisation broken, waiting: "+msg, "")
+		tl = append(tl, w.entry("retry", "CRM authorisation broken, waiting: "+msg, ""))
 		next := now.Add(w.o.AuthPause)
 		w.mu.Lock()
 		w.pausedUntil = next
 		w.mu.Unlock()
-		w.finish(bg, row, "auth", func() error { return w.q.Retry(bg, row, next, msg) })
+		w.finish(bg, row, "auth", tl, func(tl []outbox.TimelineEntry) error { return w.q.Retry(bg, row, next, msg, tl...) })
 	case crm.ClassRateLimited:
 		d := max(retryAfter, w.o.BackoffMin)
 		w.log.Warn("CRM rate limit: retrying later", "call", row.Key, "after", d)
-		w.timeline(bg, row, "retry", fmt.Sprintf("rate limited, retry in %v", d.Round(time.Second)), msg)
-		w.finish(bg, row, "rate_limited", func() error { return w.q.Retry(bg, row, now.Add(d), msg) })
+		tl = append(tl, w.entry("retry", fmt.Sprintf("rate limited, retry in %v", d.Round(time.Second)), msg))
+		w.finish(bg, row, "rate_limited", tl, func(tl []outbox.TimelineEntry) error { return w.q.Retry(bg, row, now.Add(d), msg, tl...) })
 	default:
 		if w.o.GiveUpAfter > 0 && now.Sub(row.StartedAt) > w.o.GiveUpAfter {
 			reason := fmt.Sprintf("gave up after %d attempts over %v: %s", row.Attempts+1, w.o.GiveUpAfter, msg)
 			w.log.Error("delivery keeps failing: dead letter", "call", row.Key, "err", err)
-			w.timeline(bg, row, "dead", reason, "")
-			w.finish(bg, row, "dead", func() error { return w.q.Bury(bg, row, reason) })
+			tl = append(tl, w.entry("dead", reason, ""))
+			w.finish(bg, row, "dead", tl, func(tl []outbox.TimelineEntry) error { return w.q.Bury(bg, row, reason, tl...) })
 			return
 		}
 		d := w.backoff(row.Attempts)
 		w.log.Warn("delivery failed: retrying", "call", row.Key, "attempt", row.Attempts+1, "in", d.Round(time.Second), "err", err)
-		w.timeline(bg, row, "retry", fmt.Sprintf("attempt %d failed, retry in %v", row.Attempts+1, d.Round(time.Second)), msg)
-		w.finish(bg, row, "retry", func() error { return w.q.Retry(bg, row, now.Add(d), msg) })
+		tl = append(tl, w.entry("retry", fmt.Sprintf("attempt %d failed, retry in %v", row.Attempts+1, d.Round(time.Second)), msg))
+		w.finish(bg, row, "retry", tl, func(tl []outbox.TimelineEntry) error { return w.q.Retry(bg, row, now.Add(d), msg, tl...) })
 	}
 }
 
@@ -420,11 +426,15 @@ func (w *Worker) release(ctx context.Context, row outbox.Row) {
 	w.count("released")
 }
 
-// finish applies the outbox transition and counts the result.
-func (w *Worker) finish(_ context.Context, row outbox.Row, result string, apply func() error) {
-	if err := apply(); err != nil {
+// finish applies the outbox transition with the timeline entries and counts the result. When
+// the row's lease was lost meanwhile, the entries still go to the timeline, on their own.
+func (w *Worker) finish(ctx context.Context, row outbox.Row, result string, tl []outbox.TimelineEntry, apply func([]outbox.TimelineEntry) error) {
+	if err := apply(tl); err != nil {
 		// The lease will expire and the row will be delivered again; adapters are idempotent.
 		w.log.Error("recording a delivery result in the outbox", "call", row.Key, "result", result, "err", err)
+		if errors.Is(err, outbox.ErrLeaseLost) {
+			w.appendTimeline(ctx, row, tl)
+		}
 	}
 	w.count(result)
 }
@@ -435,8 +445,13 @@ func (w *Worker) count(result string) {
 	}
 }
 
-func (w *Worker) timeline(ctx context.Context, row outbox.Row, kind, summary, detail string) {
-	if err := w.q.AppendTimeline(ctx, row.Key, outbox.TimelineEntry{Connector: w.o.Connector, Kind: kind, Summary: summary, Detail: detail}); err != nil {
+// entry is a timeline entry of this connector, dated by the outbox when it is written.
+func (w *Worker) entry(kind, summary, detail string) outbox.TimelineEntry {
+	return outbox.TimelineEntry{Connector: w.o.Connector, Kind: kind, Summary: summary, Detail: detail}
+}
+
+func (w *Worker) appendTimeline(ctx context.Context, row outbox.Row, tl []outbox.TimelineEntry) {
+	if err := w.q.AppendTimeline(ctx, row.Key, tl...); err != nil {
 		w.log.Warn("writing the call timeline", "call", row.Key, "err", err)
 	}
 }

@@ -46,6 +46,11 @@ type Entry struct {
 	// Connectors names the connector instances that must receive the record,
 	// one row each. At least one, no duplicates, none empty.
 	Connectors []string
+	// Timeline entries are appended to the call's timeline in the same
+	// transaction (each needs a Kind), so that a finished call costs one
+	// durable commit. They are appended on every Enqueue of the entry, also
+	// when its rows were already stored.
+	Timeline []TimelineEntry
 }
 
 // Row is one outbox row: one call record for one connector. Lease returns rows
@@ -128,6 +133,9 @@ func (s *Store) Enqueue(ctx context.Context, entries ...Entry) error {
 					return s.wrap(fmt.Sprintf("enqueue %q for %q", e.Key, c), err)
 				}
 			}
+			if err := s.appendTimeline(tx, now, e.Key, e.Timeline); err != nil {
+				return err
+			}
 		}
 		return nil
 	})
@@ -149,6 +157,9 @@ func (e Entry) validate() error {
 		return fmt.Errorf("outbox: enqueue %q: %w: zero StartedAt", e.Key, ErrInvalid)
 	case len(e.Connectors) == 0:
 		return fmt.Errorf("outbox: enqueue %q: %w: no connectors", e.Key, ErrInvalid)
+	}
+	if err := validTimeline(e.Timeline); err != nil {
+		return fmt.Errorf("outbox: enqueue %q: %w", e.Key, err)
 	}
 	for i, c := range e.Connectors {
 		if c == "" {
@@ -224,35 +235,44 @@ func (s *Store) Lease(ctx context.Context, connector string, limit int, ttl time
 
 // Ack marks a leased row delivered (done). It fails with ErrLeaseLost if the
 // row is no longer leased under row.LeaseID. An ack after the lease expired
-// still succeeds until a Lease call of the connector reclaims the row.
-func (s *Store) Ack(ctx context.Context, row Row) error {
-	return s.finish(ctx, "ack", row, sqlAck, nil, "")
+// still succeeds until a Lease call of the connector reclaims the row. The
+// timeline entries, if any, are appended to the call's timeline in the same
+// transaction, only when the row was acknowledged.
+func (s *Store) Ack(ctx context.Context, row Row, timeline ...TimelineEntry) error {
+	return s.finish(ctx, "ack", row, sqlAck, nil, "", timeline)
 }
 
 // Retry returns a leased row to pending, due at next (zero: now), with one
 // more attempt counted and errMsg recorded as its last error. It fails with
-// ErrLeaseLost if the row is no longer leased under row.LeaseID.
-func (s *Store) Retry(ctx context.Context, row Row, next time.Time, errMsg string) error {
+// ErrLeaseLost if the row is no longer leased under row.LeaseID. Timeline
+// entries are appended as with Ack.
+func (s *Store) Retry(ctx context.Context, row Row, next time.Time, errMsg string, timeline ...TimelineEntry) error {
 	var nextN any // nil: now
 	if !next.IsZero() {
 		nextN = next.UnixNano()
 	}
-	return s.finish(ctx, "retry", row, sqlRetry, nextN, truncateError(errMsg))
+	return s.finish(ctx, "retry", row, sqlRetry, nextN, truncateError(errMsg), timeline)
 }
 
 // Bury moves a leased row to dead (a permanent failure) with reason recorded
 // as its last error and one more attempt counted. Dead rows stay until an
 // operator requeues or drops them. It fails with ErrLeaseLost if the row is no
-// longer leased under row.LeaseID.
-func (s *Store) Bury(ctx context.Context, row Row, reason string) error {
-	return s.finish(ctx, "bury", row, sqlBury, nil, truncateError(reason))
+// longer leased under row.LeaseID. Timeline entries are appended as with Ack.
+func (s *Store) Bury(ctx context.Context, row Row, reason string, timeline ...TimelineEntry) error {
+	return s.finish(ctx, "bury", row, sqlBury, nil, truncateError(reason), timeline)
 }
 
 // finish runs one of sqlAck, sqlRetry, sqlBury on the row if it is still
-// leased under row.LeaseID.
-func (s *Store) finish(ctx context.Context, op string, row Row, stmt string, next any, text string) error {
+// leased under row.LeaseID, and then appends timeline to the row's call.
+func (s *Store) finish(ctx context.Context, op string, row Row, stmt string, next any, text string, timeline []TimelineEntry) error {
 	if row.ID <= 0 || row.LeaseID == "" {
 		return fmt.Errorf("outbox: %s row %d: %w: not a leased row", op, row.ID, ErrInvalid)
+	}
+	if err := validTimeline(timeline); err != nil {
+		return fmt.Errorf("outbox: %s row %d: %w", op, row.ID, err)
+	}
+	if len(timeline) > 0 && row.Key == "" {
+		return fmt.Errorf("outbox: %s row %d: %w: timeline entries for a row without its key", op, row.ID, ErrInvalid)
 	}
 	err := s.write(ctx, func(tx wtx, now time.Time) error {
 		res, err := tx.exec(stmt, now.UnixNano(), next, text, row.ID, row.LeaseID)
@@ -264,7 +284,7 @@ func (s *Store) finish(ctx context.Context, op string, row Row, stmt string, nex
 		} else if n == 0 {
 			return fmt.Errorf("outbox: %s row %d: %w: it was re-leased, acknowledged, re-queued or dropped since lease %s", op, row.ID, ErrLeaseLost, row.LeaseID)
 		}
-		return nil
+		return s.appendTimeline(tx, now, row.Key, timeline)
 	})
 	return s.opErr(op, err)
 }

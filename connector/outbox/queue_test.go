@@ -511,3 +511,87 @@ func rowsEqual(a, b Row) bool {
 		a.LastError == b.LastError && a.LeaseID == b.LeaseID && a.LeaseExpiresAt.Equal(b.LeaseExpiresAt) &&
 		a.DoneAt.Equal(b.DoneAt)
 }
+
+// TestTimelineRidesWithTheTransition: Enqueue, Ack, Retry and Bury append their timeline entries
+// in the same transaction (one commit per finished call and per delivery attempt); a finish
+// whose lease was lost appends nothing; entries without a kind are refused before anything is
+// written.
+func TestTimelineRidesWithTheTransition(t *testing.T) {
+	clock := newFakeClock()
+	s := openTest(t, Options{Clock: clock.Now})
+	ctx := t.Context()
+	call := TimelineEntry{At: clock.Now().Add(-time.Minute), Kind: "call", Summary: "inbound call"}
+	routing := TimelineEntry{Kind: "routing", Summary: "queued for b24"}
+	var es []Entry
+	for _, k := range []string{"ack", "retry", "bury"} {
+		e := entry(k, clock.Now(), "b24")
+		e.Timeline = []TimelineEntry{call, routing}
+		es = append(es, e)
+	}
+	mustEnqueue(t, s, es...)
+	leased := mustLease(t, s, "b24", 10, time.Minute)
+	if len(leased) != 3 {
+		t.Fatalf("leased %d", len(leased))
+	}
+	trace := TimelineEntry{At: clock.Now(), Connector: "b24", Kind: "request", Summary: "telephony.externalCall.finish"}
+	outcome := func(kind string) TimelineEntry { return TimelineEntry{Connector: "b24", Kind: kind} }
+	if err := s.Ack(ctx, leased[0], trace, outcome("delivered")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Retry(ctx, leased[1], time.Time{}, "503", trace, outcome("retry")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Bury(ctx, leased[2], "400", outcome("dead")); err != nil {
+		t.Fatal(err)
+	}
+	// The retried row is leased again by another lease; the old lease finds it lost and
+	// appends nothing.
+	if err := s.Ack(ctx, leased[1], outcome("late")); !errors.Is(err, ErrLeaseLost) {
+		t.Fatalf("ack with a lost lease: %v", err)
+	}
+	for key, want := range map[string][]string{
+		"ack":   {"call", "routing", "request", "delivered"},
+		"retry": {"call", "routing", "request", "retry"},
+		"bury":  {"call", "routing", "dead"},
+	} {
+		tl, err := s.Timeline(ctx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var kinds []string
+		for i, e := range tl {
+			kinds = append(kinds, e.Kind)
+			if e.Seq != int64(i+1) {
+				t.Errorf("%s: entry %d has seq %d", key, i, e.Seq)
+			}
+		}
+		if !slices.Equal(kinds, want) {
+			t.Errorf("%s: timeline %v, want %v", key, kinds, want)
+		}
+		if !tl[0].At.Equal(call.At) || !tl[1].At.Equal(clock.Now()) {
+			t.Errorf("%s: times %v %v", key, tl[0].At, tl[1].At)
+		}
+	}
+
+	// Invalid entries: nothing is written.
+	bad := entry("bad", clock.Now(), "b24")
+	bad.Timeline = []TimelineEntry{{Summary: "no kind"}}
+	if err := s.Enqueue(ctx, bad); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("enqueue with a kindless entry: %v", err)
+	}
+	if rows, _ := s.List(ctx, Filter{Key: "bad"}); len(rows) != 0 {
+		t.Fatalf("a refused enqueue stored %d rows", len(rows))
+	}
+	if err := s.AppendTimeline(ctx, "ack", TimelineEntry{Kind: "ok"}, TimelineEntry{}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("append with a kindless entry: %v", err)
+	}
+	if err := s.Ack(ctx, Row{ID: leased[0].ID, LeaseID: "x"}, outcome("x")); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("ack with entries but no key: %v", err)
+	}
+	if err := s.AppendTimeline(ctx, "ack"); err != nil {
+		t.Fatalf("appending nothing: %v", err)
+	}
+	if tl, _ := s.Timeline(ctx, "ack"); len(tl) != 4 {
+		t.Fatalf("refused appends changed the timeline: %d entries", len(tl))
+	}
+}

@@ -17,25 +17,48 @@ type TimelineEntry struct {
 	Detail    string    // optional longer text (error text, request ids)
 }
 
-// AppendTimeline appends e to the timeline of the call key. It is durable
-// when it returns nil. Entries are pruned with the outbox retention once no
-// outbox row of the call remains.
-func (s *Store) AppendTimeline(ctx context.Context, key string, e TimelineEntry) error {
-	if key == "" || e.Kind == "" {
-		return fmt.Errorf("outbox: append timeline: %w: empty key or kind", ErrInvalid)
+// AppendTimeline appends entries, in order, to the timeline of the call key, in one
+// transaction. It is durable when it returns nil. Entries are pruned with the outbox retention
+// once no outbox row of the call remains.
+func (s *Store) AppendTimeline(ctx context.Context, key string, entries ...TimelineEntry) error {
+	if key == "" {
+		return fmt.Errorf("outbox: append timeline: %w: empty key", ErrInvalid)
+	}
+	if err := validTimeline(entries); err != nil {
+		return fmt.Errorf("outbox: append timeline: %w", err)
+	}
+	if len(entries) == 0 {
+		return nil
 	}
 	err := s.write(ctx, func(tx wtx, now time.Time) error {
+		return s.appendTimeline(tx, now, key, entries)
+	})
+	return s.opErr("append timeline", err)
+}
+
+// validTimeline checks that every entry has a kind.
+func validTimeline(entries []TimelineEntry) error {
+	for _, e := range entries {
+		if e.Kind == "" {
+			return fmt.Errorf("%w: timeline entry without a kind", ErrInvalid)
+		}
+	}
+	return nil
+}
+
+// appendTimeline appends entries to the timeline of key inside the writer's transaction; an
+// entry without a time gets now.
+func (s *Store) appendTimeline(tx wtx, now time.Time, key string, entries []TimelineEntry) error {
+	for _, e := range entries {
 		at := e.At
 		if at.IsZero() {
 			at = now
 		}
-		_, err := tx.exec(sqlTimelineAppend, key, at.UnixNano(), e.Connector, e.Kind, e.Summary, truncateError(e.Detail))
-		if err != nil {
+		if _, err := tx.exec(sqlTimelineAppend, key, at.UnixNano(), e.Connector, e.Kind, e.Summary, truncateError(e.Detail)); err != nil {
 			return s.wrap(fmt.Sprintf("append timeline %q", key), err)
 		}
-		return nil
-	})
-	return s.opErr("append timeline", err)
+	}
+	return nil
 }
 
 // Timeline returns the entries of the call key in append order (empty if none).
