@@ -3,6 +3,7 @@ package connector
 import (
 	"context"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"net"
 	"net/http"
@@ -24,9 +25,15 @@ import (
 	"github.com/pbxbridge/pbxbridge/licensing"
 )
 
-// liveQueue is how many live events may wait per connector; beyond that the oldest are dropped
-// (they are best-effort: a card that would appear after the call ended is worthless).
+// liveQueue is how many live events may wait per connector and live worker; beyond that the
+// oldest are dropped (they are best-effort: a card that would appear after the call ended is
+// worthless).
 const liveQueue = 256
+
+// liveWorkers is how many live events of one connector are handled at once. The events of one
+// call always go to the same worker, in order; different calls do not wait for each other (a
+// Bitrix24 card costs a few CRM requests and durable call-state writes).
+const liveWorkers = 8
 
 // connRT is one running connector instance.
 type connRT struct {
@@ -38,7 +45,7 @@ type connRT struct {
 	worker  *dispatch.Worker
 	log     *slog.Logger
 
-	live     chan callmodel.Live
+	live     []chan callmodel.Live // one per live worker
 	liveDrop atomic.Int64
 
 	free bool // a connector type that needs no licence
@@ -114,8 +121,10 @@ func (d *Daemon) startConnector(ctx context.Context, cfg *config.Config, cn *con
 		adapter: adapter,
 		route:   r,
 		log:     log,
-		live:    make(chan callmodel.Live, liveQueue),
 		done:    make(chan struct{}),
+	}
+	for range liveWorkers {
+		c.live = append(c.live, make(chan callmodel.Live, liveQueue))
 	}
 	dc := d.Config().Dispatch
 	d.dm.Init(cn.Name)
@@ -144,9 +153,11 @@ func (d *Daemon) startConnector(ctx context.Context, cfg *config.Config, cn *con
 		}
 	}
 	var wg sync.WaitGroup
-	wg.Add(3)
+	wg.Add(2 + len(c.live))
 	go func() { defer wg.Done(); _ = c.worker.Run(runCtx) }()
-	go func() { defer wg.Done(); d.liveLoop(runCtx, c) }()
+	for _, q := range c.live {
+		go func() { defer wg.Done(); d.liveLoop(runCtx, c, q) }()
+	}
 	go func() { defer wg.Done(); d.bindAccount(runCtx, c) }()
 	go func() {
 		wg.Wait()
@@ -212,14 +223,14 @@ func (d *Daemon) stopAllConnectors() {
 	d.publishRoutes()
 }
 
-// liveLoop passes live events to the adapter, in order, best-effort.
-func (d *Daemon) liveLoop(ctx context.Context, c *connRT) {
+// liveLoop passes the live events of one worker's queue to the adapter, in order, best-effort.
+func (d *Daemon) liveLoop(ctx context.Context, c *connRT, queue <-chan callmodel.Live) {
 	lh, ok := c.adapter.(crm.LiveHandler)
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case ev := <-c.live:
+		case ev := <-queue:
 			if !ok {
 				continue
 			}
@@ -238,17 +249,20 @@ func (d *Daemon) liveLoop(ctx context.Context, c *connRT) {
 	}
 }
 
-// pushLive queues a live event for c without blocking the call model: when the queue is full
-// the oldest waiting event is dropped.
+// pushLive queues a live event for c without blocking the call model, on the worker of its
+// call: when that queue is full the oldest waiting event is dropped.
 func (c *connRT) pushLive(ev *callmodel.Live, m *metrics) {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(ev.Key()))
+	queue := c.live[h.Sum32()%uint32(len(c.live))]
 	for {
 		select {
-		case c.live <- *ev:
+		case queue <- *ev:
 			return
 		default:
 		}
 		select {
-		case <-c.live:
+		case <-queue:
 			c.liveDrop.Add(1)
 			m.live.WithLabelValues(c.name, "dropped").Inc()
 		default:

@@ -1,0 +1,102 @@
+package connector
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/pbxbridge/pbxbridge/connector/callmodel"
+	"github.com/pbxbridge/pbxbridge/crm"
+)
+
+// blockingLive records live events per call; the first event of the call "slow" waits until an
+// event of another call has been handled.
+type blockingLive struct {
+	mu      sync.Mutex
+	seen    map[string][]int
+	release chan struct{}
+	once    sync.Once
+}
+
+func (b *blockingLive) Deliver(context.Context, *callmodel.Record) error { return nil }
+
+func (b *blockingLive) Live(ctx context.Context, ev *callmodel.Live) error {
+	if ev.CallID == "slow" && ev.Ext == "0" {
+		select {
+		case <-b.release:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	var n int
+	_, _ = fmt.Sscan(ev.Ext, &n)
+	b.mu.Lock()
+	b.seen[ev.CallID] = append(b.seen[ev.CallID], n)
+	b.mu.Unlock()
+	if ev.CallID != "slow" {
+		b.once.Do(func() { close(b.release) })
+	}
+	return nil
+}
+
+// TestLiveEventsRunPerCall: a connector's live events are handled concurrently across calls (a
+// slow card does not hold up the cards of other calls) and in order within a call.
+func TestLiveEventsRunPerCall(t *testing.T) {
+	d := &Daemon{log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	d.m = newMetrics(prometheus.NewRegistry(), d, "test")
+	a := &blockingLive{seen: map[string][]int{}, release: make(chan struct{})}
+	c := &connRT{name: "crm", adapter: a, log: d.log}
+	for range liveWorkers {
+		c.live = append(c.live, make(chan callmodel.Live, liveQueue))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for _, q := range c.live {
+		wg.Add(1)
+		go func() { defer wg.Done(); d.liveLoop(ctx, c, q) }()
+	}
+	defer func() { cancel(); wg.Wait() }()
+
+	calls := []string{"slow", "a", "b", "c", "d", "e", "f", "g", "h", "i"}
+	const perCall = 20
+	for i := range perCall {
+		for _, id := range calls {
+			c.pushLive(&callmodel.Live{PBX: "lab", CallID: id, Kind: callmodel.LiveRinging, Ext: fmt.Sprint(i)}, d.m)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		a.mu.Lock()
+		done := 0
+		for _, id := range calls {
+			if len(a.seen[id]) == perCall {
+				done++
+			}
+		}
+		a.mu.Unlock()
+		if done == len(calls) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d of %d calls got all their events (a slow call held up the others?)", done, len(calls))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, id := range calls {
+		for i, n := range a.seen[id] {
+			if n != i {
+				t.Fatalf("call %s: events handled in order %v", id, a.seen[id])
+			}
+		}
+	}
+}
+
+var _ crm.LiveHandler = (*blockingLive)(nil)
