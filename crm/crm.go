@@ -137,6 +137,16 @@ type CallStore interface {
 	Set(ctx context.Context, key, field, value string) error
 }
 
+// CallStoreBatch is implemented by CallStores that read or write several fields of a call at
+// once: one query, one durable write. Adapters that keep several fields use it when present
+// (the daemon's store has it) and fall back to Get and Set field by field.
+type CallStoreBatch interface {
+	// GetAll returns every field set for the call key (an empty map when none).
+	GetAll(ctx context.Context, key string) (map[string]string, error)
+	// SetMany sets the fields of the call key together: all or none.
+	SetMany(ctx context.Context, key string, fields map[string]string) error
+}
+
 // Params is what a Factory gets to build one connector instance.
 type Params struct {
 	// Name is the connector instance name (config connectors[].name); Type its type.

@@ -35,6 +35,7 @@ func run() int {
 	runs := flag.String("run", strings.Join(loadtest.Runs, ","), "comma-separated runs: "+strings.Join(loadtest.Runs, ", "))
 	quick := flag.Bool("quick", false, "short runs (a smoke test of the harness, not the benchmark's figures)")
 	profile := flag.String("profile", "", "write a CPU profile of the daemon per run into this directory")
+	rate := flag.Float64("latency-rate", 0, "call rate of the latency run (default 50/s)")
 	testdata := flag.String("testdata", "connector/callmodel/testdata", "the call model's testdata directory (expected records)")
 	flag.Parse()
 
@@ -52,7 +53,7 @@ func run() int {
 		}
 	}
 	figs, err := loadtest.Bench(ctx, loadtest.BenchOptions{
-		Expected: exp, Runs: strings.Split(*runs, ","), Quick: *quick, ProfileDir: *profile, Log: os.Stderr,
+		Expected: exp, Runs: strings.Split(*runs, ","), Quick: *quick, ProfileDir: *profile, Log: os.Stderr, LatencyRate: *rate,
 	})
 	loadtest.FormatTable(os.Stdout, figs, machine(), time.Now().UTC().Format("2006-01-02 15:04 UTC"))
 	if err != nil {

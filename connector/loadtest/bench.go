@@ -40,6 +40,8 @@ type BenchOptions struct {
 	Log io.Writer
 	// Executable is the daemon binary (default: this one; see RunChildIfRequested).
 	Executable string
+	// LatencyRate overrides the call rate of the latency run (default 50/s).
+	LatencyRate float64
 }
 
 // Figure is one result line of the benchmark.
@@ -182,7 +184,10 @@ func benchIdle(ctx context.Context, o *BenchOptions) ([]Figure, error) {
 
 // benchLatency: 50 calls/s for 30 s, real-time calls, unlimited fake CRMs and client limits.
 func benchLatency(ctx context.Context, o *BenchOptions) ([]Figure, error) {
-	const rate = 50
+	rate := 50.0
+	if o.LatencyRate > 0 {
+		rate = o.LatencyRate
+	}
 	dur := 30 * time.Second
 	if o.Quick {
 		dur = 8 * time.Second
@@ -215,11 +220,11 @@ func benchLatency(ctx context.Context, o *BenchOptions) ([]Figure, error) {
 	tm := e.Measure(from, to, end)
 	cpu := cpu1.CPU - cpu0.CPU
 	fmt.Fprintf(o.Log, "%d calls in %v, daemon CPU %v, max RSS %s\n", n, to.Sub(from).Round(time.Millisecond), cpu, mb(rss))
-	figs := latencyFigures(tm, fmt.Sprintf("%d calls/s, unlimited CRM", rate), true)
+	figs := latencyFigures(tm, fmt.Sprintf("%.0f calls/s, unlimited CRM", rate), rate == 50)
 	figs = append(figs,
-		Figure{Name: fmt.Sprintf("daemon CPU per 1,000 calls incl. CRM I/O (Bitrix24 + amoCRM, %d calls/s)", rate),
+		Figure{Name: fmt.Sprintf("daemon CPU per 1,000 calls incl. CRM I/O (Bitrix24 + amoCRM, %.0f calls/s)", rate),
 			Value: fmt.Sprintf("%.2f CPU-s (%d calls, %.1f s CPU over %.0f s)", cpu.Seconds()*1000/float64(n), n, cpu.Seconds(), end.Sub(from).Seconds())},
-		Figure{Name: fmt.Sprintf("daemon RSS, max during %d calls/s (~%d calls in progress)", rate, int(rate*8)), Value: mb(rss)},
+		Figure{Name: fmt.Sprintf("daemon RSS, max during %.0f calls/s (~%.0f calls in progress)", rate, rate*8), Value: mb(rss)},
 	)
 	return figs, nil
 }

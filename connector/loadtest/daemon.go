@@ -11,6 +11,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	httppprof "net/http/pprof"
+	"runtime"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -26,6 +28,7 @@ import (
 const (
 	childEnv      = "PBXBRIDGE_LOADTEST_CHILD"      // "1": this process is the daemon
 	cpuProfileEnv = "PBXBRIDGE_LOADTEST_CPUPROFILE" // the daemon writes a CPU profile there
+	pprofEnv      = "PBXBRIDGE_LOADTEST_PPROF"      // the daemon serves net/http/pprof there
 )
 
 // RunChildIfRequested turns the process into the pbxbridge command (connector.Main with the
@@ -44,6 +47,15 @@ func RunChildIfRequested() {
 				_ = f.Close()
 			}
 		}
+	}
+	if addr := os.Getenv(pprofEnv); addr != "" {
+		runtime.SetBlockProfileRate(int(time.Millisecond))
+		runtime.SetMutexProfileFraction(10)
+		mux := http.NewServeMux()
+		mux.HandleFunc("/debug/pprof/", httppprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", httppprof.Profile)
+		srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go func() { _ = srv.ListenAndServe() }()
 	}
 	code := connector.Main("loadtest", os.Args[1:])
 	stop()
@@ -80,6 +92,9 @@ type DaemonOptions struct {
 	FakeLatency time.Duration
 	// CPUProfile, when set, makes the daemon write a CPU profile there (on a clean stop).
 	CPUProfile string
+	// PprofAddr, when set, makes the daemon serve net/http/pprof there, with block and mutex
+	// profiling on (diagnosis of a run).
+	PprofAddr string
 	// LogLevel of the daemon (default info).
 	LogLevel string
 	// Executable is the binary to run (default: this one; it must call RunChildIfRequested).
@@ -234,6 +249,9 @@ func (d *Daemon) Start(ctx context.Context) error {
 	if d.o.CPUProfile != "" {
 		cmd.Env = append(cmd.Env, cpuProfileEnv+"="+d.o.CPUProfile)
 	}
+	if d.o.PprofAddr != "" {
+		cmd.Env = append(cmd.Env, pprofEnv+"="+d.o.PprofAddr)
+	}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("loadtest: starting the daemon: %w", err)
@@ -273,6 +291,40 @@ func (d *Daemon) WaitReady(ctx context.Context, limit time.Duration) error {
 		}
 	}
 	return nil
+}
+
+// WaitLicensed waits until every licensed connector may act in its CRM (the demo licence is
+// checked against the CRM account the adapter reports, which Bitrix24 knows only once the
+// application is installed) and its delivery worker has noticed.
+func (d *Daemon) WaitLicensed(ctx context.Context, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	var last string
+	for {
+		st, err := d.Status(ctx)
+		if err == nil {
+			ok := true
+			last = ""
+			for _, c := range st.Connectors {
+				if c.Licence != nil && (!c.Licence.Allowed || !c.Delivery.Licensed) {
+					ok = false
+					last += fmt.Sprintf(" %s: %s %s;", c.Name, c.Licence.State, c.Licence.Reason)
+				}
+			}
+			if ok {
+				return nil
+			}
+		} else {
+			last = err.Error()
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("loadtest: connectors not licensed after %v:%s", limit, last)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
 
 func (d *Daemon) get(ctx context.Context, path string) error {

@@ -61,6 +61,9 @@ func StartEnv(ctx context.Context, o EnvOptions) (_ *Env, err error) {
 			}
 		}
 	}
+	if err := e.Daemon.WaitLicensed(ctx, 30*time.Second); err != nil {
+		return nil, err
+	}
 	return e, nil
 }
 

@@ -2,6 +2,7 @@ package outbox
 
 import (
 	"errors"
+	"maps"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -133,5 +134,53 @@ func TestTimeline(t *testing.T) {
 		if err := s.AppendTimeline(ctx, tc.key, tc.e); !errors.Is(err, ErrInvalid) {
 			t.Errorf("AppendTimeline(%q, %+v): %v, want ErrInvalid", tc.key, tc.e, err)
 		}
+	}
+}
+
+// TestCallStateBatch: SetMany writes fields together, GetAll reads every field of one call of
+// one connector.
+func TestCallStateBatch(t *testing.T) {
+	s := openTest(t, Options{})
+	ctx := t.Context()
+	b24, amo := s.CallState("b24"), s.CallState("amo")
+	if all, err := b24.GetAll(ctx, "k1"); err != nil || all == nil || len(all) != 0 {
+		t.Fatalf("GetAll of an unknown call = %v, %v", all, err)
+	}
+	if err := b24.SetMany(ctx, "k1", map[string]string{"call_id": "c1", "user": "7", "empty": ""}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b24.SetMany(ctx, "k1", map[string]string{"user": "8"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b24.Set(ctx, "k2", "call_id", "c2"); err != nil {
+		t.Fatal(err)
+	}
+	if err := amo.SetMany(ctx, "k1", map[string]string{"call": "a1"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b24.SetMany(ctx, "k1", nil); err != nil {
+		t.Fatalf("SetMany of nothing: %v", err)
+	}
+	all, err := b24.GetAll(ctx, "k1")
+	want := map[string]string{"call_id": "c1", "user": "8", "empty": ""}
+	if err != nil || !maps.Equal(all, want) {
+		t.Fatalf("GetAll = %v, %v; want %v", all, err, want)
+	}
+	if v, ok, _ := b24.Get(ctx, "k1", "user"); !ok || v != "8" {
+		t.Fatalf("Get after SetMany = %q, %v", v, ok)
+	}
+	for name, err := range map[string]error{
+		"empty field": b24.SetMany(ctx, "k1", map[string]string{"ok": "1", "": "x"}),
+		"empty key":   b24.SetMany(ctx, "", map[string]string{"ok": "1"}),
+	} {
+		if !errors.Is(err, ErrInvalid) {
+			t.Errorf("%s: %v, want ErrInvalid", name, err)
+		}
+	}
+	if _, err := b24.GetAll(ctx, ""); !errors.Is(err, ErrInvalid) {
+		t.Errorf("GetAll with an empty key: %v", err)
+	}
+	if all, _ := b24.GetAll(ctx, "k1"); all["ok"] != "" {
+		t.Fatalf("a refused SetMany wrote %v", all)
 	}
 }

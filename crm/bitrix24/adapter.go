@@ -65,8 +65,8 @@ type Adapter struct {
 	apiOpts   api.Options
 	users     *userCache
 	routes    *routeCache
-	callLocks keyedMutex
-	claimMu   sync.Mutex
+	callLocks  keyedMutex
+	claimLocks keyedMutex // per CALL_ID
 
 	liveMu sync.Mutex
 	live   map[string]*liveCall

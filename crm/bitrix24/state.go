@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/pbxbridge/pbxbridge/crm"
 )
 
 // CallStore fields of a call (key = Record.Key()).
@@ -67,51 +69,67 @@ func (a *Adapter) set(ctx context.Context, key, field, value string) error {
 }
 
 func (a *Adapter) loadState(ctx context.Context, key string) (*callState, error) {
-	st := &callState{key: key}
-	fields := []struct {
-		name string
-		dst  *string
-	}{
-		{fCallID, &st.callID}, {fCallSource, &st.source}, {fEntity, &st.entity}, {fFinished, &st.finished},
-		{fRecord, &st.record}, {fLead, &st.lead}, {fFollowUp, &st.followUp},
-	}
-	for _, f := range fields {
-		v, err := a.get(ctx, key, f.name)
-		if err != nil {
-			return nil, err
-		}
-		*f.dst = v
-	}
-	v, err := a.get(ctx, key, fCallUser)
+	all, err := a.getAll(ctx, key, fCallID, fCallSource, fEntity, fFinished, fRecord, fLead, fFollowUp, fCallUser, fShown, fFinishSent)
 	if err != nil {
 		return nil, err
 	}
-	st.callUser, _ = strconv.Atoi(v)
-	if v, err = a.get(ctx, key, fShown); err != nil {
-		return nil, err
-	}
-	st.shown = parseIDs(v)
-	if v, err = a.get(ctx, key, fFinishSent); err != nil {
-		return nil, err
-	}
-	st.finishSet = v != ""
+	st := &callState{key: key, callID: all[fCallID], source: all[fCallSource], entity: all[fEntity], finished: all[fFinished],
+		record: all[fRecord], lead: all[fLead], followUp: all[fFollowUp]}
+	st.callUser, _ = strconv.Atoi(all[fCallUser])
+	st.shown = parseIDs(all[fShown])
+	st.finishSet = all[fFinishSent] != ""
 	return st, nil
 }
 
-// saveCall persists a CALL_ID binding of key.
-func (a *Adapter) saveCall(ctx context.Context, key, callID string, user int, source, entity string) error {
-	for _, kv := range [][2]string{{fCallID, callID}, {fCallUser, strconv.Itoa(user)}, {fCallSource, source}, {fEntity, entity}} {
-		if err := a.set(ctx, key, kv[0], kv[1]); err != nil {
+// getAll reads the fields of key: in one query when the store can, else field by field.
+func (a *Adapter) getAll(ctx context.Context, key string, fields ...string) (map[string]string, error) {
+	if b, ok := a.store.(crm.CallStoreBatch); ok {
+		all, err := b.GetAll(ctx, key)
+		if err != nil {
+			return nil, fmt.Errorf("call store: reading %s: %w", key, err)
+		}
+		return all, nil
+	}
+	all := map[string]string{}
+	for _, f := range fields {
+		v, err := a.get(ctx, key, f)
+		if err != nil {
+			return nil, err
+		}
+		all[f] = v
+	}
+	return all, nil
+}
+
+// setMany writes the fields of key: in one durable write when the store can, else one by one.
+func (a *Adapter) setMany(ctx context.Context, key string, fields map[string]string) error {
+	if b, ok := a.store.(crm.CallStoreBatch); ok {
+		if err := b.SetMany(ctx, key, fields); err != nil {
+			return fmt.Errorf("call store: writing %s: %w", key, err)
+		}
+		return nil
+	}
+	for f, v := range fields {
+		if err := a.set(ctx, key, f, v); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
+// saveCall remembers the CALL_ID of key with its user, source and CRM entity (one write).
+func (a *Adapter) saveCall(ctx context.Context, key, callID string, user int, source, entity string) error {
+	return a.setMany(ctx, key, map[string]string{fCallID: callID, fCallUser: strconv.Itoa(user), fCallSource: source, fEntity: entity})
+}
+
 // claim binds callID to key in the CALL_ID index; it reports false when another call owns it.
+// Claims of one CALL_ID are serialised; different CALL_IDs do not wait for each other.
 func (a *Adapter) claim(ctx context.Context, callID, key string) (owner string, ok bool, err error) {
-	a.claimMu.Lock()
-	defer a.claimMu.Unlock()
+	unlock, err := a.claimLocks.lock(ctx, callID)
+	if err != nil {
+		return "", false, err
+	}
+	defer unlock()
 	owner, err = a.get(ctx, callIDIndex+callID, fOwner)
 	if err != nil {
 		return "", false, err
