@@ -48,23 +48,23 @@ func init() {
 
 // Adapter is one Bitrix24 connector instance. It is safe for concurrent use.
 type Adapter struct {
-	name      string
-	cfg       *Config
-	log       *slog.Logger
-	now       func() time.Time
-	loc       *time.Location
-	store     crm.CallStore
-	orig      asterisk.Originator
-	recs      crm.Recordings
-	routeURL  string
-	m         *metrics
-	bucket    *api.Bucket
-	client    *api.Client
-	tokens    *api.TokenSource // oauth mode
-	webhook   *api.Webhook     // webhook mode
-	apiOpts   api.Options
-	users     *userCache
-	routes    *routeCache
+	name       string
+	cfg        *Config
+	log        *slog.Logger
+	now        func() time.Time
+	loc        *time.Location
+	store      crm.CallStore
+	orig       asterisk.Originator
+	recs       crm.Recordings
+	routeURL   string
+	m          *metrics
+	bucket     *api.Bucket
+	client     *api.Client
+	tokens     *api.TokenSource // oauth mode
+	webhook    *api.Webhook     // webhook mode
+	apiOpts    api.Options
+	users      *userCache
+	routes     *routeCache
 	callLocks  keyedMutex
 	claimLocks keyedMutex // per CALL_ID
 
