@@ -356,7 +356,7 @@ func (d *Daemon) housekeeping(ctx context.Context) {
 		case <-wdC:
 			// The watchdog proves the outbox still answers, not just that a goroutine runs.
 			cctx, cancel := context.WithTimeout(ctx, wd)
-			_, err := d.store.Stats(cctx)
+			err := d.store.Ping(cctx)
 			cancel()
 			if err == nil {
 				d.notify("WATCHDOG=1")

@@ -137,7 +137,7 @@ func (d *Daemon) readiness(ctx context.Context) (bool, []check) {
 	if d.store == nil {
 		checks = append(checks, check{Name: "outbox", OK: false, Detail: "not open yet"})
 		ready = false
-	} else if _, err := d.store.Stats(ctx); err != nil {
+	} else if err := d.store.Ping(ctx); err != nil {
 		checks = append(checks, check{Name: "outbox", OK: false, Detail: err.Error()})
 		ready = false
 	} else {

@@ -3,10 +3,13 @@ package connector
 import (
 	"context"
 	"runtime/debug"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/pbxbridge/pbxbridge/connector/outbox"
 )
 
 // metrics are the daemon's own metrics; components (AMI, licensing, dispatch, adapters) register
@@ -105,8 +108,36 @@ func buildInfo(version string) prometheus.Collector {
 	return g
 }
 
-// outboxCollector reads the outbox's per-connector counts at scrape time.
-type outboxCollector struct{ d *Daemon }
+// outboxCollector reads the outbox's per-connector counts at scrape time. Counting costs a scan
+// of every row kept (done ones included: 0.3 s at 300,000 rows), so a result is reused by the
+// scrapes of the next statsTTL (several Prometheus servers, the status page).
+type outboxCollector struct {
+	d *Daemon
+
+	mu    sync.Mutex
+	at    time.Time
+	stats []outbox.ConnectorStats
+}
+
+// statsTTL is how long a count of the outbox serves scrapes.
+const statsTTL = 2 * time.Second
+
+// cachedStats returns the outbox's counts, at most statsTTL old.
+func (c *outboxCollector) cachedStats(store *outbox.Store) ([]outbox.ConnectorStats, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.stats != nil && time.Since(c.at) < statsTTL {
+		return c.stats, nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	stats, err := store.Stats(ctx)
+	if err != nil {
+		return nil, err
+	}
+	c.stats, c.at = stats, time.Now()
+	return stats, nil
+}
 
 var (
 	descPending = prometheus.NewDesc("pbxbridge_outbox_pending", "Calls waiting for delivery (pending or being delivered), per connector.", []string{"connector"}, nil)
@@ -130,9 +161,7 @@ func (c *outboxCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descUp, prometheus.GaugeValue, 0)
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	stats, err := store.Stats(ctx)
+	stats, err := c.cachedStats(store)
 	if err != nil {
 		ch <- prometheus.MustNewConstMetric(descUp, prometheus.GaugeValue, 0)
 		return

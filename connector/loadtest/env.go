@@ -110,12 +110,9 @@ func (e *Env) WaitDrained(ctx context.Context, limit time.Duration, want int) er
 	deadline := time.Now().Add(limit)
 	var last string
 	for {
-		m, err := e.Daemon.Metrics(ctx)
+		built, pending, held, err := e.progress(ctx)
 		if err == nil {
-			built := int(m.Sum("pbxbridge_calls_total"))
-			pending := m.Sum("pbxbridge_outbox_pending")
-			held := m.Sum("pbxbridge_intake_held_records")
-			last = fmt.Sprintf("built %d (want %d), pending %v, held %v", built, want, pending, held)
+			last = fmt.Sprintf("built %d (want %d), pending %d, held %d", built, want, pending, held)
 			if (want < 0 || built >= want) && pending == 0 && held == 0 {
 				return nil
 			}
@@ -131,6 +128,23 @@ func (e *Env) WaitDrained(ctx context.Context, limit time.Duration, want int) er
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+}
+
+// progress reads how many calls the daemon has built (/metrics), and how many rows wait in its
+// outbox and records in memory (the admin API: uncached, unlike the outbox gauges of /metrics).
+func (e *Env) progress(ctx context.Context) (built, pending, held int, err error) {
+	m, err := e.Daemon.Metrics(ctx)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	st, err := e.Daemon.Status(ctx)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	for _, o := range st.Outbox {
+		pending += int(o.Pending + o.Leased)
+	}
+	return int(m.Sum("pbxbridge_calls_total")), pending, st.HeldCalls, nil
 }
 
 // Verdict is the outcome of one call record in the CRMs.

@@ -2,6 +2,8 @@ package outbox
 
 import (
 	"context"
+	"database/sql"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -203,6 +205,22 @@ type ConnectorStats struct {
 	OldestPending time.Time
 	// OldestPendingAge is now minus OldestPending (0 when there is none).
 	OldestPendingAge time.Duration
+}
+
+// Ping reads the database through the read pool at constant cost (Stats counts every row):
+// readiness checks and the watchdog use it to prove the outbox answers.
+func (s *Store) Ping(ctx context.Context) error {
+	leave, err := s.enter()
+	if err != nil {
+		return err
+	}
+	defer leave()
+	var id int64
+	err = s.r.QueryRowContext(ctx, `SELECT id FROM outbox ORDER BY id LIMIT 1`).Scan(&id)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return s.wrap("ping", err)
+	}
+	return nil
 }
 
 // Stats returns the counts of every connector that has rows, ordered by

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -410,5 +411,26 @@ func TestPrune(t *testing.T) {
 		if err != nil || (len(tl) == 1) != kept {
 			t.Errorf("timeline %s: %d entries (%v), kept want %v", key, len(tl), err, kept)
 		}
+	}
+}
+
+// TestPing: Ping answers on an empty and a filled outbox and fails once it is closed.
+func TestPing(t *testing.T) {
+	s, err := Open(t.Context(), filepath.Join(t.TempDir(), "outbox.db"), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Ping(t.Context()); err != nil {
+		t.Fatalf("Ping of an empty outbox: %v", err)
+	}
+	mustEnqueue(t, s, entry("c1", time.Now(), "b24"))
+	if err := s.Ping(t.Context()); err != nil {
+		t.Fatalf("Ping: %v", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Ping(t.Context()); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Ping after Close: %v, want ErrClosed", err)
 	}
 }

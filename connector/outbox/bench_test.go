@@ -187,3 +187,37 @@ func BenchmarkRawFsync(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "fsync/s")
 }
+
+// BenchmarkStatsVsPing: what a /metrics scrape (Stats counts every row, done ones included) and
+// a readiness or watchdog check (Ping) cost on an outbox holding 100,000 delivered calls.
+func BenchmarkStatsVsPing(b *testing.B) {
+	s := openBench(b)
+	ctx := b.Context()
+	const rows = 100000
+	for i := 0; i < rows; i += 1000 {
+		es := make([]Entry, 0, 1000)
+		for j := i; j < i+1000; j++ {
+			es = append(es, benchEntry(fmt.Sprintf("call-%d", j)))
+		}
+		if err := s.Enqueue(ctx, es...); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if _, err := s.w.ExecContext(ctx, `UPDATE outbox SET state = 'done', done_at = updated_at WHERE id % 100 != 0`); err != nil {
+		b.Fatal(err)
+	}
+	b.Run("Stats", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := s.Stats(ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("Ping", func(b *testing.B) {
+		for b.Loop() {
+			if err := s.Ping(ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
