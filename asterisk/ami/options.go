@@ -198,7 +198,7 @@ type Backoff struct {
 	Initial     time.Duration // default 500 ms
 	Max         time.Duration // default 30 s
 	Multiplier  float64       // default 2
-	StableAfter time.Duration // default 30 s
+	StableAfter time.Duration // default 5 s: a session that worked that long is not flapping
 	// Rand returns the jitter in [0,1) (default math/rand/v2.Float64).
 	Rand func() float64
 }
@@ -217,7 +217,7 @@ func (b Backoff) withDefaults() Backoff {
 		b.Multiplier = 2
 	}
 	if b.StableAfter <= 0 {
-		b.StableAfter = 30 * time.Second
+		b.StableAfter = 5 * time.Second
 	}
 	if b.Rand == nil {
 		b.Rand = rand.Float64

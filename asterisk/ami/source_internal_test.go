@@ -46,12 +46,18 @@ func (c *fakeClock) After(d time.Duration) <-chan time.Time {
 // runWithClock runs a Source until the clock recorded limit sleeps and returns them.
 func runWithClock(t *testing.T, o Options, step time.Duration, limit int) []time.Duration {
 	t.Helper()
+	return runWithBackoff(t, o, Backoff{Initial: 100 * time.Millisecond, Max: time.Second, StableAfter: 30 * time.Second,
+		Rand: func() float64 { return 0 }}, step, limit)
+}
+
+// runWithBackoff is runWithClock with a given reconnect policy.
+func runWithBackoff(t *testing.T, o Options, b Backoff, step time.Duration, limit int) []time.Duration {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	clk := &fakeClock{now: time.Unix(1e9, 0), step: step, limit: limit, stop: cancel}
 	o.Clock = clk
-	o.Backoff = Backoff{Initial: 100 * time.Millisecond, Max: time.Second, StableAfter: 30 * time.Second,
-		Rand: func() float64 { return 0 }}
+	o.Backoff = b
 	src, err := NewSource(o)
 	if err != nil {
 		t.Fatal(err)
@@ -107,6 +113,18 @@ func TestBackoffResetsAfterStablePeriod(t *testing.T) {
 	stable := runWithClock(t, testOptions(addr), time.Minute, 4)
 	if want := ms(50, 50, 50, 50); !slices.Equal(stable, want) {
 		t.Errorf("stable: sleeps %v, want %v", stable, want)
+	}
+}
+
+// TestBackoffAfterPeriodicDrops: with the default StableAfter, a PBX that drops a working
+// session every 10 s is reconnected to after the initial delay every time (it used to climb to
+// Max, leaving the daemon blind for most of each period).
+func TestBackoffAfterPeriodicDrops(t *testing.T) {
+	addr := scripted(t, func(p *peer) { p.login() })
+	b := Backoff{Initial: 100 * time.Millisecond, Max: 30 * time.Second, Rand: func() float64 { return 0 }}
+	got := runWithBackoff(t, testOptions(addr), b, 10*time.Second, 6)
+	if want := ms(50, 50, 50, 50, 50, 50); !slices.Equal(got, want) {
+		t.Errorf("sleeps %v, want %v", got, want)
 	}
 }
 
