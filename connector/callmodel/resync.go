@@ -51,7 +51,7 @@ func (b *Builder) snapshot(ev *asterisk.Event) {
 		if strings.HasPrefix(ev.Application, "AppDial") {
 			ch.dir = dirOutgoing
 			if ch.dialString == "" {
-				ch.dialString = snapshotDialString(ch)
+				ch.dialString = snapshotDialString(ch, info.CallerIDNum)
 			}
 			b.classify(ch)
 			if ch.kind == kindExt && !ch.byCID && !ch.call.hasRang(ch.ext) {
@@ -84,13 +84,18 @@ func (b *Builder) snapshot(ev *asterisk.Event) {
 
 // snapshotDialString is the dial string of a channel a snapshot shows dialled (AppDial) when its
 // Dial was never seen (the daemon started or reconnected after it): the ApplicationData of the
-// call's channel that runs Dial ("PJSIP/89001234567@provider,60"), else "". Snapshots list
-// channels in creation order, so the dialling channel is already known.
-func snapshotDialString(ch *channel) string {
+// call's channel that runs Dial ("PJSIP/89001234567@provider,60"); when none does any more (the
+// dialling Local channel was optimised away), the channel's own caller ID number, which
+// Asterisk sets to the number dialled on an outgoing channel (DialBegin's DestCallerIDNum);
+// else "". Snapshots list channels in creation order, so the dialling channel is already known.
+func snapshotDialString(ch *channel, cid string) string {
 	for _, o := range ch.call.chans {
 		if o != ch && !o.dead && o.dialApp != "" {
 			return o.dialApp
 		}
+	}
+	if isNumber(cid) {
+		return cid
 	}
 	return ""
 }

@@ -6,8 +6,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -18,6 +21,7 @@ import (
 	"github.com/pbxbridge/pbxbridge/asterisk"
 	"github.com/pbxbridge/pbxbridge/asterisk/ami"
 	"github.com/pbxbridge/pbxbridge/asterisk/fakepbx"
+	"github.com/pbxbridge/pbxbridge/asterisk/transcripts"
 	"github.com/pbxbridge/pbxbridge/asterisk/numbers"
 	"github.com/pbxbridge/pbxbridge/connector/callmodel"
 )
@@ -447,4 +451,107 @@ func legExts(r callmodel.Record) map[string]bool {
 		out[l.Ext] = true
 	}
 	return out
+}
+
+// TestAMIStartAnyMoment: the daemon may start at any moment of a call (after a restart or a
+// crash). For every scenario and several moments of its timeline, the call still comes out
+// once, with its direction, customer (a CRM needs both) and disposition. The lab's busy and
+// congestion calls are left out: they last 4-8 ms in the transcripts (the simulated far end
+// refuses at once), no daemon starts inside them.
+func TestAMIStartAnyMoment(t *testing.T) {
+	const speed = 16
+	for _, sc := range []string{"inbound_answered", "inbound_missed", "inbound_ringgroup",
+		"inbound_ringgroup_or_queue", "outbound_answered", "outbound_no_answer",
+		"blind_transfer", "redirect_transfer", "attended_transfer", "click_to_call", "click_to_call_noopt", "click_to_call_norec"} {
+		for _, frac := range []float64{0.3, 0.7} {
+			t.Run(fmt.Sprintf("%s@%.0f%%", sc, frac*100), func(t *testing.T) {
+				srv, err := fakepbx.Start(fakepbx.Config{Speed: speed})
+				if err != nil {
+					t.Fatal(err)
+				}
+				c, err := srv.Play(context.Background(), sc)
+				if err != nil {
+					t.Fatal(err)
+				}
+				at := time.Duration(float64(duration(t, sc)) * frac)
+				for c.Position() < at {
+					select {
+					case <-c.Done():
+						t.Fatalf("the call ended before %v", at)
+					case <-time.After(time.Millisecond):
+					}
+				}
+				srv.Pause()
+				p := newPipelineOn(t, srv)
+				p.waitFor(t, "first snapshot", 10*time.Second, func(tr []asterisk.Event) bool {
+					return count(tr, asterisk.TypeSnapshotEnd) == 1
+				})
+				srv.Resume()
+				<-c.Done()
+				p.sync(t, "after")
+				p.mu.Lock()
+				p.b.Flush(time.Now(), false)
+				open := p.b.Open()
+				p.mu.Unlock()
+				if open != 0 {
+					t.Errorf("%d calls left open", open)
+				}
+				p.out.mu.Lock()
+				defer p.out.mu.Unlock()
+				for origID, want := range expected(t, sc) {
+					id := c.MapID(origID)
+					var got []callmodel.Record
+					for _, r := range p.out.records {
+						if r.CallID == id {
+							got = append(got, r)
+						}
+					}
+					if len(got) != 1 {
+						t.Errorf("%d records for call %s: %+v", len(got), id, got)
+						continue
+					}
+					r := got[0]
+					if r.Direction != want.Direction || r.Customer != want.Customer || r.Disposition != want.Disposition {
+						t.Errorf("%s %s customer %q, want %s %s customer %q", r.Direction, r.Disposition, r.Customer,
+							want.Direction, want.Disposition, want.Customer)
+					}
+				}
+			})
+		}
+	}
+}
+
+// duration is how long a scenario's call events last (first to last; the recorder's session
+// events are not replayed).
+func duration(t *testing.T, sc string) time.Duration {
+	t.Helper()
+	data, err := transcripts.AMI(sc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var first, last time.Time
+	for _, frame := range strings.Split(strings.ReplaceAll(string(data), "\r\n", "\n"), "\n\n") {
+		var event, stamp string
+		for _, line := range strings.Split(frame, "\n") {
+			if v, ok := strings.CutPrefix(line, "Event: "); ok {
+				event = v
+			}
+			if v, ok := strings.CutPrefix(line, "Timestamp: "); ok {
+				stamp = v
+			}
+		}
+		if event == "" || stamp == "" || event == "FullyBooted" || event == "SuccessfulAuth" || event == "ChallengeSent" {
+			continue
+		}
+		f, err := strconv.ParseFloat(stamp, 64)
+		if err != nil {
+			continue
+		}
+		ts := time.Unix(0, int64(f*1e9))
+		if first.IsZero() {
+			first = ts
+		}
+		last = ts
+	}
+	return last.Sub(first)
 }

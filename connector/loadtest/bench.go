@@ -481,10 +481,10 @@ func benchLimits(ctx context.Context, o *BenchOptions) ([]Figure, error) {
 	go func() {
 		defer close(pollDone)
 		for pollCtx.Err() == nil {
-			if m, err := e.Daemon.Metrics(pollCtx); err == nil {
+			if st, err := e.Daemon.Status(pollCtx); err == nil {
 				p := point{at: time.Now(), pending: map[string]float64{}}
-				for _, c := range []string{"b24", "amo"} {
-					p.pending[c] = m.Sum("pbxbridge_outbox_pending", `connector="`+c+`"`)
+				for _, o := range st.Outbox {
+					p.pending[o.Connector] = float64(o.Pending + o.Leased)
 				}
 				mu.Lock()
 				series = append(series, p)

@@ -88,8 +88,9 @@ type DaemonOptions struct {
 	// Workers, BackoffMin and BackoffMax: dispatch settings (defaults 2, 200 ms, 2 s).
 	Workers                int
 	BackoffMin, BackoffMax time.Duration
-	// FakeLatency is the fake connector's delivery latency.
+	// FakeLatency is the fake connector's delivery latency; FakeLog its log file ("": memory).
 	FakeLatency time.Duration
+	FakeLog     string
 	// CPUProfile, when set, makes the daemon write a CPU profile there (on a clean stop).
 	CPUProfile string
 	// PprofAddr, when set, makes the daemon serve net/http/pprof there, with block and mutex
@@ -203,8 +204,8 @@ connectors:
 			fmt.Fprintf(&b, `  - name: fake
     type: fake
     directions: [inbound, outbound]
-    fake: {latency: %s}
-`, o.FakeLatency)
+    fake: {latency: %s, log_file: "%s"}
+`, o.FakeLatency, o.FakeLog)
 		default:
 			return "", fmt.Errorf("loadtest: unknown connector %q", c)
 		}

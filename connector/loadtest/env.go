@@ -130,6 +130,31 @@ func (e *Env) WaitDrained(ctx context.Context, limit time.Duration, want int) er
 	}
 }
 
+// WaitNoOpenCalls waits until the daemon's call model holds no call in progress (its gauge is
+// updated once a second): after the PBX's last call ended, every call the daemon knew of has
+// been finished, by its hangup or by the snapshot after a reconnect.
+func (e *Env) WaitNoOpenCalls(ctx context.Context, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for {
+		m, err := e.Daemon.Metrics(ctx)
+		if err == nil && m.Sum("pbxbridge_calls_open") == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			open := -1.0
+			if err == nil {
+				open = m.Sum("pbxbridge_calls_open")
+			}
+			return fmt.Errorf("loadtest: %v calls still open in the daemon after %v", open, limit)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
 // progress reads how many calls the daemon has built (/metrics), and how many rows wait in its
 // outbox and records in memory (the admin API: uncached, unlike the outbox gauges of /metrics).
 func (e *Env) progress(ctx context.Context) (built, pending, held int, err error) {

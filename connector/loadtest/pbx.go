@@ -67,8 +67,9 @@ type CallTrace struct {
 	// Rings are the extensions that started ringing, each with the time of its first
 	// DialBegin, in order.
 	Rings []Ring
-	// Hangup is when its last Hangup event was sent.
-	Hangup time.Time
+	// Hangup is when its last Hangup event was sent; HangupSeen whether a client received it.
+	Hangup     time.Time
+	HangupSeen bool
 	// Events counts its events; Unseen those that reached no client (the daemon was
 	// disconnected or dead).
 	Events, Unseen int
@@ -123,7 +124,7 @@ func (p *PBX) onEvent(ev fakepbx.EmittedEvent) {
 	}
 	switch ev.Event {
 	case "Hangup":
-		t.Hangup = ev.At
+		t.Hangup, t.HangupSeen = ev.At, ev.Clients > 0
 	case "DialBegin":
 		m := extChannel.FindStringSubmatch(ev.DestChannel)
 		if m == nil {
