@@ -21,8 +21,8 @@ import (
 	"github.com/pbxbridge/pbxbridge/asterisk"
 	"github.com/pbxbridge/pbxbridge/asterisk/ami"
 	"github.com/pbxbridge/pbxbridge/asterisk/fakepbx"
-	"github.com/pbxbridge/pbxbridge/asterisk/transcripts"
 	"github.com/pbxbridge/pbxbridge/asterisk/numbers"
+	"github.com/pbxbridge/pbxbridge/asterisk/transcripts"
 	"github.com/pbxbridge/pbxbridge/connector/callmodel"
 )
 
