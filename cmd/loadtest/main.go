@@ -47,7 +47,7 @@ func run() int {
 		return 2
 	}
 	if *profile != "" {
-		if err := os.MkdirAll(*profile, 0o755); err != nil {
+		if err := os.MkdirAll(*profile, 0o750); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 2
 		}

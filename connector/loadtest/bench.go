@@ -280,7 +280,6 @@ type step struct {
 	cpu      time.Duration
 	genCPU   time.Duration // the load generator's (this process's) CPU
 	drained  bool
-	maxLag   float64
 	loadAvg  float64
 	maxRSS   int64
 	sustains bool

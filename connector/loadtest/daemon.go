@@ -40,7 +40,7 @@ func RunChildIfRequested() {
 	}
 	stop := func() {}
 	if path := os.Getenv(cpuProfileEnv); path != "" {
-		if f, err := os.Create(path); err == nil {
+		if f, err := os.Create(path); err == nil { //nolint:gosec // set by the harness that started this process
 			if pprof.StartCPUProfile(f) == nil {
 				stop = func() { pprof.StopCPUProfile(); _ = f.Close() }
 			} else {
@@ -267,7 +267,7 @@ func (d *Daemon) Start(ctx context.Context) error {
 		}
 		select {
 		case <-d.waited:
-			return fmt.Errorf("loadtest: the daemon exited at start: %v; log:\n%s", d.err, d.LogTail(3000))
+			return fmt.Errorf("loadtest: the daemon exited at start: %w; log:\n%s", d.err, d.LogTail(3000))
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(20 * time.Millisecond):
