@@ -460,10 +460,18 @@ func legExts(r callmodel.Record) map[string]bool {
 // refuses at once), no daemon starts inside them.
 func TestAMIStartAnyMoment(t *testing.T) {
 	const speed = 16
+	fracs := []float64{0.3, 0.7}
+	if f := os.Getenv("E2E_FRACS"); f != "" {
+		fracs = nil
+		for _, x := range strings.Split(f, ",") {
+			v, _ := strconv.ParseFloat(x, 64)
+			fracs = append(fracs, v)
+		}
+	}
 	for _, sc := range []string{"inbound_answered", "inbound_missed", "inbound_ringgroup",
 		"inbound_ringgroup_or_queue", "outbound_answered", "outbound_no_answer",
 		"blind_transfer", "redirect_transfer", "attended_transfer", "click_to_call", "click_to_call_noopt", "click_to_call_norec"} {
-		for _, frac := range []float64{0.3, 0.7} {
+		for _, frac := range fracs {
 			t.Run(fmt.Sprintf("%s@%.0f%%", sc, frac*100), func(t *testing.T) {
 				srv, err := fakepbx.Start(fakepbx.Config{Speed: speed})
 				if err != nil {

@@ -66,7 +66,7 @@ func RunChildIfRequested() {
 const (
 	ConnBitrix24 = "bitrix24" // instance "b24" on the fake Bitrix24
 	ConnAmo      = "amocrm"   // instance "amo" on the fake amoCRM
-	ConnFake     = "fake"     // instance "fake": the in-process recording connector (no CRM I/O)
+	ConnFake     = "fake"     // instance "fake": the in-process recording connector (no CRM I/O), every direction
 )
 
 // DaemonOptions configure the daemon subprocess.
@@ -203,7 +203,7 @@ connectors:
 		case ConnFake:
 			fmt.Fprintf(&b, `  - name: fake
     type: fake
-    directions: [inbound, outbound]
+    directions: [inbound, outbound, internal]
     fake: {latency: %s, log_file: "%s"}
 `, o.FakeLatency, o.FakeLog)
 		default:
