@@ -59,108 +59,21 @@ func (c *DemoCmd) Run(g *Globals) error {
 	if c.Rate <= 0 || c.Speed <= 0 {
 		return errors.New("--rate and --speed must be positive")
 	}
-	dir := c.Dir
-	if dir == "" {
-		tmp, err := os.MkdirTemp("", "pbxbridge-demo-")
-		if err != nil {
-			return err
-		}
-		defer func() { _ = os.RemoveAll(tmp) }()
-		dir = tmp
-	}
-	licDir := filepath.Join(dir, "licenses.d")
-	if err := os.MkdirAll(licDir, 0o700); err != nil {
-		return err
-	}
-	if _, err := demo.Install(licDir); err != nil {
-		return fmt.Errorf("demo licences: %w", err)
-	}
-
-	// The simulated PBX.
-	pbx, err := fakepbx.Start(fakepbx.Config{Speed: c.Speed, Secret: "demo-secret"})
-	if err != nil {
-		return fmt.Errorf("simulated PBX: %w", err)
-	}
-	defer func() { _ = pbx.Close() }()
-
-	// The fake CRMs, each on its own loopback port, reached through its reserved name.
-	b24 := crmtest.NewBitrix24()
-	b24.SetBaseURL("http://" + demoB24Host)
-	amo := crmtest.NewAmoCRM(crmtest.AmoOptions{})
-	amo.AddAccount(demoAmoAccount(demoAmoHost))
-	amo.AddLongLivedToken(demoAmoHost, crmtest.DemoLongLivedToken, 24*time.Hour)
-	kommo := crmtest.NewAmoCRM(crmtest.AmoOptions{Flavor: "kommo"})
-	kommo.AddAccount(demoAmoAccount(demoKommoHost))
-	kommo.AddLongLivedToken(demoKommoHost, crmtest.DemoLongLivedToken, 24*time.Hour)
-	hosts := map[string]string{}
-	for host, h := range map[string]http.Handler{demoB24Host: b24, demoAmoHost: amo, demoKommoHost: kommo} {
-		addr, stop, err := serveLoopback(h)
-		if err != nil {
-			return err
-		}
-		defer stop()
-		hosts[host+":80"] = addr
-	}
-
-	// The daemon's HTTP listener: the asked port or the next free one.
-	ln, err := listenNear(c.Listen)
-	if err != nil {
-		return err
-	}
-	base := "http://" + ln.Addr().String()
-	secret := make([]byte, 16)
-	_, _ = crand.Read(secret)
-	_, amiPort, _ := net.SplitHostPort(pbx.Addr())
-	yaml := fmt.Sprintf(demoConfig, dir, licDir, ln.Addr().String(), base, amiPort, hex.EncodeToString(secret))
-	cfgPath := filepath.Join(dir, "pbxbridge.yaml")
-	if err := os.WriteFile(cfgPath, []byte(yaml), 0o600); err != nil {
-		return err
-	}
-	cfg, err := config.Load(cfgPath, func(string) string { return "" })
-	if err != nil {
-		return fmt.Errorf("demo config: %w", err)
-	}
-	cfg.PBX[0].Calls = LabCalls()
-
 	logOut := io.Discard
 	if c.Verbose {
 		logOut = g.Stderr
 	}
 	tally := newDemoTally(out)
-	d, err := New(cfg, Options{
-		Version:      g.Version,
-		Logger:       slog.New(slog.NewTextHandler(logOut, nil)),
-		Notify:       func(string) {},
-		HTTPListener: func() (net.Listener, error) { return ln, nil },
-		Resolve: func(addr string) string {
-			if a, ok := hosts[addr]; ok {
-				return a
-			}
-			return addr
-		},
-		OnDelivered: tally.delivered,
+	env, err := StartDemo(ctx, DemoOptions{
+		Speed: c.Speed, Listen: c.Listen, Dir: c.Dir, Version: g.Version,
+		Logger: slog.New(slog.NewTextHandler(logOut, nil)), OnDelivered: tally.delivered,
 	})
 	if err != nil {
 		return err
 	}
-	runCtx, stopDaemon := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopDaemon()
-	done := make(chan error, 1)
-	go func() { done <- d.Run(runCtx) }()
-
-	fmt.Fprintf(out, "pbxbridge demo: simulated PBX at %s (AMI), fake Bitrix24, amoCRM and Kommo, demo licences\n", pbx.Addr())
-	fmt.Fprintf(out, "status page: %s/   metrics: %s/metrics   state: %s\n", base, base, dir)
-	if err := waitUntil(ctx, 20*time.Second, func() bool { return d.ready.Load() }); err != nil {
-		stopDaemon()
-		if derr := <-done; derr != nil {
-			err = errors.Join(err, derr)
-		}
-		return fmt.Errorf("the daemon did not get ready: %w", err)
-	}
-	// Install the Bitrix24 local application into the daemon, as a portal admin would.
-	if err := b24.Install(ctx, base+"/crm/b24-demo/install"); err != nil {
-		fmt.Fprintf(out, "warning: installing the Bitrix24 application: %v\n", err)
-	}
+	defer func() { _ = env.Close() }()
+	fmt.Fprintf(out, "pbxbridge demo: simulated PBX at %s (AMI), fake Bitrix24, amoCRM and Kommo, demo licences\n", env.PBX.Addr())
+	fmt.Fprintf(out, "status page: %s/   metrics: %s/metrics   state: %s\n", env.BaseURL, env.BaseURL, env.Dir)
 	if c.Duration > 0 {
 		fmt.Fprintf(out, "running for %v; calls start at %.1f/s\n", c.Duration, c.Rate)
 	} else {
@@ -168,7 +81,7 @@ func (c *DemoCmd) Run(g *Globals) error {
 	}
 
 	// Calls: every recorded scenario in turn, then a random mix.
-	mix := pbx.DefaultMix()
+	mix := env.PBX.DefaultMix()
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1)) //nolint:gosec // scenario mix
 	var calls sync.WaitGroup
 	var played atomic.Int64
@@ -178,7 +91,7 @@ func (c *DemoCmd) Run(g *Globals) error {
 		if i >= len(mix) {
 			name = mix[rng.IntN(len(mix))]
 		}
-		call, err := pbx.Play(context.WithoutCancel(ctx), name)
+		call, err := env.PBX.Play(context.WithoutCancel(ctx), name)
 		if err == nil {
 			played.Add(1)
 			calls.Add(1)
@@ -194,22 +107,18 @@ func (c *DemoCmd) Run(g *Globals) error {
 	// Wind down: let the calls in progress finish, then the deliveries.
 	fmt.Fprintln(out, "stopping: letting calls in progress finish and the outbox drain…")
 	waitGroupTimeout(&calls, 60*time.Second)
-	// Every finished call reaches the call model over AMI a moment after the PBX ends it.
-	_ = waitUntil(context.Background(), 15*time.Second, func() bool { return d.builtCalls() >= int64(pbx.Stats().CallsFinished) })
-	_ = waitUntil(context.Background(), 60*time.Second, func() bool { return outboxDrained(d) })
-	stats, _ := d.store.Stats(context.Background())
-	built := d.builtCalls()
-	stopDaemon()
-	if err := <-done; err != nil {
+	env.WaitSettled(60 * time.Second)
+	stats, _ := env.Daemon.store.Stats(context.Background())
+	built := env.Daemon.builtCalls()
+	finished := int64(env.PBX.Stats().CallsFinished)
+	if err := env.Close(); err != nil {
 		return err
 	}
-
 	var dead, pending int64
 	for _, s := range stats {
 		dead += s.Dead
 		pending += s.Pending + s.Leased
 	}
-	finished := int64(pbx.Stats().CallsFinished)
 	lost := max(finished-built, 0) + pending
 	fmt.Fprintf(out, "summary: %d calls played, %d built; delivered %s; lost %d; dead letters %d\n",
 		played.Load(), built, tally.summary(), lost, dead)
@@ -217,6 +126,180 @@ func (c *DemoCmd) Run(g *Globals) error {
 		return &exitError{code: 1}
 	}
 	return nil
+}
+
+// DemoOptions configure a demo environment.
+type DemoOptions struct {
+	Speed   float64 // replay speed of the simulated PBX (default 1)
+	Listen  string  // the daemon's HTTP address (default 127.0.0.1:0); the next free port is used
+	Dir     string  // state directory (default: a temporary one, removed by Close)
+	Version string
+	Logger  *slog.Logger // the daemon's log (default: discarded)
+	// OnDelivered is called after each successful delivery.
+	OnDelivered func(connector string, rec *callmodel.Record)
+	// B24 are extra options of the fake Bitrix24; Amo of the fake amoCRM and Kommo.
+	B24 []crmtest.Bitrix24Option
+	Amo crmtest.AmoOptions
+}
+
+// DemoEnv is a running demo: a simulated PBX, fake Bitrix24, amoCRM and Kommo servers reached
+// through reserved .invalid names, demo licences and the daemon. Tests use it for end-to-end
+// checks; `pbxbridge demo` drives it.
+type DemoEnv struct {
+	PBX     *fakepbx.Server
+	B24     *crmtest.Bitrix24
+	Amo     *crmtest.AmoCRM
+	Kommo   *crmtest.AmoCRM
+	Daemon  *Daemon
+	BaseURL string // the daemon's HTTP listener
+	Dir     string
+
+	stops   []func()
+	done    chan error
+	cancel  context.CancelFunc
+	closeMu sync.Mutex
+	closed  bool
+	err     error
+}
+
+// StartDemo starts a demo environment and returns once the daemon is ready and the Bitrix24
+// application is installed into it.
+func StartDemo(ctx context.Context, o DemoOptions) (env *DemoEnv, err error) {
+	if o.Speed <= 0 {
+		o.Speed = 1
+	}
+	if o.Listen == "" {
+		o.Listen = "127.0.0.1:0"
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	env = &DemoEnv{Dir: o.Dir}
+	defer func() {
+		if err != nil {
+			_ = env.Close()
+		}
+	}()
+	if env.Dir == "" {
+		tmp, err := os.MkdirTemp("", "pbxbridge-demo-")
+		if err != nil {
+			return nil, err
+		}
+		env.Dir = tmp
+		env.stops = append(env.stops, func() { _ = os.RemoveAll(tmp) })
+	}
+	licDir := filepath.Join(env.Dir, "licenses.d")
+	if err := os.MkdirAll(licDir, 0o700); err != nil {
+		return nil, err
+	}
+	if _, err := demo.Install(licDir); err != nil {
+		return nil, fmt.Errorf("demo licences: %w", err)
+	}
+
+	// The simulated PBX.
+	if env.PBX, err = fakepbx.Start(fakepbx.Config{Speed: o.Speed, Secret: "demo-secret"}); err != nil {
+		return nil, fmt.Errorf("simulated PBX: %w", err)
+	}
+	env.stops = append(env.stops, func() { _ = env.PBX.Close() })
+
+	// The fake CRMs, each on its own loopback port, reached through its reserved name.
+	env.B24 = crmtest.NewBitrix24(o.B24...)
+	env.B24.SetBaseURL("http://" + demoB24Host)
+	env.Amo = crmtest.NewAmoCRM(o.Amo)
+	env.Amo.AddAccount(demoAmoAccount(demoAmoHost))
+	env.Amo.AddLongLivedToken(demoAmoHost, crmtest.DemoLongLivedToken, 24*time.Hour)
+	ko := o.Amo
+	ko.Flavor = "kommo"
+	env.Kommo = crmtest.NewAmoCRM(ko)
+	env.Kommo.AddAccount(demoAmoAccount(demoKommoHost))
+	env.Kommo.AddLongLivedToken(demoKommoHost, crmtest.DemoLongLivedToken, 24*time.Hour)
+	hosts := map[string]string{}
+	for host, h := range map[string]http.Handler{demoB24Host: env.B24, demoAmoHost: env.Amo, demoKommoHost: env.Kommo} {
+		addr, stop, err := serveLoopback(h)
+		if err != nil {
+			return nil, err
+		}
+		env.stops = append(env.stops, stop)
+		hosts[host+":80"] = addr
+	}
+
+	// The daemon's HTTP listener: the asked port or the next free one.
+	ln, err := listenNear(o.Listen)
+	if err != nil {
+		return nil, err
+	}
+	env.BaseURL = "http://" + ln.Addr().String()
+	secret := make([]byte, 16)
+	_, _ = crand.Read(secret)
+	_, amiPort, _ := net.SplitHostPort(env.PBX.Addr())
+	yaml := fmt.Sprintf(demoConfig, env.Dir, licDir, ln.Addr().String(), env.BaseURL, amiPort, hex.EncodeToString(secret))
+	cfgPath := filepath.Join(env.Dir, "pbxbridge.yaml")
+	if err := os.WriteFile(cfgPath, []byte(yaml), 0o600); err != nil {
+		_ = ln.Close()
+		return nil, err
+	}
+	cfg, err := config.Load(cfgPath, func(string) string { return "" })
+	if err != nil {
+		_ = ln.Close()
+		return nil, fmt.Errorf("demo config: %w", err)
+	}
+	cfg.PBX[0].Calls = LabCalls()
+	d, err := New(cfg, Options{
+		Version:      o.Version,
+		Logger:       o.Logger,
+		Notify:       func(string) {},
+		HTTPListener: func() (net.Listener, error) { return ln, nil },
+		Resolve: func(addr string) string {
+			if a, ok := hosts[addr]; ok {
+				return a
+			}
+			return addr
+		},
+		OnDelivered: o.OnDelivered,
+	})
+	if err != nil {
+		_ = ln.Close()
+		return nil, err
+	}
+	env.Daemon = d
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	env.cancel = cancel
+	env.done = make(chan error, 1)
+	go func() { env.done <- d.Run(runCtx) }()
+	if err := waitUntil(ctx, 20*time.Second, func() bool { return d.ready.Load() }); err != nil {
+		return nil, fmt.Errorf("the daemon did not get ready: %w", err)
+	}
+	// Install the Bitrix24 local application into the daemon, as a portal admin would.
+	if err := env.B24.Install(ctx, env.BaseURL+"/crm/b24-demo/install"); err != nil {
+		return nil, fmt.Errorf("installing the Bitrix24 application: %w", err)
+	}
+	return env, nil
+}
+
+// WaitSettled waits (up to limit) until every call the PBX finished has reached the call model
+// and the outbox holds nothing waiting for delivery.
+func (e *DemoEnv) WaitSettled(limit time.Duration) {
+	deadline := time.Now().Add(limit)
+	_ = waitUntil(context.Background(), limit, func() bool { return e.Daemon.builtCalls() >= int64(e.PBX.Stats().CallsFinished) })
+	_ = waitUntil(context.Background(), max(time.Until(deadline), time.Second), func() bool { return outboxDrained(e.Daemon) })
+}
+
+// Close stops the daemon (it drains and flushes), the fakes, and removes a temporary directory.
+func (e *DemoEnv) Close() error {
+	e.closeMu.Lock()
+	defer e.closeMu.Unlock()
+	if e.closed {
+		return e.err
+	}
+	e.closed = true
+	if e.cancel != nil {
+		e.cancel()
+		e.err = <-e.done
+	}
+	for i := len(e.stops) - 1; i >= 0; i-- {
+		e.stops[i]()
+	}
+	return e.err
 }
 
 // demoConfig is the daemon config of the demo: %[1]s state dir, %[2]s licences, %[3]s listen
