@@ -260,13 +260,16 @@ func TestRESTTimeoutHonoured(t *testing.T) {
 	}
 	defer c.Close()
 	calls := map[string]func() error{
-		"channels":  func() error { _, err := c.Channels(context.Background()); return err },
-		"bridges":   func() error { _, err := c.Bridges(context.Background()); return err },
-		"info":      func() error { _, err := c.Info(context.Background()); return err },
-		"endpoint":  func() error { _, err := c.Endpoint(context.Background(), "PJSIP", "101"); return err },
-		"device":    func() error { _, err := c.DeviceState(context.Background(), "PJSIP/101"); return err },
-		"channel":   func() error { _, err := c.Channel(context.Background(), "1.1"); return err },
-		"originate": func() error { _, err := c.Originate(context.Background(), ari.OriginateParams{Endpoint: "PJSIP/101", Extension: "1"}); return err },
+		"channels": func() error { _, err := c.Channels(context.Background()); return err },
+		"bridges":  func() error { _, err := c.Bridges(context.Background()); return err },
+		"info":     func() error { _, err := c.Info(context.Background()); return err },
+		"endpoint": func() error { _, err := c.Endpoint(context.Background(), "PJSIP", "101"); return err },
+		"device":   func() error { _, err := c.DeviceState(context.Background(), "PJSIP/101"); return err },
+		"channel":  func() error { _, err := c.Channel(context.Background(), "1.1"); return err },
+		"originate": func() error {
+			_, err := c.Originate(context.Background(), ari.OriginateParams{Endpoint: "PJSIP/101", Extension: "1"})
+			return err
+		},
 	}
 	for name, call := range calls {
 		err := call()
