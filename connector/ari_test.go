@@ -57,7 +57,7 @@ func TestDaemonDeliversARICalls(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer pbx.Close()
+	defer func() { _ = pbx.Close() }()
 	d, _ := startDaemon(t, ariTestConfig(t, pbx.URL()))
 	waitFor(t, 10*time.Second, "ARI connection", func() bool { return pbx.Stats().Sessions == 1 })
 

@@ -17,6 +17,7 @@ import (
 // which discards them or builds the calls. Fake server and client share the process (and its
 // CPUs), so the figure is a lower bound for the client alone.
 func benchSource(b *testing.B, model bool) {
+	b.Helper()
 	srv := startFake(b, fakepbx.ARIConfig{Speed: inf})
 	r := runSource(b, fastOptions(srv), 1024)
 	if ev := r.next(b, 5*time.Second); ev.Type != asterisk.TypeConnected {
@@ -70,7 +71,7 @@ func benchSource(b *testing.B, model bool) {
 	}
 }
 
-func BenchmarkSourceEndToEnd(b *testing.B)     { benchSource(b, false) }
+func BenchmarkSourceEndToEnd(b *testing.B)      { benchSource(b, false) }
 func BenchmarkSourceIntoCallModel(b *testing.B) { benchSource(b, true) }
 
 type countRecords struct{ n *atomic.Int64 }

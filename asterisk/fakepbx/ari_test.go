@@ -20,11 +20,11 @@ import (
 	"github.com/pbxbridge/pbxbridge/asterisk/transcripts"
 )
 
-func ariLines(t testing.TB, name string) [][]byte {
-	t.Helper()
+func ariLines(tb testing.TB, name string) [][]byte {
+	tb.Helper()
 	data, err := transcripts.ARI(name)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	var out [][]byte
 	for _, l := range bytes.Split(data, []byte("\n")) {
