@@ -129,7 +129,7 @@ func TestAuthFailureRetriedWithBackoff(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	_, err = c.Channels(context.Background())
 	var he *ari.HTTPError
 	if !errors.Is(err, ari.ErrAuthFailed) || !errors.As(err, &he) || he.StatusCode != 401 ||
@@ -219,7 +219,7 @@ func TestInvalidMessagesCounted(t *testing.T) {
 		if err != nil {
 			return
 		}
-		defer ws.CloseNow()
+		defer func() { _ = ws.CloseNow() }()
 		ctx := r.Context()
 		_ = ws.Write(ctx, websocket.MessageText, []byte(`{not json`))
 		_ = ws.Write(ctx, websocket.MessageBinary, []byte{1, 2, 3})
@@ -258,7 +258,7 @@ func TestRESTTimeoutHonoured(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	calls := map[string]func() error{
 		"channels": func() error { _, err := c.Channels(context.Background()); return err },
 		"bridges":  func() error { _, err := c.Bridges(context.Background()); return err },
@@ -306,7 +306,7 @@ func TestConnectTimeoutAndCancel(t *testing.T) {
 		}
 	}()
 	defer func() {
-		ln.Close()
+		_ = ln.Close()
 		mu.Lock()
 		for _, c := range conns {
 			c.Close()
@@ -437,7 +437,7 @@ func TestStreamCloseIdempotent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	st, err := c.Connect(context.Background())
 	if err != nil {
 		t.Fatal(err)

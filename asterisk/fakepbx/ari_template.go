@@ -65,7 +65,8 @@ type aseg struct {
 	kind segKind
 	lit  string
 	idx  int
-	off  time.Duration // segTime: offset from the scenario's t0
+	off  time.Duration  // segTime: offset from the scenario's t0
+	zone *time.Location // segTime: the zone the time was written in (Asterisk's local zone)
 }
 
 // Placeholder kinds only ARI templates use.
@@ -78,6 +79,9 @@ const (
 
 // ariTimeLayout is how ARI writes times: "2026-11-22T00:03:02.933+0000".
 const ariTimeLayout = "2006-01-02T15:04:05.000-0700"
+
+// maxTimeOffset bounds the times that become placeholders.
+const maxTimeOffset = 50 * 365 * 24 * time.Hour
 
 var ariTimeRE = regexp.MustCompile(`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d{4}$`)
 
@@ -362,8 +366,14 @@ func (c *compiler) compileJSON(raw []byte, t0 time.Time, origVar bool) []aseg {
 		case origVar && lastKey == "value":
 			place(i+1, j, aseg{kind: segVarValue, lit: content})
 		case ariTimeRE.MatchString(content):
-			if t, err := time.Parse(ariTimeLayout, content); err == nil {
-				place(i+1, j, aseg{kind: segTime, off: t.Sub(t0)})
+			// A time far from the first message's (a date, not an event time) stays literal:
+			// offsets beyond a few decades would not survive time.Duration arithmetic.
+			if t, err := time.Parse(ariTimeLayout, content); err == nil && t.Sub(t0).Abs() < maxTimeOffset {
+				zone := time.UTC
+				if _, off := t.Zone(); off != 0 {
+					zone = time.FixedZone("", off)
+				}
+				place(i+1, j, aseg{kind: segTime, off: t.Sub(t0), zone: zone})
 			}
 		default:
 			sub := c.scan(content)
