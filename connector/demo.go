@@ -273,6 +273,18 @@ func StartDemo(ctx context.Context, o DemoOptions) (env *DemoEnv, err error) {
 	if err := env.B24.Install(ctx, env.BaseURL+"/crm/b24-demo/install"); err != nil {
 		return nil, fmt.Errorf("installing the Bitrix24 application: %w", err)
 	}
+	// Demo licences apply once each adapter has reported its (reserved) CRM account.
+	err = waitUntil(ctx, 30*time.Second, func() bool {
+		for _, c := range d.routes() {
+			if !c.allowed() {
+				return false
+			}
+		}
+		return true
+	})
+	if err != nil {
+		return nil, fmt.Errorf("the demo licences did not apply: %w", err)
+	}
 	return env, nil
 }
 
@@ -310,7 +322,7 @@ http: {listen: "%[3]s", public_url: "%[4]s"}
 admin: {socket: %[1]s/admin.sock}
 licensing: {dir: %[2]s}
 dispatch: {backoff_min: 1s, backoff_max: 10s, drain_timeout: 5s}
-recordings: {dir: %[1]s/recordings, public_url: "%[4]s/rec/", secret: "%[6]s"}
+recordings: {dir: /var/spool/asterisk/monitor, public_url: "%[4]s/rec/", secret: "%[6]s"}
 pbx:
   - name: lab
     ami: {host: 127.0.0.1, port: %[5]s, username: pbxbridge, secret: demo-secret, auth: md5, ping_interval: 5s}
