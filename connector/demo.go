@@ -72,12 +72,12 @@ func (c *DemoCmd) Run(g *Globals) error {
 		return err
 	}
 	defer func() { _ = env.Close() }()
-	fmt.Fprintf(out, "pbxbridge demo: simulated PBX at %s (AMI), fake Bitrix24, amoCRM and Kommo, demo licences\n", env.PBX.Addr())
-	fmt.Fprintf(out, "status page: %s/   metrics: %s/metrics   state: %s\n", env.BaseURL, env.BaseURL, env.Dir)
+	tally.printf("pbxbridge demo: simulated PBX at %s (AMI), fake Bitrix24, amoCRM and Kommo, demo licences\n", env.PBX.Addr())
+	tally.printf("status page: %s/   metrics: %s/metrics   state: %s\n", env.BaseURL, env.BaseURL, env.Dir)
 	if c.Duration > 0 {
-		fmt.Fprintf(out, "running for %v; calls start at %.1f/s\n", c.Duration, c.Rate)
+		tally.printf("running for %v; calls start at %.1f/s\n", c.Duration, c.Rate)
 	} else {
-		fmt.Fprintln(out, "press Ctrl-C to stop; calls start at", c.Rate, "per second")
+		tally.printf("press Ctrl-C to stop; calls start at %.1f/s\n", c.Rate)
 	}
 
 	// Calls: every recorded scenario in turn, then a random mix.
@@ -105,7 +105,7 @@ func (c *DemoCmd) Run(g *Globals) error {
 	tick.Stop()
 
 	// Wind down: let the calls in progress finish, then the deliveries.
-	fmt.Fprintln(out, "stopping: letting calls in progress finish and the outbox drain…")
+	tally.printf("stopping: letting calls in progress finish and the outbox drain…\n")
 	waitGroupTimeout(&calls, 60*time.Second)
 	env.WaitSettled(60 * time.Second)
 	stats, _ := env.Daemon.store.Stats(context.Background())
@@ -120,7 +120,7 @@ func (c *DemoCmd) Run(g *Globals) error {
 		pending += s.Pending + s.Leased
 	}
 	lost := max(finished-built, 0) + pending
-	fmt.Fprintf(out, "summary: %d calls played, %d built; delivered %s; lost %d; dead letters %d\n",
+	tally.printf("summary: %d calls played, %d built; delivered %s; lost %d; dead letters %d\n",
 		played.Load(), built, tally.summary(), lost, dead)
 	if lost > 0 || dead > 0 {
 		return &exitError{code: 1}
@@ -477,6 +477,14 @@ func (t *demoTally) delivered(connector string, rec *callmodel.Record) {
 	fmt.Fprintf(t.out, "%s  %-10s %-8s %-13s %-14s answered by %-6s talk %3ds   [%s]\n",
 		time.Now().Format("15:04:05"), connector, rec.Direction, rec.Customer, strings.ReplaceAll(string(rec.Disposition), "_", " "),
 		who, rec.TalkSeconds, t.summaryLocked())
+}
+
+// printf writes a line of the demo's output; every write goes through the tally's lock because
+// deliveries print from the daemon's goroutines.
+func (t *demoTally) printf(format string, args ...any) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	fmt.Fprintf(t.out, format, args...)
 }
 
 func (t *demoTally) summary() string {
