@@ -259,7 +259,9 @@ func checkAmo(t *testing.T, name, key string, want *callmodel.Record, st crmtest
 		t.Errorf("%s: recording %q but link %q", name, want.Recording, c.Link)
 	}
 	if want.Direction == callmodel.Inbound && want.Disposition != callmodel.Answered {
-		if !slices.ContainsFunc(st.Tasks, func(tk crmtest.AmoTask) bool { return strings.Contains(tk.Text, want.Customer) || tk.EntityID == c.EntityID }) {
+		if !slices.ContainsFunc(st.Tasks, func(tk crmtest.AmoTask) bool {
+			return strings.Contains(tk.Text, want.Customer) || tk.EntityID == c.EntityID
+		}) {
 			t.Errorf("%s: a missed call without a task", name)
 		}
 	}
