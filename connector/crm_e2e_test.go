@@ -108,18 +108,25 @@ func TestCRMsEndToEnd(t *testing.T) {
 	}
 	defer func() { _ = env.Close() }()
 
-	// Every scenario at once, in real time.
+	// Every scenario in real time, one starting every 1.5 s as calls arrive at an office (the
+	// Bitrix24 portal allows 2 requests/s: a card per call plus show/hide/finish fits). The
+	// "concurrent" scenario is a burst of 20 calls by itself and goes last.
 	type played struct {
 		scenario string
 		call     *fakepbx.Call
 	}
 	var calls []played
-	for _, sc := range env.PBX.Scenarios() {
+	scenarios := env.PBX.Scenarios()
+	slices.SortStableFunc(scenarios, func(a, b string) int {
+		return boolInt(a == "concurrent") - boolInt(b == "concurrent")
+	})
+	for _, sc := range scenarios {
 		c, err := env.PBX.Play(context.Background(), sc)
 		if err != nil {
 			t.Fatal(err)
 		}
 		calls = append(calls, played{sc, c})
+		time.Sleep(1500 * time.Millisecond)
 	}
 	for _, p := range calls {
 		select {
@@ -129,6 +136,18 @@ func TestCRMsEndToEnd(t *testing.T) {
 		}
 	}
 	env.WaitSettled(time.Minute)
+	mu.Lock()
+	got := map[string]callmodel.Record{}
+	for k, v := range delivered["b24-demo"] {
+		got[k] = v
+	}
+	routed := map[string]bool{}
+	for _, byKey := range delivered {
+		for k := range byKey {
+			routed[k] = true
+		}
+	}
+	mu.Unlock()
 
 	b24 := env.B24.State()
 	amo := env.Amo.State().Accounts[0]
@@ -139,15 +158,16 @@ func TestCRMsEndToEnd(t *testing.T) {
 			key := "lab/" + p.call.MapID(want.CallID)
 			name := p.scenario + " " + key
 			if want.Direction == callmodel.Internal {
-				for _, c := range []string{"b24-demo", "amo-demo", "kommo-demo"} {
-					if _, ok := delivered[c][key]; ok {
-						t.Errorf("%s: an internal call was sent to %s", name, c)
-					}
+				if routed[key] {
+					t.Errorf("%s: an internal call was sent to a CRM", name)
 				}
 				continue
 			}
 			external++
-			checkBitrix24(t, name, key, &want, b24, delivered["b24-demo"][key])
+			// Cards of a burst of 20 simultaneous calls cannot all appear within the
+			// portal's 2 requests/s; their calls must still be logged right.
+			cards := p.scenario != "concurrent"
+			checkBitrix24(t, name, key, &want, b24, got[key], cards)
 			checkAmo(t, "amocrm "+name, key, &want, amo)
 			checkAmo(t, "kommo "+name, key, &want, kommo)
 		}
@@ -158,7 +178,7 @@ func TestCRMsEndToEnd(t *testing.T) {
 	t.Logf("%d external calls checked in Bitrix24, amoCRM and Kommo; Bitrix24 requests: %v", external, b24.Requests)
 }
 
-func checkBitrix24(t *testing.T, name, key string, want *callmodel.Record, st crmtest.B24State, got callmodel.Record) {
+func checkBitrix24(t *testing.T, name, key string, want *callmodel.Record, st crmtest.B24State, got callmodel.Record, cards bool) {
 	t.Helper()
 	var matches []crmtest.B24Call
 	for _, c := range st.Calls {
@@ -180,7 +200,7 @@ func checkBitrix24(t *testing.T, name, key string, want *callmodel.Record, st cr
 	if math.Abs(float64(c.Duration-want.TalkSeconds)) > 1 {
 		t.Errorf("bitrix24 %s: duration %d, want %d", name, c.Duration, want.TalkSeconds)
 	}
-	if want.Direction != callmodel.Inbound {
+	if want.Direction != callmodel.Inbound || !cards {
 		return
 	}
 	// The incoming-call card.
@@ -265,6 +285,13 @@ func checkAmo(t *testing.T, name, key string, want *callmodel.Record, st crmtest
 			t.Errorf("%s: a missed call without a task", name)
 		}
 	}
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 func digits(s string) string {

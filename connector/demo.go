@@ -110,7 +110,7 @@ func (c *DemoCmd) Run(g *Globals) error {
 	env.WaitSettled(60 * time.Second)
 	stats, _ := env.Daemon.store.Stats(context.Background())
 	built := env.Daemon.builtCalls()
-	finished := int64(env.PBX.Stats().CallsFinished)
+	open := env.Daemon.openCalls()
 	if err := env.Close(); err != nil {
 		return err
 	}
@@ -119,7 +119,9 @@ func (c *DemoCmd) Run(g *Globals) error {
 		dead += s.Dead
 		pending += s.Pending + s.Leased
 	}
-	lost := max(finished-built, 0) + pending
+	// Lost: a call the PBX finished that never became a record (still open in the model) or a
+	// record that never reached its CRMs.
+	lost := open + pending
 	tally.printf("summary: %d calls played, %d built; delivered %s; lost %d; dead letters %d\n",
 		played.Load(), built, tally.summary(), lost, dead)
 	if lost > 0 || dead > 0 {
@@ -288,12 +290,23 @@ func StartDemo(ctx context.Context, o DemoOptions) (env *DemoEnv, err error) {
 	return env, nil
 }
 
-// WaitSettled waits (up to limit) until every call the PBX finished has reached the call model
-// and the outbox holds nothing waiting for delivery.
+// WaitSettled waits (up to limit) until the call model has no open call left, nothing is held
+// in memory and the outbox holds nothing waiting for delivery, twice in a row a second apart (the
+// model reports open calls once a second). Call it after the PBX finished its calls.
 func (e *DemoEnv) WaitSettled(limit time.Duration) {
-	deadline := time.Now().Add(limit)
-	_ = waitUntil(context.Background(), limit, func() bool { return e.Daemon.builtCalls() >= int64(e.PBX.Stats().CallsFinished) })
-	_ = waitUntil(context.Background(), max(time.Until(deadline), time.Second), func() bool { return outboxDrained(e.Daemon) })
+	settled := 0
+	_ = waitUntil(context.Background(), limit, func() bool {
+		if e.Daemon.openCalls() == 0 && outboxDrained(e.Daemon) {
+			settled++
+		} else {
+			settled = 0
+		}
+		if settled < 2 {
+			time.Sleep(time.Second)
+			return false
+		}
+		return true
+	})
 }
 
 // Close stops the daemon (it drains and flushes), the fakes, and removes a temporary directory.
@@ -441,16 +454,27 @@ func outboxDrained(d *Daemon) bool {
 }
 
 // builtCalls is how many finished calls the call model built (all PBXs).
-func (d *Daemon) builtCalls() int64 {
+func (d *Daemon) builtCalls() int64 { return d.sumMetric("pbxbridge_calls_total") }
+
+// openCalls is how many calls the call model has open (all PBXs; updated once a second).
+func (d *Daemon) openCalls() int64 { return d.sumMetric("pbxbridge_calls_open") }
+
+func (d *Daemon) sumMetric(name string) int64 {
 	mfs, err := d.reg.Gather()
 	if err != nil {
 		return 0
 	}
 	var n float64
 	for _, mf := range mfs {
-		if mf.GetName() == "pbxbridge_calls_total" {
-			for _, m := range mf.GetMetric() {
-				n += m.GetCounter().GetValue()
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if c := m.GetCounter(); c != nil {
+				n += c.GetValue()
+			}
+			if g := m.GetGauge(); g != nil {
+				n += g.GetValue()
 			}
 		}
 	}
