@@ -306,3 +306,75 @@ func digits(s string) string {
 	}
 	return fmt.Sprint(b.String())
 }
+
+// A daemon restarted in the middle of calls (systemctl restart) loses none of them and logs none
+// twice, in any CRM (issue 6 acceptance 2, restart part; kill -9 is the fault suite's).
+func TestRestartMidCall(t *testing.T) {
+	if testing.Short() {
+		t.Skip("real-time calls")
+	}
+	env, err := connector.StartDemo(context.Background(), connector.DemoOptions{Speed: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = env.Close() }()
+	// Long calls (12–16 s of talk) restarted under: blind and attended transfer, and an inbound
+	// call that starts right before the restart.
+	var calls []*fakepbx.Call
+	for _, sc := range []string{"blind_transfer", "attended_transfer", "inbound_ringgroup"} {
+		c, err := env.PBX.Play(context.Background(), sc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		calls = append(calls, c)
+		time.Sleep(time.Second)
+	}
+	time.Sleep(3 * time.Second)
+	if err := env.RestartDaemon(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	after, err := env.PBX.Play(context.Background(), "inbound_answered")
+	if err != nil {
+		t.Fatal(err)
+	}
+	calls = append(calls, after)
+	for _, c := range calls {
+		<-c.Done()
+	}
+	env.WaitSettled(time.Minute)
+
+	b24 := env.B24.State()
+	for _, acc := range []crmtest.AmoAccountState{env.Amo.State().Accounts[0], env.Kommo.State().Accounts[0]} {
+		seen := map[string]int{}
+		for _, c := range acc.Calls {
+			seen[c.Uniq]++
+		}
+		for _, u := range acc.Unsorted {
+			seen[u.Uniq]++
+		}
+		for _, c := range calls {
+			if n := seen["lab/"+c.MapID(firstCallID(t, c))]; n != 1 {
+				t.Errorf("%s: call %s logged %d times, want 1", acc.Subdomain, c.MapID(firstCallID(t, c)), n)
+			}
+		}
+	}
+	finished := map[string]int{}
+	for _, c := range b24.Calls {
+		if c.State == "finished" {
+			finished[c.ExternalCallID]++
+		}
+	}
+	for _, c := range calls {
+		key := "lab/" + c.MapID(firstCallID(t, c))
+		if finished[key] != 1 {
+			t.Errorf("bitrix24: call %s finished %d times, want 1", key, finished[key])
+		}
+	}
+}
+
+// firstCallID is the linkedid of the call a scenario plays (its meta file's first call).
+func firstCallID(t *testing.T, c *fakepbx.Call) string {
+	t.Helper()
+	recs := expectedRecords(t, c.Scenario)
+	return recs[0].CallID
+}

@@ -156,6 +156,8 @@ type DemoEnv struct {
 	BaseURL string // the daemon's HTTP listener
 	Dir     string
 
+	cfg     *config.Config
+	dopts   Options
 	stops   []func()
 	done    chan error
 	cancel  context.CancelFunc
@@ -246,11 +248,11 @@ func StartDemo(ctx context.Context, o DemoOptions) (env *DemoEnv, err error) {
 		return nil, fmt.Errorf("demo config: %w", err)
 	}
 	cfg.PBX[0].Calls = LabCalls()
-	d, err := New(cfg, Options{
-		Version:      o.Version,
-		Logger:       o.Logger,
-		Notify:       func(string) {},
-		HTTPListener: func() (net.Listener, error) { return ln, nil },
+	env.cfg = cfg
+	env.dopts = Options{
+		Version: o.Version,
+		Logger:  o.Logger,
+		Notify:  func(string) {},
 		Resolve: func(addr string) string {
 			if a, ok := hosts[addr]; ok {
 				return a
@@ -258,26 +260,45 @@ func StartDemo(ctx context.Context, o DemoOptions) (env *DemoEnv, err error) {
 			return addr
 		},
 		OnDelivered: o.OnDelivered,
-	})
-	if err != nil {
-		_ = ln.Close()
-		return nil, err
 	}
-	env.Daemon = d
-	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	env.cancel = cancel
-	env.done = make(chan error, 1)
-	go func() { env.done <- d.Run(runCtx) }()
-	if err := waitUntil(ctx, 20*time.Second, func() bool { return d.ready.Load() }); err != nil {
-		return nil, fmt.Errorf("the daemon did not get ready: %w", err)
+	if err := env.startDaemon(ctx, ln); err != nil {
+		return nil, err
 	}
 	// Install the Bitrix24 local application into the daemon, as a portal admin would.
 	if err := env.B24.Install(ctx, env.BaseURL+"/crm/b24-demo/install"); err != nil {
 		return nil, fmt.Errorf("installing the Bitrix24 application: %w", err)
 	}
-	// Demo licences apply once each adapter has reported its (reserved) CRM account.
-	err = waitUntil(ctx, 30*time.Second, func() bool {
-		for _, c := range d.routes() {
+	if err := env.waitLicensed(ctx); err != nil {
+		return nil, err
+	}
+	return env, nil
+}
+
+// startDaemon runs a daemon of the environment on ln and waits until it is ready.
+func (e *DemoEnv) startDaemon(ctx context.Context, ln net.Listener) error {
+	o := e.dopts
+	o.HTTPListener = func() (net.Listener, error) { return ln, nil }
+	d, err := New(e.cfg, o)
+	if err != nil {
+		_ = ln.Close()
+		return err
+	}
+	e.Daemon = d
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	e.cancel = cancel
+	e.done = make(chan error, 1)
+	go func() { e.done <- d.Run(runCtx) }()
+	if err := waitUntil(ctx, 20*time.Second, func() bool { return d.ready.Load() }); err != nil {
+		return fmt.Errorf("the daemon did not get ready: %w", err)
+	}
+	return nil
+}
+
+// waitLicensed waits until every connector's licence applies (demo licences apply once each
+// adapter has reported its reserved CRM account).
+func (e *DemoEnv) waitLicensed(ctx context.Context) error {
+	err := waitUntil(ctx, 30*time.Second, func() bool {
+		for _, c := range e.Daemon.routes() {
 			if !c.allowed() {
 				return false
 			}
@@ -285,9 +306,35 @@ func StartDemo(ctx context.Context, o DemoOptions) (env *DemoEnv, err error) {
 		return true
 	})
 	if err != nil {
-		return nil, fmt.Errorf("the demo licences did not apply: %w", err)
+		return fmt.Errorf("the demo licences did not apply: %w", err)
 	}
-	return env, nil
+	return nil
+}
+
+// RestartDaemon stops the daemon as systemd would (SIGTERM: it flushes open calls and drains
+// deliveries) and starts a new one on the same state directory and address; the PBX and the CRMs
+// keep running.
+func (e *DemoEnv) RestartDaemon(ctx context.Context) error {
+	e.closeMu.Lock()
+	defer e.closeMu.Unlock()
+	e.cancel()
+	if err := <-e.done; err != nil {
+		return err
+	}
+	addr := strings.TrimPrefix(e.BaseURL, "http://")
+	var ln net.Listener
+	err := waitUntil(ctx, 10*time.Second, func() bool {
+		var lerr error
+		ln, lerr = net.Listen("tcp", addr)
+		return lerr == nil
+	})
+	if err != nil {
+		return fmt.Errorf("listening again on %s: %w", addr, err)
+	}
+	if err := e.startDaemon(ctx, ln); err != nil {
+		return err
+	}
+	return e.waitLicensed(ctx)
 }
 
 // WaitSettled waits (up to limit) until the call model has no open call left, nothing is held
