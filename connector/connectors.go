@@ -384,3 +384,10 @@ func (t *instrumented) RoundTrip(req *http.Request) (*http.Response, error) {
 	t.d.m.crmRequests.WithLabelValues(t.connector).Inc()
 	return resp, err
 }
+
+// delivered is the dispatch hook after a successful delivery.
+func (d *Daemon) delivered(connector string, rec *callmodel.Record, _ int) {
+	if d.opts.OnDelivered != nil {
+		d.opts.OnDelivered(connector, rec)
+	}
+}
