@@ -409,6 +409,7 @@ func (c *Client) Connect(ctx context.Context) (*Stream, error) {
 		OnPongReceived: st.onPong,
 	})
 	if err != nil {
+		_ = st.Close() // releases its timer and context; nothing was started
 		ce := &ConnectError{Stage: "dial", URL: u, Err: err}
 		if resp != nil {
 			c.m.request("GET /events", resp.StatusCode, time.Since(start))
