@@ -74,7 +74,8 @@ type ARIStats struct {
 // It serves GET /ari/events (websocket; app required, events only with subscribeAll=true, as
 // Asterisk sends a subscribeAll-less application nothing of calls it does not control),
 // GET /ari/channels and GET /ari/channels/{id} (the channels of the calls in progress, as of
-// the events sent so far), GET /ari/bridges, POST /ari/channels (click-to-call: an answering
+// the events sent so far), GET /ari/channels/{id}/variable for CHANNEL(linkedid) (taken from the
+// AMI capture of the same calls, which ARI events lack), GET /ari/bridges, POST /ari/channels (click-to-call: an answering
 // extension plays the click_to_call transcript adapted to the requested extension, number and
 // variables; other outcomes produce the agent channel and its hangup with the matching cause),
 // GET /ari/endpoints/{tech}/{resource}, GET /ari/deviceStates/{name} and
@@ -420,6 +421,7 @@ func (s *ARIServer) routes() http.Handler {
 	mux.HandleFunc("GET /ari/channels", s.rest(s.handleChannels))
 	mux.HandleFunc("POST /ari/channels", s.rest(s.handleOriginate))
 	mux.HandleFunc("GET /ari/channels/{id}", s.rest(s.handleChannel))
+	mux.HandleFunc("GET /ari/channels/{id}/variable", s.rest(s.handleChannelVar))
 	mux.HandleFunc("GET /ari/bridges", s.rest(s.handleBridges))
 	mux.HandleFunc("GET /ari/endpoints/{tech}/{resource}", s.rest(s.handleEndpoint))
 	mux.HandleFunc("GET /ari/deviceStates/{name...}", s.rest(s.handleDeviceState))
@@ -551,6 +553,46 @@ func (s *ARIServer) handleChannel(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusNotFound, map[string]string{"message": "Channel not found"})
+}
+
+// handleChannelVar answers GET /ari/channels/{id}/variable for CHANNEL(linkedid) and
+// CHANNEL(uniqueid), the functions a client needs to tie a snapshot to its calls.
+func (s *ARIServer) handleChannelVar(w http.ResponseWriter, r *http.Request) {
+	id, name := r.PathValue("id"), r.URL.Query().Get("variable")
+	if name == "" {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"message": "Variable name is required"})
+		return
+	}
+	linkedid := ""
+	s.emitMu.Lock()
+	for _, in := range s.liveCalls() {
+		for _, lc := range in.liveChannels(int(in.pos.Load())) {
+			if in.uids[lc.uid] == id {
+				linkedid = id
+				if l := in.sc.linked[lc.uid]; l >= 0 {
+					linkedid = in.uids[l]
+				}
+			}
+		}
+	}
+	s.mu.Lock()
+	if _, ok := s.synth[id]; ok {
+		linkedid = id
+	}
+	s.mu.Unlock()
+	s.emitMu.Unlock()
+	if linkedid == "" {
+		writeJSON(w, http.StatusNotFound, map[string]string{"message": "Channel not found"})
+		return
+	}
+	switch strings.ToLower(name) {
+	case "channel(linkedid)":
+		writeJSON(w, http.StatusOK, map[string]string{"value": linkedid})
+	case "channel(uniqueid)":
+		writeJSON(w, http.StatusOK, map[string]string{"value": id})
+	default:
+		writeJSON(w, http.StatusNotFound, map[string]string{"message": "Provided variable was not found"})
+	}
 }
 
 // handleBridges lists the bridges of every call in progress.
