@@ -48,7 +48,7 @@ func fastOptions(srv *fakepbx.ARIServer) ari.Options {
 		Username:     srv.Username(),
 		Password:     srv.Password(),
 		PingInterval: 500 * time.Millisecond,
-		PingTimeout:  2 * time.Second,
+		PingTimeout:  5 * time.Second, // generous: a loaded CI machine must not look like a dead peer
 		Backoff:      ari.Backoff{Initial: 100 * time.Millisecond, Max: 400 * time.Millisecond},
 	}
 }
