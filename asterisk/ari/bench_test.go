@@ -2,6 +2,7 @@ package ari_test
 
 import (
 	"context"
+	"log/slog"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -19,7 +20,9 @@ import (
 func benchSource(b *testing.B, model bool) {
 	b.Helper()
 	srv := startFake(b, fakepbx.ARIConfig{Speed: inf})
-	r := runSource(b, fastOptions(srv), 1024)
+	opts := fastOptions(srv)
+	opts.Logger = slog.New(slog.DiscardHandler)
+	r := runSource(b, opts, 1024)
 	if ev := r.next(b, 5*time.Second); ev.Type != asterisk.TypeConnected {
 		b.Fatalf("first event %v", ev.Type)
 	}

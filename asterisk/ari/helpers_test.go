@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"math"
 	"regexp"
 	"slices"
@@ -47,7 +48,7 @@ func fastOptions(srv *fakepbx.ARIServer) ari.Options {
 		Username:     srv.Username(),
 		Password:     srv.Password(),
 		PingInterval: 500 * time.Millisecond,
-		PingTimeout:  2 * time.Second,
+		PingTimeout:  5 * time.Second, // generous: a loaded CI machine must not look like a dead peer
 		Backoff:      ari.Backoff{Initial: 100 * time.Millisecond, Max: 400 * time.Millisecond},
 	}
 }
@@ -69,6 +70,9 @@ func runSource(tb testing.TB, opts ari.Options, buf int) *running {
 	if opts.Registerer == nil {
 		opts.Registerer = reg
 	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.NewTextHandler(testWriter{tb}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	}
 	src, err := ari.NewSource(opts)
 	if err != nil {
 		tb.Fatal(err)
@@ -89,6 +93,14 @@ func (r *running) stop() {
 			panic("Run returned " + err.Error())
 		}
 	}
+}
+
+// testWriter sends log lines to the test's log.
+type testWriter struct{ tb testing.TB }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.tb.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
 }
 
 // next returns the next event or fails after limit.

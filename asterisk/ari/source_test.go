@@ -457,3 +457,25 @@ func TestStreamCloseIdempotent(t *testing.T) {
 		t.Errorf("Next on a closed stream: %v", err)
 	}
 }
+
+// The reconnect delay starts over after a connection that stayed up for StableAfter, and
+// grows after one that did not.
+func TestBackoffResetsAfterStableConnection(t *testing.T) {
+	srv := startFake(t, fakepbx.ARIConfig{})
+	clock := &recordingClock{}
+	opts := fastOptions(srv)
+	opts.Clock = clock
+	opts.Backoff = ari.Backoff{Initial: 100 * time.Millisecond, Max: 10 * time.Second, StableAfter: 2 * time.Second,
+		Rand: func() float64 { return 0 }}
+	r := runSource(t, opts, 64) // room for every transport event of the test
+	waitFor(t, 5*time.Second, "connected", func() bool { return r.src.Status().Connected })
+	time.Sleep(2500 * time.Millisecond) // stable
+	srv.DropClients()
+	waitFor(t, 10*time.Second, "second connection", func() bool { return srv.Stats().Connects == 2 && r.src.Status().Connected })
+	srv.DropClients() // at once: not stable
+	waitFor(t, 10*time.Second, "third connection", func() bool { return srv.Stats().Connects == 3 && r.src.Status().Connected })
+	want := []time.Duration{50 * time.Millisecond, 100 * time.Millisecond} // Delay(0), Delay(1) without jitter
+	if got := clock.sleeps(); len(got) != 2 || got[0] != want[0] || got[1] != want[1] {
+		t.Errorf("reconnect delays %v, want %v", got, want)
+	}
+}

@@ -3,7 +3,9 @@ package fakepbx
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"regexp"
 	"slices"
 	"strconv"
@@ -11,6 +13,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/pbxbridge/pbxbridge/asterisk/ami"
 	"github.com/pbxbridge/pbxbridge/asterisk/transcripts"
 )
 
@@ -35,6 +38,9 @@ type ariScenario struct {
 	bridgeIndex map[string]int
 	t0          time.Time // the first message's timestamp
 	agent       int       // frame index of the first ChannelCreated (the originated leg), -1
+	// linked maps a channel (uid index) to its Linkedid (uid index), -1 when unknown. ARI
+	// events do not carry it; the AMI capture of the same calls does.
+	linked []int
 }
 
 type ariFrame struct {
@@ -98,6 +104,9 @@ func compileAllARI() (map[string]*ariScenario, *ariScenario, error) {
 		if err != nil {
 			return nil, nil, err
 		}
+		if err := linkFromAMI(sc); err != nil {
+			return nil, nil, err
+		}
 		out[name] = sc
 	}
 	data, err := transcripts.ARI(originateScenario)
@@ -108,10 +117,21 @@ func compileAllARI() (map[string]*ariScenario, *ariScenario, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	if err := linkFromAMI(orig); err != nil {
+		return nil, nil, err
+	}
 	if orig.agent < 0 {
 		return nil, nil, fmt.Errorf("fakepbx: ARI transcript %s creates no channel", originateScenario)
 	}
 	return out, orig, nil
+}
+
+func linkFromAMI(sc *ariScenario) error {
+	data, err := transcripts.AMI(sc.name)
+	if err != nil {
+		return fmt.Errorf("fakepbx: reading transcript %s: %w", sc.name, err)
+	}
+	return sc.linkAMI(data)
 }
 
 type ariHead struct {
@@ -210,7 +230,33 @@ func compileARI(name string, data []byte, ext, num string) (*ariScenario, error)
 	}
 	sc.duration = sc.frames[len(sc.frames)-1].at
 	sc.uidOrder, sc.uidEpoch = uidOrdering(c.uidList, t0.Unix())
+	sc.linked = make([]int, len(c.uidList))
+	for i := range sc.linked {
+		sc.linked[i] = -1
+	}
 	return sc, nil
+}
+
+// linkAMI fills sc.linked from the AMI capture of the same calls (Uniqueid → Linkedid).
+func (sc *ariScenario) linkAMI(data []byte) error {
+	r := ami.NewReader(bytes.NewReader(data))
+	if _, err := r.ReadBanner(); err != nil {
+		return fmt.Errorf("fakepbx: %s: %w", sc.name, err)
+	}
+	for {
+		f, err := r.ReadFrame()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("fakepbx: %s: %w", sc.name, err)
+		}
+		u, okU := sc.uidIndex[f.Get("Uniqueid")]
+		l, okL := sc.uidIndex[f.Get("Linkedid")]
+		if okU && okL && sc.linked[u] < 0 {
+			sc.linked[u] = l
+		}
+	}
 }
 
 // uidOrdering returns the uid indexes sorted by (epoch, sequence) and each uid's epoch relative

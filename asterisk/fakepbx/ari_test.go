@@ -531,3 +531,35 @@ func TestARILoadAndKnobs(t *testing.T) {
 		t.Error("connection accepted during an outage")
 	}
 }
+
+// CHANNEL(linkedid) comes from the AMI capture of the same calls.
+func TestARIChannelLinkedid(t *testing.T) {
+	s := startARI(t, ARIConfig{Speed: 1})
+	call, err := s.Play(context.Background(), "inbound_ringgroup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var chans []struct{ ID string }
+	deadline := time.Now().Add(5 * time.Second)
+	for len(chans) < 4 && time.Now().Before(deadline) { // the call's first channels exist
+		time.Sleep(20 * time.Millisecond)
+		_, body := ariGet(t, s, http.MethodGet, "/ari/channels", "")
+		_ = json.Unmarshal(body, &chans)
+	}
+	want := call.MapID("1795305823.39") // the Linkedid of the call (its AMI capture)
+	if want == "" {
+		t.Fatal("transcript id not found")
+	}
+	for _, ch := range chans {
+		code, body := ariGet(t, s, http.MethodGet, "/ari/channels/"+ch.ID+"/variable?variable=CHANNEL(linkedid)", "")
+		if code != 200 || string(body) != `{"value":"`+want+`"}` {
+			t.Errorf("linkedid of %s: %d %s, want %s", ch.ID, code, body, want)
+		}
+	}
+	if code, _ := ariGet(t, s, http.MethodGet, "/ari/channels/"+chans[0].ID+"/variable?variable=NOPE", ""); code != 404 {
+		t.Errorf("unknown variable: %d", code)
+	}
+	if code, _ := ariGet(t, s, http.MethodGet, "/ari/channels/1.2/variable?variable=CHANNEL(linkedid)", ""); code != 404 {
+		t.Errorf("unknown channel: %d", code)
+	}
+}
