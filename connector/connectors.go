@@ -277,7 +277,9 @@ func (d *Daemon) bindAccount(ctx context.Context, c *connRT) {
 	if !ok {
 		return
 	}
-	wait := 5 * time.Second
+	// The first minutes matter: a licence bound to the account (and every demo licence) waits for
+	// it, so retry quickly while the adapter is not authorised yet (an admin is installing it).
+	wait := time.Second
 	for {
 		actx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		acc, err := ai.Account(actx)
@@ -289,7 +291,7 @@ func (d *Daemon) bindAccount(ctx context.Context, c *connRT) {
 			}
 			c.log.Debug("CRM account not known yet", "err", err)
 			next = wait
-			wait = min(wait*2, 10*time.Minute)
+			wait = min(wait*3/2, 5*time.Minute)
 		} else if err := d.lic.SetAccount(c.name, licensing.Account{Domain: acc.Domain, MemberID: acc.MemberID, AccountID: acc.AccountID, Subdomain: acc.Subdomain}); err != nil {
 			c.log.Warn("licensing: CRM account", "err", err)
 		}
@@ -395,4 +397,11 @@ func (t *instrumented) RoundTrip(req *http.Request) (*http.Response, error) {
 	t.d.m.crmDuration.WithLabelValues(t.connector, code).Observe(time.Since(start).Seconds())
 	t.d.m.crmRequests.WithLabelValues(t.connector).Inc()
 	return resp, err
+}
+
+// delivered is the dispatch hook after a successful delivery.
+func (d *Daemon) delivered(connector string, rec *callmodel.Record, _ int) {
+	if d.opts.OnDelivered != nil {
+		d.opts.OnDelivered(connector, rec)
+	}
 }

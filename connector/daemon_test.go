@@ -37,6 +37,7 @@ log: {level: debug}
 http: {listen: ""}
 admin: {socket: %[1]s/admin.sock}
 licensing: {dir: %[1]s/licenses.d}
+recordings: {dir: %[1]s/no-recordings}
 dispatch: {backoff_min: 10ms, backoff_max: 50ms, drain_timeout: 2s}
 pbx:
   - name: lab
@@ -280,5 +281,31 @@ func TestStatusPageRenders(t *testing.T) {
 	d.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/actions/retry-dead", nil))
 	if rec.Code != http.StatusUnauthorized {
 		t.Fatalf("an unauthenticated action answered %d", rec.Code)
+	}
+}
+
+// `pbxbridge doctor` logs in to the PBX and checks the rights pbxbridge needs.
+func TestDoctor(t *testing.T) {
+	pbx, err := fakepbx.Start(fakepbx.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pbx.Close()
+	path := testConfig(t, pbx.Addr(), "")
+	var out, errOut bytes.Buffer
+	code := connector.MainIO(context.Background(), "test", []string{"doctor", "--config", path, "--timeout", "5s"}, &out, &errOut)
+	text := out.String()
+	for _, want := range []string{
+		"OK    config", "OK    state directory",
+		"OK    pbx lab                          AMI login to 127.0.0.1:",
+		"OK    pbx lab: rights                  Originate, CoreShowChannels and ExtensionState allowed",
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("doctor output lacks %q:\n%s%s", want, text, errOut.String())
+		}
+	}
+	// The recordings directory of the test config does not exist here: a FAIL with a fix, exit 1.
+	if code != 1 || !strings.Contains(text, "FAIL  recordings") {
+		t.Errorf("exit %d; want 1 with a recordings failure:\n%s", code, text)
 	}
 }

@@ -59,116 +59,29 @@ func (c *DemoCmd) Run(g *Globals) error {
 	if c.Rate <= 0 || c.Speed <= 0 {
 		return errors.New("--rate and --speed must be positive")
 	}
-	dir := c.Dir
-	if dir == "" {
-		tmp, err := os.MkdirTemp("", "pbxbridge-demo-")
-		if err != nil {
-			return err
-		}
-		defer func() { _ = os.RemoveAll(tmp) }()
-		dir = tmp
-	}
-	licDir := filepath.Join(dir, "licenses.d")
-	if err := os.MkdirAll(licDir, 0o700); err != nil {
-		return err
-	}
-	if _, err := demo.Install(licDir); err != nil {
-		return fmt.Errorf("demo licences: %w", err)
-	}
-
-	// The simulated PBX.
-	pbx, err := fakepbx.Start(fakepbx.Config{Speed: c.Speed, Secret: "demo-secret"})
-	if err != nil {
-		return fmt.Errorf("simulated PBX: %w", err)
-	}
-	defer func() { _ = pbx.Close() }()
-
-	// The fake CRMs, each on its own loopback port, reached through its reserved name.
-	b24 := crmtest.NewBitrix24()
-	b24.SetBaseURL("http://" + demoB24Host)
-	amo := crmtest.NewAmoCRM(crmtest.AmoOptions{})
-	amo.AddAccount(demoAmoAccount(demoAmoHost))
-	amo.AddLongLivedToken(demoAmoHost, crmtest.DemoLongLivedToken, 24*time.Hour)
-	kommo := crmtest.NewAmoCRM(crmtest.AmoOptions{Flavor: "kommo"})
-	kommo.AddAccount(demoAmoAccount(demoKommoHost))
-	kommo.AddLongLivedToken(demoKommoHost, crmtest.DemoLongLivedToken, 24*time.Hour)
-	hosts := map[string]string{}
-	for host, h := range map[string]http.Handler{demoB24Host: b24, demoAmoHost: amo, demoKommoHost: kommo} {
-		addr, stop, err := serveLoopback(h)
-		if err != nil {
-			return err
-		}
-		defer stop()
-		hosts[host+":80"] = addr
-	}
-
-	// The daemon's HTTP listener: the asked port or the next free one.
-	ln, err := listenNear(c.Listen)
-	if err != nil {
-		return err
-	}
-	base := "http://" + ln.Addr().String()
-	secret := make([]byte, 16)
-	_, _ = crand.Read(secret)
-	_, amiPort, _ := net.SplitHostPort(pbx.Addr())
-	yaml := fmt.Sprintf(demoConfig, dir, licDir, ln.Addr().String(), base, amiPort, hex.EncodeToString(secret))
-	cfgPath := filepath.Join(dir, "pbxbridge.yaml")
-	if err := os.WriteFile(cfgPath, []byte(yaml), 0o600); err != nil {
-		return err
-	}
-	cfg, err := config.Load(cfgPath, func(string) string { return "" })
-	if err != nil {
-		return fmt.Errorf("demo config: %w", err)
-	}
-	cfg.PBX[0].Calls = LabCalls()
-
 	logOut := io.Discard
 	if c.Verbose {
 		logOut = g.Stderr
 	}
 	tally := newDemoTally(out)
-	d, err := New(cfg, Options{
-		Version:      g.Version,
-		Logger:       slog.New(slog.NewTextHandler(logOut, nil)),
-		Notify:       func(string) {},
-		HTTPListener: func() (net.Listener, error) { return ln, nil },
-		Resolve: func(addr string) string {
-			if a, ok := hosts[addr]; ok {
-				return a
-			}
-			return addr
-		},
-		OnDelivered: tally.delivered,
+	env, err := StartDemo(ctx, DemoOptions{
+		Speed: c.Speed, Listen: c.Listen, Dir: c.Dir, Version: g.Version,
+		Logger: slog.New(slog.NewTextHandler(logOut, nil)), OnDelivered: tally.delivered,
 	})
 	if err != nil {
 		return err
 	}
-	runCtx, stopDaemon := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopDaemon()
-	done := make(chan error, 1)
-	go func() { done <- d.Run(runCtx) }()
-
-	fmt.Fprintf(out, "pbxbridge demo: simulated PBX at %s (AMI), fake Bitrix24, amoCRM and Kommo, demo licences\n", pbx.Addr())
-	fmt.Fprintf(out, "status page: %s/   metrics: %s/metrics   state: %s\n", base, base, dir)
-	if err := waitUntil(ctx, 20*time.Second, func() bool { return d.ready.Load() }); err != nil {
-		stopDaemon()
-		if derr := <-done; derr != nil {
-			err = errors.Join(err, derr)
-		}
-		return fmt.Errorf("the daemon did not get ready: %w", err)
-	}
-	// Install the Bitrix24 local application into the daemon, as a portal admin would.
-	if err := b24.Install(ctx, base+"/crm/b24-demo/install"); err != nil {
-		fmt.Fprintf(out, "warning: installing the Bitrix24 application: %v\n", err)
-	}
+	defer func() { _ = env.Close() }()
+	tally.printf("pbxbridge demo: simulated PBX at %s (AMI), fake Bitrix24, amoCRM and Kommo, demo licences\n", env.PBX.Addr())
+	tally.printf("status page: %s/   metrics: %s/metrics   state: %s\n", env.BaseURL, env.BaseURL, env.Dir)
 	if c.Duration > 0 {
-		fmt.Fprintf(out, "running for %v; calls start at %.1f/s\n", c.Duration, c.Rate)
+		tally.printf("running for %v; calls start at %.1f/s\n", c.Duration, c.Rate)
 	} else {
-		fmt.Fprintln(out, "press Ctrl-C to stop; calls start at", c.Rate, "per second")
+		tally.printf("press Ctrl-C to stop; calls start at %.1f/s\n", c.Rate)
 	}
 
 	// Calls: every recorded scenario in turn, then a random mix.
-	mix := pbx.DefaultMix()
+	mix := env.PBX.DefaultMix()
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1)) //nolint:gosec // scenario mix
 	var calls sync.WaitGroup
 	var played atomic.Int64
@@ -178,7 +91,7 @@ func (c *DemoCmd) Run(g *Globals) error {
 		if i >= len(mix) {
 			name = mix[rng.IntN(len(mix))]
 		}
-		call, err := pbx.Play(context.WithoutCancel(ctx), name)
+		call, err := env.PBX.Play(context.WithoutCancel(ctx), name)
 		if err == nil {
 			played.Add(1)
 			calls.Add(1)
@@ -192,31 +105,273 @@ func (c *DemoCmd) Run(g *Globals) error {
 	tick.Stop()
 
 	// Wind down: let the calls in progress finish, then the deliveries.
-	fmt.Fprintln(out, "stopping: letting calls in progress finish and the outbox drain…")
+	tally.printf("stopping: letting calls in progress finish and the outbox drain…\n")
 	waitGroupTimeout(&calls, 60*time.Second)
-	// Every finished call reaches the call model over AMI a moment after the PBX ends it.
-	_ = waitUntil(context.Background(), 15*time.Second, func() bool { return d.builtCalls() >= int64(pbx.Stats().CallsFinished) })
-	_ = waitUntil(context.Background(), 60*time.Second, func() bool { return outboxDrained(d) })
-	stats, _ := d.store.Stats(context.Background())
-	built := d.builtCalls()
-	stopDaemon()
-	if err := <-done; err != nil {
+	env.WaitSettled(60 * time.Second)
+	stats, _ := env.Daemon.store.Stats(context.Background())
+	built := env.Daemon.builtCalls()
+	open := env.Daemon.openCalls()
+	if err := env.Close(); err != nil {
 		return err
 	}
-
 	var dead, pending int64
 	for _, s := range stats {
 		dead += s.Dead
 		pending += s.Pending + s.Leased
 	}
-	finished := int64(pbx.Stats().CallsFinished)
-	lost := max(finished-built, 0) + pending
-	fmt.Fprintf(out, "summary: %d calls played, %d built; delivered %s; lost %d; dead letters %d\n",
+	// Lost: a call the PBX finished that never became a record (still open in the model) or a
+	// record that never reached its CRMs.
+	lost := open + pending
+	tally.printf("summary: %d calls played, %d built; delivered %s; lost %d; dead letters %d\n",
 		played.Load(), built, tally.summary(), lost, dead)
 	if lost > 0 || dead > 0 {
 		return &exitError{code: 1}
 	}
 	return nil
+}
+
+// DemoOptions configure a demo environment.
+type DemoOptions struct {
+	Speed   float64 // replay speed of the simulated PBX (default 1)
+	Listen  string  // the daemon's HTTP address (default 127.0.0.1:0); the next free port is used
+	Dir     string  // state directory (default: a temporary one, removed by Close)
+	Version string
+	Logger  *slog.Logger // the daemon's log (default: discarded)
+	// OnDelivered is called after each successful delivery.
+	OnDelivered func(connector string, rec *callmodel.Record)
+	// B24 are extra options of the fake Bitrix24; Amo of the fake amoCRM and Kommo.
+	B24 []crmtest.Bitrix24Option
+	Amo crmtest.AmoOptions
+}
+
+// DemoEnv is a running demo: a simulated PBX, fake Bitrix24, amoCRM and Kommo servers reached
+// through reserved .invalid names, demo licences and the daemon. Tests use it for end-to-end
+// checks; `pbxbridge demo` drives it.
+type DemoEnv struct {
+	PBX     *fakepbx.Server
+	B24     *crmtest.Bitrix24
+	Amo     *crmtest.AmoCRM
+	Kommo   *crmtest.AmoCRM
+	Daemon  *Daemon
+	BaseURL string // the daemon's HTTP listener
+	Dir     string
+
+	cfg     *config.Config
+	dopts   Options
+	stops   []func()
+	done    chan error
+	cancel  context.CancelFunc
+	closeMu sync.Mutex
+	closed  bool
+	err     error
+}
+
+// StartDemo starts a demo environment and returns once the daemon is ready and the Bitrix24
+// application is installed into it.
+func StartDemo(ctx context.Context, o DemoOptions) (env *DemoEnv, err error) {
+	if o.Speed <= 0 {
+		o.Speed = 1
+	}
+	if o.Listen == "" {
+		o.Listen = "127.0.0.1:0"
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	env = &DemoEnv{Dir: o.Dir}
+	defer func() {
+		if err != nil {
+			_ = env.Close()
+		}
+	}()
+	if env.Dir == "" {
+		tmp, err := os.MkdirTemp("", "pbxbridge-demo-")
+		if err != nil {
+			return nil, err
+		}
+		env.Dir = tmp
+		env.stops = append(env.stops, func() { _ = os.RemoveAll(tmp) })
+	}
+	licDir := filepath.Join(env.Dir, "licenses.d")
+	if err := os.MkdirAll(licDir, 0o700); err != nil {
+		return nil, err
+	}
+	if _, err := demo.Install(licDir); err != nil {
+		return nil, fmt.Errorf("demo licences: %w", err)
+	}
+
+	// The simulated PBX.
+	if env.PBX, err = fakepbx.Start(fakepbx.Config{Speed: o.Speed, Secret: "demo-secret"}); err != nil {
+		return nil, fmt.Errorf("simulated PBX: %w", err)
+	}
+	env.stops = append(env.stops, func() { _ = env.PBX.Close() })
+
+	// The fake CRMs, each on its own loopback port, reached through its reserved name.
+	env.B24 = crmtest.NewBitrix24(o.B24...)
+	env.B24.SetBaseURL("http://" + demoB24Host)
+	env.Amo = crmtest.NewAmoCRM(o.Amo)
+	env.Amo.AddAccount(demoAmoAccount(demoAmoHost))
+	env.Amo.AddLongLivedToken(demoAmoHost, crmtest.DemoLongLivedToken, 24*time.Hour)
+	ko := o.Amo
+	ko.Flavor = "kommo"
+	env.Kommo = crmtest.NewAmoCRM(ko)
+	env.Kommo.AddAccount(demoAmoAccount(demoKommoHost))
+	env.Kommo.AddLongLivedToken(demoKommoHost, crmtest.DemoLongLivedToken, 24*time.Hour)
+	hosts := map[string]string{}
+	for host, h := range map[string]http.Handler{demoB24Host: env.B24, demoAmoHost: env.Amo, demoKommoHost: env.Kommo} {
+		addr, stop, err := serveLoopback(h)
+		if err != nil {
+			return nil, err
+		}
+		env.stops = append(env.stops, stop)
+		hosts[host+":80"] = addr
+	}
+
+	// The daemon's HTTP listener: the asked port or the next free one.
+	ln, err := listenNear(o.Listen)
+	if err != nil {
+		return nil, err
+	}
+	env.BaseURL = "http://" + ln.Addr().String()
+	secret := make([]byte, 16)
+	_, _ = crand.Read(secret)
+	_, amiPort, _ := net.SplitHostPort(env.PBX.Addr())
+	yaml := fmt.Sprintf(demoConfig, env.Dir, licDir, ln.Addr().String(), env.BaseURL, amiPort, hex.EncodeToString(secret))
+	cfgPath := filepath.Join(env.Dir, "pbxbridge.yaml")
+	if err := os.WriteFile(cfgPath, []byte(yaml), 0o600); err != nil {
+		_ = ln.Close()
+		return nil, err
+	}
+	cfg, err := config.Load(cfgPath, func(string) string { return "" })
+	if err != nil {
+		_ = ln.Close()
+		return nil, fmt.Errorf("demo config: %w", err)
+	}
+	cfg.PBX[0].Calls = LabCalls()
+	env.cfg = cfg
+	env.dopts = Options{
+		Version: o.Version,
+		Logger:  o.Logger,
+		Notify:  func(string) {},
+		Resolve: func(addr string) string {
+			if a, ok := hosts[addr]; ok {
+				return a
+			}
+			return addr
+		},
+		OnDelivered: o.OnDelivered,
+	}
+	if err := env.startDaemon(ctx, ln); err != nil {
+		return nil, err
+	}
+	// Install the Bitrix24 local application into the daemon, as a portal admin would.
+	if err := env.B24.Install(ctx, env.BaseURL+"/crm/b24-demo/install"); err != nil {
+		return nil, fmt.Errorf("installing the Bitrix24 application: %w", err)
+	}
+	if err := env.waitLicensed(ctx); err != nil {
+		return nil, err
+	}
+	return env, nil
+}
+
+// startDaemon runs a daemon of the environment on ln and waits until it is ready.
+func (e *DemoEnv) startDaemon(ctx context.Context, ln net.Listener) error {
+	o := e.dopts
+	o.HTTPListener = func() (net.Listener, error) { return ln, nil }
+	d, err := New(e.cfg, o)
+	if err != nil {
+		_ = ln.Close()
+		return err
+	}
+	e.Daemon = d
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	e.cancel = cancel
+	e.done = make(chan error, 1)
+	go func() { e.done <- d.Run(runCtx) }()
+	if err := waitUntil(ctx, 20*time.Second, func() bool { return d.ready.Load() }); err != nil {
+		return fmt.Errorf("the daemon did not get ready: %w", err)
+	}
+	return nil
+}
+
+// waitLicensed waits until every connector's licence applies (demo licences apply once each
+// adapter has reported its reserved CRM account).
+func (e *DemoEnv) waitLicensed(ctx context.Context) error {
+	err := waitUntil(ctx, 30*time.Second, func() bool {
+		for _, c := range e.Daemon.routes() {
+			if !c.allowed() {
+				return false
+			}
+		}
+		return true
+	})
+	if err != nil {
+		return fmt.Errorf("the demo licences did not apply: %w", err)
+	}
+	return nil
+}
+
+// RestartDaemon stops the daemon as systemd would (SIGTERM: it flushes open calls and drains
+// deliveries) and starts a new one on the same state directory and address; the PBX and the CRMs
+// keep running.
+func (e *DemoEnv) RestartDaemon(ctx context.Context) error {
+	e.closeMu.Lock()
+	defer e.closeMu.Unlock()
+	e.cancel()
+	if err := <-e.done; err != nil {
+		return err
+	}
+	addr := strings.TrimPrefix(e.BaseURL, "http://")
+	var ln net.Listener
+	err := waitUntil(ctx, 10*time.Second, func() bool {
+		var lerr error
+		ln, lerr = net.Listen("tcp", addr)
+		return lerr == nil
+	})
+	if err != nil {
+		return fmt.Errorf("listening again on %s: %w", addr, err)
+	}
+	if err := e.startDaemon(ctx, ln); err != nil {
+		return err
+	}
+	return e.waitLicensed(ctx)
+}
+
+// WaitSettled waits (up to limit) until the call model has no open call left, nothing is held
+// in memory and the outbox holds nothing waiting for delivery, twice in a row a second apart (the
+// model reports open calls once a second). Call it after the PBX finished its calls.
+func (e *DemoEnv) WaitSettled(limit time.Duration) {
+	settled := 0
+	_ = waitUntil(context.Background(), limit, func() bool {
+		if e.Daemon.openCalls() == 0 && outboxDrained(e.Daemon) {
+			settled++
+		} else {
+			settled = 0
+		}
+		if settled < 2 {
+			time.Sleep(time.Second)
+			return false
+		}
+		return true
+	})
+}
+
+// Close stops the daemon (it drains and flushes), the fakes, and removes a temporary directory.
+func (e *DemoEnv) Close() error {
+	e.closeMu.Lock()
+	defer e.closeMu.Unlock()
+	if e.closed {
+		return e.err
+	}
+	e.closed = true
+	if e.cancel != nil {
+		e.cancel()
+		e.err = <-e.done
+	}
+	for i := len(e.stops) - 1; i >= 0; i-- {
+		e.stops[i]()
+	}
+	return e.err
 }
 
 // demoConfig is the daemon config of the demo: %[1]s state dir, %[2]s licences, %[3]s listen
@@ -227,7 +382,7 @@ http: {listen: "%[3]s", public_url: "%[4]s"}
 admin: {socket: %[1]s/admin.sock}
 licensing: {dir: %[2]s}
 dispatch: {backoff_min: 1s, backoff_max: 10s, drain_timeout: 5s}
-recordings: {dir: %[1]s/recordings, public_url: "%[4]s/rec/", secret: "%[6]s"}
+recordings: {dir: /var/spool/asterisk/monitor, public_url: "%[4]s/rec/", secret: "%[6]s"}
 pbx:
   - name: lab
     ami: {host: 127.0.0.1, port: %[5]s, username: pbxbridge, secret: demo-secret, auth: md5, ping_interval: 5s}
@@ -346,16 +501,27 @@ func outboxDrained(d *Daemon) bool {
 }
 
 // builtCalls is how many finished calls the call model built (all PBXs).
-func (d *Daemon) builtCalls() int64 {
+func (d *Daemon) builtCalls() int64 { return d.sumMetric("pbxbridge_calls_total") }
+
+// openCalls is how many calls the call model has open (all PBXs; updated once a second).
+func (d *Daemon) openCalls() int64 { return d.sumMetric("pbxbridge_calls_open") }
+
+func (d *Daemon) sumMetric(name string) int64 {
 	mfs, err := d.reg.Gather()
 	if err != nil {
 		return 0
 	}
 	var n float64
 	for _, mf := range mfs {
-		if mf.GetName() == "pbxbridge_calls_total" {
-			for _, m := range mf.GetMetric() {
-				n += m.GetCounter().GetValue()
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if c := m.GetCounter(); c != nil {
+				n += c.GetValue()
+			}
+			if g := m.GetGauge(); g != nil {
+				n += g.GetValue()
 			}
 		}
 	}
@@ -382,6 +548,14 @@ func (t *demoTally) delivered(connector string, rec *callmodel.Record) {
 	fmt.Fprintf(t.out, "%s  %-10s %-8s %-13s %-14s answered by %-6s talk %3ds   [%s]\n",
 		time.Now().Format("15:04:05"), connector, rec.Direction, rec.Customer, strings.ReplaceAll(string(rec.Disposition), "_", " "),
 		who, rec.TalkSeconds, t.summaryLocked())
+}
+
+// printf writes a line of the demo's output; every write goes through the tally's lock because
+// deliveries print from the daemon's goroutines.
+func (t *demoTally) printf(format string, args ...any) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	fmt.Fprintf(t.out, format, args...)
 }
 
 func (t *demoTally) summary() string {

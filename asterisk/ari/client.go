@@ -289,6 +289,19 @@ func (c *Client) Channel(ctx context.Context, id string) (ChannelInfo, error) {
 	return ch, err
 }
 
+// ChannelVar returns a channel variable or dialplan function of a channel (GET
+// /channels/{id}/variable), e.g. "CHANNEL(linkedid)"; a channel that no longer exists, or a
+// variable that is not set, matches ErrNotFound.
+func (c *Client) ChannelVar(ctx context.Context, id, name string) (string, error) {
+	var v struct {
+		Value string `json:"value"`
+	}
+	q := url.Values{}
+	q.Set("variable", name)
+	err := c.do(ctx, http.MethodGet, "GET /channels/{id}/variable", []string{"channels", id, "variable"}, q, nil, &v)
+	return v.Value, err
+}
+
 // Bridge is the part of an ARI bridge object the client reads.
 type Bridge struct {
 	ID          string   `json:"id"`
@@ -409,6 +422,7 @@ func (c *Client) Connect(ctx context.Context) (*Stream, error) {
 		OnPongReceived: st.onPong,
 	})
 	if err != nil {
+		_ = st.Close() // releases its timer and context; nothing was started
 		ce := &ConnectError{Stage: "dial", URL: u, Err: err}
 		if resp != nil {
 			c.m.request("GET /events", resp.StatusCode, time.Since(start))

@@ -25,6 +25,16 @@
 //     POST /channels rings the agent's endpoint and continues it into the dialplan at the
 //     customer's number; the outcome of the agent leg is read from the events websocket.
 //
+// Backpressure: the Source blocks while its consumer is slow, and never drops an event. If the
+// consumer stays slower than Asterisk long enough for the socket buffers to fill, Asterisk closes
+// the websocket (ari.conf websocket_write_timeout); the source then reconnects and resyncs like
+// after any other loss, and TypeDisconnected says so.
+//
+// Metrics (namespace pbxbridge, subsystem ari, label pbx): connected, events_total{type},
+// messages_dropped_total{reason}, reconnects_total, connect_errors_total{stage},
+// request_duration_seconds{request,code} (REST requests and the websocket handshake),
+// out_blocked_seconds_total, reader_lag_seconds, resyncs_total{result}.
+//
 // Concurrency: Stream.Next must be called by one goroutine; everything else is safe for
 // concurrent use.
 //

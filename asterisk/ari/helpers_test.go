@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"math"
 	"regexp"
 	"slices"
@@ -29,13 +30,13 @@ import (
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // startFake starts a fake ARI server closed at the end of the test.
-func startFake(t testing.TB, cfg fakepbx.ARIConfig) *fakepbx.ARIServer {
-	t.Helper()
+func startFake(tb testing.TB, cfg fakepbx.ARIConfig) *fakepbx.ARIServer {
+	tb.Helper()
 	srv, err := fakepbx.StartARI(cfg)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	t.Cleanup(func() { _ = srv.Close() })
+	tb.Cleanup(func() { _ = srv.Close() })
 	return srv
 }
 
@@ -47,7 +48,7 @@ func fastOptions(srv *fakepbx.ARIServer) ari.Options {
 		Username:     srv.Username(),
 		Password:     srv.Password(),
 		PingInterval: 500 * time.Millisecond,
-		PingTimeout:  2 * time.Second,
+		PingTimeout:  5 * time.Second, // generous: a loaded CI machine must not look like a dead peer
 		Backoff:      ari.Backoff{Initial: 100 * time.Millisecond, Max: 400 * time.Millisecond},
 	}
 }
@@ -63,20 +64,23 @@ type running struct {
 
 // runSource creates a Source with opts (a fresh registry when none) and runs it until the test
 // ends; buf is the capacity of its out channel.
-func runSource(t testing.TB, opts ari.Options, buf int) *running {
-	t.Helper()
+func runSource(tb testing.TB, opts ari.Options, buf int) *running {
+	tb.Helper()
 	reg := prometheus.NewRegistry()
 	if opts.Registerer == nil {
 		opts.Registerer = reg
 	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.NewTextHandler(testWriter{tb}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	}
 	src, err := ari.NewSource(opts)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{src: src, out: make(chan asterisk.Event, buf), cancel: cancel, done: make(chan error, 1), reg: reg}
 	go func() { r.done <- src.Run(ctx, r.out) }()
-	t.Cleanup(r.stop)
+	tb.Cleanup(r.stop)
 	return r
 }
 
@@ -91,37 +95,45 @@ func (r *running) stop() {
 	}
 }
 
+// testWriter sends log lines to the test's log.
+type testWriter struct{ tb testing.TB }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.tb.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
 // next returns the next event or fails after limit.
-func (r *running) next(t testing.TB, limit time.Duration) asterisk.Event {
-	t.Helper()
+func (r *running) next(tb testing.TB, limit time.Duration) asterisk.Event {
+	tb.Helper()
 	select {
 	case ev := <-r.out:
 		return ev
 	case <-time.After(limit):
-		t.Fatalf("no event within %v", limit)
+		tb.Fatalf("no event within %v", limit)
 	}
 	return asterisk.Event{}
 }
 
 // waitFor polls cond until it holds or fails after limit.
-func waitFor(t testing.TB, limit time.Duration, what string, cond func() bool) {
-	t.Helper()
+func waitFor(tb testing.TB, limit time.Duration, what string, cond func() bool) {
+	tb.Helper()
 	deadline := time.Now().Add(limit)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", limit, what)
+			tb.Fatalf("timed out after %v waiting for %s", limit, what)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
 }
 
 // labOptions are the call model options of the lab transcripts.
-func labOptions(t testing.TB) callmodel.Options {
-	t.Helper()
+func labOptions(tb testing.TB) callmodel.Options {
+	tb.Helper()
 	norm := numbers.MustNew(numbers.Config{DefaultRegion: "RU"})
 	o, err := connector.LabCalls().Compile(norm.Normalize)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	return o
 }
@@ -146,27 +158,27 @@ func (c *collector) all() []callmodel.Record {
 }
 
 // fileRecords replays a transcript file with replay.ARI.
-func fileRecords(t testing.TB, scenario string) []callmodel.Record {
-	t.Helper()
+func fileRecords(tb testing.TB, scenario string) []callmodel.Record {
+	tb.Helper()
 	data, err := transcripts.ARI(scenario)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	var out bytes.Buffer
-	if err := replay.ARI(bytes.NewReader(data), labOptions(t), &out); err != nil {
-		t.Fatal(err)
+	if err := replay.ARI(bytes.NewReader(data), labOptions(tb), &out); err != nil {
+		tb.Fatal(err)
 	}
-	return decodeRecords(t, out.Bytes())
+	return decodeRecords(tb, out.Bytes())
 }
 
-func decodeRecords(t testing.TB, data []byte) []callmodel.Record {
-	t.Helper()
+func decodeRecords(tb testing.TB, data []byte) []callmodel.Record {
+	tb.Helper()
 	var recs []callmodel.Record
 	dec := json.NewDecoder(bytes.NewReader(data))
 	for dec.More() {
 		var r callmodel.Record
 		if err := dec.Decode(&r); err != nil {
-			t.Fatal(err)
+			tb.Fatal(err)
 		}
 		recs = append(recs, r)
 	}
@@ -174,11 +186,11 @@ func decodeRecords(t testing.TB, data []byte) []callmodel.Record {
 }
 
 // messages counts the ARI messages of a transcript.
-func messages(t testing.TB, scenario string) int {
-	t.Helper()
+func messages(tb testing.TB, scenario string) int {
+	tb.Helper()
 	data, err := transcripts.ARI(scenario)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	n := 0
 	for _, l := range bytes.Split(data, []byte("\n")) {
@@ -246,11 +258,11 @@ var inf = math.Inf(1)
 
 // metricValue returns the value of the series of name whose labels include labels (0 when
 // there is none).
-func metricValue(t testing.TB, reg *prometheus.Registry, name string, labels map[string]string) float64 {
-	t.Helper()
+func metricValue(tb testing.TB, reg *prometheus.Registry, name string, labels map[string]string) float64 {
+	tb.Helper()
 	mfs, err := reg.Gather()
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	for _, mf := range mfs {
 		if mf.GetName() != name {
@@ -282,11 +294,11 @@ func metricValue(t testing.TB, reg *prometheus.Registry, name string, labels map
 
 // firstChannelID returns the id of the first channel a transcript creates whose name starts
 // with prefix and ends with suffix.
-func firstChannelID(t testing.TB, scenario, prefix, suffix string) string {
-	t.Helper()
+func firstChannelID(tb testing.TB, scenario, prefix, suffix string) string {
+	tb.Helper()
 	data, err := transcripts.ARI(scenario)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	for _, l := range bytes.Split(data, []byte("\n")) {
 		var m struct {
@@ -303,14 +315,14 @@ func firstChannelID(t testing.TB, scenario, prefix, suffix string) string {
 			return m.Channel.ID
 		}
 	}
-	t.Fatalf("%s creates no channel %s…%s", scenario, prefix, suffix)
+	tb.Fatalf("%s creates no channel %s…%s", scenario, prefix, suffix)
 	return ""
 }
 
 // drain passes events to fn until the source has read want messages in all and every event it
 // forwarded was taken, or fails after limit.
-func (r *running) drain(t testing.TB, want int64, limit time.Duration, fn func(asterisk.Event)) {
-	t.Helper()
+func (r *running) drain(tb testing.TB, want int64, limit time.Duration, fn func(asterisk.Event)) {
+	tb.Helper()
 	deadline := time.Now().Add(limit)
 	for r.src.Status().Events < want || len(r.out) > 0 {
 		select {
@@ -318,7 +330,7 @@ func (r *running) drain(t testing.TB, want int64, limit time.Duration, fn func(a
 			fn(ev)
 		case <-time.After(10 * time.Millisecond):
 			if time.Now().After(deadline) {
-				t.Fatalf("the source read %d messages in %v, want %d", r.src.Status().Events, limit, want)
+				tb.Fatalf("the source read %d messages in %v, want %d", r.src.Status().Events, limit, want)
 			}
 		}
 	}

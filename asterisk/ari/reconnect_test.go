@@ -202,9 +202,11 @@ func TestReconnectMidCallsResyncs(t *testing.T) {
 		!seen[1].Resync || seen[2].Type != asterisk.TypeSnapshotEnd {
 		t.Fatalf("transport events %v, want disconnected, connected(resync), snapshot_end", kinds)
 	}
-	if gap := seen[1].Time.Sub(seen[0].Time); gap > 2*time.Second {
+	gap := seen[1].Time.Sub(seen[0].Time)
+	if gap > 2*time.Second {
 		t.Errorf("reconnected %v after the drop, want within 2 s", gap)
 	}
+	t.Logf("reconnected %v after the drop; %d channels in the snapshot", gap.Round(time.Millisecond), snapshot)
 	if seen[0].Vars["error"] == "" {
 		t.Error("disconnected event without the reason")
 	}
@@ -284,9 +286,11 @@ func TestOutageFinishesCallsEndedMeanwhile(t *testing.T) {
 	if len(seen) != 3 || seen[0].Type != asterisk.TypeDisconnected || !seen[1].Resync || seen[2].Type != asterisk.TypeSnapshotEnd {
 		t.Fatalf("transport events %+v", seen)
 	}
-	if back := seen[1].Time.Sub(outageAt.Add(4 * time.Second)); back > 2*time.Second {
+	back := seen[1].Time.Sub(outageAt.Add(4 * time.Second))
+	if back > 2*time.Second {
 		t.Errorf("reconnected %v after Asterisk was reachable again, want within 2 s", back)
 	}
+	t.Logf("reconnected %v after Asterisk was reachable again", back.Round(time.Millisecond))
 	got, resynced := gotOutcomes(t, out.all(), []*fakepbx.ARICall{long, short})
 	want := wantOutcomes(t, []string{"blind_transfer", "inbound_answered"})
 	// The hangup of the short call was never seen: its cause is unknown (0), all else is as
@@ -316,5 +320,56 @@ func isDone(c *fakepbx.ARICall) bool {
 		return true
 	default:
 		return false
+	}
+}
+
+// A call that starts while Asterisk is unreachable and still rings when the source is back: its
+// channels are known only from the snapshot, and ARI channel objects have no Linkedid. The
+// source asks CHANNEL(linkedid) for each, so the model keeps them in one call instead of
+// splitting the trunk and the ringing phone into two.
+func TestCallBornDuringOutageKeepsItsChannels(t *testing.T) {
+	srv := startFake(t, fakepbx.ARIConfig{Speed: 2}) // inbound_missed rings for 3.1 s
+	r := runSource(t, fastOptions(srv), 256)
+	r.next(t, 5*time.Second)
+	out := &collector{}
+	b := callmodel.NewBuilder(labOptions(t), out)
+	srv.Outage(time.Second)
+	call, err := srv.Play(context.Background(), "inbound_missed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	linked := call.MapID(firstChannelID(t, "inbound_missed", "Local/+74951112233@from-pstn-", ";1"))
+	snapshots := 0
+	limit := time.After(30 * time.Second)
+	for !isDone(call) || len(r.out) > 0 || b.Open() > 0 {
+		select {
+		case ev := <-r.out:
+			if ev.Type == asterisk.TypeSnapshot {
+				snapshots++
+				if ev.Chan.Linkedid != linked {
+					t.Errorf("snapshot of %s: linkedid %q, want %q", ev.Chan.Name, ev.Chan.Linkedid, linked)
+				}
+			}
+			b.Apply(&ev)
+		case <-time.After(20 * time.Millisecond):
+		case <-limit:
+			t.Fatal("the call did not finish")
+		}
+	}
+	if snapshots != 4 {
+		t.Fatalf("%d channels in the snapshot, want the 4 of the ringing call", snapshots)
+	}
+	recs := out.all()
+	if len(recs) != 1 {
+		t.Fatalf("%d records, want 1: %+v", len(recs), recs)
+	}
+	rec := recs[0]
+	if rec.CallID != linked || rec.Direction != callmodel.Inbound || rec.Disposition != callmodel.NoAnswer ||
+		!slices.Equal(rec.Rang, []string{"101"}) || rec.Customer != "+79001234567" || rec.HangupCause != 19 {
+		t.Errorf("record %+v", rec)
+	}
+	if v := metricValue(t, r.reg, "pbxbridge_ari_request_duration_seconds",
+		map[string]string{"request": "GET /channels/{id}/variable", "code": "200"}); v != 4 {
+		t.Errorf("CHANNEL(linkedid) requests: %v, want 4", v)
 	}
 }

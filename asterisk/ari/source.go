@@ -25,7 +25,8 @@ import (
 //   - TypeConnected after every connection (Time = connect time); Resync is true after a
 //     reconnect;
 //   - after a reconnect, before any live event: one TypeSnapshot per channel of GET /channels
-//     (ari.Snapshot, with the channel's bridge from GET /bridges) and then TypeSnapshotEnd
+//     (ari.Snapshot, with the channel's bridge from GET /bridges and its Linkedid from
+//     GET /channels/{id}/variable?variable=CHANNEL(linkedid)) and then TypeSnapshotEnd
 //     (Vars["channels"] = how many). The websocket is subscribed before the snapshot is taken,
 //     so no event is lost between them; the events of that short window are delivered after
 //     TypeSnapshotEnd, and re-applying them on top of the snapshot only moves the model forward
@@ -280,7 +281,7 @@ func (s *Source) resync(ctx context.Context, out chan<- asterisk.Event) bool {
 			inBridge[id] = b.ID
 		}
 	}
-	n := 0
+	snaps := make([]asterisk.Event, 0, len(chans))
 	for _, raw := range chans {
 		var id struct {
 			ID string `json:"id"`
@@ -292,15 +293,67 @@ func (s *Source) resync(ctx context.Context, out chan<- asterisk.Event) bool {
 			s.log.Warn("ari: channel in the snapshot is not valid; skipped", "err", err)
 			continue
 		}
-		if !s.emitCounted(ctx, out, ev) {
+		snaps = append(snaps, ev)
+	}
+	if !s.linkedids(ctx, snaps) {
+		return false
+	}
+	for i := range snaps {
+		if !s.emitCounted(ctx, out, snaps[i]) {
 			return false
 		}
-		n++
 	}
+	n := len(snaps)
 	s.m.resync("ok")
 	end.Time = now
 	end.Vars = map[string]string{"channels": strconv.Itoa(n)}
 	return s.emitCounted(ctx, out, end)
+}
+
+// linkedidWorkers bounds the concurrent CHANNEL(linkedid) requests of a resync.
+const linkedidWorkers = 8
+
+// linkedids fills Chan.Linkedid of the snapshot events from CHANNEL(linkedid): ARI channel
+// objects lack it, and without it a channel created while the connection was down cannot be
+// tied to its call. A channel gone meanwhile, or an error, leaves it empty (the model then
+// groups the channel as it can). false means ctx was cancelled.
+func (s *Source) linkedids(ctx context.Context, snaps []asterisk.Event) bool {
+	jobs := make(chan int)
+	var wg sync.WaitGroup
+	var failures atomic.Int64
+	var firstErr atomic.Value
+	for range min(linkedidWorkers, len(snaps)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range jobs {
+				l, err := s.client.ChannelVar(ctx, snaps[i].Chan.Uniqueid, "CHANNEL(linkedid)")
+				switch {
+				case err == nil:
+					snaps[i].Chan.Linkedid = l
+				case !errors.Is(err, ErrNotFound):
+					failures.Add(1)
+					firstErr.CompareAndSwap(nil, err)
+				}
+			}
+		}()
+	}
+	for i := range snaps {
+		select {
+		case jobs <- i:
+		case <-ctx.Done():
+		}
+	}
+	close(jobs)
+	wg.Wait()
+	if ctx.Err() != nil {
+		return false
+	}
+	if n := failures.Load(); n > 0 {
+		s.log.Warn("ari: resync: CHANNEL(linkedid) unavailable; channels created during the outage may be reported as separate calls",
+			"channels", n, "err", firstErr.Load())
+	}
+	return true
 }
 
 func (s *Source) emitCounted(ctx context.Context, out chan<- asterisk.Event, ev asterisk.Event) bool {

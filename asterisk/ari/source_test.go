@@ -129,7 +129,7 @@ func TestAuthFailureRetriedWithBackoff(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	_, err = c.Channels(context.Background())
 	var he *ari.HTTPError
 	if !errors.Is(err, ari.ErrAuthFailed) || !errors.As(err, &he) || he.StatusCode != 401 ||
@@ -219,7 +219,7 @@ func TestInvalidMessagesCounted(t *testing.T) {
 		if err != nil {
 			return
 		}
-		defer ws.CloseNow()
+		defer func() { _ = ws.CloseNow() }()
 		ctx := r.Context()
 		_ = ws.Write(ctx, websocket.MessageText, []byte(`{not json`))
 		_ = ws.Write(ctx, websocket.MessageBinary, []byte{1, 2, 3})
@@ -258,7 +258,7 @@ func TestRESTTimeoutHonoured(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	calls := map[string]func() error{
 		"channels": func() error { _, err := c.Channels(context.Background()); return err },
 		"bridges":  func() error { _, err := c.Bridges(context.Background()); return err },
@@ -306,7 +306,7 @@ func TestConnectTimeoutAndCancel(t *testing.T) {
 		}
 	}()
 	defer func() {
-		ln.Close()
+		_ = ln.Close()
 		mu.Lock()
 		for _, c := range conns {
 			c.Close()
@@ -437,7 +437,7 @@ func TestStreamCloseIdempotent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	st, err := c.Connect(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -455,5 +455,27 @@ func TestStreamCloseIdempotent(t *testing.T) {
 	}
 	if _, err := st.Next(context.Background()); !errors.Is(err, ari.ErrClosed) {
 		t.Errorf("Next on a closed stream: %v", err)
+	}
+}
+
+// The reconnect delay starts over after a connection that stayed up for StableAfter, and
+// grows after one that did not.
+func TestBackoffResetsAfterStableConnection(t *testing.T) {
+	srv := startFake(t, fakepbx.ARIConfig{})
+	clock := &recordingClock{}
+	opts := fastOptions(srv)
+	opts.Clock = clock
+	opts.Backoff = ari.Backoff{Initial: 100 * time.Millisecond, Max: 10 * time.Second, StableAfter: 2 * time.Second,
+		Rand: func() float64 { return 0 }}
+	r := runSource(t, opts, 64) // room for every transport event of the test
+	waitFor(t, 5*time.Second, "connected", func() bool { return r.src.Status().Connected })
+	time.Sleep(2500 * time.Millisecond) // stable
+	srv.DropClients()
+	waitFor(t, 10*time.Second, "second connection", func() bool { return srv.Stats().Connects == 2 && r.src.Status().Connected })
+	srv.DropClients() // at once: not stable
+	waitFor(t, 10*time.Second, "third connection", func() bool { return srv.Stats().Connects == 3 && r.src.Status().Connected })
+	want := []time.Duration{50 * time.Millisecond, 100 * time.Millisecond} // Delay(0), Delay(1) without jitter
+	if got := clock.sleeps(); len(got) != 2 || got[0] != want[0] || got[1] != want[1] {
+		t.Errorf("reconnect delays %v, want %v", got, want)
 	}
 }

@@ -145,7 +145,7 @@ func (in *ariInstance) render(dst []byte, tpl []aseg, app, varName, varValue str
 		case segNum:
 			dst = appendJSONContent(dst, in.num)
 		case segTime:
-			dst = in.start.Add(in.tscale(s.off)).UTC().AppendFormat(dst, ariTimeLayout)
+			dst = in.start.Add(in.tscale(s.off)).In(s.zone).AppendFormat(dst, ariTimeLayout)
 		case segApp:
 			dst = appendJSONContent(dst, app)
 		case segVarName:

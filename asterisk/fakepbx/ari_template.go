@@ -3,7 +3,9 @@ package fakepbx
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"regexp"
 	"slices"
 	"strconv"
@@ -11,6 +13,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/pbxbridge/pbxbridge/asterisk/ami"
 	"github.com/pbxbridge/pbxbridge/asterisk/transcripts"
 )
 
@@ -35,6 +38,9 @@ type ariScenario struct {
 	bridgeIndex map[string]int
 	t0          time.Time // the first message's timestamp
 	agent       int       // frame index of the first ChannelCreated (the originated leg), -1
+	// linked maps a channel (uid index) to its Linkedid (uid index), -1 when unknown. ARI
+	// events do not carry it; the AMI capture of the same calls does.
+	linked []int
 }
 
 type ariFrame struct {
@@ -65,7 +71,8 @@ type aseg struct {
 	kind segKind
 	lit  string
 	idx  int
-	off  time.Duration // segTime: offset from the scenario's t0
+	off  time.Duration  // segTime: offset from the scenario's t0
+	zone *time.Location // segTime: the zone the time was written in (Asterisk's local zone)
 }
 
 // Placeholder kinds only ARI templates use.
@@ -78,6 +85,9 @@ const (
 
 // ariTimeLayout is how ARI writes times: "2026-11-22T00:03:02.933+0000".
 const ariTimeLayout = "2006-01-02T15:04:05.000-0700"
+
+// maxTimeOffset bounds the times that become placeholders.
+const maxTimeOffset = 50 * 365 * 24 * time.Hour
 
 var ariTimeRE = regexp.MustCompile(`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d{4}$`)
 
@@ -94,6 +104,9 @@ func compileAllARI() (map[string]*ariScenario, *ariScenario, error) {
 		if err != nil {
 			return nil, nil, err
 		}
+		if err := linkFromAMI(sc); err != nil {
+			return nil, nil, err
+		}
 		out[name] = sc
 	}
 	data, err := transcripts.ARI(originateScenario)
@@ -104,10 +117,21 @@ func compileAllARI() (map[string]*ariScenario, *ariScenario, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	if err := linkFromAMI(orig); err != nil {
+		return nil, nil, err
+	}
 	if orig.agent < 0 {
 		return nil, nil, fmt.Errorf("fakepbx: ARI transcript %s creates no channel", originateScenario)
 	}
 	return out, orig, nil
+}
+
+func linkFromAMI(sc *ariScenario) error {
+	data, err := transcripts.AMI(sc.name)
+	if err != nil {
+		return fmt.Errorf("fakepbx: reading transcript %s: %w", sc.name, err)
+	}
+	return sc.linkAMI(data)
 }
 
 type ariHead struct {
@@ -206,7 +230,33 @@ func compileARI(name string, data []byte, ext, num string) (*ariScenario, error)
 	}
 	sc.duration = sc.frames[len(sc.frames)-1].at
 	sc.uidOrder, sc.uidEpoch = uidOrdering(c.uidList, t0.Unix())
+	sc.linked = make([]int, len(c.uidList))
+	for i := range sc.linked {
+		sc.linked[i] = -1
+	}
 	return sc, nil
+}
+
+// linkAMI fills sc.linked from the AMI capture of the same calls (Uniqueid → Linkedid).
+func (sc *ariScenario) linkAMI(data []byte) error {
+	r := ami.NewReader(bytes.NewReader(data))
+	if _, err := r.ReadBanner(); err != nil {
+		return fmt.Errorf("fakepbx: %s: %w", sc.name, err)
+	}
+	for {
+		f, err := r.ReadFrame()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("fakepbx: %s: %w", sc.name, err)
+		}
+		u, okU := sc.uidIndex[f.Get("Uniqueid")]
+		l, okL := sc.uidIndex[f.Get("Linkedid")]
+		if okU && okL && sc.linked[u] < 0 {
+			sc.linked[u] = l
+		}
+	}
 }
 
 // uidOrdering returns the uid indexes sorted by (epoch, sequence) and each uid's epoch relative
@@ -362,8 +412,14 @@ func (c *compiler) compileJSON(raw []byte, t0 time.Time, origVar bool) []aseg {
 		case origVar && lastKey == "value":
 			place(i+1, j, aseg{kind: segVarValue, lit: content})
 		case ariTimeRE.MatchString(content):
-			if t, err := time.Parse(ariTimeLayout, content); err == nil {
-				place(i+1, j, aseg{kind: segTime, off: t.Sub(t0)})
+			// A time far from the first message's (a date, not an event time) stays literal:
+			// offsets beyond a few decades would not survive time.Duration arithmetic.
+			if t, err := time.Parse(ariTimeLayout, content); err == nil && t.Sub(t0).Abs() < maxTimeOffset {
+				zone := time.UTC
+				if _, off := t.Zone(); off != 0 {
+					zone = time.FixedZone("", off)
+				}
+				place(i+1, j, aseg{kind: segTime, off: t.Sub(t0), zone: zone})
 			}
 		default:
 			sub := c.scan(content)

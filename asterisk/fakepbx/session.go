@@ -191,6 +191,15 @@ func (ss *session) handle(f *ami.Frame) {
 		ss.extensionState(f, id)
 	case "originate":
 		ss.srv.originate(ss, f, id)
+	case "listcommands":
+		// As Asterisk answers it for a user with write = originate,call,reporting.
+		ss.reply(id, "Success",
+			"Ping", "Keepalive command.  (Priv: <none>)",
+			"CoreSettings", "Show PBX core settings (version etc).  (Priv: system,reporting,all)",
+			"CoreShowChannels", "List currently active channels.  (Priv: system,reporting,all)",
+			"ExtensionState", "Check Extension Status.  (Priv: call,reporting,all)",
+			"Originate", "Originate a call.  (Priv: originate,all)",
+			"Logoff", "Logoff Manager.  (Priv: <none>)")
 	default:
 		ss.reply(id, "Error", "Message", "Invalid/unknown command")
 	}

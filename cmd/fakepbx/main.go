@@ -1,15 +1,17 @@
 // Command fakepbx runs a simulated Asterisk PBX on loopback: an AMI server replaying the real
 // transcripts of package asterisk/transcripts, answering Login, Ping, CoreShowChannels,
-// ExtensionState and Originate (click-to-call), and generating load. See package
-// asterisk/fakepbx.
+// ExtensionState and Originate (click-to-call), and generating load; with --ari-listen also an
+// ARI server (HTTP + events websocket) replaying the ARI transcripts, with its own calls and
+// load. See package asterisk/fakepbx.
 //
 //	fakepbx --listen 127.0.0.1:5038 --rate 5 --calls 100
 //	fakepbx --scenario inbound_answered,outbound_busy --rate 1 --speed 10
 //	fakepbx --drop-every 30s        # drop every client connection every 30 s
 //	fakepbx --extensions 101,102=busy,103=noanswer,104=unavailable
+//	fakepbx --listen "" --ari-listen 127.0.0.1:8088 --rate 2   # ARI only
 //
-// Signals: SIGUSR1 drops every client connection now (the calls keep playing); SIGUSR2 turns
-// the current client connections half-open (nothing is read or written any more).
+// Signals: SIGUSR1 drops every AMI client connection now (the calls keep playing); SIGUSR2 turns
+// the current AMI client connections half-open (nothing is read or written any more).
 package main
 
 import (
@@ -22,6 +24,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -38,9 +41,10 @@ func main() {
 
 func run() error {
 	var (
-		listen    = flag.String("listen", "127.0.0.1:5038", "address to listen on")
-		user      = flag.String("user", "pbxbridge", "AMI username accepted")
-		secret    = flag.String("secret", "secret", "AMI secret accepted")
+		listen    = flag.String("listen", "127.0.0.1:5038", "AMI address to listen on (empty: no AMI server)")
+		ariListen = flag.String("ari-listen", "", "ARI (HTTP) address to listen on, e.g. 127.0.0.1:8088 (empty: no ARI server)")
+		user      = flag.String("user", "pbxbridge", "AMI and ARI username accepted")
+		secret    = flag.String("secret", "secret", "AMI secret and ARI password accepted")
 		rate      = flag.Float64("rate", 0, "calls started per second (0: no generated load)")
 		calls     = flag.Int("calls", 0, "calls to generate (0: until interrupted, when --rate is set)")
 		scenario  = flag.String("scenario", "", "comma-separated scenarios to draw from (default: all but concurrent)")
@@ -66,36 +70,87 @@ func run() error {
 	if sp == 0 {
 		sp = math.Inf(1)
 	}
-	srv, err := fakepbx.Start(fakepbx.Config{
-		Addr: *listen, Username: *user, Secret: *secret, Speed: sp, Seed: *seed,
-		DropEvery: *dropEvery, NoTimestamps: *noTS, Logger: log, Extensions: exts,
-	})
-	if err != nil {
-		return err
+	if *listen == "" && *ariListen == "" {
+		return errors.New("nothing to serve: set --listen and/or --ari-listen")
 	}
-	defer func() { _ = srv.Close() }()
+	var srv *fakepbx.Server
+	if *listen != "" {
+		s, err := fakepbx.Start(fakepbx.Config{
+			Addr: *listen, Username: *user, Secret: *secret, Speed: sp, Seed: *seed,
+			DropEvery: *dropEvery, NoTimestamps: *noTS, Logger: log, Extensions: exts,
+		})
+		if err != nil {
+			return err
+		}
+		defer func() { _ = s.Close() }()
+		srv = s
+	}
+	var ari *fakepbx.ARIServer
+	if *ariListen != "" {
+		s, err := fakepbx.StartARI(fakepbx.ARIConfig{
+			Addr: *ariListen, Username: *user, Password: *secret, Speed: sp, Seed: *seed,
+			DropEvery: *dropEvery, Logger: log,
+		})
+		if err != nil {
+			return err
+		}
+		defer func() { _ = s.Close() }()
+		ari = s
+	}
 	if *list {
-		fmt.Println(strings.Join(srv.Scenarios(), "\n"))
+		if srv != nil {
+			fmt.Println(strings.Join(srv.Scenarios(), "\n"))
+		} else {
+			fmt.Println(strings.Join(ari.Scenarios(), "\n"))
+		}
 		return nil
 	}
-	log.Info("fakepbx listening", "addr", srv.Addr(), "user", *user)
+	if srv != nil {
+		log.Info("fakepbx AMI listening", "addr", srv.Addr(), "user", *user)
+	}
+	if ari != nil {
+		log.Info("fakepbx ARI listening", "url", ari.URL(), "user", *user)
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	go report(ctx, srv, log)
-	go faults(ctx, srv, log)
+	go report(ctx, srv, ari, log)
+	if srv != nil {
+		go faults(ctx, srv, log)
+	}
 	if *rate > 0 || *calls > 0 {
 		var mix []string
 		if *scenario != "" {
 			mix = strings.Split(*scenario, ",")
 		}
 		start := time.Now()
-		n, err := srv.Load(ctx, fakepbx.LoadOptions{Rate: *rate, Calls: *calls, Scenarios: mix, Seed: *seed})
-		if err != nil && !errors.Is(err, context.Canceled) {
-			return err
+		var wg sync.WaitGroup
+		errs := make(chan error, 2)
+		if srv != nil {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				n, err := srv.Load(ctx, fakepbx.LoadOptions{Rate: *rate, Calls: *calls, Scenarios: mix, Seed: *seed})
+				errs <- err
+				log.Info("AMI load finished", "calls", n, "elapsed", time.Since(start).Round(time.Millisecond), "events_sent", srv.Stats().EventsSent)
+			}()
 		}
-		st := srv.Stats()
-		log.Info("load finished", "calls", n, "elapsed", time.Since(start).Round(time.Millisecond), "events_sent", st.EventsSent)
+		if ari != nil {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				n, err := ari.Load(ctx, fakepbx.ARILoadOptions{Rate: *rate, Calls: *calls, Scenarios: mix, Seed: *seed})
+				errs <- err
+				log.Info("ARI load finished", "calls", n, "elapsed", time.Since(start).Round(time.Millisecond), "events_sent", ari.Stats().EventsSent)
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			if err != nil && !errors.Is(err, context.Canceled) {
+				return err
+			}
+		}
 		if *calls > 0 && ctx.Err() == nil {
 			return nil
 		}
@@ -104,8 +159,8 @@ func run() error {
 	return nil
 }
 
-// report logs the server's counters every 10 s.
-func report(ctx context.Context, srv *fakepbx.Server, log *slog.Logger) {
+// report logs the servers' counters every 10 s.
+func report(ctx context.Context, srv *fakepbx.Server, ari *fakepbx.ARIServer, log *slog.Logger) {
 	t := time.NewTicker(10 * time.Second)
 	defer t.Stop()
 	for {
@@ -113,9 +168,16 @@ func report(ctx context.Context, srv *fakepbx.Server, log *slog.Logger) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			st := srv.Stats()
-			log.Info("stats", "clients", st.Sessions, "calls_started", st.CallsStarted,
-				"calls_finished", st.CallsFinished, "events_sent", st.EventsSent, "drops", st.Drops)
+			if srv != nil {
+				st := srv.Stats()
+				log.Info("AMI stats", "clients", st.Sessions, "calls_started", st.CallsStarted,
+					"calls_finished", st.CallsFinished, "events_sent", st.EventsSent, "drops", st.Drops)
+			}
+			if ari != nil {
+				st := ari.Stats()
+				log.Info("ARI stats", "clients", st.Sessions, "calls_started", st.CallsStarted,
+					"calls_finished", st.CallsFinished, "events_sent", st.EventsSent, "drops", st.Drops)
+			}
 		}
 	}
 }

@@ -393,17 +393,18 @@ func callStatus(rec *callmodel.Record) int {
 	return api.StatusNoAnswer
 }
 
-// agentExt is the extension a call belongs to: who talked (answered_by, then legs), else who rang
-// last (missed inbound), else the caller (outbound: rang, or the caller id when it is a mapped
-// extension).
+// agentExt is the extension a call belongs to: who talked last (after transfers the employee who
+// ended up with the customer, as Bitrix24's finish user), else who answered, else who rang last
+// (missed inbound), else the caller (outbound: the placing extension, what rang first, or the
+// caller id when it is a mapped extension).
 func (a *Adapter) agentExt(rec *callmodel.Record) string {
+	for i := len(rec.Legs) - 1; i >= 0; i-- {
+		if rec.Legs[i].Ext != "" {
+			return rec.Legs[i].Ext
+		}
+	}
 	if rec.AnsweredBy != "" {
 		return rec.AnsweredBy
-	}
-	for _, l := range rec.Legs {
-		if l.Ext != "" {
-			return l.Ext
-		}
 	}
 	if rec.Direction == callmodel.Inbound {
 		for i := len(rec.Rang) - 1; i >= 0; i-- {
@@ -412,6 +413,9 @@ func (a *Adapter) agentExt(rec *callmodel.Record) string {
 			}
 		}
 		return ""
+	}
+	if rec.CallerExt != "" {
+		return rec.CallerExt
 	}
 	if len(rec.Rang) > 0 {
 		return rec.Rang[0]

@@ -83,7 +83,7 @@ func registerExt(rec *callmodel.Record) string {
 		for _, l := range rec.Legs {
 			cands = append(cands, l.Ext)
 		}
-		cands = append(cands, rec.AnsweredBy)
+		cands = append(cands, rec.AnsweredBy, rec.CallerExt)
 		cands = append(cands, rec.Rang...)
 	} else {
 		cands = append(cands, rec.Rang...)

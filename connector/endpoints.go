@@ -1,0 +1,46 @@
+package connector
+
+import (
+	"net/http"
+	"sort"
+
+	"github.com/pbxbridge/pbxbridge/connector/config"
+	"github.com/pbxbridge/pbxbridge/connector/recordings"
+	"github.com/pbxbridge/pbxbridge/crm"
+)
+
+// recordings returns the recording access adapters use: uploads always, signed links when
+// recordings.public_url and recordings.secret are set. It is built once per daemon.
+func (d *Daemon) recordings(cfg *config.Config) crm.Recordings {
+	d.recOnce.Do(func() {
+		srv, err := recordings.New(cfg.Recordings, recordings.Options{
+			Now:      d.now,
+			Metrics:  d.reg,
+			Logger:   d.log.With("component", "recordings"),
+			CacheDir: cfg.StateDir,
+		})
+		if err != nil {
+			d.log.Error("recordings unavailable", "err", err)
+			return
+		}
+		d.rec = srv
+	})
+	if d.rec == nil {
+		return nil
+	}
+	return d.rec
+}
+
+// mountExtra adds the status page and the recordings endpoint.
+func (d *Daemon) mountExtra(mux *http.ServeMux, cfg *config.Config) {
+	mux.HandleFunc("GET /{$}", d.statusPage)
+	mux.HandleFunc("GET /calls/{key...}", d.callPage)
+	mux.HandleFunc("POST /actions/retry-dead", d.retryDead)
+	if rec := d.recordings(cfg); rec != nil && d.rec.Links() {
+		mux.Handle(d.rec.Pattern(), d.rec)
+	}
+}
+
+func sortChecks(cs []check) {
+	sort.Slice(cs, func(i, j int) bool { return cs[i].Name < cs[j].Name })
+}
