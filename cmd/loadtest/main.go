@@ -6,6 +6,7 @@
 //	go run ./cmd/loadtest -run latency,limits  # some runs
 //	go run ./cmd/loadtest -quick               # a short smoke run of the harness
 //	go run ./cmd/loadtest -profile /tmp/prof   # plus a CPU profile of the daemon per run
+//	go run ./cmd/loadtest -daemon ./old-pbxbridge -run latency  # measure another build
 //
 // Run it from the repository root (it reads the scenarios' expected records from
 // connector/callmodel/testdata) on an otherwise quiet machine; it prints the load average of
@@ -36,6 +37,7 @@ func run() int {
 	quick := flag.Bool("quick", false, "short runs (a smoke test of the harness, not the benchmark's figures)")
 	profile := flag.String("profile", "", "write a CPU profile of the daemon per run into this directory")
 	rate := flag.Float64("latency-rate", 0, "call rate of the latency run (default 50/s)")
+	daemon := flag.String("daemon", "", "run this pbxbridge binary as the daemon instead of this one (compare builds)")
 	testdata := flag.String("testdata", "connector/callmodel/testdata", "the call model's testdata directory (expected records)")
 	flag.Parse()
 
@@ -53,7 +55,7 @@ func run() int {
 		}
 	}
 	figs, err := loadtest.Bench(ctx, loadtest.BenchOptions{
-		Expected: exp, Runs: strings.Split(*runs, ","), Quick: *quick, ProfileDir: *profile, Log: os.Stderr, LatencyRate: *rate,
+		Expected: exp, Runs: strings.Split(*runs, ","), Quick: *quick, ProfileDir: *profile, Log: os.Stderr, LatencyRate: *rate, Executable: *daemon,
 	})
 	loadtest.FormatTable(os.Stdout, figs, machine(), time.Now().UTC().Format("2006-01-02 15:04 UTC"))
 	if err != nil {
