@@ -538,6 +538,14 @@ func benchLimits(ctx context.Context, o *BenchOptions) ([]Figure, error) {
 		return nil, err
 	}
 	tm := e.Measure(from, to, end)
+	final, err := e.Daemon.Status(ctx)
+	if err != nil {
+		return nil, err
+	}
+	outboxOf := map[string]string{}
+	for _, o := range final.Outbox {
+		outboxOf[o.Connector] = fmt.Sprintf("%d done, %d dead, %d pending", o.Done, o.Dead, o.Pending+o.Leased)
+	}
 	var figs []Figure
 	b24s := e.CRMs.B24.State()
 	amos := e.CRMs.Amo.State()
@@ -562,8 +570,8 @@ func benchLimits(ctx context.Context, o *BenchOptions) ([]Figure, error) {
 		}
 		figs = append(figs, Figure{
 			Name: fmt.Sprintf("outbox under the CRM limit, %s (%.0f calls/s for %.0f s)", c.name, rate, dur.Seconds()),
-			Value: fmt.Sprintf("peak %.0f pending (+%.0f/min while calls came in); drained %s after the last call ended",
-				peak, growth, ms(drain)),
+			Value: fmt.Sprintf("peak %.0f pending (+%.0f/min while calls came in); drained %s after the last call ended; outbox at the end: %s",
+				peak, growth, ms(drain), outboxOf[c.inst]),
 		})
 	}
 	refused := fmt.Sprintf("Bitrix24 refused %d requests (QUERY_LIMIT_EXCEEDED), amoCRM %d (429)", b24s.RateLimited, amos.RateLimited)
