@@ -16,12 +16,13 @@
 //   - for a missed inbound call creates a "call" task (type 1) for the first responsible of
 //     missed_call_task.responsible (the contact's owner, the last agent who rang, default_user).
 //
-// Idempotency: amoCRM has no way to read calls back and its de-duplication on uniq is
-// unconfirmed (Part E.7), so what was done for a record is kept in the CallStore (fields
-// "amo.call", "amo.contact", "amo.task") and a redelivery only does what is missing. A task is
-// marked pending before it is created and looked up by its text marker when a redelivery finds it
-// pending. The one remaining window is a calls request whose answer is lost (timeout after
-// amoCRM placed the call): the call is then logged again when the record is retried.
+// Idempotency: amoCRM's de-duplication on uniq is unconfirmed (Part E.7), so what was done for a
+// record is kept in the CallStore (fields "amo.call", "amo.contact", "amo.task") and a
+// redelivery only does what is missing. A call is marked sent before its calls request; a
+// redelivery that finds the mark (the daemon was killed, or the answer was lost) looks the call
+// up in the call notes amoCRM made of it (params.uniq) before sending it again (recover.go). A
+// task is marked pending before it is created and looked up by its text marker when a
+// redelivery finds it pending.
 //
 // While a call rings (Live), the ringing extension's user gets amoCRM's pop-up (POST
 // /api/v2/events). Router answers /v1/responsible and /v1/lookup from the contact search.
@@ -71,7 +72,7 @@ func init() {
 
 // CallStore fields used per record.
 const (
-	fieldCall    = "amo.call"    // logged:<entity type>:<id> | unsorted:<uid>:<lead id> | skipped:<reason>
+	fieldCall    = "amo.call"    // logged:<entity type>:<id> | unsorted:<uid>:<lead id> | skipped:<reason> | sent:<unix> | unsure:<unix>
 	fieldContact = "amo.contact" // id of a contact created for an unknown number
 	fieldTask    = "amo.task"    // pending | done:<id> | none
 )
@@ -101,6 +102,9 @@ type Adapter struct {
 
 	mu      sync.Mutex
 	account *api.Account
+
+	started time.Time // sent markers older than this come from a previous process
+	notes   noteIndex // the last scan of call notes (recover.go)
 }
 
 // New builds an adapter from crm.Params (no network I/O).
@@ -137,6 +141,7 @@ func New(p crm.Params) (*Adapter, error) {
 		return nil, fmt.Errorf("%s: %w", prefix, err)
 	}
 	a.m = m
+	a.started = a.now()
 	a.limiter = rate.NewLimiter(rate.Limit(cfg.RateLimit), 1)
 	a.deliverLim = rate.NewLimiter(rate.Limit(max(cfg.RateLimit-1, cfg.RateLimit/2)), 1)
 	hc := newHTTP(p.HTTPClient, a.log)
@@ -241,6 +246,11 @@ func (a *Adapter) Deliver(ctx context.Context, rec *callmodel.Record) error {
 	if err != nil {
 		return err
 	}
+	if _, _, pending := marker(state); pending {
+		if state, err = a.recoverCall(ctx, rec, state); err != nil {
+			return a.wrap(err)
+		}
+	}
 	if state == "" {
 		if state, err = a.logCall(ctx, rec); err != nil {
 			return a.wrap(err)
@@ -318,8 +328,19 @@ func (a *Adapter) sendCalls(ctx context.Context, calls []api.Call) (*api.CallsRe
 }
 
 // finishCall records a placed call in the CallStore before its Deliver is released, so that a
-// redelivery after a cancelled Deliver does not log it twice.
+// redelivery after a cancelled Deliver does not log it twice; an item amoCRM did not place has
+// its sent marker cleared, and one whose outcome is unknown gets an unsure marker (recover.go).
 func (a *Adapter) finishCall(it *batchItem) {
+	switch {
+	case it.placed == nil && ambiguous(it.err):
+		if err := a.calls.Set(a.ctx, it.call.Uniq, fieldCall, markerState(stateUnsure, a.now())); err != nil {
+			a.log.Warn("the outcome of a calls request is unknown and the call store failed", "key", it.call.Uniq, "err", err)
+		}
+	case it.placed == nil:
+		if err := a.calls.Set(a.ctx, it.call.Uniq, fieldCall, ""); err != nil {
+			a.log.Warn("clearing a sent marker failed: the next attempt looks the call up first", "key", it.call.Uniq, "err", err)
+		}
+	}
 	switch {
 	case it.placed != nil:
 		a.m.calls.WithLabelValues("logged").Inc()
@@ -340,9 +361,9 @@ func (a *Adapter) logCall(ctx context.Context, rec *callmodel.Record) (string, e
 	if rec.Customer == "" {
 		return a.skip(ctx, rec, "anonymous", "the caller's number is unknown (anonymous call): amoCRM cannot match it")
 	}
-	it := &batchItem{call: a.callItem(rec), ctx: ctx}
-	if err := a.batch.submit(ctx, it); err != nil {
-		return "", fmt.Errorf("logging the call: %w", err)
+	it, err := a.placeCall(ctx, rec)
+	if err != nil {
+		return "", err
 	}
 	switch {
 	case it.err != nil:
@@ -354,6 +375,19 @@ func (a *Adapter) logCall(ctx context.Context, rec *callmodel.Record) (string, e
 		return a.handleUnknown(ctx, rec)
 	}
 	return "", crm.Permanent(fmt.Errorf("logging the call: amoCRM refused it: %s %s", it.itemErr.Status, it.itemErr.Title))
+}
+
+// placeCall marks the record sent (durably), then logs its call in the next batch and waits
+// for the item's outcome (finishCall has stored it by then).
+func (a *Adapter) placeCall(ctx context.Context, rec *callmodel.Record) (*batchItem, error) {
+	if err := a.set(ctx, rec.Key(), fieldCall, markerState(stateSent, a.now())); err != nil {
+		return nil, err
+	}
+	it := &batchItem{call: a.callItem(rec), ctx: ctx}
+	if err := a.batch.submit(ctx, it); err != nil {
+		return nil, fmt.Errorf("logging the call: %w", err)
+	}
+	return it, nil
 }
 
 // callItem maps a record onto a calls item.
@@ -546,9 +580,9 @@ func (a *Adapter) createContactAndLog(ctx context.Context, rec *callmodel.Record
 		a.m.unknown.WithLabelValues("contact_created").Inc()
 		crm.Trace(ctx, "decision", "contact created", "contact "+id+" for "+rec.Customer+"; logging the call again")
 	}
-	it := &batchItem{call: a.callItem(rec), ctx: ctx}
-	if err := a.batch.submit(ctx, it); err != nil {
-		return "", fmt.Errorf("logging the call: %w", err)
+	it, err := a.placeCall(ctx, rec)
+	if err != nil {
+		return "", err
 	}
 	switch {
 	case it.err != nil:

@@ -8,7 +8,7 @@ import (
 
 // metrics of one connector instance (the registerer adds the connector label).
 type metrics struct {
-	calls       *prometheus.CounterVec // result: logged, unknown, failed
+	calls       *prometheus.CounterVec // result: logged, unknown, failed, recovered, resent
 	batchSize   prometheus.Histogram   // calls per POST /api/v4/calls
 	unknown     *prometheus.CounterVec // action: unsorted, contact_created, skipped
 	tasks       *prometheus.CounterVec // result: created, found, no_responsible, failed
@@ -24,7 +24,7 @@ type metrics struct {
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		calls: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "pbxbridge", Subsystem: "amocrm", Name: "calls_total",
-			Help: "Calls handled by POST /api/v4/calls, by result (logged, unknown number, failed)."}, []string{"result"}),
+			Help: "Calls handled by POST /api/v4/calls, by result (logged, unknown number, failed; after a lost answer: recovered from the call notes, resent)."}, []string{"result"}),
 		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "pbxbridge", Subsystem: "amocrm", Name: "calls_batch_size",
 			Help: "Calls per POST /api/v4/calls request.", Buckets: []float64{1, 2, 5, 10, 20, 30, 40, 50, 100, 250}}),
 		unknown: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "pbxbridge", Subsystem: "amocrm", Name: "unknown_numbers_total",

@@ -89,6 +89,7 @@ type AmoCRM struct {
 	statuses map[int]int    // HTTP status -> count of API answers
 	buckets  map[string]*amoBucket
 	nextID   int64
+	lose     map[string]int // "METHOD path" -> answers still to lose (LoseAnswers)
 }
 
 type amoBucket struct {
@@ -190,6 +191,8 @@ type AmoNote struct {
 	EntityID   int64           `json:"entity_id"`
 	NoteType   string          `json:"note_type"`
 	Params     json.RawMessage `json:"params,omitempty"`
+	CreatedAt  int64           `json:"created_at"`
+	UpdatedAt  int64           `json:"updated_at"`
 }
 
 type amoGrant struct {
@@ -615,8 +618,48 @@ func (f *AmoCRM) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		f.serveAuthorize(w, r)
 		return
 	}
+	if f.takeLoss(r.Method + " " + strings.TrimSuffix(r.URL.Path, "/")) {
+		// The request is carried out, then the connection drops before any answer: what a
+		// client sees when a proxy or the network fails after amoCRM did the work.
+		f.serveAPI(&discardWriter{h: http.Header{}}, r)
+		if hj, ok := w.(http.Hijacker); ok {
+			if conn, _, err := hj.Hijack(); err == nil {
+				_ = conn.Close()
+				return
+			}
+		}
+		panic(http.ErrAbortHandler)
+	}
 	f.serveAPI(w, r)
 }
+
+// LoseAnswers makes the next n requests "METHOD /path" (e.g. "POST /api/v4/calls") take
+// effect as usual but lose their answer: the connection is closed without a response.
+func (f *AmoCRM) LoseAnswers(key string, n int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.lose == nil {
+		f.lose = map[string]int{}
+	}
+	f.lose[key] = n
+}
+
+func (f *AmoCRM) takeLoss(key string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.lose[key] <= 0 {
+		return false
+	}
+	f.lose[key]--
+	return true
+}
+
+// discardWriter is a ResponseWriter that drops what is written.
+type discardWriter struct{ h http.Header }
+
+func (d *discardWriter) Header() http.Header         { return d.h }
+func (d *discardWriter) Write(b []byte) (int, error) { return len(b), nil }
+func (d *discardWriter) WriteHeader(int)             {}
 
 // serveFault: POST /_fake/fault?fault=none|unauthorized|revoked|rate_limited|server_error|slow
 // &dedup_uniq=0|1&unpaid=0|1 (for scripts and the demo).
@@ -783,6 +826,8 @@ func (f *AmoCRM) serveAPI(w http.ResponseWriter, r *http.Request) {
 		f.serveEvents(w, a, body)
 	case strings.HasSuffix(path, "/notes") && r.Method == http.MethodPost:
 		f.serveNotes(w, a, path, body)
+	case strings.HasSuffix(path, "/notes") && r.Method == http.MethodGet:
+		f.serveFindNotes(w, r, a, path)
 	case path == "/api/v4/calls" || path == "/api/v4/contacts" || path == "/api/v4/tasks":
 		f.problem(w, http.StatusMethodNotAllowed, "Method Not Allowed", "Method Not Allowed", nil)
 	default:
@@ -1347,6 +1392,7 @@ func (f *AmoCRM) serveCalls(w http.ResponseWriter, a *amoAccount, body []byte) {
 			}
 			c.ID, c.EntityType, c.EntityID = f.id(), typ, id
 			a.Calls = append(a.Calls, c)
+			f.addCallNote(a, c)
 			existing = &a.Calls[len(a.Calls)-1]
 		}
 		plural := existing.EntityType + "s"
@@ -1631,7 +1677,8 @@ func (f *AmoCRM) serveNotes(w http.ResponseWriter, a *amoAccount, path string, b
 		if scoped != 0 {
 			in.EntityID = scoped
 		}
-		n := AmoNote{ID: f.id(), EntityType: parts[2], EntityID: in.EntityID, NoteType: in.NoteType, Params: in.Params}
+		now := f.o.Now().Unix()
+		n := AmoNote{ID: f.id(), EntityType: parts[2], EntityID: in.EntityID, NoteType: in.NoteType, Params: in.Params, CreatedAt: now, UpdatedAt: now}
 		a.Notes = append(a.Notes, n)
 		out = append(out, map[string]any{"id": n.ID, "entity_id": n.EntityID, "request_id": reqID(in.RequestID, i)})
 	}
@@ -1670,3 +1717,59 @@ func (f *AmoCRM) ContactByPhone(sub, number string) (AmoContact, error) {
 }
 
 var _ Controller = (*AmoCRM)(nil)
+
+// addCallNote adds the call_in or call_out note amoCRM shows a logged call as, with the call's
+// fields in params (uniq among them).
+func (f *AmoCRM) addCallNote(a *amoAccount, c AmoCall) {
+	typ := "call_in"
+	if c.Direction == "outbound" {
+		typ = "call_out"
+	}
+	params, _ := json.Marshal(map[string]any{"uniq": c.Uniq, "duration": c.Duration, "source": c.Source, "phone": c.Phone,
+		"link": c.Link, "call_status": c.CallStatus, "call_result": c.CallResult})
+	now := f.o.Now().Unix()
+	a.Notes = append(a.Notes, AmoNote{ID: f.id(), EntityType: c.EntityType + "s", EntityID: c.EntityID, NoteType: typ,
+		Params: params, CreatedAt: now, UpdatedAt: now})
+}
+
+// serveFindNotes: GET /api/v4/{entity}/notes and /api/v4/{entity}/{id}/notes with
+// filter[note_type] (one value or filter[note_type][]), filter[updated_at][from|to] (or
+// filter[updated_at] for one second), page and limit; 204 when nothing matches.
+func (f *AmoCRM) serveFindNotes(w http.ResponseWriter, r *http.Request, a *amoAccount, path string) {
+	parts := strings.Split(strings.Trim(path, "/"), "/") // api v4 {entity} [id] notes
+	if len(parts) < 4 || !slices.Contains([]string{"leads", "contacts", "companies", "customers"}, parts[2]) {
+		f.problem(w, http.StatusNotFound, "Not Found", "Cannot GET "+path, nil)
+		return
+	}
+	var scoped int64
+	if len(parts) == 5 {
+		id, err := strconv.ParseInt(parts[3], 10, 64)
+		if err != nil {
+			f.problem(w, http.StatusNotFound, "Not Found", "Cannot GET "+path, nil)
+			return
+		}
+		scoped = id
+	}
+	q := r.URL.Query()
+	types := append(q["filter[note_type]"], q["filter[note_type][]"]...)
+	from, to := int64(math.MinInt64), int64(math.MaxInt64)
+	if v, err := strconv.ParseInt(q.Get("filter[updated_at]"), 10, 64); err == nil {
+		from, to = v, v
+	}
+	if v, err := strconv.ParseInt(q.Get("filter[updated_at][from]"), 10, 64); err == nil {
+		from = v
+	}
+	if v, err := strconv.ParseInt(q.Get("filter[updated_at][to]"), 10, 64); err == nil {
+		to = v
+	}
+	var items []map[string]any
+	for _, n := range a.Notes {
+		if n.EntityType != parts[2] || (scoped != 0 && n.EntityID != scoped) || n.UpdatedAt < from || n.UpdatedAt > to ||
+			(len(types) > 0 && !slices.Contains(types, n.NoteType)) {
+			continue
+		}
+		items = append(items, map[string]any{"id": n.ID, "entity_id": n.EntityID, "note_type": n.NoteType,
+			"params": n.Params, "created_at": n.CreatedAt, "updated_at": n.UpdatedAt, "account_id": a.ID})
+	}
+	f.page(w, r, a, "notes", items, false)
+}

@@ -379,6 +379,64 @@ func (c *Client) FindCallTasks(ctx context.Context, entityType string, entityID 
 	return r.Embedded.Tasks, nil
 }
 
+// CallNote is a call_in or call_out note: how amoCRM shows a logged call on its entity.
+type CallNote struct {
+	ID        int64  `json:"id"`
+	EntityID  int64  `json:"entity_id"`
+	NoteType  string `json:"note_type"`
+	UpdatedAt int64  `json:"updated_at"`
+	// Uniq is params.uniq: the uniq the call was logged with.
+	Uniq string `json:"-"`
+}
+
+// Note types of logged calls.
+const (
+	NoteCallIn  = "call_in"
+	NoteCallOut = "call_out"
+)
+
+// CallNotes lists one page (up to 250, pages from 1) of the call notes on entities of one type
+// (leads, contacts, companies, customers) updated at or after since: GET
+// /api/v4/{entity}/notes with filter[note_type] and filter[updated_at][from]. more says a next
+// page may exist. No note is an empty result (amoCRM answers 204).
+func (c *Client) CallNotes(ctx context.Context, entityPlural string, since time.Time, page int) (notes []CallNote, more bool, err error) {
+	const limit = 250
+	q := url.Values{
+		"filter[note_type][]":      {NoteCallIn, NoteCallOut},
+		"filter[updated_at][from]": {strconv.FormatInt(since.Unix(), 10)},
+		"page":                     {strconv.Itoa(page)},
+		"limit":                    {strconv.Itoa(limit)},
+	}
+	var r struct {
+		Embedded struct {
+			Notes []struct {
+				CallNote
+				Params json.RawMessage `json:"params"`
+			} `json:"notes"`
+		} `json:"_embedded"`
+	}
+	if _, err := c.do(httpclient.Idempotent(ctx), http.MethodGet, "/api/v4/"+entityPlural+"/notes", q, nil, &r); err != nil {
+		return nil, false, err
+	}
+	for _, n := range r.Embedded.Notes {
+		var p struct {
+			Uniq any `json:"uniq"`
+		}
+		// params is an object for call notes; anything else (amoCRM writes [] for an empty
+		// object) carries no uniq.
+		if json.Unmarshal(n.Params, &p) == nil {
+			switch u := p.Uniq.(type) {
+			case string:
+				n.Uniq = u
+			case float64:
+				n.Uniq = strconv.FormatFloat(u, 'f', -1, 64)
+			}
+		}
+		notes = append(notes, n.CallNote)
+	}
+	return notes, len(r.Embedded.Notes) == limit, nil
+}
+
 // AddEvents shows incoming-call pop-ups (API v2; 200 or 202).
 func (c *Client) AddEvents(ctx context.Context, items []Event) error {
 	_, err := c.do(ctx, http.MethodPost, PathEvents, nil, map[string]any{"add": items}, nil)
