@@ -93,6 +93,7 @@ type Adapter struct {
 	limiter    *rate.Limiter // shared by everything
 	deliverLim *rate.Limiter // the Deliver path's share
 	batch      *batcher
+	popups     *popups
 	users      *userMap
 	replay     *replayCache
 
@@ -169,6 +170,7 @@ func New(p crm.Params) (*Adapter, error) {
 	a.ctx, a.cancel = context.WithCancel(context.Background())
 	a.batch = newBatcher(a.ctx, cfg.Batch.Max, cfg.Batch.Window, a.sendCalls, a.finishCall)
 	a.batch.onSize = func(n int) { a.m.batchSize.Observe(float64(n)) }
+	a.popups = newPopups(a.ctx, a.client.AddEvents)
 	return a, nil
 }
 
@@ -761,7 +763,7 @@ func (a *Adapter) Live(ctx context.Context, ev *callmodel.Live) error {
 		a.m.popups.WithLabelValues("unmapped").Inc()
 		return nil
 	}
-	if err := a.client.AddEvents(ctx, []api.Event{{Type: "phone_call", PhoneNumber: ev.Customer, Users: []int64{u}}}); err != nil {
+	if err := a.popups.submit(ctx, api.Event{Type: "phone_call", PhoneNumber: ev.Customer, Users: []int64{u}}); err != nil {
 		a.m.popups.WithLabelValues("failed").Inc()
 		return classify(fmt.Errorf("%s: pop-up: %w", a.typ, err))
 	}

@@ -464,3 +464,4 @@ func TestProbe(t *testing.T) {
 		t.Fatalf("unauthorised probe %+v", checks)
 	}
 }
+
