@@ -188,7 +188,7 @@ connectors:
 		case ConnAmo:
 			limit := ""
 			if o.Unlimited {
-				limit = "\n      rate_limit: 50"
+				limit = "\n      rate_limit: 1000"
 			}
 			fmt.Fprintf(&b, `  - name: amo
     type: amocrm

@@ -168,20 +168,17 @@ func (e *Env) Measure(from, to, end time.Time) Timings {
 		}
 	}
 	if has(conns, ConnAmo) {
-		// Pop-ups carry no call id: match the n-th ring of (customer, user) with the n-th pop-up
-		// for them (the daemon sends live events of a connector in order, one at a time).
-		sort.Slice(amoRings, func(i, j int) bool { return amoRings[i].at.Before(amoRings[j].at) })
-		next := map[popKey]int{}
+		// Pop-ups carry no call id: a ring of (customer, user) is shown by the first pop-up for
+		// them that reached amoCRM at or after the ring (pop-ups for the same number and user
+		// that wait together are sent as one).
+		for _, list := range popups {
+			sort.Slice(list, func(i, j int) bool { return list[i].Before(list[j]) })
+		}
 		for _, r := range amoRings {
-			k := popKey{r.ph, r.user}
-			list := popups[k]
-			// Skip pop-ups sent before this ring (rings of earlier calls outside the window).
-			for next[k] < len(list) && list[next[k]].Before(r.at) {
-				next[k]++
-			}
-			if next[k] < len(list) {
-				tm.RingToCard[ConnAmo] = append(tm.RingToCard[ConnAmo], list[next[k]].Sub(r.at))
-				next[k]++
+			list := popups[popKey{r.ph, r.user}]
+			i := sort.Search(len(list), func(i int) bool { return !list[i].Before(r.at) })
+			if i < len(list) {
+				tm.RingToCard[ConnAmo] = append(tm.RingToCard[ConnAmo], list[i].Sub(r.at))
 			} else {
 				tm.NoCard[ConnAmo]++
 			}

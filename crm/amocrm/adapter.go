@@ -35,7 +35,7 @@
 // status "reauthorize" with the consent link.
 //
 // All requests of one instance share a client-side limiter (rate_limit, default 7/s); the Deliver
-// path uses at most rate_limit-1 of it so that pop-ups and routing look-ups never queue behind a
+// path uses at most rate_limit minus a fifth (at least 1/s) of it so that pop-ups and routing look-ups never queue behind a
 // backlog. A 429 becomes crm.RateLimited with amoCRM's retry_after; a 403 after 429s is read as a
 // block: the client stops sending for 10 minutes and the status says so.
 package amocrm
@@ -144,7 +144,8 @@ func New(p crm.Params) (*Adapter, error) {
 	a.m = m
 	a.started = a.now()
 	a.limiter = rate.NewLimiter(rate.Limit(cfg.RateLimit), 1)
-	a.deliverLim = rate.NewLimiter(rate.Limit(max(cfg.RateLimit-1, cfg.RateLimit/2)), 1)
+	// The Deliver path leaves a fifth of the rate (at least 1/s) to pop-ups and look-ups.
+	a.deliverLim = rate.NewLimiter(rate.Limit(cfg.RateLimit-max(1, cfg.RateLimit/5)), 1)
 	hc := newHTTP(p.HTTPClient, a.log)
 	redirect := cfg.Auth.RedirectURI
 	if redirect == "" && p.RouteURL != "" {

@@ -44,7 +44,8 @@ type Config struct {
 	Source string `yaml:"source"`
 
 	// RateLimit is the client-side request rate per second for this account (Live, Deliver
-	// and routing share it; default 7, the documented limit).
+	// and routing share it; default 7, the documented limit; more only for a raised quota or
+	// a test server).
 	RateLimit float64     `yaml:"rate_limit"`
 	Batch     BatchConfig `yaml:"batch"`
 
@@ -296,8 +297,8 @@ func (c *Config) Validate() []error {
 	if strings.TrimSpace(c.Source) == "" {
 		add("source", "must not be empty (it is shown as the call's source)")
 	}
-	if c.RateLimit <= 0 || c.RateLimit > 50 {
-		add("rate_limit", "must be between 0 and 50 requests per second (amoCRM allows 7), got %v", c.RateLimit)
+	if c.RateLimit <= 0 || c.RateLimit > 1000 {
+		add("rate_limit", "must be above 0 and at most 1000 requests per second (amoCRM allows 7), got %v", c.RateLimit)
 	}
 	if c.Batch.Max < 1 || c.Batch.Max > 250 {
 		add("batch.max", "must be between 1 and 250 (amoCRM's limit per request), got %d", c.Batch.Max)

@@ -61,7 +61,7 @@ func TestValidate(t *testing.T) {
 	c.BaseURL = "ftp://x"
 	c.Auth = AuthConfig{ClientID: "x", LongLivedToken: config.NewSecret("t")}
 	c.Users = map[string]int64{"101": 5, "102": 5, "1 0": -1}
-	c.RateLimit = 100
+	c.RateLimit = 5000
 	c.Batch = BatchConfig{Max: 300, Window: -time.Second}
 	c.UnknownNumber.Inbound = "drop"
 	c.MissedCallTask.Responsible = []string{"boss", ChainDefault}
