@@ -464,4 +464,3 @@ func TestProbe(t *testing.T) {
 		t.Fatalf("unauthorised probe %+v", checks)
 	}
 }
-
