@@ -37,6 +37,11 @@ type pbxRT struct {
 
 	held *recordQueue
 
+	// ledger keeps the calls in progress in the outbox; reconciled: the calls the previous run
+	// left open were checked (model goroutine only).
+	ledger     *ledger
+	reconciled bool
+
 	cancel context.CancelFunc
 	done   chan struct{}
 }
@@ -126,6 +131,11 @@ func (d *Daemon) startPBX(ctx context.Context, pc *config.PBX) error {
 		p.ready = r.Ready()
 	}
 	p.builder = callmodel.NewBuilder(opts, p)
+	p.ledger = newLedger(d.store, pc.Name, p.log, d.now)
+	// The ledger outlives the source: it writes the records of the final Flush too.
+	ledgerCtx, ledgerStop := context.WithCancel(context.WithoutCancel(ctx))
+	ledgerDone := make(chan struct{})
+	go func() { defer close(ledgerDone); p.ledger.run(ledgerCtx) }()
 
 	srcCtx, cancel := context.WithCancel(ctx)
 	p.cancel = cancel
@@ -149,6 +159,8 @@ func (d *Daemon) startPBX(ctx context.Context, pc *config.PBX) error {
 		p.builder.Flush(d.now(), true)
 		p.held.close()
 		enq.Wait()
+		ledgerStop()
+		<-ledgerDone
 	}()
 
 	d.unitsMu.Lock()
@@ -185,10 +197,38 @@ func (p *pbxRT) modelLoop(ctx context.Context, events chan asterisk.Event, srcDo
 
 func (p *pbxRT) apply(ev *asterisk.Event) {
 	p.builder.Apply(ev)
+	if ev.Type == asterisk.TypeSnapshotEnd && !p.reconciled {
+		p.reconcile(ev)
+	}
+}
+
+// reconcile finishes, at the first complete channel snapshot, the calls the previous run left
+// open that are no longer up (see the ledger).
+func (p *pbxRT) reconcile(ev *asterisk.Event) {
+	if msg := ev.Vars["error"]; msg != "" {
+		p.log.Warn("cannot check the calls that were in progress when pbxbridge last stopped: the channel snapshot failed; checking again at the next reconnect", "err", msg)
+		return
+	}
+	p.reconciled = true
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	recs, err := p.ledger.recover(ctx, p.builder.Has)
+	if err != nil {
+		p.log.Error("cannot read the calls that were in progress when pbxbridge last stopped", "err", err)
+	}
+	for _, r := range recs {
+		p.log.Info("a call in progress when pbxbridge stopped ended while it was down; recording what was known",
+			"call", r.Key(), "direction", r.Direction, "customer", r.Customer, "disposition", r.Disposition, "ended_by", r.EndedAt)
+		p.Record(r)
+	}
 }
 
 // Live implements callmodel.Output: fan the event out to the connectors that want it.
 func (p *pbxRT) Live(ev *callmodel.Live) {
+	if ev.PBX == "" {
+		ev.PBX = p.name
+	}
+	p.ledger.live(ev)
 	for _, c := range p.d.routes() {
 		if !c.route.wantsLive(ev) || !c.allowed() {
 			continue
@@ -206,6 +246,7 @@ func (p *pbxRT) Record(rec *callmodel.Record) {
 		rec.PBX = p.name
 	}
 	p.d.m.calls.WithLabelValues(p.name, string(rec.Direction), string(rec.Disposition)).Inc()
+	p.ledger.finished(rec.Key())
 	p.held.push(rec)
 }
 

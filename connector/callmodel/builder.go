@@ -62,6 +62,16 @@ func NewBuilder(opts Options, out Output) *Builder {
 // Open returns the number of calls not yet finished (open, or closed and waiting FinishDelay).
 func (b *Builder) Open() int { return len(b.calls) }
 
+// Has reports whether the call with this id (Record.CallID: its Linkedid, or an id merged into
+// another call) is known and not yet finished.
+func (b *Builder) Has(id string) bool {
+	if _, ok := b.calls[id]; ok {
+		return true
+	}
+	_, ok := b.alias[id]
+	return ok
+}
+
 // Apply feeds one event. Events must come in the order the PBX sent them. Events about channels
 // the Builder never saw created are ignored (no phantom calls), except snapshots.
 func (b *Builder) Apply(ev *asterisk.Event) {

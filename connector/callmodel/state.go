@@ -123,6 +123,9 @@ const (
 	FlagClickToCall  = "click_to_call" // carries an originate id variable
 	FlagFlushed      = "flushed"       // finished by Flush (shutdown or maximum age), not by hangup
 	FlagResynced     = "resynced"      // the call spanned a lost PBX connection; finished or continued from the snapshot
+	// FlagEndedUnseen: the call was open when the daemon stopped (crash, kill) and had ended by
+	// the time it came back; the record is what the daemon knew, ended at its last sign of life.
+	FlagEndedUnseen = "ended_unseen"
 )
 
 // leg is an extension's connection to the customer.

@@ -136,6 +136,13 @@ func (s *Store) Enqueue(ctx context.Context, entries ...Entry) error {
 			if err := s.appendTimeline(tx, now, e.Key, e.Timeline); err != nil {
 				return err
 			}
+			// The call is finished: it leaves the open calls in the same commit.
+			if !s.openCalls {
+				continue
+			}
+			if _, err := tx.exec(sqlOpenCallDelete, e.Key); err != nil {
+				return s.wrap(fmt.Sprintf("enqueue %q: closing the open call", e.Key), err)
+			}
 		}
 		return nil
 	})

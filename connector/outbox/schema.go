@@ -66,10 +66,20 @@ var migrations = []string{
 	`CREATE INDEX outbox_leases ON outbox (connector, lease_expires_at) WHERE state = 'leased';
 	DROP INDEX outbox_done;
 	CREATE INDEX outbox_done ON outbox (done_at) WHERE state = 'done';`,
+
+	// 4: the calls in progress as the daemon last knew them (OpenCalls), so
+	// that a restart can finish calls that ended while it was not running.
+	`CREATE TABLE open_calls (
+		key        TEXT    NOT NULL PRIMARY KEY,
+		pbx        TEXT    NOT NULL,
+		data       BLOB    NOT NULL,
+		updated_at INTEGER NOT NULL
+	) STRICT, WITHOUT ROWID;
+	CREATE INDEX open_calls_pbx ON open_calls (pbx);`,
 }
 
 // SchemaVersion is the schema version this build writes (len(migrations)).
-const SchemaVersion = 3
+const SchemaVersion = 4
 
 // prepareFile checks that the file is an outbox this build can use, switches
 // it to WAL and applies the missing steps, each in its own transaction

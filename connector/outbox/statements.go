@@ -35,6 +35,10 @@ const (
 		VALUES (?1, ?2, ?3, ?4, ?5)
 		ON CONFLICT (connector, key, field) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at`
 
+	sqlOpenCallPut = `INSERT INTO open_calls (key, pbx, data, updated_at) VALUES (?1, ?2, ?3, ?4)
+		ON CONFLICT (key) DO UPDATE SET pbx = excluded.pbx, data = excluded.data, updated_at = excluded.updated_at`
+	sqlOpenCallDelete = `DELETE FROM open_calls WHERE key = ?1`
+
 	sqlTimelineAppend = `INSERT INTO timeline (key, seq, at, connector, kind, summary, detail)
 		VALUES (?1, (SELECT coalesce(max(seq), 0) + 1 FROM timeline WHERE key = ?1), ?2, ?3, ?4, ?5, ?6)`
 
@@ -52,6 +56,6 @@ const (
 // writerStatements are prepared once per Store.
 var writerStatements = [...]string{
 	sqlEnqueue, sqlExpireLeases, sqlLeaseSelect, sqlLeaseRow, sqlAck, sqlRetry, sqlBury, sqlRelease,
-	sqlCallStateSet, sqlTimelineAppend,
+	sqlCallStateSet, sqlTimelineAppend, sqlOpenCallPut, sqlOpenCallDelete,
 	sqlPruneRows, sqlPruneCallState, sqlPruneTimeline,
 }

@@ -89,6 +89,9 @@ type Store struct {
 	// (a field so that tests can make it small).
 	pruneChunk int64
 	log        *slog.Logger
+	// openCalls: the schema has the open_calls table (false only for the
+	// migration tests' old schemas).
+	openCalls bool
 
 	w     *sql.DB              // exactly one connection, used only by the writer goroutine
 	stmts map[string]*sql.Stmt // prepared writerStatements; read-only after Open
@@ -139,6 +142,7 @@ func open(ctx context.Context, path string, opts Options, steps []string) (_ *St
 		clock:      opts.Clock,
 		log:        opts.Logger,
 		pruneChunk: pruneChunk,
+		openCalls:  len(steps) >= 4,
 		ops:        make(chan *writeOp, maxBatch),
 		writerDone: make(chan struct{}),
 	}

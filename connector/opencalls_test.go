@@ -1,0 +1,81 @@
+package connector
+
+import (
+	"log/slog"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/pbxbridge/pbxbridge/connector/callmodel"
+	"github.com/pbxbridge/pbxbridge/connector/outbox"
+)
+
+// A run stores what the live events said about its open calls; the next run finishes the ones
+// that are no longer up (answered or missed as they were), keeps those the model still has, and
+// never sees the finished ones.
+func TestLedgerRecoversCallsThatEndedWhileDown(t *testing.T) {
+	t0 := time.Date(2026, 11, 22, 5, 0, 0, 0, time.UTC)
+	now := t0
+	clock := func() time.Time { return now }
+	store, err := outbox.Open(t.Context(), filepath.Join(t.TempDir(), "outbox.db"), outbox.Options{Clock: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = store.Close() })
+	live := func(kind callmodel.LiveKind, id, ext string, at time.Time) *callmodel.Live {
+		return &callmodel.Live{Kind: kind, CallID: id, PBX: "office", Direction: callmodel.Inbound, Customer: "+79001234567",
+			Line: "+74951112233", Ext: ext, At: at, StartedAt: t0}
+	}
+	run1 := newLedger(store, "office", slog.New(slog.DiscardHandler), clock)
+	run1.live(live(callmodel.LiveRinging, "A", "101", t0.Add(time.Second)))
+	run1.live(live(callmodel.LiveRinging, "A", "102", t0.Add(time.Second)))
+	run1.live(live(callmodel.LiveAnswered, "A", "102", t0.Add(5*time.Second)))
+	run1.live(live(callmodel.LiveRinging, "B", "101", t0.Add(2*time.Second)))
+	run1.live(live(callmodel.LiveRinging, "C", "103", t0.Add(2*time.Second)))
+	run1.live(live(callmodel.LiveRinging, "D", "103", t0.Add(3*time.Second)))
+	run1.live(live(callmodel.LiveHangup, "D", "", t0.Add(4*time.Second)))
+	run1.finished("office/C")
+	now = t0.Add(6 * time.Second)
+	run1.flush(t.Context(), false)
+	now = t0.Add(30 * time.Second) // the last heartbeat before the crash
+	run1.flush(t.Context(), true)
+
+	// The next run: B is still up (the model learnt it from the snapshot).
+	run2 := newLedger(store, "office", slog.New(slog.DiscardHandler), clock)
+	recs, err := run2.recover(t.Context(), func(id string) bool { return id == "B" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) != 2 {
+		t.Fatalf("%d records, want A and D: %+v", len(recs), recs)
+	}
+	a, d := recs[0], recs[1]
+	if a.Key() != "office/A" || a.Disposition != callmodel.Answered || a.AnsweredBy != "102" || !slices.Equal(a.Rang, []string{"101", "102"}) ||
+		a.RingSeconds != 5 || a.TalkSeconds != 25 || !a.EndedAt.Equal(t0.Add(30*time.Second)) || !slices.Contains(a.Flags, callmodel.FlagEndedUnseen) ||
+		a.Customer != "+79001234567" || a.Line != "+74951112233" || len(a.Legs) != 1 || a.Legs[0].TalkSeconds != 25 {
+		t.Errorf("answered call: %+v", a)
+	}
+	// D hung up before the crash; its record was waiting for the finish delay.
+	if d.Key() != "office/D" || d.Disposition != callmodel.NoAnswer || !d.EndedAt.Equal(t0.Add(4*time.Second)) || d.RingSeconds != 4 {
+		t.Errorf("missed call: %+v", d)
+	}
+	run2.flush(t.Context(), false)
+	left, err := store.OpenCalls(t.Context(), "office")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keys []string
+	for _, c := range left {
+		keys = append(keys, c.Key)
+	}
+	slices.Sort(keys)
+	if !slices.Equal(keys, []string{heartbeatPrefix + "office", "office/B"}) {
+		t.Fatalf("rows left %v, want B and the heartbeat", keys)
+	}
+	// A third run with nothing open finds nothing to do.
+	run3 := newLedger(store, "office", slog.New(slog.DiscardHandler), clock)
+	if recs, err := run3.recover(t.Context(), func(id string) bool { return id == "B" }); err != nil || len(recs) != 0 {
+		t.Fatalf("third run: %v %v", recs, err)
+	}
+}
