@@ -67,22 +67,24 @@ func (p *pbxRT) loggedIn() bool {
 	return false
 }
 
-// newSource builds the source of p.
-func (d *Daemon) newSource(p config.PBX) (asterisk.Source, error) {
+// newSource builds the source of p; vars are the channel variables its call model reads
+// (callmodel.Options.Variables), whose VarSet events the AMI source passes whole.
+func (d *Daemon) newSource(p config.PBX, vars []string) (asterisk.Source, error) {
 	if d.opts.NewSource != nil {
 		return d.opts.NewSource(p, d)
 	}
 	switch p.Type {
 	case "ami":
 		return ami.NewSource(ami.Options{
-			Name:           p.Name,
-			Address:        p.AMI.Address(),
-			Username:       p.AMI.Username,
-			Secret:         p.AMI.Secret.Value(),
-			Auth:           p.AMI.Auth,
-			Events:         p.AMI.Events,
-			PingInterval:   p.AMI.PingInterval,
-			ConnectTimeout: p.AMI.Timeout,
+			Name:            p.Name,
+			Address:         p.AMI.Address(),
+			Username:        p.AMI.Username,
+			Secret:          p.AMI.Secret.Value(),
+			Auth:            p.AMI.Auth,
+			Events:          p.AMI.Events,
+			VarSetVariables: vars,
+			PingInterval:    p.AMI.PingInterval,
+			ConnectTimeout:  p.AMI.Timeout,
 			Originate: ami.OriginateOptions{
 				Channel:      p.Originate.Channel,
 				Context:      p.Originate.Context,
@@ -114,7 +116,7 @@ func (d *Daemon) startPBX(ctx context.Context, pc *config.PBX) error {
 	if err != nil {
 		return fmt.Errorf("pbx %s: calls: %w", pc.Name, err)
 	}
-	src, err := d.newSource(*pc)
+	src, err := d.newSource(*pc, opts.Variables())
 	if err != nil {
 		return fmt.Errorf("pbx %s: %w", pc.Name, err)
 	}

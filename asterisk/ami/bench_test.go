@@ -114,3 +114,40 @@ func BenchmarkBaselineScanLines(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkReadFilter: reader plus normaliser over all the transcripts, without a filter and with
+// the filter a Source uses (CEL and unused events discarded, VarSets of variables the call
+// model does not read trimmed; the lab's variables kept), in one run. Figures are per frame on
+// the wire, so the two are directly comparable.
+func BenchmarkReadFilter(b *testing.B) {
+	data, frames := transcriptStream(b)
+	recv := time.Unix(1, 0)
+	vars := []string{"MIXMONITOR_FILENAME", "PBXBRIDGE_ORIGINATE_ID", "CRM_ORIGINATE_ID", "FROM_DID", "LAB_DID"}
+	for _, bc := range []struct {
+		name   string
+		filter *Filter
+	}{{"raw", nil}, {"filtered", &Filter{Discard: SourceFilter(vars).Discard, VarSetKeep: vars}}} {
+		b.Run(bc.name, func(b *testing.B) {
+			b.SetBytes(int64(len(data)))
+			perFrame(b, frames, func() {
+				r := NewReader(bytes.NewReader(data))
+				if bc.filter != nil {
+					r.SetFilter(*bc.filter)
+				}
+				if _, err := r.ReadBanner(); err != nil {
+					b.Fatal(err)
+				}
+				for {
+					f, err := r.ReadFrame()
+					if err != nil {
+						if errors.Is(err, io.EOF) {
+							return
+						}
+						b.Fatal(err)
+					}
+					_, _ = ToEvent(f, "lab", recv)
+				}
+			})
+		})
+	}
+}

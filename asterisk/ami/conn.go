@@ -98,7 +98,7 @@ func Dial(ctx context.Context, opts Options) (*Conn, error) {
 	if err := opts.validate(); err != nil {
 		return nil, err
 	}
-	return dial(ctx, opts, nil, nil)
+	return dial(ctx, opts, nil, nil, nil)
 }
 
 // dialStage tells the Source which stage of a connection attempt failed (for metrics).
@@ -110,7 +110,9 @@ type dialError struct {
 func (e *dialError) Error() string { return e.err.Error() }
 func (e *dialError) Unwrap() error { return e.err }
 
-func dial(ctx context.Context, opts Options, m *metrics, tap io.Writer) (*Conn, error) {
+// dial opens a Conn; filter (nil: none) is installed on its Reader before the first frame, tap
+// (nil: none) receives a copy of every byte read.
+func dial(ctx context.Context, opts Options, m *metrics, tap io.Writer, filter *Filter) (*Conn, error) {
 	cctx, cancel := context.WithTimeout(ctx, opts.ConnectTimeout)
 	defer cancel()
 	nc, err := opts.Dialer(cctx, "tcp", opts.Address)
@@ -130,6 +132,9 @@ func dial(ctx context.Context, opts Options, m *metrics, tap io.Writer) (*Conn, 
 		readerDone: make(chan struct{}),
 	}
 	c.rd = NewReader(c.dr)
+	if filter != nil {
+		c.rd.SetFilter(*filter)
+	}
 	// Until login succeeded, cancelling ctx (or the connect timeout) closes the socket, which
 	// unblocks the banner read, the reader and any write.
 	stop := context.AfterFunc(cctx, func() { _ = nc.Close() })
@@ -370,9 +375,18 @@ func (c *Conn) write(ctx context.Context, a *Action) error {
 func (c *Conn) readLoop() {
 	defer c.wg.Done()
 	var err error
+	var discarded, trimmed uint64
 	for {
 		var f *Frame
 		f, err = c.rd.ReadFrame()
+		if n := c.rd.Discarded(); n != discarded {
+			c.m.discarded(n - discarded)
+			discarded = n
+		}
+		if n := c.rd.Trimmed(); n != trimmed {
+			c.m.trimmed(n - trimmed)
+			trimmed = n
+		}
 		if err != nil {
 			if errors.Is(err, ErrFrameTooLarge) {
 				c.m.drop(DropTooLarge)

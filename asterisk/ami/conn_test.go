@@ -343,7 +343,7 @@ func TestLateAndOrphanFrames(t *testing.T) {
 	})
 	m, _ := newMetrics(nil, "t")
 	o := testOptions(addr).withDefaults()
-	c, err := dial(context.Background(), o, m, nil)
+	c, err := dial(context.Background(), o, m, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,7 +7,9 @@
 //
 //   - Reader (frame.go) turns a byte stream into Frames. It is a pure parser with hard limits:
 //     a line longer than MaxLineSize or a frame larger than MaxFrameSize is skipped and reported
-//     with ErrFrameTooLarge; the reader stays in sync and never holds more than one frame.
+//     with ErrFrameTooLarge; the reader stays in sync and never holds more than one frame. An
+//     optional Filter discards named events on their "Event:" line, without splitting or copying
+//     them, and trims VarSet frames of variables nobody reads (Reader.Discarded, Trimmed).
 //   - Action (write.go) encodes requests and refuses CR or LF in any key or value, so a value
 //     taken from a CRM request can never inject a header or a second action.
 //   - Conn (conn.go) is one logged-in TCP session: exactly one reader goroutine, an ActionID →
@@ -17,7 +19,11 @@
 //     connection ended is delivered before Events() is closed.
 //   - Source (source.go) implements asterisk.Source and asterisk.Originator on top of Conn:
 //     reconnect with capped, jittered exponential backoff, TypeConnected / TypeDisconnected,
-//     the CoreShowChannels resync after a reconnect, metrics and Status.
+//     the CoreShowChannels resync after a reconnect, metrics and Status. By default it reads
+//     through SourceFilter: CEL (DiscardedEvents) and unused TypeUnknown events
+//     (DiscardedUnknownEvents, unless ForwardUnknown) are discarded, VarSets of variables not in
+//     Options.VarSetVariables are trimmed to what the call model reads from them; KeepAllEvents
+//     turns this off. Dial (a bare Conn) and Capture never filter.
 //   - Capture (capture.go) records the raw byte stream of a live PBX for support tickets.
 //
 // ToEvent (normalize.go) translates one event frame into an asterisk.Event; transports never

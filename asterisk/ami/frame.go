@@ -138,7 +138,68 @@ type Reader struct {
 	inFrame bool // a non-blank line of the current frame was seen
 	skip    bool // the current frame exceeded a limit and is being discarded
 	state   parseState
+
+	// Read-time filter (SetFilter).
+	discard   map[string]struct{} // event names whose frames are consumed and not returned
+	keepVars  map[string]struct{} // VarSet variables passed whole; nil: VarSets are not trimmed
+	dropping  bool                // the current frame is being discarded by the filter
+	varSet    bool                // the current frame is a VarSet and keepVars is set
+	trim      bool                // the current VarSet's variable is not kept: trim it on build
+	discarded uint64
+	trimmed   uint64
 }
+
+// Filter selects, while reading, the event frames a Reader does not return whole. The decisions
+// are taken on the frame's first header, which Asterisk always writes as "Event: <name>", and on a
+// VarSet's "Variable:" header, so a discarded frame costs its line reads and nothing else: no
+// field is split or copied, nothing is allocated.
+//
+// A filter must never name an event that answers an action (a list event, an awaited event such
+// as OriginateResponse): the action would miss it.
+type Filter struct {
+	// Discard lists event names (exact case, as Asterisk writes them) whose frames are consumed
+	// and counted (Reader.Discarded) instead of being returned.
+	Discard []string
+	// VarSetKeep, when not nil, lists the channel variables (leading underscores are ignored on
+	// both sides) whose VarSet frames are returned whole; the first "Variable:" header decides.
+	// Every other VarSet frame is trimmed and counted (Reader.Trimmed): it keeps Event,
+	// Timestamp, Uniqueid, Linkedid, CallerIDNum (in every spelling ToEvent accepts), Variable,
+	// Value and every "ChanVariable…" header (manager.conf channelvars), in wire order. That is
+	// exactly what the call model reads from a VarSet event (connector/callmodel Builder.Apply:
+	// touch, varSet, Vars); a change to what it reads must extend varSetFields. Such frames are
+	// trimmed, not discarded, because every channel event also moves the model's view of the
+	// channel (caller ID, Linkedid merges, last-event time, resync mark) whatever the variable.
+	// Nil: VarSet frames are returned whole.
+	VarSetKeep []string
+}
+
+// varSetFields are the headers a trimmed VarSet keeps besides "ChanVariable…" (see Filter).
+var varSetFields = []string{"Event", "Timestamp", "Uniqueid", "UniqueID", "Linkedid", "LinkedID",
+	"CallerIDNum", "CallerIDnum", "Variable", "Value"}
+
+// SetFilter installs f; it applies from the next frame on. The zero Filter returns every frame
+// whole. Like every Reader method, it must not be called concurrently with ReadFrame.
+func (r *Reader) SetFilter(f Filter) {
+	r.discard, r.keepVars = nil, nil
+	if len(f.Discard) > 0 {
+		r.discard = make(map[string]struct{}, len(f.Discard))
+		for _, n := range f.Discard {
+			r.discard[n] = struct{}{}
+		}
+	}
+	if f.VarSetKeep != nil {
+		r.keepVars = make(map[string]struct{}, len(f.VarSetKeep))
+		for _, n := range f.VarSetKeep {
+			r.keepVars[strings.TrimLeft(n, "_")] = struct{}{}
+		}
+	}
+}
+
+// Discarded returns how many frames the filter discarded so far.
+func (r *Reader) Discarded() uint64 { return r.discarded }
+
+// Trimmed returns how many VarSet frames the filter trimmed so far.
+func (r *Reader) Trimmed() uint64 { return r.trimmed }
 
 // span locates one field (key and value) or one output line (value only) in Reader.buf.
 type span struct {
@@ -239,6 +300,14 @@ func (r *Reader) ReadFrame() (*Frame, error) {
 				r.reset()
 				return nil, ErrFrameTooLarge
 			}
+			if r.dropping {
+				r.discarded++
+				r.reset()
+				continue
+			}
+			if r.trim {
+				r.trimmed++
+			}
 			f := r.build()
 			r.reset()
 			return f, nil
@@ -252,6 +321,9 @@ func (r *Reader) ReadFrame() (*Frame, error) {
 // parseLine interprets one non-empty line of the current frame. State transitions happen even
 // while a frame is being skipped, so a skipped command body with blank lines stays in sync.
 func (r *Reader) parseLine(line []byte) {
+	if r.dropping && r.state == stHeaders && line[0] != 'R' {
+		return // only "Response: Follows" would change how the frame ends
+	}
 	if r.state != stHeaders {
 		if rest, ok := bytes.CutSuffix(line, endCommand); ok {
 			if len(rest) > 0 {
@@ -274,6 +346,16 @@ func (r *Reader) parseLine(line []byte) {
 	if !ok {
 		r.addContinuation(line)
 		return
+	}
+	if r.nFields == 0 && !r.skip && !r.dropping && string(k) == "Event" {
+		if _, drop := r.discard[string(v)]; drop {
+			r.dropping = true
+			return
+		}
+		r.varSet = r.keepVars != nil && string(v) == "VarSet"
+	} else if r.varSet && string(k) == "Variable" { // the first Variable decides, as in ToEvent
+		_, keep := r.keepVars[string(bytes.TrimLeft(v, "_"))]
+		r.trim, r.varSet = !keep, false
 	}
 	if string(k) == "Output" {
 		r.addOutput(v)
@@ -313,7 +395,7 @@ func (r *Reader) setSkip() {
 }
 
 func (r *Reader) addField(k, v []byte) {
-	if r.skip {
+	if r.skip || r.dropping {
 		return
 	}
 	k0 := len(r.buf)
@@ -325,7 +407,7 @@ func (r *Reader) addField(k, v []byte) {
 }
 
 func (r *Reader) addOutput(v []byte) {
-	if r.skip {
+	if r.skip || r.dropping {
 		return
 	}
 	v0 := len(r.buf)
@@ -337,7 +419,7 @@ func (r *Reader) addOutput(v []byte) {
 // addContinuation handles a line without "Key:" outside a command body: it continues the value
 // of the field just before it (joined with "\n"); with no such field it is kept as Output.
 func (r *Reader) addContinuation(line []byte) {
-	if r.skip {
+	if r.skip || r.dropping {
 		return
 	}
 	if n := len(r.spans); n > 0 && !r.spans[n-1].out && int(r.spans[n-1].v1) == len(r.buf) {
@@ -351,6 +433,9 @@ func (r *Reader) addContinuation(line []byte) {
 
 // build returns the current frame; all its strings share one allocation.
 func (r *Reader) build() *Frame {
+	if r.trim {
+		r.trimSpans()
+	}
 	s := string(r.buf)
 	f := &Frame{Fields: make([]Field, r.nFields)}
 	if r.nOut > 0 {
@@ -368,11 +453,53 @@ func (r *Reader) build() *Frame {
 	return f
 }
 
+// trimSpans keeps only the VarSetFields and ChanVariable headers of the current frame (and its
+// output lines, which a VarSet never has), moving their bytes to the front of buf.
+func (r *Reader) trimSpans() {
+	n, w := 0, 0
+	nFields := 0
+	for _, sp := range r.spans {
+		if !sp.out && !trimKeeps(r.buf[sp.k0:sp.k1]) {
+			continue
+		}
+		// Spans are in buf order and w never passes sp.k0, so copy never overwrites unread bytes.
+		k0 := w
+		w += copy(r.buf[w:], r.buf[sp.k0:sp.k1])
+		v0 := w
+		w += copy(r.buf[w:], r.buf[sp.v0:sp.v1])
+		if sp.out {
+			k0 = v0
+		} else {
+			nFields++
+		}
+		r.spans[n] = span{k0: int32(k0), k1: int32(v0), v0: int32(v0), v1: int32(w), out: sp.out}
+		n++
+	}
+	r.spans = r.spans[:n]
+	r.buf = r.buf[:w]
+	r.nFields = nFields
+}
+
+func trimKeeps(k []byte) bool {
+	if bytes.HasPrefix(k, chanVariablePrefix) {
+		return true
+	}
+	for _, f := range varSetFields {
+		if string(k) == f {
+			return true
+		}
+	}
+	return false
+}
+
+var chanVariablePrefix = []byte("ChanVariable")
+
 func (r *Reader) reset() {
 	r.buf = r.buf[:0]
 	r.spans = r.spans[:0]
 	r.nFields, r.nOut, r.size = 0, 0, 0
 	r.inFrame, r.skip = false, false
+	r.dropping, r.varSet, r.trim = false, false, false
 	r.state = stHeaders
 }
 

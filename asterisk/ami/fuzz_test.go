@@ -35,6 +35,71 @@ func FuzzReadFrame(f *testing.F) {
 	})
 }
 
+// FuzzReadFrameFilter: with a Filter, the reader returns exactly the frames it returns without
+// one, minus those whose first header names a discarded event, with VarSets of other variables
+// trimmed; frame errors come in the same places.
+func FuzzReadFrameFilter(f *testing.F) {
+	f.Add([]byte(banner + "Event: CEL\r\nA: b\r\n\r\nEvent: VarSet\r\nChannel: x\r\nUniqueid: 1\r\nVariable: __B\r\nValue: 2\r\nChanVariable(x): K=v\r\n\r\n"))
+	f.Add([]byte(banner + "Event: CEL\r\nResponse: Follows\r\n\r\nx\r\n--END COMMAND--\r\n\r\nEvent: VarSet\r\nVariable: _KEEP\r\n\r\n"))
+	f.Add([]byte(banner + "Event: DeviceStateChange\nz\n\nEvent: VarSet\nVariable: X\nValue: a\nb\n\n"))
+	filter := Filter{Discard: []string{"CEL", "DeviceStateChange"}, VarSetKeep: []string{"KEEP"}}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		plain, filtered := NewReader(bytes.NewReader(data)), NewReader(bytes.NewReader(data))
+		filtered.SetFilter(filter)
+		_, _ = plain.ReadBanner()
+		_, _ = filtered.ReadBanner()
+		var discarded uint64
+		for n := 0; n <= len(data)+1; n++ {
+			want, werr := plain.ReadFrame()
+			// The filter decides on the first line alone (Asterisk never continues an Event line).
+			if werr == nil && len(want.Fields) > 0 && want.Fields[0].Key == "Event" &&
+				slices.Contains(filter.Discard, firstLine(want.Fields[0].Value)) {
+				discarded++
+				continue
+			}
+			got, gerr := filtered.ReadFrame()
+			if (werr == nil) != (gerr == nil) || (werr != nil && !errors.Is(gerr, werr) && !errors.Is(werr, gerr)) {
+				t.Fatalf("frame %d: error %v with the filter, %v without", n, gerr, werr)
+			}
+			if werr != nil {
+				if !errors.Is(werr, ErrFrameTooLarge) {
+					if filtered.Discarded() != discarded {
+						t.Fatalf("Discarded() = %d, want %d", filtered.Discarded(), discarded)
+					}
+					return
+				}
+				continue
+			}
+			if len(want.Fields) > 0 && want.Fields[0].Key == "Event" && firstLine(want.Fields[0].Value) == "VarSet" {
+				if i := slices.IndexFunc(want.Fields, func(f Field) bool { return f.Key == "Variable" }); i > 0 &&
+					strings.TrimLeft(firstLine(want.Fields[i].Value), "_") != "KEEP" {
+					want = trimmedCopy(want)
+				}
+			}
+			if !slices.Equal(want.Fields, got.Fields) || !slices.Equal(want.Output, got.Output) {
+				t.Fatalf("frame %d:\nwant %+v\ngot  %+v", n, want, got)
+			}
+		}
+		t.Fatal("no progress")
+	})
+}
+
+func firstLine(s string) string {
+	line, _, _ := strings.Cut(s, "\n")
+	return line
+}
+
+// trimmedCopy is what the filter makes of a VarSet whose variable is not kept.
+func trimmedCopy(f *Frame) *Frame {
+	out := &Frame{Fields: []Field{}, Output: f.Output}
+	for _, fl := range f.Fields {
+		if strings.HasPrefix(fl.Key, "ChanVariable") || slices.Contains(varSetFields, fl.Key) {
+			out.Fields = append(out.Fields, fl)
+		}
+	}
+	return out
+}
+
 // checkFrame checks a frame's invariants and, when roundTrip is set, that AppendTo writes it back
 // in a form that reads back identically.
 func checkFrame(t *testing.T, fr *Frame, roundTrip bool) {

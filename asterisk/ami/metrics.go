@@ -24,6 +24,8 @@ type metrics struct {
 	eventsVec     *prometheus.CounterVec
 	events        [64]prometheus.Counter // by asterisk.Type, resolved once
 	dropped       *prometheus.CounterVec
+	discards      prometheus.Counter
+	trims         prometheus.Counter
 	reconnects    prometheus.Counter
 	connectErrors *prometheus.CounterVec
 	actionDur     *prometheus.HistogramVec
@@ -48,6 +50,14 @@ func newMetrics(reg prometheus.Registerer, pbx string) (*metrics, error) {
 			Namespace: "pbxbridge", Subsystem: "ami", Name: "frames_dropped_total",
 			Help: "AMI frames dropped, by reason (too_large, orphan_response, late_list_event, list_overflow).",
 		}, []string{"reason"}),
+		discards: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "pbxbridge", Subsystem: "ami", Name: "events_discarded_total",
+			Help: "AMI event frames discarded at read time by the Source's filter (events the call model never uses, e.g. CEL, DeviceStateChange).",
+		}),
+		trims: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "pbxbridge", Subsystem: "ami", Name: "varsets_trimmed_total",
+			Help: "AMI VarSet frames reduced at read time to the channel identity, because the call model does not use their variable.",
+		}),
 		reconnects: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "pbxbridge", Subsystem: "ami", Name: "reconnects_total",
 			Help: "Successful logins after a lost connection.",
@@ -81,7 +91,7 @@ func newMetrics(reg prometheus.Registerer, pbx string) (*metrics, error) {
 		return m, nil
 	}
 	reg = prometheus.WrapRegistererWith(prometheus.Labels{"pbx": pbx}, reg)
-	for _, c := range []prometheus.Collector{m.connected, m.eventsVec, m.dropped, m.reconnects,
+	for _, c := range []prometheus.Collector{m.connected, m.eventsVec, m.dropped, m.discards, m.trims, m.reconnects,
 		m.connectErrors, m.actionDur, m.outBlocked, m.lag, m.resyncs} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
@@ -108,6 +118,18 @@ func (m *metrics) event(t asterisk.Type) {
 func (m *metrics) drop(reason string) {
 	if m != nil {
 		m.dropped.WithLabelValues(reason).Inc()
+	}
+}
+
+func (m *metrics) discarded(n uint64) {
+	if m != nil {
+		m.discards.Add(float64(n))
+	}
+}
+
+func (m *metrics) trimmed(n uint64) {
+	if m != nil {
+		m.trims.Add(float64(n))
 	}
 }
 

@@ -72,6 +72,15 @@ type Options struct {
 	// ForwardUnknown makes a Source send events of TypeUnknown on its out channel too; by
 	// default they are only counted (pbxbridge_ami_events_total{type="unknown"}).
 	ForwardUnknown bool
+	// KeepAllEvents turns the Source's read-time filter off, so every frame is read and
+	// normalised whole. By default a Source discards, while reading, the events the call model
+	// never uses (DiscardedEvents; DiscardedUnknownEvents too unless ForwardUnknown), and trims
+	// the VarSet frames whose variable is not in VarSetVariables (see Filter.VarSetKeep). Dial
+	// and Capture never filter.
+	KeepAllEvents bool
+	// VarSetVariables are the channel variables whose VarSet events a Source passes whole (the
+	// daemon passes callmodel.Options.Variables()). Nil: VarSet events are never trimmed.
+	VarSetVariables []string
 	// EventBuffer is how many frames may wait between the reader and the consumer (default 1024).
 	EventBuffer int
 
@@ -83,6 +92,38 @@ type Options struct {
 	Clock Clock
 	// Dialer opens the TCP connection (default: net.Dialer.DialContext).
 	Dialer func(ctx context.Context, network, address string) (net.Conn, error)
+}
+
+// DiscardedEvents are discarded by a Source at read time (unless Options.KeepAllEvents): CEL
+// duplicates the channel events the call model follows, and the model ignores it.
+func DiscardedEvents() []string { return []string{"CEL"} }
+
+// DiscardedUnknownEvents are events ToEvent maps to TypeUnknown, which a Source only counts and
+// drops unless Options.ForwardUnknown; it discards them at read time (unless KeepAllEvents or
+// ForwardUnknown). None of them answers an action a Source sends (CoreShowChannels, CoreSettings,
+// Ping, ExtensionState, Originate), so no action misses a frame.
+func DiscardedUnknownEvents() []string {
+	return []string{"DeviceStateChange", "ExtensionStatus", "PresenceStateChange", "QueueMemberStatus",
+		"DTMFBegin", "DTMFEnd", "MusicOnHoldStart", "MusicOnHoldStop", "RTCPSent", "RTCPReceived"}
+}
+
+// SourceFilter returns the read-time filter of a Source with default options and
+// VarSetVariables vars: DiscardedEvents and DiscardedUnknownEvents discarded, VarSets of other
+// variables than vars trimmed. Offline replays use it to read exactly what the daemon reads.
+func SourceFilter(vars []string) Filter {
+	return Filter{Discard: append(DiscardedEvents(), DiscardedUnknownEvents()...), VarSetKeep: vars}
+}
+
+// filter returns the read-time filter of a Source with these options, nil for none.
+func (o *Options) filter() *Filter {
+	if o.KeepAllEvents {
+		return nil
+	}
+	f := SourceFilter(o.VarSetVariables)
+	if o.ForwardUnknown {
+		f.Discard = DiscardedEvents()
+	}
+	return &f
 }
 
 // LogValue hides the secret when Options are logged.

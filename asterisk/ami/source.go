@@ -35,6 +35,7 @@ import (
 // called concurrently with Run.
 type Source struct {
 	opts      Options
+	filter    *Filter // read-time filter of every connection, nil when Options.KeepAllEvents
 	m         *metrics
 	log       *slog.Logger
 	ready     chan struct{}
@@ -63,10 +64,11 @@ func NewSource(opts Options) (*Source, error) {
 		return nil, err
 	}
 	s := &Source{
-		opts:  opts,
-		m:     m,
-		log:   opts.Logger.With("pbx", opts.Name),
-		ready: make(chan struct{}),
+		opts:   opts,
+		filter: opts.filter(),
+		m:      m,
+		log:    opts.Logger.With("pbx", opts.Name),
+		ready:  make(chan struct{}),
 	}
 	s.status = asterisk.SourceStatus{
 		Name:        opts.Name,
@@ -106,7 +108,7 @@ func (s *Source) Run(ctx context.Context, out chan<- asterisk.Event) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		conn, err := dial(ctx, s.opts, s.m, nil)
+		conn, err := dial(ctx, s.opts, s.m, nil, s.filter)
 		if err != nil {
 			if cerr := ctx.Err(); cerr != nil {
 				return cerr

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"math"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -100,11 +101,21 @@ func ofType(ts ...asterisk.Type) func(asterisk.Event) bool {
 // only), in order.
 func expectedNames(t *testing.T, scenario string) []string {
 	t.Helper()
+	return expectedNamesFiltered(t, scenario, true)
+}
+
+// expectedNamesFiltered: the names a Source sends for a scenario, through the default read-time
+// filter (pbxOptions) or with KeepAllEvents.
+func expectedNamesFiltered(t *testing.T, scenario string, filtered bool) []string {
+	t.Helper()
 	data, err := transcripts.AMI(scenario)
 	if err != nil {
 		t.Fatal(err)
 	}
 	r := ami.NewReader(bytes.NewReader(data))
+	if filtered {
+		r.SetFilter(ami.SourceFilter(nil))
+	}
 	if _, err := r.ReadBanner(); err != nil {
 		t.Fatal(err)
 	}
@@ -195,6 +206,61 @@ func TestSourceDeliversReplay(t *testing.T) {
 	if n, err := testutil.GatherAndCount(reg, "pbxbridge_ami_events_total"); err != nil || n == 0 {
 		t.Errorf("events_total series %d %v", n, err)
 	}
+	if v := counter(t, reg, "pbxbridge_ami_events_discarded_total"); v == 0 {
+		t.Error("no event discarded at read time (CEL, DeviceStateChange)")
+	}
+}
+
+// TestSourceFilterOptions: KeepAllEvents delivers every event (CEL included) whole; with
+// VarSetVariables, a VarSet of a listed variable arrives whole and the others arrive trimmed to
+// the channel identity, and are counted.
+func TestSourceFilterOptions(t *testing.T) {
+	for _, keepAll := range []bool{true, false} {
+		srv := startPBX(t, fakepbx.Config{Speed: math.Inf(1)})
+		reg := prometheus.NewRegistry()
+		o := pbxOptions(srv)
+		o.Registerer = reg
+		o.KeepAllEvents = keepAll
+		o.VarSetVariables = []string{"LAB_DID"}
+		r := runSource(t, o)
+		for range 2 { // Connected, SnapshotEnd
+			r.next(t, 5*time.Second, nil)
+		}
+		if _, err := srv.Play(context.Background(), "inbound_answered"); err != nil {
+			t.Fatal(err)
+		}
+		want := expectedNamesFiltered(t, "inbound_answered", !keepAll)
+		var kept, trimmed int
+		for i, name := range want {
+			ev := r.next(t, 5*time.Second, nil)
+			if ev.Name != name {
+				t.Fatalf("keepAll=%v: event %d is %s, want %s", keepAll, i, ev.Name, name)
+			}
+			if ev.Type != asterisk.TypeVarSet {
+				continue
+			}
+			if ev.Chan.Uniqueid == "" || ev.Chan.Linkedid == "" || ev.Variable == "" {
+				t.Fatalf("keepAll=%v: VarSet without its channel or variable: %+v", keepAll, ev)
+			}
+			switch {
+			case ev.Chan.Name != "":
+				kept++
+			case keepAll || strings.TrimLeft(ev.Variable, "_") == "LAB_DID":
+				t.Fatalf("keepAll=%v: VarSet %s trimmed", keepAll, ev.Variable)
+			default:
+				trimmed++
+			}
+		}
+		discarded := counter(t, reg, "pbxbridge_ami_events_discarded_total")
+		trims := counter(t, reg, "pbxbridge_ami_varsets_trimmed_total")
+		if keepAll {
+			if trimmed != 0 || discarded != 0 || trims != 0 || !slices.Contains(want, "CEL") {
+				t.Errorf("KeepAllEvents: %d trimmed, metrics %v discarded %v trimmed, CEL expected: %v", trimmed, discarded, trims, slices.Contains(want, "CEL"))
+			}
+		} else if kept == 0 || trimmed == 0 || discarded == 0 || float64(trimmed) != trims || slices.Contains(want, "CEL") {
+			t.Errorf("filtered: %d VarSets whole, %d trimmed; metrics %v discarded %v trimmed", kept, trimmed, discarded, trims)
+		}
+	}
 }
 
 // gauge returns the collector of a metric family with one series, for testutil.ToFloat64.
@@ -213,6 +279,22 @@ func gauge(t *testing.T, reg *prometheus.Registry, name string) prometheus.Colle
 	}
 	t.Fatalf("metric %s not found", name)
 	return nil
+}
+
+// counter returns the value of a counter family with one series.
+func counter(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
+			return mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	t.Fatalf("metric %s not found", name)
+	return 0
 }
 
 // firstLinkedid returns the Linkedid of the first channel of a transcript.

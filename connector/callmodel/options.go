@@ -168,6 +168,18 @@ func (c Config) Compile(normalize func(string) string) (Options, error) {
 	return o, nil
 }
 
+// Variables returns the channel variables the Builder reads from VarSet events:
+// MIXMONITOR_FILENAME (the recording), OriginateIDVariables and DIDVariables. A VarSet of any
+// other variable changes nothing but what every channel event carries (the channel's caller ID,
+// Linkedid and time), so a source may pass such events reduced to that (asterisk/ami's
+// read-time filter does).
+func (o *Options) Variables() []string {
+	vars := make([]string, 0, 1+len(o.OriginateIDVariables)+len(o.DIDVariables))
+	vars = append(vars, "MIXMONITOR_FILENAME")
+	vars = append(vars, o.OriginateIDVariables...)
+	return append(vars, o.DIDVariables...)
+}
+
 func hasNamedGroups(re *regexp.Regexp) bool {
 	for _, n := range re.SubexpNames() {
 		if n != "" {

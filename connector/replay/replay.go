@@ -29,6 +29,9 @@ type Stats struct {
 	Events  int // events given to the model
 	Skipped int // AMI frames too large, ARI lines that did not decode
 	Records int
+	// Discarded counts the AMI frames the read-time filter discarded (not in Frames); see
+	// AMIStats.
+	Discarded int
 }
 
 // AMI replays an AMI capture (the raw bytes of a Manager session, banner optional) and writes
@@ -38,13 +41,24 @@ func AMI(r io.Reader, opts callmodel.Options, w io.Writer) error {
 	return err
 }
 
-// AMIStats is AMI that also returns counts.
+// AMIStats is AMI that also returns counts. It reads through the same read-time filter as the
+// daemon's AMI source (ami.SourceFilter with opts.Variables()), so a replay sees what the daemon
+// sees.
 func AMIStats(r io.Reader, opts callmodel.Options, w io.Writer) (Stats, error) {
-	var st Stats
+	f := ami.SourceFilter(opts.Variables())
+	return amiStats(r, opts, w, &f)
+}
+
+// amiStats is AMIStats with the given read-time filter (nil: every frame whole).
+func amiStats(r io.Reader, opts callmodel.Options, w io.Writer, filter *ami.Filter) (st Stats, err error) {
 	out := newWriter(w, &st)
 	b := callmodel.NewBuilder(opts, out)
 	br := bufio.NewReaderSize(r, 64<<10)
 	rd := ami.NewReader(br)
+	if filter != nil {
+		rd.SetFilter(*filter)
+	}
+	defer func() { st.Discarded = int(rd.Discarded()) }()
 	if head, _ := br.Peek(len("Asterisk Call Manager/")); bytes.Equal(head, []byte("Asterisk Call Manager/")) {
 		if _, err := rd.ReadBanner(); err != nil {
 			return st, fmt.Errorf("replay: %w", err)
@@ -52,7 +66,8 @@ func AMIStats(r io.Reader, opts callmodel.Options, w io.Writer) (Stats, error) {
 	}
 	clock := time.Unix(0, 0).UTC()
 	for {
-		f, err := rd.ReadFrame()
+		var f *ami.Frame
+		f, err = rd.ReadFrame()
 		if errors.Is(err, ami.ErrFrameTooLarge) {
 			st.Skipped++
 			continue
