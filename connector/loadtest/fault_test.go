@@ -223,7 +223,7 @@ func TestFaultKillDuringLoad(t *testing.T) {
 	}
 	t.Logf("%d kills (daemon down %v in all); %d calls; %d records delivered exactly once to each CRM; "+
 		"%d rang while the daemon was up and ended while it was down, each delivered exactly once from the open-calls ledger; "+
-		"%d others ended while it was down (began during the outage or never rang an extension: not seeable over AMI; lost per CRM %v); "+
+		"%d others ended while it was down (began during the outage, or an outbound attempt nobody answered: no live event to keep; lost per CRM %v); "+
 		"%d ended from %v before a kill to the restart (lost per CRM %v, logged twice %v)",
 		len(outages), downtime.Round(time.Millisecond), n, checked, recovered, len(ended), counts(lostDown), len(window), inFlight, counts(lostWindow), counts(dup))
 }
