@@ -78,23 +78,29 @@ func BenchmarkReadFrame(b *testing.B) {
 func BenchmarkReadFrameToEvent(b *testing.B) {
 	data, frames := transcriptStream(b)
 	b.SetBytes(int64(len(data)))
+	perFrame(b, frames, func() { readToEvents(b, data, nil) })
+}
+
+// readToEvents reads every frame of data (through filter, when not nil) and normalises it.
+func readToEvents(b *testing.B, data []byte, filter *Filter) {
 	recv := time.Unix(1, 0)
-	perFrame(b, frames, func() {
-		r := NewReader(bytes.NewReader(data))
-		if _, err := r.ReadBanner(); err != nil {
+	r := NewReader(bytes.NewReader(data))
+	if filter != nil {
+		r.SetFilter(*filter)
+	}
+	if _, err := r.ReadBanner(); err != nil {
+		b.Fatal(err)
+	}
+	for {
+		f, err := r.ReadFrame()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return
+			}
 			b.Fatal(err)
 		}
-		for {
-			f, err := r.ReadFrame()
-			if err != nil {
-				if errors.Is(err, io.EOF) {
-					return
-				}
-				b.Fatal(err)
-			}
-			_, _ = ToEvent(f, "lab", recv)
-		}
-	})
+		_, _ = ToEvent(f, "lab", recv)
+	}
 }
 
 // BenchmarkBaselineScanLines calibrates the machine: bufio.Scanner over the same stream, with no
@@ -121,7 +127,6 @@ func BenchmarkBaselineScanLines(b *testing.B) {
 // the wire, so the two are directly comparable.
 func BenchmarkReadFilter(b *testing.B) {
 	data, frames := transcriptStream(b)
-	recv := time.Unix(1, 0)
 	vars := []string{"MIXMONITOR_FILENAME", "PBXBRIDGE_ORIGINATE_ID", "CRM_ORIGINATE_ID", "FROM_DID", "LAB_DID"}
 	for _, bc := range []struct {
 		name   string
@@ -129,25 +134,7 @@ func BenchmarkReadFilter(b *testing.B) {
 	}{{"raw", nil}, {"filtered", &Filter{Discard: SourceFilter(vars).Discard, VarSetKeep: vars}}} {
 		b.Run(bc.name, func(b *testing.B) {
 			b.SetBytes(int64(len(data)))
-			perFrame(b, frames, func() {
-				r := NewReader(bytes.NewReader(data))
-				if bc.filter != nil {
-					r.SetFilter(*bc.filter)
-				}
-				if _, err := r.ReadBanner(); err != nil {
-					b.Fatal(err)
-				}
-				for {
-					f, err := r.ReadFrame()
-					if err != nil {
-						if errors.Is(err, io.EOF) {
-							return
-						}
-						b.Fatal(err)
-					}
-					_, _ = ToEvent(f, "lab", recv)
-				}
-			})
+			perFrame(b, frames, func() { readToEvents(b, data, bc.filter) })
 		})
 	}
 }
