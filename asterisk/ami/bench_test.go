@@ -83,6 +83,7 @@ func BenchmarkReadFrameToEvent(b *testing.B) {
 
 // readToEvents reads every frame of data (through filter, when not nil) and normalises it.
 func readToEvents(b *testing.B, data []byte, filter *Filter) {
+	b.Helper()
 	recv := time.Unix(1, 0)
 	r := NewReader(bytes.NewReader(data))
 	if filter != nil {
