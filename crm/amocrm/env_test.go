@@ -87,7 +87,7 @@ func newEnv(t *testing.T, typ string, o envOpt) *env {
 	e.cfg = cfg
 	if !o.noAuth && !o.longLived {
 		code := e.fake.IssueCode("romashka")
-		if _, err := ExchangeCodeWith(context.Background(), cfg, e.dir, code, ExchangeOptions{Type: typ}); err != nil {
+		if _, err := ExchangeCodeWith(context.Background(), cfg, e.dir, code, ExchangeOptions{Type: typ, Now: e.now}); err != nil {
 			t.Fatalf("exchanging the code: %v", err)
 		}
 	}

@@ -437,6 +437,8 @@ type ExchangeOptions struct {
 	HTTPClient *http.Client
 	// Type is amocrm or kommo when cfg did not come from NewConfig of that type.
 	Type string
+	// Now is the clock the saved token times come from (nil: time.Now).
+	Now func() time.Time
 }
 
 // ExchangeCode trades an authorisation code for tokens and saves them in stateDir, as
@@ -462,7 +464,11 @@ func ExchangeCodeWith(ctx context.Context, cfg *Config, stateDir, code string, o
 	}
 	hc := newHTTP(o.HTTPClient, nil)
 	oauth := api.New(api.Options{BaseURL: c.APIBase(), HTTP: hc})
-	tk, err := newTokens(&c, stateDir, redirect, oauth, time.Now)
+	now := o.Now
+	if now == nil {
+		now = time.Now
+	}
+	tk, err := newTokens(&c, stateDir, redirect, oauth, now)
 	if err != nil {
 		return crm.Account{}, fmt.Errorf("%s: %w", prefix, err)
 	}
