@@ -221,6 +221,7 @@ func (p *pbxRT) reconcile(ev *asterisk.Event) {
 	for _, r := range recs {
 		p.log.Info("a call in progress when pbxbridge stopped ended while it was down; recording what was known",
 			"call", r.Key(), "direction", r.Direction, "customer", r.Customer, "disposition", r.Disposition, "ended_by", r.EndedAt)
+		p.d.m.endedUnseen.WithLabelValues(p.name).Inc()
 		p.Record(r)
 	}
 }

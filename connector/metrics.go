@@ -20,6 +20,7 @@ type metrics struct {
 	live              *prometheus.CounterVec
 	calls             *prometheus.CounterVec
 	unrouted          *prometheus.CounterVec
+	endedUnseen       *prometheus.CounterVec
 	openCalls         *prometheus.GaugeVec
 	heldRecords       prometheus.Gauge
 	outboxWriteErrors prometheus.Counter
@@ -51,6 +52,10 @@ func newMetrics(reg *prometheus.Registry, d *Daemon, version string) *metrics {
 			Namespace: "pbxbridge", Name: "calls_unrouted_total",
 			Help: "Finished calls no connector wanted (internal calls, filters).",
 		}, []string{"direction"}),
+		endedUnseen: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "pbxbridge", Name: "calls_ended_unseen_total",
+			Help: "Calls in progress when pbxbridge last stopped that ended while it was down, finished from the open-calls ledger (flag ended_unseen).",
+		}, []string{"pbx"}),
 		openCalls: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: "pbxbridge", Name: "calls_open",
 			Help: "Calls in progress known to the call model.",
@@ -78,7 +83,7 @@ func newMetrics(reg *prometheus.Registry, d *Daemon, version string) *metrics {
 	}
 	m.reloadOK.Set(1)
 	m.reloadTime.SetToCurrentTime()
-	reg.MustRegister(m.crmDuration, m.crmRequests, m.live, m.calls, m.unrouted, m.openCalls, m.heldRecords,
+	reg.MustRegister(m.crmDuration, m.crmRequests, m.live, m.calls, m.unrouted, m.endedUnseen, m.openCalls, m.heldRecords,
 		m.outboxWriteErrors, m.reloadOK, m.reloadTime, m.reloads)
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	reg.MustRegister(buildInfo(version))
@@ -145,6 +150,9 @@ var (
 	descDone    = prometheus.NewDesc("pbxbridge_outbox_done", "Delivered calls kept for the retention period, per connector.", []string{"connector"}, nil)
 	descOldest  = prometheus.NewDesc("pbxbridge_outbox_oldest_age_seconds", "Age of the oldest call waiting for delivery, per connector (0 when none).", []string{"connector"}, nil)
 	descUp      = prometheus.NewDesc("pbxbridge_outbox_up", "1 when the outbox answered the scrape.", nil, nil)
+	descCommits = prometheus.NewDesc("pbxbridge_outbox_commits_total", "Outbox transactions committed: sync=full were fsync'd (records, acknowledgements), sync=normal held only leases or open-call changes.", []string{"sync"}, nil)
+	descWrites  = prometheus.NewDesc("pbxbridge_outbox_writes_total", "Writes committed to the outbox (several share one transaction under load).", nil, nil)
+	descCommitS = prometheus.NewDesc("pbxbridge_outbox_commit_seconds_total", "Time spent in committed outbox transactions, fsync included: divided by the commits, the disk's commit latency.", nil, nil)
 )
 
 func (c *outboxCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -153,6 +161,9 @@ func (c *outboxCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descDone
 	ch <- descOldest
 	ch <- descUp
+	ch <- descCommits
+	ch <- descWrites
+	ch <- descCommitS
 }
 
 func (c *outboxCollector) Collect(ch chan<- prometheus.Metric) {
@@ -161,6 +172,11 @@ func (c *outboxCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descUp, prometheus.GaugeValue, 0)
 		return
 	}
+	ws := store.WriterStats()
+	ch <- prometheus.MustNewConstMetric(descCommits, prometheus.CounterValue, float64(ws.DurableCommits), "full")
+	ch <- prometheus.MustNewConstMetric(descCommits, prometheus.CounterValue, float64(ws.LazyCommits), "normal")
+	ch <- prometheus.MustNewConstMetric(descWrites, prometheus.CounterValue, float64(ws.Writes))
+	ch <- prometheus.MustNewConstMetric(descCommitS, prometheus.CounterValue, ws.CommitTime.Seconds())
 	stats, err := c.cachedStats(store)
 	if err != nil {
 		ch <- prometheus.MustNewConstMetric(descUp, prometheus.GaugeValue, 0)

@@ -283,6 +283,9 @@ type step struct {
 	loadAvg  float64
 	maxRSS   int64
 	sustains bool
+	// Outbox commits in the step: fsync'd ones and lazy ones (leases, open-call changes).
+	commitsFull, commitsLazy float64
+	commitTime               time.Duration
 }
 
 // benchThroughput: rising call rates through AMI, the call model and the outbox into the fake
@@ -327,9 +330,10 @@ func benchThroughput(ctx context.Context, o *BenchOptions) ([]Figure, error) {
 			best = i
 		}
 		figs = append(figs, Figure{Name: fmt.Sprintf("throughput step %.0f calls/s (fake connector, replay speed 4)", st.rate),
-			Value: fmt.Sprintf("%d calls; caught up %s after the last hangup; daemon %.2f CPU-s per 1,000 calls, %.0f%% of one core; generator %.0f%% of one core; load avg %.1f",
+			Value: fmt.Sprintf("%d calls; caught up %s after the last hangup; daemon %.2f CPU-s per 1,000 calls, %.0f%% of one core; generator %.0f%% of one core; outbox commits per call %.2f fsync'd + %.2f lazy, %.2f ms each; load avg %.1f",
 				st.calls, ms(st.catchUp), st.cpu.Seconds()*1000/float64(st.calls), 100*st.cpu.Seconds()/st.wall.Seconds(),
-				100*st.genCPU.Seconds()/st.wall.Seconds(), st.loadAvg)})
+				100*st.genCPU.Seconds()/st.wall.Seconds(), st.commitsFull/float64(st.calls), st.commitsLazy/float64(st.calls),
+				st.commitTime.Seconds()*1000/max(1, st.commitsFull+st.commitsLazy), st.loadAvg)})
 	}
 	f := Figure{Name: "highest sustained rate through AMI, call model and outbox (fake connector)", Target: "≥ 200 calls/s"}
 	if best < 0 {
@@ -384,6 +388,11 @@ func throughputStep(ctx context.Context, e *Env, rate float64, dur time.Duration
 	done := time.Now()
 	st.maxRSS = s.end()
 	p1, _ := e.Daemon.Proc()
+	if m1, err := e.Daemon.Metrics(ctx); err == nil {
+		st.commitsFull = m1.Sum("pbxbridge_outbox_commits_total", `sync="full"`) - m0.Sum("pbxbridge_outbox_commits_total", `sync="full"`)
+		st.commitsLazy = m1.Sum("pbxbridge_outbox_commits_total", `sync="normal"`) - m0.Sum("pbxbridge_outbox_commits_total", `sync="normal"`)
+		st.commitTime = time.Duration((m1.Sum("pbxbridge_outbox_commit_seconds_total") - m0.Sum("pbxbridge_outbox_commit_seconds_total")) * float64(time.Second))
+	}
 	st.cpu = p1.CPU - p0.CPU
 	st.genCPU = selfCPU() - g0
 	st.wall = done.Sub(start)

@@ -27,6 +27,13 @@
 //     waited, or the disk failed during the commit); every write is safe to
 //     repeat. One caller's failed write does not fail the others in its
 //     transaction: they are committed without it.
+//     Two kinds of write are committed without an fsync of their own when no
+//     durable write shares their transaction (synchronous=NORMAL): Lease and
+//     PutOpenCalls. They survive a crash or kill -9 of the daemon; a power loss
+//     or an OS crash may undo them, which is harmless (Open releases every
+//     lease of a previous process anyway, and the open calls are the PBX's on
+//     the same host). The next durable commit makes them durable too: the WAL
+//     is one append-only file. WriterStats counts both kinds of commit.
 //   - Idempotent enqueue. The (key, connector) pair is unique: enqueuing a
 //     record again (after a crash, or a re-flush) keeps the one existing row
 //     in whatever state it has, so a delivered record is not delivered again.

@@ -18,7 +18,10 @@ type OpenCall struct {
 }
 
 // PutOpenCalls stores calls (replacing older versions) and deletes the keys in gone, in one
-// commit. It is durable when it returns nil.
+// commit. The commit survives a crash of the daemon when PutOpenCalls returns nil; it is not
+// fsync'd on its own (see writeLazy), so a power loss or an OS crash may undo the latest
+// changes, as it ends the PBX's calls on the same host anyway. Enqueue deletes the row of its
+// record's call in its own, durable commit.
 func (s *Store) PutOpenCalls(ctx context.Context, calls []OpenCall, gone []string) error {
 	if len(calls) == 0 && len(gone) == 0 {
 		return nil
@@ -28,7 +31,7 @@ func (s *Store) PutOpenCalls(ctx context.Context, calls []OpenCall, gone []strin
 			return fmt.Errorf("outbox: open calls: %w: empty key or pbx", ErrInvalid)
 		}
 	}
-	err := s.write(ctx, func(tx wtx, now time.Time) error {
+	err := s.writeLazy(ctx, func(tx wtx, now time.Time) error {
 		for _, c := range calls {
 			at := c.UpdatedAt
 			if at.IsZero() {

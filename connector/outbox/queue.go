@@ -184,9 +184,11 @@ func (e Entry) validate() error {
 // under one fresh lease id until now+ttl (ttl 0: Options.LeaseTTL) and returns
 // them ordered by next_attempt_at, then id (enqueue order for first attempts).
 // It returns an empty slice when nothing is due. Concurrent Lease calls never
-// return the same row while its lease is valid. The lease is committed durably
-// before Lease returns; if ctx ends while waiting, rows may stay leased until
-// the lease expires.
+// return the same row while its lease is valid. The lease is committed before
+// Lease returns, without an fsync of its own (see writeLazy): it survives a
+// crash of the daemon, a power loss may undo it, which only leaves the rows
+// pending as Open leaves every row of a previous process. If ctx ends while
+// waiting, rows may stay leased until the lease expires.
 func (s *Store) Lease(ctx context.Context, connector string, limit int, ttl time.Duration) ([]Row, error) {
 	switch {
 	case connector == "":
@@ -201,7 +203,7 @@ func (s *Store) Lease(ctx context.Context, connector string, limit int, ttl time
 	}
 	leaseID := rand.Text()
 	var rows []Row
-	err := s.write(ctx, func(tx wtx, now time.Time) error {
+	err := s.writeLazy(ctx, func(tx wtx, now time.Time) error {
 		rows = rows[:0]
 		if _, err := tx.exec(sqlExpireLeases, connector, now.UnixNano()); err != nil {
 			return s.wrap("lease", err)

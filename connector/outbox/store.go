@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"modernc.org/sqlite"
@@ -100,6 +101,11 @@ type Store struct {
 
 	ops        chan *writeOp
 	writerDone chan struct{}
+	// lazySync: the writer connection is at synchronous=NORMAL (only the writer goroutine
+	// touches it).
+	lazySync bool
+	// Writer counters (WriterStats).
+	commitsFull, commitsLazy, opsCommitted, commitNanos atomic.Uint64
 
 	// closeMu is read-held by every method for its whole duration and
 	// write-held by Close, so Close waits for in-flight calls and no call
@@ -113,6 +119,8 @@ type writeOp struct {
 	ctx  context.Context
 	fn   func(tx wtx, now time.Time) error
 	done chan error // buffered: the writer never blocks on a caller that left
+	// lazy: the op's change need not be fsync'd before it is answered (see writeLazy).
+	lazy bool
 }
 
 // Open opens (creating it if missing) the outbox database at path, applies
@@ -314,6 +322,22 @@ func (s *Store) enter() (func(), error) {
 // ctx ends while the caller waits, write returns ctx.Err() and fn may still
 // commit later; every write in this package is safe to repeat.
 func (s *Store) write(ctx context.Context, fn func(tx wtx, now time.Time) error) error {
+	return s.submit(ctx, &writeOp{ctx: ctx, fn: fn, done: make(chan error, 1)})
+}
+
+// writeLazy is write for changes that a power loss or an OS crash may undo without harm
+// (leases, the open-calls ledger): when every op of a group transaction is lazy, it commits
+// with synchronous=NORMAL, written to the WAL but not fsync'd. Such a commit survives a crash
+// or kill -9 of the daemon (the OS has the data), and the next durable commit fsyncs it too
+// (the WAL is one append-only file, and SQLite's recovery stops at the first frame that was
+// not written whole, so a lazy commit is kept entirely or not at all, and never one after a
+// durable commit without the durable one). A batch with any durable op is fsync'd.
+func (s *Store) writeLazy(ctx context.Context, fn func(tx wtx, now time.Time) error) error {
+	return s.submit(ctx, &writeOp{ctx: ctx, fn: fn, done: make(chan error, 1), lazy: true})
+}
+
+// submit queues op for the writer and waits for its answer.
+func (s *Store) submit(ctx context.Context, op *writeOp) error {
 	leave, err := s.enter()
 	if err != nil {
 		return err
@@ -322,7 +346,6 @@ func (s *Store) write(ctx context.Context, fn func(tx wtx, now time.Time) error)
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	op := &writeOp{ctx: ctx, fn: fn, done: make(chan error, 1)}
 	select {
 	case s.ops <- op:
 	case <-ctx.Done():
@@ -429,6 +452,17 @@ func (s *Store) runBatch(batch []*writeOp) (queuedBehind int) {
 // background context: a caller's cancellation must not interrupt a
 // transaction shared with others.
 func (s *Store) commit(batch []*writeOp) ([]*writeOp, error) {
+	lazy := true
+	for _, op := range batch {
+		lazy = lazy && op.lazy
+	}
+	if err := s.setSync(lazy); err != nil {
+		for _, op := range batch {
+			op.done <- err
+		}
+		return nil, nil
+	}
+	start := time.Now()
 	tx, err := s.w.BeginTx(context.Background(), nil)
 	if err != nil {
 		err = s.wrap("begin", err)
@@ -472,11 +506,55 @@ func (s *Store) commit(batch []*writeOp) ([]*writeOp, error) {
 				results[i] = err
 			}
 		}
+	} else {
+		if lazy {
+			s.commitsLazy.Add(1)
+		} else {
+			s.commitsFull.Add(1)
+		}
+		s.opsCommitted.Add(uint64(len(batch)))
+		s.commitNanos.Add(uint64(time.Since(start)))
 	}
 	for i, op := range batch {
 		op.done <- results[i]
 	}
 	return nil, nil
+}
+
+// setSync switches the writer connection between synchronous=FULL (durable commits) and
+// NORMAL (lazy ones) when the next transaction needs the other mode. A failure leaves the mode
+// unknown, so the next durable transaction sets FULL again before it runs.
+func (s *Store) setSync(lazy bool) error {
+	if lazy == s.lazySync {
+		return nil
+	}
+	mode := "FULL"
+	if lazy {
+		mode = "NORMAL"
+	}
+	if _, err := s.w.ExecContext(context.Background(), "PRAGMA synchronous="+mode); err != nil {
+		s.lazySync = !lazy // unknown: make the next transaction of either kind set its mode
+		return s.wrap("set synchronous="+mode, err)
+	}
+	s.lazySync = lazy
+	return nil
+}
+
+// WriterStats counts the writer's work since Open.
+type WriterStats struct {
+	// DurableCommits were fsync'd (synchronous=FULL); LazyCommits held only leases or
+	// open-call changes and were not (synchronous=NORMAL, see Lease and PutOpenCalls).
+	DurableCommits, LazyCommits uint64
+	// Writes is how many callers' writes those commits held (group commit: several per commit).
+	Writes uint64
+	// CommitTime is the time spent in committed transactions, from BEGIN to the end of COMMIT.
+	CommitTime time.Duration
+}
+
+// WriterStats returns the writer's counters.
+func (s *Store) WriterStats() WriterStats {
+	return WriterStats{DurableCommits: s.commitsFull.Load(), LazyCommits: s.commitsLazy.Load(),
+		Writes: s.opsCommitted.Load(), CommitTime: time.Duration(s.commitNanos.Load())}
 }
 
 // wtx is the writer's view of the group transaction. Statements listed in
