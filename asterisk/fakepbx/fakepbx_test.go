@@ -8,6 +8,7 @@ import (
 	"io"
 	"math"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -492,5 +493,42 @@ func TestOnEventReportsEveryCallEvent(t *testing.T) {
 		if ev.Linkedid != "" && ev.Linkedid != linked {
 			t.Errorf("event %d: Linkedid %q, want %q", i, ev.Linkedid, linked)
 		}
+	}
+}
+
+// ExcludeEvents drops those events from replays, as manager.conf eventfilter lines do, and
+// keeps every other frame in order.
+func TestExcludeEvents(t *testing.T) {
+	s := start(t, Config{Speed: math.Inf(1), ExcludeEvents: []string{"CEL", "DeviceStateChange"}})
+	c := dial(t, s, "on")
+	var want []string
+	for _, f := range transcriptFrames(t, "inbound_answered") {
+		if ev := f.Event(); ev != "CEL" && ev != "DeviceStateChange" {
+			want = append(want, ev)
+		}
+	}
+	if len(want) == 0 {
+		t.Fatal("no frames left")
+	}
+	call, err := s.Play(context.Background(), "inbound_answered")
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-call.Done()
+	var got []string
+	for _, f := range collect(t, c, len(want)) {
+		got = append(got, f.Event())
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("events %v, want %v", got, want)
+	}
+	// Nothing else follows: a Ping's answer comes before any further event.
+	if _, err := c.Ping(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case in := <-c.Events():
+		t.Fatalf("extra event %s", in.Frame.Event())
+	default:
 	}
 }

@@ -126,6 +126,10 @@ func (in *instance) run(ctx context.Context) {
 	defer timer.Stop()
 	for i := 0; i < len(in.sc.frames); {
 		fr := &in.sc.frames[i]
+		if s.excluded[fr.event] {
+			i++
+			continue
+		}
 		ps := s.pause.Load()
 		if ps.gate != nil { // paused: time stands still for the calls
 			select {

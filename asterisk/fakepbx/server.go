@@ -86,6 +86,10 @@ type Config struct {
 	// NoTimestamps strips the Timestamp header from events (Asterisk's default is
 	// timestampevents=no; the transcripts were recorded with it on).
 	NoTimestamps bool
+	// ExcludeEvents are call events never sent to any client, as manager.conf's
+	// `eventfilter = !Event: NAME` lines make Asterisk do (docs/asterisk.md recommends CEL and
+	// DeviceStateChange). Replays skip them without delay.
+	ExcludeEvents []string
 	// Logger (default: discard).
 	Logger *slog.Logger
 	// OnEvent, when set, is called after each call event of a replay was queued to the clients,
@@ -127,6 +131,7 @@ type Server struct {
 	ln        net.Listener
 	scenarios map[string]*scenario
 	orig      *scenario
+	excluded  map[string]bool // Config.ExcludeEvents
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -229,6 +234,10 @@ func Start(cfg Config) (*Server, error) {
 		exts:      exts,
 		rng:       rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15)),
 		booted:    time.Now(),
+		excluded:  map[string]bool{},
+	}
+	for _, ev := range cfg.ExcludeEvents {
+		s.excluded[ev] = true
 	}
 	s.pause.Store(&pauseState{})
 	s.wg.Add(1)
