@@ -211,12 +211,12 @@ func StartDemo(ctx context.Context, o DemoOptions) (env *DemoEnv, err error) {
 	env.B24.SetBaseURL("http://" + demoB24Host)
 	env.Amo = crmtest.NewAmoCRM(o.Amo)
 	env.Amo.AddAccount(demoAmoAccount(demoAmoHost))
-	env.Amo.AddLongLivedToken(demoAmoHost, crmtest.DemoLongLivedToken, 24*time.Hour)
+	env.Amo.AddLongLivedToken(demoAmoHost, crmtest.DemoLongLivedToken, crmtest.DemoLongLivedTTL)
 	ko := o.Amo
 	ko.Flavor = "kommo"
 	env.Kommo = crmtest.NewAmoCRM(ko)
 	env.Kommo.AddAccount(demoAmoAccount(demoKommoHost))
-	env.Kommo.AddLongLivedToken(demoKommoHost, crmtest.DemoLongLivedToken, 24*time.Hour)
+	env.Kommo.AddLongLivedToken(demoKommoHost, crmtest.DemoLongLivedToken, crmtest.DemoLongLivedTTL)
 	hosts := map[string]string{}
 	for host, h := range map[string]http.Handler{demoB24Host: env.B24, demoAmoHost: env.Amo, demoKommoHost: env.Kommo} {
 		addr, stop, err := serveLoopback(h)

@@ -1,10 +1,17 @@
 package connector_test
 
 import (
+	"context"
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
+	"time"
+
+	"github.com/pbxbridge/pbxbridge/connector"
+	"github.com/pbxbridge/pbxbridge/connector/callmodel"
+	"github.com/pbxbridge/pbxbridge/crm/crmtest"
 )
 
 // The demo runs the whole product with nothing installed and ends with a summary: calls
@@ -27,5 +34,52 @@ func TestDemo(t *testing.T) {
 	}
 	if !strings.Contains(out, "status page: http://127.0.0.1:") {
 		t.Errorf("no status page address in:\n%s", out)
+	}
+}
+
+// The demo runs until Ctrl-C, so it must outlive its fake CRMs' credentials: with the fake CRMs'
+// clock moved a year and a month ahead, a call still reaches every CRM. (The fake amoCRM and
+// Kommo took the demo's long-lived token for 24 h only: from the second day amo-demo and
+// kommo-demo reported "CRM authorisation broken" and queued every call.)
+func TestDemoOutlivesItsCredentials(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts the demo environment")
+	}
+	var mu sync.Mutex
+	now := time.Now()
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	delivered := make(chan string, 16)
+	env, err := connector.StartDemo(context.Background(), connector.DemoOptions{
+		Speed: 10,
+		B24:   []crmtest.Bitrix24Option{crmtest.B24Clock(clock)},
+		Amo:   crmtest.AmoOptions{Now: clock},
+		OnDelivered: func(c string, _ *callmodel.Record) {
+			select {
+			case delivered <- c:
+			default:
+			}
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = env.Close() }()
+	mu.Lock()
+	now = now.Add(400 * 24 * time.Hour)
+	mu.Unlock()
+	call, err := env.PBX.Play(context.Background(), "inbound_answered")
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-call.Done()
+	got := map[string]bool{}
+	timeout := time.After(30 * time.Second)
+	for len(got) < 3 {
+		select {
+		case c := <-delivered:
+			got[c] = true
+		case <-timeout:
+			t.Fatalf("400 days into the demo the call reached only %v; status: %+v", got, env.Daemon.Status(context.Background()))
+		}
 	}
 }

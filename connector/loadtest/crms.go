@@ -103,7 +103,7 @@ func StartCRMs(o CRMOptions) (*CRMs, error) {
 	acc := crmtest.AmoDemoAccount()
 	acc.Subdomain = AmoHost
 	amo.AddAccount(acc)
-	amo.AddLongLivedToken(AmoHost, crmtest.DemoLongLivedToken, 24*time.Hour)
+	amo.AddLongLivedToken(AmoHost, crmtest.DemoLongLivedToken, crmtest.DemoLongLivedTTL)
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

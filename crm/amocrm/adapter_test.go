@@ -404,6 +404,30 @@ func TestRateLimitedAndBlocked(t *testing.T) {
 	}
 }
 
+// A block that starts during the probe (the account check takes the only request the fake
+// allows, the user listing gets a plain-text 403) is reported with the time left on the
+// adapter's clock, the one the block was set with. With the fixed clock below the wall clock
+// made it "sending resumes in -319h4m50s" on 2026-12-05, growing more negative every day.
+func TestProbeReportsBlock(t *testing.T) {
+	now := time.Date(2026, 11, 22, 0, 0, 0, 0, time.UTC)
+	e := newEnv(t, TypeAmoCRM, envOpt{
+		now:       func() time.Time { return now },
+		fake:      crmtest.AmoOptions{RateLimit: 1, RateBurst: 1, BlockAfter: 1, BlockFor: time.Hour, PlainForbidden: true},
+		mutate:    func(c *Config) { c.RateLimit = 50 },
+		longLived: true,
+	})
+	checks := e.a.Probe(context.Background())
+	for _, c := range checks {
+		if c.Name == "rate limit" {
+			if c.OK || !strings.Contains(c.Detail, "sending resumes in 10m0s") {
+				t.Fatalf("rate limit check %+v, want sending resumes in 10m0s", c)
+			}
+			return
+		}
+	}
+	t.Fatalf("no rate limit check: %+v", checks)
+}
+
 func TestUnpaidAccountKeepsCallsQueued(t *testing.T) {
 	e := newEnv(t, TypeAmoCRM, envOpt{})
 	e.fake.SetUnpaid("romashka", true)

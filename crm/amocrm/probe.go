@@ -99,7 +99,7 @@ func (a *Adapter) Probe(ctx context.Context) []crm.Check {
 		add("click-to-call", true, "enabled")
 	}
 	if until := a.client.BlockedUntil(); !until.IsZero() {
-		add("rate limit", false, "amoCRM blocked this server for too many requests; sending resumes in %v", time.Until(until).Round(time.Second))
+		add("rate limit", false, "amoCRM blocked this server for too many requests; sending resumes in %v", until.Sub(a.now()).Round(time.Second))
 	}
 	return out
 }

@@ -462,17 +462,17 @@ func ExchangeCodeWith(ctx context.Context, cfg *Config, stateDir, code string, o
 	if o.RedirectURI != "" {
 		redirect = o.RedirectURI
 	}
-	hc := newHTTP(o.HTTPClient, nil)
-	oauth := api.New(api.Options{BaseURL: c.APIBase(), HTTP: hc})
 	now := o.Now
 	if now == nil {
 		now = time.Now
 	}
+	hc := newHTTP(o.HTTPClient, nil)
+	oauth := api.New(api.Options{BaseURL: c.APIBase(), HTTP: hc, Now: now})
 	tk, err := newTokens(&c, stateDir, redirect, oauth, now)
 	if err != nil {
 		return crm.Account{}, fmt.Errorf("%s: %w", prefix, err)
 	}
-	client := api.New(api.Options{BaseURL: c.APIBase(), HTTP: hc, Auth: tk})
+	client := api.New(api.Options{BaseURL: c.APIBase(), HTTP: hc, Auth: tk, Now: now})
 	acc, err := tk.exchange(ctx, code, client.Account)
 	if err != nil {
 		return crm.Account{}, fmt.Errorf("%s: %w", prefix, err)

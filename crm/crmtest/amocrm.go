@@ -311,7 +311,7 @@ func NewAmoCRM(o AmoOptions) *AmoCRM {
 func NewAmoDemo(o AmoOptions) *AmoCRM {
 	f := NewAmoCRM(o)
 	f.AddAccount(AmoDemoAccount())
-	f.AddLongLivedToken("romashka", DemoLongLivedToken, 5*365*24*time.Hour)
+	f.AddLongLivedToken("romashka", DemoLongLivedToken, DemoLongLivedTTL)
 	return f
 }
 
@@ -321,6 +321,11 @@ const (
 	DemoClientSecret   = "demo-client-secret-not-a-real-one" //nolint:gosec // the fake's own demo value
 	DemoLongLivedToken = "demo-long-lived-token"
 )
+
+// DemoLongLivedTTL is how long DemoLongLivedToken stays valid in the demo environments (NewAmoDemo,
+// `pbxbridge demo`, the load harness): longer than any of them runs (`pbxbridge demo` runs until
+// Ctrl-C), so their amoCRM/Kommo connectors never lose authorisation on their own.
+const DemoLongLivedTTL = 100 * 365 * 24 * time.Hour
 
 // AmoDemoAccount is the account NewAmoDemo creates.
 func AmoDemoAccount() AmoAccountSpec {
