@@ -188,9 +188,11 @@ func TestFaultKillDuringLoad(t *testing.T) {
 	}
 	checked := assertExactlyOnce(t, must)
 	recovered := assertExactlyOnce(t, known)
-	if lost, _ := loadtest.Tally(must); len(lost) > 0 {
+	lostMust, _ := loadtest.Tally(must)
+	lostKnown, _ := loadtest.Tally(known)
+	if len(lostMust) > 0 || len(lostKnown) > 0 {
 		records := fakeLog(t, filepath.Join(dir, "fake.jsonl"))
-		for _, v := range must {
+		for _, v := range append(append([]loadtest.Verdict(nil), must...), known...) {
 			if r, ok := records[v.Key]; ok && (v.Logged[loadtest.ConnBitrix24] == 0 || v.Logged[loadtest.ConnAmo] == 0) {
 				t.Logf("the daemon built %s as %s %s customer %q flags %v", v.Key, r.Record.Direction, r.Record.Disposition, r.Record.Customer, r.Record.Flags)
 			}
@@ -200,8 +202,12 @@ func TestFaultKillDuringLoad(t *testing.T) {
 				for _, o := range outages {
 					rel = append(rel, fmt.Sprintf("killed %v, back %v", o.killed.Sub(tr.First).Round(time.Millisecond), o.back.Sub(tr.First).Round(time.Millisecond)))
 				}
-				t.Logf("lost %s (%s): lasted %v, %d of %d events unseen; relative to its start: %v", v.Key, v.Scenario,
-					tr.Last.Sub(tr.First).Round(time.Millisecond), tr.Unseen, tr.Events, rel)
+				ring := "no ring"
+				if len(tr.Rings) > 0 {
+					ring = fmt.Sprintf("first ring at %v", tr.Rings[0].At.Sub(tr.First).Round(time.Millisecond))
+				}
+				t.Logf("lost %s (%s): lasted %v, %s, hangup seen %v, %d of %d events unseen; relative to its start: %v", v.Key, v.Scenario,
+					tr.Last.Sub(tr.First).Round(time.Millisecond), ring, tr.HangupSeen, tr.Unseen, tr.Events, rel)
 			}
 		}
 	}
