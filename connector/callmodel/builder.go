@@ -43,6 +43,7 @@ type Builder struct {
 	disconnected bool
 	discAt       time.Time
 	resyncing    bool
+	snapDialled  []*channel // extension channels a snapshot created while being dialled
 }
 
 // NewBuilder returns a Builder that reports to out.

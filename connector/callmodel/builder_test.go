@@ -659,3 +659,120 @@ func mustJSONLines(tb testing.TB, recs []callmodel.Record) []byte {
 	}
 	return buf.Bytes()
 }
+
+// TestResyncRingingBeforeSnapshot: the daemon (re)starts while a customer is calling 101. The
+// call's Newchannel events were never seen, and its DialBegin and Newstate arrive after the login
+// but before CoreShowChannels lists the channels: they are about channels the Builder does not
+// know yet. The snapshot shows 101 ringing (AppDial, not answered). 101 must still get its
+// ringing live event (the incoming-call card, and the open-calls ledger row), be in Rang, and
+// the call must end with the right disposition.
+func TestResyncRingingBeforeSnapshot(t *testing.T) {
+	trunk := asterisk.Channel{Name: "PJSIP/provider-00000010", Uniqueid: "1795400200.1", Linkedid: "1795400200.1",
+		State: asterisk.StateRing, CallerIDNum: "89001234567", Context: "from-pstn", Exten: "74951112233"}
+	dev := asterisk.Channel{Name: "PJSIP/101-00000011", Uniqueid: "1795400200.2", Linkedid: "1795400200.1",
+		State: asterisk.StateRinging, CallerIDNum: "101", Context: "from-internal", Exten: "74951112233"}
+	start := func(t *testing.T, s *sink) *pbx {
+		t.Helper()
+		p := newPBX(defaults(t, "RU"), s)
+		p.apply(asterisk.Event{Type: asterisk.TypeConnected, Resync: true})
+		// Live events between the login and the snapshot, for channels not known yet.
+		p.dial(trunk, dev, "101/sip:101@192.0.2.1")
+		p.apply(asterisk.Event{Type: asterisk.TypeNewState, Chan: dev})
+		// CoreShowChannels: creation order, the dialled device in AppDial, still ringing.
+		p.apply(asterisk.Event{Type: asterisk.TypeSnapshot, Chan: trunk, Application: "Dial", AppData: "PJSIP/101,30",
+			Vars: map[string]string{"Duration": "00:00:04"}})
+		p.apply(asterisk.Event{Type: asterisk.TypeSnapshot, Chan: dev, Application: "AppDial", AppData: "(Outgoing Line)",
+			Vars: map[string]string{"Duration": "00:00:04"}})
+		p.apply(asterisk.Event{Type: asterisk.TypeSnapshotEnd})
+		return p
+	}
+	kinds := func(s *sink) string {
+		var k []string
+		for _, l := range s.live {
+			k = append(k, string(l.Kind)+":"+l.Ext)
+		}
+		return strings.Join(k, " ")
+	}
+
+	t.Run("answered", func(t *testing.T) {
+		var s sink
+		p := start(t, &s)
+		if got := kinds(&s); got != "ringing:101" {
+			t.Fatalf("live events after the snapshot = %q, want %q", got, "ringing:101")
+		}
+		if l := s.live[0]; l.CallID != trunk.Linkedid || l.Direction != callmodel.Inbound || l.Customer != "+79001234567" ||
+			l.Line != "+74951112233" {
+			t.Errorf("ringing event = %+v", l)
+		}
+		p.wait(2 * time.Second)
+		p.dialEnd(trunk, dev, "ANSWER")
+		p.enter("b1", dev)
+		p.enter("b1", trunk)
+		p.wait(10 * time.Second)
+		p.hangup(trunk, 16)
+		p.hangup(dev, 16)
+		if got, want := kinds(&s), "ringing:101 answered:101 hangup:"; got != want {
+			t.Errorf("live events = %q, want %q", got, want)
+		}
+		r := s.only(t)
+		if r.Disposition != callmodel.Answered || r.AnsweredBy != "101" || strings.Join(r.Rang, ",") != "101" ||
+			r.TalkSeconds != 10 || !r.HasFlag(callmodel.FlagResynced) {
+			t.Errorf("record = %+v", r)
+		}
+	})
+
+	t.Run("caller hangs up", func(t *testing.T) {
+		var s sink
+		p := start(t, &s)
+		p.wait(5 * time.Second)
+		p.dialEnd(trunk, dev, "CANCEL")
+		p.hangup(dev, 26)
+		p.hangup(trunk, 16)
+		if got, want := kinds(&s), "ringing:101 stop_ringing:101 hangup:"; got != want {
+			t.Errorf("live events = %q, want %q", got, want)
+		}
+		r := s.only(t)
+		if r.Disposition != callmodel.NoAnswer || r.AnsweredBy != "" || strings.Join(r.Rang, ",") != "101" {
+			t.Errorf("record = %+v", r)
+		}
+	})
+
+	// The Dial ends between the device's snapshot and the end of the snapshot: nothing rings.
+	t.Run("dial ended before the snapshot end", func(t *testing.T) {
+		var s sink
+		p := newPBX(defaults(t, "RU"), &s)
+		p.apply(asterisk.Event{Type: asterisk.TypeConnected, Resync: true})
+		p.apply(asterisk.Event{Type: asterisk.TypeSnapshot, Chan: trunk, Application: "Dial"})
+		p.apply(asterisk.Event{Type: asterisk.TypeSnapshot, Chan: dev, Application: "AppDial"})
+		p.dialEnd(trunk, dev, "NOANSWER")
+		p.apply(asterisk.Event{Type: asterisk.TypeSnapshotEnd})
+		p.hangup(dev, 19)
+		p.hangup(trunk, 16)
+		if got := kinds(&s); got != "" {
+			t.Errorf("live events = %q, want none", got)
+		}
+		if r := s.only(t); r.Disposition != callmodel.NoAnswer || strings.Join(r.Rang, ",") != "101" {
+			t.Errorf("record = %+v", r)
+		}
+	})
+
+	// A device the snapshot shows already answered (Up, in a bridge) is not ringing: no card.
+	t.Run("already answered", func(t *testing.T) {
+		var s sink
+		p := newPBX(defaults(t, "RU"), &s)
+		p.apply(asterisk.Event{Type: asterisk.TypeConnected, Resync: true})
+		up, devUp := trunk, dev
+		up.State, devUp.State = asterisk.StateUp, asterisk.StateUp
+		p.apply(asterisk.Event{Type: asterisk.TypeSnapshot, Chan: up, Application: "Dial", BridgeID: "b1"})
+		p.apply(asterisk.Event{Type: asterisk.TypeSnapshot, Chan: devUp, Application: "AppDial", BridgeID: "b1"})
+		p.apply(asterisk.Event{Type: asterisk.TypeSnapshotEnd})
+		p.hangup(up, 16)
+		p.hangup(devUp, 16)
+		if got, want := kinds(&s), "answered:101 hangup:"; got != want {
+			t.Errorf("live events = %q, want %q", got, want)
+		}
+		if r := s.only(t); r.Disposition != callmodel.Answered || strings.Join(r.Rang, ",") != "101" {
+			t.Errorf("record = %+v", r)
+		}
+	})
+}

@@ -87,6 +87,14 @@
 // time, which finishes the calls that ended during the outage (ended_at = disconnect time). A
 // TypeSnapshotEnd with Vars["error"] (the PBX refused the channel list) finishes nothing.
 //
+// Live events about channels not known yet (created while the connection was down, or before
+// the daemon started) are ignored even when they arrive between the login and the snapshot that
+// lists those channels; they are not held back and re-applied. An extension channel a snapshot
+// shows being dialled (AppDial) counts as rang, and if at TypeSnapshotEnd it is still ringing
+// (alive, not answered, in no bridge, no DialEnd or ringing event since) it gets its ringing
+// live event then, at the TypeSnapshotEnd time: a call found ringing after a (re)start shows a
+// card like one seen from its start.
+//
 // # Record conventions
 //
 // started_at is the creation of the call's first channel; ended_at the last hangup of its

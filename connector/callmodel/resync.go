@@ -54,8 +54,11 @@ func (b *Builder) snapshot(ev *asterisk.Event) {
 				ch.dialString = snapshotDialString(ch, info.CallerIDNum)
 			}
 			b.classify(ch)
-			if ch.kind == kindExt && !ch.byCID && !ch.call.hasRang(ch.ext) {
-				ch.call.rang = append(ch.call.rang, ch.ext)
+			if ch.kind == kindExt && !ch.byCID {
+				if !ch.call.hasRang(ch.ext) {
+					ch.call.rang = append(ch.call.rang, ch.ext)
+				}
+				b.snapDialled = append(b.snapDialled, ch)
 			}
 		} else {
 			ch.dir = dirIncoming
@@ -130,6 +133,7 @@ func (b *Builder) snapshotEnd(ev *asterisk.Event) {
 	b.resyncing = false
 	if ev.Vars["error"] != "" {
 		b.disconnected = false
+		b.ringSnapshotted(ev.Time)
 		return
 	}
 	at := b.discAt
@@ -162,4 +166,48 @@ func (b *Builder) snapshotEnd(ev *asterisk.Event) {
 			delete(b.bridges, id)
 		}
 	}
+	b.ringSnapshotted(ev.Time)
+}
+
+// ringSnapshotted emits the ringing live event, at t (the end of the snapshot), for every
+// extension channel a snapshot created while it was being dialled (AppDial) that is still
+// ringing: alive, not answered (a ringing state, in no bridge), its Dial not ended and no
+// ringing event sent for it since. Its DialBegin was not applied: it came before the daemon
+// connected, or after the login but before the snapshot made the channel known (events about
+// unknown channels are ignored). Without this such a call would show no incoming-call card and
+// leave no open-calls ledger row until it is answered, and none at all if it is not. The
+// channel is marked ringing, so its DialEnd, hangup or the call's end stops the ringing as for
+// a Dial seen live; it already counts as rang (snapshot).
+//
+// This is done at the end of the snapshot rather than by holding back the live events about
+// unknown channels and re-applying them after it: CoreShowChannels lists a channel as it is
+// when listed, after those events, so re-applying them would move the channel back (a DialBegin
+// re-applied after a snapshot that shows the channel answered would emit ringing after answered
+// and leave it ringing). At the end of the snapshot, every channel and the call's customer are
+// known, whatever order the snapshot listed them in.
+func (b *Builder) ringSnapshotted(t time.Time) {
+	for i, ch := range b.snapDialled {
+		b.snapDialled[i] = nil
+		if ch.dead || ch.ringing || ch.dialDone || ch.bridge != nil || ch.call.state != callOpen ||
+			!ringingState(ch.state) {
+			continue
+		}
+		b.classify(ch)
+		if ch.kind != kindExt || ch.byCID {
+			continue
+		}
+		ch.ringing = true
+		b.emit(ch.call, LiveRinging, ch.ext, "", t)
+	}
+	b.snapDialled = b.snapDialled[:0]
+}
+
+// ringingState reports whether a dialled channel in this state has not answered (nor refused)
+// yet: Down until the device reports ringing, then Ringing.
+func ringingState(s asterisk.ChannelState) bool {
+	switch s {
+	case asterisk.StateDown, asterisk.StateDialing, asterisk.StateRing, asterisk.StateRinging, asterisk.StatePrering:
+		return true
+	}
+	return false
 }
