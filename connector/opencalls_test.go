@@ -7,6 +7,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/pbxbridge/pbxbridge/asterisk"
 	"github.com/pbxbridge/pbxbridge/connector/callmodel"
 	"github.com/pbxbridge/pbxbridge/connector/outbox"
 )
@@ -77,5 +81,47 @@ func TestLedgerRecoversCallsThatEndedWhileDown(t *testing.T) {
 	run3 := newLedger(store, "office", slog.New(slog.DiscardHandler), clock)
 	if recs, err := run3.recover(t.Context(), func(id string) bool { return id == "B" }); err != nil || len(recs) != 0 {
 		t.Fatalf("third run: %v %v", recs, err)
+	}
+}
+
+// At the first complete snapshot after a crash, the PBX runtime finishes the calls the previous
+// run left open that are gone, hands their records on and counts them in
+// pbxbridge_calls_ended_unseen_total; a failed snapshot finishes nothing and is retried.
+func TestReconcileCountsCallsEndedUnseen(t *testing.T) {
+	t0 := time.Now().Add(-time.Minute)
+	store, err := outbox.Open(t.Context(), filepath.Join(t.TempDir(), "outbox.db"), outbox.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = store.Close() })
+	prev := newLedger(store, "office", slog.New(slog.DiscardHandler), time.Now)
+	prev.live(&callmodel.Live{Kind: callmodel.LiveRinging, CallID: "A", PBX: "office", Direction: callmodel.Inbound,
+		Customer: "+79001234567", Ext: "101", At: t0.Add(time.Second), StartedAt: t0})
+	prev.flush(t.Context(), true)
+
+	d := &Daemon{log: slog.New(slog.DiscardHandler)}
+	reg := prometheus.NewRegistry()
+	d.m = newMetrics(reg, d, "test")
+	p := &pbxRT{name: "office", d: d, log: d.log, held: newRecordQueue(10),
+		ledger: newLedger(store, "office", slog.New(slog.DiscardHandler), time.Now)}
+	p.builder = callmodel.NewBuilder(callmodel.Options{}, p)
+	counted := func() float64 { return testutil.ToFloat64(d.m.endedUnseen.WithLabelValues("office")) }
+
+	p.apply(&asterisk.Event{Type: asterisk.TypeSnapshotEnd, Time: time.Now(), Vars: map[string]string{"error": "refused"}})
+	if p.reconciled || p.held.len() != 0 || counted() != 0 {
+		t.Fatalf("a failed snapshot reconciled: reconciled %v, %d records, counted %v", p.reconciled, p.held.len(), counted())
+	}
+	p.apply(&asterisk.Event{Type: asterisk.TypeSnapshotEnd, Time: time.Now()})
+	if p.held.len() != 1 || counted() != 1 {
+		t.Fatalf("%d records, counted %v; want 1 and 1", p.held.len(), counted())
+	}
+	rec, _ := p.held.pop()
+	if rec.Key() != "office/A" || !slices.Contains(rec.Flags, callmodel.FlagEndedUnseen) {
+		t.Fatalf("record %+v", rec)
+	}
+	// Only the first snapshot reconciles.
+	p.apply(&asterisk.Event{Type: asterisk.TypeSnapshotEnd, Time: time.Now()})
+	if p.held.len() != 0 || counted() != 1 {
+		t.Fatalf("second snapshot: %d records, counted %v", p.held.len(), counted())
 	}
 }

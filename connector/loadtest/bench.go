@@ -424,9 +424,10 @@ func throughputStep(ctx context.Context, e *Env, rate float64, dur time.Duration
 	st.maxRSS = s.end()
 	p1, _ := e.Daemon.Proc()
 	if m1, err := e.Daemon.Metrics(ctx); err == nil {
-		st.commitsFull = m1.Sum("pbxbridge_outbox_commits_total", `sync="full"`) - m0.Sum("pbxbridge_outbox_commits_total", `sync="full"`)
-		st.commitsLazy = m1.Sum("pbxbridge_outbox_commits_total", `sync="normal"`) - m0.Sum("pbxbridge_outbox_commits_total", `sync="normal"`)
-		st.commitTime = time.Duration((m1.Sum("pbxbridge_outbox_commit_seconds_total") - m0.Sum("pbxbridge_outbox_commit_seconds_total")) * float64(time.Second))
+		delta := func(name string, labels ...string) float64 { return m1.Sum(name, labels...) - m0.Sum(name, labels...) }
+		st.commitsFull = delta("pbxbridge_outbox_commits_total", `sync="full"`)
+		st.commitsLazy = delta("pbxbridge_outbox_commits_total", `sync="normal"`)
+		st.commitTime = time.Duration(delta("pbxbridge_outbox_commit_seconds_total") * float64(time.Second))
 	}
 	st.cpu = p1.CPU - p0.CPU
 	st.genCPU = selfCPU() - g0

@@ -101,9 +101,9 @@ type Store struct {
 
 	ops        chan *writeOp
 	writerDone chan struct{}
-	// lazySync: the writer connection is at synchronous=NORMAL (only the writer goroutine
-	// touches it).
-	lazySync bool
+	// lazySync: the writer connection is at synchronous=NORMAL; syncUnknown: a PRAGMA failed,
+	// so the next transaction sets its mode whatever lazySync says (writer goroutine only).
+	lazySync, syncUnknown bool
 	// Writer counters (WriterStats).
 	commitsFull, commitsLazy, opsCommitted, commitNanos atomic.Uint64
 
@@ -523,9 +523,10 @@ func (s *Store) commit(batch []*writeOp) ([]*writeOp, error) {
 
 // setSync switches the writer connection between synchronous=FULL (durable commits) and
 // NORMAL (lazy ones) when the next transaction needs the other mode. A failure leaves the mode
-// unknown, so the next durable transaction sets FULL again before it runs.
+// unknown, so the next transaction of either kind sets its mode before it runs: a durable
+// commit never runs on a connection that may be at NORMAL.
 func (s *Store) setSync(lazy bool) error {
-	if lazy == s.lazySync {
+	if lazy == s.lazySync && !s.syncUnknown {
 		return nil
 	}
 	mode := "FULL"
@@ -533,10 +534,10 @@ func (s *Store) setSync(lazy bool) error {
 		mode = "NORMAL"
 	}
 	if _, err := s.w.ExecContext(context.Background(), "PRAGMA synchronous="+mode); err != nil {
-		s.lazySync = !lazy // unknown: make the next transaction of either kind set its mode
+		s.syncUnknown = true
 		return s.wrap("set synchronous="+mode, err)
 	}
-	s.lazySync = lazy
+	s.lazySync, s.syncUnknown = lazy, false
 	return nil
 }
 

@@ -141,6 +141,13 @@ func TestLazyCommits(t *testing.T) {
 		t.Fatalf("mixed batch: synchronous %v, want FULL for both", modes)
 	}
 
+	// After a failed PRAGMA the mode is unknown: the next durable write sets FULL even though
+	// the bookkeeping says the connection is already there (the connection is at NORMAL here).
+	if err := s.writeLazy(ctx, func(wtx, time.Time) error { s.lazySync, s.syncUnknown = false, true; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	expect("durable write after a failed switch", false, full)
+
 	// The public operations: Enqueue and Ack are durable, Lease and PutOpenCalls lazy.
 	before := s.WriterStats()
 	mustEnqueue(t, s, entry("k1", time.Now(), "b24"))
