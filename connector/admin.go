@@ -175,26 +175,43 @@ type CallReport struct {
 
 // Call gathers what is known about one call (key = record key or call id).
 func (d *Daemon) Call(ctx context.Context, key string) (CallReport, error) {
-	rep := CallReport{Key: key}
+	// Each candidate key is looked up once: the key as given, then (for a bare call id) the id
+	// under each configured PBX. The candidates are built here, never by calling Call again, so an
+	// unknown key costs a bounded number of look-ups whatever it holds.
+	candidates := []string{key}
+	if !strings.Contains(key, "/") {
+		for _, p := range d.Config().PBX {
+			candidates = append(candidates, p.Name+"/"+key)
+		}
+	}
+	for _, k := range candidates {
+		rows, tl, err := d.callRows(ctx, k)
+		if err != nil {
+			return CallReport{Key: key}, err
+		}
+		if len(rows) > 0 || len(tl) > 0 {
+			return d.callReport(k, rows, tl), nil
+		}
+	}
+	return CallReport{Key: key}, fmt.Errorf("no call %q in the outbox or timelines (kept %d days)", key, d.Config().Outbox.RetentionDays)
+}
+
+// callRows reads one call key's outbox rows and timeline.
+func (d *Daemon) callRows(ctx context.Context, key string) ([]outbox.Row, []outbox.TimelineEntry, error) {
 	rows, err := d.store.List(ctx, outbox.Filter{Key: key, Limit: 100})
 	if err != nil {
-		return rep, err
+		return nil, nil, err
 	}
 	tl, err := d.store.Timeline(ctx, key)
 	if err != nil {
-		return rep, err
+		return nil, nil, err
 	}
-	if len(rows) == 0 && len(tl) == 0 {
-		// Accept a bare call id when one PBX is configured.
-		for _, p := range d.Config().PBX {
-			if k := p.Name + "/" + key; k != key {
-				if r2, err := d.Call(ctx, k); err == nil && (len(r2.Rows) > 0 || len(r2.Timeline) > 0) {
-					return r2, nil
-				}
-			}
-		}
-		return rep, fmt.Errorf("no call %q in the outbox or timelines (kept %d days)", key, d.Config().Outbox.RetentionDays)
-	}
+	return rows, tl, nil
+}
+
+// callReport assembles the report of a call found under key.
+func (d *Daemon) callReport(key string, rows []outbox.Row, tl []outbox.TimelineEntry) CallReport {
+	rep := CallReport{Key: key}
 	rep.Timeline = tl
 	for _, r := range rows {
 		rep.Rows = append(rep.Rows, itemOf(r))
@@ -215,7 +232,7 @@ func (d *Daemon) Call(ctx context.Context, key string) (CallReport, error) {
 			}
 		}
 	}
-	return rep, nil
+	return rep
 }
 
 // Import enqueues finished call records (JSON lines in the replay schema) as if the call model

@@ -188,6 +188,24 @@ func TestDaemonDeliversPBXCalls(t *testing.T) {
 		t.Errorf("timeline kinds %v", kinds)
 	}
 
+	// The same call by its bare id (one PBX configured) and, for unknown keys, a plain "not
+	// found" after a bounded number of look-ups. At 1bda728 an unknown key recursed forever
+	// (the bare-id fallback grew the key and called itself): one unauthenticated GET took the
+	// daemon to 24 GB.
+	if rep2, err := d.Call(context.Background(), strings.TrimPrefix(key, "lab/")); err != nil || rep2.Key != key {
+		t.Errorf("bare id: key %q, %v", rep2.Key, err)
+	}
+	for _, unknown := range []string{"lab/123.typo", "123.typo", "no/such/pbx/1.2", strings.Repeat("9", 4000)} {
+		if _, err := d.Call(context.Background(), unknown); err == nil || !strings.Contains(err.Error(), "no call") {
+			t.Errorf("Call(%.20q): %v, want \"no call\"", unknown, err)
+		}
+		rec := httptest.NewRecorder()
+		d.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/calls/"+unknown, nil))
+		if rec.Code != http.StatusNotFound {
+			t.Errorf("GET /calls/%.20s: %d, want 404", unknown, rec.Code)
+		}
+	}
+
 	// Readiness.
 	rec = httptest.NewRecorder()
 	d.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil))
