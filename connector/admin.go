@@ -17,11 +17,11 @@ import (
 	"time"
 
 	"github.com/pbxbridge/pbxbridge/asterisk"
-	"github.com/pbxbridge/pbxbridge/connector/callmodel"
 	"github.com/pbxbridge/pbxbridge/connector/config"
 	"github.com/pbxbridge/pbxbridge/connector/dispatch"
 	"github.com/pbxbridge/pbxbridge/connector/outbox"
 	"github.com/pbxbridge/pbxbridge/crm"
+	"github.com/pbxbridge/pbxbridge/crm/call"
 	"github.com/pbxbridge/pbxbridge/licensing"
 )
 
@@ -145,7 +145,7 @@ type OutboxItem struct {
 func itemOf(r outbox.Row) OutboxItem {
 	it := OutboxItem{ID: r.ID, Key: r.Key, Connector: r.Connector, State: string(r.State), Attempts: r.Attempts,
 		StartedAt: r.StartedAt, EnqueuedAt: r.EnqueuedAt, NextAttemptAt: r.NextAttemptAt, LastError: r.LastError}
-	var rec callmodel.Record
+	var rec call.Record
 	if json.Unmarshal(r.Payload, &rec) == nil {
 		it.Direction, it.Customer, it.Disposition = string(rec.Direction), rec.Customer, string(rec.Disposition)
 	}
@@ -168,7 +168,7 @@ func (o OutboxRequest) filter() outbox.Filter {
 // CallReport is `pbxbridge calls show`: the call, its timeline and its delivery rows.
 type CallReport struct {
 	Key      string                 `json:"key"`
-	Record   *callmodel.Record      `json:"record,omitempty"`
+	Record   *call.Record           `json:"record,omitempty"`
 	Timeline []outbox.TimelineEntry `json:"timeline"`
 	Rows     []OutboxItem           `json:"rows"`
 }
@@ -216,7 +216,7 @@ func (d *Daemon) callReport(key string, rows []outbox.Row, tl []outbox.TimelineE
 	for _, r := range rows {
 		rep.Rows = append(rep.Rows, itemOf(r))
 		if rep.Record == nil {
-			var rec callmodel.Record
+			var rec call.Record
 			if json.Unmarshal(r.Payload, &rec) == nil {
 				rep.Record = &rec
 			}
@@ -225,7 +225,7 @@ func (d *Daemon) callReport(key string, rows []outbox.Row, tl []outbox.TimelineE
 	if rep.Record == nil {
 		for _, e := range tl {
 			if e.Kind == "call" {
-				var rec callmodel.Record
+				var rec call.Record
 				if json.Unmarshal([]byte(e.Detail), &rec) == nil {
 					rep.Record = &rec
 				}
@@ -246,7 +246,7 @@ func (d *Daemon) Import(ctx context.Context, r io.Reader) (int, error) {
 		if text == "" {
 			continue
 		}
-		var rec callmodel.Record
+		var rec call.Record
 		if err := json.Unmarshal([]byte(text), &rec); err != nil {
 			return n, fmt.Errorf("line %d: %w", line, err)
 		}

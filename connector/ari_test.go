@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/pbxbridge/pbxbridge/asterisk/fakepbx"
-	"github.com/pbxbridge/pbxbridge/connector/callmodel"
+	"github.com/pbxbridge/pbxbridge/crm/call"
 	"github.com/pbxbridge/pbxbridge/crm/fake"
 )
 
@@ -62,7 +62,7 @@ func TestDaemonDeliversARICalls(t *testing.T) {
 	waitFor(t, 10*time.Second, "ARI connection", func() bool { return pbx.Stats().Sessions == 1 })
 
 	for i, sc := range []string{"inbound_answered", "inbound_missed", "outbound_answered", "internal_call"} {
-		call, err := pbx.Play(context.Background(), sc)
+		played, err := pbx.Play(context.Background(), sc)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -73,7 +73,7 @@ func TestDaemonDeliversARICalls(t *testing.T) {
 				t.Fatal("no ARI client to drop")
 			}
 		}
-		<-call.Done()
+		<-played.Done()
 		if i == 1 { // the next calls start once the daemon is back
 			waitFor(t, 10*time.Second, "reconnection", func() bool { return pbx.Stats().Connects == 2 })
 		}
@@ -85,16 +85,16 @@ func TestDaemonDeliversARICalls(t *testing.T) {
 	if len(got) != 3 {
 		t.Fatalf("delivered %d calls, want 3 (the internal call is not sent): %+v", len(got), got)
 	}
-	byDir := map[callmodel.Direction][]callmodel.Disposition{}
+	byDir := map[call.Direction][]call.Disposition{}
 	for _, l := range got {
 		byDir[l.Record.Direction] = append(byDir[l.Record.Direction], l.Record.Disposition)
 		if l.Record.PBX != "lab" || !strings.HasPrefix(l.Key, "lab/") {
 			t.Errorf("record key %q / pbx %q", l.Key, l.Record.PBX)
 		}
 	}
-	slices.Sort(byDir[callmodel.Inbound])
-	if !slices.Equal(byDir[callmodel.Inbound], []callmodel.Disposition{callmodel.Answered, callmodel.NoAnswer}) ||
-		!slices.Equal(byDir[callmodel.Outbound], []callmodel.Disposition{callmodel.Answered}) {
+	slices.Sort(byDir[call.Inbound])
+	if !slices.Equal(byDir[call.Inbound], []call.Disposition{call.Answered, call.NoAnswer}) ||
+		!slices.Equal(byDir[call.Outbound], []call.Disposition{call.Answered}) {
 		t.Fatalf("directions %v", byDir)
 	}
 

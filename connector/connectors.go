@@ -18,10 +18,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/pbxbridge/pbxbridge/asterisk"
-	"github.com/pbxbridge/pbxbridge/connector/callmodel"
 	"github.com/pbxbridge/pbxbridge/connector/config"
 	"github.com/pbxbridge/pbxbridge/connector/dispatch"
 	"github.com/pbxbridge/pbxbridge/crm"
+	"github.com/pbxbridge/pbxbridge/crm/call"
 	"github.com/pbxbridge/pbxbridge/licensing"
 )
 
@@ -45,7 +45,7 @@ type connRT struct {
 	worker  *dispatch.Worker
 	log     *slog.Logger
 
-	live     []chan callmodel.Live // one per live worker
+	live     []chan call.Live // one per live worker
 	liveDrop atomic.Int64
 
 	free bool // a connector type that needs no licence
@@ -124,7 +124,7 @@ func (d *Daemon) startConnector(ctx context.Context, cfg *config.Config, cn *con
 		done:    make(chan struct{}),
 	}
 	for range liveWorkers {
-		c.live = append(c.live, make(chan callmodel.Live, liveQueue))
+		c.live = append(c.live, make(chan call.Live, liveQueue))
 	}
 	dc := d.Config().Dispatch
 	d.dm.Init(cn.Name)
@@ -138,7 +138,7 @@ func (d *Daemon) startConnector(ctx context.Context, cfg *config.Config, cn *con
 		DeliveryTimeout: dc.DeliveryTimeout,
 		DrainTimeout:    dc.DrainTimeout,
 		Allowed:         func(string) bool { return c.allowed() },
-		Skip:            func(_ string, rec *callmodel.Record) string { return c.seatSkip(rec) },
+		Skip:            func(_ string, rec *call.Record) string { return c.seatSkip(rec) },
 		Clock:           d.now,
 		Logger:          d.log,
 		OnDelivered:     d.delivered,
@@ -224,7 +224,7 @@ func (d *Daemon) stopAllConnectors() {
 }
 
 // liveLoop passes the live events of one worker's queue to the adapter, in order, best-effort.
-func (d *Daemon) liveLoop(ctx context.Context, c *connRT, queue <-chan callmodel.Live) {
+func (d *Daemon) liveLoop(ctx context.Context, c *connRT, queue <-chan call.Live) {
 	lh, ok := c.adapter.(crm.LiveHandler)
 	for {
 		select {
@@ -251,7 +251,7 @@ func (d *Daemon) liveLoop(ctx context.Context, c *connRT, queue <-chan callmodel
 
 // pushLive queues a live event for c without blocking the call model, on the worker of its
 // call: when that queue is full the oldest waiting event is dropped.
-func (c *connRT) pushLive(ev *callmodel.Live, m *metrics) {
+func (c *connRT) pushLive(ev *call.Live, m *metrics) {
 	h := fnv.New32a()
 	_, _ = h.Write([]byte(ev.Key()))
 	queue := c.live[h.Sum32()%uint32(len(c.live))]
@@ -313,7 +313,7 @@ func (c *connRT) extAllowed(ext string) bool { return c.free || c.lic.ExtensionA
 
 // seatSkip withholds CRM actions for calls of extensions beyond the licence's seats (§3.9): the
 // call is skipped only when every extension it involves is suspended.
-func (c *connRT) seatSkip(rec *callmodel.Record) string {
+func (c *connRT) seatSkip(rec *call.Record) string {
 	exts := recordExtensions(rec)
 	if rec.CallerExt != "" {
 		exts = append(exts, rec.CallerExt)
@@ -400,7 +400,7 @@ func (t *instrumented) RoundTrip(req *http.Request) (*http.Response, error) {
 }
 
 // delivered is the dispatch hook after a successful delivery.
-func (d *Daemon) delivered(connector string, rec *callmodel.Record, _ int) {
+func (d *Daemon) delivered(connector string, rec *call.Record, _ int) {
 	if d.opts.OnDelivered != nil {
 		d.opts.OnDelivered(connector, rec)
 	}

@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/pbxbridge/pbxbridge/connector"
-	"github.com/pbxbridge/pbxbridge/connector/callmodel"
+	"github.com/pbxbridge/pbxbridge/crm/call"
 )
 
 // TestMain lets the test binary act as the pbxbridge command: the crash test runs the daemon as
@@ -137,9 +137,9 @@ connectors:
 	records := make([][]byte, total)
 	base := time.Now().Add(-time.Hour).UTC()
 	for i := range records {
-		rec := callmodel.Record{CallID: fmt.Sprintf("1790000000.%d", i), PBX: "lab", Direction: callmodel.Inbound,
+		rec := call.Record{CallID: fmt.Sprintf("1790000000.%d", i), PBX: "lab", Direction: call.Inbound,
 			Customer: "+7900" + fmt.Sprintf("%07d", i), Line: "+74951112233", StartedAt: base.Add(time.Duration(i) * time.Second),
-			EndedAt: base.Add(time.Duration(i)*time.Second + 30*time.Second), Disposition: callmodel.Answered, AnsweredBy: "101"}
+			EndedAt: base.Add(time.Duration(i)*time.Second + 30*time.Second), Disposition: call.Answered, AnsweredBy: "101"}
 		records[i], _ = json.Marshal(rec)
 	}
 

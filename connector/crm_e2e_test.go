@@ -16,7 +16,7 @@ import (
 
 	"github.com/pbxbridge/pbxbridge/asterisk/fakepbx"
 	"github.com/pbxbridge/pbxbridge/connector"
-	"github.com/pbxbridge/pbxbridge/connector/callmodel"
+	"github.com/pbxbridge/pbxbridge/crm/call"
 	"github.com/pbxbridge/pbxbridge/crm/crmtest"
 )
 
@@ -28,13 +28,13 @@ var (
 )
 
 // Part D of crm-apis.md, written out independently of the adapters.
-func partD(r *callmodel.Record) (b24 string, amo int) {
+func partD(r *call.Record) (b24 string, amo int) {
 	switch r.Disposition {
-	case callmodel.Answered:
+	case call.Answered:
 		return "200", 4
-	case callmodel.Busy:
+	case call.Busy:
 		return "486", 7
-	case callmodel.NoAnswer:
+	case call.NoAnswer:
 		return "304", 6
 	}
 	switch r.HangupCause { // failed
@@ -48,11 +48,11 @@ func partD(r *callmodel.Record) (b24 string, amo int) {
 
 // owner is the employee a finished call belongs to: who talked last; for a missed inbound call
 // the extension that rang (the last one); for an unanswered outbound call the one who dialled.
-func owner(r *callmodel.Record) string {
+func owner(r *call.Record) string {
 	if n := len(r.Legs); n > 0 {
 		return r.Legs[n-1].Ext
 	}
-	if r.Direction == callmodel.Inbound && len(r.Rang) > 0 {
+	if r.Direction == call.Inbound && len(r.Rang) > 0 {
 		return r.Rang[len(r.Rang)-1]
 	}
 	return r.CallerExt
@@ -60,18 +60,18 @@ func owner(r *callmodel.Record) string {
 
 // expectedRecords reads connector/callmodel/testdata/<scenario>/expected.jsonl: the records
 // derived by hand from each transcript's meta file.
-func expectedRecords(t *testing.T, scenario string) []callmodel.Record {
+func expectedRecords(t *testing.T, scenario string) []call.Record {
 	t.Helper()
 	f, err := os.Open(filepath.Join("callmodel", "testdata", scenario, "expected.jsonl"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	var out []callmodel.Record
+	var out []call.Record
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
-		var r callmodel.Record
+		var r call.Record
 		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
 			t.Fatalf("%s: %v", scenario, err)
 		}
@@ -90,14 +90,14 @@ func TestCRMsEndToEnd(t *testing.T) {
 		t.Skip("plays every transcript in real time")
 	}
 	var mu sync.Mutex
-	delivered := map[string]map[string]callmodel.Record{} // connector -> key -> record
+	delivered := map[string]map[string]call.Record{} // connector -> key -> record
 	env, err := connector.StartDemo(context.Background(), connector.DemoOptions{
 		Speed: 1,
-		OnDelivered: func(c string, r *callmodel.Record) {
+		OnDelivered: func(c string, r *call.Record) {
 			mu.Lock()
 			defer mu.Unlock()
 			if delivered[c] == nil {
-				delivered[c] = map[string]callmodel.Record{}
+				delivered[c] = map[string]call.Record{}
 			}
 			delivered[c][r.Key()] = *r
 		},
@@ -137,7 +137,7 @@ func TestCRMsEndToEnd(t *testing.T) {
 	}
 	env.WaitSettled(time.Minute)
 	mu.Lock()
-	got := map[string]callmodel.Record{}
+	got := map[string]call.Record{}
 	for k, v := range delivered["b24-demo"] {
 		got[k] = v
 	}
@@ -157,7 +157,7 @@ func TestCRMsEndToEnd(t *testing.T) {
 		for _, want := range expectedRecords(t, p.scenario) {
 			key := "lab/" + p.call.MapID(want.CallID)
 			name := p.scenario + " " + key
-			if want.Direction == callmodel.Internal {
+			if want.Direction == call.Internal {
 				if routed[key] {
 					t.Errorf("%s: an internal call was sent to a CRM", name)
 				}
@@ -178,7 +178,7 @@ func TestCRMsEndToEnd(t *testing.T) {
 	t.Logf("%d external calls checked in Bitrix24, amoCRM and Kommo; Bitrix24 requests: %v", external, b24.Requests)
 }
 
-func checkBitrix24(t *testing.T, name, key string, want *callmodel.Record, st crmtest.B24State, got callmodel.Record, cards bool) {
+func checkBitrix24(t *testing.T, name, key string, want *call.Record, st crmtest.B24State, got call.Record, cards bool) {
 	t.Helper()
 	var matches []crmtest.B24Call
 	for _, c := range st.Calls {
@@ -191,7 +191,7 @@ func checkBitrix24(t *testing.T, name, key string, want *callmodel.Record, st cr
 		return
 	}
 	c := matches[0]
-	wantType := map[callmodel.Direction]int{callmodel.Inbound: 2, callmodel.Outbound: 1}[want.Direction]
+	wantType := map[call.Direction]int{call.Inbound: 2, call.Outbound: 1}[want.Direction]
 	code, _ := partD(want)
 	if c.State != "finished" || c.Type != wantType || c.StatusCode != code || c.FinishUserID != b24User[owner(want)] {
 		t.Errorf("bitrix24 %s: state %s type %d status %s user %d; want finished, type %d, status %s, user %d (ext %s)",
@@ -200,7 +200,7 @@ func checkBitrix24(t *testing.T, name, key string, want *callmodel.Record, st cr
 	if math.Abs(float64(c.Duration-want.TalkSeconds)) > 1 {
 		t.Errorf("bitrix24 %s: duration %d, want %d", name, c.Duration, want.TalkSeconds)
 	}
-	if want.Direction != callmodel.Inbound || !cards {
+	if want.Direction != call.Inbound || !cards {
 		return
 	}
 	// The incoming-call card.
@@ -238,14 +238,14 @@ func checkBitrix24(t *testing.T, name, key string, want *callmodel.Record, st cr
 		if !shown[b24User[ext]] {
 			t.Errorf("bitrix24 %s: the card was not shown to %s (user %d), who rang", name, ext, b24User[ext])
 		}
-		answered := slices.ContainsFunc(want.Legs, func(l callmodel.Leg) bool { return l.Ext == ext })
-		if !answered && want.Disposition == callmodel.Answered && !hidden[b24User[ext]] {
+		answered := slices.ContainsFunc(want.Legs, func(l call.Leg) bool { return l.Ext == ext })
+		if !answered && want.Disposition == call.Answered && !hidden[b24User[ext]] {
 			t.Errorf("bitrix24 %s: the card was not hidden from %s, who did not answer", name, ext)
 		}
 	}
 }
 
-func checkAmo(t *testing.T, name, key string, want *callmodel.Record, st crmtest.AmoAccountState) {
+func checkAmo(t *testing.T, name, key string, want *call.Record, st crmtest.AmoAccountState) {
 	t.Helper()
 	var matches []crmtest.AmoCall
 	for _, c := range st.Calls {
@@ -259,7 +259,7 @@ func checkAmo(t *testing.T, name, key string, want *callmodel.Record, st crmtest
 	})
 	switch {
 	case len(matches) == 1:
-	case len(matches) == 0 && inUnsorted && want.Direction == callmodel.Inbound:
+	case len(matches) == 0 && inUnsorted && want.Direction == call.Inbound:
 		return // an unknown caller: an incoming lead (the configured default for inbound)
 	default:
 		t.Errorf("%s: logged %d times (incoming lead: %v, known number: %v), want once", name, len(matches), inUnsorted, known)
@@ -267,7 +267,7 @@ func checkAmo(t *testing.T, name, key string, want *callmodel.Record, st crmtest
 	}
 	c := matches[0]
 	_, status := partD(want)
-	wantDir := map[callmodel.Direction]string{callmodel.Inbound: "inbound", callmodel.Outbound: "outbound"}[want.Direction]
+	wantDir := map[call.Direction]string{call.Inbound: "inbound", call.Outbound: "outbound"}[want.Direction]
 	if c.Direction != wantDir || c.CallStatus != status || c.ResponsibleUserID != amoUser[owner(want)] {
 		t.Errorf("%s: direction %s status %d responsible %d; want %s, %d, %d (ext %s)",
 			name, c.Direction, c.CallStatus, c.ResponsibleUserID, wantDir, status, amoUser[owner(want)], owner(want))
@@ -278,7 +278,7 @@ func checkAmo(t *testing.T, name, key string, want *callmodel.Record, st crmtest
 	if (want.Recording != "") != (c.Link != "") {
 		t.Errorf("%s: recording %q but link %q", name, want.Recording, c.Link)
 	}
-	if want.Direction == callmodel.Inbound && want.Disposition != callmodel.Answered {
+	if want.Direction == call.Inbound && want.Disposition != call.Answered {
 		if !slices.ContainsFunc(st.Tasks, func(tk crmtest.AmoTask) bool {
 			return strings.Contains(tk.Text, want.Customer) || tk.EntityID == c.EntityID
 		}) {

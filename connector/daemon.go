@@ -26,12 +26,12 @@ import (
 
 	"github.com/pbxbridge/pbxbridge/asterisk"
 	"github.com/pbxbridge/pbxbridge/asterisk/numbers"
-	"github.com/pbxbridge/pbxbridge/connector/callmodel"
 	"github.com/pbxbridge/pbxbridge/connector/config"
 	"github.com/pbxbridge/pbxbridge/connector/dispatch"
 	"github.com/pbxbridge/pbxbridge/connector/outbox"
 	"github.com/pbxbridge/pbxbridge/connector/recordings"
 	"github.com/pbxbridge/pbxbridge/crm"
+	"github.com/pbxbridge/pbxbridge/crm/call"
 	"github.com/pbxbridge/pbxbridge/licensing"
 )
 
@@ -54,7 +54,7 @@ type Options struct {
 	// tests.
 	Licensing licensing.Options
 	// OnDelivered is called after each successful delivery (the demo prints a line).
-	OnDelivered func(connector string, rec *callmodel.Record)
+	OnDelivered func(connector string, rec *call.Record)
 	// HTTPListener, when set, is used instead of listening on http.listen (tests, the demo).
 	HTTPListener func() (listenerCloser, error)
 	// Resolve, when set, rewrites the host:port CRM requests dial (the demo sends the reserved

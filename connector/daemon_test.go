@@ -23,6 +23,7 @@ import (
 	"github.com/pbxbridge/pbxbridge/connector/callmodel"
 	"github.com/pbxbridge/pbxbridge/connector/config"
 	"github.com/pbxbridge/pbxbridge/connector/outbox"
+	"github.com/pbxbridge/pbxbridge/crm/call"
 	"github.com/pbxbridge/pbxbridge/crm/fake"
 )
 
@@ -121,11 +122,11 @@ func TestDaemonDeliversPBXCalls(t *testing.T) {
 	waitFor(t, 10*time.Second, "AMI login", func() bool { return pbx.Stats().Logins > 0 })
 
 	for _, sc := range []string{"inbound_answered", "inbound_missed", "outbound_answered", "internal_call"} {
-		call, err := pbx.Play(context.Background(), sc)
+		played, err := pbx.Play(context.Background(), sc)
 		if err != nil {
 			t.Fatal(err)
 		}
-		<-call.Done()
+		<-played.Done()
 	}
 	adapter := d.Adapter("crm").(*fake.Adapter)
 	waitFor(t, 15*time.Second, "3 deliveries", func() bool { return len(adapter.Delivered()) >= 3 })
@@ -134,14 +135,14 @@ func TestDaemonDeliversPBXCalls(t *testing.T) {
 	if len(got) != 3 {
 		t.Fatalf("delivered %d calls, want 3 (the internal call is not sent): %+v", len(got), got)
 	}
-	byDir := map[callmodel.Direction][]callmodel.Disposition{}
+	byDir := map[call.Direction][]call.Disposition{}
 	for _, l := range got {
 		byDir[l.Record.Direction] = append(byDir[l.Record.Direction], l.Record.Disposition)
 		if l.Record.PBX != "lab" || !strings.HasPrefix(l.Key, "lab/") {
 			t.Errorf("record key %q / pbx %q", l.Key, l.Record.PBX)
 		}
 	}
-	if len(byDir[callmodel.Inbound]) != 2 || len(byDir[callmodel.Outbound]) != 1 {
+	if len(byDir[call.Inbound]) != 2 || len(byDir[call.Outbound]) != 1 {
 		t.Fatalf("directions %v", byDir)
 	}
 
@@ -226,8 +227,8 @@ func TestDeadLetterListAndRetry(t *testing.T) {
 	d, _ := startDaemon(t, path)
 	cfg, _ := config.Load(path, func(string) string { return "" })
 
-	rec := callmodel.Record{CallID: "1700000000.1", PBX: "lab", Direction: callmodel.Inbound, Customer: "+79009998877",
-		Line: "+74951112233", StartedAt: time.Now().Add(-time.Minute).UTC(), EndedAt: time.Now().UTC(), Disposition: callmodel.NoAnswer}
+	rec := call.Record{CallID: "1700000000.1", PBX: "lab", Direction: call.Inbound, Customer: "+79009998877",
+		Line: "+74951112233", StartedAt: time.Now().Add(-time.Minute).UTC(), EndedAt: time.Now().UTC(), Disposition: call.NoAnswer}
 	line, _ := json.Marshal(rec)
 	if _, err := d.Import(context.Background(), bytes.NewReader(line)); err != nil {
 		t.Fatal(err)
@@ -276,8 +277,8 @@ func TestStatusPageRenders(t *testing.T) {
 	defer pbx.Close()
 	d, _ := startDaemon(t, testConfig(t, pbx.Addr(), ""))
 	waitFor(t, 10*time.Second, "AMI login", func() bool { return pbx.Stats().Logins > 0 })
-	call, _ := pbx.Play(context.Background(), "inbound_answered")
-	<-call.Done()
+	played, _ := pbx.Play(context.Background(), "inbound_answered")
+	<-played.Done()
 	adapter := d.Adapter("crm").(*fake.Adapter)
 	waitFor(t, 10*time.Second, "delivery", func() bool {
 		rows, _ := d.Outbox().List(context.Background(), outbox.Filter{State: outbox.Done})

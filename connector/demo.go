@@ -20,9 +20,9 @@ import (
 	"time"
 
 	"github.com/pbxbridge/pbxbridge/asterisk/fakepbx"
-	"github.com/pbxbridge/pbxbridge/connector/callmodel"
 	"github.com/pbxbridge/pbxbridge/connector/config"
 	_ "github.com/pbxbridge/pbxbridge/crm/all" // the demo runs every connector type
+	"github.com/pbxbridge/pbxbridge/crm/call"
 	"github.com/pbxbridge/pbxbridge/crm/crmtest"
 	"github.com/pbxbridge/pbxbridge/licensing/demo"
 )
@@ -91,11 +91,11 @@ func (c *DemoCmd) Run(g *Globals) error {
 		if i >= len(mix) {
 			name = mix[rng.IntN(len(mix))]
 		}
-		call, err := env.PBX.Play(context.WithoutCancel(ctx), name)
+		pc, err := env.PBX.Play(context.WithoutCancel(ctx), name)
 		if err == nil {
 			played.Add(1)
 			calls.Add(1)
-			go func() { defer calls.Done(); <-call.Done() }()
+			go func() { defer calls.Done(); <-pc.Done() }()
 		}
 		select {
 		case <-ctx.Done():
@@ -138,7 +138,7 @@ type DemoOptions struct {
 	Version string
 	Logger  *slog.Logger // the daemon's log (default: discarded)
 	// OnDelivered is called after each successful delivery.
-	OnDelivered func(connector string, rec *callmodel.Record)
+	OnDelivered func(connector string, rec *call.Record)
 	// B24 are extra options of the fake Bitrix24; Amo of the fake amoCRM and Kommo.
 	B24 []crmtest.Bitrix24Option
 	Amo crmtest.AmoOptions
@@ -537,7 +537,7 @@ type demoTally struct {
 
 func newDemoTally(out io.Writer) *demoTally { return &demoTally{out: out, n: map[string]int{}} }
 
-func (t *demoTally) delivered(connector string, rec *callmodel.Record) {
+func (t *demoTally) delivered(connector string, rec *call.Record) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.n[connector]++

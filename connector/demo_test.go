@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/pbxbridge/pbxbridge/connector"
-	"github.com/pbxbridge/pbxbridge/connector/callmodel"
+	"github.com/pbxbridge/pbxbridge/crm/call"
 	"github.com/pbxbridge/pbxbridge/crm/crmtest"
 )
 
@@ -53,7 +53,7 @@ func TestDemoOutlivesItsCredentials(t *testing.T) {
 		Speed: 10,
 		B24:   []crmtest.Bitrix24Option{crmtest.B24Clock(clock)},
 		Amo:   crmtest.AmoOptions{Now: clock},
-		OnDelivered: func(c string, _ *callmodel.Record) {
+		OnDelivered: func(c string, _ *call.Record) {
 			select {
 			case delivered <- c:
 			default:
@@ -67,11 +67,11 @@ func TestDemoOutlivesItsCredentials(t *testing.T) {
 	mu.Lock()
 	now = now.Add(400 * 24 * time.Hour)
 	mu.Unlock()
-	call, err := env.PBX.Play(context.Background(), "inbound_answered")
+	played, err := env.PBX.Play(context.Background(), "inbound_answered")
 	if err != nil {
 		t.Fatal(err)
 	}
-	<-call.Done()
+	<-played.Done()
 	got := map[string]bool{}
 	timeout := time.After(30 * time.Second)
 	for len(got) < 3 {

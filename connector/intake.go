@@ -16,6 +16,7 @@ import (
 	"github.com/pbxbridge/pbxbridge/connector/callmodel"
 	"github.com/pbxbridge/pbxbridge/connector/config"
 	"github.com/pbxbridge/pbxbridge/connector/outbox"
+	"github.com/pbxbridge/pbxbridge/crm/call"
 )
 
 // maxHeldRecords bounds the finished calls held in memory while the outbox cannot write (disk
@@ -227,7 +228,7 @@ func (p *pbxRT) reconcile(ev *asterisk.Event) {
 }
 
 // Live implements callmodel.Output: fan the event out to the connectors that want it.
-func (p *pbxRT) Live(ev *callmodel.Live) {
+func (p *pbxRT) Live(ev *call.Live) {
 	if ev.PBX == "" {
 		ev.PBX = p.name
 	}
@@ -244,7 +245,7 @@ func (p *pbxRT) Live(ev *callmodel.Live) {
 }
 
 // Record implements callmodel.Output: hand the finished call to the enqueuers.
-func (p *pbxRT) Record(rec *callmodel.Record) {
+func (p *pbxRT) Record(rec *call.Record) {
 	if rec.PBX == "" {
 		rec.PBX = p.name
 	}
@@ -277,7 +278,7 @@ func (p *pbxRT) enqueueLoop() {
 }
 
 // enqueue routes rec and stores it in the outbox, one row per connector that wants it.
-func (d *Daemon) enqueue(ctx context.Context, rec *callmodel.Record) error {
+func (d *Daemon) enqueue(ctx context.Context, rec *call.Record) error {
 	var names []string
 	for _, c := range d.routes() {
 		if c.route.wants(rec) {
@@ -290,14 +291,14 @@ func (d *Daemon) enqueue(ctx context.Context, rec *callmodel.Record) error {
 		return fmt.Errorf("encoding call %s: %w", rec.Key(), err)
 	}
 	// One durable commit per call: the rows and the timeline's "call" and "routing" entries.
-	call := outbox.TimelineEntry{At: rec.EndedAt, Kind: "call", Summary: describeRecord(rec), Detail: string(payload)}
+	entry := outbox.TimelineEntry{At: rec.EndedAt, Kind: "call", Summary: describeRecord(rec), Detail: string(payload)}
 	if len(names) == 0 {
 		d.m.unrouted.WithLabelValues(string(rec.Direction)).Inc()
-		return d.store.AppendTimeline(ctx, rec.Key(), call,
+		return d.store.AppendTimeline(ctx, rec.Key(), entry,
 			outbox.TimelineEntry{Kind: "routing", Summary: "not sent to any CRM: " + unroutedReason(rec, d.routes())})
 	}
 	if err := d.store.Enqueue(ctx, outbox.Entry{Key: rec.Key(), StartedAt: rec.StartedAt, Payload: payload, Connectors: names,
-		Timeline: []outbox.TimelineEntry{call, {Kind: "routing", Summary: "queued for " + strings.Join(names, ", ")}}}); err != nil {
+		Timeline: []outbox.TimelineEntry{entry, {Kind: "routing", Summary: "queued for " + strings.Join(names, ", ")}}}); err != nil {
 		return err
 	}
 	d.wake(names)
@@ -316,7 +317,7 @@ func (d *Daemon) wake(names []string) {
 }
 
 // describeRecord is the model's decision in one line, for the timeline.
-func describeRecord(r *callmodel.Record) string {
+func describeRecord(r *call.Record) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s call", r.Direction)
 	if r.Customer != "" {
@@ -326,7 +327,7 @@ func describeRecord(r *callmodel.Record) string {
 		fmt.Fprintf(&b, " on line %s", r.Line)
 	}
 	switch r.Disposition {
-	case callmodel.Answered:
+	case call.Answered:
 		fmt.Fprintf(&b, ": answered by %s", r.AnsweredBy)
 	default:
 		fmt.Fprintf(&b, ": %s", strings.ReplaceAll(string(r.Disposition), "_", " "))
@@ -349,11 +350,11 @@ func describeRecord(r *callmodel.Record) string {
 	return b.String()
 }
 
-func unroutedReason(r *callmodel.Record, conns []*connRT) string {
+func unroutedReason(r *call.Record, conns []*connRT) string {
 	if len(conns) == 0 {
 		return "no connector is configured"
 	}
-	if r.Direction == callmodel.Internal {
+	if r.Direction == call.Internal {
 		return "internal calls are not sent (add internal to a connector's directions to send them)"
 	}
 	return "every connector's pbx, directions or filters exclude it"
@@ -392,7 +393,7 @@ func (d *Daemon) stopAllPBX() {
 type recordQueue struct {
 	mu     sync.Mutex
 	cond   *sync.Cond
-	items  []*callmodel.Record
+	items  []*call.Record
 	max    int
 	closed bool
 }
@@ -404,7 +405,7 @@ func newRecordQueue(max int) *recordQueue {
 }
 
 // push adds rec, waiting while the queue is full.
-func (q *recordQueue) push(rec *callmodel.Record) {
+func (q *recordQueue) push(rec *call.Record) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	for len(q.items) >= q.max && !q.closed {
@@ -415,7 +416,7 @@ func (q *recordQueue) push(rec *callmodel.Record) {
 }
 
 // pop returns the oldest record, waiting for one; false once closed and empty.
-func (q *recordQueue) pop() (*callmodel.Record, bool) {
+func (q *recordQueue) pop() (*call.Record, bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	for len(q.items) == 0 && !q.closed {

@@ -11,8 +11,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/pbxbridge/pbxbridge/connector/callmodel"
 	"github.com/pbxbridge/pbxbridge/crm"
+	"github.com/pbxbridge/pbxbridge/crm/call"
 )
 
 // blockingLive records live events per call; the first event of the call "slow" waits until an
@@ -24,9 +24,9 @@ type blockingLive struct {
 	once    sync.Once
 }
 
-func (b *blockingLive) Deliver(context.Context, *callmodel.Record) error { return nil }
+func (b *blockingLive) Deliver(context.Context, *call.Record) error { return nil }
 
-func (b *blockingLive) Live(ctx context.Context, ev *callmodel.Live) error {
+func (b *blockingLive) Live(ctx context.Context, ev *call.Live) error {
 	if ev.CallID == "slow" && ev.Ext == "0" {
 		select {
 		case <-b.release:
@@ -53,7 +53,7 @@ func TestLiveEventsRunPerCall(t *testing.T) {
 	a := &blockingLive{seen: map[string][]int{}, release: make(chan struct{})}
 	c := &connRT{name: "crm", adapter: a, log: d.log}
 	for range liveWorkers {
-		c.live = append(c.live, make(chan callmodel.Live, liveQueue))
+		c.live = append(c.live, make(chan call.Live, liveQueue))
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -67,7 +67,7 @@ func TestLiveEventsRunPerCall(t *testing.T) {
 	const perCall = 20
 	for i := range perCall {
 		for _, id := range calls {
-			c.pushLive(&callmodel.Live{PBX: "lab", CallID: id, Kind: callmodel.LiveRinging, Ext: fmt.Sprint(i)}, d.m)
+			c.pushLive(&call.Live{PBX: "lab", CallID: id, Kind: call.LiveRinging, Ext: fmt.Sprint(i)}, d.m)
 		}
 	}
 	deadline := time.Now().Add(10 * time.Second)

@@ -9,8 +9,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/pbxbridge/pbxbridge/connector/callmodel"
 	"github.com/pbxbridge/pbxbridge/connector/outbox"
+	"github.com/pbxbridge/pbxbridge/crm/call"
 )
 
 // The open-calls ledger closes the one window the outbox alone leaves: a call that was in
@@ -38,16 +38,16 @@ const (
 
 // openCall is what the ledger knows of a call in progress (the row's data, JSON).
 type openCall struct {
-	CallID      string              `json:"call_id"`
-	Direction   callmodel.Direction `json:"direction"`
-	Customer    string              `json:"customer,omitempty"`
-	Line        string              `json:"line,omitempty"`
-	StartedAt   time.Time           `json:"started_at"`
-	Rang        []string            `json:"rang,omitempty"`
-	AnsweredBy  string              `json:"answered_by,omitempty"`
-	AnsweredAt  *time.Time          `json:"answered_at,omitempty"`
-	OriginateID string              `json:"originate_id,omitempty"`
-	LastAt      time.Time           `json:"last_at"`
+	CallID      string         `json:"call_id"`
+	Direction   call.Direction `json:"direction"`
+	Customer    string         `json:"customer,omitempty"`
+	Line        string         `json:"line,omitempty"`
+	StartedAt   time.Time      `json:"started_at"`
+	Rang        []string       `json:"rang,omitempty"`
+	AnsweredBy  string         `json:"answered_by,omitempty"`
+	AnsweredAt  *time.Time     `json:"answered_at,omitempty"`
+	OriginateID string         `json:"originate_id,omitempty"`
+	LastAt      time.Time      `json:"last_at"`
 	// HungUpAt: the call ended (its record waits for the model's finish delay).
 	HungUpAt *time.Time `json:"hung_up_at,omitempty"`
 }
@@ -72,7 +72,7 @@ func newLedger(store *outbox.Store, pbx string, log *slog.Logger, now func() tim
 }
 
 // live records what a live event says about its call.
-func (l *ledger) live(ev *callmodel.Live) {
+func (l *ledger) live(ev *call.Live) {
 	key := ev.Key()
 	l.mu.Lock()
 	c := l.calls[key]
@@ -94,16 +94,16 @@ func (l *ledger) live(ev *callmodel.Live) {
 		c.StartedAt = ev.StartedAt
 	}
 	switch ev.Kind {
-	case callmodel.LiveRinging:
+	case call.LiveRinging:
 		if ev.Ext != "" && !slices.Contains(c.Rang, ev.Ext) {
 			c.Rang = append(c.Rang, ev.Ext)
 		}
-	case callmodel.LiveAnswered:
+	case call.LiveAnswered:
 		if c.AnsweredAt == nil {
 			at := ev.At
 			c.AnsweredAt, c.AnsweredBy = &at, ev.Ext
 		}
-	case callmodel.LiveHangup:
+	case call.LiveHangup:
 		at := ev.At
 		c.HungUpAt = &at
 	}
@@ -209,7 +209,7 @@ func (l *ledger) flush(ctx context.Context, heartbeat bool) {
 
 // recover finishes the calls the previous run left open that the model does not have (has
 // reports the model's open calls by CallID). It returns the records made, in start order.
-func (l *ledger) recover(ctx context.Context, has func(callID string) bool) ([]*callmodel.Record, error) {
+func (l *ledger) recover(ctx context.Context, has func(callID string) bool) ([]*call.Record, error) {
 	rows, err := l.store.OpenCalls(ctx, l.pbx)
 	if err != nil {
 		return nil, err
@@ -222,7 +222,7 @@ func (l *ledger) recover(ctx context.Context, has func(callID string) bool) ([]*
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	var recs []*callmodel.Record
+	var recs []*call.Record
 	var stale []string
 	for _, r := range rows {
 		if strings.HasPrefix(r.Key, heartbeatPrefix) {
@@ -246,7 +246,7 @@ func (l *ledger) recover(ctx context.Context, has func(callID string) bool) ([]*
 	if len(recs) > 0 {
 		l.signal()
 	}
-	slices.SortFunc(recs, func(a, b *callmodel.Record) int { return a.StartedAt.Compare(b.StartedAt) })
+	slices.SortFunc(recs, func(a, b *call.Record) int { return a.StartedAt.Compare(b.StartedAt) })
 	if len(stale) > 0 {
 		if err := l.store.DeleteOpenCalls(ctx, stale...); err != nil {
 			return recs, err
@@ -257,7 +257,7 @@ func (l *ledger) recover(ctx context.Context, has func(callID string) bool) ([]*
 
 // record makes the record of a call that ended while the daemon was down. The end is the last
 // moment the daemon knew the call open: its last heartbeat, or the call's own last update.
-func (c *openCall) record(pbx string, alive, updated time.Time) *callmodel.Record {
+func (c *openCall) record(pbx string, alive, updated time.Time) *call.Record {
 	end := updated
 	if alive.After(end) {
 		end = alive
@@ -271,19 +271,19 @@ func (c *openCall) record(pbx string, alive, updated time.Time) *callmodel.Recor
 	if end.Before(c.StartedAt) {
 		end = c.StartedAt
 	}
-	r := &callmodel.Record{CallID: c.CallID, PBX: pbx, Direction: c.Direction, Customer: c.Customer, Line: c.Line,
+	r := &call.Record{CallID: c.CallID, PBX: pbx, Direction: c.Direction, Customer: c.Customer, Line: c.Line,
 		StartedAt: c.StartedAt, EndedAt: end, Rang: slices.Clone(c.Rang), OriginateID: c.OriginateID,
-		Disposition: callmodel.NoAnswer, Flags: []string{callmodel.FlagEndedUnseen}}
+		Disposition: call.NoAnswer, Flags: []string{call.FlagEndedUnseen}}
 	if c.OriginateID != "" {
-		r.Flags = append(r.Flags, callmodel.FlagClickToCall)
+		r.Flags = append(r.Flags, call.FlagClickToCall)
 	}
 	if c.AnsweredAt != nil {
 		at := *c.AnsweredAt
 		talk := int(end.Sub(at).Round(time.Second) / time.Second)
-		r.Disposition, r.AnsweredBy, r.AnsweredAt = callmodel.Answered, c.AnsweredBy, &at
+		r.Disposition, r.AnsweredBy, r.AnsweredAt = call.Answered, c.AnsweredBy, &at
 		r.RingSeconds = int(at.Sub(c.StartedAt).Round(time.Second) / time.Second)
 		r.TalkSeconds = talk
-		r.Legs = []callmodel.Leg{{Ext: c.AnsweredBy, AnsweredAt: &at, EndedAt: &end, TalkSeconds: talk}}
+		r.Legs = []call.Leg{{Ext: c.AnsweredBy, AnsweredAt: &at, EndedAt: &end, TalkSeconds: talk}}
 	} else {
 		r.RingSeconds = int(end.Sub(c.StartedAt).Round(time.Second) / time.Second)
 	}

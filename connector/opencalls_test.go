@@ -13,6 +13,7 @@ import (
 	"github.com/pbxbridge/pbxbridge/asterisk"
 	"github.com/pbxbridge/pbxbridge/connector/callmodel"
 	"github.com/pbxbridge/pbxbridge/connector/outbox"
+	"github.com/pbxbridge/pbxbridge/crm/call"
 )
 
 // A run stores what the live events said about its open calls; the next run finishes the ones
@@ -27,18 +28,18 @@ func TestLedgerRecoversCallsThatEndedWhileDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = store.Close() })
-	live := func(kind callmodel.LiveKind, id, ext string, at time.Time) *callmodel.Live {
-		return &callmodel.Live{Kind: kind, CallID: id, PBX: "office", Direction: callmodel.Inbound, Customer: "+79001234567",
+	live := func(kind call.LiveKind, id, ext string, at time.Time) *call.Live {
+		return &call.Live{Kind: kind, CallID: id, PBX: "office", Direction: call.Inbound, Customer: "+79001234567",
 			Line: "+74951112233", Ext: ext, At: at, StartedAt: t0}
 	}
 	run1 := newLedger(store, "office", slog.New(slog.DiscardHandler), clock)
-	run1.live(live(callmodel.LiveRinging, "A", "101", t0.Add(time.Second)))
-	run1.live(live(callmodel.LiveRinging, "A", "102", t0.Add(time.Second)))
-	run1.live(live(callmodel.LiveAnswered, "A", "102", t0.Add(5*time.Second)))
-	run1.live(live(callmodel.LiveRinging, "B", "101", t0.Add(2*time.Second)))
-	run1.live(live(callmodel.LiveRinging, "C", "103", t0.Add(2*time.Second)))
-	run1.live(live(callmodel.LiveRinging, "D", "103", t0.Add(3*time.Second)))
-	run1.live(live(callmodel.LiveHangup, "D", "", t0.Add(4*time.Second)))
+	run1.live(live(call.LiveRinging, "A", "101", t0.Add(time.Second)))
+	run1.live(live(call.LiveRinging, "A", "102", t0.Add(time.Second)))
+	run1.live(live(call.LiveAnswered, "A", "102", t0.Add(5*time.Second)))
+	run1.live(live(call.LiveRinging, "B", "101", t0.Add(2*time.Second)))
+	run1.live(live(call.LiveRinging, "C", "103", t0.Add(2*time.Second)))
+	run1.live(live(call.LiveRinging, "D", "103", t0.Add(3*time.Second)))
+	run1.live(live(call.LiveHangup, "D", "", t0.Add(4*time.Second)))
 	run1.finished("office/C")
 	now = t0.Add(6 * time.Second)
 	run1.flush(t.Context(), false)
@@ -55,13 +56,13 @@ func TestLedgerRecoversCallsThatEndedWhileDown(t *testing.T) {
 		t.Fatalf("%d records, want A and D: %+v", len(recs), recs)
 	}
 	a, d := recs[0], recs[1]
-	if a.Key() != "office/A" || a.Disposition != callmodel.Answered || a.AnsweredBy != "102" || !slices.Equal(a.Rang, []string{"101", "102"}) ||
-		a.RingSeconds != 5 || a.TalkSeconds != 25 || !a.EndedAt.Equal(t0.Add(30*time.Second)) || !slices.Contains(a.Flags, callmodel.FlagEndedUnseen) ||
+	if a.Key() != "office/A" || a.Disposition != call.Answered || a.AnsweredBy != "102" || !slices.Equal(a.Rang, []string{"101", "102"}) ||
+		a.RingSeconds != 5 || a.TalkSeconds != 25 || !a.EndedAt.Equal(t0.Add(30*time.Second)) || !slices.Contains(a.Flags, call.FlagEndedUnseen) ||
 		a.Customer != "+79001234567" || a.Line != "+74951112233" || len(a.Legs) != 1 || a.Legs[0].TalkSeconds != 25 {
 		t.Errorf("answered call: %+v", a)
 	}
 	// D hung up before the crash; its record was waiting for the finish delay.
-	if d.Key() != "office/D" || d.Disposition != callmodel.NoAnswer || !d.EndedAt.Equal(t0.Add(4*time.Second)) || d.RingSeconds != 4 {
+	if d.Key() != "office/D" || d.Disposition != call.NoAnswer || !d.EndedAt.Equal(t0.Add(4*time.Second)) || d.RingSeconds != 4 {
 		t.Errorf("missed call: %+v", d)
 	}
 	run2.flush(t.Context(), false)
@@ -95,7 +96,7 @@ func TestReconcileCountsCallsEndedUnseen(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = store.Close() })
 	prev := newLedger(store, "office", slog.New(slog.DiscardHandler), time.Now)
-	prev.live(&callmodel.Live{Kind: callmodel.LiveRinging, CallID: "A", PBX: "office", Direction: callmodel.Inbound,
+	prev.live(&call.Live{Kind: call.LiveRinging, CallID: "A", PBX: "office", Direction: call.Inbound,
 		Customer: "+79001234567", Ext: "101", At: t0.Add(time.Second), StartedAt: t0})
 	prev.flush(t.Context(), true)
 
@@ -116,7 +117,7 @@ func TestReconcileCountsCallsEndedUnseen(t *testing.T) {
 		t.Fatalf("%d records, counted %v; want 1 and 1", p.held.len(), counted())
 	}
 	rec, _ := p.held.pop()
-	if rec.Key() != "office/A" || !slices.Contains(rec.Flags, callmodel.FlagEndedUnseen) {
+	if rec.Key() != "office/A" || !slices.Contains(rec.Flags, call.FlagEndedUnseen) {
 		t.Fatalf("record %+v", rec)
 	}
 	// Only the first snapshot reconciles.

@@ -3,13 +3,13 @@ package connector
 import (
 	"sync"
 
-	"github.com/pbxbridge/pbxbridge/connector/callmodel"
+	"github.com/pbxbridge/pbxbridge/crm/call"
 )
 
 // RecentCall is one of the last finished calls, for the status page.
 type RecentCall struct {
-	Record     callmodel.Record `json:"record"`
-	Connectors []string         `json:"connectors"` // where it was queued
+	Record     call.Record `json:"record"`
+	Connectors []string    `json:"connectors"` // where it was queued
 }
 
 // recentCalls keeps the last n finished calls in memory (the outbox keeps them durably).
@@ -21,7 +21,7 @@ type recentCalls struct {
 
 func newRecentCalls(n int) *recentCalls { return &recentCalls{n: n} }
 
-func (r *recentCalls) add(rec *callmodel.Record, connectors []string) {
+func (r *recentCalls) add(rec *call.Record, connectors []string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.items = append(r.items, RecentCall{Record: *rec, Connectors: connectors})

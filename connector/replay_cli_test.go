@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	"github.com/pbxbridge/pbxbridge/asterisk/transcripts"
-	"github.com/pbxbridge/pbxbridge/connector/callmodel"
+	"github.com/pbxbridge/pbxbridge/crm/call"
 )
 
 // `pbxbridge replay --config asterisk/transcripts/lab.yaml --ami|--ari FILE` prints, for every
@@ -28,7 +28,7 @@ func TestReplayCommand(t *testing.T) {
 				t.Errorf("%s %s: %d records, want %d", name, kind, len(lines), len(want))
 				continue
 			}
-			byID := map[string]callmodel.Record{}
+			byID := map[string]call.Record{}
 			for _, w := range want {
 				byID[w.CallID] = w
 			}
@@ -43,7 +43,7 @@ func TestReplayCommand(t *testing.T) {
 						t.Errorf("%s %s: record %d lacks the §4 field %q", name, kind, i+1, k)
 					}
 				}
-				var got callmodel.Record
+				var got call.Record
 				_ = json.Unmarshal([]byte(l), &got)
 				w, ok := byID[got.CallID]
 				if !ok {

@@ -6,15 +6,15 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/pbxbridge/pbxbridge/connector/callmodel"
 	"github.com/pbxbridge/pbxbridge/connector/config"
+	"github.com/pbxbridge/pbxbridge/crm/call"
 )
 
 // route decides which calls reach one connector: its PBXs, directions and include/exclude
 // filters (DESIGN.md §7). It is immutable and safe for concurrent use.
 type route struct {
 	pbx        map[string]bool
-	directions map[callmodel.Direction]bool
+	directions map[call.Direction]bool
 	include    filter
 	exclude    filter
 }
@@ -104,12 +104,12 @@ func compileFilter(f config.Filter) (filter, error) {
 }
 
 func newRoute(c *config.Connector) (*route, error) {
-	r := &route{pbx: map[string]bool{}, directions: map[callmodel.Direction]bool{}}
+	r := &route{pbx: map[string]bool{}, directions: map[call.Direction]bool{}}
 	for _, p := range c.PBX {
 		r.pbx[p] = true
 	}
 	for _, d := range c.Directions {
-		r.directions[callmodel.Direction(d)] = true
+		r.directions[call.Direction(d)] = true
 	}
 	var err error
 	if r.include, err = compileFilter(c.Include); err != nil {
@@ -122,7 +122,7 @@ func newRoute(c *config.Connector) (*route, error) {
 }
 
 // wants reports whether the finished call rec goes to this connector.
-func (r *route) wants(rec *callmodel.Record) bool {
+func (r *route) wants(rec *call.Record) bool {
 	if !r.pbx[rec.PBX] || !r.directions[rec.Direction] {
 		return false
 	}
@@ -135,7 +135,7 @@ func (r *route) wants(rec *callmodel.Record) bool {
 
 // wantsLive reports whether a live event goes to this connector (the same rules on what is known
 // while the call is in progress).
-func (r *route) wantsLive(ev *callmodel.Live) bool {
+func (r *route) wantsLive(ev *call.Live) bool {
 	if !r.pbx[ev.PBX] || !r.directions[ev.Direction] {
 		return false
 	}
@@ -150,7 +150,7 @@ func (r *route) wantsLive(ev *callmodel.Live) bool {
 }
 
 // recordExtensions lists every extension that rang or talked in rec.
-func recordExtensions(rec *callmodel.Record) []string {
+func recordExtensions(rec *call.Record) []string {
 	exts := slices.Clone(rec.Rang)
 	for _, l := range rec.Legs {
 		if !slices.Contains(exts, l.Ext) {

@@ -10,8 +10,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/pbxbridge/pbxbridge/connector/callmodel"
 	"github.com/pbxbridge/pbxbridge/connector/outbox"
+	"github.com/pbxbridge/pbxbridge/crm/call"
 )
 
 //go:embed web/status.html
@@ -145,7 +145,7 @@ func (d *Daemon) callView(ctx context.Context, rc RecentCall) callView {
 		AnsweredBy: r.AnsweredBy, Talk: fmt.Sprintf("%ds", r.TalkSeconds)}
 	if len(rc.Connectors) == 0 {
 		cv.NotSent = "not sent"
-		if r.Direction == callmodel.Internal {
+		if r.Direction == call.Internal {
 			cv.NotSent = "internal: not sent"
 		}
 		return cv

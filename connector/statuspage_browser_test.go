@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/pbxbridge/pbxbridge/connector"
-	"github.com/pbxbridge/pbxbridge/connector/callmodel"
+	"github.com/pbxbridge/pbxbridge/crm/call"
 )
 
 // chromium returns the path of a headless-capable Chromium, or "" (CI installs Debian's).
@@ -58,7 +58,7 @@ func TestStatusPageInChromium(t *testing.T) {
 	delivered := make(chan string, 16)
 	env, err := connector.StartDemo(context.Background(), connector.DemoOptions{
 		Speed: 10,
-		OnDelivered: func(c string, r *callmodel.Record) {
+		OnDelivered: func(c string, r *call.Record) {
 			if c == "b24-demo" {
 				delivered <- r.Key()
 			}
@@ -68,11 +68,11 @@ func TestStatusPageInChromium(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { _ = env.Close() }()
-	call, err := env.PBX.Play(context.Background(), "inbound_answered")
+	played, err := env.PBX.Play(context.Background(), "inbound_answered")
 	if err != nil {
 		t.Fatal(err)
 	}
-	<-call.Done()
+	<-played.Done()
 	var key string
 	select {
 	case key = <-delivered:

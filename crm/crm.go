@@ -33,7 +33,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/pbxbridge/pbxbridge/asterisk"
-	"github.com/pbxbridge/pbxbridge/connector/callmodel"
+	"github.com/pbxbridge/pbxbridge/crm/call"
 )
 
 // Adapter delivers finished calls to one CRM account.
@@ -41,14 +41,14 @@ type Adapter interface {
 	// Deliver makes the CRM show the finished call rec: log/finish the call under the right
 	// user, attach the recording, create the missed-call task or lead where configured.
 	// It must be idempotent per rec.Key().
-	Deliver(ctx context.Context, rec *callmodel.Record) error
+	Deliver(ctx context.Context, rec *call.Record) error
 }
 
 // LiveHandler is implemented by adapters that show something while a call is in progress
 // (Bitrix24 call card, amoCRM/Kommo pop-up). Live is called in event order per call, from one
 // goroutine per connector; it should return within a few hundred milliseconds.
 type LiveHandler interface {
-	Live(ctx context.Context, ev *callmodel.Live) error
+	Live(ctx context.Context, ev *call.Live) error
 }
 
 // Starter is implemented by adapters with background work (token refresh, user-cache refresh,

@@ -139,11 +139,11 @@ func TestCapture(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	call, err := srv.Play(context.Background(), "inbound_missed")
+	played, err := srv.Play(context.Background(), "inbound_missed")
 	if err != nil {
 		t.Fatal(err)
 	}
-	<-call.Done()
+	<-played.Done()
 	time.Sleep(100 * time.Millisecond)
 	cancel()
 	if err := <-done; err != nil {

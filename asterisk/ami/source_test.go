@@ -180,12 +180,12 @@ func TestSourceDeliversReplay(t *testing.T) {
 		t.Fatal("Ready not closed after the first login")
 	}
 	for _, sc := range []string{"inbound_answered", "attended_transfer"} {
-		call, err := srv.Play(context.Background(), sc)
+		played, err := srv.Play(context.Background(), sc)
 		if err != nil {
 			t.Fatal(err)
 		}
 		want := expectedNames(t, sc)
-		linked := call.MapID(firstLinkedid(t, sc))
+		linked := played.MapID(firstLinkedid(t, sc))
 		for i, name := range want {
 			ev := r.next(t, 5*time.Second, nil)
 			if ev.Name != name {
@@ -319,11 +319,11 @@ func firstLinkedid(t *testing.T, scenario string) string {
 // call model learns them whole instead of from their remaining events only.
 func TestSourceSnapshotOnFirstLogin(t *testing.T) {
 	srv := startPBX(t, fakepbx.Config{Speed: 4})
-	call, err := srv.Play(context.Background(), "attended_transfer") // ~17 s: 4.25 s here
+	played, err := srv.Play(context.Background(), "attended_transfer") // ~17 s: 4.25 s here
 	if err != nil {
 		t.Fatal(err)
 	}
-	for call.Position() < 3*time.Second { // well under way: several channels exist
+	for played.Position() < 3*time.Second { // well under way: several channels exist
 		time.Sleep(10 * time.Millisecond)
 	}
 	r := runSource(t, pbxOptions(srv))
@@ -334,7 +334,7 @@ func TestSourceSnapshotOnFirstLogin(t *testing.T) {
 	if end.Vars["error"] != "" {
 		t.Fatalf("snapshot failed: %v", end.Vars)
 	}
-	linked := call.MapID(firstLinkedid(t, "attended_transfer"))
+	linked := played.MapID(firstLinkedid(t, "attended_transfer"))
 	if len(snap) == 0 {
 		t.Fatal("the call in progress is missing from the first snapshot")
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/pbxbridge/pbxbridge/asterisk"
 	"github.com/pbxbridge/pbxbridge/asterisk/fakepbx"
 	"github.com/pbxbridge/pbxbridge/connector/callmodel"
+	"github.com/pbxbridge/pbxbridge/crm/call"
 )
 
 // benchSource measures messages per second end to end: the fake ARI server renders the
@@ -53,11 +54,11 @@ func benchSource(b *testing.B, model bool) {
 	b.ResetTimer()
 	start := time.Now()
 	for range plays {
-		call, err := srv.Play(context.Background(), "concurrent")
+		played, err := srv.Play(context.Background(), "concurrent")
 		if err != nil {
 			b.Fatal(err)
 		}
-		<-call.Done()
+		<-played.Done()
 	}
 	want := plays * per
 	for r.src.Status().Events < want {
@@ -79,5 +80,5 @@ func BenchmarkSourceIntoCallModel(b *testing.B) { benchSource(b, true) }
 
 type countRecords struct{ n *atomic.Int64 }
 
-func (c countRecords) Live(*callmodel.Live)     {}
-func (c countRecords) Record(*callmodel.Record) { c.n.Add(1) }
+func (c countRecords) Live(*call.Live)     {}
+func (c countRecords) Record(*call.Record) { c.n.Add(1) }

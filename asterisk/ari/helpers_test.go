@@ -25,6 +25,7 @@ import (
 	"github.com/pbxbridge/pbxbridge/connector"
 	"github.com/pbxbridge/pbxbridge/connector/callmodel"
 	"github.com/pbxbridge/pbxbridge/connector/replay"
+	"github.com/pbxbridge/pbxbridge/crm/call"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -141,24 +142,24 @@ func labOptions(tb testing.TB) callmodel.Options {
 // collector is a callmodel.Output keeping the records.
 type collector struct {
 	mu      sync.Mutex
-	records []callmodel.Record
+	records []call.Record
 }
 
-func (c *collector) Live(*callmodel.Live) {}
-func (c *collector) Record(r *callmodel.Record) {
+func (c *collector) Live(*call.Live) {}
+func (c *collector) Record(r *call.Record) {
 	c.mu.Lock()
 	c.records = append(c.records, *r)
 	c.mu.Unlock()
 }
 
-func (c *collector) all() []callmodel.Record {
+func (c *collector) all() []call.Record {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return slices.Clone(c.records)
 }
 
 // fileRecords replays a transcript file with replay.ARI.
-func fileRecords(tb testing.TB, scenario string) []callmodel.Record {
+func fileRecords(tb testing.TB, scenario string) []call.Record {
 	tb.Helper()
 	data, err := transcripts.ARI(scenario)
 	if err != nil {
@@ -171,12 +172,12 @@ func fileRecords(tb testing.TB, scenario string) []callmodel.Record {
 	return decodeRecords(tb, out.Bytes())
 }
 
-func decodeRecords(tb testing.TB, data []byte) []callmodel.Record {
+func decodeRecords(tb testing.TB, data []byte) []call.Record {
 	tb.Helper()
-	var recs []callmodel.Record
+	var recs []call.Record
 	dec := json.NewDecoder(bytes.NewReader(data))
 	for dec.More() {
-		var r callmodel.Record
+		var r call.Record
 		if err := dec.Decode(&r); err != nil {
 			tb.Fatal(err)
 		}
@@ -205,7 +206,7 @@ var uidRE = regexp.MustCompile(`\d{9,}\.\d+`)
 
 // unmap turns a record of a replay back into the transcript's ids and times, using the fresh →
 // original id map and the replay's time shift.
-func unmap(r callmodel.Record, back map[string]string, shift time.Duration) callmodel.Record {
+func unmap(r call.Record, back map[string]string, shift time.Duration) call.Record {
 	mapID := func(s string) string {
 		if o, ok := back[s]; ok {
 			return o
@@ -239,8 +240,8 @@ func unmap(r callmodel.Record, back map[string]string, shift time.Duration) call
 	return r
 }
 
-func sortRecords(rs []callmodel.Record) {
-	slices.SortFunc(rs, func(a, b callmodel.Record) int {
+func sortRecords(rs []call.Record) {
+	slices.SortFunc(rs, func(a, b call.Record) int {
 		if c := a.StartedAt.Compare(b.StartedAt); c != 0 {
 			return c
 		}

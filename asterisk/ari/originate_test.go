@@ -13,6 +13,7 @@ import (
 	"github.com/pbxbridge/pbxbridge/asterisk/ari"
 	"github.com/pbxbridge/pbxbridge/asterisk/fakepbx"
 	"github.com/pbxbridge/pbxbridge/connector/callmodel"
+	"github.com/pbxbridge/pbxbridge/crm/call"
 )
 
 // modelled runs a Source on srv and feeds its events to a call model until the test ends.
@@ -76,7 +77,7 @@ func TestOriginateAnswered(t *testing.T) {
 		waitFor(t, 20*time.Second, "the call's record", func() bool { return len(m.out.all()) == 1 && m.open() == 0 })
 		rec := m.out.all()[0]
 		if rec.OriginateID != "crm-42" || !rec.HasFlag("click_to_call") || rec.CallerExt != "101" ||
-			rec.Customer != "+79001234567" || rec.Direction != callmodel.Outbound || rec.Disposition != callmodel.Answered {
+			rec.Customer != "+79001234567" || rec.Direction != call.Outbound || rec.Disposition != call.Answered {
 			t.Errorf("speed %v: record %+v", speed, rec)
 		}
 	}

@@ -11,13 +11,14 @@ import (
 	"github.com/pbxbridge/pbxbridge/asterisk"
 	"github.com/pbxbridge/pbxbridge/asterisk/fakepbx"
 	"github.com/pbxbridge/pbxbridge/connector/callmodel"
+	"github.com/pbxbridge/pbxbridge/crm/call"
 )
 
 // outcome is what a call must come out as whatever happened to the connection: everything
 // but times, durations and the "resynced" flag.
 type outcome struct {
-	Direction   callmodel.Direction
-	Disposition callmodel.Disposition
+	Direction   call.Direction
+	Disposition call.Disposition
 	AnsweredBy  string
 	Customer    string
 	Line        string
@@ -29,7 +30,7 @@ type outcome struct {
 	CallerExt   string
 }
 
-func outcomeOf(r callmodel.Record) outcome {
+func outcomeOf(r call.Record) outcome {
 	var legs, trs []string
 	for _, l := range r.Legs {
 		legs = append(legs, l.Ext)
@@ -37,7 +38,7 @@ func outcomeOf(r callmodel.Record) outcome {
 	for _, tr := range r.Transfers {
 		trs = append(trs, tr.Kind+":"+tr.From+">"+tr.To)
 	}
-	flags := slices.DeleteFunc(slices.Clone(r.Flags), func(f string) bool { return f == callmodel.FlagResynced })
+	flags := slices.DeleteFunc(slices.Clone(r.Flags), func(f string) bool { return f == call.FlagResynced })
 	return outcome{r.Direction, r.Disposition, r.AnsweredBy, r.Customer, r.Line,
 		strings.Join(r.Rang, ","), strings.Join(legs, ","), strings.Join(trs, ","), r.HangupCause,
 		strings.Join(flags, ","), r.CallerExt}
@@ -62,7 +63,7 @@ func wantOutcomes(t *testing.T, scenarios []string) map[string][]outcome {
 }
 
 // gotOutcomes groups the model's records by the scenario whose replay made them.
-func gotOutcomes(t *testing.T, recs []callmodel.Record, calls []*fakepbx.ARICall) (map[string][]outcome, int) {
+func gotOutcomes(t *testing.T, recs []call.Record, calls []*fakepbx.ARICall) (map[string][]outcome, int) {
 	t.Helper()
 	scenarioOf := map[string]string{}
 	for _, c := range calls {
@@ -79,7 +80,7 @@ func gotOutcomes(t *testing.T, recs []callmodel.Record, calls []*fakepbx.ARICall
 			continue
 		}
 		got[sc] = append(got[sc], outcomeOf(rec))
-		if rec.HasFlag(callmodel.FlagResynced) {
+		if rec.HasFlag(call.FlagResynced) {
 			resynced++
 		}
 	}
@@ -334,14 +335,14 @@ func TestCallBornDuringOutageKeepsItsChannels(t *testing.T) {
 	out := &collector{}
 	b := callmodel.NewBuilder(labOptions(t), out)
 	srv.Outage(time.Second)
-	call, err := srv.Play(context.Background(), "inbound_missed")
+	played, err := srv.Play(context.Background(), "inbound_missed")
 	if err != nil {
 		t.Fatal(err)
 	}
-	linked := call.MapID(firstChannelID(t, "inbound_missed", "Local/+74951112233@from-pstn-", ";1"))
+	linked := played.MapID(firstChannelID(t, "inbound_missed", "Local/+74951112233@from-pstn-", ";1"))
 	snapshots := 0
 	limit := time.After(30 * time.Second)
-	for !isDone(call) || len(r.out) > 0 || b.Open() > 0 {
+	for !isDone(played) || len(r.out) > 0 || b.Open() > 0 {
 		select {
 		case ev := <-r.out:
 			if ev.Type == asterisk.TypeSnapshot {
@@ -364,7 +365,7 @@ func TestCallBornDuringOutageKeepsItsChannels(t *testing.T) {
 		t.Fatalf("%d records, want 1: %+v", len(recs), recs)
 	}
 	rec := recs[0]
-	if rec.CallID != linked || rec.Direction != callmodel.Inbound || rec.Disposition != callmodel.NoAnswer ||
+	if rec.CallID != linked || rec.Direction != call.Inbound || rec.Disposition != call.NoAnswer ||
 		!slices.Equal(rec.Rang, []string{"101"}) || rec.Customer != "+79001234567" || rec.HangupCause != 19 {
 		t.Errorf("record %+v", rec)
 	}

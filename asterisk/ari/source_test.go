@@ -70,7 +70,7 @@ func TestConnectReadyStatusAndMetrics(t *testing.T) {
 		t.Errorf("info request not measured: %v", v)
 	}
 	// Events are counted by type, unknown ones (DeviceStateChanged) too but not forwarded.
-	call, err := srv.Play(context.Background(), "inbound_answered")
+	played, err := srv.Play(context.Background(), "inbound_answered")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,7 +82,7 @@ func TestConnectReadyStatusAndMetrics(t *testing.T) {
 		}
 		forwarded++
 	})
-	<-call.Done()
+	<-played.Done()
 	unknown := metricValue(t, r.reg, "pbxbridge_ari_events_total", map[string]string{"type": "unknown"})
 	if unknown == 0 || int64(forwarded)+int64(unknown) != want {
 		t.Errorf("forwarded %d + unknown %v, want %d messages", forwarded, unknown, want)
@@ -183,11 +183,11 @@ func TestBackpressureLosesNothing(t *testing.T) {
 	opts.PingInterval, opts.PingTimeout = 100*time.Millisecond, time.Second
 	r := runSource(t, opts, 1)
 	r.next(t, 5*time.Second)
-	call, err := srv.Play(context.Background(), "concurrent")
+	played, err := srv.Play(context.Background(), "concurrent")
 	if err != nil {
 		t.Fatal(err)
 	}
-	<-call.Done()
+	<-played.Done()
 	time.Sleep(2500 * time.Millisecond) // the consumer is away for more than 2 keepalive bounds
 	want := int64(messages(t, "concurrent"))
 	forwarded := 0
@@ -271,8 +271,8 @@ func TestRESTTimeoutHonoured(t *testing.T) {
 			return err
 		},
 	}
-	for name, call := range calls {
-		err := call()
+	for name, played := range calls {
+		err := played()
 		if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "no answer within 100ms") {
 			t.Errorf("%s with a slow PBX: %v", name, err)
 		}

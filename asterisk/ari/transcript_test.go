@@ -11,6 +11,7 @@ import (
 	"github.com/pbxbridge/pbxbridge/asterisk/fakepbx"
 	"github.com/pbxbridge/pbxbridge/asterisk/transcripts"
 	"github.com/pbxbridge/pbxbridge/connector/callmodel"
+	"github.com/pbxbridge/pbxbridge/crm/call"
 )
 
 // Every transcript, sent by the fake ARI server over a real websocket with fresh ids, read by
@@ -30,7 +31,7 @@ func TestTranscriptsThroughSourceMatchReplay(t *testing.T) {
 			}
 			out := &collector{}
 			b := callmodel.NewBuilder(labOptions(t), out)
-			call, err := srv.Play(context.Background(), sc)
+			played, err := srv.Play(context.Background(), sc)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -43,17 +44,17 @@ func TestTranscriptsThroughSourceMatchReplay(t *testing.T) {
 				b.Apply(&ev)
 				last = ev.Time
 			})
-			<-call.Done()
+			<-played.Done()
 			b.Flush(last, true)
 
 			back := map[string]string{}
-			for orig, fresh := range call.IDs() {
+			for orig, fresh := range played.IDs() {
 				back[fresh] = orig
 			}
-			var got []callmodel.Record
+			var got []call.Record
 			for _, rec := range out.all() {
 				rec.PBX = ""
-				got = append(got, unmap(rec, back, call.TimeShift()))
+				got = append(got, unmap(rec, back, played.TimeShift()))
 			}
 			sortRecords(got)
 			sortRecords(want)

@@ -233,8 +233,8 @@ func TestARIReplayFreshIDs(t *testing.T) {
 	}
 	msgs := c.take(t, 2*len(lines), 20*time.Second)
 	ids := map[string]int{} // fresh id → replay
-	for k, call := range []*ARICall{a, b} {
-		for o, fresh := range call.IDs() {
+	for k, played := range []*ARICall{a, b} {
+		for o, fresh := range played.IDs() {
 			if fresh == o || fresh == "" {
 				t.Errorf("id %s not refreshed", o)
 			}
@@ -275,7 +275,7 @@ func TestARIReplayFreshIDs(t *testing.T) {
 func TestARIChannelsAndBridgesReflectCalls(t *testing.T) {
 	s := startARI(t, ARIConfig{Speed: 4})
 	c := ariSubscribe(t, s, "app=t&subscribeAll=true")
-	call, err := s.Play(context.Background(), "blind_transfer")
+	played, err := s.Play(context.Background(), "blind_transfer")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -367,7 +367,7 @@ func TestARIChannelsAndBridgesReflectCalls(t *testing.T) {
 		t.Errorf("GET /ari/channels/%s: %d %s", one, code, body)
 	}
 	resume()
-	<-call.Done()
+	<-played.Done()
 	if _, body = ariGet(t, s, http.MethodGet, "/ari/channels", ""); string(body) != "[]" {
 		t.Errorf("channels after the call: %s", body)
 	}
@@ -535,7 +535,7 @@ func TestARILoadAndKnobs(t *testing.T) {
 // CHANNEL(linkedid) comes from the AMI capture of the same calls.
 func TestARIChannelLinkedid(t *testing.T) {
 	s := startARI(t, ARIConfig{Speed: 1})
-	call, err := s.Play(context.Background(), "inbound_ringgroup")
+	played, err := s.Play(context.Background(), "inbound_ringgroup")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -546,7 +546,7 @@ func TestARIChannelLinkedid(t *testing.T) {
 		_, body := ariGet(t, s, http.MethodGet, "/ari/channels", "")
 		_ = json.Unmarshal(body, &chans)
 	}
-	want := call.MapID("1795305823.39") // the Linkedid of the call (its AMI capture)
+	want := played.MapID("1795305823.39") // the Linkedid of the call (its AMI capture)
 	if want == "" {
 		t.Fatal("transcript id not found")
 	}

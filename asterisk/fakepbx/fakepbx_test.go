@@ -105,12 +105,12 @@ func TestReplayRemapsIDs(t *testing.T) {
 	s := start(t, Config{Speed: math.Inf(1)})
 	c := dial(t, s, "on")
 	orig := transcriptFrames(t, "attended_transfer")
-	call, err := s.Play(context.Background(), "attended_transfer")
+	played, err := s.Play(context.Background(), "attended_transfer")
 	if err != nil {
 		t.Fatal(err)
 	}
 	got := collect(t, c, len(orig))
-	<-call.Done()
+	<-played.Done()
 	mapping := map[string]string{}
 	consistent := func(kind, from, to string) {
 		if prev, ok := mapping[kind+from]; ok && prev != to {
@@ -165,7 +165,7 @@ func TestReplayRemapsIDs(t *testing.T) {
 			}
 		}
 	}
-	if call.MapID("1795305907.104") == "" {
+	if played.MapID("1795305907.104") == "" {
 		t.Error("MapID does not know the transcript's first channel")
 	}
 }
@@ -397,7 +397,7 @@ func TestPauseResumeAndMarker(t *testing.T) {
 	s := start(t, Config{Speed: 4})
 	c := dial(t, s, "on")
 	want := len(transcriptFrames(t, "inbound_answered"))
-	call, err := s.Play(context.Background(), "inbound_answered")
+	played, err := s.Play(context.Background(), "inbound_answered")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -421,7 +421,7 @@ func TestPauseResumeAndMarker(t *testing.T) {
 	}
 	s.Resume()
 	got = append(got, collect(t, c, want-len(got))...)
-	<-call.Done()
+	<-played.Done()
 	var last time.Time
 	for i, f := range got {
 		ts, err := parseTS(f.Get("Timestamp"))
@@ -468,17 +468,17 @@ func TestOnEventReportsEveryCallEvent(t *testing.T) {
 	}
 	linked := frames[0].Get("Linkedid")
 	for i, ev := range got {
-		call, k := unseen, i
+		played, k := unseen, i
 		if i >= len(want) {
-			call, k = seen, i-len(want)
+			played, k = seen, i-len(want)
 		}
-		if ev.Call != call || ev.Event != want[k].Event() {
-			t.Fatalf("event %d: %s of %p, want %s of %p", i, ev.Event, ev.Call, want[k].Event(), call)
+		if ev.Call != played || ev.Event != want[k].Event() {
+			t.Fatalf("event %d: %s of %p, want %s of %p", i, ev.Event, ev.Call, want[k].Event(), played)
 		}
-		if call == unseen && ev.Clients != 0 {
+		if played == unseen && ev.Clients != 0 {
 			t.Errorf("event %d reached %d clients before anyone connected", i, ev.Clients)
 		}
-		if call != seen {
+		if played != seen {
 			continue
 		}
 		if ev.Clients != 1 || ev.At.Before(before) {
@@ -510,11 +510,11 @@ func TestExcludeEvents(t *testing.T) {
 	if len(want) == 0 {
 		t.Fatal("no frames left")
 	}
-	call, err := s.Play(context.Background(), "inbound_answered")
+	played, err := s.Play(context.Background(), "inbound_answered")
 	if err != nil {
 		t.Fatal(err)
 	}
-	<-call.Done()
+	<-played.Done()
 	var got []string
 	for _, f := range collect(t, c, len(want)) {
 		got = append(got, f.Event())

@@ -9,12 +9,13 @@ import (
 	"github.com/pbxbridge/pbxbridge/asterisk"
 	"github.com/pbxbridge/pbxbridge/asterisk/transcripts"
 	"github.com/pbxbridge/pbxbridge/connector/callmodel"
+	"github.com/pbxbridge/pbxbridge/crm/call"
 )
 
 type discard struct{}
 
-func (discard) Live(*callmodel.Live)     {}
-func (discard) Record(*callmodel.Record) {}
+func (discard) Live(*call.Live)     {}
+func (discard) Record(*call.Record) {}
 
 // BenchmarkBuilder measures the model alone on pre-normalised events of every lab transcript.
 func BenchmarkBuilder(b *testing.B) {

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pbxbridge/pbxbridge/crm/call"
+
 	"github.com/pbxbridge/pbxbridge/asterisk"
 )
 
@@ -13,9 +15,9 @@ import (
 type Output interface {
 	// Live receives a live event. The pointer is only valid during the call (the Builder reuses
 	// it); copy the value to keep it.
-	Live(*Live)
+	Live(*call.Live)
 	// Record receives a finished call. Ownership passes to the receiver.
-	Record(*Record)
+	Record(*call.Record)
 }
 
 // Builder turns the normalised events of one PBX into live events and finished Records. It is
@@ -26,14 +28,14 @@ type Builder struct {
 	out  Output
 
 	chans   map[string]*channel // by Uniqueid; dead channels stay until their call is finished
-	calls   map[string]*call    // open and closing calls by id (Linkedid)
-	alias   map[string]*call    // ids of calls merged into another call
+	calls   map[string]*ongoing // open and closing calls by id (Linkedid)
+	alias   map[string]*ongoing // ids of calls merged into another call
 	bridges map[string]*bridge
 	locals  map[string]*channel  // Local channel half waiting for its other half, by base name
-	closing []*call              // calls waiting FinishDelay, in closing order
+	closing []*ongoing           // calls waiting FinishDelay, in closing order
 	flushed map[string]time.Time // ids of calls finished by Flush while channels may live on
 
-	live    Live
+	live    call.Live
 	queue   []*channel // traversal scratch
 	found   []string   // traversal scratch
 	markGen uint32
@@ -52,8 +54,8 @@ func NewBuilder(opts Options, out Output) *Builder {
 		opts:    opts,
 		out:     out,
 		chans:   make(map[string]*channel),
-		calls:   make(map[string]*call),
-		alias:   make(map[string]*call),
+		calls:   make(map[string]*ongoing),
+		alias:   make(map[string]*ongoing),
 		bridges: make(map[string]*bridge),
 		locals:  make(map[string]*channel),
 		flushed: make(map[string]time.Time),
@@ -241,7 +243,7 @@ func (b *Builder) updateCID(ch *channel, cid string) {
 	}
 }
 
-func (b *Builder) resolve(id string) *call {
+func (b *Builder) resolve(id string) *ongoing {
 	if c := b.calls[id]; c != nil {
 		return c
 	}
@@ -290,7 +292,7 @@ func (b *Builder) addChannel(info asterisk.Channel, pbx string, created, now tim
 	b.updateCID(ch, info.CallerIDNum)
 	ch.localBase, ch.local = localBase(ch.name)
 
-	var c *call
+	var c *ongoing
 	if info.Linkedid != "" {
 		c = b.resolve(info.Linkedid)
 		if c == nil {
@@ -327,11 +329,11 @@ func (b *Builder) addChannel(info asterisk.Channel, pbx string, created, now tim
 
 // newCall returns the call with this id, creating it if there is none: a call id is never
 // reused while its call is open or closing (its record and map entry would be lost).
-func (b *Builder) newCall(id, pbx string, created time.Time) *call {
+func (b *Builder) newCall(id, pbx string, created time.Time) *ongoing {
 	if c := b.resolve(id); c != nil {
 		return c
 	}
-	c := &call{id: id, pbx: pbx, created: created}
+	c := &ongoing{id: id, pbx: pbx, created: created}
 	b.calls[id] = c
 	return c
 }
@@ -358,7 +360,7 @@ func (b *Builder) pairLocal(one, two *channel, t time.Time) {
 
 // merge folds the younger of two calls into the older one, as Asterisk does with linkedids
 // when it bridges channels or dials from one call into another.
-func (b *Builder) merge(x, y *call, t time.Time) {
+func (b *Builder) merge(x, y *ongoing, t time.Time) {
 	if x == y || x.state == callDone || y.state == callDone {
 		return
 	}
@@ -368,7 +370,7 @@ func (b *Builder) merge(x, y *call, t time.Time) {
 	}
 	if younger.liveSent {
 		// Whoever showed a card for the younger call id: that call is now part of another.
-		b.emit(younger, LiveHangup, "", "", t)
+		b.emit(younger, call.LiveHangup, "", "", t)
 	}
 	for _, ch := range younger.chans {
 		ch.call = older
@@ -438,7 +440,7 @@ func (b *Builder) newExten(ch *channel, ev *asterisk.Event) {
 	}
 }
 
-func (b *Builder) varSet(c *call, name, value string) {
+func (b *Builder) varSet(c *ongoing, name, value string) {
 	if value == "" {
 		return
 	}
@@ -513,7 +515,7 @@ func (b *Builder) dialBegin(ev *asterisk.Event) {
 		}
 		if !dest.ringing {
 			dest.ringing = true
-			b.emit(c, LiveRinging, dest.ext, "", t)
+			b.emit(c, call.LiveRinging, dest.ext, "", t)
 		}
 	}
 }
@@ -534,7 +536,7 @@ func (b *Builder) dialEnd(ev *asterisk.Event) {
 	if dest.ringing {
 		dest.ringing = false
 		if ev.DialStatus != "ANSWER" {
-			b.emit(c, LiveStopRinging, dest.ext, "", t)
+			b.emit(c, call.LiveStopRinging, dest.ext, "", t)
 		}
 	}
 	if ev.DialStatus == "ANSWER" {
@@ -614,7 +616,7 @@ func (b *Builder) dropIfEmpty(br *bridge) {
 // recomputeMembers recomputes the calls of a bridge's remaining members (only calls that differ
 // from each other; usually there is one).
 func (b *Builder) recomputeMembers(br *bridge, t time.Time) {
-	var last *call
+	var last *ongoing
 	for _, m := range br.members {
 		if m.call != last {
 			b.recompute(m.call, t)
@@ -636,7 +638,7 @@ func (b *Builder) hangup(ch *channel, t time.Time, cause int) {
 	}
 	if ch.ringing {
 		ch.ringing = false
-		b.emit(c, LiveStopRinging, ch.ext, "", t)
+		b.emit(c, call.LiveStopRinging, ch.ext, "", t)
 	}
 	if ch.local && b.locals[ch.localBase] == ch {
 		delete(b.locals, ch.localBase)
@@ -664,7 +666,7 @@ func (b *Builder) hangup(ch *channel, t time.Time, cause int) {
 }
 
 // close handles a call whose channels are all gone.
-func (b *Builder) close(c *call, t time.Time) {
+func (b *Builder) close(c *ongoing, t time.Time) {
 	if b.opts.FinishDelay <= 0 {
 		b.finish(c, c.endAt, 0)
 		return
@@ -709,7 +711,7 @@ func (b *Builder) Flush(now time.Time, all bool) {
 			delete(b.flushed, id)
 		}
 	}
-	var due []*call
+	var due []*ongoing
 	for _, c := range b.calls {
 		if c.state != callOpen {
 			continue
@@ -744,7 +746,7 @@ func (b *Builder) Flush(now time.Time, all bool) {
 }
 
 // finish emits the call's Record and forgets the call.
-func (b *Builder) finish(c *call, end time.Time, flag uint16) {
+func (b *Builder) finish(c *ongoing, end time.Time, flag uint16) {
 	if c.state == callDone {
 		return
 	}
@@ -758,11 +760,11 @@ func (b *Builder) finish(c *call, end time.Time, flag uint16) {
 	for _, ch := range c.chans {
 		if ch.ringing {
 			ch.ringing = false
-			b.emit(c, LiveStopRinging, ch.ext, "", end)
+			b.emit(c, call.LiveStopRinging, ch.ext, "", end)
 		}
 	}
 	if c.liveSent {
-		b.emit(c, LiveHangup, "", "", end)
+		b.emit(c, call.LiveHangup, "", "", end)
 	}
 	rec := b.record(c, end)
 	for _, ch := range c.chans {
@@ -797,12 +799,12 @@ func (b *Builder) finish(c *call, end time.Time, flag uint16) {
 }
 
 // emit sends a live event about c.
-func (b *Builder) emit(c *call, kind LiveKind, ext, from string, at time.Time) {
+func (b *Builder) emit(c *ongoing, kind call.LiveKind, ext, from string, at time.Time) {
 	d := b.describe(c)
 	if d.dir == "" {
-		d.dir = Internal
+		d.dir = call.Internal
 	}
-	b.live = Live{
+	b.live = call.Live{
 		Kind:        kind,
 		CallID:      c.id,
 		PBX:         c.pbx,

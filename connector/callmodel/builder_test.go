@@ -18,18 +18,19 @@ import (
 	"github.com/pbxbridge/pbxbridge/asterisk/numbers"
 	"github.com/pbxbridge/pbxbridge/asterisk/transcripts"
 	"github.com/pbxbridge/pbxbridge/connector/callmodel"
+	"github.com/pbxbridge/pbxbridge/crm/call"
 )
 
 // sink collects what a Builder emits.
 type sink struct {
-	live []callmodel.Live
-	recs []*callmodel.Record
+	live []call.Live
+	recs []*call.Record
 }
 
-func (s *sink) Live(l *callmodel.Live)     { s.live = append(s.live, *l) }
-func (s *sink) Record(r *callmodel.Record) { s.recs = append(s.recs, r) }
+func (s *sink) Live(l *call.Live)     { s.live = append(s.live, *l) }
+func (s *sink) Record(r *call.Record) { s.recs = append(s.recs, r) }
 
-func (s *sink) only(t *testing.T) *callmodel.Record {
+func (s *sink) only(t *testing.T) *call.Record {
 	t.Helper()
 	if len(s.recs) != 1 {
 		t.Fatalf("want 1 record, got %d: %+v", len(s.recs), s.recs)
@@ -140,7 +141,7 @@ func TestLiveEventsRingGroup(t *testing.T) {
 
 	var kinds []string
 	for _, l := range s.live {
-		if l.CallID != trunk.Linkedid || l.Direction != callmodel.Inbound || l.Customer != "+79001234567" || l.Line != "+74951112244" {
+		if l.CallID != trunk.Linkedid || l.Direction != call.Inbound || l.Customer != "+79001234567" || l.Line != "+74951112244" {
 			t.Errorf("live event with wrong call fields: %+v", l)
 		}
 		kinds = append(kinds, string(l.Kind)+":"+l.Ext)
@@ -150,7 +151,7 @@ func TestLiveEventsRingGroup(t *testing.T) {
 		t.Errorf("live events = %q, want %q", got, want)
 	}
 	r := s.only(t)
-	if r.AnsweredBy != "102" || r.Disposition != callmodel.Answered || strings.Join(r.Rang, ",") != "101,102" ||
+	if r.AnsweredBy != "102" || r.Disposition != call.Answered || strings.Join(r.Rang, ",") != "101,102" ||
 		r.RingSeconds != 3 || r.TalkSeconds != 10 {
 		t.Errorf("record = %+v", r)
 	}
@@ -191,8 +192,8 @@ func TestResync(t *testing.T) {
 		t.Fatalf("after the snapshot: want call A finished, got %d records", len(s.recs))
 	}
 	a := s.recs[0]
-	if a.CallID != aTrunk.Linkedid || !a.EndedAt.Equal(disc) || !a.HasFlag(callmodel.FlagResynced) ||
-		a.Disposition != callmodel.Answered || a.AnsweredBy != "101" || *a.Legs[0].EndedAt != disc {
+	if a.CallID != aTrunk.Linkedid || !a.EndedAt.Equal(disc) || !a.HasFlag(call.FlagResynced) ||
+		a.Disposition != call.Answered || a.AnsweredBy != "101" || *a.Legs[0].EndedAt != disc {
 		t.Errorf("call A = %+v (legs %+v), want answered by 101, ended at the disconnect %v, resynced", a, a.Legs, disc)
 	}
 	_ = aDev
@@ -208,11 +209,11 @@ func TestResync(t *testing.T) {
 		t.Fatalf("want 3 records and nothing open, got %d records, %d open", len(s.recs), p.b.Open())
 	}
 	b, c := s.recs[1], s.recs[2]
-	if b.CallID != bTrunk.Linkedid || !b.HasFlag(callmodel.FlagResynced) || b.AnsweredBy != "101" || b.TalkSeconds != 28 {
+	if b.CallID != bTrunk.Linkedid || !b.HasFlag(call.FlagResynced) || b.AnsweredBy != "101" || b.TalkSeconds != 28 {
 		t.Errorf("call B = %+v", b)
 	}
 	if c.CallID != "1795400100.1" || c.Customer != "+79003333333" || c.AnsweredBy != "103" ||
-		!c.HasFlag(callmodel.FlagResynced) || c.Direction != callmodel.Inbound {
+		!c.HasFlag(call.FlagResynced) || c.Direction != call.Inbound {
 		t.Errorf("call C = %+v", c)
 	}
 	// C's start comes from the trunk's Duration (6 s before the snapshot).
@@ -260,8 +261,8 @@ func TestResyncEverythingGone(t *testing.T) {
 		b.Apply(&ev)
 	}
 	r := s.only(t)
-	if r.PBX != "lab" || r.Disposition != callmodel.Answered || r.AnsweredBy != "101" || !r.EndedAt.Equal(disc) ||
-		!r.HasFlag(callmodel.FlagResynced) || r.Recording == "" || b.Open() != 0 {
+	if r.PBX != "lab" || r.Disposition != call.Answered || r.AnsweredBy != "101" || !r.EndedAt.Equal(disc) ||
+		!r.HasFlag(call.FlagResynced) || r.Recording == "" || b.Open() != 0 {
 		t.Errorf("record = %+v, open %d", r, b.Open())
 	}
 }
@@ -280,7 +281,7 @@ func TestResyncSnapshotFailed(t *testing.T) {
 	}
 	p.hangup(trunk, 16)
 	p.hangup(dev, 16)
-	if r := s.only(t); !r.HasFlag(callmodel.FlagResynced) || r.AnsweredBy != "101" {
+	if r := s.only(t); !r.HasFlag(call.FlagResynced) || r.AnsweredBy != "101" {
 		t.Errorf("record = %+v", r)
 	}
 }
@@ -298,7 +299,7 @@ func TestFlush(t *testing.T) {
 	}
 	p.b.Flush(t0.Add(61*time.Minute), false)
 	r := s.only(t)
-	if r.CallID != trunk.Linkedid || !r.HasFlag(callmodel.FlagFlushed) || !r.EndedAt.Equal(lastEvent) || p.b.Open() != 0 {
+	if r.CallID != trunk.Linkedid || !r.HasFlag(call.FlagFlushed) || !r.EndedAt.Equal(lastEvent) || p.b.Open() != 0 {
 		t.Errorf("aged record = %+v, want flushed at the last event %v", r, lastEvent)
 	}
 	// Shutdown: open calls end now.
@@ -307,7 +308,7 @@ func TestFlush(t *testing.T) {
 	stop := p.now.Add(10 * time.Second)
 	p.b.Flush(stop, true)
 	r = s.only(t)
-	if !r.HasFlag(callmodel.FlagFlushed) || !r.EndedAt.Equal(stop) || r.TalkSeconds != 10 || *r.Legs[0].EndedAt != stop {
+	if !r.HasFlag(call.FlagFlushed) || !r.EndedAt.Equal(stop) || r.TalkSeconds != 10 || *r.Legs[0].EndedAt != stop {
 		t.Errorf("shutdown record = %+v", r)
 	}
 	p.b.Flush(stop.Add(time.Hour), true)
@@ -338,7 +339,7 @@ func TestFinishDelayCdrRecording(t *testing.T) {
 	}
 	p.b.Flush(end.Add(2*time.Second), false)
 	r := s.only(t)
-	if r.Recording != "in-1.wav" || !r.EndedAt.Equal(end) || r.HasFlag(callmodel.FlagFlushed) || p.b.Open() != 0 {
+	if r.Recording != "in-1.wav" || !r.EndedAt.Equal(end) || r.HasFlag(call.FlagFlushed) || p.b.Open() != 0 {
 		t.Errorf("record = %+v", r)
 	}
 }
@@ -364,7 +365,7 @@ func TestFMC(t *testing.T) {
 	p.hangup(trunk, 16)
 	p.hangup(mob, 16)
 	r := s.only(t)
-	if r.Direction != callmodel.Inbound || r.AnsweredBy != "105" || strings.Join(r.Rang, ",") != "105" || r.Customer != "+79001234567" {
+	if r.Direction != call.Inbound || r.AnsweredBy != "105" || strings.Join(r.Rang, ",") != "105" || r.Customer != "+79001234567" {
 		t.Errorf("forwarded call = %+v", r)
 	}
 	// The employee calls the office from the mobile: an internal call.
@@ -378,7 +379,7 @@ func TestFMC(t *testing.T) {
 	p.hangup(in, 16)
 	p.hangup(d, 16)
 	r = s.only(t)
-	if r.Direction != callmodel.Internal || r.CallerExt != "105" || r.AnsweredBy != "102" {
+	if r.Direction != call.Internal || r.CallerExt != "105" || r.AnsweredBy != "102" {
 		t.Errorf("call from the mobile = %+v", r)
 	}
 }
@@ -479,7 +480,7 @@ Cause: 16
 		}
 	}
 	r := s.only(t)
-	if r.CallID != "1400000000.1" || r.Direction != callmodel.Inbound || r.AnsweredBy != "101" ||
+	if r.CallID != "1400000000.1" || r.Direction != call.Inbound || r.AnsweredBy != "101" ||
 		r.Line != "+74951112233" || r.TalkSeconds != 3 || r.Legs[0].TalkSeconds != 1 {
 		t.Errorf("record = %+v", r)
 	}
@@ -528,7 +529,7 @@ func TestHoldKeepsLeg(t *testing.T) {
 	}
 	answered := 0
 	for _, l := range s.live {
-		if l.Kind == callmodel.LiveAnswered {
+		if l.Kind == call.LiveAnswered {
 			answered++
 		}
 	}
@@ -625,14 +626,14 @@ func TestResyncCallContinues(t *testing.T) {
 			b.Apply(&ev)
 		}
 		b.Flush(evs[len(evs)-1].Time, true)
-		var got []callmodel.Record
+		var got []call.Record
 		for _, r := range s.recs {
-			if !r.HasFlag(callmodel.FlagResynced) && r.StartedAt.Before(evs[cut].Time) && r.EndedAt.After(evs[cut].Time) {
+			if !r.HasFlag(call.FlagResynced) && r.StartedAt.Before(evs[cut].Time) && r.EndedAt.After(evs[cut].Time) {
 				t.Errorf("%s: call %s spanned the outage but is not flagged resynced", name, r.CallID)
 			}
 			var flags []string
 			for _, f := range r.Flags {
-				if f != callmodel.FlagResynced {
+				if f != call.FlagResynced {
 					flags = append(flags, f)
 				}
 			}
@@ -646,7 +647,7 @@ func TestResyncCallContinues(t *testing.T) {
 	}
 }
 
-func mustJSONLines(tb testing.TB, recs []callmodel.Record) []byte {
+func mustJSONLines(tb testing.TB, recs []call.Record) []byte {
 	tb.Helper()
 	var buf bytes.Buffer
 	for i := range recs {
@@ -700,7 +701,7 @@ func TestResyncRingingBeforeSnapshot(t *testing.T) {
 		if got := kinds(&s); got != "ringing:101" {
 			t.Fatalf("live events after the snapshot = %q, want %q", got, "ringing:101")
 		}
-		if l := s.live[0]; l.CallID != trunk.Linkedid || l.Direction != callmodel.Inbound || l.Customer != "+79001234567" ||
+		if l := s.live[0]; l.CallID != trunk.Linkedid || l.Direction != call.Inbound || l.Customer != "+79001234567" ||
 			l.Line != "+74951112233" {
 			t.Errorf("ringing event = %+v", l)
 		}
@@ -715,8 +716,8 @@ func TestResyncRingingBeforeSnapshot(t *testing.T) {
 			t.Errorf("live events = %q, want %q", got, want)
 		}
 		r := s.only(t)
-		if r.Disposition != callmodel.Answered || r.AnsweredBy != "101" || strings.Join(r.Rang, ",") != "101" ||
-			r.TalkSeconds != 10 || !r.HasFlag(callmodel.FlagResynced) {
+		if r.Disposition != call.Answered || r.AnsweredBy != "101" || strings.Join(r.Rang, ",") != "101" ||
+			r.TalkSeconds != 10 || !r.HasFlag(call.FlagResynced) {
 			t.Errorf("record = %+v", r)
 		}
 	})
@@ -732,7 +733,7 @@ func TestResyncRingingBeforeSnapshot(t *testing.T) {
 			t.Errorf("live events = %q, want %q", got, want)
 		}
 		r := s.only(t)
-		if r.Disposition != callmodel.NoAnswer || r.AnsweredBy != "" || strings.Join(r.Rang, ",") != "101" {
+		if r.Disposition != call.NoAnswer || r.AnsweredBy != "" || strings.Join(r.Rang, ",") != "101" {
 			t.Errorf("record = %+v", r)
 		}
 	})
@@ -751,7 +752,7 @@ func TestResyncRingingBeforeSnapshot(t *testing.T) {
 		if got := kinds(&s); got != "" {
 			t.Errorf("live events = %q, want none", got)
 		}
-		if r := s.only(t); r.Disposition != callmodel.NoAnswer || strings.Join(r.Rang, ",") != "101" {
+		if r := s.only(t); r.Disposition != call.NoAnswer || strings.Join(r.Rang, ",") != "101" {
 			t.Errorf("record = %+v", r)
 		}
 	})
@@ -771,7 +772,7 @@ func TestResyncRingingBeforeSnapshot(t *testing.T) {
 		if got, want := kinds(&s), "answered:101 hangup:"; got != want {
 			t.Errorf("live events = %q, want %q", got, want)
 		}
-		if r := s.only(t); r.Disposition != callmodel.Answered || strings.Join(r.Rang, ",") != "101" {
+		if r := s.only(t); r.Disposition != call.Answered || strings.Join(r.Rang, ",") != "101" {
 			t.Errorf("record = %+v", r)
 		}
 	})

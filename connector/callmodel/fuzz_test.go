@@ -11,6 +11,7 @@ import (
 	"github.com/pbxbridge/pbxbridge/asterisk/ami"
 	"github.com/pbxbridge/pbxbridge/asterisk/transcripts"
 	"github.com/pbxbridge/pbxbridge/connector/callmodel"
+	"github.com/pbxbridge/pbxbridge/crm/call"
 )
 
 var (
@@ -70,18 +71,18 @@ type checkSink struct {
 	live    map[string]bool
 }
 
-func (s *checkSink) Live(l *callmodel.Live) {
+func (s *checkSink) Live(l *call.Live) {
 	if s.hungup[l.CallID] && s.created[l.CallID] < s.lastRec[l.CallID] {
 		s.t.Fatalf("live %s for call %s after its hangup", l.Kind, l.CallID)
 	}
 	// live: the call has shown something a CRM card may display and not hung up yet.
-	s.live[l.CallID] = l.Kind != callmodel.LiveHangup
-	if l.Kind == callmodel.LiveHangup {
+	s.live[l.CallID] = l.Kind != call.LiveHangup
+	if l.Kind == call.LiveHangup {
 		s.hungup[l.CallID] = true
 	}
 }
 
-func (s *checkSink) Record(r *callmodel.Record) {
+func (s *checkSink) Record(r *call.Record) {
 	// A finished call's id can legitimately come back when the perturbed stream creates a
 	// channel under it again (in the same Apply that released the previous record, at the
 	// earliest); otherwise a second record means the call finished twice.
@@ -94,11 +95,11 @@ func (s *checkSink) Record(r *callmodel.Record) {
 		s.t.Fatalf("nil list in %+v", r)
 	}
 	switch r.Disposition {
-	case callmodel.Answered:
+	case call.Answered:
 		if r.AnsweredAt == nil || (len(r.Legs) > 0 && r.AnsweredBy != r.Legs[0].Ext) {
 			s.t.Fatalf("answered record inconsistent: %+v", r)
 		}
-	case callmodel.NoAnswer, callmodel.Busy, callmodel.Failed:
+	case call.NoAnswer, call.Busy, call.Failed:
 		if r.AnsweredAt != nil || len(r.Legs) != 0 || r.TalkSeconds != 0 {
 			s.t.Fatalf("unanswered record with answer data: %+v", r)
 		}
@@ -106,7 +107,7 @@ func (s *checkSink) Record(r *callmodel.Record) {
 		s.t.Fatalf("bad disposition %q", r.Disposition)
 	}
 	switch r.Direction {
-	case callmodel.Inbound, callmodel.Outbound, callmodel.Internal:
+	case call.Inbound, call.Outbound, call.Internal:
 	default:
 		s.t.Fatalf("bad direction %q", r.Direction)
 	}

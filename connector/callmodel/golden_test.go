@@ -18,6 +18,7 @@ import (
 	"github.com/pbxbridge/pbxbridge/asterisk/transcripts"
 	"github.com/pbxbridge/pbxbridge/connector/callmodel"
 	"github.com/pbxbridge/pbxbridge/connector/replay"
+	"github.com/pbxbridge/pbxbridge/crm/call"
 )
 
 // timeMargin is how far a record's times may be from the expected ones. The expected files are
@@ -54,16 +55,16 @@ func loadOptions(tb testing.TB, path string) callmodel.Options {
 	return opts
 }
 
-func readRecords(tb testing.TB, data []byte) []callmodel.Record {
+func readRecords(tb testing.TB, data []byte) []call.Record {
 	tb.Helper()
-	var out []callmodel.Record
+	var out []call.Record
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	sc.Buffer(nil, 1<<20)
 	for sc.Scan() {
 		if len(bytes.TrimSpace(sc.Bytes())) == 0 {
 			continue
 		}
-		var r callmodel.Record
+		var r call.Record
 		dec := json.NewDecoder(bytes.NewReader(sc.Bytes()))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&r); err != nil {

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pbxbridge/pbxbridge/crm/call"
+
 	"github.com/pbxbridge/pbxbridge/asterisk"
 )
 
@@ -140,15 +142,15 @@ func isNumber(s string) bool {
 
 // description is what the model currently knows about a call's parties.
 type description struct {
-	dir       Direction // "" when the call has no recognised party
-	inTrunk   *channel  // inbound: the incoming trunk channel (the customer)
-	outTrunk  *channel  // outbound: the trunk channel that answered, else the last one dialled
-	callerExt *channel  // the first extension channel of the call
+	dir       call.Direction // "" when the call has no recognised party
+	inTrunk   *channel       // inbound: the incoming trunk channel (the customer)
+	outTrunk  *channel       // outbound: the trunk channel that answered, else the last one dialled
+	callerExt *channel       // the first extension channel of the call
 	customer  string
 	line      string
 }
 
-func (b *Builder) describe(c *call) description {
+func (b *Builder) describe(c *ongoing) description {
 	var d description
 	for _, ch := range c.chans {
 		b.classify(ch)
@@ -173,7 +175,7 @@ func (b *Builder) describe(c *call) description {
 	o := &b.opts
 	switch {
 	case d.inTrunk != nil:
-		d.dir = Inbound
+		d.dir = call.Inbound
 		d.customer = o.normalize(d.inTrunk.firstCID)
 		line := ""
 		switch {
@@ -184,7 +186,7 @@ func (b *Builder) describe(c *call) description {
 		}
 		d.line = o.normalize(line)
 	case d.outTrunk != nil:
-		d.dir = Outbound
+		d.dir = call.Outbound
 		num := dialNumber(d.outTrunk.dialString)
 		if num == "" && isNumber(d.outTrunk.exten) {
 			num = d.outTrunk.exten
@@ -197,15 +199,15 @@ func (b *Builder) describe(c *call) description {
 			d.line = o.normalize(conn)
 		}
 	case d.callerExt != nil:
-		d.dir = Internal
+		d.dir = call.Internal
 		if c.originateID != "" {
-			d.dir = Outbound // click-to-call still ringing the agent: the customer is not dialled yet
+			d.dir = call.Outbound // click-to-call still ringing the agent: the customer is not dialled yet
 		}
 		ce := d.callerExt
 		if len(c.rang) == 0 && len(c.legs) == 0 && ce.dir == dirIncoming && o.ExternalNumber.MatchString(ce.exten) &&
 			!o.ExtensionNumber.MatchString(ce.exten) {
 			// Dialled an external number that never reached a trunk (no route, rejected).
-			d.dir = Outbound
+			d.dir = call.Outbound
 			d.customer = o.normalize(ce.exten)
 		}
 	}
@@ -214,22 +216,22 @@ func (b *Builder) describe(c *call) description {
 
 // recompute works out which extensions are connected to the call's customer now and opens,
 // resumes and closes legs accordingly.
-func (b *Builder) recompute(c *call, t time.Time) {
+func (b *Builder) recompute(c *ongoing, t time.Time) {
 	if c.state != callOpen {
 		return
 	}
 	d := b.describe(c)
 	b.found = b.found[:0]
 	switch d.dir {
-	case Inbound:
+	case call.Inbound:
 		b.reach(d.inTrunk, "")
-	case Outbound:
+	case call.Outbound:
 		for _, ch := range c.chans {
 			if ch.kind == kindTrunk && ch.dir == dirOutgoing && !ch.dead {
 				b.reach(ch, "")
 			}
 		}
-	case Internal:
+	case call.Internal:
 		if d.callerExt != nil {
 			b.reach(d.callerExt, d.callerExt.ext)
 		}
@@ -271,7 +273,7 @@ func (b *Builder) recompute(c *call, t time.Time) {
 				ch.ringing = false // answered (a DialEnd may be missing or still to come)
 			}
 		}
-		b.emit(c, LiveAnswered, ext, "", t)
+		b.emit(c, call.LiveAnswered, ext, "", t)
 		switch {
 		case c.pending.valid:
 			p := c.pending
@@ -281,21 +283,21 @@ func (b *Builder) recompute(c *call, t time.Time) {
 				from = c.legs[prev].ext
 			}
 			if from != ext {
-				c.transfers = append(c.transfers, xfer{Transfer: Transfer{Kind: p.kind, From: from, To: ext, At: p.at}, made: t})
-				b.emit(c, LiveTransferred, ext, from, p.at)
+				c.transfers = append(c.transfers, xfer{Transfer: call.Transfer{Kind: p.kind, From: from, To: ext, At: p.at}, made: t})
+				b.emit(c, call.LiveTransferred, ext, from, p.at)
 			}
 		case prev >= 0 && !othersOpen:
 			from := c.legs[prev].ext
 			c.transfers = append(c.transfers, xfer{
-				Transfer: Transfer{Kind: "blind", From: from, To: ext, At: c.legs[prev].ended},
+				Transfer: call.Transfer{Kind: "blind", From: from, To: ext, At: c.legs[prev].ended},
 				inferred: true, made: t,
 			})
-			b.emit(c, LiveTransferred, ext, from, t)
+			b.emit(c, call.LiveTransferred, ext, from, t)
 		}
 	}
 }
 
-func (c *call) openLeg(ext string) bool {
+func (c *ongoing) openLeg(ext string) bool {
 	for i := range c.legs {
 		if c.legs[i].open && c.legs[i].ext == ext {
 			return true
@@ -369,7 +371,7 @@ func (b *Builder) transferEvent(ev *asterisk.Event) {
 	if ev.Transfer == nil || (ev.Transfer.Result != "" && ev.Transfer.Result != "Success") {
 		return
 	}
-	c := (*call)(nil)
+	c := (*ongoing)(nil)
 	if ch := b.alive(ev.Peer.Uniqueid); ch != nil {
 		c = ch.call
 	} else if ch := b.alive(ev.Chan.Uniqueid); ch != nil {
@@ -408,15 +410,15 @@ func (b *Builder) transferEvent(ev *asterisk.Event) {
 
 // record summarises a finished call, or returns nil for calls that are not worth a record (no
 // extension or trunk recognised; an internal call in which nobody else was dialled).
-func (b *Builder) record(c *call, end time.Time) *Record {
+func (b *Builder) record(c *ongoing, end time.Time) *call.Record {
 	d := b.describe(c)
 	if d.dir == "" {
 		return nil
 	}
-	if d.dir == Internal && len(c.rang) == 0 && len(c.legs) == 0 {
+	if d.dir == call.Internal && len(c.rang) == 0 && len(c.legs) == 0 {
 		return nil
 	}
-	r := &Record{
+	r := &call.Record{
 		CallID:      c.id,
 		Direction:   d.dir,
 		Customer:    d.customer,
@@ -424,8 +426,8 @@ func (b *Builder) record(c *call, end time.Time) *Record {
 		StartedAt:   c.created,
 		EndedAt:     end,
 		Rang:        append([]string{}, c.rang...),
-		Legs:        make([]Leg, 0, len(c.legs)),
-		Transfers:   make([]Transfer, 0, len(c.transfers)+1),
+		Legs:        make([]call.Leg, 0, len(c.legs)),
+		Transfers:   make([]call.Transfer, 0, len(c.transfers)+1),
 		PBX:         c.pbx,
 		OriginateID: c.originateID,
 	}
@@ -434,21 +436,21 @@ func (b *Builder) record(c *call, end time.Time) *Record {
 	}
 	for _, l := range c.legs {
 		a, e := l.answered, l.ended
-		r.Legs = append(r.Legs, Leg{Ext: l.ext, AnsweredAt: &a, EndedAt: &e, TalkSeconds: seconds(e.Sub(a))})
+		r.Legs = append(r.Legs, call.Leg{Ext: l.ext, AnsweredAt: &a, EndedAt: &e, TalkSeconds: seconds(e.Sub(a))})
 	}
 	for _, x := range c.transfers {
 		r.Transfers = append(r.Transfers, x.Transfer)
 	}
 	if p := c.pending; p.valid {
-		r.Transfers = append(r.Transfers, Transfer{Kind: p.kind, From: p.from, To: p.to, At: p.at})
+		r.Transfers = append(r.Transfers, call.Transfer{Kind: p.kind, From: p.from, To: p.to, At: p.at})
 	}
-	if d.callerExt != nil && d.dir != Inbound {
+	if d.callerExt != nil && d.dir != call.Inbound {
 		r.CallerExt = d.callerExt.ext
 	}
 	switch {
-	case d.dir == Inbound && d.inTrunk != nil:
+	case d.dir == call.Inbound && d.inTrunk != nil:
 		r.Trunk = trunkName(d.inTrunk.name)
-	case d.dir == Outbound && d.outTrunk != nil:
+	case d.dir == call.Outbound && d.outTrunk != nil:
 		r.Trunk = trunkName(d.outTrunk.name)
 	}
 
@@ -457,13 +459,13 @@ func (b *Builder) record(c *call, end time.Time) *Record {
 		a := c.legs[0].answered
 		r.AnsweredAt = &a
 		r.AnsweredBy = c.legs[0].ext
-	case d.dir == Outbound && !c.trunkAnswer.IsZero():
+	case d.dir == call.Outbound && !c.trunkAnswer.IsZero():
 		a := c.trunkAnswer
 		r.AnsweredAt = &a
 		r.AnsweredBy = r.CallerExt
 	}
 	if r.AnsweredAt != nil {
-		r.Disposition = Answered
+		r.Disposition = call.Answered
 		r.RingSeconds = seconds(r.AnsweredAt.Sub(r.StartedAt))
 		r.TalkSeconds = seconds(r.EndedAt.Sub(*r.AnsweredAt))
 	} else {
@@ -473,9 +475,9 @@ func (b *Builder) record(c *call, end time.Time) *Record {
 
 	var cust *channel
 	switch d.dir {
-	case Inbound:
+	case call.Inbound:
 		cust = d.inTrunk
-	case Outbound:
+	case call.Outbound:
 		cust = d.outTrunk
 		if cust == nil {
 			cust = d.callerExt
@@ -494,12 +496,12 @@ func (b *Builder) record(c *call, end time.Time) *Record {
 	if rec == "" {
 		rec = c.cdrRecording
 	}
-	if r.Disposition == Answered || b.opts.UnansweredRecordings {
+	if r.Disposition == call.Answered || b.opts.UnansweredRecordings {
 		r.Recording = rec
 	}
 
 	flags := c.flags
-	if d.dir == Inbound && len(c.rang) == 0 && len(c.legs) == 0 {
+	if d.dir == call.Inbound && len(c.rang) == 0 && len(c.legs) == 0 {
 		flags |= flagIVRAbandoned
 	}
 	if c.originateID != "" {
@@ -518,15 +520,15 @@ func (b *Builder) record(c *call, end time.Time) *Record {
 // cancelled makes it no_answer; otherwise busy if one was busy; otherwise failed (congestion,
 // unavailable, invalid number). A call that dialled nothing is no_answer (abandoned in the IVR)
 // or, outbound, failed (no route).
-func (b *Builder) unanswered(c *call, d description) Disposition {
+func (b *Builder) unanswered(c *ongoing, d description) call.Disposition {
 	var noAnswer, busy, failed bool
 	for _, ch := range c.chans {
 		if ch.dir != dirOutgoing {
 			continue
 		}
 		switch {
-		case d.dir == Outbound && ch.kind == kindTrunk:
-		case d.dir != Outbound && ch.kind == kindExt && !ch.byCID:
+		case d.dir == call.Outbound && ch.kind == kindTrunk:
+		case d.dir != call.Outbound && ch.kind == kindExt && !ch.byCID:
 		default:
 			continue
 		}
@@ -541,15 +543,15 @@ func (b *Builder) unanswered(c *call, d description) Disposition {
 	}
 	switch {
 	case noAnswer:
-		return NoAnswer
+		return call.NoAnswer
 	case busy:
-		return Busy
+		return call.Busy
 	case failed:
-		return Failed
-	case d.dir == Outbound:
-		return Failed
+		return call.Failed
+	case d.dir == call.Outbound:
+		return call.Failed
 	}
-	return NoAnswer
+	return call.NoAnswer
 }
 
 // seconds rounds a duration to whole seconds (half up), never negative.

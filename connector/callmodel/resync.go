@@ -6,6 +6,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pbxbridge/pbxbridge/crm/call"
+
 	"github.com/pbxbridge/pbxbridge/asterisk"
 )
 
@@ -197,7 +199,7 @@ func (b *Builder) ringSnapshotted(t time.Time) {
 			continue
 		}
 		ch.ringing = true
-		b.emit(ch.call, LiveRinging, ch.ext, "", t)
+		b.emit(ch.call, call.LiveRinging, ch.ext, "", t)
 	}
 	b.snapDialled = b.snapDialled[:0]
 }

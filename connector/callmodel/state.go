@@ -4,6 +4,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pbxbridge/pbxbridge/crm/call"
+
 	"github.com/pbxbridge/pbxbridge/asterisk"
 )
 
@@ -31,7 +33,7 @@ const (
 type channel struct {
 	id       string
 	name     string
-	call     *call
+	call     *ongoing
 	created  time.Time
 	state    asterisk.ChannelState
 	context  string // first dialplan context
@@ -114,20 +116,6 @@ const (
 
 var flagNames = [...]string{"ivr_abandoned", "queue", "pickup", "voicemail", "click_to_call", "flushed", "resynced"}
 
-// Flag names as they appear in Record.Flags.
-const (
-	FlagIVRAbandoned = "ivr_abandoned" // inbound, no extension was ever dialled
-	FlagQueue        = "queue"         // the call went through app_queue
-	FlagPickup       = "pickup"        // an extension picked up a call ringing elsewhere
-	FlagVoicemail    = "voicemail"     // the call reached VoiceMail()
-	FlagClickToCall  = "click_to_call" // carries an originate id variable
-	FlagFlushed      = "flushed"       // finished by Flush (shutdown or maximum age), not by hangup
-	FlagResynced     = "resynced"      // the call spanned a lost PBX connection; finished or continued from the snapshot
-	// FlagEndedUnseen: the call was open when the daemon stopped (crash, kill) and had ended by
-	// the time it came back; the record is what the daemon knew, ended at its last sign of life.
-	FlagEndedUnseen = "ended_unseen"
-)
-
 // leg is an extension's connection to the customer.
 type leg struct {
 	ext      string
@@ -139,7 +127,7 @@ type leg struct {
 // xfer is a recorded transfer; inferred ones (no transfer event seen) may be upgraded by a
 // transfer event that arrives just after.
 type xfer struct {
-	Transfer
+	call.Transfer
 	inferred bool
 	made     time.Time // when the new leg started
 }
@@ -152,8 +140,8 @@ type pendingXfer struct {
 	valid bool
 }
 
-// call is one external call: the channels of one Linkedid (plus calls merged into it).
-type call struct {
+// ongoing is one external ongoing: the channels of one Linkedid (plus calls merged into it).
+type ongoing struct {
 	id        string
 	pbx       string
 	created   time.Time
@@ -180,7 +168,7 @@ type call struct {
 	liveSent     bool      // a live event was emitted for this call
 }
 
-func (c *call) hasRang(ext string) bool {
+func (c *ongoing) hasRang(ext string) bool {
 	for _, e := range c.rang {
 		if e == ext {
 			return true
@@ -190,7 +178,7 @@ func (c *call) hasRang(ext string) bool {
 }
 
 // olderThan reports whether c started before d (Asterisk keeps the oldest linkedid).
-func (c *call) olderThan(d *call) bool {
+func (c *ongoing) olderThan(d *ongoing) bool {
 	if !c.created.Equal(d.created) && !c.created.IsZero() && !d.created.IsZero() {
 		return c.created.Before(d.created)
 	}

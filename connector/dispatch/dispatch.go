@@ -29,9 +29,9 @@ import (
 
 	"golang.org/x/time/rate"
 
-	"github.com/pbxbridge/pbxbridge/connector/callmodel"
 	"github.com/pbxbridge/pbxbridge/connector/outbox"
 	"github.com/pbxbridge/pbxbridge/crm"
+	"github.com/pbxbridge/pbxbridge/crm/call"
 )
 
 // Queue is the part of the outbox a Worker uses; *outbox.Store implements it.
@@ -69,10 +69,10 @@ type Options struct {
 	// Skip, when set, is asked about every record before delivery; a non-empty reason skips the
 	// CRM actions for that record (licence seats exceeded): the row is acknowledged and the
 	// reason goes to the timeline.
-	Skip func(connector string, rec *callmodel.Record) (reason string)
+	Skip func(connector string, rec *call.Record) (reason string)
 
 	// OnDelivered, when set, is called after each successful delivery.
-	OnDelivered func(connector string, rec *callmodel.Record, attempts int)
+	OnDelivered func(connector string, rec *call.Record, attempts int)
 
 	Clock  func() time.Time
 	Rand   func() float64 // in [0,1), for jitter
@@ -476,8 +476,8 @@ func (w *Worker) setAuth(broken bool) {
 	}
 }
 
-func decode(payload []byte) (*callmodel.Record, error) {
-	var rec callmodel.Record
+func decode(payload []byte) (*call.Record, error) {
+	var rec call.Record
 	if err := json.Unmarshal(payload, &rec); err != nil {
 		return nil, err
 	}

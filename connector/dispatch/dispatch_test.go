@@ -14,21 +14,21 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/pbxbridge/pbxbridge/connector/callmodel"
 	"github.com/pbxbridge/pbxbridge/connector/outbox"
 	"github.com/pbxbridge/pbxbridge/crm"
+	"github.com/pbxbridge/pbxbridge/crm/call"
 )
 
 // scripted is a CRM whose answers the test decides per call id.
 type scripted struct {
 	mu      sync.Mutex
-	answer  func(rec *callmodel.Record, attempt int) error
+	answer  func(rec *call.Record, attempt int) error
 	calls   map[string]int
 	block   chan struct{} // when set, Deliver waits for it (or ctx)
 	started chan string
 }
 
-func (s *scripted) Deliver(ctx context.Context, rec *callmodel.Record) error {
+func (s *scripted) Deliver(ctx context.Context, rec *call.Record) error {
 	s.mu.Lock()
 	if s.calls == nil {
 		s.calls = map[string]int{}
@@ -73,7 +73,7 @@ func openStore(t *testing.T, clock func() time.Time) *outbox.Store {
 func enqueue(t *testing.T, st *outbox.Store, ids ...string) {
 	t.Helper()
 	for _, id := range ids {
-		rec := callmodel.Record{CallID: id, Direction: callmodel.Inbound, StartedAt: time.Unix(1700000000, 0).UTC()}
+		rec := call.Record{CallID: id, Direction: call.Inbound, StartedAt: time.Unix(1700000000, 0).UTC()}
 		b, _ := json.Marshal(rec)
 		if err := st.Enqueue(context.Background(), outbox.Entry{Key: rec.Key(), StartedAt: rec.StartedAt, Payload: b, Connectors: []string{"crm1"}}); err != nil {
 			t.Fatal(err)
@@ -119,7 +119,7 @@ func TestOutcomes(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	m := NewMetrics(reg)
 	m.Init("crm1")
-	crmAPI := &scripted{answer: func(rec *callmodel.Record, attempt int) error {
+	crmAPI := &scripted{answer: func(rec *call.Record, attempt int) error {
 		switch rec.CallID {
 		case "ok":
 			return nil
@@ -191,7 +191,7 @@ func TestAuthBrokenPausesConnector(t *testing.T) {
 	st := openStore(t, nil)
 	var broken atomic.Bool
 	broken.Store(true)
-	crmAPI := &scripted{answer: func(*callmodel.Record, int) error {
+	crmAPI := &scripted{answer: func(*call.Record, int) error {
 		if broken.Load() {
 			return crm.AuthBroken(errors.New("invalid_grant"))
 		}
@@ -241,7 +241,7 @@ func TestDrainFinishesThenReleases(t *testing.T) {
 
 func TestGiveUpAfter(t *testing.T) {
 	st := openStore(t, nil)
-	crmAPI := &scripted{answer: func(*callmodel.Record, int) error { return errors.New("connection refused") }}
+	crmAPI := &scripted{answer: func(*call.Record, int) error { return errors.New("connection refused") }}
 	w := New(st, Options{Connector: "crm1", Adapter: crmAPI, Poll: 2 * time.Millisecond, BackoffMin: time.Millisecond, BackoffMax: time.Millisecond, GiveUpAfter: time.Hour}, nil)
 	enqueue(t, st, "old") // started in 2023
 	stop := runWorker(t, w)

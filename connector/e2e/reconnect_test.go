@@ -24,6 +24,7 @@ import (
 	"github.com/pbxbridge/pbxbridge/asterisk/numbers"
 	"github.com/pbxbridge/pbxbridge/asterisk/transcripts"
 	"github.com/pbxbridge/pbxbridge/connector/callmodel"
+	"github.com/pbxbridge/pbxbridge/crm/call"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -55,16 +56,16 @@ func labOptions(t *testing.T) callmodel.Options {
 
 // expected returns the golden records of a scenario (written from its .meta.json by the model's
 // owners), by call id.
-func expected(t *testing.T, scenario string) map[string]callmodel.Record {
+func expected(t *testing.T, scenario string) map[string]call.Record {
 	t.Helper()
 	data, err := os.ReadFile(filepath.Join("..", "callmodel", "testdata", scenario, "expected.jsonl"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := map[string]callmodel.Record{}
+	out := map[string]call.Record{}
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	for sc.Scan() {
-		var r callmodel.Record
+		var r call.Record
 		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
 			t.Fatal(err)
 		}
@@ -76,11 +77,11 @@ func expected(t *testing.T, scenario string) map[string]callmodel.Record {
 // sink collects the Builder's records.
 type sink struct {
 	mu      sync.Mutex
-	records []callmodel.Record
+	records []call.Record
 }
 
-func (s *sink) Live(*callmodel.Live) {}
-func (s *sink) Record(r *callmodel.Record) {
+func (s *sink) Live(*call.Live) {}
+func (s *sink) Record(r *call.Record) {
 	s.mu.Lock()
 	s.records = append(s.records, *r)
 	s.mu.Unlock()
@@ -318,7 +319,7 @@ func TestAMIReconnectMidCall(t *testing.T) {
 			}
 
 			p.out.mu.Lock()
-			got := map[string]callmodel.Record{}
+			got := map[string]call.Record{}
 			for _, r := range p.out.records {
 				if _, dup := got[r.CallID]; dup {
 					t.Errorf("call %s finished twice", r.CallID)
@@ -406,7 +407,7 @@ func TestAMIStartMidCall(t *testing.T) {
 		t.Errorf("%d calls left open", open)
 	}
 	p.out.mu.Lock()
-	got := map[string]callmodel.Record{}
+	got := map[string]call.Record{}
 	for _, r := range p.out.records {
 		if _, dup := got[r.CallID]; dup {
 			t.Errorf("call %s finished twice", r.CallID)
@@ -445,7 +446,7 @@ func TestAMIStartMidCall(t *testing.T) {
 }
 
 // legExts is the set of extensions that talked in a record.
-func legExts(r callmodel.Record) map[string]bool {
+func legExts(r call.Record) map[string]bool {
 	out := map[string]bool{}
 	for _, l := range r.Legs {
 		out[l.Ext] = true
@@ -508,7 +509,7 @@ func TestAMIStartAnyMoment(t *testing.T) {
 				defer p.out.mu.Unlock()
 				for origID, want := range expected(t, sc) {
 					id := c.MapID(origID)
-					var got []callmodel.Record
+					var got []call.Record
 					for _, r := range p.out.records {
 						if r.CallID == id {
 							got = append(got, r)

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/pbxbridge/pbxbridge/asterisk/fakepbx"
-	"github.com/pbxbridge/pbxbridge/connector/callmodel"
+	"github.com/pbxbridge/pbxbridge/crm/call"
 )
 
 // EnvOptions configure a whole test bed.
@@ -176,7 +176,7 @@ func (e *Env) progress(ctx context.Context) (built, pending, held int, err error
 type Verdict struct {
 	Key      string
 	Scenario string
-	Record   callmodel.Record // expected
+	Record   call.Record // expected
 	// Logged is how many times each CRM connector holds it.
 	Logged map[string]int
 }

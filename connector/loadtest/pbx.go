@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/pbxbridge/pbxbridge/asterisk/fakepbx"
-	"github.com/pbxbridge/pbxbridge/connector/callmodel"
+	"github.com/pbxbridge/pbxbridge/crm/call"
 )
 
 // PBXName is the name of the simulated PBX in the daemon's config: record keys are
@@ -26,7 +26,7 @@ var extChannel = regexp.MustCompile(`^Local/(\d+)@phones-[0-9a-f]+;1$`)
 // Expected holds what each scenario must produce (connector/callmodel/testdata/<scenario>/
 // expected.jsonl, derived from what really happened on the recording PBX): its records by the
 // transcript's call id.
-type Expected map[string]map[string]callmodel.Record
+type Expected map[string]map[string]call.Record
 
 // LoadExpected reads the expected records of every scenario under dir.
 func LoadExpected(dir string) (Expected, error) {
@@ -43,11 +43,11 @@ func LoadExpected(dir string) (Expected, error) {
 		if err != nil {
 			return nil, fmt.Errorf("loadtest: expected records: %w", err)
 		}
-		recs := map[string]callmodel.Record{}
+		recs := map[string]call.Record{}
 		sc := bufio.NewScanner(bytes.NewReader(data))
 		sc.Buffer(make([]byte, 64<<10), 1<<20)
 		for sc.Scan() {
-			var r callmodel.Record
+			var r call.Record
 			if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
 				return nil, fmt.Errorf("loadtest: %s: %w", f, err)
 			}
@@ -168,8 +168,8 @@ func (p *PBX) Forget() {
 
 // Keys returns the record keys a replay must produce with their expected records (the
 // scenario's expected records, under the replay's fresh call ids).
-func (e Expected) Keys(t *CallTrace) map[string]callmodel.Record {
-	out := map[string]callmodel.Record{}
+func (e Expected) Keys(t *CallTrace) map[string]call.Record {
+	out := map[string]call.Record{}
 	for orig, r := range e[t.Scenario] {
 		id := t.Call.MapID(orig)
 		if id == "" {
@@ -183,6 +183,6 @@ func (e Expected) Keys(t *CallTrace) map[string]callmodel.Record {
 
 // ToCRM reports whether a record is sent to the CRMs (inbound and outbound calls; internal calls
 // are not, by default).
-func ToCRM(r callmodel.Record) bool {
-	return r.Direction == callmodel.Inbound || r.Direction == callmodel.Outbound
+func ToCRM(r call.Record) bool {
+	return r.Direction == call.Inbound || r.Direction == call.Outbound
 }

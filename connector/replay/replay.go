@@ -1,5 +1,5 @@
 // Package replay runs a recorded PBX event stream through the call model and prints the finished
-// calls as JSON lines in the schema of DESIGN.md §4 (callmodel.Record). It backs
+// calls as JSON lines in the schema of DESIGN.md §4 (call.Record). It backs
 // `pbxbridge replay --ami FILE` and `--ari FILE`, and the golden tests.
 //
 // Replay is deterministic: the same input and options always print the same bytes. Event times
@@ -21,6 +21,7 @@ import (
 	"github.com/pbxbridge/pbxbridge/asterisk/ami"
 	"github.com/pbxbridge/pbxbridge/asterisk/ari"
 	"github.com/pbxbridge/pbxbridge/connector/callmodel"
+	"github.com/pbxbridge/pbxbridge/crm/call"
 )
 
 // Stats counts what a replay saw.
@@ -146,9 +147,9 @@ type writer struct {
 
 func newWriter(w io.Writer, st *Stats) *writer { return &writer{w: w, st: st} }
 
-func (o *writer) Live(*callmodel.Live) {}
+func (o *writer) Live(*call.Live) {}
 
-func (o *writer) Record(r *callmodel.Record) {
+func (o *writer) Record(r *call.Record) {
 	if o.err != nil {
 		return
 	}

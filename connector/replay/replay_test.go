@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/pbxbridge/pbxbridge/asterisk/transcripts"
-	"github.com/pbxbridge/pbxbridge/connector/callmodel"
+	"github.com/pbxbridge/pbxbridge/crm/call"
 )
 
 // TestAMIInputs: a capture without banner, with an over-large frame, without timestamps and cut
@@ -43,7 +43,7 @@ func TestAMIInputs(t *testing.T) {
 	if err := AMI(bytes.NewReader(noTS), labOptions(t), &b); err != nil {
 		t.Fatal(err)
 	}
-	var r callmodel.Record
+	var r call.Record
 	if err := json.Unmarshal(a.Bytes(), &r); err != nil || !bytes.Equal(a.Bytes(), b.Bytes()) ||
 		r.AnsweredBy != "101" || r.StartedAt.Unix() != 0 {
 		t.Fatalf("replay without timestamps: %s (%v)", a.Bytes(), err)
@@ -72,8 +72,8 @@ func TestARIInputs(t *testing.T) {
 	if err != nil || st.Skipped != 2 || st.Records != 1 {
 		t.Fatalf("%+v %v", st, err)
 	}
-	var r callmodel.Record
-	if err := json.Unmarshal(out.Bytes(), &r); err != nil || r.Disposition != callmodel.NoAnswer {
+	var r call.Record
+	if err := json.Unmarshal(out.Bytes(), &r); err != nil || r.Disposition != call.NoAnswer {
 		t.Fatalf("%s %v", out.Bytes(), err)
 	}
 }

@@ -54,9 +54,9 @@ import (
 	"github.com/go-resty/resty/v2"
 	"golang.org/x/time/rate"
 
-	"github.com/pbxbridge/pbxbridge/connector/callmodel"
 	"github.com/pbxbridge/pbxbridge/crm"
 	"github.com/pbxbridge/pbxbridge/crm/amocrm/api"
+	"github.com/pbxbridge/pbxbridge/crm/call"
 	"github.com/pbxbridge/pbxbridge/crm/internal/httpclient"
 )
 
@@ -236,11 +236,11 @@ func (a *Adapter) Close(ctx context.Context) error {
 }
 
 // Deliver implements crm.Adapter.
-func (a *Adapter) Deliver(ctx context.Context, rec *callmodel.Record) error {
+func (a *Adapter) Deliver(ctx context.Context, rec *call.Record) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("%s: %w", a.typ, err)
 	}
-	if rec.Direction != callmodel.Inbound && rec.Direction != callmodel.Outbound {
+	if rec.Direction != call.Inbound && rec.Direction != call.Outbound {
 		crm.Trace(ctx, "decision", "not sent", "amoCRM logs only inbound and outbound calls; this one is "+string(rec.Direction))
 		return nil
 	}
@@ -360,7 +360,7 @@ func (a *Adapter) finishCall(it *batchItem) {
 }
 
 // logCall logs rec and returns the call store state.
-func (a *Adapter) logCall(ctx context.Context, rec *callmodel.Record) (string, error) {
+func (a *Adapter) logCall(ctx context.Context, rec *call.Record) (string, error) {
 	if rec.Customer == "" {
 		return a.skip(ctx, rec, "anonymous", "the caller's number is unknown (anonymous call): amoCRM cannot match it")
 	}
@@ -382,7 +382,7 @@ func (a *Adapter) logCall(ctx context.Context, rec *callmodel.Record) (string, e
 
 // placeCall marks the record sent (durably), then logs its call in the next batch and waits
 // for the item's outcome (finishCall has stored it by then).
-func (a *Adapter) placeCall(ctx context.Context, rec *callmodel.Record) (*batchItem, error) {
+func (a *Adapter) placeCall(ctx context.Context, rec *call.Record) (*batchItem, error) {
 	if err := a.set(ctx, rec.Key(), fieldCall, markerState(stateSent, a.now())); err != nil {
 		return nil, err
 	}
@@ -394,10 +394,10 @@ func (a *Adapter) placeCall(ctx context.Context, rec *callmodel.Record) (*batchI
 }
 
 // callItem maps a record onto a calls item.
-func (a *Adapter) callItem(rec *callmodel.Record) api.Call {
+func (a *Adapter) callItem(rec *call.Record) api.Call {
 	c := api.Call{Direction: string(rec.Direction), Source: a.cfg.Source, Phone: rec.Customer, Uniq: rec.Key(),
 		CallStatus: callStatus(rec), CreatedAt: rec.StartedAt.Unix()}
-	if rec.Disposition == callmodel.Answered {
+	if rec.Disposition == call.Answered {
 		c.Duration = rec.TalkSeconds
 		if a.cfg.RecordingLinks && a.rec != nil && rec.Recording != "" {
 			c.Link = a.rec.URL(rec.Recording)
@@ -410,16 +410,16 @@ func (a *Adapter) callItem(rec *callmodel.Record) api.Call {
 }
 
 // callStatus maps the outcome to call_status (crm-apis.md Part D).
-func callStatus(rec *callmodel.Record) int {
+func callStatus(rec *call.Record) int {
 	if rec.HasFlag("voicemail") {
 		return api.StatusVoicemail
 	}
 	switch rec.Disposition {
-	case callmodel.Answered:
+	case call.Answered:
 		return api.StatusTalked
-	case callmodel.Busy:
+	case call.Busy:
 		return api.StatusBusy
-	case callmodel.Failed:
+	case call.Failed:
 		switch rec.HangupCause {
 		case 1, 28: // unallocated number, invalid number format
 			return api.StatusWrongNumber
@@ -434,7 +434,7 @@ func callStatus(rec *callmodel.Record) int {
 // ended up with the customer, as Bitrix24's finish user), else who answered, else who rang last
 // (missed inbound), else the caller (outbound: the placing extension, what rang first, or the
 // caller id when it is a mapped extension).
-func (a *Adapter) agentExt(rec *callmodel.Record) string {
+func (a *Adapter) agentExt(rec *call.Record) string {
 	for i := len(rec.Legs) - 1; i >= 0; i-- {
 		if rec.Legs[i].Ext != "" {
 			return rec.Legs[i].Ext
@@ -443,7 +443,7 @@ func (a *Adapter) agentExt(rec *callmodel.Record) string {
 	if rec.AnsweredBy != "" {
 		return rec.AnsweredBy
 	}
-	if rec.Direction == callmodel.Inbound {
+	if rec.Direction == call.Inbound {
 		for i := len(rec.Rang) - 1; i >= 0; i-- {
 			if a.users.user(rec.Rang[i]) != 0 {
 				return rec.Rang[i]
@@ -463,9 +463,9 @@ func (a *Adapter) agentExt(rec *callmodel.Record) string {
 	return ""
 }
 
-func (a *Adapter) agentUser(rec *callmodel.Record) int64 { return a.users.user(a.agentExt(rec)) }
+func (a *Adapter) agentUser(rec *call.Record) int64 { return a.users.user(a.agentExt(rec)) }
 
-func (a *Adapter) skip(ctx context.Context, rec *callmodel.Record, reason, why string) (string, error) {
+func (a *Adapter) skip(ctx context.Context, rec *call.Record, reason, why string) (string, error) {
 	crm.Trace(ctx, "decision", "call not logged", why)
 	a.m.unknown.WithLabelValues("skipped").Inc()
 	state := "skipped:" + reason
@@ -473,9 +473,9 @@ func (a *Adapter) skip(ctx context.Context, rec *callmodel.Record, reason, why s
 }
 
 // handleUnknown applies unknown_number to a call amoCRM could not place.
-func (a *Adapter) handleUnknown(ctx context.Context, rec *callmodel.Record) (string, error) {
+func (a *Adapter) handleUnknown(ctx context.Context, rec *call.Record) (string, error) {
 	action, path := a.cfg.UnknownNumber.Inbound, "unknown_number.inbound"
-	if rec.Direction == callmodel.Outbound {
+	if rec.Direction == call.Outbound {
 		action, path = a.cfg.UnknownNumber.Outbound, "unknown_number.outbound"
 	}
 	switch action {
@@ -489,10 +489,10 @@ func (a *Adapter) handleUnknown(ctx context.Context, rec *callmodel.Record) (str
 
 func expand(tmpl, number string) string { return strings.ReplaceAll(tmpl, "{number}", number) }
 
-func (a *Adapter) addUnsorted(ctx context.Context, rec *callmodel.Record) (string, error) {
+func (a *Adapter) addUnsorted(ctx context.Context, rec *call.Record) (string, error) {
 	u := a.agentUser(rec)
 	from, phone := rec.Customer, rec.Line
-	if rec.Direction == callmodel.Outbound {
+	if rec.Direction == call.Outbound {
 		from, phone = rec.Line, rec.Customer
 		if from == "" {
 			from = a.agentExt(rec)
@@ -505,7 +505,7 @@ func (a *Adapter) addUnsorted(ctx context.Context, rec *callmodel.Record) (strin
 		CreatedAt: rec.StartedAt.Unix(), RequestID: "u1",
 		Metadata: api.SIPMetadata{Uniq: rec.Key(), From: from, Phone: phone, CalledAt: rec.StartedAt.Unix(), ServiceCode: "pbxbridge",
 			CallResponsible: u, IsCallEventNeeded: true}}
-	if rec.Disposition == callmodel.Answered {
+	if rec.Disposition == call.Answered {
 		item.Metadata.Duration = rec.TalkSeconds
 		if a.cfg.RecordingLinks && a.rec != nil && rec.Recording != "" {
 			item.Metadata.Link = a.rec.URL(rec.Recording)
@@ -553,7 +553,7 @@ func duplicateSourceUID(e *api.Error) bool {
 }
 
 // createContactAndLog creates the contact (once per record) and logs the call again.
-func (a *Adapter) createContactAndLog(ctx context.Context, rec *callmodel.Record) (string, error) {
+func (a *Adapter) createContactAndLog(ctx context.Context, rec *call.Record) (string, error) {
 	key := rec.Key()
 	id, err := a.get(ctx, key, fieldContact)
 	if err != nil {
@@ -596,8 +596,8 @@ func (a *Adapter) createContactAndLog(ctx context.Context, rec *callmodel.Record
 	return "", crm.Transient(fmt.Errorf("logging the call: contact %s was created but amoCRM did not match the call yet (%s %s)", id, it.itemErr.Status, it.itemErr.Title))
 }
 
-func (a *Adapter) wantsTask(rec *callmodel.Record) bool {
-	return a.cfg.MissedCallTask.Enabled && rec.Direction == callmodel.Inbound && rec.Disposition != callmodel.Answered && rec.Customer != ""
+func (a *Adapter) wantsTask(rec *call.Record) bool {
+	return a.cfg.MissedCallTask.Enabled && rec.Direction == call.Inbound && rec.Disposition != call.Answered && rec.Customer != ""
 }
 
 // entityOf returns the entity a call landed in, from its call store state.
@@ -617,7 +617,7 @@ func entityOf(state string) (string, int64) {
 }
 
 // ensureTask creates the missed-call task once.
-func (a *Adapter) ensureTask(ctx context.Context, rec *callmodel.Record, state string) error {
+func (a *Adapter) ensureTask(ctx context.Context, rec *call.Record, state string) error {
 	key := rec.Key()
 	cur, err := a.get(ctx, key, fieldTask)
 	if err != nil {
@@ -683,7 +683,7 @@ func (a *Adapter) ensureTask(ctx context.Context, rec *callmodel.Record, state s
 }
 
 // taskResponsible walks missed_call_task.responsible.
-func (a *Adapter) taskResponsible(ctx context.Context, rec *callmodel.Record, state string) (int64, string, error) {
+func (a *Adapter) taskResponsible(ctx context.Context, rec *call.Record, state string) (int64, string, error) {
 	var tried []string
 	for _, step := range a.cfg.MissedCallTask.Responsible {
 		switch step {
@@ -755,8 +755,8 @@ func lastDigits(s string, n int) string {
 }
 
 // Live shows the pop-up to the ringing extension's user (inbound calls).
-func (a *Adapter) Live(ctx context.Context, ev *callmodel.Live) error {
-	if !a.cfg.Popups || ev.Kind != callmodel.LiveRinging || ev.Direction != callmodel.Inbound || ev.Customer == "" {
+func (a *Adapter) Live(ctx context.Context, ev *call.Live) error {
+	if !a.cfg.Popups || ev.Kind != call.LiveRinging || ev.Direction != call.Inbound || ev.Customer == "" {
 		return nil
 	}
 	u := a.users.user(ev.Ext)

@@ -11,8 +11,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/pbxbridge/pbxbridge/connector/callmodel"
 	"github.com/pbxbridge/pbxbridge/crm"
+	"github.com/pbxbridge/pbxbridge/crm/call"
 	"github.com/pbxbridge/pbxbridge/crm/crmtest"
 )
 
@@ -56,7 +56,7 @@ func TestTranscriptCalls(t *testing.T) {
 			out := recordFromMeta(t, "outbound_answered")
 			busy := recordFromMeta(t, "outbound_busy")
 			queue := recordFromMeta(t, "inbound_ringgroup_or_queue", "101", "102")
-			for _, r := range []*callmodel.Record{in, missed, out, busy, queue} {
+			for _, r := range []*call.Record{in, missed, out, busy, queue} {
 				e.deliver(r)
 			}
 			st := e.state()
@@ -103,7 +103,7 @@ func TestTranscriptCalls(t *testing.T) {
 				t.Errorf("task: %+v", task)
 			}
 			// Redelivering everything changes nothing.
-			for _, r := range []*callmodel.Record{in, missed, out, busy, queue} {
+			for _, r := range []*call.Record{in, missed, out, busy, queue} {
 				e.deliver(r)
 			}
 			if st2 := e.state(); len(st2.Calls) != 5 || len(st2.Tasks) != 1 {
@@ -113,10 +113,10 @@ func TestTranscriptCalls(t *testing.T) {
 	}
 }
 
-func unknownCall(i int, dir callmodel.Direction, disp callmodel.Disposition) *callmodel.Record {
+func unknownCall(i int, dir call.Direction, disp call.Disposition) *call.Record {
 	r := answered(100 + i)
 	r.Customer, r.Direction, r.Disposition = "+79990000000", dir, disp
-	if disp != callmodel.Answered {
+	if disp != call.Answered {
 		r.AnsweredAt, r.AnsweredBy, r.Legs, r.TalkSeconds = nil, "", nil, 0
 	}
 	return r
@@ -125,7 +125,7 @@ func unknownCall(i int, dir callmodel.Direction, disp callmodel.Disposition) *ca
 func TestUnknownNumbers(t *testing.T) {
 	t.Run("inbound becomes an incoming lead, missed gets a task", func(t *testing.T) {
 		e := newEnv(t, TypeAmoCRM, envOpt{})
-		r := unknownCall(1, callmodel.Inbound, callmodel.NoAnswer)
+		r := unknownCall(1, call.Inbound, call.NoAnswer)
 		e.deliver(r)
 		e.deliver(r)
 		st := e.state()
@@ -148,7 +148,7 @@ func TestUnknownNumbers(t *testing.T) {
 	})
 	t.Run("outbound creates the contact and logs the call", func(t *testing.T) {
 		e := newEnv(t, TypeKommo, envOpt{})
-		r := unknownCall(2, callmodel.Outbound, callmodel.Answered)
+		r := unknownCall(2, call.Outbound, call.Answered)
 		e.deliver(r)
 		e.deliver(r)
 		st := e.state()
@@ -172,7 +172,7 @@ func TestUnknownNumbers(t *testing.T) {
 		e := newEnv(t, TypeAmoCRM, envOpt{mutate: func(c *Config) { c.UnknownNumber.Inbound = UnknownSkip; c.MissedCallTask.Enabled = false }})
 		var trace []string
 		ctx := crm.WithTrace(context.Background(), func(kind, summary, _ string) { trace = append(trace, kind+" "+summary) })
-		if err := e.a.Deliver(ctx, unknownCall(3, callmodel.Inbound, callmodel.Answered)); err != nil {
+		if err := e.a.Deliver(ctx, unknownCall(3, call.Inbound, call.Answered)); err != nil {
 			t.Fatal(err)
 		}
 		st := e.state()
@@ -188,7 +188,7 @@ func TestUnknownNumbers(t *testing.T) {
 	})
 	t.Run("the 200 variant of an all-failed batch", func(t *testing.T) {
 		e := newEnv(t, TypeAmoCRM, envOpt{fake: crmtest.AmoOptions{UnknownStatus: 200}})
-		e.deliver(unknownCall(4, callmodel.Inbound, callmodel.Answered))
+		e.deliver(unknownCall(4, call.Inbound, call.Answered))
 		if st := e.state(); len(st.Unsorted) != 1 {
 			t.Fatalf("unsorted %+v", st.Unsorted)
 		}
@@ -200,7 +200,7 @@ func TestUnknownNumbers(t *testing.T) {
 func TestBacklogIsBatched(t *testing.T) {
 	e := newEnv(t, TypeAmoCRM, envOpt{})
 	const n, workers = 500, 64
-	recs := make(chan *callmodel.Record, n)
+	recs := make(chan *call.Record, n)
 	for i := range n {
 		recs <- answered(1000 + i)
 	}
@@ -262,7 +262,7 @@ func TestLoneCallSentAlone(t *testing.T) {
 // unknown one goes to the unknown-number path.
 func TestPartialBatch(t *testing.T) {
 	e := newEnv(t, TypeAmoCRM, envOpt{mutate: func(c *Config) { c.Batch.Window = 200 * time.Millisecond; c.MissedCallTask.Enabled = false }})
-	recs := []*callmodel.Record{answered(1), unknownCall(2, callmodel.Inbound, callmodel.Answered), answered(3)}
+	recs := []*call.Record{answered(1), unknownCall(2, call.Inbound, call.Answered), answered(3)}
 	var wg sync.WaitGroup
 	errs := make([]error, len(recs))
 	for i, r := range recs {
@@ -282,7 +282,7 @@ func TestPartialBatch(t *testing.T) {
 	if len(st.Calls) != 2 || len(st.Unsorted) != 1 || st.Unsorted[0].Uniq != recs[1].Key() {
 		t.Fatalf("calls %+v unsorted %+v", st.Calls, st.Unsorted)
 	}
-	for _, r := range []*callmodel.Record{recs[0], recs[2]} {
+	for _, r := range []*call.Record{recs[0], recs[2]} {
 		if v, _, _ := e.store.Get(context.Background(), r.Key(), fieldCall); v != "logged:leads:1" {
 			t.Fatalf("%s state %q", r.Key(), v)
 		}
@@ -306,11 +306,11 @@ func TestDedupOnTheFakeIsNotRelied(t *testing.T) {
 func TestPopups(t *testing.T) {
 	e := newEnv(t, TypeKommo, envOpt{})
 	ctx := context.Background()
-	for _, ev := range []*callmodel.Live{
-		{Kind: callmodel.LiveRinging, CallID: "1", Direction: callmodel.Inbound, Customer: "+79001234567", Ext: "101"},
-		{Kind: callmodel.LiveRinging, CallID: "1", Direction: callmodel.Inbound, Customer: "+79001234567", Ext: "199"},
-		{Kind: callmodel.LiveAnswered, CallID: "1", Direction: callmodel.Inbound, Customer: "+79001234567", Ext: "101"},
-		{Kind: callmodel.LiveRinging, CallID: "2", Direction: callmodel.Outbound, Customer: "+79001234567", Ext: "102"},
+	for _, ev := range []*call.Live{
+		{Kind: call.LiveRinging, CallID: "1", Direction: call.Inbound, Customer: "+79001234567", Ext: "101"},
+		{Kind: call.LiveRinging, CallID: "1", Direction: call.Inbound, Customer: "+79001234567", Ext: "199"},
+		{Kind: call.LiveAnswered, CallID: "1", Direction: call.Inbound, Customer: "+79001234567", Ext: "101"},
+		{Kind: call.LiveRinging, CallID: "2", Direction: call.Outbound, Customer: "+79001234567", Ext: "102"},
 	} {
 		if err := e.a.Live(ctx, ev); err != nil {
 			t.Fatal(err)
@@ -375,7 +375,7 @@ func TestRateLimitedAndBlocked(t *testing.T) {
 	ctx := context.Background()
 	var classes []crm.Class
 	for i := range 6 {
-		err := e.a.Live(ctx, &callmodel.Live{Kind: callmodel.LiveRinging, CallID: "x", Direction: callmodel.Inbound, Customer: "+79001234567", Ext: "101"})
+		err := e.a.Live(ctx, &call.Live{Kind: call.LiveRinging, CallID: "x", Direction: call.Inbound, Customer: "+79001234567", Ext: "101"})
 		if err != nil {
 			c, d := crm.Classify(err)
 			classes = append(classes, c)

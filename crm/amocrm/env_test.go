@@ -16,10 +16,10 @@ import (
 
 	"github.com/pbxbridge/pbxbridge/asterisk"
 	"github.com/pbxbridge/pbxbridge/asterisk/transcripts"
-	"github.com/pbxbridge/pbxbridge/connector/callmodel"
 	"github.com/pbxbridge/pbxbridge/connector/config"
 	"github.com/pbxbridge/pbxbridge/connector/recordings"
 	"github.com/pbxbridge/pbxbridge/crm"
+	"github.com/pbxbridge/pbxbridge/crm/call"
 	"github.com/pbxbridge/pbxbridge/crm/crmtest"
 )
 
@@ -122,7 +122,7 @@ func (e *env) state() crmtest.AmoAccountState {
 	return e.fake.State().Accounts[0]
 }
 
-func (e *env) deliver(rec *callmodel.Record) {
+func (e *env) deliver(rec *call.Record) {
 	e.t.Helper()
 	if err := e.a.Deliver(context.Background(), rec); err != nil {
 		e.t.Fatalf("deliver %s: %v", rec.Key(), err)
@@ -130,13 +130,13 @@ func (e *env) deliver(rec *callmodel.Record) {
 }
 
 // answered is an answered inbound call from the demo's known customer to 101.
-func answered(i int) *callmodel.Record {
+func answered(i int) *call.Record {
 	start := time.Date(2026, 11, 22, 0, 3, 2, 0, time.UTC).Add(time.Duration(i) * time.Minute)
 	ans := start.Add(2 * time.Second)
-	return &callmodel.Record{CallID: fmt.Sprintf("1795305782.%d", i), PBX: "office", Direction: callmodel.Inbound,
+	return &call.Record{CallID: fmt.Sprintf("1795305782.%d", i), PBX: "office", Direction: call.Inbound,
 		Customer: "+79001234567", Line: "+74951112233", StartedAt: start, AnsweredAt: &ans, EndedAt: start.Add(5 * time.Second),
-		Disposition: callmodel.Answered, AnsweredBy: "101", Rang: []string{"101"}, RingSeconds: 2, TalkSeconds: 3,
-		Legs: []callmodel.Leg{{Ext: "101", AnsweredAt: &ans, TalkSeconds: 3}}}
+		Disposition: call.Answered, AnsweredBy: "101", Rang: []string{"101"}, RingSeconds: 2, TalkSeconds: 3,
+		Legs: []call.Leg{{Ext: "101", AnsweredAt: &ans, TalkSeconds: 3}}}
 }
 
 // meta is the part of a transcript's .meta.json the records are built from.
@@ -176,7 +176,7 @@ func e164(n string) string {
 // recordFromMeta builds the Record of a transcript's single call from what really happened
 // (its .meta.json), as the call model is specified to: customer in E.164, the DID as the line,
 // talk time rounded, the extension that answered, the recording.
-func recordFromMeta(t *testing.T, scenario string, rang ...string) *callmodel.Record {
+func recordFromMeta(t *testing.T, scenario string, rang ...string) *call.Record {
 	t.Helper()
 	b, err := transcripts.Meta(scenario)
 	if err != nil {
@@ -187,34 +187,34 @@ func recordFromMeta(t *testing.T, scenario string, rang ...string) *callmodel.Re
 		t.Fatal(err)
 	}
 	c := m.Calls[0]
-	r := &callmodel.Record{CallID: c.Linkedid, PBX: "lab", Direction: callmodel.Direction(c.Direction), StartedAt: unix(c.Start),
+	r := &call.Record{CallID: c.Linkedid, PBX: "lab", Direction: call.Direction(c.Direction), StartedAt: unix(c.Start),
 		EndedAt: unix(c.End), TalkSeconds: int(math.Round(c.TalkS)), Rang: rang}
 	if len(c.Recordings) > 0 {
 		r.Recording = c.Recordings[0]
 	}
 	switch r.Direction {
-	case callmodel.Inbound:
+	case call.Inbound:
 		r.Customer, r.Line = e164(c.Caller), c.DID
 		if len(c.AnsweredBy) > 0 {
 			r.AnsweredBy = c.AnsweredBy[0]
 		}
-	case callmodel.Outbound:
+	case call.Outbound:
 		r.Customer, r.Line = e164(c.Called), ""
 		r.AnsweredBy = c.Caller // the extension that placed it talked to the customer
 	}
 	switch {
 	case len(c.AnsweredBy) > 0:
-		r.Disposition = callmodel.Answered
+		r.Disposition = call.Answered
 		at := r.EndedAt.Add(-time.Duration(r.TalkSeconds) * time.Second)
 		r.AnsweredAt = &at
-		r.Legs = []callmodel.Leg{{Ext: r.AnsweredBy, AnsweredAt: &at, TalkSeconds: r.TalkSeconds}}
+		r.Legs = []call.Leg{{Ext: r.AnsweredBy, AnsweredAt: &at, TalkSeconds: r.TalkSeconds}}
 	case c.Outcome == "not answered: BUSY":
-		r.Disposition, r.HangupCause = callmodel.Busy, 17
-		if r.Direction == callmodel.Outbound {
+		r.Disposition, r.HangupCause = call.Busy, 17
+		if r.Direction == call.Outbound {
 			r.Line, r.AnsweredBy = c.Caller, "" // nobody talked; the caller id is the extension
 		}
 	default:
-		r.Disposition, r.HangupCause = callmodel.NoAnswer, 19
+		r.Disposition, r.HangupCause = call.NoAnswer, 19
 	}
 	return r
 }

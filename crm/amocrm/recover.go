@@ -11,9 +11,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/pbxbridge/pbxbridge/connector/callmodel"
 	"github.com/pbxbridge/pbxbridge/crm"
 	"github.com/pbxbridge/pbxbridge/crm/amocrm/api"
+	"github.com/pbxbridge/pbxbridge/crm/call"
 )
 
 // Closing the lost-answer window of POST /api/v4/calls.
@@ -98,7 +98,7 @@ type noteIndex struct {
 // recoverCall settles a record whose call field holds a sent/unsure marker: it returns the
 // logged state when amoCRM has the call, "" when it has not (send it), or an error to retry
 // later while the earlier request may still be running.
-func (a *Adapter) recoverCall(ctx context.Context, rec *callmodel.Record, state string) (string, error) {
+func (a *Adapter) recoverCall(ctx context.Context, rec *call.Record, state string) (string, error) {
 	kind, at, ok := marker(state)
 	if !ok {
 		return state, nil

@@ -4,8 +4,8 @@ import (
 	"fmt"
 	"testing"
 
-	"github.com/pbxbridge/pbxbridge/connector/callmodel"
 	"github.com/pbxbridge/pbxbridge/crm"
+	"github.com/pbxbridge/pbxbridge/crm/call"
 	"github.com/pbxbridge/pbxbridge/crm/crmtest"
 )
 
@@ -18,7 +18,7 @@ func TestConformance(t *testing.T) {
 			cur = newEnv(t, f)
 			return cur.a, f
 		},
-		Record: func(i int) *callmodel.Record {
+		Record: func(i int) *call.Record {
 			return answeredInbound(cur, fmt.Sprintf("1795305782.%d", i), "101")
 		},
 	})

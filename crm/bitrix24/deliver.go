@@ -9,19 +9,19 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/pbxbridge/pbxbridge/connector/callmodel"
 	"github.com/pbxbridge/pbxbridge/crm"
 	"github.com/pbxbridge/pbxbridge/crm/bitrix24/api"
+	"github.com/pbxbridge/pbxbridge/crm/call"
 )
 
 // Deliver logs a finished call: register (unless Live or Bitrix24 did), finish, attach the
 // recording, then the missed-call lead and follow-up. Each step is recorded in the CallStore, so
 // a repeated delivery does only what is left.
-func (a *Adapter) Deliver(ctx context.Context, rec *callmodel.Record) error {
+func (a *Adapter) Deliver(ctx context.Context, rec *call.Record) error {
 	if err := ctx.Err(); err != nil {
 		return crm.Transient(fmt.Errorf("bitrix24: delivering call %s: %w", rec.Key(), err))
 	}
-	if rec.Direction != callmodel.Inbound && rec.Direction != callmodel.Outbound {
+	if rec.Direction != call.Inbound && rec.Direction != call.Outbound {
 		crm.Trace(ctx, "decision", "bitrix24: "+string(rec.Direction)+" call, not sent", "")
 		return nil
 	}
@@ -43,7 +43,7 @@ func (a *Adapter) Deliver(ctx context.Context, rec *callmodel.Record) error {
 	return nil
 }
 
-func (a *Adapter) deliver(ctx context.Context, rec *callmodel.Record) error {
+func (a *Adapter) deliver(ctx context.Context, rec *call.Record) error {
 	key := rec.Key()
 	st, err := a.loadState(ctx, key)
 	if err != nil {
@@ -77,9 +77,9 @@ func (a *Adapter) deliver(ctx context.Context, rec *callmodel.Record) error {
 
 // registerExt is the extension a call is registered for: the first that rang (inbound) or the
 // one that placed it (outbound).
-func registerExt(rec *callmodel.Record) string {
+func registerExt(rec *call.Record) string {
 	var cands []string
-	if rec.Direction == callmodel.Outbound {
+	if rec.Direction == call.Outbound {
 		for _, l := range rec.Legs {
 			cands = append(cands, l.Ext)
 		}
@@ -101,8 +101,8 @@ func registerExt(rec *callmodel.Record) string {
 }
 
 // finishExt is the extension of the employee the finished call belongs to.
-func (a *Adapter) finishExt(rec *callmodel.Record) string {
-	if rec.Disposition == callmodel.Answered {
+func (a *Adapter) finishExt(rec *call.Record) string {
+	if rec.Disposition == call.Answered {
 		if a.cfg.Finish.User == FinishUserFirstAnswer && rec.AnsweredBy != "" {
 			return rec.AnsweredBy
 		}
@@ -119,21 +119,21 @@ func (a *Adapter) finishExt(rec *callmodel.Record) string {
 }
 
 // statusCode maps the outcome to finish's STATUS_CODE and FAILED_REASON (crm-apis.md Part D).
-func statusCode(rec *callmodel.Record) (string, string) {
+func statusCode(rec *call.Record) (string, string) {
 	switch rec.Disposition {
-	case callmodel.Answered:
+	case call.Answered:
 		return "200", ""
-	case callmodel.Busy:
+	case call.Busy:
 		return "486", "busy"
-	case callmodel.NoAnswer:
+	case call.NoAnswer:
 		switch {
 		case rec.HasFlag("voicemail"):
 			return "304", "voicemail"
-		case rec.Direction == callmodel.Outbound && (rec.HasFlag("cancel") || rec.HasFlag("cancelled")):
+		case rec.Direction == call.Outbound && (rec.HasFlag("cancel") || rec.HasFlag("cancelled")):
 			return "603-S", "cancelled"
 		}
 		return "304", "no answer"
-	case callmodel.Failed:
+	case call.Failed:
 		switch rec.HangupCause {
 		case 1, 28:
 			return "404", "invalid number"
@@ -155,7 +155,7 @@ func statusCode(rec *callmodel.Record) (string, string) {
 // answer after an earlier finish whose outcome was unknown is checked with a harmless
 // attachRecord upload request (only finished calls are in the statistics table); otherwise the
 // CALL_ID is stale and the call is registered anew (once).
-func (a *Adapter) finishCall(ctx context.Context, rec *callmodel.Record, st *callState, mayRetry bool) error {
+func (a *Adapter) finishCall(ctx context.Context, rec *call.Record, st *callState, mayRetry bool) error {
 	key := rec.Key()
 	if st.callID == "" {
 		user, err := a.userFor(ctx, registerExt(rec), "agent")
@@ -228,8 +228,8 @@ func (a *Adapter) finishCall(ctx context.Context, rec *callmodel.Record, st *cal
 }
 
 // finishUser is the employee a finished call is logged under.
-func (a *Adapter) finishUser(ctx context.Context, rec *callmodel.Record, st *callState) (int, error) {
-	if rec.Disposition != callmodel.Answered && st.callUser > 0 {
+func (a *Adapter) finishUser(ctx context.Context, rec *call.Record, st *callState) (int, error) {
+	if rec.Disposition != call.Answered && st.callUser > 0 {
 		return st.callUser, nil
 	}
 	ext := a.finishExt(rec)
@@ -252,7 +252,7 @@ func (a *Adapter) finishUser(ctx context.Context, rec *callmodel.Record, st *cal
 }
 
 // attachRecording attaches the call's recording once (never inside batch).
-func (a *Adapter) attachRecording(ctx context.Context, rec *callmodel.Record, st *callState) error {
+func (a *Adapter) attachRecording(ctx context.Context, rec *call.Record, st *callState) error {
 	if !a.cfg.Recordings.Attach || rec.Recording == "" || st.record != "" || st.callID == "" {
 		return nil
 	}

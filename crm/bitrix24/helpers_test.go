@@ -19,11 +19,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/pbxbridge/pbxbridge/asterisk"
-	"github.com/pbxbridge/pbxbridge/connector/callmodel"
 	"github.com/pbxbridge/pbxbridge/connector/config"
 	"github.com/pbxbridge/pbxbridge/connector/outbox"
 	"github.com/pbxbridge/pbxbridge/crm"
 	"github.com/pbxbridge/pbxbridge/crm/bitrix24/api"
+	"github.com/pbxbridge/pbxbridge/crm/call"
 	"github.com/pbxbridge/pbxbridge/crm/crmtest"
 )
 
@@ -209,29 +209,29 @@ func withoutTokens() envOpt {
 }
 
 // answeredInbound is an answered inbound call of ext from a known customer, recorded.
-func answeredInbound(e *env, id, ext string) *callmodel.Record {
+func answeredInbound(e *env, id, ext string) *call.Record {
 	start := time.Date(2026, 11, 22, 0, 3, 2, 0, time.UTC)
 	ans := start.Add(2 * time.Second)
 	end := ans.Add(3 * time.Second)
 	name := "in-" + strings.ReplaceAll(id, ".", "-") + ".wav"
 	writeWAV(e.t, e.recs, name, 47404)
-	return &callmodel.Record{
-		CallID: id, PBX: "pbx1", Direction: callmodel.Inbound, Customer: "+79001234567", Line: "+74951112233",
-		StartedAt: start, AnsweredAt: &ans, EndedAt: end, Disposition: callmodel.Answered,
+	return &call.Record{
+		CallID: id, PBX: "pbx1", Direction: call.Inbound, Customer: "+79001234567", Line: "+74951112233",
+		StartedAt: start, AnsweredAt: &ans, EndedAt: end, Disposition: call.Answered,
 		AnsweredBy: ext, Rang: []string{ext}, RingSeconds: 2, TalkSeconds: 3,
-		Legs:      []callmodel.Leg{{Ext: ext, AnsweredAt: &ans, EndedAt: &end, TalkSeconds: 3}},
+		Legs:      []call.Leg{{Ext: ext, AnsweredAt: &ans, EndedAt: &end, TalkSeconds: 3}},
 		Recording: "/var/spool/asterisk/monitor/" + name,
 	}
 }
 
-func (e *env) deliver(rec *callmodel.Record) {
+func (e *env) deliver(rec *call.Record) {
 	e.t.Helper()
 	if err := e.a.Deliver(context.Background(), rec); err != nil {
 		e.t.Fatalf("deliver %s: %v", rec.Key(), err)
 	}
 }
 
-func (e *env) live(ev callmodel.Live) {
+func (e *env) live(ev call.Live) {
 	e.t.Helper()
 	if err := e.a.Live(context.Background(), &ev); err != nil {
 		e.t.Fatalf("live %s %s: %v", ev.Kind, ev.Ext, err)

@@ -13,10 +13,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/pbxbridge/pbxbridge/asterisk"
-	"github.com/pbxbridge/pbxbridge/connector/callmodel"
 	"github.com/pbxbridge/pbxbridge/connector/config"
 	"github.com/pbxbridge/pbxbridge/crm"
 	"github.com/pbxbridge/pbxbridge/crm/bitrix24/api"
+	"github.com/pbxbridge/pbxbridge/crm/call"
 	"github.com/pbxbridge/pbxbridge/crm/crmtest"
 )
 
@@ -88,13 +88,13 @@ func TestClickToCall(t *testing.T) {
 	// The call model reports the originate id on the live events and the record.
 	start := time.Now().Add(-10 * time.Second).UTC()
 	ans := start.Add(2 * time.Second)
-	live := callmodel.Live{Kind: callmodel.LiveRinging, CallID: "1795305929.121", PBX: "pbx1", Direction: callmodel.Outbound,
+	live := call.Live{Kind: call.LiveRinging, CallID: "1795305929.121", PBX: "pbx1", Direction: call.Outbound,
 		Customer: "+79001234567", Line: "+74951112233", Ext: "101", At: start, StartedAt: start, OriginateID: r.ID}
 	e.live(live)
 	writeWAV(t, e.recs, "out-89001234567-101-20261122-000531-1795305929.121.wav", 20000)
-	rec := &callmodel.Record{CallID: "1795305929.121", PBX: "pbx1", Direction: callmodel.Outbound, Customer: "+79001234567",
-		Line: "+74951112233", StartedAt: start, AnsweredAt: &ans, EndedAt: ans.Add(8 * time.Second), Disposition: callmodel.Answered,
-		AnsweredBy: "101", TalkSeconds: 8, Legs: []callmodel.Leg{{Ext: "101", AnsweredAt: &ans, TalkSeconds: 8}},
+	rec := &call.Record{CallID: "1795305929.121", PBX: "pbx1", Direction: call.Outbound, Customer: "+79001234567",
+		Line: "+74951112233", StartedAt: start, AnsweredAt: &ans, EndedAt: ans.Add(8 * time.Second), Disposition: call.Answered,
+		AnsweredBy: "101", TalkSeconds: 8, Legs: []call.Leg{{Ext: "101", AnsweredAt: &ans, TalkSeconds: 8}},
 		Flags: []string{"click_to_call"}, OriginateID: r.ID,
 		Recording: "/var/spool/asterisk/monitor/out-89001234567-101-20261122-000531-1795305929.121.wav"}
 	e.deliver(rec)
@@ -198,9 +198,9 @@ func TestCallbackRequest(t *testing.T) {
 	// The record of the callback finishes that call.
 	start := time.Now().UTC()
 	ans := start.Add(5 * time.Second)
-	rec := &callmodel.Record{CallID: "1795306000.1", PBX: "pbx1", Direction: callmodel.Outbound, Customer: "+79007654321",
-		StartedAt: start, AnsweredAt: &ans, EndedAt: ans.Add(20 * time.Second), Disposition: callmodel.Answered, AnsweredBy: "102",
-		TalkSeconds: 20, Legs: []callmodel.Leg{{Ext: "102", AnsweredAt: &ans, TalkSeconds: 20}}, OriginateID: r.ID}
+	rec := &call.Record{CallID: "1795306000.1", PBX: "pbx1", Direction: call.Outbound, Customer: "+79007654321",
+		StartedAt: start, AnsweredAt: &ans, EndedAt: ans.Add(20 * time.Second), Disposition: call.Answered, AnsweredBy: "102",
+		TalkSeconds: 20, Legs: []call.Leg{{Ext: "102", AnsweredAt: &ans, TalkSeconds: 20}}, OriginateID: r.ID}
 	e.deliver(rec)
 	s = f.State()
 	mustf(t, len(s.Calls) == 1 && s.Calls[0].State == "finished" && s.Calls[0].FinishUserID == 1270 && s.Calls[0].Duration == 20, "calls %+v", s.Calls)

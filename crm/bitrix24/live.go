@@ -7,9 +7,9 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/pbxbridge/pbxbridge/connector/callmodel"
 	"github.com/pbxbridge/pbxbridge/crm"
 	"github.com/pbxbridge/pbxbridge/crm/bitrix24/api"
+	"github.com/pbxbridge/pbxbridge/crm/call"
 )
 
 // liveMaxAge bounds how long live state of a call is kept in memory without a delivery.
@@ -28,8 +28,8 @@ type liveCall struct {
 // Live drives the call card: register on the first ringing extension, show to every other
 // ringing agent, hide from those who stop ringing or did not answer, move on transfer. It is
 // best-effort: a failure leaves the registration to Deliver.
-func (a *Adapter) Live(ctx context.Context, ev *callmodel.Live) error {
-	if (ev.Direction != callmodel.Inbound && ev.Direction != callmodel.Outbound) || digits(ev.Customer) == "" {
+func (a *Adapter) Live(ctx context.Context, ev *call.Live) error {
+	if (ev.Direction != call.Inbound && ev.Direction != call.Outbound) || digits(ev.Customer) == "" {
 		return nil // internal, or an anonymous caller Bitrix24 cannot show
 	}
 	key := ev.Key()
@@ -49,7 +49,7 @@ func (a *Adapter) Live(ctx context.Context, ev *callmodel.Live) error {
 		return nil
 	}
 	show := a.cfg.Card.ShowInbound
-	if ev.Direction == callmodel.Outbound {
+	if ev.Direction == call.Outbound {
 		show = a.cfg.Card.ShowOutbound
 	}
 	err = a.liveStep(ctx, ev, lc, show)
@@ -57,9 +57,9 @@ func (a *Adapter) Live(ctx context.Context, ev *callmodel.Live) error {
 	return a.classify("call card "+string(ev.Kind), err)
 }
 
-func (a *Adapter) liveStep(ctx context.Context, ev *callmodel.Live, lc *liveCall, show bool) error {
+func (a *Adapter) liveStep(ctx context.Context, ev *call.Live, lc *liveCall, show bool) error {
 	switch ev.Kind {
-	case callmodel.LiveRinging:
+	case call.LiveRinging:
 		user, err := a.liveUser(ctx, ev.Ext)
 		if err != nil || user == 0 {
 			return err
@@ -70,7 +70,7 @@ func (a *Adapter) liveStep(ctx context.Context, ev *callmodel.Live, lc *liveCall
 		if show && !slices.Contains(lc.shown, user) {
 			return a.cardShow(ctx, ev.Key(), lc, user)
 		}
-	case callmodel.LiveAnswered:
+	case call.LiveAnswered:
 		user, err := a.liveUser(ctx, ev.Ext)
 		if err != nil || user == 0 {
 			return err
@@ -93,7 +93,7 @@ func (a *Adapter) liveStep(ctx context.Context, ev *callmodel.Live, lc *liveCall
 			}
 		}
 		return a.cardHide(ctx, ev.Key(), lc, others...)
-	case callmodel.LiveStopRinging:
+	case call.LiveStopRinging:
 		user, err := a.liveUser(ctx, ev.Ext)
 		if err != nil || user == 0 || user == lc.answered || lc.callID == "" {
 			return err
@@ -101,7 +101,7 @@ func (a *Adapter) liveStep(ctx context.Context, ev *callmodel.Live, lc *liveCall
 		if slices.Contains(lc.shown, user) {
 			return a.cardHide(ctx, ev.Key(), lc, user)
 		}
-	case callmodel.LiveTransferred:
+	case call.LiveTransferred:
 		to, err := a.liveUser(ctx, ev.Ext)
 		if err != nil {
 			return err
@@ -151,7 +151,7 @@ func (a *Adapter) liveUser(ctx context.Context, ext string) (int, error) {
 	return a.cfg.Users.DefaultUserID, nil
 }
 
-func (a *Adapter) liveRegister(ctx context.Context, ev *callmodel.Live, lc *liveCall, user int, show bool) error {
+func (a *Adapter) liveRegister(ctx context.Context, ev *call.Live, lc *liveCall, user int, show bool) error {
 	started := ev.StartedAt
 	if started.IsZero() {
 		started = ev.At
@@ -205,7 +205,7 @@ func (a *Adapter) cardHide(ctx context.Context, key string, lc *liveCall, users 
 
 // liveState returns the call's live state: from memory, else from the CallStore (after a
 // restart), binding click-to-call calls to the CALL_ID Bitrix24 gave with the event.
-func (a *Adapter) liveState(ctx context.Context, ev *callmodel.Live) (*liveCall, error) {
+func (a *Adapter) liveState(ctx context.Context, ev *call.Live) (*liveCall, error) {
 	key := ev.Key()
 	a.liveMu.Lock()
 	lc := a.live[key]

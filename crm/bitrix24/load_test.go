@@ -10,9 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pbxbridge/pbxbridge/connector/callmodel"
 	"github.com/pbxbridge/pbxbridge/crm"
 	"github.com/pbxbridge/pbxbridge/crm/bitrix24/api"
+	"github.com/pbxbridge/pbxbridge/crm/call"
 	"github.com/pbxbridge/pbxbridge/crm/crmtest"
 )
 
@@ -28,10 +28,10 @@ func totalRequests(s crmtest.B24State) int {
 
 // deliverAll delivers recs with workers goroutines, as the dispatcher would, and returns the
 // errors.
-func deliverAll(a *Adapter, recs []*callmodel.Record, workers int) []error {
+func deliverAll(a *Adapter, recs []*call.Record, workers int) []error {
 	var mu sync.Mutex
 	var errs []error
-	ch := make(chan *callmodel.Record)
+	ch := make(chan *call.Record)
 	var wg sync.WaitGroup
 	for range workers {
 		wg.Add(1)
@@ -63,7 +63,7 @@ func TestTokenExpiryDuringBurst(t *testing.T) {
 	if err := e.a.users.refresh(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	var recs []*callmodel.Record
+	var recs []*call.Record
 	for i := range 50 {
 		recs = append(recs, answeredInbound(e, fmt.Sprintf("1795400000.%d", i), []string{"101", "102", "103"}[i%3]))
 	}
@@ -150,7 +150,7 @@ func TestRateLimitedBacklog(t *testing.T) {
 	if err := e.a.users.refresh(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	var recs []*callmodel.Record
+	var recs []*call.Record
 	for i := range calls {
 		recs = append(recs, answeredInbound(e, fmt.Sprintf("1795500000.%d", i), []string{"101", "102", "103"}[i%3]))
 	}

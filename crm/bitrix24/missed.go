@@ -6,27 +6,27 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/pbxbridge/pbxbridge/connector/callmodel"
 	"github.com/pbxbridge/pbxbridge/crm"
 	"github.com/pbxbridge/pbxbridge/crm/bitrix24/api"
+	"github.com/pbxbridge/pbxbridge/crm/call"
 )
 
 // missed reports whether rec is a missed inbound call for follow-ups.
-func (a *Adapter) missed(rec *callmodel.Record) bool {
-	if rec.Direction != callmodel.Inbound {
+func (a *Adapter) missed(rec *call.Record) bool {
+	if rec.Direction != call.Inbound {
 		return false
 	}
 	switch rec.Disposition {
-	case callmodel.NoAnswer:
+	case call.NoAnswer:
 		return true
-	case callmodel.Busy:
+	case call.Busy:
 		return a.cfg.MissedCalls.Busy
 	}
 	return false
 }
 
 // followUps creates the lead (unknown number) and the task or to-do of a missed call, once each.
-func (a *Adapter) followUps(ctx context.Context, rec *callmodel.Record, st *callState) error {
+func (a *Adapter) followUps(ctx context.Context, rec *call.Record, st *callState) error {
 	mc := a.cfg.MissedCalls
 	if !a.missed(rec) || (mc.FollowUp == FollowUpNone && !mc.CreateLead) {
 		return nil
@@ -117,7 +117,7 @@ func (a *Adapter) followUps(ctx context.Context, rec *callmodel.Record, st *call
 }
 
 // responsible walks missed_calls.responsible and returns the first user found (0: none).
-func (a *Adapter) responsible(ctx context.Context, rec *callmodel.Record, owner int) int {
+func (a *Adapter) responsible(ctx context.Context, rec *call.Record, owner int) int {
 	for _, step := range a.cfg.MissedCalls.Responsible {
 		switch step {
 		case RespEntityOwner:
@@ -143,12 +143,12 @@ func (a *Adapter) responsible(ctx context.Context, rec *callmodel.Record, owner 
 	return 0
 }
 
-func (a *Adapter) title(tmpl string, rec *callmodel.Record) string {
+func (a *Adapter) title(tmpl string, rec *call.Record) string {
 	r := strings.NewReplacer("{customer}", rec.Customer, "{line}", rec.Line)
 	return r.Replace(tmpl)
 }
 
-func (a *Adapter) describe(rec *callmodel.Record) string {
+func (a *Adapter) describe(rec *call.Record) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Missed call from %s", rec.Customer)
 	if rec.Line != "" {
@@ -158,7 +158,7 @@ func (a *Adapter) describe(rec *callmodel.Record) string {
 	if len(rec.Rang) > 0 {
 		fmt.Fprintf(&b, "; rang: %s", strings.Join(rec.Rang, ", "))
 	}
-	if rec.Disposition == callmodel.Busy {
+	if rec.Disposition == call.Busy {
 		b.WriteString("; the line was busy")
 	}
 	fmt.Fprintf(&b, ". (pbxbridge call %s)", rec.Key())

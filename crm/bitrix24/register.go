@@ -5,9 +5,9 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/pbxbridge/pbxbridge/connector/callmodel"
 	"github.com/pbxbridge/pbxbridge/crm"
 	"github.com/pbxbridge/pbxbridge/crm/bitrix24/api"
+	"github.com/pbxbridge/pbxbridge/crm/call"
 )
 
 // isoOffset is ISO-8601 with an explicit offset, as CALL_START_DATE wants it.
@@ -16,7 +16,7 @@ const isoOffset = "2006-01-02T15:04:05-07:00"
 // regRequest describes a call to register.
 type regRequest struct {
 	key      string // record key, sent as EXTERNAL_CALL_ID
-	dir      callmodel.Direction
+	dir      call.Direction
 	typ      int // 0: by direction
 	customer string
 	line     string
@@ -34,8 +34,8 @@ type registered struct {
 }
 
 // callType maps a direction to register's TYPE.
-func callType(d callmodel.Direction) int {
-	if d == callmodel.Outbound {
+func callType(d call.Direction) int {
+	if d == call.Outbound {
 		return api.TypeOutgoing
 	}
 	return api.TypeIncoming

@@ -7,17 +7,17 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/pbxbridge/pbxbridge/connector/callmodel"
 	"github.com/pbxbridge/pbxbridge/crm"
+	"github.com/pbxbridge/pbxbridge/crm/call"
 	"github.com/pbxbridge/pbxbridge/crm/crmtest"
 )
 
 // missedCall is a call from +79001234567 on the main line that rang 101 and was not answered.
-func missedCall(id string, start float64) (callmodel.Live, *callmodel.Record) {
-	ev := callmodel.Live{Kind: callmodel.LiveRinging, CallID: id, PBX: "pbx1", Direction: callmodel.Inbound,
+func missedCall(id string, start float64) (call.Live, *call.Record) {
+	ev := call.Live{Kind: call.LiveRinging, CallID: id, PBX: "pbx1", Direction: call.Inbound,
 		Customer: "+79001234567", Line: "+74951112233", Ext: "101", At: ts(start), StartedAt: ts(start)}
-	rec := &callmodel.Record{CallID: id, PBX: "pbx1", Direction: callmodel.Inbound, Customer: "+79001234567",
-		Line: "+74951112233", StartedAt: ts(start), EndedAt: ts(start + 5), Disposition: callmodel.NoAnswer,
+	rec := &call.Record{CallID: id, PBX: "pbx1", Direction: call.Inbound, Customer: "+79001234567",
+		Line: "+74951112233", StartedAt: ts(start), EndedAt: ts(start + 5), Disposition: call.NoAnswer,
 		Rang: []string{"101"}, RingSeconds: 5, HangupCause: 19}
 	return ev, rec
 }
@@ -41,7 +41,7 @@ func TestCallIDReuseBugReproduced(t *testing.T) {
 func TestCallIDReuseGuard(t *testing.T) {
 	f := crmtest.StartBitrix24(t, crmtest.B24ReuseCallID(true))
 	e := newEnv(t, f)
-	var recs []*callmodel.Record
+	var recs []*call.Record
 	for i := range 3 {
 		ev, rec := missedCall(fmt.Sprintf("17953059%02d.%d", i*10, i), float64(1795305900+60*i))
 		e.live(ev)

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pbxbridge/pbxbridge/connector/callmodel"
+	"github.com/pbxbridge/pbxbridge/crm/call"
 	"github.com/pbxbridge/pbxbridge/crm/crmtest"
 )
 
@@ -24,8 +24,8 @@ func tp(f float64) *time.Time { t := ts(f); return &t }
 
 type scenario struct {
 	name string
-	live []callmodel.Live
-	rec  callmodel.Record
+	live []call.Live
+	rec  call.Record
 	// recBytes is the size of the recording file (0: no recording).
 	recBytes int
 
@@ -40,8 +40,8 @@ type scenario struct {
 	beforeAnswer int
 }
 
-func inboundEv(kind callmodel.LiveKind, id, line, ext string, at float64, start float64) callmodel.Live {
-	return callmodel.Live{Kind: kind, CallID: id, PBX: "pbx1", Direction: callmodel.Inbound, Customer: "+79001234567",
+func inboundEv(kind call.LiveKind, id, line, ext string, at float64, start float64) call.Live {
+	return call.Live{Kind: kind, CallID: id, PBX: "pbx1", Direction: call.Inbound, Customer: "+79001234567",
 		Line: line, Ext: ext, At: ts(at), StartedAt: ts(start)}
 }
 
@@ -51,15 +51,15 @@ func scenarios() []scenario {
 		id, line, st := "1795305782.0", "+74951112233", 1795305782.934
 		out = append(out, scenario{
 			name: "inbound_answered",
-			live: []callmodel.Live{
-				inboundEv(callmodel.LiveRinging, id, line, "101", 1795305782.938, st),
-				inboundEv(callmodel.LiveAnswered, id, line, "101", 1795305784.937, st),
-				inboundEv(callmodel.LiveHangup, id, line, "", 1795305787.939, st),
+			live: []call.Live{
+				inboundEv(call.LiveRinging, id, line, "101", 1795305782.938, st),
+				inboundEv(call.LiveAnswered, id, line, "101", 1795305784.937, st),
+				inboundEv(call.LiveHangup, id, line, "", 1795305787.939, st),
 			},
-			rec: callmodel.Record{CallID: id, PBX: "pbx1", Direction: callmodel.Inbound, Customer: "+79001234567", Line: line,
-				StartedAt: ts(st), AnsweredAt: tp(1795305784.937), EndedAt: ts(1795305787.939), Disposition: callmodel.Answered,
+			rec: call.Record{CallID: id, PBX: "pbx1", Direction: call.Inbound, Customer: "+79001234567", Line: line,
+				StartedAt: ts(st), AnsweredAt: tp(1795305784.937), EndedAt: ts(1795305787.939), Disposition: call.Answered,
 				AnsweredBy: "101", Rang: []string{"101"}, RingSeconds: 2, TalkSeconds: 3,
-				Legs:      []callmodel.Leg{{Ext: "101", AnsweredAt: tp(1795305784.937), EndedAt: tp(1795305787.939), TalkSeconds: 3}},
+				Legs:      []call.Leg{{Ext: "101", AnsweredAt: tp(1795305784.937), EndedAt: tp(1795305787.939), TalkSeconds: 3}},
 				Recording: "/var/spool/asterisk/monitor/in-74951112233-79001234567-20261122-000302-1795305782.1.wav", HangupCause: 16},
 			recBytes: 47404, wantType: 2, wantRegUser: 1269, wantFinishUser: 1269, wantDuration: 3, wantStatus: "200",
 			wantShown: []int{1269}, beforeAnswer: 1,
@@ -69,17 +69,17 @@ func scenarios() []scenario {
 		id, line, st := "1795305823.39", "+74951112244", 1795305823.029
 		out = append(out, scenario{
 			name: "inbound_ringgroup",
-			live: []callmodel.Live{
-				inboundEv(callmodel.LiveRinging, id, line, "101", 1795305823.031, st),
-				inboundEv(callmodel.LiveRinging, id, line, "102", 1795305823.031, st),
-				inboundEv(callmodel.LiveAnswered, id, line, "102", 1795305826.032, st),
-				inboundEv(callmodel.LiveStopRinging, id, line, "101", 1795305826.032, st),
-				inboundEv(callmodel.LiveHangup, id, line, "", 1795305829.036, st),
+			live: []call.Live{
+				inboundEv(call.LiveRinging, id, line, "101", 1795305823.031, st),
+				inboundEv(call.LiveRinging, id, line, "102", 1795305823.031, st),
+				inboundEv(call.LiveAnswered, id, line, "102", 1795305826.032, st),
+				inboundEv(call.LiveStopRinging, id, line, "101", 1795305826.032, st),
+				inboundEv(call.LiveHangup, id, line, "", 1795305829.036, st),
 			},
-			rec: callmodel.Record{CallID: id, PBX: "pbx1", Direction: callmodel.Inbound, Customer: "+79001234567", Line: line,
-				StartedAt: ts(st), AnsweredAt: tp(1795305826.032), EndedAt: ts(1795305829.036), Disposition: callmodel.Answered,
+			rec: call.Record{CallID: id, PBX: "pbx1", Direction: call.Inbound, Customer: "+79001234567", Line: line,
+				StartedAt: ts(st), AnsweredAt: tp(1795305826.032), EndedAt: ts(1795305829.036), Disposition: call.Answered,
 				AnsweredBy: "102", Rang: []string{"101", "102"}, RingSeconds: 3, TalkSeconds: 3,
-				Legs:      []callmodel.Leg{{Ext: "102", AnsweredAt: tp(1795305826.032), EndedAt: tp(1795305829.036), TalkSeconds: 3}},
+				Legs:      []call.Leg{{Ext: "102", AnsweredAt: tp(1795305826.032), EndedAt: tp(1795305829.036), TalkSeconds: 3}},
 				Recording: "/var/spool/asterisk/monitor/in-74951112244-79001234567-20261122-000343-1795305823.40.wav", HangupCause: 16},
 			recBytes: 48044, wantType: 2, wantRegUser: 1269, wantFinishUser: 1270, wantDuration: 3, wantStatus: "200",
 			wantShown: []int{1269, 1270}, wantHidden: []int{1269}, beforeAnswer: 2,
@@ -89,17 +89,17 @@ func scenarios() []scenario {
 		id, line, st := "1795305809.22", "+74951112200", 1795305809.996
 		out = append(out, scenario{
 			name: "inbound_ringgroup_or_queue",
-			live: []callmodel.Live{
-				inboundEv(callmodel.LiveRinging, id, line, "101", 1795305810.0, st),
-				inboundEv(callmodel.LiveRinging, id, line, "102", 1795305810.0, st),
-				inboundEv(callmodel.LiveAnswered, id, line, "102", 1795305813.02, st),
-				inboundEv(callmodel.LiveStopRinging, id, line, "101", 1795305813.02, st),
-				inboundEv(callmodel.LiveHangup, id, line, "", 1795305818.0, st),
+			live: []call.Live{
+				inboundEv(call.LiveRinging, id, line, "101", 1795305810.0, st),
+				inboundEv(call.LiveRinging, id, line, "102", 1795305810.0, st),
+				inboundEv(call.LiveAnswered, id, line, "102", 1795305813.02, st),
+				inboundEv(call.LiveStopRinging, id, line, "101", 1795305813.02, st),
+				inboundEv(call.LiveHangup, id, line, "", 1795305818.0, st),
 			},
-			rec: callmodel.Record{CallID: id, PBX: "pbx1", Direction: callmodel.Inbound, Customer: "+79001234567", Line: line,
-				StartedAt: ts(st), AnsweredAt: tp(1795305813.02), EndedAt: ts(1795305818.0), Disposition: callmodel.Answered,
+			rec: call.Record{CallID: id, PBX: "pbx1", Direction: call.Inbound, Customer: "+79001234567", Line: line,
+				StartedAt: ts(st), AnsweredAt: tp(1795305813.02), EndedAt: ts(1795305818.0), Disposition: call.Answered,
 				AnsweredBy: "102", Rang: []string{"101", "102"}, RingSeconds: 3, TalkSeconds: 4, Flags: []string{"queue"},
-				Legs:      []callmodel.Leg{{Ext: "102", AnsweredAt: tp(1795305813.02), EndedAt: tp(1795305818.0), TalkSeconds: 4}},
+				Legs:      []call.Leg{{Ext: "102", AnsweredAt: tp(1795305813.02), EndedAt: tp(1795305818.0), TalkSeconds: 4}},
 				Recording: "/var/spool/asterisk/monitor/in-74951112200-79001234567-20261122-000329-1795305809.23.wav", HangupCause: 16},
 			recBytes: 80000, wantType: 2, wantRegUser: 1269, wantFinishUser: 1270, wantDuration: 4, wantStatus: "200",
 			wantShown: []int{1269, 1270}, wantHidden: []int{1269}, beforeAnswer: 2,
@@ -109,23 +109,23 @@ func scenarios() []scenario {
 		id, line, st := "1795305871.81", "+74951112233", 1795305871.137
 		out = append(out, scenario{
 			name: "blind_transfer",
-			live: []callmodel.Live{
-				inboundEv(callmodel.LiveRinging, id, line, "101", 1795305871.139, st),
-				inboundEv(callmodel.LiveAnswered, id, line, "101", 1795305872.142, st),
-				{Kind: callmodel.LiveTransferred, CallID: id, PBX: "pbx1", Direction: callmodel.Inbound, Customer: "+79001234567",
+			live: []call.Live{
+				inboundEv(call.LiveRinging, id, line, "101", 1795305871.139, st),
+				inboundEv(call.LiveAnswered, id, line, "101", 1795305872.142, st),
+				{Kind: call.LiveTransferred, CallID: id, PBX: "pbx1", Direction: call.Inbound, Customer: "+79001234567",
 					Line: line, Ext: "102", From: "101", At: ts(1795305874.643), StartedAt: ts(st)},
-				inboundEv(callmodel.LiveRinging, id, line, "102", 1795305874.646, st),
-				inboundEv(callmodel.LiveAnswered, id, line, "102", 1795305876.649, st),
-				inboundEv(callmodel.LiveHangup, id, line, "", 1795305884.145, st),
+				inboundEv(call.LiveRinging, id, line, "102", 1795305874.646, st),
+				inboundEv(call.LiveAnswered, id, line, "102", 1795305876.649, st),
+				inboundEv(call.LiveHangup, id, line, "", 1795305884.145, st),
 			},
-			rec: callmodel.Record{CallID: id, PBX: "pbx1", Direction: callmodel.Inbound, Customer: "+79001234567", Line: line,
-				StartedAt: ts(st), AnsweredAt: tp(1795305872.142), EndedAt: ts(1795305884.145), Disposition: callmodel.Answered,
+			rec: call.Record{CallID: id, PBX: "pbx1", Direction: call.Inbound, Customer: "+79001234567", Line: line,
+				StartedAt: ts(st), AnsweredAt: tp(1795305872.142), EndedAt: ts(1795305884.145), Disposition: call.Answered,
 				AnsweredBy: "101", Rang: []string{"101", "102"}, RingSeconds: 1, TalkSeconds: 12,
-				Legs: []callmodel.Leg{
+				Legs: []call.Leg{
 					{Ext: "101", AnsweredAt: tp(1795305872.142), EndedAt: tp(1795305874.643), TalkSeconds: 2},
 					{Ext: "102", AnsweredAt: tp(1795305876.649), EndedAt: tp(1795305884.145), TalkSeconds: 7},
 				},
-				Transfers: []callmodel.Transfer{{Kind: "blind", From: "101", To: "102", At: ts(1795305874.643)}},
+				Transfers: []call.Transfer{{Kind: "blind", From: "101", To: "102", At: ts(1795305874.643)}},
 				Recording: "/var/spool/asterisk/monitor/in-74951112233-79001234567-20261122-000431-1795305871.82.wav", HangupCause: 16},
 			recBytes: 159084, wantType: 2, wantRegUser: 1269, wantFinishUser: 1270, wantDuration: 12, wantStatus: "200",
 			wantShown: []int{1269, 1270}, wantHidden: []int{1269}, beforeAnswer: 1,
@@ -135,13 +135,13 @@ func scenarios() []scenario {
 		id, line, st := "1795305792.7", "+74951112233", 1795305792.958
 		out = append(out, scenario{
 			name: "inbound_missed",
-			live: []callmodel.Live{
-				inboundEv(callmodel.LiveRinging, id, line, "101", 1795305792.96, st),
-				inboundEv(callmodel.LiveStopRinging, id, line, "101", 1795305799.117, st),
-				inboundEv(callmodel.LiveHangup, id, line, "", 1795305799.117, st),
+			live: []call.Live{
+				inboundEv(call.LiveRinging, id, line, "101", 1795305792.96, st),
+				inboundEv(call.LiveStopRinging, id, line, "101", 1795305799.117, st),
+				inboundEv(call.LiveHangup, id, line, "", 1795305799.117, st),
 			},
-			rec: callmodel.Record{CallID: id, PBX: "pbx1", Direction: callmodel.Inbound, Customer: "+79001234567", Line: line,
-				StartedAt: ts(st), EndedAt: ts(1795305799.117), Disposition: callmodel.NoAnswer, Rang: []string{"101"},
+			rec: call.Record{CallID: id, PBX: "pbx1", Direction: call.Inbound, Customer: "+79001234567", Line: line,
+				StartedAt: ts(st), EndedAt: ts(1795305799.117), Disposition: call.NoAnswer, Rang: []string{"101"},
 				RingSeconds: 6, HangupCause: 19,
 				Recording: "/var/spool/asterisk/monitor/in-74951112233-79001234567-20261122-000312-1795305792.8.wav"},
 			recBytes: 1024, wantType: 2, wantRegUser: 1269, wantFinishUser: 1269, wantDuration: 0, wantStatus: "304",
@@ -152,41 +152,41 @@ func scenarios() []scenario {
 		id, line, st := "1795305804.14", "+74951112233", 1795305804.483
 		out = append(out, scenario{
 			name: "inbound_busy_ext",
-			rec: callmodel.Record{CallID: id, PBX: "pbx1", Direction: callmodel.Inbound, Customer: "+79001234567", Line: line,
-				StartedAt: ts(st), EndedAt: ts(1795305804.487), Disposition: callmodel.Busy, Rang: []string{"101"}, HangupCause: 17},
+			rec: call.Record{CallID: id, PBX: "pbx1", Direction: call.Inbound, Customer: "+79001234567", Line: line,
+				StartedAt: ts(st), EndedAt: ts(1795305804.487), Disposition: call.Busy, Rang: []string{"101"}, HangupCause: 17},
 			wantType: 2, wantRegUser: 1269, wantFinishUser: 1269, wantStatus: "486", beforeAnswer: -1,
 		})
 	}
 	for _, o := range []struct {
 		name, id   string
-		disp       callmodel.Disposition
+		disp       call.Disposition
 		cause      int
 		talk       int
 		status     string
 		start, end float64
 		rec        string
 	}{
-		{"outbound_answered", "1795305834.50", callmodel.Answered, 16, 3, "200", 1795305834.053, 1795305840.06, "out-89001234567-101-20261122-000354-1795305834.51.wav"},
-		{"outbound_no_answer", "1795305845.57", callmodel.NoAnswer, 0, 0, "304", 1795305845.084, 1795305855.088, ""},
-		{"outbound_busy", "1795305860.65", callmodel.Busy, 17, 0, "486", 1795305860.118, 1795305860.121, ""},
-		{"outbound_congestion", "1795305865.73", callmodel.Failed, 34, 0, "503", 1795305865.626, 1795305865.634, ""},
+		{"outbound_answered", "1795305834.50", call.Answered, 16, 3, "200", 1795305834.053, 1795305840.06, "out-89001234567-101-20261122-000354-1795305834.51.wav"},
+		{"outbound_no_answer", "1795305845.57", call.NoAnswer, 0, 0, "304", 1795305845.084, 1795305855.088, ""},
+		{"outbound_busy", "1795305860.65", call.Busy, 17, 0, "486", 1795305860.118, 1795305860.121, ""},
+		{"outbound_congestion", "1795305865.73", call.Failed, 34, 0, "503", 1795305865.626, 1795305865.634, ""},
 	} {
-		rec := callmodel.Record{CallID: o.id, PBX: "pbx1", Direction: callmodel.Outbound, Customer: "+79001234567", Line: "+74951112233",
+		rec := call.Record{CallID: o.id, PBX: "pbx1", Direction: call.Outbound, Customer: "+79001234567", Line: "+74951112233",
 			StartedAt: ts(o.start), EndedAt: ts(o.end), Disposition: o.disp, TalkSeconds: o.talk, HangupCause: o.cause,
-			Legs: []callmodel.Leg{{Ext: "101"}}}
-		var live []callmodel.Live
+			Legs: []call.Leg{{Ext: "101"}}}
+		var live []call.Live
 		sc := scenario{name: o.name, wantType: 1, wantRegUser: 1269, wantFinishUser: 1269, wantDuration: o.talk, wantStatus: o.status, beforeAnswer: -1}
-		if o.disp == callmodel.Answered {
+		if o.disp == call.Answered {
 			ans := ts(o.end - 3)
 			rec.AnsweredAt, rec.AnsweredBy = &ans, "101"
 			rec.Legs[0].AnsweredAt, rec.Legs[0].TalkSeconds = &ans, o.talk
 			rec.Recording = "/var/spool/asterisk/monitor/" + o.rec
 			sc.recBytes = 96000
-			mk := func(k callmodel.LiveKind, at float64) callmodel.Live {
-				return callmodel.Live{Kind: k, CallID: o.id, PBX: "pbx1", Direction: callmodel.Outbound, Customer: "+79001234567",
+			mk := func(k call.LiveKind, at float64) call.Live {
+				return call.Live{Kind: k, CallID: o.id, PBX: "pbx1", Direction: call.Outbound, Customer: "+79001234567",
 					Line: "+74951112233", Ext: "101", At: ts(at), StartedAt: ts(o.start)}
 			}
-			live = []callmodel.Live{mk(callmodel.LiveRinging, o.start), mk(callmodel.LiveAnswered, o.end-3), mk(callmodel.LiveHangup, o.end)}
+			live = []call.Live{mk(call.LiveRinging, o.start), mk(call.LiveAnswered, o.end-3), mk(call.LiveHangup, o.end)}
 			sc.wantShown, sc.beforeAnswer = []int{1269}, 1
 		}
 		sc.rec, sc.live = rec, live
@@ -218,7 +218,7 @@ func TestTranscriptScenarios(t *testing.T) {
 					mustf(t, len(c.VisibleTo) > 0, "no card is shown before the answer")
 					var ringing []int
 					for _, prev := range sc.live[:i] {
-						if prev.Kind == callmodel.LiveRinging {
+						if prev.Kind == call.LiveRinging {
 							ringing = append(ringing, map[string]int{"101": 1269, "102": 1270, "103": 1271}[prev.Ext])
 						}
 					}
@@ -290,9 +290,9 @@ func baseName(p string) string {
 func TestInternalCallIgnored(t *testing.T) {
 	f := crmtest.StartBitrix24(t)
 	e := newEnv(t, f)
-	rec := &callmodel.Record{CallID: "1795305976.152", PBX: "pbx1", Direction: callmodel.Internal, Disposition: callmodel.Answered,
+	rec := &call.Record{CallID: "1795305976.152", PBX: "pbx1", Direction: call.Internal, Disposition: call.Answered,
 		AnsweredBy: "102", Rang: []string{"102"}, TalkSeconds: 3, StartedAt: ts(1795305976.332), EndedAt: ts(1795305981.338)}
-	e.live(callmodel.Live{Kind: callmodel.LiveRinging, CallID: rec.CallID, PBX: "pbx1", Direction: callmodel.Internal, Ext: "102"})
+	e.live(call.Live{Kind: call.LiveRinging, CallID: rec.CallID, PBX: "pbx1", Direction: call.Internal, Ext: "102"})
 	e.deliver(rec)
 	mustf(t, len(f.State().Calls) == 0, "internal call reached Bitrix24: %+v", f.State().Calls)
 }

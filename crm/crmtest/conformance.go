@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pbxbridge/pbxbridge/connector/callmodel"
 	"github.com/pbxbridge/pbxbridge/crm"
+	"github.com/pbxbridge/pbxbridge/crm/call"
 )
 
 // Fault is what a fake server should do to the next requests of the adapter under test.
@@ -45,7 +45,7 @@ type Harness struct {
 	New func(t *testing.T) (crm.Adapter, Controller)
 	// Record returns the i-th test record: an answered inbound call from a known customer to a
 	// mapped extension, with a unique call id.
-	Record func(i int) *callmodel.Record
+	Record func(i int) *call.Record
 }
 
 // Controller drives the fake behind an adapter.

@@ -16,8 +16,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/pbxbridge/pbxbridge/connector/callmodel"
 	"github.com/pbxbridge/pbxbridge/crm"
+	"github.com/pbxbridge/pbxbridge/crm/call"
 )
 
 // Config of a fake connector instance.
@@ -49,7 +49,7 @@ type Line struct {
 	Key         string    `json:"key"`
 	Connector   string    `json:"connector"`
 	DeliveredAt time.Time `json:"delivered_at"`
-	Record      *callmodel.Record
+	Record      *call.Record
 }
 
 // Adapter is the fake connector.
@@ -63,7 +63,7 @@ type Adapter struct {
 	lines    []Line
 	attempts int
 	file     *os.File
-	live     []callmodel.Live
+	live     []call.Live
 }
 
 func init() {
@@ -129,7 +129,7 @@ func (a *Adapter) load() error {
 }
 
 // Deliver records rec once per key.
-func (a *Adapter) Deliver(ctx context.Context, rec *callmodel.Record) error {
+func (a *Adapter) Deliver(ctx context.Context, rec *call.Record) error {
 	if a.cfg.Latency > 0 {
 		t := time.NewTimer(a.cfg.Latency)
 		select {
@@ -176,7 +176,7 @@ func (a *Adapter) Deliver(ctx context.Context, rec *callmodel.Record) error {
 }
 
 // Live records live events (for tests of the live path).
-func (a *Adapter) Live(_ context.Context, ev *callmodel.Live) error {
+func (a *Adapter) Live(_ context.Context, ev *call.Live) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.live = append(a.live, *ev)
@@ -198,10 +198,10 @@ func (a *Adapter) Attempts() int {
 }
 
 // LiveEvents returns the live events seen so far.
-func (a *Adapter) LiveEvents() []callmodel.Live {
+func (a *Adapter) LiveEvents() []call.Live {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return append([]callmodel.Live(nil), a.live...)
+	return append([]call.Live(nil), a.live...)
 }
 
 // Close closes the log file.

@@ -1,4 +1,10 @@
-package callmodel
+// Package call holds the call record: the contract between the call model that builds it, the
+// outbox that stores it and every CRM adapter that delivers it. Record is one finished external
+// call (one Asterisk Linkedid); Live is an event while a call is in progress. The JSON form of
+// Record is the schema `pbxbridge replay` prints and the outbox stores (docs/call-record.md).
+//
+// The package imports only the standard library, so every layer can use it.
+package call
 
 import "time"
 
@@ -137,3 +143,17 @@ func (l *Live) Key() string {
 	}
 	return l.PBX + "/" + l.CallID
 }
+
+// Flag names as they appear in Record.Flags.
+const (
+	FlagIVRAbandoned = "ivr_abandoned" // inbound, no extension was ever dialled
+	FlagQueue        = "queue"         // the call went through app_queue
+	FlagPickup       = "pickup"        // an extension picked up a call ringing elsewhere
+	FlagVoicemail    = "voicemail"     // the call reached VoiceMail()
+	FlagClickToCall  = "click_to_call" // carries an originate id variable
+	FlagFlushed      = "flushed"       // finished by Flush (shutdown or maximum age), not by hangup
+	FlagResynced     = "resynced"      // the call spanned a lost PBX connection; finished or continued from the snapshot
+	// FlagEndedUnseen: the call was open when the daemon stopped (crash, kill) and had ended by
+	// the time it came back; the record is what the daemon knew, ended at its last sign of life.
+	FlagEndedUnseen = "ended_unseen"
+)
