@@ -13,6 +13,7 @@ import (
 	"github.com/goccy/go-yaml/ast"
 
 	"github.com/pbxbridge/pbxbridge/asterisk/numbers"
+	"github.com/pbxbridge/pbxbridge/configs"
 	"github.com/pbxbridge/pbxbridge/connector/callmodel"
 	"github.com/pbxbridge/pbxbridge/connector/recordings"
 	"github.com/pbxbridge/pbxbridge/crm"
@@ -61,7 +62,7 @@ type HTTP struct {
 	PublicURL string `yaml:"public_url"`
 	// StatusToken, when set, is required (Authorization: Bearer) for actions on the status page
 	// (retrying dead letters); without it the page is read-only.
-	StatusToken Secret `yaml:"status_token"`
+	StatusToken configs.Secret `yaml:"status_token"`
 }
 
 // Admin configures the local admin API used by `pbxbridge status` and `pbxbridge outbox …`.
@@ -87,11 +88,11 @@ type PBX struct {
 // AMI is an Asterisk Manager Interface connection (manager.conf user with read
 // call,dialplan,agent,cdr and write originate,call).
 type AMI struct {
-	Host     string `yaml:"host"`
-	Port     int    `yaml:"port"` // default 5038
-	Username string `yaml:"username"`
-	Secret   Secret `yaml:"secret"`
-	Auth     string `yaml:"auth"` // md5 (challenge, default) or plain
+	Host     string         `yaml:"host"`
+	Port     int            `yaml:"port"` // default 5038
+	Username string         `yaml:"username"`
+	Secret   configs.Secret `yaml:"secret"`
+	Auth     string         `yaml:"auth"` // md5 (challenge, default) or plain
 	// Events is the Login event mask (default: what the call model needs).
 	Events       string        `yaml:"events"`
 	PingInterval time.Duration `yaml:"ping_interval"`
@@ -100,10 +101,10 @@ type AMI struct {
 
 // ARI is an Asterisk REST Interface connection (ari.conf user, http.conf enabled).
 type ARI struct {
-	URL      string `yaml:"url"` // e.g. http://127.0.0.1:8088
-	Username string `yaml:"username"`
-	Password Secret `yaml:"password"`
-	App      string `yaml:"app"`
+	URL      string         `yaml:"url"` // e.g. http://127.0.0.1:8088
+	Username string         `yaml:"username"`
+	Password configs.Secret `yaml:"password"`
+	App      string         `yaml:"app"`
 }
 
 // Originate configures click-to-call: the agent's phone rings first, then the customer is dialled

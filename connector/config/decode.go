@@ -11,6 +11,7 @@ import (
 
 	"github.com/goccy/go-yaml"
 	"github.com/goccy/go-yaml/ast"
+	"github.com/pbxbridge/pbxbridge/configs"
 )
 
 // Problem is one configuration error: where it is and what is wrong.
@@ -152,7 +153,7 @@ var (
 	durationType      = reflect.TypeOf(time.Duration(0))
 	textUnmarshaler   = reflect.TypeOf((*encoding.TextUnmarshaler)(nil)).Elem()
 	bytesUnmarshaler  = reflect.TypeOf((*yaml.BytesUnmarshaler)(nil)).Elem()
-	secretType        = reflect.TypeOf(Secret{})
+	secretType        = reflect.TypeOf(configs.Secret{})
 	astNodeType       = reflect.TypeOf((*ast.Node)(nil)).Elem()
 	nullNodeType      = reflect.TypeOf(&ast.NullNode{})
 	sequenceNodeType  = reflect.TypeOf(&ast.SequenceNode{})

@@ -9,6 +9,7 @@ import (
 
 	"github.com/goccy/go-yaml/parser"
 
+	"github.com/pbxbridge/pbxbridge/configs"
 	"github.com/pbxbridge/pbxbridge/crm"
 )
 
@@ -181,7 +182,7 @@ func (c *Config) applyEnv(getenv func(string) string) Problems {
 	var ps Problems
 	for _, s := range c.secrets() {
 		if v := getenv(s.env); v != "" {
-			s.v.Set(reflect.ValueOf(NewSecret(v)))
+			s.v.Set(reflect.ValueOf(configs.NewSecret(v)))
 			continue
 		}
 		if file := getenv(s.env + "_FILE"); file != "" {
@@ -190,7 +191,7 @@ func (c *Config) applyEnv(getenv func(string) string) Problems {
 				ps = append(ps, &Problem{Path: s.path, Msg: fmt.Sprintf("reading %s_FILE: %v", s.env, err)})
 				continue
 			}
-			s.v.Set(reflect.ValueOf(NewSecret(strings.TrimRight(string(b), "\r\n"))))
+			s.v.Set(reflect.ValueOf(configs.NewSecret(strings.TrimRight(string(b), "\r\n"))))
 		}
 	}
 	return ps

@@ -48,7 +48,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/pbxbridge/pbxbridge/connector/secret"
+	"github.com/pbxbridge/pbxbridge/configs"
 	"github.com/pbxbridge/pbxbridge/crm"
 )
 
@@ -61,7 +61,7 @@ type Config struct {
 	PublicURL string `yaml:"public_url"`
 	// Secret signs the links (HMAC-SHA256); at least 16 characters. Usually set from the
 	// environment (PBXBRIDGE_RECORDINGS_SECRET).
-	Secret secret.Secret `yaml:"secret"`
+	Secret configs.Secret `yaml:"secret"`
 	// Expiry is how long a link stays valid; 0 means links never expire (amoCRM keeps the link
 	// in the call's history, so an expiring link eventually stops playing there).
 	Expiry time.Duration `yaml:"expiry"`

@@ -18,7 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/pbxbridge/pbxbridge/connector/secret"
+	"github.com/pbxbridge/pbxbridge/configs"
 	"github.com/pbxbridge/pbxbridge/crm"
 )
 
@@ -57,7 +57,7 @@ func newFixture(t *testing.T, expiry time.Duration) *fixture {
 	if err := os.Symlink("2026/11/out 89001234567 #1.wav", filepath.Join(f.dir, "inside.wav")); err != nil {
 		t.Fatal(err)
 	}
-	srv, err := New(Config{Dir: f.dir, PublicURL: "https://pbx.example.com/rec/", Secret: secret.NewSecret(testSecret), Expiry: expiry},
+	srv, err := New(Config{Dir: f.dir, PublicURL: "https://pbx.example.com/rec/", Secret: configs.NewSecret(testSecret), Expiry: expiry},
 		Options{Now: func() time.Time { return f.now }, Metrics: f.reg})
 	if err != nil {
 		t.Fatal(err)
@@ -256,11 +256,11 @@ func TestOpen(t *testing.T) {
 }
 
 func TestValidate(t *testing.T) {
-	good := Config{Dir: "/var/spool/asterisk/monitor", PublicURL: "https://pbx.example.com/rec/", Secret: secret.NewSecret(testSecret)}
+	good := Config{Dir: "/var/spool/asterisk/monitor", PublicURL: "https://pbx.example.com/rec/", Secret: configs.NewSecret(testSecret)}
 	if errs := good.Validate(); len(errs) != 0 {
 		t.Fatalf("good config: %v", errs)
 	}
-	bad := Config{Dir: "monitor", PublicURL: "ftp://x/rec?a=1", Secret: secret.NewSecret("short"), Expiry: -time.Second}
+	bad := Config{Dir: "monitor", PublicURL: "ftp://x/rec?a=1", Secret: configs.NewSecret("short"), Expiry: -time.Second}
 	errs := bad.Validate()
 	want := map[string]bool{"dir": true, "public_url": true, "secret": true, "expiry": true}
 	for _, err := range errs {
@@ -324,7 +324,7 @@ func TestMP3Conversion(t *testing.T) {
 		}
 		return os.WriteFile(dst, append([]byte("ID3 converted:"), b...), 0o600)
 	}
-	srv, err := New(Config{Dir: dir, PublicURL: "https://pbx.example.com/rec/", Secret: secret.NewSecret(testSecret), MP3: true},
+	srv, err := New(Config{Dir: dir, PublicURL: "https://pbx.example.com/rec/", Secret: configs.NewSecret(testSecret), MP3: true},
 		Options{CacheDir: filepath.Join(root, "state"), Converter: conv, Metrics: prometheus.NewRegistry()})
 	if err != nil {
 		t.Fatal(err)
@@ -378,7 +378,7 @@ func TestNoConverterLinksTheOriginal(t *testing.T) {
 	if c, name := FindConverter(); c != nil {
 		t.Fatalf("found %s in an empty PATH", name)
 	}
-	srv, err := New(Config{Dir: "/var/spool/asterisk/monitor", PublicURL: "https://pbx.example.com/rec/", Secret: secret.NewSecret(testSecret), MP3: true},
+	srv, err := New(Config{Dir: "/var/spool/asterisk/monitor", PublicURL: "https://pbx.example.com/rec/", Secret: configs.NewSecret(testSecret), MP3: true},
 		Options{CacheDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)

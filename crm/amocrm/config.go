@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/pbxbridge/pbxbridge/connector/config"
+	"github.com/pbxbridge/pbxbridge/configs"
 	"github.com/pbxbridge/pbxbridge/crm"
 )
 
@@ -67,13 +67,13 @@ type Config struct {
 // AuthConfig selects OAuth 2.0 or a long-lived token.
 type AuthConfig struct {
 	// ClientID and ClientSecret of the integration (OAuth 2.0).
-	ClientID     string        `yaml:"client_id"`
-	ClientSecret config.Secret `yaml:"client_secret"`
+	ClientID     string         `yaml:"client_id"`
+	ClientSecret configs.Secret `yaml:"client_secret"`
 	// RedirectURI must equal the integration's Redirect URI; default
 	// {public_url}/crm/{name}/oauth/callback.
 	RedirectURI string `yaml:"redirect_uri"`
 	// LongLivedToken of a private integration (instead of OAuth; no refresh).
-	LongLivedToken config.Secret `yaml:"long_lived_token"`
+	LongLivedToken configs.Secret `yaml:"long_lived_token"`
 	// ProactiveRefresh rotates the refresh token when it has not been used for this long, well
 	// before amoCRM revokes it after 3 months idle (default 720h = 30 days).
 	ProactiveRefresh time.Duration `yaml:"proactive_refresh"`
@@ -131,7 +131,7 @@ type TaskConfig struct {
 type ClickToCallConfig struct {
 	// Secret is the per-account HMAC key the widget signs requests with (widget setting);
 	// empty disables HMAC authentication.
-	Secret config.Secret `yaml:"secret"`
+	Secret configs.Secret `yaml:"secret"`
 	// AcceptJWT accepts amoCRM/Kommo one-time tokens (X-Auth-Token, HS256 with the
 	// integration's client secret) instead of or besides the HMAC.
 	AcceptJWT bool `yaml:"accept_jwt"`

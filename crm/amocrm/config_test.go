@@ -9,7 +9,7 @@ import (
 
 	"github.com/goccy/go-yaml"
 
-	"github.com/pbxbridge/pbxbridge/connector/config"
+	"github.com/pbxbridge/pbxbridge/configs"
 	"github.com/pbxbridge/pbxbridge/crm"
 )
 
@@ -40,8 +40,8 @@ func TestSamples(t *testing.T) {
 			if errs := cfg.Validate(); len(errs) != 2 || !strings.Contains(errs[0].Error(), "auth.client_secret") {
 				t.Fatalf("before the secret is set: %v", errs)
 			}
-			cfg.Auth.ClientSecret = config.NewSecret("from-the-environment")
-			cfg.ClickToCall.Secret = config.NewSecret("from-the-environment-too")
+			cfg.Auth.ClientSecret = configs.NewSecret("from-the-environment")
+			cfg.ClickToCall.Secret = configs.NewSecret("from-the-environment-too")
 			if errs := cfg.Validate(); len(errs) != 0 {
 				t.Fatalf("sample does not validate: %v", errs)
 			}
@@ -59,13 +59,13 @@ func TestValidate(t *testing.T) {
 	c := NewConfig(TypeAmoCRM)
 	c.Subdomain = "Romashka.amocrm.ru"
 	c.BaseURL = "ftp://x"
-	c.Auth = AuthConfig{ClientID: "x", LongLivedToken: config.NewSecret("t")}
+	c.Auth = AuthConfig{ClientID: "x", LongLivedToken: configs.NewSecret("t")}
 	c.Users = map[string]int64{"101": 5, "102": 5, "1 0": -1}
 	c.RateLimit = 5000
 	c.Batch = BatchConfig{Max: 300, Window: -time.Second}
 	c.UnknownNumber.Inbound = "drop"
 	c.MissedCallTask.Responsible = []string{"boss", ChainDefault}
-	c.ClickToCall.Secret = config.NewSecret("short")
+	c.ClickToCall.Secret = configs.NewSecret("short")
 	c.ClickToCall.AllowedOrigins = []string{"https://x/y"}
 	want := []string{"subdomain", "base_url", "auth", "auth.proactive_refresh", "users.102", "users.1 0", "rate_limit", "batch.max",
 		"batch.window", "unknown_number.inbound", "missed_call_task.responsible[0]", "missed_call_task.responsible[1]",

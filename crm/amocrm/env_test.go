@@ -16,7 +16,7 @@ import (
 
 	"github.com/pbxbridge/pbxbridge/asterisk"
 	"github.com/pbxbridge/pbxbridge/asterisk/transcripts"
-	"github.com/pbxbridge/pbxbridge/connector/config"
+	"github.com/pbxbridge/pbxbridge/configs"
 	"github.com/pbxbridge/pbxbridge/connector/recordings"
 	"github.com/pbxbridge/pbxbridge/crm"
 	"github.com/pbxbridge/pbxbridge/crm/call"
@@ -70,15 +70,15 @@ func newEnv(t *testing.T, typ string, o envOpt) *env {
 	cfg.BaseURL = e.srv.URL
 	cfg.AuthorizeURL = e.srv.URL + "/oauth"
 	cfg.Auth.ClientID = crmtest.DemoClientID
-	cfg.Auth.ClientSecret = config.NewSecret(crmtest.DemoClientSecret)
+	cfg.Auth.ClientSecret = configs.NewSecret(crmtest.DemoClientSecret)
 	cfg.Auth.RedirectURI = testRedirect
 	cfg.Users = map[string]int64{"101": 504141, "102": 504142, "103": 504143}
 	cfg.DefaultUser = 504143
 	cfg.Batch.Window = 20 * time.Millisecond
-	cfg.ClickToCall.Secret = config.NewSecret(testC2CSecret)
+	cfg.ClickToCall.Secret = configs.NewSecret(testC2CSecret)
 	cfg.ClickToCall.AcceptJWT = true
 	if o.longLived {
-		cfg.Auth = AuthConfig{LongLivedToken: config.NewSecret(crmtest.DemoLongLivedToken), ProactiveRefresh: cfg.Auth.ProactiveRefresh}
+		cfg.Auth = AuthConfig{LongLivedToken: configs.NewSecret(crmtest.DemoLongLivedToken), ProactiveRefresh: cfg.Auth.ProactiveRefresh}
 		cfg.ClickToCall.AcceptJWT = false
 	}
 	if o.mutate != nil {
@@ -92,7 +92,7 @@ func newEnv(t *testing.T, typ string, o envOpt) *env {
 		}
 	}
 	recDir := "/var/spool/asterisk/monitor" // links only: the files need not exist here
-	rs, err := recordings.New(recordings.Config{Dir: recDir, PublicURL: "https://pbx.example.com/rec/", Secret: config.NewSecret(testRecSecret)}, recordings.Options{})
+	rs, err := recordings.New(recordings.Config{Dir: recDir, PublicURL: "https://pbx.example.com/rec/", Secret: configs.NewSecret(testRecSecret)}, recordings.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

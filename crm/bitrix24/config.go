@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/pbxbridge/pbxbridge/connector/config"
+	"github.com/pbxbridge/pbxbridge/configs"
 	"github.com/pbxbridge/pbxbridge/crm"
 	"github.com/pbxbridge/pbxbridge/crm/bitrix24/api"
 )
@@ -57,16 +57,16 @@ type Config struct {
 type AuthConfig struct {
 	Mode string `yaml:"mode"` // oauth | webhook
 	// ClientID and ClientSecret of the local application (oauth mode).
-	ClientID     string        `yaml:"client_id"`
-	ClientSecret config.Secret `yaml:"client_secret"`
+	ClientID     string         `yaml:"client_id"`
+	ClientSecret configs.Secret `yaml:"client_secret"`
 	// InstallKey, when set, must be given as ?key= on the installation URL registered in
 	// Bitrix24 (a second check besides verifying the delivered token with the portal).
-	InstallKey config.Secret `yaml:"install_key"`
+	InstallKey configs.Secret `yaml:"install_key"`
 	// WebhookURL is the inbound webhook (webhook mode): https://PORTAL/rest/USER_ID/CODE/.
-	WebhookURL config.Secret `yaml:"webhook_url"`
+	WebhookURL configs.Secret `yaml:"webhook_url"`
 	// ApplicationToken verifies events posted by an outgoing webhook (webhook mode); in oauth
 	// mode the token comes with the installation.
-	ApplicationToken config.Secret `yaml:"application_token"`
+	ApplicationToken configs.Secret `yaml:"application_token"`
 }
 
 // LineConfig is an external line registered with telephony.externalLine.add.

@@ -7,7 +7,7 @@ import (
 
 	"github.com/goccy/go-yaml"
 
-	"github.com/pbxbridge/pbxbridge/connector/config"
+	"github.com/pbxbridge/pbxbridge/configs"
 	"github.com/pbxbridge/pbxbridge/crm"
 )
 
@@ -24,7 +24,7 @@ func decodeStrict(t *testing.T, src string) *Config {
 // as the environment would).
 func TestSample(t *testing.T) {
 	c := decodeStrict(t, Sample)
-	c.Auth.ClientSecret = config.NewSecret("from-the-environment")
+	c.Auth.ClientSecret = configs.NewSecret("from-the-environment")
 	if errs := c.Validate(); len(errs) > 0 {
 		t.Fatalf("sample does not validate: %v", errors.Join(errs...))
 	}

@@ -9,7 +9,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/pbxbridge/pbxbridge/connector/config"
+	"github.com/pbxbridge/pbxbridge/configs"
 	"github.com/pbxbridge/pbxbridge/crm"
 	"github.com/pbxbridge/pbxbridge/crm/crmtest"
 )
@@ -278,7 +278,7 @@ func TestProbe(t *testing.T) {
 	t.Run("webhook", func(t *testing.T) {
 		f := crmtest.StartBitrix24(t, crmtest.B24Webhook(1, "s3cr3t", "crm,telephony,user"))
 		e := newEnv(t, f, func(_ *crm.Params, c *Config) {
-			c.Auth = AuthConfig{Mode: AuthWebhook, WebhookURL: config.NewSecret(f.URL() + "/rest/1/s3cr3t/")}
+			c.Auth = AuthConfig{Mode: AuthWebhook, WebhookURL: configs.NewSecret(f.URL() + "/rest/1/s3cr3t/")}
 		})
 		cs := e.a.Probe(ctx)
 		mustf(t, find(cs, "authorisation").OK, "%+v", cs)
@@ -293,7 +293,7 @@ func TestProbe(t *testing.T) {
 	t.Run("wrong webhook", func(t *testing.T) {
 		f := crmtest.StartBitrix24(t, crmtest.B24Webhook(1, "s3cr3t", "crm,telephony,user"))
 		e := newEnv(t, f, func(_ *crm.Params, c *Config) {
-			c.Auth = AuthConfig{Mode: AuthWebhook, WebhookURL: config.NewSecret(f.URL() + "/rest/1/wrong/")}
+			c.Auth = AuthConfig{Mode: AuthWebhook, WebhookURL: configs.NewSecret(f.URL() + "/rest/1/wrong/")}
 		})
 		c := find(e.a.Probe(ctx), "authorisation")
 		mustf(t, !c.OK && strings.Contains(c.Detail, "does not accept the webhook URL"), "%+v", c)
@@ -315,7 +315,7 @@ func TestProbe(t *testing.T) {
 func TestWebhookModeTelephony(t *testing.T) {
 	f := crmtest.StartBitrix24(t, crmtest.B24Webhook(1, "s3cr3t", "crm,telephony,user"))
 	e := newEnv(t, f, func(_ *crm.Params, c *Config) {
-		c.Auth = AuthConfig{Mode: AuthWebhook, WebhookURL: config.NewSecret(f.URL() + "/rest/1/s3cr3t/")}
+		c.Auth = AuthConfig{Mode: AuthWebhook, WebhookURL: configs.NewSecret(f.URL() + "/rest/1/s3cr3t/")}
 	})
 	err := e.a.Deliver(context.Background(), answeredInbound(e, "1795310000.1", "101"))
 	if cl, _ := crm.Classify(err); cl != crm.ClassAuth {

@@ -19,7 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/pbxbridge/pbxbridge/asterisk"
-	"github.com/pbxbridge/pbxbridge/connector/config"
+	"github.com/pbxbridge/pbxbridge/configs"
 	"github.com/pbxbridge/pbxbridge/connector/outbox"
 	"github.com/pbxbridge/pbxbridge/crm"
 	"github.com/pbxbridge/pbxbridge/crm/bitrix24/api"
@@ -134,7 +134,7 @@ func testConfig(f *crmtest.Bitrix24) *Config {
 	c.PortalURL = f.URL()
 	c.OAuthURL = f.URL()
 	c.Auth.ClientID = f.ClientID()
-	c.Auth.ClientSecret = config.NewSecret(f.ClientSecret())
+	c.Auth.ClientSecret = configs.NewSecret(f.ClientSecret())
 	c.Users.DefaultUserID = 1
 	c.Lines = []LineConfig{{Number: "+74951112233", Name: "Main"}, {Number: "+74951112244", Name: "Ring group"}, {Number: "+74951112200", Name: "Sales queue"}}
 	c.Timezone = "Europe/Moscow"

@@ -13,7 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/pbxbridge/pbxbridge/asterisk"
-	"github.com/pbxbridge/pbxbridge/connector/config"
+	"github.com/pbxbridge/pbxbridge/configs"
 	"github.com/pbxbridge/pbxbridge/crm"
 	"github.com/pbxbridge/pbxbridge/crm/bitrix24/api"
 	"github.com/pbxbridge/pbxbridge/crm/call"
@@ -210,7 +210,7 @@ func TestCallbackRequest(t *testing.T) {
 // unauthenticated installations are refused.
 func TestInstall(t *testing.T) {
 	f := crmtest.StartBitrix24(t)
-	e := newEnv(t, f, withoutTokens(), func(_ *crm.Params, c *Config) { c.Auth.InstallKey = config.NewSecret("k3y") })
+	e := newEnv(t, f, withoutTokens(), func(_ *crm.Params, c *Config) { c.Auth.InstallKey = configs.NewSecret("k3y") })
 	mustf(t, e.a.Status().Auth == "missing", "status %+v", e.a.Status())
 	_, rec := missedCall("1795307000.1", 1795307000)
 	err := e.a.Deliver(context.Background(), rec)

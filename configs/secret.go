@@ -1,6 +1,4 @@
-// Package secret holds Secret, a string that never prints, for passwords and tokens in the
-// configuration. It is a leaf package so every config struct can use it.
-package secret
+package configs
 
 import (
 	"encoding/json"
@@ -35,7 +33,7 @@ func (s Secret) mask() string {
 func (s Secret) String() string { return s.mask() }
 
 // GoString implements fmt.GoStringer (%#v).
-func (s Secret) GoString() string { return `secret.Secret("` + s.mask() + `")` }
+func (s Secret) GoString() string { return `configs.Secret("` + s.mask() + `")` }
 
 // MarshalJSON prints the mask.
 func (s Secret) MarshalJSON() ([]byte, error) { return json.Marshal(s.mask()) }
