@@ -17,7 +17,7 @@ import (
 	"github.com/pbxbridge/pbxbridge/asterisk/fakepbx"
 	"github.com/pbxbridge/pbxbridge/connector"
 	"github.com/pbxbridge/pbxbridge/crm/call"
-	"github.com/pbxbridge/pbxbridge/crm/crmtest"
+	"github.com/pbxbridge/pbxbridge/crm/fakecrm"
 )
 
 // Users of the demo CRMs (crm/crmtest): extension → Bitrix24 user (UF_PHONE_INNER) and amoCRM /
@@ -101,7 +101,7 @@ func TestCRMsEndToEnd(t *testing.T) {
 			}
 			delivered[c][r.Key()] = *r
 		},
-		Amo: crmtest.AmoOptions{RateLimit: -1},
+		Amo: fakecrm.AmoOptions{RateLimit: -1},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -178,9 +178,9 @@ func TestCRMsEndToEnd(t *testing.T) {
 	t.Logf("%d external calls checked in Bitrix24, amoCRM and Kommo; Bitrix24 requests: %v", external, b24.Requests)
 }
 
-func checkBitrix24(t *testing.T, name, key string, want *call.Record, st crmtest.B24State, got call.Record, cards bool) {
+func checkBitrix24(t *testing.T, name, key string, want *call.Record, st fakecrm.B24State, got call.Record, cards bool) {
 	t.Helper()
-	var matches []crmtest.B24Call
+	var matches []fakecrm.B24Call
 	for _, c := range st.Calls {
 		if c.ExternalCallID == key {
 			matches = append(matches, c)
@@ -245,16 +245,16 @@ func checkBitrix24(t *testing.T, name, key string, want *call.Record, st crmtest
 	}
 }
 
-func checkAmo(t *testing.T, name, key string, want *call.Record, st crmtest.AmoAccountState) {
+func checkAmo(t *testing.T, name, key string, want *call.Record, st fakecrm.AmoAccountState) {
 	t.Helper()
-	var matches []crmtest.AmoCall
+	var matches []fakecrm.AmoCall
 	for _, c := range st.Calls {
 		if c.Uniq == key {
 			matches = append(matches, c)
 		}
 	}
-	inUnsorted := slices.ContainsFunc(st.Unsorted, func(u crmtest.AmoUnsorted) bool { return u.Uniq == key })
-	known := slices.ContainsFunc(st.Contacts, func(c crmtest.AmoContact) bool {
+	inUnsorted := slices.ContainsFunc(st.Unsorted, func(u fakecrm.AmoUnsorted) bool { return u.Uniq == key })
+	known := slices.ContainsFunc(st.Contacts, func(c fakecrm.AmoContact) bool {
 		return slices.ContainsFunc(c.Phones, func(p string) bool { return digits(p)[1:] == digits(want.Customer)[1:] })
 	})
 	switch {
@@ -279,7 +279,7 @@ func checkAmo(t *testing.T, name, key string, want *call.Record, st crmtest.AmoA
 		t.Errorf("%s: recording %q but link %q", name, want.Recording, c.Link)
 	}
 	if want.Direction == call.Inbound && want.Disposition != call.Answered {
-		if !slices.ContainsFunc(st.Tasks, func(tk crmtest.AmoTask) bool {
+		if !slices.ContainsFunc(st.Tasks, func(tk fakecrm.AmoTask) bool {
 			return strings.Contains(tk.Text, want.Customer) || tk.EntityID == c.EntityID
 		}) {
 			t.Errorf("%s: a missed call without a task", name)
@@ -344,7 +344,7 @@ func TestRestartMidCall(t *testing.T) {
 	env.WaitSettled(time.Minute)
 
 	b24 := env.B24.State()
-	for _, acc := range []crmtest.AmoAccountState{env.Amo.State().Accounts[0], env.Kommo.State().Accounts[0]} {
+	for _, acc := range []fakecrm.AmoAccountState{env.Amo.State().Accounts[0], env.Kommo.State().Accounts[0]} {
 		seen := map[string]int{}
 		for _, c := range acc.Calls {
 			seen[c.Uniq]++

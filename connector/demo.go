@@ -23,7 +23,7 @@ import (
 	"github.com/pbxbridge/pbxbridge/connector/config"
 	_ "github.com/pbxbridge/pbxbridge/crm/all" // the demo runs every connector type
 	"github.com/pbxbridge/pbxbridge/crm/call"
-	"github.com/pbxbridge/pbxbridge/crm/crmtest"
+	"github.com/pbxbridge/pbxbridge/crm/fakecrm"
 	"github.com/pbxbridge/pbxbridge/licensing/demo"
 )
 
@@ -140,8 +140,8 @@ type DemoOptions struct {
 	// OnDelivered is called after each successful delivery.
 	OnDelivered func(connector string, rec *call.Record)
 	// B24 are extra options of the fake Bitrix24; Amo of the fake amoCRM and Kommo.
-	B24 []crmtest.Bitrix24Option
-	Amo crmtest.AmoOptions
+	B24 []fakecrm.Bitrix24Option
+	Amo fakecrm.AmoOptions
 }
 
 // DemoEnv is a running demo: a simulated PBX, fake Bitrix24, amoCRM and Kommo servers reached
@@ -149,9 +149,9 @@ type DemoOptions struct {
 // checks; `pbxbridge demo` drives it.
 type DemoEnv struct {
 	PBX     *fakepbx.Server
-	B24     *crmtest.Bitrix24
-	Amo     *crmtest.AmoCRM
-	Kommo   *crmtest.AmoCRM
+	B24     *fakecrm.Bitrix24
+	Amo     *fakecrm.AmoCRM
+	Kommo   *fakecrm.AmoCRM
 	Daemon  *Daemon
 	BaseURL string // the daemon's HTTP listener
 	Dir     string
@@ -207,16 +207,16 @@ func StartDemo(ctx context.Context, o DemoOptions) (env *DemoEnv, err error) {
 	env.stops = append(env.stops, func() { _ = env.PBX.Close() })
 
 	// The fake CRMs, each on its own loopback port, reached through its reserved name.
-	env.B24 = crmtest.NewBitrix24(o.B24...)
+	env.B24 = fakecrm.NewBitrix24(o.B24...)
 	env.B24.SetBaseURL("http://" + demoB24Host)
-	env.Amo = crmtest.NewAmoCRM(o.Amo)
+	env.Amo = fakecrm.NewAmoCRM(o.Amo)
 	env.Amo.AddAccount(demoAmoAccount(demoAmoHost))
-	env.Amo.AddLongLivedToken(demoAmoHost, crmtest.DemoLongLivedToken, crmtest.DemoLongLivedTTL)
+	env.Amo.AddLongLivedToken(demoAmoHost, fakecrm.DemoLongLivedToken, fakecrm.DemoLongLivedTTL)
 	ko := o.Amo
 	ko.Flavor = "kommo"
-	env.Kommo = crmtest.NewAmoCRM(ko)
+	env.Kommo = fakecrm.NewAmoCRM(ko)
 	env.Kommo.AddAccount(demoAmoAccount(demoKommoHost))
-	env.Kommo.AddLongLivedToken(demoKommoHost, crmtest.DemoLongLivedToken, crmtest.DemoLongLivedTTL)
+	env.Kommo.AddLongLivedToken(demoKommoHost, fakecrm.DemoLongLivedToken, fakecrm.DemoLongLivedTTL)
 	hosts := map[string]string{}
 	for host, h := range map[string]http.Handler{demoB24Host: env.B24, demoAmoHost: env.Amo, demoKommoHost: env.Kommo} {
 		addr, stop, err := serveLoopback(h)
@@ -403,7 +403,7 @@ connectors:
     amocrm:
       subdomain: demo-amocrm
       base_url: http://demo-amocrm.invalid
-      auth: {long_lived_token: ` + crmtest.DemoLongLivedToken + `}
+      auth: {long_lived_token: ` + fakecrm.DemoLongLivedToken + `}
       users: {"101": 504141, "102": 504142, "103": 504143}
       default_user: 504141
       recording_links: true
@@ -412,15 +412,15 @@ connectors:
     kommo:
       subdomain: demo-kommo
       base_url: http://demo-kommo.invalid
-      auth: {long_lived_token: ` + crmtest.DemoLongLivedToken + `}
+      auth: {long_lived_token: ` + fakecrm.DemoLongLivedToken + `}
       users: {"101": 504141, "102": 504142, "103": 504143}
       default_user: 504141
       recording_links: true
 `
 
 // demoAmoAccount is the fake amoCRM/Kommo demo account under a reserved name.
-func demoAmoAccount(sub string) crmtest.AmoAccountSpec {
-	a := crmtest.AmoDemoAccount()
+func demoAmoAccount(sub string) fakecrm.AmoAccountSpec {
+	a := fakecrm.AmoDemoAccount()
 	a.Subdomain = sub
 	return a
 }

@@ -11,7 +11,7 @@ import (
 
 	"github.com/pbxbridge/pbxbridge/connector"
 	"github.com/pbxbridge/pbxbridge/crm/call"
-	"github.com/pbxbridge/pbxbridge/crm/crmtest"
+	"github.com/pbxbridge/pbxbridge/crm/fakecrm"
 )
 
 // The demo runs the whole product with nothing installed and ends with a summary: calls
@@ -51,8 +51,8 @@ func TestDemoOutlivesItsCredentials(t *testing.T) {
 	delivered := make(chan string, 16)
 	env, err := connector.StartDemo(context.Background(), connector.DemoOptions{
 		Speed: 10,
-		B24:   []crmtest.Bitrix24Option{crmtest.B24Clock(clock)},
-		Amo:   crmtest.AmoOptions{Now: clock},
+		B24:   []fakecrm.Bitrix24Option{fakecrm.B24Clock(clock)},
+		Amo:   fakecrm.AmoOptions{Now: clock},
 		OnDelivered: func(c string, _ *call.Record) {
 			select {
 			case delivered <- c:

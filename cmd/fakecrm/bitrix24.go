@@ -8,13 +8,13 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/pbxbridge/pbxbridge/crm/crmtest"
+	"github.com/pbxbridge/pbxbridge/crm/fakecrm"
 )
 
 // The fake Bitrix24 portal + OAuth server. Knobs come from the environment at start
 // (FAKECRM_BITRIX24_CLIENT_ID, _CLIENT_SECRET, _RPS, _BURST, _LATENCY, _FAIL_RATE, _TOKEN_TTL,
 // _REUSE_CALL_ID=1, _WEBHOOK=<user id>/<code>, _REDIRECT_URI) and can be changed at run time with
-// POST /_fake/faults (JSON, see crmtest.B24Faults). POST /_fake/install?url=..., /_fake/click2call
+// POST /_fake/faults (JSON, see fakecrm.B24Faults). POST /_fake/install?url=..., /_fake/click2call
 // ?user_id=&phone=&line= and /_fake/callback?phone=&line=&text= emit Bitrix24 events.
 func init() {
 	kinds = append(kinds, kind{
@@ -25,8 +25,8 @@ func init() {
 			if err != nil {
 				return nil, err
 			}
-			opts = append(opts, crmtest.B24Logger(log))
-			f := crmtest.NewBitrix24(opts...)
+			opts = append(opts, fakecrm.B24Logger(log))
+			f := fakecrm.NewBitrix24(opts...)
 			f.SetBaseURL(baseURL)
 			log.Info("fake bitrix24 application", "client_id", f.ClientID(), "member_id", f.MemberID())
 			return f, nil
@@ -34,14 +34,14 @@ func init() {
 	})
 }
 
-func bitrix24Options(env func(string) string) ([]crmtest.Bitrix24Option, error) {
+func bitrix24Options(env func(string) string) ([]fakecrm.Bitrix24Option, error) {
 	const p = "FAKECRM_BITRIX24_"
-	var opts []crmtest.Bitrix24Option
+	var opts []fakecrm.Bitrix24Option
 	if id, secret := env(p+"CLIENT_ID"), env(p+"CLIENT_SECRET"); id != "" || secret != "" {
 		if id == "" || secret == "" {
 			return nil, fmt.Errorf("%sCLIENT_ID and %sCLIENT_SECRET go together", p, p)
 		}
-		opts = append(opts, crmtest.B24App(id, secret))
+		opts = append(opts, fakecrm.B24App(id, secret))
 	}
 	if v := env(p + "RPS"); v != "" {
 		rps, err := strconv.ParseFloat(v, 64)
@@ -54,12 +54,12 @@ func bitrix24Options(env func(string) string) ([]crmtest.Bitrix24Option, error) 
 				return nil, fmt.Errorf("%sBURST: %q is not a positive number", p, b)
 			}
 		}
-		opts = append(opts, crmtest.B24RateLimit(rps, burst))
+		opts = append(opts, fakecrm.B24RateLimit(rps, burst))
 	}
 	for _, d := range []struct {
 		name string
-		opt  func(time.Duration) crmtest.Bitrix24Option
-	}{{"LATENCY", crmtest.B24Latency}, {"TOKEN_TTL", crmtest.B24TokenTTL}} {
+		opt  func(time.Duration) fakecrm.Bitrix24Option
+	}{{"LATENCY", fakecrm.B24Latency}, {"TOKEN_TTL", fakecrm.B24TokenTTL}} {
 		if v := env(p + d.name); v != "" {
 			x, err := time.ParseDuration(v)
 			if err != nil {
@@ -73,10 +73,10 @@ func bitrix24Options(env func(string) string) ([]crmtest.Bitrix24Option, error) 
 		if err != nil || r < 0 || r > 1 {
 			return nil, fmt.Errorf("%sFAIL_RATE: %q is not between 0 and 1", p, v)
 		}
-		opts = append(opts, crmtest.B24FailRate(r))
+		opts = append(opts, fakecrm.B24FailRate(r))
 	}
 	if env(p+"REUSE_CALL_ID") == "1" {
-		opts = append(opts, crmtest.B24ReuseCallID(true))
+		opts = append(opts, fakecrm.B24ReuseCallID(true))
 	}
 	if v := env(p + "WEBHOOK"); v != "" {
 		var uid int
@@ -84,10 +84,10 @@ func bitrix24Options(env func(string) string) ([]crmtest.Bitrix24Option, error) 
 		if n, err := fmt.Sscanf(v, "%d/%s", &uid, &code); err != nil || n != 2 {
 			return nil, fmt.Errorf("%sWEBHOOK: want <user id>/<code>, got %q", p, v)
 		}
-		opts = append(opts, crmtest.B24Webhook(uid, code, "crm,telephony,user,task"))
+		opts = append(opts, fakecrm.B24Webhook(uid, code, "crm,telephony,user,task"))
 	}
 	if v := env(p + "REDIRECT_URI"); v != "" {
-		opts = append(opts, crmtest.B24RedirectURI(v))
+		opts = append(opts, fakecrm.B24RedirectURI(v))
 	}
 	return opts, nil
 }

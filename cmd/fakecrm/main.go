@@ -1,4 +1,4 @@
-// Command fakecrm serves the fake CRM servers of crm/crmtest (Bitrix24, amoCRM, Kommo) on
+// Command fakecrm serves the fake CRM servers of crm/fakecrm (Bitrix24, amoCRM, Kommo) on
 // loopback addresses, for demos, scripts and end-to-end tests. Each fake exposes what it received
 // at GET /_fake/state.
 //

@@ -14,7 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/pbxbridge/pbxbridge/crm/crmtest"
+	"github.com/pbxbridge/pbxbridge/crm/fakecrm"
 )
 
 // The reserved names the fake CRMs answer to (RFC 2606 .invalid; the demo licences are bound to
@@ -69,8 +69,8 @@ type Popup struct {
 // CRMs are the fake Bitrix24 and amoCRM behind one loopback HTTP proxy. Requests for other
 // hosts get 502. It is safe for concurrent use.
 type CRMs struct {
-	B24 *crmtest.Bitrix24
-	Amo *crmtest.AmoCRM
+	B24 *fakecrm.Bitrix24
+	Amo *fakecrm.AmoCRM
 
 	ln  net.Listener
 	srv *http.Server
@@ -86,24 +86,24 @@ type CRMs struct {
 
 // StartCRMs starts the fakes and their proxy on a free loopback port.
 func StartCRMs(o CRMOptions) (*CRMs, error) {
-	var b24opts []crmtest.Bitrix24Option
+	var b24opts []fakecrm.Bitrix24Option
 	if o.B24RPS > 0 {
-		b24opts = append(b24opts, crmtest.B24RateLimit(o.B24RPS, o.B24Burst))
+		b24opts = append(b24opts, fakecrm.B24RateLimit(o.B24RPS, o.B24Burst))
 	}
 	if o.Latency > 0 {
-		b24opts = append(b24opts, crmtest.B24Latency(o.Latency))
+		b24opts = append(b24opts, fakecrm.B24Latency(o.Latency))
 	}
-	b24 := crmtest.NewBitrix24(b24opts...)
+	b24 := fakecrm.NewBitrix24(b24opts...)
 	b24.SetBaseURL("http://" + B24Host)
 	rps := o.AmoRPS
 	if rps <= 0 {
 		rps = -1 // disabled
 	}
-	amo := crmtest.NewAmoCRM(crmtest.AmoOptions{RateLimit: rps, RateBurst: max(1, int(o.AmoRPS)), Latency: o.Latency})
-	acc := crmtest.AmoDemoAccount()
+	amo := fakecrm.NewAmoCRM(fakecrm.AmoOptions{RateLimit: rps, RateBurst: max(1, int(o.AmoRPS)), Latency: o.Latency})
+	acc := fakecrm.AmoDemoAccount()
 	acc.Subdomain = AmoHost
 	amo.AddAccount(acc)
-	amo.AddLongLivedToken(AmoHost, crmtest.DemoLongLivedToken, crmtest.DemoLongLivedTTL)
+	amo.AddLongLivedToken(AmoHost, fakecrm.DemoLongLivedToken, fakecrm.DemoLongLivedTTL)
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -20,7 +20,7 @@ import (
 	"time"
 
 	"github.com/pbxbridge/pbxbridge/connector"
-	"github.com/pbxbridge/pbxbridge/crm/crmtest"
+	"github.com/pbxbridge/pbxbridge/crm/fakecrm"
 	"github.com/pbxbridge/pbxbridge/licensing/demo"
 )
 
@@ -199,7 +199,7 @@ connectors:
       users: {"101": 504141, "102": 504142, "103": 504143}
       default_user: 504141
       recording_links: true%s
-`, AmoHost, crmtest.DemoLongLivedToken, limit)
+`, AmoHost, fakecrm.DemoLongLivedToken, limit)
 		case ConnFake:
 			fmt.Fprintf(&b, `  - name: fake
     type: fake

@@ -5,7 +5,7 @@
 //     rate. Its OnEvent hook timestamps every call event as it leaves for the daemon: a call
 //     rings when a DialBegin reaches an extension and ends with its replay's last Hangup; an
 //     event no client received marks the call as (partly) unseen.
-//   - CRMs: fake Bitrix24 and amoCRM servers (crm/crmtest) on the reserved demo-*.invalid names,
+//   - CRMs: fake Bitrix24 and amoCRM servers (crm/fakecrm) on the reserved demo-*.invalid names,
 //     served by one loopback HTTP proxy. The daemon reaches them through HTTP_PROXY, as through a
 //     site proxy; the proxy records when each CRM request arrived and when it was answered, and
 //     can refuse everything with 503 (a CRM outage) or answer slowly.

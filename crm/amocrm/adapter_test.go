@@ -14,6 +14,7 @@ import (
 	"github.com/pbxbridge/pbxbridge/crm"
 	"github.com/pbxbridge/pbxbridge/crm/call"
 	"github.com/pbxbridge/pbxbridge/crm/crmtest"
+	"github.com/pbxbridge/pbxbridge/crm/fakecrm"
 )
 
 func TestConformance(t *testing.T) {
@@ -60,7 +61,7 @@ func TestTranscriptCalls(t *testing.T) {
 				e.deliver(r)
 			}
 			st := e.state()
-			calls := map[string]crmtest.AmoCall{}
+			calls := map[string]fakecrm.AmoCall{}
 			for _, c := range st.Calls {
 				calls[c.Uniq] = c
 			}
@@ -155,7 +156,7 @@ func TestUnknownNumbers(t *testing.T) {
 		if len(st.Calls) != 1 || st.Calls[0].Uniq != r.Key() || st.Calls[0].EntityType != "contact" {
 			t.Fatalf("calls %+v", st.Calls)
 		}
-		var created *crmtest.AmoContact
+		var created *fakecrm.AmoContact
 		for i := range st.Contacts {
 			if st.Contacts[i].ID == st.Calls[0].EntityID {
 				created = &st.Contacts[i]
@@ -187,7 +188,7 @@ func TestUnknownNumbers(t *testing.T) {
 		}
 	})
 	t.Run("the 200 variant of an all-failed batch", func(t *testing.T) {
-		e := newEnv(t, TypeAmoCRM, envOpt{fake: crmtest.AmoOptions{UnknownStatus: 200}})
+		e := newEnv(t, TypeAmoCRM, envOpt{fake: fakecrm.AmoOptions{UnknownStatus: 200}})
 		e.deliver(unknownCall(4, call.Inbound, call.Answered))
 		if st := e.state(); len(st.Unsorted) != 1 {
 			t.Fatalf("unsorted %+v", st.Unsorted)
@@ -292,7 +293,7 @@ func TestPartialBatch(t *testing.T) {
 func TestDedupOnTheFakeIsNotRelied(t *testing.T) {
 	// With the fake's uniq de-duplication on, redelivery after a lost call store still logs once;
 	// with it off (default), the call store alone keeps it once (TestTranscriptCalls).
-	e := newEnv(t, TypeAmoCRM, envOpt{fake: crmtest.AmoOptions{DedupUniq: true}})
+	e := newEnv(t, TypeAmoCRM, envOpt{fake: fakecrm.AmoOptions{DedupUniq: true}})
 	r := answered(1)
 	e.deliver(r)
 	e.store = newMemStore()
@@ -368,7 +369,7 @@ func TestAutoMapUsers(t *testing.T) {
 
 func TestRateLimitedAndBlocked(t *testing.T) {
 	e := newEnv(t, TypeAmoCRM, envOpt{
-		fake:      crmtest.AmoOptions{RateLimit: 1, RateBurst: 1, BlockAfter: 3, BlockFor: time.Hour, RetryAfterInBody: true, RetryAfter: 2},
+		fake:      fakecrm.AmoOptions{RateLimit: 1, RateBurst: 1, BlockAfter: 3, BlockFor: time.Hour, RetryAfterInBody: true, RetryAfter: 2},
 		mutate:    func(c *Config) { c.RateLimit = 50 },
 		longLived: true,
 	})
@@ -412,7 +413,7 @@ func TestProbeReportsBlock(t *testing.T) {
 	now := time.Date(2026, 11, 22, 0, 0, 0, 0, time.UTC)
 	e := newEnv(t, TypeAmoCRM, envOpt{
 		now:       func() time.Time { return now },
-		fake:      crmtest.AmoOptions{RateLimit: 1, RateBurst: 1, BlockAfter: 1, BlockFor: time.Hour, PlainForbidden: true},
+		fake:      fakecrm.AmoOptions{RateLimit: 1, RateBurst: 1, BlockAfter: 1, BlockFor: time.Hour, PlainForbidden: true},
 		mutate:    func(c *Config) { c.RateLimit = 50 },
 		longLived: true,
 	})

@@ -16,7 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/pbxbridge/pbxbridge/crm"
-	"github.com/pbxbridge/pbxbridge/crm/crmtest"
+	"github.com/pbxbridge/pbxbridge/crm/fakecrm"
 )
 
 // Acceptance 3, first half: rotated tokens survive a restart, and the rotation never presents a
@@ -203,7 +203,7 @@ func readAll(t *testing.T, resp *http.Response) string {
 
 // Concurrent 401s cause one refresh: amoCRM revokes a refresh token presented twice.
 func TestOneRefreshAtATime(t *testing.T) {
-	e := newEnv(t, TypeAmoCRM, envOpt{fake: crmtest.AmoOptions{RateLimit: -1}, mutate: func(c *Config) { c.RateLimit = 50 }})
+	e := newEnv(t, TypeAmoCRM, envOpt{fake: fakecrm.AmoOptions{RateLimit: -1}, mutate: func(c *Config) { c.RateLimit = 50 }})
 	if _, err := e.a.Lookup(context.Background(), "+79001234567"); err != nil {
 		t.Fatal(err)
 	}
@@ -293,7 +293,7 @@ func TestExchangeCodeErrors(t *testing.T) {
 		t.Fatalf("no redirect URI: %v", err)
 	}
 	// A code of another account is refused.
-	e.fake.AddAccount(crmtest.AmoAccountSpec{ID: 1, Subdomain: "other", ClientID: crmtest.DemoClientID, ClientSecret: crmtest.DemoClientSecret})
+	e.fake.AddAccount(fakecrm.AmoAccountSpec{ID: 1, Subdomain: "other", ClientID: fakecrm.DemoClientID, ClientSecret: fakecrm.DemoClientSecret})
 	other := *e.cfg
 	other.BaseURL = e.srv.URL // the first account answers for this host
 	if _, err := ExchangeCode(context.Background(), &other, t.TempDir(), e.fake.IssueCode("other")); err == nil {

@@ -20,7 +20,7 @@ import (
 	"github.com/pbxbridge/pbxbridge/connector/recordings"
 	"github.com/pbxbridge/pbxbridge/crm"
 	"github.com/pbxbridge/pbxbridge/crm/call"
-	"github.com/pbxbridge/pbxbridge/crm/crmtest"
+	"github.com/pbxbridge/pbxbridge/crm/fakecrm"
 )
 
 const (
@@ -33,7 +33,7 @@ const (
 type env struct {
 	t     *testing.T
 	typ   string
-	fake  *crmtest.AmoCRM
+	fake  *fakecrm.AmoCRM
 	srv   *httptest.Server
 	dir   string
 	cfg   *Config
@@ -46,7 +46,7 @@ type env struct {
 }
 
 type envOpt struct {
-	fake      crmtest.AmoOptions
+	fake      fakecrm.AmoOptions
 	mutate    func(*Config)
 	noAuth    bool // do not authorise
 	longLived bool
@@ -59,7 +59,7 @@ func newEnv(t *testing.T, typ string, o envOpt) *env {
 	if o.now != nil {
 		o.fake.Now = o.now
 	}
-	e := &env{t: t, typ: typ, fake: crmtest.NewAmoDemo(o.fake), dir: t.TempDir(), store: newMemStore(), orig: &recordingOriginator{}, now: o.now}
+	e := &env{t: t, typ: typ, fake: fakecrm.NewAmoDemo(o.fake), dir: t.TempDir(), store: newMemStore(), orig: &recordingOriginator{}, now: o.now}
 	if e.now == nil {
 		e.now = time.Now
 	}
@@ -69,8 +69,8 @@ func newEnv(t *testing.T, typ string, o envOpt) *env {
 	cfg.Subdomain = "romashka"
 	cfg.BaseURL = e.srv.URL
 	cfg.AuthorizeURL = e.srv.URL + "/oauth"
-	cfg.Auth.ClientID = crmtest.DemoClientID
-	cfg.Auth.ClientSecret = configs.NewSecret(crmtest.DemoClientSecret)
+	cfg.Auth.ClientID = fakecrm.DemoClientID
+	cfg.Auth.ClientSecret = configs.NewSecret(fakecrm.DemoClientSecret)
 	cfg.Auth.RedirectURI = testRedirect
 	cfg.Users = map[string]int64{"101": 504141, "102": 504142, "103": 504143}
 	cfg.DefaultUser = 504143
@@ -78,7 +78,7 @@ func newEnv(t *testing.T, typ string, o envOpt) *env {
 	cfg.ClickToCall.Secret = configs.NewSecret(testC2CSecret)
 	cfg.ClickToCall.AcceptJWT = true
 	if o.longLived {
-		cfg.Auth = AuthConfig{LongLivedToken: configs.NewSecret(crmtest.DemoLongLivedToken), ProactiveRefresh: cfg.Auth.ProactiveRefresh}
+		cfg.Auth = AuthConfig{LongLivedToken: configs.NewSecret(fakecrm.DemoLongLivedToken), ProactiveRefresh: cfg.Auth.ProactiveRefresh}
 		cfg.ClickToCall.AcceptJWT = false
 	}
 	if o.mutate != nil {
@@ -117,7 +117,7 @@ func (e *env) open() *Adapter {
 	return a
 }
 
-func (e *env) state() crmtest.AmoAccountState {
+func (e *env) state() fakecrm.AmoAccountState {
 	e.t.Helper()
 	return e.fake.State().Accounts[0]
 }
@@ -254,4 +254,4 @@ func tokenFileOf(t *testing.T, dir string) tokenFile {
 
 func count(reqs map[string]int, key string) int { return reqs[key] }
 
-var _ http.Handler = (*crmtest.AmoCRM)(nil)
+var _ http.Handler = (*fakecrm.AmoCRM)(nil)

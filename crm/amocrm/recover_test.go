@@ -11,7 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/pbxbridge/pbxbridge/crm"
-	"github.com/pbxbridge/pbxbridge/crm/crmtest"
+	"github.com/pbxbridge/pbxbridge/crm/fakecrm"
 )
 
 // testClock is a settable clock shared by the adapter and the fake.
@@ -82,7 +82,7 @@ func TestLostAnswerIsNotLoggedTwice(t *testing.T) {
 func TestKilledBatchIsNotLoggedTwice(t *testing.T) {
 	clock := newClock()
 	// The fake's limiter runs on the frozen test clock: no limit here.
-	e := newEnv(t, TypeAmoCRM, envOpt{now: clock.Now, fake: crmtest.AmoOptions{RateLimit: -1}})
+	e := newEnv(t, TypeAmoCRM, envOpt{now: clock.Now, fake: fakecrm.AmoOptions{RateLimit: -1}})
 	var keys []string
 	for i := range 20 {
 		r := answered(i)
@@ -139,7 +139,7 @@ func TestUnplacedCallIsSentAfterLookup(t *testing.T) {
 func TestServerErrorNeedsNoLookup(t *testing.T) {
 	e := newEnv(t, TypeAmoCRM, envOpt{})
 	r := answered(1)
-	e.fake.Inject(crmtest.FaultServerError)
+	e.fake.Inject(fakecrm.FaultServerError)
 	if err := e.a.Deliver(context.Background(), r); err == nil {
 		t.Fatal("a 500 was taken for success")
 	}
@@ -153,14 +153,14 @@ func TestServerErrorNeedsNoLookup(t *testing.T) {
 func TestRefusedCallNeedsNoLookup(t *testing.T) {
 	e := newEnv(t, TypeAmoCRM, envOpt{})
 	r := answered(1)
-	e.fake.Inject(crmtest.FaultRateLimited)
+	e.fake.Inject(fakecrm.FaultRateLimited)
 	if err := e.a.Deliver(context.Background(), r); err == nil {
 		t.Fatal("a 429 was taken for success")
 	}
 	if st := e.callState(r.Key()); st != "" {
 		t.Fatalf("after a 429 the call state is %q, want none", st)
 	}
-	e.fake.Inject(crmtest.FaultNone)
+	e.fake.Inject(fakecrm.FaultNone)
 	e.deliver(r)
 	st := e.state()
 	if n := count(st.Requests, "GET /api/v4/leads/notes") + count(st.Requests, "GET /api/v4/contacts/notes"); n != 0 {

@@ -18,7 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/pbxbridge/pbxbridge/asterisk"
-	"github.com/pbxbridge/pbxbridge/crm/crmtest"
+	"github.com/pbxbridge/pbxbridge/crm/fakecrm"
 )
 
 func (e *env) daemon(t *testing.T) *httptest.Server {
@@ -169,10 +169,10 @@ func TestClickToCallOneTimeToken(t *testing.T) {
 	now := time.Now()
 	claims := func(jti string, user int64, exp time.Time) map[string]any {
 		return map[string]any{"iss": "https://romashka.kommo.com", "aud": "https://pbx.example.com", "jti": jti, "iat": now.Unix(),
-			"nbf": now.Unix(), "exp": exp.Unix(), "account_id": 28805383, "subdomain": "romashka", "client_uuid": crmtest.DemoClientID, "user_id": user}
+			"nbf": now.Unix(), "exp": exp.Unix(), "account_id": 28805383, "subdomain": "romashka", "client_uuid": fakecrm.DemoClientID, "user_id": user}
 	}
 	body := []byte(`{"phone":"+79001234567"}`)
-	tok := oneTimeToken(crmtest.DemoClientSecret, claims("j1", 504143, now.Add(time.Minute)))
+	tok := oneTimeToken(fakecrm.DemoClientSecret, claims("j1", 504143, now.Add(time.Minute)))
 	r := postC2C(t, url, body, map[string]string{HeaderAuthToken: tok})
 	if r.status != http.StatusOK {
 		t.Fatalf("one-time token: %d %+v", r.status, r.body)
@@ -183,16 +183,16 @@ func TestClickToCallOneTimeToken(t *testing.T) {
 	for name, tok := range map[string]string{
 		"reused":         tok,
 		"wrong secret":   oneTimeToken("not-the-secret", claims("j2", 504143, now.Add(time.Minute))),
-		"expired":        oneTimeToken(crmtest.DemoClientSecret, claims("j3", 504143, now.Add(-time.Hour))),
-		"other account":  oneTimeToken(crmtest.DemoClientSecret, map[string]any{"jti": "j4", "exp": now.Add(time.Minute).Unix(), "user_id": 504143, "subdomain": "other"}),
+		"expired":        oneTimeToken(fakecrm.DemoClientSecret, claims("j3", 504143, now.Add(-time.Hour))),
+		"other account":  oneTimeToken(fakecrm.DemoClientSecret, map[string]any{"jti": "j4", "exp": now.Add(time.Minute).Unix(), "user_id": 504143, "subdomain": "other"}),
 		"garbage":        "a.b.c",
 		"alg none":       "eyJhbGciOiJub25lIn0.eyJ1c2VyX2lkIjoxfQ.",
 		"other user_id":  "",
-		"no user in jwt": oneTimeToken(crmtest.DemoClientSecret, map[string]any{"jti": "j6", "exp": now.Add(time.Minute).Unix()}),
+		"no user in jwt": oneTimeToken(fakecrm.DemoClientSecret, map[string]any{"jti": "j6", "exp": now.Add(time.Minute).Unix()}),
 	} {
 		b := body
 		if name == "other user_id" {
-			tok = oneTimeToken(crmtest.DemoClientSecret, claims("j5", 504143, now.Add(time.Minute)))
+			tok = oneTimeToken(fakecrm.DemoClientSecret, claims("j5", 504143, now.Add(time.Minute)))
 			b = []byte(`{"user_id":504141,"phone":"+79001234567"}`)
 			if r := postC2C(t, url, b, map[string]string{HeaderAuthToken: tok}); r.status != http.StatusBadRequest {
 				t.Fatalf("%s: %d %+v", name, r.status, r.body)

@@ -12,6 +12,7 @@ import (
 	"github.com/pbxbridge/pbxbridge/configs"
 	"github.com/pbxbridge/pbxbridge/crm"
 	"github.com/pbxbridge/pbxbridge/crm/crmtest"
+	"github.com/pbxbridge/pbxbridge/crm/fakecrm"
 )
 
 func traced(ctx context.Context) (context.Context, *[]string) {
@@ -72,7 +73,7 @@ func TestMissedCallLineDefault(t *testing.T) {
 // TestMissedCallTaskScopeMissing: without the task scope the call is still logged and the
 // follow-up fails permanently (it never holds up other calls as an auth problem would).
 func TestMissedCallTaskScopeMissing(t *testing.T) {
-	f := crmtest.StartBitrix24(t, crmtest.B24Scope("crm,telephony,user"))
+	f := crmtest.StartBitrix24(t, fakecrm.B24Scope("crm,telephony,user"))
 	e := newEnv(t, f, func(_ *crm.Params, c *Config) { c.MissedCalls.FollowUp = FollowUpTask })
 	_, rec := missedCall("1795309300.1", 1795309300)
 	err := e.a.Deliver(context.Background(), rec)
@@ -125,11 +126,11 @@ func TestUserMapOverride(t *testing.T) {
 // TestUserCacheBatched: 130 users load with one user.get and one batch; afterwards calls need
 // no user look-ups.
 func TestUserCacheBatched(t *testing.T) {
-	users := crmtest.DefaultB24Users()
+	users := fakecrm.DefaultB24Users()
 	for i := range 125 {
-		users = append(users, crmtest.B24User{ID: 2000 + i, Name: "User", LastName: fmt.Sprint(i), Ext: fmt.Sprint(500 + i), Active: true})
+		users = append(users, fakecrm.B24User{ID: 2000 + i, Name: "User", LastName: fmt.Sprint(i), Ext: fmt.Sprint(500 + i), Active: true})
 	}
-	f := crmtest.StartBitrix24(t, crmtest.B24Users(users...))
+	f := crmtest.StartBitrix24(t, fakecrm.B24Users(users...))
 	e := newEnv(t, f)
 	if err := e.a.users.refresh(context.Background()); err != nil {
 		t.Fatal(err)
@@ -169,13 +170,13 @@ func TestRouter(t *testing.T) {
 	mustf(t, err == nil && ext == "", "unknown number: %q %v", ext, err)
 
 	// The company's manager (1270, OPENED) vs a manager whose day is closed.
-	f2 := crmtest.StartBitrix24(t, crmtest.B24Entities(crmtest.B24Entity{Type: "CONTACT", ID: 5, Name: "Late Caller", Phone: "+79005550000", AssignedBy: 1271}))
+	f2 := crmtest.StartBitrix24(t, fakecrm.B24Entities(fakecrm.B24Entity{Type: "CONTACT", ID: 5, Name: "Late Caller", Phone: "+79005550000", AssignedBy: 1271}))
 	e2 := newEnv(t, f2, func(_ *crm.Params, c *Config) { c.Routing.OnlyAtWork = true })
 	ext, err = e2.a.Responsible(ctx, "+79005550000")
 	mustf(t, err == nil && ext == "", "manager not at work routed: %q %v", ext, err)
 
 	// A deadline the bucket cannot meet answers nothing, at once.
-	f3 := crmtest.StartBitrix24(t, crmtest.B24Latency(2*time.Second))
+	f3 := crmtest.StartBitrix24(t, fakecrm.B24Latency(2*time.Second))
 	e3 := newEnv(t, f3)
 	dctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
 	defer cancel()
@@ -268,7 +269,7 @@ func TestProbe(t *testing.T) {
 		mustf(t, !c.OK && strings.Contains(c.Detail, "Local application") && strings.Contains(c.Detail, "/crm/b24/install"), "%+v", c)
 	})
 	t.Run("missing scope", func(t *testing.T) {
-		f := crmtest.StartBitrix24(t, crmtest.B24Scope("crm,user"))
+		f := crmtest.StartBitrix24(t, fakecrm.B24Scope("crm,user"))
 		e := newEnv(t, f)
 		cs := e.a.Probe(ctx)
 		mustf(t, strings.Contains(find(cs, "scope").Detail, "telephony"), "%+v", cs)
@@ -276,7 +277,7 @@ func TestProbe(t *testing.T) {
 		mustf(t, !tr.OK && strings.Contains(tr.Detail, "\"telephony\" scope"), "%+v", tr)
 	})
 	t.Run("webhook", func(t *testing.T) {
-		f := crmtest.StartBitrix24(t, crmtest.B24Webhook(1, "s3cr3t", "crm,telephony,user"))
+		f := crmtest.StartBitrix24(t, fakecrm.B24Webhook(1, "s3cr3t", "crm,telephony,user"))
 		e := newEnv(t, f, func(_ *crm.Params, c *Config) {
 			c.Auth = AuthConfig{Mode: AuthWebhook, WebhookURL: configs.NewSecret(f.URL() + "/rest/1/s3cr3t/")}
 		})
@@ -291,7 +292,7 @@ func TestProbe(t *testing.T) {
 		}
 	})
 	t.Run("wrong webhook", func(t *testing.T) {
-		f := crmtest.StartBitrix24(t, crmtest.B24Webhook(1, "s3cr3t", "crm,telephony,user"))
+		f := crmtest.StartBitrix24(t, fakecrm.B24Webhook(1, "s3cr3t", "crm,telephony,user"))
 		e := newEnv(t, f, func(_ *crm.Params, c *Config) {
 			c.Auth = AuthConfig{Mode: AuthWebhook, WebhookURL: configs.NewSecret(f.URL() + "/rest/1/wrong/")}
 		})
@@ -303,7 +304,7 @@ func TestProbe(t *testing.T) {
 		}
 	})
 	t.Run("no users with extensions", func(t *testing.T) {
-		f := crmtest.StartBitrix24(t, crmtest.B24Users(crmtest.B24User{ID: 1, Name: "Admin", Active: true}))
+		f := crmtest.StartBitrix24(t, fakecrm.B24Users(fakecrm.B24User{ID: 1, Name: "Admin", Active: true}))
 		e := newEnv(t, f)
 		c := find(e.a.Probe(ctx), "user mapping")
 		mustf(t, !c.OK && strings.Contains(c.Detail, "Internal phone"), "%+v", c)
@@ -313,7 +314,7 @@ func TestProbe(t *testing.T) {
 // TestWebhookModeTelephony: through a webhook on a portal that allows telephony only for
 // applications, a delivery is an auth problem (queued), with the reason in the status.
 func TestWebhookModeTelephony(t *testing.T) {
-	f := crmtest.StartBitrix24(t, crmtest.B24Webhook(1, "s3cr3t", "crm,telephony,user"))
+	f := crmtest.StartBitrix24(t, fakecrm.B24Webhook(1, "s3cr3t", "crm,telephony,user"))
 	e := newEnv(t, f, func(_ *crm.Params, c *Config) {
 		c.Auth = AuthConfig{Mode: AuthWebhook, WebhookURL: configs.NewSecret(f.URL() + "/rest/1/s3cr3t/")}
 	})
@@ -325,7 +326,7 @@ func TestWebhookModeTelephony(t *testing.T) {
 	mustf(t, !strings.Contains(err.Error(), "s3cr3t"), "secret in error %v", err)
 
 	// The legacy portal (telephony allowed through webhooks) takes the call.
-	f.SetFaults(crmtest.B24Faults{TelephonyAppOnly: false})
+	f.SetFaults(fakecrm.B24Faults{TelephonyAppOnly: false})
 	rec := answeredInbound(e, "1795310000.2", "101")
 	e.deliver(rec)
 	mustf(t, f.Logged(rec.Key()) == 1, "not logged through the webhook")
@@ -334,7 +335,7 @@ func TestWebhookModeTelephony(t *testing.T) {
 
 // TestOperationTimeLimit: a method blocked by the resource limit is a rate-limit error.
 func TestOperationTimeLimit(t *testing.T) {
-	f := crmtest.StartBitrix24(t, crmtest.B24WithFaults(crmtest.B24Faults{TelephonyAppOnly: true, OperationLimited: []string{"telephony.externalCall.finish"}}))
+	f := crmtest.StartBitrix24(t, fakecrm.B24WithFaults(fakecrm.B24Faults{TelephonyAppOnly: true, OperationLimited: []string{"telephony.externalCall.finish"}}))
 	e := newEnv(t, f)
 	err := e.a.Deliver(context.Background(), answeredInbound(e, "1795310100.1", "101"))
 	cl, d := crm.Classify(err)
@@ -375,14 +376,14 @@ func TestDeliverAfterLostFinish(t *testing.T) {
 	e := newEnv(t, f)
 	rec := answeredInbound(e, "1795310200.1", "101")
 	// finish answers 500 after it ran: the call is finished but the adapter sees a failure.
-	f.SetFaults(crmtest.B24Faults{TelephonyAppOnly: true, FailRate: 1, FailAfterProcessing: true,
+	f.SetFaults(fakecrm.B24Faults{TelephonyAppOnly: true, FailRate: 1, FailAfterProcessing: true,
 		FailMethods: []string{"telephony.externalCall.finish"}})
 	err := e.a.Deliver(context.Background(), rec)
 	if c, _ := crm.Classify(err); c != crm.ClassTransient {
 		t.Fatalf("deliver with a lost finish answer: %v, want transient", err)
 	}
 	mustf(t, f.Logged(rec.Key()) == 1, "the fake did not finish the call")
-	f.SetFaults(crmtest.B24Faults{TelephonyAppOnly: true})
+	f.SetFaults(fakecrm.B24Faults{TelephonyAppOnly: true})
 	e.deliver(rec)
 	c := onlyCall(t, f.State(), rec.Key())
 	mustf(t, c.Record != nil, "recording not attached after the check")

@@ -24,7 +24,7 @@ import (
 	"github.com/pbxbridge/pbxbridge/crm"
 	"github.com/pbxbridge/pbxbridge/crm/bitrix24/api"
 	"github.com/pbxbridge/pbxbridge/crm/call"
-	"github.com/pbxbridge/pbxbridge/crm/crmtest"
+	"github.com/pbxbridge/pbxbridge/crm/fakecrm"
 )
 
 // newCallStore opens a real outbox database in a temporary directory and returns the call
@@ -117,7 +117,7 @@ func (o *originator) requests() []asterisk.OriginateRequest {
 // env is an adapter wired to a fake portal.
 type env struct {
 	t     testing.TB
-	fake  *crmtest.Bitrix24
+	fake  *fakecrm.Bitrix24
 	a     *Adapter
 	store crm.CallStore
 	recs  string // recordings directory
@@ -129,7 +129,7 @@ type env struct {
 
 type envOpt func(*crm.Params, *Config)
 
-func testConfig(f *crmtest.Bitrix24) *Config {
+func testConfig(f *fakecrm.Bitrix24) *Config {
 	c := NewConfig()
 	c.PortalURL = f.URL()
 	c.OAuthURL = f.URL()
@@ -145,7 +145,7 @@ func testConfig(f *crmtest.Bitrix24) *Config {
 
 // newEnv builds an adapter on fake f, authorised with tokens the fake issued (written to the
 // state directory as an installation would leave them).
-func newEnv(tb testing.TB, f *crmtest.Bitrix24, opts ...envOpt) *env {
+func newEnv(tb testing.TB, f *fakecrm.Bitrix24, opts ...envOpt) *env {
 	tb.Helper()
 	e := &env{t: tb, fake: f, store: newCallStore(tb), recs: tb.TempDir(), orig: newOriginator(), reg: prometheus.NewRegistry(), state: tb.TempDir()}
 	cfg := testConfig(f)
@@ -239,8 +239,8 @@ func (e *env) live(ev call.Live) {
 }
 
 // callByExt returns the fake's calls with an EXTERNAL_CALL_ID.
-func callsByExt(s crmtest.B24State, ext string) []crmtest.B24Call {
-	var out []crmtest.B24Call
+func callsByExt(s fakecrm.B24State, ext string) []fakecrm.B24Call {
+	var out []fakecrm.B24Call
 	for _, c := range s.Calls {
 		if c.ExternalCallID == ext {
 			out = append(out, c)
@@ -249,7 +249,7 @@ func callsByExt(s crmtest.B24State, ext string) []crmtest.B24Call {
 	return out
 }
 
-func onlyCall(t *testing.T, s crmtest.B24State, ext string) crmtest.B24Call {
+func onlyCall(t *testing.T, s fakecrm.B24State, ext string) fakecrm.B24Call {
 	t.Helper()
 	cs := callsByExt(s, ext)
 	if len(cs) != 1 {

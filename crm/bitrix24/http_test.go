@@ -18,6 +18,7 @@ import (
 	"github.com/pbxbridge/pbxbridge/crm/bitrix24/api"
 	"github.com/pbxbridge/pbxbridge/crm/call"
 	"github.com/pbxbridge/pbxbridge/crm/crmtest"
+	"github.com/pbxbridge/pbxbridge/crm/fakecrm"
 )
 
 func waitFor(t *testing.T, what string, cond func() bool) {
@@ -49,13 +50,13 @@ func (e *env) originated() asterisk.OriginateRequest {
 	return asterisk.OriginateRequest{}
 }
 
-func clickCall(s crmtest.B24State, callID string) crmtest.B24Call {
+func clickCall(s fakecrm.B24State, callID string) fakecrm.B24Call {
 	for _, c := range s.Calls {
 		if c.CallID == callID {
 			return c
 		}
 	}
-	return crmtest.B24Call{}
+	return fakecrm.B24Call{}
 }
 
 // TestSetupBindsEventsAndLines: start-up binds the click-to-call events to our public URL and
@@ -258,7 +259,7 @@ func TestInstall(t *testing.T) {
 func TestReauthorize(t *testing.T) {
 	f := crmtest.StartBitrix24(t)
 	e := newEnv(t, f)
-	f.Inject(crmtest.FaultRevoked)
+	f.Inject(fakecrm.FaultRevoked)
 	_, rec := missedCall("1795308000.1", 1795308000)
 	for range 3 {
 		err := e.a.Deliver(context.Background(), rec)
@@ -281,7 +282,7 @@ func TestReauthorize(t *testing.T) {
 
 // followAuthorize plays the browser: it asks the fake portal for a code and calls our redirect
 // URI with it, the way the portal's redirect would.
-func followAuthorize(t *testing.T, f *crmtest.Bitrix24, redirect, connect string) int {
+func followAuthorize(t *testing.T, f *fakecrm.Bitrix24, redirect, connect string) int {
 	t.Helper()
 	u, err := url.Parse(connect)
 	if err != nil {

@@ -14,9 +14,10 @@ import (
 	"github.com/pbxbridge/pbxbridge/crm/bitrix24/api"
 	"github.com/pbxbridge/pbxbridge/crm/call"
 	"github.com/pbxbridge/pbxbridge/crm/crmtest"
+	"github.com/pbxbridge/pbxbridge/crm/fakecrm"
 )
 
-func totalRequests(s crmtest.B24State) int {
+func totalRequests(s fakecrm.B24State) int {
 	n := 0
 	for m, c := range s.Requests {
 		if m != "oauth/token" {
@@ -113,7 +114,7 @@ func TestTokenExpiryDuringBurst(t *testing.T) {
 }
 
 // newEnvState builds an adapter on an existing state directory (a restart).
-func newEnvState(t *testing.T, f *crmtest.Bitrix24, dir string) *env {
+func newEnvState(t *testing.T, f *fakecrm.Bitrix24, dir string) *env {
 	t.Helper()
 	return newEnv(t, f, func(p *crm.Params, _ *Config) { p.StateDir = dir }, keepTokens())
 }
@@ -143,7 +144,7 @@ func TestRateLimitedBacklog(t *testing.T) {
 		clientBurst = NewConfig().RateLimit.Burst
 	}
 	const calls, burst = 200, 50
-	f := crmtest.StartBitrix24(t, crmtest.B24RateLimit(rps, burst))
+	f := crmtest.StartBitrix24(t, fakecrm.B24RateLimit(rps, burst))
 	e := newEnv(t, f, func(_ *crm.Params, c *Config) {
 		c.RateLimit = RateLimitConfig{RPS: rps, Burst: clientBurst, LiveReserve: NewConfig().RateLimit.LiveReserve}
 	})

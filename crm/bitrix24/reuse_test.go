@@ -10,6 +10,7 @@ import (
 	"github.com/pbxbridge/pbxbridge/crm"
 	"github.com/pbxbridge/pbxbridge/crm/call"
 	"github.com/pbxbridge/pbxbridge/crm/crmtest"
+	"github.com/pbxbridge/pbxbridge/crm/fakecrm"
 )
 
 // missedCall is a call from +79001234567 on the main line that rang 101 and was not answered.
@@ -25,7 +26,7 @@ func missedCall(id string, start float64) (call.Live, *call.Record) {
 // TestCallIDReuseBugReproduced: with the guard off, the fake hands the second call the first
 // call's CALL_ID (the platform bug the guard exists for).
 func TestCallIDReuseBugReproduced(t *testing.T) {
-	f := crmtest.StartBitrix24(t, crmtest.B24ReuseCallID(true))
+	f := crmtest.StartBitrix24(t, fakecrm.B24ReuseCallID(true))
 	e := newEnv(t, f, func(_ *crm.Params, c *Config) { c.CallIDReuseGuard = false })
 	evA, _ := missedCall("1795305900.1", 1795305900)
 	evB, _ := missedCall("1795305960.5", 1795305960)
@@ -39,7 +40,7 @@ func TestCallIDReuseBugReproduced(t *testing.T) {
 // TestCallIDReuseGuard: two (and three) calls from one number to one agent while the earlier
 // ones are still open each get their own CALL_ID; every call is finished once, none is merged.
 func TestCallIDReuseGuard(t *testing.T) {
-	f := crmtest.StartBitrix24(t, crmtest.B24ReuseCallID(true))
+	f := crmtest.StartBitrix24(t, fakecrm.B24ReuseCallID(true))
 	e := newEnv(t, f)
 	var recs []*call.Record
 	for i := range 3 {
@@ -76,7 +77,7 @@ func TestCallIDReuseGuard(t *testing.T) {
 // TestCallIDReuseExhausted: when every register variant collides the delivery is retried
 // later (transient), never merged.
 func TestCallIDReuseExhausted(t *testing.T) {
-	f := crmtest.StartBitrix24(t, crmtest.B24ReuseCallID(true))
+	f := crmtest.StartBitrix24(t, fakecrm.B24ReuseCallID(true))
 	e := newEnv(t, f)
 	for i := range 3 {
 		ev, _ := missedCall(fmt.Sprintf("1795306000.%d", i), float64(1795306000+i))

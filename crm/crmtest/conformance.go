@@ -1,41 +1,19 @@
-// Package crmtest holds faithful fake CRM servers (Bitrix24, amoCRM, Kommo) built from the wire
-// contracts in crm-apis.md, and the conformance suite every adapter must pass.
-//
-// The fakes are real HTTP servers (httptest or cmd/fakecrm) that expose what they received at
-// GET /_fake/state, and fault knobs (latency, 5xx rate, token expiry, rate limits) so tests,
-// the demo and the load harness exercise adapters the way the real CRMs would.
+// Package crmtest is for tests only: the conformance suite every CRM adapter must pass (Run)
+// and helpers that serve the fake CRMs of crm/fakecrm on httptest servers. Nothing in the
+// shipped binary imports it.
 package crmtest
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http/httptest"
 	"testing"
 	"time"
 
 	"github.com/pbxbridge/pbxbridge/crm"
 	"github.com/pbxbridge/pbxbridge/crm/call"
-)
-
-// Fault is what a fake server should do to the next requests of the adapter under test.
-type Fault int
-
-// Faults the conformance suite injects.
-const (
-	FaultNone Fault = iota
-	// FaultUnauthorized: the access token is rejected as expired (Bitrix24 401 expired_token,
-	// amoCRM 401); a correct adapter refreshes it once and succeeds.
-	FaultUnauthorized
-	// FaultRevoked: the refresh token is rejected too (invalid_grant); the adapter must return
-	// a crm.ClassAuth error and keep the record undelivered.
-	FaultRevoked
-	// FaultRateLimited: the CRM refuses with its rate-limit error (Bitrix24 503
-	// QUERY_LIMIT_EXCEEDED, amoCRM 429 with Retry-After).
-	FaultRateLimited
-	// FaultServerError: every request answers 500/502.
-	FaultServerError
-	// FaultSlow: every request takes longer than the conformance context deadline.
-	FaultSlow
+	"github.com/pbxbridge/pbxbridge/crm/fakecrm"
 )
 
 // Harness connects the conformance suite to one adapter type and its fake.
@@ -50,8 +28,8 @@ type Harness struct {
 
 // Controller drives the fake behind an adapter.
 type Controller interface {
-	// Inject makes the fake misbehave as f from now on (FaultNone restores it).
-	Inject(f Fault)
+	// Inject makes the fake misbehave as f from now on (fakecrm.FaultNone restores it).
+	Inject(f fakecrm.Fault)
 	// Logged reports how many times the call with this record key appears in the CRM (a
 	// correct adapter makes it exactly once, however often it is delivered).
 	Logged(key string) int
@@ -84,7 +62,7 @@ func Run(t *testing.T, h Harness) {
 	})
 	t.Run("expired token is refreshed", func(t *testing.T) {
 		a, c := h.New(t)
-		c.Inject(FaultUnauthorized)
+		c.Inject(fakecrm.FaultUnauthorized)
 		rec := h.Record(3)
 		if err := a.Deliver(context.Background(), rec); err != nil {
 			t.Fatalf("deliver with an expired token: %v", err)
@@ -95,7 +73,7 @@ func Run(t *testing.T, h Harness) {
 	})
 	t.Run("revoked authorisation", func(t *testing.T) {
 		a, c := h.New(t)
-		c.Inject(FaultRevoked)
+		c.Inject(fakecrm.FaultRevoked)
 		rec := h.Record(4)
 		wantClass(t, a.Deliver(context.Background(), rec), crm.ClassAuth)
 		if n := c.Logged(rec.Key()); n != 0 {
@@ -104,15 +82,15 @@ func Run(t *testing.T, h Harness) {
 	})
 	t.Run("rate limited", func(t *testing.T) {
 		a, c := h.New(t)
-		c.Inject(FaultRateLimited)
+		c.Inject(fakecrm.FaultRateLimited)
 		err := a.Deliver(context.Background(), h.Record(5))
 		wantClass(t, err, crm.ClassRateLimited)
 	})
 	t.Run("server error is transient", func(t *testing.T) {
 		a, c := h.New(t)
-		c.Inject(FaultServerError)
+		c.Inject(fakecrm.FaultServerError)
 		wantClass(t, a.Deliver(context.Background(), h.Record(6)), crm.ClassTransient)
-		c.Inject(FaultNone)
+		c.Inject(fakecrm.FaultNone)
 		rec := h.Record(6)
 		if err := a.Deliver(context.Background(), rec); err != nil {
 			t.Fatalf("deliver after the outage: %v", err)
@@ -123,7 +101,7 @@ func Run(t *testing.T, h Harness) {
 	})
 	t.Run("timeout is transient", func(t *testing.T) {
 		a, c := h.New(t)
-		c.Inject(FaultSlow)
+		c.Inject(fakecrm.FaultSlow)
 		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 		defer cancel()
 		start := time.Now()
@@ -162,3 +140,18 @@ func wantClass(t *testing.T, err error, want crm.Class) {
 	}
 	_ = fmt.Sprint(err) // errors must print without panicking
 }
+
+// StartBitrix24 serves a new fake Bitrix24 on an httptest server closed at the end of the test.
+func StartBitrix24(tb testing.TB, opts ...fakecrm.Bitrix24Option) *fakecrm.Bitrix24 {
+	tb.Helper()
+	f := fakecrm.NewBitrix24(opts...)
+	srv := httptest.NewServer(f)
+	tb.Cleanup(srv.Close)
+	f.SetBaseURL(srv.URL)
+	return f
+}
+
+var (
+	_ Controller = (*fakecrm.AmoCRM)(nil)
+	_ Controller = (*fakecrm.Bitrix24)(nil)
+)

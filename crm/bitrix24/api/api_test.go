@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/pbxbridge/pbxbridge/crm/crmtest"
+	"github.com/pbxbridge/pbxbridge/crm/fakecrm"
 	"github.com/pbxbridge/pbxbridge/crm/internal/httpclient"
 )
 
@@ -118,7 +119,7 @@ func TestNewWebhook(t *testing.T) {
 	}
 }
 
-func newTokenSource(t *testing.T, f *crmtest.Bitrix24, dir string, onChange func(AuthState, error)) *TokenSource {
+func newTokenSource(t *testing.T, f *fakecrm.Bitrix24, dir string, onChange func(AuthState, error)) *TokenSource {
 	t.Helper()
 	tok := f.IssueTokens()
 	file := TokenFile{Path: filepath.Join(dir, "tokens.json")}
@@ -138,7 +139,7 @@ func newTokenSource(t *testing.T, f *crmtest.Bitrix24, dir string, onChange func
 // TestRefreshOnceUnderConcurrency: 64 concurrent calls with an expired token cause one
 // refresh; all succeed; the rotated refresh token is on disk.
 func TestRefreshOnceUnderConcurrency(t *testing.T) {
-	f := crmtest.StartBitrix24(t, crmtest.B24Latency(5*time.Millisecond))
+	f := crmtest.StartBitrix24(t, fakecrm.B24Latency(5*time.Millisecond))
 	dir := t.TempDir()
 	ts := newTokenSource(t, f, dir, nil)
 	c, _ := New(Options{HTTP: httpclient.New(httpclient.Options{}), Auth: ts})
@@ -171,7 +172,7 @@ func TestRefreshSurvivesCallerCancel(t *testing.T) {
 	dir := t.TempDir()
 	ts := newTokenSource(t, f, dir, nil)
 	old := ts.Tokens()
-	f.SetFaults(crmtest.B24Faults{TelephonyAppOnly: true, Latency: 200 * time.Millisecond})
+	f.SetFaults(fakecrm.B24Faults{TelephonyAppOnly: true, Latency: 200 * time.Millisecond})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()
 	if err := ts.Refresh(ctx, old.AccessToken); !errors.Is(err, context.DeadlineExceeded) {
@@ -202,7 +203,7 @@ func TestInvalidGrant(t *testing.T) {
 		mu.Unlock()
 	})
 	c, _ := New(Options{HTTP: httpclient.New(httpclient.Options{}), Auth: ts})
-	f.Inject(crmtest.FaultRevoked)
+	f.Inject(fakecrm.FaultRevoked)
 	for range 3 {
 		if _, err := c.Call(context.Background(), "user.get", nil, nil); !errors.Is(err, ErrReauthorize) {
 			t.Fatalf("call: %v, want ErrReauthorize", err)

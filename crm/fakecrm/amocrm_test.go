@@ -1,4 +1,4 @@
-package crmtest
+package fakecrm
 
 import (
 	"bytes"

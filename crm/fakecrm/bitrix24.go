@@ -1,4 +1,4 @@
-package crmtest
+package fakecrm
 
 import (
 	"context"
@@ -13,12 +13,10 @@ import (
 	mrand "math/rand/v2"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"sort"
 	"strings"
 	"sync"
-	"testing"
 	"time"
 )
 
@@ -31,7 +29,7 @@ import (
 // It serves the portal (/rest/...) and the OAuth server (/oauth/...) on one listener, plus
 // GET /_fake/state (JSON B24State), POST /_fake/faults (JSON B24Faults), POST /_fake/install,
 // POST /_fake/click2call and POST /_fake/callback (see ServeHTTP). It is safe for concurrent use
-// and implements Controller; the adapter is expected to send Record.Key() as EXTERNAL_CALL_ID.
+// and implements crmtest.Controller; the adapter is expected to send Record.Key() as EXTERNAL_CALL_ID.
 type Bitrix24 struct {
 	cfg b24Config
 	log *slog.Logger
@@ -371,16 +369,6 @@ func NewBitrix24(opts ...Bitrix24Option) *Bitrix24 {
 	return f
 }
 
-// StartBitrix24 serves a new fake on an httptest server closed at the end of the test.
-func StartBitrix24(tb testing.TB, opts ...Bitrix24Option) *Bitrix24 {
-	tb.Helper()
-	f := NewBitrix24(opts...)
-	srv := httptest.NewServer(f)
-	tb.Cleanup(srv.Close)
-	f.SetBaseURL(srv.URL)
-	return f
-}
-
 // SetBaseURL tells the fake its public URL (client endpoints, upload URLs).
 func (f *Bitrix24) SetBaseURL(u string) {
 	f.mu.Lock()
@@ -436,7 +424,7 @@ func (f *Bitrix24) Faults() B24Faults {
 	return f.faults
 }
 
-// Inject implements Controller.
+// Inject implements crmtest.Controller.
 func (f *Bitrix24) Inject(x Fault) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -474,7 +462,7 @@ func (f *Bitrix24) expireLocked() {
 	}
 }
 
-// Logged implements Controller: finished calls whose EXTERNAL_CALL_ID is key.
+// Logged implements crmtest.Controller: finished calls whose EXTERNAL_CALL_ID is key.
 func (f *Bitrix24) Logged(key string) int {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -1,4 +1,4 @@
-package crmtest
+package fakecrm
 
 import (
 	"bytes"
@@ -8,6 +8,7 @@ import (
 	"io"
 	"mime/multipart"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"sync"
@@ -43,7 +44,7 @@ func post(t *testing.T, u string, body any) b24Resp {
 }
 
 func TestB24Routing(t *testing.T) {
-	f := StartBitrix24(t, B24Webhook(1, "code", "crm,user,telephony"))
+	f := startBitrix24(t, B24Webhook(1, "code", "crm,user,telephony"))
 	tok := f.IssueTokens()
 	// OAuth, mixed-case method with .json, auth in a form body.
 	r := post(t, f.URL()+"/rest/User.Get.json", url.Values{"auth": {tok.AccessToken}, "FILTER[UF_PHONE_INNER]": {"101"}})
@@ -93,7 +94,7 @@ func TestB24RateLimit(t *testing.T) {
 	now := time.Unix(1_800_000_000, 0)
 	var mu sync.Mutex
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-	f := StartBitrix24(t, B24RateLimit(2, 50), B24Clock(clock))
+	f := startBitrix24(t, B24RateLimit(2, 50), B24Clock(clock))
 	tok := f.IssueTokens()
 	ok := 0
 	for range 60 {
@@ -131,7 +132,7 @@ func register(t *testing.T, f *Bitrix24, tok string, ext string) string {
 }
 
 func TestB24TelephonyStateMachine(t *testing.T) {
-	f := StartBitrix24(t)
+	f := startBitrix24(t)
 	tok := f.IssueTokens().AccessToken
 	a := register(t, f, tok, "pbx/1")
 	if b := register(t, f, tok, "pbx/1"); b != a {
@@ -195,7 +196,7 @@ func TestB24TelephonyStateMachine(t *testing.T) {
 }
 
 func TestB24ReuseBug(t *testing.T) {
-	f := StartBitrix24(t, B24ReuseCallID(true))
+	f := startBitrix24(t, B24ReuseCallID(true))
 	tok := f.IssueTokens().AccessToken
 	if a, b := register(t, f, tok, "pbx/1"), register(t, f, tok, "pbx/2"); a != b {
 		t.Fatal("the bug is not reproduced")
@@ -203,7 +204,7 @@ func TestB24ReuseBug(t *testing.T) {
 }
 
 func TestB24BatchAndCRM(t *testing.T) {
-	f := StartBitrix24(t)
+	f := startBitrix24(t)
 	tok := f.IssueTokens().AccessToken
 	r := post(t, f.URL()+"/rest/batch", map[string]any{"auth": tok, "halt": 0, "cmd": map[string]string{
 		"u": "user.get?FILTER[UF_PHONE_INNER]=101",
@@ -263,7 +264,7 @@ func TestB24OAuth(t *testing.T) {
 	now := time.Unix(1_800_000_000, 0)
 	var mu sync.Mutex
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-	f := StartBitrix24(t, B24Clock(clock))
+	f := startBitrix24(t, B24Clock(clock))
 	tok := f.IssueTokens()
 	token := func(v url.Values) (int, map[string]any) {
 		v.Set("client_id", f.ClientID())
@@ -303,7 +304,7 @@ func TestB24OAuth(t *testing.T) {
 }
 
 func TestB24ControlEndpoints(t *testing.T) {
-	f := StartBitrix24(t)
+	f := startBitrix24(t)
 	resp := do(t, http.MethodPost, f.URL()+"/_fake/faults", "application/json", strings.NewReader(`{"latency":"5ms","rate_limit_rps":2,"rate_limit_burst":50,"reuse_call_id":true}`))
 	if resp.StatusCode != 200 {
 		t.Fatalf("faults: %v", resp)
@@ -340,4 +341,15 @@ func do(t *testing.T, method, u, contentType string, body io.Reader) *http.Respo
 		t.Fatal(err)
 	}
 	return resp
+}
+
+// startBitrix24 serves a new fake on an httptest server closed at the end of the test (what
+// crmtest.StartBitrix24 does for other packages; crmtest imports this package).
+func startBitrix24(tb testing.TB, opts ...Bitrix24Option) *Bitrix24 {
+	tb.Helper()
+	f := NewBitrix24(opts...)
+	srv := httptest.NewServer(f)
+	tb.Cleanup(srv.Close)
+	f.SetBaseURL(srv.URL)
+	return f
 }

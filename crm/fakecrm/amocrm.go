@@ -1,4 +1,4 @@
-package crmtest
+package fakecrm
 
 // The fake amoCRM / Kommo server (crm-apis.md Parts B and C, checklist B.15).
 
@@ -76,7 +76,7 @@ type AmoOptions struct {
 
 // AmoCRM is a fake amoCRM/Kommo server holding any number of accounts, routed by Host
 // ({sub}.amocrm.ru or {sub}.kommo.com); requests for any other host (127.0.0.1:port) go to the
-// first account. It implements Controller for that first account.
+// first account. It implements crmtest.Controller for that first account.
 type AmoCRM struct {
 	o      AmoOptions
 	suffix string
@@ -501,7 +501,7 @@ func (f *AmoCRM) SetDedupUniq(on bool) {
 	f.o.DedupUniq = on
 }
 
-// Inject implements Controller for the first account.
+// Inject implements crmtest.Controller for the first account.
 func (f *AmoCRM) Inject(fault Fault) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -524,7 +524,7 @@ func (f *AmoCRM) Inject(fault Fault) {
 	}
 }
 
-// Logged implements Controller: how many calls and incoming leads of the first account carry
+// Logged implements crmtest.Controller: how many calls and incoming leads of the first account carry
 // uniq == key.
 func (f *AmoCRM) Logged(key string) int {
 	f.mu.Lock()
@@ -1700,7 +1700,7 @@ func DialerTo(addr string) func(ctx context.Context, network, _ string) (net.Con
 }
 
 // errNoAccount is returned by helpers for an unknown subdomain.
-var errNoAccount = errors.New("crmtest: no such fake account")
+var errNoAccount = errors.New("fakecrm: no such fake account")
 
 // ContactByPhone returns the first visible contact whose phone ends like number (last 10
 // digits), for tests.
@@ -1718,10 +1718,8 @@ func (f *AmoCRM) ContactByPhone(sub, number string) (AmoContact, error) {
 			}
 		}
 	}
-	return AmoContact{}, fmt.Errorf("crmtest: no contact with %s", number)
+	return AmoContact{}, fmt.Errorf("fakecrm: no contact with %s", number)
 }
-
-var _ Controller = (*AmoCRM)(nil)
 
 // addCallNote adds the call_in or call_out note amoCRM shows a logged call as, with the call's
 // fields in params (uniq among them).
