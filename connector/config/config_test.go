@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/pbxbridge/pbxbridge/connector/config"
-	fakecrm "github.com/pbxbridge/pbxbridge/crm/fake"
+	fakeadapter "github.com/pbxbridge/pbxbridge/crm/fake"
 )
 
 const good = `
@@ -47,7 +47,7 @@ func TestParseGood(t *testing.T) {
 	if got := cfg.Connectors[0].PBX; len(got) != 1 || got[0] != "main" {
 		t.Errorf("connector pbx default = %v, want [main]", got)
 	}
-	fc, ok := cfg.Connectors[0].Settings.(*fakecrm.Config)
+	fc, ok := cfg.Connectors[0].Settings.(*fakeadapter.Config)
 	if !ok || fc.Latency != 10*time.Millisecond {
 		t.Fatalf("type block not decoded: %#v", cfg.Connectors[0].Settings)
 	}

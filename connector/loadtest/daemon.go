@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"github.com/pbxbridge/pbxbridge/connector"
+	_ "github.com/pbxbridge/pbxbridge/crm/all"  // the shipped connector types
+	_ "github.com/pbxbridge/pbxbridge/crm/fake" // the "fake" connector of the harness
 	"github.com/pbxbridge/pbxbridge/crm/fakecrm"
 	"github.com/pbxbridge/pbxbridge/licensing/demo"
 )
