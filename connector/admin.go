@@ -17,44 +17,22 @@ import (
 	"time"
 
 	"github.com/pbxbridge/pbxbridge/asterisk"
+	"github.com/pbxbridge/pbxbridge/connector/admin"
 	"github.com/pbxbridge/pbxbridge/connector/config"
-	"github.com/pbxbridge/pbxbridge/connector/dispatch"
 	"github.com/pbxbridge/pbxbridge/connector/outbox"
 	"github.com/pbxbridge/pbxbridge/crm"
 	"github.com/pbxbridge/pbxbridge/crm/call"
 	"github.com/pbxbridge/pbxbridge/licensing"
 )
 
-// The admin API is plain HTTP+JSON on a unix socket created 0600 in the state directory: only
-// root and the service user reach it. `pbxbridge status`, `outbox …`, `calls show` and
-// `license status` are its clients, so the CLI never opens the outbox the daemon writes.
-
-// StatusReport is what `pbxbridge status` shows.
-type StatusReport struct {
-	Version    string                  `json:"version"`
-	StartedAt  time.Time               `json:"started_at"`
-	Ready      bool                    `json:"ready"`
-	Checks     []check                 `json:"checks"`
-	PBX        []asterisk.SourceStatus `json:"pbx"`
-	Connectors []ConnectorReport       `json:"connectors"`
-	Outbox     []outbox.ConnectorStats `json:"outbox"`
-	HeldCalls  int                     `json:"held_calls"` // finished calls waiting in memory for the outbox
-}
-
-// ConnectorReport is one connector's part of the status.
-type ConnectorReport struct {
-	Name     string                     `json:"name"`
-	Type     string                     `json:"type"`
-	Delivery dispatch.Status            `json:"delivery"`
-	CRM      crm.Status                 `json:"crm"`
-	Licence  *licensing.ConnectorStatus `json:"licence,omitempty"`
-	LiveDrop int64                      `json:"live_dropped"`
-}
+// The admin API (its endpoints and wire types are documented in connector/admin) is plain
+// HTTP+JSON on a unix socket created 0600 in the state directory: only root and the service
+// user reach it.
 
 // Status gathers the daemon's state.
-func (d *Daemon) Status(ctx context.Context) StatusReport {
+func (d *Daemon) Status(ctx context.Context) admin.StatusReport {
 	ready, checks := d.readiness(ctx)
-	rep := StatusReport{Version: d.opts.Version, StartedAt: d.startedAt, Ready: ready && d.ready.Load(), Checks: checks}
+	rep := admin.StatusReport{Version: d.opts.Version, StartedAt: d.startedAt, Ready: ready && d.ready.Load(), Checks: checks}
 	var lic licensing.Status
 	if d.lic != nil {
 		lic = d.lic.Status()
@@ -67,7 +45,7 @@ func (d *Daemon) Status(ctx context.Context) StatusReport {
 	d.unitsMu.Unlock()
 	slices.SortFunc(rep.PBX, func(a, b asterisk.SourceStatus) int { return strings.Compare(a.Name, b.Name) })
 	for _, c := range d.routes() {
-		cr := ConnectorReport{Name: c.name, Type: c.typ, Delivery: c.worker.Status(), LiveDrop: c.liveDrop.Load()}
+		cr := admin.ConnectorReport{Name: c.name, Type: c.typ, Delivery: c.worker.Status(), LiveDrop: c.liveDrop.Load()}
 		if sr, ok := c.adapter.(crm.StatusReporter); ok {
 			cr.CRM = sr.Status()
 		}
@@ -126,24 +104,9 @@ func (d *Daemon) serveAdmin(cfg *config.Config) (func(), error) {
 	}, nil
 }
 
-// OutboxItem is one outbox row as the admin API lists it.
-type OutboxItem struct {
-	ID            int64     `json:"id"`
-	Key           string    `json:"key"`
-	Connector     string    `json:"connector"`
-	State         string    `json:"state"`
-	Attempts      int       `json:"attempts"`
-	StartedAt     time.Time `json:"started_at"`
-	EnqueuedAt    time.Time `json:"enqueued_at"`
-	NextAttemptAt time.Time `json:"next_attempt_at"`
-	LastError     string    `json:"last_error,omitempty"`
-	Direction     string    `json:"direction,omitempty"`
-	Customer      string    `json:"customer,omitempty"`
-	Disposition   string    `json:"disposition,omitempty"`
-}
-
-func itemOf(r outbox.Row) OutboxItem {
-	it := OutboxItem{ID: r.ID, Key: r.Key, Connector: r.Connector, State: string(r.State), Attempts: r.Attempts,
+// itemOf is the admin view of an outbox row.
+func itemOf(r outbox.Row) admin.OutboxItem {
+	it := admin.OutboxItem{ID: r.ID, Key: r.Key, Connector: r.Connector, State: string(r.State), Attempts: r.Attempts,
 		StartedAt: r.StartedAt, EnqueuedAt: r.EnqueuedAt, NextAttemptAt: r.NextAttemptAt, LastError: r.LastError}
 	var rec call.Record
 	if json.Unmarshal(r.Payload, &rec) == nil {
@@ -152,29 +115,8 @@ func itemOf(r outbox.Row) OutboxItem {
 	return it
 }
 
-// OutboxRequest selects rows for retry, drop and redeliver.
-type OutboxRequest struct {
-	IDs       []int64   `json:"ids,omitempty"`
-	Key       string    `json:"key,omitempty"`
-	Connector string    `json:"connector,omitempty"`
-	Since     time.Time `json:"since,omitzero"`
-	Until     time.Time `json:"until,omitzero"`
-}
-
-func (o OutboxRequest) filter() outbox.Filter {
-	return outbox.Filter{IDs: o.IDs, Key: o.Key, Connector: o.Connector, Since: o.Since, Until: o.Until}
-}
-
-// CallReport is `pbxbridge calls show`: the call, its timeline and its delivery rows.
-type CallReport struct {
-	Key      string                 `json:"key"`
-	Record   *call.Record           `json:"record,omitempty"`
-	Timeline []outbox.TimelineEntry `json:"timeline"`
-	Rows     []OutboxItem           `json:"rows"`
-}
-
 // Call gathers what is known about one call (key = record key or call id).
-func (d *Daemon) Call(ctx context.Context, key string) (CallReport, error) {
+func (d *Daemon) Call(ctx context.Context, key string) (admin.CallReport, error) {
 	// Each candidate key is looked up once: the key as given, then (for a bare call id) the id
 	// under each configured PBX. The candidates are built here, never by calling Call again, so an
 	// unknown key costs a bounded number of look-ups whatever it holds.
@@ -187,13 +129,13 @@ func (d *Daemon) Call(ctx context.Context, key string) (CallReport, error) {
 	for _, k := range candidates {
 		rows, tl, err := d.callRows(ctx, k)
 		if err != nil {
-			return CallReport{Key: key}, err
+			return admin.CallReport{Key: key}, err
 		}
 		if len(rows) > 0 || len(tl) > 0 {
 			return d.callReport(k, rows, tl), nil
 		}
 	}
-	return CallReport{Key: key}, fmt.Errorf("no call %q in the outbox or timelines (kept %d days)", key, d.Config().Outbox.RetentionDays)
+	return admin.CallReport{Key: key}, fmt.Errorf("no call %q in the outbox or timelines (kept %d days)", key, d.Config().Outbox.RetentionDays)
 }
 
 // callRows reads one call key's outbox rows and timeline.
@@ -210,8 +152,8 @@ func (d *Daemon) callRows(ctx context.Context, key string) ([]outbox.Row, []outb
 }
 
 // callReport assembles the report of a call found under key.
-func (d *Daemon) callReport(key string, rows []outbox.Row, tl []outbox.TimelineEntry) CallReport {
-	rep := CallReport{Key: key}
+func (d *Daemon) callReport(key string, rows []outbox.Row, tl []outbox.TimelineEntry) admin.CallReport {
+	rep := admin.CallReport{Key: key}
 	rep.Timeline = tl
 	for _, r := range rows {
 		rep.Rows = append(rep.Rows, itemOf(r))
@@ -291,11 +233,11 @@ func (d *Daemon) adminHandler() http.Handler {
 			f.State = st
 		}
 		var err error
-		if f.Since, err = parseTimeParam(q.Get("since")); err != nil {
+		if f.Since, err = admin.ParseTime(q.Get("since")); err != nil {
 			http.Error(w, "since: "+err.Error(), http.StatusBadRequest)
 			return
 		}
-		if f.Until, err = parseTimeParam(q.Get("until")); err != nil {
+		if f.Until, err = admin.ParseTime(q.Get("until")); err != nil {
 			http.Error(w, "until: "+err.Error(), http.StatusBadRequest)
 			return
 		}
@@ -310,7 +252,7 @@ func (d *Daemon) adminHandler() http.Handler {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
-		items := make([]OutboxItem, 0, len(rows))
+		items := make([]admin.OutboxItem, 0, len(rows))
 		for _, row := range rows {
 			items = append(items, itemOf(row))
 		}
@@ -318,12 +260,12 @@ func (d *Daemon) adminHandler() http.Handler {
 	})
 	outboxOp := func(op func(context.Context, outbox.Filter) (int64, error)) http.HandlerFunc {
 		return func(w http.ResponseWriter, r *http.Request) {
-			var req OutboxRequest
+			var req admin.OutboxRequest
 			if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil {
 				http.Error(w, "bad request: "+err.Error(), http.StatusBadRequest)
 				return
 			}
-			n, err := op(r.Context(), req.filter())
+			n, err := op(r.Context(), req.Filter())
 			if err != nil {
 				http.Error(w, err.Error(), http.StatusBadRequest)
 				return
@@ -370,67 +312,4 @@ func writeJSON(w http.ResponseWriter, v any) {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	_ = enc.Encode(v)
-}
-
-// parseTimeParam accepts RFC 3339 or YYYY-MM-DD (midnight UTC); "" is the zero time.
-func parseTimeParam(s string) (time.Time, error) {
-	if s == "" {
-		return time.Time{}, nil
-	}
-	if t, err := time.Parse(time.RFC3339, s); err == nil {
-		return t, nil
-	}
-	t, err := time.Parse(time.DateOnly, s)
-	if err != nil {
-		return time.Time{}, fmt.Errorf("want YYYY-MM-DD or RFC 3339, got %q", s)
-	}
-	return t, nil
-}
-
-// AdminClient talks to a running daemon's admin socket.
-type AdminClient struct {
-	Socket string
-	hc     *http.Client
-}
-
-// NewAdminClient returns a client for the socket at path.
-func NewAdminClient(path string) *AdminClient {
-	return &AdminClient{Socket: path, hc: &http.Client{
-		Timeout: 60 * time.Second,
-		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var dl net.Dialer
-			return dl.DialContext(ctx, "unix", path)
-		}},
-	}}
-}
-
-// ErrNotRunning says the daemon's admin socket does not answer.
-var ErrNotRunning = errors.New("pbxbridge is not running (or its admin socket is elsewhere)")
-
-// Do sends a request and decodes the JSON answer into out (nil to discard).
-func (c *AdminClient) Do(ctx context.Context, method, path string, body io.Reader, out any) error {
-	req, err := http.NewRequestWithContext(ctx, method, "http://pbxbridge"+path, body)
-	if err != nil {
-		return err
-	}
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		var opErr *net.OpError
-		if errors.As(err, &opErr) && opErr.Op == "dial" {
-			return fmt.Errorf("%w: %s: %w", ErrNotRunning, c.Socket, opErr.Err)
-		}
-		return err
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s", strings.TrimSpace(string(data)))
-	}
-	if out == nil {
-		return nil
-	}
-	return json.Unmarshal(data, out)
 }

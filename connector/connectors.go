@@ -104,7 +104,7 @@ func (d *Daemon) startConnector(ctx context.Context, cfg *config.Config, cn *con
 	free := !licensing.KnownConnector(cn.Type)
 	if !free {
 		inst := licensing.Instance{Name: cn.Name, Type: cn.Type}
-		if m, ok := settings.(interface{ MappedExtensions() []string }); ok {
+		if m, ok := settings.(crm.ExtensionMapper); ok {
 			inst.Extensions = m.MappedExtensions()
 		}
 		if err := d.lic.Register(inst); err != nil {
@@ -183,7 +183,7 @@ func (d *Daemon) startConnector(ctx context.Context, cfg *config.Config, cn *con
 
 // concurrencyFor lets adapters that batch (amoCRM) ask for more deliveries in flight.
 func concurrencyFor(a crm.Adapter, configured int) int {
-	if c, ok := a.(interface{ DeliverConcurrency() int }); ok && c.DeliverConcurrency() > configured {
+	if c, ok := a.(crm.ConcurrencyHinter); ok && c.DeliverConcurrency() > configured {
 		return c.DeliverConcurrency()
 	}
 	return configured

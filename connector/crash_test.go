@@ -15,7 +15,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pbxbridge/pbxbridge/connector"
+	"github.com/pbxbridge/pbxbridge/connector/admin"
+	"github.com/pbxbridge/pbxbridge/connector/cli"
 	"github.com/pbxbridge/pbxbridge/crm/call"
 )
 
@@ -23,7 +24,7 @@ import (
 // a real subprocess (this binary with PBXBRIDGE_TEST_MAIN=1) so it can SIGKILL it.
 func TestMain(m *testing.M) {
 	if os.Getenv("PBXBRIDGE_TEST_MAIN") == "1" {
-		os.Exit(connector.Main("test", os.Args[1:]))
+		os.Exit(cli.Main("test", os.Args[1:]))
 	}
 	os.Exit(m.Run())
 }
@@ -65,7 +66,7 @@ func (c *crashDaemon) start() {
 		c.t.Fatal(err)
 	}
 	c.cmd = cmd
-	admin := connector.NewAdminClient(c.socket)
+	admin := admin.NewClient(c.socket)
 	waitFor(c.t, 20*time.Second, "daemon admin socket", func() bool {
 		return admin.Do(context.Background(), "GET", "/v1/status", nil, nil) == nil
 	})
@@ -145,7 +146,7 @@ connectors:
 
 	// Kill points: two while feeding (after a random number of batches), one during delivery.
 	kills := map[int]bool{rng.IntN(total/batch/2) + 1: true, total/batch/2 + rng.IntN(total/batch/2-1) + 1: true}
-	admin := connector.NewAdminClient(socket)
+	admin := admin.NewClient(socket)
 	killed := 0
 	began := time.Now()
 	for b := 0; b*batch < total; {

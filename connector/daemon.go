@@ -409,3 +409,28 @@ func (d *Daemon) Adapter(name string) crm.Adapter {
 	}
 	return nil
 }
+
+// Ready reports whether the daemon is ready (outbox open, every PBX logged in once).
+func (d *Daemon) Ready() bool { return d.ready.Load() }
+
+// Licensed reports whether every connector in force may act in its CRM (tests and the demo wait
+// for it after start-up).
+func (d *Daemon) Licensed() bool {
+	for _, c := range d.routes() {
+		if !c.allowed() {
+			return false
+		}
+	}
+	return true
+}
+
+// HeldCalls is how many finished calls wait in memory because the outbox could not take them.
+func (d *Daemon) HeldCalls() int {
+	d.unitsMu.Lock()
+	defer d.unitsMu.Unlock()
+	n := 0
+	for _, p := range d.pbxs {
+		n += p.held.len()
+	}
+	return n
+}

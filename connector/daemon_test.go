@@ -21,7 +21,9 @@ import (
 	"github.com/pbxbridge/pbxbridge/asterisk/fakepbx"
 	"github.com/pbxbridge/pbxbridge/connector"
 	"github.com/pbxbridge/pbxbridge/connector/callmodel"
+	"github.com/pbxbridge/pbxbridge/connector/cli"
 	"github.com/pbxbridge/pbxbridge/connector/config"
+	"github.com/pbxbridge/pbxbridge/connector/demo"
 	"github.com/pbxbridge/pbxbridge/connector/outbox"
 	"github.com/pbxbridge/pbxbridge/crm/call"
 	"github.com/pbxbridge/pbxbridge/crm/fake"
@@ -106,8 +108,8 @@ func TestLabCallsMatchesTestdata(t *testing.T) {
 	if err := yaml.Unmarshal(data, &lab); err != nil {
 		t.Fatal(err)
 	}
-	if !reflect.DeepEqual(lab.CallModel, connector.LabCalls()) {
-		t.Fatalf("connector.LabCalls() drifted from callmodel/testdata/lab.yaml:\n%+v\n%+v", connector.LabCalls(), lab.CallModel)
+	if !reflect.DeepEqual(lab.CallModel, demo.LabCalls()) {
+		t.Fatalf("demo.LabCalls() drifted from callmodel/testdata/lab.yaml:\n%+v\n%+v", demo.LabCalls(), lab.CallModel)
 	}
 }
 
@@ -262,7 +264,7 @@ func TestDeadLetterListAndRetry(t *testing.T) {
 func runCLI(t *testing.T, wantCode int, args ...string) string {
 	t.Helper()
 	var out, errOut bytes.Buffer
-	code := connector.MainIO(context.Background(), "test", args, &out, &errOut)
+	code := cli.MainIO(context.Background(), "test", args, &out, &errOut)
 	if code != wantCode {
 		t.Fatalf("pbxbridge %s: exit %d, want %d\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), code, wantCode, out.String(), errOut.String())
 	}
@@ -312,7 +314,7 @@ func TestDoctor(t *testing.T) {
 	defer pbx.Close()
 	path := testConfig(t, pbx.Addr(), "")
 	var out, errOut bytes.Buffer
-	code := connector.MainIO(context.Background(), "test", []string{"doctor", "--config", path, "--timeout", "5s"}, &out, &errOut)
+	code := cli.MainIO(context.Background(), "test", []string{"doctor", "--config", path, "--timeout", "5s"}, &out, &errOut)
 	text := out.String()
 	for _, want := range []string{
 		"OK    config", "OK    state directory",

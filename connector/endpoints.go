@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"sort"
 
+	"github.com/pbxbridge/pbxbridge/connector/admin"
 	"github.com/pbxbridge/pbxbridge/connector/config"
 	"github.com/pbxbridge/pbxbridge/connector/recordings"
 	"github.com/pbxbridge/pbxbridge/crm"
@@ -41,6 +42,6 @@ func (d *Daemon) mountExtra(mux *http.ServeMux, cfg *config.Config) {
 	}
 }
 
-func sortChecks(cs []check) {
+func sortChecks(cs []admin.Check) {
 	sort.Slice(cs, func(i, j int) bool { return cs[i].Name < cs[j].Name })
 }

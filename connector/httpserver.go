@@ -14,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/pbxbridge/pbxbridge/connector/admin"
 	"github.com/pbxbridge/pbxbridge/connector/config"
 	"github.com/pbxbridge/pbxbridge/crm"
 )
@@ -121,32 +122,25 @@ func (d *Daemon) serveHTTP(cfg *config.Config) (func(), error) {
 	}, nil
 }
 
-// check is one line of /readyz.
-type check struct {
-	Name   string `json:"name"`
-	OK     bool   `json:"ok"`
-	Detail string `json:"detail,omitempty"`
-}
-
 // readiness computes /readyz: ready when the outbox answers and every PBX is connected. Licence
 // and CRM problems are reported but do not make the daemon unready (they never stop telephony,
 // and restarting would not fix them).
-func (d *Daemon) readiness(ctx context.Context) (bool, []check) {
-	var checks []check
+func (d *Daemon) readiness(ctx context.Context) (bool, []admin.Check) {
+	var checks []admin.Check
 	ready := true
 	if d.store == nil {
-		checks = append(checks, check{Name: "outbox", OK: false, Detail: "not open yet"})
+		checks = append(checks, admin.Check{Name: "outbox", OK: false, Detail: "not open yet"})
 		ready = false
 	} else if err := d.store.Ping(ctx); err != nil {
-		checks = append(checks, check{Name: "outbox", OK: false, Detail: err.Error()})
+		checks = append(checks, admin.Check{Name: "outbox", OK: false, Detail: err.Error()})
 		ready = false
 	} else {
-		checks = append(checks, check{Name: "outbox", OK: true})
+		checks = append(checks, admin.Check{Name: "outbox", OK: true})
 	}
 	d.unitsMu.Lock()
 	for name, p := range d.pbxs {
 		st := p.source.Status()
-		c := check{Name: "pbx/" + name, OK: st.Connected}
+		c := admin.Check{Name: "pbx/" + name, OK: st.Connected}
 		if !st.Connected {
 			c.Detail = "not connected"
 			if st.LastError != "" {
@@ -158,7 +152,7 @@ func (d *Daemon) readiness(ctx context.Context) (bool, []check) {
 	}
 	for name, c := range d.conns {
 		ws := c.worker.Status()
-		ck := check{Name: "connector/" + name, OK: ws.Licensed && !ws.AuthBroken}
+		ck := admin.Check{Name: "connector/" + name, OK: ws.Licensed && !ws.AuthBroken}
 		switch {
 		case !ws.Licensed:
 			ck.Detail = "no valid licence: calls are queued"

@@ -291,7 +291,7 @@ func (d *Daemon) enqueue(ctx context.Context, rec *call.Record) error {
 		return fmt.Errorf("encoding call %s: %w", rec.Key(), err)
 	}
 	// One durable commit per call: the rows and the timeline's "call" and "routing" entries.
-	entry := outbox.TimelineEntry{At: rec.EndedAt, Kind: "call", Summary: describeRecord(rec), Detail: string(payload)}
+	entry := outbox.TimelineEntry{At: rec.EndedAt, Kind: "call", Summary: rec.Summary(), Detail: string(payload)}
 	if len(names) == 0 {
 		d.m.unrouted.WithLabelValues(string(rec.Direction)).Inc()
 		return d.store.AppendTimeline(ctx, rec.Key(), entry,
@@ -314,40 +314,6 @@ func (d *Daemon) wake(names []string) {
 			}
 		}
 	}
-}
-
-// describeRecord is the model's decision in one line, for the timeline.
-func describeRecord(r *call.Record) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "%s call", r.Direction)
-	if r.Customer != "" {
-		fmt.Fprintf(&b, " with %s", r.Customer)
-	}
-	if r.Line != "" {
-		fmt.Fprintf(&b, " on line %s", r.Line)
-	}
-	switch r.Disposition {
-	case call.Answered:
-		fmt.Fprintf(&b, ": answered by %s", r.AnsweredBy)
-	default:
-		fmt.Fprintf(&b, ": %s", strings.ReplaceAll(string(r.Disposition), "_", " "))
-	}
-	if len(r.Rang) > 0 {
-		fmt.Fprintf(&b, "; rang %s", strings.Join(r.Rang, ", "))
-	}
-	if len(r.Transfers) > 0 {
-		for _, t := range r.Transfers {
-			fmt.Fprintf(&b, "; %s transfer %s→%s", t.Kind, t.From, t.To)
-		}
-	}
-	fmt.Fprintf(&b, "; ring %ds, talk %ds", r.RingSeconds, r.TalkSeconds)
-	if r.HangupCause != 0 {
-		fmt.Fprintf(&b, "; hangup cause %d", r.HangupCause)
-	}
-	if len(r.Flags) > 0 {
-		fmt.Fprintf(&b, "; %s", strings.Join(r.Flags, ", "))
-	}
-	return b.String()
 }
 
 func unroutedReason(r *call.Record, conns []*connRT) string {

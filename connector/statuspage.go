@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pbxbridge/pbxbridge/connector/admin"
 	"github.com/pbxbridge/pbxbridge/connector/outbox"
 	"github.com/pbxbridge/pbxbridge/crm/call"
 )
@@ -138,7 +139,7 @@ func (d *Daemon) statusPage(w http.ResponseWriter, r *http.Request) {
 	d.render(w, d.pages.status, v)
 }
 
-func (d *Daemon) callView(ctx context.Context, rc RecentCall) callView {
+func (d *Daemon) callView(ctx context.Context, rc admin.RecentCall) callView {
 	r := &rc.Record
 	cv := callView{Key: r.Key(), Started: r.StartedAt.Local().Format("2006-01-02 15:04:05"), Direction: string(r.Direction),
 		Customer: r.Customer, Line: r.Line, Disposition: strings.ReplaceAll(string(r.Disposition), "_", " "),
@@ -168,7 +169,7 @@ type callPageView struct {
 	Title, Version string
 	Ready          bool
 	Key, Summary   string
-	Rows           []OutboxItem
+	Rows           []admin.OutboxItem
 	Timeline       []timelineView
 }
 
@@ -184,7 +185,7 @@ func (d *Daemon) callPage(w http.ResponseWriter, r *http.Request) {
 	}
 	v := callPageView{Title: "Call " + rep.Key, Version: d.opts.Version, Ready: d.ready.Load(), Key: rep.Key, Rows: rep.Rows}
 	if rep.Record != nil {
-		v.Summary = describeRecord(rep.Record)
+		v.Summary = rep.Record.Summary()
 	}
 	for _, e := range rep.Timeline {
 		detail := e.Detail
@@ -221,4 +222,13 @@ func (d *Daemon) retryDead(w http.ResponseWriter, r *http.Request) {
 	}
 	d.wakeAll()
 	writeJSON(w, map[string]int64{"count": n})
+}
+
+// oneLine folds s onto one line of at most n characters.
+func oneLine(s string, n int) string {
+	s = strings.ReplaceAll(s, "\n", " ")
+	if len(s) > n {
+		return s[:n-1] + "…"
+	}
+	return s
 }

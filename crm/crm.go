@@ -115,6 +115,21 @@ type Router interface {
 	Lookup(ctx context.Context, number string) (name string, err error)
 }
 
+// CodeAuthorizer is implemented by adapters whose CRM gives the admin a one-time authorisation
+// code (amoCRM/Kommo OAuth integrations): `pbxbridge crm auth NAME --code CODE` builds the adapter
+// and calls AuthorizeCode, which trades the code for tokens and stores them in the adapter's
+// state directory. It returns the account the code belongs to.
+type CodeAuthorizer interface {
+	AuthorizeCode(ctx context.Context, code string) (Account, error)
+}
+
+// ConcurrencyHinter is implemented by adapters that deliver best with more concurrent Deliver
+// calls than dispatch.workers (amoCRM batches up to batch.max calls per request); the dispatcher
+// runs at least DeliverConcurrency deliveries at once.
+type ConcurrencyHinter interface {
+	DeliverConcurrency() int
+}
+
 // StatusReporter is implemented by adapters with state worth showing on the status page, such as
 // the CRM authorisation.
 type StatusReporter interface {
@@ -199,14 +214,26 @@ type Recording interface {
 	Name() string // file name for uploads
 }
 
+// ConfigValidator is implemented by config values (Factory.NewConfig) that check themselves after
+// decoding. Validate returns every problem, preferably as *FieldError so the message names the
+// field and line.
+type ConfigValidator interface {
+	Validate() []error
+}
+
+// ExtensionMapper is implemented by config values that map PBX extensions to CRM users; the
+// licence gate counts the mapped extensions as seats.
+type ExtensionMapper interface {
+	MappedExtensions() []string
+}
+
 // Factory builds adapters of one connector type.
 type Factory struct {
 	// Type is the connector type name used in config (bitrix24, amocrm, kommo, fake).
 	Type string
 	// NewConfig returns a pointer to a config value with defaults applied. The daemon decodes
-	// the instance's config block into it strictly. If the value implements
-	// interface{ Validate() []error }, it is called after decoding; return every problem,
-	// preferably as *FieldError so the message names the field and line.
+	// the instance's config block into it strictly. If the value implements ConfigValidator,
+	// it is called after decoding.
 	NewConfig func() any
 	// New builds an adapter. It must not do network I/O (that belongs in Start or Deliver).
 	New func(p Params) (Adapter, error)

@@ -22,8 +22,8 @@ import (
 	"github.com/pbxbridge/pbxbridge/asterisk/fakepbx"
 	"github.com/pbxbridge/pbxbridge/asterisk/numbers"
 	"github.com/pbxbridge/pbxbridge/asterisk/transcripts"
-	"github.com/pbxbridge/pbxbridge/connector"
 	"github.com/pbxbridge/pbxbridge/connector/callmodel"
+	"github.com/pbxbridge/pbxbridge/connector/demo"
 	"github.com/pbxbridge/pbxbridge/connector/replay"
 	"github.com/pbxbridge/pbxbridge/crm/call"
 )
@@ -132,7 +132,7 @@ func waitFor(tb testing.TB, limit time.Duration, what string, cond func() bool) 
 func labOptions(tb testing.TB) callmodel.Options {
 	tb.Helper()
 	norm := numbers.MustNew(numbers.Config{DefaultRegion: "RU"})
-	o, err := connector.LabCalls().Compile(norm.Normalize)
+	o, err := demo.LabCalls().Compile(norm.Normalize)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -4,7 +4,7 @@ package main
 import (
 	"os"
 
-	"github.com/pbxbridge/pbxbridge/connector"
+	"github.com/pbxbridge/pbxbridge/connector/cli"
 	_ "github.com/pbxbridge/pbxbridge/crm/all" // every connector type
 )
 
@@ -12,5 +12,5 @@ import (
 var version = "dev"
 
 func main() {
-	os.Exit(connector.Main(version, os.Args[1:]))
+	os.Exit(cli.Main(version, os.Args[1:]))
 }

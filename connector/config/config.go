@@ -382,7 +382,7 @@ func (c *Config) validate(d *decoder) {
 		if cn.Settings == nil {
 			cn.Settings = f.NewConfig() // defaults only; Validate says what is missing
 		}
-		if v, ok := cn.Settings.(interface{ Validate() []error }); ok {
+		if v, ok := cn.Settings.(crm.ConfigValidator); ok {
 			for _, err := range v.Validate() {
 				var fe *crm.FieldError
 				if asFieldError(err, &fe) {

@@ -1,10 +1,7 @@
 package e2e
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -24,6 +21,7 @@ import (
 	"github.com/pbxbridge/pbxbridge/asterisk/numbers"
 	"github.com/pbxbridge/pbxbridge/asterisk/transcripts"
 	"github.com/pbxbridge/pbxbridge/connector/callmodel"
+	"github.com/pbxbridge/pbxbridge/connector/internal/golden"
 	"github.com/pbxbridge/pbxbridge/crm/call"
 )
 
@@ -58,17 +56,8 @@ func labOptions(t *testing.T) callmodel.Options {
 // owners), by call id.
 func expected(t *testing.T, scenario string) map[string]call.Record {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join("..", "callmodel", "testdata", scenario, "expected.jsonl"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	out := map[string]call.Record{}
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	for sc.Scan() {
-		var r call.Record
-		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
-			t.Fatal(err)
-		}
+	for _, r := range golden.Records(t, scenario) {
 		out[r.CallID] = r
 	}
 	return out
@@ -216,6 +205,22 @@ func types(evs []asterisk.Event) []string {
 	return out
 }
 
+// snapshotAfterReconnect reports whether a snapshot ended after the second login.
+func snapshotAfterReconnect(evs []asterisk.Event) bool {
+	logins := 0
+	for _, ev := range evs {
+		switch ev.Type {
+		case asterisk.TypeConnected:
+			logins++
+		case asterisk.TypeSnapshotEnd:
+			if logins >= 2 {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 func count(evs []asterisk.Event, typ asterisk.Type) int {
 	n := 0
 	for _, ev := range evs {
@@ -299,8 +304,10 @@ func TestAMIReconnectMidCall(t *testing.T) {
 				t.Errorf("reconnected after %v, want within 2 s", reconnect)
 			}
 			t.Logf("reconnected %v after the drop; transitions %v", reconnect.Round(time.Millisecond), types(tr))
+			// The snapshot that follows the reconnect (the first login may have had one too: the
+			// condition looks only after the second connect, so it cannot miss or miscount).
 			p.waitFor(t, "resync snapshot", 10*time.Second, func(tr []asterisk.Event) bool {
-				return count(tr, asterisk.TypeSnapshotEnd) == 1
+				return snapshotAfterReconnect(tr)
 			})
 			for sc, c := range calls {
 				select {
@@ -388,7 +395,7 @@ func TestAMIStartMidCall(t *testing.T) {
 	srv.Pause() // the snapshot sees the calls exactly where they are
 	p := newPipelineOn(t, srv)
 	p.waitFor(t, "first snapshot", 10*time.Second, func(tr []asterisk.Event) bool {
-		return count(tr, asterisk.TypeSnapshotEnd) == 1
+		return count(tr, asterisk.TypeSnapshotEnd) >= 1
 	})
 	srv.Resume()
 	for sc, c := range calls {
@@ -493,7 +500,7 @@ func TestAMIStartAnyMoment(t *testing.T) {
 				srv.Pause()
 				p := newPipelineOn(t, srv)
 				p.waitFor(t, "first snapshot", 10*time.Second, func(tr []asterisk.Event) bool {
-					return count(tr, asterisk.TypeSnapshotEnd) == 1
+					return count(tr, asterisk.TypeSnapshotEnd) >= 1
 				})
 				srv.Resume()
 				<-c.Done()

@@ -19,7 +19,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/pbxbridge/pbxbridge/connector"
+	"github.com/pbxbridge/pbxbridge/connector/admin"
+	"github.com/pbxbridge/pbxbridge/connector/cli"
 	_ "github.com/pbxbridge/pbxbridge/crm/all"  // the shipped connector types
 	_ "github.com/pbxbridge/pbxbridge/crm/fake" // the "fake" connector of the harness
 	"github.com/pbxbridge/pbxbridge/crm/fakecrm"
@@ -59,7 +60,7 @@ func RunChildIfRequested() {
 		srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		go func() { _ = srv.ListenAndServe() }()
 	}
-	code := connector.Main("loadtest", os.Args[1:])
+	code := cli.Main("loadtest", os.Args[1:])
 	stop()
 	os.Exit(code)
 }
@@ -424,9 +425,9 @@ func (d *Daemon) Metrics(ctx context.Context) (Metrics, error) {
 }
 
 // Status asks the admin API for the daemon's status.
-func (d *Daemon) Status(ctx context.Context) (connector.StatusReport, error) {
-	var st connector.StatusReport
-	err := connector.NewAdminClient(d.Socket).Do(ctx, http.MethodGet, "/v1/status", nil, &st)
+func (d *Daemon) Status(ctx context.Context) (admin.StatusReport, error) {
+	var st admin.StatusReport
+	err := admin.NewClient(d.Socket).Do(ctx, http.MethodGet, "/v1/status", nil, &st)
 	return st, err
 }
 

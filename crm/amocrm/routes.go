@@ -480,4 +480,22 @@ func ExchangeCodeWith(ctx context.Context, cfg *Config, stateDir, code string, o
 	return crm.Account{AccountID: acc.ID, Subdomain: acc.Subdomain}, nil
 }
 
-var _ crm.HTTPRoutes = (*Adapter)(nil)
+// AuthorizeCode implements crm.CodeAuthorizer: it trades the code an admin copied from the
+// integration's settings for tokens and saves them where the adapter reads them (a running
+// daemon's adapter picks them up on its next request). The redirect URI is the adapter's: its
+// configured one, else {RouteURL}/oauth/callback.
+func (a *Adapter) AuthorizeCode(ctx context.Context, code string) (crm.Account, error) {
+	acc, err := a.tokens.exchange(ctx, code, a.client.Account)
+	if err != nil {
+		return crm.Account{}, fmt.Errorf("%s: %w", a.typ, err)
+	}
+	a.mu.Lock()
+	a.account = acc
+	a.mu.Unlock()
+	return crm.Account{AccountID: acc.ID, Subdomain: acc.Subdomain}, nil
+}
+
+var (
+	_ crm.HTTPRoutes     = (*Adapter)(nil)
+	_ crm.CodeAuthorizer = (*Adapter)(nil)
+)

@@ -6,7 +6,11 @@
 // The package imports only the standard library, so every layer can use it.
 package call
 
-import "time"
+import (
+	"fmt"
+	"strings"
+	"time"
+)
 
 // Direction of a call as seen from the PBX.
 type Direction string
@@ -74,6 +78,41 @@ func (r *Record) Key() string {
 		return r.CallID
 	}
 	return r.PBX + "/" + r.CallID
+}
+
+// Summary is the record in one line of plain words (the call model's decision, for timelines
+// and `pbxbridge calls show`).
+func (r *Record) Summary() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s call", r.Direction)
+	if r.Customer != "" {
+		fmt.Fprintf(&b, " with %s", r.Customer)
+	}
+	if r.Line != "" {
+		fmt.Fprintf(&b, " on line %s", r.Line)
+	}
+	switch r.Disposition {
+	case Answered:
+		fmt.Fprintf(&b, ": answered by %s", r.AnsweredBy)
+	default:
+		fmt.Fprintf(&b, ": %s", strings.ReplaceAll(string(r.Disposition), "_", " "))
+	}
+	if len(r.Rang) > 0 {
+		fmt.Fprintf(&b, "; rang %s", strings.Join(r.Rang, ", "))
+	}
+	if len(r.Transfers) > 0 {
+		for _, t := range r.Transfers {
+			fmt.Fprintf(&b, "; %s transfer %s→%s", t.Kind, t.From, t.To)
+		}
+	}
+	fmt.Fprintf(&b, "; ring %ds, talk %ds", r.RingSeconds, r.TalkSeconds)
+	if r.HangupCause != 0 {
+		fmt.Fprintf(&b, "; hangup cause %d", r.HangupCause)
+	}
+	if len(r.Flags) > 0 {
+		fmt.Fprintf(&b, "; %s", strings.Join(r.Flags, ", "))
+	}
+	return b.String()
 }
 
 // HasFlag reports whether the record carries flag f.

@@ -1,13 +1,9 @@
-package connector_test
+package demo_test
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"math"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -15,7 +11,8 @@ import (
 	"time"
 
 	"github.com/pbxbridge/pbxbridge/asterisk/fakepbx"
-	"github.com/pbxbridge/pbxbridge/connector"
+	"github.com/pbxbridge/pbxbridge/connector/demo"
+	"github.com/pbxbridge/pbxbridge/connector/internal/golden"
 	"github.com/pbxbridge/pbxbridge/crm/call"
 	"github.com/pbxbridge/pbxbridge/crm/fakecrm"
 )
@@ -58,28 +55,6 @@ func owner(r *call.Record) string {
 	return r.CallerExt
 }
 
-// expectedRecords reads connector/callmodel/testdata/<scenario>/expected.jsonl: the records
-// derived by hand from each transcript's meta file.
-func expectedRecords(t *testing.T, scenario string) []call.Record {
-	t.Helper()
-	f, err := os.Open(filepath.Join("callmodel", "testdata", scenario, "expected.jsonl"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var out []call.Record
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		var r call.Record
-		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
-			t.Fatalf("%s: %v", scenario, err)
-		}
-		out = append(out, r)
-	}
-	return out
-}
-
 // TestCRMsEndToEnd plays every shared transcript through the simulated PBX, the daemon and the
 // fake Bitrix24, amoCRM and Kommo (issue 6 acceptance 1, issue 7 acceptance 1): each external
 // call appears once in every CRM with the right user, direction, duration and status; inbound
@@ -91,7 +66,7 @@ func TestCRMsEndToEnd(t *testing.T) {
 	}
 	var mu sync.Mutex
 	delivered := map[string]map[string]call.Record{} // connector -> key -> record
-	env, err := connector.StartDemo(context.Background(), connector.DemoOptions{
+	env, err := demo.Start(context.Background(), demo.Options{
 		Speed: 1,
 		OnDelivered: func(c string, r *call.Record) {
 			mu.Lock()
@@ -154,7 +129,7 @@ func TestCRMsEndToEnd(t *testing.T) {
 	kommo := env.Kommo.State().Accounts[0]
 	external := 0
 	for _, p := range calls {
-		for _, want := range expectedRecords(t, p.scenario) {
+		for _, want := range golden.Records(t, p.scenario) {
 			key := "lab/" + p.call.MapID(want.CallID)
 			name := p.scenario + " " + key
 			if want.Direction == call.Internal {
@@ -313,7 +288,7 @@ func TestRestartMidCall(t *testing.T) {
 	if testing.Short() {
 		t.Skip("real-time calls")
 	}
-	env, err := connector.StartDemo(context.Background(), connector.DemoOptions{Speed: 1})
+	env, err := demo.Start(context.Background(), demo.Options{Speed: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -375,6 +350,6 @@ func TestRestartMidCall(t *testing.T) {
 // firstCallID is the linkedid of the call a scenario plays (its meta file's first call).
 func firstCallID(t *testing.T, c *fakepbx.Call) string {
 	t.Helper()
-	recs := expectedRecords(t, c.Scenario)
+	recs := golden.Records(t, c.Scenario)
 	return recs[0].CallID
 }

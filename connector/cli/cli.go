@@ -1,4 +1,11 @@
-package connector
+// Package cli is the pbxbridge command line (kong): `run` starts the daemon (package connector);
+// status, reload, outbox, calls and license status are clients of the running daemon's admin API
+// (connector/admin), so the CLI never opens the state the daemon writes; config, replay, capture,
+// crm test/auth, doctor and the licence tools work offline from the config file. `demo` hands over
+// to the pbxbridge-demo program (connector/demo), so the simulators never ship in this binary.
+//
+// Main is what cmd/pbxbridge runs; MainIO runs the same in-process for tests.
+package cli
 
 import (
 	"context"
@@ -15,6 +22,8 @@ import (
 	"github.com/alecthomas/kong"
 
 	"github.com/pbxbridge/pbxbridge/configs"
+	"github.com/pbxbridge/pbxbridge/connector"
+	"github.com/pbxbridge/pbxbridge/connector/admin"
 	"github.com/pbxbridge/pbxbridge/connector/config"
 	"github.com/pbxbridge/pbxbridge/licensing"
 	"github.com/pbxbridge/pbxbridge/licensing/licensecli"
@@ -57,15 +66,15 @@ func (g *Globals) optionalConfig() (*config.Config, error) {
 }
 
 // admin returns a client of the running daemon's admin socket.
-func (g *Globals) admin() *AdminClient {
+func (g *Globals) client() *admin.Client {
 	if g.Socket != "" {
-		return NewAdminClient(g.Socket)
+		return admin.NewClient(g.Socket)
 	}
 	cfg, err := g.optionalConfig()
 	if err != nil {
-		return NewAdminClient(config.Defaults(nil).Admin.Socket)
+		return admin.NewClient(config.Defaults(nil).Admin.Socket)
 	}
-	return NewAdminClient(cfg.Admin.Socket)
+	return admin.NewClient(cfg.Admin.Socket)
 }
 
 // CLI is the pbxbridge command line.
@@ -137,24 +146,29 @@ func MainIO(ctx context.Context, version string, args []string, stdout, stderr i
 	}
 	env.Status = func(ctx context.Context) (licensing.Status, error) {
 		var st licensing.Status
-		err := cli.admin().Do(ctx, "GET", "/v1/license", nil, &st)
+		err := cli.client().Do(ctx, "GET", "/v1/license", nil, &st)
 		return st, err
 	}
 	env.Reload = func(ctx context.Context) error {
-		return cli.admin().Do(ctx, "POST", "/v1/reload", nil, nil)
+		return cli.client().Do(ctx, "POST", "/v1/reload", nil, nil)
 	}
-	err = kctx.Run(&cli.Globals, env)
+	return Report(stderr, "pbxbridge", kctx.Run(&cli.Globals, env))
+}
+
+// Report prints a command's error (prefixed with the program's name) and returns the process
+// exit status: 0 for nil, the status an ExitCode error carries, 1 for any other error.
+func Report(stderr io.Writer, program string, err error) int {
 	if err == nil {
 		return 0
 	}
 	var ec exitCoder
 	if errors.As(err, &ec) {
 		if msg := err.Error(); msg != "" {
-			fmt.Fprintln(stderr, "pbxbridge: "+msg)
+			fmt.Fprintln(stderr, program+": "+msg)
 		}
 		return ec.ExitCode()
 	}
-	fmt.Fprintln(stderr, "pbxbridge: "+err.Error())
+	fmt.Fprintln(stderr, program+": "+err.Error())
 	return 1
 }
 
@@ -173,6 +187,10 @@ func (e *exitError) Error() string {
 func (e *exitError) Unwrap() error { return e.err }
 func (e *exitError) ExitCode() int { return e.code }
 
+// ExitCode is an error that ends the command with exit status code and no further message
+// (what the command printed says why).
+func ExitCode(code int) error { return &exitError{code: code} }
+
 // RunCmd runs the daemon.
 type RunCmd struct{}
 
@@ -183,7 +201,7 @@ func (c *RunCmd) Run(g *Globals) error {
 		return &exitError{code: 1, err: fmt.Errorf("config problems, not starting:\n%w", err)}
 	}
 	signal.Ignore(syscall.SIGPIPE) // a restarted journald must not kill us
-	d, err := New(cfg, Options{Version: g.Version})
+	d, err := connector.New(cfg, connector.Options{Version: g.Version})
 	if err != nil {
 		return err
 	}
@@ -197,8 +215,8 @@ type StatusCmd struct {
 
 // Run prints the status.
 func (c *StatusCmd) Run(g *Globals) error {
-	var st StatusReport
-	if err := g.admin().Do(g.Ctx, "GET", "/v1/status", nil, &st); err != nil {
+	var st admin.StatusReport
+	if err := g.client().Do(g.Ctx, "GET", "/v1/status", nil, &st); err != nil {
 		return err
 	}
 	if c.JSON {
@@ -211,7 +229,7 @@ func (c *StatusCmd) Run(g *Globals) error {
 	return nil
 }
 
-func printStatus(w io.Writer, st StatusReport) {
+func printStatus(w io.Writer, st admin.StatusReport) {
 	state := "ready"
 	if !st.Ready {
 		state = "NOT READY"
@@ -280,7 +298,7 @@ type ReloadCmd struct{}
 
 // Run sends the reload request.
 func (c *ReloadCmd) Run(g *Globals) error {
-	if err := g.admin().Do(g.Ctx, "POST", "/v1/reload", nil, nil); err != nil {
+	if err := g.client().Do(g.Ctx, "POST", "/v1/reload", nil, nil); err != nil {
 		return err
 	}
 	fmt.Fprintln(g.Stdout, "reloaded")

@@ -1,4 +1,4 @@
-package connector
+package cli
 
 import (
 	"bytes"
@@ -12,6 +12,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/pbxbridge/pbxbridge/connector/admin"
 )
 
 func jsonEncoder(w io.Writer) *json.Encoder {
@@ -52,8 +54,8 @@ func (c *OutboxListCmd) Run(g *Globals) error {
 			q.Set(k, v)
 		}
 	}
-	var items []OutboxItem
-	if err := g.admin().Do(g.Ctx, "GET", "/v1/outbox?"+q.Encode(), nil, &items); err != nil {
+	var items []admin.OutboxItem
+	if err := g.client().Do(g.Ctx, "GET", "/v1/outbox?"+q.Encode(), nil, &items); err != nil {
 		return err
 	}
 	if c.JSON {
@@ -84,7 +86,7 @@ func (c *OutboxRetryCmd) Run(g *Globals) error {
 	if len(c.IDs) == 0 && c.Connector == "" && !c.All {
 		return errors.New("name row ids, --connector NAME or --all")
 	}
-	return outboxOp(g, "/v1/outbox/retry", OutboxRequest{IDs: c.IDs, Connector: c.Connector}, "re-queued %d dead letter(s)\n")
+	return outboxOp(g, "/v1/outbox/retry", admin.OutboxRequest{IDs: c.IDs, Connector: c.Connector}, "re-queued %d dead letter(s)\n")
 }
 
 // OutboxDropCmd deletes rows.
@@ -94,7 +96,7 @@ type OutboxDropCmd struct {
 
 // Run deletes.
 func (c *OutboxDropCmd) Run(g *Globals) error {
-	return outboxOp(g, "/v1/outbox/drop", OutboxRequest{IDs: c.IDs}, "dropped %d row(s)\n")
+	return outboxOp(g, "/v1/outbox/drop", admin.OutboxRequest{IDs: c.IDs}, "dropped %d row(s)\n")
 }
 
 // OutboxRedeliverCmd re-queues delivered rows of a period.
@@ -106,21 +108,21 @@ type OutboxRedeliverCmd struct {
 
 // Run re-queues.
 func (c *OutboxRedeliverCmd) Run(g *Globals) error {
-	since, err := parseTimeParam(c.Since)
+	since, err := admin.ParseTime(c.Since)
 	if err != nil {
 		return fmt.Errorf("--since: %w", err)
 	}
-	until, err := parseTimeParam(c.Until)
+	until, err := admin.ParseTime(c.Until)
 	if err != nil {
 		return fmt.Errorf("--until: %w", err)
 	}
 	if !until.After(since) {
 		return errors.New("--until must be after --since")
 	}
-	return outboxOp(g, "/v1/outbox/redeliver", OutboxRequest{Connector: c.Connector, Since: since, Until: until}, "queued %d delivered call(s) for delivery again\n")
+	return outboxOp(g, "/v1/outbox/redeliver", admin.OutboxRequest{Connector: c.Connector, Since: since, Until: until}, "queued %d delivered call(s) for delivery again\n")
 }
 
-func outboxOp(g *Globals, path string, req OutboxRequest, format string) error {
+func outboxOp(g *Globals, path string, req admin.OutboxRequest, format string) error {
 	body, err := json.Marshal(req)
 	if err != nil {
 		return err
@@ -128,7 +130,7 @@ func outboxOp(g *Globals, path string, req OutboxRequest, format string) error {
 	var res struct {
 		Count int64 `json:"count"`
 	}
-	if err := g.admin().Do(g.Ctx, "POST", path, bytes.NewReader(body), &res); err != nil {
+	if err := g.client().Do(g.Ctx, "POST", path, bytes.NewReader(body), &res); err != nil {
 		return err
 	}
 	fmt.Fprintf(g.Stdout, format, res.Count)
@@ -154,7 +156,7 @@ func (c *OutboxImportCmd) Run(g *Globals) error {
 	var res struct {
 		Count int `json:"count"`
 	}
-	if err := g.admin().Do(g.Ctx, "POST", "/v1/outbox/import", r, &res); err != nil {
+	if err := g.client().Do(g.Ctx, "POST", "/v1/outbox/import", r, &res); err != nil {
 		return err
 	}
 	fmt.Fprintf(g.Stdout, "queued %d call(s)\n", res.Count)
@@ -174,8 +176,8 @@ type CallsListCmd struct {
 
 // Run lists.
 func (c *CallsListCmd) Run(g *Globals) error {
-	var calls []RecentCall
-	if err := g.admin().Do(g.Ctx, "GET", "/v1/calls", nil, &calls); err != nil {
+	var calls []admin.RecentCall
+	if err := g.client().Do(g.Ctx, "GET", "/v1/calls", nil, &calls); err != nil {
 		return err
 	}
 	if c.JSON {
@@ -199,8 +201,8 @@ type CallsShowCmd struct {
 
 // Run shows the call.
 func (c *CallsShowCmd) Run(g *Globals) error {
-	var rep CallReport
-	if err := g.admin().Do(g.Ctx, "GET", "/v1/calls/"+url.PathEscape(c.ID), nil, &rep); err != nil {
+	var rep admin.CallReport
+	if err := g.client().Do(g.Ctx, "GET", "/v1/calls/"+url.PathEscape(c.ID), nil, &rep); err != nil {
 		return err
 	}
 	if c.JSON {
@@ -211,10 +213,10 @@ func (c *CallsShowCmd) Run(g *Globals) error {
 }
 
 // PrintCall prints a call report for people.
-func PrintCall(w io.Writer, rep CallReport) {
+func PrintCall(w io.Writer, rep admin.CallReport) {
 	fmt.Fprintf(w, "call %s\n", rep.Key)
 	if r := rep.Record; r != nil {
-		fmt.Fprintf(w, "  %s\n", describeRecord(r))
+		fmt.Fprintf(w, "  %s\n", r.Summary())
 		fmt.Fprintf(w, "  started %s, ended %s", r.StartedAt.Local().Format(time.DateTime), r.EndedAt.Local().Format(time.TimeOnly))
 		if r.Recording != "" {
 			fmt.Fprintf(w, ", recording %s", r.Recording)

@@ -1,4 +1,4 @@
-package connector
+package cli
 
 import (
 	"context"
@@ -17,7 +17,6 @@ import (
 	"github.com/pbxbridge/pbxbridge/connector/config"
 	"github.com/pbxbridge/pbxbridge/connector/recordings"
 	"github.com/pbxbridge/pbxbridge/crm"
-	"github.com/pbxbridge/pbxbridge/crm/amocrm"
 )
 
 // CRMCmd groups the CRM commands.
@@ -109,7 +108,7 @@ func standaloneAdapter(cfg *config.Config, cn *config.Connector, logOut io.Write
 	if !ok {
 		return nil, fmt.Errorf("unknown connector type %q", cn.Type)
 	}
-	stateDir := filepath.Join(cfg.StateDir, "connectors", cn.Name)
+	stateDir := connectorStateDir(cfg, cn)
 	if err := os.MkdirAll(stateDir, 0o700); err != nil {
 		return nil, err
 	}
@@ -177,25 +176,32 @@ func (c *CRMAuthCmd) Run(g *Globals) error {
 	if err != nil {
 		return err
 	}
-	stateDir := filepath.Join(cfg.StateDir, "connectors", cn.Name)
-	if err := os.MkdirAll(stateDir, 0o700); err != nil {
+	adapter, err := standaloneAdapter(cfg, cn, g.Stderr)
+	if err != nil {
 		return err
+	}
+	ca, ok := adapter.(crm.CodeAuthorizer)
+	if !ok {
+		return errors.New("connector " + cn.Name + " (" + cn.Type + ") is not authorised with a code; see its README")
 	}
 	ctx, cancel := context.WithTimeout(g.Ctx, 60*time.Second)
 	defer cancel()
-	switch s := cn.Settings.(type) {
-	case *amocrm.Config:
-		opts := amocrm.ExchangeOptions{Type: cn.Type}
-		if cfg.HTTP.PublicURL != "" && s.Auth.RedirectURI == "" {
-			opts.RedirectURI = strings.TrimRight(cfg.HTTP.PublicURL, "/") + "/crm/" + cn.Name + "/oauth/callback"
+	defer func() {
+		if cl, ok := adapter.(crm.Closer); ok {
+			_ = cl.Close(context.WithoutCancel(ctx))
 		}
-		acc, err := amocrm.ExchangeCodeWith(ctx, s, stateDir, c.Code, opts)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(g.Stdout, "authorised: %s account %d (%s); tokens saved in %s\n", cn.Type, acc.AccountID, acc.Subdomain, stateDir)
-		fmt.Fprintln(g.Stdout, "a running daemon picks them up by itself; check with: pbxbridge crm test", cn.Name)
-		return nil
+	}()
+	acc, err := ca.AuthorizeCode(ctx, c.Code)
+	if err != nil {
+		return err
 	}
-	return errors.New("connector " + cn.Name + " (" + cn.Type + ") is not authorised with a code; see its README")
+	fmt.Fprintf(g.Stdout, "authorised: %s account %d (%s); tokens saved in %s\n", cn.Type, acc.AccountID, acc.Subdomain, connectorStateDir(cfg, cn))
+	fmt.Fprintln(g.Stdout, "a running daemon picks them up by itself; check with: pbxbridge crm test", cn.Name)
+	return nil
+}
+
+// connectorStateDir is the private state directory of a connector instance (the daemon's is the
+// same: connector.StateDir).
+func connectorStateDir(cfg *config.Config, cn *config.Connector) string {
+	return filepath.Join(cfg.StateDir, "connectors", cn.Name)
 }

@@ -1,4 +1,9 @@
-package connector
+// Package demo is `pbxbridge demo`: the whole pipeline on one machine with nothing installed (a
+// simulated PBX replaying the real Asterisk transcripts over AMI, fake Bitrix24, amoCRM and Kommo
+// servers, demo licences and the daemon with its status page). It is the only production code
+// that imports the simulators (asterisk/fakepbx, crm/fakecrm); it runs in the pbxbridge-demo
+// program, never in the pbxbridge daemon binary. Tests use Start for end-to-end checks.
+package demo
 
 import (
 	"context"
@@ -12,32 +17,33 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
+	"github.com/alecthomas/kong"
 	"github.com/pbxbridge/pbxbridge/asterisk/fakepbx"
+	"github.com/pbxbridge/pbxbridge/connector"
+	"github.com/pbxbridge/pbxbridge/connector/cli"
 	"github.com/pbxbridge/pbxbridge/connector/config"
 	_ "github.com/pbxbridge/pbxbridge/crm/all" // the demo runs every connector type
 	"github.com/pbxbridge/pbxbridge/crm/call"
 	"github.com/pbxbridge/pbxbridge/crm/fakecrm"
-	"github.com/pbxbridge/pbxbridge/licensing/demo"
+	demolicence "github.com/pbxbridge/pbxbridge/licensing/demo"
 )
 
-// DemoCmd runs the whole pipeline on this machine with nothing installed: a simulated PBX
+// Command runs the whole pipeline on this machine with nothing installed: a simulated PBX
 // replaying the real Asterisk transcripts over AMI, fake Bitrix24, amoCRM and Kommo servers, demo
 // licences (bound to reserved .invalid accounts, so they can never unlock a real CRM), and the
-// daemon with its status page.
-type DemoCmd struct {
-	Duration time.Duration `help:"Stop after this long (default: until Ctrl-C)."`
-	Rate     float64       `help:"Calls started per second." default:"1"`
-	Speed    float64       `help:"Replay speed of the recorded calls (1 = real time)." default:"3"`
-	Listen   string        `help:"Status page address (the next free port is used when it is taken)." default:"127.0.0.1:8080"`
-	Dir      string        `help:"Keep the demo's state here (default: a temporary directory, removed at the end)." placeholder:"DIR"`
-	Verbose  bool          `help:"Show the daemon's log."`
+// daemon with its status page. `pbxbridge demo` hands over to the pbxbridge-demo program, which
+// runs it.
+type Command struct {
+	cli.DemoFlags
 }
 
 // demoHosts are the reserved names the demo CRMs answer to (RFC 2606 .invalid).
@@ -48,7 +54,7 @@ const (
 )
 
 // Run runs the demo and prints one line per delivered call and a summary at the end.
-func (c *DemoCmd) Run(g *Globals) error {
+func (c *Command) Run(g *cli.Globals) error {
 	out := g.Stdout
 	ctx := g.Ctx
 	if c.Duration > 0 {
@@ -64,7 +70,7 @@ func (c *DemoCmd) Run(g *Globals) error {
 		logOut = g.Stderr
 	}
 	tally := newDemoTally(out)
-	env, err := StartDemo(ctx, DemoOptions{
+	env, err := Start(ctx, Options{
 		Speed: c.Speed, Listen: c.Listen, Dir: c.Dir, Version: g.Version,
 		Logger: slog.New(slog.NewTextHandler(logOut, nil)), OnDelivered: tally.delivered,
 	})
@@ -108,9 +114,9 @@ func (c *DemoCmd) Run(g *Globals) error {
 	tally.printf("stopping: letting calls in progress finish and the outbox drain…\n")
 	waitGroupTimeout(&calls, 60*time.Second)
 	env.WaitSettled(60 * time.Second)
-	stats, _ := env.Daemon.store.Stats(context.Background())
-	built := env.Daemon.builtCalls()
-	open := env.Daemon.openCalls()
+	stats, _ := env.Daemon.Outbox().Stats(context.Background())
+	built := builtCalls(env.Daemon)
+	open := openCalls(env.Daemon)
 	if err := env.Close(); err != nil {
 		return err
 	}
@@ -125,13 +131,13 @@ func (c *DemoCmd) Run(g *Globals) error {
 	tally.printf("summary: %d calls played, %d built; delivered %s; lost %d; dead letters %d\n",
 		played.Load(), built, tally.summary(), lost, dead)
 	if lost > 0 || dead > 0 {
-		return &exitError{code: 1}
+		return cli.ExitCode(1)
 	}
 	return nil
 }
 
-// DemoOptions configure a demo environment.
-type DemoOptions struct {
+// Options configure a demo environment.
+type Options struct {
 	Speed   float64 // replay speed of the simulated PBX (default 1)
 	Listen  string  // the daemon's HTTP address (default 127.0.0.1:0); the next free port is used
 	Dir     string  // state directory (default: a temporary one, removed by Close)
@@ -144,20 +150,20 @@ type DemoOptions struct {
 	Amo fakecrm.AmoOptions
 }
 
-// DemoEnv is a running demo: a simulated PBX, fake Bitrix24, amoCRM and Kommo servers reached
+// Env is a running demo: a simulated PBX, fake Bitrix24, amoCRM and Kommo servers reached
 // through reserved .invalid names, demo licences and the daemon. Tests use it for end-to-end
 // checks; `pbxbridge demo` drives it.
-type DemoEnv struct {
+type Env struct {
 	PBX     *fakepbx.Server
 	B24     *fakecrm.Bitrix24
 	Amo     *fakecrm.AmoCRM
 	Kommo   *fakecrm.AmoCRM
-	Daemon  *Daemon
+	Daemon  *connector.Daemon
 	BaseURL string // the daemon's HTTP listener
 	Dir     string
 
 	cfg     *config.Config
-	dopts   Options
+	dopts   connector.Options
 	stops   []func()
 	done    chan error
 	cancel  context.CancelFunc
@@ -166,9 +172,9 @@ type DemoEnv struct {
 	err     error
 }
 
-// StartDemo starts a demo environment and returns once the daemon is ready and the Bitrix24
+// Start starts a demo environment and returns once the daemon is ready and the Bitrix24
 // application is installed into it.
-func StartDemo(ctx context.Context, o DemoOptions) (env *DemoEnv, err error) {
+func Start(ctx context.Context, o Options) (env *Env, err error) {
 	if o.Speed <= 0 {
 		o.Speed = 1
 	}
@@ -178,7 +184,7 @@ func StartDemo(ctx context.Context, o DemoOptions) (env *DemoEnv, err error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	env = &DemoEnv{Dir: o.Dir}
+	env = &Env{Dir: o.Dir}
 	defer func() {
 		if err != nil {
 			_ = env.Close()
@@ -196,7 +202,7 @@ func StartDemo(ctx context.Context, o DemoOptions) (env *DemoEnv, err error) {
 	if err := os.MkdirAll(licDir, 0o700); err != nil {
 		return nil, err
 	}
-	if _, err := demo.Install(licDir); err != nil {
+	if _, err := demolicence.Install(licDir); err != nil {
 		return nil, fmt.Errorf("demo licences: %w", err)
 	}
 
@@ -249,7 +255,7 @@ func StartDemo(ctx context.Context, o DemoOptions) (env *DemoEnv, err error) {
 	}
 	cfg.PBX[0].Calls = LabCalls()
 	env.cfg = cfg
-	env.dopts = Options{
+	env.dopts = connector.Options{
 		Version: o.Version,
 		Logger:  o.Logger,
 		Notify:  func(string) {},
@@ -275,10 +281,10 @@ func StartDemo(ctx context.Context, o DemoOptions) (env *DemoEnv, err error) {
 }
 
 // startDaemon runs a daemon of the environment on ln and waits until it is ready.
-func (e *DemoEnv) startDaemon(ctx context.Context, ln net.Listener) error {
+func (e *Env) startDaemon(ctx context.Context, ln net.Listener) error {
 	o := e.dopts
 	o.HTTPListener = func() (net.Listener, error) { return ln, nil }
-	d, err := New(e.cfg, o)
+	d, err := connector.New(e.cfg, o)
 	if err != nil {
 		_ = ln.Close()
 		return err
@@ -288,7 +294,7 @@ func (e *DemoEnv) startDaemon(ctx context.Context, ln net.Listener) error {
 	e.cancel = cancel
 	e.done = make(chan error, 1)
 	go func() { e.done <- d.Run(runCtx) }()
-	if err := waitUntil(ctx, 20*time.Second, func() bool { return d.ready.Load() }); err != nil {
+	if err := waitUntil(ctx, 20*time.Second, func() bool { return d.Ready() }); err != nil {
 		return fmt.Errorf("the daemon did not get ready: %w", err)
 	}
 	return nil
@@ -296,14 +302,9 @@ func (e *DemoEnv) startDaemon(ctx context.Context, ln net.Listener) error {
 
 // waitLicensed waits until every connector's licence applies (demo licences apply once each
 // adapter has reported its reserved CRM account).
-func (e *DemoEnv) waitLicensed(ctx context.Context) error {
+func (e *Env) waitLicensed(ctx context.Context) error {
 	err := waitUntil(ctx, 30*time.Second, func() bool {
-		for _, c := range e.Daemon.routes() {
-			if !c.allowed() {
-				return false
-			}
-		}
-		return true
+		return e.Daemon.Licensed()
 	})
 	if err != nil {
 		return fmt.Errorf("the demo licences did not apply: %w", err)
@@ -314,7 +315,7 @@ func (e *DemoEnv) waitLicensed(ctx context.Context) error {
 // RestartDaemon stops the daemon as systemd would (SIGTERM: it flushes open calls and drains
 // deliveries) and starts a new one on the same state directory and address; the PBX and the CRMs
 // keep running.
-func (e *DemoEnv) RestartDaemon(ctx context.Context) error {
+func (e *Env) RestartDaemon(ctx context.Context) error {
 	e.closeMu.Lock()
 	defer e.closeMu.Unlock()
 	e.cancel()
@@ -340,10 +341,10 @@ func (e *DemoEnv) RestartDaemon(ctx context.Context) error {
 // WaitSettled waits (up to limit) until the call model has no open call left, nothing is held
 // in memory and the outbox holds nothing waiting for delivery, twice in a row a second apart (the
 // model reports open calls once a second). Call it after the PBX finished its calls.
-func (e *DemoEnv) WaitSettled(limit time.Duration) {
+func (e *Env) WaitSettled(limit time.Duration) {
 	settled := 0
 	_ = waitUntil(context.Background(), limit, func() bool {
-		if e.Daemon.openCalls() == 0 && outboxDrained(e.Daemon) {
+		if openCalls(e.Daemon) == 0 && outboxDrained(e.Daemon) {
 			settled++
 		} else {
 			settled = 0
@@ -357,7 +358,7 @@ func (e *DemoEnv) WaitSettled(limit time.Duration) {
 }
 
 // Close stops the daemon (it drains and flushes), the fakes, and removes a temporary directory.
-func (e *DemoEnv) Close() error {
+func (e *Env) Close() error {
 	e.closeMu.Lock()
 	defer e.closeMu.Unlock()
 	if e.closed {
@@ -478,17 +479,11 @@ func waitGroupTimeout(wg *sync.WaitGroup, d time.Duration) {
 	}
 }
 
-func outboxDrained(d *Daemon) bool {
-	d.unitsMu.Lock()
-	held := 0
-	for _, p := range d.pbxs {
-		held += p.held.len()
-	}
-	d.unitsMu.Unlock()
-	if held > 0 {
+func outboxDrained(d *connector.Daemon) bool {
+	if d.HeldCalls() > 0 {
 		return false
 	}
-	stats, err := d.store.Stats(context.Background())
+	stats, err := d.Outbox().Stats(context.Background())
 	if err != nil {
 		return false
 	}
@@ -501,13 +496,13 @@ func outboxDrained(d *Daemon) bool {
 }
 
 // builtCalls is how many finished calls the call model built (all PBXs).
-func (d *Daemon) builtCalls() int64 { return d.sumMetric("pbxbridge_calls_total") }
+func builtCalls(d *connector.Daemon) int64 { return sumMetric(d, "pbxbridge_calls_total") }
 
 // openCalls is how many calls the call model has open (all PBXs; updated once a second).
-func (d *Daemon) openCalls() int64 { return d.sumMetric("pbxbridge_calls_open") }
+func openCalls(d *connector.Daemon) int64 { return sumMetric(d, "pbxbridge_calls_open") }
 
-func (d *Daemon) sumMetric(name string) int64 {
-	mfs, err := d.reg.Gather()
+func sumMetric(d *connector.Daemon, name string) int64 {
+	mfs, err := d.Registry().Gather()
 	if err != nil {
 		return 0
 	}
@@ -572,4 +567,34 @@ func (t *demoTally) summaryLocked() string {
 	}
 	sort.Strings(parts)
 	return strings.Join(parts, ", ")
+}
+
+// Main runs the pbxbridge-demo program (what `pbxbridge demo` hands over to) and returns the
+// process exit status. SIGINT and SIGTERM end the demo in order.
+func Main(version string, args []string) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return MainIO(ctx, version, args, os.Stdout, os.Stderr)
+}
+
+// MainIO is Main with explicit context and output streams (tests run the demo in-process).
+func MainIO(ctx context.Context, version string, args []string, stdout, stderr io.Writer) int {
+	var cmd Command
+	parser, err := kong.New(&cmd,
+		kong.Name("pbxbridge-demo"),
+		kong.Description("The pbxbridge demo: a simulated PBX, fake Bitrix24, amoCRM and Kommo, demo licences and the daemon with its status page."),
+		kong.UsageOnError(),
+		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
+		kong.Writers(stdout, stderr),
+	)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 2
+	}
+	if _, err := parser.Parse(args); err != nil {
+		fmt.Fprintf(stderr, "pbxbridge-demo: %v\n", err)
+		return 2
+	}
+	g := &cli.Globals{Version: version, Stdout: stdout, Stderr: stderr, Ctx: ctx}
+	return cli.Report(stderr, "pbxbridge demo", cmd.Run(g))
 }

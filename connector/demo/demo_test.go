@@ -1,6 +1,7 @@
-package connector_test
+package demo_test
 
 import (
+	"bytes"
 	"context"
 	"regexp"
 	"strconv"
@@ -9,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pbxbridge/pbxbridge/connector"
+	"github.com/pbxbridge/pbxbridge/connector/demo"
 	"github.com/pbxbridge/pbxbridge/crm/call"
 	"github.com/pbxbridge/pbxbridge/crm/fakecrm"
 )
@@ -20,7 +21,11 @@ func TestDemo(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the whole demo")
 	}
-	out := runCLI(t, 0, "demo", "--duration", "8s", "--speed", "10", "--rate", "3", "--listen", "127.0.0.1:0")
+	var stdout, stderr bytes.Buffer
+	if code := demo.MainIO(context.Background(), "test", []string{"--duration", "8s", "--speed", "10", "--rate", "3", "--listen", "127.0.0.1:0"}, &stdout, &stderr); code != 0 {
+		t.Fatalf("demo: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout.String(), stderr.String())
+	}
+	out := stdout.String()
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	last := lines[len(lines)-1]
 	m := regexp.MustCompile(`^summary: (\d+) calls played, (\d+) built; delivered amo (\d+), b24 (\d+), kommo (\d+); lost 0; dead letters 0$`).FindStringSubmatch(last)
@@ -49,7 +54,7 @@ func TestDemoOutlivesItsCredentials(t *testing.T) {
 	now := time.Now()
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
 	delivered := make(chan string, 16)
-	env, err := connector.StartDemo(context.Background(), connector.DemoOptions{
+	env, err := demo.Start(context.Background(), demo.Options{
 		Speed: 10,
 		B24:   []fakecrm.Bitrix24Option{fakecrm.B24Clock(clock)},
 		Amo:   fakecrm.AmoOptions{Now: clock},

@@ -1,4 +1,4 @@
-package connector_test
+package cli_test
 
 import (
 	"encoding/json"
@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/pbxbridge/pbxbridge/asterisk/transcripts"
+	"github.com/pbxbridge/pbxbridge/connector/internal/golden"
 	"github.com/pbxbridge/pbxbridge/crm/call"
 )
 
@@ -16,13 +17,13 @@ import (
 // as JSON lines in the schema of DESIGN.md §4 (issue 4 acceptance 2).
 func TestReplayCommand(t *testing.T) {
 	for _, name := range transcripts.Scenarios() {
-		want := expectedRecords(t, name)
+		want := golden.Records(t, name)
 		for _, kind := range []string{"ami", "ari"} {
-			file := filepath.Join("..", "asterisk", "transcripts", name+"."+kind)
+			file := filepath.Join("..", "..", "asterisk", "transcripts", name+"."+kind)
 			if kind == "ari" {
 				file += ".jsonl"
 			}
-			out := runCLI(t, 0, "replay", "--config", filepath.Join("..", "asterisk", "transcripts", "lab.yaml"), "--"+kind, file)
+			out := runCLI(t, 0, "replay", "--config", filepath.Join("..", "..", "asterisk", "transcripts", "lab.yaml"), "--"+kind, file)
 			lines := strings.Split(strings.TrimSpace(out), "\n")
 			if len(lines) != len(want) {
 				t.Errorf("%s %s: %d records, want %d", name, kind, len(lines), len(want))
@@ -59,7 +60,7 @@ func TestReplayCommand(t *testing.T) {
 			}
 		}
 	}
-	if _, err := os.Stat(filepath.Join("..", "asterisk", "transcripts", "lab.yaml")); err != nil {
+	if _, err := os.Stat(filepath.Join("..", "..", "asterisk", "transcripts", "lab.yaml")); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -1,4 +1,4 @@
-package connector
+package demo
 
 import "github.com/pbxbridge/pbxbridge/connector/callmodel"
 

@@ -1,4 +1,4 @@
-package connector
+package cli
 
 import (
 	"context"
@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/pbxbridge/pbxbridge/asterisk/ami"
+	"github.com/pbxbridge/pbxbridge/connector/admin"
 	"github.com/pbxbridge/pbxbridge/connector/config"
 	"github.com/pbxbridge/pbxbridge/crm"
 	"github.com/pbxbridge/pbxbridge/licensing"
@@ -220,7 +221,7 @@ func checkARI(ctx context.Context, p config.PBX, timeout time.Duration) doctorLi
 // verifying the licence directory offline.
 func checkLicences(ctx context.Context, g *Globals, cfg *config.Config) []doctorLine {
 	var st licensing.Status
-	if err := NewAdminClient(cfg.Admin.Socket).Do(ctx, http.MethodGet, "/v1/license", nil, &st); err == nil {
+	if err := admin.NewClient(cfg.Admin.Socket).Do(ctx, http.MethodGet, "/v1/license", nil, &st); err == nil {
 		var out []doctorLine
 		for _, c := range st.Connectors {
 			l := doctorLine{ok: c.Allowed, name: "licence " + c.Name, detail: string(c.State)}

@@ -1,4 +1,4 @@
-package connector_test
+package demo_test
 
 import (
 	"bytes"
@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pbxbridge/pbxbridge/connector"
+	"github.com/pbxbridge/pbxbridge/connector/demo"
 	"github.com/pbxbridge/pbxbridge/crm/call"
 )
 
@@ -56,7 +56,7 @@ func TestStatusPageInChromium(t *testing.T) {
 		t.Skip("starts the demo environment")
 	}
 	delivered := make(chan string, 16)
-	env, err := connector.StartDemo(context.Background(), connector.DemoOptions{
+	env, err := demo.Start(context.Background(), demo.Options{
 		Speed: 10,
 		OnDelivered: func(c string, r *call.Record) {
 			if c == "b24-demo" {

@@ -1,0 +1,120 @@
+package cli
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// DemoFlags are the options of the demo; `pbxbridge demo` and the pbxbridge-demo program take
+// the same.
+type DemoFlags struct {
+	Duration time.Duration `help:"Stop after this long (default: until Ctrl-C)."`
+	Rate     float64       `help:"Calls started per second." default:"1"`
+	Speed    float64       `help:"Replay speed of the recorded calls (1 = real time)." default:"3"`
+	Listen   string        `help:"Status page address (the next free port is used when it is taken)." default:"127.0.0.1:8080"`
+	Dir      string        `help:"Keep the demo's state here (default: a temporary directory, removed at the end)." placeholder:"DIR"`
+	Verbose  bool          `help:"Show the daemon's log."`
+}
+
+// Args renders the flags as command-line arguments.
+func (f DemoFlags) Args() []string {
+	args := []string{
+		"--rate=" + fmt.Sprint(f.Rate),
+		"--speed=" + fmt.Sprint(f.Speed),
+		"--listen=" + f.Listen,
+	}
+	if f.Duration > 0 {
+		args = append(args, "--duration="+f.Duration.String())
+	}
+	if f.Dir != "" {
+		args = append(args, "--dir="+f.Dir)
+	}
+	if f.Verbose {
+		args = append(args, "--verbose")
+	}
+	return args
+}
+
+// DemoCmd runs the demo: a simulated PBX replaying real Asterisk transcripts, fake Bitrix24,
+// amoCRM and Kommo servers, demo licences and the daemon with its status page, on this machine.
+//
+// The simulators are not part of this binary (the daemon that runs a real PBX carries no fakes),
+// so the command hands over to the pbxbridge-demo program: the one installed next to this
+// binary or on $PATH, else, in a source checkout of pbxbridge, `go run ./cmd/pbxbridge-demo`
+// (built on first use).
+type DemoCmd struct {
+	DemoFlags
+}
+
+// demoModule is the module whose cmd/pbxbridge-demo the hand-over runs from a source checkout.
+const demoModule = "github.com/pbxbridge/pbxbridge"
+
+// Run replaces this process with the demo program.
+func (c *DemoCmd) Run(g *Globals) error {
+	args := c.Args()
+	exe, _ := os.Executable()
+	for _, p := range []string{filepath.Join(filepath.Dir(exe), "pbxbridge-demo"), lookPath("pbxbridge-demo")} {
+		if p != "" && isExecutable(p) {
+			return execDemo(p, append([]string{p}, args...))
+		}
+	}
+	goBin := lookPath("go")
+	if root := moduleRoot(); root != "" && goBin != "" {
+		fmt.Fprintln(g.Stderr, "pbxbridge demo: building the demo (go run "+demoModule+"/cmd/pbxbridge-demo)…")
+		return execDemo(goBin, append([]string{"go", "run", demoModule + "/cmd/pbxbridge-demo"}, args...))
+	}
+	return &exitError{code: 1, err: errors.New("the demo is not part of the installed package (it carries simulated CRMs " +
+		"and a simulated PBX); run it from a source checkout of pbxbridge with Go installed: go run ./cmd/pbxbridge demo")}
+}
+
+func lookPath(name string) string {
+	p, err := exec.LookPath(name)
+	if err != nil {
+		return ""
+	}
+	return p
+}
+
+func isExecutable(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0
+}
+
+// execDemo replaces this process with the program at path, so that the terminal's Ctrl-C and a
+// service manager's signals reach the demo directly.
+func execDemo(path string, argv []string) error {
+	err := syscall.Exec(path, argv, os.Environ()) //nolint:gosec // our own demo program, no shell
+	return fmt.Errorf("starting the demo: %s: %w", path, err)
+}
+
+// moduleRoot returns the directory of the pbxbridge source checkout that holds the working
+// directory, or "".
+func moduleRoot() string {
+	dir, err := os.Getwd()
+	if err != nil {
+		return ""
+	}
+	for {
+		if f, err := os.Open(filepath.Join(dir, "go.mod")); err == nil {
+			sc := bufio.NewScanner(f)
+			ok := sc.Scan() && strings.TrimSpace(sc.Text()) == "module "+demoModule
+			_ = f.Close()
+			if ok {
+				return dir
+			}
+			return ""
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return ""
+		}
+		dir = parent
+	}
+}
