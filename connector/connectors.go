@@ -271,7 +271,7 @@ func (c *connRT) pushLive(ev *call.Live, m *metrics) {
 }
 
 // bindAccount asks the adapter which CRM account it is authorised to and tells licensing, at
-// start and hourly (licence CRM binding, licensing.md §3.8).
+// start and hourly (licence CRM binding, docs/licensing-design.md §3.8).
 func (d *Daemon) bindAccount(ctx context.Context, c *connRT) {
 	ai, ok := c.adapter.(crm.AccountIdentifier)
 	if !ok {

@@ -96,7 +96,7 @@ func (c *crashDaemon) stop() {
 // TestCrashLosesNothing feeds 1,000 call records to a daemon subprocess, SIGKILLs it at random
 // points three times (while records are being accepted and while they are being delivered),
 // restarts it, and proves that every record was delivered, none was lost and none was delivered
-// twice (issue 3, acceptance 3).
+// twice.
 func TestCrashLosesNothing(t *testing.T) {
 	if testing.Short() || raceEnabled {
 		t.Skip("subprocess crash test: runs without -race and -short (see .ci/run)")

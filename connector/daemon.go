@@ -1,7 +1,7 @@
 // Package connector wires pbxbridge together: the CLI, the daemon's Run loop, its HTTP and admin
 // endpoints, metrics, systemd notification and reload.
 //
-// Start order (DESIGN.md §3): licensing → outbox → CRM adapters and their delivery workers →
+// Start order (docs/design.md §3): licensing → outbox → CRM adapters and their delivery workers →
 // HTTP endpoints and admin API → Asterisk sources. Stop is the reverse: sources stop first, the
 // call model's open calls are flushed into the outbox, deliveries drain for
 // dispatch.drain_timeout, adapters close, the outbox closes, and the endpoints stop last.

@@ -148,7 +148,7 @@ func TestDaemonDeliversPBXCalls(t *testing.T) {
 		t.Fatalf("directions %v", byDir)
 	}
 
-	// Metrics: the outbox and delivery series (issue 3 acceptance 6).
+	// Metrics: the outbox and delivery series.
 	rec := httptest.NewRecorder()
 	d.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
 	if rec.Code != http.StatusOK {
@@ -217,8 +217,7 @@ func TestDaemonDeliversPBXCalls(t *testing.T) {
 	}
 }
 
-// A dead letter is listed by `outbox list --dead` and re-queued by `outbox retry` (issue 3
-// acceptance 4), through the admin socket, as an operator would.
+// A dead letter is listed by `outbox list --dead` and re-queued by `outbox retry`, through the admin socket, as an operator would.
 func TestDeadLetterListAndRetry(t *testing.T) {
 	pbx, err := fakepbx.Start(fakepbx.Config{Speed: 20})
 	if err != nil {

@@ -11,7 +11,7 @@ import (
 )
 
 // route decides which calls reach one connector: its PBXs, directions and include/exclude
-// filters (DESIGN.md §7). It is immutable and safe for concurrent use.
+// filters (docs/design.md §7). It is immutable and safe for concurrent use.
 type route struct {
 	pbx        map[string]bool
 	directions map[call.Direction]bool

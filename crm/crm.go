@@ -194,7 +194,7 @@ type Params struct {
 	// means the adapter builds its own with crm/internal/httpclient defaults.
 	HTTPClient *http.Client
 	// ObserveServerDate, when non-nil, is given the Date header of each TLS-verified CRM
-	// response (licensing time floor, licensing.md §3.5).
+	// response (licensing time floor, docs/licensing-design.md §3.5).
 	ObserveServerDate func(time.Time)
 }
 

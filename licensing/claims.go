@@ -49,7 +49,7 @@ const (
 	maxListLength = 1024
 )
 
-// Claims is the payload of a licence or revocation token (schema v1, licensing.md §3.2).
+// Claims is the payload of a licence or revocation token (schema v1, docs/licensing-design.md §3.2).
 type Claims struct {
 	V           int             `json:"v"`
 	Iss         string          `json:"iss"`

@@ -1,5 +1,5 @@
 // Package licensing verifies pbxbridge licences offline and gates each connector instance's CRM
-// actions on them. The design is ../shared/docs/licensing.md §3; deviations are noted where they
+// actions on them. The design is docs/licensing-design.md §3; deviations are noted where they
 // occur.
 //
 // # Tokens

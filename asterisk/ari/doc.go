@@ -1,6 +1,6 @@
 // Package ari is pbxbridge's own thin Asterisk REST Interface client on net/http and
 // github.com/coder/websocket, written instead of CyCoreSystems/ari/v6 whose defects are listed
-// in deps.md §2.2. It delivers the same normalised events as the AMI transport, so the call
+// in docs/deps.md §2.2. It delivers the same normalised events as the AMI transport, so the call
 // model works unchanged on either.
 //
 // The layers, bottom up:

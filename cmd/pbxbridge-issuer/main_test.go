@@ -45,7 +45,7 @@ func run(t *testing.T, bin string, env []string, args ...string) (string, int) {
 }
 
 // TestDevKeyringOnlyInDevkeysBuilds builds the real binary twice. The acceptance scenario of
-// issue 5 passes in the devkeys build with PBXBRIDGE_DEV_KEYRING set; the build without the tag
+// the licensing scenario passes in the devkeys build with PBXBRIDGE_DEV_KEYRING set; the build without the tag
 // ignores the variable and rejects the same licence as signed by an unknown key (exit 2).
 func TestDevKeyringOnlyInDevkeysBuilds(t *testing.T) {
 	if testing.Short() {

@@ -14,7 +14,7 @@ import (
 
 // `pbxbridge replay --config asterisk/transcripts/lab.yaml --ami|--ari FILE` prints, for every
 // transcript, the records of connector/callmodel/testdata (derived by hand from the meta files),
-// as JSON lines in the schema of DESIGN.md §4 (issue 4 acceptance 2).
+// as JSON lines in the schema of docs/design.md §4.
 func TestReplayCommand(t *testing.T) {
 	for _, name := range transcripts.Scenarios() {
 		want := golden.Records(t, name)

@@ -24,7 +24,7 @@ var (
 	amoUser = map[string]int64{"101": 504141, "102": 504142, "103": 504143}
 )
 
-// Part D of crm-apis.md, written out independently of the adapters.
+// Part D of docs/crm-apis.md, written out independently of the adapters.
 func partD(r *call.Record) (b24 string, amo int) {
 	switch r.Disposition {
 	case call.Answered:
@@ -56,7 +56,7 @@ func owner(r *call.Record) string {
 }
 
 // TestCRMsEndToEnd plays every shared transcript through the simulated PBX, the daemon and the
-// fake Bitrix24, amoCRM and Kommo (issue 6 acceptance 1, issue 7 acceptance 1): each external
+// fake Bitrix24, amoCRM and Kommo: each external
 // call appears once in every CRM with the right user, direction, duration and status; inbound
 // cards are registered before the answer, shown to every ringing agent and hidden from those who
 // did not answer; missed calls create tasks; unknown numbers become incoming leads.
@@ -283,7 +283,7 @@ func digits(s string) string {
 }
 
 // A daemon restarted in the middle of calls (systemctl restart) loses none of them and logs none
-// twice, in any CRM (issue 6 acceptance 2, restart part; kill -9 is the fault suite's).
+// twice, in any CRM.
 func TestRestartMidCall(t *testing.T) {
 	if testing.Short() {
 		t.Skip("real-time calls")

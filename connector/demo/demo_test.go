@@ -16,7 +16,7 @@ import (
 )
 
 // The demo runs the whole product with nothing installed and ends with a summary: calls
-// delivered to every CRM, none lost (issue 8 acceptance 1, with a shorter duration).
+// delivered to every CRM, none lost.
 func TestDemo(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the whole demo")

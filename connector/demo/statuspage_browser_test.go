@@ -43,7 +43,7 @@ func dumpDOM(t *testing.T, browser, url string) string {
 
 // The status page rendered in a real browser shows the connectors with their licences, the
 // outbox, and the last calls with their delivery state per CRM; a call's page shows its
-// timeline (issue 8 acceptance 2 and 3).
+// timeline.
 func TestStatusPageInChromium(t *testing.T) {
 	browser := chromium()
 	if browser == "" {

@@ -2,6 +2,6 @@
 // (asterisk/fakepbx) feeding the AMI source (asterisk/ami) into the call model
 // (connector/callmodel), wired as the daemon wires them. It has no non-test code.
 //
-// TestAMIReconnectMidCall (acceptance 3 of issue 4) is excluded (build tag "ignore") until the
+// TestAMIReconnectMidCall is excluded (build tag "ignore") until the
 // call model's Builder is on main.
 package e2e

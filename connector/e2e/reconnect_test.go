@@ -236,7 +236,7 @@ func count(evs []asterisk.Event, typ asterisk.Type) int {
 var scenarios = []string{"inbound_answered", "outbound_answered", "inbound_missed",
 	"attended_transfer", "blind_transfer", "outbound_no_answer"}
 
-// TestAMIReconnectMidCall is acceptance 3 of issue 4: the fake PBX drops the AMI connection in the
+// TestAMIReconnectMidCall: the fake PBX drops the AMI connection in the
 // middle of calls; the source reconnects within 2 s; those calls still come out with the right
 // disposition, and no open call is left behind. The "outage" case keeps AMI unreachable for
 // 6 s of call time, so several calls end while the connection is down and are finished from

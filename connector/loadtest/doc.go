@@ -1,4 +1,4 @@
-// Package loadtest is pbxbridge's load and fault harness (issue 9). It runs the product the way
+// Package loadtest is pbxbridge's load and fault harness. It runs the product the way
 // a PBX host runs it and measures it from the outside:
 //
 //   - PBX: a simulated Asterisk (asterisk/fakepbx) replays the real transcripts at a chosen call

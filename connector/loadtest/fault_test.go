@@ -1,6 +1,6 @@
 package loadtest_test
 
-// The fault suite (issue 9): the daemon runs as a subprocess under generated load while things
+// The fault suite: the daemon runs as a subprocess under generated load while things
 // break, and every test checks the fake CRMs' state by record key: nothing lost, nothing twice.
 // The short form runs with `go test` (not under -short or -race, see skipSubprocess); the full
 // form with PBXBRIDGE_FAULT_FULL=1 (make fault).

@@ -1,5 +1,5 @@
 // Package replay runs a recorded PBX event stream through the call model and prints the finished
-// calls as JSON lines in the schema of DESIGN.md §4 (call.Record). It backs
+// calls as JSON lines in the schema of docs/design.md §4 (call.Record). It backs
 // `pbxbridge replay --ami FILE` and `--ari FILE`, and the golden tests.
 //
 // Replay is deterministic: the same input and options always print the same bytes. Event times

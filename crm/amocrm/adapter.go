@@ -1,10 +1,10 @@
 // Package amocrm is the amoCRM and Kommo connector (types "amocrm" and "kommo": one API v4,
-// crm-apis.md Parts B and C, different hosts and defaults).
+// docs/crm-apis.md Parts B and C, different hosts and defaults).
 //
 // What it does with a finished call (Deliver):
 //
 //   - logs it with POST /api/v4/calls (direction, duration, source, phone, uniq = Record.Key(),
-//     link = signed recording URL, call_status per crm-apis.md Part D, call_responsible /
+//     link = signed recording URL, call_status per docs/crm-apis.md Part D, call_responsible /
 //     responsible_user_id / created_by from the extension → user mapping, created_at). Concurrent
 //     Deliver calls are coalesced into batches of up to batch.max (50) calls per request; each
 //     Deliver gets its own item's outcome. The daemon should run at least batch.max Deliver calls
@@ -409,7 +409,7 @@ func (a *Adapter) callItem(rec *call.Record) api.Call {
 	return c
 }
 
-// callStatus maps the outcome to call_status (crm-apis.md Part D).
+// callStatus maps the outcome to call_status (docs/crm-apis.md Part D).
 func callStatus(rec *call.Record) int {
 	if rec.HasFlag("voicemail") {
 		return api.StatusVoicemail

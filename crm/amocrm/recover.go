@@ -19,7 +19,7 @@ import (
 // Closing the lost-answer window of POST /api/v4/calls.
 //
 // amoCRM cannot be asked for a call by its uniq, and whether it de-duplicates on uniq is
-// unconfirmed (crm-apis.md Part E.7). What it can list are the call_in/call_out notes a logged
+// unconfirmed (docs/crm-apis.md Part E.7). What it can list are the call_in/call_out notes a logged
 // call becomes, with the uniq in their params. So before a calls request the record's call
 // field is set durably to "sent:<unix time>"; the answer replaces it (logged, or cleared when
 // amoCRM's answer says the call was not placed), and an answer that leaves the outcome unknown

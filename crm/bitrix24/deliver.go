@@ -118,7 +118,7 @@ func (a *Adapter) finishExt(rec *call.Record) string {
 	return registerExt(rec)
 }
 
-// statusCode maps the outcome to finish's STATUS_CODE and FAILED_REASON (crm-apis.md Part D).
+// statusCode maps the outcome to finish's STATUS_CODE and FAILED_REASON (docs/crm-apis.md Part D).
 func statusCode(rec *call.Record) (string, string) {
 	switch rec.Disposition {
 	case call.Answered:

@@ -1,7 +1,7 @@
 // Package bitrix24 is the Bitrix24 connector (type "bitrix24"): it shows the incoming-call card
 // while a call rings, logs finished calls with their recordings under the right employee,
 // creates missed-call follow-ups, serves click-to-call and web-form callbacks, and answers
-// responsible-manager and caller-name look-ups. The wire contract is crm-apis.md Part A; the
+// responsible-manager and caller-name look-ups. The wire contract is docs/crm-apis.md Part A; the
 // typed REST client is package api.
 //
 // How it meets the crm contract:

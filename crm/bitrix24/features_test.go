@@ -236,7 +236,7 @@ func TestRecordingModes(t *testing.T) {
 	})
 }
 
-// TestProbe (acceptance 6): the probe reports authorisation, scope, telephony rights and user
+// TestProbe: the probe reports authorisation, scope, telephony rights and user
 // mapping in plain words.
 func TestProbe(t *testing.T) {
 	find := func(cs []crm.Check, name string) crm.Check {

@@ -108,7 +108,7 @@ func TestClickToCall(t *testing.T) {
 	mustf(t, len(s.Calls) == 1, "%d calls in the portal, want 1", len(s.Calls))
 }
 
-// TestClickToCallWrongToken (acceptance 5): a wrong or missing application_token answers 401,
+// TestClickToCallWrongToken: a wrong or missing application_token answers 401,
 // counts a metric and originates nothing.
 func TestClickToCallWrongToken(t *testing.T) {
 	f := crmtest.StartBitrix24(t)

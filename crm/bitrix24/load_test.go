@@ -55,7 +55,7 @@ func deliverAll(a *Adapter, recs []*call.Record, workers int) []error {
 	return errs
 }
 
-// TestTokenExpiryDuringBurst (acceptance 3): the access token expires while 50 calls are being
+// TestTokenExpiryDuringBurst: the access token expires while 50 calls are being
 // delivered concurrently; exactly one refresh happens and every call is logged once. The
 // rotated refresh token is persisted: a new adapter on the same state directory refreshes again.
 func TestTokenExpiryDuringBurst(t *testing.T) {
@@ -122,7 +122,7 @@ func newEnvState(t *testing.T, f *fakecrm.Bitrix24, dir string) *env {
 // keepTokens stops newEnv from writing fresh tokens.
 func keepTokens() envOpt { return func(p *crm.Params, _ *Config) { p.Type = "keep-tokens" } }
 
-// TestRateLimitedBacklog (acceptance 4): the fake portal refuses above 2 req/s with a burst of
+// TestRateLimitedBacklog: the fake portal refuses above 2 req/s with a burst of
 // 50; 200 answered inbound calls are queued behind 16 workers. The client-side bucket must keep
 // the portal from refusing anything, and each call must take at most 3 requests once the user
 // cache is warm.

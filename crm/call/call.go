@@ -34,7 +34,7 @@ const (
 )
 
 // Record is one finished external call (one Asterisk Linkedid): the core contract between the
-// call model, the outbox and every CRM adapter. Its JSON form is the schema of DESIGN.md §4,
+// call model, the outbox and every CRM adapter. Its JSON form is the schema of docs/design.md §4,
 // printed by `pbxbridge replay` and stored in the outbox; the fields after Recording are
 // documented optional extensions (omitted when empty).
 type Record struct {

@@ -1,6 +1,6 @@
 package fakecrm
 
-// The fake amoCRM / Kommo server (crm-apis.md Parts B and C, checklist B.15).
+// The fake amoCRM / Kommo server (docs/crm-apis.md Parts B and C, checklist B.15).
 
 import (
 	"context"

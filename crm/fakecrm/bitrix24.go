@@ -20,7 +20,7 @@ import (
 	"time"
 )
 
-// Bitrix24 is a fake Bitrix24 portal and OAuth server built from crm-apis.md Part A (checklist
+// Bitrix24 is a fake Bitrix24 portal and OAuth server built from docs/crm-apis.md Part A (checklist
 // A.9): REST routing for webhooks and OAuth apps, the error envelopes, a leaky bucket per client
 // IP, token expiry and refresh-token rotation, the telephony call state machine with the
 // 30-minute de-duplication of register (and, optionally, the platform bug that hands out one

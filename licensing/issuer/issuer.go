@@ -2,7 +2,7 @@
 // of terms, and issuing, renewing, transferring and revoking tokens. It is used by
 // cmd/pbxbridge-issuer and by tests; it is never linked into the daemon.
 //
-// All business arithmetic happens here (licensing.md §3.1): the daemon only compares the signed
+// All business arithmetic happens here (docs/licensing-design.md §3.1): the daemon only compares the signed
 // dates. Every token issued here passes the daemon's own Verifier before it is written.
 package issuer
 

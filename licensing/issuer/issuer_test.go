@@ -17,7 +17,7 @@ import (
 	"github.com/pbxbridge/pbxbridge/licensing/licensecli"
 )
 
-// TestMonthTermEnd is the calendar table of licensing.md §3.6.
+// TestMonthTermEnd is the calendar table of docs/licensing-design.md §3.6.
 func TestMonthTermEnd(t *testing.T) {
 	cases := []struct {
 		start  string
@@ -135,7 +135,7 @@ func onlyKey(t *testing.T, dir, ext string) string {
 	return m[0]
 }
 
-// TestCLIFlow runs the acceptance scenario of issue 5 through the issuer and the daemon-side
+// TestCLIFlow runs the licensing acceptance scenario through the issuer and the daemon-side
 // commands: key gen, issue, verify at several dates, a one-character change, an unknown key;
 // then renew, transfer, revoke and dry runs.
 func TestCLIFlow(t *testing.T) {

@@ -8,7 +8,7 @@ import (
 )
 
 // MonthTermEnd returns the inclusive last day of a term of n calendar months starting on start,
-// under the legal rule for terms counted in months (ГК РФ art. 192, licensing.md §3.6): the term
+// under the legal rule for terms counted in months (ГК РФ art. 192, docs/licensing-design.md §3.6): the term
 // runs out on the corresponding date of its last month, so its last full day is the day before;
 // if the last month has no such date, the term ends on that month's last day. So Jan 15 + 1 month
 // ends Feb 14, and Jan 31 + 1 month ends on the last day of February. A renewal starting the day
@@ -36,7 +36,7 @@ type Plan struct {
 
 // PlanTerm computes the term for months calendar months (or days days, for trials) from start and
 // the grace period: grace_until = end + graceDays ("payment fewer than 7 days late keeps the licence
-// running" is graceDays = 6, licensing.md §3.17 question 2).
+// running" is graceDays = 6, docs/licensing-design.md §3.17 question 2).
 func PlanTerm(start licensing.Date, months, days, graceDays int) (Plan, error) {
 	if start.IsZero() {
 		return Plan{}, fmt.Errorf("a start date is required")

@@ -1,4 +1,4 @@
-// Package api is a thin typed client of the amoCRM / Kommo API v4 (crm-apis.md Parts B and C):
+// Package api is a thin typed client of the amoCRM / Kommo API v4 (docs/crm-apis.md Parts B and C):
 // the requests the pbxbridge adapter makes, their JSON shapes, the error model and the decoders.
 // It knows nothing about calls records or configuration; package amocrm maps records onto it.
 //

@@ -11,7 +11,7 @@ import (
 	"unicode/utf8"
 )
 
-// Error is a non-success answer of amoCRM/Kommo (problem+json, crm-apis.md B.3), or a refusal
+// Error is a non-success answer of amoCRM/Kommo (problem+json, docs/crm-apis.md B.3), or a refusal
 // made by the client itself while the account is blocked.
 type Error struct {
 	Method, Path string

@@ -7,7 +7,7 @@ import (
 	"strconv"
 )
 
-// TokenRequest is the body of POST /oauth2/access_token (crm-apis.md B.2.2).
+// TokenRequest is the body of POST /oauth2/access_token (docs/crm-apis.md B.2.2).
 type TokenRequest struct {
 	ClientID     string `json:"client_id"`
 	ClientSecret string `json:"client_secret"`
@@ -127,7 +127,7 @@ type Call struct {
 	RequestID         string `json:"request_id,omitempty"`
 }
 
-// Call statuses (B.5; mapping policy in crm-apis.md Part D).
+// Call statuses (B.5; mapping policy in docs/crm-apis.md Part D).
 const (
 	StatusVoicemail    = 1
 	StatusCallBack     = 2

@@ -1,4 +1,4 @@
-// Package api is a thin typed client for the Bitrix24 REST API (crm-apis.md Part A): the
+// Package api is a thin typed client for the Bitrix24 REST API (docs/crm-apis.md Part A): the
 // transport (JSON POST to /rest/<method>.json, success and error envelopes, batch), the two
 // authentication modes (local-application OAuth with refresh-on-expiry, and the legacy inbound
 // webhook), a client-side leaky bucket, and one typed wrapper per method the pbxbridge adapter

@@ -7,7 +7,7 @@ import (
 	"time"
 )
 
-// Bitrix24 error codes the client and the adapter act on (crm-apis.md A.1.3). Codes arrive in
+// Bitrix24 error codes the client and the adapter act on (docs/crm-apis.md A.1.3). Codes arrive in
 // upper and lower case: compare them with IsCode.
 //
 //nolint:gosec // error codes, not credentials

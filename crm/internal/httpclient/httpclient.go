@@ -1,5 +1,5 @@
 // Package httpclient builds the HTTP client every CRM adapter uses: resty on top of
-// go-retryablehttp with the five settings deps.md §2.3 makes mandatory:
+// go-retryablehttp with the five settings docs/deps.md §2.3 makes mandatory:
 //
 //  1. no library loggers (a redacting slog logger of ours at debug level);
 //  2. retryablehttp's PassthroughErrorHandler, so the last response and its body reach the caller;
