@@ -8,10 +8,11 @@ import (
 	"fmt"
 	"io/fs"
 	"maps"
-	"os"
 	"path/filepath"
 	"slices"
 	"time"
+
+	"github.com/pbxbridge/pbxbridge/licensing/internal/owner"
 )
 
 // StateMirror is a second store of the licence memory (time high-water mark, anti-rollback revs,
@@ -59,7 +60,7 @@ func (m FileMirror) Save(ctx context.Context, blob []byte) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if err := os.MkdirAll(filepath.Dir(m.Path), 0o750); err != nil {
+	if err := owner.MkdirAll(filepath.Dir(m.Path), 0o750); err != nil {
 		return fmt.Errorf("saving licence state mirror: %w", err)
 	}
 	if err := writeFileAtomic(m.Path, blob, 0o600); err != nil {

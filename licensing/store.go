@@ -14,6 +14,8 @@ import (
 	"path/filepath"
 	"slices"
 	"time"
+
+	"github.com/pbxbridge/pbxbridge/licensing/internal/owner"
 )
 
 // StateFile is the name of the licence state file in the daemon's state directory.
@@ -174,7 +176,7 @@ func SaveMemory(path string, key []byte, st *Memory) error {
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+	if err := owner.MkdirAll(filepath.Dir(path), 0o750); err != nil {
 		return fmt.Errorf("saving licence state: %w", err)
 	}
 	if err := writeFileAtomic(path, data, 0o600); err != nil {
@@ -190,7 +192,9 @@ func mac(key, data []byte) []byte {
 }
 
 // writeFileAtomic writes data to a temporary file in path's directory, syncs it and renames it
-// over path, so readers see the old or the new content, never a mix.
+// over path, so readers see the old or the new content, never a mix. Run as root in a directory
+// owned by another user (the CLI under sudo, in the service user's state directory), the file is
+// given to that user before it appears, so the service can always read and replace it.
 func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
 	dir := filepath.Dir(path)
 	f, err := os.CreateTemp(dir, ".tmp-"+filepath.Base(path)+"-*")
@@ -199,6 +203,10 @@ func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
 	}
 	tmp := f.Name()
 	defer func() { _ = os.Remove(tmp) }() // fails harmlessly after a successful rename
+	if err := owner.File(f, dir); err != nil {
+		f.Close()
+		return err
+	}
 	if _, err := f.Write(data); err != nil {
 		f.Close()
 		return err

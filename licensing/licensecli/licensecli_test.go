@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -472,5 +473,37 @@ func TestDemoLicenceOutsideDemo(t *testing.T) {
 	}
 	if entries, _ := os.ReadDir(f.env.Dir); len(entries) != 0 {
 		t.Fatalf("installed: %v", entries)
+	}
+}
+
+// TestRootWritesAsServiceUser: run as root (sudo) with the state and licence directories owned by
+// the service user (uid 65534 here), `request` and `install` leave files that user owns, so the
+// daemon can read them. Skipped unless the test runs as root.
+func TestRootWritesAsServiceUser(t *testing.T) {
+	t.Parallel()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	const svc = 65534
+	f := newFixture(t)
+	f.env.Host = nil // the system host source: `request` writes the install id
+	for _, d := range []string{f.env.StateDir, f.env.Dir} {
+		must(t, os.MkdirAll(d, 0o750))
+		must(t, os.Chown(d, svc, svc))
+	}
+	if out, code := f.run("request", "--connector", "kommo"); code != 0 {
+		t.Fatalf("request: %s", out)
+	}
+	if out, code := f.run("install", f.issue("L-1", 1, "2026-03-01", "2026-03-31", "2026-04-06", false)); code != 0 {
+		t.Fatalf("install: %s", out)
+	}
+	for _, p := range []string{filepath.Join(f.env.StateDir, licensing.InstallIDFile), filepath.Join(f.env.Dir, "bitrix24-L-1-r1-2026-03-01.lic")} {
+		st, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s := st.Sys().(*syscall.Stat_t); s.Uid != svc || s.Gid != svc {
+			t.Errorf("%s: owner %d:%d, want %d:%d", p, s.Uid, s.Gid, svc, svc)
+		}
 	}
 }
