@@ -6,9 +6,9 @@ import (
 )
 
 // Account is the CRM account a connector instance reports once it has authenticated with its CRM
-// (§3.8). Bitrix24 adapters fill Domain (portal domain, e.g. "romashka.bitrix24.ru") and, where
-// the API gives it, MemberID. amoCRM and Kommo adapters fill AccountID and Subdomain from
-// GET /api/v4/account.
+// (§3.8). Adapters of BindingDomain types (Bitrix24) fill Domain (portal domain, e.g.
+// "romashka.bitrix24.ru") and, where the API gives it, MemberID. Adapters of BindingAccount types
+// (amoCRM, Kommo) fill AccountID and Subdomain (GET /api/v4/account).
 type Account struct {
 	Domain    string `json:"domain,omitempty"`
 	MemberID  string `json:"member_id,omitempty"`
@@ -47,13 +47,13 @@ func (b *CRMBinding) String() string {
 }
 
 // matchAccount reports whether a binding accepts the account. A nil binding accepts any account.
-// Bitrix24: the domain must match; member_id must match when both sides have it. amoCRM/Kommo:
-// every field the binding sets must match.
-func matchAccount(b *CRMBinding, connector string, a Account) bool {
+// BindingDomain: the domain must match; member_id must match when both sides have it.
+// BindingAccount: every field the binding sets must match.
+func matchAccount(b *CRMBinding, kind Binding, a Account) bool {
 	if b == nil {
 		return true
 	}
-	if connector == ConnectorBitrix24 {
+	if kind == BindingDomain {
 		if normHost(b.Bitrix24Domain) != normHost(a.Domain) || a.Domain == "" {
 			return false
 		}
@@ -70,4 +70,17 @@ func matchAccount(b *CRMBinding, connector string, a Account) bool {
 
 // AccountMatches reports whether l's CRM binding accepts the account (always true when l is not
 // CRM-bound).
-func AccountMatches(l *License, a Account) bool { return matchAccount(l.claims.CRM, l.Connector(), a) }
+func AccountMatches(l *License, a Account) bool { return matchAccount(l.claims.CRM, l.binding, a) }
+
+// BindingOf converts an account to the binding a licence for it would carry under kind.
+func BindingOf(kind Binding, a Account) *CRMBinding {
+	switch {
+	case a.IsZero():
+		return nil
+	case kind == BindingDomain && a.Domain != "":
+		return &CRMBinding{Bitrix24Domain: a.Domain, MemberID: a.MemberID}
+	case kind == BindingAccount && (a.AccountID != 0 || a.Subdomain != ""):
+		return &CRMBinding{AccountID: a.AccountID, Subdomain: a.Subdomain}
+	}
+	return nil
+}

@@ -17,7 +17,7 @@ func BenchmarkAllowed(b *testing.B) {
 	c.Seats = &licensing.Seats{Extensions: intPtr(1)}
 	e.write("l.lic", sign(b, keys.paid, c))
 	e.reload()
-	e.register("b24", licensing.ConnectorBitrix24, "101", "102", "103")
+	e.register("b24", b24, "101", "102", "103")
 	if !e.svc.Allowed("b24") || !e.svc.ExtensionAllowed("b24", "101") || e.svc.ExtensionAllowed("b24", "103") {
 		b.Fatal("setup")
 	}
@@ -65,7 +65,7 @@ func BenchmarkReload(b *testing.B) {
 		e.write(fmt.Sprintf("l%d.lic", i), sign(b, keys.paid, c))
 	}
 	for i := range 10 {
-		e.register(fmt.Sprintf("b24-%d", i), licensing.ConnectorBitrix24)
+		e.register(fmt.Sprintf("b24-%d", i), b24)
 	}
 	ctx := context.Background()
 	b.ReportAllocs()

@@ -23,22 +23,6 @@ const (
 	ImplicitAssertion = "pbxbridge-license:v1" // PASETO implicit assertion (never transmitted)
 )
 
-// Connector types a licence can enable.
-const (
-	ConnectorBitrix24 = "bitrix24"
-	ConnectorAmoCRM   = "amocrm"
-	ConnectorKommo    = "kommo"
-)
-
-// KnownConnector reports whether typ is a connector type licences exist for.
-func KnownConnector(typ string) bool {
-	switch typ {
-	case ConnectorBitrix24, ConnectorAmoCRM, ConnectorKommo:
-		return true
-	}
-	return false
-}
-
 // Sanity caps checked by the verifier (§3.4 step 7).
 const (
 	MaxTrialDays  = 14 // a trial term is at most 14 days, start and end included
@@ -76,8 +60,9 @@ type Claims struct {
 	RevokedKIDs []string        `json:"revoked_kids,omitempty"` // revocation tokens
 }
 
-// CRMBinding binds a licence to one CRM account (§3.8). Bitrix24 uses the portal domain and,
-// where available, member_id; amoCRM and Kommo use the account id and/or subdomain.
+// CRMBinding binds a licence to one CRM account (§3.8). Which fields apply depends on the
+// connector type's Binding: BindingDomain types (Bitrix24) use the portal domain and, where
+// available, member_id; BindingAccount types (amoCRM, Kommo) use the account id and/or subdomain.
 type CRMBinding struct {
 	Bitrix24Domain string `json:"bitrix24_domain,omitempty"`
 	MemberID       string `json:"member_id,omitempty"`
@@ -270,39 +255,39 @@ func knownType(t keyring.Type) bool {
 }
 
 // validateClaims performs the semantic checks of §3.4 step 7 that do not depend on the key, and
-// returns the term's location for licence tokens.
-func validateClaims(c *Claims, version string) (*time.Location, error) {
+// returns the term's location and the connector's binding kind for licence tokens.
+func validateClaims(c *Claims, version string, cs Connectors) (*time.Location, Binding, error) {
 	if c.V != SchemaVersion {
-		return nil, fmt.Errorf("unknown schema version v=%d", c.V)
+		return nil, "", fmt.Errorf("unknown schema version v=%d", c.V)
 	}
 	if c.Iss != Issuer {
-		return nil, fmt.Errorf("iss %q is not %q", c.Iss, Issuer)
+		return nil, "", fmt.Errorf("iss %q is not %q", c.Iss, Issuer)
 	}
 	if c.IAT.IsZero() {
-		return nil, errors.New("iat missing")
+		return nil, "", errors.New("iat missing")
 	}
 	for _, cr := range c.Crit {
 		if !slices.Contains(knownCrit, cr) {
-			return nil, fmt.Errorf("unknown critical extension %q", cr)
+			return nil, "", fmt.Errorf("unknown critical extension %q", cr)
 		}
 	}
 	if c.MinVersion != "" {
 		if _, err := parseVersion(c.MinVersion); err != nil {
-			return nil, fmt.Errorf("min_version: %w", err)
+			return nil, "", fmt.Errorf("min_version: %w", err)
 		}
 		if version != "" {
 			if v, err := parseVersion(version); err == nil && compareVersion(v, mustVersion(c.MinVersion)) < 0 {
-				return nil, fmt.Errorf("requires pbxbridge %s or newer (this is %s)", c.MinVersion, version)
+				return nil, "", fmt.Errorf("requires pbxbridge %s or newer (this is %s)", c.MinVersion, version)
 			}
 		}
 	}
 	switch c.Typ {
 	case keyring.TypeRevocation:
-		return nil, validateRevocation(c)
+		return nil, "", validateRevocation(c)
 	case keyring.TypePaid, keyring.TypeNFR, keyring.TypeTrial, keyring.TypeDemo:
-		return validateLicence(c)
+		return validateLicence(c, cs)
 	}
-	return nil, fmt.Errorf("unknown typ %q", c.Typ)
+	return nil, "", fmt.Errorf("unknown typ %q", c.Typ)
 }
 
 func validateRevocation(c *Claims) error {
@@ -344,66 +329,67 @@ func isLIDRune(r rune) bool {
 	return r >= 'A' && r <= 'Z' || r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.'
 }
 
-func validateLicence(c *Claims) (*time.Location, error) {
+func validateLicence(c *Claims, cs Connectors) (*time.Location, Binding, error) {
 	if err := checkLID(c.LID); err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	if c.Rev < 1 {
-		return nil, errors.New("rev must be >= 1")
+		return nil, "", errors.New("rev must be >= 1")
 	}
 	if c.Sub == "" || len(c.Sub) > maxStrLen || len(c.Licensee) > maxStrLen {
-		return nil, errors.New("sub must be 1..256 bytes and licensee at most 256")
+		return nil, "", errors.New("sub must be 1..256 bytes and licensee at most 256")
 	}
-	if !KnownConnector(c.Connector) {
-		return nil, fmt.Errorf("unknown connector %q", c.Connector)
+	kind, ok := cs.Binding(c.Connector)
+	if !ok {
+		return nil, "", cs.unknownConnector(c.Connector)
 	}
 	if c.Term == nil || c.Term.Start.IsZero() || c.Term.End.IsZero() || c.GraceUntil == nil {
-		return nil, errors.New("term and grace_until are required")
+		return nil, "", errors.New("term and grace_until are required")
 	}
 	if c.Seq != 0 || len(c.Revoked) > 0 || len(c.RevokedKIDs) > 0 {
-		return nil, errors.New("licence token carries revocation claims")
+		return nil, "", errors.New("licence token carries revocation claims")
 	}
 	loc, err := loadTZ(c.Term.TZ)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	t := c.Term
 	if t.End.Before(t.Start) || c.GraceUntil.Before(t.End) {
-		return nil, fmt.Errorf("want start <= end <= grace_until, got %s, %s, %s", t.Start, t.End, c.GraceUntil)
+		return nil, "", fmt.Errorf("want start <= end <= grace_until, got %s, %s, %s", t.Start, t.End, c.GraceUntil)
 	}
 	if t.Start.DaysUntil(*c.GraceUntil) > 366*120 {
-		return nil, errors.New("term longer than 120 years")
+		return nil, "", errors.New("term longer than 120 years")
 	}
 	if g := t.End.DaysUntil(*c.GraceUntil); g > MaxGraceDays {
-		return nil, fmt.Errorf("grace of %d days exceeds %d", g, MaxGraceDays)
+		return nil, "", fmt.Errorf("grace of %d days exceeds %d", g, MaxGraceDays)
 	}
 	if c.Typ == keyring.TypeTrial {
 		if n := t.Start.DaysUntil(t.End) + 1; n > MaxTrialDays {
-			return nil, fmt.Errorf("trial of %d days exceeds %d", n, MaxTrialDays)
+			return nil, "", fmt.Errorf("trial of %d days exceeds %d", n, MaxTrialDays)
 		}
 		if *c.GraceUntil != t.End {
-			return nil, errors.New("a trial has no grace")
+			return nil, "", errors.New("a trial has no grace")
 		}
 	}
-	if err := validateCRM(c); err != nil {
-		return nil, err
+	if err := validateCRM(c, kind); err != nil {
+		return nil, "", err
 	}
 	if c.Seats != nil {
 		for _, p := range []*int{c.Seats.CRMUsers, c.Seats.Extensions} {
 			if p != nil && (*p < 0 || *p > 1_000_000) {
-				return nil, errors.New("seats out of range")
+				return nil, "", errors.New("seats out of range")
 			}
 		}
 	}
 	if o := c.Overage; o != nil {
 		if math.IsNaN(o.Ratio) || o.Ratio < 0 || o.Ratio > 1 || o.Hours < 0 || o.Hours > 24*31 {
-			return nil, errors.New("overage out of range (ratio 0..1, hours 0..744)")
+			return nil, "", errors.New("overage out of range (ratio 0..1, hours 0..744)")
 		}
 	}
 	if err := validateHosts(c); err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	return loc, nil
+	return loc, kind, nil
 }
 
 func loadTZ(name string) (*time.Location, error) {
@@ -417,7 +403,7 @@ func loadTZ(name string) (*time.Location, error) {
 	return loc, nil
 }
 
-func validateCRM(c *Claims) error {
+func validateCRM(c *Claims, kind Binding) error {
 	b := c.CRM
 	if b == nil {
 		if c.Typ == keyring.TypeDemo {
@@ -425,23 +411,8 @@ func validateCRM(c *Claims) error {
 		}
 		return nil
 	}
-	for _, s := range []string{b.Bitrix24Domain, b.MemberID, b.Subdomain} {
-		if len(s) > maxStrLen {
-			return errors.New("crm binding value too long")
-		}
-	}
-	switch c.Connector {
-	case ConnectorBitrix24:
-		if b.Bitrix24Domain == "" || b.AccountID != 0 || b.Subdomain != "" {
-			return errors.New("crm: a bitrix24 binding needs bitrix24_domain and no account_id/subdomain")
-		}
-	default:
-		if b.Bitrix24Domain != "" || b.MemberID != "" || (b.AccountID == 0 && b.Subdomain == "") {
-			return fmt.Errorf("crm: a %s binding needs account_id and/or subdomain only", c.Connector)
-		}
-		if b.AccountID < 0 {
-			return errors.New("crm: negative account_id")
-		}
+	if err := checkBinding(kind, c.Connector, b); err != nil {
+		return err
 	}
 	if c.Typ == keyring.TypeDemo {
 		name := normHost(b.Bitrix24Domain + b.Subdomain)

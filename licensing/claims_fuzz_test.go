@@ -5,6 +5,9 @@ import (
 	"testing"
 )
 
+var fuzzConnectors = MustConnectors(ConnectorType{Name: "bitrix24", Binding: BindingDomain},
+	ConnectorType{Name: "amocrm", Binding: BindingAccount}, ConnectorType{Name: "kommo", Binding: BindingAccount})
+
 // FuzzDecodeClaims fuzzes the claims decoder and semantic checks directly (behind the signature
 // in production, so a leaked key is the only way to reach them with hostile input): no panic, and
 // an accepted payload re-encodes to claims that are accepted again.
@@ -22,7 +25,7 @@ func FuzzDecodeClaims(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if _, err := validateClaims(c, "1.0.0"); err != nil {
+		if _, _, err := validateClaims(c, "1.0.0", fuzzConnectors); err != nil {
 			return
 		}
 		again, err := json.Marshal(c)
@@ -33,7 +36,7 @@ func FuzzDecodeClaims(f *testing.F) {
 		if err != nil {
 			t.Fatalf("re-encoded claims rejected: %v\n%s", err, again)
 		}
-		if _, err := validateClaims(c2, "1.0.0"); err != nil {
+		if _, _, err := validateClaims(c2, "1.0.0", fuzzConnectors); err != nil {
 			t.Fatalf("re-encoded claims invalid: %v\n%s", err, again)
 		}
 	})

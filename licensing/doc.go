@@ -11,7 +11,23 @@
 // decoded with duplicate and case-variant keys rejected, followed by the semantic checks (issuer,
 // key scope and issuance window, start <= end <= grace_until, trials <= 14 days without grace,
 // grace <= 31 days, the zone, the connector, CRM-binding shape, and demo tokens bound to .invalid
-// accounts only). It returns an immutable *License or an error, never both. CheckRollback
+// accounts only), and last the refusal of demo tokens unless Verifier.AllowDemo is set. It returns
+// an immutable *License or an error, never both.
+//
+// # Connector types
+//
+// This package knows no connector type by name. The licensable types and how each binds to a CRM
+// account (BindingDomain: portal domain and member_id, like Bitrix24; BindingAccount: account id
+// and/or subdomain, like amoCRM and Kommo) are an input, Connectors, which the daemon builds from
+// the CRM registry and passes in Options.Connectors, Verifier.Connectors and the CLI's Env. A
+// token naming a type outside the set is rejected; the wire format of the claims did not change.
+//
+// # Demo licences
+//
+// The demo licences (package demo) ship inside every binary. Only a Service built with
+// Options.AllowDemo (set by `pbxbridge demo` alone) honours them, and then only once the adapter
+// reports the .invalid account they are bound to; any other Service rejects them (reason
+// demo_only, connector state none with a reason saying so), whatever account is reported. CheckRollback
 // (anti-rollback, step 8) and License.MatchHost (k-of-n host binding, step 9) follow; the CRM
 // account is checked when the connector reports it (Service.SetAccount).
 //

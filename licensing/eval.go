@@ -84,8 +84,9 @@ type evalResult struct {
 
 // evaluate assigns tokens to instances and derives states at the effective time now. Each
 // subscription (lid) serves at most one instance. Instances whose CRM account is known are served
-// first, then the others, each group by name.
-func evaluate(now time.Time, cands []*candidate, specs []*instanceSpec, overSince map[string]time.Time) evalResult {
+// first, then the others, each group by name. demoOnly maps a connector type to the lid of a demo
+// licence that was refused (Options.AllowDemo false), to explain instances left without a licence.
+func evaluate(now time.Time, cands []*candidate, specs []*instanceSpec, overSince map[string]time.Time, demoOnly map[string]string) evalResult {
 	res := evalResult{connectors: map[string]*connectorEval{}, overSince: map[string]time.Time{}}
 	order := slices.Clone(specs)
 	sort.SliceStable(order, func(i, j int) bool {
@@ -108,7 +109,7 @@ func evaluate(now time.Time, cands []*candidate, specs []*instanceSpec, overSinc
 			switch {
 			case b == nil:
 			case sp.HasAccount:
-				if !matchAccount(b, sp.Type, sp.Account) {
+				if !matchAccount(b, l.binding, sp.Account) {
 					continue
 				}
 			case l.Type() == keyring.TypeDemo:
@@ -165,12 +166,15 @@ func evaluate(now time.Time, cands []*candidate, specs []*instanceSpec, overSinc
 				ce.state, ce.mismatch, ce.mismatchKey = StateMismatch, ReasonHostMismatch, l.Digest()
 				ce.reason = fmt.Sprintf("%s: host matches %d of %d factors (%d of %d hardware-tied); differing %v, missing %v",
 					l.LID(), c.host.Matched, c.host.Required, c.host.StableMatched, c.host.StableRequired, c.host.Failing, c.host.Missing)
-			case sp.HasAccount && !matchAccount(l.claims.CRM, sp.Type, sp.Account):
+			case sp.HasAccount && !matchAccount(l.claims.CRM, l.binding, sp.Account):
 				ce.state, ce.mismatch, ce.mismatchKey = StateMismatch, ReasonCRMMismatch, l.Digest()+"|"+sp.Account.String()
 				ce.reason = fmt.Sprintf("%s is bound to CRM account %s; the connector reports %s", l.LID(), l.claims.CRM, sp.Account)
 			case !sp.HasAccount && l.Type() == keyring.TypeDemo && ce.state != StateMismatch:
 				ce.reason = "waiting for the connector to report its CRM account (a demo licence is checked against it)"
 			}
+		}
+		if lid, ok := demoOnly[sp.Type]; ok && ce.state == StateNone && ce.reason == "" {
+			ce.reason = fmt.Sprintf("%s is a demo licence: demo licences work only in `pbxbridge demo`", lid)
 		}
 	}
 	// Seats.

@@ -87,7 +87,7 @@ func seedFiles(tb testing.TB) map[string][]byte {
 // accessor.
 func FuzzVerifyFile(f *testing.F) {
 	_, kr := fuzzKey(f)
-	v := &licensing.Verifier{Keyring: kr, Version: "1.0.0"}
+	v := &licensing.Verifier{Keyring: kr, Connectors: testConnectors, AllowDemo: true, Version: "1.0.0"}
 	fp := licensing.FingerprintOf(licensing.RawFactors(hostA))
 	for _, data := range seedFiles(f) {
 		f.Add(data)
@@ -123,7 +123,7 @@ func FuzzVerifyFile(f *testing.F) {
 func requestSeeds(tb testing.TB) map[string]string {
 	tb.Helper()
 	fp := licensing.FingerprintOf(licensing.RawFactors(hostA))
-	req, err := licensing.NewRequest("bitrix24", "1.0.0", fp, &licensing.CRMBinding{Bitrix24Domain: "x.bitrix24.ru"}, time.Unix(1_760_000_000, 0))
+	req, err := licensing.NewRequest(testConnectors, "bitrix24", "1.0.0", fp, &licensing.CRMBinding{Bitrix24Domain: "x.bitrix24.ru"}, time.Unix(1_760_000_000, 0))
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -158,7 +158,7 @@ func FuzzDecodeRequest(f *testing.F) {
 // committed corpus in testdata/fuzz/FuzzVerifyFile.
 func TestSeedCorpus(t *testing.T) {
 	_, kr := fuzzKey(t)
-	v := &licensing.Verifier{Keyring: kr, Version: "1.0.0"}
+	v := &licensing.Verifier{Keyring: kr, Connectors: testConnectors, AllowDemo: true, Version: "1.0.0"}
 	for name, data := range seedFiles(t) {
 		_, err := v.VerifyFile(data)
 		if strings.HasPrefix(name, "valid-") || name == "bare-token" {

@@ -48,7 +48,23 @@ func newKeys(tb testing.TB) testKeys {
 	return tk
 }
 
-func (tk testKeys) verifier() *licensing.Verifier { return &licensing.Verifier{Keyring: tk.kr} }
+// verifier accepts demo licences too, so their own checks (the .invalid binding) can be tested.
+func (tk testKeys) verifier() *licensing.Verifier {
+	return &licensing.Verifier{Keyring: tk.kr, Connectors: testConnectors, AllowDemo: true}
+}
+
+// The connector types of the tests, as the daemon's CRM registry declares them.
+const (
+	b24     = "bitrix24"
+	amoType = "amocrm"
+	kommo   = "kommo"
+)
+
+var testConnectors = licensing.MustConnectors(
+	licensing.ConnectorType{Name: b24, Binding: licensing.BindingDomain},
+	licensing.ConnectorType{Name: amoType, Binding: licensing.BindingAccount},
+	licensing.ConnectorType{Name: kommo, Binding: licensing.BindingAccount},
+)
 
 func date(s string) licensing.Date { return licensing.MustDate(s) }
 
@@ -60,7 +76,7 @@ func intPtr(n int) *int { return &n }
 func paidClaims(lid string, rev int, start, end, grace, tz string) licensing.Claims {
 	return licensing.Claims{
 		V: 1, Iss: licensing.Issuer, LID: lid, Rev: rev, IAT: time.Date(2026, 1, 10, 9, 12, 0, 0, time.UTC),
-		Typ: keyring.TypePaid, Sub: "cust-1", Licensee: "ООО Ромашка", Connector: licensing.ConnectorBitrix24,
+		Typ: keyring.TypePaid, Sub: "cust-1", Licensee: "ООО Ромашка", Connector: b24,
 		Term: &licensing.Term{Start: date(start), End: date(end), TZ: tz}, GraceUntil: datePtr(grace),
 	}
 }
@@ -181,11 +197,12 @@ func newEnv(tb testing.TB, keys testKeys, now time.Time, opts ...func(*licensing
 func (e *env) start(opts ...func(*licensing.Options)) *licensing.Service {
 	e.t.Helper()
 	o := licensing.Options{
-		StateDir: e.state,
-		Logger:   slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		Clock:    e.clock.Now,
-		Keyring:  e.keys.kr,
-		Host:     hostA,
+		StateDir:   e.state,
+		Logger:     slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Clock:      e.clock.Now,
+		Keyring:    e.keys.kr,
+		Host:       hostA,
+		Connectors: testConnectors,
 	}
 	for _, f := range opts {
 		f(&o)

@@ -17,6 +17,8 @@ import (
 	"slices"
 	"sort"
 	"strings"
+
+	"github.com/pbxbridge/pbxbridge/licensing/internal/owner"
 )
 
 // Host factor names (§3.8). mid, iid and fs travel with a disk or VM image copy; dmi and mac are
@@ -166,7 +168,7 @@ func EnsureInstallID(stateDir string) (string, error) {
 		return "", err
 	}
 	id := hex.EncodeToString(r[:])
-	if err := os.MkdirAll(stateDir, 0o750); err != nil {
+	if err := owner.MkdirAll(stateDir, 0o750); err != nil {
 		return "", fmt.Errorf("creating state dir: %w", err)
 	}
 	if err := writeFileAtomic(p, []byte(id+"\n"), 0o644); err != nil {

@@ -2,8 +2,9 @@ package licensing
 
 import (
 	"fmt"
-	"os"
 	"path/filepath"
+
+	"github.com/pbxbridge/pbxbridge/licensing/internal/owner"
 )
 
 // FileName is the canonical file name of a verified token in the licence directory:
@@ -34,7 +35,7 @@ func Comments(l *License) []string {
 // its directory watch. Verify before calling: Install takes an already verified *License, so a bad
 // file can never replace a good one.
 func Install(dir string, l *License) (string, error) {
-	if err := os.MkdirAll(dir, 0o750); err != nil {
+	if err := owner.MkdirAll(dir, 0o750); err != nil {
 		return "", fmt.Errorf("installing licence: %w", err)
 	}
 	p := filepath.Join(dir, FileName(l))

@@ -13,6 +13,7 @@ type metrics struct {
 	verifyErrors *prometheus.CounterVec
 	reloads      *prometheus.CounterVec
 	rollback     prometheus.Counter
+	stateResets  *prometheus.CounterVec
 }
 
 const ns = "pbxbridge"
@@ -25,17 +26,22 @@ func newMetrics(s *Service, reg prometheus.Registerer) (*metrics, error) {
 			Name: "reloads_total", Help: "Reloads of the licence directory, by result."}, []string{"result"}),
 		rollback: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: "license",
 			Name: "clock_rollback_total", Help: "Times the wall clock was seen more than 10 minutes behind the licence time floor."}),
+		stateResets: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: "license",
+			Name: "state_resets_total", Help: "Copies of the licence memory (state file, mirror) found missing or invalid at start while the other copy existed, by reason."}, []string{"reason"}),
 	}
 	for _, r := range []Reason{ReasonBadFormat, ReasonUnknownKey, ReasonBadSignature, ReasonSchema, ReasonSuperseded,
-		ReasonRevoked, ReasonHostMismatch, ReasonCRMMismatch} {
+		ReasonRevoked, ReasonHostMismatch, ReasonCRMMismatch, ReasonDemoOnly} {
 		m.verifyErrors.WithLabelValues(string(r))
+	}
+	for _, r := range []string{ResetFileMissing, ResetFileInvalid, ResetMirrorMissing, ResetMirrorInvalid} {
+		m.stateResets.WithLabelValues(r)
 	}
 	m.reloads.WithLabelValues("ok")
 	m.reloads.WithLabelValues("error")
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.verifyErrors, m.reloads, m.rollback, &collector{s: s}} {
+	for _, c := range []prometheus.Collector{m.verifyErrors, m.reloads, m.rollback, m.stateResets, &collector{s: s}} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("registering metrics: %w", err)
 		}

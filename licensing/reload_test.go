@@ -25,7 +25,7 @@ func TestHotReload(t *testing.T) {
 	}
 	expired := sign(t, keys.paid, paidClaims("L-B24", 1, today.AddDays(-90).String(), today.AddDays(-60).String(), today.AddDays(-54).String(), "UTC"))
 	amo := paidClaims("L-AMO", 1, today.AddDays(-10).String(), today.AddDays(30).String(), today.AddDays(36).String(), "UTC")
-	amo.Connector = licensing.ConnectorAmoCRM
+	amo.Connector = amoType
 
 	e := newEnv(t, keys, time.Now(), func(o *licensing.Options) {
 		o.Clock = time.Now
@@ -33,8 +33,8 @@ func TestHotReload(t *testing.T) {
 	})
 	e.write("amo.lic", sign(t, keys.paid, amo))
 	e.reload()
-	e.register("b24", licensing.ConnectorBitrix24, "101")
-	e.register("amo", licensing.ConnectorAmoCRM, "101")
+	e.register("b24", b24, "101")
+	e.register("amo", amoType, "101")
 	if !e.svc.Allowed("amo") || e.svc.Allowed("b24") {
 		t.Fatal("initial state")
 	}
@@ -148,7 +148,7 @@ func TestRescanFindsMissedChanges(t *testing.T) {
 	})
 	must(t, os.RemoveAll(e.dir))
 	e.reload2()
-	e.register("b24", licensing.ConnectorBitrix24)
+	e.register("b24", b24)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)

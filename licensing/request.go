@@ -28,10 +28,15 @@ type Request struct {
 // requestPrefix starts every request code.
 const requestPrefix = "pbxreq1."
 
-// NewRequest builds a request with a fresh nonce.
-func NewRequest(connector, version string, fp Fingerprint, crm *CRMBinding, now time.Time) (Request, error) {
-	if !KnownConnector(connector) {
-		return Request{}, fmt.Errorf("unknown connector %q (want bitrix24, amocrm or kommo)", connector)
+// NewRequest builds a request with a fresh nonce for a connector type of cs; crm, when set, must
+// have the shape of the type's binding kind.
+func NewRequest(cs Connectors, connector, version string, fp Fingerprint, crm *CRMBinding, now time.Time) (Request, error) {
+	kind, ok := cs.Binding(connector)
+	if !ok {
+		return Request{}, cs.unknownConnector(connector)
+	}
+	if err := checkBinding(kind, connector, crm); err != nil {
+		return Request{}, err
 	}
 	var n [8]byte
 	if _, err := rand.Read(n[:]); err != nil {
@@ -51,7 +56,8 @@ func EncodeRequest(r Request) (string, error) {
 	return fmt.Sprintf("%s%s.%08x", requestPrefix, base64.RawURLEncoding.EncodeToString(js), crc32.ChecksumIEEE(js)), nil
 }
 
-// DecodeRequest parses a request code; whitespace (line wrapping in e-mails) is ignored.
+// DecodeRequest parses a request code; whitespace (line wrapping in e-mails) is ignored. It checks
+// the connector's syntax only: the issuer checks the type against what it sells.
 func DecodeRequest(code string) (Request, error) {
 	code = strings.Join(strings.Fields(code), "")
 	if len(code) > 8<<10 {
@@ -78,7 +84,7 @@ func DecodeRequest(code string) (Request, error) {
 	if err := dec.Decode(&r); err != nil {
 		return Request{}, fmt.Errorf("request code: %w", err)
 	}
-	if r.V != 1 || !KnownConnector(r.Connector) || r.Host.FPV != FingerprintVersion {
+	if r.V != 1 || !ValidConnectorName(r.Connector) || r.Host.FPV != FingerprintVersion {
 		return Request{}, errors.New("request code: unsupported version, connector or fingerprint")
 	}
 	return r, nil

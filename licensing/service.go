@@ -69,9 +69,25 @@ func (c Config) Validate() error {
 // Options are the runtime dependencies of a Service.
 type Options struct {
 	// StateDir is the daemon's state directory (license-state.json, install-id). Empty keeps the
-	// state in memory only (anti-rollback and the time high-water mark then reset at restart).
+	// state in memory only (anti-rollback and the time high-water mark then reset at restart,
+	// unless Mirror holds them).
 	StateDir string
-	// Logger receives state changes and warnings; nil discards.
+	// Mirror is an optional second store of the licence memory, elsewhere than StateDir (the
+	// daemon keeps it in its outbox database). At start the Service takes the strictest of both
+	// copies; a copy missing or invalid while the other exists is logged, counted in
+	// pbxbridge_license_state_resets_total{reason} and rewritten. See StateMirror.
+	Mirror StateMirror
+	// Connectors are the licensable connector types and how their accounts bind (the daemon
+	// builds them from the CRM registry). Register refuses other types and licences for other
+	// types are rejected. The zero value licenses nothing.
+	Connectors Connectors
+	// AllowDemo honours demo licences. Only `pbxbridge demo` sets it. When false, a demo licence
+	// in the directory is rejected (reason demo_only) and an instance of its type without another
+	// licence shows state none with a reason saying so: demo licences ship inside every binary
+	// and must never unlock a real CRM account, whatever account the connector reports.
+	AllowDemo bool
+	// Logger receives state changes and warnings and is used as is: the caller adds its own
+	// attributes (the daemon passes its logger With("component", "licensing")). Nil discards.
 	Logger *slog.Logger
 	// Registerer receives the pbxbridge_license_* metrics; nil registers nothing.
 	Registerer prometheus.Registerer
@@ -140,9 +156,13 @@ type Service struct {
 	specs        map[string]*instanceSpec
 	files        []FileStatus
 	cands        []*candidate
+	demoOnly     map[string]string // connector type -> lid of a demo licence refused (AllowDemo false)
 	maxIAT       time.Time
 	state        *Memory
-	savedState   *Memory
+	savedFile    *Memory // as last written to the state file (nil: rewrite)
+	savedMirror  *Memory // as last written to the mirror (nil: rewrite)
+	mirrorLoaded bool    // the mirror was read (or found missing/invalid); false: retry at persist
+	fileExisted  bool    // the state file existed at start
 	stateKey     []byte
 	fingerprint  Fingerprint
 	clockSuspect bool
@@ -213,9 +233,9 @@ func New(ctx context.Context, cfg Config, opts Options) (*Service, error) {
 	s := &Service{
 		cfg:        cfg,
 		opts:       opts,
-		log:        opts.Logger.With("component", "licensing"),
+		log:        opts.Logger,
 		clock:      opts.Clock,
-		verifier:   &Verifier{Keyring: opts.Keyring, Version: opts.Version},
+		verifier:   &Verifier{Keyring: opts.Keyring, Connectors: opts.Connectors, AllowDemo: opts.AllowDemo, Version: opts.Version},
 		host:       opts.Host,
 		specs:      map[string]*instanceSpec{},
 		state:      newMemory(),
@@ -241,24 +261,25 @@ func New(ctx context.Context, cfg Config, opts Options) (*Service, error) {
 	}
 	s.fingerprint = FingerprintOf(raw)
 	s.stateKey = StateKey(raw)
-	if opts.StateDir != "" {
-		st, err := LoadMemory(filepath.Join(opts.StateDir, StateFile), s.stateKey)
-		if err != nil {
-			s.log.Error("licence state ignored; falling back to signed inputs", "error", err)
-		}
-		s.state = st
-	}
-	s.savedState = s.state.clone()
 	m, err := newMetrics(s, opts.Registerer)
 	if err != nil {
 		return nil, fmt.Errorf("licensing: %w", err)
 	}
 	s.metrics = m
-	if err := s.Reload(ctx); err != nil {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.loadStateLocked(ctx)
+	if err := s.reloadLocked(ctx); err != nil {
 		s.log.Warn("licence directory not readable; every connector stays off until it is", "dir", cfg.Dir, "error", err)
 	}
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), persistTimeout)
+	defer cancel()
+	s.persistLocked(pctx) // both copies hold the merged memory from the start
 	return s, nil
 }
+
+// Connectors returns the licensable connector types the Service was built with.
+func (s *Service) Connectors() Connectors { return s.opts.Connectors }
 
 // Fingerprint returns this host's HMAC'd factors as read at start-up or the last reload.
 func (s *Service) Fingerprint() Fingerprint {
@@ -322,8 +343,8 @@ func (s *Service) Register(inst Instance) error {
 	if inst.Name == "" {
 		return errors.New("licensing: register: empty instance name")
 	}
-	if !KnownConnector(inst.Type) {
-		return fmt.Errorf("licensing: register %s: unknown connector type %q", inst.Name, inst.Type)
+	if !s.opts.Connectors.Known(inst.Type) {
+		return fmt.Errorf("licensing: register %s: connector type %q needs no licence here (licensable: %s)", inst.Name, inst.Type, s.opts.Connectors)
 	}
 	if inst.CRMUsers < 0 {
 		return fmt.Errorf("licensing: register %s: negative CRM user count", inst.Name)
@@ -416,6 +437,15 @@ func (s *Service) reloadLocked(ctx context.Context) error {
 		s.fingerprint = FingerprintOf(raw)
 	}
 	files, dirErr := s.scan(ctx)
+	s.demoOnly = map[string]string{}
+	for _, f := range files {
+		var de *DemoOnlyError
+		if errors.As(f.err, &de) {
+			if cur, ok := s.demoOnly[de.Connector]; !ok || de.LID < cur {
+				s.demoOnly[de.Connector] = de.LID
+			}
+		}
+	}
 	// Revocation lists first, lowest seq first, so every list of the directory applies.
 	var revs []*scanned
 	for _, f := range files {
@@ -619,7 +649,7 @@ func (s *Service) evaluateLocked() {
 	for _, sp := range s.specs {
 		specs = append(specs, sp)
 	}
-	res := evaluate(now, s.cands, specs, s.state.OverSince)
+	res := evaluate(now, s.cands, specs, s.state.OverSince, s.demoOnly)
 	// Overage windows of instances not registered (yet, after a restart) are kept.
 	over := maps.Clone(s.state.OverSince)
 	for _, sp := range specs {
@@ -752,24 +782,6 @@ func (s *Service) logTransitions(now time.Time, ce *connectorEval) {
 	}
 }
 
-// persistLocked writes the state file when it changed.
-func (s *Service) persistLocked() {
-	if s.opts.StateDir == "" || stateEqual(s.state, s.savedState) {
-		return
-	}
-	if err := SaveMemory(filepath.Join(s.opts.StateDir, StateFile), s.stateKey, s.state); err != nil {
-		s.log.Warn("saving licence state", "error", err)
-		return
-	}
-	s.savedState = s.state.clone()
-}
-
-func stateEqual(a, b *Memory) bool {
-	return a.HWM.Equal(b.HWM) && a.Seq == b.Seq && maps.Equal(a.Revs, b.Revs) && maps.Equal(a.Revoked, b.Revoked) &&
-		slices.Equal(a.RevokedKIDs, b.RevokedKIDs) && maps.EqualFunc(a.OverSince, b.OverSince, time.Time.Equal) &&
-		maps.Equal(a.Last, b.Last)
-}
-
 // Run watches the licence directory (fsnotify on the directory, so atomic renames are seen),
 // rescans it every RescanInterval, re-evaluates every minute and at each token-zone midnight,
 // and persists the state every 5 minutes and on return. It returns nil when ctx ends; it never
@@ -801,8 +813,10 @@ func (s *Service) Run(ctx context.Context) error {
 	defer debounce.Stop()
 
 	defer func() {
+		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), persistTimeout)
+		defer cancel()
 		s.mu.Lock()
-		s.persistLocked()
+		s.persistLocked(pctx)
 		s.mu.Unlock()
 	}()
 	for {
@@ -839,9 +853,7 @@ func (s *Service) Run(ctx context.Context) error {
 		case <-s.wake:
 			boundary.Reset(s.untilNextChange())
 		case <-persist.C:
-			s.mu.Lock()
-			s.persistLocked()
-			s.mu.Unlock()
+			s.persist(ctx)
 		}
 	}
 }
@@ -850,8 +862,18 @@ func (s *Service) reloadQuiet(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	err := s.reloadLocked(ctx)
-	s.persistLocked()
+	pctx, cancel := context.WithTimeout(ctx, persistTimeout)
+	defer cancel()
+	s.persistLocked(pctx)
 	return err
+}
+
+func (s *Service) persist(ctx context.Context) {
+	pctx, cancel := context.WithTimeout(ctx, persistTimeout)
+	defer cancel()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.persistLocked(pctx)
 }
 
 func (s *Service) reevaluate() {

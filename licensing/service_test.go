@@ -23,7 +23,7 @@ const msk = "Europe/Moscow"
 func TestGraceTable(t *testing.T) {
 	keys := newKeys(t)
 	e := newEnv(t, keys, inZone(t, msk, "2026-01-01 12:00:00"))
-	e.register("b24", licensing.ConnectorBitrix24)
+	e.register("b24", b24)
 	e.write("l.lic", sign(t, keys.paid, paidClaims("L-1", 1, "2026-01-15", "2026-02-14", "2026-02-20", msk)))
 	cases := []struct {
 		at    string
@@ -44,7 +44,7 @@ func TestGraceTable(t *testing.T) {
 		e.state = t.TempDir()
 		e.clock.Set(inZone(t, msk, c.at))
 		e.svc = e.start()
-		e.register("b24", licensing.ConnectorBitrix24)
+		e.register("b24", b24)
 		cs := e.conn("b24")
 		if cs.State != c.state || cs.Allowed != c.on || e.svc.Allowed("b24") != c.on {
 			t.Errorf("%s MSK: state %s allowed %v, want %s %v (%s)", c.at, cs.State, cs.Allowed, c.state, c.on, cs.Reason)
@@ -65,7 +65,7 @@ func TestDSTAndHostZone(t *testing.T) {
 	time.Local = tokyo
 	const berlin = "Europe/Berlin"
 	e := newEnv(t, keys, inZone(t, berlin, "2026-03-01 00:00:00"))
-	e.register("b24", licensing.ConnectorBitrix24)
+	e.register("b24", b24)
 	e.write("l.lic", sign(t, keys.paid, paidClaims("L-DST", 1, "2026-02-28", "2026-03-28", "2026-03-29", berlin)))
 	cases := []struct {
 		at    string
@@ -81,7 +81,7 @@ func TestDSTAndHostZone(t *testing.T) {
 		e.state = t.TempDir()
 		e.clock.Set(inZone(t, berlin, c.at).In(tokyo))
 		e.svc = e.start()
-		e.register("b24", licensing.ConnectorBitrix24)
+		e.register("b24", b24)
 		if cs := e.conn("b24"); cs.State != c.state {
 			t.Errorf("%s Berlin: %s, want %s", c.at, cs.State, c.state)
 		}
@@ -120,7 +120,7 @@ func TestPaidBeatsTrial(t *testing.T) {
 	keys := newKeys(t)
 	now := inZone(t, msk, "2026-03-05 10:00:00")
 	e := newEnv(t, keys, now)
-	e.register("b24", licensing.ConnectorBitrix24)
+	e.register("b24", b24)
 	trial := paidClaims("T-1", 1, "2026-03-01", "2026-03-14", "2026-03-14", msk)
 	trial.Typ = keyring.TypeTrial
 	e.write("trial.lic", sign(t, keys.trial, trial))
@@ -150,7 +150,7 @@ func TestPaidBeatsTrial(t *testing.T) {
 func TestStackedRenewal(t *testing.T) {
 	keys := newKeys(t)
 	e := newEnv(t, keys, inZone(t, msk, "2026-02-10 12:00:00"))
-	e.register("b24", licensing.ConnectorBitrix24)
+	e.register("b24", b24)
 	changes, cancel := e.svc.Subscribe()
 	defer cancel()
 	e.write("jan.lic", sign(t, keys.paid, paidClaims("L-1", 2, "2026-01-15", "2026-02-14", "2026-02-20", msk)))
@@ -199,7 +199,7 @@ func TestClockSetBack(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	now := inZone(t, msk, "2026-03-10 12:00:00")
 	e := newEnv(t, keys, now, func(o *licensing.Options) { o.Registerer = reg })
-	e.register("b24", licensing.ConnectorBitrix24)
+	e.register("b24", b24)
 	c := paidClaims("L-1", 1, "2026-03-01", "2026-03-31", "2026-04-06", msk)
 	c.IAT = time.Date(2026, 2, 25, 0, 0, 0, 0, time.UTC)
 	e.write("l.lic", sign(t, keys.paid, c))
@@ -224,7 +224,7 @@ func TestClockSetBack(t *testing.T) {
 	e.svc.Unregister("b24")
 	runAndStop(t, e.svc) // persists the state on return
 	svc2 := e.start()
-	if err := svc2.Register(licensing.Instance{Name: "b24", Type: licensing.ConnectorBitrix24}); err != nil {
+	if err := svc2.Register(licensing.Instance{Name: "b24", Type: b24}); err != nil {
 		t.Fatal(err)
 	}
 	if st := svc2.Status(); !st.Now.Equal(now) || !svc2.Allowed("b24") {
@@ -292,7 +292,7 @@ func TestCRMDateProtectsHWM(t *testing.T) {
 func TestSupersededAndRevoked(t *testing.T) {
 	keys := newKeys(t)
 	e := newEnv(t, keys, inZone(t, msk, "2026-03-10 12:00:00"))
-	e.register("b24", licensing.ConnectorBitrix24)
+	e.register("b24", b24)
 	e.write("rev4.lic", sign(t, keys.paid, paidClaims("L-7", 4, "2026-03-01", "2026-03-31", "2026-04-06", msk)))
 	e.reload()
 	e.write("rev3.lic", sign(t, keys.paid, paidClaims("L-7", 3, "2026-03-01", "2026-06-30", "2026-07-06", msk)))
@@ -374,9 +374,9 @@ func TestCRMBindingAndInstances(t *testing.T) {
 	e.write("a.lic", bound("L-A", "a.bitrix24.ru"))
 	e.write("b.lic", bound("L-B", "b.bitrix24.ru"))
 	e.reload()
-	e.register("portal-a", licensing.ConnectorBitrix24)
-	e.register("portal-b", licensing.ConnectorBitrix24)
-	e.register("portal-c", licensing.ConnectorBitrix24)
+	e.register("portal-a", b24)
+	e.register("portal-b", b24)
+	e.register("portal-c", b24)
 	// Accounts unknown: provisional assignment, every licence used once.
 	if !e.svc.Allowed("portal-a") || !e.svc.Allowed("portal-b") || e.svc.Allowed("portal-c") {
 		t.Fatalf("provisional: a=%v b=%v c=%v", e.svc.Allowed("portal-a"), e.svc.Allowed("portal-b"), e.svc.Allowed("portal-c"))
@@ -405,11 +405,11 @@ func TestCRMBindingAndInstances(t *testing.T) {
 	}
 	// amoCRM: account id binding.
 	c := paidClaims("L-AMO", 1, "2026-03-01", "2026-03-31", "2026-04-06", msk)
-	c.Connector = licensing.ConnectorAmoCRM
+	c.Connector = amoType
 	c.CRM = &licensing.CRMBinding{AccountID: 31234567, Subdomain: "romashka"}
 	e.write("amo.lic", sign(t, keys.paid, c))
 	e.reload()
-	e.register("amo", licensing.ConnectorAmoCRM)
+	e.register("amo", amoType)
 	must(t, e.svc.SetAccount("amo", licensing.Account{AccountID: 31234567, Subdomain: "romashka"}))
 	if !e.svc.Allowed("amo") {
 		t.Fatalf("amo: %+v", e.conn("amo"))
@@ -436,10 +436,10 @@ func must(t *testing.T, err error) {
 func TestDemoNeedsInvalidAccount(t *testing.T) {
 	keys := newKeys(t)
 	reg := prometheus.NewRegistry()
-	e := newEnv(t, keys, inZone(t, msk, "2026-12-01 12:00:00"), func(o *licensing.Options) { o.Registerer = reg })
+	e := newEnv(t, keys, inZone(t, msk, "2026-12-01 12:00:00"), func(o *licensing.Options) { o.Registerer = reg; o.AllowDemo = true })
 	e.write("demo.lic", sign(t, keys.demo, demoClaims("kommo", &licensing.CRMBinding{Subdomain: "demo-kommo.invalid"})))
 	e.reload()
-	e.register("kommo", licensing.ConnectorKommo)
+	e.register("kommo", kommo)
 	if e.svc.Allowed("kommo") || !strings.Contains(e.conn("kommo").Reason, "demo") {
 		t.Fatalf("demo before the account: %+v", e.conn("kommo"))
 	}
@@ -470,7 +470,7 @@ func TestHostMismatchState(t *testing.T) {
 	keys := newKeys(t)
 	reg := prometheus.NewRegistry()
 	e := newEnv(t, keys, inZone(t, msk, "2026-03-10 12:00:00"), func(o *licensing.Options) { o.Registerer = reg })
-	e.register("b24", licensing.ConnectorBitrix24)
+	e.register("b24", b24)
 	other := licensing.FingerprintOf(licensing.RawFactors{licensing.FactorMachineID: "m", licensing.FactorMAC: "x", licensing.FactorDMI: "d"})
 	c := paidClaims("L-1", 1, "2026-03-01", "2026-03-31", "2026-04-06", msk)
 	c.Hosts = []licensing.HostBinding{{FPV: 1, F: other.Factors}}
@@ -512,12 +512,12 @@ func TestSeats(t *testing.T) {
 		return out
 	}
 	// 10 of 10: fine.
-	must(t, e.svc.Register(licensing.Instance{Name: "b24", Type: licensing.ConnectorBitrix24, Extensions: exts(10), CRMUsers: 2}))
+	must(t, e.svc.Register(licensing.Instance{Name: "b24", Type: b24, Extensions: exts(10), CRMUsers: 2}))
 	if s := e.conn("b24").Seats; s.OverLimit || s.SuspendedExcess || s.ExtensionsUsed != 10 {
 		t.Fatalf("10/10: %+v", s)
 	}
 	// 11 of 10 (ceil(10*1.1) = 11): over_limit with a deadline 72 h later, all extensions served.
-	must(t, e.svc.Register(licensing.Instance{Name: "b24", Type: licensing.ConnectorBitrix24, Extensions: exts(11), CRMUsers: 2}))
+	must(t, e.svc.Register(licensing.Instance{Name: "b24", Type: b24, Extensions: exts(11), CRMUsers: 2}))
 	s := e.conn("b24").Seats
 	if !s.OverLimit || s.SuspendedExcess || s.Deadline == nil || !s.Deadline.Equal(now.Add(72*time.Hour)) || !e.svc.ExtensionAllowed("b24", "110") {
 		t.Fatalf("11/10: %+v", s)
@@ -526,7 +526,7 @@ func TestSeats(t *testing.T) {
 	runAndStop(t, e.svc)
 	e.clock.Set(now.Add(71 * time.Hour))
 	e.svc = e.start()
-	must(t, e.svc.Register(licensing.Instance{Name: "b24", Type: licensing.ConnectorBitrix24, Extensions: exts(11), CRMUsers: 2}))
+	must(t, e.svc.Register(licensing.Instance{Name: "b24", Type: b24, Extensions: exts(11), CRMUsers: 2}))
 	if s := e.conn("b24").Seats; !s.OverLimit || s.SuspendedExcess || !s.Deadline.Equal(now.Add(72*time.Hour)) {
 		t.Fatalf("after restart: %+v", s)
 	}
@@ -541,7 +541,7 @@ func TestSeats(t *testing.T) {
 		t.Fatal("suspension must cover exactly the excess")
 	}
 	// Back at the limit: lifted immediately, window cleared.
-	must(t, e.svc.Register(licensing.Instance{Name: "b24", Type: licensing.ConnectorBitrix24, Extensions: exts(10), CRMUsers: 3}))
+	must(t, e.svc.Register(licensing.Instance{Name: "b24", Type: b24, Extensions: exts(10), CRMUsers: 3}))
 	s = e.conn("b24").Seats
 	if s.SuspendedExcess || !e.svc.ExtensionAllowed("b24", "109") || !s.OverLimit /* crm users 3 > 2 */ {
 		t.Fatalf("back under: %+v", s)
@@ -551,13 +551,13 @@ func TestSeats(t *testing.T) {
 	e2.write("l.lic", sign(t, keys.paid, c))
 	e2.svc = func() *licensing.Service {
 		svc, err := licensing.New(context.Background(), licensing.Config{Dir: e2.dir, SeatPriority: map[string][]string{"b24": {"111", "105"}}},
-			licensing.Options{StateDir: e2.state, Clock: e2.clock.Now, Keyring: keys.kr, Host: hostA})
+			licensing.Options{StateDir: e2.state, Clock: e2.clock.Now, Keyring: keys.kr, Host: hostA, Connectors: testConnectors})
 		if err != nil {
 			t.Fatal(err)
 		}
 		return svc
 	}()
-	must(t, e2.svc.Register(licensing.Instance{Name: "b24", Type: licensing.ConnectorBitrix24, Extensions: exts(12)}))
+	must(t, e2.svc.Register(licensing.Instance{Name: "b24", Type: b24, Extensions: exts(12)}))
 	s = e2.conn("b24").Seats
 	if !s.SuspendedExcess || strings.Join(s.Suspended, ",") != "109,110" {
 		t.Fatalf("12/10 with priority 111,105: %+v", s)
@@ -580,7 +580,7 @@ func TestMetrics(t *testing.T) {
 	e.write("l.lic", sign(t, keys.paid, c))
 	e.write("bad.lic", []byte("garbage"))
 	e.reload()
-	e.register("b24", licensing.ConnectorBitrix24, "101", "102")
+	e.register("b24", b24, "101", "102")
 	termEnd := inZone(t, msk, "2026-04-01 00:00:00")
 	expected := `
 # HELP pbxbridge_license_info The licence token currently selected for a connector (value 1).
@@ -600,6 +600,7 @@ pbxbridge_license_host_factors_matched{connector="b24"} 5
 pbxbridge_license_verify_errors_total{reason="bad_format"} 1
 pbxbridge_license_verify_errors_total{reason="bad_signature"} 0
 pbxbridge_license_verify_errors_total{reason="crm_mismatch"} 0
+pbxbridge_license_verify_errors_total{reason="demo_only"} 0
 pbxbridge_license_verify_errors_total{reason="host_mismatch"} 0
 pbxbridge_license_verify_errors_total{reason="revoked"} 0
 pbxbridge_license_verify_errors_total{reason="schema"} 0
@@ -633,7 +634,7 @@ pbxbridge_license_verify_errors_total{reason="unknown_key"} 0
 func TestWarningsLogged(t *testing.T) {
 	keys := newKeys(t)
 	e := newEnv(t, keys, inZone(t, msk, "2026-03-01 12:00:00"))
-	e.register("b24", licensing.ConnectorBitrix24)
+	e.register("b24", b24)
 	e.write("l.lic", sign(t, keys.paid, paidClaims("L-1", 1, "2026-02-01", "2026-03-31", "2026-04-06", msk)))
 	for d := 1; d <= 40; d++ {
 		e.at(inZone(t, msk, "2026-03-01 12:00:00").AddDate(0, 0, d))

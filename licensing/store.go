@@ -7,12 +7,15 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"maps"
 	"os"
 	"path/filepath"
 	"slices"
 	"time"
+
+	"github.com/pbxbridge/pbxbridge/licensing/internal/owner"
 )
 
 // StateFile is the name of the licence state file in the daemon's state directory.
@@ -101,15 +104,41 @@ var ErrStateTampered = errors.New("licence state file failed its integrity check
 // file that fails its HMAC or does not parse gives an empty state and ErrStateTampered (the
 // caller logs it and falls back to the signed inputs).
 func LoadMemory(path string, key []byte) (*Memory, error) {
-	data, err := os.ReadFile(path)
+	data, err := readStateFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return newMemory(), nil
 	}
 	if err != nil {
-		return newMemory(), fmt.Errorf("reading licence state: %w", err)
+		return newMemory(), err
 	}
-	if len(data) > 1<<20 {
-		return newMemory(), fmt.Errorf("%w: file larger than 1 MiB", ErrStateTampered)
+	return decodeMemory(key, data)
+}
+
+// readStateFile reads at most maxStateSize+1 bytes of path.
+func readStateFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("reading licence state: %w", err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxStateSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading licence state: %w", err)
+	}
+	return data, nil
+}
+
+// maxStateSize bounds an encoded state (file or mirror blob).
+const maxStateSize = 1 << 20
+
+// decodeMemory checks and parses an encoded state. Any failure gives an empty state and an error
+// wrapping ErrStateTampered.
+func decodeMemory(key, data []byte) (*Memory, error) {
+	if len(data) > maxStateSize {
+		return newMemory(), fmt.Errorf("%w: larger than 1 MiB", ErrStateTampered)
 	}
 	var env stateEnvelope
 	if err := json.Unmarshal(data, &env); err != nil {
@@ -128,20 +157,29 @@ func LoadMemory(path string, key []byte) (*Memory, error) {
 	return st, nil
 }
 
-// SaveMemory writes the state atomically (temporary file, fsync, rename).
-func SaveMemory(path string, key []byte, st *Memory) error {
+// encodeMemory renders st with its HMAC under key.
+func encodeMemory(key []byte, st *Memory) ([]byte, error) {
 	raw, err := json.Marshal(st)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	out, err := json.MarshalIndent(stateEnvelope{State: string(raw), MAC: hex.EncodeToString(mac(key, raw))}, "", " ")
 	if err != nil {
+		return nil, err
+	}
+	return append(out, '\n'), nil
+}
+
+// SaveMemory writes the state atomically (temporary file, fsync, rename).
+func SaveMemory(path string, key []byte, st *Memory) error {
+	data, err := encodeMemory(key, st)
+	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+	if err := owner.MkdirAll(filepath.Dir(path), 0o750); err != nil {
 		return fmt.Errorf("saving licence state: %w", err)
 	}
-	if err := writeFileAtomic(path, append(out, '\n'), 0o600); err != nil {
+	if err := writeFileAtomic(path, data, 0o600); err != nil {
 		return fmt.Errorf("saving licence state: %w", err)
 	}
 	return nil
@@ -154,7 +192,9 @@ func mac(key, data []byte) []byte {
 }
 
 // writeFileAtomic writes data to a temporary file in path's directory, syncs it and renames it
-// over path, so readers see the old or the new content, never a mix.
+// over path, so readers see the old or the new content, never a mix. Run as root in a directory
+// owned by another user (the CLI under sudo, in the service user's state directory), the file is
+// given to that user before it appears, so the service can always read and replace it.
 func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
 	dir := filepath.Dir(path)
 	f, err := os.CreateTemp(dir, ".tmp-"+filepath.Base(path)+"-*")
@@ -163,6 +203,10 @@ func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
 	}
 	tmp := f.Name()
 	defer func() { _ = os.Remove(tmp) }() // fails harmlessly after a successful rename
+	if err := owner.File(f, dir); err != nil {
+		f.Close()
+		return err
+	}
 	if _, err := f.Write(data); err != nil {
 		f.Close()
 		return err

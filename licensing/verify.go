@@ -30,7 +30,22 @@ const (
 	ReasonRevoked      Reason = "revoked"
 	ReasonHostMismatch Reason = "host_mismatch"
 	ReasonCRMMismatch  Reason = "crm_mismatch"
+	// ReasonDemoOnly: a valid demo licence seen outside `pbxbridge demo` (Verifier.AllowDemo
+	// false). Demo licences ship inside every binary; only the demo runner may honour them.
+	ReasonDemoOnly Reason = "demo_only"
 )
+
+// DemoOnlyError is the error (under a *VerifyError with ReasonDemoOnly) for a demo licence
+// verified without Verifier.AllowDemo. The token verified completely, so its connector and lid
+// can be trusted and shown.
+type DemoOnlyError struct {
+	LID       string
+	Connector string
+}
+
+func (e *DemoOnlyError) Error() string {
+	return fmt.Sprintf("%s is a demo licence (%s): demo licences work only in `pbxbridge demo`", e.LID, e.Connector)
+}
 
 // VerifyError is the error of every verification step.
 type VerifyError struct {
@@ -57,11 +72,12 @@ func ReasonOf(err error) Reason {
 
 // License is a verified token (§3.4 step 10). It is immutable: accessors return copies.
 type License struct {
-	claims Claims
-	token  string
-	key    keyring.Key
-	loc    *time.Location // nil for revocation tokens
-	digest string
+	claims  Claims
+	token   string
+	key     keyring.Key
+	loc     *time.Location // nil for revocation tokens
+	binding Binding        // the connector's binding kind ("" for revocation tokens)
+	digest  string
 }
 
 // Claims returns a copy of the verified claims.
@@ -127,6 +143,10 @@ func (l *License) Rev() int { return l.claims.Rev }
 
 // Connector is the connector type the licence enables.
 func (l *License) Connector() string { return l.claims.Connector }
+
+// Binding is the binding kind of the licence's connector type, from the Connectors the verifier
+// was given ("" for revocation tokens).
+func (l *License) Binding() Binding { return l.binding }
 
 // IAT is the issue time.
 func (l *License) IAT() time.Time { return l.claims.IAT }
@@ -197,6 +217,14 @@ func (l *License) MatchHost(fp Fingerprint) HostMatch {
 // Verifier runs the strict pipeline of §3.4, steps 1 to 7. It is pure and safe for concurrent use.
 type Verifier struct {
 	Keyring *keyring.Keyring
+	// Connectors are the licensable connector types; a licence for any other type is rejected
+	// (ReasonSchema). The zero value rejects every licence (revocation lists still verify).
+	Connectors Connectors
+	// AllowDemo accepts demo licences. False (the default, and the only right value outside
+	// `pbxbridge demo` and the vendor's issuer) rejects them with ReasonDemoOnly and a
+	// *DemoOnlyError: the demo licences ship inside every binary and must never unlock a
+	// connector of a real daemon, whatever account it claims to reach.
+	AllowDemo bool
 	// Version is this daemon's version, checked against min_version; empty skips the check.
 	Version string
 }
@@ -257,12 +285,15 @@ func (v *Verifier) VerifyToken(tok string) (*License, error) {
 	case !key.InWindow(c.IAT):
 		return nil, reject(ReasonUnknownKey, "iat %s is outside the issuance window of key %s", c.IAT.UTC().Format(time.RFC3339), kid)
 	}
-	loc, err := validateClaims(c, v.Version)
+	loc, kind, err := validateClaims(c, v.Version, v.Connectors)
 	if err != nil {
 		return nil, &VerifyError{Reason: ReasonSchema, Err: err}
 	}
+	if c.Typ == keyring.TypeDemo && !v.AllowDemo {
+		return nil, &VerifyError{Reason: ReasonDemoOnly, Err: &DemoOnlyError{LID: c.LID, Connector: c.Connector}}
+	}
 	sum := sha256.Sum256([]byte(tok))
-	return &License{claims: *c, token: tok, key: key, loc: loc, digest: hex.EncodeToString(sum[:])}, nil
+	return &License{claims: *c, token: tok, key: key, loc: loc, binding: kind, digest: hex.EncodeToString(sum[:])}, nil
 }
 
 // parseFooter accepts exactly {"kid":"<string>"}: a flat object with one member, at most 512 bytes.

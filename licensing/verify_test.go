@@ -75,7 +75,7 @@ func TestPipelineRejects(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	v := &licensing.Verifier{Keyring: kr}
+	v := &licensing.Verifier{Keyring: kr, Connectors: testConnectors}
 	footer := []byte(`{"kid":"` + rk.KID + `"}`)
 	good := string(mustJSON(t, paidClaims("L-1", 1, "2026-01-15", "2026-02-14", "2026-02-20", "UTC")))
 	raw := func(payload string) []byte {
@@ -182,13 +182,13 @@ func TestRevokedKeyVerifiesNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = (&licensing.Verifier{Keyring: kr}).VerifyFile(file)
+	_, err = (&licensing.Verifier{Keyring: kr, Connectors: testConnectors}).VerifyFile(file)
 	if licensing.ReasonOf(err) != licensing.ReasonUnknownKey {
 		t.Fatalf("revoked key: %v", err)
 	}
 	k.Status = keyring.StatusRetired
 	kr, _ = keyring.New(k)
-	if _, err := (&licensing.Verifier{Keyring: kr}).VerifyFile(file); err != nil {
+	if _, err := (&licensing.Verifier{Keyring: kr, Connectors: testConnectors}).VerifyFile(file); err != nil {
 		t.Fatalf("retired key must still verify what it signed: %v", err)
 	}
 }
@@ -404,7 +404,7 @@ func TestSystemHostFactors(t *testing.T) {
 
 func TestRequestCode(t *testing.T) {
 	fp := licensing.FingerprintOf(licensing.RawFactors(hostA))
-	req, err := licensing.NewRequest("amocrm", "1.2.3", fp, &licensing.CRMBinding{AccountID: 31234567, Subdomain: "romashka"}, time.Now())
+	req, err := licensing.NewRequest(testConnectors, "amocrm", "1.2.3", fp, &licensing.CRMBinding{AccountID: 31234567, Subdomain: "romashka"}, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -430,7 +430,7 @@ func TestRequestCode(t *testing.T) {
 	if _, err := licensing.DecodeRequest(string(bad)); err == nil {
 		t.Fatal("corrupted code accepted")
 	}
-	if _, err := licensing.NewRequest("salesforce", "", fp, nil, time.Now()); err == nil {
+	if _, err := licensing.NewRequest(testConnectors, "salesforce", "", fp, nil, time.Now()); err == nil {
 		t.Fatal("unknown connector accepted")
 	}
 }
@@ -443,7 +443,7 @@ func ExampleVerifier_VerifyFile() {
 	}
 	c := paidClaims("L-2026-000123", 1, "2026-01-15", "2026-02-14", "2026-02-20", "Europe/Moscow")
 	tok, _ := k.Sign(c)
-	v := &licensing.Verifier{Keyring: k.Keyring()}
+	v := &licensing.Verifier{Keyring: k.Keyring(), Connectors: testConnectors}
 	l, err := v.VerifyFile(licensing.Armour(tok, "comments are not trusted"))
 	if err != nil {
 		fmt.Println(err)

@@ -16,5 +16,5 @@ func main() {
 		kong.Description("Vendor-side pbxbridge licence tool. Keep private keys offline."),
 		kong.UsageOnError(),
 	)
-	ctx.FatalIfErrorf(ctx.Run(&issuer.Env{}))
+	ctx.FatalIfErrorf(ctx.Run(&issuer.Env{Connectors: issuer.Connectors()}))
 }

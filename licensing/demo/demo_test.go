@@ -2,6 +2,7 @@ package demo_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -18,7 +19,7 @@ func TestDemoLicences(t *testing.T) {
 	if len(files) != 3 {
 		t.Fatalf("%d demo files", len(files))
 	}
-	v := &licensing.Verifier{Keyring: keyring.Release()}
+	v := &licensing.Verifier{Keyring: keyring.Release(), Connectors: demo.Connectors(), AllowDemo: true}
 	for _, f := range files {
 		l, err := v.VerifyFile(f.Data)
 		if err != nil {
@@ -45,15 +46,15 @@ func TestDemoLicences(t *testing.T) {
 	}
 	svc, err := licensing.New(context.Background(), licensing.Config{Dir: dir}, licensing.Options{
 		Keyring: keyring.Release(), Clock: func() time.Time { return time.Date(2027, 6, 1, 0, 0, 0, 0, time.UTC) },
-		Host: licensing.SystemHost{Root: t.TempDir()},
+		Host: licensing.SystemHost{Root: t.TempDir()}, Connectors: demo.Connectors(), AllowDemo: true,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	realAccounts := map[string]licensing.Account{
-		licensing.ConnectorBitrix24: {Domain: "romashka.bitrix24.ru"},
-		licensing.ConnectorAmoCRM:   {AccountID: 31234567, Subdomain: "romashka"},
-		licensing.ConnectorKommo:    {AccountID: 1, Subdomain: "romashka"},
+		"bitrix24": {Domain: "romashka.bitrix24.ru"},
+		"amocrm":   {AccountID: 31234567, Subdomain: "romashka"},
+		"kommo":    {AccountID: 1, Subdomain: "romashka"},
 	}
 	for _, f := range files {
 		name := "demo-" + f.Connector
@@ -80,5 +81,43 @@ func TestDemoLicences(t *testing.T) {
 	}
 	if _, err := demo.Account("salesforce"); err == nil {
 		t.Fatal("unknown connector")
+	}
+}
+
+// TestDemoLicencesRefusedOutsideDemo: the embedded demo licences, installed into the licence
+// directory of a daemon Service (no AllowDemo, the connector types of the registry), unlock
+// nothing even when each adapter reports the demo's .invalid account (edited tokens file, or a
+// .invalid webhook URL reached through a proxy); the status says why.
+func TestDemoLicencesRefusedOutsideDemo(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	if _, err := demo.Install(dir); err != nil {
+		t.Fatal(err)
+	}
+	svc, err := licensing.New(context.Background(), licensing.Config{Dir: dir}, licensing.Options{
+		Keyring: keyring.Release(), Clock: func() time.Time { return time.Date(2027, 6, 1, 0, 0, 0, 0, time.UTC) },
+		Host: licensing.SystemHost{Root: t.TempDir()}, Connectors: demo.Connectors(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range demo.Files() {
+		name := "real-" + f.Connector
+		if err := svc.Register(licensing.Instance{Name: name, Type: f.Connector}); err != nil {
+			t.Fatal(err)
+		}
+		acct, _ := demo.Account(f.Connector)
+		if err := svc.SetAccount(name, acct); err != nil {
+			t.Fatal(err)
+		}
+		cs, _ := svc.Status().Connector(name)
+		if svc.Allowed(name) || cs.State != licensing.StateNone || !strings.Contains(cs.Reason, "work only in `pbxbridge demo`") {
+			t.Fatalf("%s: a demo licence applies outside the demo: %+v", name, cs)
+		}
+	}
+	for _, fs := range svc.Status().Files {
+		if fs.Reason != licensing.ReasonDemoOnly {
+			t.Fatalf("%s: %s %s", fs.Path, fs.Result, fs.Error)
+		}
 	}
 }

@@ -176,7 +176,7 @@ func (b *bindingFlags) apply(c *licensing.Claims) error {
 type IssueCmd struct {
 	Key       string `required:"" type:"existingfile" help:"Signing key (<kid>.key)."`
 	Type      string `enum:"auto,paid,nfr,trial,demo" default:"auto" help:"Token type (default: the key's first type)."`
-	Connector string `required:"" enum:"bitrix24,amocrm,kommo" help:"Connector the licence enables."`
+	Connector string `required:"" help:"Connector type the licence enables (bitrix24, amocrm, kommo)."`
 	Licensee  string `required:"" help:"Customer name (no e-mail or phone numbers)."`
 	Sub       string `required:"" help:"Customer id."`
 	LID       string `name:"lid" help:"Licence id (default: generated L-YYYY-xxxxxxxx)."`
@@ -196,6 +196,9 @@ type IssueCmd struct {
 
 // Run issues the licence.
 func (c *IssueCmd) Run(env *Env) error {
+	if cs := catalogue(env); !cs.Known(c.Connector) {
+		return fmt.Errorf("--connector %q: not a connector type sold (%s)", c.Connector, cs)
+	}
 	k, err := LoadKey(c.Key)
 	if err != nil {
 		return err
@@ -352,7 +355,7 @@ func loadPrevious(env *Env, k *SigningKey, path string) (*licensing.License, err
 	if env.Keyring != nil {
 		kr = env.Keyring
 	}
-	l, err := (&licensing.Verifier{Keyring: kr}).VerifyFile(data)
+	l, err := (&licensing.Verifier{Keyring: kr, Connectors: catalogue(env), AllowDemo: true}).VerifyFile(data)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
@@ -480,7 +483,7 @@ func (c *RevokeCmd) Run(env *Env) error {
 		if env.Keyring != nil {
 			kr = env.Keyring
 		}
-		base, err := (&licensing.Verifier{Keyring: kr}).VerifyFile(data)
+		base, err := (&licensing.Verifier{Keyring: kr, Connectors: catalogue(env), AllowDemo: true}).VerifyFile(data)
 		if err != nil {
 			return fmt.Errorf("--base: %w", err)
 		}

@@ -22,6 +22,25 @@ import (
 	"github.com/pbxbridge/pbxbridge/licensing/keyring"
 )
 
+// Connectors returns the connector types the vendor issues licences for, with their binding kinds.
+// It must agree with what the daemon's CRM registry declares licensable: the daemon rejects a
+// licence for a type it does not list, and checks the CRM binding by the kind it declares.
+func Connectors() licensing.Connectors {
+	return licensing.MustConnectors(
+		licensing.ConnectorType{Name: "bitrix24", Binding: licensing.BindingDomain},
+		licensing.ConnectorType{Name: "amocrm", Binding: licensing.BindingAccount},
+		licensing.ConnectorType{Name: "kommo", Binding: licensing.BindingAccount},
+	)
+}
+
+// catalogue is env.Connectors, or Connectors() when the environment sets none.
+func catalogue(env *Env) licensing.Connectors {
+	if env != nil && env.Connectors.Len() > 0 {
+		return env.Connectors
+	}
+	return Connectors()
+}
+
 // SigningKey is a private key with its keyring metadata.
 type SigningKey struct {
 	Key     keyring.Key
@@ -173,9 +192,9 @@ func (k *SigningKey) Sign(c licensing.Claims) (string, error) {
 	return paseto.Sign(k.private, payload, footer, []byte(licensing.ImplicitAssertion))
 }
 
-// Issue signs c and verifies the result with the daemon's own verifier against this key, so a
-// token that the daemon would reject is never handed out. It returns the verified licence and the
-// armoured file content.
+// Issue signs c and verifies the result with the daemon's own verifier against this key and
+// Connectors(), so a token that the daemon would reject is never handed out. It returns the
+// verified licence and the armoured file content.
 func (k *SigningKey) Issue(c licensing.Claims) (*licensing.License, []byte, error) {
 	if c.V == 0 {
 		c.V = licensing.SchemaVersion
@@ -190,7 +209,7 @@ func (k *SigningKey) Issue(c licensing.Claims) (*licensing.License, []byte, erro
 	if err != nil {
 		return nil, nil, err
 	}
-	v := licensing.Verifier{Keyring: k.Keyring()}
+	v := licensing.Verifier{Keyring: k.Keyring(), Connectors: Connectors(), AllowDemo: true}
 	l, err := v.VerifyToken(tok)
 	if err != nil {
 		return nil, nil, fmt.Errorf("the issued token does not verify: %w", err)

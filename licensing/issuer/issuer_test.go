@@ -141,7 +141,7 @@ func onlyKey(t *testing.T, dir, ext string) string {
 func TestCLIFlow(t *testing.T) {
 	kr := filepath.Join(t.TempDir(), "kr")
 	now := time.Date(2026, 1, 10, 9, 0, 0, 0, time.UTC)
-	env := &issuer.Env{Now: func() time.Time { return now }, Dir: t.TempDir(), StateDir: t.TempDir()}
+	env := &issuer.Env{Connectors: issuer.Connectors(), Now: func() time.Time { return now }, Dir: t.TempDir(), StateDir: t.TempDir()}
 	out, err := run(t, env, "key", "gen", "--scope", "paid", "--out", kr, "--not-before", "2026-01-01")
 	if err != nil {
 		t.Fatal(err)
@@ -173,7 +173,7 @@ func TestCLIFlow(t *testing.T) {
 	}
 
 	verify := func(keys *keyring.Keyring, file string, args ...string) int {
-		env := &issuer.Env{Keyring: keys, Dir: t.TempDir(), StateDir: t.TempDir(), Host: staticHost{}}
+		env := &issuer.Env{Connectors: issuer.Connectors(), Keyring: keys, Dir: t.TempDir(), StateDir: t.TempDir(), Host: staticHost{}}
 		_, err := run(t, env, append([]string{"verify", file}, args...)...)
 		return exitCode(err)
 	}
@@ -272,7 +272,7 @@ func TestCLIFlow(t *testing.T) {
 	// The revocation list in the licence directory makes verify exit 6 for rev 1, not for rev 2.
 	vdir := t.TempDir()
 	must(t, os.WriteFile(filepath.Join(vdir, "crl.lic"), mustRead(t, crl2), 0o644))
-	venv := &issuer.Env{Keyring: allKR, Dir: vdir, StateDir: t.TempDir(), Host: staticHost{}}
+	venv := &issuer.Env{Connectors: issuer.Connectors(), Keyring: allKR, Dir: vdir, StateDir: t.TempDir(), Host: staticHost{}}
 	if _, err := run(t, venv, "verify", lic, "--at", "2026-02-01", "--no-host"); exitCode(err) != licensecli.ExitSuperseded {
 		t.Fatalf("revoked: %v", err)
 	}
@@ -323,7 +323,7 @@ func TestCLIFlow(t *testing.T) {
 func TestIssueWithRequest(t *testing.T) {
 	kr := filepath.Join(t.TempDir(), "kr")
 	now := time.Date(2026, 1, 10, 9, 0, 0, 0, time.UTC)
-	env := &issuer.Env{Now: func() time.Time { return now }, Host: hostA, Dir: t.TempDir(), StateDir: t.TempDir()}
+	env := &issuer.Env{Connectors: issuer.Connectors(), Now: func() time.Time { return now }, Host: hostA, Dir: t.TempDir(), StateDir: t.TempDir()}
 	if _, err := run(t, env, "key", "gen", "--scope", "paid", "--out", kr, "--not-before", "2026-01-01"); err != nil {
 		t.Fatal(err)
 	}
@@ -333,7 +333,7 @@ func TestIssueWithRequest(t *testing.T) {
 
 	var cmd licensecli.Cmd
 	var out bytes.Buffer
-	denv := &licensecli.Env{Host: hostA, Stdout: &out, Keyring: devKR, Dir: t.TempDir(), StateDir: t.TempDir(), Version: "1.0.0"}
+	denv := &licensecli.Env{Connectors: issuer.Connectors(), Instances: []licensecli.Instance{{Name: "amo", Type: "amocrm"}}, Host: hostA, Stdout: &out, Keyring: devKR, Dir: t.TempDir(), StateDir: t.TempDir(), Version: "1.0.0"}
 	p := kong.Must(&cmd)
 	kctx, err := p.Parse([]string{"request", "--connector", "amocrm", "--crm", "account_id=31234567"})
 	if err != nil {
@@ -354,7 +354,7 @@ func TestIssueWithRequest(t *testing.T) {
 		t.Fatalf("binding: %+v", c)
 	}
 	venv := func(h licensing.HostSource) *issuer.Env {
-		return &issuer.Env{Keyring: devKR, Host: h, Dir: t.TempDir(), StateDir: t.TempDir()}
+		return &issuer.Env{Connectors: issuer.Connectors(), Keyring: devKR, Host: h, Dir: t.TempDir(), StateDir: t.TempDir()}
 	}
 	if _, err := run(t, venv(hostA), "verify", lic, "--at", "2026-06-01"); err != nil {
 		t.Fatalf("same host: %v", err)
@@ -377,7 +377,7 @@ func TestIssueWithRequest(t *testing.T) {
 
 func verifyFile(t *testing.T, kr *keyring.Keyring, path string) *licensing.License {
 	t.Helper()
-	l, err := (&licensing.Verifier{Keyring: kr}).VerifyFile(mustRead(t, path))
+	l, err := (&licensing.Verifier{Keyring: kr, Connectors: issuer.Connectors()}).VerifyFile(mustRead(t, path))
 	if err != nil {
 		t.Fatalf("%s: %v", path, err)
 	}

@@ -3,13 +3,15 @@
 //	License licensecli.Cmd `cmd:"" help:"Licences: fingerprint, request, install, inspect, verify, status."`
 //
 // and binds a *licensecli.Env (kong.Bind or kong.BindToProvider, e.g. after loading the config):
-// the licence and state directories, and the Status/Reload functions wired to the running daemon's
-// admin API. Every Run method takes that *Env.
+// the licence and state directories, the licensable connector types, the configured connector
+// instances, and the Status/Reload functions wired to the running daemon's admin API. Every Run
+// method takes that *Env.
 //
 // Errors that need a specific exit status implement `ExitCode() int` (see ExitError); kong's
 // FatalIfErrorf honours it. `verify` exits 0 valid, 2 bad format/signature/unknown key/schema,
-// 3 not yet valid, 4 expired, 5 host/CRM mismatch, 6 superseded/revoked, 7 grace (valid, but
-// late); I/O problems (missing file) exit 1.
+// 3 not yet valid, 4 expired, 5 host/CRM mismatch or a demo licence (demo licences work only in
+// `pbxbridge demo`), 6 superseded/revoked, 7 grace (valid, but late); I/O problems (missing file)
+// exit 1.
 package licensecli
 
 import (
@@ -67,6 +69,13 @@ type Env struct {
 	StateDir string
 	// Version is the daemon version (put in activation requests, checked against min_version).
 	Version string
+	// Connectors are the licensable connector types and their binding kinds (the daemon's CRM
+	// registry). A licence for another type fails verification; the zero value licenses nothing.
+	Connectors licensing.Connectors
+	// Instances are the connector instances of the loaded configuration; nil when none was
+	// loaded. `request --connector` resolves an instance name through them, and `install` warns
+	// when no instance would use the licence.
+	Instances []Instance
 	// Keyring overrides the trusted keys; nil means keyring.Default().
 	Keyring *keyring.Keyring
 	// Host overrides the host-factor source; nil means licensing.SystemHost{StateDir: StateDir}.
@@ -84,6 +93,15 @@ type Env struct {
 	Stdout, Stderr io.Writer
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+}
+
+// Instance is a configured connector instance as the licence commands see it.
+type Instance struct {
+	Name string // instance name (connectors[].name)
+	Type string // connector type (connectors[].type)
+	// Account is the CRM account the instance uses, when known (reported by the running daemon,
+	// or read from the configuration); zero when unknown.
+	Account licensing.Account
 }
 
 func (e *Env) ctx() context.Context {
@@ -136,7 +154,7 @@ func (e *Env) verifier() (*licensing.Verifier, error) {
 			return nil, err
 		}
 	}
-	return &licensing.Verifier{Keyring: kr, Version: e.Version}, nil
+	return &licensing.Verifier{Keyring: kr, Connectors: e.Connectors, Version: e.Version}, nil
 }
 
 func (e *Env) host() licensing.HostSource {
@@ -289,7 +307,7 @@ func exitForReason(r licensing.Reason) int {
 	switch r {
 	case licensing.ReasonSuperseded, licensing.ReasonRevoked:
 		return ExitSuperseded
-	case licensing.ReasonHostMismatch, licensing.ReasonCRMMismatch:
+	case licensing.ReasonHostMismatch, licensing.ReasonCRMMismatch, licensing.ReasonDemoOnly:
 		return ExitMismatch
 	}
 	return ExitBadFormat
@@ -345,7 +363,7 @@ func (c *VerifyCmd) Run(env *Env) error {
 	}
 	l, err := ver.VerifyFile(data)
 	if err != nil {
-		return &ExitError{Code: ExitBadFormat, Err: err}
+		return &ExitError{Code: exitForReason(licensing.ReasonOf(err)), Err: err}
 	}
 	fp, raw, err := env.fingerprint()
 	if err != nil {
@@ -467,7 +485,7 @@ func (c *InstallCmd) Run(env *Env) error {
 	}
 	l, err := ver.VerifyFile(data)
 	if err != nil {
-		return &ExitError{Code: ExitBadFormat, Err: fmt.Errorf("refusing to install: %w", err)}
+		return &ExitError{Code: exitForReason(licensing.ReasonOf(err)), Err: fmt.Errorf("refusing to install: %w", err)}
 	}
 	fp, raw, err := env.fingerprint()
 	if err != nil {
@@ -492,6 +510,9 @@ func (c *InstallCmd) Run(env *Env) error {
 	if !l.IsRevocation() {
 		out.Printf("%s %s rev %d for %s: term %s..%s, grace until %s (%s)\n", l.Type(), l.LID(), l.Rev(), l.Connector(),
 			l.Start(), l.End(), l.GraceUntil(), l.Claims().Term.TZ)
+	}
+	if w := env.unusedWarning(l); w != "" {
+		_, _ = fmt.Fprintln(env.errOut(), "warning: "+w)
 	}
 	if env.Reload != nil {
 		if err := env.Reload(env.ctx()); err != nil {
@@ -588,19 +609,27 @@ func (c *FingerprintCmd) Run(env *Env) error {
 	return p.Err
 }
 
-// RequestCmd is `license request --connector X`.
+// RequestCmd is `license request --connector NAME`.
 type RequestCmd struct {
-	Connector string   `required:"" enum:"bitrix24,amocrm,kommo" help:"Connector to license (bitrix24, amocrm, kommo)."`
-	CRM       []string `help:"CRM account to bind, if known (KEY=VALUE: bitrix24_domain, member_id, account_id, subdomain)." sep:"none" placeholder:"KEY=VALUE"`
+	Connector string   `required:"" placeholder:"NAME" help:"Connector instance to license, by its name in the configuration (a connector type is accepted when exactly one instance of it is configured)."`
+	CRM       []string `help:"CRM account to bind (KEY=VALUE: bitrix24_domain, member_id, account_id, subdomain); default: the account the instance is known to use." sep:"none" placeholder:"KEY=VALUE"`
 	Out       string   `help:"Write the code to this file instead of stdout." type:"path"`
 }
 
 // Run prints the activation request code. It writes the install id first if it does not exist,
 // so the code carries the same factors the daemon will see.
 func (c *RequestCmd) Run(env *Env) error {
+	inst, err := env.resolveInstance(c.Connector)
+	if err != nil {
+		return err
+	}
 	crm, err := parseCRM(c.CRM)
 	if err != nil {
 		return err
+	}
+	if crm == nil {
+		kind, _ := env.Connectors.Binding(inst.Type)
+		crm = licensing.BindingOf(kind, inst.Account)
 	}
 	if env.Host == nil {
 		if _, err := licensing.EnsureInstallID(env.stateDir()); err != nil {
@@ -611,7 +640,7 @@ func (c *RequestCmd) Run(env *Env) error {
 	if err != nil {
 		return err
 	}
-	req, err := licensing.NewRequest(c.Connector, env.Version, fp, crm, env.now())
+	req, err := licensing.NewRequest(env.Connectors, inst.Type, env.Version, fp, crm, env.now())
 	if err != nil {
 		return err
 	}
@@ -619,11 +648,90 @@ func (c *RequestCmd) Run(env *Env) error {
 	if err != nil {
 		return err
 	}
+	_, _ = fmt.Fprintf(env.errOut(), "activation request for connector %s (type %s), CRM account: %s\n", inst.Name, inst.Type, crm)
 	if c.Out != "" {
 		return os.WriteFile(c.Out, []byte(code+"\n"), 0o644)
 	}
 	_, err = fmt.Fprintln(env.out(), code)
 	return err
+}
+
+// resolveInstance finds the configured instance arg names. A connector type names its only
+// instance; with none or several, the error says what to do.
+func (e *Env) resolveInstance(arg string) (Instance, error) {
+	for _, in := range e.Instances {
+		if in.Name == arg {
+			if !e.Connectors.Known(in.Type) {
+				return Instance{}, fmt.Errorf("--connector %s: connector type %s needs no licence (licensable: %s)", arg, in.Type, e.Connectors)
+			}
+			return in, nil
+		}
+	}
+	if e.Instances == nil {
+		return Instance{}, fmt.Errorf("--connector %s: no configuration loaded (see --config), so no connector instance is known", arg)
+	}
+	if !e.Connectors.Known(arg) {
+		return Instance{}, fmt.Errorf("--connector %s: no connector of that name is configured (configured: %s)", arg, describeInstances(e.Instances))
+	}
+	var same []Instance
+	for _, in := range e.Instances {
+		if in.Type == arg {
+			same = append(same, in)
+		}
+	}
+	switch len(same) {
+	case 0:
+		return Instance{}, fmt.Errorf("--connector %s: no %s connector is configured (configured: %s); add it to the configuration first", arg, arg, describeInstances(e.Instances))
+	case 1:
+		return same[0], nil
+	}
+	return Instance{}, fmt.Errorf("--connector %s: %d %s connectors are configured (%s): name one, e.g. --connector %s", arg, len(same), arg, describeInstances(same), same[0].Name)
+}
+
+func describeInstances(list []Instance) string {
+	if len(list) == 0 {
+		return "none"
+	}
+	parts := make([]string, len(list))
+	for i, in := range list {
+		parts[i] = fmt.Sprintf("%s (%s)", in.Name, in.Type)
+	}
+	return strings.Join(parts, ", ")
+}
+
+// unusedWarning explains why an installed licence will not apply to any configured instance yet
+// ("" when one may use it, or when no configuration was loaded).
+func (e *Env) unusedWarning(l *licensing.License) string {
+	if l.IsRevocation() || e.Instances == nil {
+		return ""
+	}
+	var same []Instance
+	for _, in := range e.Instances {
+		if in.Type == l.Connector() {
+			same = append(same, in)
+		}
+	}
+	if len(same) == 0 {
+		return fmt.Sprintf("installed, but no %s connector is configured; it will apply once one is", l.Connector())
+	}
+	if l.Claims().CRM == nil {
+		return ""
+	}
+	for _, in := range same {
+		if in.Account.IsZero() || licensing.AccountMatches(l, in.Account) {
+			return ""
+		}
+	}
+	return fmt.Sprintf("installed, but it is bound to CRM account %s and no configured %s connector uses that account (%s); it will apply once one does",
+		l.Claims().CRM, l.Connector(), describeAccounts(same))
+}
+
+func describeAccounts(list []Instance) string {
+	parts := make([]string, len(list))
+	for i, in := range list {
+		parts[i] = in.Name + ": " + in.Account.String()
+	}
+	return strings.Join(parts, "; ")
 }
 
 // StatusCmd is `license status [--json]`.

@@ -8,12 +8,14 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/alecthomas/kong"
 
 	"github.com/pbxbridge/pbxbridge/licensing"
+	"github.com/pbxbridge/pbxbridge/licensing/demo"
 	"github.com/pbxbridge/pbxbridge/licensing/issuer"
 	"github.com/pbxbridge/pbxbridge/licensing/keyring"
 	"github.com/pbxbridge/pbxbridge/licensing/licensecli"
@@ -42,12 +44,20 @@ type root struct {
 }
 
 type fixture struct {
-	t   *testing.T
-	key *issuer.SigningKey
-	kr  *keyring.Keyring
-	env *licensecli.Env
-	out *bytes.Buffer
+	t    *testing.T
+	key  *issuer.SigningKey
+	kr   *keyring.Keyring
+	env  *licensecli.Env
+	out  *bytes.Buffer // stdout, then "ERROR: " and the error of the command
+	errb *bytes.Buffer // stderr (notes and warnings)
 }
+
+// The connector types of the tests, as the daemon's CRM registry declares them.
+var testConnectors = licensing.MustConnectors(
+	licensing.ConnectorType{Name: "bitrix24", Binding: licensing.BindingDomain},
+	licensing.ConnectorType{Name: "amocrm", Binding: licensing.BindingAccount},
+	licensing.ConnectorType{Name: "kommo", Binding: licensing.BindingAccount},
+)
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
@@ -59,17 +69,19 @@ func newFixture(t *testing.T) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := &bytes.Buffer{}
+	out, errb := &bytes.Buffer{}, &bytes.Buffer{}
 	env := &licensecli.Env{Dir: filepath.Join(t.TempDir(), "licenses.d"), StateDir: t.TempDir(), Keyring: kr, Host: hostA,
-		Stdout: out, Stderr: out, Now: func() time.Time { return time.Date(2026, 3, 10, 12, 0, 0, 0, time.UTC) }}
-	return &fixture{t: t, key: k, kr: kr, env: env, out: out}
+		Stdout: out, Stderr: errb, Now: func() time.Time { return time.Date(2026, 3, 10, 12, 0, 0, 0, time.UTC) },
+		Connectors: testConnectors,
+		Instances:  []licensecli.Instance{{Name: "b24", Type: "bitrix24"}, {Name: "kommo-main", Type: "kommo"}}}
+	return &fixture{t: t, key: k, kr: kr, env: env, out: out, errb: errb}
 }
 
 // issue writes a licence file and returns its path.
 func (f *fixture) issue(lid string, rev int, start, end, grace string, hosts bool) string {
 	f.t.Helper()
 	c := licensing.Claims{V: 1, Iss: licensing.Issuer, LID: lid, Rev: rev, IAT: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC),
-		Typ: keyring.TypePaid, Sub: "c1", Licensee: "Test", Connector: licensing.ConnectorBitrix24,
+		Typ: keyring.TypePaid, Sub: "c1", Licensee: "Test", Connector: "bitrix24",
 		Term: &licensing.Term{Start: licensing.MustDate(start), End: licensing.MustDate(end), TZ: "Europe/Moscow"}}
 	g := licensing.MustDate(grace)
 	c.GraceUntil = &g
@@ -77,6 +89,23 @@ func (f *fixture) issue(lid string, rev int, start, end, grace string, hosts boo
 		c.Hosts = []licensing.HostBinding{{FPV: 1, F: licensing.FingerprintOf(licensing.RawFactors(hostA)).Factors}}
 		c.MinMatch, c.MinStable = 3, 1
 	}
+	return f.write(c)
+}
+
+// issueBound writes a licence of March 2026 bound to a CRM account and returns its path.
+func (f *fixture) issueBound(lid string, crm *licensing.CRMBinding) string {
+	f.t.Helper()
+	c := licensing.Claims{V: 1, Iss: licensing.Issuer, LID: lid, Rev: 1, IAT: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC),
+		Typ: keyring.TypePaid, Sub: "c1", Licensee: "Test", Connector: "bitrix24", CRM: crm,
+		Term: &licensing.Term{Start: licensing.MustDate("2026-03-01"), End: licensing.MustDate("2026-03-31"), TZ: "Europe/Moscow"}}
+	g := licensing.MustDate("2026-04-06")
+	c.GraceUntil = &g
+	return f.write(c)
+}
+
+func (f *fixture) write(c licensing.Claims) string {
+	f.t.Helper()
+	lid := c.LID
 	_, data, err := f.key.Issue(c)
 	if err != nil {
 		f.t.Fatal(err)
@@ -91,6 +120,7 @@ func (f *fixture) issue(lid string, rev int, start, end, grace string, hosts boo
 func (f *fixture) run(args ...string) (string, int) {
 	f.t.Helper()
 	f.out.Reset()
+	f.errb.Reset()
 	var cli root
 	p, err := kong.New(&cli, kong.Exit(func(int) { f.t.Fatalf("kong exit on %v", args) }))
 	if err != nil {
@@ -205,7 +235,7 @@ func TestInstall(t *testing.T) {
 		t.Fatalf("install: %d %s", code, out)
 	}
 	installed := filepath.Join(f.env.Dir, "bitrix24-L-1-r2-2026-03-01.lic")
-	if _, err := (&licensing.Verifier{Keyring: f.kr}).VerifyFile(mustRead(t, installed)); err != nil {
+	if _, err := (&licensing.Verifier{Keyring: f.kr, Connectors: testConnectors}).VerifyFile(mustRead(t, installed)); err != nil {
 		t.Fatalf("installed file: %v", err)
 	}
 	entries, _ := os.ReadDir(f.env.Dir)
@@ -323,6 +353,13 @@ func TestStatus(t *testing.T) {
 	}
 }
 
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
 func mustRead(t *testing.T, p string) []byte {
 	t.Helper()
 	b, err := os.ReadFile(p)
@@ -330,4 +367,143 @@ func mustRead(t *testing.T, p string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// TestRequestByInstanceName: --connector takes the instance name, so two Bitrix24 portals can be
+// told apart (the account the instance is known to use goes into the request); a bare type is
+// accepted only when exactly one instance of it is configured.
+func TestRequestByInstanceName(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	f.env.Instances = []licensecli.Instance{
+		{Name: "b24-main", Type: "bitrix24", Account: licensing.Account{Domain: "main.bitrix24.ru", MemberID: "m1"}},
+		{Name: "b24-branch", Type: "bitrix24"},
+		{Name: "amo", Type: "amocrm", Account: licensing.Account{AccountID: 31234567, Subdomain: "romashka"}},
+		{Name: "file", Type: "fake"},
+	}
+	request := func(args ...string) (licensing.Request, string, int) {
+		out, code := f.run(append([]string{"request"}, args...)...)
+		if code != 0 {
+			return licensing.Request{}, out, code
+		}
+		req, err := licensing.DecodeRequest(out)
+		if err != nil {
+			t.Fatalf("%v: %v\n%s", args, err, out)
+		}
+		return req, f.errb.String(), code
+	}
+	req, note, code := request("--connector", "b24-main")
+	if code != 0 || req.Connector != "bitrix24" || req.CRM == nil || *req.CRM != (licensing.CRMBinding{Bitrix24Domain: "main.bitrix24.ru", MemberID: "m1"}) ||
+		!strings.Contains(note, "connector b24-main (type bitrix24)") {
+		t.Fatalf("b24-main: %+v %q %d", req, note, code)
+	}
+	if req, _, code := request("--connector", "b24-branch"); code != 0 || req.Connector != "bitrix24" || req.CRM != nil {
+		t.Fatalf("b24-branch: %+v %d", req, code)
+	}
+	// --crm overrides the known account.
+	if req, _, code := request("--connector", "b24-main", "--crm", "bitrix24_domain=other.bitrix24.ru"); code != 0 || req.CRM.Bitrix24Domain != "other.bitrix24.ru" {
+		t.Fatalf("--crm: %+v %d", req, code)
+	}
+	// A bare type naming its only instance.
+	if req, _, code := request("--connector", "amocrm"); code != 0 || req.Connector != "amocrm" || req.CRM == nil || req.CRM.AccountID != 31234567 {
+		t.Fatalf("amocrm: %+v %d", req, code)
+	}
+	for _, c := range []struct {
+		arg, want string
+	}{
+		{"bitrix24", "2 bitrix24 connectors are configured (b24-main (bitrix24), b24-branch (bitrix24)): name one, e.g. --connector b24-main"},
+		{"kommo", "no kommo connector is configured"},
+		{"file", "connector type fake needs no licence"},
+		{"nope", "no connector of that name is configured (configured: b24-main (bitrix24), b24-branch (bitrix24), amo (amocrm), file (fake))"},
+	} {
+		if _, out, code := request("--connector", c.arg); code != 1 || !strings.Contains(out, c.want) {
+			t.Errorf("--connector %s: %d %s", c.arg, code, out)
+		}
+	}
+	f.env.Instances = nil
+	if _, out, code := request("--connector", "bitrix24"); code != 1 || !strings.Contains(out, "no configuration loaded") {
+		t.Errorf("no config: %d %s", code, out)
+	}
+}
+
+// TestInstallWarnsWhenUnused: installing a licence no configured instance can use succeeds with a
+// warning that says when it will apply.
+func TestInstallWarnsWhenUnused(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	f.env.Instances = []licensecli.Instance{{Name: "amo", Type: "amocrm"}}
+	if out, code := f.run("install", f.issue("L-1", 1, "2026-03-01", "2026-03-31", "2026-04-06", true)); code != 0 {
+		t.Fatalf("install: %d %s", code, out)
+	}
+	if w := f.errb.String(); !strings.Contains(w, "warning: installed, but no bitrix24 connector is configured; it will apply once one is") {
+		t.Fatalf("warning: %q", w)
+	}
+	// Configured: no warning.
+	f.env.Instances = []licensecli.Instance{{Name: "b24", Type: "bitrix24"}}
+	if out, code := f.run("install", f.issue("L-2", 1, "2026-03-01", "2026-03-31", "2026-04-06", true)); code != 0 || f.errb.String() != "" {
+		t.Fatalf("install: %d %s %q", code, out, f.errb.String())
+	}
+	// Bound to an account no instance uses.
+	bound := f.issueBound("L-3", &licensing.CRMBinding{Bitrix24Domain: "romashka.bitrix24.ru"})
+	f.env.Instances = []licensecli.Instance{{Name: "b24", Type: "bitrix24", Account: licensing.Account{Domain: "other.bitrix24.ru"}}}
+	if _, code := f.run("install", bound); code != 0 || !strings.Contains(f.errb.String(), "bound to CRM account domain romashka.bitrix24.ru and no configured bitrix24 connector uses that account (b24: domain other.bitrix24.ru)") {
+		t.Fatalf("bound: %d %q", code, f.errb.String())
+	}
+	// ...but not when an instance's account is not known yet.
+	f.env.Instances = append(f.env.Instances, licensecli.Instance{Name: "b24-new", Type: "bitrix24"})
+	if _, code := f.run("install", bound); code != 0 || f.errb.String() != "" {
+		t.Fatalf("bound, unknown account: %d %q", code, f.errb.String())
+	}
+}
+
+// TestDemoLicenceOutsideDemo: verify and install of an embedded demo licence say that demo
+// licences work only in `pbxbridge demo`, with the mismatch exit status, and install nothing.
+func TestDemoLicenceOutsideDemo(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	for _, df := range demo.Files() {
+		p := filepath.Join(t.TempDir(), df.Name)
+		must(t, os.WriteFile(p, df.Data, 0o644))
+		for _, cmd := range []string{"verify", "install"} {
+			out, code := f.run(cmd, p)
+			if code != licensecli.ExitMismatch || !strings.Contains(out, "demo licences work only in `pbxbridge demo`") {
+				t.Errorf("%s %s: %d %s", cmd, df.Name, code, out)
+			}
+		}
+	}
+	if entries, _ := os.ReadDir(f.env.Dir); len(entries) != 0 {
+		t.Fatalf("installed: %v", entries)
+	}
+}
+
+// TestRootWritesAsServiceUser: run as root (sudo) with the state and licence directories owned by
+// the service user (uid 65534 here), `request` and `install` leave files that user owns, so the
+// daemon can read them. Skipped unless the test runs as root.
+func TestRootWritesAsServiceUser(t *testing.T) {
+	t.Parallel()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	const svc = 65534
+	f := newFixture(t)
+	f.env.Host = nil // the system host source: `request` writes the install id
+	for _, d := range []string{f.env.StateDir, f.env.Dir} {
+		must(t, os.MkdirAll(d, 0o750))
+		must(t, os.Chown(d, svc, svc))
+	}
+	if out, code := f.run("request", "--connector", "kommo"); code != 0 {
+		t.Fatalf("request: %s", out)
+	}
+	if out, code := f.run("install", f.issue("L-1", 1, "2026-03-01", "2026-03-31", "2026-04-06", false)); code != 0 {
+		t.Fatalf("install: %s", out)
+	}
+	for _, p := range []string{filepath.Join(f.env.StateDir, licensing.InstallIDFile), filepath.Join(f.env.Dir, "bitrix24-L-1-r1-2026-03-01.lic")} {
+		st, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s := st.Sys().(*syscall.Stat_t); s.Uid != svc || s.Gid != svc {
+			t.Errorf("%s: owner %d:%d, want %d:%d", p, s.Uid, s.Gid, svc, svc)
+		}
+	}
 }
