@@ -101,7 +101,7 @@ func (d *Daemon) startConnector(ctx context.Context, cfg *config.Config, cn *con
 	}
 	// Sold connector types need a licence; others (the "fake" test CRM that writes a local
 	// file) are free.
-	free := !licensing.KnownConnector(cn.Type)
+	free := !d.lic.Connectors().Known(cn.Type)
 	if !free {
 		inst := licensing.Instance{Name: cn.Name, Type: cn.Type}
 		if m, ok := settings.(crm.ExtensionMapper); ok {

@@ -1,7 +1,7 @@
 // Package connector wires pbxbridge together: the CLI, the daemon's Run loop, its HTTP and admin
 // endpoints, metrics, systemd notification and reload.
 //
-// Start order (docs/design.md §3): licensing → outbox → CRM adapters and their delivery workers →
+// Start order (docs/design.md §3): outbox → licensing → CRM adapters and their delivery workers →
 // HTTP endpoints and admin API → Asterisk sources. Stop is the reverse: sources stop first, the
 // call model's open calls are flushed into the outbox, deliveries drain for
 // dispatch.drain_timeout, adapters close, the outbox closes, and the endpoints stop last.
@@ -168,13 +168,39 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return fmt.Errorf("state directory: %w", err)
 	}
 
-	// Licensing first: the gate must be right before any delivery.
+	// The outbox first: every finished call is stored here before anything else happens to it
+	// (opening it delivers nothing).
+	store, err := outbox.Open(ctx, filepath.Join(cfg.StateDir, "outbox.db"), outbox.Options{
+		Retention: time.Duration(cfg.Outbox.RetentionDays) * 24 * time.Hour,
+		Clock:     d.now,
+		Logger:    d.log.With("component", "outbox"),
+	})
+	if err != nil {
+		return err
+	}
+	d.unitsMu.Lock()
+	d.store = store
+	d.unitsMu.Unlock()
+	defer func() {
+		if err := store.Close(); err != nil {
+			d.log.Error("closing the outbox", "err", err)
+		}
+	}()
+
+	// Licensing before any connector: the gate must be right before any delivery. Its state has
+	// a second copy in the outbox database, so deleting license-state.json resets nothing.
 	lopts := d.opts.Licensing
 	if lopts.StateDir == "" {
 		lopts.StateDir = cfg.StateDir
 	}
 	lopts.Logger = d.log.With("component", "licensing")
 	lopts.Registerer = d.reg
+	lopts.Mirror = licenceMirror{store: store}
+	if lopts.Connectors.Len() == 0 {
+		if lopts.Connectors, err = LicensedTypes(); err != nil {
+			return err
+		}
+	}
 	if lopts.Version == "" {
 		lopts.Version = d.opts.Version
 	}
@@ -194,24 +220,6 @@ func (d *Daemon) Run(ctx context.Context) error {
 		}
 	}()
 	defer func() { stopLic(); <-licDone }()
-
-	// The outbox: every finished call is stored here before anything else happens to it.
-	store, err := outbox.Open(ctx, filepath.Join(cfg.StateDir, "outbox.db"), outbox.Options{
-		Retention: time.Duration(cfg.Outbox.RetentionDays) * 24 * time.Hour,
-		Clock:     d.now,
-		Logger:    d.log.With("component", "outbox"),
-	})
-	if err != nil {
-		return err
-	}
-	d.unitsMu.Lock()
-	d.store = store
-	d.unitsMu.Unlock()
-	defer func() {
-		if err := store.Close(); err != nil {
-			d.log.Error("closing the outbox", "err", err)
-		}
-	}()
 
 	// Connectors (adapters + delivery workers).
 	unitCtx := context.WithoutCancel(ctx)
@@ -433,4 +441,29 @@ func (d *Daemon) HeldCalls() int {
 		n += p.held.len()
 	}
 	return n
+}
+
+// LicensedTypes is the licensing view of the connector registry: every registered type that
+// needs a licence, with how its licences bind to a CRM account.
+func LicensedTypes() (licensing.Connectors, error) {
+	var ts []licensing.ConnectorType
+	for t, b := range crm.Licensed() {
+		ts = append(ts, licensing.ConnectorType{Name: t, Binding: licensing.Binding(b)})
+	}
+	return licensing.NewConnectors(ts...)
+}
+
+// licenceMirror keeps the licensing state's second copy in the outbox database
+// (licensing.StateMirror).
+type licenceMirror struct{ store *outbox.Store }
+
+// licenceMirrorName is the outbox meta value that holds the copy.
+const licenceMirrorName = "licensing.state"
+
+func (m licenceMirror) Load(ctx context.Context) ([]byte, error) {
+	return m.store.GetMeta(ctx, licenceMirrorName)
+}
+
+func (m licenceMirror) Save(ctx context.Context, blob []byte) error {
+	return m.store.SetMeta(ctx, licenceMirrorName, blob)
 }

@@ -3,7 +3,6 @@ package connector
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"sync"
 	"testing"
@@ -48,7 +47,7 @@ func (b *blockingLive) Live(ctx context.Context, ev *call.Live) error {
 // TestLiveEventsRunPerCall: a connector's live events are handled concurrently across calls (a
 // slow card does not hold up the cards of other calls) and in order within a call.
 func TestLiveEventsRunPerCall(t *testing.T) {
-	d := &Daemon{log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	d := &Daemon{log: slog.New(slog.DiscardHandler)}
 	d.m = newMetrics(prometheus.NewRegistry(), d, "test")
 	a := &blockingLive{seen: map[string][]int{}, release: make(chan struct{})}
 	c := &connRT{name: "crm", adapter: a, log: d.log}

@@ -227,6 +227,13 @@ type ExtensionMapper interface {
 	MappedExtensions() []string
 }
 
+// AccountConfigurer is implemented by config values that name their CRM account (the portal's
+// domain, the account's subdomain), so offline tools (`license request`) know the account
+// before any adapter has talked to the CRM.
+type AccountConfigurer interface {
+	ConfiguredAccount() Account
+}
+
 // Factory builds adapters of one connector type.
 type Factory struct {
 	// Type is the connector type name used in config (bitrix24, amocrm, kommo, fake).
@@ -237,7 +244,22 @@ type Factory struct {
 	NewConfig func() any
 	// New builds an adapter. It must not do network I/O (that belongs in Start or Deliver).
 	New func(p Params) (Adapter, error)
+	// Licence says whether the type is sold (needs a licence) and how a licence binds to its CRM
+	// account; "" for types that need none (the test CRM).
+	Licence LicenceBinding
 }
+
+// LicenceBinding is how licences of a connector type bind to a CRM account (the licensing
+// package's binding kinds).
+type LicenceBinding string
+
+// Licence bindings.
+const (
+	// LicenceDomain: the portal's domain and member_id (Account.Domain, Account.MemberID).
+	LicenceDomain LicenceBinding = "domain"
+	// LicenceAccount: the account id and/or subdomain (Account.AccountID, Account.Subdomain).
+	LicenceAccount LicenceBinding = "account"
+)
 
 // FieldError is a validation problem of one config field. Path is relative to the instance's
 // type block (e.g. "oauth.client_id"); the loader prefixes it with the instance's path and adds

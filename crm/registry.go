@@ -51,3 +51,16 @@ func Types() []string {
 	slices.Sort(out)
 	return out
 }
+
+// Licensed returns the registered types that need a licence, with their binding.
+func Licensed() map[string]LicenceBinding {
+	registryMu.RLock()
+	defer registryMu.RUnlock()
+	out := map[string]LicenceBinding{}
+	for t, f := range registry {
+		if f.Licence != "" {
+			out[t] = f.Licence
+		}
+	}
+	return out
+}

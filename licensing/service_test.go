@@ -694,7 +694,7 @@ func gathered(t *testing.T, reg *prometheus.Registry, name string, labels map[st
 				}
 			}
 			v := m.GetGauge().GetValue() + m.GetCounter().GetValue()
-			return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "x"}, func() float64 { return v })
+			return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "x", Help: "x"}, func() float64 { return v })
 		}
 	}
 	t.Fatalf("%s%v not found", name, labels)

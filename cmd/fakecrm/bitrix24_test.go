@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -43,7 +42,7 @@ func TestBitrix24Kind(t *testing.T) {
 	if k == nil {
 		t.Fatal("bitrix24 is not registered")
 	}
-	h, err := k.handler("http://127.0.0.1:1", slog.New(slog.NewTextHandler(io.Discard, nil)))
+	h, err := k.handler("http://127.0.0.1:1", slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

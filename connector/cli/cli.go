@@ -25,6 +25,7 @@ import (
 	"github.com/pbxbridge/pbxbridge/connector"
 	"github.com/pbxbridge/pbxbridge/connector/admin"
 	"github.com/pbxbridge/pbxbridge/connector/config"
+	"github.com/pbxbridge/pbxbridge/crm"
 	"github.com/pbxbridge/pbxbridge/licensing"
 	"github.com/pbxbridge/pbxbridge/licensing/licensecli"
 )
@@ -34,10 +35,13 @@ type Globals struct {
 	ConfigFile string `name:"config" short:"c" help:"Config file (default ${default_config})." env:"PBXBRIDGE_CONFIG" placeholder:"FILE"`
 	Socket     string `help:"Admin socket of the running daemon (default: admin.socket from the config)." env:"PBXBRIDGE_SOCKET" placeholder:"PATH"`
 
-	Version string          `kong:"-"`
-	Stdout  io.Writer       `kong:"-"`
-	Stderr  io.Writer       `kong:"-"`
-	Ctx     context.Context `kong:"-"`
+	Version string `kong:"-"`
+	// Daemon are the options `run` starts the daemon with (the zero value in production; the
+	// load harness's child process allows demo licences).
+	Daemon connector.Options `kong:"-"`
+	Stdout io.Writer         `kong:"-"`
+	Stderr io.Writer         `kong:"-"`
+	Ctx    context.Context   `kong:"-"`
 }
 
 // configPath is the config file commands that need one use.
@@ -99,6 +103,21 @@ type CLI struct {
 // exitCoder is implemented by errors that choose the process exit status.
 type exitCoder interface{ ExitCode() int }
 
+// licenceInstances lists the configured connector instances for the licence commands, with the
+// CRM account each names in its config (when it does).
+func licenceInstances(cfg *config.Config) []licensecli.Instance {
+	out := make([]licensecli.Instance, 0, len(cfg.Connectors))
+	for _, cn := range cfg.Connectors {
+		inst := licensecli.Instance{Name: cn.Name, Type: cn.Type}
+		if ac, ok := cn.Settings.(crm.AccountConfigurer); ok {
+			a := ac.ConfiguredAccount()
+			inst.Account = licensing.Account{Domain: a.Domain, MemberID: a.MemberID, AccountID: a.AccountID, Subdomain: a.Subdomain}
+		}
+		out = append(out, inst)
+	}
+	return out
+}
+
 // Main runs the command line and returns the process exit status. SIGINT and SIGTERM cancel the
 // command's context (the daemon then stops in order).
 func Main(version string, args []string) int {
@@ -112,7 +131,14 @@ type helpExit int
 
 // MainIO is Main with explicit context and output streams (tests run the CLI in-process).
 func MainIO(ctx context.Context, version string, args []string, stdout, stderr io.Writer) (code int) {
-	cli := CLI{Globals: Globals{Version: version, Stdout: stdout, Stderr: stderr, Ctx: ctx}}
+	return MainWith(ctx, version, args, stdout, stderr, connector.Options{})
+}
+
+// MainWith is MainIO whose `run` starts the daemon with the given options (version excepted):
+// for test tools that run the real command line with test-only options. The pbxbridge binary
+// never calls it.
+func MainWith(ctx context.Context, version string, args []string, stdout, stderr io.Writer, daemon connector.Options) (code int) {
+	cli := CLI{Globals: Globals{Version: version, Stdout: stdout, Stderr: stderr, Ctx: ctx, Daemon: daemon}}
 	defer func() {
 		if r := recover(); r != nil {
 			h, ok := r.(helpExit)
@@ -141,7 +167,14 @@ func MainIO(ctx context.Context, version string, args []string, stdout, stderr i
 		return 2
 	}
 	env := &licensecli.Env{Version: version, Context: ctx, Stdout: stdout, Stderr: stderr}
-	if cfg, err := cli.optionalConfig(); err == nil {
+	if env.Connectors, err = connector.LicensedTypes(); err != nil {
+		fmt.Fprintln(stderr, "pbxbridge: "+err.Error())
+		return 1
+	}
+	if cfg, err := cli.loadConfig(); err == nil {
+		env.Dir, env.StateDir = cfg.Licensing.Dir, cfg.StateDir
+		env.Instances = licenceInstances(cfg)
+	} else if cfg, err := cli.optionalConfig(); err == nil {
 		env.Dir, env.StateDir = cfg.Licensing.Dir, cfg.StateDir
 	}
 	env.Status = func(ctx context.Context) (licensing.Status, error) {
@@ -201,7 +234,9 @@ func (c *RunCmd) Run(g *Globals) error {
 		return &exitError{code: 1, err: fmt.Errorf("config problems, not starting:\n%w", err)}
 	}
 	signal.Ignore(syscall.SIGPIPE) // a restarted journald must not kill us
-	d, err := connector.New(cfg, connector.Options{Version: g.Version})
+	opts := g.Daemon
+	opts.Version = g.Version
+	d, err := connector.New(cfg, opts)
 	if err != nil {
 		return err
 	}

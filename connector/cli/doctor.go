@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/pbxbridge/pbxbridge/asterisk/ami"
+	"github.com/pbxbridge/pbxbridge/connector"
 	"github.com/pbxbridge/pbxbridge/connector/admin"
 	"github.com/pbxbridge/pbxbridge/connector/config"
 	"github.com/pbxbridge/pbxbridge/crm"
@@ -62,7 +63,7 @@ func (c *DoctorCmd) Run(g *Globals) error {
 		_ = os.Remove(f.Name())
 		var st syscall.Statfs_t
 		if syscall.Statfs(cfg.StateDir, &st) == nil {
-			free := st.Bavail * uint64(st.Bsize) //nolint:gosec // block size is positive
+			free := st.Bavail * uint64(st.Bsize)
 			if free < 100<<20 {
 				add(false, "state directory", "%s has only %d MiB free: the outbox needs room (free some space)", cfg.StateDir, free>>20)
 			} else {
@@ -232,7 +233,7 @@ func checkLicences(ctx context.Context, g *Globals, cfg *config.Config) []doctor
 				l.detail += ": " + c.Reason
 			}
 			if !c.Allowed {
-				l.detail += " (pbxbridge license request --connector " + c.Type + ", then license install)"
+				l.detail += " (pbxbridge license request --connector " + c.Name + ", then license install)"
 			}
 			out = append(out, l)
 		}
@@ -242,7 +243,11 @@ func checkLicences(ctx context.Context, g *Globals, cfg *config.Config) []doctor
 	if err != nil {
 		return []doctorLine{{name: "licences", detail: err.Error()}}
 	}
-	v := &licensing.Verifier{Keyring: kr, Version: g.Version}
+	types, err := connector.LicensedTypes()
+	if err != nil {
+		return []doctorLine{{name: "licences", detail: err.Error()}}
+	}
+	v := &licensing.Verifier{Keyring: kr, Version: g.Version, Connectors: types}
 	files, _ := filepath.Glob(filepath.Join(cfg.Licensing.Dir, "*.lic"))
 	byType := map[string][]string{}
 	for _, f := range files {
@@ -259,13 +264,13 @@ func checkLicences(ctx context.Context, g *Globals, cfg *config.Config) []doctor
 	}
 	var out []doctorLine
 	for _, cn := range cfg.Connectors {
-		if !licensing.KnownConnector(cn.Type) {
+		if !types.Known(cn.Type) {
 			continue
 		}
 		if fs := byType[cn.Type]; len(fs) > 0 {
 			out = append(out, doctorLine{ok: true, name: "licence " + cn.Name, detail: "signed licence present: " + strings.Join(fs, ", ") + " (dates and binding are checked by the daemon: pbxbridge license status)"})
 		} else {
-			out = append(out, doctorLine{name: "licence " + cn.Name, detail: fmt.Sprintf("no %s licence in %s: pbxbridge license request --connector %s, then license install FILE", cn.Type, cfg.Licensing.Dir, cn.Type)})
+			out = append(out, doctorLine{name: "licence " + cn.Name, detail: fmt.Sprintf("no %s licence in %s: pbxbridge license request --connector %s, then license install FILE", cn.Type, cfg.Licensing.Dir, cn.Name)})
 		}
 	}
 	for _, b := range byType["bad"] {

@@ -34,6 +34,7 @@ import (
 	_ "github.com/pbxbridge/pbxbridge/crm/all" // the demo runs every connector type
 	"github.com/pbxbridge/pbxbridge/crm/call"
 	"github.com/pbxbridge/pbxbridge/crm/fakecrm"
+	"github.com/pbxbridge/pbxbridge/licensing"
 	demolicence "github.com/pbxbridge/pbxbridge/licensing/demo"
 )
 
@@ -257,8 +258,10 @@ func Start(ctx context.Context, o Options) (env *Env, err error) {
 	env.cfg = cfg
 	env.dopts = connector.Options{
 		Version: o.Version,
-		Logger:  o.Logger,
-		Notify:  func(string) {},
+		// The demo is the one daemon that honours demo licences.
+		Licensing: licensing.Options{AllowDemo: true},
+		Logger:    o.Logger,
+		Notify:    func(string) {},
 		Resolve: func(addr string) string {
 			if a, ok := hosts[addr]; ok {
 				return a

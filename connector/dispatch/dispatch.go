@@ -111,7 +111,7 @@ func (o *Options) defaults() {
 		o.Clock = time.Now
 	}
 	if o.Rand == nil {
-		o.Rand = rand.Float64 //nolint:gosec // jitter, not security
+		o.Rand = rand.Float64
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)

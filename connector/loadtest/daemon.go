@@ -11,6 +11,7 @@ import (
 	httppprof "net/http/pprof"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
@@ -19,11 +20,13 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/pbxbridge/pbxbridge/connector"
 	"github.com/pbxbridge/pbxbridge/connector/admin"
 	"github.com/pbxbridge/pbxbridge/connector/cli"
 	_ "github.com/pbxbridge/pbxbridge/crm/all"  // the shipped connector types
 	_ "github.com/pbxbridge/pbxbridge/crm/fake" // the "fake" connector of the harness
 	"github.com/pbxbridge/pbxbridge/crm/fakecrm"
+	"github.com/pbxbridge/pbxbridge/licensing"
 	"github.com/pbxbridge/pbxbridge/licensing/demo"
 )
 
@@ -34,8 +37,8 @@ const (
 	pprofEnv      = "PBXBRIDGE_LOADTEST_PPROF"      // the daemon serves net/http/pprof there
 )
 
-// RunChildIfRequested turns the process into the pbxbridge command (connector.Main with the
-// process arguments) when the harness started it as the daemon subprocess, and exits with its
+// RunChildIfRequested turns the process into the pbxbridge command (cli.MainWith with the
+// process arguments, demo licences allowed) when the harness started it as the daemon subprocess, and exits with its
 // code; otherwise it returns at once. Call it first in main and TestMain.
 func RunChildIfRequested() {
 	if os.Getenv(childEnv) != "1" {
@@ -60,7 +63,12 @@ func RunChildIfRequested() {
 		srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		go func() { _ = srv.ListenAndServe() }()
 	}
-	code := cli.Main("loadtest", os.Args[1:])
+	// The harness's CRMs are the demo's fakes under reserved .invalid names, licensed by the demo
+	// licences, which only a daemon started with AllowDemo honours (never `pbxbridge run`).
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := cli.MainWith(ctx, "loadtest", os.Args[1:], os.Stdout, os.Stderr,
+		connector.Options{Licensing: licensing.Options{AllowDemo: true}})
+	cancel()
 	stop()
 	os.Exit(code)
 }

@@ -76,10 +76,18 @@ var migrations = []string{
 		updated_at INTEGER NOT NULL
 	) STRICT, WITHOUT ROWID;
 	CREATE INDEX open_calls_pbx ON open_calls (pbx);`,
+
+	// 5: small named values the daemon keeps beside the calls (Meta), e.g. the
+	// licence state's second copy; never pruned.
+	`CREATE TABLE meta (
+		name       TEXT    NOT NULL PRIMARY KEY,
+		value      BLOB    NOT NULL,
+		updated_at INTEGER NOT NULL
+	) STRICT, WITHOUT ROWID;`,
 }
 
 // SchemaVersion is the schema version this build writes (len(migrations)).
-const SchemaVersion = 4
+const SchemaVersion = 5
 
 // prepareFile checks that the file is an outbox this build can use, switches
 // it to WAL and applies the missing steps, each in its own transaction

@@ -64,6 +64,7 @@ func init() {
 	for _, typ := range []string{TypeAmoCRM, TypeKommo} {
 		crm.Register(crm.Factory{
 			Type:      typ,
+			Licence:   crm.LicenceAccount,
 			NewConfig: func() any { return NewConfig(typ) },
 			New:       func(p crm.Params) (crm.Adapter, error) { return New(p) },
 		})

@@ -221,6 +221,9 @@ func (c *Config) authorizePage() string {
 // LongLived reports whether the instance uses a long-lived token.
 func (c *Config) LongLived() bool { return c.Auth.LongLivedToken.IsSet() }
 
+// ConfiguredAccount implements crm.AccountConfigurer: the account's subdomain.
+func (c *Config) ConfiguredAccount() crm.Account { return crm.Account{Subdomain: c.Subdomain} }
+
 // MappedExtensions lists the extensions mapped to amoCRM users in the config (licence seats).
 func (c *Config) MappedExtensions() []string {
 	out := make([]string, 0, len(c.Users))
@@ -353,3 +356,9 @@ func (c *Config) Validate() []error {
 	}
 	return errs
 }
+
+var (
+	_ crm.AccountConfigurer = (*Config)(nil)
+	_ crm.ExtensionMapper   = (*Config)(nil)
+	_ crm.ConfigValidator   = (*Config)(nil)
+)

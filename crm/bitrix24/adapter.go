@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"path/filepath"
@@ -39,6 +38,7 @@ const (
 func init() {
 	crm.Register(crm.Factory{
 		Type:      Type,
+		Licence:   crm.LicenceDomain,
 		NewConfig: func() any { return NewConfig() },
 		New: func(p crm.Params) (crm.Adapter, error) {
 			return New(p)
@@ -95,7 +95,7 @@ func New(p crm.Params) (*Adapter, error) {
 	}
 	log := p.Logger
 	if log == nil {
-		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+		log = slog.New(slog.DiscardHandler)
 	}
 	reg := p.Metrics
 	if reg == nil {

@@ -342,6 +342,15 @@ func (c *Config) Validate() []error {
 	return errs
 }
 
+// ConfiguredAccount implements crm.AccountConfigurer: the portal's domain.
+func (c *Config) ConfiguredAccount() crm.Account {
+	u, err := url.Parse(c.PortalURL)
+	if err != nil || u.Hostname() == "" {
+		return crm.Account{}
+	}
+	return crm.Account{Domain: strings.ToLower(u.Hostname())}
+}
+
 // MappedExtensions lists the extensions mapped to users by configuration (licence seats).
 func (c *Config) MappedExtensions() []string {
 	out := make([]string, 0, len(c.Users.Map))
@@ -383,3 +392,9 @@ func digits(s string) string {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+var (
+	_ crm.AccountConfigurer = (*Config)(nil)
+	_ crm.ExtensionMapper   = (*Config)(nil)
+	_ crm.ConfigValidator   = (*Config)(nil)
+)

@@ -161,7 +161,7 @@ func newEnv(tb testing.TB, f *fakecrm.Bitrix24, opts ...envOpt) *env {
 	p := crm.Params{
 		Name: "b24", Type: Type, Config: cfg, Metrics: e.reg, StateDir: e.state, Calls: e.store,
 		Originator: e.orig, Recordings: dirRecordings{dir: e.recs}, RouteURL: e.srv.URL + "/crm/b24",
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Logger: slog.New(slog.DiscardHandler),
 	}
 	for _, o := range opts {
 		o(&p, cfg)

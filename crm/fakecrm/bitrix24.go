@@ -355,11 +355,11 @@ func NewBitrix24(opts ...Bitrix24Option) *Bitrix24 {
 		o(&c)
 	}
 	if c.log == nil {
-		c.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+		c.log = slog.New(slog.DiscardHandler)
 	}
 	f := &Bitrix24{
 		cfg: c, log: c.log, faults: c.faults,
-		rng:   mrand.New(mrand.NewPCG(c.seed, c.seed^0x5eed)), //nolint:gosec // fault injection
+		rng:   mrand.New(mrand.NewPCG(c.seed, c.seed^0x5eed)),
 		users: append([]B24User(nil), c.users...), entities: append([]B24Entity(nil), c.entities...),
 		byID: map[string]*b24Call{}, access: map[string]*b24Token{}, refresh: map[string]*b24Token{},
 		codes: map[string]time.Time{}, uploads: map[string]string{},

@@ -35,7 +35,7 @@ type TokenFile struct{ Path string }
 
 // Load reads the file; a missing file yields (nil, nil).
 func (f TokenFile) Load() (*Tokens, error) {
-	b, err := os.ReadFile(f.Path) //nolint:gosec // the path is the instance's state directory
+	b, err := os.ReadFile(f.Path)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
@@ -89,7 +89,7 @@ func WriteFileAtomic(path string, data []byte, mode os.FileMode) (err error) {
 	if err = os.Rename(tmp.Name(), path); err != nil {
 		return fmt.Errorf("writing %s: %w", path, err)
 	}
-	d, err := os.Open(dir) //nolint:gosec // the directory of the file being written
+	d, err := os.Open(dir)
 	if err != nil {
 		return fmt.Errorf("syncing %s: %w", dir, err)
 	}
