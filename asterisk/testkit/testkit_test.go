@@ -63,6 +63,7 @@ func TestWaitForSeesAConditionThatBecomesTrue(t *testing.T) {
 		}
 	}()
 	r := run(t, func(tb testing.TB) {
+		tb.Helper()
 		testkit.WaitFor(tb, 10*time.Second, "five increments", func() bool { return n.Load() == 5 })
 	})
 	if r.fatal != "" {
@@ -75,6 +76,7 @@ func TestWaitForFailsWithWhatItWaitedFor(t *testing.T) {
 	calls := 0
 	start := time.Now()
 	r := run(t, func(tb testing.TB) {
+		tb.Helper()
 		testkit.WaitFor(tb, 30*time.Millisecond, "the moon", func() bool { calls++; return false })
 	})
 	if want := "timed out after 30ms waiting for the moon"; r.fatal != want {
@@ -92,6 +94,7 @@ func TestEventuallyReportsTheLastError(t *testing.T) {
 	t.Parallel()
 	i := 0
 	r := run(t, func(tb testing.TB) {
+		tb.Helper()
 		testkit.Eventually(tb, 20*time.Millisecond, "the queue to drain", func() error {
 			i++
 			return fmt.Errorf("%d rows pending", 100-i)
@@ -102,6 +105,7 @@ func TestEventuallyReportsTheLastError(t *testing.T) {
 		t.Fatalf("failure %q does not end with the last error (%d rows pending)", r.fatal, 100-i)
 	}
 	ok := run(t, func(tb testing.TB) {
+		tb.Helper()
 		n := 0
 		testkit.Eventually(tb, 10*time.Second, "third time", func() error {
 			if n++; n < 3 {
@@ -207,7 +211,7 @@ func TestTier(t *testing.T) {
 				level testkit.Level
 				want  bool
 			}{{testkit.Quick, tc.quick}, {testkit.Slow, tc.slow}, {testkit.Long, tc.lng}} {
-				r := run(t, func(tb testing.TB) { testkit.Tier(tb, l.level) })
+				r := run(t, func(tb testing.TB) { tb.Helper(); testkit.Tier(tb, l.level) })
 				if r.fatal != "" {
 					t.Fatalf("Tier(%s): %s", l.level, r.fatal)
 				}
@@ -224,7 +228,7 @@ func TestTier(t *testing.T) {
 
 func TestTierRejectsAnUnknownValue(t *testing.T) {
 	t.Setenv(testkit.EnvVar, "slwo")
-	r := run(t, func(tb testing.TB) { testkit.Tier(tb, testkit.Slow) })
+	r := run(t, func(tb testing.TB) { tb.Helper(); testkit.Tier(tb, testkit.Slow) })
 	if !strings.Contains(r.fatal, `unknown tier "slwo"`) {
 		t.Fatalf("PBXBRIDGE_TESTS=slwo: failure %q, skip %q; want a failure naming the value", r.fatal, r.skipped)
 	}
