@@ -2,8 +2,8 @@ package loadtest_test
 
 // The fault suite: the daemon runs as a subprocess under generated load while things
 // break, and every test checks the fake CRMs' state by record key: nothing lost, nothing twice.
-// The short form runs with `go test` (not under -short or -race, see skipSubprocess); the full
-// form with PBXBRIDGE_FAULT_FULL=1 (make fault).
+// The short form is in the slow tier (PBXBRIDGE_TESTS=slow, never under -race, see
+// skipSubprocess); the full form in the long tier (PBXBRIDGE_TESTS=long, make fault).
 
 import (
 	"bufio"
@@ -22,16 +22,14 @@ import (
 	"time"
 
 	"github.com/pbxbridge/pbxbridge/asterisk/fakepbx"
+	"github.com/pbxbridge/pbxbridge/asterisk/testkit"
 	"github.com/pbxbridge/pbxbridge/connector/loadtest"
 	"github.com/pbxbridge/pbxbridge/crm/fake"
 )
 
-// full reports whether the full form of the fault suite was asked for.
-func full() bool { return os.Getenv("PBXBRIDGE_FAULT_FULL") == "1" }
-
-// pick returns the short or the full value.
+// pick returns the short value, or the full one in the long tier.
 func pick[T any](short, long T) T {
-	if full() {
+	if on, _ := testkit.Enabled(testkit.Long); on {
 		return long
 	}
 	return short
@@ -130,13 +128,9 @@ func TestFaultKillDuringLoad(t *testing.T) {
 		if err := e.Daemon.Start(ctx); err != nil {
 			t.Fatalf("restart %d: %v", i+1, err)
 		}
-		deadline := time.Now().Add(20 * time.Second)
-		for e.PBX.Stats().Logins == logins {
-			if time.Now().After(deadline) {
-				t.Fatalf("restart %d: no AMI login", i+1)
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
+		testkit.WaitFor(t, 20*time.Second, fmt.Sprintf("an AMI login after restart %d", i+1), func() bool {
+			return e.PBX.Stats().Logins != logins
+		})
 		o.back = time.Now()
 		outages = append(outages, o)
 	}

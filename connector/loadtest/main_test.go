@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/pbxbridge/pbxbridge/asterisk/fakepbx"
+	"github.com/pbxbridge/pbxbridge/asterisk/testkit"
 	"github.com/pbxbridge/pbxbridge/connector/loadtest"
 )
 
@@ -49,14 +50,15 @@ func startEnv(t *testing.T, o loadtest.EnvOptions) *loadtest.Env {
 	return e
 }
 
-// skipSubprocess skips tests that run the daemon as a subprocess where they cannot be
-// meaningful: under -short, and under -race (the race detector slows the pure-Go SQLite ~20×;
-// these tests exercise processes and faults, not data races; CI runs them in a separate
-// non-race step).
+// skipSubprocess marks the tests that run the daemon as a subprocess: the slow tier
+// (PBXBRIDGE_TESTS=slow), and never under -race (the race detector slows the pure-Go SQLite
+// ~20×; these tests exercise processes and faults, not data races; .ci/run runs them in a
+// separate step without -race).
 func skipSubprocess(t *testing.T) {
 	t.Helper()
-	if testing.Short() || raceEnabled {
-		t.Skip("subprocess fault test: runs without -race and -short (see .ci/run)")
+	testkit.Tier(t, testkit.Slow)
+	if testkit.RaceEnabled {
+		t.Skip("subprocess fault test: runs without -race (see .ci/run)")
 	}
 }
 

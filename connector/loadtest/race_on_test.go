@@ -1,5 +1,0 @@
-//go:build race
-
-package loadtest_test
-
-const raceEnabled = true
