@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/pbxbridge/pbxbridge/asterisk/fakepbx"
+	"github.com/pbxbridge/pbxbridge/asterisk/testkit"
 	"github.com/pbxbridge/pbxbridge/crm/call"
 	"github.com/pbxbridge/pbxbridge/crm/fake"
 )
@@ -53,6 +54,7 @@ connectors:
 // End to end over ARI: the daemon with `type: ari` reads the fake ARI server's websocket, builds
 // the calls and delivers them, exactly as with AMI; a dropped websocket is survived.
 func TestDaemonDeliversARICalls(t *testing.T) {
+	t.Parallel()
 	pbx, err := fakepbx.StartARI(fakepbx.ARIConfig{Speed: 20})
 	if err != nil {
 		t.Fatal(err)
@@ -61,14 +63,24 @@ func TestDaemonDeliversARICalls(t *testing.T) {
 	d, _ := startDaemon(t, ariTestConfig(t, pbx.URL()))
 	waitFor(t, 10*time.Second, "ARI connection", func() bool { return pbx.Stats().Sessions == 1 })
 
+	adapter := d.Adapter("crm").(*fake.Adapter)
+	var calls [][]string
 	for i, sc := range []string{"inbound_answered", "inbound_missed", "outbound_answered", "internal_call"} {
 		played, err := pbx.Play(context.Background(), sc)
 		if err != nil {
 			t.Fatal(err)
 		}
+		var ids []string
+		for _, id := range played.IDs() {
+			ids = append(ids, id)
+		}
+		calls = append(calls, ids)
 		if i == 1 {
-			// In the middle of the missed call: the websocket drops, the daemon reconnects.
-			time.Sleep(100 * time.Millisecond)
+			// In the middle of the missed call (it rang at the CRM): the websocket drops, the
+			// daemon reconnects.
+			waitFor(t, 10*time.Second, "the missed call ringing at the CRM", func() bool {
+				return slices.ContainsFunc(adapter.LiveEvents(), func(ev call.Live) bool { return slices.Contains(ids, strings.TrimPrefix(ev.CallID, "lab/")) })
+			})
 			if pbx.DropClients() != 1 {
 				t.Fatal("no ARI client to drop")
 			}
@@ -78,9 +90,7 @@ func TestDaemonDeliversARICalls(t *testing.T) {
 			waitFor(t, 10*time.Second, "reconnection", func() bool { return pbx.Stats().Connects == 2 })
 		}
 	}
-	adapter := d.Adapter("crm").(*fake.Adapter)
-	waitFor(t, 15*time.Second, "3 deliveries", func() bool { return len(adapter.Delivered()) >= 3 })
-	time.Sleep(200 * time.Millisecond)
+	waitSettled(t, d, calls...)
 	got := adapter.Delivered()
 	if len(got) != 3 {
 		t.Fatalf("delivered %d calls, want 3 (the internal call is not sent): %+v", len(got), got)
@@ -122,10 +132,8 @@ func TestDaemonDeliversARICalls(t *testing.T) {
 		}
 		return out
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for len(lacks()) > 0 && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
+	// The metrics are updated by the goroutines that did the work, a moment after it.
+	_ = testkit.Until(10*time.Second, func() bool { return len(lacks()) == 0 })
 	for _, w := range lacks() {
 		t.Errorf("/metrics lacks %q", w)
 	}

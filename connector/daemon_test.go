@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -19,11 +20,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/pbxbridge/pbxbridge/asterisk/fakepbx"
+	"github.com/pbxbridge/pbxbridge/asterisk/testkit"
 	"github.com/pbxbridge/pbxbridge/connector"
 	"github.com/pbxbridge/pbxbridge/connector/callmodel"
 	"github.com/pbxbridge/pbxbridge/connector/cli"
 	"github.com/pbxbridge/pbxbridge/connector/config"
 	"github.com/pbxbridge/pbxbridge/connector/demo"
+	"github.com/pbxbridge/pbxbridge/connector/internal/golden"
 	"github.com/pbxbridge/pbxbridge/connector/outbox"
 	"github.com/pbxbridge/pbxbridge/crm/call"
 	"github.com/pbxbridge/pbxbridge/crm/fake"
@@ -86,18 +89,57 @@ func startDaemon(t *testing.T, path string) (*connector.Daemon, context.CancelFu
 	return d, cancel
 }
 
+// waitFor is testkit.WaitFor (the name the tests of this package grew up with).
 func waitFor(t *testing.T, limit time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(limit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", limit, what)
-		}
-		time.Sleep(10 * time.Millisecond)
+	testkit.WaitFor(t, limit, what, cond)
+}
+
+// waitSettled waits until the daemon has routed every given call (its timeline has a "routing"
+// entry: queued for the connectors that want it, or not sent to any) and its outbox holds
+// nothing pending or leased: every delivery those calls cause has happened, so the test can
+// count them exactly. A call is given as the ids it may be keyed by under PBX "lab" (one for
+// AMI; the ARI fake maps several channel ids).
+func waitSettled(t *testing.T, d *connector.Daemon, calls ...[]string) {
+	t.Helper()
+	routed := func(key string) bool {
+		rep, err := d.Call(context.Background(), key)
+		return err == nil && slices.ContainsFunc(rep.Timeline, func(e outbox.TimelineEntry) bool { return e.Kind == "routing" })
 	}
+	testkit.Eventually(t, 15*time.Second, "every call routed and the outbox idle", func() error {
+		for _, ids := range calls {
+			if !slices.ContainsFunc(ids, func(id string) bool { return routed("lab/" + id) }) {
+				return fmt.Errorf("call %v not routed yet", ids)
+			}
+		}
+		stats, err := d.Outbox().Stats(context.Background())
+		if err != nil {
+			return err
+		}
+		for _, s := range stats {
+			if s.Pending+s.Leased > 0 {
+				return fmt.Errorf("%s: %d rows pending, %d leased", s.Connector, s.Pending, s.Leased)
+			}
+		}
+		return nil
+	})
+}
+
+// amiCalls returns the ids of the calls a played AMI scenario makes (its golden records' call
+// ids as the fake PBX mapped them), one per call, for waitSettled.
+func amiCalls(t *testing.T, played ...*fakepbx.Call) [][]string {
+	t.Helper()
+	var out [][]string
+	for _, p := range played {
+		for _, r := range golden.Records(t, p.Scenario) {
+			out = append(out, []string{p.MapID(r.CallID)})
+		}
+	}
+	return out
 }
 
 func TestLabCallsMatchesTestdata(t *testing.T) {
+	t.Parallel()
 	data, err := os.ReadFile("callmodel/testdata/lab.yaml")
 	if err != nil {
 		t.Fatal(err)
@@ -115,6 +157,7 @@ func TestLabCallsMatchesTestdata(t *testing.T) {
 
 // End to end: real AMI over a socket, the call model, the outbox and delivery.
 func TestDaemonDeliversPBXCalls(t *testing.T) {
+	t.Parallel()
 	pbx, err := fakepbx.Start(fakepbx.Config{Speed: 20})
 	if err != nil {
 		t.Fatal(err)
@@ -123,16 +166,17 @@ func TestDaemonDeliversPBXCalls(t *testing.T) {
 	d, _ := startDaemon(t, testConfig(t, pbx.Addr(), ""))
 	waitFor(t, 10*time.Second, "AMI login", func() bool { return pbx.Stats().Logins > 0 })
 
+	var calls []*fakepbx.Call
 	for _, sc := range []string{"inbound_answered", "inbound_missed", "outbound_answered", "internal_call"} {
 		played, err := pbx.Play(context.Background(), sc)
 		if err != nil {
 			t.Fatal(err)
 		}
 		<-played.Done()
+		calls = append(calls, played)
 	}
 	adapter := d.Adapter("crm").(*fake.Adapter)
-	waitFor(t, 15*time.Second, "3 deliveries", func() bool { return len(adapter.Delivered()) >= 3 })
-	time.Sleep(200 * time.Millisecond)
+	waitSettled(t, d, amiCalls(t, calls...)...)
 	got := adapter.Delivered()
 	if len(got) != 3 {
 		t.Fatalf("delivered %d calls, want 3 (the internal call is not sent): %+v", len(got), got)
@@ -219,6 +263,7 @@ func TestDaemonDeliversPBXCalls(t *testing.T) {
 
 // A dead letter is listed by `outbox list --dead` and re-queued by `outbox retry`, through the admin socket, as an operator would.
 func TestDeadLetterListAndRetry(t *testing.T) {
+	t.Parallel()
 	pbx, err := fakepbx.Start(fakepbx.Config{Speed: 20})
 	if err != nil {
 		t.Fatal(err)
@@ -271,6 +316,7 @@ func runCLI(t *testing.T, wantCode int, args ...string) string {
 }
 
 func TestStatusPageRenders(t *testing.T) {
+	t.Parallel()
 	pbx, err := fakepbx.Start(fakepbx.Config{Speed: 20})
 	if err != nil {
 		t.Fatal(err)
@@ -306,6 +352,7 @@ func TestStatusPageRenders(t *testing.T) {
 
 // `pbxbridge doctor` logs in to the PBX and checks the rights pbxbridge needs.
 func TestDoctor(t *testing.T) {
+	t.Parallel()
 	pbx, err := fakepbx.Start(fakepbx.Config{})
 	if err != nil {
 		t.Fatal(err)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/pbxbridge/pbxbridge/asterisk/testkit"
 	"github.com/pbxbridge/pbxbridge/crm"
 	"github.com/pbxbridge/pbxbridge/crm/call"
 )
@@ -47,6 +48,7 @@ func (b *blockingLive) Live(ctx context.Context, ev *call.Live) error {
 // TestLiveEventsRunPerCall: a connector's live events are handled concurrently across calls (a
 // slow card does not hold up the cards of other calls) and in order within a call.
 func TestLiveEventsRunPerCall(t *testing.T) {
+	t.Parallel()
 	d := &Daemon{log: slog.New(slog.DiscardHandler)}
 	d.m = newMetrics(prometheus.NewRegistry(), d, "test")
 	a := &blockingLive{seen: map[string][]int{}, release: make(chan struct{})}
@@ -69,24 +71,20 @@ func TestLiveEventsRunPerCall(t *testing.T) {
 			c.pushLive(&call.Live{PBX: "lab", CallID: id, Kind: call.LiveRinging, Ext: fmt.Sprint(i)}, d.m)
 		}
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testkit.Eventually(t, 10*time.Second, "every call's events", func() error {
 		a.mu.Lock()
+		defer a.mu.Unlock()
 		done := 0
 		for _, id := range calls {
 			if len(a.seen[id]) == perCall {
 				done++
 			}
 		}
-		a.mu.Unlock()
-		if done == len(calls) {
-			break
+		if done < len(calls) {
+			return fmt.Errorf("only %d of %d calls got all their events (a slow call held up the others?)", done, len(calls))
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("only %d of %d calls got all their events (a slow call held up the others?)", done, len(calls))
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return nil
+	})
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for _, id := range calls {

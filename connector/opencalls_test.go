@@ -20,6 +20,7 @@ import (
 // that are no longer up (answered or missed as they were), keeps those the model still has, and
 // never sees the finished ones.
 func TestLedgerRecoversCallsThatEndedWhileDown(t *testing.T) {
+	t.Parallel()
 	t0 := time.Date(2026, 11, 22, 5, 0, 0, 0, time.UTC)
 	now := t0
 	clock := func() time.Time { return now }
@@ -89,6 +90,7 @@ func TestLedgerRecoversCallsThatEndedWhileDown(t *testing.T) {
 // run left open that are gone, hands their records on and counts them in
 // pbxbridge_calls_ended_unseen_total; a failed snapshot finishes nothing and is retried.
 func TestReconcileCountsCallsEndedUnseen(t *testing.T) {
+	t.Parallel()
 	t0 := time.Now().Add(-time.Minute)
 	store, err := outbox.Open(t.Context(), filepath.Join(t.TempDir(), "outbox.db"), outbox.Options{})
 	if err != nil {

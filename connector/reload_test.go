@@ -39,6 +39,7 @@ func (n *notifications) has(prefix string) bool {
 // A bad new config is refused and the old one keeps running; a good one is applied without
 // dropping calls; systemd hears READY after the first AMI login and STOPPING at shutdown.
 func TestReloadAndNotify(t *testing.T) {
+	t.Parallel()
 	pbx, err := fakepbx.Start(fakepbx.Config{Speed: 20})
 	if err != nil {
 		t.Fatal(err)
@@ -105,7 +106,7 @@ func TestReloadAndNotify(t *testing.T) {
 	<-in.Done()
 	a2 := d.Adapter("crm").(*fake.Adapter)
 	waitFor(t, 10*time.Second, "delivery under the new config", func() bool { return len(a2.Delivered()) == 2 })
-	time.Sleep(200 * time.Millisecond)
+	waitSettled(t, d, amiCalls(t, out, in)...) // the outbound call's routing is decided too
 	for _, l := range a2.Delivered() {
 		if l.Record.Direction != "inbound" {
 			t.Errorf("outbound call delivered after directions became [inbound]: %s", l.Key)
