@@ -56,6 +56,7 @@ func names(rows []Row) []string {
 }
 
 func TestListFilters(t *testing.T) {
+	t.Parallel()
 	clock := newFakeClock()
 	s := openTest(t, Options{Clock: clock.Now})
 	base := time.Date(2026, 11, 20, 0, 0, 0, 0, time.UTC)
@@ -98,6 +99,7 @@ func TestListFilters(t *testing.T) {
 }
 
 func TestFilterValidation(t *testing.T) {
+	t.Parallel()
 	s := openTest(t, Options{})
 	now := time.Now()
 	tooMany := make([]int64, maxFilterIDs+1)
@@ -142,6 +144,7 @@ func TestFilterValidation(t *testing.T) {
 }
 
 func TestListLimit(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct{ in, want int }{
 		{0, DefaultListLimit}, {1, 1}, {MaxListLimit, MaxListLimit}, {MaxListLimit + 1, MaxListLimit},
 	} {
@@ -168,6 +171,7 @@ func TestListLimit(t *testing.T) {
 // Acceptance 4 at the store level: a dead-lettered record is listed as dead
 // and requeued; it is then delivered.
 func TestRequeueDeadLetter(t *testing.T) {
+	t.Parallel()
 	clock := newFakeClock()
 	s := openTest(t, Options{Clock: clock.Now})
 	rows := fixture(t, s, clock.Now())
@@ -217,6 +221,7 @@ func TestRequeueDeadLetter(t *testing.T) {
 }
 
 func TestDrop(t *testing.T) {
+	t.Parallel()
 	s := openTest(t, Options{})
 	rows := fixture(t, s, time.Now())
 	if _, err := s.Drop(t.Context(), Filter{}); !errors.Is(err, ErrInvalid) {
@@ -247,6 +252,7 @@ func TestDrop(t *testing.T) {
 }
 
 func TestRedeliver(t *testing.T) {
+	t.Parallel()
 	clock := newFakeClock()
 	s := openTest(t, Options{Clock: clock.Now})
 	base := time.Date(2026, 11, 20, 0, 0, 0, 0, time.UTC)
@@ -281,6 +287,7 @@ func TestRedeliver(t *testing.T) {
 }
 
 func TestStats(t *testing.T) {
+	t.Parallel()
 	clock := newFakeClock()
 	s := openTest(t, Options{Clock: clock.Now})
 	if st, err := s.Stats(t.Context()); err != nil || len(st) != 0 {
@@ -318,6 +325,7 @@ func TestStats(t *testing.T) {
 }
 
 func TestPrune(t *testing.T) {
+	t.Parallel()
 	clock := newFakeClock()
 	s := openTest(t, Options{Clock: clock.Now, Retention: 7 * 24 * time.Hour})
 	s.pruneChunk = 10
@@ -416,6 +424,7 @@ func TestPrune(t *testing.T) {
 
 // TestPing: Ping answers on an empty and a filled outbox and fails once it is closed.
 func TestPing(t *testing.T) {
+	t.Parallel()
 	s, err := Open(t.Context(), filepath.Join(t.TempDir(), "outbox.db"), Options{})
 	if err != nil {
 		t.Fatal(err)

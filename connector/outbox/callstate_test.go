@@ -10,6 +10,7 @@ import (
 )
 
 func TestCallState(t *testing.T) {
+	t.Parallel()
 	path := filepath.Join(t.TempDir(), "outbox.db")
 	s, err := Open(t.Context(), path, Options{})
 	if err != nil {
@@ -63,6 +64,7 @@ func TestCallState(t *testing.T) {
 }
 
 func TestCallStateValidation(t *testing.T) {
+	t.Parallel()
 	s := openTest(t, Options{})
 	for _, tc := range []struct {
 		connector, key, field string
@@ -77,6 +79,7 @@ func TestCallStateValidation(t *testing.T) {
 }
 
 func TestTimeline(t *testing.T) {
+	t.Parallel()
 	clock := newFakeClock()
 	path := filepath.Join(t.TempDir(), "outbox.db")
 	s, err := Open(t.Context(), path, Options{Clock: clock.Now})
@@ -140,6 +143,7 @@ func TestTimeline(t *testing.T) {
 // TestCallStateBatch: SetMany writes fields together, GetAll reads every field of one call of
 // one connector.
 func TestCallStateBatch(t *testing.T) {
+	t.Parallel()
 	s := openTest(t, Options{})
 	ctx := t.Context()
 	b24, amo := s.CallState("b24"), s.CallState("amo")

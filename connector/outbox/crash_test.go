@@ -15,6 +15,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/pbxbridge/pbxbridge/asterisk/testkit"
 )
 
 // crashChildEnv makes TestCrashChild run as the crashing child process; its
@@ -27,9 +29,8 @@ const crashChildEnv = "PBXBRIDGE_OUTBOX_CRASH_CHILD"
 // then proves from the reopened database that every acknowledged write is
 // there exactly once and the file is intact.
 func TestCrashRecovery(t *testing.T) {
-	if testing.Short() {
-		t.Skip("crash test runs child processes")
-	}
+	testkit.Tier(t, testkit.Slow)
+	t.Parallel()
 	path := filepath.Join(t.TempDir(), "outbox.db")
 	var (
 		enqueued = map[string]bool{} // keys whose Enqueue returned nil
@@ -37,7 +38,7 @@ func TestCrashRecovery(t *testing.T) {
 		buried   = map[string]bool{} // amo rows whose Bury returned nil
 	)
 	runs, maxReports := 6, 3000
-	if raceEnabled {
+	if testkit.RaceEnabled { // the race detector slows SQLite ~20×
 		runs, maxReports = 3, 300
 	}
 	for run := range runs {
@@ -175,6 +176,8 @@ func runCrashChild(t *testing.T, path string, run, maxReports int) []string {
 	// write stream), then read what was already in the pipe.
 	killAt := maxReports/10 + rand.IntN(maxReports)
 	killed := false
+	var killErr error
+	kill := make(chan struct{})
 	for {
 		l, err := r.ReadString('\n')
 		if err != nil {
@@ -186,11 +189,18 @@ func runCrashChild(t *testing.T, path string, run, maxReports int) []string {
 		}
 		lines = append(lines, strings.TrimSuffix(l, "\n"))
 		if !killed && len(lines) >= killAt {
-			time.Sleep(time.Duration(rand.IntN(3000)) * time.Microsecond)
-			if err := cmd.Process.Kill(); err != nil {
-				t.Fatalf("run %d: kill: %v", run, err)
-			}
+			// Up to 3 ms later, while the child goes on writing and reporting.
+			time.AfterFunc(time.Duration(rand.IntN(3000))*time.Microsecond, func() {
+				killErr = cmd.Process.Kill()
+				close(kill)
+			})
 			killed = true
+		}
+	}
+	if killed {
+		<-kill
+		if killErr != nil {
+			t.Fatalf("run %d: kill: %v", run, killErr)
 		}
 	}
 	err = cmd.Wait()

@@ -10,6 +10,7 @@ import (
 // Open calls survive a reopen, are replaced by key, leave with their record's Enqueue (same
 // commit) or DeleteOpenCalls, and are listed per PBX.
 func TestOpenCalls(t *testing.T) {
+	t.Parallel()
 	path := filepath.Join(t.TempDir(), "outbox.db")
 	s := openAt(t, path, Options{})
 	at := time.Date(2026, 11, 22, 5, 0, 0, 0, time.UTC)

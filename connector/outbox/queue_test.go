@@ -13,6 +13,7 @@ import (
 )
 
 func TestEnqueueValidation(t *testing.T) {
+	t.Parallel()
 	s := openTest(t, Options{})
 	now := time.Now()
 	for _, tc := range []struct {
@@ -43,6 +44,7 @@ func TestEnqueueValidation(t *testing.T) {
 }
 
 func TestEnqueueStoresOneRowPerConnector(t *testing.T) {
+	t.Parallel()
 	clock := newFakeClock()
 	s := openTest(t, Options{Clock: clock.Now})
 	started := time.Date(2026, 11, 21, 11, 59, 0, 123456789, time.FixedZone("MSK", 3*3600))
@@ -72,6 +74,7 @@ func TestEnqueueStoresOneRowPerConnector(t *testing.T) {
 }
 
 func TestEnqueueNilPayload(t *testing.T) {
+	t.Parallel()
 	s := openTest(t, Options{})
 	mustEnqueue(t, s, Entry{Key: "k", StartedAt: time.Now(), Connectors: []string{"b24"}})
 	r := rowByKey(t, s, "k", "b24")
@@ -81,6 +84,7 @@ func TestEnqueueNilPayload(t *testing.T) {
 }
 
 func TestEnqueueIsIdempotent(t *testing.T) {
+	t.Parallel()
 	clock := newFakeClock()
 	s := openTest(t, Options{Clock: clock.Now})
 	first := Entry{Key: "call-1", StartedAt: clock.Now(), Payload: []byte("first"), Connectors: []string{"b24", "amo"}}
@@ -128,6 +132,7 @@ func TestEnqueueIsIdempotent(t *testing.T) {
 }
 
 func TestLeaseDueOrderAndLimit(t *testing.T) {
+	t.Parallel()
 	clock := newFakeClock()
 	s := openTest(t, Options{Clock: clock.Now})
 	for i := range 5 {
@@ -185,6 +190,7 @@ func TestLeaseDueOrderAndLimit(t *testing.T) {
 }
 
 func TestLeaseValidation(t *testing.T) {
+	t.Parallel()
 	s := openTest(t, Options{})
 	for _, tc := range []struct {
 		name      string
@@ -207,6 +213,7 @@ func TestLeaseValidation(t *testing.T) {
 }
 
 func TestLeaseDefaultTTL(t *testing.T) {
+	t.Parallel()
 	clock := newFakeClock()
 	s := openTest(t, Options{Clock: clock.Now, LeaseTTL: 42 * time.Second})
 	mustEnqueue(t, s, entry("k", clock.Now(), "b24"))
@@ -217,6 +224,7 @@ func TestLeaseDefaultTTL(t *testing.T) {
 }
 
 func TestAckRetryBury(t *testing.T) {
+	t.Parallel()
 	clock := newFakeClock()
 	s := openTest(t, Options{Clock: clock.Now})
 	mustEnqueue(t, s, entry("ack", clock.Now(), "b24"), entry("retry", clock.Now(), "b24"), entry("bury", clock.Now(), "b24"), entry("retry-now", clock.Now(), "b24"))
@@ -282,6 +290,7 @@ func TestAckRetryBury(t *testing.T) {
 }
 
 func TestRetryErrorTextIsBounded(t *testing.T) {
+	t.Parallel()
 	s := openTest(t, Options{})
 	mustEnqueue(t, s, entry("k", time.Now(), "b24"))
 	r := mustLease(t, s, "b24", 1, 0)[0]
@@ -296,6 +305,7 @@ func TestRetryErrorTextIsBounded(t *testing.T) {
 }
 
 func TestExpiredLeaseReturnsWorkAndStaleWorkerCannotFinish(t *testing.T) {
+	t.Parallel()
 	clock := newFakeClock()
 	s := openTest(t, Options{Clock: clock.Now})
 	mustEnqueue(t, s, entry("a", clock.Now(), "b24"), entry("b", clock.Now(), "b24"))
@@ -341,6 +351,7 @@ func TestExpiredLeaseReturnsWorkAndStaleWorkerCannotFinish(t *testing.T) {
 }
 
 func TestRelease(t *testing.T) {
+	t.Parallel()
 	clock := newFakeClock()
 	s := openTest(t, Options{Clock: clock.Now})
 	mustEnqueue(t, s, entry("a", clock.Now(), "b24"), entry("b", clock.Now(), "b24"))
@@ -366,6 +377,7 @@ func TestRelease(t *testing.T) {
 // Concurrent workers must never hold the same row at once: every row is leased
 // exactly once (the lease outlives the test) and every Ack succeeds.
 func TestConcurrentWorkersNeverShareARow(t *testing.T) {
+	t.Parallel()
 	s := openTest(t, Options{})
 	const total = 300
 	var entries []Entry
@@ -428,6 +440,7 @@ func TestConcurrentWorkersNeverShareARow(t *testing.T) {
 // Concurrent Enqueue calls share transactions; each caller's rows are there
 // when it returns, and the same key from two callers gives one row.
 func TestConcurrentEnqueue(t *testing.T) {
+	t.Parallel()
 	s := openTest(t, Options{})
 	const goroutines, each = 8, 20
 	var wg sync.WaitGroup
@@ -474,6 +487,7 @@ func TestConcurrentEnqueue(t *testing.T) {
 }
 
 func TestCancelledContext(t *testing.T) {
+	t.Parallel()
 	s := openTest(t, Options{})
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
@@ -490,6 +504,7 @@ func TestCancelledContext(t *testing.T) {
 }
 
 func TestParseState(t *testing.T) {
+	t.Parallel()
 	for _, st := range []State{Pending, Leased, Done, Dead} {
 		got, err := ParseState(string(st))
 		if err != nil || got != st {
@@ -517,6 +532,7 @@ func rowsEqual(a, b Row) bool {
 // whose lease was lost appends nothing; entries without a kind are refused before anything is
 // written.
 func TestTimelineRidesWithTheTransition(t *testing.T) {
+	t.Parallel()
 	clock := newFakeClock()
 	s := openTest(t, Options{Clock: clock.Now})
 	ctx := t.Context()

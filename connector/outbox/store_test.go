@@ -12,12 +12,14 @@ import (
 )
 
 func TestSchemaVersionMatchesMigrations(t *testing.T) {
+	t.Parallel()
 	if SchemaVersion != len(migrations) {
 		t.Fatalf("SchemaVersion = %d, len(migrations) = %d", SchemaVersion, len(migrations))
 	}
 }
 
 func TestOpenNewFile(t *testing.T) {
+	t.Parallel()
 	path := filepath.Join(t.TempDir(), "outbox.db")
 	s := openAt(t, path, Options{})
 
@@ -64,6 +66,7 @@ func TestOpenNewFile(t *testing.T) {
 }
 
 func TestOpenPathWithURISpecialCharacters(t *testing.T) {
+	t.Parallel()
 	dir := filepath.Join(t.TempDir(), "state ?#%&=dir")
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		t.Fatal(err)
@@ -80,6 +83,7 @@ func TestOpenPathWithURISpecialCharacters(t *testing.T) {
 }
 
 func TestOpenOptionsValidation(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	for _, tc := range []struct {
 		name string
@@ -104,6 +108,7 @@ func TestOpenOptionsValidation(t *testing.T) {
 }
 
 func TestOpenMissingDirectory(t *testing.T) {
+	t.Parallel()
 	dir := filepath.Join(t.TempDir(), "missing")
 	_, err := Open(t.Context(), filepath.Join(dir, "outbox.db"), Options{})
 	if err == nil {
@@ -115,6 +120,7 @@ func TestOpenMissingDirectory(t *testing.T) {
 }
 
 func TestOpenUnwritableFile(t *testing.T) {
+	t.Parallel()
 	if os.Geteuid() == 0 {
 		t.Skip("root ignores file permissions")
 	}
@@ -132,6 +138,7 @@ func TestOpenUnwritableFile(t *testing.T) {
 }
 
 func TestOpenPathIsADirectory(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	_, err := Open(t.Context(), dir, Options{})
 	if err == nil || !strings.HasPrefix(err.Error(), "outbox: open "+dir) || !strings.Contains(err.Error(), "is a directory") {
@@ -140,6 +147,7 @@ func TestOpenPathIsADirectory(t *testing.T) {
 }
 
 func TestOpenTwiceIsLocked(t *testing.T) {
+	t.Parallel()
 	path := filepath.Join(t.TempDir(), "outbox.db")
 	s, err := Open(t.Context(), path, Options{})
 	if err != nil {
@@ -166,6 +174,7 @@ func TestOpenTwiceIsLocked(t *testing.T) {
 }
 
 func TestOpenGarbageFile(t *testing.T) {
+	t.Parallel()
 	path := filepath.Join(t.TempDir(), "outbox.db")
 	garbage := []byte(strings.Repeat("this is not an sqlite database\n", 200))
 	if err := os.WriteFile(path, garbage, 0o600); err != nil {
@@ -190,6 +199,7 @@ func TestOpenGarbageFile(t *testing.T) {
 }
 
 func TestOpenForeignDatabase(t *testing.T) {
+	t.Parallel()
 	path := filepath.Join(t.TempDir(), "other.db")
 	db := rawDB(t, path)
 	if _, err := db.ExecContext(t.Context(), "CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT)"); err != nil {
@@ -212,6 +222,7 @@ func TestOpenForeignDatabase(t *testing.T) {
 }
 
 func TestOpenTruncatedDatabase(t *testing.T) {
+	t.Parallel()
 	path := filepath.Join(t.TempDir(), "outbox.db")
 	s, err := Open(t.Context(), path, Options{})
 	if err != nil {
@@ -268,6 +279,7 @@ func TestOpenTruncatedDatabase(t *testing.T) {
 // Every older schema version opens, migrates to the current one with its
 // rows intact, and ends up exactly like a fresh database.
 func TestMigrateFromEveryOlderVersion(t *testing.T) {
+	t.Parallel()
 	fresh := openTest(t, Options{})
 	want := schemaOf(t, fresh.r)
 	for version := 1; version < SchemaVersion; version++ {
@@ -316,6 +328,7 @@ func TestMigrateFromEveryOlderVersion(t *testing.T) {
 }
 
 func TestOpenRefusesNewerSchema(t *testing.T) {
+	t.Parallel()
 	path := filepath.Join(t.TempDir(), "outbox.db")
 	s, err := Open(t.Context(), path, Options{})
 	if err != nil {
@@ -342,6 +355,7 @@ func TestOpenRefusesNewerSchema(t *testing.T) {
 }
 
 func TestCloseThenCalls(t *testing.T) {
+	t.Parallel()
 	s, err := Open(t.Context(), filepath.Join(t.TempDir(), "outbox.db"), Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -374,6 +388,7 @@ func TestCloseThenCalls(t *testing.T) {
 }
 
 func TestOpenReleasesLeasesOfPreviousRun(t *testing.T) {
+	t.Parallel()
 	path := filepath.Join(t.TempDir(), "outbox.db")
 	clock := newFakeClock()
 	s, err := Open(t.Context(), path, Options{Clock: clock.Now})

@@ -8,11 +8,14 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/pbxbridge/pbxbridge/asterisk/testkit"
 )
 
 // One op failing inside a group commit must leave no trace of itself and
 // must not fail the ops that share its transaction.
 func TestFailedWriteDoesNotFailItsBatch(t *testing.T) {
+	t.Parallel()
 	s := openTest(t, Options{})
 	ctx := t.Context()
 
@@ -47,9 +50,7 @@ func TestFailedWriteDoesNotFailItsBatch(t *testing.T) {
 		})
 	}
 	// Let all n ops reach the queue before the writer moves on.
-	for len(s.ops) < n {
-		time.Sleep(time.Millisecond)
-	}
+	testkit.WaitFor(t, 10*time.Second, fmt.Sprintf("%d queued writes", n), func() bool { return len(s.ops) >= n })
 	close(hold)
 	wg.Wait()
 	if err := <-first; err != nil {
@@ -87,6 +88,7 @@ func syncMode(tx wtx) (int, error) {
 // transaction that holds a durable write runs at FULL, lazy writes sharing it included, and
 // the mode is switched back for the next durable write.
 func TestLazyCommits(t *testing.T) {
+	t.Parallel()
 	s := openTest(t, Options{})
 	ctx := t.Context()
 	const full, normal = 2, 1
@@ -129,9 +131,7 @@ func TestLazyCommits(t *testing.T) {
 			}
 		})
 	}
-	for len(s.ops) < 2 {
-		time.Sleep(time.Millisecond)
-	}
+	testkit.WaitFor(t, 10*time.Second, "2 queued writes", func() bool { return len(s.ops) >= 2 })
 	close(hold)
 	wg.Wait()
 	if err := errors.Join(<-first, errors.Join(errs...)); err != nil {
