@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/pbxbridge/pbxbridge/asterisk/testkit"
 	"github.com/pbxbridge/pbxbridge/connector/outbox"
 	"github.com/pbxbridge/pbxbridge/crm"
 	"github.com/pbxbridge/pbxbridge/crm/call"
@@ -105,16 +106,11 @@ func runWorker(t *testing.T, w *Worker) (stop func()) {
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testkit.WaitFor(t, 10*time.Second, what, cond)
 }
 
 func TestOutcomes(t *testing.T) {
+	t.Parallel()
 	st := openStore(t, nil)
 	reg := prometheus.NewRegistry()
 	m := NewMetrics(reg)
@@ -169,14 +165,19 @@ func TestOutcomes(t *testing.T) {
 }
 
 func TestUnlicensedConnectorWaits(t *testing.T) {
+	t.Parallel()
 	st := openStore(t, nil)
 	crmAPI := &scripted{}
 	var allowed atomic.Bool
-	w := New(st, Options{Connector: "crm1", Adapter: crmAPI, Poll: 2 * time.Millisecond, Allowed: func(string) bool { return allowed.Load() }}, nil)
+	var asked atomic.Int32 // Allowed is asked before every lease
+	w := New(st, Options{Connector: "crm1", Adapter: crmAPI, Poll: 2 * time.Millisecond, Allowed: func(string) bool {
+		asked.Add(1)
+		return allowed.Load()
+	}}, nil)
 	enqueue(t, st, "a", "b")
 	stop := runWorker(t, w)
 	defer stop()
-	time.Sleep(50 * time.Millisecond)
+	waitFor(t, "the worker to go round its loop unlicensed", func() bool { return asked.Load() >= 5 })
 	if crmAPI.count("a")+crmAPI.count("b") != 0 {
 		t.Fatal("an unlicensed connector delivered")
 	}
@@ -188,7 +189,11 @@ func TestUnlicensedConnectorWaits(t *testing.T) {
 }
 
 func TestAuthBrokenPausesConnector(t *testing.T) {
-	st := openStore(t, nil)
+	t.Parallel()
+	// The pause is measured on the worker's clock (the outbox shares it, for the rows' next
+	// attempt): it ends when the test moves the clock, not after a real 100 ms.
+	clock := testkit.NewClock(time.Now())
+	st := openStore(t, clock.Now)
 	var broken atomic.Bool
 	broken.Store(true)
 	crmAPI := &scripted{answer: func(*call.Record, int) error {
@@ -197,17 +202,21 @@ func TestAuthBrokenPausesConnector(t *testing.T) {
 		}
 		return nil
 	}}
-	w := New(st, Options{Connector: "crm1", Adapter: crmAPI, Poll: 2 * time.Millisecond, AuthPause: 100 * time.Millisecond}, nil)
+	var polls atomic.Int32 // Allowed is asked before every lease, paused or not
+	w := New(st, Options{Connector: "crm1", Adapter: crmAPI, Poll: 2 * time.Millisecond, AuthPause: time.Minute, Clock: clock.Now,
+		Allowed: func(string) bool { polls.Add(1); return true }}, nil)
 	enqueue(t, st, "a", "b", "c")
 	stop := runWorker(t, w)
 	defer stop()
 	waitFor(t, "auth failure", func() bool { return w.Status().AuthBroken })
-	time.Sleep(30 * time.Millisecond)
+	paused := polls.Load()
+	waitFor(t, "the paused worker to go round its loop", func() bool { return polls.Load() >= paused+5 })
 	total := crmAPI.count("a") + crmAPI.count("b") + crmAPI.count("c")
 	if total > 2 { // at most the in-flight ones of the first lease
 		t.Fatalf("a broken authorisation was hammered: %d attempts", total)
 	}
 	broken.Store(false)
+	clock.Advance(time.Minute)
 	waitFor(t, "delivery after re-authorisation", func() bool { return len(rowsIn(t, st, outbox.Done)) == 3 })
 	if w.Status().AuthBroken {
 		t.Fatal("still marked broken")
@@ -215,6 +224,7 @@ func TestAuthBrokenPausesConnector(t *testing.T) {
 }
 
 func TestDrainFinishesThenReleases(t *testing.T) {
+	t.Parallel()
 	st := openStore(t, nil)
 	crmAPI := &scripted{block: make(chan struct{}), started: make(chan string, 10)}
 	w := New(st, Options{Connector: "crm1", Adapter: crmAPI, Concurrency: 1, Poll: 2 * time.Millisecond, DrainTimeout: 50 * time.Millisecond}, nil)
@@ -230,16 +240,22 @@ func TestDrainFinishesThenReleases(t *testing.T) {
 	// A delivery that finishes within the drain timeout is acknowledged.
 	crmAPI2 := &scripted{block: make(chan struct{}), started: make(chan string, 10)}
 	w2 := New(st, Options{Connector: "crm1", Adapter: crmAPI2, Concurrency: 1, Poll: 2 * time.Millisecond, DrainTimeout: 5 * time.Second}, nil)
-	stop2 := runWorker(t, w2)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w2.Run(ctx) }()
 	<-crmAPI2.started
-	go func() { time.Sleep(20 * time.Millisecond); close(crmAPI2.block) }()
-	stop2()
+	cancel() // the worker stops leasing and drains
+	close(crmAPI2.block)
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
 	if done := rowsIn(t, st, outbox.Done); len(done) != 1 {
 		t.Fatalf("a delivery finishing during the drain was not acknowledged: %+v", done)
 	}
 }
 
 func TestGiveUpAfter(t *testing.T) {
+	t.Parallel()
 	st := openStore(t, nil)
 	crmAPI := &scripted{answer: func(*call.Record, int) error { return errors.New("connection refused") }}
 	w := New(st, Options{Connector: "crm1", Adapter: crmAPI, Poll: 2 * time.Millisecond, BackoffMin: time.Millisecond, BackoffMax: time.Millisecond, GiveUpAfter: time.Hour}, nil)
@@ -250,6 +266,7 @@ func TestGiveUpAfter(t *testing.T) {
 }
 
 func TestBackoffBounds(t *testing.T) {
+	t.Parallel()
 	for _, r := range []float64{0, 0.5, 0.999} {
 		w := New(nil, Options{Adapter: &scripted{}, BackoffMin: time.Second, BackoffMax: time.Minute, Rand: func() float64 { return r }}, nil)
 		for attempts := range 40 {
