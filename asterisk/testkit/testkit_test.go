@@ -2,6 +2,7 @@ package testkit_test
 
 import (
 	"errors"
+	"flag"
 	"fmt"
 	"runtime"
 	"strings"
@@ -232,4 +233,24 @@ func TestTierRejectsAnUnknownValue(t *testing.T) {
 	if !strings.Contains(r.fatal, `unknown tier "slwo"`) {
 		t.Fatalf("PBXBRIDGE_TESTS=slwo: failure %q, skip %q; want a failure naming the value", r.fatal, r.skipped)
 	}
+}
+
+// SetParallel keeps a -test.parallel given on the command line (go test -parallel 3 passes
+// -test.parallel=3 to the binary, parsed before TestMain could call SetParallel).
+func TestSetParallelKeepsTheCommandLine(t *testing.T) {
+	f := flag.Lookup("test.parallel")
+	if f == nil {
+		t.Fatal("no test.parallel flag in a test binary")
+	}
+	before := f.Value.String()
+	set := false
+	flag.Visit(func(f *flag.Flag) { set = set || f.Name == "test.parallel" })
+	testkit.SetParallel(97)
+	switch got := f.Value.String(); {
+	case set && got != before:
+		t.Fatalf("-test.parallel=%s from the command line became %s", before, got)
+	case !set && got != "97":
+		t.Fatalf("-test.parallel is %s after SetParallel(97)", got)
+	}
+	t.Cleanup(func() { _ = f.Value.Set(before) })
 }

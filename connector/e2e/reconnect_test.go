@@ -19,13 +19,17 @@ import (
 	"github.com/pbxbridge/pbxbridge/asterisk/ami"
 	"github.com/pbxbridge/pbxbridge/asterisk/fakepbx"
 	"github.com/pbxbridge/pbxbridge/asterisk/numbers"
+	"github.com/pbxbridge/pbxbridge/asterisk/testkit"
 	"github.com/pbxbridge/pbxbridge/asterisk/transcripts"
 	"github.com/pbxbridge/pbxbridge/connector/callmodel"
 	"github.com/pbxbridge/pbxbridge/connector/internal/golden"
 	"github.com/pbxbridge/pbxbridge/crm/call"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	testkit.SetParallel(8) // the tests wait on replayed calls, not on the CPU
+	goleak.VerifyTestMain(m)
+}
 
 // labOptions loads the call-model configuration of the lab transcripts.
 func labOptions(t *testing.T) callmodel.Options {
@@ -242,6 +246,7 @@ var scenarios = []string{"inbound_answered", "outbound_answered", "inbound_misse
 // 6 s of call time, so several calls end while the connection is down and are finished from
 // the post-reconnect snapshot.
 func TestAMIReconnectMidCall(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name   string
 		outage time.Duration // 0: a plain drop, the PBX accepts the reconnect at once
@@ -250,6 +255,7 @@ func TestAMIReconnectMidCall(t *testing.T) {
 		{"outage", 1500 * time.Millisecond},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			const speed = 4
 			p := newPipeline(t, speed)
 			p.waitFor(t, "first login", 5*time.Second, func(tr []asterisk.Event) bool {
@@ -266,20 +272,7 @@ func TestAMIReconnectMidCall(t *testing.T) {
 			// Freeze the calls once every one has reached 3.6 s of its own time (all up, their
 			// outcome decided), let the builder catch up, then drop and let the calls go on: the
 			// drop loses what happens next, however slow the machine (-race, shared CPUs).
-			deadline := time.Now().Add(20 * time.Second)
-			for {
-				ready := true
-				for _, c := range calls {
-					ready = ready && c.Position() >= 3600*time.Millisecond
-				}
-				if ready {
-					break
-				}
-				if time.Now().After(deadline) {
-					t.Fatal("the calls never reached 3.6 s")
-				}
-				time.Sleep(5 * time.Millisecond)
-			}
+			waitPosition(t, calls, 3600*time.Millisecond)
 			p.srv.Pause()
 			p.sync(t, "before-drop")
 			dropped := time.Now()
@@ -366,6 +359,7 @@ func TestAMIReconnectMidCall(t *testing.T) {
 // progress. The first login's snapshot makes them known whole: each still comes out once, with
 // the right disposition, flagged resynced.
 func TestAMIStartMidCall(t *testing.T) {
+	t.Parallel()
 	srv, err := fakepbx.Start(fakepbx.Config{Speed: 4})
 	if err != nil {
 		t.Fatal(err)
@@ -378,20 +372,7 @@ func TestAMIStartMidCall(t *testing.T) {
 		}
 		calls[sc] = c
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		ready := true
-		for _, c := range calls {
-			ready = ready && c.Position() >= 3600*time.Millisecond
-		}
-		if ready {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the calls never reached 3.6 s")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitPosition(t, calls, 3600*time.Millisecond)
 	srv.Pause() // the snapshot sees the calls exactly where they are
 	p := newPipelineOn(t, srv)
 	p.waitFor(t, "first snapshot", 10*time.Second, func(tr []asterisk.Event) bool {
@@ -452,6 +433,19 @@ func TestAMIStartMidCall(t *testing.T) {
 	}
 }
 
+// waitPosition waits until every call has reached at least at of its own time.
+func waitPosition(t *testing.T, calls map[string]*fakepbx.Call, at time.Duration) {
+	t.Helper()
+	testkit.WaitFor(t, 20*time.Second, fmt.Sprintf("the calls to reach %v", at), func() bool {
+		for _, c := range calls {
+			if c.Position() < at {
+				return false
+			}
+		}
+		return true
+	})
+}
+
 // legExts is the set of extensions that talked in a record.
 func legExts(r call.Record) map[string]bool {
 	out := map[string]bool{}
@@ -467,6 +461,7 @@ func legExts(r call.Record) map[string]bool {
 // congestion calls are left out: they last 4-8 ms in the transcripts (the simulated far end
 // refuses at once), no daemon starts inside them.
 func TestAMIStartAnyMoment(t *testing.T) {
+	t.Parallel()
 	const speed = 16
 	fracs := []float64{0.3, 0.7}
 	if f := os.Getenv("E2E_FRACS"); f != "" {
@@ -481,6 +476,7 @@ func TestAMIStartAnyMoment(t *testing.T) {
 		"blind_transfer", "redirect_transfer", "attended_transfer", "click_to_call", "click_to_call_noopt", "click_to_call_norec"} {
 		for _, frac := range fracs {
 			t.Run(fmt.Sprintf("%s@%.0f%%", sc, frac*100), func(t *testing.T) {
+				t.Parallel()
 				srv, err := fakepbx.Start(fakepbx.Config{Speed: speed})
 				if err != nil {
 					t.Fatal(err)
