@@ -14,6 +14,7 @@ type plainStore struct{ crm.CallStore }
 // TestCallStateWithAndWithoutBatch: the adapter's call state reads and writes the same with a
 // store that batches (the daemon's) and one that does not.
 func TestCallStateWithAndWithoutBatch(t *testing.T) {
+	t.Parallel()
 	for name, store := range map[string]crm.CallStore{
 		"batch": newCallStore(t),
 		"plain": plainStore{newCallStore(t)},

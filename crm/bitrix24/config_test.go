@@ -23,6 +23,7 @@ func decodeStrict(t *testing.T, src string) *Config {
 // TestSample: the embedded sample decodes strictly and validates (with the secret filled in,
 // as the environment would).
 func TestSample(t *testing.T) {
+	t.Parallel()
 	c := decodeStrict(t, Sample)
 	c.Auth.ClientSecret = configs.NewSecret("from-the-environment")
 	if errs := c.Validate(); len(errs) > 0 {
@@ -38,6 +39,7 @@ func TestSample(t *testing.T) {
 
 // TestConfigErrors: every problem is reported at once, naming its field.
 func TestConfigErrors(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name string
 		yaml string

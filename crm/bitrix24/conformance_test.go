@@ -2,6 +2,7 @@ package bitrix24
 
 import (
 	"fmt"
+	"sync"
 	"testing"
 
 	"github.com/pbxbridge/pbxbridge/crm"
@@ -10,16 +11,20 @@ import (
 )
 
 func TestConformance(t *testing.T) {
-	var cur *env
+	t.Parallel()
+	var envs sync.Map // *testing.T -> *env: the suite's cases run in parallel
 	crmtest.Run(t, crmtest.Harness{
 		New: func(t *testing.T) (crm.Adapter, crmtest.Controller) {
 			t.Helper()
 			f := crmtest.StartBitrix24(t)
-			cur = newEnv(t, f)
-			return cur.a, f
+			e := newEnv(t, f)
+			envs.Store(t, e)
+			return e.a, f
 		},
-		Record: func(i int) *call.Record {
-			return answeredInbound(cur, fmt.Sprintf("1795305782.%d", i), "101")
+		Record: func(t *testing.T, i int) *call.Record {
+			t.Helper()
+			e, _ := envs.Load(t)
+			return answeredInbound(e.(*env), fmt.Sprintf("1795305782.%d", i), "101")
 		},
 	})
 }

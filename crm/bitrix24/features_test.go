@@ -23,6 +23,7 @@ func traced(ctx context.Context) (context.Context, *[]string) {
 // TestMissedCallTask: a missed call creates one task for the contact's responsible, bound to
 // the contact, with a deadline; redelivery creates nothing more.
 func TestMissedCallTask(t *testing.T) {
+	t.Parallel()
 	f := crmtest.StartBitrix24(t)
 	e := newEnv(t, f, func(_ *crm.Params, c *Config) { c.MissedCalls.FollowUp = FollowUpTask })
 	_, rec := missedCall("1795309000.1", 1795309000)
@@ -40,6 +41,7 @@ func TestMissedCallTask(t *testing.T) {
 // TestMissedCallLeadAndTodo: a missed call from an unknown number creates a lead for the last
 // agent who rang, then a to-do on that lead.
 func TestMissedCallLeadAndTodo(t *testing.T) {
+	t.Parallel()
 	f := crmtest.StartBitrix24(t)
 	e := newEnv(t, f, func(_ *crm.Params, c *Config) {
 		c.MissedCalls.FollowUp = FollowUpTodo
@@ -58,6 +60,7 @@ func TestMissedCallLeadAndTodo(t *testing.T) {
 
 // TestMissedCallLineDefault: with only line defaults in the chain, the line's user gets the task.
 func TestMissedCallLineDefault(t *testing.T) {
+	t.Parallel()
 	f := crmtest.StartBitrix24(t)
 	e := newEnv(t, f, func(_ *crm.Params, c *Config) {
 		c.MissedCalls.FollowUp = FollowUpTask
@@ -73,6 +76,7 @@ func TestMissedCallLineDefault(t *testing.T) {
 // TestMissedCallTaskScopeMissing: without the task scope the call is still logged and the
 // follow-up fails permanently (it never holds up other calls as an auth problem would).
 func TestMissedCallTaskScopeMissing(t *testing.T) {
+	t.Parallel()
 	f := crmtest.StartBitrix24(t, fakecrm.B24Scope("crm,telephony,user"))
 	e := newEnv(t, f, func(_ *crm.Params, c *Config) { c.MissedCalls.FollowUp = FollowUpTask })
 	_, rec := missedCall("1795309300.1", 1795309300)
@@ -86,6 +90,7 @@ func TestMissedCallTaskScopeMissing(t *testing.T) {
 // TestUnknownExtension: an extension no user has goes to the default user, with a warning in
 // the call's timeline and a metric; without a default user the call fails permanently.
 func TestUnknownExtension(t *testing.T) {
+	t.Parallel()
 	f := crmtest.StartBitrix24(t)
 	e := newEnv(t, f)
 	rec := answeredInbound(e, "1795309400.1", "109")
@@ -114,6 +119,7 @@ func TestUnknownExtension(t *testing.T) {
 
 // TestUserMapOverride: users.map wins over UF_PHONE_INNER.
 func TestUserMapOverride(t *testing.T) {
+	t.Parallel()
 	f := crmtest.StartBitrix24(t)
 	e := newEnv(t, f, func(_ *crm.Params, c *Config) { c.Users.Map = map[string]int{"101": 1271} })
 	rec := answeredInbound(e, "1795309500.1", "101")
@@ -126,6 +132,7 @@ func TestUserMapOverride(t *testing.T) {
 // TestUserCacheBatched: 130 users load with one user.get and one batch; afterwards calls need
 // no user look-ups.
 func TestUserCacheBatched(t *testing.T) {
+	t.Parallel()
 	users := fakecrm.DefaultB24Users()
 	for i := range 125 {
 		users = append(users, fakecrm.B24User{ID: 2000 + i, Name: "User", LastName: fmt.Sprint(i), Ext: fmt.Sprint(500 + i), Active: true})
@@ -149,6 +156,7 @@ func TestUserCacheBatched(t *testing.T) {
 
 // TestUserCacheCold: before the first full load an extension is looked up alone, once.
 func TestUserCacheCold(t *testing.T) {
+	t.Parallel()
 	f := crmtest.StartBitrix24(t)
 	e := newEnv(t, f)
 	e.deliver(answeredInbound(e, "1795309700.1", "102"))
@@ -158,6 +166,7 @@ func TestUserCacheCold(t *testing.T) {
 
 // TestRouter: the responsible manager's extension and the caller's name, cached; only at work.
 func TestRouter(t *testing.T) {
+	t.Parallel()
 	f := crmtest.StartBitrix24(t)
 	e := newEnv(t, f)
 	ctx := context.Background()
@@ -188,6 +197,7 @@ func TestRouter(t *testing.T) {
 // TestRecordingModes: small files go Base64 in one request, big ones through the upload URL,
 // the url mode hands the portal a link; odd formats and missing files are skipped with a warning.
 func TestRecordingModes(t *testing.T) {
+	t.Parallel()
 	t.Run("two-step upload", func(t *testing.T) {
 		f := crmtest.StartBitrix24(t)
 		e := newEnv(t, f, func(_ *crm.Params, c *Config) { c.Recordings.ContentMaxBytes = 1000 })
@@ -239,6 +249,7 @@ func TestRecordingModes(t *testing.T) {
 // TestProbe: the probe reports authorisation, scope, telephony rights and user
 // mapping in plain words.
 func TestProbe(t *testing.T) {
+	t.Parallel()
 	find := func(cs []crm.Check, name string) crm.Check {
 		for _, c := range cs {
 			if c.Name == name {
@@ -314,6 +325,7 @@ func TestProbe(t *testing.T) {
 // TestWebhookModeTelephony: through a webhook on a portal that allows telephony only for
 // applications, a delivery is an auth problem (queued), with the reason in the status.
 func TestWebhookModeTelephony(t *testing.T) {
+	t.Parallel()
 	f := crmtest.StartBitrix24(t, fakecrm.B24Webhook(1, "s3cr3t", "crm,telephony,user"))
 	e := newEnv(t, f, func(_ *crm.Params, c *Config) {
 		c.Auth = AuthConfig{Mode: AuthWebhook, WebhookURL: configs.NewSecret(f.URL() + "/rest/1/s3cr3t/")}
@@ -335,6 +347,7 @@ func TestWebhookModeTelephony(t *testing.T) {
 
 // TestOperationTimeLimit: a method blocked by the resource limit is a rate-limit error.
 func TestOperationTimeLimit(t *testing.T) {
+	t.Parallel()
 	f := crmtest.StartBitrix24(t, fakecrm.B24WithFaults(fakecrm.B24Faults{TelephonyAppOnly: true, OperationLimited: []string{"telephony.externalCall.finish"}}))
 	e := newEnv(t, f)
 	err := e.a.Deliver(context.Background(), answeredInbound(e, "1795310100.1", "101"))
@@ -345,6 +358,7 @@ func TestOperationTimeLimit(t *testing.T) {
 // TestLiveAfterRestart: a new adapter (restart mid-call) continues the card from the call store:
 // no second register, the right users hidden.
 func TestLiveAfterRestart(t *testing.T) {
+	t.Parallel()
 	f := crmtest.StartBitrix24(t)
 	e := newEnv(t, f)
 	sc := scenarios()[1] // inbound_ringgroup
@@ -372,6 +386,7 @@ func TestLiveAfterRestart(t *testing.T) {
 // TestDeliverAfterLostFinish: a finish that reached the portal but whose answer was lost is
 // not repeated as a second call.
 func TestDeliverAfterLostFinish(t *testing.T) {
+	t.Parallel()
 	f := crmtest.StartBitrix24(t)
 	e := newEnv(t, f)
 	rec := answeredInbound(e, "1795310200.1", "101")
@@ -394,6 +409,7 @@ func TestDeliverAfterLostFinish(t *testing.T) {
 // TestMetricsReRegistered: a second adapter on the same registerer (a reload) keeps updating
 // the exported series.
 func TestMetricsReRegistered(t *testing.T) {
+	t.Parallel()
 	f := crmtest.StartBitrix24(t)
 	e := newEnv(t, f)
 	e2 := newEnv(t, f, func(p *crm.Params, _ *Config) { p.Metrics = e.reg })
@@ -407,6 +423,7 @@ func TestMetricsReRegistered(t *testing.T) {
 // right after it) is not duplicated: the repeat carries the same EXTERNAL_CALL_ID, number, type,
 // user and line, and the portal's de-duplication answers the same CALL_ID.
 func TestRegisterAnswerLost(t *testing.T) {
+	t.Parallel()
 	f := crmtest.StartBitrix24(t)
 	e := newEnv(t, f)
 	sc := scenarios()[0] // inbound_answered
@@ -425,6 +442,7 @@ func TestRegisterAnswerLost(t *testing.T) {
 // TestAnonymousCaller: a call without a number cannot be logged: a permanent error that says
 // so, no request.
 func TestAnonymousCaller(t *testing.T) {
+	t.Parallel()
 	f := crmtest.StartBitrix24(t)
 	e := newEnv(t, f)
 	_, rec := missedCall("1795310400.1", 1795310400)

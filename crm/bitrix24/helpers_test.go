@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/pbxbridge/pbxbridge/asterisk"
+	"github.com/pbxbridge/pbxbridge/asterisk/testkit"
 	"github.com/pbxbridge/pbxbridge/configs"
 	"github.com/pbxbridge/pbxbridge/connector/outbox"
 	"github.com/pbxbridge/pbxbridge/crm"
@@ -26,6 +27,13 @@ import (
 	"github.com/pbxbridge/pbxbridge/crm/call"
 	"github.com/pbxbridge/pbxbridge/crm/fakecrm"
 )
+
+// TestMain lets 8 tests run at once: they wait on HTTP round trips to the fake portal and on
+// the adapter's retry and rate-limit timers, not on the CPU.
+func TestMain(m *testing.M) {
+	testkit.SetParallel(8)
+	os.Exit(m.Run())
+}
 
 // newCallStore opens a real outbox database in a temporary directory and returns the call
 // state of connector "b24" (what the daemon gives the adapter).

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/pbxbridge/pbxbridge/asterisk"
+	"github.com/pbxbridge/pbxbridge/asterisk/testkit"
 	"github.com/pbxbridge/pbxbridge/configs"
 	"github.com/pbxbridge/pbxbridge/crm"
 	"github.com/pbxbridge/pbxbridge/crm/bitrix24/api"
@@ -23,13 +24,7 @@ import (
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testkit.WaitFor(t, 5*time.Second, what, cond)
 }
 
 func (e *env) setup() {
@@ -62,6 +57,7 @@ func clickCall(s fakecrm.B24State, callID string) fakecrm.B24Call {
 // TestSetupBindsEventsAndLines: start-up binds the click-to-call events to our public URL and
 // adds the configured external lines, once.
 func TestSetupBindsEventsAndLines(t *testing.T) {
+	t.Parallel()
 	f := crmtest.StartBitrix24(t)
 	e := newEnv(t, f)
 	e.setup()
@@ -75,6 +71,7 @@ func TestSetupBindsEventsAndLines(t *testing.T) {
 // TestClickToCall: the event rings the clicking user's extension, and the record of the
 // originated call finishes the CALL_ID Bitrix24 gave, without a second register.
 func TestClickToCall(t *testing.T) {
+	t.Parallel()
 	f := crmtest.StartBitrix24(t)
 	e := newEnv(t, f)
 	e.setup()
@@ -111,6 +108,7 @@ func TestClickToCall(t *testing.T) {
 // TestClickToCallWrongToken: a wrong or missing application_token answers 401,
 // counts a metric and originates nothing.
 func TestClickToCallWrongToken(t *testing.T) {
+	t.Parallel()
 	f := crmtest.StartBitrix24(t)
 	e := newEnv(t, f)
 	e.setup()
@@ -135,7 +133,18 @@ func TestClickToCallWrongToken(t *testing.T) {
 		mustf(t, st == http.StatusUnauthorized, "%s token: http %d, want 401", tc.name, st)
 	}
 	mustf(t, testutil.ToFloat64(e.a.m.webhookRejected.WithLabelValues("application_token")) == 3, "rejections not counted")
-	time.Sleep(50 * time.Millisecond)
+	// Accepted events are handled in the background (spawn): once that is idle, anything the
+	// rejected events could have started has happened.
+	idle := make(chan struct{})
+	go func() { e.a.wg.Wait(); close(idle) }()
+	waitFor(t, "the adapter's background work", func() bool {
+		select {
+		case <-idle:
+			return true
+		default:
+			return false
+		}
+	})
 	mustf(t, len(e.orig.requests()) == 0, "originated %+v", e.orig.requests())
 	// A malformed body is a 400, not a panic.
 	resp := httpDo(t, http.MethodPost, e.srv.URL+"/crm/b24/events", "application/x-www-form-urlencoded", strings.NewReader("data[PHONE=%zz"))
@@ -145,6 +154,7 @@ func TestClickToCallWrongToken(t *testing.T) {
 
 // TestClickToCallFailures: when the call cannot be placed the CRM user reads why on the card.
 func TestClickToCallFailures(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name     string
 		user     int
@@ -183,6 +193,7 @@ func TestClickToCallFailures(t *testing.T) {
 // TestCallbackRequest: a web-form callback registers a TYPE=4 call and rings the callback
 // extension first.
 func TestCallbackRequest(t *testing.T) {
+	t.Parallel()
 	f := crmtest.StartBitrix24(t)
 	e := newEnv(t, f, func(_ *crm.Params, c *Config) {
 		c.ClickToCall.CallbackExtension = "600"
@@ -210,6 +221,7 @@ func TestCallbackRequest(t *testing.T) {
 // TestInstall: the ONAPPINSTALL event authorises the connector; forged, foreign and
 // unauthenticated installations are refused.
 func TestInstall(t *testing.T) {
+	t.Parallel()
 	f := crmtest.StartBitrix24(t)
 	e := newEnv(t, f, withoutTokens(), func(_ *crm.Params, c *Config) { c.Auth.InstallKey = configs.NewSecret("k3y") })
 	mustf(t, e.a.Status().Auth == "missing", "status %+v", e.a.Status())
@@ -257,6 +269,7 @@ func TestInstall(t *testing.T) {
 // TestReauthorize: a revoked refresh token puts the connector in the re-authorise state (calls
 // stay queued); authorising again through the connect URL brings it back.
 func TestReauthorize(t *testing.T) {
+	t.Parallel()
 	f := crmtest.StartBitrix24(t)
 	e := newEnv(t, f)
 	f.Inject(fakecrm.FaultRevoked)

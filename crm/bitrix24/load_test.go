@@ -5,11 +5,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/pbxbridge/pbxbridge/asterisk/testkit"
 	"github.com/pbxbridge/pbxbridge/crm"
 	"github.com/pbxbridge/pbxbridge/crm/bitrix24/api"
 	"github.com/pbxbridge/pbxbridge/crm/call"
@@ -59,6 +60,7 @@ func deliverAll(a *Adapter, recs []*call.Record, workers int) []error {
 // delivered concurrently; exactly one refresh happens and every call is logged once. The
 // rotated refresh token is persisted: a new adapter on the same state directory refreshes again.
 func TestTokenExpiryDuringBurst(t *testing.T) {
+	t.Parallel()
 	f := crmtest.StartBitrix24(t)
 	e := newEnv(t, f)
 	if err := e.a.users.refresh(context.Background()); err != nil {
@@ -69,25 +71,16 @@ func TestTokenExpiryDuringBurst(t *testing.T) {
 		recs = append(recs, answeredInbound(e, fmt.Sprintf("1795400000.%d", i), []string{"101", "102", "103"}[i%3]))
 	}
 	// Expire the token once the burst is under way.
-	stop := make(chan struct{})
+	var stopped atomic.Bool
 	expired := make(chan struct{})
 	go func() {
 		defer close(expired)
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			if totalRequests(f.State()) >= 40 {
-				f.ExpireTokens()
-				return
-			}
-			time.Sleep(time.Millisecond)
+		if testkit.Until(time.Minute, func() bool { return stopped.Load() || totalRequests(f.State()) >= 40 }) && !stopped.Load() {
+			f.ExpireTokens()
 		}
 	}()
 	errs := deliverAll(e.a, recs, 50)
-	close(stop)
+	stopped.Store(true)
 	<-expired
 	for _, err := range errs {
 		t.Error(err)
@@ -127,21 +120,16 @@ func keepTokens() envOpt { return func(p *crm.Params, _ *Config) { p.Type = "kee
 // the portal from refusing anything, and each call must take at most 3 requests once the user
 // cache is warm.
 //
-// B24_LOAD_RPS=2 runs exactly that with the default client settings (about 4.6 minutes). By
-// default the test runs the same algorithm 20 times faster (40 req/s on both sides); there a
-// slot lasts 25 ms, less than the scheduling hiccups of a loaded shared test machine, so the
-// client's burst is 30 instead of 50, keeping 500 ms of margin as the defaults keep 3 s at 2 req/s.
+// The long tier (PBXBRIDGE_TESTS=long) runs exactly that with the default client settings
+// (about 4.6 minutes). The slow tier runs the same algorithm 20 times faster (40 req/s on both
+// sides, 15 s); there a slot lasts 25 ms, less than the scheduling hiccups of a loaded shared test
+// machine, so the client's burst is 30 instead of 50, keeping 500 ms of margin as the defaults
+// keep 3 s at 2 req/s. It runs alone (not parallel): other tests' CPU would eat that margin.
 func TestRateLimitedBacklog(t *testing.T) {
-	if testing.Short() {
-		t.Skip("takes 15 s (4.6 min with B24_LOAD_RPS=2)")
-	}
+	testkit.Tier(t, testkit.Slow)
 	rps, clientBurst := 40.0, 30
-	if v := os.Getenv("B24_LOAD_RPS"); v != "" {
-		var err error
-		if rps, err = strconv.ParseFloat(v, 64); err != nil || rps <= 0 {
-			t.Fatalf("B24_LOAD_RPS=%q", v)
-		}
-		clientBurst = NewConfig().RateLimit.Burst
+	if long, _ := testkit.Enabled(testkit.Long); long {
+		rps, clientBurst = 2, NewConfig().RateLimit.Burst
 	}
 	const calls, burst = 200, 50
 	f := crmtest.StartBitrix24(t, fakecrm.B24RateLimit(rps, burst))

@@ -26,6 +26,7 @@ func missedCall(id string, start float64) (call.Live, *call.Record) {
 // TestCallIDReuseBugReproduced: with the guard off, the fake hands the second call the first
 // call's CALL_ID (the platform bug the guard exists for).
 func TestCallIDReuseBugReproduced(t *testing.T) {
+	t.Parallel()
 	f := crmtest.StartBitrix24(t, fakecrm.B24ReuseCallID(true))
 	e := newEnv(t, f, func(_ *crm.Params, c *Config) { c.CallIDReuseGuard = false })
 	evA, _ := missedCall("1795305900.1", 1795305900)
@@ -40,6 +41,7 @@ func TestCallIDReuseBugReproduced(t *testing.T) {
 // TestCallIDReuseGuard: two (and three) calls from one number to one agent while the earlier
 // ones are still open each get their own CALL_ID; every call is finished once, none is merged.
 func TestCallIDReuseGuard(t *testing.T) {
+	t.Parallel()
 	f := crmtest.StartBitrix24(t, fakecrm.B24ReuseCallID(true))
 	e := newEnv(t, f)
 	var recs []*call.Record
@@ -77,6 +79,7 @@ func TestCallIDReuseGuard(t *testing.T) {
 // TestCallIDReuseExhausted: when every register variant collides the delivery is retried
 // later (transient), never merged.
 func TestCallIDReuseExhausted(t *testing.T) {
+	t.Parallel()
 	f := crmtest.StartBitrix24(t, fakecrm.B24ReuseCallID(true))
 	e := newEnv(t, f)
 	for i := range 3 {

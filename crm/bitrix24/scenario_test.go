@@ -200,6 +200,7 @@ func scenarios() []scenario {
 // recording; the card registered before the answer, shown to every ringing agent, hidden from
 // those who did not answer.
 func TestTranscriptScenarios(t *testing.T) {
+	t.Parallel()
 	for _, sc := range scenarios() {
 		t.Run(sc.name, func(t *testing.T) {
 			f := crmtest.StartBitrix24(t)
@@ -288,6 +289,7 @@ func baseName(p string) string {
 
 // TestInternalCallIgnored: internal calls never reach Bitrix24.
 func TestInternalCallIgnored(t *testing.T) {
+	t.Parallel()
 	f := crmtest.StartBitrix24(t)
 	e := newEnv(t, f)
 	rec := &call.Record{CallID: "1795305976.152", PBX: "pbx1", Direction: call.Internal, Disposition: call.Answered,

@@ -16,14 +16,16 @@ import (
 	"github.com/pbxbridge/pbxbridge/crm/fakecrm"
 )
 
-// Harness connects the conformance suite to one adapter type and its fake.
+// Harness connects the conformance suite to one adapter type and its fake. The suite's cases
+// run in parallel (t.Parallel), each with its own adapter and fake: New and Record are called
+// concurrently from different tests.
 type Harness struct {
 	// New builds a fresh adapter talking to a fresh, authorised fake; it returns the adapter and
 	// a controller for that fake. Cleanup goes through t.Cleanup.
 	New func(t *testing.T) (crm.Adapter, Controller)
-	// Record returns the i-th test record: an answered inbound call from a known customer to a
-	// mapped extension, with a unique call id.
-	Record func(i int) *call.Record
+	// Record returns the i-th test record for the adapter New built for the same t: an answered
+	// inbound call from a known customer to a mapped extension, with a unique call id.
+	Record func(t *testing.T, i int) *call.Record
 }
 
 // Controller drives the fake behind an adapter.
@@ -39,8 +41,9 @@ type Controller interface {
 func Run(t *testing.T, h Harness) {
 	t.Helper()
 	t.Run("deliver", func(t *testing.T) {
+		t.Parallel()
 		a, c := h.New(t)
-		rec := h.Record(1)
+		rec := h.Record(t, 1)
 		if err := a.Deliver(context.Background(), rec); err != nil {
 			t.Fatalf("deliver: %v", err)
 		}
@@ -49,8 +52,9 @@ func Run(t *testing.T, h Harness) {
 		}
 	})
 	t.Run("idempotent redelivery", func(t *testing.T) {
+		t.Parallel()
 		a, c := h.New(t)
-		rec := h.Record(2)
+		rec := h.Record(t, 2)
 		for i := range 3 {
 			if err := a.Deliver(context.Background(), rec); err != nil {
 				t.Fatalf("delivery %d: %v", i+1, err)
@@ -61,9 +65,10 @@ func Run(t *testing.T, h Harness) {
 		}
 	})
 	t.Run("expired token is refreshed", func(t *testing.T) {
+		t.Parallel()
 		a, c := h.New(t)
 		c.Inject(fakecrm.FaultUnauthorized)
-		rec := h.Record(3)
+		rec := h.Record(t, 3)
 		if err := a.Deliver(context.Background(), rec); err != nil {
 			t.Fatalf("deliver with an expired token: %v", err)
 		}
@@ -72,26 +77,29 @@ func Run(t *testing.T, h Harness) {
 		}
 	})
 	t.Run("revoked authorisation", func(t *testing.T) {
+		t.Parallel()
 		a, c := h.New(t)
 		c.Inject(fakecrm.FaultRevoked)
-		rec := h.Record(4)
+		rec := h.Record(t, 4)
 		wantClass(t, a.Deliver(context.Background(), rec), crm.ClassAuth)
 		if n := c.Logged(rec.Key()); n != 0 {
 			t.Fatalf("call appears %d times, want 0", n)
 		}
 	})
 	t.Run("rate limited", func(t *testing.T) {
+		t.Parallel()
 		a, c := h.New(t)
 		c.Inject(fakecrm.FaultRateLimited)
-		err := a.Deliver(context.Background(), h.Record(5))
+		err := a.Deliver(context.Background(), h.Record(t, 5))
 		wantClass(t, err, crm.ClassRateLimited)
 	})
 	t.Run("server error is transient", func(t *testing.T) {
+		t.Parallel()
 		a, c := h.New(t)
 		c.Inject(fakecrm.FaultServerError)
-		wantClass(t, a.Deliver(context.Background(), h.Record(6)), crm.ClassTransient)
+		wantClass(t, a.Deliver(context.Background(), h.Record(t, 6)), crm.ClassTransient)
 		c.Inject(fakecrm.FaultNone)
-		rec := h.Record(6)
+		rec := h.Record(t, 6)
 		if err := a.Deliver(context.Background(), rec); err != nil {
 			t.Fatalf("deliver after the outage: %v", err)
 		}
@@ -100,22 +108,24 @@ func Run(t *testing.T, h Harness) {
 		}
 	})
 	t.Run("timeout is transient", func(t *testing.T) {
+		t.Parallel()
 		a, c := h.New(t)
 		c.Inject(fakecrm.FaultSlow)
 		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 		defer cancel()
 		start := time.Now()
-		err := a.Deliver(ctx, h.Record(7))
+		err := a.Deliver(ctx, h.Record(t, 7))
 		wantClass(t, err, crm.ClassTransient)
 		if d := time.Since(start); d > 5*time.Second {
 			t.Fatalf("deliver ignored its deadline: returned after %v", d)
 		}
 	})
 	t.Run("cancelled context", func(t *testing.T) {
+		t.Parallel()
 		a, _ := h.New(t)
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()
-		err := a.Deliver(ctx, h.Record(8))
+		err := a.Deliver(ctx, h.Record(t, 8))
 		if err == nil {
 			t.Fatal("deliver with a cancelled context succeeded")
 		}

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pbxbridge/pbxbridge/asterisk/testkit"
 	"github.com/pbxbridge/pbxbridge/crm/crmtest"
 	"github.com/pbxbridge/pbxbridge/crm/fakecrm"
 	"github.com/pbxbridge/pbxbridge/crm/internal/httpclient"
@@ -178,13 +179,7 @@ func TestRefreshSurvivesCallerCancel(t *testing.T) {
 	if err := ts.Refresh(ctx, old.AccessToken); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("refresh with an expiring context: %v", err)
 	}
-	deadline := time.Now().Add(3 * time.Second)
-	for ts.Tokens().RefreshToken == old.RefreshToken {
-		if time.Now().After(deadline) {
-			t.Fatal("the refresh never completed")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testkit.WaitFor(t, 3*time.Second, "the refresh to complete", func() bool { return ts.Tokens().RefreshToken != old.RefreshToken })
 	saved, _ := TokenFile{Path: filepath.Join(dir, "tokens.json")}.Load()
 	if saved.RefreshToken == old.RefreshToken {
 		t.Fatal("rotated token not saved")
