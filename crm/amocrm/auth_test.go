@@ -22,6 +22,7 @@ import (
 // Acceptance 3, first half: rotated tokens survive a restart, and the rotation never presents a
 // spent refresh token (the fake revokes the grant when that happens).
 func TestTokenRotationSurvivesRestart(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, TypeAmoCRM, envOpt{})
 	tokenReqs := func() int { return e.fake.State().Requests["POST /oauth2/access_token"] }
 	e.deliver(answered(1))
@@ -74,6 +75,7 @@ func TestTokenRotationSurvivesRestart(t *testing.T) {
 // answer reached amoCRM but its tokens are unusable): the previous refresh token is kept and
 // used again.
 func TestPreviousRefreshTokenKeptUntilNewOnesWork(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, TypeKommo, envOpt{})
 	e.deliver(answered(1))
 	old := tokenFileOf(t, e.dir)
@@ -107,6 +109,7 @@ func TestPreviousRefreshTokenKeptUntilNewOnesWork(t *testing.T) {
 // queued (AuthBroken), across a restart, until an admin authorises again through the redirect
 // endpoint.
 func TestRevokedTokenKeepsCallsQueued(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, TypeAmoCRM, envOpt{})
 	e.deliver(answered(1))
 	e.fake.Revoke("romashka")
@@ -203,6 +206,7 @@ func readAll(t *testing.T, resp *http.Response) string {
 
 // Concurrent 401s cause one refresh: amoCRM revokes a refresh token presented twice.
 func TestOneRefreshAtATime(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, TypeAmoCRM, envOpt{fake: fakecrm.AmoOptions{RateLimit: -1}, mutate: func(c *Config) { c.RateLimit = 50 }})
 	if _, err := e.a.Lookup(context.Background(), "+79001234567"); err != nil {
 		t.Fatal(err)
@@ -229,6 +233,7 @@ func TestOneRefreshAtATime(t *testing.T) {
 }
 
 func TestProactiveRefresh(t *testing.T) {
+	t.Parallel()
 	now := time.Date(2026, 11, 22, 0, 0, 0, 0, time.UTC)
 	var mu sync.Mutex
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
@@ -250,6 +255,7 @@ func TestProactiveRefresh(t *testing.T) {
 }
 
 func TestLongLivedToken(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, TypeKommo, envOpt{longLived: true})
 	e.deliver(answered(1))
 	if st := e.a.Status(); st.Auth != "ok" || st.ConnectURL != "" {
@@ -270,6 +276,7 @@ func TestLongLivedToken(t *testing.T) {
 }
 
 func TestExchangeCodeErrors(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, TypeAmoCRM, envOpt{noAuth: true})
 	if st := e.a.Status(); st.Auth != "missing" || st.ConnectURL == "" {
 		t.Fatalf("status before authorisation %+v", st)
@@ -302,6 +309,7 @@ func TestExchangeCodeErrors(t *testing.T) {
 }
 
 func TestWriteFileAtomic(t *testing.T) {
+	t.Parallel()
 	p := filepath.Join(t.TempDir(), "f.json")
 	for _, s := range []string{"one", "two"} {
 		if err := writeFileAtomic(p, []byte(s), 0o600); err != nil {

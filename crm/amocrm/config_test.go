@@ -16,6 +16,7 @@ import (
 // The embedded samples decode strictly into the type's config and validate once the secret
 // (normally from the environment) is set.
 func TestSamples(t *testing.T) {
+	t.Parallel()
 	for _, typ := range []string{TypeAmoCRM, TypeKommo} {
 		t.Run(typ, func(t *testing.T) {
 			var doc struct {
@@ -56,6 +57,7 @@ func TestSamples(t *testing.T) {
 }
 
 func TestValidate(t *testing.T) {
+	t.Parallel()
 	c := NewConfig(TypeAmoCRM)
 	c.Subdomain = "Romashka.amocrm.ru"
 	c.BaseURL = "ftp://x"
@@ -90,6 +92,7 @@ func TestValidate(t *testing.T) {
 }
 
 func TestReadmeHasTheSampleVerbatim(t *testing.T) {
+	t.Parallel()
 	b, err := os.ReadFile("README.md")
 	if err != nil {
 		t.Fatal(err)

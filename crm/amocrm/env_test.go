@@ -7,6 +7,7 @@ import (
 	"math"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -15,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/pbxbridge/pbxbridge/asterisk"
+	"github.com/pbxbridge/pbxbridge/asterisk/testkit"
 	"github.com/pbxbridge/pbxbridge/asterisk/transcripts"
 	"github.com/pbxbridge/pbxbridge/configs"
 	"github.com/pbxbridge/pbxbridge/connector/recordings"
@@ -28,6 +30,13 @@ const (
 	testRecSecret = "recordings-secret-0123456789"
 	testC2CSecret = "click-to-call-secret-0123456789"
 )
+
+// TestMain lets 8 tests run at once: they wait on HTTP round trips to the fake and on the
+// adapter's rate limiter and batch window, not on the CPU.
+func TestMain(m *testing.M) {
+	testkit.SetParallel(8)
+	os.Exit(m.Run())
+}
 
 // env is one adapter talking to a fresh fake through a real HTTP server.
 type env struct {

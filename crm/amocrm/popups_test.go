@@ -9,12 +9,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pbxbridge/pbxbridge/asterisk/testkit"
 	"github.com/pbxbridge/pbxbridge/crm/amocrm/api"
 )
 
 // Pop-ups that arrive while one is in flight leave together in the next request, one item per
 // number with every user; the first is not held back; each caller gets its request's outcome.
 func TestPopupsCoalesce(t *testing.T) {
+	t.Parallel()
 	release := make(chan struct{})
 	var mu sync.Mutex
 	var sent [][]api.Event
@@ -34,12 +36,12 @@ func TestPopupsCoalesce(t *testing.T) {
 	}
 	first := make(chan error, 1)
 	go func() { first <- p.submit(t.Context(), ev("+79001234567", 1)) }()
-	waitFor(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(sent) == 1 })
+	testkit.WaitFor(t, 10*time.Second, "the first request", func() bool { mu.Lock(); defer mu.Unlock(); return len(sent) == 1 })
 	errs := make(chan error, 4)
 	for _, e := range []api.Event{ev("+79001234567", 2), ev("+79001234567", 3), ev("+79005550000", 1), ev("+79005550000", 1)} {
 		go func() { errs <- p.submit(t.Context(), e) }()
 	}
-	waitFor(t, func() bool { p.mu.Lock(); defer p.mu.Unlock(); return len(p.pending) == 4 })
+	testkit.WaitFor(t, 10*time.Second, "4 pop-ups queued", func() bool { p.mu.Lock(); defer p.mu.Unlock(); return len(p.pending) == 4 })
 	close(release)
 	if err := <-first; err == nil || err.Error() != "first failed" {
 		t.Fatalf("first pop-up: %v", err)
@@ -66,6 +68,7 @@ func TestPopupsCoalesce(t *testing.T) {
 
 // A caller whose context ends stops waiting; the pop-up is still sent.
 func TestPopupsCallerGivesUp(t *testing.T) {
+	t.Parallel()
 	release := make(chan struct{})
 	done := make(chan []api.Event, 1)
 	p := newPopups(t.Context(), func(_ context.Context, items []api.Event) error {
@@ -81,16 +84,5 @@ func TestPopupsCallerGivesUp(t *testing.T) {
 	close(release)
 	if items := <-done; len(items) != 1 {
 		t.Fatalf("sent %v", items)
-	}
-}
-
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not reached in 10 s")
-		}
-		time.Sleep(time.Millisecond)
 	}
 }

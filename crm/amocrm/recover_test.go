@@ -38,6 +38,7 @@ func (e *env) callState(key string) string {
 // A calls request whose answer is lost after amoCRM placed the call: the redelivery waits for
 // the request to settle, finds the call among the call notes and does not log it again.
 func TestLostAnswerIsNotLoggedTwice(t *testing.T) {
+	t.Parallel()
 	clock := newClock()
 	e := newEnv(t, TypeAmoCRM, envOpt{now: clock.Now})
 	r := answered(1)
@@ -80,6 +81,7 @@ func TestLostAnswerIsNotLoggedTwice(t *testing.T) {
 // The daemon was killed between sending a batch and storing its answer: after the restart the
 // records carry a sent marker; one scan of the notes settles the whole batch without resending.
 func TestKilledBatchIsNotLoggedTwice(t *testing.T) {
+	t.Parallel()
 	clock := newClock()
 	// The fake's limiter runs on the frozen test clock: no limit here.
 	e := newEnv(t, TypeAmoCRM, envOpt{now: clock.Now, fake: fakecrm.AmoOptions{RateLimit: -1}})
@@ -119,6 +121,7 @@ func TestKilledBatchIsNotLoggedTwice(t *testing.T) {
 // An earlier request whose outcome was unknown had not placed the call: the look-up finds
 // nothing and the call is sent again, once.
 func TestUnplacedCallIsSentAfterLookup(t *testing.T) {
+	t.Parallel()
 	clock := newClock()
 	e := newEnv(t, TypeAmoCRM, envOpt{now: clock.Now})
 	r := answered(1)
@@ -137,6 +140,7 @@ func TestUnplacedCallIsSentAfterLookup(t *testing.T) {
 
 // amoCRM's own 500 placed nothing: the retry sends at once.
 func TestServerErrorNeedsNoLookup(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, TypeAmoCRM, envOpt{})
 	r := answered(1)
 	e.fake.Inject(fakecrm.FaultServerError)
@@ -151,6 +155,7 @@ func TestServerErrorNeedsNoLookup(t *testing.T) {
 // A refusal from amoCRM (429) placed nothing: the marker is cleared and the retry sends at
 // once, without a look-up.
 func TestRefusedCallNeedsNoLookup(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, TypeAmoCRM, envOpt{})
 	r := answered(1)
 	e.fake.Inject(fakecrm.FaultRateLimited)
@@ -172,6 +177,7 @@ func TestRefusedCallNeedsNoLookup(t *testing.T) {
 }
 
 func TestMarkerParsing(t *testing.T) {
+	t.Parallel()
 	for _, s := range []string{"", "logged:leads:1", "sent:", "sent:x", "unsure:-", "skipped:anonymous"} {
 		if _, _, ok := marker(s); ok {
 			t.Errorf("%q parsed as a marker", s)

@@ -71,6 +71,7 @@ func signed(secret string, ts time.Time, body []byte) map[string]string {
 }
 
 func TestClickToCallHMAC(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, TypeAmoCRM, envOpt{})
 	d := e.daemon(t)
 	url := d.URL + "/crm/amo/click2call"
@@ -163,6 +164,7 @@ func oneTimeToken(secret string, claims map[string]any) string {
 }
 
 func TestClickToCallOneTimeToken(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, TypeKommo, envOpt{})
 	d := e.daemon(t)
 	url := d.URL + "/crm/amo/click2call"
