@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/pbxbridge/pbxbridge/asterisk/fakepbx"
+	"github.com/pbxbridge/pbxbridge/asterisk/testkit"
 	"github.com/pbxbridge/pbxbridge/connector/demo"
 	"github.com/pbxbridge/pbxbridge/connector/internal/golden"
 	"github.com/pbxbridge/pbxbridge/crm/call"
@@ -61,9 +62,8 @@ func owner(r *call.Record) string {
 // cards are registered before the answer, shown to every ringing agent and hidden from those who
 // did not answer; missed calls create tasks; unknown numbers become incoming leads.
 func TestCRMsEndToEnd(t *testing.T) {
-	if testing.Short() {
-		t.Skip("plays every transcript in real time")
-	}
+	testkit.Tier(t, testkit.Slow) // plays every transcript in real time (40 s)
+	t.Parallel()
 	var mu sync.Mutex
 	delivered := map[string]map[string]call.Record{} // connector -> key -> record
 	env, err := demo.Start(context.Background(), demo.Options{
@@ -285,9 +285,8 @@ func digits(s string) string {
 // A daemon restarted in the middle of calls (systemctl restart) loses none of them and logs none
 // twice, in any CRM.
 func TestRestartMidCall(t *testing.T) {
-	if testing.Short() {
-		t.Skip("real-time calls")
-	}
+	testkit.Tier(t, testkit.Slow) // real-time calls (20 s)
+	t.Parallel()
 	env, err := demo.Start(context.Background(), demo.Options{Speed: 1})
 	if err != nil {
 		t.Fatal(err)
@@ -302,9 +301,11 @@ func TestRestartMidCall(t *testing.T) {
 			t.Fatal(err)
 		}
 		calls = append(calls, c)
-		time.Sleep(time.Second)
+		time.Sleep(time.Second) // the calls arrive a second apart
 	}
-	time.Sleep(3 * time.Second)
+	// Restart 3 s into the last of them (on the simulated PBX's own clock, however loaded the
+	// machine): all three are up, the first two talking.
+	testkit.WaitFor(t, 30*time.Second, "the last call 3 s in", func() bool { return calls[len(calls)-1].Position() >= 3*time.Second })
 	if err := env.RestartDaemon(context.Background()); err != nil {
 		t.Fatal(err)
 	}

@@ -10,19 +10,23 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pbxbridge/pbxbridge/asterisk/testkit"
 	"github.com/pbxbridge/pbxbridge/connector/demo"
 	"github.com/pbxbridge/pbxbridge/crm/call"
 	"github.com/pbxbridge/pbxbridge/crm/fakecrm"
 )
 
 // The demo runs the whole product with nothing installed and ends with a summary: calls
-// delivered to every CRM, none lost.
+// delivered to every CRM, none lost. The slow tier runs it for 8 s, the long tier for 10 minutes.
 func TestDemo(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs the whole demo")
+	testkit.Tier(t, testkit.Slow)
+	t.Parallel()
+	duration := "8s"
+	if long, _ := testkit.Enabled(testkit.Long); long {
+		duration = "10m"
 	}
 	var stdout, stderr bytes.Buffer
-	if code := demo.MainIO(context.Background(), "test", []string{"--duration", "8s", "--speed", "10", "--rate", "3", "--listen", "127.0.0.1:0"}, &stdout, &stderr); code != 0 {
+	if code := demo.MainIO(context.Background(), "test", []string{"--duration", duration, "--speed", "10", "--rate", "3", "--listen", "127.0.0.1:0"}, &stdout, &stderr); code != 0 {
 		t.Fatalf("demo: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout.String(), stderr.String())
 	}
 	out := stdout.String()
@@ -47,9 +51,7 @@ func TestDemo(t *testing.T) {
 // Kommo took the demo's long-lived token for 24 h only: from the second day amo-demo and
 // kommo-demo reported "CRM authorisation broken" and queued every call.)
 func TestDemoOutlivesItsCredentials(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts the demo environment")
-	}
+	t.Parallel()
 	var mu sync.Mutex
 	now := time.Now()
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
