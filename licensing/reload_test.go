@@ -6,11 +6,13 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/pbxbridge/pbxbridge/asterisk/testkit"
 	"github.com/pbxbridge/pbxbridge/licensing"
 )
 
@@ -115,26 +117,28 @@ func TestHotReload(t *testing.T) {
 	}
 }
 
-// waitWatching writes and removes a probe file until the service has reacted to one, which
-// proves the directory watch is active.
+// waitWatching writes and removes a probe file until the service has seen one, which proves
+// the directory watch is active, then waits until the service has seen the probe's removal too,
+// so that reload cannot be taken for the reaction to the test's first change.
 func waitWatching(t *testing.T, e *env) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	probe := filepath.Join(e.dir, "probe.lic")
-	for time.Now().Before(deadline) {
-		before := e.svc.Status().LastReload
+	seen := func() bool {
+		return slices.ContainsFunc(e.svc.Status().Files, func(f licensing.FileStatus) bool { return filepath.Base(f.Path) == "probe.lic" })
+	}
+	for {
 		must(t, os.WriteFile(probe, []byte("x"), 0o644))
-		for i := 0; i < 25; i++ {
-			time.Sleep(20 * time.Millisecond)
-			if e.svc.Status().LastReload.After(before) {
-				must(t, os.Remove(probe))
-				time.Sleep(200 * time.Millisecond) // let the removal's reload pass
-				return
-			}
+		if testkit.Until(500*time.Millisecond, seen) {
+			break
 		}
 		must(t, os.Remove(probe))
+		if time.Now().After(deadline) {
+			t.Fatal("the directory watch never fired")
+		}
 	}
-	t.Fatal("the directory watch never fired")
+	must(t, os.Remove(probe))
+	testkit.WaitFor(t, 5*time.Second, "the reload after the probe's removal", func() bool { return !seen() })
 }
 
 // TestRescanFindsMissedChanges: without a working watch (the directory did not exist when Run

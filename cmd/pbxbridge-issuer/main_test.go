@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/pbxbridge/pbxbridge/asterisk/testkit"
 )
 
 // build compiles this command into dir, with the given build tags ("" for none).
@@ -48,9 +50,7 @@ func run(t *testing.T, bin string, env []string, args ...string) (string, int) {
 // the licensing scenario passes in the devkeys build with PBXBRIDGE_DEV_KEYRING set; the build without the tag
 // ignores the variable and rejects the same licence as signed by an unknown key (exit 2).
 func TestDevKeyringOnlyInDevkeysBuilds(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds the binary twice")
-	}
+	testkit.Tier(t, testkit.Slow) // builds the binary twice
 	bins := t.TempDir()
 	release := build(t, bins, "")
 	dev := build(t, bins, "devkeys")
