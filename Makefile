@@ -7,15 +7,20 @@ LDFLAGS    := -s -w -X main.version=$(VERSION) -X github.com/pbxbridge/pbxbridge
 NFPM       := go run github.com/goreleaser/nfpm/v2/cmd/nfpm@v2.45.0
 DIST       := dist
 
-.PHONY: all build test race lint ci deb bench fault clean
+.PHONY: all build test test-slow race lint ci ci-long deb bench fault clean
 
 all: build
 
 build:
 	CGO_ENABLED=0 GOARCH=$(ARCH) go build -trimpath -ldflags '$(LDFLAGS)' -o $(DIST)/pbxbridge ./cmd/pbxbridge
 
+# The test tiers (DEVELOPERS.md, Checks): quick is plain go test; PBXBRIDGE_TESTS=slow adds the
+# slow tier (what CI runs), PBXBRIDGE_TESTS=long the long one (.ci/run-long).
 test:
 	go test ./...
+
+test-slow:
+	PBXBRIDGE_TESTS=slow go test ./...
 
 race:
 	go test -race ./...
@@ -25,6 +30,9 @@ lint:
 
 ci:
 	bash .ci/run
+
+ci-long:
+	bash .ci/run-long
 
 # A Debian package: binary in /usr/bin, unit in /lib/systemd/system, the sample config as a
 # conffile in /etc/pbxbridge, the system user created by postinst (systemd/nfpm.yaml).
@@ -37,11 +45,11 @@ bench:
 	go test -run '^$$' -bench . -benchtime 2s ./connector/outbox/ ./connector/callmodel/ ./connector/replay/ ./asterisk/ami/ ./asterisk/numbers/
 	go run ./cmd/loadtest
 
-# The full fault suite (20 kills, AMI drops every 10 s for 2 minutes, a 60 s CRM outage, ...).
-# The short form runs with `go test ./connector/loadtest/` and in CI. The disk-full test needs
-# root (it mounts a tmpfs) and is skipped otherwise.
+# The full fault suite (20 kills, AMI drops every 10 s for 2 minutes, a 60 s CRM outage, ...): the
+# long tier of the fault and crash tests. The short form is in the slow tier (make test-slow, CI).
+# The disk-full test needs root (it mounts a tmpfs) and is skipped otherwise.
 fault:
-	PBXBRIDGE_FAULT_FULL=1 go test -count=1 -timeout 60m -v -run 'TestFault|TestCrash' ./connector/...
+	PBXBRIDGE_TESTS=long go test -count=1 -timeout 60m -v -run 'TestFault|TestCrash' ./connector/...
 
 clean:
 	rm -rf $(DIST)

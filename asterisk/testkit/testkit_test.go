@@ -219,6 +219,9 @@ func TestTier(t *testing.T) {
 				if ran := r.skipped == ""; ran != l.want {
 					t.Errorf("%s=%q: %s tier runs %v, want %v", testkit.EnvVar, tc.env, l.level, ran, l.want)
 				}
+				if got := testkit.Selected(t, l.level); got != l.want {
+					t.Errorf("%s=%q: Selected(%s) = %v, want %v", testkit.EnvVar, tc.env, l.level, got, l.want)
+				}
 				if r.skipped != "" && !strings.Contains(r.skipped, testkit.EnvVar+"="+l.level.String()) {
 					t.Errorf("skip message %q does not say how to run the test", r.skipped)
 				}
@@ -232,6 +235,10 @@ func TestTierRejectsAnUnknownValue(t *testing.T) {
 	r := run(t, func(tb testing.TB) { tb.Helper(); testkit.Tier(tb, testkit.Slow) })
 	if !strings.Contains(r.fatal, `unknown tier "slwo"`) {
 		t.Fatalf("PBXBRIDGE_TESTS=slwo: failure %q, skip %q; want a failure naming the value", r.fatal, r.skipped)
+	}
+	r = run(t, func(tb testing.TB) { tb.Helper(); testkit.Selected(tb, testkit.Long) })
+	if !strings.Contains(r.fatal, `unknown tier "slwo"`) {
+		t.Fatalf("PBXBRIDGE_TESTS=slwo: Selected did not fail naming the value (%q)", r.fatal)
 	}
 }
 

@@ -54,8 +54,20 @@ func Tier(tb testing.TB, level Level) {
 	}
 }
 
-// Enabled reports whether PBXBRIDGE_TESTS selects level: for tests that run in every tier but
-// do more in a higher one (the fault suite's short and full forms).
+// Selected reports whether PBXBRIDGE_TESTS selects level, for tests that run in a lower tier
+// but do more in a higher one (the fault suite's short and full forms); a value the kit cannot
+// read fails the test.
+func Selected(tb testing.TB, level Level) bool {
+	tb.Helper()
+	on, err := Enabled(level)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return on
+}
+
+// Enabled reports whether PBXBRIDGE_TESTS selects level, and an error for a value it cannot
+// read: Selected without a test.
 func Enabled(level Level) (bool, error) {
 	top, err := parse(os.Getenv(EnvVar))
 	return level <= top, err

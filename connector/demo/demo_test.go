@@ -22,7 +22,7 @@ func TestDemo(t *testing.T) {
 	testkit.Tier(t, testkit.Slow)
 	t.Parallel()
 	duration := "8s"
-	if long, _ := testkit.Enabled(testkit.Long); long {
+	if testkit.Selected(t, testkit.Long) {
 		duration = "10m"
 	}
 	var stdout, stderr bytes.Buffer

@@ -465,7 +465,7 @@ func TestAMIStartAnyMoment(t *testing.T) {
 	t.Parallel()
 	const speed = 16
 	fracs := []float64{0.3, 0.7}
-	if long, _ := testkit.Enabled(testkit.Long); long {
+	if testkit.Selected(t, testkit.Long) {
 		fracs = []float64{0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9}
 	}
 	for _, sc := range []string{"inbound_answered", "inbound_missed", "inbound_ringgroup",

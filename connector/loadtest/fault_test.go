@@ -28,8 +28,9 @@ import (
 )
 
 // pick returns the short value, or the full one in the long tier.
-func pick[T any](short, long T) T {
-	if on, _ := testkit.Enabled(testkit.Long); on {
+func pick[T any](t *testing.T, short, long T) T {
+	t.Helper()
+	if testkit.Selected(t, testkit.Long) {
 		return long
 	}
 	return short
@@ -101,7 +102,7 @@ const inFlight = time.Second
 // committed yet); neither may be logged twice.
 func TestFaultKillDuringLoad(t *testing.T) {
 	skipSubprocess(t)
-	kills := pick(3, 20)
+	kills := pick(t, 3, 20)
 	dir := t.TempDir()
 	e := startEnv(t, loadtest.EnvOptions{
 		PBX: fakepbx.Config{Speed: 4},
@@ -279,8 +280,8 @@ func TestFaultAMIDrops(t *testing.T) {
 	skipSubprocess(t)
 	dir := t.TempDir()
 	// The short form drops every 6 s: longer than the AMI source's StableAfter (5 s), as 10 s is.
-	every := pick(6*time.Second, 10*time.Second)
-	dur := pick(18*time.Second, 2*time.Minute)
+	every := pick(t, 6*time.Second, 10*time.Second)
+	dur := pick(t, 18*time.Second, 2*time.Minute)
 	e := startEnv(t, loadtest.EnvOptions{
 		PBX: fakepbx.Config{Speed: 2, DropEvery: every},
 		Daemon: loadtest.DaemonOptions{Dir: dir, Connectors: []string{loadtest.ConnBitrix24, loadtest.ConnAmo, loadtest.ConnFake},
@@ -368,7 +369,7 @@ func TestFaultAMIDrops(t *testing.T) {
 // the CRMs refusing a request for their rate limit, and nothing is lost or logged twice.
 func TestFaultCRMDown(t *testing.T) {
 	skipSubprocess(t)
-	outage := pick(10*time.Second, 60*time.Second)
+	outage := pick(t, 10*time.Second, 60*time.Second)
 	e := startEnv(t, loadtest.EnvOptions{
 		PBX: fakepbx.Config{Speed: 4},
 		CRM: loadtest.CRMOptions{B24RPS: 2, B24Burst: 50, AmoRPS: 7, Latency: 20 * time.Millisecond},
@@ -376,7 +377,7 @@ func TestFaultCRMDown(t *testing.T) {
 			BackoffMin: outage / 120, BackoffMax: outage},
 	})
 	ctx := context.Background()
-	rate := pick(1.0, 2.0)
+	rate := pick(t, 1.0, 2.0)
 	n := int(rate * (outage + 10*time.Second).Seconds())
 	loadDone := background(t, e, rate, n, 0)
 	time.Sleep(5 * time.Second)
@@ -442,7 +443,7 @@ func TestFaultDiskFull(t *testing.T) {
 	})
 	ctx := context.Background()
 	const rate = 5
-	fullFor := pick(10*time.Second, 60*time.Second)
+	fullFor := pick(t, 10*time.Second, 60*time.Second)
 	n := int(rate * (fullFor + 10*time.Second).Seconds())
 	loadDone := background(t, e, rate, n, 0)
 	time.Sleep(3 * time.Second)
@@ -514,7 +515,7 @@ func TestFaultSlowCRM(t *testing.T) {
 		Daemon: loadtest.DaemonOptions{Connectors: []string{loadtest.ConnBitrix24, loadtest.ConnAmo}, Unlimited: true, Workers: 4},
 	})
 	ctx := context.Background()
-	dur := pick(20*time.Second, 2*time.Minute)
+	dur := pick(t, 20*time.Second, 2*time.Minute)
 	const rate = 10
 	e.CRMs.SetDelay(5 * time.Second)
 	loadDone := background(t, e, rate, int(rate*dur.Seconds()), 0)

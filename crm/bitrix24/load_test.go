@@ -128,7 +128,7 @@ func keepTokens() envOpt { return func(p *crm.Params, _ *Config) { p.Type = "kee
 func TestRateLimitedBacklog(t *testing.T) {
 	testkit.Tier(t, testkit.Slow)
 	rps, clientBurst := 40.0, 30
-	if long, _ := testkit.Enabled(testkit.Long); long {
+	if testkit.Selected(t, testkit.Long) {
 		rps, clientBurst = 2, NewConfig().RateLimit.Burst
 	}
 	const calls, burst = 200, 50

@@ -1,0 +1,114 @@
+# Sourced by .ci/run and .ci/run-long: named, timed steps and steps run side by side.
+#
+#   step "name"        starts a step (and ends the previous one, printing its duration)
+#   par name cmd...    runs cmd in the background, its output kept in a file
+#   join               waits for every par, prints each one's output and duration in turn, and
+#                      fails if any of them failed
+#   fuzz_all 3s        fuzzes every target of the module for 3 s each
+#
+# When the script exits, failed or not, a table of the steps' durations is printed.
+
+ci_steps=()
+ci_step_name=""
+ci_step_start=0
+ci_par_dir=$(mktemp -d)
+ci_par_names=()
+ci_par_pids=()
+
+step() {
+  step_end
+  ci_step_name="$*"
+  ci_step_start=$SECONDS
+  printf '\n=== %s (%s)\n' "$*" "$(date -u +%H:%M:%S)"
+}
+
+step_end() {
+  [ -n "$ci_step_name" ] || return 0
+  local d=$((SECONDS - ci_step_start))
+  ci_steps+=("$(printf '%5ds  %s' "$d" "$ci_step_name")")
+  printf '=== %s: %ds\n' "$ci_step_name" "$d"
+  ci_step_name=""
+}
+
+par() {
+  local name=$1
+  shift
+  (
+    start=$SECONDS
+    set +e
+    "$@" >"$ci_par_dir/$name.log" 2>&1
+    rc=$?
+    echo "$rc $((SECONDS - start))" >"$ci_par_dir/$name.rc"
+    exit $rc
+  ) &
+  ci_par_names+=("$name")
+  ci_par_pids+=($!)
+  echo "started in the background: $name: $*"
+}
+
+join() {
+  local i name rc d failed=()
+  for i in "${!ci_par_pids[@]}"; do
+    name=${ci_par_names[$i]}
+    wait "${ci_par_pids[$i]}" || true
+    read -r rc d <"$ci_par_dir/$name.rc"
+    printf '\n--- %s: exit %s after %ds\n' "$name" "$rc" "$d"
+    cat "$ci_par_dir/$name.log"
+    ci_steps+=("$(printf '%5ds    (%s, side by side)' "$d" "$name")")
+    [ "$rc" = 0 ] || failed+=("$name")
+  done
+  ci_par_names=()
+  ci_par_pids=()
+  if [ ${#failed[@]} -gt 0 ]; then
+    echo "failed: ${failed[*]}"
+    return 1
+  fi
+}
+
+# fuzz_all DURATION fuzzes every target of the module (every `func Fuzz...` in a _test.go file)
+# for DURATION each, one after the other.
+#
+# Go 1.26's fuzz coordinator can fail a target with a bare "context deadline exceeded" when
+# -fuzztime ends while a worker is mid-input (golang/go#75804, fixed in Go 1.27). A real failure
+# writes its input under testdata/fuzz/<target>/; a failure that wrote none and says exactly that
+# is run once more, and fails only if it happens again.
+fuzz_once() {
+  local pkg=$1 fn=$2 fuzztime=$3 out rc
+  for attempt in 1 2; do
+    set +e
+    out=$(go test -run='^$' -fuzz="^${fn}\$" -fuzztime="$fuzztime" "$pkg" 2>&1)
+    rc=$?
+    set -e
+    echo "$out"
+    [ $rc -eq 0 ] && return 0
+    if [ -n "$(git status --porcelain --untracked-files=all -- "$pkg/testdata/fuzz/$fn")" ] \
+       || ! grep -q '^    context deadline exceeded$' <<<"$out"; then
+      return $rc
+    fi
+    echo "warning: $fn: 'context deadline exceeded' with no failing input (golang/go#75804); attempt $attempt"
+  done
+  return 1
+}
+
+fuzz_all() {
+  local fuzztime=$1 file pkg fn targets=0
+  while read -r file; do
+    pkg="./$(dirname "${file#./}")"
+    for fn in $(grep -o '^func Fuzz[A-Za-z0-9_]*' "$file" | sed 's/^func //'); do
+      echo "--- $pkg $fn"
+      fuzz_once "$pkg" "$fn" "$fuzztime"
+      targets=$((targets + 1))
+    done
+  done < <(grep -rl --include='*_test.go' '^func Fuzz' . | sort)
+  echo "$targets fuzz targets, $fuzztime each"
+}
+
+ci_summary() {
+  local rc=$?
+  step_end
+  printf '\n=== step durations (%s)\n' "$([ "$rc" = 0 ] && echo ok || echo "FAILED, exit $rc")"
+  printf '%s\n' "${ci_steps[@]}"
+  printf '%5ds  total\n' "$SECONDS"
+  rm -rf "$ci_par_dir"
+}
+trap ci_summary EXIT
