@@ -24,7 +24,7 @@ func ariTestConfig(t *testing.T, url string) string {
 	cfg := fmt.Sprintf(`
 state_dir: %[1]s/state
 log: {level: debug}
-http: {listen: ""}
+http: {admin: {listen: ""}}
 admin: {socket: %[1]s/admin.sock}
 licensing: {dir: %[1]s/licenses.d}
 dispatch: {backoff_min: 10ms, backoff_max: 50ms, drain_timeout: 2s}
@@ -100,7 +100,7 @@ func TestDaemonDeliversARICalls(t *testing.T) {
 
 	metrics := func() string {
 		rec := httptest.NewRecorder()
-		d.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+		d.AdminHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "http://127.0.0.1/metrics", nil))
 		return rec.Body.String()
 	}
 	wantMetrics := []string{
@@ -134,7 +134,7 @@ func TestDaemonDeliversARICalls(t *testing.T) {
 		t.Errorf("status %+v", st.PBX)
 	}
 	rec := httptest.NewRecorder()
-	d.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil))
+	d.AdminHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "http://127.0.0.1/readyz", nil))
 	if rec.Code != http.StatusOK {
 		t.Errorf("/readyz: %d %s", rec.Code, rec.Body)
 	}

@@ -285,22 +285,34 @@ func (d *Daemon) enqueue(ctx context.Context, rec *call.Record) error {
 			names = append(names, c.name)
 		}
 	}
-	d.recent.add(rec, names)
 	payload, err := json.Marshal(rec)
 	if err != nil {
 		return fmt.Errorf("encoding call %s: %w", rec.Key(), err)
 	}
-	// One durable commit per call: the rows and the timeline's "call" and "routing" entries.
-	entry := outbox.TimelineEntry{At: rec.EndedAt, Kind: "call", Summary: rec.Summary(), Detail: string(payload)}
-	if len(names) == 0 {
-		d.m.unrouted.WithLabelValues(string(rec.Direction)).Inc()
-		return d.store.AppendTimeline(ctx, rec.Key(), entry,
-			outbox.TimelineEntry{Kind: "routing", Summary: "not sent to any CRM: " + unroutedReason(rec, d.routes())})
+	// One durable commit per call: the rows and the timeline's "call" and "routing" entries
+	// (and who asked for it, for a click-to-call the daemon placed).
+	tl := []outbox.TimelineEntry{{At: rec.EndedAt, Kind: "call", Summary: rec.Summary(), Detail: string(payload)}}
+	if e, ok := d.click.timeline(rec); ok {
+		tl = append(tl, e)
 	}
+	if len(names) == 0 {
+		tl = append(tl, outbox.TimelineEntry{Kind: "routing", Summary: "not sent to any CRM: " + unroutedReason(rec, d.routes())})
+		if err := d.store.AppendTimeline(ctx, rec.Key(), tl...); err != nil {
+			return err
+		}
+		// Counted and listed once it is stored: a write retried after a full disk is one call.
+		d.m.unrouted.WithLabelValues(string(rec.Direction)).Inc()
+		d.recent.add(rec, names)
+		d.click.forget(rec.OriginateID)
+		return nil
+	}
+	tl = append(tl, outbox.TimelineEntry{Kind: "routing", Summary: "queued for " + strings.Join(names, ", ")})
 	if err := d.store.Enqueue(ctx, outbox.Entry{Key: rec.Key(), StartedAt: rec.StartedAt, Payload: payload, Connectors: names,
-		Timeline: []outbox.TimelineEntry{entry, {Kind: "routing", Summary: "queued for " + strings.Join(names, ", ")}}}); err != nil {
+		Timeline: tl}); err != nil {
 		return err
 	}
+	d.recent.add(rec, names)
+	d.click.forget(rec.OriginateID)
 	d.wake(names)
 	return nil
 }

@@ -44,7 +44,8 @@ func (d *Daemon) Reload(ctx context.Context) error {
 		old, new any
 	}{
 		{"state_dir", old.StateDir, cfg.StateDir},
-		{"http.listen", old.HTTP.Listen, cfg.HTTP.Listen},
+		{"http.public.listen", old.HTTP.Public.Listen, cfg.HTTP.Public.Listen},
+		{"http.admin.listen", old.HTTP.Admin.Listen, cfg.HTTP.Admin.Listen},
 		{"admin.socket", old.Admin.Socket, cfg.Admin.Socket},
 		{"licensing.dir", old.Licensing.Dir, cfg.Licensing.Dir},
 		{"log.format", old.Log.Format, cfg.Log.Format},
@@ -56,7 +57,7 @@ func (d *Daemon) Reload(ctx context.Context) error {
 	_ = d.level.UnmarshalText([]byte(cfg.Log.Level))
 
 	unitCtx := context.WithoutCancel(ctx)
-	dispatchChanged := !reflect.DeepEqual(old.Dispatch, cfg.Dispatch) || old.HTTP.PublicURL != cfg.HTTP.PublicURL ||
+	dispatchChanged := !reflect.DeepEqual(old.Dispatch, cfg.Dispatch) || old.HTTP.Public.URL != cfg.HTTP.Public.URL ||
 		!reflect.DeepEqual(old.Recordings, cfg.Recordings)
 
 	// Connectors.

@@ -160,7 +160,8 @@ type Env struct {
 	Amo     *fakecrm.AmoCRM
 	Kommo   *fakecrm.AmoCRM
 	Daemon  *connector.Daemon
-	BaseURL string // the daemon's HTTP listener
+	BaseURL   string // the daemon's admin listener: status page, metrics
+	PublicURL string // the daemon's public listener: what the CRMs call
 	Dir     string
 
 	cfg     *config.Config
@@ -234,24 +235,32 @@ func Start(ctx context.Context, o Options) (env *Env, err error) {
 		hosts[host+":80"] = addr
 	}
 
-	// The daemon's HTTP listener: the asked port or the next free one.
-	ln, err := listenNear(o.Listen)
+	// The daemon's listeners: the status page on the asked port or the next free one, the
+	// public one (what the fake CRMs call) on any free port.
+	adminLn, err := listenNear(o.Listen)
 	if err != nil {
 		return nil, err
 	}
-	env.BaseURL = "http://" + ln.Addr().String()
+	publicLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		_ = adminLn.Close()
+		return nil, err
+	}
+	closeBoth := func() { _ = adminLn.Close(); _ = publicLn.Close() }
+	env.BaseURL = "http://" + adminLn.Addr().String()
+	env.PublicURL = "http://" + publicLn.Addr().String()
 	secret := make([]byte, 16)
 	_, _ = crand.Read(secret)
 	_, amiPort, _ := net.SplitHostPort(env.PBX.Addr())
-	yaml := fmt.Sprintf(demoConfig, env.Dir, licDir, ln.Addr().String(), env.BaseURL, amiPort, hex.EncodeToString(secret))
+	yaml := fmt.Sprintf(demoConfig, env.Dir, licDir, adminLn.Addr().String(), publicLn.Addr().String(), env.PublicURL, amiPort, hex.EncodeToString(secret))
 	cfgPath := filepath.Join(env.Dir, "pbxbridge.yaml")
 	if err := os.WriteFile(cfgPath, []byte(yaml), 0o600); err != nil {
-		_ = ln.Close()
+		closeBoth()
 		return nil, err
 	}
 	cfg, err := config.Load(cfgPath, func(string) string { return "" })
 	if err != nil {
-		_ = ln.Close()
+		closeBoth()
 		return nil, fmt.Errorf("demo config: %w", err)
 	}
 	cfg.PBX[0].Calls = LabCalls()
@@ -270,11 +279,11 @@ func Start(ctx context.Context, o Options) (env *Env, err error) {
 		},
 		OnDelivered: o.OnDelivered,
 	}
-	if err := env.startDaemon(ctx, ln); err != nil {
+	if err := env.startDaemon(ctx, adminLn, publicLn); err != nil {
 		return nil, err
 	}
 	// Install the Bitrix24 local application into the daemon, as a portal admin would.
-	if err := env.B24.Install(ctx, env.BaseURL+"/crm/b24-demo/install"); err != nil {
+	if err := env.B24.Install(ctx, env.PublicURL+"/crm/b24-demo/install"); err != nil {
 		return nil, fmt.Errorf("installing the Bitrix24 application: %w", err)
 	}
 	if err := env.waitLicensed(ctx); err != nil {
@@ -283,13 +292,16 @@ func Start(ctx context.Context, o Options) (env *Env, err error) {
 	return env, nil
 }
 
-// startDaemon runs a daemon of the environment on ln and waits until it is ready.
-func (e *Env) startDaemon(ctx context.Context, ln net.Listener) error {
+// startDaemon runs a daemon of the environment on its two listeners and waits until it is
+// ready.
+func (e *Env) startDaemon(ctx context.Context, adminLn, publicLn net.Listener) error {
 	o := e.dopts
-	o.HTTPListener = func() (net.Listener, error) { return ln, nil }
+	o.AdminListener = func() (net.Listener, error) { return adminLn, nil }
+	o.PublicListener = func() (net.Listener, error) { return publicLn, nil }
 	d, err := connector.New(e.cfg, o)
 	if err != nil {
-		_ = ln.Close()
+		_ = adminLn.Close()
+		_ = publicLn.Close()
 		return err
 	}
 	e.Daemon = d
@@ -325,17 +337,22 @@ func (e *Env) RestartDaemon(ctx context.Context) error {
 	if err := <-e.done; err != nil {
 		return err
 	}
-	addr := strings.TrimPrefix(e.BaseURL, "http://")
-	var ln net.Listener
-	err := waitUntil(ctx, 10*time.Second, func() bool {
-		var lerr error
-		ln, lerr = net.Listen("tcp", addr)
-		return lerr == nil
-	})
-	if err != nil {
-		return fmt.Errorf("listening again on %s: %w", addr, err)
+	var lns [2]net.Listener
+	for i, base := range []string{e.BaseURL, e.PublicURL} {
+		addr := strings.TrimPrefix(base, "http://")
+		err := waitUntil(ctx, 10*time.Second, func() bool {
+			var lerr error
+			lns[i], lerr = net.Listen("tcp", addr)
+			return lerr == nil
+		})
+		if err != nil {
+			if lns[0] != nil {
+				_ = lns[0].Close()
+			}
+			return fmt.Errorf("listening again on %s: %w", addr, err)
+		}
 	}
-	if err := e.startDaemon(ctx, ln); err != nil {
+	if err := e.startDaemon(ctx, lns[0], lns[1]); err != nil {
 		return err
 	}
 	return e.waitLicensed(ctx)
@@ -378,18 +395,19 @@ func (e *Env) Close() error {
 	return e.err
 }
 
-// demoConfig is the daemon config of the demo: %[1]s state dir, %[2]s licences, %[3]s listen
-// address, %[4]s public URL, %[5]s AMI port on 127.0.0.1, %[6]s recordings secret.
+// demoConfig is the daemon config of the demo: %[1]s state dir, %[2]s licences, %[3]s admin
+// listener, %[4]s public listener, %[5]s public URL, %[6]s AMI port on 127.0.0.1, %[7]s
+// recordings secret.
 const demoConfig = `
 state_dir: %[1]s/state
-http: {listen: "%[3]s", public_url: "%[4]s"}
+http: {admin: {listen: "%[3]s"}, public: {listen: "%[4]s", url: "%[5]s"}}
 admin: {socket: %[1]s/admin.sock}
 licensing: {dir: %[2]s}
 dispatch: {backoff_min: 1s, backoff_max: 10s, drain_timeout: 5s}
-recordings: {dir: /var/spool/asterisk/monitor, public_url: "%[4]s/rec/", secret: "%[6]s"}
+recordings: {dir: /var/spool/asterisk/monitor, public_url: "%[5]s/rec/", secret: "%[7]s"}
 pbx:
   - name: lab
-    ami: {host: 127.0.0.1, port: %[5]s, username: pbxbridge, secret: demo-secret, auth: md5, ping_interval: 5s}
+    ami: {host: 127.0.0.1, port: %[6]s, username: pbxbridge, secret: demo-secret, auth: md5, ping_interval: 5s}
     originate: {channel: "Local/{ext}@internal", context: pstn-out}
 connectors:
   - name: b24-demo

@@ -70,7 +70,7 @@ type AuthConfig struct {
 	ClientID     string         `yaml:"client_id"`
 	ClientSecret configs.Secret `yaml:"client_secret"`
 	// RedirectURI must equal the integration's Redirect URI; default
-	// {public_url}/crm/{name}/oauth/callback.
+	// {http.public.url}/crm/{name}/oauth/callback.
 	RedirectURI string `yaml:"redirect_uri"`
 	// LongLivedToken of a private integration (instead of OAuth; no refresh).
 	LongLivedToken configs.Secret `yaml:"long_lived_token"`

@@ -107,7 +107,7 @@ type FinishConfig struct {
 // Recording modes.
 const (
 	RecordingUpload = "upload" // send the file (content, or two-step upload above MaxUpload)
-	RecordingURL    = "url"    // give the portal a signed link (needs http.public_url)
+	RecordingURL    = "url"    // give the portal a signed link (needs http.public.url)
 )
 
 // RecordingsConfig controls attachRecord.
