@@ -21,7 +21,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"regexp"
 	"strconv"
 	"time"
 
@@ -215,26 +214,6 @@ func isPermanentTransportError(err error) bool {
 	}
 	var hostErr x509.HostnameError
 	return errors.As(err, &hostErr)
-}
-
-// secretPatterns match secrets that appear in CRM URLs and bodies.
-var secretPatterns = []*regexp.Regexp{
-	// Bitrix24 inbound webhook: /rest/<user id>/<token>/method
-	regexp.MustCompile(`(/rest/\d+/)[^/?#\s]+`),
-	// OAuth tokens and secrets in query strings and form bodies.
-	regexp.MustCompile(`(?i)((?:access_token|refresh_token|client_secret|auth|code|application_token|token)=)[^&\s"]+`),
-	// JSON fields.
-	regexp.MustCompile(`(?i)("(?:access_token|refresh_token|client_secret|auth|code|application_token|token|secret|password)"\s*:\s*")[^"]*`),
-	// Authorization headers.
-	regexp.MustCompile(`(?i)(Bearer\s+)[A-Za-z0-9._~+/=-]+`),
-}
-
-// Redact masks tokens and secrets in a URL, header or body for logs and timelines.
-func Redact(s string) string {
-	for _, re := range secretPatterns {
-		s = re.ReplaceAllString(s, "${1}<redacted>")
-	}
-	return s
 }
 
 // discard is a resty logger that drops everything (resty would otherwise log to stderr).
