@@ -9,6 +9,12 @@
 //     reached the server (dial, DNS, TLS handshake errors) or on 429/503, which are refusals;
 //  5. resty's own retries off (one retry layer).
 //
+// Every byte from the network is hostile, so the client also:
+//
+//   - follows a redirect only to the origin the request was sent to (or from http to https on the
+//     same host), keeping method and body; any other redirect fails with a *RedirectError, so a
+//     token in a header or body is never sent to another host;
+//
 // Long retries belong to the outbox; this layer only absorbs short blips.
 package httpclient
 
@@ -78,6 +84,9 @@ func New(o Options) *resty.Client {
 	}
 	inner := *base
 	inner.Timeout = o.Timeout
+	// The retrying client hands every redirect up to the client resty drives, which checks it
+	// (checkRedirect): each hop is then one retryable request of its own.
+	inner.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 
 	rc := retryablehttp.NewClient()
 	rc.HTTPClient = &inner
@@ -95,7 +104,9 @@ func New(o Options) *resty.Client {
 		}
 	}
 
-	c := resty.NewWithClient(rc.StandardClient())
+	outer := rc.StandardClient()
+	outer.CheckRedirect = checkRedirect
+	c := resty.NewWithClient(outer)
 	c.SetRetryCount(0) // (5)
 	c.SetLogger(discard{})
 	c.SetDisableWarn(true)
