@@ -14,6 +14,9 @@
 //   - follows a redirect only to the origin the request was sent to (or from http to https on the
 //     same host), keeping method and body; any other redirect fails with a *RedirectError, so a
 //     token in a header or body is never sent to another host;
+//   - caps every response body at Options.MaxResponseBody (8 MiB by default): reading further
+//     fails with a *BodyTooLargeError, whoever reads the body, and the cap also bounds a gzip
+//     body after decompression.
 //
 // Long retries belong to the outbox; this layer only absorbs short blips.
 package httpclient
@@ -53,6 +56,9 @@ type Options struct {
 	Logger *slog.Logger
 	// UserAgent is sent with every request (default "pbxbridge").
 	UserAgent string
+	// MaxResponseBody caps every response body (default DefaultMaxResponseBody, 8 MiB; zero or
+	// negative means the default: there is no way to lift the cap).
+	MaxResponseBody int64
 }
 
 // New returns a resty client configured as described in the package comment.
@@ -78,12 +84,20 @@ func New(o Options) *resty.Client {
 	if o.UserAgent == "" {
 		o.UserAgent = "pbxbridge"
 	}
+	if o.MaxResponseBody <= 0 {
+		o.MaxResponseBody = DefaultMaxResponseBody
+	}
 	base := o.Base
 	if base == nil {
 		base = &http.Client{Transport: cleanhttp.DefaultPooledTransport()}
 	}
 	inner := *base
 	inner.Timeout = o.Timeout
+	next := inner.Transport
+	if next == nil {
+		next = http.DefaultTransport
+	}
+	inner.Transport = &limitTransport{next: next, max: o.MaxResponseBody}
 	// The retrying client hands every redirect up to the client resty drives, which checks it
 	// (checkRedirect): each hop is then one retryable request of its own.
 	inner.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
