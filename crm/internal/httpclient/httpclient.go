@@ -114,6 +114,9 @@ func New(o Options) *resty.Client {
 	if o.Logger != nil {
 		log := o.Logger
 		rc.RequestLogHook = func(_ retryablehttp.Logger, r *http.Request, attempt int) {
+			if !log.Enabled(r.Context(), slog.LevelDebug) {
+				return // the redacted URL costs more than the disabled line
+			}
 			log.Debug("crm request", "method", r.Method, "url", Redact(r.URL.String()), "attempt", attempt+1)
 		}
 	}

@@ -1,10 +1,13 @@
 package httpclient
 
 import (
+	"bytes"
 	"context"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -116,4 +119,28 @@ func dialErr(t *testing.T, addr string) error {
 		t.Skip("something listens on the closed port")
 	}
 	return err
+}
+
+// TestDebugLine: one redacted debug line per attempt when debug is enabled, none otherwise.
+func TestDebugLine(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	defer srv.Close()
+	for _, level := range []slog.Level{slog.LevelDebug, slog.LevelInfo} {
+		var buf bytes.Buffer
+		o := fastOptions()
+		o.Logger = slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: level}))
+		if _, err := New(o).R().SetContext(context.Background()).Get(srv.URL + "/rest/1/s3cr3t/user.get"); err != nil {
+			t.Fatal(err)
+		}
+		out := buf.String()
+		switch {
+		case strings.Contains(out, "s3cr3t"):
+			t.Fatalf("level %v: the secret was logged: %s", level, out)
+		case level == slog.LevelDebug && !strings.Contains(out, "/rest/1/<redacted>/user.get"):
+			t.Fatalf("no redacted debug line: %q", out)
+		case level == slog.LevelInfo && out != "":
+			t.Fatalf("a line at level info: %q", out)
+		}
+	}
 }
