@@ -6,7 +6,10 @@
 // Authorizer (which refreshes it once on 401), reports the server's Date header, and is traced
 // (crm.Trace, redacted). Non-2xx answers come back as *Error. After a 403 that follows 429s the
 // client assumes the IP is blocked and refuses further requests locally for BlockPause, so that
-// it does not prolong the block. A Client is safe for concurrent use.
+// it does not prolong the block. What the shared HTTP client refuses to read comes back already
+// classified: a redirect away from the account (not followed, so the token is not resent) is
+// crm.ClassAuth, an answer over the size cap crm.ClassTransient. A Client is safe for concurrent
+// use.
 package api
 
 import (
@@ -118,7 +121,7 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 		target += "?" + query.Encode()
 	}
 	summary := method + " " + path
-	crm.Trace(ctx, "request", summary, httpclient.Redact(traceExcerpt(payload)))
+	trace(ctx, "request", summary, payload)
 
 	var token string
 	for attempt := 0; ; attempt++ {
@@ -149,11 +152,11 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 				err = ctx.Err()
 			}
 			crm.Trace(ctx, "error", summary, httpclient.Redact(err.Error()))
-			return 0, fmt.Errorf("%s: %w", summary, redactErr(err))
+			return 0, classifyRefusal(fmt.Errorf("%s: %w", summary, redactErr(err)))
 		}
 		c.observeDate(resp.Header())
 		status := resp.StatusCode()
-		crm.Trace(ctx, "response", strconv.Itoa(status)+" "+summary, httpclient.Redact(traceExcerpt(resp.Body())))
+		trace(ctx, "response", strconv.Itoa(status)+" "+summary, resp.Body())
 		if status == http.StatusUnauthorized && c.o.Auth != nil && attempt == 0 {
 			if token, err = c.o.Auth.Rejected(ctx, token); err != nil {
 				return status, err
@@ -216,19 +219,54 @@ func (c *Client) observeDate(h http.Header) {
 }
 
 // redactErr keeps the error chain (context errors, net errors) while hiding URLs with secrets.
+// A refused redirect loses the URL: it is the Location the server chose, and the
+// *httpclient.RedirectError names its origin.
 func redactErr(err error) error {
 	var ue *url.Error
 	if errors.As(err, &ue) {
+		var re *httpclient.RedirectError
+		if errors.As(ue.Err, &re) {
+			return ue.Err
+		}
 		return &url.Error{Op: ue.Op, URL: httpclient.Redact(ue.URL), Err: ue.Err}
 	}
 	return err
 }
 
-func traceExcerpt(b []byte) string {
-	if len(b) > 4096 {
-		return string(b[:4096]) + "…"
+// classifyRefusal classifies the answers the shared HTTP client refuses to read:
+//
+//   - a redirect away from the account's origin (*httpclient.RedirectError: a renamed subdomain,
+//     a proxy, an http URL answered by a move to https) is crm.ClassAuth: no request can succeed
+//     until an admin corrects the URL, so calls stay queued without burning attempts;
+//   - an answer over the size cap (*httpclient.BodyTooLargeError) is crm.ClassTransient: the
+//     server or something in between misbehaved, and the outbox retries later.
+//
+// Other errors are returned as they are.
+func classifyRefusal(err error) error {
+	var re *httpclient.RedirectError
+	if errors.As(err, &re) {
+		return crm.AuthBroken(err)
 	}
-	return string(b)
+	var tl *httpclient.BodyTooLargeError
+	if errors.As(err, &tl) {
+		return crm.Transient(err)
+	}
+	return err
+}
+
+// maxTrace bounds the request and response excerpts given to crm.Trace.
+const maxTrace = 4096
+
+// trace records a request or response step with the body's start, redacted.
+func trace(ctx context.Context, kind, summary string, body []byte) {
+	crm.Trace(ctx, kind, summary, traceExcerpt(body))
+}
+
+func traceExcerpt(b []byte) string {
+	if len(b) > maxTrace {
+		return httpclient.Redact(string(b[:maxTrace])) + "…"
+	}
+	return httpclient.Redact(string(b))
 }
 
 // Paths of the endpoints used.
