@@ -170,8 +170,8 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 			if status == http.StatusNoContent || out == nil || len(resp.Body()) == 0 {
 				return status, nil
 			}
-			if err := json.Unmarshal(resp.Body(), out); err != nil {
-				return status, fmt.Errorf("%s: decoding answer: %w", summary, err)
+			if err := decodeAnswer(resp.Body(), out); err != nil {
+				return status, fmt.Errorf("%s: %w", summary, err)
 			}
 			return status, nil
 		}
@@ -269,6 +269,14 @@ func traceExcerpt(b []byte) string {
 	return httpclient.Redact(string(b))
 }
 
+// decodeAnswer decodes a 2xx JSON answer into out (one of the answer types below).
+func decodeAnswer(body []byte, out any) error {
+	if err := json.Unmarshal(body, out); err != nil {
+		return fmt.Errorf("decoding answer: %w", err)
+	}
+	return nil
+}
+
 // Paths of the endpoints used.
 const (
 	PathToken    = "/oauth2/access_token" //nolint:gosec // a path, not a credential
@@ -315,14 +323,7 @@ func (c *Client) Users(ctx context.Context, withPhone bool) ([]User, error) {
 		if withPhone {
 			q.Set("with", "phone_number")
 		}
-		var r struct {
-			Embedded struct {
-				Users []User `json:"users"`
-			} `json:"_embedded"`
-			Links struct {
-				Next *struct{} `json:"next"`
-			} `json:"_links"`
-		}
+		var r usersPage
 		status, err := c.do(httpclient.Idempotent(ctx), http.MethodGet, PathUsers, q, nil, &r)
 		if err != nil {
 			return nil, err
@@ -342,11 +343,7 @@ func (c *Client) Users(ctx context.Context, withPhone bool) ([]User, error) {
 // No match is an empty result (amoCRM answers 204).
 func (c *Client) FindContacts(ctx context.Context, query string, limit int) ([]Contact, error) {
 	q := url.Values{"query": {query}, "with": {"leads"}, "limit": {strconv.Itoa(limit)}}
-	var r struct {
-		Embedded struct {
-			Contacts []Contact `json:"contacts"`
-		} `json:"_embedded"`
-	}
+	var r contactsPage
 	if _, err := c.do(httpclient.Idempotent(ctx), http.MethodGet, PathContacts, q, nil, &r); err != nil {
 		return nil, err
 	}
@@ -406,11 +403,7 @@ func (c *Client) FindCallTasks(ctx context.Context, entityType string, entityID 
 		"filter[is_completed]": {"0"},
 		"limit":                {"250"},
 	}
-	var r struct {
-		Embedded struct {
-			Tasks []Task `json:"tasks"`
-		} `json:"_embedded"`
-	}
+	var r tasksPage
 	if _, err := c.do(httpclient.Idempotent(ctx), http.MethodGet, PathTasks, q, nil, &r); err != nil {
 		return nil, err
 	}
@@ -445,34 +438,11 @@ func (c *Client) CallNotes(ctx context.Context, entityPlural string, since time.
 		"page":                     {strconv.Itoa(page)},
 		"limit":                    {strconv.Itoa(limit)},
 	}
-	var r struct {
-		Embedded struct {
-			Notes []struct {
-				CallNote
-				Params json.RawMessage `json:"params"`
-			} `json:"notes"`
-		} `json:"_embedded"`
-	}
+	var r notesPage
 	if _, err := c.do(httpclient.Idempotent(ctx), http.MethodGet, "/api/v4/"+entityPlural+"/notes", q, nil, &r); err != nil {
 		return nil, false, err
 	}
-	for _, n := range r.Embedded.Notes {
-		var p struct {
-			Uniq any `json:"uniq"`
-		}
-		// params is an object for call notes; anything else (amoCRM writes [] for an empty
-		// object) carries no uniq.
-		if json.Unmarshal(n.Params, &p) == nil {
-			switch u := p.Uniq.(type) {
-			case string:
-				n.Uniq = u
-			case float64:
-				n.Uniq = strconv.FormatFloat(u, 'f', -1, 64)
-			}
-		}
-		notes = append(notes, n.CallNote)
-	}
-	return notes, len(r.Embedded.Notes) == limit, nil
+	return r.callNotes(), len(r.Embedded.Notes) == limit, nil
 }
 
 // AddEvents shows incoming-call pop-ups (API v2; 200 or 202).
