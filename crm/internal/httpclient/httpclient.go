@@ -108,8 +108,8 @@ func New(o Options) *resty.Client {
 	rc.RetryMax = o.RetryMax
 	rc.RetryWaitMin = o.RetryWaitMin
 	rc.RetryWaitMax = o.RetryWaitMax
-	rc.ErrorHandler = retryablehttp.PassthroughErrorHandler // (2)
-	rc.CheckRetry = checkRetry(o.MaxRetryAfter)             // (3), (4)
+	rc.ErrorHandler = passthrough               // (2)
+	rc.CheckRetry = checkRetry(o.MaxRetryAfter) // (3), (4)
 	rc.Backoff = backoff
 	if o.Logger != nil {
 		log := o.Logger
@@ -129,6 +129,17 @@ func New(o Options) *resty.Client {
 	c.SetDisableWarn(true)
 	c.SetHeader("User-Agent", o.UserAgent)
 	return c
+}
+
+// passthrough is retryablehttp's PassthroughErrorHandler, except that a response that comes with
+// an error (the context ended just as it arrived) is closed and dropped: net/http would log
+// "RoundTripper returned a response & error" to the global logger and leave its body open.
+func passthrough(resp *http.Response, err error, _ int) (*http.Response, error) {
+	if err != nil && resp != nil {
+		_ = resp.Body.Close()
+		return nil, err
+	}
+	return resp, err
 }
 
 // checkRetry decides whether to try again.

@@ -3,6 +3,8 @@ package httpclient
 import (
 	"bytes"
 	"context"
+	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -142,5 +144,55 @@ func TestDebugLine(t *testing.T) {
 		case level == slog.LevelInfo && out != "":
 			t.Fatalf("a line at level info: %q", out)
 		}
+	}
+}
+
+// cancelOnResponse is a real transport that cancels the request's context as the response
+// arrives, and records whether that response's body is closed.
+type cancelOnResponse struct {
+	cancel context.CancelFunc
+	closed atomic.Bool
+}
+
+func (c *cancelOnResponse) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := http.DefaultTransport.RoundTrip(r)
+	if err != nil {
+		return nil, err
+	}
+	resp.Body = &closeRecorder{ReadCloser: resp.Body, closed: &c.closed}
+	c.cancel()
+	return resp, nil
+}
+
+type closeRecorder struct {
+	io.ReadCloser
+	closed *atomic.Bool
+}
+
+func (b *closeRecorder) Close() error {
+	b.closed.Store(true)
+	return b.ReadCloser.Close()
+}
+
+// TestContextEndsWithResponse: a response that arrives as the context ends is closed, and the
+// caller gets the context's error (net/http would log to the global logger about a response
+// returned with an error, and leave it open).
+func TestContextEndsWithResponse(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write([]byte(`{"result":true}`))
+	}))
+	defer srv.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	tr := &cancelOnResponse{cancel: cancel}
+	o := fastOptions()
+	o.Base = &http.Client{Transport: tr}
+	_, err := New(o).R().SetContext(ctx).Get(srv.URL)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v, want context.Canceled", err)
+	}
+	if !tr.closed.Load() {
+		t.Fatal("the response's body was left open")
 	}
 }
