@@ -155,14 +155,14 @@ type Options struct {
 // through reserved .invalid names, demo licences and the daemon. Tests use it for end-to-end
 // checks; `pbxbridge demo` drives it.
 type Env struct {
-	PBX     *fakepbx.Server
-	B24     *fakecrm.Bitrix24
-	Amo     *fakecrm.AmoCRM
-	Kommo   *fakecrm.AmoCRM
-	Daemon  *connector.Daemon
+	PBX       *fakepbx.Server
+	B24       *fakecrm.Bitrix24
+	Amo       *fakecrm.AmoCRM
+	Kommo     *fakecrm.AmoCRM
+	Daemon    *connector.Daemon
 	BaseURL   string // the daemon's admin listener: status page, metrics
 	PublicURL string // the daemon's public listener: what the CRMs call
-	Dir     string
+	Dir       string
 
 	cfg     *config.Config
 	dopts   connector.Options

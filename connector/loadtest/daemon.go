@@ -115,16 +115,16 @@ type DaemonOptions struct {
 
 // Daemon is a running daemon subprocess.
 type Daemon struct {
-	o       DaemonOptions
-	config  string
+	o         DaemonOptions
+	config    string
 	BaseURL   string // its admin listener: status, metrics
 	PublicURL string // its public listener: what the CRMs call
-	Socket  string // its admin socket
-	LogPath string
-	cmd     *exec.Cmd
-	waited  chan struct{}
-	err     error
-	hc      *http.Client
+	Socket    string // its admin socket
+	LogPath   string
+	cmd       *exec.Cmd
+	waited    chan struct{}
+	err       error
+	hc        *http.Client
 }
 
 // WriteConfig writes the daemon's config, the demo licences and the state directory, and picks
