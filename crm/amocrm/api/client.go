@@ -259,6 +259,9 @@ const maxTrace = 4096
 
 // trace records a request or response step with the body's start, redacted.
 func trace(ctx context.Context, kind, summary string, body []byte) {
+	if !crm.Tracing(ctx) {
+		return
+	}
 	crm.Trace(ctx, kind, summary, traceExcerpt(body))
 }
 

@@ -299,6 +299,9 @@ func (r redactErr) Unwrap() error { return r.err }
 
 // trace records a request or response step with the body's start, redacted.
 func trace(ctx context.Context, kind, summary string, body []byte) {
+	if !crm.Tracing(ctx) {
+		return
+	}
 	crm.Trace(ctx, kind, summary, traceBody(body))
 }
 
