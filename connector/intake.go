@@ -199,11 +199,15 @@ func (p *pbxRT) modelLoop(ctx context.Context, events chan asterisk.Event, srcDo
 }
 
 func (p *pbxRT) apply(ev *asterisk.Event) {
+	boundEvent(ev, p.cut)
 	p.builder.Apply(ev)
 	if ev.Type == asterisk.TypeSnapshotEnd && !p.reconciled {
 		p.reconcile(ev)
 	}
 }
+
+// cut counts a field cut to its maximum length at intake.
+func (p *pbxRT) cut(kind string) { p.d.m.intakeCut.WithLabelValues(kind).Inc() }
 
 // reconcile finishes, at the first complete channel snapshot, the calls the previous run left
 // open that are no longer up (see the ledger).
