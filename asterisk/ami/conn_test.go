@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
 )
@@ -341,7 +342,11 @@ func TestLateAndOrphanFrames(t *testing.T) {
 			"Event: Last\r\n\r\n")
 		_, _ = p.next()
 	})
-	m, _ := newMetrics(nil, "t")
+	reg := prometheus.NewRegistry()
+	m, err := newMetrics(reg, "t")
+	if err != nil {
+		t.Fatal(err)
+	}
 	o := testOptions(addr).withDefaults()
 	c, err := dial(context.Background(), o, m, nil, nil)
 	if err != nil {
@@ -365,11 +370,14 @@ func TestLateAndOrphanFrames(t *testing.T) {
 	if got := strings.Join(names, ","); got != "OriginateResponse,Last" {
 		t.Errorf("events %q, want another client's OriginateResponse and Last only", got)
 	}
-	if n := testutil.ToFloat64(m.dropped.WithLabelValues(DropOrphanResp)); n != 2 {
-		t.Errorf("orphan responses %v, want 2", n)
-	}
-	if n := testutil.ToFloat64(m.dropped.WithLabelValues(DropLateListEvent)); n != 2 {
-		t.Errorf("late list events %v, want 2", n)
+	want := `
+# HELP pbxbridge_ami_frames_dropped_total AMI frames dropped, by reason (too_large, orphan_response, late_list_event, list_overflow).
+# TYPE pbxbridge_ami_frames_dropped_total counter
+pbxbridge_ami_frames_dropped_total{pbx="t",reason="late_list_event"} 2
+pbxbridge_ami_frames_dropped_total{pbx="t",reason="orphan_response"} 2
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "pbxbridge_ami_frames_dropped_total"); err != nil {
+		t.Error(err)
 	}
 }
 

@@ -4,12 +4,13 @@ import (
 	"crypto/tls"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net/url"
 	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/pbxbridge/pbxbridge/asterisk/internal/transport"
 )
 
 // DefaultApp is the Stasis application name used when Options.App is empty. The events
@@ -112,7 +113,7 @@ func (o Options) withDefaults() Options {
 	if o.Clock == nil {
 		o.Clock = SystemClock{}
 	}
-	o.Backoff = o.Backoff.withDefaults()
+	o.Backoff = o.Backoff.WithDefaults()
 	o.Originate = o.Originate.withDefaults()
 	return o
 }
@@ -178,70 +179,12 @@ func (o *Options) deadAfter() time.Duration {
 }
 
 // Clock is the time source of a Source. Tests inject a fake one to run backoff instantly.
-type Clock interface {
-	Now() time.Time
-	// After returns a channel that receives once d has elapsed.
-	After(d time.Duration) <-chan time.Time
-}
+type Clock = transport.Clock
 
 // SystemClock is the wall clock.
-type SystemClock struct{}
+type SystemClock = transport.SystemClock
 
-// Now returns time.Now().
-func (SystemClock) Now() time.Time { return time.Now() }
-
-// After returns time.After(d).
-func (SystemClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
-
-// Backoff is the reconnect policy: capped exponential delays with equal jitter, the same policy
-// as the AMI source. Attempt n (0-based, counting consecutive failures) waits d/2 + rand·d/2
-// where d = min(Max, Initial·Multiplier^n). A connection that stayed up for StableAfter resets
-// n to 0; a rejected login (HTTP 401) jumps straight to Max, so a wrong password does not trip
-// fail2ban on the PBX.
-type Backoff struct {
-	Initial     time.Duration // default 500 ms
-	Max         time.Duration // default 30 s
-	Multiplier  float64       // default 2
-	StableAfter time.Duration // default 5 s: a session that worked that long is not flapping
-	// Rand returns the jitter in [0,1) (default math/rand/v2.Float64).
-	Rand func() float64
-}
-
-func (b Backoff) withDefaults() Backoff {
-	if b.Initial <= 0 {
-		b.Initial = 500 * time.Millisecond
-	}
-	if b.Max <= 0 {
-		b.Max = 30 * time.Second
-	}
-	if b.Max < b.Initial {
-		b.Max = b.Initial
-	}
-	if b.Multiplier < 1 {
-		b.Multiplier = 2
-	}
-	if b.StableAfter <= 0 {
-		b.StableAfter = 5 * time.Second
-	}
-	if b.Rand == nil {
-		b.Rand = rand.Float64
-	}
-	return b
-}
-
-// Delay returns the wait before reconnect attempt n (0-based). Zero fields take their defaults.
-func (b Backoff) Delay(n int) time.Duration {
-	b = b.withDefaults()
-	d := float64(b.Initial)
-	for i := 0; i < n && d < float64(b.Max); i++ {
-		d *= b.Multiplier
-	}
-	if d > float64(b.Max) {
-		d = float64(b.Max)
-	}
-	j := b.Rand()
-	if j < 0 || j >= 1 {
-		j = 0
-	}
-	return time.Duration(d/2 + j*d/2)
-}
+// Backoff is the reconnect policy of a Source: capped exponential delays with equal jitter,
+// reset after a stable connection, straight to the cap after a refused login (the same policy
+// for AMI and ARI; see its fields).
+type Backoff = transport.Backoff
