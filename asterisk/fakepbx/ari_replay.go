@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"math/rand/v2"
 	"slices"
 	"strconv"
 	"sync/atomic"
@@ -99,15 +98,6 @@ func (s *ARIServer) newInstance(sc *ariScenario, start time.Time) *ariInstance {
 		in.bridges[k] = s.newUUID()
 	}
 	return in
-}
-
-// newUUID returns a random bridge id in UUID form.
-func (s *ARIServer) newUUID() string {
-	s.mu.Lock()
-	a, b := s.rng.Uint64(), s.rng.Uint64()
-	s.mu.Unlock()
-	return fmt.Sprintf("%08x-%04x-4%03x-%04x-%012x", uint32(a>>32), uint16(a>>16), uint16(a)&0xfff,
-		uint16(b>>48)&0x3fff|0x8000, b&0xffffffffffff)
 }
 
 // scale converts a duration of the recording into replay (sending) time.
@@ -293,29 +283,20 @@ func (s *ARIServer) Play(ctx context.Context, name string) (*ARICall, error) {
 
 func (s *ARIServer) startInstance(ctx context.Context, in *ariInstance) bool {
 	s.mu.Lock()
-	if s.ctx.Err() != nil {
-		s.mu.Unlock()
-		return false
-	}
 	s.calls[in] = struct{}{}
-	s.wg.Add(1)
 	s.mu.Unlock()
-	s.started.Add(1)
-	go func() {
-		defer s.wg.Done()
-		rctx, cancel := context.WithCancel(s.ctx)
-		stop := context.AfterFunc(ctx, cancel)
-		defer func() {
-			stop()
-			cancel()
-		}()
-		in.run(rctx)
+	ok := s.spawn(ctx, func(ctx context.Context) {
+		in.run(ctx)
 		s.mu.Lock()
 		delete(s.calls, in)
 		s.mu.Unlock()
-		s.finished.Add(1)
-	}()
-	return true
+	}, nil)
+	if !ok {
+		s.mu.Lock()
+		delete(s.calls, in)
+		s.mu.Unlock()
+	}
+	return ok
 }
 
 // ARILoadOptions configure generated load on an ARIServer.
@@ -336,72 +317,6 @@ type ARILoadOptions struct {
 // generator, and returns when every call it started has finished, or when ctx is cancelled (the
 // calls in progress are then stopped). It returns the number of calls started.
 func (s *ARIServer) Load(ctx context.Context, o ARILoadOptions) (int, error) {
-	mix := o.Scenarios
-	if len(mix) == 0 {
-		mix = s.DefaultMix()
-	}
-	for _, n := range mix {
-		if _, ok := s.scenarios[n]; !ok {
-			return 0, fmt.Errorf("fakepbx: unknown scenario %q (have %v)", n, s.Scenarios())
-		}
-	}
-	mix = slices.Clone(mix)
-	seed := o.Seed
-	if seed == 0 {
-		seed = s.cfg.Seed
-	}
-	rng := rand.New(rand.NewPCG(seed, seed+1))
-	var interval time.Duration
-	if o.Rate > 0 {
-		interval = time.Duration(float64(time.Second) / o.Rate)
-	}
-	var calls []*ARICall
-	next := time.Now()
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
-	defer timer.Stop()
-	started := 0
-	for o.Calls == 0 || started < o.Calls {
-		if interval > 0 {
-			if wait := time.Until(next); wait > 0 {
-				timer.Reset(wait)
-				select {
-				case <-timer.C:
-				case <-ctx.Done():
-					return started, ctx.Err()
-				}
-			}
-			next = next.Add(interval)
-		}
-		if err := ctx.Err(); err != nil {
-			return started, err
-		}
-		c, err := s.Play(ctx, mix[rng.IntN(len(mix))])
-		if err != nil {
-			return started, err
-		}
-		started++
-		if o.OnStart != nil {
-			o.OnStart(c)
-		}
-		calls = append(calls, c)
-		if len(calls) >= 1024 { // forget finished calls so an endless load does not grow memory
-			calls = slices.DeleteFunc(calls, func(c *ARICall) bool {
-				select {
-				case <-c.Done():
-					return true
-				default:
-					return false
-				}
-			})
-		}
-	}
-	for _, c := range calls {
-		select {
-		case <-c.Done():
-		case <-ctx.Done():
-			return started, ctx.Err()
-		}
-	}
-	return started, nil
+	return load(ctx, loadSpec{Rate: o.Rate, Calls: o.Calls, Scenarios: o.Scenarios, Seed: o.Seed},
+		s.Scenarios(), s.cfg.Seed, s.Play, o.OnStart)
 }
