@@ -28,9 +28,9 @@ const DefaultEvents = "call,dialplan,agent,cdr,user"
 
 // Defaults of Options.
 const (
-	DefaultPingInterval   = 5 * time.Second
-	DefaultPingTimeout    = 5 * time.Second
-	DefaultConnectTimeout = 10 * time.Second
+	DefaultPingInterval   = transport.DefaultPingInterval
+	DefaultPingTimeout    = transport.DefaultPingTimeout
+	DefaultConnectTimeout = transport.DefaultConnectTimeout
 	DefaultWriteTimeout   = 10 * time.Second
 	DefaultActionTimeout  = 15 * time.Second
 	DefaultEventBuffer    = 1024
@@ -147,15 +147,6 @@ func (o Options) withDefaults() Options {
 	if o.Events == "" {
 		o.Events = DefaultEvents
 	}
-	if o.PingInterval == 0 {
-		o.PingInterval = DefaultPingInterval
-	}
-	if o.PingTimeout <= 0 {
-		o.PingTimeout = DefaultPingTimeout
-	}
-	if o.ConnectTimeout <= 0 {
-		o.ConnectTimeout = DefaultConnectTimeout
-	}
 	if o.WriteTimeout <= 0 {
 		o.WriteTimeout = DefaultWriteTimeout
 	}
@@ -165,17 +156,11 @@ func (o Options) withDefaults() Options {
 	if o.EventBuffer <= 0 {
 		o.EventBuffer = DefaultEventBuffer
 	}
-	if o.Logger == nil {
-		o.Logger = slog.New(slog.DiscardHandler)
-	}
-	if o.Clock == nil {
-		o.Clock = SystemClock{}
-	}
 	if o.Dialer == nil {
 		d := &net.Dialer{KeepAlive: 30 * time.Second}
 		o.Dialer = d.DialContext
 	}
-	o.Backoff = o.Backoff.WithDefaults()
+	transport.SetDefaults(&o.PingInterval, &o.PingTimeout, &o.ConnectTimeout, &o.Logger, &o.Clock, &o.Backoff)
 	o.Originate = o.Originate.withDefaults()
 	return o
 }

@@ -59,29 +59,12 @@ type OriginateOptions struct {
 }
 
 func (o OriginateOptions) withDefaults() OriginateOptions {
-	if o.Channel == "" {
-		o.Channel = "PJSIP/{ext}"
-	}
-	if o.Context == "" {
-		o.Context = "from-internal"
-	}
+	originate.SetDefaults(&o.Channel, &o.Context, &o.Priority, &o.CallerID, &o.RingTimeout, &o.Precheck)
 	if o.Exten == "" {
 		o.Exten = "{number}"
 	}
-	if o.Priority <= 0 {
-		o.Priority = 1
-	}
 	if o.StateContext == "" {
 		o.StateContext = o.Context
-	}
-	if o.CallerID == "" {
-		o.CallerID = `"{name}" <{ext}>`
-	}
-	if o.RingTimeout <= 0 {
-		o.RingTimeout = 30 * time.Second
-	}
-	if o.Precheck == "" {
-		o.Precheck = PrecheckExtensionState
 	}
 	return o
 }

@@ -20,9 +20,9 @@ const DefaultApp = "pbxbridge"
 
 // Defaults of Options.
 const (
-	DefaultPingInterval   = 5 * time.Second
-	DefaultPingTimeout    = 5 * time.Second
-	DefaultConnectTimeout = 10 * time.Second
+	DefaultPingInterval   = transport.DefaultPingInterval
+	DefaultPingTimeout    = transport.DefaultPingTimeout
+	DefaultConnectTimeout = transport.DefaultConnectTimeout
 	DefaultRequestTimeout = 10 * time.Second
 )
 
@@ -95,25 +95,10 @@ func (o Options) withDefaults() Options {
 	if o.App == "" {
 		o.App = DefaultApp
 	}
-	if o.PingInterval == 0 {
-		o.PingInterval = DefaultPingInterval
-	}
-	if o.PingTimeout <= 0 {
-		o.PingTimeout = DefaultPingTimeout
-	}
-	if o.ConnectTimeout <= 0 {
-		o.ConnectTimeout = DefaultConnectTimeout
-	}
 	if o.RequestTimeout <= 0 {
 		o.RequestTimeout = DefaultRequestTimeout
 	}
-	if o.Logger == nil {
-		o.Logger = slog.New(slog.DiscardHandler)
-	}
-	if o.Clock == nil {
-		o.Clock = SystemClock{}
-	}
-	o.Backoff = o.Backoff.WithDefaults()
+	transport.SetDefaults(&o.PingInterval, &o.PingTimeout, &o.ConnectTimeout, &o.Logger, &o.Clock, &o.Backoff)
 	o.Originate = o.Originate.withDefaults()
 	return o
 }

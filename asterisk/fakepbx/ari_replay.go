@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math"
 	"slices"
-	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -66,9 +65,7 @@ type ariInstance struct {
 	start    time.Time
 	speed    float64 // > 0; +Inf replays without delays
 	keepTime bool    // timestamps keep the transcript's timing
-	uids     []string
-	chans    []string
-	bridges  []string
+	freshIDs
 	ext, num string
 	vars     []ami.Field // originate variables replacing the recorder's originate id (nil: none)
 	pos      atomic.Int32
@@ -82,21 +79,10 @@ func (s *ARIServer) newInstance(sc *ariScenario, start time.Time) *ariInstance {
 		start:    start.Truncate(time.Millisecond),
 		speed:    s.speed,
 		keepTime: s.cfg.TranscriptTiming,
-		uids:     make([]string, len(sc.uidEpoch)),
-		chans:    make([]string, sc.nChans),
-		bridges:  make([]string, sc.nBridges),
 		done:     make(chan struct{}),
 	}
-	for _, k := range sc.uidOrder {
-		epoch := in.start.Add(in.tscale(time.Duration(sc.uidEpoch[k]) * time.Second)).Unix()
-		in.uids[k] = strconv.FormatInt(epoch, 10) + "." + strconv.FormatUint(s.uidSeq.Add(1), 10)
-	}
-	for k := range in.chans {
-		in.chans[k] = fmt.Sprintf("%08x", uint32(s.chanSeq.Add(1)))
-	}
-	for k := range in.bridges {
-		in.bridges[k] = s.newUUID()
-	}
+	in.freshIDs = s.newIDs(sc.uidOrder, sc.uidEpoch, sc.nChans, sc.nBridges,
+		func(d time.Duration) int64 { return in.start.Add(in.tscale(d)).Unix() })
 	return in
 }
 
@@ -121,15 +107,13 @@ func (in *ariInstance) tscale(d time.Duration) time.Duration {
 func (in *ariInstance) render(dst []byte, tpl []aseg, app, varName, varValue string) []byte {
 	for i := range tpl {
 		s := &tpl[i]
+		var ok bool
+		if dst, ok = in.appendID(dst, s.kind, s.idx); ok {
+			continue
+		}
 		switch s.kind {
 		case segLit:
 			dst = append(dst, s.lit...)
-		case segUID:
-			dst = append(dst, in.uids[s.idx]...)
-		case segChan:
-			dst = append(dst, in.chans[s.idx]...)
-		case segBridge:
-			dst = append(dst, in.bridges[s.idx]...)
 		case segExt:
 			dst = appendJSONContent(dst, in.ext)
 		case segNum:

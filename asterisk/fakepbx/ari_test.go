@@ -37,8 +37,8 @@ func ariLines(tb testing.TB, name string) [][]byte {
 
 // identity returns a replay of sc that uses the transcript's own ids, times and names.
 func identity(sc *ariScenario) *ariInstance {
-	in := &ariInstance{sc: sc, start: sc.t0, speed: 1, keepTime: true,
-		uids: make([]string, len(sc.uidEpoch)), chans: make([]string, sc.nChans), bridges: make([]string, sc.nBridges)}
+	in := &ariInstance{sc: sc, start: sc.t0, speed: 1, keepTime: true, freshIDs: freshIDs{
+		uids: make([]string, len(sc.uidEpoch)), chans: make([]string, sc.nChans), bridges: make([]string, sc.nBridges)}}
 	for orig, k := range sc.uidIndex {
 		in.uids[k] = orig
 	}

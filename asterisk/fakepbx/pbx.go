@@ -8,6 +8,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -351,4 +352,40 @@ func enqueue(out chan<- []byte, closed <-chan struct{}, timeout time.Duration, b
 		slow()
 		return false
 	}
+}
+
+// freshIDs are the ids one replay uses in place of its transcript's, by placeholder index.
+type freshIDs struct{ uids, chans, bridges []string }
+
+// newIDs draws the fresh ids of a replay: uids numbered in uidOrder (so the oldest channel
+// keeps the smallest id, and stays the Linkedid) with the epoch second that epoch gives for
+// each original one (relative to the transcript's first second), channel-name suffixes from
+// the server's sequence, random bridge ids.
+func (p *pbx[C]) newIDs(uidOrder []int, uidEpoch []int64, nChans, nBridges int, epoch func(time.Duration) int64) freshIDs {
+	f := freshIDs{uids: make([]string, len(uidEpoch)), chans: make([]string, nChans), bridges: make([]string, nBridges)}
+	for _, k := range uidOrder {
+		f.uids[k] = strconv.FormatInt(epoch(time.Duration(uidEpoch[k])*time.Second), 10) + "." +
+			strconv.FormatUint(p.uidSeq.Add(1), 10)
+	}
+	for k := range f.chans {
+		f.chans[k] = fmt.Sprintf("%08x", uint32(p.chanSeq.Add(1)))
+	}
+	for k := range f.bridges {
+		f.bridges[k] = p.newUUID()
+	}
+	return f
+}
+
+// appendID appends the fresh id of a segUID, segChan or segBridge placeholder; ok is false
+// for other kinds.
+func (f *freshIDs) appendID(dst []byte, kind segKind, idx int) (_ []byte, ok bool) {
+	switch kind {
+	case segUID:
+		return append(dst, f.uids[idx]...), true
+	case segChan:
+		return append(dst, f.chans[idx]...), true
+	case segBridge:
+		return append(dst, f.bridges[idx]...), true
+	}
+	return dst, false
 }

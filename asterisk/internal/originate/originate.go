@@ -102,6 +102,26 @@ func SortedNames(vars map[string]string) []string {
 	return names
 }
 
+// SetDefaults fills the option fields both transports have when they are zero: the agent's
+// channel "PJSIP/{ext}", the customer leg's context "from-internal" and priority 1, the caller
+// id `"{name}" <{ext}>`, a 30 s ring and PrecheckExtensionState.
+func SetDefaults(channel, dialContext *string, priority *int, callerID *string, ringTimeout *time.Duration, precheck *string) {
+	for _, d := range [...]struct {
+		p *string
+		v string
+	}{{channel, "PJSIP/{ext}"}, {dialContext, "from-internal"}, {callerID, `"{name}" <{ext}>`}, {precheck, PrecheckExtensionState}} {
+		if *d.p == "" {
+			*d.p = d.v
+		}
+	}
+	if *priority <= 0 {
+		*priority = 1
+	}
+	if *ringTimeout <= 0 {
+		*ringTimeout = 30 * time.Second
+	}
+}
+
 // Options are the option values both transports check alike.
 type Options struct {
 	Kind     string // "ami" or "ari": the prefix of the errors

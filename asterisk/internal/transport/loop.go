@@ -287,3 +287,34 @@ func Truncate(s string, n int) string {
 	}
 	return s[:n] + "…"
 }
+
+// Defaults of the keepalive and connect options both transports have.
+const (
+	DefaultPingInterval   = 5 * time.Second
+	DefaultPingTimeout    = 5 * time.Second
+	DefaultConnectTimeout = 10 * time.Second
+)
+
+// SetDefaults fills the option fields both transports have: a zero ping interval (negative
+// disables keepalive) and a non-positive ping or connect timeout take the defaults above, a nil
+// logger discards, a nil clock is the system clock, and the backoff's zero fields take theirs.
+func SetDefaults(pingInterval, pingTimeout, connectTimeout *time.Duration, log **slog.Logger, clock *Clock, backoff *Backoff) {
+	if *pingInterval == 0 {
+		*pingInterval = DefaultPingInterval
+	}
+	for _, d := range [...]struct {
+		p *time.Duration
+		v time.Duration
+	}{{pingTimeout, DefaultPingTimeout}, {connectTimeout, DefaultConnectTimeout}} {
+		if *d.p <= 0 {
+			*d.p = d.v
+		}
+	}
+	if *log == nil {
+		*log = slog.New(slog.DiscardHandler)
+	}
+	if *clock == nil {
+		*clock = SystemClock{}
+	}
+	*backoff = backoff.WithDefaults()
+}
