@@ -201,13 +201,12 @@ func (o *Options) readTimeout() time.Duration {
 	return o.PingInterval + o.PingTimeout
 }
 
-// Clock is the time source of a Source. Tests inject a fake one to run backoff instantly.
-type Clock = transport.Clock
-
-// SystemClock is the wall clock.
-type SystemClock = transport.SystemClock
-
-// Backoff is the reconnect policy of a Source: capped exponential delays with equal jitter,
-// reset after a stable connection, straight to the cap after a refused login (the same policy
-// for AMI and ARI; see its fields).
-type Backoff = transport.Backoff
+// Clock (the time source of backoff sleeps and timestamps; tests inject a fake one),
+// SystemClock (the wall clock) and Backoff (the reconnect policy: capped exponential delays
+// with equal jitter, reset after a stable connection, straight to the cap after a refused
+// login) are the reconnect loop's, the same for AMI and ARI.
+type (
+	Clock       = transport.Clock
+	SystemClock = transport.SystemClock
+	Backoff     = transport.Backoff
+)

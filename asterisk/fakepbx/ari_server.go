@@ -171,28 +171,12 @@ func (s *ARIServer) DefaultMix() []string { return defaultMix(s.Scenarios()) }
 
 // Close stops serving, closes every client connection, stops the replays and waits for all
 // goroutines. It is idempotent.
-func (s *ARIServer) Close() error {
-	s.cancel()
-	s.mu.Lock()
-	for ss := range s.sessions {
-		ss.close()
-	}
-	s.mu.Unlock()
-	err := s.hs.Close()
-	s.wg.Wait()
-	if errors.Is(err, net.ErrClosed) {
-		err = nil
-	}
-	return err
-}
+func (s *ARIServer) Close() error { return s.shutdown(s.hs.Close) }
 
 // Stats returns the server's counters.
 func (s *ARIServer) Stats() ARIStats {
-	s.mu.Lock()
-	n := len(s.sessions)
-	s.mu.Unlock()
 	return ARIStats{
-		Sessions:      n,
+		Sessions:      s.sessionCount(),
 		Connects:      s.connects.Load(),
 		AuthFailures:  s.authFails.Load(),
 		Requests:      s.requests.Load(),

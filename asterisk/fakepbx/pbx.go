@@ -2,11 +2,13 @@ package fakepbx
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
 	"math"
 	"math/rand/v2"
+	"net"
 	"slices"
 	"strconv"
 	"sync"
@@ -64,7 +66,8 @@ func (p *pbx[C]) init(speed float64, seed uint64, extensions map[string]Ext, log
 			p.exts[e] = Ext{State: ami.ExtIdle, Outcome: Answer}
 		}
 	}
-	p.ctx, p.cancel = context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(context.Background())
+	p.ctx, p.cancel = ctx, cancel // called by shutdown
 	p.sessions = map[C]struct{}{}
 	p.rng = rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
 	p.booted = time.Now()
@@ -129,6 +132,31 @@ func (p *pbx[C]) DropClients() int {
 func (p *pbx[C]) Outage(d time.Duration) int {
 	p.refuse.Store(time.Now().Add(d).UnixNano())
 	return p.DropClients()
+}
+
+// shutdown stops the replays, closes every client connection and, with closeListener, stops
+// accepting, then waits for every goroutine. A closed listener is not an error: shutdown is
+// idempotent.
+func (p *pbx[C]) shutdown(closeListener func() error) error {
+	p.cancel()
+	p.mu.Lock()
+	for c := range p.sessions {
+		c.close()
+	}
+	p.mu.Unlock()
+	err := closeListener()
+	p.wg.Wait()
+	if errors.Is(err, net.ErrClosed) {
+		err = nil
+	}
+	return err
+}
+
+// sessionCount is how many clients are connected now.
+func (p *pbx[C]) sessionCount() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.sessions)
 }
 
 // refusing reports whether a connection accepted now must be closed (Outage).

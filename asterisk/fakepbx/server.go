@@ -216,28 +216,12 @@ func (s *Server) Scenarios() []string { return scenarioNames(s.scenarios) }
 
 // Close stops accepting, closes every client connection, stops the replays and waits for all
 // goroutines. It is idempotent.
-func (s *Server) Close() error {
-	s.cancel()
-	err := s.ln.Close()
-	s.mu.Lock()
-	for ss := range s.sessions {
-		ss.close()
-	}
-	s.mu.Unlock()
-	s.wg.Wait()
-	if errors.Is(err, net.ErrClosed) {
-		err = nil
-	}
-	return err
-}
+func (s *Server) Close() error { return s.shutdown(s.ln.Close) }
 
 // Stats returns the server's counters.
 func (s *Server) Stats() Stats {
-	s.mu.Lock()
-	n := len(s.sessions)
-	s.mu.Unlock()
 	return Stats{
-		Sessions:      n,
+		Sessions:      s.sessionCount(),
 		Logins:        s.logins.Load(),
 		CallsStarted:  s.started.Load(),
 		CallsFinished: s.finished.Load(),
