@@ -116,7 +116,7 @@ func TestReconnectMidCallsResyncs(t *testing.T) {
 
 	srv := startFake(t, fakepbx.ARIConfig{Speed: 4})
 	r := runSource(t, fastOptions(srv), 256)
-	if ev := r.next(t, 5*time.Second); ev.Type != asterisk.TypeConnected {
+	if ev := r.next(t, 30*time.Second); ev.Type != asterisk.TypeConnected {
 		t.Fatalf("first event %v", ev.Type)
 	}
 	out := &collector{}
