@@ -163,12 +163,13 @@ func (o *Options) deadAfter() time.Duration {
 	return o.PingInterval + o.PingTimeout
 }
 
-// Clock (the time source of backoff sleeps and timestamps; tests inject a fake one),
-// SystemClock (the wall clock) and Backoff (the reconnect policy: capped exponential delays
-// with equal jitter, reset after a stable connection, straight to the cap after a refused
-// login) are the reconnect loop's, the same for AMI and ARI.
+// The reconnect loop's time source and policy, the same for AMI and ARI.
 type (
-	Clock       = transport.Clock
+	// Clock is the time source of backoff sleeps and timestamps; tests inject a fake one.
+	Clock = transport.Clock
+	// SystemClock is the wall clock.
 	SystemClock = transport.SystemClock
-	Backoff     = transport.Backoff
+	// Backoff is the reconnect policy: capped exponential delays with equal jitter, reset
+	// after a stable connection, straight to the cap after a refused login.
+	Backoff = transport.Backoff
 )

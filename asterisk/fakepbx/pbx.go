@@ -66,8 +66,8 @@ func (p *pbx[C]) init(speed float64, seed uint64, extensions map[string]Ext, log
 			p.exts[e] = Ext{State: ami.ExtIdle, Outcome: Answer}
 		}
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	p.ctx, p.cancel = ctx, cancel // called by shutdown
+	ctx, cancel := context.WithCancel(context.Background()) //nolint:gosec // kept in p.cancel, called by shutdown
+	p.ctx, p.cancel = ctx, cancel
 	p.sessions = map[C]struct{}{}
 	p.rng = rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
 	p.booted = time.Now()

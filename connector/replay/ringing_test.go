@@ -77,6 +77,7 @@ func ringingEvents(tb testing.TB, events func(yield func(*asterisk.Event))) ([]c
 
 // amiEvents reads an AMI capture as the daemon's source does (read-time filter included).
 func amiEvents(tb testing.TB, src []byte) func(func(*asterisk.Event)) {
+	tb.Helper()
 	opts := labOptions(tb)
 	return func(yield func(*asterisk.Event)) {
 		rd := ami.NewReader(bufio.NewReader(bytes.NewReader(src)))
@@ -101,6 +102,7 @@ func amiEvents(tb testing.TB, src []byte) func(func(*asterisk.Event)) {
 
 // ariEvents reads ARI websocket messages, one per line.
 func ariEvents(tb testing.TB, src []byte) func(func(*asterisk.Event)) {
+	tb.Helper()
 	return func(yield func(*asterisk.Event)) {
 		for line := range bytes.Lines(src) {
 			ev, ok, err := ari.ToEvent(bytes.TrimSpace(line), "", time.Time{})
