@@ -500,23 +500,10 @@ func (s *ARIServer) handleEvents(w http.ResponseWriter, r *http.Request) {
 	ss.readLoop()
 }
 
-func (s *ARIServer) removeSession(ss *ariSession) {
-	s.mu.Lock()
-	delete(s.sessions, ss)
-	s.mu.Unlock()
-}
-
 // broadcastLocked renders a message once per application name and queues it to every
 // subscribed client; emitMu must be held.
 func (s *ARIServer) broadcastLocked(render func(dst []byte, app string) []byte) {
-	s.mu.Lock()
-	targets := make([]*ariSession, 0, len(s.sessions))
-	for ss := range s.sessions {
-		if ss.all && !ss.stalled.Load() {
-			targets = append(targets, ss)
-		}
-	}
-	s.mu.Unlock()
+	targets := s.clients(func(ss *ariSession) bool { return ss.all && !ss.stalled.Load() })
 	if len(targets) == 0 {
 		return
 	}
