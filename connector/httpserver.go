@@ -321,7 +321,7 @@ func listenUnix(path string) (net.Listener, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := os.Chmod(path, 0o660); err != nil {
+	if err := os.Chmod(path, 0o660); err != nil { //nolint:gosec // the socket is for the service user and its group (a reverse proxy, Prometheus)
 		_ = ln.Close()
 		return nil, err
 	}

@@ -14,7 +14,7 @@ import (
 	"github.com/pbxbridge/pbxbridge/crm/internal/httpclient"
 )
 
-const testToken = "eyJ.s3cr3t-b3arer.sig" //nolint:gosec // a test value
+const testToken = "eyJ.s3cr3t-b3arer.sig"
 
 type fixedAuth struct{ token string }
 

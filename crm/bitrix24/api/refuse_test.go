@@ -15,7 +15,7 @@ import (
 	"github.com/pbxbridge/pbxbridge/crm/internal/httpclient"
 )
 
-const testToken = "acc3ss-t0ken-s3cr3t" //nolint:gosec // a test value
+const testToken = "acc3ss-t0ken-s3cr3t"
 
 // thief is a second host that records whether a credential reached it.
 type thief struct {

@@ -13,7 +13,7 @@ import (
 	"testing"
 )
 
-const secretToken = "s3cr3t-t0ken" //nolint:gosec // a test value
+const secretToken = "s3cr3t-t0ken"
 
 // recorder is an httptest server that records what reached it.
 type recorder struct {
