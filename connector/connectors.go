@@ -16,6 +16,7 @@ import (
 
 	cleanhttp "github.com/hashicorp/go-cleanhttp"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
 
 	"github.com/pbxbridge/pbxbridge/connector/config"
 	"github.com/pbxbridge/pbxbridge/connector/dispatch"
@@ -46,6 +47,10 @@ type connRT struct {
 
 	live     []chan call.Live // one per live worker
 	liveDrop atomic.Int64
+
+	// queries bounds the dialplan's /v1/responsible and /v1/lookup questions to this CRM: a
+	// flood of distinct numbers must not spend the CRM's request budget.
+	queries *rate.Limiter
 
 	free bool // a connector type that needs no licence
 	lic  *licensing.Service
@@ -121,6 +126,7 @@ func (d *Daemon) startConnector(ctx context.Context, cfg *config.Config, cn *con
 		route:   r,
 		log:     log,
 		done:    make(chan struct{}),
+		queries: rate.NewLimiter(routerQueriesPerSecond, routerQueryBurst),
 	}
 	for range liveWorkers {
 		c.live = append(c.live, make(chan call.Live, liveQueue))

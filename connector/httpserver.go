@@ -386,6 +386,14 @@ func (d *Daemon) handleReady(w http.ResponseWriter, r *http.Request) {
 // routerQueryTimeout bounds /v1/responsible and /v1/lookup: the dialplan waits for the answer.
 const routerQueryTimeout = 300 * time.Millisecond
 
+// Each connector answers at most routerQueriesPerSecond routing questions a second (bursts of
+// routerQueryBurst, a few calls arriving at once); beyond that the answer is empty at once and
+// the dialplan takes its usual route. Adapters cache answers, so repeated numbers cost nothing.
+const (
+	routerQueriesPerSecond = 5
+	routerQueryBurst       = 20
+)
+
 // handleResponsible answers the extension of the customer's responsible manager as plain text
 // ("" when unknown), for the dialplan's CURL(). ?connector= picks one connector.
 func (d *Daemon) handleResponsible(w http.ResponseWriter, r *http.Request) {
@@ -419,6 +427,10 @@ func (d *Daemon) routerQuery(w http.ResponseWriter, r *http.Request, ask func(co
 		}
 		rt, ok := c.adapter.(crm.Router)
 		if !ok || !c.allowed() {
+			continue
+		}
+		if !c.queries.Allow() {
+			d.m.routerThrottled.WithLabelValues(c.name).Inc()
 			continue
 		}
 		ans, err := ask(ctx, rt, number)
