@@ -26,6 +26,7 @@ import (
 
 	"github.com/pbxbridge/pbxbridge/asterisk"
 	"github.com/pbxbridge/pbxbridge/asterisk/numbers"
+	"github.com/pbxbridge/pbxbridge/connector/admin"
 	"github.com/pbxbridge/pbxbridge/connector/config"
 	"github.com/pbxbridge/pbxbridge/connector/dispatch"
 	"github.com/pbxbridge/pbxbridge/connector/outbox"
@@ -470,3 +471,6 @@ func (m licenceMirror) Load(ctx context.Context) ([]byte, error) {
 func (m licenceMirror) Save(ctx context.Context, blob []byte) error {
 	return m.store.SetMeta(ctx, licenceMirrorName, blob)
 }
+
+// Recent returns the last finished calls, newest first (the status page's list).
+func (d *Daemon) Recent() []admin.RecentCall { return d.recent.list() }

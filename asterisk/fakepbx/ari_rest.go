@@ -286,6 +286,7 @@ func deviceState(st int) string {
 
 // handleOriginate answers POST /ari/channels (see the type's documentation).
 func (s *ARIServer) handleOriginate(w http.ResponseWriter, r *http.Request) {
+	s.origs.Add(1)
 	q := r.URL.Query()
 	endpoint, exten := q.Get("endpoint"), q.Get("extension")
 	if endpoint == "" {

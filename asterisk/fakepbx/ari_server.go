@@ -54,6 +54,7 @@ type ARIStats struct {
 	CallsFinished uint64
 	EventsSent    uint64 // messages queued to clients (one per client)
 	Drops         uint64 // clients dropped by DropClients/DropEvery/Outage
+	Originates    uint64 // POST /channels requests received (placed calls), valid or not
 }
 
 // ARIServer is a running fake Asterisk REST Interface: HTTP and websocket on loopback with
@@ -184,6 +185,7 @@ func (s *ARIServer) Stats() ARIStats {
 		CallsFinished: s.finished.Load(),
 		EventsSent:    s.sent.Load(),
 		Drops:         s.drops.Load(),
+		Originates:    s.origs.Load(),
 	}
 }
 

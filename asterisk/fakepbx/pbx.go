@@ -47,6 +47,7 @@ type pbx[C client] struct {
 	finished atomic.Uint64
 	sent     atomic.Uint64
 	drops    atomic.Uint64
+	origs    atomic.Uint64 // originate requests received (AMI Originate, ARI POST /channels)
 	booted   time.Time
 }
 

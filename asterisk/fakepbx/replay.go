@@ -151,6 +151,9 @@ func (in *instance) run(ctx context.Context) {
 		} else {
 			buf = in.render(buf, fr, ts, "", "")
 		}
+		if s.cfg.Mutate != nil {
+			buf = s.cfg.Mutate(buf)
+		}
 		ok, clients, at := s.emitCall(in, int32(i+1), buf, fr.classes)
 		if !ok {
 			continue // a pause began since the check: wait for Resume and render it again

@@ -86,6 +86,10 @@ type Config struct {
 	// `eventfilter = !Event: NAME` lines make Asterisk do (docs/asterisk.md recommends CEL and
 	// DeviceStateChange). Replays skip them without delay.
 	ExcludeEvents []string
+	// Mutate, when set, rewrites each call event frame (the wire bytes, ending in the blank
+	// line) before it is sent: security tests turn the replays into a hostile peer's stream.
+	// It must return a whole frame.
+	Mutate func(frame []byte) []byte
 	// Logger (default: discard).
 	Logger *slog.Logger
 	// OnEvent, when set, is called after each call event of a replay was queued to the clients,
@@ -117,6 +121,7 @@ type Stats struct {
 	CallsFinished uint64
 	EventsSent    uint64 // event frames written to clients (one per client)
 	Drops         uint64 // client connections dropped by DropClients/DropEvery
+	Originates    uint64 // originate requests received (placed calls), valid or not
 }
 
 // Server is a running fake PBX.
@@ -227,6 +232,7 @@ func (s *Server) Stats() Stats {
 		CallsFinished: s.finished.Load(),
 		EventsSent:    s.sent.Load(),
 		Drops:         s.drops.Load(),
+		Originates:    s.origs.Load(),
 	}
 }
 

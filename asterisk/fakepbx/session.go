@@ -265,6 +265,7 @@ var channelExt = regexp.MustCompile(`^[A-Za-z0-9]+/([^@/;&-]+)`)
 // broadcast like Asterisk does. An answering extension plays the click_to_call transcript with
 // the requested extension, number and variables.
 func (s *Server) originate(ss *session, f *ami.Frame, id string) {
+	s.origs.Add(1)
 	channel, exten := f.Get("Channel"), f.Get("Exten")
 	m := channelExt.FindStringSubmatch(channel)
 	if m == nil || exten == "" {

@@ -149,6 +149,14 @@ type Options struct {
 	// B24 are extra options of the fake Bitrix24; Amo of the fake amoCRM and Kommo.
 	B24 []fakecrm.Bitrix24Option
 	Amo fakecrm.AmoOptions
+	// PBX, when set, adjusts the simulated PBX's configuration (tests: a hostile peer).
+	PBX func(*fakepbx.Config)
+	// Configure, when set, adjusts the daemon's configuration before it starts (tests).
+	Configure func(*config.Config)
+	// Daemon, when set, adjusts the daemon's options (tests: licensing as `pbxbridge run` has
+	// it). With Unlicensed, Start does not wait for the demo licences to apply.
+	Daemon     func(*connector.Options)
+	Unlicensed bool
 }
 
 // Env is a running demo: a simulated PBX, fake Bitrix24, amoCRM and Kommo servers reached
@@ -209,7 +217,11 @@ func Start(ctx context.Context, o Options) (env *Env, err error) {
 	}
 
 	// The simulated PBX.
-	if env.PBX, err = fakepbx.Start(fakepbx.Config{Speed: o.Speed, Secret: "demo-secret"}); err != nil {
+	pc := fakepbx.Config{Speed: o.Speed, Secret: "demo-secret"}
+	if o.PBX != nil {
+		o.PBX(&pc)
+	}
+	if env.PBX, err = fakepbx.Start(pc); err != nil {
 		return nil, fmt.Errorf("simulated PBX: %w", err)
 	}
 	env.stops = append(env.stops, func() { _ = env.PBX.Close() })
@@ -264,6 +276,9 @@ func Start(ctx context.Context, o Options) (env *Env, err error) {
 		return nil, fmt.Errorf("demo config: %w", err)
 	}
 	cfg.PBX[0].Calls = LabCalls()
+	if o.Configure != nil {
+		o.Configure(cfg)
+	}
 	env.cfg = cfg
 	env.dopts = connector.Options{
 		Version: o.Version,
@@ -279,12 +294,18 @@ func Start(ctx context.Context, o Options) (env *Env, err error) {
 		},
 		OnDelivered: o.OnDelivered,
 	}
+	if o.Daemon != nil {
+		o.Daemon(&env.dopts)
+	}
 	if err := env.startDaemon(ctx, adminLn, publicLn); err != nil {
 		return nil, err
 	}
 	// Install the Bitrix24 local application into the daemon, as a portal admin would.
 	if err := env.B24.Install(ctx, env.PublicURL+"/crm/b24-demo/install"); err != nil {
 		return nil, fmt.Errorf("installing the Bitrix24 application: %w", err)
+	}
+	if o.Unlicensed {
+		return env, nil
 	}
 	if err := env.waitLicensed(ctx); err != nil {
 		return nil, err
@@ -331,11 +352,22 @@ func (e *Env) waitLicensed(ctx context.Context) error {
 // deliveries) and starts a new one on the same state directory and address; the PBX and the CRMs
 // keep running.
 func (e *Env) RestartDaemon(ctx context.Context) error {
+	return e.RestartDaemonWith(ctx, nil)
+}
+
+// RestartDaemonWith is RestartDaemon that runs between, when set, while the daemon is stopped
+// (tests: damage or remove state files).
+func (e *Env) RestartDaemonWith(ctx context.Context, between func() error) error {
 	e.closeMu.Lock()
 	defer e.closeMu.Unlock()
 	e.cancel()
 	if err := <-e.done; err != nil {
 		return err
+	}
+	if between != nil {
+		if err := between(); err != nil {
+			return err
+		}
 	}
 	var lns [2]net.Listener
 	for i, base := range []string{e.BaseURL, e.PublicURL} {
