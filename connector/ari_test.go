@@ -106,9 +106,10 @@ func TestDaemonDeliversARICalls(t *testing.T) {
 	wantMetrics := []string{
 		`pbxbridge_ari_connected{pbx="lab"} 1`,
 		`pbxbridge_ari_reconnects_total{pbx="lab"} 1`,
-		`pbxbridge_ari_resyncs_total{pbx="lab",result="ok"} 1`,
+		// A snapshot at the first connection (the daemon asks for it) and one after the reconnect.
+		`pbxbridge_ari_resyncs_total{pbx="lab",result="ok"} 2`,
 		`pbxbridge_ari_events_total{pbx="lab",type="hangup"}`,
-		`pbxbridge_ari_request_duration_seconds_count{code="200",pbx="lab",request="GET /channels"} 1`,
+		`pbxbridge_ari_request_duration_seconds_count{code="200",pbx="lab",request="GET /channels"} 2`,
 		`pbxbridge_deliveries_total{connector="crm",result="delivered"} 3`,
 		`pbxbridge_calls_total{direction="internal",disposition="answered",pbx="lab"} 1`,
 	}

@@ -343,15 +343,32 @@ func (d *Daemon) readiness(ctx context.Context) (bool, []admin.Check) {
 	} else {
 		checks = append(checks, admin.Check{Name: "outbox", OK: true})
 	}
+	if held := d.HeldCalls(); held > 0 {
+		checks = append(checks, admin.Check{Name: "outbox/writes", OK: false,
+			Detail: fmt.Sprintf("%d finished calls are held in memory: the outbox cannot write (disk full?)", held)})
+		ready = false
+	}
+	// Every configured PBX, running or not: one whose reader failed to start (a reload with a
+	// bad block) is as unready as one that is down.
+	cfg := d.Config()
 	d.unitsMu.Lock()
-	for name, p := range d.pbxs {
-		st := p.source.Status()
-		c := admin.Check{Name: "pbx/" + name, OK: st.Connected}
-		if !st.Connected {
-			c.Detail = "not connected"
-			if st.LastError != "" {
-				c.Detail += ": " + st.LastError
+	for _, pc := range cfg.PBX {
+		c := admin.Check{Name: "pbx/" + pc.Name}
+		p, running := d.pbxs[pc.Name]
+		switch {
+		case !running:
+			c.Detail = "not running: its reader did not start (see the log of the last reload)"
+		default:
+			st := p.source.Status()
+			c.OK = st.Connected
+			if !st.Connected {
+				c.Detail = "not connected"
+				if st.LastError != "" {
+					c.Detail += ": " + st.LastError
+				}
 			}
+		}
+		if !c.OK {
 			ready = false
 		}
 		checks = append(checks, c)

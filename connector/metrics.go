@@ -228,3 +228,55 @@ func (c *outboxCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descOldest, prometheus.GaugeValue, 0, rt.name)
 	}
 }
+
+// unitRegisterer is a Registerer for the metrics of one unit (a PBX source) that can take them
+// all back out of the daemon's registry when the unit stops: a reload that restarts a PBX then
+// registers its metrics again instead of failing with "already registered".
+type unitRegisterer struct {
+	reg prometheus.Registerer
+	mu  sync.Mutex
+	cs  []prometheus.Collector
+}
+
+func newUnitRegisterer(reg prometheus.Registerer) *unitRegisterer { return &unitRegisterer{reg: reg} }
+
+func (u *unitRegisterer) Register(c prometheus.Collector) error {
+	if err := u.reg.Register(c); err != nil {
+		return err
+	}
+	u.mu.Lock()
+	u.cs = append(u.cs, c)
+	u.mu.Unlock()
+	return nil
+}
+
+func (u *unitRegisterer) MustRegister(cs ...prometheus.Collector) {
+	for _, c := range cs {
+		if err := u.Register(c); err != nil {
+			panic(err)
+		}
+	}
+}
+
+func (u *unitRegisterer) Unregister(c prometheus.Collector) bool {
+	u.mu.Lock()
+	for i, x := range u.cs {
+		if x == c {
+			u.cs = append(u.cs[:i], u.cs[i+1:]...)
+			break
+		}
+	}
+	u.mu.Unlock()
+	return u.reg.Unregister(c)
+}
+
+// unregisterAll takes every collector registered through u out of the registry.
+func (u *unitRegisterer) unregisterAll() {
+	u.mu.Lock()
+	cs := u.cs
+	u.cs = nil
+	u.mu.Unlock()
+	for _, c := range cs {
+		u.reg.Unregister(c)
+	}
+}

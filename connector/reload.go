@@ -109,6 +109,18 @@ func (d *Daemon) Reload(ctx context.Context) error {
 		if existed && reflect.DeepEqual(op, p) {
 			continue
 		}
+		d.unitsMu.Lock()
+		running := d.pbxs[p.Name]
+		d.unitsMu.Unlock()
+		if existed && running != nil && reflect.DeepEqual(op.Calls, p.Calls) {
+			// Only how to reach the PBX changed (address, secret, type, originate): a new
+			// source, the same call model: calls in progress are kept.
+			if err := running.swapSource(unitCtx, p); err != nil {
+				d.log.Error("reconnecting the PBX after reload", "pbx", p.Name, "err", err)
+				failed = errors.Join(failed, err)
+			}
+			continue
+		}
 		if existed {
 			d.stopPBX(p.Name)
 		}

@@ -70,6 +70,10 @@ type Options struct {
 	// TLSConfig for https:// URLs (default: Go's defaults with the system roots).
 	TLSConfig *tls.Config
 
+	// SnapshotOnConnect sends the channel snapshot (TypeSnapshot… TypeSnapshotEnd) after the
+	// first connection too, not only after reconnects, so a consumer that starts (or takes over
+	// from another source) while calls are up learns them, as AMI always does.
+	SnapshotOnConnect bool
 	// Logger receives connection-level logs (default: discard).
 	Logger *slog.Logger
 	// Registerer receives the metrics of a Source, labelled pbx=Name (default: not registered).

@@ -24,8 +24,8 @@ import (
 // in wire order and with backpressure (never dropping an event):
 //
 //   - TypeConnected after every connection (Time = connect time); Resync is true after a
-//     reconnect;
-//   - after a reconnect, before any live event: one TypeSnapshot per channel of GET /channels
+//     reconnect (and after the first connection with Options.SnapshotOnConnect);
+//   - after a reconnect (and the first connection with SnapshotOnConnect), before any live event: one TypeSnapshot per channel of GET /channels
 //     (ari.Snapshot, with the channel's bridge from GET /bridges and its Linkedid from
 //     GET /channels/{id}/variable?variable=CHANNEL(linkedid)) and then TypeSnapshotEnd
 //     (Vars["channels"] = how many). The websocket is subscribed before the snapshot is taken,
@@ -118,7 +118,9 @@ func (s *Source) Run(ctx context.Context, out chan<- asterisk.Event) error {
 			return fmt.Sprintf("connected to %s as %s (app %s)", s.client.BaseURL(), s.opts.Username, s.opts.App),
 				[]any{"app", s.opts.App}
 		},
-		Serve: func(ctx context.Context, st *Stream, reconnect bool) error { return s.serve(ctx, st, out, reconnect) },
+		Serve: func(ctx context.Context, st *Stream, reconnect bool) error {
+			return s.serve(ctx, st, out, reconnect || s.opts.SnapshotOnConnect)
+		},
 		Lost:  s.orig.connectionLost,
 	})
 }
