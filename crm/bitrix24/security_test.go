@@ -3,14 +3,19 @@ package bitrix24
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/pbxbridge/pbxbridge/configs"
 	"github.com/pbxbridge/pbxbridge/crm"
 	"github.com/pbxbridge/pbxbridge/crm/bitrix24/api"
 	"github.com/pbxbridge/pbxbridge/crm/call"
@@ -62,11 +67,7 @@ func (e *env) post(path string, form url.Values) int {
 
 func (e *env) storedTokens() *api.Tokens {
 	e.t.Helper()
-	dir := e.state
-	if _, err := os.Stat(filepath.Join(dir, "none")); err == nil {
-		dir = filepath.Join(dir, "none") // withoutTokens
-	}
-	t, err := api.TokenFile{Path: filepath.Join(dir, tokenFile)}.Load()
+	t, err := api.TokenFile{Path: filepath.Join(e.a.stateDir, tokenFile)}.Load()
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -274,8 +275,8 @@ func TestSecurityInstallFloodSparesPortal(t *testing.T) {
 	}
 	mustf(t, totalRequests(after)-totalRequests(before) == delivery,
 		"the forged installs made portal requests: %v -> %v", before.Requests, after.Requests)
-	mustf(t, after.Requests["oauth/token"]-before.Requests["oauth/token"] <= 6,
-		"%d OAuth requests for 200 forged installs, want at most %d", after.Requests["oauth/token"]-before.Requests["oauth/token"], 6)
+	mustf(t, after.Requests["oauth/token"]-before.Requests["oauth/token"] <= installProofBurst,
+		"%d OAuth requests for 200 forged installs, want at most %d", after.Requests["oauth/token"]-before.Requests["oauth/token"], installProofBurst)
 }
 
 // TestSecurityClickToCallNumberInjection. Attack: the number of a click-to-call (or of a
@@ -313,5 +314,474 @@ func TestSecurityLiveStateBounded(t *testing.T) {
 	e.a.liveMu.Lock()
 	n := len(e.a.live)
 	e.a.liveMu.Unlock()
-	mustf(t, n <= 10000, "%d live entries after a flood of 10500 distinct calls, want at most %d", n, 10000)
+	mustf(t, n <= liveMax, "%d live entries after a flood of 10500 distinct calls, want at most %d", n, liveMax)
+}
+
+// clock is a settable clock for the adapter.
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func newClock() *clock { return &clock{now: time.Now()} }
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *clock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+func withClock(c *clock) envOpt { return func(p *crm.Params, _ *Config) { p.Now = c.Now } }
+
+// inState builds the adapter on an existing state directory, keeping what is there.
+func inState(dir string) envOpt {
+	return func(p *crm.Params, _ *Config) {
+		p.StateDir = dir
+		p.Type = "keep-tokens"
+	}
+}
+
+// withLog sends the adapter's log to buf.
+func withLog(buf *syncBuffer) envOpt {
+	return func(p *crm.Params, _ *Config) { p.Logger = slog.New(slog.NewTextHandler(buf, nil)) }
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestSecurityInstallProof: a genuine installation is accepted and the refreshed pair is stored
+// (the event's refresh token is spent); an OAuth-server outage, a timeout, a refresh token the
+// server refuses and tokens of another portal all refuse the installation.
+func TestSecurityInstallProof(t *testing.T) {
+	t.Parallel()
+	t.Run("genuine", func(t *testing.T) {
+		t.Parallel()
+		f := crmtest.StartBitrix24(t)
+		e := newEnv(t, f, withoutTokens())
+		if err := f.Install(context.Background(), e.srv.URL+"/crm/b24/install"); err != nil {
+			t.Fatal(err)
+		}
+		s := f.State()
+		mustf(t, s.TokenRefreshes == 1 && s.Requests["oauth/token"] == 1, "install proof: %d refreshes, %v", s.TokenRefreshes, s.Requests)
+		tok := e.storedTokens()
+		mustf(t, tok != nil && tok.MemberID == f.MemberID() && tok.ApplicationToken == f.ApplicationToken() &&
+			tok.ClientEndpoint == f.URL()+"/rest/" && !tok.Expires.IsZero(), "stored %+v", tok)
+		_, rec := missedCall("1795310000.1", 1795310000)
+		e.deliver(rec) // the refreshed access token works
+		mustf(t, f.State().TokenRefreshes == 1, "the stored access token needed a refresh")
+		mustf(t, testutil.ToFloat64(e.a.m.installProofs.WithLabelValues("ok")) == 1, "install_proofs_total{ok} not counted")
+	})
+	t.Run("outage", func(t *testing.T) {
+		t.Parallel()
+		f := crmtest.StartBitrix24(t)
+		e := newEnv(t, f, withoutTokens())
+		f.SetFaults(fakecrm.B24Faults{TelephonyAppOnly: true, OAuthFailStatus: http.StatusServiceUnavailable})
+		genuine := f.IssueTokens()
+		form := forgedInstall(f)
+		form.Set("auth[access_token]", genuine.AccessToken)
+		form.Set("auth[refresh_token]", genuine.RefreshToken)
+		form.Set("auth[application_token]", genuine.ApplicationToken)
+		st := e.post(pathInstall, form)
+		mustf(t, st == http.StatusServiceUnavailable, "install during an OAuth outage: http %d, want 503", st)
+		mustf(t, e.storedTokens() == nil && e.a.Status().Auth == "missing", "stored during an outage: %+v", e.storedTokens())
+		// Bitrix24 retries once the OAuth server is back: the same event is accepted.
+		f.SetFaults(fakecrm.B24Faults{TelephonyAppOnly: true})
+		st = e.post(pathInstall, form)
+		mustf(t, st == http.StatusOK && e.a.Status().Auth == "ok", "retried install: http %d, %+v", st, e.a.Status())
+	})
+	t.Run("timeout", func(t *testing.T) {
+		t.Parallel()
+		f := crmtest.StartBitrix24(t)
+		e := newEnv(t, f, withoutTokens(), func(_ *crm.Params, c *Config) { c.HTTPTimeout = 100 * time.Millisecond })
+		f.SetFaults(fakecrm.B24Faults{TelephonyAppOnly: true, Latency: time.Minute})
+		st := e.post(pathInstall, forgedInstall(f))
+		mustf(t, st == http.StatusServiceUnavailable, "install with a silent OAuth server: http %d, want 503", st)
+		mustf(t, e.storedTokens() == nil, "stored %+v", e.storedTokens())
+	})
+	t.Run("refused", func(t *testing.T) {
+		t.Parallel()
+		f := crmtest.StartBitrix24(t)
+		e := newEnv(t, f, withoutTokens())
+		st := e.post(pathInstall, forgedInstall(f))
+		mustf(t, st == http.StatusUnauthorized, "forged install: http %d, want 401", st)
+		mustf(t, testutil.ToFloat64(e.a.m.installProofs.WithLabelValues("refused")) == 1, "install_proofs_total{refused} not counted")
+	})
+	t.Run("another portal", func(t *testing.T) {
+		t.Parallel()
+		// Tokens another portal (B) issued, with the same client credentials, posted as an
+		// installation of ours (A): the OAuth server's answer names B.
+		a := crmtest.StartBitrix24(t)
+		b := crmtest.StartBitrix24(t, fakecrm.B24MemberID("bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"))
+		e := newEnv(t, a, withoutTokens(), func(_ *crm.Params, c *Config) { c.OAuthURL = b.URL() })
+		tok := b.IssueTokens()
+		for _, member := range []string{a.MemberID(), b.MemberID()} {
+			form := forgedInstall(a)
+			form.Set("auth[refresh_token]", tok.RefreshToken)
+			form.Set("auth[member_id]", member)
+			st := e.post(pathInstall, form)
+			mustf(t, st == http.StatusForbidden, "install with portal B's tokens claiming member %s: http %d, want 403", member, st)
+			tok = b.IssueTokens() // the refused proof spent the refresh token
+		}
+		mustf(t, e.storedTokens() == nil, "stored %+v", e.storedTokens())
+	})
+}
+
+// TestSecurityProvenTokens: the answer of the OAuth server must name the configured portal's
+// REST URL and the expected member_id.
+func TestSecurityProvenTokens(t *testing.T) {
+	t.Parallel()
+	f := crmtest.StartBitrix24(t)
+	e := newEnv(t, f)
+	rest := f.URL() + "/rest/"
+	ok := func(endpoint, member string) *api.TokenResponse {
+		return &api.TokenResponse{AccessToken: "a", RefreshToken: "r", ClientEndpoint: api.String(endpoint), MemberID: api.String(member), ExpiresIn: 3600}
+	}
+	for _, tc := range []struct {
+		name   string
+		resp   *api.TokenResponse
+		member string
+		good   bool
+	}{
+		{"match", ok(rest, "m1"), "m1", true},
+		{"no trailing slash, upper-case host", ok(strings.ToUpper(strings.TrimSuffix(rest, "/rest/"))+"/rest", "m1"), "m1", true},
+		{"any member when none is expected", ok(rest, "m9"), "", true},
+		{"other member", ok(rest, "m2"), "m1", false},
+		{"no member", ok(rest, ""), "", false},
+		{"other host", ok("https://evil.bitrix24.com/rest/", "m1"), "m1", false},
+		{"other path", ok(f.URL()+"/rest/1/hook/", "m1"), "m1", false},
+		{"userinfo", ok(strings.Replace(rest, "://", "://x@", 1), "m1"), "m1", false},
+		{"empty endpoint", ok("", "m1"), "m1", false},
+	} {
+		got, err := e.a.provenTokens(tc.resp, tc.member)
+		mustf(t, (err == nil) == tc.good, "%s: err %v", tc.name, err)
+		if tc.good {
+			mustf(t, got.AccessToken == "a" && got.RefreshToken == "r" && got.Domain == strings.ToLower(f.Domain()) && !got.Expires.IsZero(), "%s: %+v", tc.name, got)
+		}
+	}
+}
+
+// TestSecurityInstallRateLimit: plausible installs (right domain and member_id, forged tokens)
+// reach the OAuth server at most installProofBurst times a minute; the rest are answered 429
+// without any outbound request.
+func TestSecurityInstallRateLimit(t *testing.T) {
+	t.Parallel()
+	f := crmtest.StartBitrix24(t)
+	c := newClock()
+	e := newEnv(t, f, withClock(c))
+	for i := range installProofBurst + 3 {
+		st := e.post(pathInstall, forgedInstall(f))
+		want := http.StatusUnauthorized
+		if i >= installProofBurst {
+			want = http.StatusTooManyRequests
+		}
+		mustf(t, st == want, "install %d: http %d, want %d", i, st, want)
+	}
+	mustf(t, f.State().Requests["oauth/token"] == installProofBurst, "%d OAuth requests, want %d", f.State().Requests["oauth/token"], installProofBurst)
+	c.Add(installProofWindow)
+	mustf(t, e.post(pathInstall, forgedInstall(f)) == http.StatusUnauthorized, "the limiter did not recover after a minute")
+	mustf(t, testutil.ToFloat64(e.a.m.installProofs.WithLabelValues("rate_limited")) == 3, "install_proofs_total{rate_limited} not counted")
+}
+
+// TestSecurityPortalMove: the connector stays bound to the portal of its first installation;
+// a genuine installation from another portal (the admin changed portal_url) is refused with a
+// log line that says how to move it; after the admin removed the binding and token files
+// (daemon stopped), the new portal's installation is accepted.
+func TestSecurityPortalMove(t *testing.T) {
+	t.Parallel()
+	a := crmtest.StartBitrix24(t)
+	ea := newEnv(t, a) // installed on A: the binding is taken from the stored tokens
+	bind, err := os.ReadFile(filepath.Join(ea.state, bindingFile))
+	mustf(t, err == nil && strings.Contains(string(bind), a.MemberID()), "binding file %q %v", bind, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = ea.a.Close(ctx)
+
+	b := crmtest.StartBitrix24(t, fakecrm.B24MemberID("bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"))
+	var log syncBuffer
+	eb := newEnv(t, b, inState(ea.state), withLog(&log))
+	err = b.Install(context.Background(), eb.srv.URL+"/crm/b24/install")
+	mustf(t, err != nil, "an installation from another portal was accepted")
+	mustf(t, b.State().Requests["oauth/token"] == 0, "the refused installation made an OAuth request")
+	mustf(t, eb.storedTokens().MemberID == a.MemberID(), "tokens replaced: %+v", eb.storedTokens())
+	mustf(t, strings.Contains(log.String(), "delete the binding and token files") && strings.Contains(log.String(), bindingFile),
+		"the log does not say how to move the connector: %s", log.String())
+	_ = eb.a.Close(ctx)
+
+	// The admin stops pbxbridge and deletes both files.
+	for _, name := range []string{bindingFile, tokenFile} {
+		if err := os.Remove(filepath.Join(ea.state, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ec := newEnv(t, b, inState(ea.state))
+	if err := b.Install(context.Background(), ec.srv.URL+"/crm/b24/install"); err != nil {
+		t.Fatalf("installation after the binding was removed: %v", err)
+	}
+	mustf(t, ec.a.boundMember() == b.MemberID() && ec.storedTokens().MemberID == b.MemberID(), "bound to %q", ec.a.boundMember())
+}
+
+// TestSecurityBindingSurvivesUninstall: an uninstall (authenticated by the installed token) does
+// not unbind the connector: a later installation from another portal is still refused.
+func TestSecurityBindingSurvivesUninstall(t *testing.T) {
+	t.Parallel()
+	f := crmtest.StartBitrix24(t)
+	e := newEnv(t, f)
+	st := e.post(pathInstall, url.Values{"event": {"ONAPPUNINSTALL"}, "auth[application_token]": {f.ApplicationToken()},
+		"auth[domain]": {f.Domain()}, "auth[member_id]": {f.MemberID()}})
+	mustf(t, st == http.StatusOK && e.a.Status().Auth == "missing", "uninstall: http %d, %+v", st, e.a.Status())
+	genuine := f.IssueTokens()
+	form := forgedInstall(f)
+	form.Set("auth[refresh_token]", genuine.RefreshToken)
+	form.Set("auth[member_id]", "cccccccccccccccccccccccccccccccc")
+	mustf(t, e.post(pathInstall, form) == http.StatusForbidden, "install from another member_id after an uninstall accepted")
+	// Neither do events from the old installation work after the uninstall.
+	mustf(t, e.post(pathEvents, clickEvent(f, f.ApplicationToken(), "externalCall.after.1", "+79001234567")) == http.StatusUnauthorized,
+		"event accepted after the uninstall")
+}
+
+// TestSecurityCorruptBinding: an unreadable binding file stops the connector from starting
+// rather than silently unbinding it.
+func TestSecurityCorruptBinding(t *testing.T) {
+	t.Parallel()
+	f := crmtest.StartBitrix24(t)
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, bindingFile), []byte("{"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig(f)
+	_, err := New(crm.Params{Name: "b24", Type: Type, Config: cfg, StateDir: dir, Calls: newCallStore(t)})
+	mustf(t, err != nil && strings.Contains(err.Error(), bindingFile), "New with a corrupt binding: %v", err)
+}
+
+// TestSecurityWebhookModeEvents: with an outgoing webhook (webhook mode) events are checked
+// against auth.application_token and the portal's domain.
+func TestSecurityWebhookModeEvents(t *testing.T) {
+	t.Parallel()
+	f := crmtest.StartBitrix24(t, fakecrm.B24Webhook(1, "s3cr3t", "crm,telephony,user"))
+	f.SetFaults(fakecrm.B24Faults{TelephonyAppOnly: false})
+	e := newEnv(t, f, func(_ *crm.Params, c *Config) {
+		c.Auth = AuthConfig{Mode: AuthWebhook, WebhookURL: configs.NewSecret(f.URL() + "/rest/1/s3cr3t/"), ApplicationToken: configs.NewSecret("hooktoken")}
+		c.PortalURL = ""
+		c.ClickToCall.CallbackExtension = "600"
+		c.ClickToCall.CallbackUserID = 1270
+	})
+	form := callbackEvent(f, "+79007654321")
+	form.Set("auth[application_token]", "hooktoken")
+	form.Set("auth[domain]", "evil.bitrix24.com")
+	mustf(t, e.post(pathEvents, form) == http.StatusUnauthorized, "callback from another domain accepted")
+	form.Set("auth[domain]", f.Domain())
+	mustf(t, e.post(pathEvents, form) == http.StatusOK, "callback refused")
+	r := e.originated()
+	mustf(t, r.Number == "+79007654321", "originate %+v", r)
+}
+
+// TestSecurityStaleEvents: events whose ts is more than an hour old, or minutes ahead, are
+// refused; a replay therefore cannot outlive the replay guard's memory.
+func TestSecurityStaleEvents(t *testing.T) {
+	t.Parallel()
+	f := crmtest.StartBitrix24(t)
+	c := newClock()
+	e := newEnv(t, f, withClock(c))
+	for i, ts := range []time.Time{c.Now().Add(-replayWindow - time.Second), c.Now().Add(replayAhead + time.Minute)} {
+		form := clickEvent(f, f.ApplicationToken(), fmt.Sprintf("externalCall.stale.%d", i), "+79001234567")
+		form.Set("ts", fmt.Sprint(ts.Unix()))
+		mustf(t, e.post(pathEvents, form) == http.StatusBadRequest, "event with ts %v accepted", ts)
+	}
+	waitQuiet(t, e)
+	mustf(t, len(e.orig.requests()) == 0, "originated %+v", e.orig.requests())
+}
+
+// TestSecurityReplayAfterRestart: the replay guard's memory is gone after a restart or a
+// configuration reload, but the CallStore still knows the event.
+func TestSecurityReplayAfterRestart(t *testing.T) {
+	t.Parallel()
+	f := crmtest.StartBitrix24(t)
+	e1 := newEnv(t, f)
+	form := clickEvent(f, f.ApplicationToken(), "externalCall.restart.1", "+79001234567")
+	mustf(t, e1.post(pathEvents, form) == http.StatusOK, "first delivery refused")
+	waitQuiet(t, e1)
+	e2 := newEnv(t, f, inState(e1.state), func(p *crm.Params, _ *Config) { p.Calls = e1.store })
+	mustf(t, e2.post(pathEvents, form) == http.StatusOK, "replay not answered 200")
+	waitQuiet(t, e2)
+	mustf(t, len(e1.orig.requests()) == 1 && len(e2.orig.requests()) == 0, "originates %d + %d, want 1 + 0", len(e1.orig.requests()), len(e2.orig.requests()))
+	mustf(t, testutil.ToFloat64(e2.a.m.replays.WithLabelValues("click_to_call")) == 1, "event_replays_total not counted")
+}
+
+// TestSecurityReplayGuardFull: a flood of distinct (authenticated) events fills the replay
+// guard; beyond its cap new events are refused and counted rather than the memory growing.
+func TestSecurityReplayGuardFull(t *testing.T) {
+	t.Parallel()
+	f := crmtest.StartBitrix24(t)
+	e := newEnv(t, f, func(_ *crm.Params, c *Config) { c.ClickToCall.Enabled = false }) // no originates, only finishes
+	e.a.replays = newReplayGuard(replayWindow+replayAhead, 100)
+	codes := map[int]int{}
+	for i := range 150 {
+		codes[e.post(pathEvents, clickEvent(f, f.ApplicationToken(), fmt.Sprintf("externalCall.flood.%d", i), "+79001234567"))]++
+	}
+	waitQuiet(t, e)
+	mustf(t, codes[http.StatusOK] == 100 && codes[http.StatusServiceUnavailable] == 50, "answers %v", codes)
+	mustf(t, e.a.replays.len() == 100, "the guard holds %d ids, cap 100", e.a.replays.len())
+	mustf(t, testutil.ToFloat64(e.a.m.replayFull) == 50, "replay_guard_full_total %v", testutil.ToFloat64(e.a.m.replayFull))
+}
+
+// TestSecurityReplayGuardExpiry: ids are remembered for the guard's time, then forgotten;
+// memory is reclaimed.
+func TestSecurityReplayGuardExpiry(t *testing.T) {
+	t.Parallel()
+	g := newReplayGuard(time.Hour, 10)
+	now := time.Unix(1_800_000_000, 0)
+	mustf(t, g.admit(now, "a") == replayNew && g.admit(now, "a") == replayDuplicate, "duplicate not detected")
+	for i := range 9 {
+		mustf(t, g.admit(now.Add(time.Duration(i)*time.Minute), fmt.Sprint(i)) == replayNew, "id %d refused", i)
+	}
+	mustf(t, g.admit(now, "x") == replayFull, "admitted beyond the cap")
+	later := now.Add(time.Hour + 30*time.Minute)
+	mustf(t, g.admit(later, "a") == replayNew, "id still remembered after its time")
+	mustf(t, g.len() == 1 && len(g.order) == 1, "memory not reclaimed: %d ids, %d entries", g.len(), len(g.order))
+}
+
+// TestSecurityOAuthStates: states are random, single-use, expire after 30 minutes, and at most
+// stateMax are outstanding.
+func TestSecurityOAuthStates(t *testing.T) {
+	t.Parallel()
+	s := newOAuthStates()
+	now := time.Unix(1_800_000_000, 0)
+	a := s.issue(now)
+	mustf(t, len(a) == 32 && s.issue(now.Add(time.Minute)) == a, "an unused recent state is not reused: %q", a)
+	b := s.issue(now.Add(stateReuse + time.Second))
+	mustf(t, b != a, "no new state after %v", stateReuse)
+	mustf(t, s.consume(now.Add(2*time.Minute), a) && !s.consume(now.Add(2*time.Minute), a), "state a not single-use")
+	mustf(t, !s.consume(now.Add(stateReuse+stateTTL+2*time.Second), b), "state b accepted after it expired")
+	mustf(t, !s.consume(now, "") && !s.consume(now, "forged"), "unknown state accepted")
+	// Reuse keeps issue() from making more than stateTTL/stateReuse states; the cap is a
+	// backstop, exercised here by defeating the reuse.
+	first := s.issue(now.Add(time.Hour))
+	for i := range stateMax {
+		s.newest = ""
+		s.issue(now.Add(time.Hour + time.Duration(i+1)*time.Second))
+	}
+	mustf(t, len(s.issued) == stateMax && !s.consume(now.Add(2*time.Hour), first), "%d outstanding states; the oldest was not evicted", len(s.issued))
+
+	// Two connectors with the same secret get different states (the old state was an HMAC of it).
+	f := crmtest.StartBitrix24(t)
+	e1, e2 := newEnv(t, f), newEnv(t, f)
+	mustf(t, e1.a.connectURL() != e2.a.connectURL(), "two connectors share a state")
+}
+
+// TestSecurityOAuthStateExpiry: a connect URL's state is refused after 30 minutes.
+func TestSecurityOAuthStateExpiry(t *testing.T) {
+	t.Parallel()
+	f := crmtest.StartBitrix24(t)
+	c := newClock()
+	e := newEnv(t, f, withClock(c))
+	connect := e.a.connectURL()
+	c.Add(stateTTL + time.Second)
+	mustf(t, followAuthorize(t, f, e.srv.URL+"/crm/b24/oauth/callback", connect) == http.StatusUnauthorized, "expired state accepted")
+	mustf(t, f.State().Requests["oauth/token"] == 0, "an expired state reached the OAuth server")
+}
+
+// TestSecurityClickToCallFormattedNumber: numbers written with spaces, hyphens and parentheses
+// are dialled as digits; refused numbers close the card with the reason.
+func TestSecurityClickToCallFormattedNumber(t *testing.T) {
+	t.Parallel()
+	f := crmtest.StartBitrix24(t)
+	e := newEnv(t, f)
+	e.setup()
+	callID, err := f.ClickToCall(context.Background(), 1269, "+7 (900) 123-45-67", "+74951112233")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := e.originated()
+	mustf(t, r.Number == "+79001234567", "dialled %q", r.Number)
+	mustf(t, clickCall(f.State(), callID).State == "registered", "call finished")
+
+	callID, err = f.ClickToCall(context.Background(), 1269, "*69#", "+74951112233")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the refused call to be finished", func() bool { return clickCall(f.State(), callID).State == "finished" })
+	reason, _ := clickCall(f.State(), callID).Finish["FAILED_REASON"].(string)
+	mustf(t, strings.Contains(reason, "only digits"), "reason %q", reason)
+}
+
+// TestSecurityExtensionInjection: a Bitrix24 user's Internal phone (which users may edit) is
+// not put in an originate unless it looks like an extension.
+func TestSecurityExtensionInjection(t *testing.T) {
+	t.Parallel()
+	f := crmtest.StartBitrix24(t, fakecrm.B24Users(fakecrm.B24User{ID: 1269, Name: "Eve", Ext: "101&Local/666@evil", Active: true}))
+	e := newEnv(t, f)
+	e.setup()
+	callID, err := f.ClickToCall(context.Background(), 1269, "+79001234567", "+74951112233")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the refused call to be finished", func() bool { return clickCall(f.State(), callID).State == "finished" })
+	waitQuiet(t, e)
+	mustf(t, len(e.orig.requests()) == 0, "originated %+v", e.orig.requests())
+}
+
+// TestSecurityLookupFlood: distinct numbers looked up at once (a flood of calls with spoofed
+// caller ids) start at most routeFlightMax portal requests; the others answer "unknown" at once.
+func TestSecurityLookupFlood(t *testing.T) {
+	t.Parallel()
+	f := crmtest.StartBitrix24(t)
+	e := newEnv(t, f)
+	f.SetFaults(fakecrm.B24Faults{TelephonyAppOnly: true, Latency: time.Minute}) // the portal hangs
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	const n = 200
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, _ = e.a.Lookup(ctx, fmt.Sprintf("+7900%07d", i))
+		}()
+	}
+	waitFor(t, "the excess look-ups to be shed", func() bool {
+		return testutil.ToFloat64(e.a.m.cacheFull.WithLabelValues("lookups")) == n-routeFlightMax
+	})
+	e.a.routes.mu.Lock()
+	inflight := len(e.a.routes.inflight)
+	e.a.routes.mu.Unlock()
+	mustf(t, inflight == routeFlightMax, "%d look-ups in flight, want %d", inflight, routeFlightMax)
+	cancel()
+	wg.Wait()
+}
+
+// TestSecurityUserLookupFlood: while the user cache is cold, extensions looked up one by one are
+// kept up to userSingleMax; a flood of distinct extensions does not grow it further.
+func TestSecurityUserLookupFlood(t *testing.T) {
+	t.Parallel()
+	f := crmtest.StartBitrix24(t)
+	e := newEnv(t, f)
+	for i := range userSingleMax + 50 {
+		if _, _, err := e.a.users.lookup(context.Background(), fmt.Sprintf("9%05d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.a.users.mu.RLock()
+	n := len(e.a.users.single)
+	e.a.users.mu.RUnlock()
+	mustf(t, n == userSingleMax, "%d cached extensions, cap %d", n, userSingleMax)
+	mustf(t, testutil.ToFloat64(e.a.m.cacheFull.WithLabelValues("users")) == 50, "cache_full_total{users} not counted")
 }
