@@ -275,6 +275,12 @@ func TestSecurityInstallFloodSparesPortal(t *testing.T) {
 	}
 	mustf(t, totalRequests(after)-totalRequests(before) == delivery,
 		"the forged installs made portal requests: %v -> %v", before.Requests, after.Requests)
+	codes := map[int]int{}
+	for _, st := range statuses {
+		codes[st]++
+	}
+	t.Logf("200 forged installs: answers %v; portal requests besides deliveries %d; OAuth requests %d",
+		codes, totalRequests(after)-totalRequests(before)-delivery, after.Requests["oauth/token"]-before.Requests["oauth/token"])
 	mustf(t, after.Requests["oauth/token"]-before.Requests["oauth/token"] <= installProofBurst,
 		"%d OAuth requests for 200 forged installs, want at most %d", after.Requests["oauth/token"]-before.Requests["oauth/token"], installProofBurst)
 }
