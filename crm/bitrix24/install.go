@@ -343,6 +343,8 @@ func (a *Adapter) tokenRequest(ctx context.Context, v url.Values) (*api.TokenRes
 	tr, err := api.DecodeTokenResponse(resp.StatusCode, body)
 	var oe *api.OAuthError
 	switch {
+	case err == nil && resp.StatusCode != http.StatusOK:
+		return nil, fmt.Errorf("%w: http %d", errProofRefused, resp.StatusCode)
 	case err == nil:
 		return tr, nil
 	case errors.As(err, &oe) && oe.Status >= 500:
