@@ -59,6 +59,9 @@ type OriginateRequest struct {
 	Variables map[string]string
 	// Timeout is how long the agent's phone rings before giving up (0 = the PBX default).
 	Timeout time.Duration
+	// Requester says who asked for the call, for logs and the call's timeline (e.g. "bitrix24
+	// user 5"); transports ignore it.
+	Requester string
 }
 
 // OriginateResult identifies the call an Originate created.

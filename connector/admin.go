@@ -206,6 +206,9 @@ func (d *Daemon) Import(ctx context.Context, r io.Reader) (int, error) {
 	return n, nil
 }
 
+// AdminAPI is the admin socket's handler (tests drive it without the socket).
+func (d *Daemon) AdminAPI() http.Handler { return d.adminHandler() }
+
 func (d *Daemon) adminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {

@@ -25,7 +25,7 @@ func ariTestConfig(t *testing.T, url string) string {
 	cfg := fmt.Sprintf(`
 state_dir: %[1]s/state
 log: {level: debug}
-http: {listen: ""}
+http: {admin: {listen: ""}}
 admin: {socket: %[1]s/admin.sock}
 licensing: {dir: %[1]s/licenses.d}
 dispatch: {backoff_min: 10ms, backoff_max: 50ms, drain_timeout: 2s}
@@ -110,15 +110,16 @@ func TestDaemonDeliversARICalls(t *testing.T) {
 
 	metrics := func() string {
 		rec := httptest.NewRecorder()
-		d.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+		d.AdminHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "http://127.0.0.1/metrics", nil))
 		return rec.Body.String()
 	}
 	wantMetrics := []string{
 		`pbxbridge_ari_connected{pbx="lab"} 1`,
 		`pbxbridge_ari_reconnects_total{pbx="lab"} 1`,
-		`pbxbridge_ari_resyncs_total{pbx="lab",result="ok"} 1`,
+		// A snapshot at the first connection (the daemon asks for it) and one after the reconnect.
+		`pbxbridge_ari_resyncs_total{pbx="lab",result="ok"} 2`,
 		`pbxbridge_ari_events_total{pbx="lab",type="hangup"}`,
-		`pbxbridge_ari_request_duration_seconds_count{code="200",pbx="lab",request="GET /channels"} 1`,
+		`pbxbridge_ari_request_duration_seconds_count{code="200",pbx="lab",request="GET /channels"} 2`,
 		`pbxbridge_deliveries_total{connector="crm",result="delivered"} 3`,
 		`pbxbridge_calls_total{direction="internal",disposition="answered",pbx="lab"} 1`,
 	}
@@ -142,7 +143,7 @@ func TestDaemonDeliversARICalls(t *testing.T) {
 		t.Errorf("status %+v", st.PBX)
 	}
 	rec := httptest.NewRecorder()
-	d.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil))
+	d.AdminHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "http://127.0.0.1/readyz", nil))
 	if rec.Code != http.StatusOK {
 		t.Errorf("/readyz: %d %s", rec.Code, rec.Body)
 	}

@@ -16,8 +16,8 @@ import (
 
 	cleanhttp "github.com/hashicorp/go-cleanhttp"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
 
-	"github.com/pbxbridge/pbxbridge/asterisk"
 	"github.com/pbxbridge/pbxbridge/connector/config"
 	"github.com/pbxbridge/pbxbridge/connector/dispatch"
 	"github.com/pbxbridge/pbxbridge/crm"
@@ -48,6 +48,10 @@ type connRT struct {
 	live     []chan call.Live // one per live worker
 	liveDrop atomic.Int64
 
+	// queries bounds the dialplan's /v1/responsible and /v1/lookup questions to this CRM: a
+	// flood of distinct numbers must not spend the CRM's request budget.
+	queries *rate.Limiter
+
 	free bool // a connector type that needs no licence
 	lic  *licensing.Service
 
@@ -66,7 +70,7 @@ func (d *Daemon) startConnector(ctx context.Context, cfg *config.Config, cn *con
 	if err := os.MkdirAll(stateDir, 0o700); err != nil {
 		return fmt.Errorf("connector %s: state directory: %w", cn.Name, err)
 	}
-	publicURL := strings.TrimRight(cfg.HTTP.PublicURL, "/")
+	publicURL := strings.TrimRight(cfg.HTTP.Public.URL, "/")
 	routeURL := ""
 	if publicURL != "" {
 		routeURL = publicURL + "/crm/" + cn.Name
@@ -83,7 +87,7 @@ func (d *Daemon) startConnector(ctx context.Context, cfg *config.Config, cn *con
 		Metrics:           prometheus.WrapRegistererWith(prometheus.Labels{"connector": cn.Name}, d.reg),
 		StateDir:          stateDir,
 		Calls:             d.store.CallState(cn.Name),
-		Originator:        d.originatorFor(cn),
+		Originator:        &gatedOriginator{d: d, connector: cn.Name, pbx: cn.PBX},
 		PublicURL:         publicURL,
 		RouteURL:          routeURL,
 		Recordings:        d.recordings(cfg),
@@ -122,6 +126,7 @@ func (d *Daemon) startConnector(ctx context.Context, cfg *config.Config, cn *con
 		route:   r,
 		log:     log,
 		done:    make(chan struct{}),
+		queries: rate.NewLimiter(routerQueriesPerSecond, routerQueryBurst),
 	}
 	for range liveWorkers {
 		c.live = append(c.live, make(chan call.Live, liveQueue))
@@ -172,7 +177,7 @@ func (d *Daemon) startConnector(ctx context.Context, cfg *config.Config, cn *con
 	}()
 
 	if hr, ok := adapter.(crm.HTTPRoutes); ok {
-		d.httpMux.mount(cn.Name, hr.Routes())
+		d.publicMux.mount(cn.Name, hr.Routes())
 	}
 	d.unitsMu.Lock()
 	d.conns[cn.Name] = c
@@ -198,7 +203,7 @@ func (d *Daemon) stopConnector(name string) {
 	if !ok {
 		return
 	}
-	d.httpMux.unmount(name)
+	d.publicMux.unmount(name)
 	c.cancel()
 	<-c.done
 	if !c.free {
@@ -327,35 +332,6 @@ func (c *connRT) seatSkip(rec *call.Record) string {
 		}
 	}
 	return fmt.Sprintf("extensions %s are beyond the licence's seats: no CRM actions for this call", strings.Join(exts, ", "))
-}
-
-// originatorFor returns the click-to-call originator of the connector's first PBX that has one.
-func (d *Daemon) originatorFor(cn *config.Connector) asterisk.Originator {
-	return &lazyOriginator{d: d, pbx: cn.PBX}
-}
-
-// lazyOriginator finds the PBX source at call time, so reloads that restart a PBX are followed.
-type lazyOriginator struct {
-	d   *Daemon
-	pbx []string
-}
-
-func (o *lazyOriginator) Originate(ctx context.Context, req asterisk.OriginateRequest) (asterisk.OriginateResult, error) {
-	o.d.unitsMu.Lock()
-	var org asterisk.Originator
-	for _, name := range o.pbx {
-		if p, ok := o.d.pbxs[name]; ok {
-			if og, ok := p.source.(asterisk.Originator); ok {
-				org = og
-				break
-			}
-		}
-	}
-	o.d.unitsMu.Unlock()
-	if org == nil {
-		return asterisk.OriginateResult{}, fmt.Errorf("click-to-call: %w", asterisk.ErrNotConnected)
-	}
-	return org.Originate(ctx, req)
 }
 
 // crmHTTPClient is the instrumented HTTP client adapters build on: it times every CRM request,

@@ -116,7 +116,7 @@ func TestCrashLosesNothing(t *testing.T) {
 pbx:
   - {name: lab, ami: {host: 127.0.0.1, port: 1, username: u, secret: s}}
 state_dir: %[1]s/state
-http: {listen: ""}
+http: {admin: {listen: ""}}
 admin: {socket: %[2]s}
 licensing: {dir: %[1]s/licenses.d}
 dispatch: {workers: 4, backoff_min: 5ms, backoff_max: 20ms, drain_timeout: 1s}

@@ -15,7 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
+	"net"
 	"os"
 	"path/filepath"
 	"sync"
@@ -26,6 +26,7 @@ import (
 
 	"github.com/pbxbridge/pbxbridge/asterisk"
 	"github.com/pbxbridge/pbxbridge/asterisk/numbers"
+	"github.com/pbxbridge/pbxbridge/connector/admin"
 	"github.com/pbxbridge/pbxbridge/connector/config"
 	"github.com/pbxbridge/pbxbridge/connector/dispatch"
 	"github.com/pbxbridge/pbxbridge/connector/outbox"
@@ -55,8 +56,10 @@ type Options struct {
 	Licensing licensing.Options
 	// OnDelivered is called after each successful delivery (the demo prints a line).
 	OnDelivered func(connector string, rec *call.Record)
-	// HTTPListener, when set, is used instead of listening on http.listen (tests, the demo).
-	HTTPListener func() (listenerCloser, error)
+	// PublicListener and AdminListener, when set, are used instead of listening on
+	// http.public.listen and http.admin.listen (tests, the demo).
+	PublicListener func() (net.Listener, error)
+	AdminListener  func() (net.Listener, error)
 	// Resolve, when set, rewrites the host:port CRM requests dial (the demo sends the reserved
 	// demo-*.invalid hosts to its fake CRMs on loopback).
 	Resolve func(addr string) string
@@ -89,7 +92,9 @@ type Daemon struct {
 	ready     atomic.Bool
 	startedAt time.Time
 	recent    *recentCalls
-	httpMux   *dynamicMux
+	click     *clickGate
+	publicMux *publicMux
+	adminMux  *routeMux
 
 	recOnce sync.Once
 	rec     *recordings.Server
@@ -119,21 +124,23 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 	}
 	reg := prometheus.NewRegistry()
 	d := &Daemon{
-		opts:    opts,
-		log:     log,
-		level:   level,
-		now:     opts.Now,
-		reg:     reg,
-		cfg:     cfg,
-		norm:    norm,
-		conns:   map[string]*connRT{},
-		pbxs:    map[string]*pbxRT{},
-		recent:  newRecentCalls(200),
-		httpMux: newDynamicMux(),
+		opts:      opts,
+		log:       log,
+		level:     level,
+		now:       opts.Now,
+		reg:       reg,
+		cfg:       cfg,
+		norm:      norm,
+		conns:     map[string]*connRT{},
+		pbxs:      map[string]*pbxRT{},
+		recent:    newRecentCalls(200),
+		publicMux: newPublicMux(),
+		adminMux:  newRouteMux(),
 	}
 	if d.pages, err = loadPages(); err != nil {
 		return nil, fmt.Errorf("status page templates: %w", err)
 	}
+	d.click = newClickGate(norm, d.now)
 	d.m = newMetrics(reg, d, opts.Version)
 	d.dm = dispatch.NewMetrics(reg)
 	empty := []*connRT{}
@@ -267,7 +274,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	readyDone := make(chan struct{})
 	go func() { defer close(readyDone); d.waitReady(ctx) }()
 
-	d.log.Info("pbxbridge running", "version", d.opts.Version, "pbx", len(cfg.PBX), "connectors", len(cfg.Connectors), "http", cfg.HTTP.Listen)
+	d.log.Info("pbxbridge running", "version", d.opts.Version, "pbx", len(cfg.PBX), "connectors", len(cfg.Connectors), "admin_http", cfg.HTTP.Admin.Listen, "public_http", cfg.HTTP.Public.Listen)
 	d.loop(ctx)
 	<-readyDone
 
@@ -391,9 +398,6 @@ func (d *Daemon) publishRoutes() {
 	d.rt.Store(&list)
 }
 
-// ServeHTTP exposes the daemon's public handler (tests).
-func (d *Daemon) ServeHTTP(w http.ResponseWriter, r *http.Request) { d.httpMux.ServeHTTP(w, r) }
-
 // Outbox returns the open outbox (nil before Run opened it).
 func (d *Daemon) Outbox() *outbox.Store {
 	d.unitsMu.Lock()
@@ -467,3 +471,6 @@ func (m licenceMirror) Load(ctx context.Context) ([]byte, error) {
 func (m licenceMirror) Save(ctx context.Context, blob []byte) error {
 	return m.store.SetMeta(ctx, licenceMirrorName, blob)
 }
+
+// Recent returns the last finished calls, newest first (the status page's list).
+func (d *Daemon) Recent() []admin.RecentCall { return d.recent.list() }

@@ -40,7 +40,7 @@ func testConfig(t *testing.T, addr string, fakeBlock string) string {
 	cfg := fmt.Sprintf(`
 state_dir: %[1]s/state
 log: {level: debug}
-http: {listen: ""}
+http: {admin: {listen: ""}}
 admin: {socket: %[1]s/admin.sock}
 licensing: {dir: %[1]s/licenses.d}
 recordings: {dir: %[1]s/no-recordings}
@@ -194,7 +194,7 @@ func TestDaemonDeliversPBXCalls(t *testing.T) {
 
 	// Metrics: the outbox and delivery series.
 	rec := httptest.NewRecorder()
-	d.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	d.AdminHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "http://127.0.0.1/metrics", nil))
 	if rec.Code != http.StatusOK {
 		t.Fatalf("/metrics: %d", rec.Code)
 	}
@@ -247,7 +247,7 @@ func TestDaemonDeliversPBXCalls(t *testing.T) {
 			t.Errorf("Call(%.20q): %v, want \"no call\"", unknown, err)
 		}
 		rec := httptest.NewRecorder()
-		d.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/calls/"+unknown, nil))
+		d.AdminHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "http://127.0.0.1/calls/"+unknown, nil))
 		if rec.Code != http.StatusNotFound {
 			t.Errorf("GET /calls/%.20s: %d, want 404", unknown, rec.Code)
 		}
@@ -255,7 +255,7 @@ func TestDaemonDeliversPBXCalls(t *testing.T) {
 
 	// Readiness.
 	rec = httptest.NewRecorder()
-	d.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil))
+	d.AdminHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "http://127.0.0.1/readyz", nil))
 	if rec.Code != http.StatusOK {
 		t.Errorf("/readyz: %d %s", rec.Code, rec.Body)
 	}
@@ -332,19 +332,19 @@ func TestStatusPageRenders(t *testing.T) {
 		return len(rows) == 1
 	})
 	rec := httptest.NewRecorder()
-	d.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/", nil))
+	d.AdminHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "http://127.0.0.1/", nil))
 	body := rec.Body.String()
 	if rec.Code != http.StatusOK || !strings.Contains(body, `data-connector="crm"`) || !strings.Contains(body, "crm: delivered") {
 		t.Fatalf("status page %d:\n%s", rec.Code, body)
 	}
 	key := adapter.Delivered()[0].Key
 	rec = httptest.NewRecorder()
-	d.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/calls/"+key, nil))
+	d.AdminHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "http://127.0.0.1/calls/"+key, nil))
 	if rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), `data-kind="delivered"`) {
 		t.Fatalf("call page %d:\n%s", rec.Code, rec.Body.String())
 	}
 	rec = httptest.NewRecorder()
-	d.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/actions/retry-dead", nil))
+	d.AdminHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "http://127.0.0.1/actions/retry-dead", nil))
 	if rec.Code != http.StatusUnauthorized {
 		t.Fatalf("an unauthenticated action answered %d", rec.Code)
 	}

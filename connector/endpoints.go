@@ -1,7 +1,6 @@
 package connector
 
 import (
-	"net/http"
 	"sort"
 
 	"github.com/pbxbridge/pbxbridge/connector/admin"
@@ -30,16 +29,6 @@ func (d *Daemon) recordings(cfg *config.Config) crm.Recordings {
 		return nil
 	}
 	return d.rec
-}
-
-// mountExtra adds the status page and the recordings endpoint.
-func (d *Daemon) mountExtra(mux *http.ServeMux, cfg *config.Config) {
-	mux.HandleFunc("GET /{$}", d.statusPage)
-	mux.HandleFunc("GET /calls/{key...}", d.callPage)
-	mux.HandleFunc("POST /actions/retry-dead", d.retryDead)
-	if rec := d.recordings(cfg); rec != nil && d.rec.Links() {
-		mux.Handle(d.rec.Pattern(), d.rec)
-	}
 }
 
 func sortChecks(cs []admin.Check) {

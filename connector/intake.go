@@ -17,6 +17,7 @@ import (
 	"github.com/pbxbridge/pbxbridge/connector/config"
 	"github.com/pbxbridge/pbxbridge/connector/outbox"
 	"github.com/pbxbridge/pbxbridge/crm/call"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // maxHeldRecords bounds the finished calls held in memory while the outbox cannot write (disk
@@ -24,7 +25,10 @@ import (
 // affected: Asterisk does not wait for its AMI clients.
 const maxHeldRecords = 50000
 
-// pbxRT is one running PBX: its source, its call model and the enqueuer of finished calls.
+// pbxRT is one running PBX: its source, its call model and the enqueuer of finished calls. The
+// source can be replaced while the model keeps its calls (a reload that changes only how to
+// reach the PBX: address, credentials); source, ready and firstSeen are guarded by
+// Daemon.unitsMu, like the pbxs map.
 type pbxRT struct {
 	name    string
 	cfg     config.PBX
@@ -43,6 +47,17 @@ type pbxRT struct {
 	ledger     *ledger
 	reconciled bool
 
+	events  chan asterisk.Event // from the source (and its successors) to the model
+	src     *sourceRT
+	quit    chan struct{} // closed by stop: the model drains, flushes and ends
+	done    chan struct{} // closed when the model, the enqueuers and the ledger have ended
+	stopped sync.Once
+}
+
+// sourceRT is one running source of a PBX.
+type sourceRT struct {
+	source asterisk.Source
+	reg    *unitRegisterer // its metrics, taken out of the registry when it stops
 	cancel context.CancelFunc
 	done   chan struct{}
 }
@@ -68,9 +83,10 @@ func (p *pbxRT) loggedIn() bool {
 	return false
 }
 
-// newSource builds the source of p; vars are the channel variables its call model reads
-// (callmodel.Options.Variables), whose VarSet events the AMI source passes whole.
-func (d *Daemon) newSource(p config.PBX, vars []string) (asterisk.Source, error) {
+// newSource builds the source of p, registering its metrics on reg; vars are the channel
+// variables its call model reads (callmodel.Options.Variables), whose VarSet events the AMI
+// source passes whole.
+func (d *Daemon) newSource(p config.PBX, vars []string, reg prometheus.Registerer) (asterisk.Source, error) {
 	if d.opts.NewSource != nil {
 		return d.opts.NewSource(p, d)
 	}
@@ -96,10 +112,10 @@ func (d *Daemon) newSource(p config.PBX, vars []string) (asterisk.Source, error)
 				AllowInUse:   p.Originate.AllowInUse,
 			},
 			Logger:     d.log.With("component", "ami"),
-			Registerer: d.reg,
+			Registerer: reg,
 		})
 	case "ari":
-		return newARISource(p, d)
+		return newARISource(p, d, reg)
 	}
 	return nil, fmt.Errorf("pbx %s: unknown type %q", p.Name, p.Type)
 }
@@ -117,22 +133,21 @@ func (d *Daemon) startPBX(ctx context.Context, pc *config.PBX) error {
 	if err != nil {
 		return fmt.Errorf("pbx %s: calls: %w", pc.Name, err)
 	}
-	src, err := d.newSource(*pc, opts.Variables())
-	if err != nil {
-		return fmt.Errorf("pbx %s: %w", pc.Name, err)
-	}
 	p := &pbxRT{
 		name:   pc.Name,
 		cfg:    *pc,
-		source: src,
 		log:    d.log.With("pbx", pc.Name),
 		d:      d,
 		held:   newRecordQueue(maxHeldRecords),
+		events: make(chan asterisk.Event, 1024),
+		quit:   make(chan struct{}),
 		done:   make(chan struct{}),
 	}
-	if r, ok := src.(interface{ Ready() <-chan struct{} }); ok {
-		p.ready = r.Ready()
+	src, err := p.startSource(ctx, *pc, opts.Variables())
+	if err != nil {
+		return fmt.Errorf("pbx %s: %w", pc.Name, err)
 	}
+	p.setSource(src)
 	p.builder = callmodel.NewBuilder(opts, p)
 	p.ledger = newLedger(d.store, pc.Name, p.log, d.now)
 	// The ledger outlives the source: it writes the records of the final Flush too.
@@ -140,16 +155,6 @@ func (d *Daemon) startPBX(ctx context.Context, pc *config.PBX) error {
 	ledgerDone := make(chan struct{})
 	go func() { defer close(ledgerDone); p.ledger.run(ledgerCtx) }()
 
-	srcCtx, cancel := context.WithCancel(ctx)
-	p.cancel = cancel
-	events := make(chan asterisk.Event, 1024)
-	srcDone := make(chan struct{})
-	go func() {
-		defer close(srcDone)
-		if err := src.Run(srcCtx, events); err != nil && !errors.Is(err, context.Canceled) {
-			p.log.Error("PBX source stopped", "err", err)
-		}
-	}()
 	var enq sync.WaitGroup
 	for range 4 {
 		enq.Add(1)
@@ -157,8 +162,8 @@ func (d *Daemon) startPBX(ctx context.Context, pc *config.PBX) error {
 	}
 	go func() {
 		defer close(p.done)
-		p.modelLoop(srcCtx, events, srcDone)
-		// The source has stopped: finish every open call from what is known.
+		p.modelLoop()
+		// The PBX stops: finish every open call from what is known.
 		p.builder.Flush(d.now(), true)
 		p.held.close()
 		enq.Wait()
@@ -173,22 +178,95 @@ func (d *Daemon) startPBX(ctx context.Context, pc *config.PBX) error {
 	return nil
 }
 
-// modelLoop feeds events to the call model until the source has stopped and its events are
-// consumed, and finishes calls that exceed the maximum age once a second.
-func (p *pbxRT) modelLoop(ctx context.Context, events chan asterisk.Event, srcDone <-chan struct{}) {
+// startSource builds and runs a source for pc that feeds p.events.
+func (p *pbxRT) startSource(ctx context.Context, pc config.PBX, vars []string) (*sourceRT, error) {
+	reg := newUnitRegisterer(p.d.reg)
+	src, err := p.d.newSource(pc, vars, reg)
+	if err != nil {
+		reg.unregisterAll()
+		return nil, err
+	}
+	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	s := &sourceRT{source: src, reg: reg, cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(s.done)
+		if err := src.Run(sctx, p.events); err != nil && !errors.Is(err, context.Canceled) {
+			p.log.Error("PBX source stopped", "err", err)
+		}
+	}()
+	return s, nil
+}
+
+// setSource makes s the PBX's source (under the daemon's units lock).
+func (p *pbxRT) setSource(s *sourceRT) {
+	p.d.unitsMu.Lock()
+	defer p.d.unitsMu.Unlock()
+	p.src, p.source, p.ready = s, s.source, nil
+	p.firstSeen.Store(false)
+	if r, ok := s.source.(interface{ Ready() <-chan struct{} }); ok {
+		p.ready = r.Ready()
+	}
+}
+
+// stopSource stops a source and takes its metrics out of the registry.
+func (s *sourceRT) stop() {
+	s.cancel()
+	<-s.done
+	s.reg.unregisterAll()
+}
+
+// swapSource replaces the PBX's source with one for pc (same call recognition, other
+// connection settings) while the call model keeps every call in progress: the new source's
+// first login takes a snapshot, which tells the model what happened meanwhile. If the new
+// source cannot be built, the old settings are restored.
+func (p *pbxRT) swapSource(ctx context.Context, pc config.PBX) error {
+	opts, err := pc.Calls.Compile(p.d.norm.Normalize)
+	if err != nil {
+		return fmt.Errorf("pbx %s: calls: %w", pc.Name, err)
+	}
+	old := p.cfg
+	p.src.stop()
+	s, err := p.startSource(ctx, pc, opts.Variables())
+	if err != nil {
+		back, berr := p.startSource(ctx, old, opts.Variables())
+		if berr == nil {
+			p.setSource(back)
+		}
+		return fmt.Errorf("pbx %s: %w", pc.Name, err)
+	}
+	p.setSource(s)
+	p.d.unitsMu.Lock()
+	p.cfg = pc
+	p.d.unitsMu.Unlock()
+	p.log.Info("PBX connection settings changed: reconnected, calls in progress kept")
+	return nil
+}
+
+// stop stops the source, then the model (which flushes its open calls into the outbox).
+func (p *pbxRT) stop() {
+	p.stopped.Do(func() {
+		p.src.stop()
+		close(p.quit)
+	})
+	<-p.done
+}
+
+// modelLoop feeds events to the call model until the PBX stops (its source has stopped and its
+// events are consumed), and finishes calls that exceed the maximum age once a second.
+func (p *pbxRT) modelLoop() {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for {
 		select {
-		case ev := <-events:
+		case ev := <-p.events:
 			p.apply(&ev)
 		case <-tick.C:
 			p.builder.Flush(p.d.now(), false)
 			p.d.m.openCalls.WithLabelValues(p.name).Set(float64(p.builder.Open()))
-		case <-srcDone:
+		case <-p.quit:
 			for {
 				select {
-				case ev := <-events:
+				case ev := <-p.events:
 					p.apply(&ev)
 				default:
 					return
@@ -199,11 +277,15 @@ func (p *pbxRT) modelLoop(ctx context.Context, events chan asterisk.Event, srcDo
 }
 
 func (p *pbxRT) apply(ev *asterisk.Event) {
+	boundEvent(ev, p.cut)
 	p.builder.Apply(ev)
 	if ev.Type == asterisk.TypeSnapshotEnd && !p.reconciled {
 		p.reconcile(ev)
 	}
 }
+
+// cut counts a field cut to its maximum length at intake.
+func (p *pbxRT) cut(kind string) { p.d.m.intakeCut.WithLabelValues(kind).Inc() }
 
 // reconcile finishes, at the first complete channel snapshot, the calls the previous run left
 // open that are no longer up (see the ledger).
@@ -285,22 +367,34 @@ func (d *Daemon) enqueue(ctx context.Context, rec *call.Record) error {
 			names = append(names, c.name)
 		}
 	}
-	d.recent.add(rec, names)
 	payload, err := json.Marshal(rec)
 	if err != nil {
 		return fmt.Errorf("encoding call %s: %w", rec.Key(), err)
 	}
-	// One durable commit per call: the rows and the timeline's "call" and "routing" entries.
-	entry := outbox.TimelineEntry{At: rec.EndedAt, Kind: "call", Summary: rec.Summary(), Detail: string(payload)}
-	if len(names) == 0 {
-		d.m.unrouted.WithLabelValues(string(rec.Direction)).Inc()
-		return d.store.AppendTimeline(ctx, rec.Key(), entry,
-			outbox.TimelineEntry{Kind: "routing", Summary: "not sent to any CRM: " + unroutedReason(rec, d.routes())})
+	// One durable commit per call: the rows and the timeline's "call" and "routing" entries
+	// (and who asked for it, for a click-to-call the daemon placed).
+	tl := []outbox.TimelineEntry{{At: rec.EndedAt, Kind: "call", Summary: rec.Summary(), Detail: string(payload)}}
+	if e, ok := d.click.timeline(rec); ok {
+		tl = append(tl, e)
 	}
+	if len(names) == 0 {
+		tl = append(tl, outbox.TimelineEntry{Kind: "routing", Summary: "not sent to any CRM: " + unroutedReason(rec, d.routes())})
+		if err := d.store.AppendTimeline(ctx, rec.Key(), tl...); err != nil {
+			return err
+		}
+		// Counted and listed once it is stored: a write retried after a full disk is one call.
+		d.m.unrouted.WithLabelValues(string(rec.Direction)).Inc()
+		d.recent.add(rec, names)
+		d.click.forget(rec.OriginateID)
+		return nil
+	}
+	tl = append(tl, outbox.TimelineEntry{Kind: "routing", Summary: "queued for " + strings.Join(names, ", ")})
 	if err := d.store.Enqueue(ctx, outbox.Entry{Key: rec.Key(), StartedAt: rec.StartedAt, Payload: payload, Connectors: names,
-		Timeline: []outbox.TimelineEntry{entry, {Kind: "routing", Summary: "queued for " + strings.Join(names, ", ")}}}); err != nil {
+		Timeline: tl}); err != nil {
 		return err
 	}
+	d.recent.add(rec, names)
+	d.click.forget(rec.OriginateID)
 	d.wake(names)
 	return nil
 }
@@ -335,8 +429,7 @@ func (d *Daemon) stopPBX(name string) {
 	if !ok {
 		return
 	}
-	p.cancel()
-	<-p.done
+	p.stop()
 	p.log.Info("PBX reader stopped")
 }
 

@@ -27,6 +27,10 @@ type metrics struct {
 	reloadOK          prometheus.Gauge
 	reloadTime        prometheus.Gauge
 	reloads           *prometheus.CounterVec
+	adminRefused      *prometheus.CounterVec
+	intakeCut         *prometheus.CounterVec
+	originates        *prometheus.CounterVec
+	routerThrottled   *prometheus.CounterVec
 }
 
 func newMetrics(reg *prometheus.Registry, d *Daemon, version string) *metrics {
@@ -80,11 +84,33 @@ func newMetrics(reg *prometheus.Registry, d *Daemon, version string) *metrics {
 			Namespace: "pbxbridge", Name: "config_reloads_total",
 			Help: "Configuration reloads by result.",
 		}, []string{"result"}),
+		adminRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "pbxbridge", Name: "http_admin_refused_total",
+			Help: "Requests the admin listener refused, by reason (token, host, cross_site).",
+		}, []string{"reason"}),
+		intakeCut: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "pbxbridge", Name: "intake_fields_truncated_total",
+			Help: "PBX event fields cut to their maximum length at intake (numbers and names 64 characters, other values 1024), by kind.",
+		}, []string{"kind"}),
+		originates: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "pbxbridge", Name: "click_to_call_requests_total",
+			Help: "Click-to-call requests from CRMs by connector and result (originated, failed, unlicensed, denied_number, rate_limited).",
+		}, []string{"connector", "result"}),
+		routerThrottled: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "pbxbridge", Name: "routing_queries_throttled_total",
+			Help: "/v1/responsible and /v1/lookup queries answered empty without asking the CRM, because the connector's query budget was spent.",
+		}, []string{"connector"}),
+	}
+	for _, r := range []string{"token", "host", "cross_site"} {
+		m.adminRefused.WithLabelValues(r)
+	}
+	for _, k := range []string{"number", "name", "value"} {
+		m.intakeCut.WithLabelValues(k)
 	}
 	m.reloadOK.Set(1)
 	m.reloadTime.SetToCurrentTime()
 	reg.MustRegister(m.crmDuration, m.crmRequests, m.live, m.calls, m.unrouted, m.endedUnseen, m.openCalls, m.heldRecords,
-		m.outboxWriteErrors, m.reloadOK, m.reloadTime, m.reloads)
+		m.outboxWriteErrors, m.reloadOK, m.reloadTime, m.reloads, m.adminRefused, m.intakeCut, m.originates, m.routerThrottled)
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	reg.MustRegister(buildInfo(version))
 	reg.MustRegister(&outboxCollector{d: d})
@@ -200,5 +226,57 @@ func (c *outboxCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descDead, prometheus.GaugeValue, 0, rt.name)
 		ch <- prometheus.MustNewConstMetric(descDone, prometheus.GaugeValue, 0, rt.name)
 		ch <- prometheus.MustNewConstMetric(descOldest, prometheus.GaugeValue, 0, rt.name)
+	}
+}
+
+// unitRegisterer is a Registerer for the metrics of one unit (a PBX source) that can take them
+// all back out of the daemon's registry when the unit stops: a reload that restarts a PBX then
+// registers its metrics again instead of failing with "already registered".
+type unitRegisterer struct {
+	reg prometheus.Registerer
+	mu  sync.Mutex
+	cs  []prometheus.Collector
+}
+
+func newUnitRegisterer(reg prometheus.Registerer) *unitRegisterer { return &unitRegisterer{reg: reg} }
+
+func (u *unitRegisterer) Register(c prometheus.Collector) error {
+	if err := u.reg.Register(c); err != nil {
+		return err
+	}
+	u.mu.Lock()
+	u.cs = append(u.cs, c)
+	u.mu.Unlock()
+	return nil
+}
+
+func (u *unitRegisterer) MustRegister(cs ...prometheus.Collector) {
+	for _, c := range cs {
+		if err := u.Register(c); err != nil {
+			panic(err)
+		}
+	}
+}
+
+func (u *unitRegisterer) Unregister(c prometheus.Collector) bool {
+	u.mu.Lock()
+	for i, x := range u.cs {
+		if x == c {
+			u.cs = append(u.cs[:i], u.cs[i+1:]...)
+			break
+		}
+	}
+	u.mu.Unlock()
+	return u.reg.Unregister(c)
+}
+
+// unregisterAll takes every collector registered through u out of the registry.
+func (u *unitRegisterer) unregisterAll() {
+	u.mu.Lock()
+	cs := u.cs
+	u.cs = nil
+	u.mu.Unlock()
+	for _, c := range cs {
+		u.reg.Unregister(c)
 	}
 }

@@ -46,3 +46,25 @@ func newLogger(w io.Writer, format string, level *slog.LevelVar) *slog.Logger {
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
 }
+
+// redactNumber masks a phone number in a log line when log.redact_numbers is on.
+func (d *Daemon) redactNumber(n string) string {
+	if !d.Config().Log.RedactNumbers {
+		return n
+	}
+	return RedactNumber(n)
+}
+
+// RedactNumber masks the middle of a phone number, keeping enough to tell calls apart in a log:
+// the first five and the last four characters (+7916***4567); shorter numbers keep their last
+// two (10***23 is never printed for extensions of five characters or fewer, which stay whole).
+func RedactNumber(n string) string {
+	r := []rune(n)
+	switch {
+	case len(r) <= 5:
+		return n
+	case len(r) <= 9:
+		return string(r[:2]) + "***" + string(r[len(r)-2:])
+	}
+	return string(r[:5]) + "***" + string(r[len(r)-4:])
+}

@@ -44,7 +44,8 @@ func (d *Daemon) Reload(ctx context.Context) error {
 		old, new any
 	}{
 		{"state_dir", old.StateDir, cfg.StateDir},
-		{"http.listen", old.HTTP.Listen, cfg.HTTP.Listen},
+		{"http.public.listen", old.HTTP.Public.Listen, cfg.HTTP.Public.Listen},
+		{"http.admin.listen", old.HTTP.Admin.Listen, cfg.HTTP.Admin.Listen},
 		{"admin.socket", old.Admin.Socket, cfg.Admin.Socket},
 		{"licensing.dir", old.Licensing.Dir, cfg.Licensing.Dir},
 		{"log.format", old.Log.Format, cfg.Log.Format},
@@ -56,7 +57,7 @@ func (d *Daemon) Reload(ctx context.Context) error {
 	_ = d.level.UnmarshalText([]byte(cfg.Log.Level))
 
 	unitCtx := context.WithoutCancel(ctx)
-	dispatchChanged := !reflect.DeepEqual(old.Dispatch, cfg.Dispatch) || old.HTTP.PublicURL != cfg.HTTP.PublicURL ||
+	dispatchChanged := !reflect.DeepEqual(old.Dispatch, cfg.Dispatch) || old.HTTP.Public.URL != cfg.HTTP.Public.URL ||
 		!reflect.DeepEqual(old.Recordings, cfg.Recordings)
 
 	// Connectors.
@@ -106,6 +107,18 @@ func (d *Daemon) Reload(ctx context.Context) error {
 		op, existed := oldPBX[p.Name]
 		delete(oldPBX, p.Name)
 		if existed && reflect.DeepEqual(op, p) {
+			continue
+		}
+		d.unitsMu.Lock()
+		running := d.pbxs[p.Name]
+		d.unitsMu.Unlock()
+		if existed && running != nil && reflect.DeepEqual(op.Calls, p.Calls) {
+			// Only how to reach the PBX changed (address, secret, type, originate): a new
+			// source, the same call model: calls in progress are kept.
+			if err := running.swapSource(unitCtx, p); err != nil {
+				d.log.Error("reconnecting the PBX after reload", "pbx", p.Name, "err", err)
+				failed = errors.Join(failed, err)
+			}
 			continue
 		}
 		if existed {

@@ -2,6 +2,9 @@ package connector_test
 
 import (
 	"context"
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
 	"sync"
@@ -136,4 +139,93 @@ func gauge(t *testing.T, d *connector.Daemon, name string) float64 {
 	}
 	t.Fatalf("no gauge %s", name)
 	return 0
+}
+
+// A reload that changes a pbx block applies it and calls keep flowing: the AMI secret rotated
+// and the PBX moved to another address (the source is replaced, calls in progress are kept: a
+// call in flight across the change comes out whole, not flushed), then the call recognition
+// changed (the PBX restarts). At 1bda728 any pbx change failed with "registering metrics for pbx
+// "lab": already registered": AMI stayed down while /readyz said ready.
+func TestReloadPBXBlock(t *testing.T) {
+	old, err := fakepbx.Start(fakepbx.Config{Speed: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close()
+	path := testConfig(t, old.Addr(), "")
+	cfg, err := config.Load(path, func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := connector.New(cfg, connector.Options{Version: "test", Notify: func(string) {}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	waitFor(t, 10*time.Second, "daemon ready", func() bool { return d.Ready() })
+	adapter := d.Adapter("crm").(*fake.Adapter)
+	ready := func() bool {
+		rec := httptest.NewRecorder()
+		d.AdminHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "http://127.0.0.1/readyz", nil))
+		return rec.Code == http.StatusOK
+	}
+	reload := func(from, to string) {
+		t.Helper()
+		b, _ := os.ReadFile(path)
+		if !strings.Contains(string(b), from) {
+			t.Fatalf("config lacks %q", from)
+		}
+		if err := os.WriteFile(path, []byte(strings.Replace(string(b), from, to, 1)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := d.Reload(context.Background()); err != nil {
+			t.Fatalf("reload %q → %q: %v", from, to, err)
+		}
+	}
+	delivered := func(n int, what string) {
+		t.Helper()
+		waitFor(t, 20*time.Second, what, func() bool { return len(adapter.Delivered()) == n })
+	}
+
+	// The PBX moves and its secret rotates, while a call is in flight on the old one.
+	moved, err := fakepbx.Start(fakepbx.Config{Speed: 10, Secret: "rotated-secret"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer moved.Close()
+	flight, _ := old.Play(context.Background(), "inbound_answered")
+	waitFor(t, 10*time.Second, "the call to ring", func() bool { return flight.Position() > 500*time.Millisecond })
+	_, oldPort, _ := net.SplitHostPort(old.Addr())
+	_, newPort, _ := net.SplitHostPort(moved.Addr())
+	reload("port: "+oldPort+", username: pbxbridge, secret: secret", "port: "+newPort+", username: pbxbridge, secret: rotated-secret")
+	waitFor(t, 10*time.Second, "a login on the new PBX and /readyz", func() bool { return moved.Stats().Logins == 1 && ready() })
+	<-flight.Done()
+	// The old PBX's call ended while the daemon was on the new one: the snapshot there does not
+	// list it, so the model finishes it from what it knew, flagged resynced, never flushed.
+	delivered(1, "the call in flight across the change")
+	if rec := adapter.Delivered()[0].Record; rec.HasFlag("flushed") {
+		t.Errorf("the call in flight was flushed by the reload: %+v", rec)
+	}
+	next, _ := moved.Play(context.Background(), "outbound_answered")
+	<-next.Done()
+	delivered(2, "a call on the moved PBX")
+
+	// The call recognition changes: the PBX restarts with a new model, and its metrics register
+	// again.
+	reload("did_variables: [FROM_DID, LAB_DID]", "did_variables: [FROM_DID, LAB_DID, OTHER_DID]")
+	waitFor(t, 10*time.Second, "/readyz after the restart", ready)
+	again, _ := moved.Play(context.Background(), "inbound_missed")
+	<-again.Done()
+	delivered(3, "a call after the model changed")
+	if v := gauge(t, d, "pbxbridge_config_last_reload_successful"); v != 1 {
+		t.Fatalf("reload metric = %v", v)
+	}
 }

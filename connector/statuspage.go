@@ -207,12 +207,14 @@ func (d *Daemon) render(w http.ResponseWriter, t *template.Template, v any) {
 	}
 }
 
-// retryDead re-queues dead letters from the status page (needs http.status_token).
+// retryDead re-queues dead letters from the status page. It needs http.admin.token as a Bearer
+// token (set by the page's script, never by a browser on its own, so another site cannot make an
+// operator's browser do it).
 func (d *Daemon) retryDead(w http.ResponseWriter, r *http.Request) {
-	token := d.Config().HTTP.StatusToken
-	got := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
+	token := d.Config().HTTP.Admin.Token
+	got, _ := bearer(r)
 	if !token.IsSet() || subtle.ConstantTimeCompare([]byte(got), []byte(token.Value())) != 1 {
-		http.Error(w, "actions need Authorization: Bearer <http.status_token>", http.StatusUnauthorized)
+		http.Error(w, "actions need Authorization: Bearer <http.admin.token>", http.StatusUnauthorized)
 		return
 	}
 	n, err := d.store.Requeue(r.Context(), outbox.Filter{Connector: r.URL.Query().Get("connector")})

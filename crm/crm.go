@@ -180,7 +180,7 @@ type Params struct {
 	// Originator places click-to-call calls on the PBX that serves this connector; nil when
 	// no PBX supports originate.
 	Originator asterisk.Originator
-	// PublicURL is the daemon's externally reachable base URL (config http.public_url), used to
+	// PublicURL is the daemon's externally reachable base URL (config http.public.url), used to
 	// build webhook, OAuth redirect and recording links; "" when not configured.
 	PublicURL string
 	// RouteURL is PublicURL joined with this instance's route prefix (/crm/<name>).

@@ -17,6 +17,13 @@ func WithTrace(ctx context.Context, fn TraceFunc) context.Context {
 	return context.WithValue(ctx, traceKey{}, fn)
 }
 
+// Tracing reports whether ctx records a timeline, so callers build (and redact) details only
+// when someone reads them.
+func Tracing(ctx context.Context) bool {
+	fn, ok := ctx.Value(traceKey{}).(TraceFunc)
+	return ok && fn != nil
+}
+
 // Trace records a timeline step if ctx carries a TraceFunc; it is a no-op otherwise. Callers
 // must redact secrets from detail first.
 func Trace(ctx context.Context, kind, summary, detail string) {

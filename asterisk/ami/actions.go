@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/pbxbridge/pbxbridge/asterisk/internal/transport"
 )
 
 // Ping sends a Ping and returns the round-trip time.
@@ -86,7 +88,7 @@ func (c *Conn) ExtensionState(ctx context.Context, exten, dialplanContext string
 	s := strings.TrimSpace(res.Get("Status"))
 	n, err := strconv.Atoi(s)
 	if err != nil {
-		return st, fmt.Errorf("ami: extensionstate: status %q is not a number", truncate(s, 20))
+		return st, fmt.Errorf("ami: extensionstate: status %q is not a number", transport.Truncate(s, 20))
 	}
 	st.Status = n
 	return st, nil
@@ -138,7 +140,7 @@ func (c *Conn) Originate(ctx context.Context, d OriginateData) (*Response, error
 	for _, v := range d.Variables {
 		if strings.ContainsRune(v, ',') {
 			name, _, _ := strings.Cut(v, "=")
-			return nil, fmt.Errorf("ami: originate: variable %s: value contains ',' (AMI splits Variable on commas)", truncate(name, 40))
+			return nil, fmt.Errorf("ami: originate: variable %s: value contains ',' (AMI splits Variable on commas)", transport.Truncate(name, 40))
 		}
 		a = a.Set("Variable", v)
 	}

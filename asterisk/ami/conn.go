@@ -111,8 +111,11 @@ func (e *dialError) Error() string { return e.err.Error() }
 func (e *dialError) Unwrap() error { return e.err }
 
 // dial opens a Conn; filter (nil: none) is installed on its Reader before the first frame, tap
-// (nil: none) receives a copy of every byte read.
+// (nil: none) receives a copy of every byte read, m (nil: none) the metrics.
 func dial(ctx context.Context, opts Options, m *metrics, tap io.Writer, filter *Filter) (*Conn, error) {
+	if m == nil {
+		m = noMetrics
+	}
 	cctx, cancel := context.WithTimeout(ctx, opts.ConnectTimeout)
 	defer cancel()
 	nc, err := opts.Dialer(cctx, "tcp", opts.Address)
@@ -389,7 +392,7 @@ func (c *Conn) readLoop() {
 		}
 		if err != nil {
 			if errors.Is(err, ErrFrameTooLarge) {
-				c.m.drop(DropTooLarge)
+				c.m.Drop(DropTooLarge)
 				c.log.Warn("ami: dropped a frame over the size limit", "pbx", c.opts.Name, "limit", MaxFrameSize)
 				continue
 			}
@@ -475,7 +478,7 @@ func (c *Conn) dispatch(f *Frame, at time.Time) {
 	h := scanHeader(f)
 	if h.actionID == "" {
 		if h.isResponse() {
-			c.m.drop(DropOrphanResp)
+			c.m.Drop(DropOrphanResp)
 			return
 		}
 		c.deliver(f, at)
@@ -487,9 +490,9 @@ func (c *Conn) dispatch(f *Frame, at time.Time) {
 		c.mu.Unlock()
 		switch {
 		case h.isResponse():
-			c.m.drop(DropOrphanResp)
+			c.m.Drop(DropOrphanResp)
 		case strings.HasPrefix(h.actionID, c.prefix) && h.event != "OriginateResponse":
-			c.m.drop(DropLateListEvent) // a list event of an action that gave up
+			c.m.Drop(DropLateListEvent) // a list event of an action that gave up
 		default:
 			c.deliver(f, at) // e.g. another client's OriginateResponse
 		}
@@ -532,7 +535,7 @@ func (c *Conn) dispatch(f *Frame, at time.Time) {
 				req.events = append(req.events, f)
 			} else {
 				req.overflow = true
-				c.m.drop(DropListOverflow)
+				c.m.Drop(DropListOverflow)
 			}
 			if h.isListEnd() {
 				done = req.result()

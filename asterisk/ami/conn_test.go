@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
 )
@@ -121,6 +122,7 @@ func drain(t *testing.T, c *Conn, timeout time.Duration) []string {
 // TestEventsBeforeEOFAreDelivered is goami defect A: events the PBX sent right before closing
 // must all be delivered, every time.
 func TestEventsBeforeEOFAreDelivered(t *testing.T) {
+	t.Parallel()
 	addr := scripted(t, func(p *peer) {
 		if !p.login() {
 			return
@@ -151,6 +153,7 @@ func TestEventsBeforeEOFAreDelivered(t *testing.T) {
 // TestLoginWhenServerClosesRightAfterReply: the login response must not be lost to the EOF
 // that follows it.
 func TestLoginWhenServerClosesRightAfterReply(t *testing.T) {
+	t.Parallel()
 	addr := scripted(t, func(p *peer) { p.login() })
 	for run := range 20 {
 		c, err := Dial(context.Background(), testOptions(addr))
@@ -162,6 +165,7 @@ func TestLoginWhenServerClosesRightAfterReply(t *testing.T) {
 }
 
 func TestLoginRejected(t *testing.T) {
+	t.Parallel()
 	addr := scripted(t, func(p *peer) {
 		f, err := p.next()
 		if err != nil {
@@ -179,6 +183,7 @@ func TestLoginRejected(t *testing.T) {
 }
 
 func TestDialErrors(t *testing.T) {
+	t.Parallel()
 	// Nothing listens: connection refused.
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
 	addr := ln.Addr().String()
@@ -238,6 +243,7 @@ func TestDialErrors(t *testing.T) {
 // between and after the responses. Responses never reach the event stream and events never
 // break an action.
 func TestActionsWhileEventsStream(t *testing.T) {
+	t.Parallel()
 	const pings = 200
 	addr := scripted(t, func(p *peer) {
 		if !p.login() {
@@ -322,6 +328,7 @@ func TestActionsWhileEventsStream(t *testing.T) {
 // TestLateAndOrphanFrames: a response that arrives after its action gave up, and list events of
 // an abandoned list, are dropped and counted, never delivered as events.
 func TestLateAndOrphanFrames(t *testing.T) {
+	t.Parallel()
 	release := make(chan struct{})
 	addr := scripted(t, func(p *peer) {
 		if !p.login() {
@@ -341,7 +348,11 @@ func TestLateAndOrphanFrames(t *testing.T) {
 			"Event: Last\r\n\r\n")
 		_, _ = p.next()
 	})
-	m, _ := newMetrics(nil, "t")
+	reg := prometheus.NewRegistry()
+	m, err := newMetrics(reg, "t")
+	if err != nil {
+		t.Fatal(err)
+	}
 	o := testOptions(addr).withDefaults()
 	c, err := dial(context.Background(), o, m, nil, nil)
 	if err != nil {
@@ -365,17 +376,21 @@ func TestLateAndOrphanFrames(t *testing.T) {
 	if got := strings.Join(names, ","); got != "OriginateResponse,Last" {
 		t.Errorf("events %q, want another client's OriginateResponse and Last only", got)
 	}
-	if n := testutil.ToFloat64(m.dropped.WithLabelValues(DropOrphanResp)); n != 2 {
-		t.Errorf("orphan responses %v, want 2", n)
-	}
-	if n := testutil.ToFloat64(m.dropped.WithLabelValues(DropLateListEvent)); n != 2 {
-		t.Errorf("late list events %v, want 2", n)
+	want := `
+# HELP pbxbridge_ami_frames_dropped_total AMI frames dropped, by reason (too_large, orphan_response, late_list_event, list_overflow).
+# TYPE pbxbridge_ami_frames_dropped_total counter
+pbxbridge_ami_frames_dropped_total{pbx="t",reason="late_list_event"} 2
+pbxbridge_ami_frames_dropped_total{pbx="t",reason="orphan_response"} 2
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "pbxbridge_ami_frames_dropped_total"); err != nil {
+		t.Error(err)
 	}
 }
 
 // TestKeepaliveDetectsDeadPeer: a PBX that stops answering (half-open TCP) is detected within
 // PingInterval + PingTimeout.
 func TestKeepaliveDetectsDeadPeer(t *testing.T) {
+	t.Parallel()
 	addr := scripted(t, func(p *peer) {
 		if !p.login() {
 			return
@@ -404,6 +419,7 @@ func TestKeepaliveDetectsDeadPeer(t *testing.T) {
 // TestSlowConsumerIsNotADeadPeer: while the consumer does not drain Events() the reader waits;
 // that time must not count against the keepalive.
 func TestSlowConsumerIsNotADeadPeer(t *testing.T) {
+	// Not parallel: it measures real-time keepalive bounds, which a loaded CPU stretches.
 	addr := scripted(t, func(p *peer) {
 		if !p.login() {
 			return
@@ -449,6 +465,7 @@ func TestSlowConsumerIsNotADeadPeer(t *testing.T) {
 }
 
 func TestCloseIsIdempotentAndUnblocks(t *testing.T) {
+	t.Parallel()
 	addr := scripted(t, func(p *peer) {
 		if !p.login() {
 			return
@@ -481,6 +498,7 @@ func TestCloseIsIdempotentAndUnblocks(t *testing.T) {
 }
 
 func TestActionRefusedAndInjection(t *testing.T) {
+	t.Parallel()
 	addr := scripted(t, func(p *peer) {
 		if !p.login() {
 			return

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"strings"
+
+	"github.com/pbxbridge/pbxbridge/asterisk/internal/transport"
 )
 
 // Limits of the frame reader. A line longer than MaxLineSize (including its line ending) or a
@@ -230,7 +232,7 @@ func (r *Reader) ReadBanner() (string, error) {
 	}
 	banner := string(line)
 	if !strings.HasPrefix(banner, "Asterisk Call Manager/") {
-		return banner, fmt.Errorf("ami: unexpected banner %q (is this an AMI port?)", truncate(banner, 80))
+		return banner, fmt.Errorf("ami: unexpected banner %q (is this an AMI port?)", transport.Truncate(banner, 80))
 	}
 	return banner, nil
 }
@@ -522,11 +524,4 @@ func splitField(line []byte) (key, value []byte, ok bool) {
 		}
 	}
 	return nil, nil, false
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
 }

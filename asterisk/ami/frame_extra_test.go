@@ -36,6 +36,7 @@ func readAll(t *testing.T, in string) (frames []*Frame, dropped int, end error) 
 const banner = "Asterisk Call Manager/11.0.0\r\n"
 
 func TestReaderFraming(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name    string
 		in      string
@@ -147,6 +148,7 @@ func TestReaderFraming(t *testing.T) {
 }
 
 func TestReadBannerRejectsNonAMI(t *testing.T) {
+	t.Parallel()
 	r := NewReader(strings.NewReader("SSH-2.0-OpenSSH_9.6\r\n"))
 	if _, err := r.ReadBanner(); err == nil || !strings.Contains(err.Error(), "unexpected banner") {
 		t.Fatalf("got %v, want unexpected banner", err)
@@ -159,6 +161,7 @@ func TestReadBannerRejectsNonAMI(t *testing.T) {
 
 // TestFrameRoundTrip checks that AppendTo writes what Reader reads back, over every transcript.
 func TestFrameRoundTrip(t *testing.T) {
+	t.Parallel()
 	for _, name := range transcripts.Scenarios() {
 		data, err := transcripts.AMI(name)
 		if err != nil {
@@ -194,6 +197,7 @@ func TestFrameRoundTrip(t *testing.T) {
 }
 
 func TestFrameLookup(t *testing.T) {
+	t.Parallel()
 	f := &Frame{Fields: []Field{{"Event", "CEL"}, {"CallerIDnum", "101"}, {"ActionID", "a"}, {"Response", "Success"}}}
 	if got := f.Get("CallerIDNum"); got != "101" {
 		t.Errorf("case-insensitive Get: %q", got)
@@ -210,6 +214,7 @@ func TestFrameLookup(t *testing.T) {
 }
 
 func TestActionEncoding(t *testing.T) {
+	t.Parallel()
 	a := Action{Name: "Originate", ID: "x1"}.Set("Channel", "PJSIP/101").Set("Variable", "A=1").Set("Variable", "B=2")
 	got, err := a.AppendTo(nil)
 	if err != nil {
@@ -242,6 +247,7 @@ func TestActionEncoding(t *testing.T) {
 }
 
 func TestBackoffDelay(t *testing.T) {
+	t.Parallel()
 	b := Backoff{Initial: 100e6, Max: 1e9, Multiplier: 2, Rand: func() float64 { return 0 }}
 	// Lower bound (jitter 0) is half the exponential step, capped.
 	want := []int64{50e6, 100e6, 200e6, 400e6, 500e6, 500e6}

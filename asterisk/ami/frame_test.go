@@ -13,6 +13,7 @@ import (
 )
 
 func TestReadTranscripts(t *testing.T) {
+	t.Parallel()
 	for _, name := range transcripts.Scenarios() {
 		t.Run(name, func(t *testing.T) {
 			data, err := transcripts.AMI(name)
@@ -54,6 +55,7 @@ func TestReadTranscripts(t *testing.T) {
 }
 
 func TestReadFrameTolerance(t *testing.T) {
+	t.Parallel()
 	long := strings.Repeat("x", MaxFrameSize+10)
 	in := "Asterisk Call Manager/11.0.0\n" +
 		"Event: A\nKey: v: with colon\n\n" + // \n endings, value with ": "

@@ -27,6 +27,7 @@ var recv = time.Date(2026, 11, 22, 0, 0, 0, 0, time.UTC)
 // TestToEventTranscripts normalises every frame of every transcript: each event the meta file
 // counts is recognised (no TypeUnknown for a name the model uses), and the counts agree.
 func TestToEventTranscripts(t *testing.T) {
+	t.Parallel()
 	for _, name := range transcripts.Scenarios() {
 		src, err := transcripts.AMI(name)
 		if err != nil {
@@ -93,6 +94,7 @@ func TestToEventTranscripts(t *testing.T) {
 }
 
 func TestToEventFields(t *testing.T) {
+	t.Parallel()
 	// The Originate's own dial has no Channel: only the destination.
 	ev, ok := ToEvent(frame(t, `Event: DialBegin
 Privilege: call,all
@@ -172,6 +174,7 @@ State: INUSE`), "", recv)
 // TestToEventAsterisk11 covers the old event names: Dial with SubEvent, Bridge Link/Unlink,
 // Rename, Newcallerid, LocalBridge with Channel1/Channel2.
 func TestToEventAsterisk11(t *testing.T) {
+	t.Parallel()
 	ev, _ := ToEvent(frame(t, "Event: Dial\nSubEvent: Begin\nChannel: SIP/a-1\nUniqueID: 1.1\nDestination: SIP/101-2\nDestUniqueID: 1.2\nDialstring: 101"), "", recv)
 	if ev.Type != asterisk.TypeDialBegin || ev.Chan.Uniqueid != "1.1" || ev.Peer.Name != "SIP/101-2" ||
 		ev.Peer.Uniqueid != "1.2" || ev.DialString != "101" {

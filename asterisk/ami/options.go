@@ -4,13 +4,14 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/pbxbridge/pbxbridge/asterisk/internal/transport"
 )
 
 // Authentication methods of Options.Auth.
@@ -27,9 +28,9 @@ const DefaultEvents = "call,dialplan,agent,cdr,user"
 
 // Defaults of Options.
 const (
-	DefaultPingInterval   = 5 * time.Second
-	DefaultPingTimeout    = 5 * time.Second
-	DefaultConnectTimeout = 10 * time.Second
+	DefaultPingInterval   = transport.DefaultPingInterval
+	DefaultPingTimeout    = transport.DefaultPingTimeout
+	DefaultConnectTimeout = transport.DefaultConnectTimeout
 	DefaultWriteTimeout   = 10 * time.Second
 	DefaultActionTimeout  = 15 * time.Second
 	DefaultEventBuffer    = 1024
@@ -146,15 +147,6 @@ func (o Options) withDefaults() Options {
 	if o.Events == "" {
 		o.Events = DefaultEvents
 	}
-	if o.PingInterval == 0 {
-		o.PingInterval = DefaultPingInterval
-	}
-	if o.PingTimeout <= 0 {
-		o.PingTimeout = DefaultPingTimeout
-	}
-	if o.ConnectTimeout <= 0 {
-		o.ConnectTimeout = DefaultConnectTimeout
-	}
 	if o.WriteTimeout <= 0 {
 		o.WriteTimeout = DefaultWriteTimeout
 	}
@@ -164,17 +156,11 @@ func (o Options) withDefaults() Options {
 	if o.EventBuffer <= 0 {
 		o.EventBuffer = DefaultEventBuffer
 	}
-	if o.Logger == nil {
-		o.Logger = slog.New(slog.DiscardHandler)
-	}
-	if o.Clock == nil {
-		o.Clock = SystemClock{}
-	}
 	if o.Dialer == nil {
 		d := &net.Dialer{KeepAlive: 30 * time.Second}
 		o.Dialer = d.DialContext
 	}
-	o.Backoff = o.Backoff.withDefaults()
+	transport.SetDefaults(&o.PingInterval, &o.PingTimeout, &o.ConnectTimeout, &o.Logger, &o.Clock, &o.Backoff)
 	o.Originate = o.Originate.withDefaults()
 	return o
 }
@@ -215,70 +201,13 @@ func (o *Options) readTimeout() time.Duration {
 	return o.PingInterval + o.PingTimeout
 }
 
-// Clock is the time source of a Source. Tests inject a fake one to run backoff instantly.
-type Clock interface {
-	Now() time.Time
-	// After returns a channel that receives once d has elapsed.
-	After(d time.Duration) <-chan time.Time
-}
-
-// SystemClock is the wall clock.
-type SystemClock struct{}
-
-// Now returns time.Now().
-func (SystemClock) Now() time.Time { return time.Now() }
-
-// After returns time.After(d).
-func (SystemClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
-
-// Backoff is the reconnect policy: capped exponential delays with equal jitter. Attempt n
-// (0-based, counting consecutive failures) waits d/2 + rand·d/2 where d = min(Max,
-// Initial·Multiplier^n). A connection that stayed up for StableAfter resets n to 0; a rejected
-// login jumps straight to Max, so a wrong password does not trip fail2ban on the PBX.
-type Backoff struct {
-	Initial     time.Duration // default 500 ms
-	Max         time.Duration // default 30 s
-	Multiplier  float64       // default 2
-	StableAfter time.Duration // default 5 s: a session that worked that long is not flapping
-	// Rand returns the jitter in [0,1) (default math/rand/v2.Float64).
-	Rand func() float64
-}
-
-func (b Backoff) withDefaults() Backoff {
-	if b.Initial <= 0 {
-		b.Initial = 500 * time.Millisecond
-	}
-	if b.Max <= 0 {
-		b.Max = 30 * time.Second
-	}
-	if b.Max < b.Initial {
-		b.Max = b.Initial
-	}
-	if b.Multiplier < 1 {
-		b.Multiplier = 2
-	}
-	if b.StableAfter <= 0 {
-		b.StableAfter = 5 * time.Second
-	}
-	if b.Rand == nil {
-		b.Rand = rand.Float64
-	}
-	return b
-}
-
-// Delay returns the wait before reconnect attempt n (0-based). Zero fields take their defaults.
-func (b Backoff) Delay(n int) time.Duration {
-	b = b.withDefaults()
-	d := float64(b.Initial)
-	for i := 0; i < n && d < float64(b.Max); i++ {
-		d *= b.Multiplier
-	}
-	if d > float64(b.Max) {
-		d = float64(b.Max)
-	}
-	j := b.Rand()
-	if j < 0 || j >= 1 {
-		j = 0
-	}
-	return time.Duration(d/2 + j*d/2)
-}
+// The reconnect loop's time source and policy, the same for AMI and ARI.
+type (
+	// Clock is the time source of backoff sleeps and timestamps; tests inject a fake one.
+	Clock = transport.Clock
+	// SystemClock is the wall clock.
+	SystemClock = transport.SystemClock
+	// Backoff is the reconnect policy: capped exponential delays with equal jitter, reset
+	// after a stable connection, straight to the cap after a refused login.
+	Backoff = transport.Backoff
+)

@@ -4,23 +4,24 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/pbxbridge/pbxbridge/asterisk"
+	"github.com/pbxbridge/pbxbridge/asterisk/internal/originate"
+	"github.com/pbxbridge/pbxbridge/asterisk/internal/transport"
 )
 
 // Precheck modes of OriginateOptions.Precheck.
 const (
-	PrecheckExtensionState = "extension_state" // ask ExtensionState before ringing (default)
-	PrecheckNone           = "none"            // PBXs without hints: rely on the Originate outcome
+	PrecheckExtensionState = originate.PrecheckExtensionState // ask ExtensionState before ringing (default)
+	PrecheckNone           = originate.PrecheckNone           // PBXs without hints: rely on the Originate outcome
 )
 
 // OriginateVariable is the inherited channel variable that carries OriginateRequest.ID, so the
 // call model can tie the resulting call to the CRM request.
-const OriginateVariable = "__PBXBRIDGE_ORIGINATE_ID"
+const OriginateVariable = originate.Variable
 
 // OriginateOptions configure click-to-call for one PBX: the agent's extension is rung first
 // (Channel), and once the agent answers the call continues in Context at Exten = the customer's
@@ -58,54 +59,22 @@ type OriginateOptions struct {
 }
 
 func (o OriginateOptions) withDefaults() OriginateOptions {
-	if o.Channel == "" {
-		o.Channel = "PJSIP/{ext}"
-	}
-	if o.Context == "" {
-		o.Context = "from-internal"
-	}
+	originate.SetDefaults(&o.Channel, &o.Context, &o.Priority, &o.CallerID, &o.RingTimeout, &o.Precheck)
 	if o.Exten == "" {
 		o.Exten = "{number}"
 	}
-	if o.Priority <= 0 {
-		o.Priority = 1
-	}
 	if o.StateContext == "" {
 		o.StateContext = o.Context
-	}
-	if o.CallerID == "" {
-		o.CallerID = `"{name}" <{ext}>`
-	}
-	if o.RingTimeout <= 0 {
-		o.RingTimeout = 30 * time.Second
-	}
-	if o.Precheck == "" {
-		o.Precheck = PrecheckExtensionState
 	}
 	return o
 }
 
 func (o *OriginateOptions) validate() error {
-	if !strings.Contains(o.Channel, "{ext}") {
-		return fmt.Errorf("ami: originate channel template %q has no {ext}", o.Channel)
-	}
-	for _, kv := range [][2]string{{"channel", o.Channel}, {"context", o.Context}, {"exten", o.Exten},
-		{"state context", o.StateContext}, {"caller id", o.CallerID}} {
-		if strings.ContainsAny(kv[1], "\r\n\x00") {
-			return fmt.Errorf("ami: originate %s contains a line break", kv[0])
-		}
-	}
-	switch o.Precheck {
-	case PrecheckExtensionState, PrecheckNone:
-	default:
-		return fmt.Errorf("ami: originate precheck %q: want %q or %q", o.Precheck, PrecheckExtensionState, PrecheckNone)
-	}
-	for k, v := range o.Variables {
-		if err := checkVariable(k, v); err != nil {
-			return fmt.Errorf("ami: originate: %w", err)
-		}
-	}
-	return nil
+	return originate.Options{
+		Kind: "ami", Channel: o.Channel, Precheck: o.Precheck, Variables: o.Variables, Check: checkVariable,
+		Texts: [][2]string{{"channel", o.Channel}, {"context", o.Context}, {"exten", o.Exten},
+			{"state context", o.StateContext}, {"caller id", o.CallerID}},
+	}.Validate()
 }
 
 // OriginateResponse Reason codes (Asterisk's AST_CONTROL_* values) and what they mean for the agent
@@ -127,15 +96,11 @@ const (
 // plus 15 s.
 func (s *Source) Originate(ctx context.Context, req asterisk.OriginateRequest) (asterisk.OriginateResult, error) {
 	o := &s.opts.Originate
-	ext := strings.TrimSpace(req.Extension)
-	num := strings.TrimSpace(req.Number)
-	where := fmt.Sprintf("ami: click-to-call %s → %s", ext, num)
-	if !validDialToken(ext, true, "*#_.-") {
-		return asterisk.OriginateResult{}, fmt.Errorf("ami: click-to-call: extension %q: %w", truncate(ext, 40), asterisk.ErrExtensionUnknown)
+	r, err := originate.Check("ami", req)
+	if err != nil {
+		return asterisk.OriginateResult{}, err
 	}
-	if !validDialToken(num, false, "+*#") {
-		return asterisk.OriginateResult{}, fmt.Errorf("ami: click-to-call %s: number %q is not dialable (digits, +, * and # only)", ext, truncate(num, 40))
-	}
+	ext, num, where := r.Ext, r.Num, r.Where
 	vars, err := s.originateVariables(req)
 	if err != nil {
 		return asterisk.OriginateResult{}, fmt.Errorf("%s: %w", where, err)
@@ -144,15 +109,8 @@ func (s *Source) Originate(ctx context.Context, req asterisk.OriginateRequest) (
 	if conn == nil {
 		return asterisk.OriginateResult{}, fmt.Errorf("%s: %w", where, asterisk.ErrNotConnected)
 	}
-	timeout := req.Timeout
-	if timeout <= 0 {
-		timeout = o.RingTimeout
-	}
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, timeout+15*time.Second)
-		defer cancel()
-	}
+	ctx, cancel, timeout := originate.Bound(ctx, req.Timeout, o.RingTimeout)
+	defer cancel()
 
 	if o.Precheck == PrecheckExtensionState {
 		st, err := conn.ExtensionState(ctx, ext, o.StateContext)
@@ -164,11 +122,7 @@ func (s *Source) Originate(ctx context.Context, req asterisk.OriginateRequest) (
 		}
 	}
 
-	name := req.CallerIDName
-	if name == "" {
-		name = num
-	}
-	callerID := strings.NewReplacer("{name}", sanitizeCallerName(name), "{number}", num, "{ext}", ext).Replace(o.CallerID)
+	callerID := originate.CallerID(o.CallerID, req.CallerIDName, num, ext)
 	subst := strings.NewReplacer("{number}", num, "{ext}", ext)
 	res, err := conn.Originate(ctx, OriginateData{
 		Channel:   subst.Replace(o.Channel),
@@ -196,26 +150,12 @@ func (s *Source) Originate(ctx context.Context, req asterisk.OriginateRequest) (
 // originateVariables returns the Variable values: the request ID, the configured variables and
 // the request's own, sorted by name (the request wins on a clash).
 func (s *Source) originateVariables(req asterisk.OriginateRequest) ([]string, error) {
-	all := make(map[string]string, len(s.opts.Originate.Variables)+len(req.Variables)+1)
-	for k, v := range s.opts.Originate.Variables {
-		all[k] = v
+	all, err := originate.Variables(s.opts.Originate.Variables, req.Variables, req.ID, checkVariable)
+	if err != nil {
+		return nil, err
 	}
-	for k, v := range req.Variables {
-		all[k] = v
-	}
-	if req.ID != "" {
-		all[OriginateVariable] = req.ID
-	}
-	names := make([]string, 0, len(all))
-	for k := range all {
-		names = append(names, k)
-	}
-	slices.Sort(names)
-	out := make([]string, 0, len(names))
-	for _, k := range names {
-		if err := checkVariable(k, all[k]); err != nil {
-			return nil, err
-		}
+	out := make([]string, 0, len(all))
+	for _, k := range originate.SortedNames(all) {
 		out = append(out, k+"="+all[k])
 	}
 	return out, nil
@@ -224,7 +164,7 @@ func (s *Source) originateVariables(req asterisk.OriginateRequest) ([]string, er
 // checkVariable refuses names and values that AMI would split or that could inject headers.
 func checkVariable(name, value string) error {
 	if name == "" || strings.ContainsAny(name, "=,: \t\r\n\x00") {
-		return fmt.Errorf("variable name %q is invalid", truncate(name, 40))
+		return fmt.Errorf("variable name %q is invalid", transport.Truncate(name, 40))
 	}
 	if strings.ContainsAny(value, ",\r\n\x00") {
 		return fmt.Errorf("variable %s: value contains ',' or a line break (AMI splits Variable on commas)", name)
@@ -293,37 +233,4 @@ func connErr(err error) error {
 		return fmt.Errorf("%w: %w", asterisk.ErrNotConnected, err)
 	}
 	return err
-}
-
-// validDialToken reports whether s is non-empty, at most 64 bytes, and made of digits, ASCII
-// letters when letters is set, and the given extra characters.
-func validDialToken(s string, letters bool, extra string) bool {
-	if s == "" || len(s) > 64 {
-		return false
-	}
-	for _, r := range s {
-		switch {
-		case r >= '0' && r <= '9':
-		case letters && (r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z'):
-		case strings.ContainsRune(extra, r):
-		default:
-			return false
-		}
-	}
-	return true
-}
-
-// sanitizeCallerName removes what would break the CallerID header's "name" <num> syntax.
-func sanitizeCallerName(s string) string {
-	s = strings.Map(func(r rune) rune {
-		switch r {
-		case '"', '<', '>', '\r', '\n', 0:
-			return -1
-		}
-		return r
-	}, s)
-	if len(s) > 80 {
-		s = s[:80]
-	}
-	return s
 }

@@ -16,6 +16,7 @@ import (
 )
 
 func TestOriginateClickToCall(t *testing.T) {
+	t.Parallel()
 	srv := startPBX(t, fakepbx.Config{Speed: 20})
 	o := pbxOptions(srv)
 	o.Originate = ami.OriginateOptions{Channel: "Local/{ext}@internal", Context: "pstn-out", Exten: "0{number}"}
@@ -51,6 +52,7 @@ func TestOriginateClickToCall(t *testing.T) {
 }
 
 func TestOriginateErrors(t *testing.T) {
+	t.Parallel()
 	srv := startPBX(t, fakepbx.Config{Speed: 50, Extensions: map[string]fakepbx.Ext{
 		"201": {State: ami.ExtIdle, Outcome: fakepbx.Busy},
 		"202": {State: ami.ExtIdle, Outcome: fakepbx.NoAnswer},
@@ -111,6 +113,7 @@ func TestOriginateErrors(t *testing.T) {
 }
 
 func TestOriginateNotConnected(t *testing.T) {
+	t.Parallel()
 	src, err := ami.NewSource(ami.Options{Name: "x", Address: "127.0.0.1:1", Username: "u"})
 	if err != nil {
 		t.Fatal(err)
@@ -124,6 +127,7 @@ func TestOriginateNotConnected(t *testing.T) {
 // TestCapture records a replay and checks that the file reads back like a transcript: banner,
 // login response, events, Goodbye; and that it holds nothing we sent (the secret).
 func TestCapture(t *testing.T) {
+	t.Parallel()
 	srv := startPBX(t, fakepbx.Config{Speed: math.Inf(1)})
 	o := pbxOptions(srv)
 	o.Secret = srv.Secret()

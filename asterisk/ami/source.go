@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/pbxbridge/pbxbridge/asterisk"
+	"github.com/pbxbridge/pbxbridge/asterisk/internal/transport"
 )
 
 // Source is the AMI implementation of asterisk.Source and asterisk.Originator for one PBX.
@@ -34,18 +35,12 @@ import (
 // Ready is closed after the first successful login (systemd READY). Status and Originate may be
 // called concurrently with Run.
 type Source struct {
-	opts      Options
-	filter    *Filter // read-time filter of every connection, nil when Options.KeepAllEvents
-	m         *metrics
-	log       *slog.Logger
-	ready     chan struct{}
-	readyOnce sync.Once
-	ran       atomic.Bool
-	events    atomic.Int64
-
-	mu     sync.Mutex
-	conn   *Conn // the current connection, nil while down
-	status asterisk.SourceStatus
+	opts   Options
+	filter *Filter // read-time filter of every connection, nil when Options.KeepAllEvents
+	m      *metrics
+	log    *slog.Logger
+	loop   *transport.Loop
+	conn   atomic.Pointer[Conn] // the current connection, nil while down
 }
 
 // NewSource validates opts, registers the metrics on opts.Registerer and returns a Source. It
@@ -63,110 +58,53 @@ func NewSource(opts Options) (*Source, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Source{
+	log := opts.Logger.With("pbx", opts.Name)
+	return &Source{
 		opts:   opts,
 		filter: opts.filter(),
 		m:      m,
-		log:    opts.Logger.With("pbx", opts.Name),
-		ready:  make(chan struct{}),
-	}
-	s.status = asterisk.SourceStatus{
-		Name:        opts.Name,
-		Kind:        "ami",
-		Address:     opts.Address,
-		Since:       opts.Clock.Now(),
-		Description: "not connected yet",
-	}
-	return s, nil
+		log:    log,
+		loop: transport.NewLoop(transport.LoopConfig{
+			Name: opts.Name, Kind: "ami", AddrKey: "address", Addr: opts.Address,
+			AuthHint: "login refused: check username and secret in the config and manager.conf",
+			Clock:    opts.Clock, Backoff: opts.Backoff, Log: log, Metrics: m.Metrics,
+		}),
+	}, nil
 }
 
 // Name returns the PBX name (Options.Name).
 func (s *Source) Name() string { return s.opts.Name }
 
 // Ready is closed once the first login succeeded.
-func (s *Source) Ready() <-chan struct{} { return s.ready }
+func (s *Source) Ready() <-chan struct{} { return s.loop.Ready() }
 
 // Status returns a point-in-time view for the status page and /readyz.
-func (s *Source) Status() asterisk.SourceStatus {
-	s.mu.Lock()
-	st := s.status
-	s.mu.Unlock()
-	st.Events = s.events.Load()
-	return st
-}
+func (s *Source) Status() asterisk.SourceStatus { return s.loop.Status() }
 
 // Run connects and delivers events until ctx is cancelled; see the type's documentation. It
 // returns ctx.Err() after cancellation. It must be called once.
 func (s *Source) Run(ctx context.Context, out chan<- asterisk.Event) error {
-	if !s.ran.CompareAndSwap(false, true) {
-		return errors.New("ami: Source.Run called twice")
-	}
-	clock := s.opts.Clock
-	attempt := 0
-	connectedBefore := false
-	for {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		conn, err := dial(ctx, s.opts, s.m, nil, s.filter)
-		if err != nil {
-			if cerr := ctx.Err(); cerr != nil {
-				return cerr
-			}
-			stage := "other"
+	return transport.Run(ctx, s.loop, out, transport.Hooks[*Conn]{
+		Connect: func(ctx context.Context) (*Conn, error) { return dial(ctx, s.opts, s.m, nil, s.filter) },
+		Stage: func(err error) string {
 			var de *dialError
 			if errors.As(err, &de) {
-				stage = de.stage
+				return de.stage
 			}
-			s.m.connectError(stage)
-			n := attempt
-			if errors.Is(err, ErrAuthFailed) {
-				n = 64 // straight to Max: do not hammer the PBX's fail2ban with a wrong password
-			}
-			attempt++
-			delay := s.opts.Backoff.Delay(n)
-			s.setFailed(err, clock.Now())
-			s.log.Warn("ami: connect failed", "address", s.opts.Address, "attempt", attempt, "retry_in", delay.Round(time.Millisecond), "err", err)
-			if err := s.sleep(ctx, delay); err != nil {
-				return err
-			}
-			continue
-		}
-		connectedAt := clock.Now()
-		if connectedBefore {
-			s.m.reconnect()
-		}
-		s.setConnected(conn, connectedAt, connectedBefore)
-		s.readyOnce.Do(func() { close(s.ready) })
-		s.log.Info("ami: connected", "address", s.opts.Address, "banner", conn.Banner(), "resync", connectedBefore)
-
+			return "other"
+		},
+		AuthFailed: func(err error) bool { return errors.Is(err, ErrAuthFailed) },
+		Connected: func(conn *Conn) (string, []any) {
+			s.conn.Store(conn)
+			return fmt.Sprintf("connected to %s as %s (%s)", s.opts.Address, s.opts.Username, conn.Banner()),
+				[]any{"banner", conn.Banner()}
+		},
 		// Every login asks for the snapshot, the first one too: calls already in progress when
 		// the daemon starts (after a restart or a crash) are learnt from it instead of being
 		// half-known from their remaining events.
-		err = s.serve(ctx, conn, out, true)
-		_ = conn.Close()
-		connectedBefore = true
-		lostAt := clock.Now()
-		s.setDisconnected(err, lostAt)
-		if cerr := ctx.Err(); cerr != nil {
-			return cerr
-		}
-		s.log.Warn("ami: connection lost", "after", lostAt.Sub(connectedAt).Round(time.Millisecond), "err", err)
-		if !s.emit(ctx, out, asterisk.Event{
-			Type: asterisk.TypeDisconnected, Name: "Disconnected", Time: lostAt, PBX: s.opts.Name,
-			Vars: map[string]string{"error": errString(err)},
-		}) {
-			return ctx.Err()
-		}
-		if lostAt.Sub(connectedAt) >= s.opts.Backoff.StableAfter {
-			attempt = 0
-		}
-		delay := s.opts.Backoff.Delay(attempt)
-		attempt++
-		if err := s.sleep(ctx, delay); err != nil {
-			return err
-		}
-	}
+		Serve: func(ctx context.Context, conn *Conn, _ bool) error { return s.serve(ctx, conn, out, true) },
+		Lost:  func() { s.conn.Store(nil) },
+	})
 }
 
 // serve pumps one connection's frames to out until the connection ends or ctx is cancelled.
@@ -180,17 +118,13 @@ func (s *Source) serve(ctx context.Context, conn *Conn, out chan<- asterisk.Even
 	go func() { // PBX version for the status page; ends when the connection does
 		defer wg.Done()
 		res, err := conn.CoreSettings(ctx)
-		if err == nil {
-			s.mu.Lock()
-			if s.conn == conn {
-				s.status.PBXVersion = res.Get("AsteriskVersion")
-			}
-			s.mu.Unlock()
+		if err == nil && s.current() == conn {
+			s.loop.SetVersion(res.Get("AsteriskVersion"))
 		}
 	}()
 
-	if !s.emit(ctx, out, asterisk.Event{
-		Type: asterisk.TypeConnected, Name: "Connected", Time: s.opts.Clock.Now(), PBX: s.opts.Name, Resync: resync,
+	if !s.loop.Emit(ctx, out, asterisk.Event{
+		Type: asterisk.TypeConnected, Name: "Connected", Time: s.loop.Now(), PBX: s.opts.Name, Resync: resync,
 	}) {
 		return ctx.Err()
 	}
@@ -207,7 +141,7 @@ func (s *Source) serve(ctx context.Context, conn *Conn, out chan<- asterisk.Even
 		case in, ok := <-conn.Events():
 			if !ok {
 				if rs.id != "" {
-					s.m.resync("failed")
+					s.m.Resync("failed")
 				}
 				return conn.Err()
 			}
@@ -236,13 +170,12 @@ func (s *Source) handle(ctx context.Context, out chan<- asterisk.Event, in Inbou
 	if !ok {
 		return true // not an event (cannot happen outside a stream; nothing to send)
 	}
-	s.m.event(ev.Type)
-	s.events.Add(1)
+	s.loop.Count(ev.Type)
 	if ev.Type == asterisk.TypeUnknown && !s.opts.ForwardUnknown {
 		return true
 	}
-	s.m.setLag(time.Since(in.At))
-	return s.emit(ctx, out, ev)
+	s.m.SetLag(time.Since(in.At))
+	return s.loop.Emit(ctx, out, ev)
 }
 
 func (s *Source) handleResync(ctx context.Context, out chan<- asterisk.Event, in Inbound, rs *resyncState) bool {
@@ -254,17 +187,17 @@ func (s *Source) handleResync(ctx context.Context, out chan<- asterisk.Event, in
 		}
 		msg := in.Frame.Get("Message")
 		s.log.Warn("ami: resync refused by the PBX; calls that ended during the outage stay open until their maximum age (grant the AMI user write=reporting)", "message", msg)
-		s.m.resync("failed")
+		s.m.Resync("failed")
 		rs.id = ""
-		return s.emitCounted(ctx, out, asterisk.Event{
+		return s.loop.EmitCounted(ctx, out, asterisk.Event{
 			Type: asterisk.TypeSnapshotEnd, Name: "CoreShowChannelsComplete", Time: in.At, PBX: s.opts.Name,
 			Vars: map[string]string{"error": "CoreShowChannels refused: " + msg},
 		})
 	case h.isListEnd():
-		s.m.resync("ok")
+		s.m.Resync("ok")
 		n := rs.channels
 		*rs = resyncState{}
-		return s.emitCounted(ctx, out, asterisk.Event{
+		return s.loop.EmitCounted(ctx, out, asterisk.Event{
 			Type: asterisk.TypeSnapshotEnd, Name: h.event, Time: in.At, PBX: s.opts.Name,
 			Vars: map[string]string{"channels": strconv.Itoa(n)},
 		})
@@ -274,30 +207,7 @@ func (s *Source) handleResync(ctx context.Context, out chan<- asterisk.Event, in
 		return true
 	}
 	rs.channels++
-	return s.emitCounted(ctx, out, ev)
-}
-
-func (s *Source) emitCounted(ctx context.Context, out chan<- asterisk.Event, ev asterisk.Event) bool {
-	s.m.event(ev.Type)
-	s.events.Add(1)
-	return s.emit(ctx, out, ev)
-}
-
-// emit sends ev on out, waiting while out is full (backpressure); false means ctx was cancelled.
-func (s *Source) emit(ctx context.Context, out chan<- asterisk.Event, ev asterisk.Event) bool {
-	select {
-	case out <- ev:
-		return true
-	default:
-	}
-	start := time.Now()
-	select {
-	case out <- ev:
-		s.m.blocked(time.Since(start))
-		return true
-	case <-ctx.Done():
-		return false
-	}
+	return s.loop.EmitCounted(ctx, out, ev)
 }
 
 // logoff says goodbye on shutdown, discarding the events that still arrive meanwhile.
@@ -322,73 +232,8 @@ func (s *Source) logoff(conn *Conn) {
 	}
 }
 
-func (s *Source) sleep(ctx context.Context, d time.Duration) error {
-	select {
-	case <-s.opts.Clock.After(d):
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-func (s *Source) setConnected(conn *Conn, at time.Time, reconnect bool) {
-	s.m.setConnected(true)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.conn = conn
-	st := &s.status
-	st.Connected = true
-	st.Since = at
-	st.LoggedInAt = at
-	st.LastError = ""
-	st.FirstLogin = true
-	if reconnect {
-		st.Reconnects++
-	}
-	st.Description = fmt.Sprintf("connected to %s as %s (%s)", s.opts.Address, s.opts.Username, conn.Banner())
-}
-
-func (s *Source) setDisconnected(err error, at time.Time) {
-	s.m.setConnected(false)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.conn = nil
-	st := &s.status
-	st.Connected = false
-	st.Since = at
-	st.LastError = errString(err)
-	st.Description = "connection lost, reconnecting"
-}
-
-func (s *Source) setFailed(err error, at time.Time) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	st := &s.status
-	if st.Connected {
-		st.Since = at
-	}
-	st.Connected = false
-	st.LastError = errString(err)
-	if errors.Is(err, ErrAuthFailed) {
-		st.Description = "login refused: check username and secret in the config and manager.conf"
-	} else {
-		st.Description = "cannot connect to " + s.opts.Address + ", retrying"
-	}
-}
-
 // current returns the connection Originate should use, or nil.
-func (s *Source) current() *Conn {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.conn
-}
-
-func errString(err error) string {
-	if err == nil {
-		return ""
-	}
-	return err.Error()
-}
+func (s *Source) current() *Conn { return s.conn.Load() }
 
 var (
 	_ asterisk.Source     = (*Source)(nil)

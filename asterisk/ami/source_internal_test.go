@@ -80,6 +80,7 @@ func ms(v ...int) []time.Duration {
 }
 
 func TestBackoffWhenPBXIsDown(t *testing.T) {
+	t.Parallel()
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
 	addr := ln.Addr().String()
 	_ = ln.Close()
@@ -90,6 +91,7 @@ func TestBackoffWhenPBXIsDown(t *testing.T) {
 }
 
 func TestBackoffOnRejectedLoginGoesToMax(t *testing.T) {
+	t.Parallel()
 	addr := scripted(t, func(p *peer) {
 		f, err := p.next()
 		if err == nil {
@@ -105,6 +107,7 @@ func TestBackoffOnRejectedLoginGoesToMax(t *testing.T) {
 // TestBackoffResetsAfterStablePeriod: connections that drop right after login back off more
 // and more; connections that stayed up for StableAfter start again from Initial.
 func TestBackoffResetsAfterStablePeriod(t *testing.T) {
+	t.Parallel()
 	addr := scripted(t, func(p *peer) { p.login() }) // log in, then hang up
 	flapping := runWithClock(t, testOptions(addr), 0, 4)
 	if want := ms(50, 100, 200, 400); !slices.Equal(flapping, want) {
@@ -120,6 +123,7 @@ func TestBackoffResetsAfterStablePeriod(t *testing.T) {
 // session every 10 s is reconnected to after the initial delay every time (it used to climb to
 // Max, leaving the daemon blind for most of each period).
 func TestBackoffAfterPeriodicDrops(t *testing.T) {
+	t.Parallel()
 	addr := scripted(t, func(p *peer) { p.login() })
 	b := Backoff{Initial: 100 * time.Millisecond, Max: 30 * time.Second, Rand: func() float64 { return 0 }}
 	got := runWithBackoff(t, testOptions(addr), b, 10*time.Second, 6)
@@ -131,6 +135,7 @@ func TestBackoffAfterPeriodicDrops(t *testing.T) {
 // TestResyncRefused: a PBX that refuses CoreShowChannels after a reconnect yields a
 // TypeSnapshotEnd carrying the error, so the model knows the snapshot is unusable.
 func TestResyncRefused(t *testing.T) {
+	t.Parallel()
 	var mu sync.Mutex
 	conns := 0
 	addr := scripted(t, func(p *peer) {

@@ -136,6 +136,7 @@ func expectedNamesFiltered(t *testing.T, scenario string, filtered bool) []strin
 }
 
 func TestDialLoginMethods(t *testing.T) {
+	t.Parallel()
 	srv := startPBX(t, fakepbx.Config{})
 	for _, auth := range []string{ami.AuthPlain, ami.AuthMD5} {
 		o := pbxOptions(srv)
@@ -162,6 +163,7 @@ func TestDialLoginMethods(t *testing.T) {
 // TestSourceDeliversReplay: every event of a replayed transcript arrives, in order, normalised,
 // with the fresh ids of the replay.
 func TestSourceDeliversReplay(t *testing.T) {
+	t.Parallel()
 	srv := startPBX(t, fakepbx.Config{Speed: math.Inf(1)})
 	reg := prometheus.NewRegistry()
 	o := pbxOptions(srv)
@@ -215,6 +217,7 @@ func TestSourceDeliversReplay(t *testing.T) {
 // VarSetVariables, a VarSet of a listed variable arrives whole and the others arrive trimmed to
 // the channel identity, and are counted.
 func TestSourceFilterOptions(t *testing.T) {
+	t.Parallel()
 	for _, keepAll := range []bool{true, false} {
 		srv := startPBX(t, fakepbx.Config{Speed: math.Inf(1)})
 		reg := prometheus.NewRegistry()
@@ -318,6 +321,7 @@ func firstLinkedid(t *testing.T, scenario string) string {
 // restarted or crashed in the middle of them) are in the snapshot of the first login, so the
 // call model learns them whole instead of from their remaining events only.
 func TestSourceSnapshotOnFirstLogin(t *testing.T) {
+	t.Parallel()
 	srv := startPBX(t, fakepbx.Config{Speed: 4})
 	played, err := srv.Play(context.Background(), "attended_transfer") // ~17 s: 4.25 s here
 	if err != nil {
@@ -349,6 +353,7 @@ func TestSourceSnapshotOnFirstLogin(t *testing.T) {
 // source announces the loss, reconnects within 2 s, and resyncs: a snapshot of exactly the
 // channels alive at that point, each of which later hangs up.
 func TestSourceReconnectsAfterDrop(t *testing.T) {
+	t.Parallel()
 	srv := startPBX(t, fakepbx.Config{Speed: 4})
 	r := runSource(t, pbxOptions(srv))
 	r.next(t, 5*time.Second, ofType(asterisk.TypeConnected))
@@ -439,6 +444,7 @@ func collectSnapshot(t *testing.T, r *running, aliveBefore map[string]bool) (map
 // TestSourceResyncAfterOutage: calls that end while AMI is unreachable are absent from the
 // snapshot; calls still up are present.
 func TestSourceResyncAfterOutage(t *testing.T) {
+	t.Parallel()
 	srv := startPBX(t, fakepbx.Config{Speed: 4})
 	r := runSource(t, pbxOptions(srv))
 	r.next(t, 5*time.Second, ofType(asterisk.TypeConnected))
@@ -490,6 +496,7 @@ func TestSourceResyncAfterOutage(t *testing.T) {
 // TestSourceDetectsHalfOpen: the PBX stops answering without closing the socket; keepalive
 // detects it and the source reconnects.
 func TestSourceDetectsHalfOpen(t *testing.T) {
+	t.Parallel()
 	srv := startPBX(t, fakepbx.Config{Speed: math.Inf(1)})
 	o := pbxOptions(srv)
 	o.PingInterval, o.PingTimeout = 150*time.Millisecond, 150*time.Millisecond
@@ -514,6 +521,7 @@ func TestSourceDetectsHalfOpen(t *testing.T) {
 // TestSourceRetriesRejectedLogin: a wrong secret is reported in Status and retried (slowly);
 // Run still ends cleanly on cancel.
 func TestSourceRetriesRejectedLogin(t *testing.T) {
+	t.Parallel()
 	srv := startPBX(t, fakepbx.Config{})
 	o := pbxOptions(srv)
 	o.Secret = "wrong"
@@ -542,6 +550,7 @@ func TestSourceRetriesRejectedLogin(t *testing.T) {
 }
 
 func TestSourceOptionsAndDuplicateMetrics(t *testing.T) {
+	t.Parallel()
 	reg := prometheus.NewRegistry()
 	o := ami.Options{Name: "a", Address: "127.0.0.1:5038", Username: "u", Registerer: reg}
 	if _, err := ami.NewSource(o); err != nil {
@@ -571,6 +580,7 @@ func TestSourceOptionsAndDuplicateMetrics(t *testing.T) {
 // TestSourceBackpressure: a consumer that stops reading slows the source down; nothing is
 // dropped and the connection survives.
 func TestSourceBackpressure(t *testing.T) {
+	// Not parallel: it measures real-time keepalive bounds, which a loaded CPU stretches.
 	srv := startPBX(t, fakepbx.Config{Speed: math.Inf(1)})
 	o := pbxOptions(srv)
 	o.PingInterval, o.PingTimeout = 250*time.Millisecond, 250*time.Millisecond

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/pbxbridge/pbxbridge/asterisk/internal/transport"
 )
 
 // ErrInvalidHeader reports an action that cannot be written safely: an empty or malformed key, or
@@ -76,7 +78,7 @@ func checkKeyValue(key, value string) error {
 	for i := 0; i < len(key); i++ {
 		switch c := key[i]; {
 		case c == ':', c <= ' ', c == 0x7f:
-			return fmt.Errorf("%w: key %q", ErrInvalidHeader, truncate(key, 40))
+			return fmt.Errorf("%w: key %q", ErrInvalidHeader, transport.Truncate(key, 40))
 		}
 	}
 	if i := strings.IndexAny(value, "\r\n\x00"); i >= 0 {

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+
+	"github.com/pbxbridge/pbxbridge/asterisk/internal/transport"
 )
 
 // maxBody bounds a REST response body (a channel list of a very busy PBX stays far below).
@@ -108,7 +110,11 @@ func NewClient(opts Options) (*Client, error) {
 	return newClient(opts, nil)
 }
 
+// newClient returns a Client that records its requests in m (nil: nowhere).
 func newClient(opts Options, m *metrics) (*Client, error) {
+	if m == nil {
+		m = noMetrics
+	}
 	base, err := opts.baseURL()
 	if err != nil {
 		return nil, err
@@ -235,10 +241,10 @@ func errorMessage(data []byte) string {
 		Message string `json:"message"`
 	}
 	if json.Unmarshal(data, &m) == nil && m.Message != "" {
-		return truncate(m.Message, 200)
+		return transport.Truncate(m.Message, 200)
 	}
 	s := strings.TrimSpace(string(data))
-	return truncate(strings.Map(func(r rune) rune {
+	return transport.Truncate(strings.Map(func(r rune) rune {
 		if r < ' ' {
 			return ' '
 		}
@@ -454,11 +460,4 @@ func (c *Client) Connect(ctx context.Context) (*Stream, error) {
 	ws.SetReadLimit(MaxMessageSize)
 	st.start(ws)
 	return st, nil
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
 }

@@ -119,13 +119,22 @@ func (r *running) next(tb testing.TB, limit time.Duration) asterisk.Event {
 // waitFor polls cond until it holds or fails after limit.
 func waitFor(tb testing.TB, limit time.Duration, what string, cond func() bool) {
 	tb.Helper()
+	if !eventually(limit, cond) {
+		tb.Fatalf("timed out after %v waiting for %s", limit, what)
+	}
+}
+
+// eventually polls cond until it holds (true) or limit has passed (false); safe to call from
+// any goroutine.
+func eventually(limit time.Duration, cond func() bool) bool {
 	deadline := time.Now().Add(limit)
 	for !cond() {
 		if time.Now().After(deadline) {
-			tb.Fatalf("timed out after %v waiting for %s", limit, what)
+			return false
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+	return true
 }
 
 // labOptions are the call model options of the lab transcripts.

@@ -17,6 +17,7 @@ var recv = time.Date(2026, 11, 22, 0, 0, 0, 0, time.UTC)
 
 // TestToEventTranscripts normalises every ARI message of every transcript.
 func TestToEventTranscripts(t *testing.T) {
+	t.Parallel()
 	for _, name := range transcripts.Scenarios() {
 		src, err := transcripts.ARI(name)
 		if err != nil {
@@ -64,6 +65,7 @@ func TestToEventTranscripts(t *testing.T) {
 }
 
 func TestToEventFields(t *testing.T) {
+	t.Parallel()
 	ev, ok, err := ToEvent([]byte(`{"type":"Dial","timestamp":"2026-11-22T00:03:04.938+0000","dialstatus":"ANSWER",
 		"caller":{"id":"1.1","name":"PJSIP/provider-1","state":"Ring","caller":{"name":"","number":"+79001234567"},
 		"connected":{"name":"","number":"<unknown>"},"dialplan":{"context":"from-pstn","exten":"74951112233","priority":3}},
@@ -119,6 +121,7 @@ func TestToEventFields(t *testing.T) {
 }
 
 func TestToEventErrors(t *testing.T) {
+	t.Parallel()
 	for _, msg := range []string{
 		``, `{`, `[1,2]`, `"Dial"`, `{"type":1}`, `{"type":"Dial","peer":"x"}`, `{"type":"ChannelDestroyed","cause":"16"}`,
 		`{"type":"Dial"}`, `{"type":"ChannelCreated","channel":{"caller":[]}}`,
@@ -137,6 +140,7 @@ func TestToEventErrors(t *testing.T) {
 }
 
 func TestSnapshot(t *testing.T) {
+	t.Parallel()
 	ev, err := Snapshot([]byte(`{"id":"1.2","name":"PJSIP/101-2","state":"Up","caller":{"number":"101"},
 		"dialplan":{"context":"from-internal","exten":"102","app_name":"AppDial"},"creationtime":"2026-11-22T00:03:02.933+0000"}`),
 		"b1", "p", recv)

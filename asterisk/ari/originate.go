@@ -10,20 +10,22 @@ import (
 	"time"
 
 	"github.com/pbxbridge/pbxbridge/asterisk"
+	"github.com/pbxbridge/pbxbridge/asterisk/internal/originate"
+	"github.com/pbxbridge/pbxbridge/asterisk/internal/transport"
 )
 
 // Precheck modes of OriginateOptions.Precheck (the same words as the AMI source's).
 const (
 	// PrecheckExtensionState asks the PBX before ringing: the endpoint (GET /endpoints, for
 	// device technologies such as PJSIP) and the device state (GET /deviceStates). Default.
-	PrecheckExtensionState = "extension_state"
+	PrecheckExtensionState = originate.PrecheckExtensionState
 	// PrecheckNone relies on the outcome of the call alone.
-	PrecheckNone = "none"
+	PrecheckNone = originate.PrecheckNone
 )
 
 // OriginateVariable is the inherited channel variable that carries OriginateRequest.ID, so the
 // call model can tie the resulting call to the CRM request.
-const OriginateVariable = "__PBXBRIDGE_ORIGINATE_ID"
+const OriginateVariable = originate.Variable
 
 // OriginateOptions configure click-to-call for one PBX: the agent's extension is rung first
 // (Channel), and once the agent answers the channel continues in Context at Exten = the
@@ -52,50 +54,18 @@ type OriginateOptions struct {
 }
 
 func (o OriginateOptions) withDefaults() OriginateOptions {
-	if o.Channel == "" {
-		o.Channel = "PJSIP/{ext}"
-	}
-	if o.Context == "" {
-		o.Context = "from-internal"
-	}
-	if o.Priority <= 0 {
-		o.Priority = 1
-	}
-	if o.CallerID == "" {
-		o.CallerID = `"{name}" <{ext}>`
-	}
-	if o.RingTimeout <= 0 {
-		o.RingTimeout = 30 * time.Second
-	}
-	if o.Precheck == "" {
-		o.Precheck = PrecheckExtensionState
-	}
+	originate.SetDefaults(&o.Channel, &o.Context, &o.Priority, &o.CallerID, &o.RingTimeout, &o.Precheck)
 	return o
 }
 
 func (o *OriginateOptions) validate() error {
-	if !strings.Contains(o.Channel, "{ext}") {
-		return fmt.Errorf("ari: originate channel template %q has no {ext}", o.Channel)
-	}
 	if tech, _, ok := strings.Cut(o.Channel, "/"); !ok || tech == "" {
 		return fmt.Errorf("ari: originate channel template %q: want TECH/resource such as PJSIP/{ext}", o.Channel)
 	}
-	for _, kv := range [][2]string{{"channel", o.Channel}, {"context", o.Context}, {"caller id", o.CallerID}} {
-		if strings.ContainsAny(kv[1], "\r\n\x00") {
-			return fmt.Errorf("ari: originate %s contains a line break or NUL", kv[0])
-		}
-	}
-	switch o.Precheck {
-	case PrecheckExtensionState, PrecheckNone:
-	default:
-		return fmt.Errorf("ari: originate precheck %q: want %q or %q", o.Precheck, PrecheckExtensionState, PrecheckNone)
-	}
-	for k, v := range o.Variables {
-		if err := checkVariable(k, v); err != nil {
-			return fmt.Errorf("ari: originate: %w", err)
-		}
-	}
-	return nil
+	return originate.Options{
+		Kind: "ari", Channel: o.Channel, Precheck: o.Precheck, Variables: o.Variables, Check: checkVariable,
+		Texts: [][2]string{{"channel", o.Channel}, {"context", o.Context}, {"caller id", o.CallerID}},
+	}.Validate()
 }
 
 // Originate rings req.Extension and, once the agent answers, dials req.Number through
@@ -106,48 +76,33 @@ func (o *OriginateOptions) validate() error {
 // deadline the wait is bounded by the ring timeout plus 15 s.
 func (s *Source) Originate(ctx context.Context, req asterisk.OriginateRequest) (asterisk.OriginateResult, error) {
 	o := &s.opts.Originate
-	ext := strings.TrimSpace(req.Extension)
-	num := strings.TrimSpace(req.Number)
-	if !validDialToken(ext, true, "*#_.-") {
-		return asterisk.OriginateResult{}, fmt.Errorf("ari: click-to-call: extension %q: %w", truncate(ext, 40), asterisk.ErrExtensionUnknown)
+	r, err := originate.Check("ari", req)
+	if err != nil {
+		return asterisk.OriginateResult{}, err
 	}
-	if !validDialToken(num, false, "+*#") {
-		return asterisk.OriginateResult{}, fmt.Errorf("ari: click-to-call %s: number %q is not dialable (digits, +, * and # only)", ext, truncate(num, 40))
-	}
-	where := fmt.Sprintf("ari: click-to-call %s → %s", ext, num)
-	vars, err := s.originateVariables(req)
+	ext, where := r.Ext, r.Where
+	vars, err := originate.Variables(o.Variables, req.Variables, req.ID, checkVariable)
 	if err != nil {
 		return asterisk.OriginateResult{}, fmt.Errorf("%s: %w", where, err)
 	}
-	if !s.connected() {
+	if !s.loop.Connected() {
 		return asterisk.OriginateResult{}, fmt.Errorf("%s: %w", where, asterisk.ErrNotConnected)
 	}
-	timeout := req.Timeout
-	if timeout <= 0 {
-		timeout = o.RingTimeout
-	}
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, timeout+15*time.Second)
-		defer cancel()
-	}
+	ctx, cancel, timeout := originate.Bound(ctx, req.Timeout, o.RingTimeout)
+	defer cancel()
 	endpoint := strings.ReplaceAll(o.Channel, "{ext}", ext)
 	if o.Precheck == PrecheckExtensionState {
 		if err := s.precheck(ctx, ext, endpoint); err != nil {
 			return asterisk.OriginateResult{}, fmt.Errorf("%s: %w", where, err)
 		}
 	}
-	name := req.CallerIDName
-	if name == "" {
-		name = num
-	}
-	callerID := strings.NewReplacer("{name}", sanitizeCallerName(name), "{number}", num, "{ext}", ext).Replace(o.CallerID)
+	callerID := originate.CallerID(o.CallerID, req.CallerIDName, r.Num, ext)
 
 	w := s.orig.begin()
 	defer s.orig.end(w)
 	ch, err := s.client.Originate(ctx, OriginateParams{
 		Endpoint:  endpoint,
-		Extension: num,
+		Extension: r.Num,
 		Context:   o.Context,
 		Priority:  o.Priority,
 		CallerID:  callerID,
@@ -286,70 +241,15 @@ func requestError(err error) error {
 	return fmt.Errorf("%w: %w", asterisk.ErrNotConnected, err)
 }
 
-// originateVariables returns the channel variables: the configured ones, the request's own (the
-// request wins on a clash) and the request ID.
-func (s *Source) originateVariables(req asterisk.OriginateRequest) (map[string]string, error) {
-	all := make(map[string]string, len(s.opts.Originate.Variables)+len(req.Variables)+1)
-	for k, v := range s.opts.Originate.Variables {
-		all[k] = v
-	}
-	for k, v := range req.Variables {
-		if err := checkVariable(k, v); err != nil {
-			return nil, err
-		}
-		all[k] = v
-	}
-	if req.ID != "" {
-		if err := checkVariable(OriginateVariable, req.ID); err != nil {
-			return nil, err
-		}
-		all[OriginateVariable] = req.ID
-	}
-	return all, nil
-}
-
 // checkVariable refuses names and values Asterisk would mangle.
 func checkVariable(name, value string) error {
 	if name == "" || len(name) > 80 || strings.ContainsAny(name, "=()$:{}, \t\r\n\x00") {
-		return fmt.Errorf("variable name %q is invalid", truncate(name, 40))
+		return fmt.Errorf("variable name %q is invalid", transport.Truncate(name, 40))
 	}
 	if len(value) > 1024 || strings.ContainsAny(value, "\r\n\x00") {
 		return fmt.Errorf("variable %s: value longer than 1024 bytes or with a line break", name)
 	}
 	return nil
-}
-
-// validDialToken reports whether s is non-empty, at most 64 bytes, and made of digits, ASCII
-// letters when letters is set, and the given extra characters.
-func validDialToken(s string, letters bool, extra string) bool {
-	if s == "" || len(s) > 64 {
-		return false
-	}
-	for _, r := range s {
-		switch {
-		case r >= '0' && r <= '9':
-		case letters && (r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z'):
-		case strings.ContainsRune(extra, r):
-		default:
-			return false
-		}
-	}
-	return true
-}
-
-// sanitizeCallerName removes what would break the caller id's "name" <num> syntax.
-func sanitizeCallerName(s string) string {
-	s = strings.Map(func(r rune) rune {
-		switch r {
-		case '"', '<', '>', '\r', '\n', 0:
-			return -1
-		}
-		return r
-	}, s)
-	if len(s) > 80 {
-		s = s[:80]
-	}
-	return s
 }
 
 // originates tracks the click-to-calls waiting for their agent leg's outcome. The event pump

@@ -61,6 +61,7 @@ func (m *modelled) open() int {
 // Click-to-call: the agent's phone rings, answers, the call continues to the customer; the
 // call model reports the request's originate id.
 func TestOriginateAnswered(t *testing.T) {
+	t.Parallel()
 	for _, speed := range []float64{4, inf} { // inf: the answer may arrive before POST returns
 		srv := startFake(t, fakepbx.ARIConfig{Speed: speed})
 		m := runModelled(t, fastOptions(srv))
@@ -84,6 +85,7 @@ func TestOriginateAnswered(t *testing.T) {
 }
 
 func TestOriginateOutcomes(t *testing.T) {
+	t.Parallel()
 	srv := startFake(t, fakepbx.ARIConfig{Speed: 10})
 	opts := fastOptions(srv)
 	m := runModelled(t, opts)
@@ -155,6 +157,7 @@ func TestOriginateOutcomes(t *testing.T) {
 }
 
 func TestOriginateRefusals(t *testing.T) {
+	t.Parallel()
 	srv := startFake(t, fakepbx.ARIConfig{})
 	opts := fastOptions(srv)
 	src, err := ari.NewSource(opts) // not running: not connected
@@ -186,18 +189,28 @@ func TestOriginateRefusals(t *testing.T) {
 // The caller's context bounds the wait for the agent; a dropped websocket while the agent's
 // phone rings does not lose the outcome.
 func TestOriginateContextAndDrop(t *testing.T) {
+	t.Parallel()
 	srv := startFake(t, fakepbx.ARIConfig{Speed: 1})
 	m := runModelled(t, fastOptions(srv))
 	srv.SetExtension("202", fakepbx.Ext{Outcome: fakepbx.NoAnswer})
 	ctx, cancel := context.WithCancel(context.Background())
-	go func() { time.Sleep(300 * time.Millisecond); cancel() }()
+	// Cancel once the agent's phone rings (POST /channels served).
+	before := srv.Stats().Requests
+	go func() {
+		eventually(10*time.Second, func() bool { return srv.Stats().Requests >= before+3 }) // endpoint, device state, POST /channels
+		cancel()
+	}()
 	_, err := m.src.Originate(ctx, asterisk.OriginateRequest{Extension: "202", Number: "1", Timeout: 20 * time.Second})
 	if !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "waiting for the agent") {
 		t.Errorf("cancelled: %v", err)
 	}
 
-	// 101 answers after 2 s; the websocket is dropped after 0.5 s.
-	go func() { time.Sleep(500 * time.Millisecond); srv.DropClients() }()
+	// 101 answers after 2 s; the websocket is dropped once the agent's channel exists.
+	before = srv.Stats().Requests
+	go func() {
+		eventually(10*time.Second, func() bool { return srv.Stats().Requests >= before+3 }) // endpoint, device state, POST /channels
+		srv.DropClients()
+	}()
 	res, err := m.src.Originate(context.Background(), asterisk.OriginateRequest{Extension: "101", Number: "89001234567", ID: "x"})
 	if err != nil {
 		t.Fatalf("answered across a reconnect: %v", err)

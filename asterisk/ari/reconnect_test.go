@@ -103,6 +103,7 @@ func compareOutcomes(t *testing.T, want, got map[string][]outcome) {
 // is away and the drop waits until the client has read everything sent, so that nothing is
 // lost and the snapshot must reproduce the state exactly.
 func TestReconnectMidCallsResyncs(t *testing.T) {
+	t.Parallel()
 	scenarios := []string{
 		"inbound_answered", "inbound_missed", "inbound_busy_ext", "inbound_ringgroup",
 		"inbound_ringgroup_or_queue", "outbound_answered", "outbound_no_answer", "outbound_busy",
@@ -116,7 +117,7 @@ func TestReconnectMidCallsResyncs(t *testing.T) {
 
 	srv := startFake(t, fakepbx.ARIConfig{Speed: 4})
 	r := runSource(t, fastOptions(srv), 256)
-	if ev := r.next(t, 5*time.Second); ev.Type != asterisk.TypeConnected {
+	if ev := r.next(t, 30*time.Second); ev.Type != asterisk.TypeConnected {
 		t.Fatalf("first event %v", ev.Type)
 	}
 	out := &collector{}
@@ -238,6 +239,7 @@ func TestReconnectMidCallsResyncs(t *testing.T) {
 // outage continues from the live events after the reconnect. Both come out as their
 // transcripts, and no call is left open.
 func TestOutageFinishesCallsEndedMeanwhile(t *testing.T) {
+	t.Parallel()
 	srv := startFake(t, fakepbx.ARIConfig{Speed: 1})
 	opts := fastOptions(srv)
 	r := runSource(t, opts, 256)
@@ -329,6 +331,7 @@ func isDone(c *fakepbx.ARICall) bool {
 // source asks CHANNEL(linkedid) for each, so the model keeps them in one call instead of
 // splitting the trunk and the ringing phone into two.
 func TestCallBornDuringOutageKeepsItsChannels(t *testing.T) {
+	t.Parallel()
 	srv := startFake(t, fakepbx.ARIConfig{Speed: 2}) // inbound_missed rings for 3.1 s
 	r := runSource(t, fastOptions(srv), 256)
 	r.next(t, 5*time.Second)

@@ -14,6 +14,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/pbxbridge/pbxbridge/asterisk"
+	"github.com/pbxbridge/pbxbridge/asterisk/internal/transport"
 )
 
 // Source is the ARI implementation of asterisk.Source and asterisk.Originator for one PBX; it
@@ -23,8 +24,8 @@ import (
 // in wire order and with backpressure (never dropping an event):
 //
 //   - TypeConnected after every connection (Time = connect time); Resync is true after a
-//     reconnect;
-//   - after a reconnect, before any live event: one TypeSnapshot per channel of GET /channels
+//     reconnect (and after the first connection with Options.SnapshotOnConnect);
+//   - after a reconnect (and the first connection with SnapshotOnConnect), before any live event: one TypeSnapshot per channel of GET /channels
 //     (ari.Snapshot, with the channel's bridge from GET /bridges and its Linkedid from
 //     GET /channels/{id}/variable?variable=CHANNEL(linkedid)) and then TypeSnapshotEnd
 //     (Vars["channels"] = how many). The websocket is subscribed before the snapshot is taken,
@@ -41,20 +42,13 @@ import (
 // Ready is closed after the first successful connection (systemd READY). Status and Originate
 // may be called concurrently with Run.
 type Source struct {
-	opts      Options
-	client    *Client
-	m         *metrics
-	log       *slog.Logger
-	ready     chan struct{}
-	readyOnce sync.Once
-	ran       atomic.Bool
-	events    atomic.Int64
+	opts   Options
+	client *Client
+	m      *metrics
+	log    *slog.Logger
+	loop   *transport.Loop
 
 	orig originates
-
-	mu     sync.Mutex
-	up     bool // the events websocket is connected
-	status asterisk.SourceStatus
 }
 
 // NewSource validates opts, registers the metrics on opts.Registerer and returns a Source. It
@@ -77,21 +71,19 @@ func NewSource(opts Options) (*Source, error) {
 	if err != nil {
 		return nil, err
 	}
+	log := opts.Logger.With("pbx", opts.Name)
 	s := &Source{
 		opts:   opts,
 		client: c,
 		m:      m,
-		log:    opts.Logger.With("pbx", opts.Name),
-		ready:  make(chan struct{}),
+		log:    log,
+		loop: transport.NewLoop(transport.LoopConfig{
+			Name: opts.Name, Kind: "ari", AddrKey: "url", Addr: c.BaseURL(),
+			AuthHint: "login refused: check username and password in the config and ari.conf",
+			Clock:    opts.Clock, Backoff: opts.Backoff, Log: log, Metrics: m.Metrics,
+		}),
 	}
 	s.orig.init()
-	s.status = asterisk.SourceStatus{
-		Name:        opts.Name,
-		Kind:        "ari",
-		Address:     c.BaseURL(),
-		Since:       opts.Clock.Now(),
-		Description: "not connected yet",
-	}
 	return s, nil
 }
 
@@ -99,92 +91,38 @@ func NewSource(opts Options) (*Source, error) {
 func (s *Source) Name() string { return s.opts.Name }
 
 // Ready is closed once the first connection succeeded.
-func (s *Source) Ready() <-chan struct{} { return s.ready }
+func (s *Source) Ready() <-chan struct{} { return s.loop.Ready() }
 
 // Client returns the REST client the source uses (for tools and diagnostics).
 func (s *Source) Client() *Client { return s.client }
 
 // Status returns a point-in-time view for the status page and /readyz.
-func (s *Source) Status() asterisk.SourceStatus {
-	s.mu.Lock()
-	st := s.status
-	s.mu.Unlock()
-	st.Events = s.events.Load()
-	return st
-}
+func (s *Source) Status() asterisk.SourceStatus { return s.loop.Status() }
 
 // Run connects and delivers events until ctx is cancelled; see the type's documentation. It
 // returns ctx.Err() after cancellation. It must be called once; it closes the REST client's
 // idle connections when it returns.
 func (s *Source) Run(ctx context.Context, out chan<- asterisk.Event) error {
-	if !s.ran.CompareAndSwap(false, true) {
-		return errors.New("ari: Source.Run called twice")
-	}
 	defer s.client.tr.CloseIdleConnections()
-	clock := s.opts.Clock
-	attempt := 0
-	connectedBefore := false
-	for {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		st, err := s.client.Connect(ctx)
-		if err != nil {
-			if cerr := ctx.Err(); cerr != nil {
-				return cerr
-			}
-			stage := "dial"
+	return transport.Run(ctx, s.loop, out, transport.Hooks[*Stream]{
+		Connect: s.client.Connect,
+		Stage: func(err error) string {
 			var ce *ConnectError
 			if errors.As(err, &ce) {
-				stage = ce.Stage
+				return ce.Stage
 			}
-			s.m.connectError(stage)
-			n := attempt
-			if errors.Is(err, ErrAuthFailed) {
-				n = 64 // straight to Max: do not hammer the PBX's fail2ban with a wrong password
-			}
-			attempt++
-			delay := s.opts.Backoff.Delay(n)
-			s.setFailed(err, clock.Now())
-			s.log.Warn("ari: connect failed", "url", s.client.BaseURL(), "attempt", attempt, "retry_in", delay.Round(time.Millisecond), "err", err)
-			if err := s.sleep(ctx, delay); err != nil {
-				return err
-			}
-			continue
-		}
-		connectedAt := clock.Now()
-		if connectedBefore {
-			s.m.reconnect()
-		}
-		s.setConnected(connectedAt, connectedBefore)
-		s.readyOnce.Do(func() { close(s.ready) })
-		s.log.Info("ari: connected", "url", s.client.BaseURL(), "app", s.opts.App, "resync", connectedBefore)
-
-		err = s.serve(ctx, st, out, connectedBefore)
-		_ = st.Close()
-		connectedBefore = true
-		lostAt := clock.Now()
-		s.setDisconnected(err, lostAt)
-		s.orig.connectionLost()
-		if cerr := ctx.Err(); cerr != nil {
-			return cerr
-		}
-		s.log.Warn("ari: connection lost", "after", lostAt.Sub(connectedAt).Round(time.Millisecond), "err", err)
-		if !s.emit(ctx, out, asterisk.Event{
-			Type: asterisk.TypeDisconnected, Name: "Disconnected", Time: lostAt, PBX: s.opts.Name,
-			Vars: map[string]string{"error": errString(err)},
-		}) {
-			return ctx.Err()
-		}
-		if lostAt.Sub(connectedAt) >= s.opts.Backoff.StableAfter {
-			attempt = 0
-		}
-		delay := s.opts.Backoff.Delay(attempt)
-		attempt++
-		if err := s.sleep(ctx, delay); err != nil {
-			return err
-		}
-	}
+			return "dial"
+		},
+		AuthFailed: func(err error) bool { return errors.Is(err, ErrAuthFailed) },
+		Connected: func(*Stream) (string, []any) {
+			return fmt.Sprintf("connected to %s as %s (app %s)", s.client.BaseURL(), s.opts.Username, s.opts.App),
+				[]any{"app", s.opts.App}
+		},
+		Serve: func(ctx context.Context, st *Stream, reconnect bool) error {
+			return s.serve(ctx, st, out, reconnect || s.opts.SnapshotOnConnect)
+		},
+		Lost:  s.orig.connectionLost,
+	})
 }
 
 // serve pumps one connection's messages to out until the connection ends or ctx is cancelled.
@@ -205,13 +143,11 @@ func (s *Source) serve(ctx context.Context, st *Stream, out chan<- asterisk.Even
 			}
 			return
 		}
-		s.mu.Lock()
-		s.status.PBXVersion = info.Version
-		s.mu.Unlock()
+		s.loop.SetVersion(info.Version)
 	}()
 
-	if !s.emit(ctx, out, asterisk.Event{
-		Type: asterisk.TypeConnected, Name: "Connected", Time: s.opts.Clock.Now(), PBX: s.opts.Name, Resync: resync,
+	if !s.loop.Emit(ctx, out, asterisk.Event{
+		Type: asterisk.TypeConnected, Name: "Connected", Time: s.loop.Now(), PBX: s.opts.Name, Resync: resync,
 	}) {
 		return ctx.Err()
 	}
@@ -223,36 +159,35 @@ func (s *Source) serve(ctx context.Context, st *Stream, out chan<- asterisk.Even
 		recv := time.Now()
 		if err != nil {
 			if errors.Is(err, ErrBinaryMessage) {
-				s.m.drop(DropBinary)
+				s.m.Drop(DropBinary)
 				s.log.Warn("ari: binary websocket message ignored")
 				continue
 			}
 			if errors.Is(err, websocket.ErrMessageTooBig) {
-				s.m.drop(DropTooBig)
+				s.m.Drop(DropTooBig)
 			}
 			return err
 		}
-		ev, ok, err := ToEvent(msg, s.opts.Name, s.opts.Clock.Now())
+		ev, ok, err := ToEvent(msg, s.opts.Name, s.loop.Now())
 		if err != nil {
-			s.m.drop(DropInvalid)
-			s.log.Warn("ari: message is not a valid event; dropped", "err", err, "message", truncate(string(msg), 200))
+			s.m.Drop(DropInvalid)
+			s.log.Warn("ari: message is not a valid event; dropped", "err", err, "message", transport.Truncate(string(msg), 200))
 			continue
 		}
 		if !ok {
-			s.m.drop(DropInvalid)
-			s.log.Warn("ari: message without a type; dropped", "message", truncate(string(msg), 200))
+			s.m.Drop(DropInvalid)
+			s.log.Warn("ari: message without a type; dropped", "message", transport.Truncate(string(msg), 200))
 			continue
 		}
-		s.m.event(ev.Type)
-		s.events.Add(1)
+		s.loop.Count(ev.Type)
 		s.orig.observe(&ev)
 		if ev.Type == asterisk.TypeUnknown && !s.opts.ForwardUnknown {
 			continue
 		}
-		if !s.emit(ctx, out, ev) {
+		if !s.loop.Emit(ctx, out, ev) {
 			return ctx.Err()
 		}
-		s.m.setLag(time.Since(recv))
+		s.m.SetLag(time.Since(recv))
 	}
 }
 
@@ -264,16 +199,16 @@ func (s *Source) resync(ctx context.Context, out chan<- asterisk.Event) bool {
 	if err == nil {
 		bridges, err = s.client.Bridges(ctx)
 	}
-	now := s.opts.Clock.Now()
+	now := s.loop.Now()
 	if err != nil {
 		if ctx.Err() != nil {
 			return false
 		}
-		s.m.resync("failed")
+		s.m.Resync("failed")
 		s.log.Warn("ari: resync failed; calls that ended during the outage stay open until their maximum age", "err", err)
 		end.Time = now
 		end.Vars = map[string]string{"error": err.Error()}
-		return s.emitCounted(ctx, out, end)
+		return s.loop.EmitCounted(ctx, out, end)
 	}
 	inBridge := make(map[string]string)
 	for _, b := range bridges {
@@ -289,7 +224,7 @@ func (s *Source) resync(ctx context.Context, out chan<- asterisk.Event) bool {
 		_ = json.Unmarshal(raw, &id) // Snapshot reports a bad object
 		ev, err := Snapshot(raw, inBridge[id.ID], s.opts.Name, now)
 		if err != nil {
-			s.m.drop(DropInvalid)
+			s.m.Drop(DropInvalid)
 			s.log.Warn("ari: channel in the snapshot is not valid; skipped", "err", err)
 			continue
 		}
@@ -299,15 +234,15 @@ func (s *Source) resync(ctx context.Context, out chan<- asterisk.Event) bool {
 		return false
 	}
 	for i := range snaps {
-		if !s.emitCounted(ctx, out, snaps[i]) {
+		if !s.loop.EmitCounted(ctx, out, snaps[i]) {
 			return false
 		}
 	}
 	n := len(snaps)
-	s.m.resync("ok")
+	s.m.Resync("ok")
 	end.Time = now
 	end.Vars = map[string]string{"channels": strconv.Itoa(n)}
-	return s.emitCounted(ctx, out, end)
+	return s.loop.EmitCounted(ctx, out, end)
 }
 
 // linkedidWorkers bounds the concurrent CHANNEL(linkedid) requests of a resync.
@@ -354,97 +289,6 @@ func (s *Source) linkedids(ctx context.Context, snaps []asterisk.Event) bool {
 			"channels", n, "err", firstErr.Load())
 	}
 	return true
-}
-
-func (s *Source) emitCounted(ctx context.Context, out chan<- asterisk.Event, ev asterisk.Event) bool {
-	s.m.event(ev.Type)
-	s.events.Add(1)
-	return s.emit(ctx, out, ev)
-}
-
-// emit sends ev on out, waiting while out is full (backpressure); false means ctx was cancelled.
-func (s *Source) emit(ctx context.Context, out chan<- asterisk.Event, ev asterisk.Event) bool {
-	select {
-	case out <- ev:
-		return true
-	default:
-	}
-	start := time.Now()
-	select {
-	case out <- ev:
-		s.m.blocked(time.Since(start))
-		return true
-	case <-ctx.Done():
-		return false
-	}
-}
-
-func (s *Source) sleep(ctx context.Context, d time.Duration) error {
-	select {
-	case <-s.opts.Clock.After(d):
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-func (s *Source) setConnected(at time.Time, reconnect bool) {
-	s.m.setConnected(true)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.up = true
-	st := &s.status
-	st.Connected = true
-	st.Since = at
-	st.LoggedInAt = at
-	st.LastError = ""
-	st.FirstLogin = true
-	if reconnect {
-		st.Reconnects++
-	}
-	st.Description = fmt.Sprintf("connected to %s as %s (app %s)", s.client.BaseURL(), s.opts.Username, s.opts.App)
-}
-
-func (s *Source) setDisconnected(err error, at time.Time) {
-	s.m.setConnected(false)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.up = false
-	st := &s.status
-	st.Connected = false
-	st.Since = at
-	st.LastError = errString(err)
-	st.Description = "connection lost, reconnecting"
-}
-
-func (s *Source) setFailed(err error, at time.Time) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	st := &s.status
-	if st.Connected {
-		st.Since = at
-	}
-	st.Connected = false
-	st.LastError = errString(err)
-	if errors.Is(err, ErrAuthFailed) {
-		st.Description = "login refused: check username and password in the config and ari.conf"
-	} else {
-		st.Description = "cannot connect to " + s.client.BaseURL() + ", retrying"
-	}
-}
-
-// connected reports whether the events websocket is up (Originate needs it to see outcomes).
-func (s *Source) connected() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.up
-}
-
-func errString(err error) string {
-	if err == nil {
-		return ""
-	}
-	return err.Error()
 }
 
 var (

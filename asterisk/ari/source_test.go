@@ -19,13 +19,26 @@ import (
 	"github.com/pbxbridge/pbxbridge/asterisk/fakepbx"
 )
 
-// recordingClock runs backoff sleeps at once and records them.
+// recordingClock runs backoff sleeps at once and records them; its Now is the wall clock plus
+// what advance added.
 type recordingClock struct {
 	mu     sync.Mutex
 	delays []time.Duration
+	skew   time.Duration
 }
 
-func (c *recordingClock) Now() time.Time { return time.Now() }
+func (c *recordingClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return time.Now().Add(c.skew)
+}
+
+// advance moves Now forward by d.
+func (c *recordingClock) advance(d time.Duration) {
+	c.mu.Lock()
+	c.skew += d
+	c.mu.Unlock()
+}
 
 func (c *recordingClock) After(d time.Duration) <-chan time.Time {
 	c.mu.Lock()
@@ -43,6 +56,7 @@ func (c *recordingClock) sleeps() []time.Duration {
 }
 
 func TestConnectReadyStatusAndMetrics(t *testing.T) {
+	t.Parallel()
 	srv := startFake(t, fakepbx.ARIConfig{Version: "22.4.1"})
 	r := runSource(t, fastOptions(srv), 16)
 	ev := r.next(t, 5*time.Second)
@@ -95,6 +109,7 @@ func TestConnectReadyStatusAndMetrics(t *testing.T) {
 // A wrong password: 401 gives a clear error, is retried with backoff straight at the cap (not
 // to trip fail2ban), and the source never becomes ready.
 func TestAuthFailureRetriedWithBackoff(t *testing.T) {
+	t.Parallel()
 	srv := startFake(t, fakepbx.ARIConfig{})
 	clock := &recordingClock{}
 	opts := fastOptions(srv)
@@ -140,6 +155,7 @@ func TestAuthFailureRetriedWithBackoff(t *testing.T) {
 
 // Reconnect delays grow, capped and jittered, and reset after a stable connection.
 func TestBackoffDelay(t *testing.T) {
+	t.Parallel()
 	b := ari.Backoff{Initial: 100 * time.Millisecond, Max: time.Second, Rand: func() float64 { return 0.5 }}
 	for n, want := range []time.Duration{75, 150, 300, 600, 750, 750} {
 		if got := b.Delay(n); got != want*time.Millisecond {
@@ -158,6 +174,7 @@ func TestBackoffDelay(t *testing.T) {
 // The websocket of a stalled Asterisk (half-open: nothing read, written or ponged) is declared
 // dead within PingInterval+PingTimeout, and the source reconnects.
 func TestDeadPeerDetected(t *testing.T) {
+	// Not parallel: it measures real-time keepalive bounds, which a loaded CPU stretches.
 	srv := startFake(t, fakepbx.ARIConfig{})
 	opts := fastOptions(srv)
 	opts.PingInterval, opts.PingTimeout = 100*time.Millisecond, 300*time.Millisecond
@@ -178,6 +195,7 @@ func TestDeadPeerDetected(t *testing.T) {
 // A consumer that does not read blocks the source (backpressure) without losing an event,
 // and the blocked time does not count as a dead peer.
 func TestBackpressureLosesNothing(t *testing.T) {
+	// Not parallel: it measures real-time keepalive bounds, which a loaded CPU stretches.
 	srv := startFake(t, fakepbx.ARIConfig{Speed: inf})
 	opts := fastOptions(srv)
 	opts.PingInterval, opts.PingTimeout = 100*time.Millisecond, time.Second
@@ -209,6 +227,7 @@ func TestBackpressureLosesNothing(t *testing.T) {
 // Messages that are not events are counted and logged, never passed on, and do not end the
 // connection; a message over MaxMessageSize ends it (and is counted).
 func TestInvalidMessagesCounted(t *testing.T) {
+	t.Parallel()
 	big := strings.Repeat("x", ari.MaxMessageSize+10)
 	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/ari/events" {
@@ -250,6 +269,7 @@ func TestInvalidMessagesCounted(t *testing.T) {
 
 // Every REST call is bounded by RequestTimeout.
 func TestRESTTimeoutHonoured(t *testing.T) {
+	t.Parallel()
 	srv := startFake(t, fakepbx.ARIConfig{})
 	srv.SetRESTDelay(5 * time.Second)
 	opts := fastOptions(srv)
@@ -288,6 +308,7 @@ func TestRESTTimeoutHonoured(t *testing.T) {
 // A PBX that accepts TCP but never answers the handshake: the connect attempt ends at
 // ConnectTimeout and is retried; cancelling the context stops Run at once.
 func TestConnectTimeoutAndCancel(t *testing.T) {
+	t.Parallel()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -348,6 +369,7 @@ func TestConnectTimeoutAndCancel(t *testing.T) {
 // Cancelling the context while connected ends Run with ctx.Err(), sends nothing more, and
 // leaves no goroutine (TestMain's goleak).
 func TestCancelWhileConnected(t *testing.T) {
+	t.Parallel()
 	srv := startFake(t, fakepbx.ARIConfig{Speed: 2})
 	r := runSource(t, fastOptions(srv), 4)
 	r.next(t, 5*time.Second)
@@ -374,6 +396,7 @@ func TestCancelWhileConnected(t *testing.T) {
 }
 
 func TestOptionsValidation(t *testing.T) {
+	t.Parallel()
 	good := ari.Options{URL: "http://127.0.0.1:8088", Username: "u"}
 	cases := map[string]func(*ari.Options){
 		"no url":             func(o *ari.Options) { o.URL = "" },
@@ -432,6 +455,7 @@ func TestOptionsValidation(t *testing.T) {
 
 // Stream.Close is idempotent and safe while Next waits.
 func TestStreamCloseIdempotent(t *testing.T) {
+	t.Parallel()
 	srv := startFake(t, fakepbx.ARIConfig{})
 	c, err := ari.NewClient(fastOptions(srv))
 	if err != nil {
@@ -447,7 +471,7 @@ func TestStreamCloseIdempotent(t *testing.T) {
 		_, err := st.Next(context.Background())
 		errc <- err
 	}()
-	time.Sleep(50 * time.Millisecond)
+	// Close while Next waits or before it starts: either way Next returns ErrClosed.
 	_ = st.Close()
 	_ = st.Close()
 	if err := <-errc; !errors.Is(err, ari.ErrClosed) {
@@ -461,6 +485,7 @@ func TestStreamCloseIdempotent(t *testing.T) {
 // The reconnect delay starts over after a connection that stayed up for StableAfter, and
 // grows after one that did not.
 func TestBackoffResetsAfterStableConnection(t *testing.T) {
+	t.Parallel()
 	srv := startFake(t, fakepbx.ARIConfig{})
 	clock := &recordingClock{}
 	opts := fastOptions(srv)
@@ -469,7 +494,7 @@ func TestBackoffResetsAfterStableConnection(t *testing.T) {
 		Rand: func() float64 { return 0 }}
 	r := runSource(t, opts, 64) // room for every transport event of the test
 	waitFor(t, 5*time.Second, "connected", func() bool { return r.src.Status().Connected })
-	time.Sleep(2500 * time.Millisecond) // stable
+	clock.advance(2500 * time.Millisecond) // stable
 	srv.DropClients()
 	waitFor(t, 10*time.Second, "second connection", func() bool { return srv.Stats().Connects == 2 && r.src.Status().Connected })
 	srv.DropClients() // at once: not stable

@@ -18,6 +18,7 @@ import (
 // the Source and built by the call model, gives the records replay.ARI gives for the file:
 // nothing lost, nothing reordered, nothing altered but the ids and times the fake refreshes.
 func TestTranscriptsThroughSourceMatchReplay(t *testing.T) {
+	t.Parallel()
 	for _, sc := range transcripts.Scenarios() {
 		t.Run(sc, func(t *testing.T) {
 			want := fileRecords(t, sc)

@@ -4,9 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"math/rand/v2"
 	"slices"
-	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -67,9 +65,7 @@ type ariInstance struct {
 	start    time.Time
 	speed    float64 // > 0; +Inf replays without delays
 	keepTime bool    // timestamps keep the transcript's timing
-	uids     []string
-	chans    []string
-	bridges  []string
+	freshIDs
 	ext, num string
 	vars     []ami.Field // originate variables replacing the recorder's originate id (nil: none)
 	pos      atomic.Int32
@@ -83,31 +79,11 @@ func (s *ARIServer) newInstance(sc *ariScenario, start time.Time) *ariInstance {
 		start:    start.Truncate(time.Millisecond),
 		speed:    s.speed,
 		keepTime: s.cfg.TranscriptTiming,
-		uids:     make([]string, len(sc.uidEpoch)),
-		chans:    make([]string, sc.nChans),
-		bridges:  make([]string, sc.nBridges),
 		done:     make(chan struct{}),
 	}
-	for _, k := range sc.uidOrder {
-		epoch := in.start.Add(in.tscale(time.Duration(sc.uidEpoch[k]) * time.Second)).Unix()
-		in.uids[k] = strconv.FormatInt(epoch, 10) + "." + strconv.FormatUint(s.uidSeq.Add(1), 10)
-	}
-	for k := range in.chans {
-		in.chans[k] = fmt.Sprintf("%08x", uint32(s.chanSeq.Add(1)))
-	}
-	for k := range in.bridges {
-		in.bridges[k] = s.newUUID()
-	}
+	in.freshIDs = s.newIDs(sc.uidOrder, sc.uidEpoch, sc.nChans, sc.nBridges,
+		func(d time.Duration) int64 { return in.start.Add(in.tscale(d)).Unix() })
 	return in
-}
-
-// newUUID returns a random bridge id in UUID form.
-func (s *ARIServer) newUUID() string {
-	s.mu.Lock()
-	a, b := s.rng.Uint64(), s.rng.Uint64()
-	s.mu.Unlock()
-	return fmt.Sprintf("%08x-%04x-4%03x-%04x-%012x", uint32(a>>32), uint16(a>>16), uint16(a)&0xfff,
-		uint16(b>>48)&0x3fff|0x8000, b&0xffffffffffff)
 }
 
 // scale converts a duration of the recording into replay (sending) time.
@@ -131,15 +107,13 @@ func (in *ariInstance) tscale(d time.Duration) time.Duration {
 func (in *ariInstance) render(dst []byte, tpl []aseg, app, varName, varValue string) []byte {
 	for i := range tpl {
 		s := &tpl[i]
+		var ok bool
+		if dst, ok = in.appendID(dst, s.kind, s.idx); ok {
+			continue
+		}
 		switch s.kind {
 		case segLit:
 			dst = append(dst, s.lit...)
-		case segUID:
-			dst = append(dst, in.uids[s.idx]...)
-		case segChan:
-			dst = append(dst, in.chans[s.idx]...)
-		case segBridge:
-			dst = append(dst, in.bridges[s.idx]...)
 		case segExt:
 			dst = appendJSONContent(dst, in.ext)
 		case segNum:
@@ -293,29 +267,20 @@ func (s *ARIServer) Play(ctx context.Context, name string) (*ARICall, error) {
 
 func (s *ARIServer) startInstance(ctx context.Context, in *ariInstance) bool {
 	s.mu.Lock()
-	if s.ctx.Err() != nil {
-		s.mu.Unlock()
-		return false
-	}
 	s.calls[in] = struct{}{}
-	s.wg.Add(1)
 	s.mu.Unlock()
-	s.started.Add(1)
-	go func() {
-		defer s.wg.Done()
-		rctx, cancel := context.WithCancel(s.ctx)
-		stop := context.AfterFunc(ctx, cancel)
-		defer func() {
-			stop()
-			cancel()
-		}()
-		in.run(rctx)
+	ok := s.spawn(ctx, func(ctx context.Context) {
+		in.run(ctx)
 		s.mu.Lock()
 		delete(s.calls, in)
 		s.mu.Unlock()
-		s.finished.Add(1)
-	}()
-	return true
+	}, nil)
+	if !ok {
+		s.mu.Lock()
+		delete(s.calls, in)
+		s.mu.Unlock()
+	}
+	return ok
 }
 
 // ARILoadOptions configure generated load on an ARIServer.
@@ -336,72 +301,6 @@ type ARILoadOptions struct {
 // generator, and returns when every call it started has finished, or when ctx is cancelled (the
 // calls in progress are then stopped). It returns the number of calls started.
 func (s *ARIServer) Load(ctx context.Context, o ARILoadOptions) (int, error) {
-	mix := o.Scenarios
-	if len(mix) == 0 {
-		mix = s.DefaultMix()
-	}
-	for _, n := range mix {
-		if _, ok := s.scenarios[n]; !ok {
-			return 0, fmt.Errorf("fakepbx: unknown scenario %q (have %v)", n, s.Scenarios())
-		}
-	}
-	mix = slices.Clone(mix)
-	seed := o.Seed
-	if seed == 0 {
-		seed = s.cfg.Seed
-	}
-	rng := rand.New(rand.NewPCG(seed, seed+1))
-	var interval time.Duration
-	if o.Rate > 0 {
-		interval = time.Duration(float64(time.Second) / o.Rate)
-	}
-	var calls []*ARICall
-	next := time.Now()
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
-	defer timer.Stop()
-	started := 0
-	for o.Calls == 0 || started < o.Calls {
-		if interval > 0 {
-			if wait := time.Until(next); wait > 0 {
-				timer.Reset(wait)
-				select {
-				case <-timer.C:
-				case <-ctx.Done():
-					return started, ctx.Err()
-				}
-			}
-			next = next.Add(interval)
-		}
-		if err := ctx.Err(); err != nil {
-			return started, err
-		}
-		c, err := s.Play(ctx, mix[rng.IntN(len(mix))])
-		if err != nil {
-			return started, err
-		}
-		started++
-		if o.OnStart != nil {
-			o.OnStart(c)
-		}
-		calls = append(calls, c)
-		if len(calls) >= 1024 { // forget finished calls so an endless load does not grow memory
-			calls = slices.DeleteFunc(calls, func(c *ARICall) bool {
-				select {
-				case <-c.Done():
-					return true
-				default:
-					return false
-				}
-			})
-		}
-	}
-	for _, c := range calls {
-		select {
-		case <-c.Done():
-		case <-ctx.Done():
-			return started, ctx.Err()
-		}
-	}
-	return started, nil
+	return load(ctx, loadSpec{Rate: o.Rate, Calls: o.Calls, Scenarios: o.Scenarios, Seed: o.Seed},
+		s.Scenarios(), s.cfg.Seed, s.Play, o.OnStart)
 }

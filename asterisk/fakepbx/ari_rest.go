@@ -286,6 +286,7 @@ func deviceState(st int) string {
 
 // handleOriginate answers POST /ari/channels (see the type's documentation).
 func (s *ARIServer) handleOriginate(w http.ResponseWriter, r *http.Request) {
+	s.origs.Add(1)
 	q := r.URL.Query()
 	endpoint, exten := q.Get("endpoint"), q.Get("extension")
 	if endpoint == "" {
@@ -500,23 +501,10 @@ func (s *ARIServer) handleEvents(w http.ResponseWriter, r *http.Request) {
 	ss.readLoop()
 }
 
-func (s *ARIServer) removeSession(ss *ariSession) {
-	s.mu.Lock()
-	delete(s.sessions, ss)
-	s.mu.Unlock()
-}
-
 // broadcastLocked renders a message once per application name and queues it to every
 // subscribed client; emitMu must be held.
 func (s *ARIServer) broadcastLocked(render func(dst []byte, app string) []byte) {
-	s.mu.Lock()
-	targets := make([]*ariSession, 0, len(s.sessions))
-	for ss := range s.sessions {
-		if ss.all && !ss.stalled.Load() {
-			targets = append(targets, ss)
-		}
-	}
-	s.mu.Unlock()
+	targets := s.clients(func(ss *ariSession) bool { return ss.all && !ss.stalled.Load() })
 	if len(targets) == 0 {
 		return
 	}

@@ -5,16 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
-	"math/rand/v2"
 	"net"
 	"net/http"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/pbxbridge/pbxbridge/asterisk/ami"
 )
 
 // ARIConfig configures an ARIServer. Zero values take the documented defaults.
@@ -59,6 +54,7 @@ type ARIStats struct {
 	CallsFinished uint64
 	EventsSent    uint64 // messages queued to clients (one per client)
 	Drops         uint64 // clients dropped by DropClients/DropEvery/Outage
+	Originates    uint64 // POST /channels requests received (placed calls), valid or not
 }
 
 // ARIServer is a running fake Asterisk REST Interface: HTTP and websocket on loopback with
@@ -81,82 +77,29 @@ type ARIStats struct {
 //
 // An ARIServer is safe for concurrent use. Close stops it and waits for its goroutines.
 type ARIServer struct {
+	pbx[*ariSession]
 	cfg       ARIConfig
-	speed     float64
-	log       *slog.Logger
 	ln        net.Listener
 	hs        *http.Server
 	scenarios map[string]*ariScenario
 	orig      *ariScenario
 
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-
-	mu       sync.Mutex
-	sessions map[*ariSession]struct{}
-	calls    map[*ariInstance]struct{}
-	synth    map[string][]byte // synthetic originate channels alive: id → channel JSON
-	exts     map[string]Ext
-	rng      *rand.Rand
+	calls map[*ariInstance]struct{} // guarded by mu
+	synth map[string][]byte         // synthetic originate channels alive: id → channel JSON; guarded by mu
 
 	// emitMu orders event emission with the channel and bridge lists; it also guards gate.
 	emitMu sync.Mutex
 	gate   chan struct{} // not nil while frozen; closed by the resume function
 
-	uidSeq    atomic.Uint64
-	chanSeq   atomic.Uint64
 	restDelay atomic.Int64
-	refuse    atomic.Int64 // unix nanoseconds until which new connections are closed at once
 	connects  atomic.Uint64
 	authFails atomic.Uint64
 	requests  atomic.Uint64
-	started   atomic.Uint64
-	finished  atomic.Uint64
-	sent      atomic.Uint64
-	drops     atomic.Uint64
-	booted    time.Time
 }
 
 // StartARI compiles the ARI transcripts, listens and serves until Close.
 func StartARI(cfg ARIConfig) (*ARIServer, error) {
-	if cfg.Addr == "" {
-		cfg.Addr = "127.0.0.1:0"
-	}
-	if cfg.Username == "" {
-		cfg.Username = "pbxbridge"
-	}
-	if cfg.Password == "" {
-		cfg.Password = "secret"
-	}
-	if cfg.Version == "" {
-		cfg.Version = "22.10.1"
-	}
-	if cfg.Seed == 0 {
-		cfg.Seed = 1
-	}
-	if cfg.WriteTimeout <= 0 {
-		cfg.WriteTimeout = 5 * time.Second
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
-	}
-	speed := cfg.Speed
-	if speed <= 0 || math.IsNaN(speed) {
-		speed = 1
-	}
-	exts := make(map[string]Ext, len(cfg.Extensions))
-	for k, v := range cfg.Extensions {
-		if v.Outcome == "" {
-			v.Outcome = Answer
-		}
-		exts[k] = v
-	}
-	if cfg.Extensions == nil {
-		for _, e := range []string{"101", "102", "103"} {
-			exts[e] = Ext{State: ami.ExtIdle, Outcome: Answer}
-		}
-	}
+	defaults(&cfg.Addr, &cfg.Username, &cfg.Password, &cfg.Version, &cfg.Seed, &cfg.WriteTimeout, &cfg.Logger)
 	c := compiledARIOnce()
 	if c.err != nil {
 		return nil, c.err
@@ -165,22 +108,14 @@ func StartARI(cfg ARIConfig) (*ARIServer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("fakepbx: listening on %s: %w", cfg.Addr, err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
 	s := &ARIServer{
 		cfg:       cfg,
-		speed:     speed,
-		log:       cfg.Logger,
 		scenarios: c.scenarios,
 		orig:      c.orig,
-		ctx:       ctx,
-		cancel:    cancel,
-		sessions:  map[*ariSession]struct{}{},
 		calls:     map[*ariInstance]struct{}{},
 		synth:     map[string][]byte{},
-		exts:      exts,
-		rng:       rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15)),
-		booted:    time.Now(),
 	}
+	s.init(cfg.Speed, cfg.Seed, cfg.Extensions, cfg.Logger)
 	s.ln = &stallListener{Listener: ln, srv: s}
 	s.hs = &http.Server{
 		Handler:           s.routes(),
@@ -229,45 +164,20 @@ func (s *ARIServer) Username() string { return s.cfg.Username }
 func (s *ARIServer) Password() string { return s.cfg.Password }
 
 // Scenarios lists the scenarios Play and Load can replay, sorted.
-func (s *ARIServer) Scenarios() []string {
-	out := make([]string, 0, len(s.scenarios))
-	for k := range s.scenarios {
-		out = append(out, k)
-	}
-	slices.Sort(out)
-	return out
-}
+func (s *ARIServer) Scenarios() []string { return scenarioNames(s.scenarios) }
 
 // DefaultMix returns the scenarios Load draws from by default (all but "concurrent", which is
 // itself a burst of 20 calls).
-func (s *ARIServer) DefaultMix() []string {
-	return slices.DeleteFunc(s.Scenarios(), func(n string) bool { return n == "concurrent" })
-}
+func (s *ARIServer) DefaultMix() []string { return defaultMix(s.Scenarios()) }
 
 // Close stops serving, closes every client connection, stops the replays and waits for all
 // goroutines. It is idempotent.
-func (s *ARIServer) Close() error {
-	s.cancel()
-	s.mu.Lock()
-	for ss := range s.sessions {
-		ss.close()
-	}
-	s.mu.Unlock()
-	err := s.hs.Close()
-	s.wg.Wait()
-	if errors.Is(err, net.ErrClosed) {
-		err = nil
-	}
-	return err
-}
+func (s *ARIServer) Close() error { return s.shutdown(s.hs.Close) }
 
 // Stats returns the server's counters.
 func (s *ARIServer) Stats() ARIStats {
-	s.mu.Lock()
-	n := len(s.sessions)
-	s.mu.Unlock()
 	return ARIStats{
-		Sessions:      n,
+		Sessions:      s.sessionCount(),
 		Connects:      s.connects.Load(),
 		AuthFailures:  s.authFails.Load(),
 		Requests:      s.requests.Load(),
@@ -275,29 +185,8 @@ func (s *ARIServer) Stats() ARIStats {
 		CallsFinished: s.finished.Load(),
 		EventsSent:    s.sent.Load(),
 		Drops:         s.drops.Load(),
+		Originates:    s.origs.Load(),
 	}
-}
-
-// DropClients closes every websocket client now (the calls keep playing) and returns how many
-// were dropped.
-func (s *ARIServer) DropClients() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	n := 0
-	for ss := range s.sessions {
-		ss.close()
-		n++
-	}
-	s.drops.Add(uint64(n))
-	return n
-}
-
-// Outage drops every websocket client and, for d, closes new TCP connections as soon as they
-// are accepted (Asterisk unreachable), while the calls keep playing. It returns how many
-// clients were dropped.
-func (s *ARIServer) Outage(d time.Duration) int {
-	s.refuse.Store(time.Now().Add(d).UnixNano())
-	return s.DropClients()
 }
 
 // StallClients turns every current websocket half-open: the socket stays open, but the server
@@ -307,10 +196,7 @@ func (s *ARIServer) StallClients() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for ss := range s.sessions {
-		ss.stalled.Store(true)
-		if ss.nc != nil {
-			ss.nc.stalled.Store(true)
-		}
+		ss.stall()
 	}
 	return len(s.sessions)
 }
@@ -342,64 +228,3 @@ func (s *ARIServer) Freeze() (resume func()) {
 
 // SetRESTDelay delays every REST answer by d (0: none), to test client timeouts.
 func (s *ARIServer) SetRESTDelay(d time.Duration) { s.restDelay.Store(int64(d)) }
-
-// SetExtension sets what the endpoint, device state and originate requests see for ext.
-func (s *ARIServer) SetExtension(ext string, e Ext) {
-	if e.Outcome == "" {
-		e.Outcome = Answer
-	}
-	s.mu.Lock()
-	s.exts[ext] = e
-	s.mu.Unlock()
-}
-
-func (s *ARIServer) extension(ext string) (Ext, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	e, ok := s.exts[ext]
-	return e, ok
-}
-
-func (s *ARIServer) dropLoop(every time.Duration) {
-	defer s.wg.Done()
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-s.ctx.Done():
-			return
-		case <-t.C:
-			if n := s.DropClients(); n > 0 {
-				s.log.Info("fakepbx: dropped ARI clients", "count", n)
-			}
-		}
-	}
-}
-
-// track registers a goroutine with the server unless it is closing.
-func (s *ARIServer) track() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.ctx.Err() != nil {
-		return false
-	}
-	s.wg.Add(1)
-	return true
-}
-
-// after runs fn after d unless the server is closed first.
-func (s *ARIServer) after(d time.Duration, fn func()) {
-	if !s.track() {
-		return
-	}
-	go func() {
-		defer s.wg.Done()
-		t := time.NewTimer(d)
-		defer t.Stop()
-		select {
-		case <-t.C:
-			fn()
-		case <-s.ctx.Done():
-		}
-	}()
-}

@@ -5,7 +5,6 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/coder/websocket"
 )
@@ -49,24 +48,17 @@ func (ss *ariSession) close() {
 // enqueue queues a message; a client that does not drain its queue within the write timeout is
 // disconnected.
 func (ss *ariSession) enqueue(b []byte) bool {
-	select {
-	case ss.out <- b:
-		return true
-	case <-ss.closed:
-		return false
-	default:
-	}
-	t := time.NewTimer(ss.srv.cfg.WriteTimeout)
-	defer t.Stop()
-	select {
-	case ss.out <- b:
-		return true
-	case <-ss.closed:
-		return false
-	case <-t.C:
+	return enqueue(ss.out, ss.closed, ss.srv.cfg.WriteTimeout, b, func() {
 		ss.srv.log.Warn("fakepbx: ARI client too slow, disconnecting")
 		ss.close()
-		return false
+	})
+}
+
+// stall turns the session half-open (StallClients).
+func (ss *ariSession) stall() {
+	ss.stalled.Store(true)
+	if ss.nc != nil {
+		ss.nc.stalled.Store(true)
 	}
 }
 
@@ -117,7 +109,7 @@ func (l *stallListener) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		if time.Now().UnixNano() < l.srv.refuse.Load() {
+		if l.srv.refusing() {
 			_ = c.Close()
 			continue
 		}

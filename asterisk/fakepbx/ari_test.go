@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
-	"go.uber.org/goleak"
 
 	"github.com/pbxbridge/pbxbridge/asterisk/ami"
 	"github.com/pbxbridge/pbxbridge/asterisk/transcripts"
@@ -37,8 +36,8 @@ func ariLines(tb testing.TB, name string) [][]byte {
 
 // identity returns a replay of sc that uses the transcript's own ids, times and names.
 func identity(sc *ariScenario) *ariInstance {
-	in := &ariInstance{sc: sc, start: sc.t0, speed: 1, keepTime: true,
-		uids: make([]string, len(sc.uidEpoch)), chans: make([]string, sc.nChans), bridges: make([]string, sc.nBridges)}
+	in := &ariInstance{sc: sc, start: sc.t0, speed: 1, keepTime: true, freshIDs: freshIDs{
+		uids: make([]string, len(sc.uidEpoch)), chans: make([]string, sc.nChans), bridges: make([]string, sc.nBridges)}}
 	for orig, k := range sc.uidIndex {
 		in.uids[k] = orig
 	}
@@ -54,6 +53,7 @@ func identity(sc *ariScenario) *ariInstance {
 // The templates lose nothing: rendered with the original ids, times and application name,
 // every message of every transcript comes out byte for byte.
 func TestARITemplatesReproduceTranscripts(t *testing.T) {
+	t.Parallel()
 	for _, name := range transcripts.Scenarios() {
 		lines := ariLines(t, name)
 		sc, err := compileARI(name, bytes.Join(lines, []byte("\n")), "", "")
@@ -203,7 +203,7 @@ func startARI(t *testing.T, cfg ARIConfig) *ARIServer {
 		}
 		_ = s.Close() // idempotent
 		http.DefaultClient.CloseIdleConnections()
-		goleak.VerifyNone(t)
+		// Leaks are checked once all the (parallel) tests are done: TestMain.
 	})
 	return s
 }
@@ -214,6 +214,7 @@ var ariUIDRe = regexp.MustCompile(`\b\d{9,}\.\d+\b`)
 // subscriber's application name, fresh timestamps, and ids that are neither the transcript's
 // nor shared between the replays.
 func TestARIReplayFreshIDs(t *testing.T) {
+	t.Parallel()
 	s := startARI(t, ARIConfig{Speed: math.Inf(1)})
 	c := ariSubscribe(t, s, "app=crm&subscribeAll=true")
 	lines := ariLines(t, "attended_transfer")
@@ -273,6 +274,7 @@ func TestARIReplayFreshIDs(t *testing.T) {
 
 // GET /channels and /bridges show the calls in progress as of the events sent so far.
 func TestARIChannelsAndBridgesReflectCalls(t *testing.T) {
+	t.Parallel()
 	s := startARI(t, ARIConfig{Speed: 4})
 	c := ariSubscribe(t, s, "app=t&subscribeAll=true")
 	played, err := s.Play(context.Background(), "blind_transfer")
@@ -380,6 +382,7 @@ func TestARIChannelsAndBridgesReflectCalls(t *testing.T) {
 }
 
 func TestARIRESTResources(t *testing.T) {
+	t.Parallel()
 	s := startARI(t, ARIConfig{Version: "20.1.0", Extensions: map[string]Ext{
 		"101": {State: ami.ExtIdle}, "102": {State: ami.ExtUnavailable}, "103": {State: ami.ExtInUse},
 		"104": {State: ami.ExtBusy}, "105": {State: ami.ExtRinging | ami.ExtInUse}, "106": {State: ami.ExtNoHint},
@@ -429,6 +432,7 @@ func TestARIRESTResources(t *testing.T) {
 // POST /ari/channels: an answering extension plays click_to_call with the requested extension,
 // number and variables; other outcomes show the agent channel ending with the matching cause.
 func TestARIOriginate(t *testing.T) {
+	t.Parallel()
 	s := startARI(t, ARIConfig{Speed: math.Inf(1), Extensions: map[string]Ext{
 		"201": {Outcome: Answer}, "202": {Outcome: Busy},
 	}})
@@ -484,6 +488,7 @@ func TestARIOriginate(t *testing.T) {
 }
 
 func TestARILoadAndKnobs(t *testing.T) {
+	t.Parallel()
 	s := startARI(t, ARIConfig{Speed: math.Inf(1), Seed: 7})
 	c := ariSubscribe(t, s, "app=t&subscribeAll=true")
 	quiet := ariSubscribe(t, s, "app=q") // no subscribeAll: no call events
@@ -534,6 +539,7 @@ func TestARILoadAndKnobs(t *testing.T) {
 
 // CHANNEL(linkedid) comes from the AMI capture of the same calls.
 func TestARIChannelLinkedid(t *testing.T) {
+	t.Parallel()
 	s := startARI(t, ARIConfig{Speed: 1})
 	played, err := s.Play(context.Background(), "inbound_ringgroup")
 	if err != nil {

@@ -102,6 +102,7 @@ var (
 // TestReplayRemapsIDs: a replay keeps every frame and header of the transcript, with every id
 // replaced consistently, timestamps shifted to now, and the structure unchanged.
 func TestReplayRemapsIDs(t *testing.T) {
+	t.Parallel()
 	s := start(t, Config{Speed: math.Inf(1)})
 	c := dial(t, s, "on")
 	orig := transcriptFrames(t, "attended_transfer")
@@ -187,6 +188,7 @@ func parseTS(s string) (time.Time, error) {
 // TestConcurrentReplaysNeverCollide: many replays at once share no Uniqueid, Linkedid, channel
 // name or bridge id.
 func TestConcurrentReplaysNeverCollide(t *testing.T) {
+	t.Parallel()
 	s := start(t, Config{Speed: math.Inf(1)})
 	c := dial(t, s, "on")
 	const n = 8
@@ -226,6 +228,7 @@ func TestConcurrentReplaysNeverCollide(t *testing.T) {
 // created and not yet hung up in the events the client received before the list. The list is
 // streamed (ami.Conn.Stream), so it arrives in wire order with the events.
 func TestCoreShowChannelsReflectsReplays(t *testing.T) {
+	t.Parallel()
 	s := start(t, Config{Speed: 4})
 	c := dial(t, s, "on")
 	if _, err := s.Play(context.Background(), "attended_transfer"); err != nil {
@@ -284,6 +287,7 @@ func TestCoreShowChannelsReflectsReplays(t *testing.T) {
 }
 
 func TestLoginEventMaskAndTimestamps(t *testing.T) {
+	t.Parallel()
 	s := start(t, Config{Speed: math.Inf(1), NoTimestamps: true})
 	cdrOnly := dial(t, s, "cdr")
 	all := dial(t, s, "on")
@@ -321,6 +325,7 @@ func TestLoginEventMaskAndTimestamps(t *testing.T) {
 }
 
 func TestLoadGeneratesCalls(t *testing.T) {
+	t.Parallel()
 	s := start(t, Config{Speed: math.Inf(1), Seed: 7})
 	var mu sync.Mutex
 	seen := map[string]int{}
@@ -350,6 +355,7 @@ func TestLoadGeneratesCalls(t *testing.T) {
 }
 
 func TestDropAndRefuse(t *testing.T) {
+	t.Parallel()
 	s := start(t, Config{})
 	c1 := dial(t, s, "on")
 	c2 := dial(t, s, "on")
@@ -374,6 +380,7 @@ func TestDropAndRefuse(t *testing.T) {
 }
 
 func TestUnknownActionsAndAuth(t *testing.T) {
+	t.Parallel()
 	s := start(t, Config{})
 	c := dial(t, s, "on")
 	_, err := c.Action(context.Background(), ami.Action{Name: "Frobnicate"})
@@ -394,6 +401,7 @@ func TestUnknownActionsAndAuth(t *testing.T) {
 // TestPauseResumeAndMarker: while paused no call event is sent; a UserEvent marker arrives in
 // order; after Resume the replay completes with every frame, timestamps still increasing.
 func TestPauseResumeAndMarker(t *testing.T) {
+	t.Parallel()
 	s := start(t, Config{Speed: 4})
 	c := dial(t, s, "on")
 	want := len(transcriptFrames(t, "inbound_answered"))
@@ -438,6 +446,7 @@ func TestPauseResumeAndMarker(t *testing.T) {
 // TestOnEventReportsEveryCallEvent: the hook sees every frame of a replay, with the replay's
 // fresh ids, the wire time, and how many clients received it (none before anyone connects).
 func TestOnEventReportsEveryCallEvent(t *testing.T) {
+	t.Parallel()
 	var mu sync.Mutex
 	var got []EmittedEvent
 	s := start(t, Config{Speed: math.Inf(1), OnEvent: func(ev EmittedEvent) {
@@ -499,6 +508,7 @@ func TestOnEventReportsEveryCallEvent(t *testing.T) {
 // ExcludeEvents drops those events from replays, as manager.conf eventfilter lines do, and
 // keeps every other frame in order.
 func TestExcludeEvents(t *testing.T) {
+	t.Parallel()
 	s := start(t, Config{Speed: math.Inf(1), ExcludeEvents: []string{"CEL", "DeviceStateChange"}})
 	c := dial(t, s, "on")
 	var want []string

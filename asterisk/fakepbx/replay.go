@@ -60,13 +60,11 @@ func (c *Call) Start() time.Time { return c.in.start }
 
 // instance is one replay: a scenario with its fresh ids and time base.
 type instance struct {
-	srv      *Server
-	sc       *scenario
-	start    time.Time
-	speed    float64 // > 0; +Inf replays without delays
-	uids     []string
-	chans    []string
-	bridges  []string
+	srv   *Server
+	sc    *scenario
+	start time.Time
+	speed float64 // > 0; +Inf replays without delays
+	freshIDs
 	ext, num string
 	actionID string      // OriginateResponse ActionID of an Originate replay
 	vars     []ami.Field // Originate variables replacing the recorder's originate id
@@ -80,27 +78,16 @@ type instance struct {
 
 func (s *Server) newInstance(sc *scenario, start time.Time) *instance {
 	in := &instance{
-		srv:     s,
-		sc:      sc,
-		start:   start,
-		speed:   s.speed,
-		uids:    make([]string, len(sc.uidEpoch)),
-		chans:   make([]string, sc.nChans),
-		bridges: make([]string, sc.nBridges),
-		done:    make(chan struct{}),
+		srv:   s,
+		sc:    sc,
+		start: start,
+		speed: s.speed,
+		done:  make(chan struct{}),
 	}
 	in.pauseBase = s.pause.Load().total
 	in.call = &Call{Scenario: sc.name, in: in}
-	for _, k := range sc.uidOrder {
-		epoch := start.Add(in.scale(time.Duration(sc.uidEpoch[k]) * time.Second)).Unix()
-		in.uids[k] = strconv.FormatInt(epoch, 10) + "." + strconv.FormatUint(s.uidSeq.Add(1), 10)
-	}
-	for k := range in.chans {
-		in.chans[k] = fmt.Sprintf("%08x", uint32(s.chanSeq.Add(1)))
-	}
-	for k := range in.bridges {
-		in.bridges[k] = s.newUUID()
-	}
+	in.freshIDs = s.newIDs(sc.uidOrder, sc.uidEpoch, sc.nChans, sc.nBridges,
+		func(d time.Duration) int64 { return start.Add(in.scale(d)).Unix() })
 	return in
 }
 
@@ -164,6 +151,9 @@ func (in *instance) run(ctx context.Context) {
 		} else {
 			buf = in.render(buf, fr, ts, "", "")
 		}
+		if s.cfg.Mutate != nil {
+			buf = s.cfg.Mutate(buf)
+		}
 		ok, clients, at := s.emitCall(in, int32(i+1), buf, fr.classes)
 		if !ok {
 			continue // a pause began since the check: wait for Resume and render it again
@@ -225,15 +215,13 @@ func (in *instance) appendValue(dst []byte, f *tfield, ts time.Time) []byte {
 		}
 	}
 	for _, sg := range f.segs {
+		var ok bool
+		if dst, ok = in.appendID(dst, sg.kind, sg.idx); ok {
+			continue
+		}
 		switch sg.kind {
 		case segLit:
 			dst = append(dst, sg.lit...)
-		case segUID:
-			dst = append(dst, in.uids[sg.idx]...)
-		case segChan:
-			dst = append(dst, in.chans[sg.idx]...)
-		case segBridge:
-			dst = append(dst, in.bridges[sg.idx]...)
 		case segExt:
 			dst = append(dst, in.ext...)
 		case segNum:

@@ -26,15 +26,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
-	"math/rand/v2"
 	"net"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/pbxbridge/pbxbridge/asterisk/ami"
 )
 
 // Outcome is what an extension's phone does when an Originate rings it.
@@ -90,6 +86,10 @@ type Config struct {
 	// `eventfilter = !Event: NAME` lines make Asterisk do (docs/asterisk.md recommends CEL and
 	// DeviceStateChange). Replays skip them without delay.
 	ExcludeEvents []string
+	// Mutate, when set, rewrites each call event frame (the wire bytes, ending in the blank
+	// line) before it is sent: security tests turn the replays into a hostile peer's stream.
+	// It must return a whole frame.
+	Mutate func(frame []byte) []byte
 	// Logger (default: discard).
 	Logger *slog.Logger
 	// OnEvent, when set, is called after each call event of a replay was queued to the clients,
@@ -121,41 +121,25 @@ type Stats struct {
 	CallsFinished uint64
 	EventsSent    uint64 // event frames written to clients (one per client)
 	Drops         uint64 // client connections dropped by DropClients/DropEvery
+	Originates    uint64 // originate requests received (placed calls), valid or not
 }
 
 // Server is a running fake PBX.
 type Server struct {
+	pbx[*session]
 	cfg       Config
-	speed     float64
-	log       *slog.Logger
 	ln        net.Listener
 	scenarios map[string]*scenario
 	orig      *scenario
 	excluded  map[string]bool // Config.ExcludeEvents
 
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-
-	mu       sync.Mutex
-	sessions map[*session]struct{}
-	calls    map[*instance]struct{}
-	exts     map[string]Ext
-	rng      *rand.Rand
+	calls map[*instance]struct{} // guarded by mu
 
 	// emitMu orders event emission with CoreShowChannels, so a snapshot reflects exactly the
 	// events each client received before it.
 	emitMu sync.Mutex
 
-	uidSeq   atomic.Uint64
-	chanSeq  atomic.Uint64
-	logins   atomic.Uint64
-	started  atomic.Uint64
-	finished atomic.Uint64
-	sent     atomic.Uint64
-	drops    atomic.Uint64
-	booted   time.Time
-	refuse   atomic.Int64 // unix nanoseconds until which new connections are closed at once
+	logins atomic.Uint64
 
 	pauseMu sync.Mutex
 	pause   atomic.Pointer[pauseState]
@@ -171,45 +155,9 @@ type pauseState struct {
 
 // Start compiles the transcripts, listens and serves until Close.
 func Start(cfg Config) (*Server, error) {
-	if cfg.Addr == "" {
-		cfg.Addr = "127.0.0.1:0"
-	}
-	if cfg.Username == "" {
-		cfg.Username = "pbxbridge"
-	}
-	if cfg.Secret == "" {
-		cfg.Secret = "secret"
-	}
+	defaults(&cfg.Addr, &cfg.Username, &cfg.Secret, &cfg.Version, &cfg.Seed, &cfg.WriteTimeout, &cfg.Logger)
 	if cfg.Banner == "" {
 		cfg.Banner = "Asterisk Call Manager/11.0.0"
-	}
-	if cfg.Version == "" {
-		cfg.Version = "22.10.1"
-	}
-	if cfg.Seed == 0 {
-		cfg.Seed = 1
-	}
-	if cfg.WriteTimeout <= 0 {
-		cfg.WriteTimeout = 5 * time.Second
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
-	}
-	speed := cfg.Speed
-	if speed <= 0 || math.IsNaN(speed) {
-		speed = 1
-	}
-	exts := make(map[string]Ext, len(cfg.Extensions))
-	for k, v := range cfg.Extensions {
-		if v.Outcome == "" {
-			v.Outcome = Answer
-		}
-		exts[k] = v
-	}
-	if cfg.Extensions == nil {
-		for _, e := range []string{"101", "102", "103"} {
-			exts[e] = Ext{State: ami.ExtIdle, Outcome: Answer}
-		}
 	}
 	scs, orig, err := compiled()
 	if err != nil {
@@ -219,23 +167,15 @@ func Start(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("fakepbx: listening on %s: %w", cfg.Addr, err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
 		cfg:       cfg,
-		speed:     speed,
-		log:       cfg.Logger,
 		ln:        ln,
 		scenarios: scs,
 		orig:      orig,
-		ctx:       ctx,
-		cancel:    cancel,
-		sessions:  map[*session]struct{}{},
 		calls:     map[*instance]struct{}{},
-		exts:      exts,
-		rng:       rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15)),
-		booted:    time.Now(),
 		excluded:  map[string]bool{},
 	}
+	s.init(cfg.Speed, cfg.Seed, cfg.Extensions, cfg.Logger)
 	for _, ev := range cfg.ExcludeEvents {
 		s.excluded[ev] = true
 	}
@@ -277,67 +217,23 @@ func (s *Server) Username() string { return s.cfg.Username }
 func (s *Server) Secret() string { return s.cfg.Secret }
 
 // Scenarios lists the scenarios Play and Load can replay, sorted.
-func (s *Server) Scenarios() []string {
-	out := make([]string, 0, len(s.scenarios))
-	for k := range s.scenarios {
-		out = append(out, k)
-	}
-	slices.Sort(out)
-	return out
-}
+func (s *Server) Scenarios() []string { return scenarioNames(s.scenarios) }
 
 // Close stops accepting, closes every client connection, stops the replays and waits for all
 // goroutines. It is idempotent.
-func (s *Server) Close() error {
-	s.cancel()
-	err := s.ln.Close()
-	s.mu.Lock()
-	for ss := range s.sessions {
-		ss.close()
-	}
-	s.mu.Unlock()
-	s.wg.Wait()
-	if errors.Is(err, net.ErrClosed) {
-		err = nil
-	}
-	return err
-}
+func (s *Server) Close() error { return s.shutdown(s.ln.Close) }
 
 // Stats returns the server's counters.
 func (s *Server) Stats() Stats {
-	s.mu.Lock()
-	n := len(s.sessions)
-	s.mu.Unlock()
 	return Stats{
-		Sessions:      n,
+		Sessions:      s.sessionCount(),
 		Logins:        s.logins.Load(),
 		CallsStarted:  s.started.Load(),
 		CallsFinished: s.finished.Load(),
 		EventsSent:    s.sent.Load(),
 		Drops:         s.drops.Load(),
+		Originates:    s.origs.Load(),
 	}
-}
-
-// DropClients closes every client connection now (the calls keep playing) and returns how many
-// were dropped.
-func (s *Server) DropClients() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	n := 0
-	for ss := range s.sessions {
-		ss.close()
-		n++
-	}
-	s.drops.Add(uint64(n))
-	return n
-}
-
-// Outage drops every client connection and, for d, closes new connections as soon as they are
-// accepted (the PBX's AMI is unreachable), while the calls keep playing. It returns how many
-// clients were dropped.
-func (s *Server) Outage(d time.Duration) int {
-	s.refuse.Store(time.Now().Add(d).UnixNano())
-	return s.DropClients()
 }
 
 // Pause stops every replay where it is: no call event is emitted until Resume, and the calls'
@@ -394,23 +290,6 @@ func (s *Server) StallClients() int {
 	return len(s.sessions)
 }
 
-// SetExtension sets what ExtensionState and Originate answer for ext.
-func (s *Server) SetExtension(ext string, e Ext) {
-	if e.Outcome == "" {
-		e.Outcome = Answer
-	}
-	s.mu.Lock()
-	s.exts[ext] = e
-	s.mu.Unlock()
-}
-
-func (s *Server) extension(ext string) (Ext, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	e, ok := s.exts[ext]
-	return e, ok
-}
-
 func (s *Server) acceptLoop() {
 	defer s.wg.Done()
 	for {
@@ -421,7 +300,7 @@ func (s *Server) acceptLoop() {
 			}
 			return
 		}
-		if time.Now().UnixNano() < s.refuse.Load() {
+		if s.refusing() {
 			_ = nc.Close()
 			continue
 		}
@@ -435,28 +314,6 @@ func (s *Server) acceptLoop() {
 		s.sessions[ss] = struct{}{}
 		s.mu.Unlock()
 		ss.start()
-	}
-}
-
-func (s *Server) removeSession(ss *session) {
-	s.mu.Lock()
-	delete(s.sessions, ss)
-	s.mu.Unlock()
-}
-
-func (s *Server) dropLoop(every time.Duration) {
-	defer s.wg.Done()
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-s.ctx.Done():
-			return
-		case <-t.C:
-			if n := s.DropClients(); n > 0 {
-				s.log.Info("fakepbx: dropped client connections", "count", n)
-			}
-		}
 	}
 }
 
@@ -483,14 +340,7 @@ func (s *Server) emitCall(in *instance, pos int32, frame []byte, classes uint32)
 
 // broadcastLocked copies frame to the clients and returns how many took it; emitMu must be held.
 func (s *Server) broadcastLocked(frame []byte, classes uint32) int {
-	s.mu.Lock()
-	targets := make([]*session, 0, len(s.sessions))
-	for ss := range s.sessions {
-		if ss.wantsEvents(classes) {
-			targets = append(targets, ss)
-		}
-	}
-	s.mu.Unlock()
+	targets := s.clients(func(ss *session) bool { return ss.wantsEvents(classes) })
 	if len(targets) == 0 {
 		return 0
 	}
@@ -556,30 +406,17 @@ func (s *Server) startInstance(ctx context.Context, in *instance) {
 	s.mu.Lock()
 	s.calls[in] = struct{}{}
 	s.mu.Unlock()
-	s.started.Add(1)
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		rctx, cancel := context.WithCancel(s.ctx)
-		stop := context.AfterFunc(ctx, cancel)
-		defer func() {
-			stop()
-			cancel()
-		}()
-		in.run(rctx)
+	unlist := func() {
 		s.mu.Lock()
 		delete(s.calls, in)
 		s.mu.Unlock()
-		s.finished.Add(1)
-		close(in.done)
-	}()
-}
-
-// newUUID returns a random bridge id in UUID form.
-func (s *Server) newUUID() string {
-	s.mu.Lock()
-	a, b := s.rng.Uint64(), s.rng.Uint64()
-	s.mu.Unlock()
-	return fmt.Sprintf("%08x-%04x-4%03x-%04x-%012x", uint32(a>>32), uint16(a>>16), uint16(a)&0xfff,
-		uint16(b>>48)&0x3fff|0x8000, b&0xffffffffffff)
+	}
+	run := func(ctx context.Context) {
+		in.run(ctx)
+		unlist()
+	}
+	if !s.spawn(ctx, run, func() { close(in.done) }) {
+		unlist()
+		close(in.done) // the server is closed: the replay ends at once
+	}
 }

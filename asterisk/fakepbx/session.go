@@ -58,25 +58,10 @@ func (ss *session) wantsEvents(classes uint32) bool {
 // enqueue queues a frame for writing; a client that does not drain its queue within the write
 // timeout is disconnected.
 func (ss *session) enqueue(b []byte) bool {
-	select {
-	case ss.out <- b:
-		return true
-	case <-ss.closed:
-		return false
-	default:
-	}
-	t := time.NewTimer(ss.srv.cfg.WriteTimeout)
-	defer t.Stop()
-	select {
-	case ss.out <- b:
-		return true
-	case <-ss.closed:
-		return false
-	case <-t.C:
+	return enqueue(ss.out, ss.closed, ss.srv.cfg.WriteTimeout, b, func() {
 		ss.srv.log.Warn("fakepbx: client too slow, disconnecting", "remote", ss.nc.RemoteAddr().String())
 		ss.close()
-		return false
-	}
+	})
 }
 
 // closeAfterWrite queues the end of the session after what is already queued.
@@ -272,12 +257,6 @@ func responseHead(dst []byte, response, id string) []byte {
 	return dst
 }
 
-func (s *Server) rngUint32() uint32 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.rng.Uint32()
-}
-
 // channelExt extracts the extension from an Originate channel such as PJSIP/101,
 // Local/101@from-internal, Local/101@internal/n or SIP/101.
 var channelExt = regexp.MustCompile(`^[A-Za-z0-9]+/([^@/;&-]+)`)
@@ -286,6 +265,7 @@ var channelExt = regexp.MustCompile(`^[A-Za-z0-9]+/([^@/;&-]+)`)
 // broadcast like Asterisk does. An answering extension plays the click_to_call transcript with
 // the requested extension, number and variables.
 func (s *Server) originate(ss *session, f *ami.Frame, id string) {
+	s.origs.Add(1)
 	channel, exten := f.Get("Channel"), f.Get("Exten")
 	m := channelExt.FindStringSubmatch(channel)
 	if m == nil || exten == "" {
@@ -368,21 +348,6 @@ func (s *Server) originate(ss *session, f *ami.Frame, id string) {
 			ss.reply(id, "Error", "Message", "Originate failed")
 		}
 	})
-}
-
-// after runs fn after d unless the server is closed first.
-func (s *Server) after(d time.Duration, fn func()) {
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		t := time.NewTimer(d)
-		defer t.Stop()
-		select {
-		case <-t.C:
-			fn()
-		case <-s.ctx.Done():
-		}
-	}()
 }
 
 func isTrue(v string) bool {

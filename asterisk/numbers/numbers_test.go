@@ -8,6 +8,7 @@ import (
 )
 
 func TestNormalizeRU(t *testing.T) {
+	t.Parallel()
 	n := MustNew(Config{DefaultRegion: "RU"})
 	cases := []struct{ in, want string }{
 		{"+79001234567", "+79001234567"},
@@ -35,6 +36,7 @@ func TestNormalizeRU(t *testing.T) {
 }
 
 func TestNormalizeNoRegion(t *testing.T) {
+	t.Parallel()
 	n := MustNew(Config{})
 	cases := []struct{ in, want string }{
 		{"+79001234567", "+79001234567"},
@@ -50,6 +52,7 @@ func TestNormalizeNoRegion(t *testing.T) {
 }
 
 func TestRewriteRulesInOrder(t *testing.T) {
+	t.Parallel()
 	n := MustNew(Config{DefaultRegion: "RU", Rewrite: []Rule{
 		{Match: `^9(\d{11})$`, Replace: "$1"},    // outbound prefix 9 dialled on the PBX
 		{Match: `^00`, Replace: "+"},             // international prefix
@@ -70,6 +73,7 @@ func TestRewriteRulesInOrder(t *testing.T) {
 }
 
 func TestParseReportsInvalid(t *testing.T) {
+	t.Parallel()
 	n := MustNew(Config{DefaultRegion: "DE"})
 	if s, err := n.Parse("030 1234567"); err != nil || s != "+49301234567" {
 		t.Fatalf("Parse(030 1234567) = %q, %v", s, err)
@@ -85,6 +89,7 @@ func TestParseReportsInvalid(t *testing.T) {
 }
 
 func TestNewErrors(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		cfg  Config
 		want string
@@ -129,6 +134,7 @@ func FuzzNormalize(f *testing.F) {
 // TestCacheKeepsResults: remembered results are the same as fresh ones, for valid and invalid
 // input, also once the cache was emptied for being full.
 func TestCacheKeepsResults(t *testing.T) {
+	t.Parallel()
 	n := MustNew(Config{DefaultRegion: "RU"})
 	fresh := MustNew(Config{DefaultRegion: "RU"})
 	inputs := []string{"89001234567", "+7 (900) 123-45-67", "101", "", "  ", "abc", strings.Repeat("9", 200)}

@@ -423,6 +423,16 @@ func (b *Builder) merge(x, y *ongoing, t time.Time) {
 	older.aliases = append(older.aliases, younger.aliases...)
 	younger.state = callDone
 	b.recompute(older, t)
+	// An extension of the younger call that still rings announced it under the younger call's
+	// id, which is gone now: announce it again under the call it belongs to. Without Linkedid
+	// (ARI) a queue member's own Dial can come before app_queue's Dial of the member Local
+	// channel, so the phone rings in a call of its own until that Dial merges it into the
+	// customer's call; its card must still show for the customer's call.
+	for _, ch := range younger.chans {
+		if ch.ringing && !ch.dead && ch.call == older {
+			b.emit(older, call.LiveRinging, ch.ext, "", t)
+		}
+	}
 }
 
 func (b *Builder) newExten(ch *channel, ev *asterisk.Event) {

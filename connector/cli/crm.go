@@ -112,7 +112,7 @@ func standaloneAdapter(cfg *config.Config, cn *config.Connector, logOut io.Write
 	if err := os.MkdirAll(stateDir, 0o700); err != nil {
 		return nil, err
 	}
-	publicURL := strings.TrimRight(cfg.HTTP.PublicURL, "/")
+	publicURL := strings.TrimRight(cfg.HTTP.Public.URL, "/")
 	routeURL := ""
 	if publicURL != "" {
 		routeURL = publicURL + "/crm/" + cn.Name

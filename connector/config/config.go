@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -50,19 +51,58 @@ type Config struct {
 type Log struct {
 	Level  string `yaml:"level"`  // debug, info, warn, error
 	Format string `yaml:"format"` // text or json
+	// RedactNumbers masks phone numbers in log lines (+7916***4567): the log then holds no
+	// customer's full number.
+	RedactNumbers bool `yaml:"redact_numbers"`
 }
 
-// HTTP configures the daemon's HTTP listener: /metrics, /healthz, /readyz, the status page,
-// CRM webhooks (/crm/<connector>/…), responsible-manager routing (/v1/…) and recordings (/rec/…).
+// HTTP configures the daemon's two HTTP listeners (docs/security.md says what each exposes).
 type HTTP struct {
+	// Public serves only what a CRM must reach from the internet: its events, install and OAuth
+	// callbacks and widget calls (/crm/<connector>/…) and signed recording links (/rec/…).
+	Public PublicHTTP `yaml:"public"`
+	// Admin serves the status page, /calls, /metrics, /healthz, /readyz and the dialplan's
+	// /v1/responsible and /v1/lookup. It needs a token unless bound to loopback or a socket.
+	Admin AdminHTTP `yaml:"admin"`
+}
+
+// PublicHTTP is the internet-facing listener.
+type PublicHTTP struct {
+	// Listen is host:port ("" turns the listener off: no webhooks, click-to-call, OAuth
+	// callbacks or recording links). Put a TLS reverse proxy in front (docs/security.md).
 	Listen string `yaml:"listen"`
-	// PublicURL is how CRMs and users' browsers reach this listener (for webhooks, OAuth
-	// redirects and recording links), e.g. https://pbx.example.com:8443. Empty disables features
-	// that need it.
-	PublicURL string `yaml:"public_url"`
-	// StatusToken, when set, is required (Authorization: Bearer) for actions on the status page
-	// (retrying dead letters); without it the page is read-only.
-	StatusToken configs.Secret `yaml:"status_token"`
+	// URL is how CRMs and users' browsers reach this listener (webhooks, OAuth redirects and
+	// recording links), e.g. https://pbx.example.com. Empty disables features that need it.
+	URL string `yaml:"url"`
+}
+
+// AdminHTTP is the operators' listener.
+type AdminHTTP struct {
+	// Listen is host:port (default 127.0.0.1:9180) or unix:/path for a socket (created 0660);
+	// "" turns the listener off.
+	Listen string `yaml:"listen"`
+	// Token is required (Authorization: Bearer, or HTTP basic auth with the token as the
+	// password) on every route but /healthz. It must be set when Listen is not a loopback
+	// address or a socket; on loopback it is optional. Actions on the status page (retrying dead
+	// letters) need it in any case.
+	Token configs.Secret `yaml:"token"`
+}
+
+// Loopback reports whether the admin listener is reachable only from this host: a unix socket,
+// or a loopback address.
+func (a AdminHTTP) Loopback() bool {
+	if strings.HasPrefix(a.Listen, "unix:") {
+		return true
+	}
+	host, _, err := net.SplitHostPort(a.Listen)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // Admin configures the local admin API used by `pbxbridge status` and `pbxbridge outbox …`.
@@ -122,6 +162,15 @@ type Originate struct {
 	// with a clear error) or "none".
 	Precheck   string `yaml:"precheck"`
 	AllowInUse bool   `yaml:"allow_in_use"` // ring agents already in a call (call waiting)
+	// Allow lists what click-to-call may dial: number classes (extensions, national,
+	// international, premium, satellite) or E.164 prefixes ("+7495"). Default: extensions and
+	// national. Premium-rate and satellite numbers are dialled only when a class or prefix here
+	// names them.
+	Allow []string `yaml:"allow"`
+	// Deny lists classes or prefixes never dialled; it wins over Allow.
+	Deny []string `yaml:"deny"`
+	// PerMinute is how many click-to-calls one extension may start per minute (default 10).
+	PerMinute int `yaml:"per_minute"`
 }
 
 // Connector is one CRM account. Its type block (the key named like Type) is decoded into the
@@ -194,7 +243,7 @@ func Default() *Config {
 	return &Config{
 		StateDir: "/var/lib/pbxbridge",
 		Log:      Log{Level: "info", Format: "text"},
-		HTTP:     HTTP{Listen: "127.0.0.1:9180"},
+		HTTP:     HTTP{Admin: AdminHTTP{Listen: "127.0.0.1:9180"}},
 		Numbers:  numbers.Config{DefaultRegion: "RU"},
 		Outbox:   Outbox{RetentionDays: 30},
 		Dispatch: Dispatch{
@@ -239,6 +288,12 @@ func (c *Config) applyDefaults() {
 		}
 		if p.Originate.Context == "" {
 			p.Originate.Context = "from-internal"
+		}
+		if p.Originate.Allow == nil {
+			p.Originate.Allow = []string{"extensions", "national"}
+		}
+		if p.Originate.PerMinute == 0 {
+			p.Originate.PerMinute = 10
 		}
 		if p.Originate.RingTimeout == 0 {
 			p.Originate.RingTimeout = 30 * time.Second
@@ -297,15 +352,33 @@ func (c *Config) validate(d *decoder) {
 	if !slices.Contains([]string{"text", "json"}, c.Log.Format) {
 		bad("log.format", "must be text or json, got %q", c.Log.Format)
 	}
-	if c.HTTP.Listen != "" {
-		if _, _, err := net.SplitHostPort(c.HTTP.Listen); err != nil {
-			bad("http.listen", "must be host:port, got %q", c.HTTP.Listen)
+	if l := c.HTTP.Public.Listen; l != "" {
+		if _, _, err := net.SplitHostPort(l); err != nil {
+			bad("http.public.listen", "must be host:port, got %q", l)
 		}
 	}
-	if c.HTTP.PublicURL != "" {
-		if u, err := url.Parse(c.HTTP.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			bad("http.public_url", "must be an absolute http(s) URL, got %q", c.HTTP.PublicURL)
+	if u := c.HTTP.Public.URL; u != "" {
+		if pu, err := url.Parse(u); err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" || pu.RawQuery != "" || pu.Fragment != "" {
+			bad("http.public.url", "must be an absolute http(s) URL without query, got %q", u)
 		}
+	}
+	if l := c.HTTP.Admin.Listen; l != "" {
+		if path, ok := strings.CutPrefix(l, "unix:"); ok {
+			if !filepath.IsAbs(path) {
+				bad("http.admin.listen", "a socket needs an absolute path (unix:/run/pbxbridge/admin-http.sock), got %q", l)
+			}
+		} else if _, _, err := net.SplitHostPort(l); err != nil {
+			bad("http.admin.listen", "must be host:port or unix:/path, got %q", l)
+		}
+		if !c.HTTP.Admin.Loopback() && !c.HTTP.Admin.Token.IsSet() {
+			bad("http.admin.token", "is required when http.admin.listen (%s) is reachable from other hosts: the admin listener shows customer numbers and CRM answers (set PBXBRIDGE_HTTP_ADMIN_TOKEN, or listen on 127.0.0.1)", l)
+		}
+		if t := c.HTTP.Admin.Token; t.IsSet() && len(t.Value()) < 16 {
+			bad("http.admin.token", "must be at least 16 characters")
+		}
+	}
+	if c.HTTP.Public.Listen != "" && c.HTTP.Public.Listen == c.HTTP.Admin.Listen {
+		bad("http.public.listen", "must differ from http.admin.listen: the public listener serves only what CRMs must reach")
 	}
 	if _, err := numbers.New(c.Numbers); err != nil {
 		bad("numbers", "%s", strings.TrimPrefix(err.Error(), "numbers: "))
@@ -360,6 +433,20 @@ func (c *Config) validate(d *decoder) {
 		}
 		if !strings.Contains(p.Originate.Channel, "{ext}") {
 			bad(path+".originate.channel", "must contain {ext}, got %q", p.Originate.Channel)
+		}
+		for _, list := range []struct {
+			key   string
+			items []string
+		}{{"allow", p.Originate.Allow}, {"deny", p.Originate.Deny}} {
+			for j, it := range list.items {
+				if !ValidNumberRule(it) {
+					bad(fmt.Sprintf("%s.originate.%s[%d]", path, list.key, j),
+						"must be a number class (extensions, national, international, premium, satellite) or an E.164 prefix like +7495, got %q", it)
+				}
+			}
+		}
+		if p.Originate.PerMinute < 0 {
+			bad(path+".originate.per_minute", "must not be negative")
 		}
 	}
 
@@ -453,3 +540,14 @@ func checkFilter(bad func(string, string, ...any), path string, f *Filter) {
 
 // IsPattern reports whether a filter value is a regexp (written /like this/).
 func IsPattern(v string) bool { return len(v) >= 2 && v[0] == '/' && v[len(v)-1] == '/' }
+
+var e164Prefix = regexp.MustCompile(`^\+[1-9][0-9]{0,14}$`)
+
+// ValidNumberRule reports whether s is a click-to-call allow/deny entry: a number class or an
+// E.164 prefix.
+func ValidNumberRule(s string) bool {
+	if e164Prefix.MatchString(s) {
+		return true
+	}
+	return slices.Contains(numbers.Classes(), numbers.Class(s))
+}

@@ -312,7 +312,9 @@ func (d *decoder) decodeStruct(node ast.Node, v reflect.Value, path string) {
 				continue
 			}
 			msg := "unknown key"
-			if s := suggest(k, keysOf(fields)); s != "" {
+			if m, ok := movedKeys[kp]; ok {
+				msg = m
+			} else if s := suggest(k, keysOf(fields)); s != "" {
 				msg += fmt.Sprintf(" (did you mean %q?)", s)
 			}
 			d.problems = append(d.problems, &Problem{Line: line(p.Key), Path: kp, Msg: msg})
@@ -321,6 +323,14 @@ func (d *decoder) decodeStruct(node ast.Node, v reflect.Value, path string) {
 		d.lines[kp] = line(p.Key)
 		d.decode(p.Value, v.FieldByIndex(idx), kp)
 	}
+}
+
+// movedKeys explains keys of earlier releases that moved or went away.
+var movedKeys = map[string]string{
+	"http.listen": "replaced by http.admin.listen (status page, metrics, /v1/… for the dialplan; loopback by default) " +
+		"and http.public.listen (only what CRMs must reach); see docs/security.md",
+	"http.public_url":   "moved to http.public.url",
+	"http.status_token": "replaced by http.admin.token, which now guards the whole admin listener",
 }
 
 func keysOf(m map[string][]int) []string {

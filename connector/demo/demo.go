@@ -149,19 +149,28 @@ type Options struct {
 	// B24 are extra options of the fake Bitrix24; Amo of the fake amoCRM and Kommo.
 	B24 []fakecrm.Bitrix24Option
 	Amo fakecrm.AmoOptions
+	// PBX, when set, adjusts the simulated PBX's configuration (tests: a hostile peer).
+	PBX func(*fakepbx.Config)
+	// Configure, when set, adjusts the daemon's configuration before it starts (tests).
+	Configure func(*config.Config)
+	// Daemon, when set, adjusts the daemon's options (tests: licensing as `pbxbridge run` has
+	// it). With Unlicensed, Start does not wait for the demo licences to apply.
+	Daemon     func(*connector.Options)
+	Unlicensed bool
 }
 
 // Env is a running demo: a simulated PBX, fake Bitrix24, amoCRM and Kommo servers reached
 // through reserved .invalid names, demo licences and the daemon. Tests use it for end-to-end
 // checks; `pbxbridge demo` drives it.
 type Env struct {
-	PBX     *fakepbx.Server
-	B24     *fakecrm.Bitrix24
-	Amo     *fakecrm.AmoCRM
-	Kommo   *fakecrm.AmoCRM
-	Daemon  *connector.Daemon
-	BaseURL string // the daemon's HTTP listener
-	Dir     string
+	PBX       *fakepbx.Server
+	B24       *fakecrm.Bitrix24
+	Amo       *fakecrm.AmoCRM
+	Kommo     *fakecrm.AmoCRM
+	Daemon    *connector.Daemon
+	BaseURL   string // the daemon's admin listener: status page, metrics
+	PublicURL string // the daemon's public listener: what the CRMs call
+	Dir       string
 
 	cfg     *config.Config
 	dopts   connector.Options
@@ -208,7 +217,11 @@ func Start(ctx context.Context, o Options) (env *Env, err error) {
 	}
 
 	// The simulated PBX.
-	if env.PBX, err = fakepbx.Start(fakepbx.Config{Speed: o.Speed, Secret: "demo-secret"}); err != nil {
+	pc := fakepbx.Config{Speed: o.Speed, Secret: "demo-secret"}
+	if o.PBX != nil {
+		o.PBX(&pc)
+	}
+	if env.PBX, err = fakepbx.Start(pc); err != nil {
 		return nil, fmt.Errorf("simulated PBX: %w", err)
 	}
 	env.stops = append(env.stops, func() { _ = env.PBX.Close() })
@@ -234,27 +247,38 @@ func Start(ctx context.Context, o Options) (env *Env, err error) {
 		hosts[host+":80"] = addr
 	}
 
-	// The daemon's HTTP listener: the asked port or the next free one.
-	ln, err := listenNear(o.Listen)
+	// The daemon's listeners: the status page on the asked port or the next free one, the
+	// public one (what the fake CRMs call) on any free port.
+	adminLn, err := listenNear(o.Listen)
 	if err != nil {
 		return nil, err
 	}
-	env.BaseURL = "http://" + ln.Addr().String()
+	publicLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		_ = adminLn.Close()
+		return nil, err
+	}
+	closeBoth := func() { _ = adminLn.Close(); _ = publicLn.Close() }
+	env.BaseURL = "http://" + adminLn.Addr().String()
+	env.PublicURL = "http://" + publicLn.Addr().String()
 	secret := make([]byte, 16)
 	_, _ = crand.Read(secret)
 	_, amiPort, _ := net.SplitHostPort(env.PBX.Addr())
-	yaml := fmt.Sprintf(demoConfig, env.Dir, licDir, ln.Addr().String(), env.BaseURL, amiPort, hex.EncodeToString(secret))
+	yaml := fmt.Sprintf(demoConfig, env.Dir, licDir, adminLn.Addr().String(), publicLn.Addr().String(), env.PublicURL, amiPort, hex.EncodeToString(secret))
 	cfgPath := filepath.Join(env.Dir, "pbxbridge.yaml")
 	if err := os.WriteFile(cfgPath, []byte(yaml), 0o600); err != nil {
-		_ = ln.Close()
+		closeBoth()
 		return nil, err
 	}
 	cfg, err := config.Load(cfgPath, func(string) string { return "" })
 	if err != nil {
-		_ = ln.Close()
+		closeBoth()
 		return nil, fmt.Errorf("demo config: %w", err)
 	}
 	cfg.PBX[0].Calls = LabCalls()
+	if o.Configure != nil {
+		o.Configure(cfg)
+	}
 	env.cfg = cfg
 	env.dopts = connector.Options{
 		Version: o.Version,
@@ -270,12 +294,18 @@ func Start(ctx context.Context, o Options) (env *Env, err error) {
 		},
 		OnDelivered: o.OnDelivered,
 	}
-	if err := env.startDaemon(ctx, ln); err != nil {
+	if o.Daemon != nil {
+		o.Daemon(&env.dopts)
+	}
+	if err := env.startDaemon(ctx, adminLn, publicLn); err != nil {
 		return nil, err
 	}
 	// Install the Bitrix24 local application into the daemon, as a portal admin would.
-	if err := env.B24.Install(ctx, env.BaseURL+"/crm/b24-demo/install"); err != nil {
+	if err := env.B24.Install(ctx, env.PublicURL+"/crm/b24-demo/install"); err != nil {
 		return nil, fmt.Errorf("installing the Bitrix24 application: %w", err)
+	}
+	if o.Unlicensed {
+		return env, nil
 	}
 	if err := env.waitLicensed(ctx); err != nil {
 		return nil, err
@@ -283,13 +313,16 @@ func Start(ctx context.Context, o Options) (env *Env, err error) {
 	return env, nil
 }
 
-// startDaemon runs a daemon of the environment on ln and waits until it is ready.
-func (e *Env) startDaemon(ctx context.Context, ln net.Listener) error {
+// startDaemon runs a daemon of the environment on its two listeners and waits until it is
+// ready.
+func (e *Env) startDaemon(ctx context.Context, adminLn, publicLn net.Listener) error {
 	o := e.dopts
-	o.HTTPListener = func() (net.Listener, error) { return ln, nil }
+	o.AdminListener = func() (net.Listener, error) { return adminLn, nil }
+	o.PublicListener = func() (net.Listener, error) { return publicLn, nil }
 	d, err := connector.New(e.cfg, o)
 	if err != nil {
-		_ = ln.Close()
+		_ = adminLn.Close()
+		_ = publicLn.Close()
 		return err
 	}
 	e.Daemon = d
@@ -319,23 +352,39 @@ func (e *Env) waitLicensed(ctx context.Context) error {
 // deliveries) and starts a new one on the same state directory and address; the PBX and the CRMs
 // keep running.
 func (e *Env) RestartDaemon(ctx context.Context) error {
+	return e.RestartDaemonWith(ctx, nil)
+}
+
+// RestartDaemonWith is RestartDaemon that runs between, when set, while the daemon is stopped
+// (tests: damage or remove state files).
+func (e *Env) RestartDaemonWith(ctx context.Context, between func() error) error {
 	e.closeMu.Lock()
 	defer e.closeMu.Unlock()
 	e.cancel()
 	if err := <-e.done; err != nil {
 		return err
 	}
-	addr := strings.TrimPrefix(e.BaseURL, "http://")
-	var ln net.Listener
-	err := waitUntil(ctx, 10*time.Second, func() bool {
-		var lerr error
-		ln, lerr = net.Listen("tcp", addr)
-		return lerr == nil
-	})
-	if err != nil {
-		return fmt.Errorf("listening again on %s: %w", addr, err)
+	if between != nil {
+		if err := between(); err != nil {
+			return err
+		}
 	}
-	if err := e.startDaemon(ctx, ln); err != nil {
+	var lns [2]net.Listener
+	for i, base := range []string{e.BaseURL, e.PublicURL} {
+		addr := strings.TrimPrefix(base, "http://")
+		err := waitUntil(ctx, 10*time.Second, func() bool {
+			var lerr error
+			lns[i], lerr = net.Listen("tcp", addr)
+			return lerr == nil
+		})
+		if err != nil {
+			if lns[0] != nil {
+				_ = lns[0].Close()
+			}
+			return fmt.Errorf("listening again on %s: %w", addr, err)
+		}
+	}
+	if err := e.startDaemon(ctx, lns[0], lns[1]); err != nil {
 		return err
 	}
 	return e.waitLicensed(ctx)
@@ -378,18 +427,19 @@ func (e *Env) Close() error {
 	return e.err
 }
 
-// demoConfig is the daemon config of the demo: %[1]s state dir, %[2]s licences, %[3]s listen
-// address, %[4]s public URL, %[5]s AMI port on 127.0.0.1, %[6]s recordings secret.
+// demoConfig is the daemon config of the demo: %[1]s state dir, %[2]s licences, %[3]s admin
+// listener, %[4]s public listener, %[5]s public URL, %[6]s AMI port on 127.0.0.1, %[7]s
+// recordings secret.
 const demoConfig = `
 state_dir: %[1]s/state
-http: {listen: "%[3]s", public_url: "%[4]s"}
+http: {admin: {listen: "%[3]s"}, public: {listen: "%[4]s", url: "%[5]s"}}
 admin: {socket: %[1]s/admin.sock}
 licensing: {dir: %[2]s}
 dispatch: {backoff_min: 1s, backoff_max: 10s, drain_timeout: 5s}
-recordings: {dir: /var/spool/asterisk/monitor, public_url: "%[4]s/rec/", secret: "%[6]s"}
+recordings: {dir: /var/spool/asterisk/monitor, public_url: "%[5]s/rec/", secret: "%[7]s"}
 pbx:
   - name: lab
-    ami: {host: 127.0.0.1, port: %[5]s, username: pbxbridge, secret: demo-secret, auth: md5, ping_interval: 5s}
+    ami: {host: 127.0.0.1, port: %[6]s, username: pbxbridge, secret: demo-secret, auth: md5, ping_interval: 5s}
     originate: {channel: "Local/{ext}@internal", context: pstn-out}
 connectors:
   - name: b24-demo

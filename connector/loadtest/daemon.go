@@ -115,20 +115,21 @@ type DaemonOptions struct {
 
 // Daemon is a running daemon subprocess.
 type Daemon struct {
-	o       DaemonOptions
-	config  string
-	BaseURL string // its HTTP endpoints
-	Socket  string // its admin socket
-	LogPath string
-	cmd     *exec.Cmd
-	waited  chan struct{}
-	err     error
-	hc      *http.Client
+	o         DaemonOptions
+	config    string
+	BaseURL   string // its admin listener: status, metrics
+	PublicURL string // its public listener: what the CRMs call
+	Socket    string // its admin socket
+	LogPath   string
+	cmd       *exec.Cmd
+	waited    chan struct{}
+	err       error
+	hc        *http.Client
 }
 
 // WriteConfig writes the daemon's config, the demo licences and the state directory, and picks
 // the HTTP port. StartDaemon calls it; a restarted daemon reuses it.
-func writeConfig(o *DaemonOptions, httpAddr string) (string, error) {
+func writeConfig(o *DaemonOptions, httpAddr, publicAddr string) (string, error) {
 	if o.Dir == "" || o.PBX == "" {
 		return "", errors.New("loadtest: daemon: Dir and PBX are required")
 	}
@@ -158,11 +159,11 @@ func writeConfig(o *DaemonOptions, httpAddr string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("loadtest: pbx address: %w", err)
 	}
-	base := "http://" + httpAddr
+	base := "http://" + publicAddr
 	var b strings.Builder
 	fmt.Fprintf(&b, `state_dir: %s
 log: {level: %s}
-http: {listen: "%s", public_url: "%s"}
+http: {admin: {listen: "%s"}, public: {listen: "%s", url: "%s"}}
 admin: {socket: %s/admin.sock}
 licensing: {dir: %s}
 dispatch: {workers: %d, backoff_min: %s, backoff_max: %s, drain_timeout: 5s, delivery_timeout: 30s}
@@ -176,7 +177,7 @@ pbx:
       originate_id_variables: [PBXBRIDGE_ORIGINATE_ID, CRM_ORIGINATE_ID]
       did_variables: [FROM_DID, LAB_DID]
 connectors:
-`, o.StateDir, o.LogLevel, httpAddr, base, o.Dir, licDir, o.Workers, o.BackoffMin, o.BackoffMax, o.Dir, base,
+`, o.StateDir, o.LogLevel, httpAddr, publicAddr, base, o.Dir, licDir, o.Workers, o.BackoffMin, o.BackoffMax, o.Dir, base,
 		PBXName, host, port)
 	for _, c := range o.Connectors {
 		switch c {
@@ -235,7 +236,11 @@ func StartDaemon(ctx context.Context, o DaemonOptions) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
-	cfg, err := writeConfig(&o, addr)
+	publicAddr, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := writeConfig(&o, addr, publicAddr)
 	if err != nil {
 		return nil, err
 	}
@@ -244,7 +249,7 @@ func StartDaemon(ctx context.Context, o DaemonOptions) (*Daemon, error) {
 			return nil, fmt.Errorf("loadtest: %w", err)
 		}
 	}
-	d := &Daemon{o: o, config: cfg, BaseURL: "http://" + addr, Socket: filepath.Join(o.Dir, "admin.sock"),
+	d := &Daemon{o: o, config: cfg, BaseURL: "http://" + addr, PublicURL: "http://" + publicAddr, Socket: filepath.Join(o.Dir, "admin.sock"),
 		LogPath: filepath.Join(o.Dir, "daemon.log"), hc: &http.Client{Timeout: 10 * time.Second}}
 	return d, d.Start(ctx)
 }

@@ -56,7 +56,7 @@ func StartEnv(ctx context.Context, o EnvOptions) (_ *Env, err error) {
 	}
 	for _, c := range o.Daemon.Connectors {
 		if c == ConnBitrix24 {
-			if err := e.CRMs.InstallB24(ctx, e.Daemon.BaseURL, "b24"); err != nil {
+			if err := e.CRMs.InstallB24(ctx, e.Daemon.PublicURL, "b24"); err != nil {
 				return nil, err
 			}
 		}

@@ -27,7 +27,8 @@
 // While a call rings (Live), the ringing extension's user gets amoCRM's pop-up (POST
 // /api/v2/events). Router answers /v1/responsible and /v1/lookup from the contact search.
 // HTTP routes (mounted under /crm/<name>/): GET /oauth/callback (OAuth redirect URI) and
-// POST /click2call (the widget's click-to-call, HMAC- or one-time-token-authenticated).
+// POST /click2call (the widget's click-to-call, authenticated only by amoCRM's one-time token
+// of the clicking user: X-Auth-Token, HS256 with the integration's secret key, single use).
 //
 // Authorisation is OAuth 2.0 with refresh-token rotation (tokens in the state directory, written
 // atomically, one refresh at a time, proactive rotation of an idle refresh token) or a long-lived
@@ -96,7 +97,8 @@ type Adapter struct {
 	batch      *batcher
 	popups     *popups
 	users      *userMap
-	replay     *replayCache
+	replay     *replayCache // one-time token ids already used
+	audience   string       // scheme://host of the daemon's public URL: a widget token's aud; "" = unknown
 
 	ctx    context.Context // adapter lifetime: background work and batch requests
 	cancel context.CancelFunc
@@ -168,11 +170,16 @@ func New(p crm.Params) (*Adapter, error) {
 			}
 		}})
 	a.users = newUserMap(cfg.Users)
-	a.replay = newReplayCache(a.now)
+	a.replay = newReplayCache(a.now, defaultReplayCapacity)
+	a.audience = origin(p.RouteURL)
+	if a.audience == "" {
+		a.audience = origin(redirect)
+	}
 	a.ctx, a.cancel = context.WithCancel(context.Background())
 	a.batch = newBatcher(a.ctx, cfg.Batch.Max, cfg.Batch.Window, a.sendCalls, a.finishCall)
 	a.batch.onSize = func(n int) { a.m.batchSize.Observe(float64(n)) }
 	a.popups = newPopups(a.ctx, a.client.AddEvents)
+	a.popups.now = a.now
 	return a, nil
 }
 
@@ -766,6 +773,10 @@ func (a *Adapter) Live(ctx context.Context, ev *call.Live) error {
 		return nil
 	}
 	if err := a.popups.submit(ctx, api.Event{Type: "phone_call", PhoneNumber: ev.Customer, Users: []int64{u}}); err != nil {
+		if errors.Is(err, errPopupQueueFull) || errors.Is(err, errPopupStale) {
+			a.m.popups.WithLabelValues("dropped").Inc()
+			return crm.Permanent(fmt.Errorf("%s: pop-up: %w", a.typ, err)) // a late pop-up is useless: do not retry
+		}
 		a.m.popups.WithLabelValues("failed").Inc()
 		return classify(fmt.Errorf("%s: pop-up: %w", a.typ, err))
 	}

@@ -107,6 +107,8 @@ type tokens struct {
 	now      func() time.Time
 	onChange func(event string) // metrics: "refreshed", "refresh_failed", "broken", "confirmed"
 
+	states *replayCache // OAuth states already used
+
 	refreshMu sync.Mutex // held during a refresh
 	mu        sync.Mutex
 	t         tokenFile
@@ -117,7 +119,8 @@ type tokens struct {
 var errNotAuthorised = errors.New("not authorised yet: open the connect link on the status page or run `pbxbridge crm auth NAME --code CODE`")
 
 func newTokens(cfg *Config, stateDir, redirect string, oauth *api.Client, now func() time.Time) (*tokens, error) {
-	tk := &tokens{cfg: cfg, path: filepath.Join(stateDir, tokenFileName), redirect: redirect, oauth: oauth, now: now, onChange: func(string) {}}
+	tk := &tokens{cfg: cfg, path: filepath.Join(stateDir, tokenFileName), redirect: redirect, oauth: oauth, now: now, onChange: func(string) {},
+		states: newReplayCache(now, maxStates)}
 	if cfg.LongLived() {
 		return tk, nil
 	}
@@ -374,8 +377,17 @@ func (tk *tokens) needsProactiveRefresh() bool {
 	return tk.have && tk.t.Broken == "" && tk.t.RefreshToken != "" && tk.now().Sub(tk.t.RefreshedAt) >= tk.cfg.Auth.ProactiveRefresh
 }
 
-// OAuth state: a self-verifying value "nonce.unix.mac" (HMAC-SHA256 with the client secret), so
-// the callback needs no server-side session.
+// OAuth state: a self-verifying value "nonce.unix.mac", the MAC (HMAC-SHA256 keyed with the
+// client secret) also covering the subdomain and the redirect URI, so that a state is valid only
+// for the connector that issued it. The callback needs no session; spendState accepts a state
+// once (the used ones are remembered until they expire, in memory) and for stateTTL.
+const (
+	stateTTL      = 30 * time.Minute
+	stateSkew     = time.Minute // a state from the near future (clock steps) is still fine
+	maxStates     = 1024        // used states remembered at once (only states with a valid MAC)
+	maxStateChars = 256
+)
+
 func (tk *tokens) newState() string {
 	nonce := make([]byte, 12)
 	_, _ = rand.Read(nonce)
@@ -385,26 +397,43 @@ func (tk *tokens) newState() string {
 
 func (tk *tokens) stateMAC(body string) string {
 	m := hmac.New(sha256.New, []byte("pbxbridge-oauth-state\x00"+tk.cfg.Auth.ClientSecret.Value()))
-	m.Write([]byte(body))
+	m.Write([]byte(body + "\x00" + tk.cfg.Subdomain + "\x00" + tk.redirect))
 	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
 }
 
-func (tk *tokens) checkState(s string) bool {
+// spendState accepts a state issued by this connector, unexpired and not used before, and
+// marks it used; the error says why it is refused.
+func (tk *tokens) spendState(s string) error {
+	if s == "" {
+		return errors.New("the redirect carries no state: it did not start from this pbxbridge's connect link")
+	}
 	i := strings.LastIndexByte(s, '.')
-	if i <= 0 {
-		return false
+	if len(s) > maxStateChars || i <= 0 {
+		return errors.New("the state is malformed")
 	}
 	body, mac := s[:i], s[i+1:]
 	if !hmac.Equal([]byte(mac), []byte(tk.stateMAC(body))) {
-		return false
+		return errors.New("the state was not issued by this connector")
 	}
 	j := strings.LastIndexByte(body, '.')
 	ts, err := strconv.ParseInt(body[j+1:], 10, 64)
-	if err != nil {
-		return false
+	if j < 0 || err != nil {
+		return errors.New("the state is malformed")
 	}
-	age := tk.now().Sub(time.Unix(ts, 0))
-	return age >= -time.Minute && age < time.Hour
+	issued := time.Unix(ts, 0)
+	switch age := tk.now().Sub(issued); {
+	case age < -stateSkew:
+		return errors.New("the state is from the future (check the server's clock)")
+	case age >= stateTTL:
+		return fmt.Errorf("the connect link has expired (it is valid for %v)", stateTTL)
+	}
+	switch tk.states.first("state:"+body, issued.Add(stateTTL+stateSkew)) {
+	case replayUsed:
+		return errors.New("the connect link was already used")
+	case replayFull:
+		return errors.New("too many authorisations at once: try again in a minute")
+	}
+	return nil
 }
 
 // connectURL is the consent page link an admin opens to (re)authorise the integration.

@@ -66,11 +66,13 @@ type Config struct {
 
 // AuthConfig selects OAuth 2.0 or a long-lived token.
 type AuthConfig struct {
-	// ClientID and ClientSecret of the integration (OAuth 2.0).
+	// ClientID and ClientSecret of the integration (OAuth 2.0). With LongLivedToken,
+	// ClientSecret (the integration's secret key) only verifies the widget's one-time tokens,
+	// and ClientID, when set, must be their client_uuid.
 	ClientID     string         `yaml:"client_id"`
 	ClientSecret configs.Secret `yaml:"client_secret"`
 	// RedirectURI must equal the integration's Redirect URI; default
-	// {public_url}/crm/{name}/oauth/callback.
+	// {http.public.url}/crm/{name}/oauth/callback.
 	RedirectURI string `yaml:"redirect_uri"`
 	// LongLivedToken of a private integration (instead of OAuth; no refresh).
 	LongLivedToken configs.Secret `yaml:"long_lived_token"`
@@ -129,11 +131,13 @@ type TaskConfig struct {
 
 // ClickToCallConfig configures POST /crm/{name}/click2call for the widget.
 type ClickToCallConfig struct {
-	// Secret is the per-account HMAC key the widget signs requests with (widget setting);
-	// empty disables HMAC authentication.
+	// Secret was the widget's shared HMAC key. It is refused: a widget setting reaches every
+	// user's browser, so anyone holding it could ring any extension. Kept only so that a config
+	// that still sets it gets an error saying so rather than "unknown field".
 	Secret configs.Secret `yaml:"secret"`
-	// AcceptJWT accepts amoCRM/Kommo one-time tokens (X-Auth-Token, HS256 with the
-	// integration's client secret) instead of or besides the HMAC.
+	// AcceptJWT turns click-to-call on: the widget's requests are authenticated by amoCRM's or
+	// Kommo's one-time token of the clicking user (X-Auth-Token, HS256 with the integration's
+	// secret key auth.client_secret), the only credential accepted.
 	AcceptJWT bool `yaml:"accept_jwt"`
 	// AllowedOrigins for CORS (default the account's own origin).
 	AllowedOrigins []string `yaml:"allowed_origins"`
@@ -260,9 +264,10 @@ func (c *Config) Validate() []error {
 	}
 	a := c.Auth
 	switch {
-	case a.LongLivedToken.IsSet() && (a.ClientID != "" || a.ClientSecret.IsSet()):
-		add("auth", "set either long_lived_token or client_id/client_secret, not both")
 	case a.LongLivedToken.IsSet():
+		if a.ClientID != "" && !a.ClientSecret.IsSet() {
+			add("auth", "client_id with long_lived_token only serves to check the widget's one-time tokens: set client_secret (the integration's secret key) too, or remove client_id")
+		}
 	case a.ClientID == "" && !a.ClientSecret.IsSet():
 		add("auth", "set client_id and client_secret of the integration (OAuth) or long_lived_token")
 	default:
@@ -340,11 +345,12 @@ func (c *Config) Validate() []error {
 		}
 	}
 	cc := c.ClickToCall
-	if cc.Secret.IsSet() && len(cc.Secret.Value()) < 16 {
-		add("click_to_call.secret", "must be at least 16 characters")
+	if cc.Secret.IsSet() {
+		add("click_to_call.secret", "is no longer supported: a key kept in the widget's settings reaches every CRM user's browser, so any user could ring any extension. "+
+			"Remove it and set click_to_call.accept_jwt: true: the widget (version %s) then authenticates each click with amoCRM's one-time token of the user who clicked, checked with auth.client_secret (the integration's secret key)", WidgetVersion)
 	}
 	if cc.AcceptJWT && !a.ClientSecret.IsSet() {
-		add("click_to_call.accept_jwt", "needs auth.client_secret (one-time tokens are signed with it)")
+		add("click_to_call.accept_jwt", "needs auth.client_secret, the integration's secret key (one-time tokens are signed with it; it may be set together with long_lived_token)")
 	}
 	for i, o := range cc.AllowedOrigins {
 		if u, err := url.Parse(o); err != nil || u.Host == "" || u.Path != "" {

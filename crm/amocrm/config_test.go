@@ -42,7 +42,6 @@ func TestSamples(t *testing.T) {
 				t.Fatalf("before the secret is set: %v", errs)
 			}
 			cfg.Auth.ClientSecret = configs.NewSecret("from-the-environment")
-			cfg.ClickToCall.Secret = configs.NewSecret("from-the-environment-too")
 			if errs := cfg.Validate(); len(errs) != 0 {
 				t.Fatalf("sample does not validate: %v", errs)
 			}

@@ -28,7 +28,6 @@ import (
 const (
 	testRedirect  = "https://pbx.example.com/crm/amo/oauth/callback"
 	testRecSecret = "recordings-secret-0123456789"
-	testC2CSecret = "click-to-call-secret-0123456789"
 )
 
 // TestMain lets 8 tests run at once: they wait on HTTP round trips to the fake and on the
@@ -84,7 +83,6 @@ func newEnv(t *testing.T, typ string, o envOpt) *env {
 	cfg.Users = map[string]int64{"101": 504141, "102": 504142, "103": 504143}
 	cfg.DefaultUser = 504143
 	cfg.Batch.Window = 20 * time.Millisecond
-	cfg.ClickToCall.Secret = configs.NewSecret(testC2CSecret)
 	cfg.ClickToCall.AcceptJWT = true
 	if o.longLived {
 		cfg.Auth = AuthConfig{LongLivedToken: configs.NewSecret(fakecrm.DemoLongLivedToken), ProactiveRefresh: cfg.Auth.ProactiveRefresh}

@@ -91,12 +91,14 @@ func (a *Adapter) Probe(ctx context.Context) []crm.Check {
 		add("recordings", true, "calls carry signed links to their recordings")
 	}
 	switch {
-	case !a.cfg.ClickToCall.Secret.IsSet() && !a.cfg.ClickToCall.AcceptJWT:
-		add("click-to-call", true, "off (set click_to_call.secret or accept_jwt to enable the widget)")
+	case !a.cfg.ClickToCall.AcceptJWT:
+		add("click-to-call", true, "off (set click_to_call.accept_jwt: true and upload the widget to enable it)")
 	case a.orig == nil:
 		add("click-to-call", false, "enabled but no PBX connection supports originate: clicks will fail")
+	case a.audience == "":
+		add("click-to-call", true, "enabled; the daemon's public_url is not set, so the tokens' audience is not checked")
 	default:
-		add("click-to-call", true, "enabled")
+		add("click-to-call", true, "enabled for widget requests to %s (amoCRM one-time tokens)", a.audience)
 	}
 	if until := a.client.BlockedUntil(); !until.IsZero() {
 		add("rate limit", false, "amoCRM blocked this server for too many requests; sending resumes in %v", until.Sub(a.now()).Round(time.Second))

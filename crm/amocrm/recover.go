@@ -44,6 +44,8 @@ const (
 	scanReuse = 3 * time.Minute
 	// scanPages bounds one entity type's scan (250 notes per page).
 	scanPages = 40
+	// maxScanNotes bounds the index a scan builds (every entity type's pages full).
+	maxScanNotes = scanPages * 250 * 4
 )
 
 // noteEntities are the entity types a call can land in.
@@ -170,6 +172,10 @@ func (a *Adapter) scanNotes(ctx context.Context, from time.Time) (map[string]str
 				if n.Uniq != "" {
 					logged[n.Uniq] = "logged:" + ent + ":" + strconv.FormatInt(n.EntityID, 10)
 				}
+			}
+			if len(logged) > maxScanNotes {
+				// amoCRM pages hold at most 250 notes: a longer answer is not one to keep.
+				return nil, crm.Transient(fmt.Errorf("more than %d call notes since %s: too many to scan", maxScanNotes, from.UTC().Format(time.RFC3339)))
 			}
 			if !more {
 				break

@@ -5,19 +5,14 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
-	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"strconv"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/testutil"
-
-	"github.com/pbxbridge/pbxbridge/asterisk"
 	"github.com/pbxbridge/pbxbridge/crm/fakecrm"
 )
 
@@ -62,96 +57,6 @@ func postC2C(t *testing.T, url string, body []byte, hdr map[string]string) c2cRe
 		t.Fatalf("answer without a message: %+v", r)
 	}
 	return c2cResult{resp.StatusCode, r, resp.Header}
-}
-
-func signed(secret string, ts time.Time, body []byte) map[string]string {
-	s := strconv.FormatInt(ts.Unix(), 10)
-	return map[string]string{HeaderTimestamp: s, HeaderSignature: hex.EncodeToString(SignClick2Call(secret, s, body)),
-		"Origin": "https://romashka.amocrm.ru"}
-}
-
-func TestClickToCallHMAC(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t, TypeAmoCRM, envOpt{})
-	d := e.daemon(t)
-	url := d.URL + "/crm/amo/click2call"
-	body := []byte(`{"user_id":504142,"phone":"+7 (900) 123-45-67","entity_type":"contacts","entity_id":3,"account":"romashka"}`)
-	hdr := signed(testC2CSecret, time.Now(), body)
-	r := postC2C(t, url, body, hdr)
-	if r.status != http.StatusOK || !r.body.OK || !strings.HasPrefix(r.body.ID, "amo-") {
-		t.Fatalf("signed request: %d %+v", r.status, r.body)
-	}
-	if r.header.Get("Access-Control-Allow-Origin") != "https://romashka.amocrm.ru" {
-		t.Fatalf("CORS header %q", r.header.Get("Access-Control-Allow-Origin"))
-	}
-	reqs := e.orig.requests()
-	if len(reqs) != 1 || reqs[0].Extension != "102" || reqs[0].Number != "+79001234567" || reqs[0].ID != r.body.ID ||
-		reqs[0].Variables["__PBXBRIDGE_ENTITY"] != "contacts:3" || reqs[0].Timeout != 30*time.Second {
-		t.Fatalf("originate %+v", reqs)
-	}
-	// The same signed request again is a replay.
-	if r := postC2C(t, url, body, hdr); r.status != http.StatusUnauthorized {
-		t.Fatalf("replay: %d %+v", r.status, r.body)
-	}
-	bad := signed(testC2CSecret, time.Now(), body)
-	bad[HeaderSignature] = strings.Repeat("0", 64)
-	old := signed(testC2CSecret, time.Now().Add(-10*time.Minute), body)
-	other := signed("another-secret-0123456789", time.Now(), body)
-	for name, h := range map[string]map[string]string{"bad signature": bad, "old": old, "other secret": other, "unsigned": {}} {
-		if r := postC2C(t, url, body, h); r.status != http.StatusUnauthorized || r.body.Error != "unauthorized" {
-			t.Fatalf("%s: %d %+v", name, r.status, r.body)
-		}
-	}
-	if n := testutil.ToFloat64(e.a.m.authFailure.WithLabelValues("click2call")); n != 5 {
-		t.Fatalf("auth failures counted %v", n)
-	}
-	if len(e.orig.requests()) != 1 {
-		t.Fatal("an unauthenticated request originated a call")
-	}
-
-	for name, tc := range map[string]struct {
-		body   string
-		status int
-		code   string
-	}{
-		"unmapped user": {`{"user_id":999,"phone":"+79001234567"}`, http.StatusForbidden, "user_not_mapped"},
-		"bad phone":     {`{"user_id":504141,"phone":"call me"}`, http.StatusBadRequest, "bad_request"},
-		"unknown field": {`{"user_id":504141,"phone":"101","x":1}`, http.StatusBadRequest, "bad_request"},
-		"no user":       {`{"phone":"+79001234567"}`, http.StatusBadRequest, "bad_request"},
-	} {
-		b := []byte(tc.body)
-		if r := postC2C(t, url, b, signed(testC2CSecret, time.Now(), b)); r.status != tc.status || r.body.Error != tc.code {
-			t.Fatalf("%s: %d %+v", name, r.status, r.body)
-		}
-	}
-
-	e.orig.err = fmt.Errorf("ami: originate: %w", asterisk.ErrExtensionBusy)
-	b := []byte(`{"user_id":504141,"phone":"89001234567"}`)
-	r = postC2C(t, url, b, signed(testC2CSecret, time.Now(), b))
-	if r.status != http.StatusConflict || r.body.Error != "extension_busy" || !strings.Contains(r.body.Message, "extension 101") {
-		t.Fatalf("busy: %d %+v", r.status, r.body)
-	}
-
-	// CORS preflight.
-	req, _ := http.NewRequest(http.MethodOptions, url, nil)
-	req.Header.Set("Origin", "https://romashka.amocrm.ru")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusNoContent || !strings.Contains(resp.Header.Get("Access-Control-Allow-Headers"), HeaderSignature) {
-		t.Fatalf("preflight %d %v", resp.StatusCode, resp.Header)
-	}
-	req.Header.Set("Origin", "https://evil.example")
-	resp, err = http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.Header.Get("Access-Control-Allow-Origin") != "" {
-		t.Fatal("CORS allowed a foreign origin")
-	}
 }
 
 // oneTimeToken builds an HS256 one-time token as amoCRM/Kommo would.
@@ -216,17 +121,20 @@ func FuzzParseClick2Call(f *testing.F) {
 	f.Add([]byte(`{"user_id":1e99,"phone":"8 (900) 123-45-67"}`))
 	f.Add([]byte(`[]`))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		r, err := ParseClick2Call(b)
+		r, err := ParseClick2Call(b, 504141)
 		if err != nil {
 			return
 		}
-		if r.UserID <= 0 {
+		if r.UserID != 504141 {
 			t.Fatalf("accepted user %d", r.UserID)
 		}
 		for i, c := range r.Phone {
 			if (c < '0' || c > '9') && (c != '+' || i != 0) {
 				t.Fatalf("accepted phone %q", r.Phone)
 			}
+		}
+		if (r.EntityType != "" || r.EntityID != 0) && (!slices.Contains(entityTypes, r.EntityType) || r.EntityID <= 0) {
+			t.Fatalf("accepted entity %q %d", r.EntityType, r.EntityID)
 		}
 	})
 }

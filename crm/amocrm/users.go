@@ -10,14 +10,19 @@ import (
 	"github.com/pbxbridge/pbxbridge/crm"
 )
 
+// maxAutoMapped bounds the extensions auto_map_users takes from the account's user list (what
+// amoCRM answers is not trusted to be small); users beyond it are not mapped and the adapter
+// logs it.
+const maxAutoMapped = 10_000
+
 // userMap maps extensions to amoCRM users: the config's users: first, then (auto_map_users) the
-// users whose profile phone number is an extension. Safe for concurrent use.
+// users whose profile phone number is an extension, at most maxAutoMapped of them. Safe for
+// concurrent use.
 type userMap struct {
 	mu     sync.RWMutex
 	fixed  map[string]int64
 	byExt  map[string]int64
 	byUser map[int64]string
-	names  map[int64]string
 }
 
 func newUserMap(fixed map[string]int64) *userMap {
@@ -25,12 +30,12 @@ func newUserMap(fixed map[string]int64) *userMap {
 	for k, v := range fixed {
 		m.fixed[k] = v
 	}
-	m.apply(nil, nil)
+	m.apply(nil)
 	return m
 }
 
-// apply rebuilds the maps from the fixed mapping plus auto (extension → user) and user names.
-func (m *userMap) apply(auto map[string]int64, names map[int64]string) {
+// apply rebuilds the maps from the fixed mapping plus auto (extension → user).
+func (m *userMap) apply(auto map[string]int64) {
 	byExt := map[string]int64{}
 	byUser := map[int64]string{}
 	for _, ext := range slices.Sorted(maps.Keys(m.fixed)) {
@@ -52,9 +57,6 @@ func (m *userMap) apply(auto map[string]int64, names map[int64]string) {
 	}
 	m.mu.Lock()
 	m.byExt, m.byUser = byExt, byUser
-	if names != nil {
-		m.names = names
-	}
 	m.mu.Unlock()
 }
 
@@ -85,27 +87,34 @@ func (m *userMap) snapshot() map[string]int64 {
 
 // loadUsers reads the account's users and maps those whose phone_number is an extension.
 func (a *Adapter) loadUsers(ctx context.Context) error {
+	if !a.cfg.AutoMapUsers {
+		return nil
+	}
 	users, err := a.client.Users(ctx, true)
 	if err != nil {
 		return fmt.Errorf("%s: listing users: %w", a.typ, err)
 	}
 	auto := map[string]int64{}
-	names := map[int64]string{}
+	skipped := 0
 	for _, u := range users {
-		names[u.ID] = u.Name
-		if !u.Active() || u.PhoneNumber == "" {
+		if !u.Active() || u.PhoneNumber == "" || u.ID <= 0 {
 			continue
 		}
-		if ext := extFromPhone(u.PhoneNumber); ext != "" {
-			if _, taken := auto[ext]; !taken {
-				auto[ext] = u.ID
-			}
+		ext := extFromPhone(u.PhoneNumber)
+		if _, taken := auto[ext]; ext == "" || taken {
+			continue
 		}
+		if len(auto) >= maxAutoMapped {
+			skipped++
+			continue
+		}
+		auto[ext] = u.ID
 	}
-	if !a.cfg.AutoMapUsers {
-		auto = nil
+	if skipped > 0 {
+		a.log.Warn("auto_map_users: too many users have an extension as their phone number; the rest are not mapped",
+			"mapped", len(auto), "not_mapped", skipped)
 	}
-	a.users.apply(auto, names)
+	a.users.apply(auto)
 	return nil
 }
 

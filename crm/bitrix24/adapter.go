@@ -68,9 +68,21 @@ type Adapter struct {
 	callLocks  keyedMutex
 	claimLocks keyedMutex // per CALL_ID
 
+	// Endpoint security (install.go, replay.go, oauthstate.go).
+	stateDir     string
+	oauthHTTP    *http.Client // OAuth-server requests of installs and authorisations
+	proofs       proofLimiter
+	replays      *replayGuard
+	states       *oauthStates
+	bindMu       sync.Mutex
+	bound        portalBinding // the portal of the first installation
+	rebindLogged time.Time
+
 	liveMu sync.Mutex
 	live   map[string]*liveCall
 	reqs   map[string]int // requests made by Live per call key
+	// liveSwept is when live was last swept of calls older than liveMaxAge.
+	liveSwept time.Time
 
 	authProblem atomic.Pointer[string] // last account-level error, cleared by success
 	setupMu     sync.Mutex
@@ -113,6 +125,7 @@ func New(p crm.Params) (*Adapter, error) {
 		name: p.Name, cfg: cfg, log: log, now: now, loc: cfg.location(), store: p.Calls,
 		orig: p.Originator, recs: p.Recordings, routeURL: p.RouteURL, m: m,
 		live: map[string]*liveCall{}, reqs: map[string]int{}, setupReq: make(chan struct{}, 1),
+		stateDir: p.StateDir, replays: newReplayGuard(replayWindow+replayAhead, replayMaxEntries), states: newOAuthStates(),
 	}
 	if a.store == nil {
 		return nil, errors.New("bitrix24: a call store is required")
@@ -171,6 +184,16 @@ func New(p crm.Params) (*Adapter, error) {
 		a.tokens, auth = ts, ts
 		if st, _ := ts.State(); st == api.StateOK {
 			m.authOK.Set(1)
+		}
+		// Installs and authorisations ask the OAuth server once each, outside the portal's
+		// rate limiter, without retries (refresh tokens are single-use) or redirects (the
+		// URL carries the client secret).
+		oc := *base
+		oc.Timeout = cfg.HTTPTimeout
+		oc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+		a.oauthHTTP = &oc
+		if err := a.loadBinding(); err != nil {
+			return nil, fmt.Errorf("bitrix24: %w", err)
 		}
 	}
 	a.apiOpts = api.Options{

@@ -60,7 +60,7 @@ type AuthConfig struct {
 	ClientID     string         `yaml:"client_id"`
 	ClientSecret configs.Secret `yaml:"client_secret"`
 	// InstallKey, when set, must be given as ?key= on the installation URL registered in
-	// Bitrix24 (a second check besides verifying the delivered token with the portal).
+	// Bitrix24 (checked before the installation's tokens are verified at the OAuth server).
 	InstallKey configs.Secret `yaml:"install_key"`
 	// WebhookURL is the inbound webhook (webhook mode): https://PORTAL/rest/USER_ID/CODE/.
 	WebhookURL configs.Secret `yaml:"webhook_url"`
@@ -107,7 +107,7 @@ type FinishConfig struct {
 // Recording modes.
 const (
 	RecordingUpload = "upload" // send the file (content, or two-step upload above MaxUpload)
-	RecordingURL    = "url"    // give the portal a signed link (needs http.public_url)
+	RecordingURL    = "url"    // give the portal a signed link (needs http.public.url)
 )
 
 // RecordingsConfig controls attachRecord.

@@ -22,6 +22,10 @@
 //   - Errors are classified: QUERY_LIMIT_EXCEEDED/OPERATION_TIME_LIMIT → crm.RateLimited;
 //     a missing or revoked authorisation, missing scope or wrong auth type → crm.AuthBroken
 //     (calls stay queued); transport errors and 5xx → transient; other answers → permanent.
+//   - Its HTTP endpoints trust nothing unproven (README "Security"): an installation is accepted
+//     only when its refresh token refreshes at the OAuth server with our client credentials for
+//     the configured portal, the first one binds the portal's member_id, events must match the
+//     installation and are accepted once, and numbers are dialled only as digits.
 //   - The adapter never checks licences and never logs secrets. It logs only changes of its
 //     authorisation state; per-call warnings go to the call's timeline (crm.Trace).
 package bitrix24

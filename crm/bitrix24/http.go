@@ -2,7 +2,6 @@ package bitrix24
 
 import (
 	"context"
-	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -12,6 +11,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -63,90 +63,6 @@ func equalSecret(got, want string) bool {
 	return subtle.ConstantTimeCompare([]byte(got), []byte(want)) == 1
 }
 
-// serveInstall receives the local application's installation event. The tokens it carries
-// are accepted only when the optional install key matches, the portal is ours and the portal
-// accepts the access token.
-func (a *Adapter) serveInstall(w http.ResponseWriter, r *http.Request) {
-	if a.tokens == nil {
-		a.reject(w, http.StatusNotFound, "install_not_oauth", "this connector uses a webhook, not an application")
-		return
-	}
-	if a.cfg.Auth.InstallKey.IsSet() && !equalSecret(r.URL.Query().Get("key"), a.cfg.Auth.InstallKey.Value()) {
-		a.reject(w, http.StatusUnauthorized, "install_key", "wrong or missing key")
-		return
-	}
-	ev, err := readEvent(w, r)
-	if err != nil {
-		a.reject(w, http.StatusBadRequest, "malformed", err.Error())
-		return
-	}
-	switch ev.Name {
-	case api.EventAppUninstall:
-		cur := a.tokens.Tokens()
-		if cur == nil || !equalSecret(ev.Auth["application_token"], cur.ApplicationToken) {
-			a.reject(w, http.StatusUnauthorized, "application_token", "wrong application token")
-			return
-		}
-		a.tokens.Forget(errors.New("the application was uninstalled from Bitrix24"))
-		_, _ = io.WriteString(w, "ok\n")
-		return
-	case api.EventAppInstall:
-	default:
-		a.reject(w, http.StatusBadRequest, "unexpected_event", "expected ONAPPINSTALL")
-		return
-	}
-	t, err := ev.InstallTokens(a.now())
-	if err != nil {
-		a.reject(w, http.StatusBadRequest, "malformed", err.Error())
-		return
-	}
-	if want := portalHost(a.cfg.PortalURL); want != "" && !strings.EqualFold(t.Domain, want) {
-		a.reject(w, http.StatusForbidden, "wrong_portal", fmt.Sprintf("this connector serves %s, not %s", want, t.Domain))
-		return
-	}
-	if cur := a.tokens.Tokens(); cur != nil && cur.MemberID != "" && cur.MemberID != t.MemberID {
-		a.log.Warn("bitrix24 application installed on a portal with another member_id; replacing the authorisation",
-			"old_member_id", cur.MemberID, "member_id", t.MemberID)
-	}
-	if err := a.verifyToken(r.Context(), t.AccessToken); err != nil {
-		a.reject(w, http.StatusUnauthorized, "install_token", "the portal does not accept this token")
-		return
-	}
-	if err := a.tokens.Install(t); err != nil {
-		http.Error(w, "cannot store the tokens", http.StatusInternalServerError)
-		return
-	}
-	// Bitrix24 drops event handlers when an application is reinstalled: bind them again.
-	a.requestSetup()
-	a.users.kick()
-	a.log.Info("bitrix24 application installed", "domain", t.Domain, "member_id", t.MemberID, "scope", t.Scope)
-	_, _ = io.WriteString(w, "ok\n")
-}
-
-// verifyToken checks with the portal that an access token is genuine: any answer but a 401
-// means the portal knows it.
-func (a *Adapter) verifyToken(ctx context.Context, token string) error {
-	opts := a.apiOpts
-	opts.Auth = staticAuth{base: strings.TrimRight(a.cfg.PortalURL, "/") + "/rest/", token: token}
-	c, err := api.New(opts)
-	if err != nil {
-		return err
-	}
-	_, err = c.ExternalLines(api.WithPriority(ctx))
-	var e *api.Error
-	if err != nil && (!errors.As(err, &e) || e.Status == http.StatusUnauthorized) {
-		return err
-	}
-	return nil
-}
-
-type staticAuth struct{ base, token string }
-
-func (s staticAuth) Endpoint(context.Context) (string, string, error) { return s.base, s.token, nil }
-func (s staticAuth) Refresh(context.Context, string) error {
-	return errors.New("token verification: no refresh")
-}
-
 func portalHost(u string) string {
 	p, err := url.Parse(u)
 	if err != nil {
@@ -155,34 +71,82 @@ func portalHost(u string) string {
 	return strings.ToLower(p.Host)
 }
 
-// oauthState is the state parameter of the authorisation URL: an HMAC under the client secret,
-// so the callback knows the flow started here.
-func (a *Adapter) oauthState() string {
-	m := hmac.New(sha256.New, []byte(a.cfg.Auth.ClientSecret.Value()))
-	m.Write([]byte("pbxbridge-bitrix24-oauth:" + a.name))
-	return hex.EncodeToString(m.Sum(nil))[:32]
+// eventDomain is the domain events must carry: the configured portal's (in webhook mode
+// without portal_url, the webhook's host).
+func (a *Adapter) eventDomain() string {
+	if h := portalHost(a.cfg.PortalURL); h != "" {
+		return h
+	}
+	if a.webhook != nil {
+		return portalHost(a.cfg.Auth.WebhookURL.Value())
+	}
+	return ""
 }
 
+// checkEventAuth checks that an event (or an uninstall) comes from the installed application on
+// the bound portal: auth[application_token] must be the installed one (compared in constant
+// time), auth[domain] the configured portal's and auth[member_id] the installed (or bound) one.
+// Without an installation (and no auth.application_token) nothing is accepted. It answers a
+// refusal itself (401) and reports whether the event may go on.
+func (a *Adapter) checkEventAuth(w http.ResponseWriter, ev *api.Event) bool {
+	wantToken, wantMember := a.cfg.Auth.ApplicationToken.Value(), ""
+	if a.tokens != nil {
+		if t := a.tokens.Tokens(); t != nil {
+			if t.ApplicationToken != "" {
+				wantToken = t.ApplicationToken
+			}
+			wantMember = t.MemberID
+		}
+		if wantMember == "" {
+			wantMember = a.boundMember()
+		}
+	}
+	if !equalSecret(ev.Auth["application_token"], wantToken) {
+		a.reject(w, http.StatusUnauthorized, "application_token", "wrong application token")
+		return false
+	}
+	if d := a.eventDomain(); d == "" || !strings.EqualFold(strings.TrimSpace(ev.Auth["domain"]), d) {
+		a.reject(w, http.StatusUnauthorized, "wrong_portal", "the event is not from the portal this connector serves")
+		return false
+	}
+	if wantMember != "" && ev.Auth["member_id"] != wantMember {
+		a.reject(w, http.StatusUnauthorized, "member_id", "the event is not from the portal this connector is bound to")
+		return false
+	}
+	return true
+}
+
+// connectURL is where an admin (re-)authorises the application: the portal's authorisation page
+// with a fresh state (see oauthStates).
 func (a *Adapter) connectURL() string {
 	if a.tokens == nil {
 		return ""
 	}
-	return a.tokens.AuthorizeURL(a.oauthState())
+	return a.tokens.AuthorizeURL(a.states.issue(a.now()))
 }
 
-// serveOAuthCallback finishes a browser authorisation: it exchanges the code for tokens.
+// serveOAuthCallback finishes a browser authorisation. The state must be one this connector
+// issued (single use, 30 minutes), the portal the configured one and, once bound, the member_id
+// the bound one; the code is exchanged at the OAuth server with our client credentials, and the
+// answer must name the configured portal and the bound member_id before the tokens are stored.
 func (a *Adapter) serveOAuthCallback(w http.ResponseWriter, r *http.Request) {
 	if a.tokens == nil {
 		a.reject(w, http.StatusNotFound, "install_not_oauth", "this connector uses a webhook, not an application")
 		return
 	}
 	q := r.URL.Query()
-	if !equalSecret(q.Get("state"), a.oauthState()) {
-		a.reject(w, http.StatusUnauthorized, "oauth_state", "unknown authorisation request: start it from the pbxbridge status page")
+	if !a.states.consume(a.now(), q.Get("state")) {
+		a.reject(w, http.StatusUnauthorized, "oauth_state", "unknown, used or expired authorisation request: start it again from the pbxbridge status page")
 		return
 	}
 	if d := q.Get("domain"); d != "" && !strings.EqualFold(d, portalHost(a.cfg.PortalURL)) {
 		a.reject(w, http.StatusForbidden, "wrong_portal", "this connector serves "+portalHost(a.cfg.PortalURL))
+		return
+	}
+	bound := a.boundMember()
+	if m := q.Get("member_id"); bound != "" && m != "" && m != bound {
+		a.refuseRebind(bound, m)
+		a.reject(w, http.StatusForbidden, "member_id", "this connector is bound to another Bitrix24 portal (member_id): see the pbxbridge log")
 		return
 	}
 	code := q.Get("code")
@@ -190,33 +154,49 @@ func (a *Adapter) serveOAuthCallback(w http.ResponseWriter, r *http.Request) {
 		a.reject(w, http.StatusBadRequest, "malformed", "no code")
 		return
 	}
-	if err := a.tokens.Exchange(r.Context(), code); err != nil {
-		http.Error(w, "Bitrix24 refused the authorisation: "+err.Error(), http.StatusBadGateway)
+	resp, err := a.tokenRequest(context.WithoutCancel(r.Context()), url.Values{"grant_type": {"authorization_code"}, "code": {code}})
+	if err != nil {
+		if errors.Is(err, errProofUnavailable) {
+			http.Error(w, "the Bitrix24 OAuth server did not answer: try again", http.StatusBadGateway)
+			return
+		}
+		a.reject(w, http.StatusUnauthorized, "oauth_code", "Bitrix24 refused the authorisation: "+err.Error())
 		return
+	}
+	t, err := a.provenTokens(resp, bound)
+	if err != nil {
+		a.refuseUnproven(w, err)
+		return
+	}
+	if err := a.tokens.Install(t); err != nil {
+		a.log.Error("bitrix24: storing the tokens of an authorisation failed", "err", err)
+		http.Error(w, "cannot store the tokens", http.StatusInternalServerError)
+		return
+	}
+	if err := a.bind(t.MemberID, t.Domain); err != nil {
+		a.log.Warn("bitrix24: the portal binding could not be saved; it holds until the daemon stops", "err", err)
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	_, _ = io.WriteString(w, "Bitrix24 is connected to pbxbridge. You can close this page.\n")
 }
 
-// serveEvent receives click-to-call and callback events. The application token is compared in
-// constant time; a wrong or missing one answers 401 and originates nothing. Accepted events are
-// answered at once (Bitrix24 does not wait) and handled in the background.
+// serveEvent receives click-to-call and callback events. The event must come from the installed
+// application on the bound portal (checkEventAuth: 401 otherwise), be fresh (its ts within the
+// last hour: 400 otherwise) and new: a click-to-call is accepted once per CALL_ID, a callback
+// once per content (see replay.go); a repeated one is answered 200 "duplicate" and does
+// nothing. Accepted events are answered at once (Bitrix24 does not wait) and handled in the
+// background.
 func (a *Adapter) serveEvent(w http.ResponseWriter, r *http.Request) {
 	ev, err := readEvent(w, r)
 	if err != nil {
 		a.reject(w, http.StatusBadRequest, "malformed", err.Error())
 		return
 	}
-	want := a.cfg.Auth.ApplicationToken.Value()
-	if a.tokens != nil {
-		if t := a.tokens.Tokens(); t != nil && t.ApplicationToken != "" {
-			want = t.ApplicationToken
-		}
-	}
-	if !equalSecret(ev.Auth["application_token"], want) {
-		a.reject(w, http.StatusUnauthorized, "application_token", "wrong application token")
+	if !a.checkEventAuth(w, ev) {
 		return
 	}
+	var id, kind string
+	var run func(context.Context)
 	switch ev.Name {
 	case api.EventExternalCallStart:
 		s, err := ev.ExternalCallStart()
@@ -224,19 +204,69 @@ func (a *Adapter) serveEvent(w http.ResponseWriter, r *http.Request) {
 			a.reject(w, http.StatusBadRequest, "malformed", err.Error())
 			return
 		}
-		a.spawn(func(ctx context.Context) { a.clickToCall(ctx, s) })
+		id, kind, run = clickID(s), "click_to_call", func(ctx context.Context) { a.clickToCall(ctx, s) }
 	case api.EventExternalCallbackStart:
 		s, err := ev.ExternalCallbackStart()
 		if err != nil {
 			a.reject(w, http.StatusBadRequest, "malformed", err.Error())
 			return
 		}
-		a.spawn(func(ctx context.Context) { a.callback(ctx, s) })
+		number, err := dialNumber(s.PhoneNumber)
+		if err != nil {
+			a.m.clickToCall.WithLabelValues("callback_bad_number").Inc()
+			a.reject(w, http.StatusBadRequest, "bad_number", "ONEXTERNALCALLBACKSTART: data[PHONE_NUMBER]: "+err.Error())
+			return
+		}
+		id, kind = callbackID(ev, s), "callback"
+		s.PhoneNumber = number
+		run = func(ctx context.Context) { a.callback(ctx, s) }
 	default:
 		_, _ = io.WriteString(w, "ignored\n")
 		return
 	}
+	now := a.now()
+	if !fresh(ev, now) {
+		a.reject(w, http.StatusBadRequest, "stale_event", "the event's ts is not within the last hour")
+		return
+	}
+	switch a.replays.admit(now, id) {
+	case replayDuplicate:
+		a.m.replays.WithLabelValues(kind).Inc()
+		_, _ = io.WriteString(w, "duplicate\n")
+		return
+	case replayFull:
+		a.m.replayFull.Inc()
+		a.reject(w, http.StatusServiceUnavailable, "replay_guard_full", "too many events: try again later")
+		return
+	}
+	a.m.replayEntries.Set(float64(a.replays.len()))
+	// The memory forgets at a restart or reload: the CallStore remembers too.
+	seen, err := a.markEvent(r.Context(), id)
+	if err != nil {
+		a.replays.forget(id)
+		a.log.Warn("bitrix24: recording an event failed", "event", ev.Name, "err", err)
+		http.Error(w, "cannot record the event", http.StatusServiceUnavailable)
+		return
+	}
+	if seen {
+		a.m.replays.WithLabelValues(kind).Inc()
+		_, _ = io.WriteString(w, "duplicate\n")
+		return
+	}
+	a.spawn(run)
 	_, _ = io.WriteString(w, "ok\n")
+}
+
+// markEvent records an accepted event id in the CallStore; seen is true when it was there
+// already (a replay after a restart). The entries go with the store's retention.
+func (a *Adapter) markEvent(ctx context.Context, id string) (seen bool, err error) {
+	sum := sha256.Sum256([]byte(id))
+	key := eventIndex + hex.EncodeToString(sum[:16])
+	v, err := a.get(ctx, key, fEventSeen)
+	if err != nil || v != "" {
+		return v != "", err
+	}
+	return false, a.set(ctx, key, fEventSeen, a.now().UTC().Format(time.RFC3339))
 }
 
 func (a *Adapter) spawn(fn func(context.Context)) {
@@ -272,6 +302,18 @@ func (a *Adapter) clickToCall(ctx context.Context, s *api.ExternalCallStart) {
 		fail("unavailable", "503", "click-to-call is not available: pbxbridge has no PBX connection that can place calls")
 		return
 	}
+	raw := s.PhoneNumber
+	if raw == "" {
+		raw = s.PhoneNumberInternational
+	}
+	number, err := dialNumber(raw)
+	if err != nil {
+		if len(raw) > 40 {
+			raw = raw[:40] + "…"
+		}
+		fail("bad_number", "OTHER", "pbxbridge does not dial "+strconv.Quote(raw)+": only digits and one leading + are allowed")
+		return
+	}
 	ext, err := a.users.extOf(ctx, s.UserID)
 	if err != nil {
 		fail("error", "OTHER", "pbxbridge could not look up your extension in Bitrix24")
@@ -281,9 +323,9 @@ func (a *Adapter) clickToCall(ctx context.Context, s *api.ExternalCallStart) {
 		fail("no_extension", "OTHER", "your Bitrix24 user has no extension: fill in Internal phone in your profile or ask the admin to map it in pbxbridge")
 		return
 	}
-	number := s.PhoneNumber
-	if number == "" {
-		number = s.PhoneNumberInternational
+	if !validExtension(ext) {
+		fail("bad_extension", "OTHER", "your Internal phone in Bitrix24 is not an extension pbxbridge rings (letters, digits, - and _ only)")
+		return
 	}
 	id := newOriginateID("b24c2c-")
 	if err := a.rememberOriginate(ctx, id, s.CallID, s.UserID, "click2call"); err != nil {
@@ -317,7 +359,7 @@ func (a *Adapter) callback(ctx context.Context, s *api.ExternalCallbackStart) {
 		user = a.cfg.Users.DefaultUserID
 	}
 	ext := a.cfg.ClickToCall.CallbackExtension
-	if user == 0 || ext == "" || a.orig == nil || !a.cfg.ClickToCall.Enabled {
+	if user == 0 || !validExtension(ext) || a.orig == nil || !a.cfg.ClickToCall.Enabled {
 		a.m.clickToCall.WithLabelValues("callback_unconfigured").Inc()
 		a.log.Warn("bitrix24 callback request not handled: set click_to_call.callback_extension and a callback user", "line", s.LineNumber)
 		return

@@ -261,7 +261,8 @@ func TestInstall(t *testing.T) {
 	mustf(t, f.Logged(rec.Key()) == 1, "call not delivered after install")
 
 	// Uninstall with the right application token.
-	resp = postForm(t, install+"?key=k3y", url.Values{"event": {"ONAPPUNINSTALL"}, "auth[application_token]": {f.ApplicationToken()}})
+	resp = postForm(t, install+"?key=k3y", url.Values{"event": {"ONAPPUNINSTALL"}, "auth[application_token]": {f.ApplicationToken()},
+		"auth[domain]": {f.Domain()}, "auth[member_id]": {f.MemberID()}})
 	_ = resp.Body.Close()
 	mustf(t, resp.StatusCode == http.StatusOK && e.a.Status().Auth == "missing", "after uninstall: http %d, %+v", resp.StatusCode, e.a.Status())
 }

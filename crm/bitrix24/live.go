@@ -15,6 +15,11 @@ import (
 // liveMaxAge bounds how long live state of a call is kept in memory without a delivery.
 const liveMaxAge = 6 * time.Hour
 
+// liveMax bounds the calls with live state in memory. The state is a cache of the CallStore:
+// when it is full, a new call's state is not kept (each event reads it from the store again,
+// pbxbridge_bitrix24_cache_full_total{cache="live"}), so a flood of calls cannot grow it.
+const liveMax = 10000
+
 // liveCall is the in-memory view of a ringing call; the CallStore holds the durable part.
 type liveCall struct {
 	callID   string
@@ -229,7 +234,14 @@ func (a *Adapter) liveState(ctx context.Context, ev *call.Live) (*liveCall, erro
 		}
 	}
 	a.liveMu.Lock()
-	a.live[key] = lc
+	if len(a.live) >= liveMax && a.now().Sub(a.liveSwept) > time.Minute { // a flood sweeps once a minute, not per event
+		a.sweepLiveLocked()
+	}
+	if len(a.live) < liveMax {
+		a.live[key] = lc
+	} else {
+		a.m.cacheFull.WithLabelValues("live").Inc()
+	}
 	a.liveMu.Unlock()
 	return lc, nil
 }
@@ -273,7 +285,9 @@ func (a *Adapter) addRequests(key string, n int) {
 		return
 	}
 	a.liveMu.Lock()
-	a.reqs[key] += n
+	if _, ok := a.live[key]; ok { // counted only for calls with live state (bounded)
+		a.reqs[key] += n
+	}
 	a.liveMu.Unlock()
 }
 
@@ -291,8 +305,14 @@ func (a *Adapter) takeLive(key string) int {
 func (a *Adapter) sweepLive() {
 	a.liveMu.Lock()
 	defer a.liveMu.Unlock()
+	a.sweepLiveLocked()
+}
+
+func (a *Adapter) sweepLiveLocked() {
+	now := a.now()
+	a.liveSwept = now
 	for k, lc := range a.live {
-		if a.now().Sub(lc.touched) > liveMaxAge {
+		if now.Sub(lc.touched) > liveMaxAge {
 			delete(a.live, k)
 			delete(a.reqs, k)
 		}

@@ -25,6 +25,11 @@ type metrics struct {
 	live            *prometheus.CounterVec
 	recordings      *prometheus.CounterVec
 	followUps       *prometheus.CounterVec
+	installProofs   *prometheus.CounterVec
+	replays         *prometheus.CounterVec
+	replayFull      prometheus.Counter
+	replayEntries   prometheus.Gauge
+	cacheFull       *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -62,12 +67,25 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Recordings by outcome (content, upload, url, skipped_*)."}, []string{"outcome"}),
 		followUps: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "missed_call_followups_total",
 			Help: "Missed-call follow-ups created (task, todo, lead)."}, []string{"kind"}),
+		installProofs: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "install_proofs_total",
+			Help: "Installations and authorisations checked at the OAuth server by result (ok, refused, unavailable, wrong_portal, rate_limited)."}, []string{"result"}),
+		replays: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "event_replays_total",
+			Help: "Click-to-call and callback events dropped as already handled (replays, double deliveries)."}, []string{"event"}),
+		replayFull: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "replay_guard_full_total",
+			Help: "Events refused because the replay guard remembers its maximum of event ids."}),
+		replayEntries: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "replay_guard_entries",
+			Help: "Event ids the replay guard remembers."}),
+		cacheFull: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "cache_full_total",
+			Help: "Entries a bounded in-memory cache did not take because it was full (live, users, lookups)."}, []string{"cache"}),
 	}
 	var err error
 	reg1 := func(c *prometheus.CounterVec) *prometheus.CounterVec { return register(reg, c, &err) }
 	m.requests, m.rateLimited, m.refreshes = reg1(m.requests), reg1(m.rateLimited), reg1(m.refreshes)
 	m.webhookRejected, m.clickToCall, m.userRefresh = reg1(m.webhookRejected), reg1(m.clickToCall), reg1(m.userRefresh)
 	m.live, m.recordings, m.followUps = reg1(m.live), reg1(m.recordings), reg1(m.followUps)
+	m.installProofs, m.replays, m.cacheFull = reg1(m.installProofs), reg1(m.replays), reg1(m.cacheFull)
+	m.replayFull = register(reg, m.replayFull, &err)
+	m.replayEntries = register(reg, m.replayEntries, &err)
 	m.limiterWait = register(reg, m.limiterWait, &err)
 	m.requestsPerCall = register(reg, m.requestsPerCall, &err)
 	m.authOK, m.reauthorize, m.usersMapped = register(reg, m.authOK, &err), register(reg, m.reauthorize, &err), register(reg, m.usersMapped, &err)

@@ -149,7 +149,7 @@ func (a *Adapter) Probe(ctx context.Context) []crm.Check {
 		case a.webhook != nil:
 			add("click-to-call", false, "click-to-call needs a local application (ONEXTERNALCALLSTART can only be bound by an application); callbacks work with an outgoing webhook and auth.application_token")
 		case a.routeURL == "":
-			add("click-to-call", false, "http.public_url is not set: Bitrix24 cannot reach pbxbridge, so click-to-call and callbacks cannot work")
+			add("click-to-call", false, "http.public.url is not set: Bitrix24 cannot reach pbxbridge, so click-to-call and callbacks cannot work")
 		case a.orig == nil:
 			add("click-to-call", false, "no PBX connection can originate calls (AMI originate permission or ARI needed)")
 		default:

@@ -11,8 +11,13 @@ import (
 	"github.com/pbxbridge/pbxbridge/crm/bitrix24/api"
 )
 
-// routeCacheMax bounds the look-up cache; it is cleared when full.
-const routeCacheMax = 10000
+// routeCacheMax bounds the look-up cache; it is cleared when full. routeFlightMax bounds the
+// numbers looked up at the same time: a look-up beyond it answers "unknown" at once
+// (pbxbridge_bitrix24_cache_full_total{cache="lookups"}) instead of queueing a request.
+const (
+	routeCacheMax  = 10000
+	routeFlightMax = 64
+)
 
 // routeCache caches telephony.externalCall.searchCrmEntities answers per number (found and
 // not found) for routing.cache_ttl; concurrent look-ups of one number share one request.
@@ -52,6 +57,11 @@ func (c *routeCache) matches(ctx context.Context, number string) ([]api.CrmMatch
 	}
 	f := c.inflight[k]
 	if f == nil {
+		if len(c.inflight) >= routeFlightMax {
+			c.mu.Unlock()
+			c.a.m.cacheFull.WithLabelValues("lookups").Inc()
+			return nil, nil
+		}
 		f = &routeFlight{done: make(chan struct{})}
 		c.inflight[k] = f
 		go c.fetch(ctx, k, number, f)

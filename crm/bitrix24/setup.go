@@ -86,7 +86,7 @@ func (a *Adapter) setup(ctx context.Context) error {
 	}
 	if a.cfg.ClickToCall.Enabled {
 		if a.routeURL == "" {
-			problems = append(problems, "click-to-call events are not bound: set http.public_url so Bitrix24 can reach pbxbridge")
+			problems = append(problems, "click-to-call events are not bound: set http.public.url so Bitrix24 can reach pbxbridge")
 		} else {
 			handler := strings.TrimRight(a.routeURL, "/") + pathEvents
 			for _, ev := range []string{api.EventExternalCallStart, api.EventExternalCallbackStart} {

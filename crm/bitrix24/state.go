@@ -31,8 +31,10 @@ const (
 	fOwner         = "owner"
 	fOrigCallID    = "call_id"
 	fOrigUser      = "user_id"
-	fOrigKind      = "kind"     // click2call | callback
-	fOrigDone      = "finished" // the CALL_ID was finished (failed originate)
+	fOrigKind      = "kind"            // click2call | callback
+	fOrigDone      = "finished"        // the CALL_ID was finished (failed originate)
+	eventIndex     = "bitrix24-event:" // + digest of an accepted event's replay id
+	fEventSeen     = "seen"            // when it was accepted
 )
 
 // callState is what the CallStore knows of one call.

@@ -23,6 +23,13 @@ type userInfo struct {
 	Active bool
 }
 
+// Bounds of the user cache: extensions looked up one by one while the cache is cold (each
+// answer is kept for the TTL; when full, answers are not kept), and users loaded from a portal.
+const (
+	userSingleMax = 2000
+	maxUsers      = 100000
+)
+
 // userCache maps extensions to Bitrix24 users: config overrides first, then UF_PHONE_INNER of
 // the active users, loaded with user.get (first page, then the remaining pages in batches of
 // 50 pages) and refreshed in the background before the TTL expires. A cold cache answers single
@@ -37,8 +44,10 @@ type userCache struct {
 	dups     map[string][]int // extensions claimed by several users
 	loadedAt time.Time
 	single   map[string]singleEntry // extensions looked up one by one while cold
-	lastErr  error
-	kickCh   chan struct{}
+	// singleSwept is when single was last swept of expired answers.
+	singleSwept time.Time
+	lastErr     error
+	kickCh      chan struct{}
 }
 
 type singleEntry struct {
@@ -147,6 +156,9 @@ func (c *userCache) fetchAll(ctx context.Context) ([]api.User, error) {
 	if next == 0 || total <= len(first) {
 		return all, nil
 	}
+	if total > maxUsers {
+		return nil, fmt.Errorf("loading users: the portal reports %d active users, pbxbridge loads at most %d (map extensions with users.map)", total, maxUsers)
+	}
 	var starts []int
 	for s := next; s < total; s += api.UserPageSize {
 		starts = append(starts, s)
@@ -220,7 +232,19 @@ func (c *userCache) lookup(ctx context.Context, ext string) (userInfo, bool, err
 		}
 	}
 	c.mu.Lock()
-	c.single[ext] = e
+	if now := c.a.now(); len(c.single) >= userSingleMax && now.Sub(c.singleSwept) > time.Minute {
+		c.singleSwept = now
+		for k, v := range c.single {
+			if c.a.now().Sub(v.at) >= c.a.cfg.Users.CacheTTL {
+				delete(c.single, k)
+			}
+		}
+	}
+	if len(c.single) < userSingleMax {
+		c.single[ext] = e
+	} else {
+		c.a.m.cacheFull.WithLabelValues("users").Inc()
+	}
 	c.mu.Unlock()
 	return e.user, e.ok, nil
 }

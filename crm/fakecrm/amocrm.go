@@ -72,6 +72,9 @@ type AmoOptions struct {
 	UnknownStatus int
 	// EventsAccepted answers POST /api/v2/events with 202 {} instead of the amoCRM 200 shape.
 	EventsAccepted bool
+	// OneTimeTTL is the lifetime of the widgets' one-time tokens (OneTimeToken; default 30
+	// minutes, the official PHP SDK's figure).
+	OneTimeTTL time.Duration
 }
 
 // AmoCRM is a fake amoCRM/Kommo server holding any number of accounts, routed by Host
@@ -281,6 +284,9 @@ func NewAmoCRM(o AmoOptions) *AmoCRM {
 	}
 	if o.UnknownStatus == 0 {
 		o.UnknownStatus = http.StatusBadRequest
+	}
+	if o.OneTimeTTL <= 0 {
+		o.OneTimeTTL = 30 * time.Minute
 	}
 	if o.Flavor == "kommo" {
 		o.RetryAfterInBody = true
@@ -618,6 +624,9 @@ func (f *AmoCRM) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	case r.URL.Path == "/_fake/fault" && r.Method == http.MethodPost:
 		f.serveFault(w, r)
+		return
+	case r.URL.Path == "/_fake/onetime" && r.Method == http.MethodGet:
+		f.serveOneTime(w, r)
 		return
 	case r.URL.Path == "/oauth" && r.Method == http.MethodGet:
 		f.serveAuthorize(w, r)

@@ -238,6 +238,10 @@ type B24Faults struct {
 	KeepOldRefreshToken bool `json:"keep_old_refresh_token"`
 	// OperationLimited lists methods answered 429 OPERATION_TIME_LIMIT.
 	OperationLimited []string `json:"operation_limited,omitempty"`
+	// OAuthFailStatus, when 500 or more, makes the OAuth server (/oauth/token) answer every
+	// request with that status and an error body (an outage of oauth.bitrix.info); the request
+	// is counted but has no effect (refresh tokens stay valid).
+	OAuthFailStatus int `json:"oauth_fail_status,omitempty"`
 	// Mode is a persistent conformance fault: "", "rate_limited", "server_error", "slow".
 	Mode string `json:"mode,omitempty"`
 }
@@ -276,6 +280,10 @@ func B24Webhook(userID int, code, scope string) Bitrix24Option {
 		c.webhooks[fmt.Sprintf("%d/%s", userID, code)] = b24Webhook{userID: userID, scope: scope}
 	}
 }
+
+// B24MemberID sets the portal's member_id (default a223c6b3710f85df22e9377d6c4f7553), to run
+// two fakes that are different portals.
+func B24MemberID(id string) Bitrix24Option { return func(c *b24Config) { c.memberID = id } }
 
 // B24Scope sets the scope of issued OAuth tokens (default crm,telephony,user,task).
 func B24Scope(scope string) Bitrix24Option { return func(c *b24Config) { c.scope = scope } }
@@ -811,6 +819,10 @@ func (f *Bitrix24) serveToken(w http.ResponseWriter, r *http.Request) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.requests["oauth/token"]++
+	if st := f.faults.OAuthFailStatus; st >= 500 {
+		b24JSON(w, st, map[string]string{"error": "", "error_description": "Service temporarily unavailable"})
+		return
+	}
 	if p.str("client_id") != f.cfg.clientID || p.str("client_secret") != f.cfg.clientSecret {
 		b24JSON(w, http.StatusUnauthorized, map[string]string{"error": "invalid_client", "error_description": "Invalid client credentials"})
 		return

@@ -6,7 +6,10 @@
 // Authorizer (which refreshes it once on 401), reports the server's Date header, and is traced
 // (crm.Trace, redacted). Non-2xx answers come back as *Error. After a 403 that follows 429s the
 // client assumes the IP is blocked and refuses further requests locally for BlockPause, so that
-// it does not prolong the block. A Client is safe for concurrent use.
+// it does not prolong the block. What the shared HTTP client refuses to read comes back already
+// classified: a redirect away from the account (not followed, so the token is not resent) is
+// crm.ClassAuth, an answer over the size cap crm.ClassTransient. A Client is safe for concurrent
+// use.
 package api
 
 import (
@@ -118,7 +121,7 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 		target += "?" + query.Encode()
 	}
 	summary := method + " " + path
-	crm.Trace(ctx, "request", summary, httpclient.Redact(traceExcerpt(payload)))
+	trace(ctx, "request", summary, payload)
 
 	var token string
 	for attempt := 0; ; attempt++ {
@@ -149,11 +152,11 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 				err = ctx.Err()
 			}
 			crm.Trace(ctx, "error", summary, httpclient.Redact(err.Error()))
-			return 0, fmt.Errorf("%s: %w", summary, redactErr(err))
+			return 0, classifyRefusal(fmt.Errorf("%s: %w", summary, redactErr(err)))
 		}
 		c.observeDate(resp.Header())
 		status := resp.StatusCode()
-		crm.Trace(ctx, "response", strconv.Itoa(status)+" "+summary, httpclient.Redact(traceExcerpt(resp.Body())))
+		trace(ctx, "response", strconv.Itoa(status)+" "+summary, resp.Body())
 		if status == http.StatusUnauthorized && c.o.Auth != nil && attempt == 0 {
 			if token, err = c.o.Auth.Rejected(ctx, token); err != nil {
 				return status, err
@@ -167,8 +170,8 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 			if status == http.StatusNoContent || out == nil || len(resp.Body()) == 0 {
 				return status, nil
 			}
-			if err := json.Unmarshal(resp.Body(), out); err != nil {
-				return status, fmt.Errorf("%s: decoding answer: %w", summary, err)
+			if err := decodeAnswer(resp.Body(), out); err != nil {
+				return status, fmt.Errorf("%s: %w", summary, err)
 			}
 			return status, nil
 		}
@@ -216,19 +219,65 @@ func (c *Client) observeDate(h http.Header) {
 }
 
 // redactErr keeps the error chain (context errors, net errors) while hiding URLs with secrets.
+// A refused redirect loses the URL: it is the Location the server chose, and the
+// *httpclient.RedirectError names its origin.
 func redactErr(err error) error {
 	var ue *url.Error
 	if errors.As(err, &ue) {
+		var re *httpclient.RedirectError
+		if errors.As(ue.Err, &re) {
+			return ue.Err
+		}
 		return &url.Error{Op: ue.Op, URL: httpclient.Redact(ue.URL), Err: ue.Err}
 	}
 	return err
 }
 
-func traceExcerpt(b []byte) string {
-	if len(b) > 4096 {
-		return string(b[:4096]) + "…"
+// classifyRefusal classifies the answers the shared HTTP client refuses to read:
+//
+//   - a redirect away from the account's origin (*httpclient.RedirectError: a renamed subdomain,
+//     a proxy, an http URL answered by a move to https) is crm.ClassAuth: no request can succeed
+//     until an admin corrects the URL, so calls stay queued without burning attempts;
+//   - an answer over the size cap (*httpclient.BodyTooLargeError) is crm.ClassTransient: the
+//     server or something in between misbehaved, and the outbox retries later.
+//
+// Other errors are returned as they are.
+func classifyRefusal(err error) error {
+	var re *httpclient.RedirectError
+	if errors.As(err, &re) {
+		return crm.AuthBroken(err)
 	}
-	return string(b)
+	var tl *httpclient.BodyTooLargeError
+	if errors.As(err, &tl) {
+		return crm.Transient(err)
+	}
+	return err
+}
+
+// maxTrace bounds the request and response excerpts given to crm.Trace.
+const maxTrace = 4096
+
+// trace records a request or response step with the body's start, redacted.
+func trace(ctx context.Context, kind, summary string, body []byte) {
+	if !crm.Tracing(ctx) {
+		return
+	}
+	crm.Trace(ctx, kind, summary, traceExcerpt(body))
+}
+
+func traceExcerpt(b []byte) string {
+	if len(b) > maxTrace {
+		return httpclient.Redact(string(b[:maxTrace])) + "…"
+	}
+	return httpclient.Redact(string(b))
+}
+
+// decodeAnswer decodes a 2xx JSON answer into out (one of the answer types below).
+func decodeAnswer(body []byte, out any) error {
+	if err := json.Unmarshal(body, out); err != nil {
+		return fmt.Errorf("decoding answer: %w", err)
+	}
+	return nil
 }
 
 // Paths of the endpoints used.
@@ -277,14 +326,7 @@ func (c *Client) Users(ctx context.Context, withPhone bool) ([]User, error) {
 		if withPhone {
 			q.Set("with", "phone_number")
 		}
-		var r struct {
-			Embedded struct {
-				Users []User `json:"users"`
-			} `json:"_embedded"`
-			Links struct {
-				Next *struct{} `json:"next"`
-			} `json:"_links"`
-		}
+		var r usersPage
 		status, err := c.do(httpclient.Idempotent(ctx), http.MethodGet, PathUsers, q, nil, &r)
 		if err != nil {
 			return nil, err
@@ -304,11 +346,7 @@ func (c *Client) Users(ctx context.Context, withPhone bool) ([]User, error) {
 // No match is an empty result (amoCRM answers 204).
 func (c *Client) FindContacts(ctx context.Context, query string, limit int) ([]Contact, error) {
 	q := url.Values{"query": {query}, "with": {"leads"}, "limit": {strconv.Itoa(limit)}}
-	var r struct {
-		Embedded struct {
-			Contacts []Contact `json:"contacts"`
-		} `json:"_embedded"`
-	}
+	var r contactsPage
 	if _, err := c.do(httpclient.Idempotent(ctx), http.MethodGet, PathContacts, q, nil, &r); err != nil {
 		return nil, err
 	}
@@ -368,11 +406,7 @@ func (c *Client) FindCallTasks(ctx context.Context, entityType string, entityID 
 		"filter[is_completed]": {"0"},
 		"limit":                {"250"},
 	}
-	var r struct {
-		Embedded struct {
-			Tasks []Task `json:"tasks"`
-		} `json:"_embedded"`
-	}
+	var r tasksPage
 	if _, err := c.do(httpclient.Idempotent(ctx), http.MethodGet, PathTasks, q, nil, &r); err != nil {
 		return nil, err
 	}
@@ -407,34 +441,11 @@ func (c *Client) CallNotes(ctx context.Context, entityPlural string, since time.
 		"page":                     {strconv.Itoa(page)},
 		"limit":                    {strconv.Itoa(limit)},
 	}
-	var r struct {
-		Embedded struct {
-			Notes []struct {
-				CallNote
-				Params json.RawMessage `json:"params"`
-			} `json:"notes"`
-		} `json:"_embedded"`
-	}
+	var r notesPage
 	if _, err := c.do(httpclient.Idempotent(ctx), http.MethodGet, "/api/v4/"+entityPlural+"/notes", q, nil, &r); err != nil {
 		return nil, false, err
 	}
-	for _, n := range r.Embedded.Notes {
-		var p struct {
-			Uniq any `json:"uniq"`
-		}
-		// params is an object for call notes; anything else (amoCRM writes [] for an empty
-		// object) carries no uniq.
-		if json.Unmarshal(n.Params, &p) == nil {
-			switch u := p.Uniq.(type) {
-			case string:
-				n.Uniq = u
-			case float64:
-				n.Uniq = strconv.FormatFloat(u, 'f', -1, 64)
-			}
-		}
-		notes = append(notes, n.CallNote)
-	}
-	return notes, len(r.Embedded.Notes) == limit, nil
+	return r.callNotes(), len(r.Embedded.Notes) == limit, nil
 }
 
 // AddEvents shows incoming-call pop-ups (API v2; 200 or 202).

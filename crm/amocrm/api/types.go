@@ -50,6 +50,62 @@ type User struct {
 // Active reports whether the user is active (absent means active).
 func (u *User) Active() bool { return u.Rights.IsActive == nil || *u.Rights.IsActive }
 
+// usersPage is one page of GET /api/v4/users.
+type usersPage struct {
+	Embedded struct {
+		Users []User `json:"users"`
+	} `json:"_embedded"`
+	Links struct {
+		Next *struct{} `json:"next"`
+	} `json:"_links"`
+}
+
+// contactsPage is the answer of GET /api/v4/contacts.
+type contactsPage struct {
+	Embedded struct {
+		Contacts []Contact `json:"contacts"`
+	} `json:"_embedded"`
+}
+
+// tasksPage is the answer of GET /api/v4/tasks.
+type tasksPage struct {
+	Embedded struct {
+		Tasks []Task `json:"tasks"`
+	} `json:"_embedded"`
+}
+
+// notesPage is the answer of GET /api/v4/{entity}/notes.
+type notesPage struct {
+	Embedded struct {
+		Notes []struct {
+			CallNote
+			Params json.RawMessage `json:"params"`
+		} `json:"notes"`
+	} `json:"_embedded"`
+}
+
+// callNotes returns the page's notes with the uniq of their params.
+func (p *notesPage) callNotes() []CallNote {
+	var notes []CallNote
+	for _, n := range p.Embedded.Notes {
+		var params struct {
+			Uniq any `json:"uniq"`
+		}
+		// params is an object for call notes; anything else (amoCRM writes [] for an empty
+		// object) carries no uniq.
+		if json.Unmarshal(n.Params, &params) == nil {
+			switch u := params.Uniq.(type) {
+			case string:
+				n.Uniq = u
+			case float64:
+				n.Uniq = strconv.FormatFloat(u, 'f', -1, 64)
+			}
+		}
+		notes = append(notes, n.CallNote)
+	}
+	return notes
+}
+
 // Contact is one item of GET /api/v4/contacts (B.6.1).
 type Contact struct {
 	ID                int64         `json:"id"`

@@ -1,13 +1,13 @@
 // pbxbridge click-to-call widget for amoCRM and Kommo.
 //
 // When the user clicks a phone number (cards and lists), the widget POSTs
-//   {"user_id": <current user>, "phone": "<number>", "entity_type": "contacts", "entity_id": 3, "account": "<subdomain>"}
-// to <server_url>/click2call. The request is authenticated either with the HMAC secret from the
-// widget's settings (headers X-Pbxbridge-Timestamp and X-Pbxbridge-Signature =
-// hex(HMAC-SHA256(secret, timestamp + "." + body))) or, when no secret is set, with the
-// platform's one-time token (self.$authorizedAjax adds X-Auth-Token, signed with the
-// integration's secret key). pbxbridge answers {"ok": bool, "message": "..."} in plain words.
-define(['jquery'], function ($) {
+//   {"phone": "<number>", "entity_type": "contacts", "entity_id": 3, "account": "<subdomain>"}
+// to <server_url>/click2call through self.$authorizedAjax, which adds the platform's one-time
+// token (X-Auth-Token: a JWT naming the user who clicked, signed by amoCRM/Kommo with the
+// integration's secret key). That token is the only thing pbxbridge trusts to know who clicked:
+// the widget holds no secret of its own (anything in the widget's settings reaches every user's
+// browser). pbxbridge answers {"ok": bool, "message": "..."} in plain words.
+define([], function () {
   'use strict';
 
   return function () {
@@ -52,22 +52,6 @@ define(['jquery'], function ($) {
       return { type: '', id: 0 };
     }
 
-    function hex(buffer) {
-      return Array.prototype.map.call(new Uint8Array(buffer), function (b) {
-        return ('0' + b.toString(16)).slice(-2);
-      }).join('');
-    }
-
-    function sign(secret, timestamp, body) {
-      var enc = new TextEncoder();
-      return window.crypto.subtle
-        .importKey('raw', enc.encode(secret), { name: 'HMAC', hash: 'SHA-256' }, false, ['sign'])
-        .then(function (key) {
-          return window.crypto.subtle.sign('HMAC', key, enc.encode(timestamp + '.' + body));
-        })
-        .then(hex);
-    }
-
     function done(answer) {
       notify((answer && answer.message) || t('messages.calling').replace('%s', ''));
     }
@@ -83,32 +67,25 @@ define(['jquery'], function ($) {
         notify(t('messages.not_configured'));
         return;
       }
-      var user = constant('user') || {};
+      if (typeof self.$authorizedAjax !== 'function') {
+        notify(t('messages.no_token'));
+        return;
+      }
       var account = constant('account') || {};
       var entity = currentEntity();
-      var body = JSON.stringify({
-        user_id: Number(user.id) || 0,
-        phone: String(phone),
-        entity_type: entity.type,
-        entity_id: Number(entity.id) || 0,
-        account: account.subdomain || ''
-      });
-      var url = settings.server_url.replace(/\/+$/, '') + '/click2call';
-      var request = { url: url, method: 'POST', data: body, contentType: 'application/json', dataType: 'json' };
-
-      if (!settings.secret && typeof self.$authorizedAjax === 'function') {
-        self.$authorizedAjax(request).done(done).fail(fail);
-        return;
+      var data = { phone: String(phone), account: account.subdomain || '' };
+      // pbxbridge takes these entity types only (the card the click came from; informative).
+      if (['contacts', 'leads', 'companies', 'customers'].indexOf(entity.type) >= 0 && Number(entity.id) > 0) {
+        data.entity_type = entity.type;
+        data.entity_id = Number(entity.id);
       }
-      if (!window.crypto || !window.crypto.subtle) {
-        notify(t('messages.no_crypto'));
-        return;
-      }
-      var timestamp = String(Math.floor(Date.now() / 1000));
-      sign(settings.secret || '', timestamp, body).then(function (signature) {
-        request.headers = { 'X-Pbxbridge-Timestamp': timestamp, 'X-Pbxbridge-Signature': signature };
-        $.ajax(request).done(done).fail(fail);
-      });
+      self.$authorizedAjax({
+        url: settings.server_url.replace(/\/+$/, '') + '/click2call',
+        method: 'POST',
+        data: JSON.stringify(data),
+        contentType: 'application/json',
+        dataType: 'json'
+      }).done(done).fail(fail);
     }
 
     this.callbacks = {

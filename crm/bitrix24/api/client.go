@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -186,7 +187,7 @@ func (c *Client) do(ctx context.Context, method string, params []byte) (json.Raw
 	if token != "" {
 		body = withAuth(params, token)
 	}
-	crm.Trace(ctx, "request", "POST "+method, traceBody(params))
+	trace(ctx, "request", "POST "+method, params)
 	start := time.Now()
 	resp, err := c.http.R().
 		SetContext(ctx).
@@ -215,11 +216,11 @@ func (c *Client) do(ctx context.Context, method string, params []byte) (json.Raw
 		}
 		out.Err = derr
 		c.report(out)
-		crm.Trace(ctx, "response", fmt.Sprintf("%s: http %d", method, resp.StatusCode()), traceBody(resp.Body()))
+		trace(ctx, "response", method+": http "+strconv.Itoa(resp.StatusCode()), resp.Body())
 		return nil, Meta{}, token, derr
 	}
 	c.report(out)
-	crm.Trace(ctx, "response", fmt.Sprintf("%s: http %d", method, resp.StatusCode()), traceBody(raw))
+	trace(ctx, "response", method+": http "+strconv.Itoa(resp.StatusCode()), raw)
 	return raw, meta, token, nil
 }
 
@@ -256,7 +257,8 @@ func withAuth(obj []byte, token string) []byte {
 }
 
 // transportError strips the URL (it may carry a webhook secret) from a transport error and
-// keeps the cause (context errors stay matchable with errors.Is).
+// keeps the cause (context errors stay matchable with errors.Is). It classifies what the shared
+// client refuses (see classifyRefusal).
 func transportError(ctx context.Context, method string, err error) error {
 	var ue *url.Error
 	if errors.As(err, &ue) {
@@ -265,7 +267,28 @@ func transportError(ctx context.Context, method string, err error) error {
 	if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
 		return fmt.Errorf("%s: %w (%s)", method, cerr, httpclient.Redact(err.Error()))
 	}
-	return fmt.Errorf("%s: %w", method, redactErr{err})
+	return classifyRefusal(fmt.Errorf("%s: %w", method, redactErr{err}))
+}
+
+// classifyRefusal classifies the answers the shared HTTP client refuses to read:
+//
+//   - a redirect away from the portal (*httpclient.RedirectError: a renamed portal, a proxy, an
+//     http URL answered by a move to https) is crm.ClassAuth: no request can succeed until an
+//     admin corrects the URL, so calls stay queued without burning attempts;
+//   - an answer over the size cap (*httpclient.BodyTooLargeError) is crm.ClassTransient: the
+//     portal or something in between misbehaved, and the outbox retries later.
+//
+// Other errors are returned as they are.
+func classifyRefusal(err error) error {
+	var re *httpclient.RedirectError
+	if errors.As(err, &re) {
+		return crm.AuthBroken(err)
+	}
+	var tl *httpclient.BodyTooLargeError
+	if errors.As(err, &tl) {
+		return crm.Transient(err)
+	}
+	return err
 }
 
 // redactErr masks secrets in an error's text while keeping it matchable.
@@ -274,10 +297,17 @@ type redactErr struct{ err error }
 func (r redactErr) Error() string { return httpclient.Redact(r.err.Error()) }
 func (r redactErr) Unwrap() error { return r.err }
 
-func traceBody(b []byte) string {
-	s := string(b)
-	if len(s) > maxTrace {
-		s = s[:maxTrace] + "…(truncated)"
+// trace records a request or response step with the body's start, redacted.
+func trace(ctx context.Context, kind, summary string, body []byte) {
+	if !crm.Tracing(ctx) {
+		return
 	}
-	return httpclient.Redact(s)
+	crm.Trace(ctx, kind, summary, traceBody(body))
+}
+
+func traceBody(b []byte) string {
+	if len(b) > maxTrace {
+		return httpclient.Redact(string(b[:maxTrace])) + "…(truncated)"
+	}
+	return httpclient.Redact(string(b))
 }

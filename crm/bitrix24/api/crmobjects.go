@@ -124,11 +124,14 @@ type Todo struct {
 	ParentActivityID int    `json:"parentActivityId,omitempty"`
 }
 
+// todoResult is the result of crm.activity.todo.add.
+type todoResult struct {
+	ID Int `json:"id"`
+}
+
 // AddTodo calls crm.activity.todo.add and returns the activity id.
 func (c *Client) AddTodo(ctx context.Context, t Todo) (int, error) {
-	var r struct {
-		ID Int `json:"id"`
-	}
+	var r todoResult
 	if _, err := c.Call(ctx, "crm.activity.todo.add", t, &r); err != nil {
 		return 0, err
 	}
@@ -143,6 +146,13 @@ type Task struct {
 	CreatedBy     int
 	Deadline      string // ISO-8601 with offset
 	CRMBindings   []string
+}
+
+// taskResult is the result of tasks.task.add (camelCase, the id a string).
+type taskResult struct {
+	Task struct {
+		ID Int `json:"id"`
+	} `json:"task"`
 }
 
 // AddTask calls tasks.task.add and returns the task id (a string in the camelCase answer).
@@ -163,11 +173,7 @@ func (c *Client) AddTask(ctx context.Context, t Task) (int, error) {
 	if len(t.CRMBindings) > 0 {
 		fields["UF_CRM_TASK"] = t.CRMBindings
 	}
-	var r struct {
-		Task struct {
-			ID Int `json:"id"`
-		} `json:"task"`
-	}
+	var r taskResult
 	if _, err := c.Call(ctx, "tasks.task.add", map[string]any{"fields": fields}, &r); err != nil {
 		return 0, err
 	}

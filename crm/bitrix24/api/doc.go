@@ -15,6 +15,9 @@
 //     description, wait hint); compare codes with IsCode, which ignores case as the codes come in
 //     both cases. Transport errors are returned wrapped, with URLs stripped (a webhook URL
 //     carries its secret in the path). Context cancellation is always wrapped with %w.
+//   - What the shared client refuses to read comes back already classified for the dispatcher:
+//     a redirect away from the portal (the request, token included, is not resent; see
+//     crm/internal/httpclient) is crm.ClassAuth, an answer over the size cap crm.ClassTransient.
 //   - On 401 expired_token the client asks its Authenticator to refresh and repeats the call
 //     once; the OAuth TokenSource refreshes exactly once per stale token however many requests
 //     hit the expiry at the same time, persists the rotated refresh token before using the new

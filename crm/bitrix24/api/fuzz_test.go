@@ -92,3 +92,80 @@ func BenchmarkDecodeEnvelope(b *testing.B) {
 		}
 	}
 }
+
+func FuzzDecodeCrmMatches(f *testing.F) {
+	f.Add([]byte(`[{"CRM_ENTITY_TYPE":"CONTACT","CRM_ENTITY_ID":651,"ASSIGNED_BY_ID":99,"NAME":"John Doe","ASSIGNED_BY":{"ID":"99","TIMEMAN_STATUS":"CLOSED","USER_PHONE_INNER":"101","WORK_PHONE":null}}]`))
+	f.Add([]byte(`{"0":{"CRM_ENTITY_TYPE":"LEAD","CRM_ENTITY_ID":"7","ASSIGNED_BY":[]}}`))
+	f.Add([]byte(`false`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		ms, err := DecodeCrmMatches(b)
+		if err != nil && ms != nil {
+			t.Fatalf("matches %v with error %v", ms, err)
+		}
+	})
+}
+
+func FuzzDecodeUsers(f *testing.F) {
+	f.Add([]byte(`[{"ID":"1269","ACTIVE":true,"NAME":"Anna","LAST_NAME":"Smith","EMAIL":"anna@example.com","UF_PHONE_INNER":"101","WORK_PHONE":"","PERSONAL_MOBILE":"","USER_TYPE":"employee","UF_DEPARTMENT":[1]}]`))
+	f.Add([]byte(`[{"ID":7,"ACTIVE":"N","UF_PHONE_INNER":101,"TIMEMAN_STATUS":{}}]`))
+	f.Add([]byte(`null`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		us, err := DecodeUsers(b)
+		if err != nil {
+			if us != nil {
+				t.Fatalf("users %v with error %v", us, err)
+			}
+			return
+		}
+		for _, u := range us {
+			_ = u.FullName()
+		}
+	})
+}
+
+func FuzzDecodeExternalLines(f *testing.F) {
+	f.Add([]byte(`[{"NUMBER":"14151234567","NAME":"Support Line","CRM_AUTO_CREATE":"N"}]`))
+	f.Add([]byte(`[{"NUMBER":74951112233,"NAME":null,"CRM_AUTO_CREATE":true}]`))
+	f.Add([]byte(`{}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		ls, err := DecodeExternalLines(b)
+		if err != nil && ls != nil {
+			t.Fatalf("lines %v with error %v", ls, err)
+		}
+	})
+}
+
+// FuzzDecodeResult decodes a "result" into every type Call decodes one into: the results of
+// register, finish, attachRecord (three modes and the upload answer), show/hide (Bool),
+// crm.lead.add (Int), crm.activity.todo.add, tasks.task.add and user.get.
+func FuzzDecodeResult(f *testing.F) {
+	f.Add([]byte(`{"CALL_ID":"externalCall.716f1cb73def9700a23842adf9c4c568.1773130779","CRM_CREATED_LEAD":null,"CRM_CREATED_ENTITIES":[{"ENTITY_TYPE":"LEAD","ENTITY_ID":1001}],"CRM_ENTITY_TYPE":"CONTACT","CRM_ENTITY_ID":797}`))
+	f.Add([]byte(`{"ID":"5","CALL_ID":"externalCall.x","EXTERNAL_CALL_ID":"1763768521.12","PORTAL_USER_ID":1269,"CALL_DURATION":95,"CALL_FAILED_CODE":"200","CRM_ACTIVITY_ID":"3011","CRM_ENTITY_TYPE":"CONTACT","CRM_ENTITY_ID":797}`))
+	f.Add([]byte(`{"uploadUrl":"https://portal.bitrix24.com/rest/upload.json?auth=a&token=telephony%7Cx","fieldName":"file"}`))
+	f.Add([]byte(`{"FILE_ID":9079}`))
+	f.Add([]byte(`{"task":{"id":"3711","title":"Call back","responsibleId":"1269","status":"2"}}`))
+	f.Add([]byte(`{"id":999}`))
+	f.Add([]byte(`"Y"`))
+	f.Add([]byte(`1001`))
+	f.Add([]byte(`"1e3"`))
+	f.Fuzz(func(_ *testing.T, b []byte) {
+		var reg RegisterResult
+		_ = json.Unmarshal(b, &reg)
+		var fin FinishResult
+		_ = json.Unmarshal(b, &fin)
+		var att attachResult
+		_ = json.Unmarshal(b, &att)
+		var ok Bool
+		_ = json.Unmarshal(b, &ok)
+		var id Int
+		_ = json.Unmarshal(b, &id)
+		var s String
+		_ = json.Unmarshal(b, &s)
+		var todo todoResult
+		_ = json.Unmarshal(b, &todo)
+		var task taskResult
+		_ = json.Unmarshal(b, &task)
+		var users []User
+		_ = json.Unmarshal(b, &users)
+	})
+}

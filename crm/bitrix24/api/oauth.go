@@ -346,7 +346,7 @@ func (s *TokenSource) tokenRequest(ctx context.Context, v url.Values) (*TokenRes
 		if errors.As(err, &ue) {
 			err = ue.Err // the URL carries the client secret
 		}
-		return nil, fmt.Errorf("oauth server: %w", redactErr{err})
+		return nil, classifyRefusal(fmt.Errorf("oauth server: %w", redactErr{err}))
 	}
 	return DecodeTokenResponse(resp.StatusCode(), resp.Body())
 }

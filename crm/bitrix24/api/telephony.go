@@ -10,6 +10,7 @@ import (
 	"io"
 	"mime/multipart"
 	"net/url"
+	"strconv"
 	"time"
 
 	"github.com/pbxbridge/pbxbridge/crm"
@@ -218,7 +219,7 @@ func (c *Client) Upload(ctx context.Context, t *UploadTarget, filename string, r
 		return 0, derr
 	}
 	c.report(out)
-	crm.Trace(ctx, "response", fmt.Sprintf("upload: http %d", resp.StatusCode()), traceBody(raw))
+	trace(ctx, "response", "upload: http "+strconv.Itoa(resp.StatusCode()), raw)
 	var res attachResult
 	_ = json.Unmarshal(raw, &res)
 	return int(res.FileID), nil
@@ -307,15 +308,21 @@ type Line struct {
 
 // ExternalLines lists the application's external lines.
 func (c *Client) ExternalLines(ctx context.Context) ([]Line, error) {
-	var out []Line
 	var raw json.RawMessage
 	if _, err := c.Call(httpclient.Idempotent(ctx), "telephony.externalLine.get", nil, &raw); err != nil {
 		return nil, err
 	}
+	return DecodeExternalLines(raw)
+}
+
+// DecodeExternalLines decodes a telephony.externalLine.get result: an array of lines; anything
+// else (an empty object, false) means no lines.
+func DecodeExternalLines(raw json.RawMessage) ([]Line, error) {
 	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 || raw[0] != '[' {
 		return nil, nil
 	}
+	var out []Line
 	if err := json.Unmarshal(raw, &out); err != nil {
 		return nil, fmt.Errorf("telephony.externalLine.get: decoding result: %w", err)
 	}

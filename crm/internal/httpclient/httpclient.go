@@ -9,6 +9,15 @@
 //     reached the server (dial, DNS, TLS handshake errors) or on 429/503, which are refusals;
 //  5. resty's own retries off (one retry layer).
 //
+// Every byte from the network is hostile, so the client also:
+//
+//   - follows a redirect only to the origin the request was sent to (or from http to https on the
+//     same host), keeping method and body; any other redirect fails with a *RedirectError, so a
+//     token in a header or body is never sent to another host;
+//   - caps every response body at Options.MaxResponseBody (8 MiB by default): reading further
+//     fails with a *BodyTooLargeError, whoever reads the body, and the cap also bounds a gzip
+//     body after decompression.
+//
 // Long retries belong to the outbox; this layer only absorbs short blips.
 package httpclient
 
@@ -21,7 +30,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"regexp"
 	"strconv"
 	"time"
 
@@ -48,6 +56,9 @@ type Options struct {
 	Logger *slog.Logger
 	// UserAgent is sent with every request (default "pbxbridge").
 	UserAgent string
+	// MaxResponseBody caps every response body (default DefaultMaxResponseBody, 8 MiB; zero or
+	// negative means the default: there is no way to lift the cap).
+	MaxResponseBody int64
 }
 
 // New returns a resty client configured as described in the package comment.
@@ -73,12 +84,23 @@ func New(o Options) *resty.Client {
 	if o.UserAgent == "" {
 		o.UserAgent = "pbxbridge"
 	}
+	if o.MaxResponseBody <= 0 {
+		o.MaxResponseBody = DefaultMaxResponseBody
+	}
 	base := o.Base
 	if base == nil {
 		base = &http.Client{Transport: cleanhttp.DefaultPooledTransport()}
 	}
 	inner := *base
 	inner.Timeout = o.Timeout
+	next := inner.Transport
+	if next == nil {
+		next = http.DefaultTransport
+	}
+	inner.Transport = &limitTransport{next: next, max: o.MaxResponseBody}
+	// The retrying client hands every redirect up to the client resty drives, which checks it
+	// (checkRedirect): each hop is then one retryable request of its own.
+	inner.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 
 	rc := retryablehttp.NewClient()
 	rc.HTTPClient = &inner
@@ -86,22 +108,38 @@ func New(o Options) *resty.Client {
 	rc.RetryMax = o.RetryMax
 	rc.RetryWaitMin = o.RetryWaitMin
 	rc.RetryWaitMax = o.RetryWaitMax
-	rc.ErrorHandler = retryablehttp.PassthroughErrorHandler // (2)
-	rc.CheckRetry = checkRetry(o.MaxRetryAfter)             // (3), (4)
+	rc.ErrorHandler = passthrough               // (2)
+	rc.CheckRetry = checkRetry(o.MaxRetryAfter) // (3), (4)
 	rc.Backoff = backoff
 	if o.Logger != nil {
 		log := o.Logger
 		rc.RequestLogHook = func(_ retryablehttp.Logger, r *http.Request, attempt int) {
+			if !log.Enabled(r.Context(), slog.LevelDebug) {
+				return // the redacted URL costs more than the disabled line
+			}
 			log.Debug("crm request", "method", r.Method, "url", Redact(r.URL.String()), "attempt", attempt+1)
 		}
 	}
 
-	c := resty.NewWithClient(rc.StandardClient())
+	outer := rc.StandardClient()
+	outer.CheckRedirect = checkRedirect
+	c := resty.NewWithClient(outer)
 	c.SetRetryCount(0) // (5)
 	c.SetLogger(discard{})
 	c.SetDisableWarn(true)
 	c.SetHeader("User-Agent", o.UserAgent)
 	return c
+}
+
+// passthrough is retryablehttp's PassthroughErrorHandler, except that a response that comes with
+// an error (the context ended just as it arrived) is closed and dropped: net/http would log
+// "RoundTripper returned a response & error" to the global logger and leave its body open.
+func passthrough(resp *http.Response, err error, _ int) (*http.Response, error) {
+	if err != nil && resp != nil {
+		_ = resp.Body.Close()
+		return nil, err
+	}
+	return resp, err
 }
 
 // checkRetry decides whether to try again.
@@ -215,26 +253,6 @@ func isPermanentTransportError(err error) bool {
 	}
 	var hostErr x509.HostnameError
 	return errors.As(err, &hostErr)
-}
-
-// secretPatterns match secrets that appear in CRM URLs and bodies.
-var secretPatterns = []*regexp.Regexp{
-	// Bitrix24 inbound webhook: /rest/<user id>/<token>/method
-	regexp.MustCompile(`(/rest/\d+/)[^/?#\s]+`),
-	// OAuth tokens and secrets in query strings and form bodies.
-	regexp.MustCompile(`(?i)((?:access_token|refresh_token|client_secret|auth|code|application_token|token)=)[^&\s"]+`),
-	// JSON fields.
-	regexp.MustCompile(`(?i)("(?:access_token|refresh_token|client_secret|auth|code|application_token|token|secret|password)"\s*:\s*")[^"]*`),
-	// Authorization headers.
-	regexp.MustCompile(`(?i)(Bearer\s+)[A-Za-z0-9._~+/=-]+`),
-}
-
-// Redact masks tokens and secrets in a URL, header or body for logs and timelines.
-func Redact(s string) string {
-	for _, re := range secretPatterns {
-		s = re.ReplaceAllString(s, "${1}<redacted>")
-	}
-	return s
 }
 
 // discard is a resty logger that drops everything (resty would otherwise log to stderr).

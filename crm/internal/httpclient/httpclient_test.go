@@ -1,7 +1,11 @@
 package httpclient
 
 import (
+	"bytes"
 	"context"
+	"errors"
+	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -119,20 +123,76 @@ func dialErr(t *testing.T, addr string) error {
 	return err
 }
 
-func TestRedact(t *testing.T) {
-	tests := map[string]string{
-		"https://p.bitrix24.ru/rest/1/s3cr3tw3bh00kt0k3n/telephony.externalCall.finish.json": "https://p.bitrix24.ru/rest/1/<redacted>/telephony.externalCall.finish.json",
-		"auth=abc123&x=1": "auth=<redacted>&x=1",
-		`{"access_token":"eyJ.x.y","expires_in":3}`: `{"access_token":"<redacted>","expires_in":3}`,
-		"Authorization: Bearer eyJhbGc.a.b":         "Authorization: Bearer <redacted>",
-		"refresh_token=r1&client_secret=s2":         "refresh_token=<redacted>&client_secret=<redacted>",
-	}
-	for in, want := range tests {
-		if got := Redact(in); got != want {
-			t.Errorf("Redact(%q) = %q, want %q", in, got, want)
+// TestDebugLine: one redacted debug line per attempt when debug is enabled, none otherwise.
+func TestDebugLine(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	defer srv.Close()
+	for _, level := range []slog.Level{slog.LevelDebug, slog.LevelInfo} {
+		var buf bytes.Buffer
+		o := fastOptions()
+		o.Logger = slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: level}))
+		if _, err := New(o).R().SetContext(context.Background()).Get(srv.URL + "/rest/1/s3cr3t/user.get"); err != nil {
+			t.Fatal(err)
+		}
+		out := buf.String()
+		switch {
+		case strings.Contains(out, "s3cr3t"):
+			t.Fatalf("level %v: the secret was logged: %s", level, out)
+		case level == slog.LevelDebug && !strings.Contains(out, "/rest/1/<redacted>/user.get"):
+			t.Fatalf("no redacted debug line: %q", out)
+		case level == slog.LevelInfo && out != "":
+			t.Fatalf("a line at level info: %q", out)
 		}
 	}
-	if strings.Contains(Redact("https://x/rest/12/tok/"), "tok") {
-		t.Error("webhook token leaked")
+}
+
+// cancelOnResponse is a real transport that cancels the request's context as the response
+// arrives, and records whether that response's body is closed.
+type cancelOnResponse struct {
+	cancel context.CancelFunc
+	closed atomic.Bool
+}
+
+func (c *cancelOnResponse) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := http.DefaultTransport.RoundTrip(r)
+	if err != nil {
+		return nil, err
+	}
+	resp.Body = &closeRecorder{ReadCloser: resp.Body, closed: &c.closed}
+	c.cancel()
+	return resp, nil
+}
+
+type closeRecorder struct {
+	io.ReadCloser
+	closed *atomic.Bool
+}
+
+func (b *closeRecorder) Close() error {
+	b.closed.Store(true)
+	return b.ReadCloser.Close()
+}
+
+// TestContextEndsWithResponse: a response that arrives as the context ends is closed, and the
+// caller gets the context's error (net/http would log to the global logger about a response
+// returned with an error, and leave it open).
+func TestContextEndsWithResponse(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write([]byte(`{"result":true}`))
+	}))
+	defer srv.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	tr := &cancelOnResponse{cancel: cancel}
+	o := fastOptions()
+	o.Base = &http.Client{Transport: tr}
+	_, err := New(o).R().SetContext(ctx).Get(srv.URL)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v, want context.Canceled", err)
+	}
+	if !tr.closed.Load() {
+		t.Fatal("the response's body was left open")
 	}
 }
