@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pbxbridge/pbxbridge/asterisk/testkit"
 	"github.com/pbxbridge/pbxbridge/connector/demo"
 )
 
@@ -98,16 +99,10 @@ func metric(t *testing.T, env *demo.Env, name string, labels ...string) float64 
 	return sum
 }
 
-// waitFor polls cond until it holds or the limit passes.
+// waitFor polls cond until it holds or the limit passes (testkit.WaitFor).
 func waitFor(t *testing.T, limit time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(limit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", limit, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testkit.WaitFor(t, limit, what, cond)
 }
 
 func form(kv ...string) url.Values {
