@@ -172,6 +172,21 @@ func (e *Env) progress(ctx context.Context) (built, pending, held int, err error
 	return int(m.Sum("pbxbridge_calls_total")), pending, st.HeldCalls, nil
 }
 
+// Records is how many call records the replays the PBX has finished make a daemon build that
+// saw all of them: every expected record, internal calls included (pbxbridge_calls_total counts
+// them too). It is the want of WaitDrained for tests in which the daemon sees every call.
+func (e *Env) Records() int {
+	n := 0
+	for _, t := range e.PBX.Traces() {
+		select {
+		case <-t.Call.Done():
+			n += len(e.Expected.Keys(&t))
+		default:
+		}
+	}
+	return n
+}
+
 // Verdict is the outcome of one call record in the CRMs.
 type Verdict struct {
 	Key      string

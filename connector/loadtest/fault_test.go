@@ -396,7 +396,7 @@ func TestFaultCRMDown(t *testing.T) {
 	up := time.Now()
 	refusedBefore := e.CRMs.B24.State().RateLimited + e.CRMs.Amo.State().RateLimited
 	wait(t, loadDone, 2*time.Minute, "the load")
-	if err := e.WaitDrained(ctx, 5*time.Minute, -1); err != nil {
+	if err := e.WaitDrained(ctx, 5*time.Minute, e.Records()); err != nil {
 		t.Fatal(err)
 	}
 	drained := time.Since(up)
@@ -475,7 +475,7 @@ func TestFaultDiskFull(t *testing.T) {
 	}
 	freed := time.Now()
 	wait(t, loadDone, 2*time.Minute, "the load")
-	if err := e.WaitDrained(ctx, 3*time.Minute, -1); err != nil {
+	if err := e.WaitDrained(ctx, 3*time.Minute, e.Records()); err != nil {
 		t.Fatal(err)
 	}
 	if s := e.PBX.Stats(); s.Logins != logins {
@@ -547,7 +547,7 @@ func TestFaultSlowCRM(t *testing.T) {
 	}
 	e.CRMs.SetDelay(0)
 	wait(t, loadDone, 2*time.Minute, "the load")
-	if err := e.WaitDrained(ctx, 3*time.Minute, -1); err != nil {
+	if err := e.WaitDrained(ctx, 3*time.Minute, e.Records()); err != nil {
 		t.Fatal(err)
 	}
 	assertExactlyOnce(t, e.Check(nil))

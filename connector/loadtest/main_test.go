@@ -75,7 +75,7 @@ func TestHarnessDeliversEveryScenario(t *testing.T) {
 	if err != nil || n != 40 {
 		t.Fatalf("load: %d calls, %v", n, err)
 	}
-	if err := e.WaitDrained(ctx, 60*time.Second, -1); err != nil {
+	if err := e.WaitDrained(ctx, 60*time.Second, e.Records()); err != nil {
 		t.Fatal(err)
 	}
 	vs := e.Check(nil)
