@@ -1,7 +1,10 @@
 # Sourced by .ci/run and .ci/run-long: named, timed steps and steps run side by side.
 #
 #   step "name"        starts a step (and ends the previous one, printing its duration)
-#   par name cmd...    runs cmd in the background, its output kept in a file
+#   par name cmd...    runs cmd (a command or a shell function) in the background, its output
+#                      kept in a file
+#   timed name cmd...  runs cmd and prints its duration; inside a par, the duration also goes
+#                      to the table
 #   join               waits for every par, prints each one's output and duration in turn, and
 #                      fails if any of them failed
 #   fuzz_all 3s        fuzzes every target of the module for 3 s each
@@ -23,6 +26,7 @@ step() {
 }
 
 step_end() {
+  ci_flush_timed
   [ -n "$ci_step_name" ] || return 0
   local d=$((SECONDS - ci_step_start))
   ci_steps+=("$(printf '%5ds  %s' "$d" "$ci_step_name")")
@@ -46,6 +50,24 @@ par() {
   echo "started in the background: $name: $*"
 }
 
+# ci_flush_timed moves the durations recorded by timed into the table.
+ci_flush_timed() {
+  if [ -f "$ci_par_dir/timed" ]; then
+    mapfile -t -O "${#ci_steps[@]}" ci_steps <"$ci_par_dir/timed"
+    rm -f "$ci_par_dir/timed"
+  fi
+}
+
+timed() {
+  local name=$1 start=$SECONDS rc=0
+  shift
+  printf '\n=== %s (%s)\n' "$name" "$(date -u +%H:%M:%S)"
+  "$@" || rc=$?
+  printf '=== %s: %ds%s\n' "$name" $((SECONDS - start)) "$([ $rc = 0 ] || echo ", FAILED (exit $rc)")"
+  printf '%5ds      %s\n' $((SECONDS - start)) "$name" >>"$ci_par_dir/timed"
+  return $rc
+}
+
 join() {
   local i name rc d failed=()
   for i in "${!ci_par_pids[@]}"; do
@@ -57,6 +79,7 @@ join() {
     ci_steps+=("$(printf '%5ds    (%s, side by side)' "$d" "$name")")
     [ "$rc" = 0 ] || failed+=("$name")
   done
+  ci_flush_timed
   ci_par_names=()
   ci_par_pids=()
   if [ ${#failed[@]} -gt 0 ]; then
