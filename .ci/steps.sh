@@ -35,19 +35,19 @@ step_end() {
 }
 
 par() {
-  local name=$1
+  local name=$1 f="$ci_par_dir/${#ci_par_names[@]}"
   shift
   (
     start=$SECONDS
     set +e
-    "$@" >"$ci_par_dir/$name.log" 2>&1
+    "$@" >"$f.log" 2>&1
     rc=$?
-    echo "$rc $((SECONDS - start))" >"$ci_par_dir/$name.rc"
+    echo "$rc $((SECONDS - start))" >"$f.rc"
     exit $rc
   ) &
   ci_par_names+=("$name")
   ci_par_pids+=($!)
-  echo "started in the background: $name: $*"
+  echo "started in the background: $name"
 }
 
 # ci_flush_timed moves the durations recorded by timed into the table.
@@ -73,9 +73,9 @@ join() {
   for i in "${!ci_par_pids[@]}"; do
     name=${ci_par_names[$i]}
     wait "${ci_par_pids[$i]}" || true
-    read -r rc d <"$ci_par_dir/$name.rc"
+    read -r rc d <"$ci_par_dir/$i.rc"
     printf '\n--- %s: exit %s after %ds\n' "$name" "$rc" "$d"
-    cat "$ci_par_dir/$name.log"
+    cat "$ci_par_dir/$i.log"
     ci_steps+=("$(printf '%5ds    (%s, side by side)' "$d" "$name")")
     [ "$rc" = 0 ] || failed+=("$name")
   done
