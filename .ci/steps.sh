@@ -39,9 +39,11 @@ par() {
   shift
   (
     start=$SECONDS
-    set +e
-    "$@" >"$f.log" 2>&1
-    rc=$?
+    # The inner subshell keeps set -e (a function's first failing command ends it); run in the
+    # background and waited for, it is not in a || list, where bash would ignore set -e.
+    (set -e; "$@") >"$f.log" 2>&1 &
+    rc=0
+    wait $! || rc=$?
     echo "$rc $((SECONDS - start))" >"$f.rc"
     exit $rc
   ) &
