@@ -3,6 +3,7 @@ package demo_test
 import (
 	"bytes"
 	"context"
+	"maps"
 	"regexp"
 	"strconv"
 	"strings"
@@ -52,41 +53,31 @@ func TestDemo(t *testing.T) {
 // kommo-demo reported "CRM authorisation broken" and queued every call.)
 func TestDemoOutlivesItsCredentials(t *testing.T) {
 	t.Parallel()
+	clock := testkit.NewClock(time.Now()) // the fake CRMs' clock
 	var mu sync.Mutex
-	now := time.Now()
-	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-	delivered := make(chan string, 16)
+	got := map[string]bool{} // connectors the call reached, under mu
 	env, err := demo.Start(context.Background(), demo.Options{
 		Speed: 10,
-		B24:   []fakecrm.Bitrix24Option{fakecrm.B24Clock(clock)},
-		Amo:   fakecrm.AmoOptions{Now: clock},
+		B24:   []fakecrm.Bitrix24Option{fakecrm.B24Clock(clock.Now)},
+		Amo:   fakecrm.AmoOptions{Now: clock.Now},
 		OnDelivered: func(c string, _ *call.Record) {
-			select {
-			case delivered <- c:
-			default:
-			}
+			mu.Lock()
+			got[c] = true
+			mu.Unlock()
 		},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer func() { _ = env.Close() }()
-	mu.Lock()
-	now = now.Add(400 * 24 * time.Hour)
-	mu.Unlock()
+	clock.Advance(400 * 24 * time.Hour)
 	played, err := env.PBX.Play(context.Background(), "inbound_answered")
 	if err != nil {
 		t.Fatal(err)
 	}
 	<-played.Done()
-	got := map[string]bool{}
-	timeout := time.After(30 * time.Second)
-	for len(got) < 3 {
-		select {
-		case c := <-delivered:
-			got[c] = true
-		case <-timeout:
-			t.Fatalf("400 days into the demo the call reached only %v; status: %+v", got, env.Daemon.Status(context.Background()))
-		}
+	reached := func() map[string]bool { mu.Lock(); defer mu.Unlock(); return maps.Clone(got) }
+	if !testkit.Until(30*time.Second, func() bool { return len(reached()) == 3 }) {
+		t.Fatalf("400 days into the demo the call reached only %v; status: %+v", reached(), env.Daemon.Status(context.Background()))
 	}
 }

@@ -96,20 +96,15 @@ type originator struct {
 	mu   sync.Mutex
 	reqs []asterisk.OriginateRequest
 	err  error
-	done chan asterisk.OriginateRequest
 }
 
-func newOriginator() *originator { return &originator{done: make(chan asterisk.OriginateRequest, 16)} }
+func newOriginator() *originator { return &originator{} }
 
 func (o *originator) Originate(_ context.Context, r asterisk.OriginateRequest) (asterisk.OriginateResult, error) {
 	o.mu.Lock()
 	o.reqs = append(o.reqs, r)
 	err := o.err
 	o.mu.Unlock()
-	select {
-	case o.done <- r:
-	default:
-	}
 	if err != nil {
 		return asterisk.OriginateResult{}, err
 	}
@@ -133,6 +128,8 @@ type env struct {
 	reg   *prometheus.Registry
 	state string
 	srv   *httptest.Server // serves the adapter's routes under /crm/b24
+
+	originates int // originate requests returned by originated so far
 }
 
 type envOpt func(*crm.Params, *Config)

@@ -34,15 +34,14 @@ func (e *env) setup() {
 	}
 }
 
+// originated returns the next originate request the adapter made, waiting for it (the adapter
+// originates in the background).
 func (e *env) originated() asterisk.OriginateRequest {
 	e.t.Helper()
-	select {
-	case r := <-e.orig.done:
-		return r
-	case <-time.After(5 * time.Second):
-		e.t.Fatal("nothing was originated")
-	}
-	return asterisk.OriginateRequest{}
+	testkit.WaitFor(e.t, 5*time.Second, "an originate request", func() bool { return len(e.orig.requests()) > e.originates })
+	r := e.orig.requests()[e.originates]
+	e.originates++
+	return r
 }
 
 func clickCall(s fakecrm.B24State, callID string) fakecrm.B24Call {
