@@ -234,6 +234,18 @@ type AccountConfigurer interface {
 	ConfiguredAccount() Account
 }
 
+// Errors the daemon's click-to-call gate returns from Params.Originator before the PBX is asked
+// (wrapped; match with errors.Is). Adapters show them to the CRM user in plain words.
+var (
+	// ErrClickToCallUnlicensed: the connector has no licence for CRM actions.
+	ErrClickToCallUnlicensed = errors.New("click-to-call: the connector has no licence for CRM actions")
+	// ErrClickToCallDenied: the number is not allowed by the PBX's click-to-call policy
+	// (premium-rate, satellite, international, feature codes unless the admin allows them).
+	ErrClickToCallDenied = errors.New("click-to-call: the number is not allowed by the PBX's click-to-call policy")
+	// ErrClickToCallRate: the extension started too many calls in the last minute.
+	ErrClickToCallRate = errors.New("click-to-call: too many calls from this extension in the last minute")
+)
+
 // Factory builds adapters of one connector type.
 type Factory struct {
 	// Type is the connector type name used in config (bitrix24, amocrm, kommo, fake).

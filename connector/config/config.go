@@ -98,11 +98,7 @@ func (a AdminHTTP) Loopback() bool {
 	if err != nil {
 		return false
 	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
+	return loopbackHost(host)
 }
 
 // Admin configures the local admin API used by `pbxbridge status` and `pbxbridge outbox …`.
@@ -358,8 +354,12 @@ func (c *Config) validate(d *decoder) {
 		}
 	}
 	if u := c.HTTP.Public.URL; u != "" {
-		if pu, err := url.Parse(u); err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" || pu.RawQuery != "" || pu.Fragment != "" {
+		pu, err := url.Parse(u)
+		switch {
+		case err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" || pu.RawQuery != "" || pu.Fragment != "":
 			bad("http.public.url", "must be an absolute http(s) URL without query, got %q", u)
+		case pu.Scheme == "http" && !loopbackHost(pu.Hostname()):
+			bad("http.public.url", "must be https: CRMs send their application tokens and users their sessions to it (plain http is accepted only for a loopback address), got %q", u)
 		}
 	}
 	if l := c.HTTP.Admin.Listen; l != "" {
@@ -550,4 +550,13 @@ func ValidNumberRule(s string) bool {
 		return true
 	}
 	return slices.Contains(numbers.Classes(), numbers.Class(s))
+}
+
+// loopbackHost reports whether host is localhost or a loopback address.
+func loopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
