@@ -69,6 +69,7 @@ var fuzzCalls int
 
 // serveFuzz runs one request through h and checks its time and, now and then, the heap.
 func serveFuzz(t *testing.T, h http.Handler, req *http.Request) {
+	t.Helper()
 	start := time.Now()
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, req)
@@ -85,6 +86,7 @@ func serveFuzz(t *testing.T, h http.Handler, req *http.Request) {
 }
 
 func addSeeds(f *testing.F, paths ...string) {
+	f.Helper()
 	for i, p := range paths {
 		f.Add(byte(i), p, "Content-Type: application/x-www-form-urlencoded", []byte("event=ONAPPINSTALL&auth[domain]=x"))
 		f.Add(byte(i+1), p, "Content-Type: application/json\nOrigin: https://demo-amocrm.invalid", []byte(`{"user_id":1,"phone":"+79001234567"}`))
