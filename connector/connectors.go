@@ -93,6 +93,7 @@ func (d *Daemon) startConnector(ctx context.Context, cfg *config.Config, cn *con
 		Recordings:        d.recordings(cfg),
 		Now:               d.now,
 		HTTPClient:        d.crmHTTPClient(cn.Name),
+		MaxResponseBody:   cn.MaxResponseBytes,
 		ObserveServerDate: d.lic.ObserveCRMDate,
 	}
 	adapter, err := f.New(params)

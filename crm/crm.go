@@ -190,6 +190,9 @@ type Params struct {
 	Recordings Recordings
 	// Now is the clock (time.Now when nil).
 	Now func() time.Time
+	// MaxResponseBody bounds each CRM answer the adapter reads, in bytes (config
+	// connectors[].max_response_bytes; 0 means the shared client's default, 8 MiB).
+	MaxResponseBody int64
 	// HTTPClient is the transport to use for CRM requests (instrumented, timeouts set); nil
 	// means the adapter builds its own with crm/internal/httpclient defaults.
 	HTTPClient *http.Client

@@ -183,6 +183,9 @@ type Connector struct {
 	// Include, when not empty, sends only matching calls; Exclude drops matching calls.
 	Include Filter `yaml:"include"`
 	Exclude Filter `yaml:"exclude"`
+	// MaxResponseBytes bounds each CRM answer the connector reads (default 8 MiB): a larger or
+	// endless answer fails the request instead of filling memory.
+	MaxResponseBytes int64 `yaml:"max_response_bytes"`
 
 	// Settings is the decoded type block (the value crm.Factory.NewConfig returned).
 	Settings any `yaml:"-"`
@@ -492,6 +495,9 @@ func (c *Config) validate(d *decoder) {
 		}
 		checkFilter(bad, path+".include", &cn.Include)
 		checkFilter(bad, path+".exclude", &cn.Exclude)
+		if n := cn.MaxResponseBytes; n != 0 && (n < 64<<10 || n > 256<<20) {
+			bad(path+".max_response_bytes", "must be between 65536 (64 KiB) and 268435456 (256 MiB), got %d", n)
+		}
 	}
 
 	if c.Outbox.RetentionDays < 1 {

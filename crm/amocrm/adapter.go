@@ -149,7 +149,7 @@ func New(p crm.Params) (*Adapter, error) {
 	a.limiter = rate.NewLimiter(rate.Limit(cfg.RateLimit), 1)
 	// The Deliver path leaves a fifth of the rate (at least 1/s) to pop-ups and look-ups.
 	a.deliverLim = rate.NewLimiter(rate.Limit(cfg.RateLimit-max(1, cfg.RateLimit/5)), 1)
-	hc := newHTTP(p.HTTPClient, a.log)
+	hc := newHTTP(p.HTTPClient, a.log, p.MaxResponseBody)
 	redirect := cfg.Auth.RedirectURI
 	if redirect == "" && p.RouteURL != "" {
 		redirect = strings.TrimRight(p.RouteURL, "/") + "/oauth/callback"
@@ -185,8 +185,8 @@ func New(p crm.Params) (*Adapter, error) {
 
 // newHTTP builds the resty client. In-process retries are off: amoCRM blocks clients that keep
 // sending after 429s, and the outbox owns retries.
-func newHTTP(base *http.Client, log *slog.Logger) *resty.Client {
-	return httpclient.New(httpclient.Options{Base: base, Logger: log, RetryMax: -1, UserAgent: "pbxbridge (amoCRM connector)"})
+func newHTTP(base *http.Client, log *slog.Logger, maxBody int64) *resty.Client {
+	return httpclient.New(httpclient.Options{Base: base, Logger: log, RetryMax: -1, UserAgent: "pbxbridge (amoCRM connector)", MaxResponseBody: maxBody})
 }
 
 // DeliverConcurrency is how many Deliver calls the dispatcher should run at once for this

@@ -640,7 +640,7 @@ func ExchangeCodeWith(ctx context.Context, cfg *Config, stateDir, code string, o
 	if now == nil {
 		now = time.Now
 	}
-	hc := newHTTP(o.HTTPClient, nil)
+	hc := newHTTP(o.HTTPClient, nil, 0)
 	oauth := api.New(api.Options{BaseURL: c.APIBase(), HTTP: hc, Now: now})
 	tk, err := newTokens(&c, stateDir, redirect, oauth, now)
 	if err != nil {
