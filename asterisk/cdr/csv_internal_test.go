@@ -57,14 +57,14 @@ func appendRecord(dst []byte, r *CSVReader, row *Row) []byte {
 	return dst
 }
 
-func mustReader(t testing.TB, cfg CSVConfig) *CSVReader {
-	t.Helper()
+func mustReader(tb testing.TB, cfg CSVConfig) *CSVReader {
+	tb.Helper()
 	if cfg.Path == "" {
 		cfg.Path = "Master.csv"
 	}
 	r, err := NewCSVReader(cfg)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	return r
 }
