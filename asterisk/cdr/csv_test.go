@@ -279,3 +279,44 @@ func rowEqual(a, b cdr.Row) bool {
 	b.Start, b.End, b.Answer = time.Time{}, time.Time{}, time.Time{}
 	return a == b
 }
+
+// TestReadCallsWindowEdges: the blind transfer call starts at 19:08:41 and is transferred to
+// 102 at 19:08:45. A window from 19:08:44 must not see the transfer's rows as a call of its own
+// (the margin reads the call's first rows, which start before the window), and a window ending
+// at 19:08:44 gets the whole call, transfer included.
+func TestReadCallsWindowEdges(t *testing.T) {
+	t.Parallel()
+	r := masterReader(t)
+	cut := time.Date(2026, 12, 6, 19, 8, 44, 0, time.UTC)
+	ctx := context.Background()
+
+	rows, err := r.Read(ctx, cut, recEnd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if naive := cdr.Group(rows); naive[0].ID != "1796584121.74" {
+		t.Fatalf("without a margin the first group is %s; the test no longer shows the problem", naive[0].ID)
+	}
+	after, err := cdr.ReadCalls(ctx, r, cut, recEnd, 10*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, err := cdr.ReadCalls(ctx, r, recStart, cut, 10*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	all, err := cdr.ReadCalls(ctx, r, recStart, recEnd, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(before)+len(after) != len(all) {
+		t.Fatalf("%d + %d calls on the two sides, %d in all", len(before), len(after), len(all))
+	}
+	last := before[len(before)-1]
+	if last.ID != "1796584121.73" || len(last.Rows) != 5 {
+		t.Fatalf("last call before the cut: %s with %d rows", last.ID, len(last.Rows))
+	}
+	if after[0].ID == "1796584121.73" || after[0].ID == "1796584121.74" {
+		t.Fatalf("the transfer's rows came out as a call after the cut: %s", after[0].ID)
+	}
+}

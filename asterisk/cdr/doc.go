@@ -17,6 +17,8 @@
 // Both return Rows whose Start lies in the half-open window [from, to), with times in the
 // configured time zone of the PBX. Group ties the rows of one call together: by linkedid when
 // the layout has it, otherwise by the chains of channel names that the rows of one call share.
+// ReadCalls reads a window with a margin around it and returns the whole calls that began in
+// it, which is what recovering a gap needs.
 //
 // What the rows of each layout can and cannot tell about a call is described on Row and in
 // Group's documentation; converting them into call records is the caller's business.

@@ -2,6 +2,7 @@ package cdr
 
 import (
 	"cmp"
+	"context"
 	"slices"
 	"strconv"
 	"strings"
@@ -215,4 +216,29 @@ func splitUniqueID(u string) (sec, counter int64, ok bool) {
 	sec, err1 := strconv.ParseInt(s, 10, 64)
 	counter, err2 := strconv.ParseInt(c, 10, 64)
 	return sec, counter, err1 == nil && err2 == nil
+}
+
+// ReadCalls reads the calls that began in [from, to): it reads the rows of [from-margin,
+// to+margin), groups them and keeps the calls whose first row starts in the window. The margin
+// makes the calls whole: rows of a call that began before from (a transfer inside the window,
+// say) are read too and keep that call out, and rows of a call that began in the window but
+// started later (a transfer after to) are read and kept with it. Choose a margin longer than
+// the calls whose edges matter; an hour covers ordinary office calls.
+func ReadCalls(ctx context.Context, src Source, from, to time.Time, margin time.Duration) ([]Call, error) {
+	rowFrom := from
+	if !from.IsZero() {
+		rowFrom = from.Add(-margin)
+	}
+	rows, err := src.Read(ctx, rowFrom, to.Add(margin))
+	if err != nil {
+		return nil, err
+	}
+	calls := Group(rows)
+	out := calls[:0]
+	for _, c := range calls {
+		if s := c.Start(); !s.Before(from) && s.Before(to) {
+			out = append(out, c)
+		}
+	}
+	return out, nil
 }
