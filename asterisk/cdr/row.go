@@ -22,9 +22,11 @@ type Source interface {
 // should split the window and read the halves.
 var ErrTooManyRows = errors.New("cdr: too many rows in the window")
 
-// Dispositions as Asterisk writes them (ast_cdr_disp2str). "FAILED" is also what a record
-// shows for a channel that was hung up by the far end before answering on some technologies,
-// and "CONGESTION" is written only with cdr.conf congestion=yes (otherwise it is "FAILED").
+// Dispositions as Asterisk writes them (ast_cdr_disp2str). "CONGESTION" is written only with
+// cdr.conf congestion=yes (otherwise such a Dial is "FAILED"). A call's rows need not agree:
+// in the recorded outbound_no_answer the caller's rows say "NO ANSWER" while the called
+// phone's own row says "FAILED", and a queue's member rows say "NO ANSWER" for the member who
+// did not pick up while the caller's row to the member who did says "ANSWERED".
 const (
 	DispositionAnswered   = "ANSWERED"
 	DispositionNoAnswer   = "NO ANSWER"
