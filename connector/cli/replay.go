@@ -61,7 +61,7 @@ func (c *ReplayCmd) modelOptions(g *Globals) (callmodel.Options, error) {
 	var cfg *config.Config
 	if g.ConfigFile != "" {
 		var err error
-		if cfg, err = g.loadConfig(); err != nil {
+		if cfg, err = config.Load(g.configPath(), os.Getenv, config.ForTools()); err != nil {
 			return callmodel.Options{}, err
 		}
 	} else {
@@ -108,7 +108,7 @@ type CaptureCmd struct {
 
 // Run captures until Ctrl-C or the duration.
 func (c *CaptureCmd) Run(g *Globals) error {
-	cfg, err := g.loadConfig()
+	cfg, err := config.Load(g.configPath(), os.Getenv, config.ForTools())
 	if err != nil {
 		return err
 	}

@@ -20,6 +20,8 @@ type Problem struct {
 	Line int    // 1-based line in File, 0 when unknown (defaults, environment)
 	Path string // field path, e.g. pbx[0].ami.host
 	Msg  string
+	// Placeholder marks a value left as the sample config has it (a config not yet edited).
+	Placeholder bool
 }
 
 func (p *Problem) Error() string {
