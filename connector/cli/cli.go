@@ -240,8 +240,26 @@ func (c *RunCmd) Run(g *Globals) error {
 	if err != nil {
 		return err
 	}
-	return d.Run(g.Ctx)
+	done := make(chan error, 1)
+	go func() { done <- d.Run(g.Ctx) }()
+	select {
+	case err := <-done:
+		return err
+	case <-g.Ctx.Done():
+	}
+	// Stopping is bounded, always: systemd's TimeoutStopSec would SIGKILL us a little later.
+	t := time.NewTimer(stopDeadline)
+	defer t.Stop()
+	select {
+	case err := <-done:
+		return err
+	case <-t.C:
+		return &exitError{code: 1, err: fmt.Errorf("stopping took longer than %v; exiting now (the outbox is consistent: queued calls are delivered after the next start; see the log for what was still running)", stopDeadline)}
+	}
 }
+
+// stopDeadline bounds `run`'s shutdown after SIGTERM (the unit's TimeoutStopSec is 30 s).
+const stopDeadline = 25 * time.Second
 
 // StatusCmd prints the daemon's state.
 type StatusCmd struct {
