@@ -166,6 +166,9 @@ func MainWith(ctx context.Context, version string, args []string, stdout, stderr
 		fmt.Fprintf(stderr, "pbxbridge: %v\n", err)
 		return 2
 	}
+	if err := asService(&cli.Globals, kctx); err != nil { // root: act as the service user (privileges.go)
+		return Report(stderr, "pbxbridge", err)
+	}
 	env := &licensecli.Env{Version: version, Context: ctx, Stdout: stdout, Stderr: stderr}
 	if env.Connectors, err = connector.LicensedTypes(); err != nil {
 		fmt.Fprintln(stderr, "pbxbridge: "+err.Error())
