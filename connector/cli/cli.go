@@ -98,6 +98,9 @@ type CLI struct {
 	Doctor  DoctorCmd      `cmd:"" help:"Check everything pbxbridge needs before going live, with a plain fix for each problem."`
 	License licensecli.Cmd `cmd:"" help:"Licences: fingerprint, offline activation request, install, inspect, verify, status."`
 	Version VersionCmd     `cmd:"" help:"Print the version."`
+
+	Man        ManCmd        `cmd:"" hidden:"" help:"Print the manual page (roff), generated from this command line (gen.go)."`
+	Completion CompletionCmd `cmd:"" hidden:"" help:"Print a shell completion script (gen.go)."`
 }
 
 // exitCoder is implemented by errors that choose the process exit status.
