@@ -134,6 +134,7 @@ func (d *Daemon) startConnector(ctx context.Context, cfg *config.Config, cn *con
 	}
 	dc := d.Config().Dispatch
 	d.dm.Init(cn.Name)
+	d.m.initConnector(cn.Name)
 	c.worker = dispatch.New(d.store, dispatch.Options{
 		Connector:       cn.Name,
 		Adapter:         adapter,

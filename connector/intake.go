@@ -148,6 +148,7 @@ func (d *Daemon) startPBX(ctx context.Context, pc *config.PBX) error {
 		done:    make(chan struct{}),
 		abandon: make(chan struct{}),
 	}
+	d.m.initPBX(pc.Name)
 	src, err := p.startSource(ctx, *pc, opts.Variables())
 	if err != nil {
 		return fmt.Errorf("pbx %s: %w", pc.Name, err)

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/pbxbridge/pbxbridge/connector/outbox"
+	"github.com/pbxbridge/pbxbridge/crm/call"
 )
 
 // metrics are the daemon's own metrics; components (AMI, licensing, dispatch, adapters) register
@@ -112,6 +113,12 @@ func newMetrics(reg *prometheus.Registry, d *Daemon, version string) *metrics {
 	for _, k := range []string{"number", "name", "value"} {
 		m.intakeCut.WithLabelValues(k)
 	}
+	for _, dir := range []call.Direction{call.Inbound, call.Outbound, call.Internal} {
+		m.unrouted.WithLabelValues(string(dir))
+	}
+	for _, r := range []string{"applied", "partial", "refused"} {
+		m.reloads.WithLabelValues(r)
+	}
 	m.reloadOK.Set(1)
 	m.reloadTime.SetToCurrentTime()
 	reg.MustRegister(m.crmDuration, m.crmRequests, m.live, m.calls, m.unrouted, m.endedUnseen, m.openCalls, m.heldRecords,
@@ -120,6 +127,30 @@ func newMetrics(reg *prometheus.Registry, d *Daemon, version string) *metrics {
 	reg.MustRegister(buildInfo(version))
 	reg.MustRegister(&outboxCollector{d: d})
 	return m
+}
+
+// initConnector creates a connector's series at zero, so that they are exported (and rate()
+// and increase() alerts work) before its first event.
+func (m *metrics) initConnector(name string) {
+	m.crmRequests.WithLabelValues(name)
+	for _, r := range []string{"ok", "error", "dropped"} {
+		m.live.WithLabelValues(name, r)
+	}
+	for _, r := range []string{"originated", "failed", "unlicensed", "denied_number", "rate_limited"} {
+		m.originates.WithLabelValues(name, r)
+	}
+	m.routerThrottled.WithLabelValues(name)
+}
+
+// initPBX creates a PBX's series at zero.
+func (m *metrics) initPBX(name string) {
+	for _, dir := range []call.Direction{call.Inbound, call.Outbound, call.Internal} {
+		for _, disp := range []call.Disposition{call.Answered, call.NoAnswer, call.Busy, call.Failed} {
+			m.calls.WithLabelValues(name, string(dir), string(disp))
+		}
+	}
+	m.endedUnseen.WithLabelValues(name)
+	m.openCalls.WithLabelValues(name)
 }
 
 func buildInfo(version string) prometheus.Collector {

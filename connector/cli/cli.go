@@ -99,7 +99,10 @@ type CLI struct {
 	Doctor  DoctorCmd      `cmd:"" help:"Check everything pbxbridge needs before going live, with a plain fix for each problem."`
 	License licensecli.Cmd `cmd:"" help:"Licences: fingerprint, offline activation request, install, inspect, verify, status."`
 	Version VersionCmd     `cmd:"" help:"Print the version."`
-	Help    HelpCmd        `cmd:"" help:"Show help for a command (pbxbridge help outbox list)."`
+
+	Man        ManCmd        `cmd:"" hidden:"" help:"Print the manual page (roff), generated from this command line (gen.go)."`
+	Completion CompletionCmd `cmd:"" hidden:"" help:"Print a shell completion script (gen.go)."`
+	Help       HelpCmd       `cmd:"" help:"Show help for a command (pbxbridge help outbox list)."`
 }
 
 // HelpCmd shows the help of a command.
@@ -178,6 +181,9 @@ func MainWith(ctx context.Context, version string, args []string, stdout, stderr
 	if err != nil {
 		fmt.Fprintf(stderr, "pbxbridge: %v\n", err)
 		return 2
+	}
+	if err := asService(&cli.Globals, kctx); err != nil { // root: act as the service user (privileges.go)
+		return Report(stderr, "pbxbridge", err)
 	}
 	env := &licensecli.Env{Version: version, Context: ctx, Stdout: stdout, Stderr: stderr}
 	if env.Connectors, err = connector.LicensedTypes(); err != nil {
