@@ -115,6 +115,14 @@ type Router interface {
 	Lookup(ctx context.Context, number string) (name string, err error)
 }
 
+// Forgetter is implemented by adapters that keep customers' phone numbers in memory (look-up
+// caches): Forget drops every entry of number. `pbxbridge forget` calls it once per form of the
+// number it knows (as given, and E.164). It must return promptly and never call the CRM: what
+// the CRM holds is erased in the CRM.
+type Forgetter interface {
+	Forget(ctx context.Context, number string)
+}
+
 // CodeAuthorizer is implemented by adapters whose CRM gives the admin a one-time authorisation
 // code (amoCRM/Kommo OAuth integrations): `pbxbridge crm auth NAME --code CODE` builds the adapter
 // and calls AuthorizeCode, which trades the code for tokens and stores them in the adapter's
