@@ -111,3 +111,25 @@ func (s *Store) Backup(ctx context.Context, path string) (size int64, err error)
 	}
 	return fi.Size(), nil
 }
+
+// LockFile takes the process lock that Open takes on the database file at path, without opening
+// the database, for tools that replace the file while no Store may have it open (a restore). It
+// fails with ErrLocked while a Store, in this process or another, has the file open. A missing
+// file is not created: there is nothing to lock, and unlock does nothing.
+func LockFile(path string) (unlock func() error, err error) {
+	f, err := os.OpenFile(path, os.O_RDWR, 0) //nolint:gosec // G304: the caller's outbox path
+	if errors.Is(err, fs.ErrNotExist) {
+		return func() error { return nil }, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("outbox: lock %s: %w", path, err)
+	}
+	if err := lockFile(f); err != nil {
+		_ = f.Close()
+		if errors.Is(err, errWouldBlock) {
+			return nil, fmt.Errorf("outbox: lock %s: %w (is pbxbridge running?)", path, ErrLocked)
+		}
+		return nil, fmt.Errorf("outbox: lock %s: %w", path, err)
+	}
+	return f.Close, nil
+}
