@@ -21,6 +21,7 @@ import (
 	"github.com/pbxbridge/pbxbridge/connector/admin"
 	"github.com/pbxbridge/pbxbridge/connector/config"
 	"github.com/pbxbridge/pbxbridge/connector/outbox"
+	"github.com/pbxbridge/pbxbridge/crm"
 	"github.com/pbxbridge/pbxbridge/licensing"
 )
 
@@ -112,13 +113,14 @@ func listBackups(dir string) ([]backupFile, error) {
 	return out, nil
 }
 
-// LastBackup returns the time of the newest backup in dir (zero when there is none).
-func LastBackup(dir string) time.Time {
+// BackupFiles returns the paths of the backups in dir, newest first.
+func BackupFiles(dir string) []string {
 	list, _ := listBackups(dir)
-	if len(list) == 0 {
-		return time.Time{}
+	out := make([]string, 0, len(list))
+	for _, b := range list {
+		out = append(out, b.path)
 	}
-	return list[0].at
+	return out
 }
 
 // WriteBackup writes one backup of the state of cfg into cfg.Backup.Dir (created 0700) and
@@ -258,7 +260,7 @@ func removeLeftovers(dir string) {
 
 // addTarFile appends the file src as name and returns its manifest entry.
 func addTarFile(tw *tar.Writer, name, src string, at time.Time) (manifestFile, error) {
-	f, err := os.Open(src) //nolint:gosec // G304: files of the state directory
+	f, err := os.Open(src)
 	if err != nil {
 		return manifestFile{}, err
 	}
@@ -284,7 +286,7 @@ func addTarFile(tw *tar.Writer, name, src string, at time.Time) (manifestFile, e
 
 // syncDir fsyncs a directory, so that renames in it are durable.
 func syncDir(dir string) error {
-	d, err := os.Open(dir) //nolint:gosec // G304: our directories
+	d, err := os.Open(dir)
 	if err != nil {
 		return err
 	}
@@ -354,7 +356,7 @@ func RestoreBackup(ctx context.Context, cfg *config.Config, file string, opts Re
 	if man.SchemaVersion > outbox.SchemaVersion {
 		return res, fmt.Errorf("restore: %s was written by pbxbridge %s with outbox schema %d; this pbxbridge knows up to %d: restore it with that version or newer", abs, man.Version, man.SchemaVersion, outbox.SchemaVersion)
 	}
-	st, err := checkStagedOutbox(ctx, filepath.Join(staging, outboxFile))
+	st, err := checkStagedOutbox(ctx, filepath.Join(staging, outboxFile), restoreNote{Since: man.CreatedAt, From: abs})
 	if err != nil {
 		return res, fmt.Errorf("restore: %s: %w", abs, err)
 	}
@@ -461,7 +463,7 @@ func RestoreBackup(ctx context.Context, cfg *config.Config, file string, opts Re
 // unpackBackup extracts a backup into dir, checking every name, size and checksum against the
 // manifest; every file is fsync'd.
 func unpackBackup(file, dir string) (manifest, error) {
-	f, err := os.Open(file) //nolint:gosec // G304: the operator's backup file
+	f, err := os.Open(file)
 	if err != nil {
 		return manifest{}, err
 	}
@@ -572,9 +574,21 @@ func writeMember(dst string, r io.Reader, size int64) (manifestFile, error) {
 	return manifestFile{Size: n, SHA256: hex.EncodeToString(h.Sum(nil))}, f.Close()
 }
 
+// restoreNote is the outbox meta value restoreMeta: the daemon's first start after a restore
+// tells the adapters that reconcile (crm.Reconciler) which queued calls the CRM may have got
+// since the backup.
+type restoreNote struct {
+	Since time.Time `json:"since"`
+	From  string    `json:"from"`
+}
+
+// restoreMeta names the restoreNote in the outbox's meta values.
+const restoreMeta = "restore.pending_reconcile"
+
 // checkStagedOutbox opens the restored database (migrating an older schema), runs the full
-// integrity check and counts its rows; the store is closed again (its WAL folded in).
-func checkStagedOutbox(ctx context.Context, path string) ([]outbox.ConnectorStats, error) {
+// integrity check, counts its rows and leaves the restore note in it; the store is closed again
+// (its WAL folded in).
+func checkStagedOutbox(ctx context.Context, path string, note restoreNote) ([]outbox.ConnectorStats, error) {
 	s, err := outbox.Open(ctx, path, outbox.Options{})
 	if err != nil {
 		return nil, err
@@ -582,6 +596,12 @@ func checkStagedOutbox(ctx context.Context, path string) ([]outbox.ConnectorStat
 	st, err := s.Stats(ctx)
 	if err == nil {
 		err = s.Check(ctx)
+	}
+	if err == nil {
+		var b []byte
+		if b, err = json.Marshal(note); err == nil {
+			err = s.SetMeta(ctx, restoreMeta, b)
+		}
 	}
 	if cerr := s.Close(); err == nil {
 		err = cerr
@@ -591,10 +611,53 @@ func checkStagedOutbox(ctx context.Context, path string) ([]outbox.ConnectorStat
 
 // restoreInterrupted returns an error when a restore was interrupted in stateDir.
 func restoreInterrupted(stateDir string) error {
-	b, err := os.ReadFile(filepath.Join(stateDir, restoreMarker)) //nolint:gosec // G304: our state directory
-	if err != nil {
+	b, err := os.ReadFile(filepath.Join(stateDir, restoreMarker))
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
 		return nil
+	case err != nil:
+		return fmt.Errorf("state directory %s: %w", stateDir, err)
 	}
 	return fmt.Errorf("state directory %s: a restore from %s was interrupted: run `pbxbridge restore %s` again before starting (the state it replaced is in %s/pre-restore-*)",
 		stateDir, strings.TrimSpace(string(b)), strings.TrimSpace(string(b)), stateDir)
+}
+
+// reconcileRestored tells an adapter that reconciles (crm.Reconciler) which of its queued calls
+// the CRM may have got since the backup the state was restored from, before its first delivery.
+// It returns false when it could not (logged; the note stays for the next start).
+func (d *Daemon) reconcileRestored(ctx context.Context, connector string, r crm.Reconciler) bool {
+	b, err := d.store.GetMeta(ctx, restoreMeta)
+	if err != nil || b == nil {
+		return err == nil
+	}
+	var note restoreNote
+	if err := json.Unmarshal(b, &note); err != nil {
+		d.log.Error("restore note unreadable; calls delivered since the backup may be logged twice", "connector", connector, "err", err)
+		return true
+	}
+	n := 0
+	for _, st := range []outbox.State{outbox.Pending, outbox.Leased, outbox.Dead} {
+		var after int64
+		for {
+			rows, err := d.store.List(ctx, outbox.Filter{Connector: connector, State: st, AfterID: after, Limit: outbox.MaxListLimit})
+			if err != nil {
+				d.log.Error("after the restore: listing queued calls", "connector", connector, "err", err)
+				return false
+			}
+			for _, row := range rows {
+				if err := r.Uncertain(ctx, row.Key, note.Since); err != nil {
+					d.log.Error("after the restore: marking a queued call for a look-up", "connector", connector, "call", row.Key, "err", err)
+					return false
+				}
+				n++
+				after = row.ID
+			}
+			if len(rows) < outbox.MaxListLimit {
+				break
+			}
+		}
+	}
+	d.log.Info("state restored from a backup: queued calls are looked up in the CRM before they are sent", "connector", connector,
+		"calls", n, "backup", note.From, "since", note.Since)
+	return true
 }

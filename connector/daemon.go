@@ -106,6 +106,8 @@ type Daemon struct {
 	// newest one's time.
 	backupMu   sync.Mutex
 	lastBackup time.Time
+	// restoreUnsettled: a connector could not be told about a restore (the note stays).
+	restoreUnsettled atomic.Bool
 }
 
 // New validates what it can without I/O and returns a Daemon for cfg.
@@ -259,6 +261,12 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	d.publishRoutes()
 	defer d.stopAllConnectors()
+	if !d.restoreUnsettled.Load() {
+		// Every connector of this start knows about a restore: the note has served.
+		if err := store.DeleteMeta(ctx, restoreMeta); err != nil {
+			d.log.Warn("removing the restore note", "err", err)
+		}
+	}
 
 	// HTTP endpoints and the admin API.
 	stopHTTP, err := d.serveHTTP(cfg)

@@ -161,20 +161,10 @@ func (d *Daemon) Forget(ctx context.Context, number string) (admin.ForgetReport,
 		}
 	}
 	d.unitsMu.Unlock()
-	rep.Backups = backupsHolding(d.Config().Backup.Dir)
+	rep.Backups = BackupFiles(d.Config().Backup.Dir)
 	d.log.Info("forgot a phone number", "number", RedactNumber(number), "calls", len(rep.Outbox.Calls),
 		"rows", rep.Outbox.Rows(), "timeline", rep.Outbox.Timeline, "in_progress", rep.InProgress)
 	return rep, nil
-}
-
-// backupsHolding lists the backup files in dir (they hold the state as it was).
-func backupsHolding(dir string) []string {
-	list, _ := listBackups(dir)
-	out := make([]string, 0, len(list))
-	for _, b := range list {
-		out = append(out, b.path)
-	}
-	return out
 }
 
 // remove drops the recent calls for which match is true and returns how many.
