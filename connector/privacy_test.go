@@ -243,7 +243,9 @@ func TestAutomaticBackups(t *testing.T) {
 	if err := os.WriteFile(token, []byte(`{"refresh":"r1"}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "the backup at start", func() bool { return len(connector.BackupFiles(dir)) == 1 })
+	waitFor(t, 10*time.Second, "the backup at start", func() bool {
+		return len(connector.BackupFiles(dir)) == 1 && strings.Contains(scrape(t, d), "pbxbridge_backup_last_success_timestamp_seconds 1.")
+	})
 	first := connector.BackupFiles(dir)[0]
 	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o700 {
 		t.Errorf("backup dir: %v, %v", fi.Mode(), err)
