@@ -267,6 +267,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 			d.log.Warn("removing the restore note", "err", err)
 		}
 	}
+	// Calls the previous run could not store (it had to stop while the outbox failed).
+	if err := d.importSpill(ctx); err != nil {
+		d.log.Error("importing the spill file of the previous run; it stays where it is", "err", err)
+	}
 
 	// HTTP endpoints and the admin API.
 	stopHTTP, err := d.serveHTTP(cfg)
@@ -479,7 +483,7 @@ func (d *Daemon) HeldCalls() int {
 	defer d.unitsMu.Unlock()
 	n := 0
 	for _, p := range d.pbxs {
-		n += p.held.len()
+		n += p.held.len() + int(p.retrying.Load())
 	}
 	return n
 }

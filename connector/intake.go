@@ -40,7 +40,11 @@ type pbxRT struct {
 	ready     <-chan struct{} // closed after the first login, when the source says so
 	firstSeen atomic.Bool
 
-	held *recordQueue
+	held     *recordQueue
+	retrying atomic.Int64  // records taken from held that the enqueuers are still trying to store
+	abandon  chan struct{} // closed when stopping takes too long: unstored records are spilled
+	spilled  sync.Once
+	grace    time.Duration // how long stop waits for the outbox (stopGrace when 0)
 
 	// ledger keeps the calls in progress in the outbox; reconciled: the calls the previous run
 	// left open were checked (model goroutine only).
@@ -134,14 +138,15 @@ func (d *Daemon) startPBX(ctx context.Context, pc *config.PBX) error {
 		return fmt.Errorf("pbx %s: calls: %w", pc.Name, err)
 	}
 	p := &pbxRT{
-		name:   pc.Name,
-		cfg:    *pc,
-		log:    d.log.With("pbx", pc.Name),
-		d:      d,
-		held:   newRecordQueue(maxHeldRecords),
-		events: make(chan asterisk.Event, 1024),
-		quit:   make(chan struct{}),
-		done:   make(chan struct{}),
+		name:    pc.Name,
+		cfg:     *pc,
+		log:     d.log.With("pbx", pc.Name),
+		d:       d,
+		held:    newRecordQueue(maxHeldRecords),
+		events:  make(chan asterisk.Event, 1024),
+		quit:    make(chan struct{}),
+		done:    make(chan struct{}),
+		abandon: make(chan struct{}),
 	}
 	src, err := p.startSource(ctx, *pc, opts.Variables())
 	if err != nil {
@@ -242,11 +247,32 @@ func (p *pbxRT) swapSource(ctx context.Context, pc config.PBX) error {
 	return nil
 }
 
-// stop stops the source, then the model (which flushes its open calls into the outbox).
+// stopGrace is how long stopping a PBX waits for the outbox to take its finished calls; then
+// the calls it still holds are written to the spill file (Daemon.spill) and the PBX stops.
+const stopGrace = 10 * time.Second
+
+// stop stops the source, then the model (which flushes its open calls into the outbox). It
+// never waits forever: after stopGrace the records the outbox would not take are spilled.
 func (p *pbxRT) stop() {
 	p.stopped.Do(func() {
 		p.src.stop()
 		close(p.quit)
+	})
+	grace := p.grace
+	if grace == 0 {
+		grace = stopGrace
+	}
+	t := time.NewTimer(grace)
+	defer t.Stop()
+	select {
+	case <-p.done:
+		return
+	case <-t.C:
+	}
+	p.spilled.Do(func() {
+		p.log.Error("the outbox still cannot store this PBX's finished calls; writing them to the spill file so that stopping can finish",
+			"held", p.held.len()+int(p.retrying.Load()), "spill", p.d.spillPath())
+		close(p.abandon)
 	})
 	<-p.done
 }
@@ -344,18 +370,36 @@ func (p *pbxRT) enqueueLoop() {
 		if !ok {
 			return
 		}
-		p.d.m.heldRecords.Set(float64(p.held.len()))
-		wait := 100 * time.Millisecond
-		for {
-			err := p.d.enqueue(context.Background(), rec)
-			if err == nil {
-				break
-			}
-			p.d.m.outboxWriteErrors.Inc()
-			p.log.Error("cannot store a finished call; holding it in memory and retrying", "call", rec.Key(), "err", err)
-			time.Sleep(wait)
-			wait = min(wait*2, 5*time.Second)
+		p.retrying.Add(1)
+		p.store(rec)
+		p.retrying.Add(-1)
+	}
+}
+
+// store writes rec to the outbox, retrying with backoff while the outbox cannot write; once the
+// PBX gives up waiting (stop past its grace) rec goes to the spill file instead.
+func (p *pbxRT) store(rec *call.Record) {
+	wait := 100 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		err := p.d.enqueue(context.Background(), rec)
+		if err == nil {
+			return
 		}
+		p.d.m.outboxWriteErrors.Inc()
+		if attempt == 1 {
+			p.log.Error("cannot store a finished call; holding it in memory and retrying", "call", rec.Key(), "err", err)
+		} else {
+			p.log.Debug("storing a held call failed again", "call", rec.Key(), "attempt", attempt, "err", err)
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-p.abandon:
+			t.Stop()
+			p.d.spill(rec, err)
+			return
+		}
+		wait = min(wait*2, 5*time.Second)
 	}
 }
 

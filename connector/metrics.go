@@ -22,7 +22,8 @@ type metrics struct {
 	unrouted          *prometheus.CounterVec
 	endedUnseen       *prometheus.CounterVec
 	openCalls         *prometheus.GaugeVec
-	heldRecords       prometheus.Gauge
+	heldRecords       prometheus.GaugeFunc
+	spilled           prometheus.Counter
 	outboxWriteErrors prometheus.Counter
 	reloadOK          prometheus.Gauge
 	reloadTime        prometheus.Gauge
@@ -68,9 +69,13 @@ func newMetrics(reg *prometheus.Registry, d *Daemon, version string) *metrics {
 			Namespace: "pbxbridge", Name: "calls_open",
 			Help: "Calls in progress known to the call model.",
 		}, []string{"pbx"}),
-		heldRecords: prometheus.NewGauge(prometheus.GaugeOpts{
+		heldRecords: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Namespace: "pbxbridge", Name: "intake_held_records",
 			Help: "Finished calls waiting in memory to be stored in the outbox (non-zero while the outbox cannot write).",
+		}, func() float64 { return float64(d.HeldCalls()) }),
+		spilled: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "pbxbridge", Name: "intake_spilled_records_total",
+			Help: "Finished calls written to the spill file because the outbox could not take them when pbxbridge stopped (imported at the next start).",
 		}),
 		outboxWriteErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "pbxbridge", Name: "outbox_write_errors_total",
@@ -130,7 +135,7 @@ func newMetrics(reg *prometheus.Registry, d *Daemon, version string) *metrics {
 	m.reloadOK.Set(1)
 	m.reloadTime.SetToCurrentTime()
 	reg.MustRegister(m.crmDuration, m.crmRequests, m.live, m.calls, m.unrouted, m.endedUnseen, m.openCalls, m.heldRecords,
-		m.outboxWriteErrors, m.reloadOK, m.reloadTime, m.reloads, m.adminRefused, m.intakeCut, m.originates, m.routerThrottled,
+		m.spilled, m.outboxWriteErrors, m.reloadOK, m.reloadTime, m.reloads, m.adminRefused, m.intakeCut, m.originates, m.routerThrottled,
 		m.backupLast, m.backupSize, m.backupFailures, m.backupInterval)
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	reg.MustRegister(buildInfo(version))

@@ -71,6 +71,10 @@ type Config struct {
 	Speed float64
 	// Seed of the random choices (scenario mix, bridge ids). Default 1.
 	Seed uint64
+	// FirstID offsets the sequence part of the uniqueids (epoch.seq) the server hands out:
+	// tests where two servers stand for one PBX (it moved to another address) give the second
+	// one a FirstID past the first's, as the real PBX's sequence would go on.
+	FirstID uint64
 	// Extensions known to ExtensionState and Originate (default 101, 102 and 103: idle,
 	// answering). Unknown extensions report status -1 (no hint) and fail to originate.
 	Extensions map[string]Ext
@@ -176,6 +180,7 @@ func Start(cfg Config) (*Server, error) {
 		excluded:  map[string]bool{},
 	}
 	s.init(cfg.Speed, cfg.Seed, cfg.Extensions, cfg.Logger)
+	s.uidSeq.Store(cfg.FirstID)
 	for _, ev := range cfg.ExcludeEvents {
 		s.excluded[ev] = true
 	}

@@ -12,6 +12,7 @@
 //	GET  /v1/outbox?connector=&key=&state=&since=&until=&limit=   []OutboxItem
 //	POST /v1/outbox/{retry,drop,redeliver}   OutboxRequest → {"count": n}
 //	POST /v1/outbox/import          JSON lines of call records → {"count": n}
+//	POST /v1/outbox/check           SQLite's full integrity check → {"result": "ok"}; 409 with the problems
 //	GET  /v1/calls                  []RecentCall, newest first
 //	GET  /v1/calls/{key}            CallReport; 404 when the call is unknown
 //	POST /v1/forget                 ForgetRequest → ForgetReport; 400 for a bad number

@@ -86,6 +86,7 @@ func (g *Globals) client() *admin.Client {
 // CLI is the pbxbridge command line.
 type CLI struct {
 	Globals
+	ShowVersion kong.VersionFlag `name:"version" help:"Print the version and exit."`
 
 	Run     RunCmd         `cmd:"" help:"Run the daemon (what the systemd unit starts)."`
 	Demo    DemoCmd        `cmd:"" help:"Run a simulated PBX, fake CRMs, demo licences and the daemon on this machine, with nothing installed."`
@@ -103,6 +104,18 @@ type CLI struct {
 	Restore RestoreCmd     `cmd:"" help:"Restore a backup into the state directory (the daemon must be stopped)."`
 	License licensecli.Cmd `cmd:"" help:"Licences: fingerprint, offline activation request, install, inspect, verify, status."`
 	Version VersionCmd     `cmd:"" help:"Print the version."`
+	Help    HelpCmd        `cmd:"" help:"Show help for a command (pbxbridge help outbox list)."`
+}
+
+// HelpCmd shows the help of a command.
+type HelpCmd struct {
+	Command []string `arg:"" optional:"" help:"The command, e.g. outbox list."`
+}
+
+// Run prints the help of the named command (the whole tree without one).
+func (c *HelpCmd) Run(kctx *kong.Context) error {
+	_, err := kctx.Parse(append(append([]string{}, c.Command...), "--help"))
+	return err
 }
 
 // exitCoder is implemented by errors that choose the process exit status.
@@ -157,7 +170,7 @@ func MainWith(ctx context.Context, version string, args []string, stdout, stderr
 		kong.Name("pbxbridge"),
 		kong.Description("Asterisk → CRM connector (Bitrix24, amoCRM, Kommo)."),
 		kong.UsageOnError(),
-		kong.Vars{"default_config": config.DefaultPath},
+		kong.Vars{"default_config": config.DefaultPath, "version": "pbxbridge " + version},
 		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
 		kong.Writers(stdout, stderr),
 		kong.Exit(func(c int) { panic(helpExit(c)) }),
@@ -245,8 +258,26 @@ func (c *RunCmd) Run(g *Globals) error {
 	if err != nil {
 		return err
 	}
-	return d.Run(g.Ctx)
+	done := make(chan error, 1)
+	go func() { done <- d.Run(g.Ctx) }()
+	select {
+	case err := <-done:
+		return err
+	case <-g.Ctx.Done():
+	}
+	// Stopping is bounded, always: systemd's TimeoutStopSec would SIGKILL us a little later.
+	t := time.NewTimer(stopDeadline)
+	defer t.Stop()
+	select {
+	case err := <-done:
+		return err
+	case <-t.C:
+		return &exitError{code: 1, err: fmt.Errorf("stopping took longer than %v; exiting now (the outbox is consistent: queued calls are delivered after the next start; see the log for what was still running)", stopDeadline)}
+	}
 }
+
+// stopDeadline bounds `run`'s shutdown after SIGTERM (the unit's TimeoutStopSec is 30 s).
+const stopDeadline = 25 * time.Second
 
 // StatusCmd prints the daemon's state.
 type StatusCmd struct {
@@ -260,11 +291,14 @@ func (c *StatusCmd) Run(g *Globals) error {
 		return err
 	}
 	if c.JSON {
-		return writeJSONTo(g.Stdout, st)
+		if err := writeJSONTo(g.Stdout, st); err != nil {
+			return err
+		}
+	} else {
+		printStatus(g.Stdout, st)
 	}
-	printStatus(g.Stdout, st)
 	if !st.Ready {
-		return &exitError{code: 3}
+		return &exitError{code: 3} // the same with --json: scripts test the exit status
 	}
 	return nil
 }
@@ -355,26 +389,55 @@ type ConfigCmd struct {
 // ConfigCheckCmd validates a config.
 type ConfigCheckCmd struct {
 	Quiet bool `short:"q" help:"Print nothing when the config is good."`
+	JSON  bool `help:"Print the result as JSON ({\"file\", \"ok\", \"pbx\", \"connectors\", \"problems\"})."`
+}
+
+// configCheckResult is `config check --json`.
+type configCheckResult struct {
+	File       string            `json:"file"`
+	OK         bool              `json:"ok"`
+	PBX        int               `json:"pbx"`
+	Connectors int               `json:"connectors"`
+	Problems   []*config.Problem `json:"problems,omitempty"`
+	Error      string            `json:"error,omitempty"`
 }
 
 // Run checks the config; exit status 1 with every problem listed.
 func (c *ConfigCheckCmd) Run(g *Globals) error {
 	cfg, err := g.loadConfig()
-	if err != nil {
-		var ps config.Problems
-		if errors.As(err, &ps) {
-			fmt.Fprintf(g.Stderr, "%s: %d problem(s):\n", g.configPath(), len(ps))
-			for _, p := range ps {
-				fmt.Fprintln(g.Stderr, "  "+p.Error())
-			}
+	res := configCheckResult{File: g.configPath(), OK: err == nil}
+	var ps config.Problems
+	switch {
+	case err == nil:
+		res.PBX, res.Connectors = len(cfg.PBX), len(cfg.Connectors)
+	case errors.As(err, &ps):
+		res.Problems = ps
+	default:
+		res.Error = err.Error()
+	}
+	if c.JSON {
+		if err := writeJSONTo(g.Stdout, res); err != nil {
+			return err
+		}
+		if !res.OK {
 			return &exitError{code: 1}
 		}
-		return &exitError{code: 1, err: err}
+		return nil
 	}
-	if !c.Quiet {
-		fmt.Fprintf(g.Stdout, "%s: OK (%d pbx, %d connectors)\n", g.configPath(), len(cfg.PBX), len(cfg.Connectors))
+	switch {
+	case res.OK:
+		if !c.Quiet {
+			fmt.Fprintf(g.Stdout, "%s: OK (%d pbx, %d connectors)\n", res.File, res.PBX, res.Connectors)
+		}
+		return nil
+	case len(ps) > 0:
+		fmt.Fprintf(g.Stderr, "%s: %d problem(s):\n", res.File, len(ps))
+		for _, p := range ps {
+			fmt.Fprintln(g.Stderr, "  "+p.Error())
+		}
+		return &exitError{code: 1}
 	}
-	return nil
+	return &exitError{code: 1, err: err}
 }
 
 // ConfigSampleCmd prints the sample.

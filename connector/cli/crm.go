@@ -28,6 +28,7 @@ type CRMCmd struct {
 // CRMTestCmd probes a connector.
 type CRMTestCmd struct {
 	Connector string `arg:"" help:"Connector name from the config (or its type when only one has that type)."`
+	JSON      bool   `help:"Print the checks as JSON: [{\"name\", \"ok\", \"detail\"}]."`
 }
 
 // Run probes and prints one line per check; exit status 1 when a check fails.
@@ -56,7 +57,19 @@ func (c *CRMTestCmd) Run(g *Globals) error {
 		return fmt.Errorf("connector %s (%s) has no checks", cn.Name, cn.Type)
 	}
 	checks := pr.Probe(ctx)
-	failed := printChecks(g.Stdout, checks)
+	var failed int
+	if c.JSON {
+		for _, ck := range checks {
+			if !ck.OK {
+				failed++
+			}
+		}
+		if err := writeJSONTo(g.Stdout, checks); err != nil {
+			return err
+		}
+	} else {
+		failed = printChecks(g.Stdout, checks)
+	}
 	if failed > 0 {
 		return &exitError{code: 1, err: fmt.Errorf("%d of %d checks failed", failed, len(checks))}
 	}

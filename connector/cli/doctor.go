@@ -24,6 +24,7 @@ import (
 // DoctorCmd checks an installation before it goes live.
 type DoctorCmd struct {
 	Timeout time.Duration `help:"Time allowed for each network check." default:"10s"`
+	JSON    bool          `help:"Print the checks as JSON: [{\"name\", \"status\": ok|warn|fail, \"detail\"}]."`
 }
 
 // doctorLine is one check result.
@@ -44,7 +45,13 @@ func (c *DoctorCmd) Run(g *Globals) error {
 	warn := func(name, format string, args ...any) {
 		lines = append(lines, doctorLine{ok: true, warn: true, name: name, detail: fmt.Sprintf(format, args...)})
 	}
-	defer func() { printDoctor(g.Stdout, lines) }()
+	defer func() {
+		if c.JSON {
+			_ = writeJSONTo(g.Stdout, doctorJSON(lines))
+			return
+		}
+		printDoctor(g.Stdout, lines)
+	}()
 
 	cfg, err := g.loadConfig()
 	if err != nil {
@@ -133,6 +140,28 @@ func (c *DoctorCmd) Run(g *Globals) error {
 		}
 	}
 	return nil
+}
+
+// doctorCheck is one check of `doctor --json`.
+type doctorCheck struct {
+	Name   string `json:"name"`
+	Status string `json:"status"` // ok, warn or fail
+	Detail string `json:"detail"`
+}
+
+func doctorJSON(lines []doctorLine) []doctorCheck {
+	out := make([]doctorCheck, 0, len(lines))
+	for _, l := range lines {
+		st := "ok"
+		switch {
+		case !l.ok:
+			st = "fail"
+		case l.warn:
+			st = "warn"
+		}
+		out = append(out, doctorCheck{Name: l.name, Status: st, Detail: l.detail})
+	}
+	return out
 }
 
 func printDoctor(w io.Writer, lines []doctorLine) {

@@ -360,8 +360,9 @@ func (c *Connector) decodeExtra(d *decoder, key string, value ast.Node, path str
 
 var nameRe = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
 
-// validate checks the whole config; every problem is added to d.
-func (c *Config) validate(d *decoder) {
+// validate checks the whole config; every problem is added to d. deployment adds the checks a
+// config the daemon runs on must pass (at least one pbx and one connector).
+func (c *Config) validate(d *decoder, deployment bool) {
 	bad := func(path, format string, args ...any) {
 		d.problems = append(d.problems, &Problem{Line: d.lineOf(path), Path: path, Msg: fmt.Sprintf(format, args...)})
 	}
@@ -410,6 +411,12 @@ func (c *Config) validate(d *decoder) {
 		bad("numbers", "%s", strings.TrimPrefix(err.Error(), "numbers: "))
 	}
 
+	if deployment && len(c.PBX) == 0 {
+		bad("pbx", "no PBX is configured: add a pbx: entry (the Asterisk whose calls pbxbridge reads)")
+	}
+	if deployment && len(c.Connectors) == 0 {
+		bad("connectors", "no connector is configured: add a connectors: entry (the CRM account calls go to)")
+	}
 	pbxNames := map[string]bool{}
 	for i := range c.PBX {
 		p := &c.PBX[i]

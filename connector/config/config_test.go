@@ -165,6 +165,22 @@ func TestSecretsFromEnvAndRedaction(t *testing.T) {
 	}
 }
 
+// An empty file (or one with neither pbx nor connectors) is not a config the daemon can run on:
+// at 1bda728 `config check` said "OK (0 pbx, 0 connectors)" and `run` logged "ready: every PBX
+// connected". Tools that need only the call recognition (replay) still accept it.
+func TestEmptyConfigRefused(t *testing.T) {
+	t.Parallel()
+	for _, yaml := range []string{"", "log: {level: info}\n"} {
+		_, err := config.Parse([]byte(yaml), "empty.yaml", nil)
+		if err == nil || !strings.Contains(err.Error(), "pbx: no PBX is configured") || !strings.Contains(err.Error(), "connectors: no connector is configured") {
+			t.Errorf("%q: %v", yaml, err)
+		}
+		if _, err := config.Parse([]byte(yaml), "empty.yaml", nil, config.ForTools()); err != nil {
+			t.Errorf("%q for tools: %v", yaml, err)
+		}
+	}
+}
+
 // TestPrivacyDefaults: retention of dead letters, automatic backups and expiring recording links
 // are on by default.
 func TestPrivacyDefaults(t *testing.T) {

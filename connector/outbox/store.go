@@ -198,6 +198,9 @@ func open(ctx context.Context, path string, opts Options, steps []string) (_ *St
 	if err := s.prepareFile(ctx, steps); err != nil {
 		return nil, err
 	}
+	if err := s.quickCheck(ctx); err != nil {
+		return nil, err
+	}
 	if err := s.releaseLeftoverLeases(ctx); err != nil {
 		return nil, err
 	}
@@ -642,7 +645,7 @@ func (s *Store) prepareStatements(ctx context.Context) error {
 }
 
 // corruptAdvice tells the operator what to do with a damaged database file.
-const corruptAdvice = "stop pbxbridge, move the file and its -wal and -shm files aside (keep them for recovery), then start again with an empty outbox or restore a backup"
+const corruptAdvice = "stop pbxbridge and run `pbxbridge outbox salvage`: it copies every row that can still be read into a new outbox and keeps the damaged file aside (or restore a backup)"
 
 // wrap prefixes err with "outbox: <op>" and, for SQLite errors that call for
 // operator action, says what to do.
