@@ -151,6 +151,9 @@ func (d *Daemon) startConnector(ctx context.Context, cfg *config.Config, cn *con
 		OnDelivered:     d.delivered,
 	}, d.dm)
 
+	if rc, ok := adapter.(crm.Reconciler); ok && !d.reconcileRestored(ctx, cn.Name, rc) {
+		d.restoreUnsettled.Store(true)
+	}
 	runCtx, cancel := context.WithCancel(ctx)
 	c.cancel = cancel
 	if s, ok := adapter.(crm.Starter); ok {

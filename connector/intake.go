@@ -441,6 +441,8 @@ func (d *Daemon) enqueue(ctx context.Context, rec *call.Record) error {
 	d.recent.add(rec, names)
 	d.click.forget(rec.OriginateID)
 	d.wake(names)
+	d.log.Debug("call stored for delivery", "call", rec.Key(), "direction", rec.Direction, "customer", rec.Customer,
+		"line", rec.Line, "disposition", rec.Disposition, "connectors", names)
 	return nil
 }
 

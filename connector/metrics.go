@@ -33,6 +33,10 @@ type metrics struct {
 	intakeCut         *prometheus.CounterVec
 	originates        *prometheus.CounterVec
 	routerThrottled   *prometheus.CounterVec
+	backupLast        prometheus.Gauge
+	backupSize        prometheus.Gauge
+	backupFailures    prometheus.Counter
+	backupInterval    prometheus.Gauge
 }
 
 func newMetrics(reg *prometheus.Registry, d *Daemon, version string) *metrics {
@@ -106,6 +110,22 @@ func newMetrics(reg *prometheus.Registry, d *Daemon, version string) *metrics {
 			Namespace: "pbxbridge", Name: "routing_queries_throttled_total",
 			Help: "/v1/responsible and /v1/lookup queries answered empty without asking the CRM, because the connector's query budget was spent.",
 		}, []string{"connector"}),
+		backupLast: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "pbxbridge", Name: "backup_last_success_timestamp_seconds",
+			Help: "When the newest backup of the state was written (0: none yet).",
+		}),
+		backupSize: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "pbxbridge", Name: "backup_last_size_bytes",
+			Help: "Size of the newest backup file.",
+		}),
+		backupFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "pbxbridge", Name: "backup_failures_total",
+			Help: "Backups of the state that failed (the reason is logged).",
+		}),
+		backupInterval: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "pbxbridge", Name: "backup_interval_seconds",
+			Help: "backup.interval in force (0: automatic backups are off).",
+		}),
 	}
 	for _, r := range []string{"token", "host", "cross_site"} {
 		m.adminRefused.WithLabelValues(r)
@@ -122,7 +142,8 @@ func newMetrics(reg *prometheus.Registry, d *Daemon, version string) *metrics {
 	m.reloadOK.Set(1)
 	m.reloadTime.SetToCurrentTime()
 	reg.MustRegister(m.crmDuration, m.crmRequests, m.live, m.calls, m.unrouted, m.endedUnseen, m.openCalls, m.heldRecords,
-		m.spilled, m.outboxWriteErrors, m.reloadOK, m.reloadTime, m.reloads, m.adminRefused, m.intakeCut, m.originates, m.routerThrottled)
+		m.spilled, m.outboxWriteErrors, m.reloadOK, m.reloadTime, m.reloads, m.adminRefused, m.intakeCut, m.originates, m.routerThrottled,
+		m.backupLast, m.backupSize, m.backupFailures, m.backupInterval)
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	reg.MustRegister(buildInfo(version))
 	reg.MustRegister(&outboxCollector{d: d})

@@ -115,6 +115,24 @@ type Router interface {
 	Lookup(ctx context.Context, number string) (name string, err error)
 }
 
+// Forgetter is implemented by adapters that keep customers' phone numbers in memory (look-up
+// caches): Forget drops every entry of number. `pbxbridge forget` calls it once per form of the
+// number it knows (as given, and E.164). It must return promptly and never call the CRM: what
+// the CRM holds is erased in the CRM.
+type Forgetter interface {
+	Forget(ctx context.Context, number string)
+}
+
+// Reconciler is implemented by adapters whose defence against logging a call twice is state in
+// the CallStore, and that can look a call up in the CRM instead. After the daemon's state was
+// restored from a backup taken at since, the CallStore may have forgotten calls the CRM got after
+// that time; before the first delivery the daemon calls Uncertain for every call still queued
+// for the connector, and the adapter's next Deliver of such a call first asks the CRM whether it
+// has it. Uncertain must not call the CRM; a call the CallStore knows as logged stays as it is.
+type Reconciler interface {
+	Uncertain(ctx context.Context, key string, since time.Time) error
+}
+
 // CodeAuthorizer is implemented by adapters whose CRM gives the admin a one-time authorisation
 // code (amoCRM/Kommo OAuth integrations): `pbxbridge crm auth NAME --code CODE` builds the adapter
 // and calls AuthorizeCode, which trades the code for tokens and stores them in the adapter's

@@ -438,3 +438,21 @@ func TestAnonymousCaller(t *testing.T) {
 	}
 	mustf(t, totalRequests(f.State()) == 0, "requests %v", f.State().Requests)
 }
+
+// TestForgetDropsCachedLookups: after Forget (crm.Forgetter) the number's cached look-up is gone,
+// whatever form it was cached under, and other numbers stay cached.
+func TestForgetDropsCachedLookups(t *testing.T) {
+	f := crmtest.StartBitrix24(t)
+	e := newEnv(t, f)
+	ctx := context.Background()
+	searches := func() int { return f.State().Requests["telephony.externalcall.searchcrmentities"] }
+	_, _ = e.a.Responsible(ctx, "89001234567")
+	_, _ = e.a.Responsible(ctx, "+70000000000")
+	mustf(t, searches() == 2, "%d searches, want 2", searches())
+	var fg crm.Forgetter = e.a
+	fg.Forget(ctx, "+79001234567") // the E.164 form of the cached 89001234567
+	_, _ = e.a.Responsible(ctx, "89001234567")
+	mustf(t, searches() == 3, "forgotten number still cached: %d searches, want 3", searches())
+	_, _ = e.a.Responsible(ctx, "+70000000000")
+	mustf(t, searches() == 3, "another number was dropped: %d searches", searches())
+}
