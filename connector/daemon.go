@@ -394,6 +394,7 @@ func (d *Daemon) housekeeping(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-prune.C:
+			d.pruneSpills()
 			res, err := d.store.Prune(ctx)
 			if err != nil {
 				d.log.Error("pruning the outbox", "err", err)
