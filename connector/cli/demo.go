@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bufio"
+	"cmp"
 	"errors"
 	"fmt"
 	"os"
@@ -16,10 +17,12 @@ import (
 // the same.
 type DemoFlags struct {
 	Duration time.Duration `help:"Stop after this long (default: until Ctrl-C)."`
-	Rate     float64       `help:"Calls started per second." default:"1"`
+	Rate     float64       `help:"Calls started per second (the default stays well within the 2 requests a second Bitrix24 takes)." default:"0.5"`
 	Speed    float64       `help:"Replay speed of the recorded calls (1 = real time)." default:"3"`
 	Listen   string        `help:"Status page address (the next free port is used when it is taken)." default:"127.0.0.1:8080"`
-	Dir      string        `help:"Keep the demo's state here (default: a temporary directory, removed at the end)." placeholder:"DIR"`
+	State    string        `help:"Keep the demo's state here: calls not delivered when it stops wait there for the next run (default: a temporary folder, removed at the end)." placeholder:"DIR"`
+	Dir      string        `help:"Old name of --state." hidden:"" placeholder:"DIR"`
+	Seed     uint64        `help:"Seed of the calls' scenarios and customers: the same seed plays the same calls." default:"1"`
 	Verbose  bool          `help:"Show the daemon's log."`
 }
 
@@ -29,12 +32,13 @@ func (f DemoFlags) Args() []string {
 		"--rate=" + fmt.Sprint(f.Rate),
 		"--speed=" + fmt.Sprint(f.Speed),
 		"--listen=" + f.Listen,
+		"--seed=" + fmt.Sprint(f.Seed),
 	}
 	if f.Duration > 0 {
 		args = append(args, "--duration="+f.Duration.String())
 	}
-	if f.Dir != "" {
-		args = append(args, "--dir="+f.Dir)
+	if state := cmp.Or(f.State, f.Dir); state != "" {
+		args = append(args, "--state="+state)
 	}
 	if f.Verbose {
 		args = append(args, "--verbose")
