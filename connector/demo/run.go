@@ -23,6 +23,7 @@ import (
 	"github.com/pbxbridge/pbxbridge/asterisk/fakepbx"
 	"github.com/pbxbridge/pbxbridge/connector/cli"
 	"github.com/pbxbridge/pbxbridge/connector/outbox"
+	"github.com/pbxbridge/pbxbridge/crm"
 	"github.com/pbxbridge/pbxbridge/crm/call"
 )
 
@@ -147,7 +148,7 @@ func (c *Command) Run(g *cli.Globals) error {
 		return err
 	}
 	defer func() { _ = env.Close() }()
-	tally.setEmployees(map[string]employees{
+	tally.setEmployees(env, map[string]employees{
 		"b24-demo":   b24Employees(env.B24),
 		"amo-demo":   amoEmployees(env.Amo, demoAmoUsers()),
 		"kommo-demo": amoEmployees(env.Kommo, demoAmoUsers()),
@@ -461,15 +462,37 @@ type demoTally struct {
 	mu    sync.Mutex
 	out   io.Writer
 	n     map[string]int
-	names map[string]employees // connector -> extension -> name
+	env   *Env
+	names map[string]employees // connector -> extension -> name, from the fake CRMs' users
 }
 
 func newDemoTally(out io.Writer) *demoTally { return &demoTally{out: out, n: map[string]int{}} }
 
-func (t *demoTally) setEmployees(e map[string]employees) {
+// setEmployees gives the tally the demo CRMs' employees: it names them as each connector's
+// adapter does (crm.UserNamer), or as the fake CRM lists them while the adapter does not know
+// yet.
+func (t *demoTally) setEmployees(env *Env, e map[string]employees) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.names = e
+	t.env, t.names = env, e
+	for name := range e {
+		if a, ok := env.Daemon.Adapter(name).(crm.UserNamer); ok {
+			a.UserName("") // adapters that read their user list only when names are wanted start now
+		}
+	}
+}
+
+// labelLocked is "Ivan Petrov (101)" as connector names the employee; t.mu is held.
+func (t *demoTally) labelLocked(connector, ext string) string {
+	if t.env == nil { // a call kept by an earlier run (--state), delivered during Start
+		return ext
+	}
+	if a, ok := t.env.Daemon.Adapter(connector).(crm.UserNamer); ok {
+		if n := a.UserName(ext); n != "" {
+			return n + " (" + ext + ")"
+		}
+	}
+	return t.names[connector].label(ext)
 }
 
 // employeeList is "101 Ivan Petrov, 102 Maria Sidorova, ..." as connector knows them.
@@ -491,7 +514,7 @@ func (t *demoTally) delivered(connector string, rec *call.Record) {
 	t.n[connector]++
 	who := "nobody"
 	if rec.AnsweredBy != "" {
-		who = t.names[connector].label(rec.AnsweredBy)
+		who = t.labelLocked(connector, rec.AnsweredBy)
 	}
 	fmt.Fprintf(t.out, "%s  %-5s %-8s %-13s %-12s answered by %-24s talk %3ds   [%s]\n",
 		time.Now().Format("15:04:05"), shortName(connector), rec.Direction, rec.Customer,
