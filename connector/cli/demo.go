@@ -3,8 +3,11 @@ package cli
 import (
 	"bufio"
 	"cmp"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -51,8 +54,9 @@ func (f DemoFlags) Args() []string {
 //
 // The simulators are not part of this binary (the daemon that runs a real PBX carries no fakes),
 // so the command hands over to the pbxbridge-demo program: the one installed next to this
-// binary or on $PATH, else, in a source checkout of pbxbridge, `go run ./cmd/pbxbridge-demo`
-// (built on first use).
+// binary or on $PATH, else, in a source checkout of pbxbridge, ./cmd/pbxbridge-demo built into
+// the user's cache directory (rebuilt only when the sources changed). It is run itself, not
+// through `go run`, which would end with "exit status 1" after any Ctrl-C.
 type DemoCmd struct {
 	DemoFlags
 }
@@ -71,11 +75,37 @@ func (c *DemoCmd) Run(g *Globals) error {
 	}
 	goBin := lookPath("go")
 	if root := moduleRoot(); root != "" && goBin != "" {
-		fmt.Fprintln(g.Stderr, "pbxbridge demo: building the demo (go run "+demoModule+"/cmd/pbxbridge-demo)…")
+		fmt.Fprintln(g.Stderr, "pbxbridge demo: building the demo ("+demoModule+"/cmd/pbxbridge-demo)…")
+		bin, err := buildDemo(goBin, root, g.Stderr)
+		if err == nil {
+			return execDemo(bin, append([]string{bin}, args...))
+		}
+		fmt.Fprintf(g.Stderr, "pbxbridge demo: %v; running it with go run instead\n", err)
 		return execDemo(goBin, append([]string{"go", "run", demoModule + "/cmd/pbxbridge-demo"}, args...))
 	}
 	return &exitError{code: 1, err: errors.New("the demo is not part of the installed package (it carries simulated CRMs " +
 		"and a simulated PBX); run it from a source checkout of pbxbridge with Go installed: go run ./cmd/pbxbridge demo")}
+}
+
+// buildDemo builds the checkout's demo program at root into the user's cache directory, one
+// binary per checkout, and returns its path. go build relinks it only when the sources changed.
+func buildDemo(goBin, root string, stderr io.Writer) (string, error) {
+	cache, err := os.UserCacheDir()
+	if err != nil {
+		return "", fmt.Errorf("no cache directory for the demo program: %w", err)
+	}
+	dir := filepath.Join(cache, "pbxbridge")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", fmt.Errorf("creating %s: %w", dir, err)
+	}
+	sum := sha256.Sum256([]byte(root))
+	bin := filepath.Join(dir, "pbxbridge-demo-"+hex.EncodeToString(sum[:4]))
+	cmd := exec.Command(goBin, "build", "-o", bin, demoModule+"/cmd/pbxbridge-demo") //nolint:gosec // the go tool on $PATH, our own package
+	cmd.Dir, cmd.Stdout, cmd.Stderr = root, stderr, stderr
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("building the demo program: %w", err)
+	}
+	return bin, nil
 }
 
 func lookPath(name string) string {

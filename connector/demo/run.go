@@ -213,7 +213,12 @@ func rateLine(rate float64) string {
 // play starts calls at the rate until the first interrupt or --duration, and returns why it
 // stopped, the calls still playing and how many it started.
 func (c *Command) play(env *Env) (reason string, inProgress []*fakepbx.Call, played int) {
+	// The first call is a short, plain one (the first line appears soon), then every recorded
+	// scenario in turn, then a random mix.
 	mix := env.PBX.DefaultMix()
+	if i := slices.Index(mix, "inbound_answered"); i > 0 {
+		mix = append(append([]string{mix[i]}, mix[:i]...), mix[i+1:]...)
+	}
 	rng := rand.New(rand.NewPCG(c.Seed, c.Seed^0x5ce0)) //nolint:gosec // a reproducible scenario mix
 	var timeUp <-chan time.Time
 	if c.Duration > 0 {
@@ -224,7 +229,7 @@ func (c *Command) play(env *Env) (reason string, inProgress []*fakepbx.Call, pla
 	tick := time.NewTicker(time.Duration(float64(time.Second) / c.Rate))
 	defer tick.Stop()
 	for i := 0; ; i++ {
-		name := mix[i%len(mix)] // every recorded scenario in turn, then a random mix
+		name := mix[i%len(mix)]
 		if i >= len(mix) {
 			name = mix[rng.IntN(len(mix))]
 		}
@@ -264,6 +269,7 @@ func (c *Command) drain(env *Env, t *demoTally, inProgress []*fakepbx.Call) (har
 	progress := time.NewTicker(c.io.ProgressEvery)
 	defer progress.Stop()
 	var idleSince time.Time
+	var eta etaEstimate
 	for {
 		w := waitingFor(env, inProgress)
 		switch {
@@ -278,7 +284,7 @@ func (c *Command) drain(env *Env, t *demoTally, inProgress []*fakepbx.Call) (har
 		case <-poll.C:
 		case <-progress.C:
 			if !w.idle() {
-				t.printf("waiting for %s…  Ctrl-C again to stop now\n", w)
+				t.printf("waiting for %s%s…  Ctrl-C again to stop now\n", w, eta.next(w.total(), time.Now()))
 			}
 		case <-c.io.Signals:
 			return true
@@ -290,6 +296,40 @@ func (c *Command) drain(env *Env, t *demoTally, inProgress []*fakepbx.Call) (har
 type waiting struct {
 	calls      int64            // calls playing or not yet recorded
 	deliveries map[string]int64 // connector -> deliveries pending
+}
+
+// total is how many deliveries are pending.
+func (w waiting) total() int64 {
+	var n int64
+	for _, d := range w.deliveries {
+		n += d
+	}
+	return n
+}
+
+// etaEstimate tells from the pace of the deliveries between two progress lines how long the
+// rest will take.
+type etaEstimate struct {
+	pending int64
+	at      time.Time
+}
+
+// next returns ", about 2 min to go" (or "" while the pace is unknown) for pending deliveries
+// at now.
+func (e *etaEstimate) next(pending int64, now time.Time) string {
+	prev, prevAt := e.pending, e.at
+	e.pending, e.at = pending, now
+	if prevAt.IsZero() || pending >= prev || pending == 0 {
+		return ""
+	}
+	left := time.Duration(float64(now.Sub(prevAt)) * float64(pending) / float64(prev-pending))
+	if left < 10*time.Second {
+		return ""
+	}
+	if left < 2*time.Minute {
+		return fmt.Sprintf(", about %d s to go", int(left.Round(5*time.Second)/time.Second))
+	}
+	return fmt.Sprintf(", about %d min to go", int(left.Round(time.Minute)/time.Minute))
 }
 
 func (w waiting) idle() bool {

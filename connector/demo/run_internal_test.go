@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/alecthomas/kong"
 	"github.com/pbxbridge/pbxbridge/crm/fakecrm"
@@ -77,6 +78,30 @@ func TestWaitingSaysWhat(t *testing.T) {
 	}
 	if !(waiting{deliveries: map[string]int64{"b24-demo": 0}}).idle() {
 		t.Error("nothing to wait for is not idle")
+	}
+}
+
+func TestETA(t *testing.T) {
+	t.Parallel()
+	var e etaEstimate
+	now := time.Unix(1_800_000_000, 0)
+	for _, c := range []struct {
+		pending int64
+		after   time.Duration
+		want    string
+	}{
+		{91, 0, ""}, // no pace yet
+		{85, 3 * time.Second, ", about 45 s to go"}, // 2/s: 85 in 42.5 s
+		{85, 3 * time.Second, ""},                   // no progress: unknown
+		{40, 30 * time.Second, ", about 25 s to go"},
+		{39, 3 * time.Second, ", about 115 s to go"},
+		{38, 6 * time.Second, ", about 4 min to go"},
+		{2, 18 * time.Second, ""}, // under 10 s
+	} {
+		now = now.Add(c.after)
+		if got := e.next(c.pending, now); got != c.want {
+			t.Errorf("%d pending after %v: %q, want %q", c.pending, c.after, got, c.want)
+		}
 	}
 }
 

@@ -117,7 +117,7 @@ func TestCtrlCDrains(t *testing.T) {
 	})
 	r.interrupt(t, "answered by")
 	waitFor(t, 30*time.Second, "a progress line naming Bitrix24", func() bool {
-		return regexp.MustCompile(`(?m)^waiting for .*deliver(y|ies) \(.*b24 \d+.*\)…  Ctrl-C again to stop now$`).MatchString(r.out.String())
+		return regexp.MustCompile(`(?m)^waiting for .*deliver(y|ies) \(.*b24 \d+.*\)(, about .* to go)?…  Ctrl-C again to stop now$`).MatchString(r.out.String())
 	}, &r.out)
 	f := b24.Faults()
 	f.Latency = 0
