@@ -45,7 +45,8 @@ type Options struct {
 	Logger  *slog.Logger // the daemon's log (default: discarded)
 	// OnDelivered is called after each successful delivery.
 	OnDelivered func(connector string, rec *call.Record)
-	// B24 are extra options of the fake Bitrix24; Amo of the fake amoCRM and Kommo.
+	// B24 are extra options of the fake Bitrix24, applied after the demo's own (its users named as
+	// in the lab office, the amoCRM account's contacts); Amo of the fake amoCRM and Kommo.
 	B24 []fakecrm.Bitrix24Option
 	Amo fakecrm.AmoOptions
 	// PBX, when set, adjusts the simulated PBX's configuration (tests: a hostile peer).
