@@ -249,6 +249,14 @@ var (
 	ErrClickToCallRate = errors.New("click-to-call: too many calls from this extension in the last minute")
 )
 
+// ErrLiveStale is wrapped by an adapter's Live error when it gave up a live action (a pop-up or
+// call card for a ringing extension) because its moment passed before the CRM could be asked:
+// the ctx the daemon passed to Live was cancelled (the call ended, the extension stopped ringing
+// or someone else answered) while the action waited, for example behind the CRM's rate limit.
+// Such an action is dropped, never sent late; the daemon counts it
+// (pbxbridge_live_actions_dropped_total{connector,reason}) rather than logging a failure.
+var ErrLiveStale = errors.New("live action dropped: the call no longer rings")
+
 // Factory builds adapters of one connector type.
 type Factory struct {
 	// Type is the connector type name used in config (bitrix24, amocrm, kommo, fake).
