@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pbxbridge/pbxbridge/crm"
 	"github.com/pbxbridge/pbxbridge/crm/amocrm/api"
 )
 
@@ -18,7 +19,7 @@ func TestPopupsCoalesce(t *testing.T) {
 	release := make(chan struct{})
 	var mu sync.Mutex
 	var sent [][]api.Event
-	p := newPopups(t.Context(), func(_ context.Context, items []api.Event) error {
+	p := newPopups(t.Context(), nil, func(_ context.Context, items []api.Event) error {
 		mu.Lock()
 		sent = append(sent, items)
 		n := len(sent)
@@ -64,23 +65,91 @@ func TestPopupsCoalesce(t *testing.T) {
 	}
 }
 
-// A caller whose context ends stops waiting; the pop-up is still sent.
-func TestPopupsCallerGivesUp(t *testing.T) {
+// A pop-up whose caller's context ends before it is put in a request (the phone stopped ringing
+// while amoCRM was busy with another) is dropped unsent: ErrLiveStale, never sent late.
+func TestPopupsDroppedWhenTheRingEnds(t *testing.T) {
+	t.Parallel()
 	release := make(chan struct{})
-	done := make(chan []api.Event, 1)
-	p := newPopups(t.Context(), func(_ context.Context, items []api.Event) error {
-		<-release
-		done <- items
+	var mu sync.Mutex
+	var sent [][]api.Event
+	p := newPopups(t.Context(), nil, func(_ context.Context, items []api.Event) error {
+		mu.Lock()
+		sent = append(sent, items)
+		n := len(sent)
+		mu.Unlock()
+		if n == 1 {
+			<-release
+		}
 		return nil
 	})
-	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Millisecond)
-	defer cancel()
-	if err := p.submit(ctx, api.Event{Type: "phone_call", PhoneNumber: "+79001234567", Users: []int64{1}}); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("submit: %v", err)
+	first := make(chan error, 1)
+	go func() {
+		first <- p.submit(t.Context(), api.Event{Type: "phone_call", PhoneNumber: "+79001234567", Users: []int64{1}})
+	}()
+	waitFor(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(sent) == 1 })
+	ring, stop := context.WithCancel(t.Context())
+	second := make(chan error, 1)
+	go func() {
+		second <- p.submit(ring, api.Event{Type: "phone_call", PhoneNumber: "+79005550000", Users: []int64{2}})
+	}()
+	waitFor(t, func() bool { p.mu.Lock(); defer p.mu.Unlock(); return len(p.pending) == 1 })
+	stop()
+	if err := <-second; !errors.Is(err, crm.ErrLiveStale) || !errors.Is(err, context.Canceled) {
+		t.Fatalf("pop-up of an ended ring: %v", err)
 	}
 	close(release)
-	if items := <-done; len(items) != 1 {
-		t.Fatalf("sent %v", items)
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { p.mu.Lock(); defer p.mu.Unlock(); return !p.running })
+	mu.Lock()
+	defer mu.Unlock()
+	if len(sent) != 1 {
+		t.Fatalf("requests %v: the dropped pop-up was sent", sent)
+	}
+}
+
+// While the account pauses after a 429, a pop-up waits for the limiter; if the phone stops
+// ringing during the pause it is dropped unsent. One that still rings when the pause ends goes.
+func TestPopupsWaitForThePause(t *testing.T) {
+	t.Parallel()
+	lim := api.NewLimiter(api.LimiterOptions{Requests: 7, MaxPause: time.Hour})
+	var mu sync.Mutex
+	var sent []api.Event
+	p := newPopups(t.Context(), lim, func(ctx context.Context, items []api.Event) error {
+		// What Client.do does with a granted permit.
+		api.PermitFrom(ctx).Release(false, 0)
+		mu.Lock()
+		sent = append(sent, items...)
+		mu.Unlock()
+		return nil
+	})
+	// Someone got a 429 advising 300 ms.
+	permit, err := lim.Acquire(t.Context(), api.PriorityDeliver)
+	if err != nil {
+		t.Fatal(err)
+	}
+	permit.Release(true, 300*time.Millisecond)
+	ring, stop := context.WithCancel(t.Context())
+	dropped := make(chan error, 1)
+	go func() {
+		dropped <- p.submit(ring, api.Event{Type: "phone_call", PhoneNumber: "+79005550000", Users: []int64{2}})
+	}()
+	waitFor(t, func() bool { p.mu.Lock(); defer p.mu.Unlock(); return len(p.pending) == 1 && p.running })
+	stop()
+	if err := <-dropped; !errors.Is(err, crm.ErrLiveStale) {
+		t.Fatalf("pop-up dropped during the pause: %v", err)
+	}
+	if err := p.submit(t.Context(), api.Event{Type: "phone_call", PhoneNumber: "+79001234567", Users: []int64{1}}); err != nil {
+		t.Fatal(err)
+	}
+	if until := lim.PausedUntil(); !until.IsZero() {
+		t.Fatalf("the pop-up was sent during the pause (until %v)", until)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(sent) != 1 || sent[0].PhoneNumber != "+79001234567" {
+		t.Fatalf("sent %v", sent)
 	}
 }
 

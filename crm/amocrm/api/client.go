@@ -25,7 +25,6 @@ import (
 	"time"
 
 	"github.com/go-resty/resty/v2"
-	"golang.org/x/time/rate"
 
 	"github.com/pbxbridge/pbxbridge/crm"
 	"github.com/pbxbridge/pbxbridge/crm/internal/httpclient"
@@ -48,8 +47,10 @@ type Options struct {
 	BaseURL string
 	// HTTP is the client built by crm/internal/httpclient.
 	HTTP *resty.Client
-	// Limiter is the account's shared limiter (nil: no client-side limit).
-	Limiter *rate.Limiter
+	// Limiter is the account's shared limiter (nil: no client-side limit). A request waits on it
+	// with its context's priority (WithPriority); after a 429 it pauses the whole account and the
+	// refused request is sent again first when the pause ends (unless WithoutRetry).
+	Limiter *Limiter
 	// Auth supplies tokens; nil sends no Authorization header (token endpoint only).
 	Auth Authorizer
 	// ObserveDate is given each response's Date header (nil: ignored).
@@ -103,16 +104,20 @@ const block429Window = 5 * time.Minute
 // do sends one request and decodes a 2xx JSON body into out. It returns the HTTP status; 204
 // leaves out untouched.
 func (c *Client) do(ctx context.Context, method, path string, query url.Values, body, out any) (int, error) {
+	permit := permitFrom(ctx)
 	if err := ctx.Err(); err != nil {
+		permit.cancel()
 		return 0, err
 	}
 	if until := c.BlockedUntil(); !until.IsZero() {
+		permit.cancel()
 		return 0, &Error{Method: method, Path: path, Blocked: true, RetryAfter: until.Sub(c.o.Now())}
 	}
 	var payload []byte
 	if body != nil {
 		var err error
 		if payload, err = json.Marshal(body); err != nil {
+			permit.cancel()
 			return 0, fmt.Errorf("%s %s: encoding request: %w", method, path, err)
 		}
 	}
@@ -123,10 +128,17 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 	summary := method + " " + path
 	trace(ctx, "request", summary, payload)
 
+	prio := PriorityOf(ctx)
 	var token string
-	for attempt := 0; ; attempt++ {
-		if c.o.Limiter != nil {
-			if err := c.o.Limiter.Wait(ctx); err != nil {
+	refreshed := false
+	for refused := 0; ; {
+		if permit == nil && c.o.Limiter != nil {
+			var err error
+			if permit, err = c.o.Limiter.Acquire(ctx, prio); err != nil {
+				var pe *PausedError
+				if errors.As(err, &pe) {
+					return 0, &Error{Method: method, Path: path, Paused: true, RetryAfter: pe.RetryAfter}
+				}
 				if ctx.Err() != nil {
 					err = ctx.Err()
 				}
@@ -141,6 +153,7 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 			if token == "" {
 				var err error
 				if token, err = c.o.Auth.AccessToken(ctx); err != nil {
+					permit.cancel()
 					return 0, err
 				}
 			}
@@ -148,6 +161,7 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 		}
 		resp, err := req.Execute(method, target)
 		if err != nil {
+			permit.release(false, 0)
 			if ctx.Err() != nil {
 				err = ctx.Err()
 			}
@@ -157,13 +171,16 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 		c.observeDate(resp.Header())
 		status := resp.StatusCode()
 		trace(ctx, "response", strconv.Itoa(status)+" "+summary, resp.Body())
-		if status == http.StatusUnauthorized && c.o.Auth != nil && attempt == 0 {
+		if status == http.StatusUnauthorized && c.o.Auth != nil && !refreshed {
+			permit.release(false, 0)
+			permit, refreshed = nil, true
 			if token, err = c.o.Auth.Rejected(ctx, token); err != nil {
 				return status, err
 			}
 			continue
 		}
 		if status >= 200 && status < 300 {
+			permit.release(false, 0)
 			if c.o.Auth != nil {
 				c.o.Auth.Accepted(token)
 			}
@@ -177,9 +194,52 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 		}
 		e := DecodeError(status, resp.Body(), resp.Header().Get("Retry-After"))
 		e.Method, e.Path = method, path
+		permit.release(status == http.StatusTooManyRequests, e.RetryAfter)
+		permit = nil
 		c.throttle(e)
+		if status == http.StatusTooManyRequests && c.o.Limiter != nil && !noRetry(ctx) && refused < maxRefusals {
+			// The whole account pauses (Limiter); this request goes first when it resumes, if
+			// its context lasts that long (else Acquire refuses it at once with the pause left).
+			refused++
+			prio = PriorityRetry
+			crm.Trace(ctx, "decision", "429: the account pauses", fmt.Sprintf("amoCRM refused %s (retry_after %v); sending it again first when the pause ends", summary, e.RetryAfter.Round(time.Second)))
+			continue
+		}
 		return status, e
 	}
+}
+
+// maxRefusals bounds how often one request is sent again after a 429: once, as the probe when
+// the pause ends; a second 429 goes back to the caller with the new pause as its retry-after.
+const maxRefusals = 1
+
+type permitKey struct{}
+type noRetryKey struct{}
+
+// WithPermit returns a context whose next request uses p instead of waiting for the limiter
+// (a caller that acquired the slot itself, to decide what to send once it has one). The request
+// releases p.
+func WithPermit(ctx context.Context, p *Permit) context.Context {
+	return context.WithValue(ctx, permitKey{}, p)
+}
+
+// PermitFrom returns the permit WithPermit put in ctx (nil when none).
+func PermitFrom(ctx context.Context) *Permit { return permitFrom(ctx) }
+
+func permitFrom(ctx context.Context) *Permit {
+	p, _ := ctx.Value(permitKey{}).(*Permit)
+	return p
+}
+
+// WithoutRetry returns a context whose request is not sent again after a 429: the caller decides
+// (pop-ups, whose moment may pass during the pause).
+func WithoutRetry(ctx context.Context) context.Context {
+	return context.WithValue(ctx, noRetryKey{}, true)
+}
+
+func noRetry(ctx context.Context) bool {
+	v, _ := ctx.Value(noRetryKey{}).(bool)
+	return v
 }
 
 func (c *Client) throttle(e *Error) {
