@@ -105,8 +105,10 @@ type Adapter struct {
 	mu      sync.Mutex
 	account *api.Account
 
-	started time.Time // sent markers older than this come from a previous process
-	notes   noteIndex // the last scan of call notes (recover.go)
+	started time.Time    // sent markers older than this come from a previous process
+	notes   noteIndex    // the last scan of call notes (recover.go)
+	numbers numberLocks  // one unknown-number handling per number at a time (unsorted.go)
+	scan    unsortedScan // the last listing of waiting incoming leads (unsorted.go)
 }
 
 // New builds an adapter from crm.Params (no network I/O).
@@ -367,6 +369,17 @@ func (a *Adapter) logCall(ctx context.Context, rec *call.Record) (string, error)
 	if rec.Customer == "" {
 		return a.skip(ctx, rec, "anonymous", "the caller's number is unknown (anonymous call): amoCRM cannot match it")
 	}
+	// A number whose earlier call became an incoming lead: its contact is hidden, log the call
+	// on that lead while it waits (unsorted.go).
+	ref, ok, err := a.unsortedOf(ctx, rec.Customer)
+	if err != nil {
+		return "", err
+	}
+	if ok {
+		if state, err := a.logRepeat(ctx, rec, ref); err != nil || state != "" {
+			return state, err
+		}
+	}
 	it, err := a.placeCall(ctx, rec)
 	if err != nil {
 		return "", err
@@ -504,10 +517,45 @@ func (a *Adapter) handleUnknown(ctx context.Context, rec *call.Record) (string, 
 	if rec.Direction == call.Outbound {
 		action, path = a.cfg.UnknownNumber.Outbound, "unknown_number.outbound"
 	}
-	switch action {
-	case UnknownSkip:
+	if action == UnknownSkip {
 		return a.skip(ctx, rec, "unknown", rec.Customer+" matches no contact and "+path+" is skip")
-	case UnknownUnsorted:
+	}
+	unlock, err := a.numbers.lock(ctx, rec.Customer)
+	if err != nil {
+		return "", fmt.Errorf("waiting for another call of %s: %w", rec.Customer, err)
+	}
+	defer unlock()
+	// Another call of the number may have made its incoming lead meanwhile, or one waits that
+	// this adapter did not make (unsorted.go).
+	ref, ok, err := a.unsortedOf(ctx, rec.Customer)
+	if err == nil && !ok {
+		if ref, ok, err = a.findUnsorted(ctx, rec.Customer); ok && err == nil {
+			crm.Trace(ctx, "decision", "incoming lead found", rec.Customer+" already has incoming lead "+ref.UID)
+			err = a.rememberUnsorted(ctx, rec.Customer, ref)
+		}
+	}
+	if err != nil {
+		return "", err
+	}
+	if ok {
+		state, err := a.logRepeat(ctx, rec, ref)
+		if err != nil || state != "" {
+			return state, err
+		}
+		// It left Incoming: accepted, its contact is visible now; declined, it is not.
+		it, err := a.placeCall(ctx, rec)
+		switch {
+		case err != nil:
+			return "", err
+		case it.err != nil:
+			return "", it.err
+		case it.placed != nil:
+			return "logged:" + api.EntityPlural(it.placed.EntityType.String()) + ":" + strconv.FormatInt(it.placed.EntityID, 10), nil
+		case it.itemErr.Code() != api.ErrEntityNotFound:
+			return "", crm.Permanent(fmt.Errorf("logging the call: amoCRM refused it: %s %s", it.itemErr.Status, it.itemErr.Title))
+		}
+	}
+	if action == UnknownUnsorted {
 		return a.addUnsorted(ctx, rec)
 	}
 	return a.createContactAndLog(ctx, rec)
@@ -553,11 +601,19 @@ func (a *Adapter) addUnsorted(ctx context.Context, rec *call.Record) (string, er
 		return "", crm.Transient(errors.New("creating an incoming lead: the answer lists none"))
 	default:
 		un := res.Embedded.Unsorted[0]
-		var lead int64
+		var lead, contact int64
 		if len(un.Embedded.Leads) > 0 {
 			lead = un.Embedded.Leads[0].ID
 		}
+		if len(un.Embedded.Contacts) > 0 {
+			contact = un.Embedded.Contacts[0].ID
+		}
 		state = "unsorted:" + un.UID + ":" + strconv.FormatInt(lead, 10)
+		if lead != 0 && un.UID != "" {
+			if err := a.rememberUnsorted(ctx, rec.Customer, unsortedRef{UID: un.UID, Lead: lead, Contact: contact, Checked: a.now()}); err != nil {
+				a.log.Warn("remembering the incoming lead of a number failed: its next call may make another", "number", rec.Customer, "err", err)
+			}
+		}
 	}
 	a.m.unknown.WithLabelValues("unsorted").Inc()
 	crm.Trace(ctx, "decision", "incoming lead", "the call from an unknown number became an incoming lead ("+state+")")

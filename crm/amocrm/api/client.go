@@ -348,8 +348,10 @@ const (
 	PathContacts = "/api/v4/contacts"
 	PathCalls    = "/api/v4/calls"
 	PathUnsorted = "/api/v4/leads/unsorted/sip"
-	PathTasks    = "/api/v4/tasks"
-	PathEvents   = "/api/v2/events"
+	// PathUnsortedList lists incoming leads.
+	PathUnsortedList = "/api/v4/leads/unsorted"
+	PathTasks        = "/api/v4/tasks"
+	PathEvents       = "/api/v2/events"
 )
 
 // ExchangeToken calls the token endpoint (code exchange or refresh). Errors are *Error with the
@@ -443,6 +445,33 @@ func (c *Client) AddCalls(ctx context.Context, items []Call) (*CallsResult, erro
 func (c *Client) AddUnsortedSIP(ctx context.Context, items []UnsortedSIP) (*UnsortedResult, error) {
 	var r UnsortedResult
 	if _, err := c.do(ctx, http.MethodPost, PathUnsorted, nil, items, &r); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
+// ListUnsorted lists one page (pages from 1, at most limit ≤ 250 items) of the incoming leads
+// still waiting in Incoming, newest first: those with the given uid when uid is not "", else
+// those of the category (sip, forms, mail, chats). No item is an empty result (204).
+func (c *Client) ListUnsorted(ctx context.Context, uid, category string, page, limit int) ([]UnsortedItem, error) {
+	q := url.Values{"page": {strconv.Itoa(page)}, "limit": {strconv.Itoa(limit)}, "order[created_at]": {"desc"}}
+	if uid != "" {
+		q.Set("filter[uid]", uid)
+	}
+	if category != "" {
+		q.Set("filter[category][]", category)
+	}
+	var r unsortedPage
+	if _, err := c.do(httpclient.Idempotent(ctx), http.MethodGet, PathUnsortedList, q, nil, &r); err != nil {
+		return nil, err
+	}
+	return r.Embedded.Unsorted, nil
+}
+
+// AddCallNotes adds call_in / call_out notes to entities of one type (leads, contacts, ...).
+func (c *Client) AddCallNotes(ctx context.Context, entityPlural string, notes []NewCallNote) (*CreatedIDs, error) {
+	var r CreatedIDs
+	if _, err := c.do(ctx, http.MethodPost, "/api/v4/"+entityPlural+"/notes", nil, notes, &r); err != nil {
 		return nil, err
 	}
 	return &r, nil
