@@ -12,7 +12,8 @@
 //   - when amoCRM refuses the call because no contact has the number (error 263), follows
 //     unknown_number: create an incoming lead (POST /api/v4/leads/unsorted/sip), or create the
 //     contact and log the call again, or skip it; never silently (crm.Trace and
-//     pbxbridge_amocrm_unknown_numbers_total);
+//     pbxbridge_amocrm_unknown_numbers_total). A number whose incoming lead still waits in
+//     Incoming (its contact hidden) is logged on that lead as a call note (unsorted.go);
 //   - for a missed inbound call creates a "call" task (type 1) for the first responsible of
 //     missed_call_task.responsible (the contact's owner, the last agent who rang, default_user).
 //
@@ -24,8 +25,9 @@
 // task is marked pending before it is created and looked up by its text marker when a
 // redelivery finds it pending.
 //
-// While a call rings (Live), the ringing extension's user gets amoCRM's pop-up (POST
-// /api/v2/events). Router answers /v1/responsible and /v1/lookup from the contact search.
+// While a call rings (Live), the ringing extension's user (inbound) or the dialling one
+// (outbound) gets amoCRM's pop-up (POST /api/v2/events), only while the phone rings.
+// Router answers /v1/responsible and /v1/lookup from the contact search.
 // HTTP routes (mounted under /crm/<name>/): GET /oauth/callback (OAuth redirect URI) and
 // POST /click2call (the widget's click-to-call, authenticated only by amoCRM's one-time token
 // of the clicking user: X-Auth-Token, HS256 with the integration's secret key, single use).
@@ -35,10 +37,12 @@
 // token. A rejected grant makes every call return crm.AuthBroken (records stay queued) and the
 // status "reauthorize" with the consent link.
 //
-// All requests of one instance share a client-side limiter (rate_limit, default 7/s); the Deliver
-// path uses at most rate_limit minus a fifth (at least 1/s) of it so that pop-ups and routing look-ups never queue behind a
-// backlog. A 429 becomes crm.RateLimited with amoCRM's retry_after; a 403 after 429s is read as a
-// block: the client stops sending for 10 minutes and the status says so.
+// All requests of one instance share the account's api.Limiter: at most rate_limit (7) requests
+// in any rolling second as amoCRM counts them, pop-ups and routing look-ups first with a fifth of
+// the slots reserved for them. After a 429 the whole account pauses for amoCRM's advice (at most
+// 60 s) and the refused request goes first when it ends; a request that cannot wait that long
+// returns crm.RateLimited with the pause left. A 403 after 429s is read as a block: the client
+// stops sending for 10 minutes and the status says so.
 package amocrm
 
 import (

@@ -2,7 +2,8 @@
 // the requests the pbxbridge adapter makes, their JSON shapes, the error model and the decoders.
 // It knows nothing about calls records or configuration; package amocrm maps records onto it.
 //
-// Every request waits on the account's shared rate limiter, carries the bearer token from an
+// Every request waits on the account's shared Limiter (with its context's Priority; after a 429
+// the account pauses and the refused request is sent again first), carries the bearer token from an
 // Authorizer (which refreshes it once on 401), reports the server's Date header, and is traced
 // (crm.Trace, redacted). Non-2xx answers come back as *Error. After a 403 that follows 429s the
 // client assumes the IP is blocked and refuses further requests locally for BlockPause, so that
