@@ -896,6 +896,14 @@ func (a *Adapter) Status() crm.Status {
 	if st != "ok" {
 		s.ConnectURL = a.tokens.connectURL()
 	}
+	if until := a.limiter.PausedUntil(); !until.IsZero() {
+		msg := "amoCRM answered 429: the account pauses until " + until.UTC().Format(time.RFC3339)
+		if s.Detail != "" {
+			s.Detail += "; " + msg
+		} else {
+			s.Detail = msg
+		}
+	}
 	if until := a.client.BlockedUntil(); !until.IsZero() {
 		msg := "amoCRM blocked requests after repeated 429s; sending resumes at " + until.UTC().Format(time.RFC3339)
 		if s.Detail != "" {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/pbxbridge/pbxbridge/crm"
 	"github.com/pbxbridge/pbxbridge/crm/amocrm/api"
+	"github.com/pbxbridge/pbxbridge/crm/call"
 )
 
 // Pop-ups that arrive while one is in flight leave together in the next request, one item per
@@ -161,5 +162,54 @@ func waitFor(t *testing.T, cond func() bool) {
 			t.Fatal("condition not reached in 10 s")
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// Every CRM request of a call is in its timeline: the pop-up's request and answer in the Live
+// context's trace, the batched calls request in each Deliver's.
+func TestRequestsInTheCallsTimeline(t *testing.T) {
+	e := newEnv(t, TypeAmoCRM, envOpt{longLived: true})
+	type entry struct{ kind, summary string }
+	var mu sync.Mutex
+	timeline := map[string][]entry{}
+	traced := func(key string) context.Context {
+		return crm.WithTrace(context.Background(), func(kind, summary, _ string) {
+			mu.Lock()
+			defer mu.Unlock()
+			timeline[key] = append(timeline[key], entry{kind, summary})
+		})
+	}
+	ev := &call.Live{Kind: call.LiveRinging, CallID: "1795305782.1", PBX: "office", Direction: call.Inbound, Customer: "+79001234567", Ext: "101"}
+	if err := e.a.Live(traced("live"), ev); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for i := 1; i <= 2; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := e.a.Deliver(traced(fmt.Sprint(i)), answered(i)); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	has := func(key string, want entry) bool {
+		for _, x := range timeline[key] {
+			if x == want {
+				return true
+			}
+		}
+		return false
+	}
+	if !has("live", entry{"request", "POST /api/v2/events"}) || !has("live", entry{"response", "200 POST /api/v2/events"}) {
+		t.Errorf("pop-up timeline %v", timeline["live"])
+	}
+	for _, k := range []string{"1", "2"} {
+		if !has(k, entry{"request", "POST /api/v4/calls"}) || !has(k, entry{"response", "200 POST /api/v4/calls"}) {
+			t.Errorf("call %s timeline %v", k, timeline[k])
+		}
 	}
 }

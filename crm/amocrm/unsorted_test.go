@@ -189,3 +189,24 @@ func TestRepeatCallerConcurrentAndForgotten(t *testing.T) {
 		t.Fatalf("violations: %v", fs.ViolationList)
 	}
 }
+
+// FuzzParseUnsortedRef: what the call store holds for a number parses back, or is refused,
+// without a panic.
+func FuzzParseUnsortedRef(f *testing.F) {
+	f.Add(unsortedRef{UID: "98fb033cefde", Lead: 1000, Contact: 1001, Checked: time.Unix(1795305600, 0)}.String())
+	f.Add("")
+	f.Add("x:0:0:0")
+	f.Add("a:b:c:d:e")
+	f.Fuzz(func(t *testing.T, s string) {
+		ref, ok := parseUnsortedRef(s)
+		if !ok {
+			return
+		}
+		if ref.Lead <= 0 || ref.UID == "" {
+			t.Fatalf("accepted %q as %+v", s, ref)
+		}
+		if again, ok := parseUnsortedRef(ref.String()); !ok || again != ref {
+			t.Fatalf("%q → %+v → %q → %+v", s, ref, ref.String(), again)
+		}
+	})
+}
