@@ -21,7 +21,7 @@ import (
 // (docs/crm-apis.md B.8): POST /api/v4/calls does not match it, so every further call from the
 // number would be refused (263) and make another incoming lead. Instead the adapter remembers,
 // per number (its last 10 digits), the incoming lead it made (call store key numberKey, field
-// fieldUnsorted), and logs a later call from or to that number as a call_in/call_out note on
+// fieldUnsorted; the daemon prunes it after the outbox retention without an update), and logs a later call from or to that number as a call_in/call_out note on
 // the lead (POST /api/v4/leads/notes, the same note a logged call becomes) while the lead waits in
 // Incoming; once it was accepted, the contact is visible and the call goes to POST
 // /api/v4/calls as usual; once it was declined, the call is a new unknown number. Whether the
