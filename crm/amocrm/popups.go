@@ -105,6 +105,9 @@ func (p *popups) submit(ctx context.Context, ev api.Event) error {
 		p.wake()
 	}
 	p.mu.Unlock()
+	if stale := crm.LiveStale(ctx); stale != nil {
+		return stale // the daemon's *StaleError: why the moment passed
+	}
 	return fmt.Errorf("%w (%w)", crm.ErrLiveStale, why)
 }
 

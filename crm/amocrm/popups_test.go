@@ -213,3 +213,29 @@ func TestRequestsInTheCallsTimeline(t *testing.T) {
 		}
 	}
 }
+
+// CONTRACT B through Live: a pop-up waiting for the account's pause when the daemon cancels its
+// context because the extension stopped ringing returns the daemon's cause (reason kept for
+// pbxbridge_live_actions_dropped_total) and is never sent.
+func TestLiveDroppedWhenStale(t *testing.T) {
+	e := newEnv(t, TypeAmoCRM, envOpt{longLived: true})
+	p, err := e.a.limiter.Acquire(t.Context(), api.PriorityDeliver)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Release(true, time.Minute) // amoCRM asked for a minute
+	ctx, cancel := context.WithCancelCause(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- e.a.Live(ctx, &call.Live{Kind: call.LiveRinging, CallID: "1", Direction: call.Inbound, Customer: "+79001234567", Ext: "101"})
+	}()
+	waitFor(t, func() bool { e.a.popups.mu.Lock(); defer e.a.popups.mu.Unlock(); return len(e.a.popups.pending) == 1 })
+	cancel(&crm.StaleError{Reason: crm.LiveDropStoppedRinging})
+	err = <-done
+	if !errors.Is(err, crm.ErrLiveStale) || crm.StaleReason(err) != crm.LiveDropStoppedRinging {
+		t.Fatalf("stale pop-up: %v (reason %q)", err, crm.StaleReason(err))
+	}
+	if n := len(e.state().Events); n != 0 {
+		t.Fatalf("%d pop-ups sent", n)
+	}
+}
