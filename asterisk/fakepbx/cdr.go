@@ -129,7 +129,7 @@ func newCDRWriter(cfg CDRConfig, log func(string, ...any)) (*cdrWriter, error) {
 		return nil, errors.New("fakepbx: cdr: neither CSVPath nor MySQLDSN")
 	}
 	if cfg.CSVPath != "" {
-		f, err := os.OpenFile(cfg.CSVPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		f, err := os.OpenFile(cfg.CSVPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 		if err != nil {
 			return nil, fmt.Errorf("fakepbx: cdr: %w", err)
 		}
@@ -215,7 +215,7 @@ func (w *cdrWriter) write(rows []*cdrRow) {
 		for _, r := range rows {
 			buf = append(buf, r.csvLine(w.loc)...)
 		}
-		f, err := os.OpenFile(w.cfg.CSVPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		f, err := os.OpenFile(w.cfg.CSVPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 		if err == nil {
 			_, err = f.Write(buf)
 			if cerr := f.Close(); err == nil {

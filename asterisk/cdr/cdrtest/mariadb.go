@@ -59,45 +59,45 @@ func (m *MariaDB) Socket() string { return m.sock }
 // after it, dropped at its end), runs the statements in it and returns a DSN for it (user root,
 // go-sql-driver/mysql format). It skips the test when MariaDB is not installed, unless
 // RequireEnv is set.
-func (m *MariaDB) Database(t testing.TB, statements ...string) string {
-	t.Helper()
+func (m *MariaDB) Database(tb testing.TB, statements ...string) string {
+	tb.Helper()
 	m.once.Do(m.start)
 	if m.err != nil {
 		if os.Getenv(RequireEnv) == "1" {
-			t.Fatalf("mariadb: %v", m.err)
+			tb.Fatalf("mariadb: %v", m.err)
 		}
-		t.Skipf("mariadb: %v; %s=1 makes this a failure", m.err, RequireEnv)
+		tb.Skipf("mariadb: %v; %s=1 makes this a failure", m.err, RequireEnv)
 	}
-	name := "t_" + strings.ToLower(regexp.MustCompile(`[^A-Za-z0-9]+`).ReplaceAllString(t.Name(), "_"))
+	name := "t_" + strings.ToLower(regexp.MustCompile(`[^A-Za-z0-9]+`).ReplaceAllString(tb.Name(), "_"))
 	if len(name) > 64 {
 		name = name[:64]
 	}
 	root, err := sql.Open("mysql", "root@unix("+m.sock+")/")
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	defer root.Close()
+	defer func() { _ = root.Close() }()
 	ctx := context.Background()
 	for _, s := range []string{"DROP DATABASE IF EXISTS " + name, "CREATE DATABASE " + name} {
 		if _, err := root.ExecContext(ctx, s); err != nil {
-			t.Fatalf("%s: %v", s, err)
+			tb.Fatalf("%s: %v", s, err)
 		}
 	}
-	t.Cleanup(func() {
+	tb.Cleanup(func() {
 		if db, err := sql.Open("mysql", "root@unix("+m.sock+")/"); err == nil {
 			_, _ = db.ExecContext(context.Background(), "DROP DATABASE IF EXISTS "+name)
-			db.Close()
+			_ = db.Close()
 		}
 	})
 	dsn := "root@unix(" + m.sock + ")/" + name
 	db, err := sql.Open("mysql", dsn)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	defer db.Close()
+	defer func() { _ = db.Close() }()
 	for _, s := range statements {
 		if _, err := db.ExecContext(ctx, s); err != nil {
-			t.Fatalf("%s: %v", truncate(s, 200), err)
+			tb.Fatalf("%s: %v", truncate(s, 200), err)
 		}
 	}
 	return dsn
@@ -144,7 +144,7 @@ func (m *MariaDB) start() {
 	}
 	args := append([]string{"--no-defaults", "--datadir=" + data, "--auth-root-authentication-method=normal",
 		"--skip-test-db"}, asRoot...)
-	if out, err := exec.Command(install, args...).CombinedOutput(); err != nil {
+	if out, err := exec.Command(install, args...).CombinedOutput(); err != nil { //nolint:gosec // G204: the installed MariaDB's own program
 		m.err = fmt.Errorf("%s: %w\n%s", install, err, tail(out))
 		return
 	}
@@ -153,7 +153,7 @@ func (m *MariaDB) start() {
 		"--pid-file=" + filepath.Join(dir, "mysqld.pid"), "--log-error=" + filepath.Join(dir, "error.log"),
 		"--tmpdir=" + dir, "--skip-grant-tables", "--skip-log-bin", "--innodb-buffer-pool-size=16M",
 		"--innodb-flush-log-at-trx-commit=0"}, asRoot...)
-	m.cmd = exec.Command(server, args...)
+	m.cmd = exec.Command(server, args...) //nolint:gosec // G204: the installed MariaDB's own program
 	if err := m.cmd.Start(); err != nil {
 		m.err = err
 		return
@@ -166,7 +166,7 @@ func (m *MariaDB) start() {
 		m.err = err
 		return
 	}
-	defer db.Close()
+	defer func() { _ = db.Close() }()
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	deadline := time.After(60 * time.Second)
