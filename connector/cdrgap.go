@@ -26,7 +26,8 @@ import (
 //     and the start of the oldest record not yet committed to the outbox; while a gap waits to
 //     be recovered it stays at the gap's start. The watermark is written to the outbox's meta
 //     table lazily, once a second when it changed (gapMetaPrefix+pbx), so a restart knows
-//     where the last run's knowledge ended.
+//     where the last run's knowledge ended. The first run with a cdr block writes its start
+//     time at once (durably), so even a run killed in its first second leaves one.
 //   - A gap opens at a lost connection (at the watermark then) or at start (at the watermark
 //     the last run left) and ends at the next login. After the first complete channel snapshot
 //     that follows (the model then knows every call still up, and the ledger has finished the
@@ -113,7 +114,17 @@ func newCDRGap(ctx context.Context, p *pbxRT, pc *config.PBX, opts callmodel.Opt
 				g.pending, g.pendingFrom = true, t
 				g.mark.Store(t.UnixNano())
 				p.d.m.cdrPending.WithLabelValues(p.name).Set(1)
+				g.log.Info("the calls since the last run's last event will be recovered from the CDR after the first login", "since", t)
 			}
+		} else {
+			// The first run with a cdr block: nothing before it is recovered, but everything
+			// from now on is, should this run die before its first watermark is written.
+			now := p.d.now()
+			if err := p.d.store.SetMeta(ctx, gapMetaPrefix+p.name, []byte(now.UTC().Format(time.RFC3339Nano))); err != nil {
+				g.log.Warn("cannot store the first CDR watermark", "err", err)
+			}
+			g.mark.Store(now.UnixNano())
+			g.log.Info("no CDR watermark yet (the first run with a cdr block): calls from now on can be recovered from the CDR")
 		}
 	}
 	lctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
@@ -128,30 +139,13 @@ func (g *cdrGap) configure(pc *config.PBX, opts callmodel.Options) error {
 	if g == nil {
 		return nil
 	}
-	var src cdr.Source
-	closeSrc := func() error { return nil }
 	var cfg config.CDR
 	if pc.CDR != nil {
 		cfg = *pc.CDR
-		switch {
-		case cfg.CSV != nil:
-			c := cfg.CSV
-			r, err := cdr.NewCSVReader(cdr.CSVConfig{Path: c.Path, LogUniqueID: c.LogUniqueID, LogUserField: c.LogUserField,
-				NewCDRColumns: c.NewCDRColumns, UseGMTime: c.UseGMTime, Location: config.Location(c.Timezone),
-				MaxCallAge: c.MaxCallAge, OnBadRecord: g.badRecord})
-			if err != nil {
-				return fmt.Errorf("pbx %s: cdr: %w", pc.Name, err)
-			}
-			src = r
-		case cfg.MySQL != nil:
-			c := cfg.MySQL
-			r, err := cdr.OpenMySQL(cdr.MySQLConfig{DSN: c.DSN.Value(), Table: c.Table, Location: config.Location(c.Timezone),
-				QueryTimeout: c.QueryTimeout, OnBadRecord: g.badRecord})
-			if err != nil {
-				return fmt.Errorf("pbx %s: cdr: %w", pc.Name, err)
-			}
-			src, closeSrc = r, r.Close
-		}
+	}
+	src, closeSrc, err := OpenCDR(pc, g.badRecord)
+	if err != nil {
+		return err
 	}
 	g.mu.Lock()
 	old := g.closeSrc
@@ -166,6 +160,36 @@ func (g *cdrGap) configure(pc *config.PBX, opts callmodel.Options) error {
 		g.p.d.m.recoveredCDR.WithLabelValues(g.p.name).Add(0)
 	}
 	return nil
+}
+
+// OpenCDR opens the CDR source of a PBX (nil when it has no cdr block) and returns it with its
+// close function. It does not touch the file or the database: the first Read does. onBad, when
+// set, is told of malformed records, which are then skipped.
+func OpenCDR(pc *config.PBX, onBad func(*cdr.RecordError)) (cdr.Source, func() error, error) {
+	none := func() error { return nil }
+	if pc.CDR == nil {
+		return nil, none, nil
+	}
+	switch c := pc.CDR; {
+	case c.CSV != nil:
+		v := c.CSV
+		r, err := cdr.NewCSVReader(cdr.CSVConfig{Path: v.Path, LogUniqueID: v.LogUniqueID, LogUserField: v.LogUserField,
+			NewCDRColumns: v.NewCDRColumns, UseGMTime: v.UseGMTime, Location: config.Location(v.Timezone),
+			MaxCallAge: v.MaxCallAge, OnBadRecord: onBad})
+		if err != nil {
+			return nil, none, fmt.Errorf("pbx %s: cdr: %w", pc.Name, err)
+		}
+		return r, none, nil
+	case c.MySQL != nil:
+		v := c.MySQL
+		r, err := cdr.OpenMySQL(cdr.MySQLConfig{DSN: v.DSN.Value(), Table: v.Table, Location: config.Location(v.Timezone),
+			QueryTimeout: v.QueryTimeout, OnBadRecord: onBad})
+		if err != nil {
+			return nil, none, fmt.Errorf("pbx %s: cdr: %w", pc.Name, err)
+		}
+		return r, r.Close, nil
+	}
+	return nil, none, nil
 }
 
 func (g *cdrGap) enabled() bool {
@@ -223,11 +247,13 @@ func (g *cdrGap) event(ev *asterisk.Event) {
 		g.gen++
 		g.pendingTo = time.Time{}
 		g.mark.Store(g.pendingFrom.UnixNano())
+		g.log.Debug("a gap opened: its calls will be read from the CDR after the next login", "since", g.pendingFrom)
 	case asterisk.TypeSnapshotEnd:
 		if ev.Vars["error"] != "" || !g.pending || g.pendingTo.IsZero() {
 			return
 		}
 		w := gapWindow{from: g.pendingFrom, to: g.pendingTo, gen: g.gen}
+		g.log.Debug("reading the CDR of the gap after pbx.cdr.delay", "from", w.from, "to", w.to)
 		select {
 		case <-g.req: // a newer window supersedes the one not started yet
 		default:

@@ -1,6 +1,7 @@
 package connector_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"net/http"
@@ -15,6 +16,7 @@ import (
 	"github.com/pbxbridge/pbxbridge/asterisk/fakepbx"
 	"github.com/pbxbridge/pbxbridge/asterisk/transcripts"
 	"github.com/pbxbridge/pbxbridge/connector"
+	"github.com/pbxbridge/pbxbridge/connector/cli"
 	"github.com/pbxbridge/pbxbridge/connector/config"
 	"github.com/pbxbridge/pbxbridge/crm/call"
 	"github.com/pbxbridge/pbxbridge/crm/fake"
@@ -233,4 +235,33 @@ func metric(d *connector.Daemon, name, label, value string) float64 {
 		}
 	}
 	return 0
+}
+
+// `pbxbridge doctor` reads the last day of each PBX's CDR and says whether it can.
+func TestDoctorCDR(t *testing.T) {
+	pbx, err := fakepbx.Start(fakepbx.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pbx.Close()
+	dir := t.TempDir()
+	csv := filepath.Join(dir, "Master.csv")
+	path := cdrTestConfig(t, pbx.Addr(), csv)
+	doctor := func() string {
+		var out, errOut bytes.Buffer
+		cli.MainIO(context.Background(), "test", []string{"doctor", "--config", path, "--timeout", "5s"}, &out, &errOut)
+		return out.String()
+	}
+	if out := doctor(); !strings.Contains(out, "FAIL  pbx lab: cdr") || !strings.Contains(out, "no such file") {
+		t.Errorf("no Master.csv:\n%s", out)
+	}
+	now := time.Now().UTC().Add(-time.Hour).Format("2006-01-02 15:04:05")
+	row := `"","101","102","from-internal","""A"" <101>","PJSIP/101-00000001","PJSIP/102-00000002","Dial","PJSIP/102","` +
+		now + `",,"` + now + `",0,0,"NO ANSWER","DOCUMENTATION","1700000000.1",""` + "\n"
+	if err := os.WriteFile(csv, []byte(row), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out := doctor(); !strings.Contains(out, "OK    pbx lab: cdr") || !strings.Contains(out, "1 rows in the last 24 h") {
+		t.Errorf("one row:\n%s", out)
+	}
 }
