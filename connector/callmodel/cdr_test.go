@@ -19,6 +19,7 @@ import (
 
 	"github.com/pbxbridge/pbxbridge/asterisk/ami"
 	"github.com/pbxbridge/pbxbridge/asterisk/cdr"
+	"github.com/pbxbridge/pbxbridge/asterisk/transcripts"
 	withcdr "github.com/pbxbridge/pbxbridge/asterisk/transcripts/with-cdr"
 	"github.com/pbxbridge/pbxbridge/connector/callmodel"
 	"github.com/pbxbridge/pbxbridge/connector/replay"
@@ -314,3 +315,157 @@ func TestFromCDRShapes(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// cdrEventRows reads the Cdr events of an AMI capture as CDR rows: cdr_manager's events are the
+// rows cdr_csv writes to Master.csv (asterisk/fakepbx's TestCdrEventsAreMasterCSV shows it on the
+// with-cdr recordings), so every lab transcript carries its own CDR.
+func cdrEventRows(t *testing.T, data []byte) []cdr.Row {
+	t.Helper()
+	r := ami.NewReader(bytes.NewReader(data))
+	if _, err := r.ReadBanner(); err != nil {
+		t.Fatal(err)
+	}
+	parse := func(s string) time.Time {
+		if s == "" {
+			return time.Time{}
+		}
+		v, err := time.ParseInLocation("2006-01-02 15:04:05", s, time.UTC)
+		if err != nil {
+			t.Fatalf("Cdr time %q: %v", s, err)
+		}
+		return v
+	}
+	var rows []cdr.Row
+	for {
+		f, err := r.ReadFrame()
+		if errors.Is(err, io.EOF) {
+			return rows
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f.Event() != "Cdr" {
+			continue
+		}
+		rows = append(rows, cdr.Row{AccountCode: f.Get("AccountCode"), Src: f.Get("Source"), Dst: f.Get("Destination"),
+			DContext: f.Get("DestinationContext"), CLID: f.Get("CallerID"), Channel: f.Get("Channel"),
+			DstChannel: f.Get("DestinationChannel"), LastApp: f.Get("LastApplication"), LastData: f.Get("LastData"),
+			Start: parse(f.Get("StartTime")), Answer: parse(f.Get("AnswerTime")), End: parse(f.Get("EndTime")),
+			Disposition: f.Get("Disposition"), AMAFlags: f.Get("AMAFlags"), UniqueID: f.Get("UniqueID"),
+			UserField: f.Get("UserField")})
+	}
+}
+
+// TestFromCDRLabGolden: the CDR of every lab transcript (its Cdr events, plain Master.csv
+// columns) against the hand-written expected records of testdata/<scenario>/expected.jsonl: the
+// same fields as TestFromCDRMatchesLive are equal but for the whole seconds (ring, talk, the
+// legs' talk), which may be one off (from times truncated to the second: the queue call's ring
+// 29.99 → 33.02 s is 3 s live and 29 → 33, 4 s, in the CDR); times are the expected ones
+// truncated to the second (within the golden tests' 20 ms, the expected times being the meta
+// file's).
+func TestFromCDRLabGolden(t *testing.T) {
+	t.Parallel()
+	opts := loadOptions(t, "testdata/lab.yaml")
+	for _, name := range transcripts.Scenarios() {
+		t.Run(name, func(t *testing.T) {
+			exp, err := os.ReadFile(filepath.Join("testdata", name, "expected.jsonl"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := map[string]call.Record{}
+			for _, r := range readRecords(t, exp) {
+				want[r.CallID] = r
+			}
+			data, err := transcripts.AMI(name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			calls := cdr.Group(cdrEventRows(t, data))
+			n := 0
+			for i := range calls {
+				got := callmodel.FromCDR(&opts, &calls[i], callmodel.CDROptions{PBX: "lab"})
+				w, ok := want[calls[i].ID]
+				if !ok {
+					if got != nil {
+						t.Errorf("call %s: a record from the CDR, none expected: %+v", calls[i].ID, got)
+					}
+					continue
+				}
+				if got == nil {
+					t.Errorf("call %s: no record from the CDR", calls[i].ID)
+					continue
+				}
+				n++
+				compareCDRGolden(t, got, w)
+			}
+			if n != len(want) {
+				t.Errorf("%d of the %d expected calls came out of the CDR", n, len(want))
+			}
+		})
+	}
+}
+
+func compareCDRGolden(t *testing.T, got *call.Record, want call.Record) {
+	t.Helper()
+	near := func(field string, g, w time.Time) {
+		t.Helper()
+		if d := w.Sub(g); d < -timeMargin || d >= time.Second+timeMargin {
+			t.Errorf("%s %s: %s, want %s truncated to the second", want.CallID, field, g.Format(time.RFC3339Nano), w.Format(time.RFC3339Nano))
+		}
+	}
+	near("started_at", got.StartedAt, want.StartedAt)
+	near("ended_at", got.EndedAt, want.EndedAt)
+	if (got.AnsweredAt == nil) != (want.AnsweredAt == nil) {
+		t.Errorf("%s answered_at: %v, want %v", want.CallID, got.AnsweredAt, want.AnsweredAt)
+	} else if got.AnsweredAt != nil {
+		near("answered_at", *got.AnsweredAt, *want.AnsweredAt)
+	}
+	if len(got.Legs) == len(want.Legs) {
+		for i := range got.Legs {
+			near("leg answered_at", *got.Legs[i].AnsweredAt, *want.Legs[i].AnsweredAt)
+			near("leg ended_at", *got.Legs[i].EndedAt, *want.Legs[i].EndedAt)
+		}
+	}
+	if len(got.Transfers) == len(want.Transfers) {
+		for i := range got.Transfers {
+			near("transfer at", got.Transfers[i].At, want.Transfers[i].At)
+		}
+	}
+	if got.Line != "" && got.Line != want.Line {
+		t.Errorf("%s line %q, want %q or none", want.CallID, got.Line, want.Line)
+	}
+	oneOff := func(field string, g, w *int) {
+		t.Helper()
+		if d := *g - *w; d < -1 || d > 1 {
+			t.Errorf("%s %s: %d, want %d ± 1", want.CallID, field, *g, *w)
+		}
+		*g = *w
+	}
+	g := *got
+	g.Legs = slices.Clone(g.Legs)
+	oneOff("ring_seconds", &g.RingSeconds, &want.RingSeconds)
+	oneOff("talk_seconds", &g.TalkSeconds, &want.TalkSeconds)
+	if len(g.Legs) == len(want.Legs) {
+		for i := range g.Legs {
+			oneOff("leg talk_seconds", &g.Legs[i].TalkSeconds, &want.Legs[i].TalkSeconds)
+		}
+	}
+	w := want
+	w.Flags = slices.DeleteFunc(slices.Clone(w.Flags), func(f string) bool { return f == call.FlagClickToCall })
+	w.Flags = append(w.Flags, call.FlagRecoveredFromCDR)
+	for _, r := range []*call.Record{&w, &g} {
+		r.StartedAt, r.EndedAt, r.AnsweredAt = time.Time{}, time.Time{}, nil
+		r.Line, r.Recording, r.HangupCause, r.OriginateID, r.PBX = "", "", 0, "", ""
+		r.Legs = slices.Clone(r.Legs)
+		for i := range r.Legs {
+			r.Legs[i].AnsweredAt, r.Legs[i].EndedAt = nil, nil
+		}
+		r.Transfers = slices.Clone(r.Transfers)
+		for i := range r.Transfers {
+			r.Transfers[i].At = time.Time{}
+		}
+	}
+	if diff := cmp.Diff(w, g, cmpopts.EquateEmpty()); diff != "" {
+		t.Errorf("%s: record from the CDR differs from expected.jsonl (-expected +cdr):\n%s", want.CallID, diff)
+	}
+}
