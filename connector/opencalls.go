@@ -254,8 +254,9 @@ func (l *ledger) recover(ctx context.Context, has func(callID string) bool) ([]*
 		if has(c.CallID) {
 			continue // still up: the model follows it from the snapshot
 		}
-		if c.Customer == "" && c.Direction != call.Internal && l.leaveToCDR.Load() {
-			// No number to log it with: the CDR recovery that follows has the whole call.
+		if c.Customer == "" && l.leaveToCDR.Load() {
+			// No number to log it with (a click-to-call still ringing the agent looks internal
+			// until its originate id arrives): the CDR recovery that follows has the whole call.
 			l.log.Info("a call in progress when pbxbridge stopped ended while it was down; leaving it to the CDR (the ledger has no customer number)",
 				"call", r.Key, "direction", c.Direction)
 			l.gone[r.Key] = true

@@ -23,6 +23,7 @@ import (
 
 	"github.com/pbxbridge/pbxbridge/asterisk/fakepbx"
 	"github.com/pbxbridge/pbxbridge/connector/loadtest"
+	"github.com/pbxbridge/pbxbridge/crm/call"
 	"github.com/pbxbridge/pbxbridge/crm/fake"
 )
 
@@ -238,6 +239,11 @@ func faultKill(t *testing.T, source string) {
 		}
 		return k
 	}
+	// origin says where the records of a class came from.
+	origin := func(vs []loadtest.Verdict) string {
+		cdr, ledger := flagged(vs, call.FlagRecoveredFromCDR), flagged(vs, call.FlagEndedUnseen)
+		return fmt.Sprintf("%d from the CDR, %d from the open-calls ledger, %d from the live events", cdr, ledger, len(vs)-cdr-ledger)
+	}
 	if lost, _ := loadtest.Tally(all); len(lost) > 0 {
 		for _, v := range all {
 			if v.Logged[loadtest.ConnBitrix24] > 0 && v.Logged[loadtest.ConnAmo] > 0 {
@@ -270,23 +276,13 @@ func faultKill(t *testing.T, source string) {
 		downtime += o.back.Sub(o.killed)
 	}
 	t.Logf("CDR in %s; %d kills (daemon down %v in all); %d calls; %d records, each delivered exactly once to each CRM: "+
-		"%d ended while the daemon was connected; %d rang while it was up and ended while it was down (%d finished from the open-calls ledger, %d from the CDR); "+
-		"%d others ended while it was down (began during the outage, or an outbound attempt nobody answered; %d from the CDR); "+
-		"%d ended from %v before a kill to the restart (%d from the CDR); %d records recovered from the CDR in all",
-		source, len(outages), downtime.Round(time.Millisecond), n, checked, len(must), len(known), flagged(known, "ended_unseen"),
-		flagged(known, "recovered_from_cdr"), len(ended), flagged(ended, "recovered_from_cdr"), len(window), inFlight,
-		flagged(window, "recovered_from_cdr"), flagged(all, "recovered_from_cdr"))
+		"%d ended while the daemon was connected; %d rang while it was up and ended while it was down (%s); "+
+		"%d others ended while it was down (began during the outage, or an outbound attempt nobody answered: %s); "+
+		"%d ended from %v before a kill to the restart (%s); %d records recovered from the CDR in all",
+		source, len(outages), downtime.Round(time.Millisecond), n, checked, len(must), len(known), origin(known),
+		len(ended), origin(ended), len(window), inFlight, origin(window), flagged(all, call.FlagRecoveredFromCDR))
 }
 
-func counts(m map[string][]string) map[string]int {
-	out := map[string]int{}
-	for k, v := range m {
-		out[k] = len(v)
-	}
-	return out
-}
-
-// traceOf finds the replay that produced the record key.
 func traceOf(e *loadtest.Env, key string) *loadtest.CallTrace {
 	for _, tr := range e.PBX.Traces() {
 		if _, ok := e.Expected.Keys(&tr)[key]; ok {
@@ -316,31 +312,34 @@ func fakeLog(t *testing.T, path string) map[string]fake.Line {
 	return out
 }
 
-// TestFaultAMIDrops: the PBX drops the AMI connection every 10 s of load (every 3 s in the short
+// TestFaultAMIDrops: the PBX drops the AMI connection every 10 s of load (every 6 s in the short
 // form) while calls go on. Every call is logged exactly once by both CRMs, and its disposition
-// and direction are what really happened (the scenario's expected record) — for every call the
-// daemon could see: a call that began and ended while the connection was down is invisible over
-// AMI, and one whose answer and hangup both fell into a gap cannot be known as answered; those
-// are counted apart.
+// and direction are what really happened (the scenario's expected record): the calls the daemon
+// saw, and those that began and ended while the connection was down, invisible over AMI and
+// recovered from the PBX's Master.csv after the reconnect (flag recovered_from_cdr). A call whose
+// answer and hangup both fell into a gap cannot be known as answered; those are counted apart.
 func TestFaultAMIDrops(t *testing.T) {
 	skipSubprocess(t)
 	dir := t.TempDir()
 	// The short form drops every 6 s: longer than the AMI source's StableAfter (5 s), as 10 s is.
 	every := pick(6*time.Second, 10*time.Second)
 	dur := pick(18*time.Second, 2*time.Minute)
+	csv := filepath.Join(dir, "Master.csv")
 	e := startEnv(t, loadtest.EnvOptions{
-		PBX: fakepbx.Config{Speed: 2, DropEvery: every},
+		PBX: fakepbx.Config{Speed: 2, DropEvery: every, CDR: &fakepbx.CDRConfig{CSVPath: csv}},
 		Daemon: loadtest.DaemonOptions{Dir: dir, Connectors: []string{loadtest.ConnBitrix24, loadtest.ConnAmo, loadtest.ConnFake},
-			Unlimited: true, Workers: 4, FakeLog: filepath.Join(dir, "fake.jsonl")},
+			Unlimited: true, Workers: 4, FakeLog: filepath.Join(dir, "fake.jsonl"), CDRCSV: csv},
 	})
 	ctx := context.Background()
 	const rate = 5
 	n := int(rate * dur.Seconds())
 	wait(t, background(t, e, rate, n, 0), dur+time.Minute, "the load")
-	// Calls whose end fell into a gap are finished by the next reconnect's snapshot.
+	// Calls whose end fell into a gap are finished by the next reconnect's snapshot, those that
+	// began in it too are recovered from the CDR pbx.cdr.delay after it.
 	if err := e.WaitNoOpenCalls(ctx, every+30*time.Second); err != nil {
 		t.Fatal(err)
 	}
+	time.Sleep(2 * time.Second)
 	if err := e.WaitDrained(ctx, 2*time.Minute, -1); err != nil {
 		t.Fatal(err)
 	}
@@ -353,17 +352,23 @@ func TestFaultAMIDrops(t *testing.T) {
 	invisible, blind, wrong := 0, 0, 0
 	for _, v := range e.Check(nil) {
 		tr := traceOf(e, v.Key)
+		got, ok := records[v.Key]
 		switch {
+		case !ok:
+			t.Errorf("%s (%s, %d of %d events unseen): no record at all", v.Key, v.Scenario, tr.Unseen, tr.Events)
+			continue
 		case tr.FirstSeen.IsZero():
-			invisible++ // began and ended while disconnected
+			// Began and ended while disconnected: from the CDR, and right.
+			invisible++
+			seen = append(seen, v)
+			if !got.Record.HasFlag(call.FlagRecoveredFromCDR) || got.Record.Disposition != v.Record.Disposition ||
+				got.Record.Direction != v.Record.Direction {
+				t.Errorf("%s (%s, began and ended in a gap): %s %s flags %v, want %s %s recovered from the CDR", v.Key, v.Scenario,
+					got.Record.Direction, got.Record.Disposition, got.Record.Flags, v.Record.Direction, v.Record.Disposition)
+			}
 			continue
 		case tr.Unseen > 0:
 			blind++
-		}
-		got, ok := records[v.Key]
-		if !ok {
-			t.Errorf("%s (%s, %d of %d events unseen): no record at all", v.Key, v.Scenario, tr.Unseen, tr.Events)
-			continue
 		}
 		if got.Record.Direction != v.Record.Direction && tr.Unseen > 0 {
 			// Built from part of the call, as another direction: it is not the CRMs' to log.
@@ -404,7 +409,7 @@ func TestFaultAMIDrops(t *testing.T) {
 		t.Logf("%d drops, %d AMI reconnects seen by the daemon", drops, st.PBX[0].Reconnects)
 	}
 	t.Logf("%d calls; %d records seen by the daemon, each logged once by both CRMs; %d had events in a gap "+
-		"(%d of them with a direction or disposition the daemon could not know); %d began and ended inside a gap",
+		"(%d of them with a direction or disposition the daemon could not know); %d began and ended inside a gap, recovered from the CDR",
 		n, len(seen), blind, wrong, invisible)
 }
 
