@@ -33,7 +33,10 @@ import (
 //     that follows (the model then knows every call still up, and the ledger has finished the
 //     calls it kept), the gap's goroutine waits pbx[].cdr.delay (Asterisk writes a call's rows
 //     when it ends, Master.csv a moment later, batch mode later still) and reads the calls that
-//     began in [start - cdrSlack, login + cdrSlack) (cdr.ReadCalls, cdrMargin around it).
+//     began in [start - cdrSlack, login + cdrSlack) (cdr.ReadCalls, cdrMargin around it); and
+//     once more cdrRecheck delays later, for rows written late, before the gap closes. A call
+//     that began in the gap and was still up at the login has its record from the model
+//     (which learnt it from the snapshot), whenever its rows are written.
 //   - Each CDR call is turned into a record (callmodel.FromCDR, flag recovered_from_cdr) and
 //     dropped if the call is known: first, in the model goroutine, if the model has any of its
 //     rows' uniqueids, linkedids or channel names, or a record of that key is on its way to the
@@ -55,6 +58,10 @@ const (
 	cdrMargin = time.Hour
 	// cdrTimeout bounds one recovery (reading, checking, handing over).
 	cdrTimeout = 2 * time.Minute
+	// cdrRecheck: a gap is read a second time this many delays after the first read, for the
+	// rows Asterisk wrote late (a slow disk, batch mode a little longer than the delay); it
+	// stays open (and the watermark with it) until then.
+	cdrRecheck = 3
 	// cdrRetry is the first delay after a failed recovery; it doubles up to cdrRetryMax.
 	cdrRetry    = 30 * time.Second
 	cdrRetryMax = 5 * time.Minute
@@ -64,6 +71,9 @@ const (
 type gapWindow struct {
 	from, to time.Time
 	gen      uint64 // the gap generation it was asked for (cdrGap.gen)
+	// final: the second read, cdrRecheck × delay after the first, for rows written late; the
+	// gap closes after it.
+	final bool
 }
 
 // cdrGap is one PBX's gap recovery. It exists for every PBX; without a cdr block it keeps no
@@ -358,6 +368,12 @@ func (g *cdrGap) loop(ctx context.Context) {
 				retry = min(2*retry, cdrRetryMax)
 				continue
 			}
+			if !w.final {
+				w.final = true
+				next = &w
+				timer.Reset(cdrRecheck * g.delay())
+				continue
+			}
 			next = nil
 		}
 	}
@@ -451,8 +467,14 @@ func (g *cdrGap) recover(ctx context.Context, w gapWindow) (err error) {
 		m.recoveredCDR.WithLabelValues(p.name).Inc()
 		p.Record(r)
 	}
-	if err := p.inModel(ctx, func() { g.recovered(w) }); err != nil {
-		return err
+	if w.final {
+		if err := p.inModel(ctx, func() { g.recovered(w) }); err != nil {
+			return err
+		}
+		if n > 0 {
+			g.log.Info("calls of a gap recovered from rows the CDR wrote late", "gap_from", w.from, "gap_to", w.to, "recovered", n)
+		}
+		return nil
 	}
 	summary := fmt.Sprintf("gap %s – %s: %d calls in the CDR, %d known, %d recovered",
 		w.from.Format(time.RFC3339), w.to.Format(time.RFC3339), len(cands), len(cands)-n, n)

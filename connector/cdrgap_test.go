@@ -22,8 +22,13 @@ import (
 	"github.com/pbxbridge/pbxbridge/crm/fake"
 )
 
-// cdrTestConfig is testConfig with the PBX's Master.csv as its CDR.
+// cdrTestConfig is testConfig with the PBX's Master.csv as its CDR, read 300 ms after a login.
 func cdrTestConfig(t *testing.T, addr, csvPath string) string {
+	t.Helper()
+	return cdrTestConfigDelay(t, addr, csvPath, "300ms")
+}
+
+func cdrTestConfigDelay(t *testing.T, addr, csvPath, delay string) string {
 	t.Helper()
 	path := testConfig(t, addr, "")
 	data, err := os.ReadFile(path)
@@ -33,7 +38,7 @@ func cdrTestConfig(t *testing.T, addr, csvPath string) string {
 	block := "      did_variables: [FROM_DID, LAB_DID]\n" +
 		"    cdr:\n" +
 		"      csv: {path: " + csvPath + ", loguniqueid: true, loguserfield: true, timezone: UTC}\n" +
-		"      delay: 300ms\n"
+		"      delay: " + delay + "\n"
 	out := strings.Replace(string(data), "      did_variables: [FROM_DID, LAB_DID]\n", block, 1)
 	if out == string(data) {
 		t.Fatal("cannot place the cdr block")
@@ -263,5 +268,37 @@ func TestDoctorCDR(t *testing.T) {
 	}
 	if out := doctor(); !strings.Contains(out, "OK    pbx lab: cdr") || !strings.Contains(out, "1 rows in the last 24 h") {
 		t.Errorf("one row:\n%s", out)
+	}
+}
+
+// TestCDRLateRows: Asterisk may write a call's rows well after it ended (batch mode, a slow
+// disk). A gap is read a second time three delays after the first read: rows that were not
+// there at the first read are recovered then, once.
+func TestCDRLateRows(t *testing.T) {
+	dir := t.TempDir()
+	csv := filepath.Join(dir, "Master.csv")
+	pbx, err := fakepbx.Start(fakepbx.Config{Speed: 10, CDR: &fakepbx.CDRConfig{CSVPath: csv, Lag: 3500 * time.Millisecond}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pbx.Close()
+	d, _ := runDaemon(t, cdrTestConfigDelay(t, pbx.Addr(), csv, "1s"))
+	waitFor(t, 10*time.Second, "AMI login", func() bool { return pbx.Stats().Logins > 0 })
+	logins := pbx.Stats().Logins
+	pbx.Outage(2 * time.Second)
+	c, err := pbx.Play(context.Background(), "inbound_missed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-c.Done()
+	waitFor(t, 20*time.Second, "the AMI login after the outage", func() bool { return pbx.Stats().Logins > logins })
+	k := "lab/" + c.MapID(labLinkedid(t, c.Scenario))
+	waitFor(t, 20*time.Second, "the late call", func() bool { return len(delivered(d)[k]) == 1 })
+	if recs := delivered(d)[k]; !recs[0].HasFlag(call.FlagRecoveredFromCDR) {
+		t.Fatalf("record %+v", recs[0])
+	}
+	waitFor(t, 10*time.Second, "both reads", func() bool { return metric(d, "pbxbridge_cdr_recoveries_total", "result", "ok") >= 2 })
+	if n := metric(d, "pbxbridge_calls_recovered_from_cdr_total", "pbx", "lab"); n != 1 {
+		t.Fatalf("%v calls recovered, want 1", n)
 	}
 }

@@ -130,9 +130,9 @@ type PBX struct {
 type CDR struct {
 	CSV   *CDRCSV   `yaml:"csv"`
 	MySQL *CDRMySQL `yaml:"mysql"`
-	// Delay is how long after a (re)connect the CDR is read: the time Asterisk may take to
-	// write a finished call's rows (a few seconds; with cdr.conf batch=yes, its time setting
-	// plus a few seconds). Default 10s.
+	// Delay is how long after a (re)connect the CDR is read, and read again three delays later:
+	// the time Asterisk may take to write a finished call's rows (a few seconds; with cdr.conf
+	// batch=yes, a third of its time setting or more). Default 10s.
 	Delay time.Duration `yaml:"delay"`
 	// MaxGap bounds how far back a recovery reads: after an outage longer than this only its
 	// last MaxGap is recovered (calls older than that are no news to a CRM). Default 24h.

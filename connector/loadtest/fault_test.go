@@ -129,6 +129,7 @@ func TestFaultKillDuringLoad(t *testing.T) {
 }
 
 func faultKill(t *testing.T, source string) {
+	t.Helper()
 	kills := pick(3, 20)
 	dir := t.TempDir()
 	cdrCfg := &fakepbx.CDRConfig{}
