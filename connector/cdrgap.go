@@ -99,6 +99,8 @@ type cdrGap struct {
 	opts     callmodel.Options
 	lastErr  string
 	lastRun  string
+	bad      int   // malformed records skipped by the read in progress
+	firstBad error // the first of them
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -211,9 +213,15 @@ func (g *cdrGap) enabled() bool {
 	return g.src != nil
 }
 
-// badRecord is told of a malformed CDR record, which is skipped.
+// badRecord is told of a malformed CDR record, which is skipped; recover reports them once per
+// read (a csv block that does not match cdr.conf makes every record malformed).
 func (g *cdrGap) badRecord(e *cdr.RecordError) {
-	g.log.Warn("skipping a malformed CDR record", "err", e)
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.bad == 0 {
+		g.firstBad = e
+	}
+	g.bad++
 }
 
 // stop ends the goroutine, writes the watermark a last time and closes the source.
@@ -396,13 +404,18 @@ func (g *cdrGap) recover(ctx context.Context, w gapWindow) (err error) {
 		// No cdr block (any more): nothing can be recovered.
 		return p.inModel(ctx, func() { g.recovered(w) })
 	}
+	var badNote string // malformed records: the read succeeds, the check still fails
 	defer func() {
 		g.mu.Lock()
 		defer g.mu.Unlock()
-		if err != nil {
+		switch {
+		case err != nil:
 			m.cdrRecoveries.WithLabelValues(p.name, "error").Inc()
 			g.lastErr = fmt.Sprintf("%s: %v", time.Now().Format(time.RFC3339), err)
-		} else {
+		case badNote != "":
+			m.cdrRecoveries.WithLabelValues(p.name, "ok").Inc()
+			g.lastErr = fmt.Sprintf("%s: %s", time.Now().Format(time.RFC3339), badNote)
+		default:
 			m.cdrRecoveries.WithLabelValues(p.name, "ok").Inc()
 			g.lastErr = ""
 		}
@@ -416,9 +429,19 @@ func (g *cdrGap) recover(ctx context.Context, w gapWindow) (err error) {
 			"gap_from", w.from, "gap_to", w.to, "max_gap", cfg.MaxGap)
 		from = to.Add(-cfg.MaxGap)
 	}
+	g.mu.Lock()
+	g.bad, g.firstBad = 0, nil
+	g.mu.Unlock()
 	calls, err := readCalls(ctx, src, from, to)
 	if err != nil {
 		return err
+	}
+	g.mu.Lock()
+	bad, firstBad := g.bad, g.firstBad
+	g.mu.Unlock()
+	if bad > 0 {
+		badNote = fmt.Sprintf("%d malformed CDR records skipped (first: %v): check that pbx.cdr matches cdr.conf", bad, firstBad)
+		g.log.Warn("malformed CDR records skipped: their calls cannot be recovered", "count", bad, "first", firstBad)
 	}
 	co := callmodel.CDROptions{PBX: p.name, RecordingDir: p.d.Config().Recordings.Dir}
 	type candidate struct {
@@ -515,7 +538,7 @@ func (g *cdrGap) check() (name string, ok bool, detail string) {
 		return "", false, ""
 	}
 	if g.lastErr != "" {
-		return "pbx/" + g.p.name + "/cdr", false, "the last recovery of calls from the CDR failed (retried): " + g.lastErr
+		return "pbx/" + g.p.name + "/cdr", false, "the last recovery of calls from the CDR failed: " + g.lastErr
 	}
 	return "pbx/" + g.p.name + "/cdr", true, g.lastRun
 }

@@ -302,3 +302,37 @@ func TestCDRLateRows(t *testing.T) {
 		t.Fatalf("%v calls recovered, want 1", n)
 	}
 }
+
+// A csv block that does not match the file (here: loguserfield left out) makes every record
+// malformed: the recovery says so in the pbx/<name>/cdr check, and the daemon stays ready.
+func TestCDRWrongLayoutIsVisible(t *testing.T) {
+	dir := t.TempDir()
+	csv := filepath.Join(dir, "Master.csv")
+	pbx, err := fakepbx.Start(fakepbx.Config{Speed: 10, CDR: &fakepbx.CDRConfig{CSVPath: csv}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pbx.Close()
+	path := cdrTestConfig(t, pbx.Addr(), csv)
+	b, _ := os.ReadFile(path)
+	if err := os.WriteFile(path, []byte(strings.Replace(string(b), "loguserfield: true", "loguserfield: false", 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d, _ := runDaemon(t, path)
+	waitFor(t, 10*time.Second, "AMI login", func() bool { return pbx.Stats().Logins > 0 })
+	logins := pbx.Stats().Logins
+	pbx.Outage(time.Second)
+	c, _ := pbx.Play(context.Background(), "inbound_missed")
+	<-c.Done()
+	waitFor(t, 20*time.Second, "the AMI login after the outage", func() bool { return pbx.Stats().Logins > logins })
+	var body string
+	waitFor(t, 20*time.Second, "the failing cdr check", func() bool {
+		rec := httptest.NewRecorder()
+		d.AdminHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "http://127.0.0.1/readyz", nil))
+		body = rec.Body.String()
+		return rec.Code == http.StatusOK && strings.Contains(body, `"name":"pbx/lab/cdr","ok":false`)
+	})
+	if !strings.Contains(body, "malformed CDR records skipped") || !strings.Contains(body, "18 fields, want 17") {
+		t.Fatalf("/readyz: %s", body)
+	}
+}
