@@ -22,6 +22,9 @@ type metrics struct {
 	calls             *prometheus.CounterVec
 	unrouted          *prometheus.CounterVec
 	endedUnseen       *prometheus.CounterVec
+	recoveredCDR      *prometheus.CounterVec
+	cdrRecoveries     *prometheus.CounterVec
+	cdrPending        *prometheus.GaugeVec
 	openCalls         *prometheus.GaugeVec
 	heldRecords       prometheus.GaugeFunc
 	spilled           prometheus.Counter
@@ -65,6 +68,18 @@ func newMetrics(reg *prometheus.Registry, d *Daemon, version string) *metrics {
 		endedUnseen: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "pbxbridge", Name: "calls_ended_unseen_total",
 			Help: "Calls in progress when pbxbridge last stopped that ended while it was down, finished from the open-calls ledger (flag ended_unseen).",
+		}, []string{"pbx"}),
+		recoveredCDR: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "pbxbridge", Name: "calls_recovered_from_cdr_total",
+			Help: "Calls the daemon did not see (they began and ended while it or its PBX connection was down), recovered from the PBX's CDR (flag recovered_from_cdr).",
+		}, []string{"pbx"}),
+		cdrRecoveries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "pbxbridge", Name: "cdr_recoveries_total",
+			Help: "Reads of the PBX's CDR after a gap, by result (ok, error: retried with backoff).",
+		}, []string{"pbx", "result"}),
+		cdrPending: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: "pbxbridge", Name: "cdr_gap_pending",
+			Help: "1 while a gap in what the daemon saw of a PBX waits to be recovered from its CDR.",
 		}, []string{"pbx"}),
 		openCalls: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: "pbxbridge", Name: "calls_open",
@@ -141,7 +156,8 @@ func newMetrics(reg *prometheus.Registry, d *Daemon, version string) *metrics {
 	}
 	m.reloadOK.Set(1)
 	m.reloadTime.SetToCurrentTime()
-	reg.MustRegister(m.crmDuration, m.crmRequests, m.live, m.calls, m.unrouted, m.endedUnseen, m.openCalls, m.heldRecords,
+	reg.MustRegister(m.crmDuration, m.crmRequests, m.live, m.calls, m.unrouted, m.endedUnseen, m.recoveredCDR, m.cdrRecoveries,
+		m.cdrPending, m.openCalls, m.heldRecords,
 		m.spilled, m.outboxWriteErrors, m.reloadOK, m.reloadTime, m.reloads, m.adminRefused, m.intakeCut, m.originates, m.routerThrottled,
 		m.backupLast, m.backupSize, m.backupFailures, m.backupInterval)
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

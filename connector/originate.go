@@ -199,6 +199,21 @@ func (g *clickGate) forget(id string) {
 	g.mu.Unlock()
 }
 
+// customer returns the customer's number, normalised, of a click-to-call the daemon placed
+// ("" when the originate id is not one of its requests).
+func (g *clickGate) customer(id string) string {
+	if id == "" {
+		return ""
+	}
+	g.mu.Lock()
+	r, ok := g.requests[id]
+	g.mu.Unlock()
+	if !ok || r.number == "" {
+		return ""
+	}
+	return g.norm.Normalize(r.number)
+}
+
 // timeline returns the timeline entry of the click-to-call a record came from, if the daemon
 // placed it.
 func (g *clickGate) timeline(rec *call.Record) (outbox.TimelineEntry, bool) {

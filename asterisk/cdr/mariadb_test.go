@@ -1,151 +1,20 @@
 package cdr_test
 
 import (
-	"context"
-	"database/sql"
-	"errors"
-	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"regexp"
-	"strings"
-	"sync"
-	"syscall"
 	"testing"
-	"time"
 
-	_ "github.com/go-sql-driver/mysql"
+	"github.com/pbxbridge/pbxbridge/asterisk/cdr/cdrtest"
 )
 
-// testMariaDB is one private MariaDB server for this test binary: started by the first test
-// that needs it (mariadb-install-db into a temporary directory, then mariadbd on a unix socket
-// there, no TCP, no grant tables), stopped by TestMain. Each test gets a database of its own.
-var testMariaDB mariaDB
-
-type mariaDB struct {
-	once sync.Once
-	dir  string
-	sock string
-	cmd  *exec.Cmd
-	done chan struct{} // closed when the server process has exited
-	err  error
-}
+// testMariaDB is one private MariaDB server for this test binary (asterisk/cdr/cdrtest): started
+// by the first test that needs it, stopped by TestMain.
+var testMariaDB cdrtest.MariaDB
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	testMariaDB.stop()
+	testMariaDB.Stop()
 	os.Exit(code)
-}
-
-// findProgram looks in PATH, then in the directories Debian installs the server into (a
-// non-root PATH often lacks /usr/sbin).
-func findProgram(names ...string) string {
-	for _, n := range names {
-		if p, err := exec.LookPath(n); err == nil {
-			return p
-		}
-		for _, dir := range []string{"/usr/sbin", "/usr/bin", "/usr/libexec"} {
-			if p := filepath.Join(dir, n); isExecutable(p) {
-				return p
-			}
-		}
-	}
-	return ""
-}
-
-func isExecutable(p string) bool {
-	fi, err := os.Stat(p)
-	return err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0
-}
-
-func (m *mariaDB) start() {
-	server := findProgram("mariadbd", "mysqld")
-	install := findProgram("mariadb-install-db", "mysql_install_db")
-	if server == "" || install == "" {
-		m.err = errors.New("mariadbd/mysqld or mariadb-install-db is not installed (Debian: apt-get install mariadb-server)")
-		return
-	}
-	dir, err := os.MkdirTemp("", "cdr-mariadb-")
-	if err != nil {
-		m.err = err
-		return
-	}
-	m.dir = dir
-	data := filepath.Join(dir, "data")
-	var asRoot []string
-	if os.Geteuid() == 0 {
-		asRoot = []string{"--user=root"} // mysqld refuses to run as root otherwise
-	}
-	args := append([]string{"--no-defaults", "--datadir=" + data, "--auth-root-authentication-method=normal",
-		"--skip-test-db"}, asRoot...)
-	if out, err := exec.Command(install, args...).CombinedOutput(); err != nil {
-		m.err = fmt.Errorf("%s: %w\n%s", install, err, tail(out))
-		return
-	}
-	m.sock = filepath.Join(dir, "mysqld.sock")
-	args = append([]string{"--no-defaults", "--datadir=" + data, "--socket=" + m.sock, "--skip-networking",
-		"--pid-file=" + filepath.Join(dir, "mysqld.pid"), "--log-error=" + filepath.Join(dir, "error.log"),
-		"--tmpdir=" + dir, "--skip-grant-tables", "--skip-log-bin", "--innodb-buffer-pool-size=16M",
-		"--innodb-flush-log-at-trx-commit=0"}, asRoot...)
-	m.cmd = exec.Command(server, args...)
-	if err := m.cmd.Start(); err != nil {
-		m.err = err
-		return
-	}
-	m.done = make(chan struct{})
-	go func() { _ = m.cmd.Wait(); close(m.done) }()
-
-	db, err := sql.Open("mysql", "root@unix("+m.sock+")/")
-	if err != nil {
-		m.err = err
-		return
-	}
-	defer db.Close()
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	deadline := time.After(60 * time.Second)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		err := db.PingContext(ctx)
-		cancel()
-		if err == nil {
-			return
-		}
-		select {
-		case <-m.done:
-			log, _ := os.ReadFile(filepath.Join(dir, "error.log"))
-			m.err = fmt.Errorf("%s exited: %s", server, tail(log))
-			return
-		case <-deadline:
-			m.err = fmt.Errorf("%s not ready after 60s: %w", server, err)
-			return
-		case <-tick.C:
-		}
-	}
-}
-
-func (m *mariaDB) stop() {
-	if m.cmd != nil && m.cmd.Process != nil {
-		_ = m.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-m.done:
-		case <-time.After(30 * time.Second):
-			_ = m.cmd.Process.Kill()
-			<-m.done
-		}
-	}
-	if m.dir != "" {
-		_ = os.RemoveAll(m.dir)
-	}
-}
-
-func tail(b []byte) string {
-	s := strings.TrimSpace(string(b))
-	if len(s) > 2000 {
-		s = "..." + s[len(s)-2000:]
-	}
-	return s
 }
 
 // newCDRDatabase creates a database of its own for the test on the shared server, runs the
@@ -153,51 +22,5 @@ func tail(b []byte) string {
 // The test is skipped when MariaDB is not installed, unless PBXBRIDGE_REQUIRE_MARIADB=1.
 func newCDRDatabase(t *testing.T, statements ...string) string {
 	t.Helper()
-	testMariaDB.once.Do(testMariaDB.start)
-	if err := testMariaDB.err; err != nil {
-		if os.Getenv("PBXBRIDGE_REQUIRE_MARIADB") == "1" {
-			t.Fatalf("mariadb: %v", err)
-		}
-		t.Skipf("mariadb: %v; PBXBRIDGE_REQUIRE_MARIADB=1 makes this a failure", err)
-	}
-	name := "t_" + strings.ToLower(regexp.MustCompile(`[^A-Za-z0-9]+`).ReplaceAllString(t.Name(), "_"))
-	if len(name) > 64 {
-		name = name[:64]
-	}
-	root, err := sql.Open("mysql", "root@unix("+testMariaDB.sock+")/")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer root.Close()
-	ctx := context.Background()
-	for _, s := range []string{"DROP DATABASE IF EXISTS " + name, "CREATE DATABASE " + name} {
-		if _, err := root.ExecContext(ctx, s); err != nil {
-			t.Fatalf("%s: %v", s, err)
-		}
-	}
-	t.Cleanup(func() {
-		if db, err := sql.Open("mysql", "root@unix("+testMariaDB.sock+")/"); err == nil {
-			_, _ = db.ExecContext(context.Background(), "DROP DATABASE IF EXISTS "+name)
-			db.Close()
-		}
-	})
-	dsn := "root@unix(" + testMariaDB.sock + ")/" + name
-	db, err := sql.Open("mysql", dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	for _, s := range statements {
-		if _, err := db.ExecContext(ctx, s); err != nil {
-			t.Fatalf("%s: %v", truncate(s, 200), err)
-		}
-	}
-	return dsn
-}
-
-func truncate(s string, n int) string {
-	if len(s) > n {
-		return s[:n] + "..."
-	}
-	return s
+	return testMariaDB.Database(t, statements...)
 }

@@ -128,7 +128,8 @@ func (in *instance) run(ctx context.Context) {
 	defer timer.Stop()
 	for i := 0; i < len(in.sc.frames); {
 		fr := &in.sc.frames[i]
-		if s.excluded[fr.event] {
+		writeCDR := fr.event == "Cdr" && s.cdr != nil
+		if s.excluded[fr.event] && !writeCDR {
 			i++
 			continue
 		}
@@ -153,6 +154,14 @@ func (in *instance) run(ctx context.Context) {
 		}
 		if ctx.Err() != nil {
 			return
+		}
+		if writeCDR {
+			// The PBX writes the row whoever listens; the event goes only to those who may.
+			s.cdr.add(in.cdrRow(i))
+			if s.excluded[fr.event] {
+				i++
+				continue
+			}
 		}
 		ts := due
 		if math.IsInf(in.speed, 1) {

@@ -10,8 +10,10 @@
 // speed factor) and fresh ids: every Uniqueid/Linkedid (also inside recording names and CEL
 // JSON), channel-name suffix and bridge id is remapped consistently, so any number of concurrent
 // replays never collide. Config.Customers can give each replay other customers: their numbers
-// replace the transcript's in every header. Replays keep playing while clients are disconnected (events during the
-// outage are lost for them, as on a real PBX).
+// replace the transcript's in every header. Replays keep playing while clients are disconnected
+// (events during the outage are lost for them, as on a real PBX). With Config.CDR it also writes
+// the Call Detail Records of its calls, as Asterisk does whether or not anybody listens:
+// Master.csv rows and, optionally, rows of FreePBX's cdr table (CDRConfig).
 //
 // Knobs for fault tests: DropClients (close every client connection now), Config.DropEvery,
 // Outage (drop the clients and refuse connections for a while), Pause/Resume (freeze the calls),
@@ -108,6 +110,8 @@ type Config struct {
 	Customers func(scenario string, orig []string) []string
 	// Logger (default: discard).
 	Logger *slog.Logger
+	// CDR, when set, makes the PBX write the Call Detail Records of its calls (CDRConfig).
+	CDR *CDRConfig
 	// OnEvent, when set, is called after each call event of a replay was queued to the clients,
 	// from the replay's goroutine (concurrently for concurrent replays). Load and fault harnesses
 	// use it to time what a client does with an event and to know whether any client received
@@ -148,6 +152,7 @@ type Server struct {
 	scenarios map[string]*scenario
 	orig      *scenario
 	excluded  map[string]bool // Config.ExcludeEvents
+	cdr       *cdrWriter      // Config.CDR; nil without one
 
 	calls map[*instance]struct{} // guarded by mu
 
@@ -155,7 +160,8 @@ type Server struct {
 	// events each client received before it.
 	emitMu sync.Mutex
 
-	logins atomic.Uint64
+	logins  atomic.Uint64
+	cdrOnce sync.Once
 
 	pauseMu sync.Mutex
 	pause   atomic.Pointer[pauseState]
@@ -179,11 +185,22 @@ func Start(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	var cdrw *cdrWriter
+	if cfg.CDR != nil {
+		log := cfg.Logger
+		if cdrw, err = newCDRWriter(*cfg.CDR, func(msg string, args ...any) { log.Warn(msg, args...) }); err != nil {
+			return nil, err
+		}
+	}
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
+		if cdrw != nil {
+			cdrw.stop()
+		}
 		return nil, fmt.Errorf("fakepbx: listening on %s: %w", cfg.Addr, err)
 	}
 	s := &Server{
+		cdr:       cdrw,
 		cfg:       cfg,
 		ln:        ln,
 		scenarios: scs,
@@ -237,8 +254,19 @@ func (s *Server) Secret() string { return s.cfg.Secret }
 func (s *Server) Scenarios() []string { return scenarioNames(s.scenarios) }
 
 // Close stops accepting, closes every client connection, stops the replays and waits for all
-// goroutines. It is idempotent.
-func (s *Server) Close() error { return s.shutdown(s.ln.Close) }
+// goroutines, then writes the CDR rows still waiting for their Lag. It is idempotent.
+func (s *Server) Close() error {
+	err := s.shutdown(s.ln.Close)
+	s.cdrOnce.Do(func() {
+		if s.cdr != nil {
+			s.cdr.stop()
+		}
+	})
+	return err
+}
+
+// CDRErrors is how many CDR rows could not be written (Config.CDR), for tests to check.
+func (s *Server) CDRErrors() int { return s.cdr.errors() }
 
 // Stats returns the server's counters.
 func (s *Server) Stats() Stats {

@@ -50,6 +50,10 @@ type tframe struct {
 	origVar bool
 	// effect on the PBX's channel table (for CoreShowChannels)
 	chanUID int // uid index of the frame's own channel, -1 when none
+	// A Cdr event's row (CDRConfig): the uid index of its channel's Linkedid when it was
+	// written (-1 when unknown) and the DID variable that channel had.
+	cdrLinked int
+	cdrDID    string
 }
 
 // tfield is one header of a frame template.
@@ -179,6 +183,8 @@ func compile(name string, data []byte, ext, num string) (*scenario, error) {
 		uidIndex: c.uids, chanIndex: c.chans,
 	}
 	last := t0
+	linkOf := map[string]string{} // uniqueid → its latest Linkedid
+	didOf := map[string]string{}  // uniqueid → its DID variable
 	for i, f := range frames {
 		ts, ok := frameTime(f)
 		if !ok {
@@ -189,10 +195,29 @@ func compile(name string, data []byte, ext, num string) (*scenario, error) {
 		}
 		last = ts
 		tf := tframe{
-			at:      time.Duration((ts - t0) * float64(time.Second)),
-			event:   f.Event(),
-			classes: privilegeClasses(f.Get("Privilege")),
-			chanUID: -1,
+			at:        time.Duration((ts - t0) * float64(time.Second)),
+			event:     f.Event(),
+			classes:   privilegeClasses(f.Get("Privilege")),
+			chanUID:   -1,
+			cdrLinked: -1,
+		}
+		if u, l := f.Get("Uniqueid"), f.Get("Linkedid"); u != "" && l != "" {
+			linkOf[u] = l
+		}
+		switch tf.event {
+		case "VarSet":
+			switch strings.TrimLeft(f.Get("Variable"), "_") {
+			case "FROM_DID", "LAB_DID":
+				if v := f.Get("Value"); v != "" {
+					didOf[f.Get("Uniqueid")] = v
+				}
+			}
+		case "Cdr":
+			u := f.Get("UniqueID")
+			if k, ok := c.uids[linkOf[u]]; ok {
+				tf.cdrLinked = k
+			}
+			tf.cdrDID = didOf[u]
 		}
 		// Standard channel events (with a channel snapshot: ChannelState) describe their own
 		// channel; CEL, Cdr and Dest-only events do not update the channel table.

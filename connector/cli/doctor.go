@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/pbxbridge/pbxbridge/asterisk/ami"
+	"github.com/pbxbridge/pbxbridge/asterisk/cdr"
 	"github.com/pbxbridge/pbxbridge/connector"
 	"github.com/pbxbridge/pbxbridge/connector/admin"
 	"github.com/pbxbridge/pbxbridge/connector/config"
@@ -84,6 +85,9 @@ func (c *DoctorCmd) Run(g *Globals) error {
 	ctx := g.Ctx
 	for _, p := range cfg.PBX {
 		lines = append(lines, c.checkPBX(ctx, p)...)
+		if p.CDR != nil {
+			lines = append(lines, c.checkCDR(ctx, p))
+		}
 	}
 
 	// Recordings.
@@ -164,6 +168,37 @@ func doctorJSON(lines []doctorLine) []doctorCheck {
 		out = append(out, doctorCheck{Name: l.name, Status: st, Detail: l.detail})
 	}
 	return out
+}
+
+// checkCDR reads the last day of a PBX's CDR: the file or table is there, readable by this user,
+// and of the layout the config says.
+func (c *DoctorCmd) checkCDR(ctx context.Context, p config.PBX) doctorLine {
+	name := "pbx " + p.Name + ": cdr"
+	bad := 0
+	src, closeSrc, err := connector.OpenCDR(&p, func(*cdr.RecordError) { bad++ })
+	if err != nil {
+		return doctorLine{name: name, detail: err.Error()}
+	}
+	defer func() { _ = closeSrc() }()
+	rctx, cancel := context.WithTimeout(ctx, 3*c.Timeout)
+	defer cancel()
+	now := time.Now()
+	rows, err := src.Read(rctx, now.Add(-24*time.Hour), now.Add(time.Minute))
+	if err != nil {
+		fix := "check the path, that the pbxbridge user can read it, and that the csv block says what cdr.conf [csv] says"
+		if p.CDR.MySQL != nil {
+			fix = "check the DSN, the user's SELECT grant on the table and information_schema, and the table name"
+		}
+		return doctorLine{name: name, detail: fmt.Sprintf("%v (%s)", err, fix)}
+	}
+	detail := fmt.Sprintf("%d rows in the last 24 h: calls missed while pbxbridge is down are recovered from it", len(rows))
+	if bad > 0 {
+		return doctorLine{ok: true, warn: true, name: name, detail: fmt.Sprintf("%s; %d malformed rows skipped (does the csv block match cdr.conf?)", detail, bad)}
+	}
+	if len(rows) == 0 {
+		return doctorLine{ok: true, warn: true, name: name, detail: "readable, but no row in the last 24 h: is this the file (or table) the PBX writes?"}
+	}
+	return doctorLine{ok: true, name: name, detail: detail}
 }
 
 func printDoctor(w io.Writer, lines []doctorLine) {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/goccy/go-yaml/ast"
 
+	"github.com/pbxbridge/pbxbridge/asterisk/cdr"
 	"github.com/pbxbridge/pbxbridge/asterisk/numbers"
 	"github.com/pbxbridge/pbxbridge/configs"
 	"github.com/pbxbridge/pbxbridge/connector/callmodel"
@@ -122,6 +123,56 @@ type PBX struct {
 	Calls callmodel.Config `yaml:"calls"`
 	// Originate configures click-to-call on this PBX.
 	Originate Originate `yaml:"originate"`
+	// CDR is where this PBX writes its Call Detail Records. With it, calls that began and ended
+	// while the daemon or its connection was down are recovered from the CDR after every start
+	// and reconnect (docs/operations.md); without it they are lost.
+	CDR *CDR `yaml:"cdr"`
+}
+
+// CDR is one PBX's Call Detail Records: exactly one of CSV and MySQL.
+type CDR struct {
+	CSV   *CDRCSV   `yaml:"csv"`
+	MySQL *CDRMySQL `yaml:"mysql"`
+	// Delay is how long after a (re)connect the CDR is read, and read again three delays later:
+	// the time Asterisk may take to write a finished call's rows (a few seconds; with cdr.conf
+	// batch=yes, a third of its time setting or more). Default 10s.
+	Delay time.Duration `yaml:"delay"`
+	// MaxGap bounds how far back a recovery reads: after an outage longer than this only its
+	// last MaxGap is recovered (calls older than that are no news to a CRM). Default 24h.
+	MaxGap time.Duration `yaml:"max_gap"`
+}
+
+// CDRCSV is Asterisk's cdr_csv file and the [csv] settings of the cdr.conf that writes it.
+type CDRCSV struct {
+	// Path of Master.csv (default /var/log/asterisk/cdr-csv/Master.csv).
+	Path string `yaml:"path"`
+	// The cdr.conf [csv] options that decide the file's columns; loguniqueid must be yes (the
+	// uniqueid is how a row is matched to the calls the daemon saw).
+	LogUniqueID   bool `yaml:"loguniqueid"`
+	LogUserField  bool `yaml:"loguserfield"`
+	NewCDRColumns bool `yaml:"newcdrcolumns"`
+	UseGMTime     bool `yaml:"usegmtime"`
+	// Timezone the PBX writes local times in (usegmtime=no), an IANA name such as
+	// Europe/Moscow; default: this host's zone.
+	Timezone string `yaml:"timezone"`
+	// MaxCallAge bounds the time from a call's start to the writing of its last row (the
+	// longest call plus batching); the file is searched by time with it. Default 24h.
+	MaxCallAge time.Duration `yaml:"max_call_age"`
+}
+
+// CDRMySQL is a CDR table in MySQL or MariaDB: FreePBX's asteriskcdrdb.cdr, or one written by
+// cdr_adaptive_odbc. A read-only user suffices (SELECT on the table and information_schema).
+type CDRMySQL struct {
+	// DSN in go-sql-driver/mysql form: user:password@unix(/run/mysqld/mysqld.sock)/asteriskcdrdb
+	// or user:password@tcp(10.0.0.5:3306)/asteriskcdrdb. Better from the environment:
+	// PBXBRIDGE_PBX_<NAME>_CDR_MYSQL_DSN.
+	DSN configs.Secret `yaml:"dsn"`
+	// Table is "cdr" (default) or "schema.table".
+	Table string `yaml:"table"`
+	// Timezone calldate is written in (an IANA name); default: this host's zone.
+	Timezone string `yaml:"timezone"`
+	// QueryTimeout bounds each query, on the server too. Default 10s.
+	QueryTimeout time.Duration `yaml:"query_timeout"`
 }
 
 // AMI is an Asterisk Manager Interface connection (manager.conf user with read
@@ -323,6 +374,26 @@ func (c *Config) applyDefaults() {
 		if p.Originate.Precheck == "" {
 			p.Originate.Precheck = "extension_state"
 		}
+		if c := p.CDR; c != nil {
+			if c.Delay == 0 {
+				c.Delay = 10 * time.Second
+			}
+			if c.MaxGap == 0 {
+				c.MaxGap = 24 * time.Hour
+			}
+			if c.CSV != nil && c.CSV.Path == "" {
+				c.CSV.Path = "/var/log/asterisk/cdr-csv/Master.csv"
+			}
+			if c.CSV != nil && c.CSV.MaxCallAge == 0 {
+				c.CSV.MaxCallAge = 24 * time.Hour
+			}
+			if c.MySQL != nil && c.MySQL.Table == "" {
+				c.MySQL.Table = "cdr"
+			}
+			if c.MySQL != nil && c.MySQL.QueryTimeout == 0 {
+				c.MySQL.QueryTimeout = 10 * time.Second
+			}
+		}
 	}
 	for i := range c.Connectors {
 		cn := &c.Connectors[i]
@@ -481,6 +552,9 @@ func (c *Config) validate(d *decoder, deployment bool) {
 		if p.Originate.PerMinute < 0 {
 			bad(path+".originate.per_minute", "must not be negative")
 		}
+		if p.CDR != nil {
+			checkCDR(bad, path+".cdr", p.CDR, EnvName(path+".cdr.mysql.dsn", c))
+		}
 	}
 
 	names := map[string]bool{}
@@ -571,6 +645,72 @@ func (c *Config) validate(d *decoder, deployment bool) {
 			bad("licensing.seat_priority."+name, "no connector named %q", name)
 		}
 	}
+}
+
+// checkCDR validates a pbx[].cdr block; env is the DSN's environment variable.
+func checkCDR(bad func(string, string, ...any), path string, c *CDR, env string) {
+	switch {
+	case c.CSV == nil && c.MySQL == nil:
+		bad(path, "needs a csv block (Asterisk's Master.csv) or a mysql block (FreePBX's asteriskcdrdb.cdr)")
+	case c.CSV != nil && c.MySQL != nil:
+		bad(path, "has both csv and mysql: give the one the PBX writes")
+	}
+	if c.Delay < 0 || c.Delay > 10*time.Minute {
+		bad(path+".delay", "must be between 0s and 10m, got %v", c.Delay)
+	}
+	if c.MaxGap < time.Minute {
+		bad(path+".max_gap", "must be at least 1m, got %v", c.MaxGap)
+	}
+	if v := c.CSV; v != nil {
+		if !filepath.IsAbs(v.Path) {
+			bad(path+".csv.path", "must be an absolute path, got %q", v.Path)
+		}
+		if !v.LogUniqueID {
+			bad(path+".csv.loguniqueid", "must be true, and cdr.conf's [csv] must say loguniqueid=yes: calls are matched by uniqueid")
+		}
+		if v.UseGMTime && v.Timezone != "" {
+			bad(path+".csv.timezone", "must be empty with usegmtime (the file's times are UTC)")
+		}
+		checkZone(bad, path+".csv.timezone", v.Timezone)
+		if v.MaxCallAge < time.Minute {
+			bad(path+".csv.max_call_age", "must be at least 1m, got %v", v.MaxCallAge)
+		}
+	}
+	if v := c.MySQL; v != nil {
+		if !v.DSN.IsSet() {
+			bad(path+".mysql.dsn", "must be set (in the file or in %s), e.g. cdrreader:secret@unix(/run/mysqld/mysqld.sock)/asteriskcdrdb", env)
+		} else if r, err := cdr.OpenMySQL(cdr.MySQLConfig{DSN: v.DSN.Value(), Table: v.Table}); err != nil {
+			bad(path+".mysql", "%s", strings.TrimPrefix(err.Error(), "cdr: mysql: "))
+		} else {
+			_ = r.Close() // it never connected: the DSN and table name only were checked
+		}
+		checkZone(bad, path+".mysql.timezone", v.Timezone)
+		if v.QueryTimeout < 100*time.Millisecond || v.QueryTimeout > 5*time.Minute {
+			bad(path+".mysql.query_timeout", "must be between 100ms and 5m, got %v", v.QueryTimeout)
+		}
+	}
+}
+
+func checkZone(bad func(string, string, ...any), path, zone string) {
+	if zone == "" {
+		return
+	}
+	if _, err := time.LoadLocation(zone); err != nil {
+		bad(path, "unknown time zone %q (want an IANA name such as Europe/Moscow)", zone)
+	}
+}
+
+// Location returns the time zone of an IANA name, or the local zone for "" (validated names
+// only; an unknown one also gives the local zone).
+func Location(zone string) *time.Location {
+	if zone == "" {
+		return time.Local
+	}
+	loc, err := time.LoadLocation(zone)
+	if err != nil {
+		return time.Local
+	}
+	return loc
 }
 
 func checkFilter(bad func(string, string, ...any), path string, f *Filter) {
