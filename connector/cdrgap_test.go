@@ -250,7 +250,7 @@ func TestCDRLateRows(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pbx.Close()
-	d, _ := runDaemon(t, cdrTestConfigDelay(t, pbx.Addr(), csv, "1s"))
+	d, _ := runDaemon(t, cdrTestConfigDelay(t, pbx.Addr(), csv, "1s"), connector.Options{})
 	waitFor(t, 10*time.Second, "AMI login", func() bool { return pbx.Stats().Logins > 0 })
 	logins := pbx.Stats().Logins
 	pbx.Outage(2 * time.Second)
