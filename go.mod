@@ -11,7 +11,13 @@ require (
 	go.uber.org/goleak v1.3.0
 )
 
-require github.com/coreos/go-systemd/v22 v22.7.0
+require (
+	github.com/coreos/go-systemd/v22 v22.7.0
+	github.com/go-sql-driver/mysql v1.10.2
+	github.com/yuin/goldmark v1.8.7
+)
+
+require filippo.io/edwards25519 v1.2.0 // indirect
 
 require (
 	github.com/kylelemons/godebug v1.1.0 // indirect

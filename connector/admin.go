@@ -40,9 +40,9 @@ func (d *Daemon) Status(ctx context.Context) admin.StatusReport {
 	d.unitsMu.Lock()
 	for _, p := range d.pbxs {
 		rep.PBX = append(rep.PBX, p.source.Status())
-		rep.HeldCalls += p.held.len()
 	}
 	d.unitsMu.Unlock()
+	rep.HeldCalls = d.HeldCalls()
 	slices.SortFunc(rep.PBX, func(a, b asterisk.SourceStatus) int { return strings.Compare(a.Name, b.Name) })
 	for _, c := range d.routes() {
 		cr := admin.ConnectorReport{Name: c.name, Type: c.typ, Delivery: c.worker.Status(), LiveDrop: c.liveDrop.Load()}
@@ -282,6 +282,13 @@ func (d *Daemon) adminHandler() http.Handler {
 	mux.HandleFunc("POST /v1/outbox/retry", outboxOp(func(ctx context.Context, f outbox.Filter) (int64, error) { return d.store.Requeue(ctx, f) }))
 	mux.HandleFunc("POST /v1/outbox/drop", outboxOp(func(ctx context.Context, f outbox.Filter) (int64, error) { return d.store.Drop(ctx, f) }))
 	mux.HandleFunc("POST /v1/outbox/redeliver", outboxOp(func(ctx context.Context, f outbox.Filter) (int64, error) { return d.store.Redeliver(ctx, f) }))
+	mux.HandleFunc("POST /v1/outbox/check", func(w http.ResponseWriter, r *http.Request) {
+		if err := d.store.Check(r.Context()); err != nil {
+			http.Error(w, err.Error(), http.StatusConflict)
+			return
+		}
+		writeJSON(w, map[string]string{"result": "ok"})
+	})
 	mux.HandleFunc("POST /v1/outbox/import", func(w http.ResponseWriter, r *http.Request) {
 		n, err := d.Import(r.Context(), io.LimitReader(r.Body, 256<<20))
 		if err != nil {
@@ -300,6 +307,31 @@ func (d *Daemon) adminHandler() http.Handler {
 	})
 	mux.HandleFunc("GET /v1/calls", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, d.recent.list())
+	})
+	mux.HandleFunc("POST /v1/forget", func(w http.ResponseWriter, r *http.Request) {
+		var req admin.ForgetRequest
+		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&req); err != nil {
+			http.Error(w, "bad request: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		rep, err := d.Forget(r.Context(), req.Number)
+		switch {
+		case errors.Is(err, ErrNotANumber):
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		case err != nil:
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		writeJSON(w, rep)
+	})
+	mux.HandleFunc("POST /v1/backup", func(w http.ResponseWriter, r *http.Request) {
+		res, err := d.BackupNow(r.Context())
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		writeJSON(w, res)
 	})
 	return mux
 }

@@ -372,6 +372,13 @@ func (d *Daemon) readiness(ctx context.Context) (bool, []admin.Check) {
 			ready = false
 		}
 		checks = append(checks, c)
+		// The CDR recovery's health is reported, but a failing CDR never makes the daemon
+		// unready: calls still flow, only the gaps wait.
+		if running {
+			if name, ok, detail := p.gap.check(); name != "" {
+				checks = append(checks, admin.Check{Name: name, OK: ok, Detail: detail})
+			}
+		}
 	}
 	for name, c := range d.conns {
 		ws := c.worker.Status()

@@ -40,12 +40,24 @@ type pbxRT struct {
 	ready     <-chan struct{} // closed after the first login, when the source says so
 	firstSeen atomic.Bool
 
-	held *recordQueue
+	held     *recordQueue
+	retrying atomic.Int64  // records taken from held that the enqueuers are still trying to store
+	abandon  chan struct{} // closed when stopping takes too long: unstored records are spilled
+	spilled  sync.Once
+	grace    time.Duration // how long stop waits for the outbox (stopGrace when 0)
 
 	// ledger keeps the calls in progress in the outbox; reconciled: the calls the previous run
 	// left open were checked (model goroutine only).
 	ledger     *ledger
 	reconciled bool
+	// gap recovers from the CDR the calls the daemon did not see (cdrgap.go).
+	gap *cdrGap
+	// exec runs functions on the model goroutine (pbxRT.inModel).
+	exec chan func()
+	// inflight are the records handed to the enqueuers and not stored yet, by key, with their
+	// start (the CDR watermark must not pass them).
+	infMu    sync.Mutex
+	inflight map[string]time.Time
 
 	events  chan asterisk.Event // from the source (and its successors) to the model
 	src     *sourceRT
@@ -134,22 +146,32 @@ func (d *Daemon) startPBX(ctx context.Context, pc *config.PBX) error {
 		return fmt.Errorf("pbx %s: calls: %w", pc.Name, err)
 	}
 	p := &pbxRT{
-		name:   pc.Name,
-		cfg:    *pc,
-		log:    d.log.With("pbx", pc.Name),
-		d:      d,
-		held:   newRecordQueue(maxHeldRecords),
-		events: make(chan asterisk.Event, 1024),
-		quit:   make(chan struct{}),
-		done:   make(chan struct{}),
+		name:     pc.Name,
+		cfg:      *pc,
+		log:      d.log.With("pbx", pc.Name),
+		d:        d,
+		held:     newRecordQueue(maxHeldRecords),
+		events:   make(chan asterisk.Event, 1024),
+		exec:     make(chan func()),
+		inflight: map[string]time.Time{},
+		quit:     make(chan struct{}),
+		done:     make(chan struct{}),
+		abandon:  make(chan struct{}),
 	}
+	p.builder = callmodel.NewBuilder(opts, p)
+	p.ledger = newLedger(d.store, pc.Name, p.log, d.now)
+	p.ledger.customerOf = d.click.customer
+	p.ledger.setLeaveToCDR(pc.CDR != nil)
+	if p.gap, err = newCDRGap(ctx, p, pc, opts); err != nil {
+		return err
+	}
+	d.m.initPBX(pc.Name)
 	src, err := p.startSource(ctx, *pc, opts.Variables())
 	if err != nil {
+		p.gap.stop()
 		return fmt.Errorf("pbx %s: %w", pc.Name, err)
 	}
 	p.setSource(src)
-	p.builder = callmodel.NewBuilder(opts, p)
-	p.ledger = newLedger(d.store, pc.Name, p.log, d.now)
 	// The ledger outlives the source: it writes the records of the final Flush too.
 	ledgerCtx, ledgerStop := context.WithCancel(context.WithoutCancel(ctx))
 	ledgerDone := make(chan struct{})
@@ -163,6 +185,7 @@ func (d *Daemon) startPBX(ctx context.Context, pc *config.PBX) error {
 	go func() {
 		defer close(p.done)
 		p.modelLoop()
+		p.gap.stop()
 		// The PBX stops: finish every open call from what is known.
 		p.builder.Flush(d.now(), true)
 		p.held.close()
@@ -225,6 +248,8 @@ func (p *pbxRT) swapSource(ctx context.Context, pc config.PBX) error {
 		return fmt.Errorf("pbx %s: calls: %w", pc.Name, err)
 	}
 	old := p.cfg
+	// Events are missed between the two connections: a gap for the CDR recovery.
+	_ = p.inModel(ctx, func() { p.gap.event(&asterisk.Event{Type: asterisk.TypeDisconnected, Time: p.d.now()}) })
 	p.src.stop()
 	s, err := p.startSource(ctx, pc, opts.Variables())
 	if err != nil {
@@ -238,15 +263,40 @@ func (p *pbxRT) swapSource(ctx context.Context, pc config.PBX) error {
 	p.d.unitsMu.Lock()
 	p.cfg = pc
 	p.d.unitsMu.Unlock()
+	p.ledger.setLeaveToCDR(pc.CDR != nil)
+	if err := p.gap.configure(&pc, opts); err != nil {
+		p.log.Error("the new cdr block cannot be used; calls are not recovered from the CDR", "err", err)
+	}
 	p.log.Info("PBX connection settings changed: reconnected, calls in progress kept")
 	return nil
 }
 
-// stop stops the source, then the model (which flushes its open calls into the outbox).
+// stopGrace is how long stopping a PBX waits for the outbox to take its finished calls; then
+// the calls it still holds are written to the spill file (Daemon.spill) and the PBX stops.
+const stopGrace = 10 * time.Second
+
+// stop stops the source, then the model (which flushes its open calls into the outbox). It
+// never waits forever: after stopGrace the records the outbox would not take are spilled.
 func (p *pbxRT) stop() {
 	p.stopped.Do(func() {
 		p.src.stop()
 		close(p.quit)
+	})
+	grace := p.grace
+	if grace == 0 {
+		grace = stopGrace
+	}
+	t := time.NewTimer(grace)
+	defer t.Stop()
+	select {
+	case <-p.done:
+		return
+	case <-t.C:
+	}
+	p.spilled.Do(func() {
+		p.log.Error("the outbox still cannot store this PBX's finished calls; writing them to the spill file so that stopping can finish",
+			"held", p.held.len()+int(p.retrying.Load()), "spill", p.d.spillPath())
+		close(p.abandon)
 	})
 	<-p.done
 }
@@ -260,9 +310,12 @@ func (p *pbxRT) modelLoop() {
 		select {
 		case ev := <-p.events:
 			p.apply(&ev)
+		case fn := <-p.exec:
+			fn()
 		case <-tick.C:
 			p.builder.Flush(p.d.now(), false)
 			p.d.m.openCalls.WithLabelValues(p.name).Set(float64(p.builder.Open()))
+			p.gap.tick()
 		case <-p.quit:
 			for {
 				select {
@@ -282,6 +335,7 @@ func (p *pbxRT) apply(ev *asterisk.Event) {
 	if ev.Type == asterisk.TypeSnapshotEnd && !p.reconciled {
 		p.reconcile(ev)
 	}
+	p.gap.event(ev)
 }
 
 // cut counts a field cut to its maximum length at intake.
@@ -333,7 +387,34 @@ func (p *pbxRT) Record(rec *call.Record) {
 	}
 	p.d.m.calls.WithLabelValues(p.name, string(rec.Direction), string(rec.Disposition)).Inc()
 	p.ledger.finished(rec.Key())
+	p.infMu.Lock()
+	if p.inflight == nil {
+		p.inflight = map[string]time.Time{}
+	}
+	p.inflight[rec.Key()] = rec.StartedAt
+	p.infMu.Unlock()
 	p.held.push(rec)
+}
+
+// inflightHas reports whether a record of key was handed over and is not stored yet.
+func (p *pbxRT) inflightHas(key string) bool {
+	p.infMu.Lock()
+	defer p.infMu.Unlock()
+	_, ok := p.inflight[key]
+	return ok
+}
+
+// inflightOldest returns the start of the oldest record not stored yet (zero: none).
+func (p *pbxRT) inflightOldest() time.Time {
+	p.infMu.Lock()
+	defer p.infMu.Unlock()
+	var t time.Time
+	for _, s := range p.inflight {
+		if t.IsZero() || s.Before(t) {
+			t = s
+		}
+	}
+	return t
 }
 
 // enqueueLoop writes finished calls to the outbox, retrying until it succeeds: a call is never
@@ -344,18 +425,45 @@ func (p *pbxRT) enqueueLoop() {
 		if !ok {
 			return
 		}
-		p.d.m.heldRecords.Set(float64(p.held.len()))
-		wait := 100 * time.Millisecond
-		for {
-			err := p.d.enqueue(context.Background(), rec)
-			if err == nil {
-				break
-			}
-			p.d.m.outboxWriteErrors.Inc()
-			p.log.Error("cannot store a finished call; holding it in memory and retrying", "call", rec.Key(), "err", err)
-			time.Sleep(wait)
-			wait = min(wait*2, 5*time.Second)
+		p.retrying.Add(1)
+		p.store(rec)
+		p.retrying.Add(-1)
+	}
+}
+
+// done1 forgets rec as in flight: it is stored (or spilled, imported at the next start).
+func (p *pbxRT) done1(rec *call.Record) {
+	p.infMu.Lock()
+	delete(p.inflight, rec.Key())
+	p.infMu.Unlock()
+}
+
+// store writes rec to the outbox, retrying with backoff while the outbox cannot write; once the
+// PBX gives up waiting (stop past its grace) rec goes to the spill file instead.
+func (p *pbxRT) store(rec *call.Record) {
+	wait := 100 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		err := p.d.enqueue(context.Background(), rec)
+		if err == nil {
+			p.done1(rec)
+			return
 		}
+		p.d.m.outboxWriteErrors.Inc()
+		if attempt == 1 {
+			p.log.Error("cannot store a finished call; holding it in memory and retrying", "call", rec.Key(), "err", err)
+		} else {
+			p.log.Debug("storing a held call failed again", "call", rec.Key(), "attempt", attempt, "err", err)
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-p.abandon:
+			t.Stop()
+			p.d.spill(rec, err)
+			p.done1(rec)
+			return
+		}
+		wait = min(wait*2, 5*time.Second)
 	}
 }
 
@@ -374,6 +482,9 @@ func (d *Daemon) enqueue(ctx context.Context, rec *call.Record) error {
 	// One durable commit per call: the rows and the timeline's "call" and "routing" entries
 	// (and who asked for it, for a click-to-call the daemon placed).
 	tl := []outbox.TimelineEntry{{At: rec.EndedAt, Kind: "call", Summary: rec.Summary(), Detail: string(payload)}}
+	if rec.HasFlag(call.FlagRecoveredFromCDR) {
+		tl = append(tl, outbox.TimelineEntry{Kind: "recovered", Summary: "recovered from the CDR: the daemon did not see this call"})
+	}
 	if e, ok := d.click.timeline(rec); ok {
 		tl = append(tl, e)
 	}
@@ -396,6 +507,8 @@ func (d *Daemon) enqueue(ctx context.Context, rec *call.Record) error {
 	d.recent.add(rec, names)
 	d.click.forget(rec.OriginateID)
 	d.wake(names)
+	d.log.Debug("call stored for delivery", "call", rec.Key(), "direction", rec.Direction, "customer", rec.Customer,
+		"line", rec.Line, "disposition", rec.Disposition, "connectors", names)
 	return nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pbxbridge/pbxbridge/connector/outbox"
@@ -57,6 +58,13 @@ type ledger struct {
 	pbx   string
 	log   *slog.Logger
 	now   func() time.Time
+	// customerOf returns the customer's number of a click-to-call the daemon placed, by its
+	// originate id ("" when unknown): while the agent's phone rings the live events carry no
+	// customer, and a record made from the ledger needs one.
+	customerOf func(originateID string) string
+	// leaveToCDR: the PBX's CDR is read after a restart (cdrgap.go), so a call the ledger
+	// cannot make a useful record of (no customer) is left to it.
+	leaveToCDR atomic.Bool
 
 	mu    sync.Mutex
 	calls map[string]*openCall // by record key
@@ -90,6 +98,9 @@ func (l *ledger) live(ev *call.Live) {
 	if ev.OriginateID != "" {
 		c.OriginateID = ev.OriginateID
 	}
+	if c.Customer == "" && c.OriginateID != "" && l.customerOf != nil {
+		c.Customer = l.customerOf(c.OriginateID)
+	}
 	if c.StartedAt.IsZero() || (!ev.StartedAt.IsZero() && ev.StartedAt.Before(c.StartedAt)) {
 		c.StartedAt = ev.StartedAt
 	}
@@ -112,6 +123,9 @@ func (l *ledger) live(ev *call.Live) {
 	l.mu.Unlock()
 	l.signal()
 }
+
+// setLeaveToCDR says whether a CDR source follows the ledger's recovery (see leaveToCDR).
+func (l *ledger) setLeaveToCDR(v bool) { l.leaveToCDR.Store(v) }
 
 // finished forgets the call of a record.
 func (l *ledger) finished(key string) {
@@ -239,6 +253,14 @@ func (l *ledger) recover(ctx context.Context, has func(callID string) bool) ([]*
 		}
 		if has(c.CallID) {
 			continue // still up: the model follows it from the snapshot
+		}
+		if c.Customer == "" && l.leaveToCDR.Load() {
+			// No number to log it with (a click-to-call still ringing the agent looks internal
+			// until its originate id arrives): the CDR recovery that follows has the whole call.
+			l.log.Info("a call in progress when pbxbridge stopped ended while it was down; leaving it to the CDR (the ledger has no customer number)",
+				"call", r.Key, "direction", c.Direction)
+			l.gone[r.Key] = true
+			continue
 		}
 		recs = append(recs, c.record(l.pbx, alive, r.UpdatedAt))
 		l.gone[r.Key] = true // in case its record is routed nowhere (no Enqueue to delete it)

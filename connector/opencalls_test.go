@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/pbxbridge/pbxbridge/asterisk"
+	"github.com/pbxbridge/pbxbridge/asterisk/numbers"
 	"github.com/pbxbridge/pbxbridge/connector/callmodel"
 	"github.com/pbxbridge/pbxbridge/connector/outbox"
 	"github.com/pbxbridge/pbxbridge/crm/call"
@@ -126,5 +127,47 @@ func TestReconcileCountsCallsEndedUnseen(t *testing.T) {
 	p.apply(&asterisk.Event{Type: asterisk.TypeSnapshotEnd, Time: time.Now()})
 	if p.held.len() != 0 || counted() != 1 {
 		t.Fatalf("second snapshot: %d records, counted %v", p.held.len(), counted())
+	}
+}
+
+// A click-to-call killed while the agent's phone rang: the live events carry no customer, the
+// ledger takes it from the daemon's own originate request, so the record made after the restart
+// has the number to log. Without a request (a click-to-call the daemon did not place) the row
+// has no customer: with a CDR source it is left to the CDR recovery, without one it is recorded
+// as before.
+func TestLedgerClickToCallCustomer(t *testing.T) {
+	t0 := time.Now().Add(-time.Minute)
+	store, err := outbox.Open(t.Context(), filepath.Join(t.TempDir(), "outbox.db"), outbox.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = store.Close() })
+	gate := newClickGate(numbers.MustNew(numbers.Config{DefaultRegion: "RU"}), time.Now)
+	gate.remember("crm-1", clickRequest{connector: "b24", ext: "101", number: "89001234567", at: t0})
+	prev := newLedger(store, "office", slog.New(slog.DiscardHandler), time.Now)
+	prev.customerOf = gate.customer
+	for _, id := range []string{"A", "B"} {
+		prev.live(&call.Live{Kind: call.LiveRinging, CallID: id, PBX: "office", Direction: call.Outbound, Ext: "101",
+			At: t0.Add(time.Second), StartedAt: t0, OriginateID: map[string]string{"A": "crm-1", "B": "crm-2"}[id]})
+	}
+	prev.flush(t.Context(), true)
+
+	for _, cdr := range []bool{false, true} {
+		next := newLedger(store, "office", slog.New(slog.DiscardHandler), time.Now)
+		next.setLeaveToCDR(cdr)
+		recs, err := next.recover(t.Context(), func(string) bool { return false })
+		if err != nil {
+			t.Fatal(err)
+		}
+		byID := map[string]*call.Record{}
+		for _, r := range recs {
+			byID[r.CallID] = r
+		}
+		if a := byID["A"]; a == nil || a.Customer != "+79001234567" || !slices.Contains(a.Flags, call.FlagClickToCall) {
+			t.Fatalf("cdr %v: the daemon's click-to-call: %+v", cdr, a)
+		}
+		if b := byID["B"]; (b == nil) != cdr {
+			t.Fatalf("cdr %v: the click-to-call without a customer: %+v", cdr, b)
+		}
 	}
 }

@@ -2,7 +2,6 @@ package connector
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -14,6 +13,7 @@ import (
 	"github.com/pbxbridge/pbxbridge/asterisk/numbers"
 	"github.com/pbxbridge/pbxbridge/connector/config"
 	"github.com/pbxbridge/pbxbridge/connector/outbox"
+	"github.com/pbxbridge/pbxbridge/crm"
 	"github.com/pbxbridge/pbxbridge/crm/call"
 )
 
@@ -28,14 +28,6 @@ import (
 //
 // and every originate is logged with who asked, and written into the call's timeline once the
 // call's record exists.
-
-// Errors the gate returns (wrapped; adapters map them to the CRM user's words through the
-// asterisk errors they already know, and show the message otherwise).
-var (
-	ErrClickToCallUnlicensed = errors.New("click-to-call: the connector has no licence for CRM actions")
-	ErrClickToCallDenied     = errors.New("click-to-call: the number is not allowed by the PBX's click-to-call policy")
-	ErrClickToCallRate       = errors.New("click-to-call: too many calls from this extension in the last minute")
-)
 
 // gatedOriginator is the asterisk.Originator every adapter gets: it finds the PBX source at call
 // time (reloads that restart a PBX are followed) and applies the gate.
@@ -68,7 +60,7 @@ func (o *gatedOriginator) Originate(ctx context.Context, req asterisk.OriginateR
 	if c == nil || !c.allowed() {
 		result("unlicensed")
 		log.Warn("click-to-call refused: no licence for CRM actions")
-		return asterisk.OriginateResult{}, ErrClickToCallUnlicensed
+		return asterisk.OriginateResult{}, crm.ErrClickToCallUnlicensed
 	}
 	if org == nil {
 		result("failed")
@@ -78,12 +70,12 @@ func (o *gatedOriginator) Originate(ctx context.Context, req asterisk.OriginateR
 	if !ok {
 		result("denied_number")
 		log.Warn("click-to-call refused by the number policy", "class", class, "rule", rule)
-		return asterisk.OriginateResult{}, fmt.Errorf("%w (%s number; pbx %s originate.allow/deny)", ErrClickToCallDenied, class, pc.Name)
+		return asterisk.OriginateResult{}, fmt.Errorf("%w (%s number; pbx %s originate.allow/deny)", crm.ErrClickToCallDenied, class, pc.Name)
 	}
 	if !d.click.take(o.connector, req.Extension, pc.Originate.PerMinute) {
 		result("rate_limited")
 		log.Warn("click-to-call refused: rate limit", "per_minute", pc.Originate.PerMinute)
-		return asterisk.OriginateResult{}, ErrClickToCallRate
+		return asterisk.OriginateResult{}, crm.ErrClickToCallRate
 	}
 	d.click.remember(req.ID, clickRequest{connector: o.connector, requester: req.Requester, ext: req.Extension, number: req.Number, at: d.now()})
 	res, err := org.Originate(ctx, req)
@@ -205,6 +197,21 @@ func (g *clickGate) forget(id string) {
 	g.mu.Lock()
 	delete(g.requests, id)
 	g.mu.Unlock()
+}
+
+// customer returns the customer's number, normalised, of a click-to-call the daemon placed
+// ("" when the originate id is not one of its requests).
+func (g *clickGate) customer(id string) string {
+	if id == "" {
+		return ""
+	}
+	g.mu.Lock()
+	r, ok := g.requests[id]
+	g.mu.Unlock()
+	if !ok || r.number == "" {
+		return ""
+	}
+	return g.norm.Normalize(r.number)
 }
 
 // timeline returns the timeline entry of the click-to-call a record came from, if the daemon

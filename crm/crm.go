@@ -15,7 +15,9 @@
 //     was created in the CallStore).
 //   - Live (optional) is called for live events while a call rings; it is best-effort and must be
 //     fast: the call card has to appear while the phone still rings. Live results that the final
-//     delivery needs (Bitrix24 CALL_ID) go to the CallStore.
+//     delivery needs (Bitrix24 CALL_ID) go to the CallStore. The context of a ringing or show
+//     action is cancelled once its moment has passed (see LiveHandler); an adapter then gives up
+//     and returns an error wrapping ErrLiveStale.
 //   - Errors returned by Deliver and Live are classified with the helpers below. An unclassified
 //     error counts as transient.
 //   - The daemon consults the licence gate before it calls Deliver or Live; adapters never check
@@ -45,10 +47,88 @@ type Adapter interface {
 }
 
 // LiveHandler is implemented by adapters that show something while a call is in progress
-// (Bitrix24 call card, amoCRM/Kommo pop-up). Live is called in event order per call, from one
-// goroutine per connector; it should return within a few hundred milliseconds.
+// (Bitrix24 call card, amoCRM/Kommo pop-up). Live is called in event order per call (events of
+// different calls run concurrently); it should return within a few hundred milliseconds.
+//
+// A card shown after its call ended, or to an extension that no longer rings, is worse than
+// none, so the daemon cancels the ctx it passes to Live once the action's moment has passed,
+// with a *StaleError as the cancellation cause (context.Cause):
+//
+//   - LiveRinging of extension X: when the call ends (LiveHangup), when X stops ringing
+//     (LiveStopRinging for X) or when another extension answers (LiveAnswered);
+//   - LiveAnswered and LiveTransferred (they show the card to the extension that took the
+//     call): when the call ends;
+//   - LiveStopRinging and LiveHangup (they hide cards): never for staleness, only at shutdown or
+//     after the daemon's time limit.
+//
+// An adapter waiting for its rate limiter or a lock gives up on ctx.Done and returns an error
+// wrapping the cause (use LiveStale); the daemon counts it in
+// pbxbridge_live_actions_dropped_total{connector,reason} instead of logging a failure. A request
+// already sent should be left to finish (its answer says whether a card is now shown, which a
+// later hide needs). An adapter must not let a stale show cancel the hide of a card it did show:
+// hides run on a context without the staleness cancellation (context.WithoutCancel plus a
+// timeout of their own).
 type LiveHandler interface {
 	Live(ctx context.Context, ev *call.Live) error
+}
+
+// ErrLiveStale is wrapped by the errors of live actions given up because their moment passed
+// (the call ended, the extension stopped ringing, another extension answered, or the daemon's
+// live queue was full). Match it with errors.Is.
+var ErrLiveStale = errors.New("live action no longer wanted")
+
+// Reasons a live action is dropped (StaleError.Reason and the reason label of
+// pbxbridge_live_actions_dropped_total).
+const (
+	LiveDropCallEnded         = "call_ended"         // the call hung up
+	LiveDropAnsweredElsewhere = "answered_elsewhere" // another extension answered
+	LiveDropStoppedRinging    = "stopped_ringing"    // the extension stopped ringing (ring timeout, caller moved on)
+	LiveDropQueueFull         = "queue_full"         // the daemon's live queue for the connector was full
+)
+
+// StaleError is the cancellation cause of a live action's context whose moment passed; it
+// wraps ErrLiveStale.
+type StaleError struct {
+	Reason string // one of the LiveDrop* constants
+}
+
+func (e *StaleError) Error() string {
+	switch e.Reason {
+	case LiveDropCallEnded:
+		return "live action dropped: the call has ended"
+	case LiveDropAnsweredElsewhere:
+		return "live action dropped: another extension answered"
+	case LiveDropStoppedRinging:
+		return "live action dropped: the extension stopped ringing"
+	case LiveDropQueueFull:
+		return "live action dropped: the live queue was full"
+	}
+	return "live action dropped: " + e.Reason
+}
+
+// Unwrap returns ErrLiveStale.
+func (e *StaleError) Unwrap() error { return ErrLiveStale }
+
+// LiveStale returns the cancellation cause of ctx when the daemon cancelled it because the live
+// action's moment passed (a *StaleError), and nil otherwise (not cancelled, shutdown, timeout).
+func LiveStale(ctx context.Context) error {
+	if ctx.Err() == nil {
+		return nil
+	}
+	if c := context.Cause(ctx); errors.Is(c, ErrLiveStale) {
+		return c
+	}
+	return nil
+}
+
+// StaleReason returns the reason of a stale live action's error (the *StaleError in err's
+// chain), or "" when err carries none.
+func StaleReason(err error) string {
+	var se *StaleError
+	if errors.As(err, &se) {
+		return se.Reason
+	}
+	return ""
 }
 
 // Starter is implemented by adapters with background work (token refresh, user-cache refresh,
@@ -62,6 +142,14 @@ type Starter interface {
 // Deliver and Live have returned.
 type Closer interface {
 	Close(ctx context.Context) error
+}
+
+// UserNamer is implemented by adapters that know the names of the CRM users extensions map to,
+// so that people see "Anna Smith (101)" rather than "101" (the status page, the demo). UserName
+// answers from what the adapter already holds, without asking the CRM: "" when the extension
+// has no user or its name is not known yet. It is safe for concurrent use.
+type UserNamer interface {
+	UserName(ext string) string
 }
 
 // Prober is implemented by adapters that can check their CRM account before going live
@@ -113,6 +201,24 @@ type Route struct {
 type Router interface {
 	Responsible(ctx context.Context, number string) (ext string, err error)
 	Lookup(ctx context.Context, number string) (name string, err error)
+}
+
+// Forgetter is implemented by adapters that keep customers' phone numbers in memory (look-up
+// caches): Forget drops every entry of number. `pbxbridge forget` calls it once per form of the
+// number it knows (as given, and E.164). It must return promptly and never call the CRM: what
+// the CRM holds is erased in the CRM.
+type Forgetter interface {
+	Forget(ctx context.Context, number string)
+}
+
+// Reconciler is implemented by adapters whose defence against logging a call twice is state in
+// the CallStore, and that can look a call up in the CRM instead. After the daemon's state was
+// restored from a backup taken at since, the CallStore may have forgotten calls the CRM got after
+// that time; before the first delivery the daemon calls Uncertain for every call still queued
+// for the connector, and the adapter's next Deliver of such a call first asks the CRM whether it
+// has it. Uncertain must not call the CRM; a call the CallStore knows as logged stays as it is.
+type Reconciler interface {
+	Uncertain(ctx context.Context, key string, since time.Time) error
 }
 
 // CodeAuthorizer is implemented by adapters whose CRM gives the admin a one-time authorisation
@@ -190,6 +296,9 @@ type Params struct {
 	Recordings Recordings
 	// Now is the clock (time.Now when nil).
 	Now func() time.Time
+	// MaxResponseBody bounds each CRM answer the adapter reads, in bytes (config
+	// connectors[].max_response_bytes; 0 means the shared client's default, 8 MiB).
+	MaxResponseBody int64
 	// HTTPClient is the transport to use for CRM requests (instrumented, timeouts set); nil
 	// means the adapter builds its own with crm/internal/httpclient defaults.
 	HTTPClient *http.Client
@@ -233,6 +342,18 @@ type ExtensionMapper interface {
 type AccountConfigurer interface {
 	ConfiguredAccount() Account
 }
+
+// Errors the daemon's click-to-call gate returns from Params.Originator before the PBX is asked
+// (wrapped; match with errors.Is). Adapters show them to the CRM user in plain words.
+var (
+	// ErrClickToCallUnlicensed: the connector has no licence for CRM actions.
+	ErrClickToCallUnlicensed = errors.New("click-to-call: the connector has no licence for CRM actions")
+	// ErrClickToCallDenied: the number is not allowed by the PBX's click-to-call policy
+	// (premium-rate, satellite, international, feature codes unless the admin allows them).
+	ErrClickToCallDenied = errors.New("click-to-call: the number is not allowed by the PBX's click-to-call policy")
+	// ErrClickToCallRate: the extension started too many calls in the last minute.
+	ErrClickToCallRate = errors.New("click-to-call: too many calls from this extension in the last minute")
+)
 
 // Factory builds adapters of one connector type.
 type Factory struct {

@@ -150,6 +150,13 @@ func dial(ctx context.Context, opts Options, m *metrics, tap io.Writer, filter *
 		return nil, &dialError{stage, err}
 	}
 	banner, err := c.rd.ReadBanner()
+	if err != nil && cctx.Err() != nil && ctx.Err() == nil {
+		// A peer that accepts the connection and says nothing is not Asterisk's manager.
+		stop()
+		_ = c.Close()
+		return nil, &dialError{"other", fmt.Errorf("ami: %s sent no AMI banner within %v: is it Asterisk's manager port (manager.conf [general] port, usually 5038)?",
+			opts.Address, opts.ConnectTimeout)}
+	}
 	if err != nil {
 		return fail("other", err)
 	}

@@ -9,28 +9,21 @@ import (
 
 	"github.com/pbxbridge/pbxbridge/asterisk"
 	"github.com/pbxbridge/pbxbridge/asterisk/fakepbx"
-	"github.com/pbxbridge/pbxbridge/connector/callmodel"
-	"github.com/pbxbridge/pbxbridge/crm/call"
 )
 
-// benchSource measures messages per second end to end: the fake ARI server renders the
-// "concurrent" transcript (20 calls, 2,610 messages) with fresh ids and sends it over a
+// BenchmarkSourceEndToEnd measures messages per second end to end: the fake ARI server renders
+// the "concurrent" transcript (20 calls, 2,610 messages) with fresh ids and sends it over a
 // loopback websocket; the Source reads, decodes (ToEvent) and hands the events to a consumer,
-// which discards them or builds the calls. Fake server and client share the process (and its
-// CPUs), so the figure is a lower bound for the client alone.
-func benchSource(b *testing.B, model bool) {
-	b.Helper()
+// which discards them. Fake server and client share the process (and its CPUs), so the figure
+// is a lower bound for the client alone. The same pipeline feeding the call model is
+// connector/e2e's BenchmarkARISourceIntoCallModel.
+func BenchmarkSourceEndToEnd(b *testing.B) {
 	srv := startFake(b, fakepbx.ARIConfig{Speed: inf})
 	opts := fastOptions(srv)
 	opts.Logger = slog.New(slog.DiscardHandler)
 	r := runSource(b, opts, 1024)
 	if ev := r.next(b, 5*time.Second); ev.Type != asterisk.TypeConnected {
 		b.Fatalf("first event %v", ev.Type)
-	}
-	var builder *callmodel.Builder
-	var records atomic.Int64
-	if model {
-		builder = callmodel.NewBuilder(labOptions(b), countRecords{&records})
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	consumed := make(chan struct{})
@@ -39,10 +32,7 @@ func benchSource(b *testing.B, model bool) {
 		defer close(consumed)
 		for {
 			select {
-			case ev := <-r.out:
-				if builder != nil {
-					builder.Apply(&ev)
-				}
+			case <-r.out:
 				forwarded.Add(1)
 			case <-ctx.Done():
 				return
@@ -70,15 +60,4 @@ func benchSource(b *testing.B, model bool) {
 	<-consumed
 	b.ReportMetric(float64(want)/elapsed.Seconds(), "msgs/s")
 	b.ReportMetric(float64(forwarded.Load())/elapsed.Seconds(), "events/s")
-	if model && records.Load() == 0 {
-		b.Error("no record built")
-	}
 }
-
-func BenchmarkSourceEndToEnd(b *testing.B)      { benchSource(b, false) }
-func BenchmarkSourceIntoCallModel(b *testing.B) { benchSource(b, true) }
-
-type countRecords struct{ n *atomic.Int64 }
-
-func (c countRecords) Live(*call.Live)     {}
-func (c countRecords) Record(*call.Record) { c.n.Add(1) }

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"log/slog"
 	"math"
-	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -20,12 +19,7 @@ import (
 	"github.com/pbxbridge/pbxbridge/asterisk"
 	"github.com/pbxbridge/pbxbridge/asterisk/ari"
 	"github.com/pbxbridge/pbxbridge/asterisk/fakepbx"
-	"github.com/pbxbridge/pbxbridge/asterisk/numbers"
 	"github.com/pbxbridge/pbxbridge/asterisk/transcripts"
-	"github.com/pbxbridge/pbxbridge/connector/callmodel"
-	"github.com/pbxbridge/pbxbridge/connector/demo"
-	"github.com/pbxbridge/pbxbridge/connector/replay"
-	"github.com/pbxbridge/pbxbridge/crm/call"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -137,64 +131,6 @@ func eventually(limit time.Duration, cond func() bool) bool {
 	return true
 }
 
-// labOptions are the call model options of the lab transcripts.
-func labOptions(tb testing.TB) callmodel.Options {
-	tb.Helper()
-	norm := numbers.MustNew(numbers.Config{DefaultRegion: "RU"})
-	o, err := demo.LabCalls().Compile(norm.Normalize)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return o
-}
-
-// collector is a callmodel.Output keeping the records.
-type collector struct {
-	mu      sync.Mutex
-	records []call.Record
-}
-
-func (c *collector) Live(*call.Live) {}
-func (c *collector) Record(r *call.Record) {
-	c.mu.Lock()
-	c.records = append(c.records, *r)
-	c.mu.Unlock()
-}
-
-func (c *collector) all() []call.Record {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return slices.Clone(c.records)
-}
-
-// fileRecords replays a transcript file with replay.ARI.
-func fileRecords(tb testing.TB, scenario string) []call.Record {
-	tb.Helper()
-	data, err := transcripts.ARI(scenario)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	var out bytes.Buffer
-	if err := replay.ARI(bytes.NewReader(data), labOptions(tb), &out); err != nil {
-		tb.Fatal(err)
-	}
-	return decodeRecords(tb, out.Bytes())
-}
-
-func decodeRecords(tb testing.TB, data []byte) []call.Record {
-	tb.Helper()
-	var recs []call.Record
-	dec := json.NewDecoder(bytes.NewReader(data))
-	for dec.More() {
-		var r call.Record
-		if err := dec.Decode(&r); err != nil {
-			tb.Fatal(err)
-		}
-		recs = append(recs, r)
-	}
-	return recs
-}
-
 // messages counts the ARI messages of a transcript.
 func messages(tb testing.TB, scenario string) int {
 	tb.Helper()
@@ -209,59 +145,6 @@ func messages(tb testing.TB, scenario string) int {
 		}
 	}
 	return n
-}
-
-var uidRE = regexp.MustCompile(`\d{9,}\.\d+`)
-
-// unmap turns a record of a replay back into the transcript's ids and times, using the fresh →
-// original id map and the replay's time shift.
-func unmap(r call.Record, back map[string]string, shift time.Duration) call.Record {
-	mapID := func(s string) string {
-		if o, ok := back[s]; ok {
-			return o
-		}
-		return s
-	}
-	r.CallID = mapID(r.CallID)
-	r.Recording = uidRE.ReplaceAllStringFunc(r.Recording, mapID)
-	r.StartedAt = r.StartedAt.Add(-shift)
-	r.EndedAt = r.EndedAt.Add(-shift)
-	if r.AnsweredAt != nil {
-		t := r.AnsweredAt.Add(-shift)
-		r.AnsweredAt = &t
-	}
-	r.Legs = slices.Clone(r.Legs)
-	for i := range r.Legs {
-		l := &r.Legs[i]
-		if l.AnsweredAt != nil {
-			t := l.AnsweredAt.Add(-shift)
-			l.AnsweredAt = &t
-		}
-		if l.EndedAt != nil {
-			t := l.EndedAt.Add(-shift)
-			l.EndedAt = &t
-		}
-	}
-	r.Transfers = slices.Clone(r.Transfers)
-	for i := range r.Transfers {
-		r.Transfers[i].At = r.Transfers[i].At.Add(-shift)
-	}
-	return r
-}
-
-func sortRecords(rs []call.Record) {
-	slices.SortFunc(rs, func(a, b call.Record) int {
-		if c := a.StartedAt.Compare(b.StartedAt); c != 0 {
-			return c
-		}
-		switch {
-		case a.CallID < b.CallID:
-			return -1
-		case a.CallID > b.CallID:
-			return 1
-		}
-		return 0
-	})
 }
 
 var inf = math.Inf(1)
@@ -344,4 +227,81 @@ func (r *running) drain(tb testing.TB, want int64, limit time.Duration, fn func(
 			}
 		}
 	}
+}
+
+// channelSet follows from the events alone which channels exist, as a consumer of the Source
+// must be able to: a channel exists from its NewChannel to its Hangup, and after a reconnect
+// the snapshot (Snapshot events up to SnapshotEnd) replaces what was known.
+type channelSet struct {
+	open map[string]string // uniqueid → name
+	snap map[string]string // the snapshot being received; nil outside one
+}
+
+func newChannelSet() *channelSet { return &channelSet{open: map[string]string{}} }
+
+func (c *channelSet) apply(ev *asterisk.Event) {
+	switch ev.Type {
+	case asterisk.TypeNewChannel:
+		c.open[ev.Chan.Uniqueid] = ev.Chan.Name
+	case asterisk.TypeHangup:
+		delete(c.open, ev.Chan.Uniqueid)
+	case asterisk.TypeConnected:
+		if ev.Resync {
+			c.snap = map[string]string{}
+		}
+	case asterisk.TypeSnapshot:
+		if c.snap != nil {
+			c.snap[ev.Chan.Uniqueid] = ev.Chan.Name
+		}
+	case asterisk.TypeSnapshotEnd:
+		if c.snap != nil {
+			c.open, c.snap = c.snap, nil
+		}
+	}
+}
+
+// tap takes the events of a running source in the background, as the daemon's consumer does
+// (a Source whose out channel is not read stalls, and Originate with it), and keeps them.
+type tap struct {
+	mu    sync.Mutex
+	evs   []asterisk.Event
+	chans *channelSet
+}
+
+// tap starts taking r's events until the test ends.
+func (r *running) tap(tb testing.TB) *tap {
+	tb.Helper()
+	t := &tap{chans: newChannelSet()}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case ev := <-r.out:
+				t.mu.Lock()
+				t.evs = append(t.evs, ev)
+				t.chans.apply(&ev)
+				t.mu.Unlock()
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	tb.Cleanup(func() { cancel(); <-done })
+	return t
+}
+
+// events returns the events taken so far.
+func (t *tap) events() []asterisk.Event {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return slices.Clone(t.evs)
+}
+
+// open returns how many channels exist according to the events taken so far.
+func (t *tap) open() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.chans.open)
 }

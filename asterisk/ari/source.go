@@ -121,7 +121,7 @@ func (s *Source) Run(ctx context.Context, out chan<- asterisk.Event) error {
 		Serve: func(ctx context.Context, st *Stream, reconnect bool) error {
 			return s.serve(ctx, st, out, reconnect || s.opts.SnapshotOnConnect)
 		},
-		Lost:  s.orig.connectionLost,
+		Lost: s.orig.connectionLost,
 	})
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"os"
 	"regexp"
 	"slices"
 	"strings"
@@ -17,10 +18,25 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/pbxbridge/pbxbridge/asterisk/ami"
+	"github.com/pbxbridge/pbxbridge/asterisk/cdr/cdrtest"
 	"github.com/pbxbridge/pbxbridge/asterisk/transcripts"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// mariaDB is the private MariaDB server of the CDR table tests (asterisk/cdr/cdrtest), stopped
+// before the leak check (its process watcher is a goroutine).
+var mariaDB cdrtest.MariaDB
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	mariaDB.Stop()
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
 
 func start(t *testing.T, cfg Config) *Server {
 	t.Helper()

@@ -75,6 +75,39 @@ func (b *Builder) Has(id string) bool {
 	return ok
 }
 
+// Knows reports whether id belongs to a call the model has not finished: its id (Linkedid), an
+// id merged into it, or the Uniqueid of one of its channels. Recovering calls from the CDR asks
+// it of every row's uniqueid and linkedid, so that a call still in progress (whose first rows
+// may already be written) is never recovered.
+func (b *Builder) Knows(id string) bool {
+	if id == "" {
+		return false
+	}
+	return b.Has(id) || b.chans[id] != nil
+}
+
+// ChannelNames returns the names of the channels of the calls the model has not finished
+// (those still up and those already hung up), in no particular order.
+func (b *Builder) ChannelNames() []string {
+	out := make([]string, 0, len(b.chans))
+	for _, ch := range b.chans {
+		out = append(out, ch.name)
+	}
+	return out
+}
+
+// OldestStart returns the start of the oldest call the model has not finished, or the zero
+// time when it has none.
+func (b *Builder) OldestStart() time.Time {
+	var t time.Time
+	for _, c := range b.calls {
+		if !c.created.IsZero() && (t.IsZero() || c.created.Before(t)) {
+			t = c.created
+		}
+	}
+	return t
+}
+
 // Apply feeds one event. Events must come in the order the PBX sent them. Events about channels
 // the Builder never saw created are ignored (no phantom calls), except snapshots.
 func (b *Builder) Apply(ev *asterisk.Event) {

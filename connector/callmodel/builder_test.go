@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -776,4 +777,39 @@ func TestResyncRingingBeforeSnapshot(t *testing.T) {
 			t.Errorf("record = %+v", r)
 		}
 	})
+}
+
+// TestKnows: what the CDR recovery asks the model about a call it finds in the CDR.
+func TestKnows(t *testing.T) {
+	t.Parallel()
+	var out sink
+	p := newPBX(defaults(t, ""), &out)
+	if p.b.Knows("") || !p.b.OldestStart().IsZero() || len(p.b.ChannelNames()) != 0 {
+		t.Fatal("an empty model knows something")
+	}
+	trunk, dev := p.answeredInbound("+79001234567", "74951112233", "b1")
+	for _, id := range []string{trunk.Linkedid, trunk.Uniqueid, dev.Uniqueid} {
+		if !p.b.Knows(id) {
+			t.Errorf("Knows(%s) = false during the call", id)
+		}
+	}
+	if p.b.Knows("1795400000.99") {
+		t.Error("Knows an unknown uniqueid")
+	}
+	names := p.b.ChannelNames()
+	if len(names) != 2 || !slices.Contains(names, trunk.Name) || !slices.Contains(names, dev.Name) {
+		t.Errorf("ChannelNames = %v", names)
+	}
+	if got := p.b.OldestStart(); !got.Equal(t0.Add(time.Millisecond)) {
+		t.Errorf("OldestStart = %v", got)
+	}
+	p.hangup(dev, 16)
+	if !p.b.Knows(dev.Uniqueid) {
+		t.Error("a hung-up channel of an open call is forgotten")
+	}
+	p.hangup(trunk, 16)
+	out.only(t)
+	if p.b.Knows(trunk.Linkedid) || p.b.Knows(dev.Uniqueid) || len(p.b.ChannelNames()) != 0 || !p.b.OldestStart().IsZero() {
+		t.Error("a finished call is still known")
+	}
 }

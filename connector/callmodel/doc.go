@@ -95,6 +95,15 @@
 // live event then, at the TypeSnapshotEnd time: a call found ringing after a (re)start shows a
 // card like one seen from its start.
 //
+// # Calls the daemon did not see
+//
+// FromCDR builds the record of a call from its Call Detail Records (asterisk/cdr) after the
+// fact, for calls that began and ended while the daemon or its connection was down. It
+// recognises the rows' channels with the same Options and follows the same conventions, with
+// what a CDR can tell (FromCDR lists it; TestFromCDRMatchesLive compares it with the live
+// records of the with-cdr recordings). Builder.Knows and ChannelNames tell the recovery which
+// calls of the CDR the model is still following.
+//
 // # Record conventions
 //
 // started_at is the creation of the call's first channel; ended_at the last hangup of its

@@ -1,6 +1,8 @@
 // Package cli is the pbxbridge command line (kong): `run` starts the daemon (package connector);
 // status, reload, outbox, calls and license status are clients of the running daemon's admin API
-// (connector/admin), so the CLI never opens the state the daemon writes; config, replay, capture,
+// (connector/admin), so the CLI never opens the state the daemon writes; forget and backup now go
+// through the admin API too and open the state themselves only while the daemon is stopped (the
+// outbox's lock proves it), restore only ever runs then; config, replay, capture,
 // crm test/auth, doctor and the licence tools work offline from the config file. `demo` hands over
 // to the pbxbridge-demo program (connector/demo), so the simulators never ship in this binary.
 //
@@ -84,6 +86,7 @@ func (g *Globals) client() *admin.Client {
 // CLI is the pbxbridge command line.
 type CLI struct {
 	Globals
+	ShowVersion kong.VersionFlag `name:"version" help:"Print the version and exit."`
 
 	Run     RunCmd         `cmd:"" help:"Run the daemon (what the systemd unit starts)."`
 	Demo    DemoCmd        `cmd:"" help:"Run a simulated PBX, fake CRMs, demo licences and the daemon on this machine, with nothing installed."`
@@ -96,8 +99,26 @@ type CLI struct {
 	Capture CaptureCmd     `cmd:"" help:"Record the raw AMI stream of a live PBX to a file, for support tickets."`
 	CRM     CRMCmd         `cmd:"" name:"crm" help:"Test a connector's CRM account and authorise integrations."`
 	Doctor  DoctorCmd      `cmd:"" help:"Check everything pbxbridge needs before going live, with a plain fix for each problem."`
+	Forget  ForgetCmd      `cmd:"" help:"Erase every trace of a phone number from pbxbridge's state (not from the CRM)."`
+	Backup  BackupCmd      `cmd:"" help:"Back up the state (outbox, CRM tokens, licence state) now, or list the backups."`
+	Restore RestoreCmd     `cmd:"" help:"Restore a backup into the state directory (the daemon must be stopped)."`
 	License licensecli.Cmd `cmd:"" help:"Licences: fingerprint, offline activation request, install, inspect, verify, status."`
 	Version VersionCmd     `cmd:"" help:"Print the version."`
+
+	Man        ManCmd        `cmd:"" hidden:"" help:"Print the manual page (roff), generated from this command line (gen.go)."`
+	Completion CompletionCmd `cmd:"" hidden:"" help:"Print a shell completion script (gen.go)."`
+	Help       HelpCmd       `cmd:"" help:"Show help for a command (pbxbridge help outbox list)."`
+}
+
+// HelpCmd shows the help of a command.
+type HelpCmd struct {
+	Command []string `arg:"" optional:"" help:"The command, e.g. outbox list."`
+}
+
+// Run prints the help of the named command (the whole tree without one).
+func (c *HelpCmd) Run(kctx *kong.Context) error {
+	_, err := kctx.Parse(append(append([]string{}, c.Command...), "--help"))
+	return err
 }
 
 // exitCoder is implemented by errors that choose the process exit status.
@@ -152,7 +173,7 @@ func MainWith(ctx context.Context, version string, args []string, stdout, stderr
 		kong.Name("pbxbridge"),
 		kong.Description("Asterisk → CRM connector (Bitrix24, amoCRM, Kommo)."),
 		kong.UsageOnError(),
-		kong.Vars{"default_config": config.DefaultPath},
+		kong.Vars{"default_config": config.DefaultPath, "version": "pbxbridge " + version},
 		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
 		kong.Writers(stdout, stderr),
 		kong.Exit(func(c int) { panic(helpExit(c)) }),
@@ -165,6 +186,9 @@ func MainWith(ctx context.Context, version string, args []string, stdout, stderr
 	if err != nil {
 		fmt.Fprintf(stderr, "pbxbridge: %v\n", err)
 		return 2
+	}
+	if err := asService(&cli.Globals, kctx); err != nil { // root: act as the service user (privileges.go)
+		return Report(stderr, "pbxbridge", err)
 	}
 	env := &licensecli.Env{Version: version, Context: ctx, Stdout: stdout, Stderr: stderr}
 	if env.Connectors, err = connector.LicensedTypes(); err != nil {
@@ -240,8 +264,26 @@ func (c *RunCmd) Run(g *Globals) error {
 	if err != nil {
 		return err
 	}
-	return d.Run(g.Ctx)
+	done := make(chan error, 1)
+	go func() { done <- d.Run(g.Ctx) }()
+	select {
+	case err := <-done:
+		return err
+	case <-g.Ctx.Done():
+	}
+	// Stopping is bounded, always: systemd's TimeoutStopSec would SIGKILL us a little later.
+	t := time.NewTimer(stopDeadline)
+	defer t.Stop()
+	select {
+	case err := <-done:
+		return err
+	case <-t.C:
+		return &exitError{code: 1, err: fmt.Errorf("stopping took longer than %v; exiting now (the outbox is consistent: queued calls are delivered after the next start; see the log for what was still running)", stopDeadline)}
+	}
 }
+
+// stopDeadline bounds `run`'s shutdown after SIGTERM (the unit's TimeoutStopSec is 30 s).
+const stopDeadline = 25 * time.Second
 
 // StatusCmd prints the daemon's state.
 type StatusCmd struct {
@@ -255,11 +297,14 @@ func (c *StatusCmd) Run(g *Globals) error {
 		return err
 	}
 	if c.JSON {
-		return writeJSONTo(g.Stdout, st)
+		if err := writeJSONTo(g.Stdout, st); err != nil {
+			return err
+		}
+	} else {
+		printStatus(g.Stdout, st)
 	}
-	printStatus(g.Stdout, st)
 	if !st.Ready {
-		return &exitError{code: 3}
+		return &exitError{code: 3} // the same with --json: scripts test the exit status
 	}
 	return nil
 }
@@ -350,26 +395,55 @@ type ConfigCmd struct {
 // ConfigCheckCmd validates a config.
 type ConfigCheckCmd struct {
 	Quiet bool `short:"q" help:"Print nothing when the config is good."`
+	JSON  bool `help:"Print the result as JSON ({\"file\", \"ok\", \"pbx\", \"connectors\", \"problems\"})."`
+}
+
+// configCheckResult is `config check --json`.
+type configCheckResult struct {
+	File       string            `json:"file"`
+	OK         bool              `json:"ok"`
+	PBX        int               `json:"pbx"`
+	Connectors int               `json:"connectors"`
+	Problems   []*config.Problem `json:"problems,omitempty"`
+	Error      string            `json:"error,omitempty"`
 }
 
 // Run checks the config; exit status 1 with every problem listed.
 func (c *ConfigCheckCmd) Run(g *Globals) error {
 	cfg, err := g.loadConfig()
-	if err != nil {
-		var ps config.Problems
-		if errors.As(err, &ps) {
-			fmt.Fprintf(g.Stderr, "%s: %d problem(s):\n", g.configPath(), len(ps))
-			for _, p := range ps {
-				fmt.Fprintln(g.Stderr, "  "+p.Error())
-			}
+	res := configCheckResult{File: g.configPath(), OK: err == nil}
+	var ps config.Problems
+	switch {
+	case err == nil:
+		res.PBX, res.Connectors = len(cfg.PBX), len(cfg.Connectors)
+	case errors.As(err, &ps):
+		res.Problems = ps
+	default:
+		res.Error = err.Error()
+	}
+	if c.JSON {
+		if err := writeJSONTo(g.Stdout, res); err != nil {
+			return err
+		}
+		if !res.OK {
 			return &exitError{code: 1}
 		}
-		return &exitError{code: 1, err: err}
+		return nil
 	}
-	if !c.Quiet {
-		fmt.Fprintf(g.Stdout, "%s: OK (%d pbx, %d connectors)\n", g.configPath(), len(cfg.PBX), len(cfg.Connectors))
+	switch {
+	case res.OK:
+		if !c.Quiet {
+			fmt.Fprintf(g.Stdout, "%s: OK (%d pbx, %d connectors)\n", res.File, res.PBX, res.Connectors)
+		}
+		return nil
+	case len(ps) > 0:
+		fmt.Fprintf(g.Stderr, "%s: %d problem(s):\n", res.File, len(ps))
+		for _, p := range ps {
+			fmt.Fprintln(g.Stderr, "  "+p.Error())
+		}
+		return &exitError{code: 1}
 	}
-	return nil
+	return &exitError{code: 1, err: err}
 }
 
 // ConfigSampleCmd prints the sample.
@@ -386,7 +460,12 @@ type ConfigEnvCmd struct{}
 
 // Run prints one line per secret: its path and variable.
 func (c *ConfigEnvCmd) Run(g *Globals) error {
-	cfg, err := g.optionalConfig()
+	// The names come from the config's pbx and connector names; the sample's placeholders (the
+	// very values these variables replace) are no reason to refuse.
+	cfg, err := config.Load(g.configPath(), os.Getenv, config.ForTools())
+	if g.ConfigFile == "" && errors.Is(err, os.ErrNotExist) {
+		cfg, err = config.Defaults(os.Getenv), nil
+	}
 	if err != nil {
 		return err
 	}

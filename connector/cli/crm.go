@@ -14,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/pbxbridge/pbxbridge/asterisk"
 	"github.com/pbxbridge/pbxbridge/connector/config"
 	"github.com/pbxbridge/pbxbridge/connector/recordings"
 	"github.com/pbxbridge/pbxbridge/crm"
@@ -28,6 +29,7 @@ type CRMCmd struct {
 // CRMTestCmd probes a connector.
 type CRMTestCmd struct {
 	Connector string `arg:"" help:"Connector name from the config (or its type when only one has that type)."`
+	JSON      bool   `help:"Print the checks as JSON: [{\"name\", \"ok\", \"detail\"}]."`
 }
 
 // Run probes and prints one line per check; exit status 1 when a check fails.
@@ -56,7 +58,19 @@ func (c *CRMTestCmd) Run(g *Globals) error {
 		return fmt.Errorf("connector %s (%s) has no checks", cn.Name, cn.Type)
 	}
 	checks := pr.Probe(ctx)
-	failed := printChecks(g.Stdout, checks)
+	var failed int
+	if c.JSON {
+		for _, ck := range checks {
+			if !ck.OK {
+				failed++
+			}
+		}
+		if err := writeJSONTo(g.Stdout, checks); err != nil {
+			return err
+		}
+	} else {
+		failed = printChecks(g.Stdout, checks)
+	}
 	if failed > 0 {
 		return &exitError{code: 1, err: fmt.Errorf("%d of %d checks failed", failed, len(checks))}
 	}
@@ -125,6 +139,12 @@ func standaloneAdapter(cfg *config.Config, cn *config.Connector, logOut io.Write
 	if settings == nil {
 		settings = f.NewConfig()
 	}
+	// The daemon gives every connector its click-to-call gate; a probe places no call, but
+	// must not report click-to-call as impossible because this process has no PBX connection.
+	var orig asterisk.Originator
+	if len(cfg.PBX) > 0 {
+		orig = probeOriginator{}
+	}
 	return f.New(crm.Params{
 		Name:       cn.Name,
 		Type:       cn.Type,
@@ -133,11 +153,20 @@ func standaloneAdapter(cfg *config.Config, cn *config.Connector, logOut io.Write
 		Metrics:    prometheus.NewRegistry(),
 		StateDir:   stateDir,
 		Calls:      &memCallStore{m: map[string]string{}},
+		Originator: orig,
 		PublicURL:  publicURL,
 		RouteURL:   routeURL,
 		Recordings: rec,
 		Now:        time.Now,
 	})
+}
+
+// probeOriginator stands in for the daemon's click-to-call gate in the CLI's probes: it
+// refuses every call (crm test and crm auth place none).
+type probeOriginator struct{}
+
+func (probeOriginator) Originate(context.Context, asterisk.OriginateRequest) (asterisk.OriginateResult, error) {
+	return asterisk.OriginateResult{}, errors.New("crm: the command line places no calls (the running daemon does)")
 }
 
 // memCallStore is a CallStore that lives in memory (for probes, which create no calls).

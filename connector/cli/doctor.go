@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/pbxbridge/pbxbridge/asterisk/ami"
+	"github.com/pbxbridge/pbxbridge/asterisk/cdr"
 	"github.com/pbxbridge/pbxbridge/connector"
 	"github.com/pbxbridge/pbxbridge/connector/admin"
 	"github.com/pbxbridge/pbxbridge/connector/config"
@@ -24,6 +25,7 @@ import (
 // DoctorCmd checks an installation before it goes live.
 type DoctorCmd struct {
 	Timeout time.Duration `help:"Time allowed for each network check." default:"10s"`
+	JSON    bool          `help:"Print the checks as JSON: [{\"name\", \"status\": ok|warn|fail, \"detail\"}]."`
 }
 
 // doctorLine is one check result.
@@ -44,7 +46,13 @@ func (c *DoctorCmd) Run(g *Globals) error {
 	warn := func(name, format string, args ...any) {
 		lines = append(lines, doctorLine{ok: true, warn: true, name: name, detail: fmt.Sprintf(format, args...)})
 	}
-	defer func() { printDoctor(g.Stdout, lines) }()
+	defer func() {
+		if c.JSON {
+			_ = writeJSONTo(g.Stdout, doctorJSON(lines))
+			return
+		}
+		printDoctor(g.Stdout, lines)
+	}()
 
 	cfg, err := g.loadConfig()
 	if err != nil {
@@ -55,7 +63,7 @@ func (c *DoctorCmd) Run(g *Globals) error {
 
 	// The state directory: writable, room to grow.
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
-		add(false, "state directory", "%s: %v (the service creates it through StateDirectory=; run doctor as the pbxbridge user or root)", cfg.StateDir, err)
+		add(false, "state directory", "%s: %v (the service creates it through StateDirectory=; run doctor with sudo)", cfg.StateDir, err)
 	} else if f, err := os.CreateTemp(cfg.StateDir, ".doctor-*"); err != nil {
 		add(false, "state directory", "%s is not writable: %v (chown pbxbridge:pbxbridge %s)", cfg.StateDir, err, cfg.StateDir)
 	} else {
@@ -72,14 +80,19 @@ func (c *DoctorCmd) Run(g *Globals) error {
 		}
 	}
 
+	lines = append(lines, accessChecks(cfg)...) // as the service user (privileges.go)
+
 	ctx := g.Ctx
 	for _, p := range cfg.PBX {
 		lines = append(lines, c.checkPBX(ctx, p)...)
+		if p.CDR != nil {
+			lines = append(lines, c.checkCDR(ctx, p))
+		}
 	}
 
 	// Recordings.
 	if entries, err := os.ReadDir(cfg.Recordings.Dir); err != nil {
-		add(false, "recordings", "%s is not readable: %v (the unit adds the asterisk group; check the directory's group and mode)", cfg.Recordings.Dir, err)
+		add(false, "recordings", "%s is not readable: %v (give the service user read access: see Recordings in docs/operations.md)", cfg.Recordings.Dir, err)
 	} else {
 		detail := fmt.Sprintf("%s readable (%d entries)", cfg.Recordings.Dir, len(entries))
 		if cfg.Recordings.PublicURL == "" {
@@ -133,6 +146,59 @@ func (c *DoctorCmd) Run(g *Globals) error {
 		}
 	}
 	return nil
+}
+
+// doctorCheck is one check of `doctor --json`.
+type doctorCheck struct {
+	Name   string `json:"name"`
+	Status string `json:"status"` // ok, warn or fail
+	Detail string `json:"detail"`
+}
+
+func doctorJSON(lines []doctorLine) []doctorCheck {
+	out := make([]doctorCheck, 0, len(lines))
+	for _, l := range lines {
+		st := "ok"
+		switch {
+		case !l.ok:
+			st = "fail"
+		case l.warn:
+			st = "warn"
+		}
+		out = append(out, doctorCheck{Name: l.name, Status: st, Detail: l.detail})
+	}
+	return out
+}
+
+// checkCDR reads the last day of a PBX's CDR: the file or table is there, readable by this user,
+// and of the layout the config says.
+func (c *DoctorCmd) checkCDR(ctx context.Context, p config.PBX) doctorLine {
+	name := "pbx " + p.Name + ": cdr"
+	bad := 0
+	src, closeSrc, err := connector.OpenCDR(&p, func(*cdr.RecordError) { bad++ })
+	if err != nil {
+		return doctorLine{name: name, detail: err.Error()}
+	}
+	defer func() { _ = closeSrc() }()
+	rctx, cancel := context.WithTimeout(ctx, 3*c.Timeout)
+	defer cancel()
+	now := time.Now()
+	rows, err := src.Read(rctx, now.Add(-24*time.Hour), now.Add(time.Minute))
+	if err != nil {
+		fix := "check the path, that the pbxbridge user can read it, and that the csv block says what cdr.conf [csv] says"
+		if p.CDR.MySQL != nil {
+			fix = "check the DSN, the user's SELECT grant on the table and information_schema, and the table name"
+		}
+		return doctorLine{name: name, detail: fmt.Sprintf("%v (%s)", err, fix)}
+	}
+	detail := fmt.Sprintf("%d rows in the last 24 h: calls missed while pbxbridge is down are recovered from it", len(rows))
+	if bad > 0 {
+		return doctorLine{ok: true, warn: true, name: name, detail: fmt.Sprintf("%s; %d malformed rows skipped (does the csv block match cdr.conf?)", detail, bad)}
+	}
+	if len(rows) == 0 {
+		return doctorLine{ok: true, warn: true, name: name, detail: "readable, but no row in the last 24 h: is this the file (or table) the PBX writes?"}
+	}
+	return doctorLine{ok: true, name: name, detail: detail}
 }
 
 func printDoctor(w io.Writer, lines []doctorLine) {

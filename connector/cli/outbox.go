@@ -29,6 +29,8 @@ type OutboxCmd struct {
 	Drop      OutboxDropCmd      `cmd:"" help:"Delete rows from the outbox (they will never be delivered)."`
 	Redeliver OutboxRedeliverCmd `cmd:"" help:"Deliver again the calls of a period that were already delivered."`
 	Import    OutboxImportCmd    `cmd:"" help:"Queue call records (JSON lines from 'pbxbridge replay') for delivery, e.g. to backfill."`
+	Check     OutboxCheckCmd     `cmd:"" help:"Run SQLite's full integrity check on the outbox (through the running daemon, or offline)."`
+	Salvage   OutboxSalvageCmd   `cmd:"" help:"Copy what can still be read of a damaged outbox into a new one (pbxbridge must be stopped)."`
 }
 
 // OutboxListCmd lists rows.

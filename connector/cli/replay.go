@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/pbxbridge/pbxbridge/asterisk/ami"
@@ -46,22 +47,41 @@ func (c *ReplayCmd) Run(g *Globals) error {
 		r = f
 	}
 	w := bufio.NewWriter(g.Stdout)
+	var st replay.Stats
 	if c.AMI != "" {
-		err = replay.AMI(r, opts, w)
+		st, err = replay.AMIStats(r, opts, w)
 	} else {
-		err = replay.ARI(r, opts, w)
+		st, err = replay.ARIStats(r, opts, w)
 	}
 	if ferr := w.Flush(); err == nil {
 		err = ferr
 	}
-	return err
+	if err != nil {
+		return err
+	}
+	// No call at all is worth saying: an empty capture, or channels the config does not know.
+	switch {
+	case st.Frames == 0:
+		return &exitError{code: 1, err: fmt.Errorf("0 calls: %s holds no %s frames", path, kindOf(c))}
+	case st.Records == 0:
+		return &exitError{code: 1, err: fmt.Errorf("0 calls from %d frames (%d events); no channel matched pbx[].calls: check the extension and trunk patterns (pbxbridge config sample, docs/asterisk.md)", st.Frames, st.Events)}
+	}
+	fmt.Fprintf(g.Stderr, "%d calls from %d frames\n", st.Records, st.Frames)
+	return nil
+}
+
+func kindOf(c *ReplayCmd) string {
+	if c.AMI != "" {
+		return "AMI"
+	}
+	return "ARI"
 }
 
 func (c *ReplayCmd) modelOptions(g *Globals) (callmodel.Options, error) {
 	var cfg *config.Config
 	if g.ConfigFile != "" {
 		var err error
-		if cfg, err = g.loadConfig(); err != nil {
+		if cfg, err = config.Load(g.configPath(), os.Getenv, config.ForTools()); err != nil {
 			return callmodel.Options{}, err
 		}
 	} else {
@@ -108,7 +128,7 @@ type CaptureCmd struct {
 
 // Run captures until Ctrl-C or the duration.
 func (c *CaptureCmd) Run(g *Globals) error {
-	cfg, err := g.loadConfig()
+	cfg, err := config.Load(g.configPath(), os.Getenv, config.ForTools())
 	if err != nil {
 		return err
 	}
@@ -119,10 +139,17 @@ func (c *CaptureCmd) Run(g *Globals) error {
 	if p.Type != "ami" {
 		return fmt.Errorf("pbx %s is %s; capture records AMI streams", p.Name, p.Type)
 	}
-	f, err := os.OpenFile(c.Out, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if _, err := os.Stat(c.Out); err == nil {
+		return fmt.Errorf("%s exists: name a new file", c.Out)
+	}
+	// The capture goes to a temporary file that becomes c.Out only once something was
+	// captured: a PBX that refuses the connection leaves no empty file behind.
+	f, err := os.CreateTemp(filepath.Dir(c.Out), "."+filepath.Base(c.Out)+".*")
 	if err != nil {
 		return err
 	}
+	tmp := f.Name()
+	defer func() { _ = os.Remove(tmp) }()
 	ctx := g.Ctx
 	if c.Duration > 0 {
 		var cancel context.CancelFunc
@@ -141,6 +168,12 @@ func (c *CaptureCmd) Run(g *Globals) error {
 		err = nil
 	}
 	if err != nil {
+		return err
+	}
+	if st, serr := os.Stat(tmp); serr != nil || st.Size() == 0 {
+		return fmt.Errorf("nothing was captured from %s", p.AMI.Address())
+	}
+	if err := os.Rename(tmp, c.Out); err != nil {
 		return err
 	}
 	fmt.Fprintf(g.Stderr, "done: %s\n", c.Out)

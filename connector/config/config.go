@@ -13,6 +13,7 @@ import (
 
 	"github.com/goccy/go-yaml/ast"
 
+	"github.com/pbxbridge/pbxbridge/asterisk/cdr"
 	"github.com/pbxbridge/pbxbridge/asterisk/numbers"
 	"github.com/pbxbridge/pbxbridge/configs"
 	"github.com/pbxbridge/pbxbridge/connector/callmodel"
@@ -38,6 +39,7 @@ type Config struct {
 	// Connectors lists the CRM accounts to deliver calls to (several, of any types).
 	Connectors []Connector      `yaml:"connectors"`
 	Outbox     Outbox           `yaml:"outbox"`
+	Backup     Backup           `yaml:"backup"`
 	Dispatch   Dispatch         `yaml:"dispatch"`
 	Licensing  licensing.Config `yaml:"licensing"`
 	// Recordings: where Asterisk writes them, and signed links for CRMs that play them from a URL.
@@ -51,8 +53,10 @@ type Config struct {
 type Log struct {
 	Level  string `yaml:"level"`  // debug, info, warn, error
 	Format string `yaml:"format"` // text or json
-	// RedactNumbers masks phone numbers in log lines (+7916***4567): the log then holds no
-	// customer's full number.
+	// RedactNumbers masks phone numbers in every log line, the CRM adapters' included
+	// (+7916***4567): the values of number-like attributes (customer, number, phone, from, to,
+	// caller, …) and any value that looks like a phone number (7 or more digits, with an optional
+	// +). The log then holds no customer's full number.
 	RedactNumbers bool `yaml:"redact_numbers"`
 }
 
@@ -98,11 +102,7 @@ func (a AdminHTTP) Loopback() bool {
 	if err != nil {
 		return false
 	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
+	return loopbackHost(host)
 }
 
 // Admin configures the local admin API used by `pbxbridge status` and `pbxbridge outbox …`.
@@ -123,6 +123,56 @@ type PBX struct {
 	Calls callmodel.Config `yaml:"calls"`
 	// Originate configures click-to-call on this PBX.
 	Originate Originate `yaml:"originate"`
+	// CDR is where this PBX writes its Call Detail Records. With it, calls that began and ended
+	// while the daemon or its connection was down are recovered from the CDR after every start
+	// and reconnect (docs/operations.md); without it they are lost.
+	CDR *CDR `yaml:"cdr"`
+}
+
+// CDR is one PBX's Call Detail Records: exactly one of CSV and MySQL.
+type CDR struct {
+	CSV   *CDRCSV   `yaml:"csv"`
+	MySQL *CDRMySQL `yaml:"mysql"`
+	// Delay is how long after a (re)connect the CDR is read, and read again three delays later:
+	// the time Asterisk may take to write a finished call's rows (a few seconds; with cdr.conf
+	// batch=yes, a third of its time setting or more). Default 10s.
+	Delay time.Duration `yaml:"delay"`
+	// MaxGap bounds how far back a recovery reads: after an outage longer than this only its
+	// last MaxGap is recovered (calls older than that are no news to a CRM). Default 24h.
+	MaxGap time.Duration `yaml:"max_gap"`
+}
+
+// CDRCSV is Asterisk's cdr_csv file and the [csv] settings of the cdr.conf that writes it.
+type CDRCSV struct {
+	// Path of Master.csv (default /var/log/asterisk/cdr-csv/Master.csv).
+	Path string `yaml:"path"`
+	// The cdr.conf [csv] options that decide the file's columns; loguniqueid must be yes (the
+	// uniqueid is how a row is matched to the calls the daemon saw).
+	LogUniqueID   bool `yaml:"loguniqueid"`
+	LogUserField  bool `yaml:"loguserfield"`
+	NewCDRColumns bool `yaml:"newcdrcolumns"`
+	UseGMTime     bool `yaml:"usegmtime"`
+	// Timezone the PBX writes local times in (usegmtime=no), an IANA name such as
+	// Europe/Moscow; default: this host's zone.
+	Timezone string `yaml:"timezone"`
+	// MaxCallAge bounds the time from a call's start to the writing of its last row (the
+	// longest call plus batching); the file is searched by time with it. Default 24h.
+	MaxCallAge time.Duration `yaml:"max_call_age"`
+}
+
+// CDRMySQL is a CDR table in MySQL or MariaDB: FreePBX's asteriskcdrdb.cdr, or one written by
+// cdr_adaptive_odbc. A read-only user suffices (SELECT on the table and information_schema).
+type CDRMySQL struct {
+	// DSN in go-sql-driver/mysql form: user:password@unix(/run/mysqld/mysqld.sock)/asteriskcdrdb
+	// or user:password@tcp(10.0.0.5:3306)/asteriskcdrdb. Better from the environment:
+	// PBXBRIDGE_PBX_<NAME>_CDR_MYSQL_DSN.
+	DSN configs.Secret `yaml:"dsn"`
+	// Table is "cdr" (default) or "schema.table".
+	Table string `yaml:"table"`
+	// Timezone calldate is written in (an IANA name); default: this host's zone.
+	Timezone string `yaml:"timezone"`
+	// QueryTimeout bounds each query, on the server too. Default 10s.
+	QueryTimeout time.Duration `yaml:"query_timeout"`
 }
 
 // AMI is an Asterisk Manager Interface connection (manager.conf user with read
@@ -187,6 +237,9 @@ type Connector struct {
 	// Include, when not empty, sends only matching calls; Exclude drops matching calls.
 	Include Filter `yaml:"include"`
 	Exclude Filter `yaml:"exclude"`
+	// MaxResponseBytes bounds each CRM answer the connector reads (default 8 MiB): a larger or
+	// endless answer fails the request instead of filling memory.
+	MaxResponseBytes int64 `yaml:"max_response_bytes"`
 
 	// Settings is the decoded type block (the value crm.Factory.NewConfig returned).
 	Settings any `yaml:"-"`
@@ -221,8 +274,24 @@ func (f *Filter) Empty() bool {
 
 // Outbox configures the durable queue.
 type Outbox struct {
-	// RetentionDays keeps delivered calls (for `outbox redeliver` and timelines).
+	// RetentionDays keeps delivered calls (for `outbox redeliver` and timelines), and the call
+	// state, timelines and stale open calls of calls no longer queued.
 	RetentionDays int `yaml:"retention_days"`
+	// DeadLetterRetentionDays keeps calls the CRM refused (dead letters) after they died, for
+	// `outbox retry` (default 90).
+	DeadLetterRetentionDays int `yaml:"dead_letter_retention_days"`
+}
+
+// Backup configures the automatic online backups of the state directory (the outbox database,
+// the CRM tokens and the licence state).
+type Backup struct {
+	// Interval between automatic backups (default 24h; 0 turns them off, `pbxbridge backup now`
+	// still works).
+	Interval time.Duration `yaml:"interval"`
+	// Dir receives the backups (default <state_dir>/backups), created 0700.
+	Dir string `yaml:"dir"`
+	// Keep is how many backups are kept, the newest (default 7).
+	Keep int `yaml:"keep"`
 }
 
 // Dispatch configures delivery.
@@ -245,7 +314,8 @@ func Default() *Config {
 		Log:      Log{Level: "info", Format: "text"},
 		HTTP:     HTTP{Admin: AdminHTTP{Listen: "127.0.0.1:9180"}},
 		Numbers:  numbers.Config{DefaultRegion: "RU"},
-		Outbox:   Outbox{RetentionDays: 30},
+		Outbox:   Outbox{RetentionDays: 30, DeadLetterRetentionDays: 90},
+		Backup:   Backup{Interval: 24 * time.Hour, Keep: 7},
 		Dispatch: Dispatch{
 			Workers:         2,
 			BackoffMin:      5 * time.Second,
@@ -262,6 +332,9 @@ func Default() *Config {
 func (c *Config) applyDefaults() {
 	if c.Admin.Socket == "" && c.StateDir != "" {
 		c.Admin.Socket = strings.TrimRight(c.StateDir, "/") + "/admin.sock"
+	}
+	if c.Backup.Dir == "" && c.StateDir != "" {
+		c.Backup.Dir = strings.TrimRight(c.StateDir, "/") + "/backups"
 	}
 	for i := range c.PBX {
 		p := &c.PBX[i]
@@ -301,6 +374,26 @@ func (c *Config) applyDefaults() {
 		if p.Originate.Precheck == "" {
 			p.Originate.Precheck = "extension_state"
 		}
+		if c := p.CDR; c != nil {
+			if c.Delay == 0 {
+				c.Delay = 10 * time.Second
+			}
+			if c.MaxGap == 0 {
+				c.MaxGap = 24 * time.Hour
+			}
+			if c.CSV != nil && c.CSV.Path == "" {
+				c.CSV.Path = "/var/log/asterisk/cdr-csv/Master.csv"
+			}
+			if c.CSV != nil && c.CSV.MaxCallAge == 0 {
+				c.CSV.MaxCallAge = 24 * time.Hour
+			}
+			if c.MySQL != nil && c.MySQL.Table == "" {
+				c.MySQL.Table = "cdr"
+			}
+			if c.MySQL != nil && c.MySQL.QueryTimeout == 0 {
+				c.MySQL.QueryTimeout = 10 * time.Second
+			}
+		}
 	}
 	for i := range c.Connectors {
 		cn := &c.Connectors[i]
@@ -338,8 +431,9 @@ func (c *Connector) decodeExtra(d *decoder, key string, value ast.Node, path str
 
 var nameRe = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
 
-// validate checks the whole config; every problem is added to d.
-func (c *Config) validate(d *decoder) {
+// validate checks the whole config; every problem is added to d. deployment adds the checks a
+// config the daemon runs on must pass (at least one pbx and one connector).
+func (c *Config) validate(d *decoder, deployment bool) {
 	bad := func(path, format string, args ...any) {
 		d.problems = append(d.problems, &Problem{Line: d.lineOf(path), Path: path, Msg: fmt.Sprintf(format, args...)})
 	}
@@ -358,8 +452,12 @@ func (c *Config) validate(d *decoder) {
 		}
 	}
 	if u := c.HTTP.Public.URL; u != "" {
-		if pu, err := url.Parse(u); err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" || pu.RawQuery != "" || pu.Fragment != "" {
+		pu, err := url.Parse(u)
+		switch {
+		case err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" || pu.RawQuery != "" || pu.Fragment != "":
 			bad("http.public.url", "must be an absolute http(s) URL without query, got %q", u)
+		case pu.Scheme == "http" && !loopbackHost(pu.Hostname()):
+			bad("http.public.url", "must be https: CRMs send their application tokens and users their sessions to it (plain http is accepted only for a loopback address), got %q", u)
 		}
 	}
 	if l := c.HTTP.Admin.Listen; l != "" {
@@ -384,6 +482,12 @@ func (c *Config) validate(d *decoder) {
 		bad("numbers", "%s", strings.TrimPrefix(err.Error(), "numbers: "))
 	}
 
+	if deployment && len(c.PBX) == 0 {
+		bad("pbx", "no PBX is configured: add a pbx: entry (the Asterisk whose calls pbxbridge reads)")
+	}
+	if deployment && len(c.Connectors) == 0 {
+		bad("connectors", "no connector is configured: add a connectors: entry (the CRM account calls go to)")
+	}
 	pbxNames := map[string]bool{}
 	for i := range c.PBX {
 		p := &c.PBX[i]
@@ -448,6 +552,9 @@ func (c *Config) validate(d *decoder) {
 		if p.Originate.PerMinute < 0 {
 			bad(path+".originate.per_minute", "must not be negative")
 		}
+		if p.CDR != nil {
+			checkCDR(bad, path+".cdr", p.CDR, EnvName(path+".cdr.mysql.dsn", c))
+		}
 	}
 
 	names := map[string]bool{}
@@ -492,10 +599,25 @@ func (c *Config) validate(d *decoder) {
 		}
 		checkFilter(bad, path+".include", &cn.Include)
 		checkFilter(bad, path+".exclude", &cn.Exclude)
+		if n := cn.MaxResponseBytes; n != 0 && (n < 64<<10 || n > 256<<20) {
+			bad(path+".max_response_bytes", "must be between 65536 (64 KiB) and 268435456 (256 MiB), got %d", n)
+		}
 	}
 
 	if c.Outbox.RetentionDays < 1 {
 		bad("outbox.retention_days", "must be at least 1")
+	}
+	if c.Outbox.DeadLetterRetentionDays < 1 {
+		bad("outbox.dead_letter_retention_days", "must be at least 1")
+	}
+	if c.Backup.Interval != 0 && c.Backup.Interval < time.Minute {
+		bad("backup.interval", "must be at least 1m, or 0 to turn automatic backups off, got %v", c.Backup.Interval)
+	}
+	if c.Backup.Keep < 1 {
+		bad("backup.keep", "must be at least 1, got %d", c.Backup.Keep)
+	}
+	if c.Backup.Dir != "" && !filepath.IsAbs(c.Backup.Dir) {
+		bad("backup.dir", "must be an absolute path, got %q", c.Backup.Dir)
 	}
 	if c.Dispatch.Workers < 1 || c.Dispatch.Workers > 64 {
 		bad("dispatch.workers", "must be between 1 and 64, got %d", c.Dispatch.Workers)
@@ -525,6 +647,72 @@ func (c *Config) validate(d *decoder) {
 	}
 }
 
+// checkCDR validates a pbx[].cdr block; env is the DSN's environment variable.
+func checkCDR(bad func(string, string, ...any), path string, c *CDR, env string) {
+	switch {
+	case c.CSV == nil && c.MySQL == nil:
+		bad(path, "needs a csv block (Asterisk's Master.csv) or a mysql block (FreePBX's asteriskcdrdb.cdr)")
+	case c.CSV != nil && c.MySQL != nil:
+		bad(path, "has both csv and mysql: give the one the PBX writes")
+	}
+	if c.Delay < 0 || c.Delay > 10*time.Minute {
+		bad(path+".delay", "must be between 0s and 10m, got %v", c.Delay)
+	}
+	if c.MaxGap < time.Minute {
+		bad(path+".max_gap", "must be at least 1m, got %v", c.MaxGap)
+	}
+	if v := c.CSV; v != nil {
+		if !filepath.IsAbs(v.Path) {
+			bad(path+".csv.path", "must be an absolute path, got %q", v.Path)
+		}
+		if !v.LogUniqueID {
+			bad(path+".csv.loguniqueid", "must be true, and cdr.conf's [csv] must say loguniqueid=yes: calls are matched by uniqueid")
+		}
+		if v.UseGMTime && v.Timezone != "" {
+			bad(path+".csv.timezone", "must be empty with usegmtime (the file's times are UTC)")
+		}
+		checkZone(bad, path+".csv.timezone", v.Timezone)
+		if v.MaxCallAge < time.Minute {
+			bad(path+".csv.max_call_age", "must be at least 1m, got %v", v.MaxCallAge)
+		}
+	}
+	if v := c.MySQL; v != nil {
+		if !v.DSN.IsSet() {
+			bad(path+".mysql.dsn", "must be set (in the file or in %s), e.g. cdrreader:secret@unix(/run/mysqld/mysqld.sock)/asteriskcdrdb", env)
+		} else if r, err := cdr.OpenMySQL(cdr.MySQLConfig{DSN: v.DSN.Value(), Table: v.Table}); err != nil {
+			bad(path+".mysql", "%s", strings.TrimPrefix(err.Error(), "cdr: mysql: "))
+		} else {
+			_ = r.Close() // it never connected: the DSN and table name only were checked
+		}
+		checkZone(bad, path+".mysql.timezone", v.Timezone)
+		if v.QueryTimeout < 100*time.Millisecond || v.QueryTimeout > 5*time.Minute {
+			bad(path+".mysql.query_timeout", "must be between 100ms and 5m, got %v", v.QueryTimeout)
+		}
+	}
+}
+
+func checkZone(bad func(string, string, ...any), path, zone string) {
+	if zone == "" {
+		return
+	}
+	if _, err := time.LoadLocation(zone); err != nil {
+		bad(path, "unknown time zone %q (want an IANA name such as Europe/Moscow)", zone)
+	}
+}
+
+// Location returns the time zone of an IANA name, or the local zone for "" (validated names
+// only; an unknown one also gives the local zone).
+func Location(zone string) *time.Location {
+	if zone == "" {
+		return time.Local
+	}
+	loc, err := time.LoadLocation(zone)
+	if err != nil {
+		return time.Local
+	}
+	return loc
+}
+
 func checkFilter(bad func(string, string, ...any), path string, f *Filter) {
 	lists := map[string][]string{"extensions": f.Extensions, "trunks": f.Trunks, "dids": f.DIDs, "numbers": f.Numbers}
 	for key, list := range lists {
@@ -550,4 +738,13 @@ func ValidNumberRule(s string) bool {
 		return true
 	}
 	return slices.Contains(numbers.Classes(), numbers.Class(s))
+}
+
+// loopbackHost reports whether host is localhost or a loopback address.
+func loopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

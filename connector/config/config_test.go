@@ -164,3 +164,120 @@ func TestSecretsFromEnvAndRedaction(t *testing.T) {
 		}
 	}
 }
+
+// An empty file (or one with neither pbx nor connectors) is not a config the daemon can run on:
+// at 1bda728 `config check` said "OK (0 pbx, 0 connectors)" and `run` logged "ready: every PBX
+// connected". Tools that need only the call recognition (replay) still accept it.
+func TestEmptyConfigRefused(t *testing.T) {
+	t.Parallel()
+	for _, yaml := range []string{"", "log: {level: info}\n"} {
+		_, err := config.Parse([]byte(yaml), "empty.yaml", nil)
+		if err == nil || !strings.Contains(err.Error(), "pbx: no PBX is configured") || !strings.Contains(err.Error(), "connectors: no connector is configured") {
+			t.Errorf("%q: %v", yaml, err)
+		}
+		if _, err := config.Parse([]byte(yaml), "empty.yaml", nil, config.ForTools()); err != nil {
+			t.Errorf("%q for tools: %v", yaml, err)
+		}
+	}
+}
+
+// TestPrivacyDefaults: retention of dead letters, automatic backups and expiring recording links
+// are on by default.
+func TestPrivacyDefaults(t *testing.T) {
+	cfg, err := config.Parse([]byte(good), "good.yaml", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Outbox.DeadLetterRetentionDays != 90 {
+		t.Errorf("outbox.dead_letter_retention_days = %d, want 90", cfg.Outbox.DeadLetterRetentionDays)
+	}
+	if b := cfg.Backup; b.Interval != 24*time.Hour || b.Keep != 7 || b.Dir != "/tmp/pbxbridge/backups" {
+		t.Errorf("backup = %+v, want every 24h, 7 kept, in <state_dir>/backups", b)
+	}
+	if cfg.Recordings.Expiry != 7*24*time.Hour {
+		t.Errorf("recordings.expiry = %v, want 7 days", cfg.Recordings.Expiry)
+	}
+	off, err := config.Parse([]byte(good+"backup: {interval: 0s}\nrecordings: {expiry: 0s}\n"), "off.yaml", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if off.Backup.Interval != 0 || off.Recordings.Expiry != 0 {
+		t.Errorf("explicit 0s: backup.interval %v, recordings.expiry %v", off.Backup.Interval, off.Recordings.Expiry)
+	}
+}
+
+func TestPrivacyProblems(t *testing.T) {
+	in := good + "outbox: {dead_letter_retention_days: 0}\nbackup: {interval: 10s, keep: 0, dir: backups}\n"
+	_, err := config.Parse([]byte(in), "bad.yaml", nil)
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	for _, want := range []string{"outbox.dead_letter_retention_days", "backup.interval", "backup.keep", "backup.dir"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("problems lack %s:\n%v", want, err)
+		}
+	}
+}
+
+func TestCDR(t *testing.T) {
+	pbx := `
+state_dir: /tmp/pbxbridge
+pbx:
+  - name: main
+    ami: {host: 127.0.0.1, username: u, secret: s}
+    cdr:
+`
+	// A Master.csv with defaults.
+	cfg, err := config.Parse([]byte(pbx+"      csv: {loguniqueid: true, timezone: Europe/Moscow}\n"), "f.yaml", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := cfg.PBX[0].CDR
+	if c == nil || c.CSV == nil || c.MySQL != nil || c.CSV.Path != "/var/log/asterisk/cdr-csv/Master.csv" ||
+		c.Delay != 10*time.Second || c.MaxGap != 24*time.Hour || c.CSV.MaxCallAge != 24*time.Hour {
+		t.Fatalf("defaults: %+v %+v", c, c.CSV)
+	}
+	if loc := config.Location(c.CSV.Timezone); loc.String() != "Europe/Moscow" {
+		t.Fatalf("location %v", loc)
+	}
+	if cfg.PBX[0].CDR == nil || config.Location("") != time.Local {
+		t.Fatal("the local zone is the default")
+	}
+	// FreePBX's table, the DSN from the environment.
+	in := pbx + "      mysql: {table: asteriskcdrdb.cdr}\n      delay: 30s\n"
+	cfg, err = config.Parse([]byte(in), "f.yaml", env(map[string]string{
+		"PBXBRIDGE_PBX_MAIN_CDR_MYSQL_DSN": "cdrreader:pw@unix(/run/mysqld/mysqld.sock)/asteriskcdrdb"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := cfg.PBX[0].CDR.MySQL; m.DSN.Value() == "" || m.Table != "asteriskcdrdb.cdr" || m.QueryTimeout != 10*time.Second ||
+		cfg.PBX[0].CDR.Delay != 30*time.Second {
+		t.Fatalf("mysql: %+v", m)
+	}
+	if js, _ := json.Marshal(cfg.PBX[0].CDR); strings.Contains(string(js), "pw@") {
+		t.Fatalf("the DSN leaked: %s", js)
+	}
+
+	// Every problem, with its line.
+	for in, want := range map[string]string{
+		pbx + "      delay: 5s\n": "f.yaml:7: pbx[0].cdr: needs a csv block",
+		pbx + "      csv: {loguniqueid: true}\n      mysql: {dsn: a@/b}\n": "f.yaml:7: pbx[0].cdr: has both csv and mysql",
+		pbx + "      csv: {path: Master.csv, loguniqueid: true}\n":         "f.yaml:7: pbx[0].cdr.csv.path: must be an absolute path",
+		pbx + "      csv: {}\n": "pbx[0].cdr.csv.loguniqueid: must be true",
+		pbx + "      csv: {loguniqueid: true, timezone: Mars/Olympus}\n":         "f.yaml:7: pbx[0].cdr.csv.timezone: unknown time zone \"Mars/Olympus\"",
+		pbx + "      csv: {loguniqueid: true, usegmtime: true, timezone: UTC}\n": "pbx[0].cdr.csv.timezone: must be empty with usegmtime",
+		pbx + "      csv: {loguniqueid: true, max_call_age: 1s}\n":               "pbx[0].cdr.csv.max_call_age: must be at least 1m",
+		pbx + "      csv: {loguniqueid: true, colour: red}\n":                    "f.yaml:7: pbx[0].cdr.csv.colour: unknown key",
+		pbx + "      mysql: {table: cdr}\n":                                      "pbx[0].cdr.mysql.dsn: must be set (in the file or in PBXBRIDGE_PBX_MAIN_CDR_MYSQL_DSN)",
+		pbx + "      mysql: {dsn: 'a@tcp(h)/db', table: 'cdr; drop'}\n":          "pbx[0].cdr.mysql: table \"cdr; drop\"",
+		pbx + "      mysql: {dsn: 'not a dsn'}\n":                                "pbx[0].cdr.mysql: dsn:",
+		pbx + "      mysql: {dsn: 'a@/db', query_timeout: 1h}\n":                 "pbx[0].cdr.mysql.query_timeout: must be between 100ms and 5m",
+		pbx + "      csv: {loguniqueid: true}\n      delay: 1h\n":                "f.yaml:8: pbx[0].cdr.delay: must be between 0s and 10m",
+		pbx + "      csv: {loguniqueid: true}\n      max_gap: 1s\n":              "f.yaml:8: pbx[0].cdr.max_gap: must be at least 1m",
+	} {
+		_, err := config.Parse([]byte(in), "f.yaml", nil)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s\nerr = %v\nwant %q", in, err, want)
+		}
+	}
+}

@@ -16,10 +16,12 @@ import (
 
 // Problem is one configuration error: where it is and what is wrong.
 type Problem struct {
-	File string // config file path ("" for problems not tied to a file)
-	Line int    // 1-based line in File, 0 when unknown (defaults, environment)
-	Path string // field path, e.g. pbx[0].ami.host
-	Msg  string
+	File string `json:"file,omitempty"` // config file path ("" for problems not tied to a file)
+	Line int    `json:"line,omitempty"` // 1-based line in File, 0 when unknown (defaults, environment)
+	Path string `json:"path,omitempty"` // field path, e.g. pbx[0].ami.host
+	Msg  string `json:"message"`
+	// Placeholder marks a value left as the sample config has it (a config not yet edited).
+	Placeholder bool `json:"placeholder,omitempty"`
 }
 
 func (p *Problem) Error() string {

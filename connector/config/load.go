@@ -22,32 +22,66 @@ const MaxFileSize = 1 << 20
 // Load reads the config at path: defaults, then the file, then PBXBRIDGE_… environment variables
 // for secrets, then validation. getenv is os.Getenv in the daemon (injectable for tests). On any
 // problem it returns a Problems error listing all of them, each with its path and line.
-func Load(path string, getenv func(string) string) (*Config, error) {
+func Load(path string, getenv func(string) string, opts ...Option) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
-	cfg, err := Parse(data, path, getenv)
+	cfg, err := Parse(data, path, getenv, opts...)
 	if err != nil {
 		return nil, err
 	}
 	return cfg, nil
 }
 
+// Option changes what Load and Parse check.
+type Option func(*loadOptions)
+
+type loadOptions struct{ tool bool }
+
+// ForTools skips the checks that only a config the daemon runs on must pass (placeholders left
+// from the sample, at least one pbx and one connector): for offline tools such as `pbxbridge
+// replay`, which need only the call recognition.
+func ForTools() Option { return func(o *loadOptions) { o.tool = true } }
+
 // Parse is Load on bytes; file is used in messages.
-func Parse(data []byte, file string, getenv func(string) string) (*Config, error) {
+func Parse(data []byte, file string, getenv func(string) string, opts ...Option) (*Config, error) {
+	var o loadOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	cfg, d, err := decodeConfig(data, file, getenv)
+	if err != nil {
+		return nil, err
+	}
+	cfg.validate(d, !o.tool)
+	if !o.tool {
+		cfg.checkPlaceholders(d)
+	}
+	if len(d.problems) > 0 {
+		for _, p := range d.problems {
+			p.File = file
+		}
+		return nil, d.problems.sorted()
+	}
+	return cfg, nil
+}
+
+// decodeConfig decodes data over the defaults and reads environment secrets, without
+// validating; decoding problems are in the decoder's list.
+func decodeConfig(data []byte, file string, getenv func(string) string) (*Config, *decoder, error) {
 	if getenv == nil {
 		getenv = func(string) string { return "" }
 	}
 	if len(data) > MaxFileSize {
-		return nil, Problems{{File: file, Msg: fmt.Sprintf("file is %d bytes, larger than the %d-byte limit", len(data), MaxFileSize)}}
+		return nil, nil, Problems{{File: file, Msg: fmt.Sprintf("file is %d bytes, larger than the %d-byte limit", len(data), MaxFileSize)}}
 	}
 	cfg := Default()
 	cfg.File = file
 	d := newDecoder()
 	ast, err := parser.ParseBytes(data, 0)
 	if err != nil {
-		return nil, Problems{{File: file, Line: yamlErrorLine(err), Msg: "not valid YAML: " + firstLine(err.Error())}}
+		return nil, nil, Problems{{File: file, Line: yamlErrorLine(err), Msg: "not valid YAML: " + firstLine(err.Error())}}
 	}
 	for _, doc := range ast.Docs {
 		if doc.Body == nil {
@@ -56,16 +90,8 @@ func Parse(data []byte, file string, getenv func(string) string) (*Config, error
 		d.decode(doc.Body, reflect.ValueOf(cfg).Elem(), "")
 	}
 	cfg.applyDefaults()
-	envProblems := cfg.applyEnv(getenv)
-	d.problems = append(d.problems, envProblems...)
-	cfg.validate(d)
-	if len(d.problems) > 0 {
-		for _, p := range d.problems {
-			p.File = file
-		}
-		return nil, d.problems.sorted()
-	}
-	return cfg, nil
+	d.problems = append(d.problems, cfg.applyEnv(getenv)...)
+	return cfg, d, nil
 }
 
 // Defaults returns the default config with per-entry defaults applied and environment secrets
@@ -110,17 +136,30 @@ type secretField struct {
 // pbx[0].ami.secret of the pbx named "main" is PBXBRIDGE_PBX_MAIN_AMI_SECRET.
 func (c *Config) secrets() []secretField {
 	var out []secretField
-	var walk func(v reflect.Value, path, env string)
-	walk = func(v reflect.Value, path, env string) {
+	c.walk(func(path, env, _ string, v reflect.Value) bool {
+		if v.Type() != secretType {
+			return false
+		}
+		out = append(out, secretField{path: path, env: EnvPrefix + envSegment(env), v: v})
+		return true
+	})
+	return out
+}
+
+// walk calls visit for every field of the config (the connectors' type blocks included) with its
+// path (pbx[0].ami.secret), its environment name segments (pbx names instead of indexes), its
+// YAML key and its value; visit returns true to skip what lies below the field.
+func (c *Config) walk(visit func(path, env, key string, v reflect.Value) bool) {
+	var walk func(v reflect.Value, path, env, key string)
+	walk = func(v reflect.Value, path, env, key string) {
 		switch v.Kind() {
 		case reflect.Pointer, reflect.Interface:
 			if !v.IsNil() {
-				walk(v.Elem(), path, env)
+				walk(v.Elem(), path, env, key)
 			}
 			return
 		}
-		if v.Type() == secretType {
-			out = append(out, secretField{path: path, env: EnvPrefix + envSegment(env), v: v})
+		if visit(path, env, key, v) {
 			return
 		}
 		switch v.Kind() {
@@ -135,11 +174,11 @@ func (c *Config) secrets() []secretField {
 				if name == "-" {
 					if f.Name == "Settings" && t == reflect.TypeOf(Connector{}) {
 						cn := v.Addr().Interface().(*Connector) //nolint:forcetypeassert // t checked above
-						walk(v.Field(i), joinPath(path, cn.Type), joinEnv(env, cn.Type))
+						walk(v.Field(i), joinPath(path, cn.Type), joinEnv(env, cn.Type), cn.Type)
 					}
 					continue
 				}
-				walk(v.Field(i), joinPath(path, name), joinEnv(env, name))
+				walk(v.Field(i), joinPath(path, name), joinEnv(env, name), name)
 			}
 		case reflect.Slice:
 			for i := range v.Len() {
@@ -150,12 +189,11 @@ func (c *Config) secrets() []secretField {
 						label = nf.String()
 					}
 				}
-				walk(el, fmt.Sprintf("%s[%d]", path, i), joinEnv(env, label))
+				walk(el, fmt.Sprintf("%s[%d]", path, i), joinEnv(env, label), key)
 			}
 		}
 	}
-	walk(reflect.ValueOf(c).Elem(), "", "")
-	return out
+	walk(reflect.ValueOf(c).Elem(), "", "", "")
 }
 
 func joinEnv(env, seg string) string {

@@ -1,7 +1,8 @@
 // Package e2e holds end-to-end tests that cross package boundaries: the simulated PBX
-// (asterisk/fakepbx) feeding the AMI source (asterisk/ami) into the call model
+// (asterisk/fakepbx) feeding a PBX source (asterisk/ami, asterisk/ari) into the call model
 // (connector/callmodel), wired as the daemon wires them. It has no non-test code.
 //
-// TestAMIReconnectMidCall is excluded (build tag "ignore") until the
-// call model's Builder is on main.
+// The AMI tests are in package e2e; the ARI tests (ari_*_test.go) are in package e2e_test and
+// share its TestMain (goroutine leak check). asterisk/ari's own tests check what the ARI source
+// delivers as events; the tests here check the call records made from them.
 package e2e

@@ -109,6 +109,14 @@ type DaemonOptions struct {
 	PprofAddr string
 	// LogLevel of the daemon (default info).
 	LogLevel string
+	// CDRCSV, when set, is the Master.csv the daemon reads to recover the calls it did not see
+	// (pbx[].cdr.csv, as the simulated PBX writes it: loguniqueid and loguserfield, UTC);
+	// CDRMySQL, instead, the DSN of a FreePBX-style cdr table (pbx[].cdr.mysql). The simulated
+	// PBX must write there (fakepbx.Config.CDR).
+	CDRCSV   string
+	CDRMySQL string
+	// CDRDelay is pbx[].cdr.delay (default 1s).
+	CDRDelay time.Duration
 	// Executable is the binary to run (default: this one; it must call RunChildIfRequested).
 	Executable string
 }
@@ -176,9 +184,20 @@ pbx:
       trunks: ['^Local/[^@]+@from-pstn-[0-9a-f]+;2$', '^Local/[^@]+@pstn-[0-9a-f]+;1$']
       originate_id_variables: [PBXBRIDGE_ORIGINATE_ID, CRM_ORIGINATE_ID]
       did_variables: [FROM_DID, LAB_DID]
-connectors:
 `, o.StateDir, o.LogLevel, httpAddr, publicAddr, base, o.Dir, licDir, o.Workers, o.BackoffMin, o.BackoffMax, o.Dir, base,
 		PBXName, host, port)
+	if o.CDRCSV != "" || o.CDRMySQL != "" {
+		if o.CDRDelay <= 0 {
+			o.CDRDelay = time.Second
+		}
+		fmt.Fprintf(&b, "    cdr:\n      delay: %s\n", o.CDRDelay)
+		if o.CDRCSV != "" {
+			fmt.Fprintf(&b, "      csv: {path: %q, loguniqueid: true, loguserfield: true, timezone: UTC}\n", o.CDRCSV)
+		} else {
+			fmt.Fprintf(&b, "      mysql: {dsn: %q, timezone: UTC}\n", o.CDRMySQL)
+		}
+	}
+	b.WriteString("connectors:\n")
 	for _, c := range o.Connectors {
 		switch c {
 		case ConnBitrix24:

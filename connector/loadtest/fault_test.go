@@ -24,6 +24,7 @@ import (
 	"github.com/pbxbridge/pbxbridge/asterisk/fakepbx"
 	"github.com/pbxbridge/pbxbridge/asterisk/testkit"
 	"github.com/pbxbridge/pbxbridge/connector/loadtest"
+	"github.com/pbxbridge/pbxbridge/crm/call"
 	"github.com/pbxbridge/pbxbridge/crm/fake"
 )
 
@@ -80,35 +81,58 @@ func head(keys []string) []string {
 	return keys
 }
 
-// inFlight is how long before a SIGKILL a call may have ended and still be lost: AMI has no
-// replay, so the events in the PBX's send queue and the socket buffers, and a finished call not
-// yet committed to the outbox, die with the process. A generous bound of that path
-// (PBX → socket → call model → durable commit) on a loaded 2-CPU machine. The window runs on
-// until the new process has logged in (the signal takes a moment to land; the PBX keeps queueing
-// events to the dying session until its socket closes).
+// inFlight is how long before a SIGKILL a call may have ended and still be unknown to the
+// restarted daemon's model and ledger: AMI has no replay, so the events in the PBX's send queue
+// and the socket buffers, and a finished call not yet committed to the outbox, die with the
+// process. A generous bound of that path (PBX → socket → call model → durable commit) on a
+// loaded 2-CPU machine. The window runs on until the new process has logged in (the signal takes
+// a moment to land; the PBX keeps queueing events to the dying session until its socket closes).
 const inFlight = time.Second
 
 // TestFaultKillDuringLoad: the daemon is SIGKILLed repeatedly (3 times; 20 in the full form)
-// while the PBX generates calls, and restarted after a random pause. Every call that ended while
-// the daemon was connected, or was still in progress when it came back (it learns those from
-// the first login's channel snapshot), reaches each CRM exactly once; so does every call that
-// rang while it was up and ended while it was dead (finished at the restart from the open-calls
-// ledger, flagged ended_unseen). A click-to-call is not among those: the ring of the agent's own
-// phone carries no customer number, the model learns it when the customer is dialled and the
-// ledger only when the customer answers, so a click-to-call killed before that cannot be logged
-// (docs/operations.md). Other calls that ended while it was dead cannot be seen over
-// AMI (Asterisk does not replay events) and are counted apart, as
-// are calls that ended in the last second before a kill (their hangup may not have been read or
-// committed yet); neither may be logged twice.
+// while the PBX generates calls and writes their CDR, and restarted after a random pause. Every
+// call reaches each CRM exactly once, whenever it happened:
+//
+//   - ended while the daemon was connected, or still in progress when it came back (it learns
+//     those from the first login's channel snapshot): from the live model;
+//   - rang while it was up and ended while it was dead: finished at the restart from the
+//     open-calls ledger (flag ended_unseen), or, when the ledger has no number to log it with
+//     (a click-to-call still ringing the agent), from the CDR;
+//   - began during the outage, or an outbound attempt nobody answered that ended during it (no
+//     live event to keep), or ended in the last second before a kill (its hangup may not have
+//     been read or committed): recovered from the CDR after the restart (flag
+//     recovered_from_cdr).
+//
+// The CDR is the PBX's Master.csv; in the full form the kills are run again with FreePBX's
+// cdr table in MariaDB.
 func TestFaultKillDuringLoad(t *testing.T) {
 	skipSubprocess(t)
+	t.Run("csv", func(t *testing.T) { faultKill(t, "csv") })
+	t.Run("mysql", func(t *testing.T) {
+		testkit.Tier(t, testkit.Long) // the kills with FreePBX's cdr table: the full form only
+		faultKill(t, "mysql")
+	})
+}
+
+func faultKill(t *testing.T, source string) {
+	t.Helper()
 	kills := pick(t, 3, 20)
 	dir := t.TempDir()
+	cdrCfg := &fakepbx.CDRConfig{}
+	opts := loadtest.DaemonOptions{Dir: dir, Connectors: []string{loadtest.ConnBitrix24, loadtest.ConnAmo, loadtest.ConnFake},
+		Unlimited: true, Workers: 4, FakeLog: filepath.Join(dir, "fake.jsonl")}
+	switch source {
+	case "csv":
+		cdrCfg.CSVPath = filepath.Join(dir, "Master.csv")
+		opts.CDRCSV = cdrCfg.CSVPath
+	case "mysql":
+		cdrCfg.MySQLDSN = mariaDB.Database(t, fakepbx.FreePBXCDRSchema)
+		opts.CDRMySQL = cdrCfg.MySQLDSN
+	}
 	e := startEnv(t, loadtest.EnvOptions{
-		PBX: fakepbx.Config{Speed: 4},
-		CRM: loadtest.CRMOptions{Latency: 5 * time.Millisecond},
-		Daemon: loadtest.DaemonOptions{Dir: dir, Connectors: []string{loadtest.ConnBitrix24, loadtest.ConnAmo, loadtest.ConnFake},
-			Unlimited: true, Workers: 4, FakeLog: filepath.Join(dir, "fake.jsonl")},
+		PBX:    fakepbx.Config{Speed: 4, CDR: cdrCfg},
+		CRM:    loadtest.CRMOptions{Latency: 5 * time.Millisecond},
+		Daemon: opts,
 	})
 	ctx := context.Background()
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 9))
@@ -139,6 +163,8 @@ func TestFaultKillDuringLoad(t *testing.T) {
 	if err := e.WaitNoOpenCalls(ctx, 30*time.Second); err != nil {
 		t.Error(err)
 	}
+	// The last restart's recovery runs pbx.cdr.delay after its login.
+	time.Sleep(2 * time.Second)
 	if err := e.WaitDrained(ctx, 3*time.Minute, -1); err != nil {
 		t.Fatal(err)
 	}
@@ -161,7 +187,7 @@ func TestFaultKillDuringLoad(t *testing.T) {
 				if i > 0 {
 					prev = outages[i-1].back
 				}
-				if len(tr.Rings) > 0 && !strings.HasPrefix(v.Scenario, "click_to_call") && !tr.Hangup.Before(o.killed) && tr.Hangup.Before(o.back) &&
+				if len(tr.Rings) > 0 && !tr.Hangup.Before(o.killed) && tr.Hangup.Before(o.back) &&
 					tr.Rings[0].At.After(prev) && tr.Rings[0].At.Before(o.killed.Add(-inFlight)) {
 					class = "known"
 				}
@@ -184,63 +210,62 @@ func TestFaultKillDuringLoad(t *testing.T) {
 			window = append(window, v)
 		}
 	}
-	checked := assertExactlyOnce(t, must)
-	recovered := assertExactlyOnce(t, known)
-	lostMust, _ := loadtest.Tally(must)
-	lostKnown, _ := loadtest.Tally(known)
-	if len(lostMust) > 0 || len(lostKnown) > 0 {
-		records := fakeLog(t, filepath.Join(dir, "fake.jsonl"))
-		for _, v := range append(append([]loadtest.Verdict(nil), must...), known...) {
-			if r, ok := records[v.Key]; ok && (v.Logged[loadtest.ConnBitrix24] == 0 || v.Logged[loadtest.ConnAmo] == 0) {
-				t.Logf("the daemon built %s as %s %s customer %q flags %v", v.Key, r.Record.Direction, r.Record.Disposition, r.Record.Customer, r.Record.Flags)
-			}
-			if v.Logged[loadtest.ConnBitrix24] == 0 || v.Logged[loadtest.ConnAmo] == 0 {
-				tr := traceOf(e, v.Key)
-				var rel []string
-				for _, o := range outages {
-					rel = append(rel, fmt.Sprintf("killed %v, back %v", o.killed.Sub(tr.First).Round(time.Millisecond), o.back.Sub(tr.First).Round(time.Millisecond)))
-				}
-				ring := "no ring"
-				if len(tr.Rings) > 0 {
-					ring = fmt.Sprintf("first ring at %v", tr.Rings[0].At.Sub(tr.First).Round(time.Millisecond))
-				}
-				t.Logf("lost %s (%s): lasted %v, %s, hangup seen %v, %d of %d events unseen; relative to its start: %v", v.Key, v.Scenario,
-					tr.Last.Sub(tr.First).Round(time.Millisecond), ring, tr.HangupSeen, tr.Unseen, tr.Events, rel)
+	all := append(append(append(append([]loadtest.Verdict(nil), must...), known...), ended...), window...)
+	checked := assertExactlyOnce(t, all)
+	records := fakeLog(t, filepath.Join(dir, "fake.jsonl"))
+	flagged := func(vs []loadtest.Verdict, flag string) int {
+		k := 0
+		for _, v := range vs {
+			if r, ok := records[v.Key]; ok && r.Record.HasFlag(flag) {
+				k++
 			}
 		}
+		return k
 	}
-	if checked < n/2 {
-		t.Errorf("only %d records had to be delivered out of %d calls", checked, n)
+	// origin says where the records of a class came from.
+	origin := func(vs []loadtest.Verdict) string {
+		cdr, ledger := flagged(vs, call.FlagRecoveredFromCDR), flagged(vs, call.FlagEndedUnseen)
+		return fmt.Sprintf("%d from the CDR, %d from the open-calls ledger, %d from the live events", cdr, ledger, len(vs)-cdr-ledger)
 	}
-	// The others: never twice in any CRM (a kill between amoCRM's calls request and the local
-	// commit of its answer is settled by crm/amocrm's look-up of the call notes); how many were
-	// lost is reported.
-	_, dup := loadtest.Tally(append(append([]loadtest.Verdict(nil), ended...), window...))
-	for c, keys := range dup {
-		t.Errorf("%s: %d records of calls that ended around a kill were logged twice: %v", c, len(keys), head(keys))
+	if lost, _ := loadtest.Tally(all); len(lost) > 0 {
+		for _, v := range all {
+			if v.Logged[loadtest.ConnBitrix24] > 0 && v.Logged[loadtest.ConnAmo] > 0 {
+				continue
+			}
+			if r, ok := records[v.Key]; ok {
+				t.Logf("the daemon built %s as %s %s customer %q flags %v", v.Key, r.Record.Direction, r.Record.Disposition, r.Record.Customer, r.Record.Flags)
+			}
+			tr := traceOf(e, v.Key)
+			var rel []string
+			for _, o := range outages {
+				rel = append(rel, fmt.Sprintf("killed %v, back %v", o.killed.Sub(tr.First).Round(time.Millisecond), o.back.Sub(tr.First).Round(time.Millisecond)))
+			}
+			ring := "no ring"
+			if len(tr.Rings) > 0 {
+				ring = fmt.Sprintf("first ring at %v", tr.Rings[0].At.Sub(tr.First).Round(time.Millisecond))
+			}
+			t.Logf("lost %s (%s): lasted %v, %s, hangup seen %v, %d of %d events unseen; relative to its start: %v", v.Key, v.Scenario,
+				tr.Last.Sub(tr.First).Round(time.Millisecond), ring, tr.HangupSeen, tr.Unseen, tr.Events, rel)
+		}
 	}
-	lostDown, _ := loadtest.Tally(ended)
-	lostWindow, _ := loadtest.Tally(window)
+	if len(must) < n/2 {
+		t.Errorf("only %d of %d calls ended while the daemon was connected", len(must), n)
+	}
+	if m, err := e.Daemon.Metrics(ctx); err == nil && m.Sum("pbxbridge_cdr_recoveries_total") == 0 {
+		t.Error("no CDR recovery ran in the last run")
+	}
 	var downtime time.Duration
 	for _, o := range outages {
 		downtime += o.back.Sub(o.killed)
 	}
-	t.Logf("%d kills (daemon down %v in all); %d calls; %d records delivered exactly once to each CRM; "+
-		"%d rang while the daemon was up and ended while it was down, each delivered exactly once from the open-calls ledger; "+
-		"%d others ended while it was down (began during the outage, or an outbound attempt nobody answered: no live event to keep; lost per CRM %v); "+
-		"%d ended from %v before a kill to the restart (lost per CRM %v, logged twice %v)",
-		len(outages), downtime.Round(time.Millisecond), n, checked, recovered, len(ended), counts(lostDown), len(window), inFlight, counts(lostWindow), counts(dup))
+	t.Logf("CDR in %s; %d kills (daemon down %v in all); %d calls; %d records, each delivered exactly once to each CRM: "+
+		"%d ended while the daemon was connected; %d rang while it was up and ended while it was down (%s); "+
+		"%d others ended while it was down (began during the outage, or an outbound attempt nobody answered: %s); "+
+		"%d ended from %v before a kill to the restart (%s); %d records recovered from the CDR in all",
+		source, len(outages), downtime.Round(time.Millisecond), n, checked, len(must), len(known), origin(known),
+		len(ended), origin(ended), len(window), inFlight, origin(window), flagged(all, call.FlagRecoveredFromCDR))
 }
 
-func counts(m map[string][]string) map[string]int {
-	out := map[string]int{}
-	for k, v := range m {
-		out[k] = len(v)
-	}
-	return out
-}
-
-// traceOf finds the replay that produced the record key.
 func traceOf(e *loadtest.Env, key string) *loadtest.CallTrace {
 	for _, tr := range e.PBX.Traces() {
 		if _, ok := e.Expected.Keys(&tr)[key]; ok {
@@ -270,31 +295,34 @@ func fakeLog(t *testing.T, path string) map[string]fake.Line {
 	return out
 }
 
-// TestFaultAMIDrops: the PBX drops the AMI connection every 10 s of load (every 3 s in the short
+// TestFaultAMIDrops: the PBX drops the AMI connection every 10 s of load (every 6 s in the short
 // form) while calls go on. Every call is logged exactly once by both CRMs, and its disposition
-// and direction are what really happened (the scenario's expected record) — for every call the
-// daemon could see: a call that began and ended while the connection was down is invisible over
-// AMI, and one whose answer and hangup both fell into a gap cannot be known as answered; those
-// are counted apart.
+// and direction are what really happened (the scenario's expected record): the calls the daemon
+// saw, and those that began and ended while the connection was down, invisible over AMI and
+// recovered from the PBX's Master.csv after the reconnect (flag recovered_from_cdr). A call whose
+// answer and hangup both fell into a gap cannot be known as answered; those are counted apart.
 func TestFaultAMIDrops(t *testing.T) {
 	skipSubprocess(t)
 	dir := t.TempDir()
 	// The short form drops every 6 s: longer than the AMI source's StableAfter (5 s), as 10 s is.
 	every := pick(t, 6*time.Second, 10*time.Second)
 	dur := pick(t, 18*time.Second, 2*time.Minute)
+	csv := filepath.Join(dir, "Master.csv")
 	e := startEnv(t, loadtest.EnvOptions{
-		PBX: fakepbx.Config{Speed: 2, DropEvery: every},
+		PBX: fakepbx.Config{Speed: 2, DropEvery: every, CDR: &fakepbx.CDRConfig{CSVPath: csv}},
 		Daemon: loadtest.DaemonOptions{Dir: dir, Connectors: []string{loadtest.ConnBitrix24, loadtest.ConnAmo, loadtest.ConnFake},
-			Unlimited: true, Workers: 4, FakeLog: filepath.Join(dir, "fake.jsonl")},
+			Unlimited: true, Workers: 4, FakeLog: filepath.Join(dir, "fake.jsonl"), CDRCSV: csv},
 	})
 	ctx := context.Background()
 	const rate = 5
 	n := int(rate * dur.Seconds())
 	wait(t, background(t, e, rate, n, 0), dur+time.Minute, "the load")
-	// Calls whose end fell into a gap are finished by the next reconnect's snapshot.
+	// Calls whose end fell into a gap are finished by the next reconnect's snapshot, those that
+	// began in it too are recovered from the CDR pbx.cdr.delay after it.
 	if err := e.WaitNoOpenCalls(ctx, every+30*time.Second); err != nil {
 		t.Fatal(err)
 	}
+	time.Sleep(2 * time.Second)
 	if err := e.WaitDrained(ctx, 2*time.Minute, -1); err != nil {
 		t.Fatal(err)
 	}
@@ -307,17 +335,23 @@ func TestFaultAMIDrops(t *testing.T) {
 	invisible, blind, wrong := 0, 0, 0
 	for _, v := range e.Check(nil) {
 		tr := traceOf(e, v.Key)
+		got, ok := records[v.Key]
 		switch {
+		case !ok:
+			t.Errorf("%s (%s, %d of %d events unseen): no record at all", v.Key, v.Scenario, tr.Unseen, tr.Events)
+			continue
 		case tr.FirstSeen.IsZero():
-			invisible++ // began and ended while disconnected
+			// Began and ended while disconnected: from the CDR, and right.
+			invisible++
+			seen = append(seen, v)
+			if !got.Record.HasFlag(call.FlagRecoveredFromCDR) || got.Record.Disposition != v.Record.Disposition ||
+				got.Record.Direction != v.Record.Direction {
+				t.Errorf("%s (%s, began and ended in a gap): %s %s flags %v, want %s %s recovered from the CDR", v.Key, v.Scenario,
+					got.Record.Direction, got.Record.Disposition, got.Record.Flags, v.Record.Direction, v.Record.Disposition)
+			}
 			continue
 		case tr.Unseen > 0:
 			blind++
-		}
-		got, ok := records[v.Key]
-		if !ok {
-			t.Errorf("%s (%s, %d of %d events unseen): no record at all", v.Key, v.Scenario, tr.Unseen, tr.Events)
-			continue
 		}
 		if got.Record.Direction != v.Record.Direction && tr.Unseen > 0 {
 			// Built from part of the call, as another direction: it is not the CRMs' to log.
@@ -358,7 +392,7 @@ func TestFaultAMIDrops(t *testing.T) {
 		t.Logf("%d drops, %d AMI reconnects seen by the daemon", drops, st.PBX[0].Reconnects)
 	}
 	t.Logf("%d calls; %d records seen by the daemon, each logged once by both CRMs; %d had events in a gap "+
-		"(%d of them with a direction or disposition the daemon could not know); %d began and ended inside a gap",
+		"(%d of them with a direction or disposition the daemon could not know); %d began and ended inside a gap, recovered from the CDR",
 		n, len(seen), blind, wrong, invisible)
 }
 

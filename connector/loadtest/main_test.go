@@ -7,15 +7,21 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pbxbridge/pbxbridge/asterisk/cdr/cdrtest"
 	"github.com/pbxbridge/pbxbridge/asterisk/fakepbx"
 	"github.com/pbxbridge/pbxbridge/asterisk/testkit"
 	"github.com/pbxbridge/pbxbridge/connector/loadtest"
 )
 
+// mariaDB holds FreePBX's cdr table for the fault suite's full form (asterisk/cdr/cdrtest).
+var mariaDB cdrtest.MariaDB
+
 // TestMain lets the test binary act as the daemon subprocess of the harness.
 func TestMain(m *testing.M) {
 	loadtest.RunChildIfRequested()
-	os.Exit(m.Run())
+	code := m.Run()
+	mariaDB.Stop()
+	os.Exit(code)
 }
 
 func expected(t *testing.T) loadtest.Expected {

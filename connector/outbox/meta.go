@@ -32,10 +32,25 @@ func (s *Store) GetMeta(ctx context.Context, name string) ([]byte, error) {
 // SetMeta stores value under name, replacing an older one. It is durable when it returns nil.
 // Meta values are small named values kept beside the calls and never pruned.
 func (s *Store) SetMeta(ctx context.Context, name string, value []byte) error {
+	return s.setMeta(ctx, name, value, false)
+}
+
+// SetMetaLazy is SetMeta for values written often whose loss to a power cut does no harm
+// (the daemon's CDR watermark): committed without an fsync of its own, like PutOpenCalls, it
+// survives a crash or kill -9 of the daemon, and the next durable commit makes it durable.
+func (s *Store) SetMetaLazy(ctx context.Context, name string, value []byte) error {
+	return s.setMeta(ctx, name, value, true)
+}
+
+func (s *Store) setMeta(ctx context.Context, name string, value []byte, lazy bool) error {
 	if name == "" || len(value) > maxMetaSize {
 		return fmt.Errorf("outbox: meta: set %q: empty name or value over %d bytes", name, maxMetaSize)
 	}
-	err := s.write(ctx, func(tx wtx, now time.Time) error {
+	write := s.write
+	if lazy {
+		write = s.writeLazy
+	}
+	err := write(ctx, func(tx wtx, now time.Time) error {
 		_, err := tx.exec(`INSERT INTO meta (name, value, updated_at) VALUES (?, ?, ?)
 			ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at`,
 			name, value, now.UnixNano())
@@ -45,4 +60,42 @@ func (s *Store) SetMeta(ctx context.Context, name string, value []byte) error {
 		return nil
 	})
 	return s.opErr("meta: set", err)
+}
+
+// DeleteMeta removes the value stored under name (nothing when there is none). It is durable when
+// it returns nil.
+func (s *Store) DeleteMeta(ctx context.Context, name string) error {
+	err := s.write(ctx, func(tx wtx, _ time.Time) error {
+		if _, err := tx.exec(`DELETE FROM meta WHERE name = ?`, name); err != nil {
+			return s.wrap(fmt.Sprintf("meta: delete %q", name), err)
+		}
+		return nil
+	})
+	return s.opErr("meta: delete", err)
+}
+
+// Stored returns which of keys have a stored call record: a queue row for some connector, or a
+// "call" timeline entry (a record routed to no connector leaves only that). Both go with the
+// record's Enqueue or AppendTimeline commit, so a key is stored exactly when its record is.
+// Keys pruned after the retention period are no longer stored.
+func (s *Store) Stored(ctx context.Context, keys []string) (map[string]bool, error) {
+	leave, err := s.enter()
+	if err != nil {
+		return nil, err
+	}
+	defer leave()
+	out := make(map[string]bool, len(keys))
+	for _, k := range keys {
+		if _, done := out[k]; done {
+			continue
+		}
+		var n int
+		err := s.r.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM outbox WHERE key = ?)
+			OR EXISTS (SELECT 1 FROM timeline WHERE key = ? AND kind = 'call')`, k, k).Scan(&n)
+		if err != nil {
+			return nil, s.wrap(fmt.Sprintf("stored %q", k), err)
+		}
+		out[k] = n != 0
+	}
+	return out, nil
 }

@@ -187,7 +187,7 @@ func TestOpenGarbageFile(t *testing.T) {
 	if !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("err = %v, want ErrCorrupt", err)
 	}
-	for _, want := range []string{"outbox: ", path, "move the file"} {
+	for _, want := range []string{"outbox: ", path, "pbxbridge outbox salvage"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("err = %q, want it to contain %q", err, want)
 		}

@@ -96,7 +96,7 @@ func (a *Adapter) Probe(ctx context.Context) []crm.Check {
 	case a.orig == nil:
 		add("click-to-call", false, "enabled but no PBX connection supports originate: clicks will fail")
 	case a.audience == "":
-		add("click-to-call", true, "enabled; the daemon's public_url is not set, so the tokens' audience is not checked")
+		add("click-to-call", true, "enabled; the daemon's http.public.url is not set, so the tokens' audience is not checked")
 	default:
 		add("click-to-call", true, "enabled for widget requests to %s (amoCRM one-time tokens)", a.audience)
 	}

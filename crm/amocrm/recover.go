@@ -157,9 +157,6 @@ func (a *Adapter) scanNotes(ctx context.Context, from time.Time) (map[string]str
 			if page > scanPages {
 				return nil, crm.Transient(fmt.Errorf("more than %d call notes on %s since %s: too many to scan", scanPages*250, ent, from.UTC().Format(time.RFC3339)))
 			}
-			if err := a.deliverLim.Wait(ctx); err != nil {
-				return nil, err
-			}
 			notes, more, err := a.client.CallNotes(ctx, ent, from, page)
 			var e *api.Error
 			if ent == "customers" && errors.As(err, &e) && e.HTTPStatus >= 400 && e.HTTPStatus < 500 && e.HTTPStatus != http.StatusUnauthorized && e.HTTPStatus != http.StatusTooManyRequests {
@@ -184,3 +181,20 @@ func (a *Adapter) scanNotes(ctx context.Context, from time.Time) (map[string]str
 	}
 	return logged, nil
 }
+
+// Uncertain implements crm.Reconciler: the daemon's state was restored from a backup taken at
+// since, so a call still queued may have been logged after it without the call store knowing.
+// It is marked unsure at since (an earlier marker is kept), and its next Deliver looks it up in
+// the notes updated since then before it sends it.
+func (a *Adapter) Uncertain(ctx context.Context, key string, since time.Time) error {
+	state, err := a.get(ctx, key, fieldCall)
+	if err != nil {
+		return err
+	}
+	if _, at, ok := marker(state); (ok && !at.After(since)) || (!ok && state != "") {
+		return nil
+	}
+	return a.set(ctx, key, fieldCall, markerState(stateUnsure, since))
+}
+
+var _ crm.Reconciler = (*Adapter)(nil)

@@ -225,7 +225,7 @@ func (a *Adapter) serveClick2Call(w http.ResponseWriter, r *http.Request) {
 		vars["__PBXBRIDGE_ENTITY"] = req.EntityType + ":" + strconv.FormatInt(req.EntityID, 10)
 	}
 	_, err = a.orig.Originate(ctx, asterisk.OriginateRequest{Extension: ext, Number: req.Phone, ID: id, Timeout: timeout,
-		CallerIDName: req.Phone, Variables: vars})
+		CallerIDName: req.Phone, Variables: vars, Requester: fmt.Sprintf("%s user %d on %s", a.typ, req.UserID, a.cfg.Host())})
 	if err != nil {
 		status, code, msg := originateError(err, ext)
 		reply(status, Click2CallResponse{ID: id, Error: code, Message: msg}, "failed")
@@ -236,6 +236,12 @@ func (a *Adapter) serveClick2Call(w http.ResponseWriter, r *http.Request) {
 
 func originateError(err error, ext string) (int, string, string) {
 	switch {
+	case errors.Is(err, crm.ErrClickToCallUnlicensed):
+		return http.StatusForbidden, "unlicensed", "Click-to-call is paused: pbxbridge has no valid licence for this account. Ask the administrator."
+	case errors.Is(err, crm.ErrClickToCallDenied):
+		return http.StatusForbidden, "number_not_allowed", "The phone system's click-to-call policy does not allow this number (premium, satellite and international numbers need the administrator's permission)."
+	case errors.Is(err, crm.ErrClickToCallRate):
+		return http.StatusTooManyRequests, "rate_limited", "Too many calls from your phone (extension " + ext + ") in the last minute: try again in a moment."
 	case errors.Is(err, asterisk.ErrExtensionUnknown):
 		return http.StatusConflict, "extension_unknown", "The phone system does not know your extension " + ext + "."
 	case errors.Is(err, asterisk.ErrExtensionBusy):
@@ -443,7 +449,7 @@ func (a *Adapter) checkClaims(c *OneTimeClaims) error {
 	if a.audience != "" {
 		u, err := url.Parse(c.Aud)
 		if err != nil || u.Scheme+"://"+strings.ToLower(u.Hostname()) != a.audience {
-			return fmt.Errorf("the one-time token was issued for %s, not for this pbxbridge (%s): the widget's pbxbridge address must be on the daemon's public_url", quoteShort(c.Aud), a.audience)
+			return fmt.Errorf("the one-time token was issued for %s, not for this pbxbridge (%s): the widget's pbxbridge address must be on the daemon's http.public.url", quoteShort(c.Aud), a.audience)
 		}
 	}
 	return nil
@@ -634,7 +640,7 @@ func ExchangeCodeWith(ctx context.Context, cfg *Config, stateDir, code string, o
 	if now == nil {
 		now = time.Now
 	}
-	hc := newHTTP(o.HTTPClient, nil)
+	hc := newHTTP(o.HTTPClient, nil, 0)
 	oauth := api.New(api.Options{BaseURL: c.APIBase(), HTTP: hc, Now: now})
 	tk, err := newTokens(&c, stateDir, redirect, oauth, now)
 	if err != nil {

@@ -154,8 +154,8 @@ func New(p crm.Params) (*Adapter, error) {
 		}
 		return &c
 	}
-	portal := httpclient.New(httpclient.Options{Base: limited(cfg.HTTPTimeout), Timeout: queueTimeout, Logger: log, UserAgent: userAgent})
-	upload := httpclient.New(httpclient.Options{Base: limited(max(cfg.HTTPTimeout, uploadTimeout)), Timeout: queueTimeout, Logger: log, UserAgent: userAgent})
+	portal := httpclient.New(httpclient.Options{Base: limited(cfg.HTTPTimeout), Timeout: queueTimeout, Logger: log, UserAgent: userAgent, MaxResponseBody: p.MaxResponseBody})
+	upload := httpclient.New(httpclient.Options{Base: limited(max(cfg.HTTPTimeout, uploadTimeout)), Timeout: queueTimeout, Logger: log, UserAgent: userAgent, MaxResponseBody: p.MaxResponseBody})
 
 	var auth api.Authenticator
 	switch cfg.Auth.Mode {
@@ -170,7 +170,7 @@ func New(p crm.Params) (*Adapter, error) {
 		if p.StateDir == "" {
 			return nil, errors.New("bitrix24: a state directory is required for OAuth tokens")
 		}
-		oauthHTTP := httpclient.New(httpclient.Options{Base: base, Timeout: cfg.HTTPTimeout, Logger: log, UserAgent: userAgent})
+		oauthHTTP := httpclient.New(httpclient.Options{Base: base, Timeout: cfg.HTTPTimeout, Logger: log, UserAgent: userAgent, MaxResponseBody: p.MaxResponseBody})
 		ts, err := api.NewTokenSource(api.OAuthConfig{
 			PortalURL: cfg.PortalURL, ServerURL: cfg.OAuthURL,
 			ClientID: cfg.Auth.ClientID, ClientSecret: cfg.Auth.ClientSecret.Value(),

@@ -336,6 +336,7 @@ func (a *Adapter) clickToCall(ctx context.Context, s *api.ExternalCallStart) {
 	defer cancel()
 	_, err = a.orig.Originate(octx, asterisk.OriginateRequest{
 		Extension: ext, Number: number, CallerIDName: "CRM: " + number, ID: id, Timeout: a.cfg.ClickToCall.RingTimeout,
+		Requester: fmt.Sprintf("bitrix24 user %d on %s", s.UserID, portalHost(a.cfg.PortalURL)),
 	})
 	if err != nil {
 		code, reason := originateFailure(ext, err)
@@ -382,6 +383,7 @@ func (a *Adapter) callback(ctx context.Context, s *api.ExternalCallbackStart) {
 	defer cancel()
 	_, err = a.orig.Originate(octx, asterisk.OriginateRequest{
 		Extension: ext, Number: s.PhoneNumber, CallerIDName: "Callback: " + s.PhoneNumber, ID: id, Timeout: a.cfg.ClickToCall.RingTimeout,
+		Requester: "a Bitrix24 web-form callback request on " + portalHost(a.cfg.PortalURL),
 	})
 	if err != nil {
 		code, reason := originateFailure(ext, err)
@@ -406,6 +408,12 @@ func (a *Adapter) rememberOriginate(ctx context.Context, id, callID string, user
 // originateFailure explains an originate error in the CRM user's words.
 func originateFailure(ext string, err error) (string, string) {
 	switch {
+	case errors.Is(err, crm.ErrClickToCallUnlicensed):
+		return "403", "click-to-call is paused: pbxbridge has no valid licence for this Bitrix24 portal (ask the administrator)"
+	case errors.Is(err, crm.ErrClickToCallDenied):
+		return "403", "the PBX's click-to-call policy does not allow this number (premium, satellite and international numbers need the administrator's permission)"
+	case errors.Is(err, crm.ErrClickToCallRate):
+		return "486", "too many calls from your phone (extension " + ext + ") in the last minute: try again in a moment"
 	case errors.Is(err, asterisk.ErrExtensionUnknown):
 		return "404", "the PBX does not know extension " + ext
 	case errors.Is(err, asterisk.ErrExtensionBusy):

@@ -60,7 +60,8 @@ type Record struct {
 	HangupCause int `json:"hangup_cause,omitempty"`
 	// Flags are documented markers such as "ivr_abandoned", "queue", "pickup",
 	// "click_to_call", "flushed" (finished by shutdown or maximum age, not by a hangup),
-	// "resynced" (finished from a post-reconnect snapshot).
+	// "resynced" (finished from a post-reconnect snapshot), "ended_unseen" (finished from the
+	// open-calls ledger after a crash), "recovered_from_cdr" (built from the PBX's CDR).
 	Flags []string `json:"flags,omitempty"`
 	// OriginateID is the click-to-call correlation id (__PBXBRIDGE_ORIGINATE_ID) when present.
 	OriginateID string `json:"originate_id,omitempty"`
@@ -195,4 +196,9 @@ const (
 	// FlagEndedUnseen: the call was open when the daemon stopped (crash, kill) and had ended by
 	// the time it came back; the record is what the daemon knew, ended at its last sign of life.
 	FlagEndedUnseen = "ended_unseen"
+	// FlagRecoveredFromCDR: the daemon never saw the call (it began and ended while the daemon
+	// or its PBX connection was down); the record was built afterwards from the PBX's Call
+	// Detail Records, which tell less than the live events (docs/operations.md): times to the
+	// second, no hangup cause, the DID and recording only where the CDR layout has them.
+	FlagRecoveredFromCDR = "recovered_from_cdr"
 )
