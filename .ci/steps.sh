@@ -7,7 +7,8 @@
 #                      to the table
 #   join               waits for every par, prints each one's output and duration in turn, and
 #                      fails if any of them failed
-#   fuzz_all 3s        fuzzes every target of the module for 3 s each
+#   fuzz_all 3s [k/n]  fuzzes every target of the module for 3 s each (shard k of n: every n-th
+#                      package from the k-th)
 #
 # When the script exits, failed or not, a table of the steps' durations is printed.
 
@@ -90,8 +91,9 @@ join() {
   fi
 }
 
-# fuzz_all DURATION fuzzes every target of the module (every `func Fuzz...` in a _test.go file)
-# for DURATION each, one after the other. Each package's test binary is built once, with the
+# fuzz_all DURATION [k/n] fuzzes every target of the module (every `func Fuzz...` in a _test.go
+# file) for DURATION each, one after the other; with k/n only those of every n-th package from
+# the k-th. Each package's test binary is built once, with the
 # fuzzing instrumentation (go test -c -fuzz), and run once per target in the package's directory
 # with go test's fuzz cache: what `go test -fuzz` does, without a link per target.
 #
@@ -118,10 +120,13 @@ fuzz_once() {
 }
 
 fuzz_all() {
-  local fuzztime=$1 dir pkg bin cache fn targets=0 start
+  local fuzztime=$1 shard=${2:-1/1} dir pkg bin cache fn targets=0 start i=0
   local bins
   bins=$(mktemp -d)
   while read -r dir; do
+    # Shard k/n takes every n-th package from the k-th: two lanes can share the targets.
+    i=$((i + 1))
+    [ $(((i - 1) % ${shard#*/})) -eq $((${shard%/*} - 1)) ] || continue
     pkg=$(go list -f '{{.ImportPath}}' "$dir")
     bin="$bins/$(basename "$dir").test"
     go test -c -fuzz=. -o "$bin" "$dir"
@@ -136,7 +141,7 @@ fuzz_all() {
     rm -f "$bin"
   done < <(grep -rl --include='*_test.go' '^func Fuzz' . | xargs -n1 dirname | sort -u)
   rm -rf "$bins"
-  echo "$targets fuzz targets, $fuzztime each"
+  echo "$targets fuzz targets (shard $shard), $fuzztime each"
 }
 
 ci_summary() {
