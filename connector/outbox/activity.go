@@ -74,10 +74,12 @@ type DeliveryBucket struct {
 	Waiting, Dead int
 }
 
-// ConnectorDeliveries is one connector's buckets, in time order, every bucket present.
+// ConnectorDeliveries is one connector's buckets, in time order, every bucket present, and the
+// whole range as one bucket (Total, starting at the first bucket).
 type ConnectorDeliveries struct {
 	Connector string
 	Buckets   []DeliveryBucket
+	Total     DeliveryBucket
 }
 
 // Deliveries aggregates, per connector with rows and per bucket of q, the rows whose call was
@@ -134,19 +136,31 @@ func (s *Store) Deliveries(ctx context.Context, q ActivityQuery) ([]ConnectorDel
 	}
 	out := make([]ConnectorDeliveries, 0, len(by))
 	for conn, a := range by {
+		cd := ConnectorDeliveries{Connector: conn, Buckets: a.b, Total: DeliveryBucket{Start: q.Since}}
+		var all []time.Duration
 		for i := range a.b {
 			b := &a.b[i]
 			b.Start = q.Since.Add(time.Duration(i) * q.Bucket)
-			if l := a.latencies[i]; len(l) > 0 {
-				slices.Sort(l)
-				b.Delivered = len(l)
-				b.P50, b.P95, b.Max = nearestRank(l, 50), nearestRank(l, 95), l[len(l)-1]
-			}
+			b.setLatencies(a.latencies[i])
+			all = append(all, a.latencies[i]...)
+			cd.Total.Waiting += b.Waiting
+			cd.Total.Dead += b.Dead
 		}
-		out = append(out, ConnectorDeliveries{Connector: conn, Buckets: a.b})
+		cd.Total.setLatencies(all)
+		out = append(out, cd)
 	}
 	slices.SortFunc(out, func(x, y ConnectorDeliveries) int { return strings.Compare(x.Connector, y.Connector) })
 	return out, nil
+}
+
+// setLatencies sets the delivered count and percentiles from latencies (sorted here).
+func (b *DeliveryBucket) setLatencies(l []time.Duration) {
+	if len(l) == 0 {
+		return
+	}
+	slices.Sort(l)
+	b.Delivered = len(l)
+	b.P50, b.P95, b.Max = nearestRank(l, 50), nearestRank(l, 95), l[len(l)-1]
 }
 
 // nearestRank is the p-th percentile of sorted (not empty) by the nearest-rank method.

@@ -88,6 +88,14 @@ func TestDeliveries(t *testing.T) {
 		"c2 11:00 delivered=0 p50=0s p95=0s max=0s waiting=0 dead=0",
 		"c2 12:00 delivered=0 p50=0s p95=0s max=0s waiting=0 dead=0",
 	}
+	for _, c := range got {
+		b := c.Total
+		lines = append(lines, fmt.Sprintf("%s total %s delivered=%d p50=%v p95=%v max=%v waiting=%d dead=%d",
+			c.Connector, b.Start.Format("15:04"), b.Delivered, b.P50, b.P95, b.Max, b.Waiting, b.Dead))
+	}
+	want = append(want,
+		"c1 total 10:00 delivered=2 p50=2s p95=4s max=4s waiting=1 dead=1",
+		"c2 total 10:00 delivered=1 p50=10s p95=10s max=10s waiting=0 dead=0")
 	if strings.Join(lines, "\n") != strings.Join(want, "\n") {
 		t.Errorf("deliveries:\n%s\nwant:\n%s", strings.Join(lines, "\n"), strings.Join(want, "\n"))
 	}
