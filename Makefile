@@ -11,8 +11,9 @@ DIST       := dist
 
 all: build
 
+# A position-independent executable (ASLR; Debian's default) with no library dependency.
 build:
-	CGO_ENABLED=0 GOARCH=$(ARCH) go build -trimpath -ldflags '$(LDFLAGS)' -o $(DIST)/pbxbridge ./cmd/pbxbridge
+	CGO_ENABLED=0 GOARCH=$(ARCH) go build -trimpath -buildmode=pie -ldflags '$(LDFLAGS)' -o $(DIST)/pbxbridge ./cmd/pbxbridge
 
 test:
 	go test ./...
@@ -27,8 +28,15 @@ ci:
 	bash .ci/run
 
 # A Debian package: binary in /usr/bin, unit in /lib/systemd/system, the sample config as a
-# conffile in /etc/pbxbridge, the system user created by postinst (systemd/nfpm.yaml).
+# conffile in /etc/pbxbridge, the system user created by postinst (systemd/nfpm.yaml), the man page
+# and bash completion generated from the command line, the changelog and the copyright file
+# (every Go module compiled in, with its licence). Install it with: apt install ./dist/pbxbridge_*.deb
 deb: build
+	rm -rf $(DIST)/deb $(DIST)/pbxbridge_*.deb && mkdir -p $(DIST)/deb
+	go run -ldflags '-X main.version=$(VERSION)' ./cmd/pbxbridge man | gzip -9n > $(DIST)/deb/pbxbridge.1.gz
+	go run ./cmd/pbxbridge completion bash > $(DIST)/deb/pbxbridge.bash-completion
+	bash systemd/deb/changelog.sh $(patsubst v%,%,$(VERSION)) | gzip -9n > $(DIST)/deb/changelog.gz
+	bash systemd/deb/copyright.sh > $(DIST)/deb/copyright
 	VERSION=$(patsubst v%,%,$(VERSION)) ARCH=$(ARCH) $(NFPM) package --config systemd/nfpm.yaml --packager deb --target $(DIST)/
 
 # Every figure of BENCHMARKS.md: the component benchmarks, then the load harness (a simulated

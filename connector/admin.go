@@ -308,6 +308,31 @@ func (d *Daemon) adminHandler() http.Handler {
 	mux.HandleFunc("GET /v1/calls", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, d.recent.list())
 	})
+	mux.HandleFunc("POST /v1/forget", func(w http.ResponseWriter, r *http.Request) {
+		var req admin.ForgetRequest
+		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&req); err != nil {
+			http.Error(w, "bad request: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		rep, err := d.Forget(r.Context(), req.Number)
+		switch {
+		case errors.Is(err, ErrNotANumber):
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		case err != nil:
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		writeJSON(w, rep)
+	})
+	mux.HandleFunc("POST /v1/backup", func(w http.ResponseWriter, r *http.Request) {
+		res, err := d.BackupNow(r.Context())
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		writeJSON(w, res)
+	})
 	return mux
 }
 

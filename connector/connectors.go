@@ -134,6 +134,7 @@ func (d *Daemon) startConnector(ctx context.Context, cfg *config.Config, cn *con
 	}
 	dc := d.Config().Dispatch
 	d.dm.Init(cn.Name)
+	d.m.initConnector(cn.Name)
 	c.worker = dispatch.New(d.store, dispatch.Options{
 		Connector:       cn.Name,
 		Adapter:         adapter,
@@ -150,6 +151,9 @@ func (d *Daemon) startConnector(ctx context.Context, cfg *config.Config, cn *con
 		OnDelivered:     d.delivered,
 	}, d.dm)
 
+	if rc, ok := adapter.(crm.Reconciler); ok && !d.reconcileRestored(ctx, cn.Name, rc) {
+		d.restoreUnsettled.Store(true)
+	}
 	runCtx, cancel := context.WithCancel(ctx)
 	c.cancel = cancel
 	if s, ok := adapter.(crm.Starter); ok {

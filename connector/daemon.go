@@ -70,10 +70,12 @@ type Daemon struct {
 	opts  Options
 	log   *slog.Logger
 	level *slog.LevelVar
-	now   func() time.Time
-	reg   *prometheus.Registry
-	m     *metrics
-	dm    *dispatch.Metrics
+	// redact is log.redact_numbers in force (the log handler's switch).
+	redact *atomic.Bool
+	now    func() time.Time
+	reg    *prometheus.Registry
+	m      *metrics
+	dm     *dispatch.Metrics
 
 	cfgMu sync.Mutex
 	cfg   *config.Config // the config in force
@@ -99,6 +101,13 @@ type Daemon struct {
 	recOnce sync.Once
 	rec     *recordings.Server
 	pages   *pages
+
+	// backupMu serialises backups (automatic and `pbxbridge backup now`); lastBackup is the
+	// newest one's time.
+	backupMu   sync.Mutex
+	lastBackup time.Time
+	// restoreUnsettled: a connector could not be told about a restore (the note stays).
+	restoreUnsettled atomic.Bool
 }
 
 // New validates what it can without I/O and returns a Daemon for cfg.
@@ -118,6 +127,10 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 	if log == nil {
 		log = newLogger(os.Stderr, cfg.Log.Format, level)
 	}
+	// Every line goes through the number mask (log.redact_numbers), the adapters' included.
+	redact := new(atomic.Bool)
+	redact.Store(cfg.Log.RedactNumbers)
+	log = slog.New(newRedactHandler(log.Handler(), redact))
 	norm, err := numbers.New(cfg.Numbers)
 	if err != nil {
 		return nil, fmt.Errorf("config: numbers: %w", err)
@@ -127,6 +140,7 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 		opts:      opts,
 		log:       log,
 		level:     level,
+		redact:    redact,
 		now:       opts.Now,
 		reg:       reg,
 		cfg:       cfg,
@@ -174,13 +188,17 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return fmt.Errorf("state directory: %w", err)
 	}
+	if err := restoreInterrupted(cfg.StateDir); err != nil {
+		return err
+	}
 
 	// The outbox first: every finished call is stored here before anything else happens to it
 	// (opening it delivers nothing).
 	store, err := outbox.Open(ctx, filepath.Join(cfg.StateDir, "outbox.db"), outbox.Options{
-		Retention: time.Duration(cfg.Outbox.RetentionDays) * 24 * time.Hour,
-		Clock:     d.now,
-		Logger:    d.log.With("component", "outbox"),
+		Retention:           time.Duration(cfg.Outbox.RetentionDays) * 24 * time.Hour,
+		DeadLetterRetention: time.Duration(cfg.Outbox.DeadLetterRetentionDays) * 24 * time.Hour,
+		Clock:               d.now,
+		Logger:              d.log.With("component", "outbox"),
 	})
 	if err != nil {
 		return err
@@ -243,6 +261,12 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	d.publishRoutes()
 	defer d.stopAllConnectors()
+	if !d.restoreUnsettled.Load() {
+		// Every connector of this start knows about a restore: the note has served.
+		if err := store.DeleteMeta(ctx, restoreMeta); err != nil {
+			d.log.Warn("removing the restore note", "err", err)
+		}
+	}
 	// Calls the previous run could not store (it had to stop while the outbox failed).
 	if err := d.importSpill(ctx); err != nil {
 		d.log.Error("importing the spill file of the previous run; it stays where it is", "err", err)
@@ -260,7 +284,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	defer stopAdmin()
 
-	// Housekeeping: outbox pruning, watchdog.
+	// Housekeeping: outbox pruning, backups, watchdog.
+	d.initBackups()
 	hkCtx, stopHK := context.WithCancel(context.WithoutCancel(ctx))
 	hkDone := make(chan struct{})
 	go func() { defer close(hkDone); d.housekeeping(hkCtx) }()
@@ -350,10 +375,13 @@ func (d *Daemon) allLoggedIn() bool {
 	return true
 }
 
-// housekeeping prunes the outbox hourly and pings the systemd watchdog.
+// housekeeping prunes the outbox hourly, writes the automatic backups and pings the systemd
+// watchdog.
 func (d *Daemon) housekeeping(ctx context.Context) {
 	prune := time.NewTicker(time.Hour)
 	defer prune.Stop()
+	backup := time.NewTimer(d.nextBackupIn())
+	defer backup.Stop()
 	wd := watchdogInterval()
 	var wdC <-chan time.Time
 	if wd > 0 {
@@ -366,12 +394,22 @@ func (d *Daemon) housekeeping(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-prune.C:
+			d.pruneSpills()
 			res, err := d.store.Prune(ctx)
 			if err != nil {
 				d.log.Error("pruning the outbox", "err", err)
 				continue
 			}
 			d.log.Debug("outbox pruned", "result", fmt.Sprintf("%+v", res))
+		case <-backup.C:
+			if d.Config().Backup.Interval > 0 && d.backupDue() {
+				if _, err := d.BackupNow(ctx); err != nil && ctx.Err() == nil {
+					// Logged and counted by BackupNow; try again sooner than a whole interval.
+					backup.Reset(min(d.Config().Backup.Interval/4, time.Hour))
+					continue
+				}
+			}
+			backup.Reset(d.nextBackupIn())
 		case <-wdC:
 			// The watchdog proves the outbox still answers, not just that a goroutine runs.
 			cctx, cancel := context.WithTimeout(ctx, wd)

@@ -148,6 +148,7 @@ func (d *Daemon) startPBX(ctx context.Context, pc *config.PBX) error {
 		done:    make(chan struct{}),
 		abandon: make(chan struct{}),
 	}
+	d.m.initPBX(pc.Name)
 	src, err := p.startSource(ctx, *pc, opts.Variables())
 	if err != nil {
 		return fmt.Errorf("pbx %s: %w", pc.Name, err)
@@ -440,6 +441,8 @@ func (d *Daemon) enqueue(ctx context.Context, rec *call.Record) error {
 	d.recent.add(rec, names)
 	d.click.forget(rec.OriginateID)
 	d.wake(names)
+	d.log.Debug("call stored for delivery", "call", rec.Key(), "direction", rec.Direction, "customer", rec.Customer,
+		"line", rec.Line, "disposition", rec.Disposition, "connectors", names)
 	return nil
 }
 

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/pbxbridge/pbxbridge/connector/outbox"
+	"github.com/pbxbridge/pbxbridge/crm/call"
 )
 
 // metrics are the daemon's own metrics; components (AMI, licensing, dispatch, adapters) register
@@ -32,6 +33,10 @@ type metrics struct {
 	intakeCut         *prometheus.CounterVec
 	originates        *prometheus.CounterVec
 	routerThrottled   *prometheus.CounterVec
+	backupLast        prometheus.Gauge
+	backupSize        prometheus.Gauge
+	backupFailures    prometheus.Counter
+	backupInterval    prometheus.Gauge
 }
 
 func newMetrics(reg *prometheus.Registry, d *Daemon, version string) *metrics {
@@ -105,6 +110,22 @@ func newMetrics(reg *prometheus.Registry, d *Daemon, version string) *metrics {
 			Namespace: "pbxbridge", Name: "routing_queries_throttled_total",
 			Help: "/v1/responsible and /v1/lookup queries answered empty without asking the CRM, because the connector's query budget was spent.",
 		}, []string{"connector"}),
+		backupLast: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "pbxbridge", Name: "backup_last_success_timestamp_seconds",
+			Help: "When the newest backup of the state was written (0: none yet).",
+		}),
+		backupSize: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "pbxbridge", Name: "backup_last_size_bytes",
+			Help: "Size of the newest backup file.",
+		}),
+		backupFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "pbxbridge", Name: "backup_failures_total",
+			Help: "Backups of the state that failed (the reason is logged).",
+		}),
+		backupInterval: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "pbxbridge", Name: "backup_interval_seconds",
+			Help: "backup.interval in force (0: automatic backups are off).",
+		}),
 	}
 	for _, r := range []string{"token", "host", "cross_site"} {
 		m.adminRefused.WithLabelValues(r)
@@ -112,14 +133,45 @@ func newMetrics(reg *prometheus.Registry, d *Daemon, version string) *metrics {
 	for _, k := range []string{"number", "name", "value"} {
 		m.intakeCut.WithLabelValues(k)
 	}
+	for _, dir := range []call.Direction{call.Inbound, call.Outbound, call.Internal} {
+		m.unrouted.WithLabelValues(string(dir))
+	}
+	for _, r := range []string{"applied", "partial", "refused"} {
+		m.reloads.WithLabelValues(r)
+	}
 	m.reloadOK.Set(1)
 	m.reloadTime.SetToCurrentTime()
 	reg.MustRegister(m.crmDuration, m.crmRequests, m.live, m.calls, m.unrouted, m.endedUnseen, m.openCalls, m.heldRecords,
-		m.spilled, m.outboxWriteErrors, m.reloadOK, m.reloadTime, m.reloads, m.adminRefused, m.intakeCut, m.originates, m.routerThrottled)
+		m.spilled, m.outboxWriteErrors, m.reloadOK, m.reloadTime, m.reloads, m.adminRefused, m.intakeCut, m.originates, m.routerThrottled,
+		m.backupLast, m.backupSize, m.backupFailures, m.backupInterval)
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	reg.MustRegister(buildInfo(version))
 	reg.MustRegister(&outboxCollector{d: d})
 	return m
+}
+
+// initConnector creates a connector's series at zero, so that they are exported (and rate()
+// and increase() alerts work) before its first event.
+func (m *metrics) initConnector(name string) {
+	m.crmRequests.WithLabelValues(name)
+	for _, r := range []string{"ok", "error", "dropped"} {
+		m.live.WithLabelValues(name, r)
+	}
+	for _, r := range []string{"originated", "failed", "unlicensed", "denied_number", "rate_limited"} {
+		m.originates.WithLabelValues(name, r)
+	}
+	m.routerThrottled.WithLabelValues(name)
+}
+
+// initPBX creates a PBX's series at zero.
+func (m *metrics) initPBX(name string) {
+	for _, dir := range []call.Direction{call.Inbound, call.Outbound, call.Internal} {
+		for _, disp := range []call.Disposition{call.Answered, call.NoAnswer, call.Busy, call.Failed} {
+			m.calls.WithLabelValues(name, string(dir), string(disp))
+		}
+	}
+	m.endedUnseen.WithLabelValues(name)
+	m.openCalls.WithLabelValues(name)
 }
 
 func buildInfo(version string) prometheus.Collector {

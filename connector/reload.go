@@ -55,6 +55,7 @@ func (d *Daemon) Reload(ctx context.Context) error {
 		}
 	}
 	_ = d.level.UnmarshalText([]byte(cfg.Log.Level))
+	d.redact.Store(cfg.Log.RedactNumbers)
 
 	unitCtx := context.WithoutCancel(ctx)
 	dispatchChanged := !reflect.DeepEqual(old.Dispatch, cfg.Dispatch) || old.HTTP.Public.URL != cfg.HTTP.Public.URL ||

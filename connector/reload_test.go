@@ -195,7 +195,7 @@ func TestReloadPBXBlock(t *testing.T) {
 	}
 
 	// The PBX moves and its secret rotates, while a call is in flight on the old one.
-	moved, err := fakepbx.Start(fakepbx.Config{Speed: 10, Secret: "rotated-secret"})
+	moved, err := fakepbx.Start(fakepbx.Config{Speed: 10, Secret: "rotated-secret", FirstID: 1 << 20})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/pbxbridge/pbxbridge/crm/call"
 )
@@ -74,4 +75,18 @@ func (d *Daemon) importSpill(ctx context.Context) error {
 	}
 	d.log.Info("imported the finished calls the previous run could not store", "records", n, "file", done)
 	return nil
+}
+
+// pruneSpills deletes imported spill files older than the outbox retention: their calls are in
+// the outbox (and pruned with it), so nothing is kept longer than the calls themselves.
+func (d *Daemon) pruneSpills() {
+	cutoff := d.now().Add(-time.Duration(d.Config().Outbox.RetentionDays) * 24 * time.Hour)
+	files, _ := filepath.Glob(d.spillPath() + ".imported-*")
+	for _, f := range files {
+		if st, err := os.Stat(f); err == nil && st.ModTime().Before(cutoff) {
+			if err := os.Remove(f); err != nil {
+				d.log.Warn("removing an old imported spill file", "file", f, "err", err)
+			}
+		}
+	}
 }

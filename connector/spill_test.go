@@ -97,3 +97,31 @@ func TestStopSpillsWhatTheOutboxWillNotTake(t *testing.T) {
 		t.Errorf("the spill file is still there: %v", err)
 	}
 }
+
+// Imported spill files go once they are older than the outbox retention, like their calls.
+func TestImportedSpillFilesArePruned(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	cfg := config.Default()
+	cfg.StateDir = dir
+	now := time.Now()
+	d := &Daemon{log: slog.New(slog.DiscardHandler), cfg: cfg, now: func() time.Time { return now }}
+	old := filepath.Join(dir, spillFile+".imported-20260101T000000Z")
+	recent := filepath.Join(dir, spillFile+".imported-20261201T000000Z")
+	for _, f := range []string{old, recent} {
+		if err := os.WriteFile(f, []byte("{}\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	past := now.Add(-time.Duration(cfg.Outbox.RetentionDays+1) * 24 * time.Hour)
+	if err := os.Chtimes(old, past, past); err != nil {
+		t.Fatal(err)
+	}
+	d.pruneSpills()
+	if _, err := os.Stat(old); !os.IsNotExist(err) {
+		t.Errorf("the old imported spill file is still there: %v", err)
+	}
+	if _, err := os.Stat(recent); err != nil {
+		t.Errorf("the recent one is gone: %v", err)
+	}
+}

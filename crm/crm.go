@@ -64,6 +64,14 @@ type Closer interface {
 	Close(ctx context.Context) error
 }
 
+// UserNamer is implemented by adapters that know the names of the CRM users extensions map to,
+// so that people see "Anna Smith (101)" rather than "101" (the status page, the demo). UserName
+// answers from what the adapter already holds, without asking the CRM: "" when the extension
+// has no user or its name is not known yet. It is safe for concurrent use.
+type UserNamer interface {
+	UserName(ext string) string
+}
+
 // Prober is implemented by adapters that can check their CRM account before going live
 // (`pbxbridge crm test`, `pbxbridge doctor`). Each Check is one line of the report.
 type Prober interface {
@@ -113,6 +121,24 @@ type Route struct {
 type Router interface {
 	Responsible(ctx context.Context, number string) (ext string, err error)
 	Lookup(ctx context.Context, number string) (name string, err error)
+}
+
+// Forgetter is implemented by adapters that keep customers' phone numbers in memory (look-up
+// caches): Forget drops every entry of number. `pbxbridge forget` calls it once per form of the
+// number it knows (as given, and E.164). It must return promptly and never call the CRM: what
+// the CRM holds is erased in the CRM.
+type Forgetter interface {
+	Forget(ctx context.Context, number string)
+}
+
+// Reconciler is implemented by adapters whose defence against logging a call twice is state in
+// the CallStore, and that can look a call up in the CRM instead. After the daemon's state was
+// restored from a backup taken at since, the CallStore may have forgotten calls the CRM got after
+// that time; before the first delivery the daemon calls Uncertain for every call still queued
+// for the connector, and the adapter's next Deliver of such a call first asks the CRM whether it
+// has it. Uncertain must not call the CRM; a call the CallStore knows as logged stays as it is.
+type Reconciler interface {
+	Uncertain(ctx context.Context, key string, since time.Time) error
 }
 
 // CodeAuthorizer is implemented by adapters whose CRM gives the admin a one-time authorisation

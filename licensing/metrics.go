@@ -58,7 +58,7 @@ var (
 	descState     = desc("state", "One-hot licence state of a connector.", "connector", "state")
 	descTermEnd   = desc("term_end_timestamp_seconds", "First instant after the paid term's last day, in the token's zone.", "connector")
 	descGraceEnd  = desc("grace_end_timestamp_seconds", "First instant after grace_until, in the token's zone.", "connector")
-	descDaysLeft  = desc("days_left", "(term end - now) / 86400; negative during grace.", "connector")
+	descRemaining = desc("remaining_seconds", "Seconds until the paid term ends (term_end_timestamp_seconds - now); negative during grace.", "connector")
 	descSeatsLim  = desc("seats_limit", "Seat limit of the selected licence (absent when unlimited).", "connector", "kind")
 	descSeatsUsed = desc("seats_used", "Seats in use: mapped extensions and CRM users.", "connector", "kind")
 	descOverage   = desc("overage_deadline_timestamp_seconds", "When over_limit turns into suspended_excess (0 if none).", "connector")
@@ -71,7 +71,7 @@ var (
 type collector struct{ s *Service }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descInfo, descState, descTermEnd, descGraceEnd, descDaysLeft, descSeatsLim,
+	for _, d := range []*prometheus.Desc{descInfo, descState, descTermEnd, descGraceEnd, descRemaining, descSeatsLim,
 		descSeatsUsed, descOverage, descHostMatch, descHostReq, descFloor, descOffset} {
 		ch <- d
 	}
@@ -102,7 +102,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			gauge(descInfo, 1, name, l.LID(), strconv.Itoa(l.Rev()), string(l.Type()), l.KID())
 			gauge(descTermEnd, float64(snap.termEnd[name].Unix()), name)
 			gauge(descGraceEnd, float64(snap.grace[name].Unix()), name)
-			gauge(descDaysLeft, snap.termEnd[name].Sub(now).Hours()/24, name)
+			gauge(descRemaining, snap.termEnd[name].Sub(now).Seconds(), name)
 		}
 		if lim := cs.Seats.ExtensionsLimit; lim != nil {
 			gauge(descSeatsLim, float64(*lim), name, "extensions")

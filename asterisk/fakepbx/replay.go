@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -58,6 +59,19 @@ func (c *Call) Position() time.Duration {
 // Start is the wall-clock time of the replay's first event.
 func (c *Call) Start() time.Time { return c.in.start }
 
+// Customers returns the customers' numbers of this replay in E.164, in the order their
+// transcript's numbers first appear (Config.Customers may have replaced them; nil when the
+// transcript has none).
+func (c *Call) Customers() []string {
+	out := slices.Clone(c.in.sc.customers)
+	for i := range out {
+		if r := c.in.customer(i); r != "" {
+			out[i] = r
+		}
+	}
+	return out
+}
+
 // instance is one replay: a scenario with its fresh ids and time base.
 type instance struct {
 	srv   *Server
@@ -66,6 +80,7 @@ type instance struct {
 	speed float64 // > 0; +Inf replays without delays
 	freshIDs
 	ext, num string
+	cust     []string    // the customers' numbers in E.164 by segCust index (nil: the transcript's)
 	actionID string      // OriginateResponse ActionID of an Originate replay
 	vars     []ami.Field // Originate variables replacing the recorder's originate id
 	pos      atomic.Int32
@@ -226,9 +241,58 @@ func (in *instance) appendValue(dst []byte, f *tfield, ts time.Time) []byte {
 			dst = append(dst, in.ext...)
 		case segNum:
 			dst = append(dst, in.num...)
+		case segCust:
+			dst = appendCustomer(dst, sg.lit, in.customer(sg.idx))
 		}
 	}
 	return dst
+}
+
+// customer returns the number that replaces the transcript's customer k ("": none).
+func (in *instance) customer(k int) string {
+	if k < len(in.cust) {
+		return in.cust[k]
+	}
+	return ""
+}
+
+// appendCustomer appends repl (E.164, "" keeps the original) in the format the transcript wrote
+// orig in: +79001234567, 79001234567, or 89001234567 (the national trunk prefix, for a +7
+// number; other countries lose only their "+").
+func appendCustomer(dst []byte, orig, repl string) []byte {
+	switch {
+	case repl == "":
+		return append(dst, orig...)
+	case orig[0] == '+':
+		return append(dst, repl...)
+	case orig[0] == '8' && strings.HasPrefix(repl, "+7"):
+		return append(append(dst, '8'), repl[2:]...)
+	}
+	return append(dst, repl[1:]...)
+}
+
+// customersFor asks Config.Customers for the customers of one replay of sc and checks the
+// answer; nil keeps the transcript's.
+func (s *Server) customersFor(sc *scenario) ([]string, error) {
+	if s.cfg.Customers == nil || len(sc.customers) == 0 {
+		return nil, nil
+	}
+	repl := s.cfg.Customers(sc.name, slices.Clone(sc.customers))
+	if len(repl) > len(sc.customers) {
+		repl = repl[:len(sc.customers)]
+	}
+	for i, r := range repl {
+		if r != "" && !validE164(r) {
+			return nil, fmt.Errorf("fakepbx: %s: Customers: the number for %s is %q, want E.164 (+ and 7 to 15 digits)",
+				sc.name, sc.customers[i], r)
+		}
+	}
+	return repl, nil
+}
+
+// validE164 reports whether n is "+" followed by 7 to 15 digits.
+func validE164(n string) bool {
+	return len(n) >= 8 && len(n) <= 16 && n[0] == '+' && allDigits(n[1:])
 }
 
 // fieldValue renders one header of frame i ("" when the frame has no such header); the key is

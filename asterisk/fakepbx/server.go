@@ -9,7 +9,8 @@
 // Logoff. Replays get fresh timestamps (shifted to now, relative timing kept, divided by the
 // speed factor) and fresh ids: every Uniqueid/Linkedid (also inside recording names and CEL
 // JSON), channel-name suffix and bridge id is remapped consistently, so any number of concurrent
-// replays never collide. Replays keep playing while clients are disconnected (events during the
+// replays never collide. Config.Customers can give each replay other customers: their numbers
+// replace the transcript's in every header. Replays keep playing while clients are disconnected (events during the
 // outage are lost for them, as on a real PBX).
 //
 // Knobs for fault tests: DropClients (close every client connection now), Config.DropEvery,
@@ -71,6 +72,10 @@ type Config struct {
 	Speed float64
 	// Seed of the random choices (scenario mix, bridge ids). Default 1.
 	Seed uint64
+	// FirstID offsets the sequence part of the uniqueids (epoch.seq) the server hands out:
+	// tests where two servers stand for one PBX (it moved to another address) give the second
+	// one a FirstID past the first's, as the real PBX's sequence would go on.
+	FirstID uint64
 	// Extensions known to ExtensionState and Originate (default 101, 102 and 103: idle,
 	// answering). Unknown extensions report status -1 (no hint) and fail to originate.
 	Extensions map[string]Ext
@@ -90,6 +95,17 @@ type Config struct {
 	// line) before it is sent: security tests turn the replays into a hostile peer's stream.
 	// It must return a whole frame.
 	Mutate func(frame []byte) []byte
+	// Customers, when set, gives every call that Play and Load replay its own customers: it is
+	// called once per replay with the scenario's name and its transcript's customers' numbers in
+	// E.164 (+79001234567, ...; in order of first appearance, as Call.Customers lists them) and
+	// returns the number to use in place of each, in E.164 ("" or a missing entry keeps the
+	// original). Every header that carries a customer's number (CallerIDNum, ConnectedLineNum,
+	// Exten, channel and device names, dial strings, recording file names, CEL and Cdr fields)
+	// gets the replacement, in the format the transcript wrote it in (+79…, 79…, 89…), so a
+	// client sees one number per customer throughout the call. It is called from Play's
+	// goroutine (Load: one call at a time). Originate replays need none: their number is the
+	// one requested.
+	Customers func(scenario string, orig []string) []string
 	// Logger (default: discard).
 	Logger *slog.Logger
 	// OnEvent, when set, is called after each call event of a replay was queued to the clients,
@@ -176,6 +192,7 @@ func Start(cfg Config) (*Server, error) {
 		excluded:  map[string]bool{},
 	}
 	s.init(cfg.Speed, cfg.Seed, cfg.Extensions, cfg.Logger)
+	s.uidSeq.Store(cfg.FirstID)
 	for _, ev := range cfg.ExcludeEvents {
 		s.excluded[ev] = true
 	}
@@ -397,7 +414,12 @@ func (s *Server) Play(ctx context.Context, name string) (*Call, error) {
 	if !ok {
 		return nil, fmt.Errorf("fakepbx: unknown scenario %q", name)
 	}
+	cust, err := s.customersFor(sc)
+	if err != nil {
+		return nil, err
+	}
 	in := s.newInstance(sc, time.Now())
+	in.cust = cust
 	s.startInstance(ctx, in)
 	return in.call, nil
 }

@@ -17,7 +17,8 @@ import (
 // A scenario is one transcript compiled into frame templates. Every value is split into literal
 // text and placeholders for the ids that must be fresh in each replay: Uniqueids/Linkedids (also
 // inside recording file names and CEL JSON), the 8-hex-digit suffixes of channel names
-// (Local/101@phones-0000001d;1, PJSIP/101-00000002), bridge UUIDs, and — in the click-to-call
+// (Local/101@phones-0000001d;1, PJSIP/101-00000002), bridge UUIDs, the customers' numbers (a
+// replay may give its call other customers: Config.Customers), and — in the click-to-call
 // template — the agent's extension and the customer's number.
 type scenario struct {
 	name     string
@@ -30,6 +31,9 @@ type scenario struct {
 	nBridges   int
 	origIdx    int // index of the OriginateResponse frame, -1 when none
 	hasOrigVar bool
+	// customers are the transcript's customer numbers in E.164 (+79001234567), in order of
+	// first appearance: segCust placeholders index it.
+	customers []string
 
 	uidIndex  map[string]int // original uid → index
 	chanIndex map[string]int // original channel suffix → index
@@ -82,6 +86,9 @@ const (
 	segBridge
 	segExt
 	segNum
+	// segCust is a customer's number (lit: as the transcript wrote it, idx: into
+	// scenario.customers).
+	segCust
 )
 
 // Values of the click_to_call transcript that an Originate replay replaces (see its .meta.json:
@@ -150,11 +157,12 @@ func compile(name string, data []byte, ext, num string) (*scenario, error) {
 		return nil, fmt.Errorf("fakepbx: %s: no events", name)
 	}
 	c := &compiler{
-		uids:    map[string]int{},
-		chans:   map[string]int{},
-		bridges: map[string]int{},
-		ext:     ext,
-		num:     num,
+		uids:      map[string]int{},
+		chans:     map[string]int{},
+		bridges:   map[string]int{},
+		ext:       ext,
+		num:       num,
+		customers: map[string]int{},
 	}
 	// First pass: collect the ids, in order of first appearance.
 	for _, f := range frames {
@@ -206,6 +214,7 @@ func compile(name string, data []byte, ext, num string) (*scenario, error) {
 		sc.frames = append(sc.frames, tf)
 	}
 	sc.duration = sc.frames[len(sc.frames)-1].at
+	sc.customers = c.custList
 	// uid order and epochs
 	type uidInfo struct {
 		idx        int
@@ -248,6 +257,29 @@ type compiler struct {
 	uids, chans, bridges map[string]int
 	uidList              []string
 	ext, num             string
+	// customers (nil: not recognised, as in ARI templates) maps a customer's number in E.164
+	// to its index in custList.
+	customers map[string]int
+	custList  []string
+}
+
+// customerNumber reports whether a digit token is a customer's number in the transcripts: a
+// Russian mobile number written 79XXXXXXXXX (after a "+" or not) or 89XXXXXXXXX. The office's
+// own numbers are Moscow numbers (+7495…) and extensions, so they never match (see
+// asterisk/transcripts/README.md, "The simulated office").
+func customerNumber(tok string) bool {
+	return len(tok) == 11 && (tok[0] == '7' || tok[0] == '8') && tok[1] == '9'
+}
+
+// customer returns the index of a customer's number given in E.164, adding it when new.
+func (c *compiler) customer(e164 string) int {
+	k, ok := c.customers[e164]
+	if !ok {
+		k = len(c.custList)
+		c.customers[e164] = k
+		c.custList = append(c.custList, e164)
+	}
+	return k
 }
 
 // collect records the ids a header defines.
@@ -375,6 +407,14 @@ func (c *compiler) scan(v string) []seg {
 				case c.num != "" && tok == c.num:
 					flush(i)
 					segs = append(segs, seg{kind: segNum})
+					lit = j
+				case c.customers != nil && customerNumber(tok):
+					start := i
+					if tok[0] == '7' && i > lit && v[i-1] == '+' {
+						start = i - 1
+					}
+					flush(start)
+					segs = append(segs, seg{kind: segCust, lit: v[start:j], idx: c.customer("+7" + tok[1:])})
 					lit = j
 				}
 			}

@@ -15,6 +15,8 @@
 //	POST /v1/outbox/check           SQLite's full integrity check → {"result": "ok"}; 409 with the problems
 //	GET  /v1/calls                  []RecentCall, newest first
 //	GET  /v1/calls/{key}            CallReport; 404 when the call is unknown
+//	POST /v1/forget                 ForgetRequest → ForgetReport; 400 for a bad number
+//	POST /v1/backup                 BackupResult: one backup generation written now
 package admin
 
 import (
@@ -115,4 +117,43 @@ func ParseTime(s string) (time.Time, error) {
 		return time.Time{}, fmt.Errorf("want YYYY-MM-DD or RFC 3339, got %q", s)
 	}
 	return t, nil
+}
+
+// ForgetRequest asks the daemon to erase every trace of a phone number (`pbxbridge forget`).
+type ForgetRequest struct {
+	Number string `json:"number"`
+}
+
+// ForgetReport says what `pbxbridge forget` erased.
+type ForgetReport struct {
+	// Number as given, and its E.164 form ("" when it does not parse).
+	Number string `json:"number"`
+	E164   string `json:"e164,omitempty"`
+	// Outbox is what was erased from the outbox database, by table.
+	Outbox outbox.ForgetResult `json:"outbox"`
+	// Recent calls removed from the in-memory list of the status page.
+	Recent int `json:"recent"`
+	// Caches lists the connectors whose look-up caches were told to forget the number.
+	Caches []string `json:"caches,omitempty"`
+	// InProgress counts calls of the number still in progress: they are stored when they end
+	// (run forget again then).
+	InProgress int `json:"in_progress"`
+	// Backups lists the backup files that still hold the earlier state; they go when they age
+	// out of backup.keep, or delete them.
+	Backups []string `json:"backups,omitempty"`
+	// Offline: the daemon was not running; the CLI erased the outbox itself (in-memory lists
+	// and caches were empty).
+	Offline bool `json:"offline,omitempty"`
+}
+
+// BackupResult describes one backup generation (`pbxbridge backup now`, the automatic backups).
+type BackupResult struct {
+	Path      string    `json:"path"`
+	Size      int64     `json:"size"`
+	CreatedAt time.Time `json:"created_at"`
+	// Files are the state files in the backup (outbox.db, connectors/…, license-state.json, …).
+	Files []string `json:"files"`
+	// Removed are the older backups deleted to keep backup.keep generations.
+	Removed []string `json:"removed,omitempty"`
+	Offline bool     `json:"offline,omitempty"`
 }

@@ -1,6 +1,8 @@
 // Package cli is the pbxbridge command line (kong): `run` starts the daemon (package connector);
 // status, reload, outbox, calls and license status are clients of the running daemon's admin API
-// (connector/admin), so the CLI never opens the state the daemon writes; config, replay, capture,
+// (connector/admin), so the CLI never opens the state the daemon writes; forget and backup now go
+// through the admin API too and open the state themselves only while the daemon is stopped (the
+// outbox's lock proves it), restore only ever runs then; config, replay, capture,
 // crm test/auth, doctor and the licence tools work offline from the config file. `demo` hands over
 // to the pbxbridge-demo program (connector/demo), so the simulators never ship in this binary.
 //
@@ -97,9 +99,15 @@ type CLI struct {
 	Capture CaptureCmd     `cmd:"" help:"Record the raw AMI stream of a live PBX to a file, for support tickets."`
 	CRM     CRMCmd         `cmd:"" name:"crm" help:"Test a connector's CRM account and authorise integrations."`
 	Doctor  DoctorCmd      `cmd:"" help:"Check everything pbxbridge needs before going live, with a plain fix for each problem."`
+	Forget  ForgetCmd      `cmd:"" help:"Erase every trace of a phone number from pbxbridge's state (not from the CRM)."`
+	Backup  BackupCmd      `cmd:"" help:"Back up the state (outbox, CRM tokens, licence state) now, or list the backups."`
+	Restore RestoreCmd     `cmd:"" help:"Restore a backup into the state directory (the daemon must be stopped)."`
 	License licensecli.Cmd `cmd:"" help:"Licences: fingerprint, offline activation request, install, inspect, verify, status."`
 	Version VersionCmd     `cmd:"" help:"Print the version."`
-	Help    HelpCmd        `cmd:"" help:"Show help for a command (pbxbridge help outbox list)."`
+
+	Man        ManCmd        `cmd:"" hidden:"" help:"Print the manual page (roff), generated from this command line (gen.go)."`
+	Completion CompletionCmd `cmd:"" hidden:"" help:"Print a shell completion script (gen.go)."`
+	Help       HelpCmd       `cmd:"" help:"Show help for a command (pbxbridge help outbox list)."`
 }
 
 // HelpCmd shows the help of a command.
@@ -178,6 +186,9 @@ func MainWith(ctx context.Context, version string, args []string, stdout, stderr
 	if err != nil {
 		fmt.Fprintf(stderr, "pbxbridge: %v\n", err)
 		return 2
+	}
+	if err := asService(&cli.Globals, kctx); err != nil { // root: act as the service user (privileges.go)
+		return Report(stderr, "pbxbridge", err)
 	}
 	env := &licensecli.Env{Version: version, Context: ctx, Stdout: stdout, Stderr: stderr}
 	if env.Connectors, err = connector.LicensedTypes(); err != nil {

@@ -2,8 +2,12 @@ package cli
 
 import (
 	"bufio"
+	"cmp"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,10 +20,12 @@ import (
 // the same.
 type DemoFlags struct {
 	Duration time.Duration `help:"Stop after this long (default: until Ctrl-C)."`
-	Rate     float64       `help:"Calls started per second." default:"1"`
+	Rate     float64       `help:"Calls started per second (the default stays well within the 2 requests a second Bitrix24 takes)." default:"0.5"`
 	Speed    float64       `help:"Replay speed of the recorded calls (1 = real time)." default:"3"`
 	Listen   string        `help:"Status page address (the next free port is used when it is taken)." default:"127.0.0.1:8080"`
-	Dir      string        `help:"Keep the demo's state here (default: a temporary directory, removed at the end)." placeholder:"DIR"`
+	State    string        `help:"Keep the demo's state here: calls not delivered when it stops wait there for the next run (default: a temporary folder, removed at the end)." placeholder:"DIR"`
+	Dir      string        `help:"Old name of --state." hidden:"" placeholder:"DIR"`
+	Seed     uint64        `help:"Seed of the calls' scenarios and customers: the same seed plays the same calls." default:"1"`
 	Verbose  bool          `help:"Show the daemon's log."`
 }
 
@@ -29,12 +35,13 @@ func (f DemoFlags) Args() []string {
 		"--rate=" + fmt.Sprint(f.Rate),
 		"--speed=" + fmt.Sprint(f.Speed),
 		"--listen=" + f.Listen,
+		"--seed=" + fmt.Sprint(f.Seed),
 	}
 	if f.Duration > 0 {
 		args = append(args, "--duration="+f.Duration.String())
 	}
-	if f.Dir != "" {
-		args = append(args, "--dir="+f.Dir)
+	if state := cmp.Or(f.State, f.Dir); state != "" {
+		args = append(args, "--state="+state)
 	}
 	if f.Verbose {
 		args = append(args, "--verbose")
@@ -47,8 +54,9 @@ func (f DemoFlags) Args() []string {
 //
 // The simulators are not part of this binary (the daemon that runs a real PBX carries no fakes),
 // so the command hands over to the pbxbridge-demo program: the one installed next to this
-// binary or on $PATH, else, in a source checkout of pbxbridge, `go run ./cmd/pbxbridge-demo`
-// (built on first use).
+// binary or on $PATH, else, in a source checkout of pbxbridge, ./cmd/pbxbridge-demo built into
+// the user's cache directory (rebuilt only when the sources changed). It is run itself, not
+// through `go run`, which would end with "exit status 1" after any Ctrl-C.
 type DemoCmd struct {
 	DemoFlags
 }
@@ -67,11 +75,37 @@ func (c *DemoCmd) Run(g *Globals) error {
 	}
 	goBin := lookPath("go")
 	if root := moduleRoot(); root != "" && goBin != "" {
-		fmt.Fprintln(g.Stderr, "pbxbridge demo: building the demo (go run "+demoModule+"/cmd/pbxbridge-demo)…")
+		fmt.Fprintln(g.Stderr, "pbxbridge demo: building the demo ("+demoModule+"/cmd/pbxbridge-demo)…")
+		bin, err := buildDemo(goBin, root, g.Stderr)
+		if err == nil {
+			return execDemo(bin, append([]string{bin}, args...))
+		}
+		fmt.Fprintf(g.Stderr, "pbxbridge demo: %v; running it with go run instead\n", err)
 		return execDemo(goBin, append([]string{"go", "run", demoModule + "/cmd/pbxbridge-demo"}, args...))
 	}
 	return &exitError{code: 1, err: errors.New("the demo is not part of the installed package (it carries simulated CRMs " +
 		"and a simulated PBX); run it from a source checkout of pbxbridge with Go installed: go run ./cmd/pbxbridge demo")}
+}
+
+// buildDemo builds the checkout's demo program at root into the user's cache directory, one
+// binary per checkout, and returns its path. go build relinks it only when the sources changed.
+func buildDemo(goBin, root string, stderr io.Writer) (string, error) {
+	cache, err := os.UserCacheDir()
+	if err != nil {
+		return "", fmt.Errorf("no cache directory for the demo program: %w", err)
+	}
+	dir := filepath.Join(cache, "pbxbridge")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", fmt.Errorf("creating %s: %w", dir, err)
+	}
+	sum := sha256.Sum256([]byte(root))
+	bin := filepath.Join(dir, "pbxbridge-demo-"+hex.EncodeToString(sum[:4]))
+	cmd := exec.Command(goBin, "build", "-o", bin, demoModule+"/cmd/pbxbridge-demo") //nolint:gosec // the go tool on $PATH, our own package
+	cmd.Dir, cmd.Stdout, cmd.Stderr = root, stderr, stderr
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("building the demo program: %w", err)
+	}
+	return bin, nil
 }
 
 func lookPath(name string) string {

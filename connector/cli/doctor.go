@@ -62,7 +62,7 @@ func (c *DoctorCmd) Run(g *Globals) error {
 
 	// The state directory: writable, room to grow.
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
-		add(false, "state directory", "%s: %v (the service creates it through StateDirectory=; run doctor as the pbxbridge user or root)", cfg.StateDir, err)
+		add(false, "state directory", "%s: %v (the service creates it through StateDirectory=; run doctor with sudo)", cfg.StateDir, err)
 	} else if f, err := os.CreateTemp(cfg.StateDir, ".doctor-*"); err != nil {
 		add(false, "state directory", "%s is not writable: %v (chown pbxbridge:pbxbridge %s)", cfg.StateDir, err, cfg.StateDir)
 	} else {
@@ -79,6 +79,8 @@ func (c *DoctorCmd) Run(g *Globals) error {
 		}
 	}
 
+	lines = append(lines, accessChecks(cfg)...) // as the service user (privileges.go)
+
 	ctx := g.Ctx
 	for _, p := range cfg.PBX {
 		lines = append(lines, c.checkPBX(ctx, p)...)
@@ -86,7 +88,7 @@ func (c *DoctorCmd) Run(g *Globals) error {
 
 	// Recordings.
 	if entries, err := os.ReadDir(cfg.Recordings.Dir); err != nil {
-		add(false, "recordings", "%s is not readable: %v (the unit adds the asterisk group; check the directory's group and mode)", cfg.Recordings.Dir, err)
+		add(false, "recordings", "%s is not readable: %v (give the service user read access: see Recordings in docs/operations.md)", cfg.Recordings.Dir, err)
 	} else {
 		detail := fmt.Sprintf("%s readable (%d entries)", cfg.Recordings.Dir, len(entries))
 		if cfg.Recordings.PublicURL == "" {

@@ -38,6 +38,7 @@ type Config struct {
 	// Connectors lists the CRM accounts to deliver calls to (several, of any types).
 	Connectors []Connector      `yaml:"connectors"`
 	Outbox     Outbox           `yaml:"outbox"`
+	Backup     Backup           `yaml:"backup"`
 	Dispatch   Dispatch         `yaml:"dispatch"`
 	Licensing  licensing.Config `yaml:"licensing"`
 	// Recordings: where Asterisk writes them, and signed links for CRMs that play them from a URL.
@@ -51,8 +52,10 @@ type Config struct {
 type Log struct {
 	Level  string `yaml:"level"`  // debug, info, warn, error
 	Format string `yaml:"format"` // text or json
-	// RedactNumbers masks phone numbers in log lines (+7916***4567): the log then holds no
-	// customer's full number.
+	// RedactNumbers masks phone numbers in every log line, the CRM adapters' included
+	// (+7916***4567): the values of number-like attributes (customer, number, phone, from, to,
+	// caller, …) and any value that looks like a phone number (7 or more digits, with an optional
+	// +). The log then holds no customer's full number.
 	RedactNumbers bool `yaml:"redact_numbers"`
 }
 
@@ -230,8 +233,24 @@ func (f *Filter) Empty() bool {
 
 // Outbox configures the durable queue.
 type Outbox struct {
-	// RetentionDays keeps delivered calls (for `outbox redeliver` and timelines).
+	// RetentionDays keeps delivered calls (for `outbox redeliver` and timelines), and the call
+	// state, timelines and stale open calls of calls no longer queued.
 	RetentionDays int `yaml:"retention_days"`
+	// DeadLetterRetentionDays keeps calls the CRM refused (dead letters) after they died, for
+	// `outbox retry` (default 90).
+	DeadLetterRetentionDays int `yaml:"dead_letter_retention_days"`
+}
+
+// Backup configures the automatic online backups of the state directory (the outbox database,
+// the CRM tokens and the licence state).
+type Backup struct {
+	// Interval between automatic backups (default 24h; 0 turns them off, `pbxbridge backup now`
+	// still works).
+	Interval time.Duration `yaml:"interval"`
+	// Dir receives the backups (default <state_dir>/backups), created 0700.
+	Dir string `yaml:"dir"`
+	// Keep is how many backups are kept, the newest (default 7).
+	Keep int `yaml:"keep"`
 }
 
 // Dispatch configures delivery.
@@ -254,7 +273,8 @@ func Default() *Config {
 		Log:      Log{Level: "info", Format: "text"},
 		HTTP:     HTTP{Admin: AdminHTTP{Listen: "127.0.0.1:9180", Language: LanguageAuto}},
 		Numbers:  numbers.Config{DefaultRegion: "RU"},
-		Outbox:   Outbox{RetentionDays: 30},
+		Outbox:   Outbox{RetentionDays: 30, DeadLetterRetentionDays: 90},
+		Backup:   Backup{Interval: 24 * time.Hour, Keep: 7},
 		Dispatch: Dispatch{
 			Workers:         2,
 			BackoffMin:      5 * time.Second,
@@ -271,6 +291,9 @@ func Default() *Config {
 func (c *Config) applyDefaults() {
 	if c.Admin.Socket == "" && c.StateDir != "" {
 		c.Admin.Socket = strings.TrimRight(c.StateDir, "/") + "/admin.sock"
+	}
+	if c.Backup.Dir == "" && c.StateDir != "" {
+		c.Backup.Dir = strings.TrimRight(c.StateDir, "/") + "/backups"
 	}
 	for i := range c.PBX {
 		p := &c.PBX[i]
@@ -524,6 +547,18 @@ func (c *Config) validate(d *decoder, deployment bool) {
 
 	if c.Outbox.RetentionDays < 1 {
 		bad("outbox.retention_days", "must be at least 1")
+	}
+	if c.Outbox.DeadLetterRetentionDays < 1 {
+		bad("outbox.dead_letter_retention_days", "must be at least 1")
+	}
+	if c.Backup.Interval != 0 && c.Backup.Interval < time.Minute {
+		bad("backup.interval", "must be at least 1m, or 0 to turn automatic backups off, got %v", c.Backup.Interval)
+	}
+	if c.Backup.Keep < 1 {
+		bad("backup.keep", "must be at least 1, got %d", c.Backup.Keep)
+	}
+	if c.Backup.Dir != "" && !filepath.IsAbs(c.Backup.Dir) {
+		bad("backup.dir", "must be an absolute path, got %q", c.Backup.Dir)
 	}
 	if c.Dispatch.Workers < 1 || c.Dispatch.Workers > 64 {
 		bad("dispatch.workers", "must be between 1 and 64, got %d", c.Dispatch.Workers)

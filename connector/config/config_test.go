@@ -196,3 +196,41 @@ func TestAdminLanguage(t *testing.T) {
 		t.Fatalf("language fr: %v", err)
 	}
 }
+
+// TestPrivacyDefaults: retention of dead letters, automatic backups and expiring recording links
+// are on by default.
+func TestPrivacyDefaults(t *testing.T) {
+	cfg, err := config.Parse([]byte(good), "good.yaml", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Outbox.DeadLetterRetentionDays != 90 {
+		t.Errorf("outbox.dead_letter_retention_days = %d, want 90", cfg.Outbox.DeadLetterRetentionDays)
+	}
+	if b := cfg.Backup; b.Interval != 24*time.Hour || b.Keep != 7 || b.Dir != "/tmp/pbxbridge/backups" {
+		t.Errorf("backup = %+v, want every 24h, 7 kept, in <state_dir>/backups", b)
+	}
+	if cfg.Recordings.Expiry != 7*24*time.Hour {
+		t.Errorf("recordings.expiry = %v, want 7 days", cfg.Recordings.Expiry)
+	}
+	off, err := config.Parse([]byte(good+"backup: {interval: 0s}\nrecordings: {expiry: 0s}\n"), "off.yaml", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if off.Backup.Interval != 0 || off.Recordings.Expiry != 0 {
+		t.Errorf("explicit 0s: backup.interval %v, recordings.expiry %v", off.Backup.Interval, off.Recordings.Expiry)
+	}
+}
+
+func TestPrivacyProblems(t *testing.T) {
+	in := good + "outbox: {dead_letter_retention_days: 0}\nbackup: {interval: 10s, keep: 0, dir: backups}\n"
+	_, err := config.Parse([]byte(in), "bad.yaml", nil)
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	for _, want := range []string{"outbox.dead_letter_retention_days", "backup.interval", "backup.keep", "backup.dir"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("problems lack %s:\n%v", want, err)
+		}
+	}
+}

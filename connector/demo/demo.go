@@ -9,27 +9,18 @@ import (
 	"context"
 	crand "crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
-	"os/signal"
 	"path/filepath"
-	"sort"
 	"strings"
 	"sync"
-	"sync/atomic"
-	"syscall"
 	"time"
 
-	"github.com/alecthomas/kong"
 	"github.com/pbxbridge/pbxbridge/asterisk/fakepbx"
 	"github.com/pbxbridge/pbxbridge/connector"
-	"github.com/pbxbridge/pbxbridge/connector/cli"
 	"github.com/pbxbridge/pbxbridge/connector/config"
 	_ "github.com/pbxbridge/pbxbridge/crm/all" // the demo runs every connector type
 	"github.com/pbxbridge/pbxbridge/crm/call"
@@ -38,104 +29,12 @@ import (
 	demolicence "github.com/pbxbridge/pbxbridge/licensing/demo"
 )
 
-// Command runs the whole pipeline on this machine with nothing installed: a simulated PBX
-// replaying the real Asterisk transcripts over AMI, fake Bitrix24, amoCRM and Kommo servers, demo
-// licences (bound to reserved .invalid accounts, so they can never unlock a real CRM), and the
-// daemon with its status page. `pbxbridge demo` hands over to the pbxbridge-demo program, which
-// runs it.
-type Command struct {
-	cli.DemoFlags
-}
-
 // demoHosts are the reserved names the demo CRMs answer to (RFC 2606 .invalid).
 const (
 	demoB24Host   = "demo-bitrix24.invalid"
 	demoAmoHost   = "demo-amocrm.invalid"
 	demoKommoHost = "demo-kommo.invalid"
 )
-
-// Run runs the demo and prints one line per delivered call and a summary at the end.
-func (c *Command) Run(g *cli.Globals) error {
-	out := g.Stdout
-	ctx := g.Ctx
-	if c.Duration > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, c.Duration)
-		defer cancel()
-	}
-	if c.Rate <= 0 || c.Speed <= 0 {
-		return errors.New("--rate and --speed must be positive")
-	}
-	logOut := io.Discard
-	if c.Verbose {
-		logOut = g.Stderr
-	}
-	tally := newDemoTally(out)
-	env, err := Start(ctx, Options{
-		Speed: c.Speed, Listen: c.Listen, Dir: c.Dir, Version: g.Version,
-		Logger: slog.New(slog.NewTextHandler(logOut, nil)), OnDelivered: tally.delivered,
-	})
-	if err != nil {
-		return err
-	}
-	defer func() { _ = env.Close() }()
-	tally.printf("pbxbridge demo: simulated PBX at %s (AMI), fake Bitrix24, amoCRM and Kommo, demo licences\n", env.PBX.Addr())
-	tally.printf("status page: %s/   metrics: %s/metrics   state: %s\n", env.BaseURL, env.BaseURL, env.Dir)
-	if c.Duration > 0 {
-		tally.printf("running for %v; calls start at %.1f/s\n", c.Duration, c.Rate)
-	} else {
-		tally.printf("press Ctrl-C to stop; calls start at %.1f/s\n", c.Rate)
-	}
-
-	// Calls: every recorded scenario in turn, then a random mix.
-	mix := env.PBX.DefaultMix()
-	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1)) //nolint:gosec // scenario mix
-	var calls sync.WaitGroup
-	var played atomic.Int64
-	tick := time.NewTicker(time.Duration(float64(time.Second) / c.Rate))
-	for i := 0; ctx.Err() == nil; i++ {
-		name := mix[i%len(mix)]
-		if i >= len(mix) {
-			name = mix[rng.IntN(len(mix))]
-		}
-		pc, err := env.PBX.Play(context.WithoutCancel(ctx), name)
-		if err == nil {
-			played.Add(1)
-			calls.Add(1)
-			go func() { defer calls.Done(); <-pc.Done() }()
-		}
-		select {
-		case <-ctx.Done():
-		case <-tick.C:
-		}
-	}
-	tick.Stop()
-
-	// Wind down: let the calls in progress finish, then the deliveries.
-	tally.printf("stopping: letting calls in progress finish and the outbox drain…\n")
-	waitGroupTimeout(&calls, 60*time.Second)
-	env.WaitSettled(60 * time.Second)
-	stats, _ := env.Daemon.Outbox().Stats(context.Background())
-	built := builtCalls(env.Daemon)
-	open := openCalls(env.Daemon)
-	if err := env.Close(); err != nil {
-		return err
-	}
-	var dead, pending int64
-	for _, s := range stats {
-		dead += s.Dead
-		pending += s.Pending + s.Leased
-	}
-	// Lost: a call the PBX finished that never became a record (still open in the model) or a
-	// record that never reached its CRMs.
-	lost := open + pending
-	tally.printf("summary: %d calls played, %d built; delivered %s; lost %d; dead letters %d\n",
-		played.Load(), built, tally.summary(), lost, dead)
-	if lost > 0 || dead > 0 {
-		return cli.ExitCode(1)
-	}
-	return nil
-}
 
 // Options configure a demo environment.
 type Options struct {
@@ -146,7 +45,8 @@ type Options struct {
 	Logger  *slog.Logger // the daemon's log (default: discarded)
 	// OnDelivered is called after each successful delivery.
 	OnDelivered func(connector string, rec *call.Record)
-	// B24 are extra options of the fake Bitrix24; Amo of the fake amoCRM and Kommo.
+	// B24 are extra options of the fake Bitrix24, applied after the demo's own (its users named as
+	// in the lab office, the amoCRM account's contacts); Amo of the fake amoCRM and Kommo.
 	B24 []fakecrm.Bitrix24Option
 	Amo fakecrm.AmoOptions
 	// PBX, when set, adjusts the simulated PBX's configuration (tests: a hostile peer).
@@ -172,14 +72,15 @@ type Env struct {
 	PublicURL string // the daemon's public listener: what the CRMs call
 	Dir       string
 
-	cfg     *config.Config
-	dopts   connector.Options
-	stops   []func()
-	done    chan error
-	cancel  context.CancelFunc
-	closeMu sync.Mutex
-	closed  bool
-	err     error
+	cfg       *config.Config
+	dopts     connector.Options
+	stops     []func()
+	removeTmp func() // removes the temporary state directory (nil: Options.Dir was given)
+	done      chan error
+	cancel    context.CancelFunc
+	closeMu   sync.Mutex
+	closed    bool
+	err       error
 }
 
 // Start starts a demo environment and returns once the daemon is ready and the Bitrix24
@@ -206,7 +107,7 @@ func Start(ctx context.Context, o Options) (env *Env, err error) {
 			return nil, err
 		}
 		env.Dir = tmp
-		env.stops = append(env.stops, func() { _ = os.RemoveAll(tmp) })
+		env.removeTmp = func() { _ = os.RemoveAll(tmp) }
 	}
 	licDir := filepath.Join(env.Dir, "licenses.d")
 	if err := os.MkdirAll(licDir, 0o700); err != nil {
@@ -227,7 +128,9 @@ func Start(ctx context.Context, o Options) (env *Env, err error) {
 	env.stops = append(env.stops, func() { _ = env.PBX.Close() })
 
 	// The fake CRMs, each on its own loopback port, reached through its reserved name.
-	env.B24 = fakecrm.NewBitrix24(o.B24...)
+	env.B24 = fakecrm.NewBitrix24(append([]fakecrm.Bitrix24Option{
+		fakecrm.B24Users(demoB24Users()...), fakecrm.B24Entities(demoB24Entities()...),
+	}, o.B24...)...)
 	env.B24.SetBaseURL("http://" + demoB24Host)
 	env.Amo = fakecrm.NewAmoCRM(o.Amo)
 	env.Amo.AddAccount(demoAmoAccount(demoAmoHost))
@@ -411,6 +314,20 @@ func (e *Env) WaitSettled(limit time.Duration) {
 
 // Close stops the daemon (it drains and flushes), the fakes, and removes a temporary directory.
 func (e *Env) Close() error {
+	err := e.stop()
+	e.closeMu.Lock()
+	defer e.closeMu.Unlock()
+	if e.removeTmp != nil {
+		e.removeTmp()
+		e.removeTmp = nil
+	}
+	return err
+}
+
+// stop stops the daemon (it flushes open calls into the outbox and lets deliveries in progress
+// finish for dispatch.drain_timeout) and the fakes, and keeps the state directory. It is
+// idempotent and returns the daemon's error.
+func (e *Env) stop() error {
 	e.closeMu.Lock()
 	defer e.closeMu.Unlock()
 	if e.closed {
@@ -523,15 +440,6 @@ func waitUntil(ctx context.Context, limit time.Duration, cond func() bool) error
 	return nil
 }
 
-func waitGroupTimeout(wg *sync.WaitGroup, d time.Duration) {
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(d):
-	}
-}
-
 func outboxDrained(d *connector.Daemon) bool {
 	if d.HeldCalls() > 0 {
 		return false
@@ -574,80 +482,4 @@ func sumMetric(d *connector.Daemon, name string) int64 {
 		}
 	}
 	return int64(n)
-}
-
-// demoTally prints delivered calls and counts them per CRM.
-type demoTally struct {
-	mu  sync.Mutex
-	out io.Writer
-	n   map[string]int
-}
-
-func newDemoTally(out io.Writer) *demoTally { return &demoTally{out: out, n: map[string]int{}} }
-
-func (t *demoTally) delivered(connector string, rec *call.Record) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.n[connector]++
-	who := rec.AnsweredBy
-	if who == "" {
-		who = "nobody"
-	}
-	fmt.Fprintf(t.out, "%s  %-10s %-8s %-13s %-14s answered by %-6s talk %3ds   [%s]\n",
-		time.Now().Format("15:04:05"), connector, rec.Direction, rec.Customer, strings.ReplaceAll(string(rec.Disposition), "_", " "),
-		who, rec.TalkSeconds, t.summaryLocked())
-}
-
-// printf writes a line of the demo's output; every write goes through the tally's lock because
-// deliveries print from the daemon's goroutines.
-func (t *demoTally) printf(format string, args ...any) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	fmt.Fprintf(t.out, format, args...)
-}
-
-func (t *demoTally) summary() string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.summaryLocked()
-}
-
-func (t *demoTally) summaryLocked() string {
-	names := []string{"b24-demo", "amo-demo", "kommo-demo"}
-	parts := make([]string, 0, len(names))
-	for _, n := range names {
-		parts = append(parts, fmt.Sprintf("%s %d", strings.TrimSuffix(n, "-demo"), t.n[n]))
-	}
-	sort.Strings(parts)
-	return strings.Join(parts, ", ")
-}
-
-// Main runs the pbxbridge-demo program (what `pbxbridge demo` hands over to) and returns the
-// process exit status. SIGINT and SIGTERM end the demo in order.
-func Main(version string, args []string) int {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	return MainIO(ctx, version, args, os.Stdout, os.Stderr)
-}
-
-// MainIO is Main with explicit context and output streams (tests run the demo in-process).
-func MainIO(ctx context.Context, version string, args []string, stdout, stderr io.Writer) int {
-	var cmd Command
-	parser, err := kong.New(&cmd,
-		kong.Name("pbxbridge-demo"),
-		kong.Description("The pbxbridge demo: a simulated PBX, fake Bitrix24, amoCRM and Kommo, demo licences and the daemon with its status page."),
-		kong.UsageOnError(),
-		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
-		kong.Writers(stdout, stderr),
-	)
-	if err != nil {
-		fmt.Fprintln(stderr, err)
-		return 2
-	}
-	if _, err := parser.Parse(args); err != nil {
-		fmt.Fprintf(stderr, "pbxbridge-demo: %v\n", err)
-		return 2
-	}
-	g := &cli.Globals{Version: version, Stdout: stdout, Stderr: stderr, Ctx: ctx}
-	return cli.Report(stderr, "pbxbridge demo", cmd.Run(g))
 }

@@ -22,7 +22,7 @@ func TestDemo(t *testing.T) {
 		t.Skip("runs the whole demo")
 	}
 	var stdout, stderr bytes.Buffer
-	if code := demo.MainIO(context.Background(), "test", []string{"--duration", "8s", "--speed", "10", "--rate", "3", "--listen", "127.0.0.1:0"}, &stdout, &stderr); code != 0 {
+	if code := demo.MainIO(context.Background(), "test", []string{"--duration", "5s", "--speed", "10", "--rate", "2", "--listen", "127.0.0.1:0"}, &stdout, &stderr); code != 0 {
 		t.Fatalf("demo: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout.String(), stderr.String())
 	}
 	out := stdout.String()
@@ -37,8 +37,21 @@ func TestDemo(t *testing.T) {
 			t.Errorf("nothing delivered to %s: %s", crm, last)
 		}
 	}
-	if !strings.Contains(out, "status page: http://127.0.0.1:") {
-		t.Errorf("no status page address in:\n%s", out)
+	for _, want := range []string{"\n  status  http://127.0.0.1:", "\n  rate    a new call every 0.5 s (--rate 2/s)", "\n  stop    after 5s or on Ctrl-C"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the first screen has no %q:\n%s", want, out)
+		}
+	}
+	// Calls come from different customers and are answered by named employees.
+	customers := map[string]bool{}
+	for _, m := range regexp.MustCompile(`(?m)^\d\d:\d\d:\d\d  \w+ +\w+ +(\+\d+) `).FindAllStringSubmatch(out, -1) {
+		customers[m[1]] = true
+	}
+	if len(customers) < 3 {
+		t.Errorf("calls from %d customers %v, want several; output:\n%s", len(customers), customers, out)
+	}
+	if !regexp.MustCompile(`answered by (Ivan Petrov \(101\)|Maria Sidorova \(102\)|Anna Smirnova \(103\)) `).MatchString(out) {
+		t.Errorf("no call answered by a named employee; output:\n%s", out)
 	}
 }
 

@@ -41,5 +41,7 @@ func (m *Metrics) Init(connector string) {
 	for _, r := range []string{"delivered", "retry", "rate_limited", "auth", "dead", "skipped", "released"} {
 		m.deliveries.WithLabelValues(connector, r)
 	}
+	m.duration.WithLabelValues(connector)
+	m.requestsPerCall.WithLabelValues(connector)
 	m.authOK.WithLabelValues(connector).Set(1)
 }

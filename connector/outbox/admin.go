@@ -292,25 +292,40 @@ func (s *Store) Stats(ctx context.Context) ([]ConnectorStats, error) {
 
 // PruneResult counts what Prune deleted.
 type PruneResult struct {
-	Rows, CallState, Timeline int64
+	// Rows are done rows, Dead dead ones.
+	Rows, Dead, CallState, Timeline, OpenCalls int64
 }
 
-// Prune deletes done rows whose done time is older than Retention, then call
-// state and timeline entries older than Retention that belong to no remaining
-// row (state of a call still pending or dead is kept however old). Dead rows
-// are never pruned. It deletes in small transactions so deliveries go on.
+// Prune applies the retention to every table but meta: it deletes done rows
+// whose done time is older than Retention, dead rows that died (or were last
+// touched by an operator) longer than DeadLetterRetention ago, open calls not
+// updated for Retention (a call is never open that long: such a row is left by
+// a PBX that is gone), then call state and timeline entries older than
+// Retention that belong to no remaining row (state of a call still pending, or
+// dead and within its retention, is kept however old). Pending rows are never
+// pruned (dispatch.give_up_after makes them dead). It deletes in small
+// transactions so deliveries go on. Deleted content is overwritten in the file
+// (secure_delete).
 func (s *Store) Prune(ctx context.Context) (PruneResult, error) {
-	cutoff := s.now().Add(-s.retention).UnixNano()
+	now := s.now()
+	cutoff := now.Add(-s.retention).UnixNano()
+	deadCutoff := now.Add(-s.deadRetention).UnixNano()
 	var res PruneResult
-	steps := []struct {
-		n    *int64
-		stmt string
-	}{{&res.Rows, sqlPruneRows}, {&res.CallState, sqlPruneCallState}, {&res.Timeline, sqlPruneTimeline}}
+	type step struct {
+		n      *int64
+		stmt   string
+		cutoff int64
+	}
+	steps := []step{{&res.Rows, sqlPruneRows, cutoff}, {&res.Dead, sqlPruneDead, deadCutoff}}
+	if s.openCalls {
+		steps = append(steps, step{&res.OpenCalls, sqlPruneOpenCalls, cutoff})
+	}
+	steps = append(steps, step{&res.CallState, sqlPruneCallState, cutoff}, step{&res.Timeline, sqlPruneTimeline, cutoff})
 	for _, st := range steps {
 		for {
 			var k int64
 			err := s.write(ctx, func(tx wtx, _ time.Time) error {
-				r, err := tx.exec(st.stmt, cutoff, s.pruneChunk)
+				r, err := tx.exec(st.stmt, st.cutoff, s.pruneChunk)
 				if err != nil {
 					return s.wrap("prune", err)
 				}

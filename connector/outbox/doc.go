@@ -59,9 +59,23 @@
 // # Retention
 //
 // Done rows are kept for Options.Retention (default 30 days) so that an
-// operator can Redeliver a period; Prune deletes older ones, plus call state
-// and timeline entries older than Retention whose call has no row left. Dead
-// rows are kept until an operator Requeues or Drops them.
+// operator can Redeliver a period; Prune deletes older ones, open calls not
+// updated for as long, plus call state and timeline entries older than
+// Retention whose call has no row left. Dead rows are kept for
+// Options.DeadLetterRetention (default 90 days) after they died, so that an
+// operator can Requeue or Drop them; pending rows until they are delivered or
+// die. Meta values are never pruned.
+//
+// # Personal data
+//
+// Payloads, call state, timelines and open calls hold customers' phone
+// numbers. Forget erases every call of one person (selected by the caller,
+// since the package does not read payloads) and every other timeline entry
+// or call state value that mentions them; Checkpoint then empties the WAL.
+// Every connection runs with secure_delete=ON, so deleted content (by Forget,
+// Prune or Drop) is overwritten with zeros in the file instead of lingering
+// in free pages. Backup writes a compact copy (VACUUM INTO: no free pages)
+// while the store runs.
 //
 // # Concurrency
 //

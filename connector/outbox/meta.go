@@ -46,3 +46,15 @@ func (s *Store) SetMeta(ctx context.Context, name string, value []byte) error {
 	})
 	return s.opErr("meta: set", err)
 }
+
+// DeleteMeta removes the value stored under name (nothing when there is none). It is durable when
+// it returns nil.
+func (s *Store) DeleteMeta(ctx context.Context, name string) error {
+	err := s.write(ctx, func(tx wtx, _ time.Time) error {
+		if _, err := tx.exec(`DELETE FROM meta WHERE name = ?`, name); err != nil {
+			return s.wrap(fmt.Sprintf("meta: delete %q", name), err)
+		}
+		return nil
+	})
+	return s.opErr("meta: delete", err)
+}

@@ -21,7 +21,7 @@ const (
 	Pending State = "pending" // waiting for its next_attempt_at
 	Leased  State = "leased"  // a worker is delivering it until the lease expires
 	Done    State = "done"    // delivered; kept for Retention, then pruned
-	Dead    State = "dead"    // failed permanently; kept until an operator acts
+	Dead    State = "dead"    // failed permanently; kept for an operator for DeadLetterRetention
 )
 
 // ParseState parses a state name as printed by State.
@@ -265,7 +265,8 @@ func (s *Store) Retry(ctx context.Context, row Row, next time.Time, errMsg strin
 
 // Bury moves a leased row to dead (a permanent failure) with reason recorded
 // as its last error and one more attempt counted. Dead rows stay until an
-// operator requeues or drops them. It fails with ErrLeaseLost if the row is no
+// operator requeues or drops them, or Prune deletes them after
+// Options.DeadLetterRetention. It fails with ErrLeaseLost if the row is no
 // longer leased under row.LeaseID. Timeline entries are appended as with Ack.
 func (s *Store) Bury(ctx context.Context, row Row, reason string, timeline ...TimelineEntry) error {
 	return s.finish(ctx, "bury", row, sqlBury, nil, truncateError(reason), timeline)

@@ -84,10 +84,14 @@ var migrations = []string{
 		value      BLOB    NOT NULL,
 		updated_at INTEGER NOT NULL
 	) STRICT, WITHOUT ROWID;`,
+
+	// 6: dead rows by the time they died, so that Prune finds dead letters past
+	// Options.DeadLetterRetention without reading every row.
+	`CREATE INDEX outbox_dead ON outbox (updated_at) WHERE state = 'dead';`,
 }
 
 // SchemaVersion is the schema version this build writes (len(migrations)).
-const SchemaVersion = 5
+const SchemaVersion = 6
 
 // prepareFile checks that the file is an outbox this build can use, switches
 // it to WAL and applies the missing steps, each in its own transaction

@@ -45,6 +45,10 @@ const (
 	// ?1 cutoff, ?2 chunk size.
 	sqlPruneRows = `DELETE FROM outbox WHERE id IN (SELECT id FROM outbox
 		WHERE state = 'done' AND done_at < ?1 LIMIT ?2)`
+	sqlPruneDead = `DELETE FROM outbox WHERE id IN (SELECT id FROM outbox
+		WHERE state = 'dead' AND updated_at < ?1 LIMIT ?2)`
+	sqlPruneOpenCalls = `DELETE FROM open_calls WHERE key IN (SELECT key FROM open_calls
+		WHERE updated_at < ?1 LIMIT ?2)`
 	sqlPruneCallState = `DELETE FROM call_state WHERE (connector, key, field) IN (
 		SELECT connector, key, field FROM call_state AS c WHERE updated_at < ?1
 		AND NOT EXISTS (SELECT 1 FROM outbox AS o WHERE o.key = c.key AND o.connector = c.connector) LIMIT ?2)`
@@ -57,5 +61,5 @@ const (
 var writerStatements = [...]string{
 	sqlEnqueue, sqlExpireLeases, sqlLeaseSelect, sqlLeaseRow, sqlAck, sqlRetry, sqlBury, sqlRelease,
 	sqlCallStateSet, sqlTimelineAppend, sqlOpenCallPut, sqlOpenCallDelete,
-	sqlPruneRows, sqlPruneCallState, sqlPruneTimeline,
+	sqlPruneRows, sqlPruneDead, sqlPruneOpenCalls, sqlPruneCallState, sqlPruneTimeline,
 }

@@ -20,8 +20,9 @@ import (
 
 // Defaults used when the matching Options field is zero.
 const (
-	DefaultRetention = 30 * 24 * time.Hour
-	DefaultLeaseTTL  = 2 * time.Minute
+	DefaultRetention           = 30 * 24 * time.Hour
+	DefaultDeadLetterRetention = 90 * 24 * time.Hour
+	DefaultLeaseTTL            = 2 * time.Minute
 )
 
 const (
@@ -62,9 +63,13 @@ var (
 
 // Options configure a Store. The zero value is usable.
 type Options struct {
-	// Retention is how long done rows, call state and timeline entries are
-	// kept before Prune deletes them. Zero means DefaultRetention.
+	// Retention is how long done rows, call state, timeline entries and stale
+	// open calls are kept before Prune deletes them. Zero means DefaultRetention.
 	Retention time.Duration
+	// DeadLetterRetention is how long a dead row is kept after it died (or was
+	// last touched by an operator) before Prune deletes it. Zero means
+	// DefaultDeadLetterRetention.
+	DeadLetterRetention time.Duration
 	// LeaseTTL is the lease duration Lease uses when called with ttl 0.
 	// Zero means DefaultLeaseTTL.
 	LeaseTTL time.Duration
@@ -82,10 +87,11 @@ type Options struct {
 // durable transaction (group commit); reads use a small read-only pool and
 // see every write that has returned.
 type Store struct {
-	path      string
-	retention time.Duration
-	leaseTTL  time.Duration
-	clock     func() time.Time
+	path          string
+	retention     time.Duration
+	deadRetention time.Duration
+	leaseTTL      time.Duration
+	clock         func() time.Time
 	// pruneChunk is how many rows one Prune transaction deletes at most
 	// (a field so that tests can make it small).
 	pruneChunk int64
@@ -136,7 +142,7 @@ func open(ctx context.Context, path string, opts Options, steps []string) (_ *St
 	if path == "" {
 		return nil, fmt.Errorf("outbox: open: %w: empty path", ErrInvalid)
 	}
-	if opts.Retention < 0 || opts.LeaseTTL < 0 {
+	if opts.Retention < 0 || opts.DeadLetterRetention < 0 || opts.LeaseTTL < 0 {
 		return nil, fmt.Errorf("outbox: open: %w: negative retention or lease ttl", ErrInvalid)
 	}
 	abs, err := filepath.Abs(path)
@@ -144,18 +150,22 @@ func open(ctx context.Context, path string, opts Options, steps []string) (_ *St
 		return nil, fmt.Errorf("outbox: open %s: %w", path, err)
 	}
 	s := &Store{
-		path:       abs,
-		retention:  opts.Retention,
-		leaseTTL:   opts.LeaseTTL,
-		clock:      opts.Clock,
-		log:        opts.Logger,
-		pruneChunk: pruneChunk,
-		openCalls:  len(steps) >= 4,
-		ops:        make(chan *writeOp, maxBatch),
-		writerDone: make(chan struct{}),
+		path:          abs,
+		retention:     opts.Retention,
+		deadRetention: opts.DeadLetterRetention,
+		leaseTTL:      opts.LeaseTTL,
+		clock:         opts.Clock,
+		log:           opts.Logger,
+		pruneChunk:    pruneChunk,
+		openCalls:     len(steps) >= 4,
+		ops:           make(chan *writeOp, maxBatch),
+		writerDone:    make(chan struct{}),
 	}
 	if s.retention == 0 {
 		s.retention = DefaultRetention
+	}
+	if s.deadRetention == 0 {
+		s.deadRetention = DefaultDeadLetterRetention
 	}
 	if s.leaseTTL == 0 {
 		s.leaseTTL = DefaultLeaseTTL
@@ -215,13 +225,15 @@ func open(ctx context.Context, path string, opts Options, steps []string) (_ *St
 }
 
 // dsnFor builds the modernc DSN: an escaped file: URI, synchronous=FULL (in
-// WAL mode every commit is fsync'd before it returns) and a busy timeout. WAL
-// itself is switched on by prepareFile once the file is known to be ours (the
-// mode is persistent in the file).
+// WAL mode every commit is fsync'd before it returns), secure_delete=ON
+// (deleted content is overwritten with zeros, so that erased calls do not
+// linger in free pages or free space of the file; see Forget) and a busy
+// timeout. WAL itself is switched on by prepareFile once the file is known to
+// be ours (the mode is persistent in the file).
 func dsnFor(abs string) string {
 	u := url.URL{Path: abs}
 	return "file:" + u.EscapedPath() +
-		fmt.Sprintf("?_pragma=busy_timeout(%d)&_pragma=synchronous(FULL)", busyTimeoutMS)
+		fmt.Sprintf("?_pragma=busy_timeout(%d)&_pragma=synchronous(FULL)&_pragma=secure_delete(ON)", busyTimeoutMS)
 }
 
 // acquireFile creates the database file with mode 0600 if it is missing (SQLite

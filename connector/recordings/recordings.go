@@ -62,8 +62,10 @@ type Config struct {
 	// Secret signs the links (HMAC-SHA256); at least 16 characters. Usually set from the
 	// environment (PBXBRIDGE_RECORDINGS_SECRET).
 	Secret configs.Secret `yaml:"secret"`
-	// Expiry is how long a link stays valid; 0 means links never expire (amoCRM keeps the link
-	// in the call's history, so an expiring link eventually stops playing there).
+	// Expiry is how long a link stays valid (default DefaultExpiry, 7 days); 0 means links never
+	// expire. A link is a bearer credential for a customer's voice, so it expires by default;
+	// amoCRM keeps the link in the call's history, where an expired link stops playing (the
+	// recording stays on the PBX).
 	Expiry time.Duration `yaml:"expiry"`
 	// MP3 links .wav recordings as mp3, converted on first play with ffmpeg or lame when one of
 	// them is installed (cached in CacheDir); without a converter the .wav is linked.
@@ -72,9 +74,12 @@ type Config struct {
 	CacheDir string `yaml:"cache_dir"`
 }
 
+// DefaultExpiry is how long a signed recording link stays valid unless configured.
+const DefaultExpiry = 7 * 24 * time.Hour
+
 // DefaultConfig returns the defaults applied before the file is decoded.
 func DefaultConfig() Config {
-	return Config{Dir: "/var/spool/asterisk/monitor"}
+	return Config{Dir: "/var/spool/asterisk/monitor", Expiry: DefaultExpiry}
 }
 
 // MinSecretLen is the shortest accepted signing secret.

@@ -279,6 +279,10 @@ func TestValidate(t *testing.T) {
 	if d := DefaultConfig(); d.Dir != "/var/spool/asterisk/monitor" {
 		t.Fatalf("default dir %q", d.Dir)
 	}
+	// A link is a bearer credential for a customer's voice: it expires unless configured not to.
+	if d := DefaultConfig(); d.Expiry != 7*24*time.Hour {
+		t.Fatalf("default expiry %v, want 7 days", d.Expiry)
+	}
 }
 
 func FuzzParseRequest(f *testing.F) {

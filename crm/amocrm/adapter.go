@@ -194,8 +194,9 @@ func newHTTP(base *http.Client, log *slog.Logger, maxBody int64) *resty.Client {
 // connector so that backlogs leave in full batches (batch.max).
 func (a *Adapter) DeliverConcurrency() int { return a.cfg.Batch.Max }
 
-// Start loads the user mapping and starts the background upkeep: user re-mapping every 15
-// minutes (auto_map_users) and the proactive rotation of an idle refresh token.
+// Start starts the background upkeep: every 15 minutes the users' names (once UserName was
+// called) and their re-mapping (auto_map_users), and the proactive rotation of an idle refresh
+// token.
 func (a *Adapter) Start(ctx context.Context) error {
 	a.wg.Add(1)
 	go func() {
@@ -210,6 +211,7 @@ func (a *Adapter) Start(ctx context.Context) error {
 			case <-ctx.Done():
 				return
 			case <-t.C:
+			case <-a.users.namesKick:
 			}
 		}
 	}()
@@ -223,9 +225,9 @@ func (a *Adapter) maintain(ctx context.Context) {
 			a.log.Warn("proactive token refresh failed", "err", err)
 		}
 	}
-	if a.cfg.AutoMapUsers {
+	if a.cfg.AutoMapUsers || a.users.namesWanted.Load() {
 		if err := a.loadUsers(ctx); err != nil {
-			a.log.Debug("loading users for the extension mapping", "err", err)
+			a.log.Debug("loading users for their names and the extension mapping", "err", err)
 		}
 	}
 }

@@ -367,6 +367,28 @@ func TestAutoMapUsers(t *testing.T) {
 	}
 }
 
+// UserName names an extension's user once names are wanted: the first call asks for the user
+// list in the background; an adapter never asked sends no request for it.
+func TestUserName(t *testing.T) {
+	e := newEnv(t, TypeAmoCRM, envOpt{longLived: true})
+	if n := e.a.UserName("101"); n != "" {
+		t.Fatalf("101 named %q before the user list was read", n)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for e.a.UserName("101") != "Ivan Petrov" {
+		if time.Now().After(deadline) {
+			t.Fatalf("101 is still named %q", e.a.UserName("101"))
+		}
+		time.Sleep(10 * time.Millisecond) // re-check the condition
+	}
+	if n := e.a.UserName("102"); n != "Maria Sidorova" {
+		t.Errorf("102 named %q", n)
+	}
+	if n := e.a.UserName("999"); n != "" {
+		t.Errorf("an unmapped extension named %q", n)
+	}
+}
+
 func TestRateLimitedAndBlocked(t *testing.T) {
 	e := newEnv(t, TypeAmoCRM, envOpt{
 		fake:      fakecrm.AmoOptions{RateLimit: 1, RateBurst: 1, BlockAfter: 3, BlockFor: time.Hour, RetryAfterInBody: true, RetryAfter: 2},

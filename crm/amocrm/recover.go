@@ -184,3 +184,20 @@ func (a *Adapter) scanNotes(ctx context.Context, from time.Time) (map[string]str
 	}
 	return logged, nil
 }
+
+// Uncertain implements crm.Reconciler: the daemon's state was restored from a backup taken at
+// since, so a call still queued may have been logged after it without the call store knowing.
+// It is marked unsure at since (an earlier marker is kept), and its next Deliver looks it up in
+// the notes updated since then before it sends it.
+func (a *Adapter) Uncertain(ctx context.Context, key string, since time.Time) error {
+	state, err := a.get(ctx, key, fieldCall)
+	if err != nil {
+		return err
+	}
+	if _, at, ok := marker(state); (ok && !at.After(since)) || (!ok && state != "") {
+		return nil
+	}
+	return a.set(ctx, key, fieldCall, markerState(stateUnsure, since))
+}
+
+var _ crm.Reconciler = (*Adapter)(nil)

@@ -185,3 +185,46 @@ func TestMarkerParsing(t *testing.T) {
 		}
 	}
 }
+
+// After a restore from a backup the call store has forgotten a call logged since: Uncertain
+// marks it, and the next Deliver finds it among the notes instead of logging it again. A call
+// the store knows as logged, or marked earlier, keeps its state.
+func TestUncertainAfterRestore(t *testing.T) {
+	clock := newClock()
+	e := newEnv(t, TypeAmoCRM, envOpt{now: clock.Now})
+	ctx := context.Background()
+	backupAt := clock.Now()
+	clock.Add(time.Minute)
+	r := answered(1)
+	e.deliver(r) // logged after the backup
+	logged := e.callState(r.Key())
+	// The restore: the call store is back as it was at the backup (no state for r).
+	e.store = newMemStore()
+	e.a = e.open()
+	clock.Add(time.Minute)
+	var rc crm.Reconciler = e.a
+	if err := rc.Uncertain(ctx, r.Key(), backupAt); err != nil {
+		t.Fatal(err)
+	}
+	if st := e.callState(r.Key()); st != markerState(stateUnsure, backupAt) {
+		t.Fatalf("call state after Uncertain %q", st)
+	}
+	e.deliver(r)
+	if n := e.fake.Logged(r.Key()); n != 1 {
+		t.Fatalf("logged %d times after the restore, want 1", n)
+	}
+	if got := e.callState(r.Key()); got != logged {
+		t.Errorf("call state %q, want %q", got, logged)
+	}
+	// Logged stays logged; an earlier marker stays.
+	if err := rc.Uncertain(ctx, r.Key(), backupAt); err != nil || e.callState(r.Key()) != logged {
+		t.Errorf("Uncertain changed a logged call: %q, %v", e.callState(r.Key()), err)
+	}
+	early := markerState(stateSent, backupAt.Add(-time.Hour))
+	if err := e.store.Set(ctx, "lab/other", fieldCall, early); err != nil {
+		t.Fatal(err)
+	}
+	if err := rc.Uncertain(ctx, "lab/other", backupAt); err != nil || e.callState("lab/other") != early {
+		t.Errorf("Uncertain replaced an earlier marker: %q, %v", e.callState("lab/other"), err)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/pbxbridge/pbxbridge/crm"
 )
@@ -23,10 +24,14 @@ type userMap struct {
 	fixed  map[string]int64
 	byExt  map[string]int64
 	byUser map[int64]string
+	names  map[int64]string // user -> name, from the last user list (loadUsers)
+	// namesWanted is set by the first UserName: from then on loadUsers keeps the names.
+	namesWanted atomic.Bool
+	namesKick   chan struct{} // asks the upkeep loop to load the names now
 }
 
 func newUserMap(fixed map[string]int64) *userMap {
-	m := &userMap{fixed: map[string]int64{}}
+	m := &userMap{fixed: map[string]int64{}, namesKick: make(chan struct{}, 1)}
 	for k, v := range fixed {
 		m.fixed[k] = v
 	}
@@ -75,6 +80,20 @@ func (m *userMap) ext(user int64) string {
 	return m.byUser[user]
 }
 
+// setNames keeps the users' names (user -> name).
+func (m *userMap) setNames(names map[int64]string) {
+	m.mu.Lock()
+	m.names = names
+	m.mu.Unlock()
+}
+
+// name returns the name of the extension's user ("" when unknown).
+func (m *userMap) name(ext string) string {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.names[m.byExt[ext]]
+}
+
 func (m *userMap) snapshot() map[string]int64 {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
@@ -85,14 +104,22 @@ func (m *userMap) snapshot() map[string]int64 {
 	return out
 }
 
-// loadUsers reads the account's users and maps those whose phone_number is an extension.
+// loadUsers reads the account's users: their names (crm.UserNamer) and, with auto_map_users,
+// the users whose phone_number is an extension.
 func (a *Adapter) loadUsers(ctx context.Context) error {
-	if !a.cfg.AutoMapUsers {
-		return nil
-	}
-	users, err := a.client.Users(ctx, true)
+	users, err := a.client.Users(ctx, a.cfg.AutoMapUsers)
 	if err != nil {
 		return fmt.Errorf("%s: listing users: %w", a.typ, err)
+	}
+	names := make(map[int64]string, len(users))
+	for _, u := range users {
+		if u.ID > 0 && u.Name != "" && len(names) < maxAutoMapped {
+			names[u.ID] = u.Name
+		}
+	}
+	a.users.setNames(names)
+	if !a.cfg.AutoMapUsers {
+		return nil
 	}
 	auto := map[string]int64{}
 	skipped := 0
@@ -117,6 +144,22 @@ func (a *Adapter) loadUsers(ctx context.Context) error {
 	a.users.apply(auto)
 	return nil
 }
+
+// UserName implements crm.UserNamer: the name of the extension's user in the account's user
+// list, or "" when the user is not listed. The adapter reads the list only once names are
+// wanted: the first call asks for it in the background (and answers ""), then it is read again
+// every 15 minutes.
+func (a *Adapter) UserName(ext string) string {
+	if !a.users.namesWanted.Swap(true) {
+		select {
+		case a.users.namesKick <- struct{}{}:
+		default:
+		}
+	}
+	return a.users.name(ext)
+}
+
+var _ crm.UserNamer = (*Adapter)(nil)
 
 // extFromPhone returns the extension a profile phone number names: a short number of 2 to 6
 // digits (full phone numbers are not extensions).

@@ -123,6 +123,22 @@ func TestUserMapOverride(t *testing.T) {
 	mustf(t, strings.Join(e.a.cfg.MappedExtensions(), ",") == "101", "mapped %v", e.a.cfg.MappedExtensions())
 }
 
+// TestUserName: crm.UserNamer answers from the user cache, users.map overrides included, and
+// asks the portal nothing.
+func TestUserName(t *testing.T) {
+	f := crmtest.StartBitrix24(t)
+	e := newEnv(t, f, func(_ *crm.Params, c *Config) { c.Users.Map = map[string]int{"109": 1270} })
+	mustf(t, e.a.UserName("101") == "", "named before the cache was loaded: %q", e.a.UserName("101"))
+	if err := e.a.users.refresh(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	before := f.State().Requests["user.get"]
+	for ext, want := range map[string]string{"101": "Anna Smith", "102": "Maria Sidorova", "109": "Maria Sidorova", "104": "", "555": ""} {
+		mustf(t, e.a.UserName(ext) == want, "%s named %q, want %q", ext, e.a.UserName(ext), want)
+	}
+	mustf(t, f.State().Requests["user.get"] == before, "UserName asked the portal")
+}
+
 // TestUserCacheBatched: 130 users load with one user.get and one batch; afterwards calls need
 // no user look-ups.
 func TestUserCacheBatched(t *testing.T) {
@@ -437,4 +453,22 @@ func TestAnonymousCaller(t *testing.T) {
 		t.Fatalf("deliver: %v (%v)", err, c)
 	}
 	mustf(t, totalRequests(f.State()) == 0, "requests %v", f.State().Requests)
+}
+
+// TestForgetDropsCachedLookups: after Forget (crm.Forgetter) the number's cached look-up is gone,
+// whatever form it was cached under, and other numbers stay cached.
+func TestForgetDropsCachedLookups(t *testing.T) {
+	f := crmtest.StartBitrix24(t)
+	e := newEnv(t, f)
+	ctx := context.Background()
+	searches := func() int { return f.State().Requests["telephony.externalcall.searchcrmentities"] }
+	_, _ = e.a.Responsible(ctx, "89001234567")
+	_, _ = e.a.Responsible(ctx, "+70000000000")
+	mustf(t, searches() == 2, "%d searches, want 2", searches())
+	var fg crm.Forgetter = e.a
+	fg.Forget(ctx, "+79001234567") // the E.164 form of the cached 89001234567
+	_, _ = e.a.Responsible(ctx, "89001234567")
+	mustf(t, searches() == 3, "forgotten number still cached: %d searches, want 3", searches())
+	_, _ = e.a.Responsible(ctx, "+70000000000")
+	mustf(t, searches() == 3, "another number was dropped: %d searches", searches())
 }

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pbxbridge/pbxbridge/crm"
 	"github.com/pbxbridge/pbxbridge/crm/bitrix24/api"
 )
 
@@ -89,6 +90,29 @@ func (c *routeCache) fetch(ctx context.Context, k, number string, f *routeFlight
 	c.mu.Unlock()
 	close(f.done)
 }
+
+// forget drops the cached answers of a number: every entry whose last 9 digits (all of them,
+// for shorter numbers) are the number's, so the number cached with or without its country code
+// or trunk prefix (+7…, 8…) goes. Dropping a stranger's entry too costs one look-up, no more.
+func (c *routeCache) forget(number string) {
+	k := digits(number)
+	if len(k) < 7 {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for e := range c.entries {
+		n := min(len(e), len(k), 9)
+		if len(e) >= 7 && e[len(e)-n:] == k[len(k)-n:] {
+			delete(c.entries, e)
+		}
+	}
+}
+
+// Forget implements crm.Forgetter: the routing look-up cache drops the number.
+func (a *Adapter) Forget(_ context.Context, number string) { a.routes.forget(number) }
+
+var _ crm.Forgetter = (*Adapter)(nil)
 
 // Responsible answers the extension of the customer's responsible manager ("" when unknown,
 // not at work, or not answerable before the deadline). It implements crm.Router.
