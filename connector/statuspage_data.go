@@ -63,8 +63,11 @@ func (d *Daemon) activity(ctx context.Context) *activity {
 	if c.act != nil && now.Sub(c.act.at) < activityTTL && now.Sub(c.act.at) >= 0 {
 		return c.act
 	}
-	c.act = d.gatherActivity(ctx, now)
-	return c.act
+	a := d.gatherActivity(ctx, now)
+	if d.store != nil && ctx.Err() == nil {
+		c.act = a // kept unless it was gathered before the outbox opened or cut short
+	}
+	return a
 }
 
 // activityStart is the start of the first of the activityHours hours ending with now's hour, in

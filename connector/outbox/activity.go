@@ -196,9 +196,9 @@ type CallRef struct {
 // EachCall calls fn for every call (record key) with rows whose call started in q's range, once
 // per key however many connectors it went to, until fn returns an error (which EachCall
 // returns). Without Contains it reads one index range per connector and each call's payload
-// once; a search (Contains) reads the payloads of the range in table order (about 0.4 s for
-// 270,000 rows on the 2-core reference VM, BenchmarkActivity). fn runs while a read connection
-// is held: it must not call the Store.
+// once; a search (Contains) reads the payloads of the range in table order (BenchmarkActivity:
+// about 0.4 s for 270,000 rows on a busy 2-core VM). fn runs while a read connection is held: it
+// must not call the Store.
 func (s *Store) EachCall(ctx context.Context, q CallQuery, fn func(CallRef) error) error {
 	if q.Since.IsZero() {
 		return fmt.Errorf("outbox: calls: %w: no since", ErrInvalid)
