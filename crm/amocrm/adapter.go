@@ -97,9 +97,8 @@ type Adapter struct {
 	batch      *batcher
 	popups     *popups
 	users      *userMap
-	dir        userDirectory // the account's users for the status page (directory.go)
-	replay     *replayCache  // one-time token ids already used
-	audience   string        // scheme://host of the daemon's public URL: a widget token's aud; "" = unknown
+	replay     *replayCache // one-time token ids already used
+	audience   string       // scheme://host of the daemon's public URL: a widget token's aud; "" = unknown
 
 	ctx    context.Context // adapter lifetime: background work and batch requests
 	cancel context.CancelFunc

@@ -1,112 +1,80 @@
 package amocrm
 
 import (
-	"cmp"
 	"context"
 	"errors"
-	"fmt"
 	"maps"
 	"slices"
 	"strconv"
-	"sync"
-	"time"
 
 	"github.com/pbxbridge/pbxbridge/crm"
-	"github.com/pbxbridge/pbxbridge/crm/amocrm/api"
 )
 
-// How long the account's user list is kept for crm.UserDirectory, and how long a failed load
-// keeps the adapter from asking again.
-const (
-	directoryTTL   = 5 * time.Minute
-	directoryRetry = time.Minute
-)
+// errDirectoryLoading: the account's user list has not been read yet.
+var errDirectoryLoading = errors.New("the account's user list is not read yet (it is read in the background, then every 15 minutes)")
 
-// errDirectoryLoading: another caller is loading the user list for the first time.
-var errDirectoryLoading = errors.New("the user list is being loaded")
-
-// userDirectory keeps the account's users (their names) for crm.UserDirectory. The zero value is
-// ready. One caller at a time loads; the others get what is kept.
-type userDirectory struct {
-	mu       sync.Mutex
-	users    []api.User
-	at       time.Time // last successful load
-	failedAt time.Time // last failed load, zero after a success
-	err      error
-	loading  bool
+// inactiveUsers is the part of userMap the directory adds: the users the last user list marked
+// as not active.
+type inactiveUsers struct {
+	inactive map[int64]bool
 }
 
-// get returns the kept users, loading them with load when they are older than directoryTTL
-// (and the last failure is older than directoryRetry).
-func (d *userDirectory) get(ctx context.Context, now time.Time, load func(context.Context) ([]api.User, error)) ([]api.User, error) {
-	d.mu.Lock()
-	fresh := !d.at.IsZero() && now.Sub(d.at) < directoryTTL
-	resting := !d.failedAt.IsZero() && now.Sub(d.failedAt) < directoryRetry
-	if fresh || resting || d.loading {
-		users, err := d.users, d.err
-		switch {
-		case fresh:
-			err = nil
-		case d.loading && d.at.IsZero() && err == nil:
-			err = errDirectoryLoading
-		}
-		d.mu.Unlock()
-		return users, err
-	}
-	d.loading = true
-	d.mu.Unlock()
-
-	users, err := load(ctx)
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.loading = false
-	if err != nil {
-		d.failedAt, d.err = now, err
-		return d.users, err
-	}
-	d.users, d.at, d.failedAt, d.err = users, now, time.Time{}, nil
-	return users, nil
+// setInactive keeps the users the last user list marked as not active.
+func (m *userMap) setInactive(inactive map[int64]bool) {
+	m.mu.Lock()
+	m.dir.inactive = inactive
+	m.mu.Unlock()
 }
 
-// Users implements crm.UserDirectory: the extension mapping (the config's users first, then
-// auto_map_users) with the users' names, then the account's users no extension reaches. The
-// account's user list is read at most every 5 minutes (GET /api/v4/users); when it cannot be
-// read, the mapping is returned without names, with the error.
-func (a *Adapter) Users(ctx context.Context) ([]crm.User, error) {
-	list, err := a.dir.get(ctx, a.now(), func(ctx context.Context) ([]api.User, error) {
-		return a.client.Users(ctx, false)
-	})
-	byID := make(map[int64]*api.User, len(list))
-	for i := range list {
-		byID[list[i].ID] = &list[i]
-	}
-	known := len(list) > 0
+// Users implements crm.UserDirectory from what the adapter holds (no request): the extension
+// mapping (the config's users first, then auto_map_users) with the users' names, then the active
+// users no extension reaches. The names come from the account's user list, which the adapter
+// reads in the background once names are wanted (the first Users or UserName asks for it) and
+// every 15 minutes after; until it is read, Users returns the mapping without names and an
+// error saying so.
+func (a *Adapter) Users(_ context.Context) ([]crm.User, error) {
+	a.wantNames()
+	m := a.users
+	m.mu.RLock()
+	names, inactive := m.names, m.dir.inactive
+	mapping := maps.Clone(m.byExt)
+	m.mu.RUnlock()
+	loaded := names != nil
+
 	var out []crm.User
 	mapped := map[int64]bool{}
-	mapping := a.users.snapshot()
 	for _, ext := range slices.Sorted(maps.Keys(mapping)) {
 		id := mapping[ext]
 		u := crm.User{ID: strconv.FormatInt(id, 10), Ext: ext, Active: true, Source: crm.UserFromCRM}
 		if _, fixed := a.cfg.Users[ext]; fixed {
 			u.Source = crm.UserFromConfig
 		}
-		if au, ok := byID[id]; ok {
-			u.Name, u.Active = au.Name, au.Active()
-		} else if known {
-			u.Active = false // not a user of this account
+		if loaded {
+			name, listed := names[id]
+			u.Name, u.Active = name, listed && !inactive[id]
 		}
 		mapped[id] = true
 		out = append(out, u)
 	}
-	for _, au := range slices.SortedFunc(slices.Values(list), func(x, y api.User) int { return cmp.Compare(x.ID, y.ID) }) {
-		if !mapped[au.ID] && au.ID > 0 {
-			out = append(out, crm.User{ID: strconv.FormatInt(au.ID, 10), Name: au.Name, Active: au.Active()})
+	for _, id := range slices.Sorted(maps.Keys(names)) {
+		if !mapped[id] && !inactive[id] {
+			out = append(out, crm.User{ID: strconv.FormatInt(id, 10), Name: names[id], Active: true})
 		}
 	}
-	if err != nil {
-		return out, fmt.Errorf("%s: listing users: %w", a.typ, err)
+	if !loaded {
+		return out, errDirectoryLoading
 	}
 	return out, nil
+}
+
+// wantNames asks the upkeep loop, once, to read the account's user list (as UserName does).
+func (a *Adapter) wantNames() {
+	if !a.users.namesWanted.Swap(true) {
+		select {
+		case a.users.namesKick <- struct{}{}:
+		default:
+		}
+	}
 }
 
 var _ crm.UserDirectory = (*Adapter)(nil)

@@ -3,7 +3,6 @@ package amocrm
 import (
 	"context"
 	"fmt"
-	"sync"
 	"testing"
 	"time"
 
@@ -11,23 +10,37 @@ import (
 	"github.com/pbxbridge/pbxbridge/crm/fakecrm"
 )
 
-// The user directory is the extension mapping with the account's names, then the users no
-// extension reaches; the user list is read once per directoryTTL, and an unreachable account
-// still gives the mapping, with the error.
+// usersWhenLoaded calls Users until the account's user list has been read (the first call asks
+// the upkeep loop for it).
+func usersWhenLoaded(t *testing.T, a *Adapter) []crm.User {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		got, err := a.Users(context.Background())
+		if err == nil {
+			return got
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the user list was not read: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// The user directory is the extension mapping with the users' names, then the active users no
+// extension reaches; before the account's user list is read it is the mapping and an error, and
+// asking for it sends no request of its own.
 func TestUsersDirectory(t *testing.T) {
 	t.Parallel()
-	var mu sync.Mutex
-	now := time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
-	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
-	e := newEnv(t, TypeAmoCRM, envOpt{longLived: true, now: clock, mutate: func(c *Config) {
+	e := newEnv(t, TypeAmoCRM, envOpt{longLived: true, mutate: func(c *Config) {
 		c.Users = map[string]int64{"101": 504141, "105": 777}
 	}})
-
+	listed := func() int { return e.state().Requests["GET /api/v4/users"] }
 	got, err := e.a.Users(context.Background())
-	if err != nil {
-		t.Fatal(err)
+	if err == nil || len(got) != 2 || got[0].Ext != "101" || got[0].Name != "" || !got[0].Active || got[0].Source != crm.UserFromConfig {
+		t.Fatalf("before the user list is read: %+v, %v; want the mapping and an error", got, err)
 	}
+	got = usersWhenLoaded(t, e.a)
 	want := []string{
 		"101 504141 Ivan Petrov active config",
 		"105 777  inactive config", // not a user of the account
@@ -46,41 +59,32 @@ func TestUsersDirectory(t *testing.T) {
 			t.Errorf("user %d: %q, want %q", i, s, want[i])
 		}
 	}
-	listed := func() int { return e.state().Requests["GET /api/v4/users"] }
-	if n := listed(); n != 1 {
-		t.Fatalf("%d user list requests, want 1", n)
-	}
-	advance(directoryTTL / 2)
-	if _, err := e.a.Users(context.Background()); err != nil || listed() != 1 {
-		t.Fatalf("within the TTL: %v, %d user list requests, want 1", err, listed())
-	}
-
-	// The account fails: the kept list goes on until it is older than the TTL, then the
-	// mapping comes with the error, and the account is not asked again for directoryRetry.
-	e.fake.Inject(fakecrm.FaultServerError)
-	advance(directoryTTL)
-	got, err = e.a.Users(context.Background())
-	if err == nil || len(got) != 4 || got[0].Name != "Ivan Petrov" {
-		t.Fatalf("after a failed refresh: %+v, %v; want the kept list and an error", got, err)
-	}
 	n := listed()
-	if _, err := e.a.Users(context.Background()); err == nil || listed() != n {
-		t.Fatalf("within directoryRetry: %v, %d requests, want the error again and no request", err, listed()-n)
+	for range 5 {
+		if _, err := e.a.Users(context.Background()); err != nil {
+			t.Fatal(err)
+		}
 	}
-	e.fake.Inject(fakecrm.FaultNone)
-	advance(directoryRetry)
-	if _, err := e.a.Users(context.Background()); err != nil || listed() != n+1 {
-		t.Fatalf("after directoryRetry: %v, %d requests, want a fresh list", err, listed()-n)
+	if listed() != n || n != 1 {
+		t.Errorf("%d user list requests, then %d more for 5 Users; want 1 and none", n, listed()-n)
 	}
 }
 
-// Before the first list arrives, Users gives the configured mapping without names and an error.
-func TestUsersDirectoryUnreachable(t *testing.T) {
+// A deactivated user is shown as such where an extension maps to them, and not listed among the
+// users no extension reaches; an account that cannot be read leaves the mapping and the error.
+func TestUsersDirectoryInactive(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, TypeKommo, envOpt{longLived: true})
-	e.fake.Inject(fakecrm.FaultServerError)
+	e := newEnv(t, TypeKommo, envOpt{longLived: true, mutate: func(c *Config) { c.Users = map[string]int64{"101": 504141} }})
+	usersWhenLoaded(t, e.a)
+	e.a.users.setInactive(map[int64]bool{504141: true, 504143: true}) // as the next user list would
 	got, err := e.a.Users(context.Background())
-	if err == nil || len(got) != 3 || got[0].Ext != "101" || got[0].Name != "" || !got[0].Active || got[0].Source != crm.UserFromConfig {
-		t.Fatalf("unreachable account: %+v, %v", got, err)
+	if err != nil || len(got) != 2 || got[0].ID != "504141" || got[0].Active || got[1].ID != "504142" {
+		t.Errorf("with inactive users: %+v, %v", got, err)
+	}
+
+	down := newEnv(t, TypeKommo, envOpt{longLived: true})
+	down.fake.Inject(fakecrm.FaultServerError)
+	if got, err := down.a.Users(context.Background()); err == nil || len(got) != 3 || got[0].Name != "" {
+		t.Errorf("an unreachable account: %+v, %v", got, err)
 	}
 }
