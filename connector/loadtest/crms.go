@@ -38,6 +38,9 @@ type CRMOptions struct {
 	B24Burst int
 	// AmoRPS: amoCRM's token bucket per account and client (7 req/s); 0 disables it.
 	AmoRPS float64
+	// AmoStrictWindow makes the amoCRM fake refuse (429) a request when AmoRPS others arrived
+	// in the rolling second before it, instead of the token bucket.
+	AmoStrictWindow bool
 	// Latency is added to every request by the fakes themselves.
 	Latency time.Duration
 }
@@ -99,7 +102,7 @@ func StartCRMs(o CRMOptions) (*CRMs, error) {
 	if rps <= 0 {
 		rps = -1 // disabled
 	}
-	amo := fakecrm.NewAmoCRM(fakecrm.AmoOptions{RateLimit: rps, RateBurst: max(1, int(o.AmoRPS)), Latency: o.Latency})
+	amo := fakecrm.NewAmoCRM(fakecrm.AmoOptions{RateLimit: rps, RateBurst: max(1, int(o.AmoRPS)), Latency: o.Latency, StrictWindow: o.AmoStrictWindow})
 	acc := fakecrm.AmoDemoAccount()
 	acc.Subdomain = AmoHost
 	amo.AddAccount(acc)
@@ -235,19 +238,23 @@ func parseAmo(req *Request, method, path string, body []byte) {
 	path = strings.TrimSuffix(path, "/")
 	req.Method = method + " " + path
 	switch path {
-	case "/api/v4/calls", "/api/v4/leads/unsorted/sip":
+	case "/api/v4/calls", "/api/v4/leads/unsorted/sip", "/api/v4/leads/notes":
 		var items []struct {
 			Uniq     string `json:"uniq"`
 			Metadata struct {
 				Uniq string `json:"uniq"`
 			} `json:"metadata"`
+			Params struct {
+				Uniq string `json:"uniq"`
+			} `json:"params"`
 		}
 		if json.Unmarshal(body, &items) == nil {
 			for _, it := range items {
-				if k := it.Uniq; k != "" {
-					req.Keys = append(req.Keys, k)
-				} else if k := it.Metadata.Uniq; k != "" {
-					req.Keys = append(req.Keys, k)
+				for _, k := range []string{it.Uniq, it.Metadata.Uniq, it.Params.Uniq} {
+					if k != "" {
+						req.Keys = append(req.Keys, k)
+						break
+					}
 				}
 			}
 		}

@@ -42,7 +42,8 @@ type Timings struct {
 	// receiving the call-card request (Bitrix24 register; amoCRM pop-up).
 	RingToCard map[string]Latencies
 	// HangupToAck: from the PBX sending the call's last Hangup to the CRM answering the request
-	// that logs the call (Bitrix24 finish; amoCRM POST /api/v4/calls or the incoming lead).
+	// that logs the call (Bitrix24 finish; amoCRM POST /api/v4/calls, the incoming lead, or the
+	// note on a repeat caller's incoming lead).
 	HangupToAck map[string]Latencies
 	// Requests is how many HTTP requests each CRM received in the window, Records how many
 	// records were meant for it.
@@ -95,7 +96,7 @@ func (e *Env) Measure(from, to, end time.Time) Timings {
 				}
 			}
 		}
-		if r.CRM == CRMAmo && (r.Method == "POST /api/v4/calls" || r.Method == "POST /api/v4/leads/unsorted/sip") {
+		if r.CRM == CRMAmo && (r.Method == "POST /api/v4/calls" || r.Method == "POST /api/v4/leads/unsorted/sip" || r.Method == "POST /api/v4/leads/notes") {
 			for _, k := range r.Keys {
 				if _, ok := amoLogged[k]; !ok {
 					amoLogged[k] = r.Answered

@@ -12,7 +12,8 @@
 //   - when amoCRM refuses the call because no contact has the number (error 263), follows
 //     unknown_number: create an incoming lead (POST /api/v4/leads/unsorted/sip), or create the
 //     contact and log the call again, or skip it; never silently (crm.Trace and
-//     pbxbridge_amocrm_unknown_numbers_total);
+//     pbxbridge_amocrm_unknown_numbers_total). A number whose incoming lead still waits in
+//     Incoming (its contact hidden) is logged on that lead as a call note (unsorted.go);
 //   - for a missed inbound call creates a "call" task (type 1) for the first responsible of
 //     missed_call_task.responsible (the contact's owner, the last agent who rang, default_user).
 //
@@ -24,8 +25,9 @@
 // task is marked pending before it is created and looked up by its text marker when a
 // redelivery finds it pending.
 //
-// While a call rings (Live), the ringing extension's user gets amoCRM's pop-up (POST
-// /api/v2/events). Router answers /v1/responsible and /v1/lookup from the contact search.
+// While a call rings (Live), the ringing extension's user (inbound) or the dialling one
+// (outbound) gets amoCRM's pop-up (POST /api/v2/events), only while the phone rings.
+// Router answers /v1/responsible and /v1/lookup from the contact search.
 // HTTP routes (mounted under /crm/<name>/): GET /oauth/callback (OAuth redirect URI) and
 // POST /click2call (the widget's click-to-call, authenticated only by amoCRM's one-time token
 // of the clicking user: X-Auth-Token, HS256 with the integration's secret key, single use).
@@ -35,10 +37,12 @@
 // token. A rejected grant makes every call return crm.AuthBroken (records stay queued) and the
 // status "reauthorize" with the consent link.
 //
-// All requests of one instance share a client-side limiter (rate_limit, default 7/s); the Deliver
-// path uses at most rate_limit minus a fifth (at least 1/s) of it so that pop-ups and routing look-ups never queue behind a
-// backlog. A 429 becomes crm.RateLimited with amoCRM's retry_after; a 403 after 429s is read as a
-// block: the client stops sending for 10 minutes and the status says so.
+// All requests of one instance share the account's api.Limiter: at most rate_limit (7) requests
+// in any rolling second as amoCRM counts them, pop-ups and routing look-ups first with a fifth of
+// the slots reserved for them. After a 429 the whole account pauses for amoCRM's advice (at most
+// 60 s) and the refused request goes first when it ends; a request that cannot wait that long
+// returns crm.RateLimited with the pause left. A 403 after 429s is read as a block: the client
+// stops sending for 10 minutes and the status says so.
 package amocrm
 
 import (
@@ -53,7 +57,6 @@ import (
 	"time"
 
 	"github.com/go-resty/resty/v2"
-	"golang.org/x/time/rate"
 
 	"github.com/pbxbridge/pbxbridge/crm"
 	"github.com/pbxbridge/pbxbridge/crm/amocrm/api"
@@ -90,15 +93,14 @@ type Adapter struct {
 	orig      originator
 	m         *metrics
 
-	client     *api.Client
-	tokens     *tokens
-	limiter    *rate.Limiter // shared by everything
-	deliverLim *rate.Limiter // the Deliver path's share
-	batch      *batcher
-	popups     *popups
-	users      *userMap
-	replay     *replayCache // one-time token ids already used
-	audience   string       // scheme://host of the daemon's public URL: a widget token's aud; "" = unknown
+	client   *api.Client
+	tokens   *tokens
+	limiter  *api.Limiter // shared by every request of the account
+	batch    *batcher
+	popups   *popups
+	users    *userMap
+	replay   *replayCache // one-time token ids already used
+	audience string       // scheme://host of the daemon's public URL: a widget token's aud; "" = unknown
 
 	ctx    context.Context // adapter lifetime: background work and batch requests
 	cancel context.CancelFunc
@@ -107,8 +109,10 @@ type Adapter struct {
 	mu      sync.Mutex
 	account *api.Account
 
-	started time.Time // sent markers older than this come from a previous process
-	notes   noteIndex // the last scan of call notes (recover.go)
+	started time.Time    // sent markers older than this come from a previous process
+	notes   noteIndex    // the last scan of call notes (recover.go)
+	numbers numberLocks  // one unknown-number handling per number at a time (unsorted.go)
+	scan    unsortedScan // the last listing of waiting incoming leads (unsorted.go)
 }
 
 // New builds an adapter from crm.Params (no network I/O).
@@ -146,9 +150,9 @@ func New(p crm.Params) (*Adapter, error) {
 	}
 	a.m = m
 	a.started = a.now()
-	a.limiter = rate.NewLimiter(rate.Limit(cfg.RateLimit), 1)
-	// The Deliver path leaves a fifth of the rate (at least 1/s) to pop-ups and look-ups.
-	a.deliverLim = rate.NewLimiter(rate.Limit(cfg.RateLimit-max(1, cfg.RateLimit/5)), 1)
+	// The limiter measures real intervals (its timers are real): it never takes the injected
+	// clock, which tests freeze.
+	a.limiter = api.NewLimiter(api.LimiterFor(cfg.RateLimit))
 	hc := newHTTP(p.HTTPClient, a.log, p.MaxResponseBody)
 	redirect := cfg.Auth.RedirectURI
 	if redirect == "" && p.RouteURL != "" {
@@ -178,7 +182,7 @@ func New(p crm.Params) (*Adapter, error) {
 	a.ctx, a.cancel = context.WithCancel(context.Background())
 	a.batch = newBatcher(a.ctx, cfg.Batch.Max, cfg.Batch.Window, a.sendCalls, a.finishCall)
 	a.batch.onSize = func(n int) { a.m.batchSize.Observe(float64(n)) }
-	a.popups = newPopups(a.ctx, a.client.AddEvents)
+	a.popups = newPopups(a.ctx, a.limiter, a.client.AddEvents)
 	a.popups.now = a.now
 	return a, nil
 }
@@ -299,7 +303,7 @@ func classify(err error) error {
 		return crm.Transient(err)
 	}
 	switch {
-	case e.Blocked:
+	case e.Blocked, e.Paused:
 		return crm.RateLimited(err, e.RetryAfter)
 	case e.HTTPStatus == http.StatusTooManyRequests:
 		return crm.RateLimited(err, e.RetryAfter)
@@ -334,9 +338,6 @@ func (a *Adapter) set(ctx context.Context, key, field, value string) error {
 func (a *Adapter) sendCalls(ctx context.Context, calls []api.Call) (*api.CallsResult, error) {
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
-	if err := a.deliverLim.Wait(ctx); err != nil {
-		return nil, err
-	}
 	return a.client.AddCalls(ctx, calls)
 }
 
@@ -373,6 +374,17 @@ func (a *Adapter) finishCall(it *batchItem) {
 func (a *Adapter) logCall(ctx context.Context, rec *call.Record) (string, error) {
 	if rec.Customer == "" {
 		return a.skip(ctx, rec, "anonymous", "the caller's number is unknown (anonymous call): amoCRM cannot match it")
+	}
+	// A number whose earlier call became an incoming lead: its contact is hidden, log the call
+	// on that lead while it waits (unsorted.go).
+	ref, ok, err := a.unsortedOf(ctx, rec.Customer)
+	if err != nil {
+		return "", err
+	}
+	if ok {
+		if state, err := a.logRepeat(ctx, rec, ref); err != nil || state != "" {
+			return state, err
+		}
 	}
 	it, err := a.placeCall(ctx, rec)
 	if err != nil {
@@ -413,15 +425,26 @@ func (a *Adapter) callItem(rec *call.Record) api.Call {
 			c.Link = a.rec.URL(rec.Recording)
 		}
 	}
-	if u := a.agentUser(rec); u != 0 {
+	if u := a.callUser(rec); u != 0 {
 		c.CallResponsible, c.ResponsibleUserID, c.CreatedBy = u, u, u
 	}
 	return c
 }
 
-// callStatus maps the outcome to call_status (docs/crm-apis.md Part D).
+// callUser is the user a call is logged under: the agent's (agentUser), else default_user (a
+// call no mapped extension took part in, such as one abandoned in the IVR), else none.
+func (a *Adapter) callUser(rec *call.Record) int64 {
+	if u := a.agentUser(rec); u != 0 {
+		return u
+	}
+	return a.cfg.DefaultUser
+}
+
+// callStatus maps the outcome to call_status (docs/crm-apis.md Part D): voicemail 1, answered 4,
+// busy 7, no answer 6; a failed call by the Q.850 cause of its customer channel the way
+// Asterisk's Dial sets DIALSTATUS from it (statusByCause).
 func callStatus(rec *call.Record) int {
-	if rec.HasFlag("voicemail") {
+	if rec.HasFlag(call.FlagVoicemail) {
 		return api.StatusVoicemail
 	}
 	switch rec.Disposition {
@@ -430,14 +453,26 @@ func callStatus(rec *call.Record) int {
 	case call.Busy:
 		return api.StatusBusy
 	case call.Failed:
-		switch rec.HangupCause {
-		case 1, 28: // unallocated number, invalid number format
-			return api.StatusWrongNumber
-		case 18, 20, 27: // no user responding, subscriber absent, destination out of order
-			return api.StatusNotAvailable
-		}
+		return statusByCause(rec.HangupCause)
 	}
 	return api.StatusNoAnswer
+}
+
+// statusByCause is the call_status of a failed call (no dial rang out: congestion, unavailable,
+// invalid number, no route) by its Q.850 hangup cause, docs/crm-apis.md Part D.1. Asterisk's Dial
+// counts cause 17 as BUSY, 34 as CONGESTION, 16 and 19 as no answer and every other cause as
+// CHANUNAVAIL (app_dial.c handle_cause); Part D maps CHANUNAVAIL to 3, CONGESTION to 6 and an
+// invalid number (1, 28) to 5.
+func statusByCause(cause int) int {
+	switch cause {
+	case 1, 28: // unallocated number, invalid number format
+		return api.StatusWrongNumber
+	case 17: // user busy
+		return api.StatusBusy
+	case 0, 16, 19, 34: // unknown, normal clearing, no answer; congestion
+		return api.StatusNoAnswer
+	}
+	return api.StatusNotAvailable // CHANUNAVAIL: no route (3), subscriber absent (20), ...
 }
 
 // agentExt is the extension a call belongs to: who talked last (after transfers the employee who
@@ -488,10 +523,45 @@ func (a *Adapter) handleUnknown(ctx context.Context, rec *call.Record) (string, 
 	if rec.Direction == call.Outbound {
 		action, path = a.cfg.UnknownNumber.Outbound, "unknown_number.outbound"
 	}
-	switch action {
-	case UnknownSkip:
+	if action == UnknownSkip {
 		return a.skip(ctx, rec, "unknown", rec.Customer+" matches no contact and "+path+" is skip")
-	case UnknownUnsorted:
+	}
+	unlock, err := a.numbers.lock(ctx, rec.Customer)
+	if err != nil {
+		return "", fmt.Errorf("waiting for another call of %s: %w", rec.Customer, err)
+	}
+	defer unlock()
+	// Another call of the number may have made its incoming lead meanwhile, or one waits that
+	// this adapter did not make (unsorted.go).
+	ref, ok, err := a.unsortedOf(ctx, rec.Customer)
+	if err == nil && !ok {
+		if ref, ok, err = a.findUnsorted(ctx, rec.Customer); ok && err == nil {
+			crm.Trace(ctx, "decision", "incoming lead found", rec.Customer+" already has incoming lead "+ref.UID)
+			err = a.rememberUnsorted(ctx, rec.Customer, ref)
+		}
+	}
+	if err != nil {
+		return "", err
+	}
+	if ok {
+		state, err := a.logRepeat(ctx, rec, ref)
+		if err != nil || state != "" {
+			return state, err
+		}
+		// It left Incoming: accepted, its contact is visible now; declined, it is not.
+		it, err := a.placeCall(ctx, rec)
+		switch {
+		case err != nil:
+			return "", err
+		case it.err != nil:
+			return "", it.err
+		case it.placed != nil:
+			return "logged:" + api.EntityPlural(it.placed.EntityType.String()) + ":" + strconv.FormatInt(it.placed.EntityID, 10), nil
+		case it.itemErr.Code() != api.ErrEntityNotFound:
+			return "", crm.Permanent(fmt.Errorf("logging the call: amoCRM refused it: %s %s", it.itemErr.Status, it.itemErr.Title))
+		}
+	}
+	if action == UnknownUnsorted {
 		return a.addUnsorted(ctx, rec)
 	}
 	return a.createContactAndLog(ctx, rec)
@@ -500,7 +570,7 @@ func (a *Adapter) handleUnknown(ctx context.Context, rec *call.Record) (string, 
 func expand(tmpl, number string) string { return strings.ReplaceAll(tmpl, "{number}", number) }
 
 func (a *Adapter) addUnsorted(ctx context.Context, rec *call.Record) (string, error) {
-	u := a.agentUser(rec)
+	u := a.callUser(rec)
 	from, phone := rec.Customer, rec.Line
 	if rec.Direction == call.Outbound {
 		from, phone = rec.Line, rec.Customer
@@ -524,9 +594,6 @@ func (a *Adapter) addUnsorted(ctx context.Context, rec *call.Record) (string, er
 	item.Embedded.Leads = []map[string]any{{"name": expand(a.cfg.UnknownNumber.LeadName, rec.Customer)}}
 	item.Embedded.Contacts = []map[string]any{{"name": expand(a.cfg.UnknownNumber.ContactName, rec.Customer),
 		"custom_fields_values": api.PhoneField(rec.Customer)}}
-	if err := a.deliverLim.Wait(ctx); err != nil {
-		return "", fmt.Errorf("creating an incoming lead: %w", err)
-	}
 	res, err := a.client.AddUnsortedSIP(ctx, []api.UnsortedSIP{item})
 	var state string
 	var e *api.Error
@@ -540,11 +607,19 @@ func (a *Adapter) addUnsorted(ctx context.Context, rec *call.Record) (string, er
 		return "", crm.Transient(errors.New("creating an incoming lead: the answer lists none"))
 	default:
 		un := res.Embedded.Unsorted[0]
-		var lead int64
+		var lead, contact int64
 		if len(un.Embedded.Leads) > 0 {
 			lead = un.Embedded.Leads[0].ID
 		}
+		if len(un.Embedded.Contacts) > 0 {
+			contact = un.Embedded.Contacts[0].ID
+		}
 		state = "unsorted:" + un.UID + ":" + strconv.FormatInt(lead, 10)
+		if lead != 0 && un.UID != "" {
+			if err := a.rememberUnsorted(ctx, rec.Customer, unsortedRef{UID: un.UID, Lead: lead, Contact: contact, Checked: a.now()}); err != nil {
+				a.log.Warn("remembering the incoming lead of a number failed: its next call may make another", "number", rec.Customer, "err", err)
+			}
+		}
 	}
 	a.m.unknown.WithLabelValues("unsorted").Inc()
 	crm.Trace(ctx, "decision", "incoming lead", "the call from an unknown number became an incoming lead ("+state+")")
@@ -573,9 +648,6 @@ func (a *Adapter) createContactAndLog(ctx context.Context, rec *call.Record) (st
 		owner := a.agentUser(rec)
 		if owner == 0 {
 			owner = a.cfg.DefaultUser
-		}
-		if err := a.deliverLim.Wait(ctx); err != nil {
-			return "", fmt.Errorf("creating a contact: %w", err)
 		}
 		res, err := a.client.AddContacts(ctx, []api.NewContact{{Name: expand(a.cfg.UnknownNumber.ContactName, rec.Customer),
 			ResponsibleUserID: owner, CreatedBy: owner, CustomFields: api.PhoneField(rec.Customer), RequestID: "0"}})
@@ -640,9 +712,6 @@ func (a *Adapter) ensureTask(ctx context.Context, rec *call.Record, state string
 	marker := "[pbxbridge " + key + "]"
 	if cur == "pending" && eid != 0 {
 		// An earlier attempt may have created it without us learning the id.
-		if err := a.deliverLim.Wait(ctx); err != nil {
-			return fmt.Errorf("looking for the missed-call task: %w", err)
-		}
 		tasks, err := a.client.FindCallTasks(ctx, etype, eid)
 		if err != nil {
 			return fmt.Errorf("looking for the missed-call task: %w", err)
@@ -675,9 +744,6 @@ func (a *Adapter) ensureTask(ctx context.Context, rec *call.Record, state string
 	if eid != 0 {
 		task.EntityType, task.EntityID = etype, eid
 	}
-	if err := a.deliverLim.Wait(ctx); err != nil {
-		return fmt.Errorf("creating the missed-call task: %w", err)
-	}
 	res, err := a.client.AddTasks(ctx, []api.Task{task})
 	if err != nil {
 		a.m.tasks.WithLabelValues("failed").Inc()
@@ -701,9 +767,6 @@ func (a *Adapter) taskResponsible(ctx context.Context, rec *call.Record, state s
 			if strings.HasPrefix(state, "unsorted:") || strings.HasPrefix(state, "skipped:") {
 				tried = append(tried, "no contact")
 				continue
-			}
-			if err := a.deliverLim.Wait(ctx); err != nil {
-				return 0, "", fmt.Errorf("finding the contact's owner: %w", err)
 			}
 			c, err := a.findContact(ctx, rec.Customer)
 			if err != nil {
@@ -764,20 +827,42 @@ func lastDigits(s string, n int) string {
 	return d
 }
 
-// Live shows the pop-up to the ringing extension's user (inbound calls).
+// Live shows amoCRM's call pop-up (POST /api/v2/events, type phone_call: "a call is in progress
+// with this number", with the contact, company, lead or customer it matches, or an offer to
+// create a contact) to the user of the ringing extension: for an inbound call the extension that
+// rings (popups), for an outbound call the extension that dials, when the customer's phone
+// starts ringing (popups_outbound; not for click-to-call, whose user is on the card already).
+// The events API has one type for both directions; amoCRM has no separate outgoing pop-up.
+//
+// The pop-up waits for the account's limiter ahead of every delivery. It is sent only while ctx
+// lasts: the daemon cancels ctx when the phone stops ringing, and a pop-up that could not be sent
+// by then is dropped (an error wrapping crm.ErrLiveStale), never sent late.
 func (a *Adapter) Live(ctx context.Context, ev *call.Live) error {
-	if !a.cfg.Popups || ev.Kind != call.LiveRinging || ev.Direction != call.Inbound || ev.Customer == "" {
+	if ev.Kind != call.LiveRinging || ev.Customer == "" {
+		return nil
+	}
+	switch {
+	case ev.Direction == call.Inbound && a.cfg.Popups:
+	case ev.Direction == call.Outbound && a.cfg.Popups && a.cfg.PopupsOutbound && ev.OriginateID == "":
+	default:
 		return nil
 	}
 	u := a.users.user(ev.Ext)
 	if u == 0 {
 		a.m.popups.WithLabelValues("unmapped").Inc()
+		crm.Trace(ctx, "decision", "no pop-up", "extension "+ev.Ext+" is not mapped to an amoCRM user")
 		return nil
 	}
+	ctx = api.WithPriority(ctx, api.PriorityLive)
 	if err := a.popups.submit(ctx, api.Event{Type: "phone_call", PhoneNumber: ev.Customer, Users: []int64{u}}); err != nil {
-		if errors.Is(err, errPopupQueueFull) || errors.Is(err, errPopupStale) {
+		switch {
+		case errors.Is(err, crm.ErrLiveStale):
 			a.m.popups.WithLabelValues("dropped").Inc()
-			return crm.Permanent(fmt.Errorf("%s: pop-up: %w", a.typ, err)) // a late pop-up is useless: do not retry
+			crm.Trace(ctx, "decision", "pop-up dropped", fmt.Sprintf("the pop-up for user %d could not be sent while the phone rang: %v", u, err))
+			return fmt.Errorf("%s: pop-up: %w", a.typ, err)
+		case errors.Is(err, errPopupQueueFull):
+			a.m.popups.WithLabelValues("dropped").Inc()
+			return crm.Permanent(fmt.Errorf("%s: pop-up: %w: %w", a.typ, crm.ErrLiveStale, err)) // a late pop-up is useless: do not retry
 		}
 		a.m.popups.WithLabelValues("failed").Inc()
 		return classify(fmt.Errorf("%s: pop-up: %w", a.typ, err))
@@ -812,6 +897,14 @@ func (a *Adapter) Status() crm.Status {
 	s := crm.Status{Auth: st, Detail: detail}
 	if st != "ok" {
 		s.ConnectURL = a.tokens.connectURL()
+	}
+	if until := a.limiter.PausedUntil(); !until.IsZero() {
+		msg := "amoCRM answered 429: the account pauses until " + until.UTC().Format(time.RFC3339)
+		if s.Detail != "" {
+			s.Detail += "; " + msg
+		} else {
+			s.Detail = msg
+		}
 	}
 	if until := a.client.BlockedUntil(); !until.IsZero() {
 		msg := "amoCRM blocked requests after repeated 429s; sending resumes at " + until.UTC().Format(time.RFC3339)

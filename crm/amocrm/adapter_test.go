@@ -3,6 +3,7 @@ package amocrm
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"strconv"
 	"strings"
 	"sync"
@@ -23,7 +24,8 @@ func TestConformance(t *testing.T) {
 			crmtest.Run(t, crmtest.Harness{
 				New: func(t *testing.T) (crm.Adapter, crmtest.Controller) {
 					t.Helper()
-					e := newEnv(t, typ, envOpt{})
+					// retry_after 1 s: the "rate limited" case pauses 1 s, not the 10 s default.
+					e := newEnv(t, typ, envOpt{fake: fakecrm.AmoOptions{RetryAfterInBody: true}})
 					return e.a, e.fake
 				},
 				Record: answered,
@@ -304,6 +306,9 @@ func TestDedupOnTheFakeIsNotRelied(t *testing.T) {
 	}
 }
 
+// Inbound pop-ups go to the ringing extension's user; outbound ones (CONTRACT A: the customer's
+// phone rings, Ext is the dialling extension) to the dialler's, except for click-to-call and
+// with popups_outbound off.
 func TestPopups(t *testing.T) {
 	e := newEnv(t, TypeKommo, envOpt{})
 	ctx := context.Background()
@@ -311,18 +316,28 @@ func TestPopups(t *testing.T) {
 		{Kind: call.LiveRinging, CallID: "1", Direction: call.Inbound, Customer: "+79001234567", Ext: "101"},
 		{Kind: call.LiveRinging, CallID: "1", Direction: call.Inbound, Customer: "+79001234567", Ext: "199"},
 		{Kind: call.LiveAnswered, CallID: "1", Direction: call.Inbound, Customer: "+79001234567", Ext: "101"},
-		{Kind: call.LiveRinging, CallID: "2", Direction: call.Outbound, Customer: "+79001234567", Ext: "102"},
+		{Kind: call.LiveRinging, CallID: "2", Direction: call.Outbound, Customer: "+79161234567", Ext: "102"},
+		{Kind: call.LiveRinging, CallID: "3", Direction: call.Outbound, Customer: "+79031234567", Ext: "103", OriginateID: "c2c-1"},
+		{Kind: call.LiveRinging, CallID: "4", Direction: call.Internal, Customer: "", Ext: "103"},
 	} {
 		if err := e.a.Live(ctx, ev); err != nil {
 			t.Fatal(err)
 		}
 	}
 	evs := e.state().Events
-	if len(evs) != 1 || evs[0].PhoneNumber != "+79001234567" || len(evs[0].Users) != 1 || evs[0].Users[0] != 504141 || evs[0].ElementID != 3 {
+	if len(evs) != 2 || evs[0].PhoneNumber != "+79001234567" || fmt.Sprint(evs[0].Users) != "[504141]" || evs[0].ElementID != 3 ||
+		evs[1].PhoneNumber != "+79161234567" || fmt.Sprint(evs[1].Users) != "[504142]" {
 		t.Fatalf("events %+v", evs)
 	}
 	if n := testutil.ToFloat64(e.a.m.popups.WithLabelValues("unmapped")); n != 1 {
 		t.Fatalf("unmapped pop-ups %v", n)
+	}
+	e.cfg.PopupsOutbound = false
+	if err := e.a.Live(ctx, &call.Live{Kind: call.LiveRinging, CallID: "5", Direction: call.Outbound, Customer: "+79161234567", Ext: "102"}); err != nil {
+		t.Fatal(err)
+	}
+	if evs := e.state().Events; len(evs) != 2 {
+		t.Fatalf("popups_outbound off: events %+v", evs)
 	}
 }
 
@@ -389,26 +404,64 @@ func TestUserName(t *testing.T) {
 	}
 }
 
+// A 429 pauses the whole account for the advised wait: the refused request goes first when it
+// ends, nothing is sent meanwhile, and a Deliver whose deadline comes first is refused at once
+// with the pause left (ClassRateLimited). A refusal of the probe that ends in a 403 is read as a
+// block: nothing is sent until it is over, and the status says so.
 func TestRateLimitedAndBlocked(t *testing.T) {
 	e := newEnv(t, TypeAmoCRM, envOpt{
-		fake:      fakecrm.AmoOptions{RateLimit: 1, RateBurst: 1, BlockAfter: 3, BlockFor: time.Hour, RetryAfterInBody: true, RetryAfter: 2},
-		mutate:    func(c *Config) { c.RateLimit = 50 },
+		fake:      fakecrm.AmoOptions{BlockAfter: 2, BlockFor: time.Hour},
 		longLived: true,
 	})
 	ctx := context.Background()
-	var classes []crm.Class
-	for i := range 6 {
-		err := e.a.Live(ctx, &call.Live{Kind: call.LiveRinging, CallID: "x", Direction: call.Inbound, Customer: "+79001234567", Ext: "101"})
-		if err != nil {
-			c, d := crm.Classify(err)
-			classes = append(classes, c)
-			if c != crm.ClassRateLimited || d <= 0 {
-				t.Fatalf("attempt %d: %v classified %v after %v", i, err, c, d)
-			}
-		}
+	e.fake.ThrottleFor(time.Second)
+	start := time.Now()
+	e.deliver(answered(1)) // refused, paused ~1 s, sent again first
+	if d := time.Since(start); d < 900*time.Millisecond {
+		t.Fatalf("delivered %v after a 429 advising 1 s", d)
 	}
-	if len(classes) == 0 {
-		t.Fatal("never rate limited")
+	fs := e.fake.State()
+	if fs.Throttled != 1 || e.fake.Logged(answered(1).Key()) != 1 {
+		t.Fatalf("throttled answers %d, logged %d", fs.Throttled, e.fake.Logged(answered(1).Key()))
+	}
+	if n := testutil.ToFloat64(e.a.m.throttled.WithLabelValues("429")); n != 1 {
+		t.Fatalf("429s counted %v", n)
+	}
+	// A long advice: a Deliver that cannot wait that long is refused at once, unsent.
+	e.fake.ThrottleFor(30 * time.Second)
+	short, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	err := e.a.Deliver(short, answered(2))
+	c, d := crm.Classify(err)
+	if c != crm.ClassRateLimited || d < 20*time.Second || d > 30*time.Second {
+		t.Fatalf("deliver during a 30 s pause: %v (%v, retry after %v)", err, c, d)
+	}
+	before := e.fake.State().Statuses["429"]
+	short2, cancel2 := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel2()
+	if err := e.a.Deliver(short2, answered(3)); err == nil {
+		t.Fatal("delivered during the pause")
+	}
+	if after := e.fake.State().Statuses["429"]; after != before {
+		t.Fatalf("requests were sent during the pause: %d → %d answers 429", before, after)
+	}
+	if e.a.limiter.PausedUntil().IsZero() {
+		t.Fatal("the account is not paused")
+	}
+}
+
+// Repeated 429s end in a 403 block: nothing is sent until it is over, and the status says so.
+func TestBlockedAfterRepeated429(t *testing.T) {
+	e := newEnv(t, TypeAmoCRM, envOpt{
+		fake:      fakecrm.AmoOptions{BlockAfter: 2, BlockFor: time.Hour, RetryAfterInBody: true, RetryAfter: 1},
+		longLived: true,
+	})
+	ctx := context.Background()
+	e.fake.Inject(fakecrm.FaultRateLimited)
+	// 429 → pause 1 s → the probe gets the fake's block (403 after 2 consecutive 429s).
+	err := e.a.Deliver(ctx, answered(1))
+	if c, d := crm.Classify(err); c != crm.ClassRateLimited || d < time.Minute {
+		t.Fatalf("deliver: %v classified %v after %v", err, c, d)
 	}
 	if n := testutil.ToFloat64(e.a.m.throttled.WithLabelValues("blocked")); n != 1 {
 		t.Fatalf("blocks counted %v", n)
@@ -418,7 +471,7 @@ func TestRateLimitedAndBlocked(t *testing.T) {
 	}
 	// While blocked nothing is sent.
 	before := e.fake.State().Statuses["403"]
-	err := e.a.Deliver(ctx, answered(1))
+	err = e.a.Deliver(ctx, answered(2))
 	if c, _ := crm.Classify(err); c != crm.ClassRateLimited {
 		t.Fatalf("deliver while blocked: %v", err)
 	}

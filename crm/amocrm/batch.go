@@ -123,7 +123,19 @@ func (b *batcher) run(items []*batchItem) {
 	for _, it := range items {
 		crm.Trace(it.ctx, "decision", "POST "+api.PathCalls, fmt.Sprintf("sent in a batch of %d calls as %s", len(items), it.call.RequestID))
 	}
-	res, err := b.send(b.ctx, calls)
+	ctxs := make([]context.Context, len(items))
+	for i, it := range items {
+		ctxs[i] = it.ctx
+	}
+	// The request may wait (for the account's pause after a 429) as long as one of its
+	// Deliver calls still waits for it, no longer: the others get the pause left as their
+	// retry-after instead of a worker held.
+	ctx, cancel := context.WithCancel(b.ctx)
+	if dl, ok := latestDeadline(ctxs); ok {
+		ctx, cancel = context.WithDeadline(b.ctx, dl)
+	}
+	res, err := b.send(fanoutTrace(ctx, ctxs), calls)
+	cancel()
 	b.adapt(err)
 	if err != nil {
 		var e *api.Error
@@ -184,6 +196,21 @@ func (b *batcher) run(items []*batchItem) {
 		}
 	}
 	b.mu.Unlock()
+}
+
+// latestDeadline returns the latest deadline of ctxs, and false when one of them has none.
+func latestDeadline(ctxs []context.Context) (time.Time, bool) {
+	var latest time.Time
+	for _, c := range ctxs {
+		dl, ok := c.Deadline()
+		if !ok {
+			return time.Time{}, false
+		}
+		if dl.After(latest) {
+			latest = dl
+		}
+	}
+	return latest, !latest.IsZero()
 }
 
 // adapt shrinks the batch after a 504 (amoCRM times out on big batches, B.3) and grows it back

@@ -52,9 +52,12 @@ type Config struct {
 	UnknownNumber  UnknownNumberConfig `yaml:"unknown_number"`
 	MissedCallTask TaskConfig          `yaml:"missed_call_task"`
 
-	// Popups shows amoCRM's incoming-call pop-up (POST /api/v2/events) to the ringing
-	// extension's user.
+	// Popups shows amoCRM's call pop-up (POST /api/v2/events) to the ringing extension's user;
+	// off turns every pop-up off.
 	Popups bool `yaml:"popups"`
+	// PopupsOutbound also shows it to the dialling extension's user when an outbound call's
+	// customer starts ringing (default on; click-to-call calls never get one).
+	PopupsOutbound bool `yaml:"popups_outbound"`
 	// RecordingLinks sends the signed recording URL as the call's link (needs the daemon's
 	// recordings: block).
 	RecordingLinks bool `yaml:"recording_links"`
@@ -166,6 +169,7 @@ func NewConfig(typ string) *Config {
 		RateLimit:      7,
 		Batch:          BatchConfig{Max: 50, Window: 100 * time.Millisecond},
 		Popups:         true,
+		PopupsOutbound: true,
 		RecordingLinks: true,
 		UnknownNumber: UnknownNumberConfig{Inbound: UnknownUnsorted, Outbound: UnknownCreateContact,
 			ContactName: "{number}", LeadName: "Call from {number}"},

@@ -88,6 +88,9 @@ func newEnv(t *testing.T, typ string, o envOpt) *env {
 		if _, err := ExchangeCodeWith(context.Background(), cfg, e.dir, code, ExchangeOptions{Type: typ, Now: e.now}); err != nil {
 			t.Fatalf("exchanging the code: %v", err)
 		}
+		// `pbxbridge crm auth` runs minutes before the daemon: its requests are not the
+		// adapter's to count.
+		e.fake.ResetRateLimit()
 	}
 	recDir := "/var/spool/asterisk/monitor" // links only: the files need not exist here
 	rs, err := recordings.New(recordings.Config{Dir: recDir, PublicURL: "https://pbx.example.com/rec/", Secret: configs.NewSecret(testRecSecret)}, recordings.Options{})
@@ -102,6 +105,9 @@ func newEnv(t *testing.T, typ string, o envOpt) *env {
 // open builds a new adapter over the env's state directory and call store (a daemon restart).
 func (e *env) open() *Adapter {
 	e.t.Helper()
+	// A new adapter's limiter starts empty; the fake forgets what the previous one sent rather
+	// than the test waiting a second.
+	e.fake.ResetRateLimit()
 	e.reg = prometheus.NewRegistry()
 	a, err := New(crm.Params{Name: "amo", Type: e.typ, Config: e.cfg, StateDir: e.dir, Metrics: e.reg, Calls: e.store,
 		Recordings: e.rec, Originator: e.orig, Now: e.now, RouteURL: "https://pbx.example.com/crm/amo"})

@@ -10,7 +10,7 @@ import (
 type metrics struct {
 	calls       *prometheus.CounterVec // result: logged, unknown, failed, recovered, resent
 	batchSize   prometheus.Histogram   // calls per POST /api/v4/calls
-	unknown     *prometheus.CounterVec // action: unsorted, contact_created, skipped
+	unknown     *prometheus.CounterVec // action: unsorted, unsorted_repeat, contact_created, skipped
 	tasks       *prometheus.CounterVec // result: created, found, no_responsible, failed
 	popups      *prometheus.CounterVec // result: sent, unmapped, failed, dropped
 	tokens      *prometheus.CounterVec // event: refreshed, refresh_failed, broken, confirmed, authorised, reloaded
@@ -29,7 +29,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "pbxbridge", Subsystem: "amocrm", Name: "calls_batch_size",
 			Help: "Calls per POST /api/v4/calls request.", Buckets: []float64{1, 2, 5, 10, 20, 30, 40, 50, 100, 250}}),
 		unknown: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "pbxbridge", Subsystem: "amocrm", Name: "unknown_numbers_total",
-			Help: "Calls from numbers that match no contact, by action taken (unsorted, contact_created, skipped)."}, []string{"action"}),
+			Help: "Calls from numbers that match no contact, by action taken (unsorted: a new incoming lead; unsorted_repeat: a note on the number's waiting incoming lead; contact_created, skipped)."}, []string{"action"}),
 		tasks: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "pbxbridge", Subsystem: "amocrm", Name: "missed_call_tasks_total",
 			Help: "Missed-call tasks, by result (created, found, no_responsible, failed)."}, []string{"result"}),
 		popups: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "pbxbridge", Subsystem: "amocrm", Name: "popups_total",

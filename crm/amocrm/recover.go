@@ -157,9 +157,6 @@ func (a *Adapter) scanNotes(ctx context.Context, from time.Time) (map[string]str
 			if page > scanPages {
 				return nil, crm.Transient(fmt.Errorf("more than %d call notes on %s since %s: too many to scan", scanPages*250, ent, from.UTC().Format(time.RFC3339)))
 			}
-			if err := a.deliverLim.Wait(ctx); err != nil {
-				return nil, err
-			}
 			notes, more, err := a.client.CallNotes(ctx, ent, from, page)
 			var e *api.Error
 			if ent == "customers" && errors.As(err, &e) && e.HTTPStatus >= 400 && e.HTTPStatus < 500 && e.HTTPStatus != http.StatusUnauthorized && e.HTTPStatus != http.StatusTooManyRequests {

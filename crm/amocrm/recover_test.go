@@ -151,10 +151,12 @@ func TestServerErrorNeedsNoLookup(t *testing.T) {
 // A refusal from amoCRM (429) placed nothing: the marker is cleared and the retry sends at
 // once, without a look-up.
 func TestRefusedCallNeedsNoLookup(t *testing.T) {
-	e := newEnv(t, TypeAmoCRM, envOpt{})
+	e := newEnv(t, TypeAmoCRM, envOpt{fake: fakecrm.AmoOptions{RetryAfterInBody: true, RetryAfter: 1}})
 	r := answered(1)
 	e.fake.Inject(fakecrm.FaultRateLimited)
-	if err := e.a.Deliver(context.Background(), r); err == nil {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := e.a.Deliver(ctx, r); err == nil {
 		t.Fatal("a 429 was taken for success")
 	}
 	if st := e.callState(r.Key()); st != "" {

@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -560,15 +559,16 @@ func TestSecurityClickToCallNumbers(t *testing.T) {
 	}
 }
 
-// Attack: a flood of ringing events while amoCRM is slow queued pop-ups without bound (each
-// Live gives up after its deadline, its pop-up stays queued).
+// Attack: a flood of ringing events while amoCRM is slow queued pop-ups without bound. Now a
+// pop-up whose Live caller gave up (the phone stopped ringing) leaves the queue unsent, and at
+// most popupQueueMax pop-ups of phones still ringing wait: the rest are refused at once.
 func TestSecurityPopupQueueIsBounded(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	release := make(chan struct{})
 	var sentItems atomic.Int64
-	p := newPopups(ctx, func(ctx context.Context, items []api.Event) error {
+	p := newPopups(ctx, nil, func(ctx context.Context, items []api.Event) error {
 		select {
 		case <-release:
 		case <-ctx.Done():
@@ -576,42 +576,57 @@ func TestSecurityPopupQueueIsBounded(t *testing.T) {
 		sentItems.Add(int64(len(items)))
 		return nil
 	})
-	var mu sync.Mutex
-	now := time.Unix(1795305800, 0)
-	p.now = func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	// The first request hangs (amoCRM is slow) with the first pop-up in it.
+	first := make(chan error, 1)
+	go func() {
+		first <- p.submit(context.Background(), api.Event{Type: "phone_call", PhoneNumber: "+79000000000", Users: []int64{1}})
+	}()
+	waitFor(t, func() bool { p.mu.Lock(); defer p.mu.Unlock(); return p.running && len(p.pending) == 0 })
+	// Rings that already ended: dropped at once, never queued for long, never sent.
 	gone, stop := context.WithCancel(context.Background())
-	stop() // the Live calls give up at once
-	full := 0
+	stop()
 	for i := range 20000 {
-		if err := p.submit(gone, api.Event{Type: "phone_call", PhoneNumber: "+7900" + strconv.Itoa(1000000+i), Users: []int64{1}}); errors.Is(err, errPopupQueueFull) {
-			full++
+		err := p.submit(gone, api.Event{Type: "phone_call", PhoneNumber: "+7900" + strconv.Itoa(1000000+i), Users: []int64{1}})
+		if !errors.Is(err, crm.ErrLiveStale) {
+			t.Fatalf("pop-up %d of an ended ring: %v", i, err)
 		}
+	}
+	// Phones still ringing: at most popupQueueMax wait, the others are refused.
+	ringing, hangUp := context.WithCancel(context.Background())
+	const extra = 300
+	errs := make(chan error, popupQueueMax+extra)
+	for i := range popupQueueMax + extra {
+		go func() {
+			errs <- p.submit(ringing, api.Event{Type: "phone_call", PhoneNumber: "+7901" + strconv.Itoa(1000000+i), Users: []int64{1}})
+		}()
+	}
+	full := 0
+	for range extra {
+		if err := <-errs; !errors.Is(err, errPopupQueueFull) {
+			t.Fatalf("beyond the queue: %v", err)
+		}
+		full++
 	}
 	p.mu.Lock()
 	n := len(p.pending)
 	p.mu.Unlock()
-	if n > popupQueueMax || full < 20000-popupQueueMax-popupMax {
+	if n != popupQueueMax || full != extra {
 		t.Fatalf("%d pop-ups queued, %d refused", n, full)
 	}
-	// When amoCRM answers again, the queued pop-ups are too old to matter: dropped unsent.
-	mu.Lock()
-	now = now.Add(popupTimeout)
-	mu.Unlock()
-	close(release)
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		p.mu.Lock()
-		idle := len(p.pending) == 0 && !p.inflight
-		p.mu.Unlock()
-		if idle {
-			break
+	// The phones stop ringing before amoCRM answers: their pop-ups are dropped unsent.
+	hangUp()
+	for range popupQueueMax {
+		if err := <-errs; !errors.Is(err, crm.ErrLiveStale) {
+			t.Fatalf("queued pop-up of an ended ring: %v", err)
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("the queue did not drain")
-		}
-		runtime.Gosched()
 	}
-	if got := sentItems.Load(); got > popupMax {
-		t.Fatalf("%d stale pop-ups were sent", got)
+	close(release)
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { p.mu.Lock(); defer p.mu.Unlock(); return !p.running })
+	if got := sentItems.Load(); got != 1 {
+		t.Fatalf("%d pop-ups were sent, want only the first", got)
 	}
 	if err := p.submit(context.Background(), api.Event{Type: "phone_call", PhoneNumber: "+79001234567"}); err != nil {
 		t.Fatalf("a fresh pop-up after the flood: %v", err)

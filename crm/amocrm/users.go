@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 
 	"github.com/pbxbridge/pbxbridge/crm"
+	"github.com/pbxbridge/pbxbridge/crm/amocrm/api"
 )
 
 // maxAutoMapped bounds the extensions auto_map_users takes from the account's user list (what
@@ -179,7 +180,7 @@ func extFromPhone(p string) string {
 
 // Responsible implements crm.Router: the extension of the contact's responsible user.
 func (a *Adapter) Responsible(ctx context.Context, number string) (string, error) {
-	c, err := a.findContact(ctx, number)
+	c, err := a.findContact(api.WithPriority(ctx, api.PriorityLive), number)
 	if err != nil {
 		a.m.routing.WithLabelValues("responsible", "error").Inc()
 		return "", classify(fmt.Errorf("%s: finding the contact: %w", a.typ, err))
@@ -199,7 +200,7 @@ func (a *Adapter) Responsible(ctx context.Context, number string) (string, error
 
 // Lookup implements crm.Router: the contact's name.
 func (a *Adapter) Lookup(ctx context.Context, number string) (string, error) {
-	c, err := a.findContact(ctx, number)
+	c, err := a.findContact(api.WithPriority(ctx, api.PriorityLive), number)
 	if err != nil {
 		a.m.routing.WithLabelValues("lookup", "error").Inc()
 		return "", classify(fmt.Errorf("%s: finding the contact: %w", a.typ, err))

@@ -63,6 +63,10 @@ type AmoOptions struct {
 	RetryAfterHeader bool
 	// PlainForbidden answers blocks with a plain-text "403 Forbidden" instead of problem+json.
 	PlainForbidden bool
+	// StrictWindow enforces the limit as a client sees it counted at worst: at most RateLimit
+	// requests in any rolling second (closed interval [t−1s, t]) per (account, client IP),
+	// instead of the token bucket. Every request counts, refused ones included.
+	StrictWindow bool
 
 	// DedupUniq makes POST /api/v4/calls ignore a call whose uniq was already logged (answering
 	// with the existing call); unconfirmed for the real API (Part E.7), off by default.
@@ -93,6 +97,13 @@ type AmoCRM struct {
 	buckets  map[string]*amoBucket
 	nextID   int64
 	lose     map[string]int // "METHOD path" -> answers still to lose (LoseAnswers)
+	cur      string         // "METHOD path" of the request being served (under mu)
+	window   amoWindow      // every API request's arrival, for MaxPerSecond
+	// throttledUntil: ThrottleFor's end; every request before it is answered 429.
+	throttledUntil time.Time
+	throttled      int // answers 429 given by ThrottleFor
+	violations     []string
+	violationCount int
 }
 
 type amoBucket struct {
@@ -163,6 +174,9 @@ type AmoUnsorted struct {
 	LeadID     int64           `json:"lead_id"`
 	ContactID  int64           `json:"contact_id,omitempty"`
 	Uniq       string          `json:"uniq"`
+	Category   string          `json:"category"`
+	// Status is "" while the item waits in Incoming, then "accepted" or "declined".
+	Status string `json:"status,omitempty"`
 }
 
 // AmoTask is a task of a fake account.
@@ -196,6 +210,9 @@ type AmoNote struct {
 	Params     json.RawMessage `json:"params,omitempty"`
 	CreatedAt  int64           `json:"created_at"`
 	UpdatedAt  int64           `json:"updated_at"`
+	// FromCall marks the note amoCRM made of a call logged with POST /api/v4/calls (not one a
+	// client added).
+	FromCall bool `json:"from_call,omitempty"`
 }
 
 type amoGrant struct {
@@ -549,6 +566,11 @@ func (f *AmoCRM) Logged(key string) int {
 			n++
 		}
 	}
+	for _, nt := range f.accounts[0].Notes {
+		if !nt.FromCall && noteUniq(nt.Params) == key {
+			n++
+		}
+	}
 	return n
 }
 
@@ -563,6 +585,18 @@ type AmoState struct {
 	// RateLimited is the number of 429 answers; Blocked the number of 403 block answers.
 	RateLimited int `json:"rate_limited"`
 	Blocked     int `json:"blocked"`
+	// MaxPerSecond is the most API requests that arrived within one rolling second (closed
+	// interval, per account and client IP); OverLimit how many requests arrived when RateLimit
+	// others had already arrived in the second before them.
+	MaxPerSecond int `json:"max_per_second"`
+	OverLimit    int `json:"over_limit"`
+	// Throttled is how many requests ThrottleFor answered 429.
+	Throttled int `json:"throttled"`
+	// Violations counts requests that break the API contract as the fake checks it: refused with
+	// 400 validation-errors, or accepted but wrong (an unknown user id, a call_responsible given as
+	// a string, a time in the future); ViolationList describes the first 1,000.
+	Violations    int      `json:"violations"`
+	ViolationList []string `json:"violation_list,omitempty"`
 }
 
 // AmoAccountState is one account in AmoState.
@@ -594,6 +628,9 @@ func (f *AmoCRM) State() AmoState {
 	}
 	s.RateLimited = f.statuses[http.StatusTooManyRequests]
 	s.Blocked = f.statuses[http.StatusForbidden]
+	s.MaxPerSecond, s.OverLimit = f.window.max, f.window.over
+	s.Throttled = f.throttled
+	s.Violations, s.ViolationList = f.violationCount, slices.Clone(f.violations)
 	for _, a := range f.accounts {
 		as := AmoAccountState{ID: a.ID, Subdomain: a.Subdomain, Users: slices.Clone(a.Users), Calls: slices.Clone(a.Calls),
 			Unsorted: slices.Clone(a.Unsorted), Tasks: slices.Clone(a.Tasks), Events: slices.Clone(a.Events),
@@ -789,6 +826,7 @@ func (f *AmoCRM) serveAPI(w http.ResponseWriter, r *http.Request) {
 	}()
 	w = sw
 	f.requests[key]++
+	f.cur = key
 	a := f.routeAccount(r)
 	if a == nil {
 		f.problem(w, http.StatusNotFound, "Not Found", "Account not found", nil)
@@ -831,7 +869,13 @@ func (f *AmoCRM) serveAPI(w http.ResponseWriter, r *http.Request) {
 	case path == "/api/v4/calls" && r.Method == http.MethodPost:
 		f.serveCalls(w, a, body)
 	case path == "/api/v4/leads/unsorted/sip" && r.Method == http.MethodPost:
-		f.serveUnsorted(w, a, body)
+		f.serveUnsorted(w, a, user, body)
+	case path == "/api/v4/leads/unsorted" && r.Method == http.MethodGet:
+		f.serveListUnsorted(w, r, a)
+	case strings.HasPrefix(path, "/api/v4/leads/unsorted/") && strings.HasSuffix(path, "/accept") && r.Method == http.MethodPost:
+		f.serveAcceptUnsorted(w, a, user, strings.TrimSuffix(strings.TrimPrefix(path, "/api/v4/leads/unsorted/"), "/accept"))
+	case strings.HasPrefix(path, "/api/v4/leads/unsorted/") && strings.HasSuffix(path, "/decline") && r.Method == http.MethodDelete:
+		f.serveDeclineUnsorted(w, a, strings.TrimSuffix(strings.TrimPrefix(path, "/api/v4/leads/unsorted/"), "/decline"))
 	case path == "/api/v4/tasks" && r.Method == http.MethodPost:
 		f.serveAddTasks(w, a, user, body)
 	case path == "/api/v4/tasks" && r.Method == http.MethodGet:
@@ -889,11 +933,24 @@ func (f *AmoCRM) allow(w http.ResponseWriter, r *http.Request, a *amoAccount, fa
 		f.buckets[bk] = b
 	}
 	now := f.o.Now()
+	inWindow := f.window.arrive(bk, now, int(math.Max(f.o.RateLimit, 0)))
 	if now.Before(b.blockedUntil) {
 		f.forbidden(w)
 		return false
 	}
-	if fault != FaultRateLimited && b.lim.AllowN(now, 1) {
+	if now.Before(f.throttledUntil) {
+		f.throttled++
+		left := int(math.Ceil(f.throttledUntil.Sub(now).Seconds()))
+		w.Header().Set("Retry-After", strconv.Itoa(left))
+		f.problem(w, http.StatusTooManyRequests, "Too Many Requests",
+			"You have sent too many requests in a given amount of time. Please try again later.", map[string]any{"retry_after": left})
+		return false
+	}
+	allowed := b.lim.AllowN(now, 1)
+	if f.o.StrictWindow && f.o.RateLimit > 0 {
+		allowed = inWindow <= int(f.o.RateLimit)
+	}
+	if fault != FaultRateLimited && allowed {
 		b.consecutive = 0
 		return true
 	}
@@ -1239,7 +1296,20 @@ type amoValidation struct {
 }
 
 func (f *AmoCRM) validationFailed(w http.ResponseWriter, v []amoValidation) {
+	for _, it := range v {
+		for _, e := range it.Errors {
+			f.violation(fmt.Sprintf("item %s: %v %v", it.RequestID, e["path"], e["code"]))
+		}
+	}
 	f.problem(w, http.StatusBadRequest, "Bad Request", "Request validation failed", map[string]any{"validation-errors": v})
+}
+
+// violation records a break of the API contract by the request being served (f.mu held).
+func (f *AmoCRM) violation(what string) {
+	f.violationCount++
+	if len(f.violations) < 1000 {
+		f.violations = append(f.violations, f.cur+": "+what)
+	}
 }
 
 func reqID(raw json.RawMessage, i int) string {
@@ -1376,9 +1446,22 @@ func (f *AmoCRM) serveCalls(w http.ResponseWriter, a *amoAccount, body []byte) {
 		if c.CallStatus < 0 || c.CallStatus > 8 {
 			errs = append(errs, map[string]any{"code": "NotSupportedChoice", "path": "call_status", "detail": "The value you selected is not a valid choice."})
 		}
+		if c.Phone == "" {
+			errs = append(errs, map[string]any{"code": "InvalidType", "path": "phone", "detail": "This value should not be blank."})
+		}
+		if c.Duration < 0 {
+			errs = append(errs, map[string]any{"code": "InvalidType", "path": "duration", "detail": "This value should be positive."})
+		}
 		if len(errs) > 0 {
 			invalid = append(invalid, amoValidation{RequestID: rid, Errors: errs})
 			continue
+		}
+		f.checkUser(a, "item "+rid+": call_responsible", c.CallResponsible)
+		f.checkUser(a, "item "+rid+": responsible_user_id", m["responsible_user_id"])
+		f.checkUser(a, "item "+rid+": created_by", m["created_by"])
+		f.checkTime(c.CreatedAt, "item "+rid+": created_at")
+		if c.Link != "" && !strings.HasPrefix(c.Link, "https://") && !strings.HasPrefix(c.Link, "http://") {
+			f.violation("item " + rid + ": link is not a URL: " + c.Link)
 		}
 		all = append(all, parsed{call: c, rid: rid})
 	}
@@ -1430,7 +1513,7 @@ func (f *AmoCRM) serveCalls(w http.ResponseWriter, a *amoAccount, body []byte) {
 	writeJSON(w, status, "application/hal+json", resp)
 }
 
-func (f *AmoCRM) serveUnsorted(w http.ResponseWriter, a *amoAccount, body []byte) {
+func (f *AmoCRM) serveUnsorted(w http.ResponseWriter, a *amoAccount, user int64, body []byte) {
 	items, ok := f.decodeItems(w, body)
 	if !ok {
 		return
@@ -1465,14 +1548,22 @@ func (f *AmoCRM) serveUnsorted(w http.ResponseWriter, a *amoAccount, body []byte
 		if err := json.Unmarshal(raw, &it); err != nil {
 			errs = append(errs, map[string]any{"code": "InvalidType", "path": "", "detail": err.Error()})
 		}
+		errs = append(errs, unexpectedFields(raw, "", amoUnsortedFields)...)
+		errs = append(errs, unexpectedFields(it.Metadata, "metadata.", amoSIPMetadataFields)...)
 		var md struct {
-			Uniq     string `json:"uniq"`
-			From     string `json:"from"`
-			Phone    string `json:"phone"`
-			CalledAt int64  `json:"called_at"`
+			Uniq            string          `json:"uniq"`
+			From            string          `json:"from"`
+			Phone           string          `json:"phone"`
+			CalledAt        int64           `json:"called_at"`
+			Duration        *int            `json:"duration"`
+			ServiceCode     string          `json:"service_code"`
+			CallResponsible json.RawMessage `json:"call_responsible"`
 		}
 		if err := json.Unmarshal(it.Metadata, &md); err != nil || md.Uniq == "" || md.From == "" {
 			errs = append(errs, map[string]any{"code": "FieldMissing", "path": "metadata", "detail": "metadata.uniq and metadata.from are required"})
+		}
+		if md.Duration != nil && *md.Duration < 0 {
+			errs = append(errs, map[string]any{"code": "InvalidType", "path": "metadata.duration", "detail": "must not be negative"})
 		}
 		if it.SourceUID == "" || it.SourceName == "" {
 			errs = append(errs, map[string]any{"code": "FieldMissing", "path": "source_uid", "detail": "source_uid and source_name are required"})
@@ -1482,8 +1573,13 @@ func (f *AmoCRM) serveUnsorted(w http.ResponseWriter, a *amoAccount, body []byte
 				errs = append(errs, map[string]any{"code": "NotUnique", "path": "source_uid", "detail": "Duplicate incoming lead"})
 			}
 		}
+		rid := reqID(it.RequestID, i)
 		if len(errs) > 0 {
-			invalid = append(invalid, amoValidation{RequestID: reqID(it.RequestID, i), Errors: errs})
+			invalid = append(invalid, amoValidation{RequestID: rid, Errors: errs})
+		} else {
+			f.checkUser(a, "item "+rid+": metadata.call_responsible", md.CallResponsible)
+			f.checkTime(it.CreatedAt, "item "+rid+": created_at")
+			f.checkTime(md.CalledAt, "item "+rid+": metadata.called_at")
 		}
 		parsed = append(parsed, it)
 	}
@@ -1498,18 +1594,23 @@ func (f *AmoCRM) serveUnsorted(w http.ResponseWriter, a *amoAccount, body []byte
 			From string `json:"from"`
 		}
 		_ = json.Unmarshal(it.Metadata, &md)
+		created := it.CreatedAt
+		if created == 0 {
+			created = f.o.Now().Unix()
+		}
 		u := AmoUnsorted{UID: (randToken("") + randToken(""))[:60], SourceUID: it.SourceUID, SourceName: it.SourceName, PipelineID: it.PipelineID,
-			CreatedAt: it.CreatedAt, Metadata: it.Metadata, Uniq: md.Uniq}
+			CreatedAt: created, Metadata: it.Metadata, Uniq: md.Uniq, Category: "sip"}
 		leadName := "Incoming call " + md.From
 		if len(it.Embedded.Leads) > 0 && it.Embedded.Leads[0].Name != "" {
 			leadName = it.Embedded.Leads[0].Name
 		}
-		lead := &AmoLead{ID: f.id(), Name: leadName, Unsorted: true}
+		lead := &AmoLead{ID: f.id(), Name: leadName, Unsorted: true, ResponsibleUserID: user}
 		a.Leads = append(a.Leads, lead)
 		u.LeadID = lead.ID
 		contacts := []map[string]any{}
 		if len(it.Embedded.Contacts) > 0 {
 			ec := it.Embedded.Contacts[0]
+			// Hidden until the incoming lead is accepted (B.8): no search, no call matching.
 			c := &AmoContact{ID: f.id(), Name: ec.Name, Hidden: true, Leads: []int64{lead.ID}, CreatedAt: f.o.Now().Unix()}
 			for _, cf := range ec.CustomFields {
 				if cf.FieldCode == "PHONE" {
@@ -1560,6 +1661,10 @@ func (f *AmoCRM) serveAddTasks(w http.ResponseWriter, a *amoAccount, user int64,
 		if len(errs) > 0 {
 			invalid = append(invalid, amoValidation{RequestID: rid, Errors: errs})
 			continue
+		}
+		f.checkUser(a, "item "+rid+": responsible_user_id", json.RawMessage(strconv.FormatInt(in.ResponsibleUserID, 10)))
+		if in.EntityID != 0 && !a.hasEntity(in.EntityType, in.EntityID) {
+			f.violation("item " + rid + ": no " + in.EntityType + " " + strconv.FormatInt(in.EntityID, 10))
 		}
 		t := in.AmoTask
 		if t.TaskTypeID == 0 {
@@ -1620,6 +1725,7 @@ func (f *AmoCRM) serveEvents(w http.ResponseWriter, a *amoAccount, body []byte) 
 		} `json:"add"`
 	}
 	if err := json.Unmarshal(body, &in); err != nil || len(in.Add) == 0 {
+		f.violation("the body is not {\"add\": [...]} with at least one item")
 		f.problem(w, http.StatusBadRequest, "Bad Request", "Request data can not be empty", nil)
 		return
 	}
@@ -1630,8 +1736,12 @@ func (f *AmoCRM) serveEvents(w http.ResponseWriter, a *amoAccount, body []byte) 
 	var items []map[string]any
 	for _, e := range in.Add {
 		if e.Type != "phone_call" || e.PhoneNumber == "" {
+			f.violation("type must be phone_call and phone_number is required")
 			f.problem(w, http.StatusBadRequest, "Bad Request", "type must be phone_call and phone_number is required", nil)
 			return
+		}
+		for _, u := range e.Users {
+			f.checkUser(a, "users", json.RawMessage(strconv.FormatInt(u, 10)))
 		}
 		ev := AmoEvent{Type: e.Type, PhoneNumber: e.PhoneNumber, Users: e.Users, At: f.o.Now().Unix()}
 		item := map[string]any{"element_id": nil, "element_type": nil, "uid": randToken("")[:32], "phone_number": e.PhoneNumber}
@@ -1676,27 +1786,96 @@ func (f *AmoCRM) serveNotes(w http.ResponseWriter, a *amoAccount, path string, b
 	if !ok {
 		return
 	}
-	var out []map[string]any
+	type parsed struct {
+		note AmoNote
+		rid  string
+	}
+	var notes []parsed
+	var invalid []amoValidation
 	for i, raw := range items {
 		var in struct {
 			EntityID  int64           `json:"entity_id"`
 			NoteType  string          `json:"note_type"`
 			Params    json.RawMessage `json:"params"`
+			CreatedBy json.RawMessage `json:"created_by"`
 			RequestID json.RawMessage `json:"request_id"`
 		}
-		if err := json.Unmarshal(raw, &in); err != nil || in.NoteType == "" || (in.EntityID == 0 && scoped == 0) {
-			f.validationFailed(w, []amoValidation{{RequestID: strconv.Itoa(i), Errors: []map[string]any{{"code": "FieldMissing", "path": "note_type", "detail": "note_type and entity_id are required"}}}})
-			return
+		err := json.Unmarshal(raw, &in)
+		rid := reqID(in.RequestID, i)
+		var errs []map[string]any
+		switch {
+		case err != nil:
+			errs = append(errs, map[string]any{"code": "InvalidType", "path": "", "detail": err.Error()})
+		case in.NoteType == "" || (in.EntityID == 0 && scoped == 0):
+			errs = append(errs, map[string]any{"code": "FieldMissing", "path": "note_type", "detail": "note_type and entity_id are required"})
 		}
+		errs = append(errs, unexpectedFields(raw, "", amoNoteFields)...)
 		if scoped != 0 {
 			in.EntityID = scoped
 		}
+		if in.EntityID != 0 && !a.hasEntity(parts[2], in.EntityID) {
+			errs = append(errs, map[string]any{"code": "NotFound", "path": "entity_id", "detail": "Entity not found"})
+		}
+		if in.NoteType == "call_in" || in.NoteType == "call_out" {
+			errs = append(errs, unexpectedFields(in.Params, "params.", amoCallNoteParams)...)
+			var p struct {
+				Duration   *int    `json:"duration"`
+				Source     *string `json:"source"`
+				CallStatus int     `json:"call_status"`
+			}
+			if err := json.Unmarshal(in.Params, &p); err != nil {
+				errs = append(errs, map[string]any{"code": "InvalidType", "path": "params", "detail": err.Error()})
+			}
+			if p.Duration == nil || p.Source == nil {
+				errs = append(errs, map[string]any{"code": "FieldMissing", "path": "params", "detail": "params.duration and params.source are required"})
+			}
+			if p.CallStatus < 0 || p.CallStatus > 8 {
+				errs = append(errs, map[string]any{"code": "NotSupportedChoice", "path": "params.call_status", "detail": "The value you selected is not a valid choice."})
+			}
+		}
+		if len(errs) > 0 {
+			invalid = append(invalid, amoValidation{RequestID: rid, Errors: errs})
+			continue
+		}
+		f.checkUser(a, "item "+rid+": created_by", in.CreatedBy)
+		if in.NoteType == "call_in" || in.NoteType == "call_out" {
+			var p struct {
+				CallResponsible json.RawMessage `json:"call_responsible"`
+			}
+			_ = json.Unmarshal(in.Params, &p)
+			f.checkUser(a, "item "+rid+": params.call_responsible", p.CallResponsible)
+		}
 		now := f.o.Now().Unix()
-		n := AmoNote{ID: f.id(), EntityType: parts[2], EntityID: in.EntityID, NoteType: in.NoteType, Params: in.Params, CreatedAt: now, UpdatedAt: now}
-		a.Notes = append(a.Notes, n)
-		out = append(out, map[string]any{"id": n.ID, "entity_id": n.EntityID, "request_id": reqID(in.RequestID, i)})
+		notes = append(notes, parsed{rid: rid, note: AmoNote{EntityType: parts[2], EntityID: in.EntityID, NoteType: in.NoteType,
+			Params: in.Params, CreatedAt: now, UpdatedAt: now}})
+	}
+	if len(invalid) > 0 {
+		f.validationFailed(w, invalid)
+		return
+	}
+	var out []map[string]any
+	for _, n := range notes {
+		n.note.ID = f.id()
+		a.Notes = append(a.Notes, n.note)
+		out = append(out, map[string]any{"id": n.note.ID, "entity_id": n.note.EntityID, "request_id": n.rid})
 	}
 	writeJSON(w, http.StatusOK, "application/hal+json", map[string]any{"_embedded": map[string]any{"notes": out}})
+}
+
+// amoNoteFields are the fields of a POST /api/v4/{entity}/notes item (B.9).
+var amoNoteFields = map[string]bool{"entity_id": true, "note_type": true, "params": true, "created_by": true, "created_at": true,
+	"responsible_user_id": true, "updated_by": true, "is_need_to_trigger_digital_pipeline": true, "request_id": true}
+
+// hasEntity reports whether the account has the entity (leads, contacts; companies and
+// customers are not modelled and always exist).
+func (a *amoAccount) hasEntity(kind string, id int64) bool {
+	switch kind {
+	case "leads":
+		return a.lead(id) != nil
+	case "contacts":
+		return a.contact(id) != nil
+	}
+	return true
 }
 
 // DialerTo returns an http.Transport DialContext that sends every connection to addr, so a
@@ -1741,7 +1920,7 @@ func (f *AmoCRM) addCallNote(a *amoAccount, c AmoCall) {
 		"link": c.Link, "call_status": c.CallStatus, "call_result": c.CallResult})
 	now := f.o.Now().Unix()
 	a.Notes = append(a.Notes, AmoNote{ID: f.id(), EntityType: c.EntityType + "s", EntityID: c.EntityID, NoteType: typ,
-		Params: params, CreatedAt: now, UpdatedAt: now})
+		Params: params, CreatedAt: now, UpdatedAt: now, FromCall: true})
 }
 
 // serveFindNotes: GET /api/v4/{entity}/notes and /api/v4/{entity}/{id}/notes with

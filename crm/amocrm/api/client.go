@@ -2,7 +2,8 @@
 // the requests the pbxbridge adapter makes, their JSON shapes, the error model and the decoders.
 // It knows nothing about calls records or configuration; package amocrm maps records onto it.
 //
-// Every request waits on the account's shared rate limiter, carries the bearer token from an
+// Every request waits on the account's shared Limiter (with its context's Priority; after a 429
+// the account pauses and the refused request is sent again first), carries the bearer token from an
 // Authorizer (which refreshes it once on 401), reports the server's Date header, and is traced
 // (crm.Trace, redacted). Non-2xx answers come back as *Error. After a 403 that follows 429s the
 // client assumes the IP is blocked and refuses further requests locally for BlockPause, so that
@@ -25,7 +26,6 @@ import (
 	"time"
 
 	"github.com/go-resty/resty/v2"
-	"golang.org/x/time/rate"
 
 	"github.com/pbxbridge/pbxbridge/crm"
 	"github.com/pbxbridge/pbxbridge/crm/internal/httpclient"
@@ -48,8 +48,10 @@ type Options struct {
 	BaseURL string
 	// HTTP is the client built by crm/internal/httpclient.
 	HTTP *resty.Client
-	// Limiter is the account's shared limiter (nil: no client-side limit).
-	Limiter *rate.Limiter
+	// Limiter is the account's shared limiter (nil: no client-side limit). A request waits on it
+	// with its context's priority (WithPriority); after a 429 it pauses the whole account and the
+	// refused request is sent again first when the pause ends (unless WithoutRetry).
+	Limiter *Limiter
 	// Auth supplies tokens; nil sends no Authorization header (token endpoint only).
 	Auth Authorizer
 	// ObserveDate is given each response's Date header (nil: ignored).
@@ -103,16 +105,20 @@ const block429Window = 5 * time.Minute
 // do sends one request and decodes a 2xx JSON body into out. It returns the HTTP status; 204
 // leaves out untouched.
 func (c *Client) do(ctx context.Context, method, path string, query url.Values, body, out any) (int, error) {
+	permit := permitFrom(ctx)
 	if err := ctx.Err(); err != nil {
+		permit.cancel()
 		return 0, err
 	}
 	if until := c.BlockedUntil(); !until.IsZero() {
+		permit.cancel()
 		return 0, &Error{Method: method, Path: path, Blocked: true, RetryAfter: until.Sub(c.o.Now())}
 	}
 	var payload []byte
 	if body != nil {
 		var err error
 		if payload, err = json.Marshal(body); err != nil {
+			permit.cancel()
 			return 0, fmt.Errorf("%s %s: encoding request: %w", method, path, err)
 		}
 	}
@@ -123,10 +129,17 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 	summary := method + " " + path
 	trace(ctx, "request", summary, payload)
 
+	prio := PriorityOf(ctx)
 	var token string
-	for attempt := 0; ; attempt++ {
-		if c.o.Limiter != nil {
-			if err := c.o.Limiter.Wait(ctx); err != nil {
+	refreshed := false
+	for refused := 0; ; {
+		if permit == nil && c.o.Limiter != nil {
+			var err error
+			if permit, err = c.o.Limiter.Acquire(ctx, prio); err != nil {
+				var pe *PausedError
+				if errors.As(err, &pe) {
+					return 0, &Error{Method: method, Path: path, Paused: true, RetryAfter: pe.RetryAfter}
+				}
 				if ctx.Err() != nil {
 					err = ctx.Err()
 				}
@@ -141,6 +154,7 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 			if token == "" {
 				var err error
 				if token, err = c.o.Auth.AccessToken(ctx); err != nil {
+					permit.cancel()
 					return 0, err
 				}
 			}
@@ -148,6 +162,7 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 		}
 		resp, err := req.Execute(method, target)
 		if err != nil {
+			permit.release(false, 0)
 			if ctx.Err() != nil {
 				err = ctx.Err()
 			}
@@ -157,13 +172,16 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 		c.observeDate(resp.Header())
 		status := resp.StatusCode()
 		trace(ctx, "response", strconv.Itoa(status)+" "+summary, resp.Body())
-		if status == http.StatusUnauthorized && c.o.Auth != nil && attempt == 0 {
+		if status == http.StatusUnauthorized && c.o.Auth != nil && !refreshed {
+			permit.release(false, 0)
+			permit, refreshed = nil, true
 			if token, err = c.o.Auth.Rejected(ctx, token); err != nil {
 				return status, err
 			}
 			continue
 		}
 		if status >= 200 && status < 300 {
+			permit.release(false, 0)
 			if c.o.Auth != nil {
 				c.o.Auth.Accepted(token)
 			}
@@ -177,9 +195,52 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 		}
 		e := DecodeError(status, resp.Body(), resp.Header().Get("Retry-After"))
 		e.Method, e.Path = method, path
+		permit.release(status == http.StatusTooManyRequests, e.RetryAfter)
+		permit = nil
 		c.throttle(e)
+		if status == http.StatusTooManyRequests && c.o.Limiter != nil && !noRetry(ctx) && refused < maxRefusals {
+			// The whole account pauses (Limiter); this request goes first when it resumes, if
+			// its context lasts that long (else Acquire refuses it at once with the pause left).
+			refused++
+			prio = PriorityRetry
+			crm.Trace(ctx, "decision", "429: the account pauses", fmt.Sprintf("amoCRM refused %s (retry_after %v); sending it again first when the pause ends", summary, e.RetryAfter.Round(time.Second)))
+			continue
+		}
 		return status, e
 	}
+}
+
+// maxRefusals bounds how often one request is sent again after a 429: once, as the probe when
+// the pause ends; a second 429 goes back to the caller with the new pause as its retry-after.
+const maxRefusals = 1
+
+type permitKey struct{}
+type noRetryKey struct{}
+
+// WithPermit returns a context whose next request uses p instead of waiting for the limiter
+// (a caller that acquired the slot itself, to decide what to send once it has one). The request
+// releases p.
+func WithPermit(ctx context.Context, p *Permit) context.Context {
+	return context.WithValue(ctx, permitKey{}, p)
+}
+
+// PermitFrom returns the permit WithPermit put in ctx (nil when none).
+func PermitFrom(ctx context.Context) *Permit { return permitFrom(ctx) }
+
+func permitFrom(ctx context.Context) *Permit {
+	p, _ := ctx.Value(permitKey{}).(*Permit)
+	return p
+}
+
+// WithoutRetry returns a context whose request is not sent again after a 429: the caller decides
+// (pop-ups, whose moment may pass during the pause).
+func WithoutRetry(ctx context.Context) context.Context {
+	return context.WithValue(ctx, noRetryKey{}, true)
+}
+
+func noRetry(ctx context.Context) bool {
+	v, _ := ctx.Value(noRetryKey{}).(bool)
+	return v
 }
 
 func (c *Client) throttle(e *Error) {
@@ -288,8 +349,10 @@ const (
 	PathContacts = "/api/v4/contacts"
 	PathCalls    = "/api/v4/calls"
 	PathUnsorted = "/api/v4/leads/unsorted/sip"
-	PathTasks    = "/api/v4/tasks"
-	PathEvents   = "/api/v2/events"
+	// PathUnsortedList lists incoming leads.
+	PathUnsortedList = "/api/v4/leads/unsorted"
+	PathTasks        = "/api/v4/tasks"
+	PathEvents       = "/api/v2/events"
 )
 
 // ExchangeToken calls the token endpoint (code exchange or refresh). Errors are *Error with the
@@ -383,6 +446,33 @@ func (c *Client) AddCalls(ctx context.Context, items []Call) (*CallsResult, erro
 func (c *Client) AddUnsortedSIP(ctx context.Context, items []UnsortedSIP) (*UnsortedResult, error) {
 	var r UnsortedResult
 	if _, err := c.do(ctx, http.MethodPost, PathUnsorted, nil, items, &r); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
+// ListUnsorted lists one page (pages from 1, at most limit ≤ 250 items) of the incoming leads
+// still waiting in Incoming, newest first: those with the given uid when uid is not "", else
+// those of the category (sip, forms, mail, chats). No item is an empty result (204).
+func (c *Client) ListUnsorted(ctx context.Context, uid, category string, page, limit int) ([]UnsortedItem, error) {
+	q := url.Values{"page": {strconv.Itoa(page)}, "limit": {strconv.Itoa(limit)}, "order[created_at]": {"desc"}}
+	if uid != "" {
+		q.Set("filter[uid]", uid)
+	}
+	if category != "" {
+		q.Set("filter[category][]", category)
+	}
+	var r unsortedPage
+	if _, err := c.do(httpclient.Idempotent(ctx), http.MethodGet, PathUnsortedList, q, nil, &r); err != nil {
+		return nil, err
+	}
+	return r.Embedded.Unsorted, nil
+}
+
+// AddCallNotes adds call_in / call_out notes to entities of one type (leads, contacts, ...).
+func (c *Client) AddCallNotes(ctx context.Context, entityPlural string, notes []NewCallNote) (*CreatedIDs, error) {
+	var r CreatedIDs
+	if _, err := c.do(ctx, http.MethodPost, "/api/v4/"+entityPlural+"/notes", nil, notes, &r); err != nil {
 		return nil, err
 	}
 	return &r, nil

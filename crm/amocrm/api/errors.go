@@ -24,6 +24,9 @@ type Error struct {
 	// Blocked: a 403 that follows repeated 429s (the IP/account is blocked), or a local refusal
 	// while such a block is assumed to last.
 	Blocked bool
+	// Paused: a local refusal while the account pauses after a 429 (the Limiter): the request
+	// was not sent, and the pause lasts RetryAfter more.
+	Paused bool
 	// Items are the per-item failures of a batch answer (e.g. 263 Entity not found).
 	Items []ItemError
 	// Validation are the validation-errors of a 400 answer.
@@ -46,6 +49,10 @@ func (e *Error) Error() string {
 	var b strings.Builder
 	if e.Method != "" {
 		fmt.Fprintf(&b, "%s %s: ", e.Method, e.Path)
+	}
+	if e.Paused && e.HTTPStatus == 0 {
+		fmt.Fprintf(&b, "not sent: the account pauses after amoCRM's 429 for %v more", e.RetryAfter.Round(time.Second))
+		return b.String()
 	}
 	if e.Blocked && e.HTTPStatus == 0 {
 		fmt.Fprintf(&b, "not sent: the account is blocked for too many requests for %v more", e.RetryAfter.Round(time.Second))

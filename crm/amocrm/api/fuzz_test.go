@@ -17,6 +17,7 @@ var answerSeeds = []string{
 	`{"_embedded":{"notes":[{"id":42,"entity_id":3,"note_type":"call_in","updated_at":1710140200,"params":{"uniq":"1710140185.18441","duration":148}},{"id":43,"note_type":"call_out","params":[]},{"id":44,"params":{"uniq":1710140185.5}}]}}`,
 	`{"_embedded":{"leads":[{"id":123,"contact_id":1,"request_id":["0"],"merged":false}]}}`,
 	`{"_embedded":{"users":[{"rights":{"is_active":"yes"}}]},"_links":{"next":[]}}`,
+	`{"_page":1,"_embedded":{"unsorted":[{"uid":"98fb033cefde","source_uid":"lab/1.2","source_name":"pbxbridge","category":"sip","pipeline_id":0,"created_at":1795305600,"metadata":{"uniq":"lab/1.2","from":"+79990000001","phone":"+74951112233","called_at":1795305600,"duration":3},"account_id":28805383,"_embedded":{"contacts":[{"id":1001}],"leads":[{"id":1000}],"companies":[]}}]}}`,
 }
 
 // FuzzDecodeAnswer decodes an answer into every type the client decodes a 2xx answer into, with
@@ -76,6 +77,24 @@ func FuzzDecodeCallNotes(f *testing.F) {
 		}
 		if got, want := len(p.callNotes()), len(p.Embedded.Notes); got != want {
 			t.Fatalf("%d notes from a page of %d", got, want)
+		}
+	})
+}
+
+// FuzzDecodeUnsortedPage: the incoming-lead listing and the numbers and ids read from each item
+// (metadata of any category: an object, [] or something else).
+func FuzzDecodeUnsortedPage(f *testing.F) {
+	f.Add([]byte(answerSeeds[len(answerSeeds)-1]))
+	f.Add([]byte(`{"_embedded":{"unsorted":[{"uid":"x","category":"forms","metadata":{"form_id":1}},{"metadata":[]},{"metadata":{"from":79990000001,"phone":null}},{"_embedded":{"leads":[]}}]}}`))
+	f.Fuzz(func(_ *testing.T, b []byte) {
+		var p unsortedPage
+		if decodeAnswer(b, &p) != nil {
+			return
+		}
+		for i := range p.Embedded.Unsorted {
+			u := &p.Embedded.Unsorted[i]
+			_, _ = u.Numbers()
+			_, _ = u.LeadID(), u.ContactID()
 		}
 	})
 }

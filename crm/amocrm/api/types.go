@@ -379,3 +379,74 @@ func (r *RequestID) UnmarshalJSON(b []byte) error {
 	*r = RequestID(t)
 	return nil
 }
+
+// UnsortedItem is one incoming lead of GET /api/v4/leads/unsorted (B.8).
+type UnsortedItem struct {
+	UID        string `json:"uid"`
+	SourceUID  string `json:"source_uid"`
+	Category   string `json:"category"`
+	PipelineID int64  `json:"pipeline_id"`
+	CreatedAt  int64  `json:"created_at"`
+	// Metadata depends on the category; for sip it is SIPMetadata (From and Phone are read
+	// from it, whatever their JSON type).
+	Metadata json.RawMessage `json:"metadata"`
+	Embedded struct {
+		Leads    []struct{ ID int64 } `json:"leads"`
+		Contacts []struct{ ID int64 } `json:"contacts"`
+	} `json:"_embedded"`
+}
+
+// Numbers returns the from and phone of a sip item's metadata ("" when absent or not sip).
+func (u *UnsortedItem) Numbers() (from, phone string) {
+	var md struct {
+		From  Text `json:"from"`
+		Phone Text `json:"phone"`
+	}
+	if json.Unmarshal(u.Metadata, &md) != nil {
+		return "", ""
+	}
+	return md.From.String(), md.Phone.String()
+}
+
+// LeadID and ContactID return the ids of the item's lead and contact (0 when none).
+func (u *UnsortedItem) LeadID() int64 {
+	if len(u.Embedded.Leads) == 0 {
+		return 0
+	}
+	return u.Embedded.Leads[0].ID
+}
+
+// ContactID returns the id of the item's contact (0 when none).
+func (u *UnsortedItem) ContactID() int64 {
+	if len(u.Embedded.Contacts) == 0 {
+		return 0
+	}
+	return u.Embedded.Contacts[0].ID
+}
+
+// unsortedPage is the answer of GET /api/v4/leads/unsorted.
+type unsortedPage struct {
+	Embedded struct {
+		Unsorted []UnsortedItem `json:"unsorted"`
+	} `json:"_embedded"`
+}
+
+// NewCallNote is one item of POST /api/v4/{entity}/notes for a call (B.9).
+type NewCallNote struct {
+	EntityID  int64          `json:"entity_id"`
+	NoteType  string         `json:"note_type"` // call_in | call_out
+	Params    CallNoteParams `json:"params"`
+	CreatedBy int64          `json:"created_by,omitempty"`
+	RequestID string         `json:"request_id,omitempty"`
+}
+
+// CallNoteParams are the params of a call_in / call_out note.
+type CallNoteParams struct {
+	Uniq            string `json:"uniq"`
+	Duration        int    `json:"duration"`
+	Source          string `json:"source"`
+	Link            string `json:"link,omitempty"`
+	Phone           string `json:"phone"`
+	CallStatus      int    `json:"call_status,omitempty"`
+	CallResponsible int64  `json:"call_responsible,omitempty"`
+}
