@@ -59,14 +59,15 @@ func TestUsersDirectory(t *testing.T) {
 			t.Errorf("user %d: %q, want %q", i, s, want[i])
 		}
 	}
-	n := listed()
 	for range 5 {
 		if _, err := e.a.Users(context.Background()); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if listed() != n || n != 1 {
-		t.Errorf("%d user list requests, then %d more for 5 Users; want 1 and none", n, listed()-n)
+	// The upkeep loop reads the list once when asked (twice if the ask raced its first round);
+	// Users itself sends nothing.
+	if n := listed(); n < 1 || n > 2 {
+		t.Errorf("%d user list requests after 6 Users; want the upkeep loop's 1 or 2", n)
 	}
 }
 
