@@ -460,7 +460,12 @@ type ConfigEnvCmd struct{}
 
 // Run prints one line per secret: its path and variable.
 func (c *ConfigEnvCmd) Run(g *Globals) error {
-	cfg, err := g.optionalConfig()
+	// The names come from the config's pbx and connector names; the sample's placeholders (the
+	// very values these variables replace) are no reason to refuse.
+	cfg, err := config.Load(g.configPath(), os.Getenv, config.ForTools())
+	if g.ConfigFile == "" && errors.Is(err, os.ErrNotExist) {
+		cfg, err = config.Defaults(os.Getenv), nil
+	}
 	if err != nil {
 		return err
 	}

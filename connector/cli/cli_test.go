@@ -134,3 +134,17 @@ func TestCaptureFailures(t *testing.T) {
 		t.Errorf("the silent port took %v (timeout 500ms)", d)
 	}
 }
+
+// `config env` lists the variables of the freshly installed sample, placeholders and all: they are
+// exactly what the variables replace.
+func TestConfigEnvOnTheSample(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "pbxbridge.yaml")
+	if err := os.WriteFile(path, configs.Example(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := runCode(t, "config", "env", "--config", path)
+	if code != 0 || !strings.Contains(out, "PBXBRIDGE_PBX_MAIN_AMI_SECRET") {
+		t.Errorf("exit %d\n%s\n%s", code, out, errOut)
+	}
+}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/pbxbridge/pbxbridge/asterisk"
 	"github.com/pbxbridge/pbxbridge/connector/config"
 	"github.com/pbxbridge/pbxbridge/connector/recordings"
 	"github.com/pbxbridge/pbxbridge/crm"
@@ -138,6 +139,12 @@ func standaloneAdapter(cfg *config.Config, cn *config.Connector, logOut io.Write
 	if settings == nil {
 		settings = f.NewConfig()
 	}
+	// The daemon gives every connector its click-to-call gate; a probe places no call, but
+	// must not report click-to-call as impossible because this process has no PBX connection.
+	var orig asterisk.Originator
+	if len(cfg.PBX) > 0 {
+		orig = probeOriginator{}
+	}
 	return f.New(crm.Params{
 		Name:       cn.Name,
 		Type:       cn.Type,
@@ -146,11 +153,20 @@ func standaloneAdapter(cfg *config.Config, cn *config.Connector, logOut io.Write
 		Metrics:    prometheus.NewRegistry(),
 		StateDir:   stateDir,
 		Calls:      &memCallStore{m: map[string]string{}},
+		Originator: orig,
 		PublicURL:  publicURL,
 		RouteURL:   routeURL,
 		Recordings: rec,
 		Now:        time.Now,
 	})
+}
+
+// probeOriginator stands in for the daemon's click-to-call gate in the CLI's probes: it
+// refuses every call (crm test and crm auth place none).
+type probeOriginator struct{}
+
+func (probeOriginator) Originate(context.Context, asterisk.OriginateRequest) (asterisk.OriginateResult, error) {
+	return asterisk.OriginateResult{}, errors.New("crm: the command line places no calls (the running daemon does)")
 }
 
 // memCallStore is a CallStore that lives in memory (for probes, which create no calls).
