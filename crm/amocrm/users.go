@@ -29,6 +29,7 @@ type userMap struct {
 	// namesWanted is set by the first UserName: from then on loadUsers keeps the names.
 	namesWanted atomic.Bool
 	namesKick   chan struct{} // asks the upkeep loop to load the names now
+	dir         inactiveUsers // for crm.UserDirectory (directory.go)
 }
 
 func newUserMap(fixed map[string]int64) *userMap {
@@ -113,12 +114,17 @@ func (a *Adapter) loadUsers(ctx context.Context) error {
 		return fmt.Errorf("%s: listing users: %w", a.typ, err)
 	}
 	names := make(map[int64]string, len(users))
+	inactive := map[int64]bool{}
 	for _, u := range users {
 		if u.ID > 0 && u.Name != "" && len(names) < maxAutoMapped {
 			names[u.ID] = u.Name
 		}
+		if u.ID > 0 && !u.Active() && len(inactive) < maxAutoMapped {
+			inactive[u.ID] = true
+		}
 	}
 	a.users.setNames(names)
+	a.users.setInactive(inactive) // directory.go
 	if !a.cfg.AutoMapUsers {
 		return nil
 	}
