@@ -144,14 +144,6 @@ type Closer interface {
 	Close(ctx context.Context) error
 }
 
-// UserNamer is implemented by adapters that know the names of the CRM users extensions map to,
-// so that people see "Anna Smith (101)" rather than "101" (the status page, the demo). UserName
-// answers from what the adapter already holds, without asking the CRM: "" when the extension
-// has no user or its name is not known yet. It is safe for concurrent use.
-type UserNamer interface {
-	UserName(ext string) string
-}
-
 // Prober is implemented by adapters that can check their CRM account before going live
 // (`pbxbridge crm test`, `pbxbridge doctor`). Each Check is one line of the report.
 type Prober interface {
@@ -262,6 +254,17 @@ type Status struct {
 // mapping) together with an error saying why; callers show both.
 type UserDirectory interface {
 	Users(ctx context.Context) ([]User, error)
+}
+
+// NameOf is the name of the user extension ext reaches in users ("" when none or not known
+// yet), for "Anna Smith (101)" rather than "101".
+func NameOf(users []User, ext string) string {
+	for _, u := range users {
+		if u.Ext == ext && ext != "" {
+			return u.Name
+		}
+	}
+	return ""
 }
 
 // User is one CRM user as a UserDirectory knows it.

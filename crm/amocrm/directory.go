@@ -29,7 +29,7 @@ func (m *userMap) setInactive(inactive map[int64]bool) {
 // Users implements crm.UserDirectory from what the adapter holds (no request): the extension
 // mapping (the config's users first, then auto_map_users) with the users' names, then the active
 // users no extension reaches. The names come from the account's user list, which the adapter
-// reads in the background once names are wanted (the first Users or UserName asks for it) and
+// reads in the background once names are wanted (the first Users asks for it) and
 // every 15 minutes after; until it is read, Users returns the mapping without names and an
 // error saying so.
 func (a *Adapter) Users(_ context.Context) ([]crm.User, error) {

@@ -106,7 +106,7 @@ func (m *userMap) snapshot() map[string]int64 {
 	return out
 }
 
-// loadUsers reads the account's users: their names (crm.UserNamer) and, with auto_map_users,
+// loadUsers reads the account's users: their names (crm.UserDirectory) and, with auto_map_users,
 // the users whose phone_number is an extension.
 func (a *Adapter) loadUsers(ctx context.Context) error {
 	users, err := a.client.Users(ctx, a.cfg.AutoMapUsers)
@@ -152,21 +152,6 @@ func (a *Adapter) loadUsers(ctx context.Context) error {
 	return nil
 }
 
-// UserName implements crm.UserNamer: the name of the extension's user in the account's user
-// list, or "" when the user is not listed. The adapter reads the list only once names are
-// wanted: the first call asks for it in the background (and answers ""), then it is read again
-// every 15 minutes.
-func (a *Adapter) UserName(ext string) string {
-	if !a.users.namesWanted.Swap(true) {
-		select {
-		case a.users.namesKick <- struct{}{}:
-		default:
-		}
-	}
-	return a.users.name(ext)
-}
-
-var _ crm.UserNamer = (*Adapter)(nil)
 
 // extFromPhone returns the extension a profile phone number names: a short number of 2 to 6
 // digits (full phone numbers are not extensions).
