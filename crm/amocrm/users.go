@@ -89,13 +89,6 @@ func (m *userMap) setNames(names map[int64]string) {
 	m.mu.Unlock()
 }
 
-// name returns the name of the extension's user ("" when unknown).
-func (m *userMap) name(ext string) string {
-	m.mu.RLock()
-	defer m.mu.RUnlock()
-	return m.names[m.byExt[ext]]
-}
-
 func (m *userMap) snapshot() map[string]int64 {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
@@ -151,7 +144,6 @@ func (a *Adapter) loadUsers(ctx context.Context) error {
 	a.users.apply(auto)
 	return nil
 }
-
 
 // extFromPhone returns the extension a profile phone number names: a short number of 2 to 6
 // digits (full phone numbers are not extensions).

@@ -123,7 +123,7 @@ func TestUserMapOverride(t *testing.T) {
 	mustf(t, strings.Join(e.a.cfg.MappedExtensions(), ",") == "101", "mapped %v", e.a.cfg.MappedExtensions())
 }
 
-// TestUserName: crm.UserNamer answers from the user cache, users.map overrides included, and
+// TestUserName: the user directory names extensions from the user cache, users.map overrides included, and
 // asks the portal nothing.
 func TestUserName(t *testing.T) {
 	f := crmtest.StartBitrix24(t)

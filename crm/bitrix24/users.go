@@ -285,7 +285,6 @@ func (c *userCache) extOf(ctx context.Context, id int) (string, error) {
 	return "", nil
 }
 
-
 // snapshot returns the cache for the probe.
 func (c *userCache) snapshot() (byExt map[string]userInfo, byID map[int]userInfo, dups map[string][]int, loaded bool, err error) {
 	c.mu.RLock()
