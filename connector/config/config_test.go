@@ -181,6 +181,22 @@ func TestEmptyConfigRefused(t *testing.T) {
 	}
 }
 
+// http.admin.language is auto by default, ru or en; anything else names the key and its line.
+func TestAdminLanguage(t *testing.T) {
+	t.Parallel()
+	if l := config.Default().HTTP.Admin.Language; l != config.LanguageAuto {
+		t.Errorf("default language %q, want auto", l)
+	}
+	cfg, err := config.Parse([]byte(good+"http:\n  admin: {language: ru}\n"), "c.yaml", nil)
+	if err != nil || cfg.HTTP.Admin.Language != config.LanguageRussian {
+		t.Fatalf("language ru: %v, %+v", err, cfg)
+	}
+	_, err = config.Parse([]byte(good+"http:\n  admin:\n    language: fr\n"), "c.yaml", nil)
+	if err == nil || !strings.Contains(err.Error(), `c.yaml:19: http.admin.language: must be auto, ru or en, got "fr"`) {
+		t.Fatalf("language fr: %v", err)
+	}
+}
+
 // TestPrivacyDefaults: retention of dead letters, automatic backups and expiring recording links
 // are on by default.
 func TestPrivacyDefaults(t *testing.T) {
@@ -228,7 +244,7 @@ pbx:
     cdr:
 `
 	// A Master.csv with defaults.
-	cfg, err := config.Parse([]byte(pbx+"      csv: {loguniqueid: true, timezone: Europe/Moscow}\n"), "f.yaml", nil)
+	cfg, err := config.Parse([]byte(pbx+"      csv: {loguniqueid: true, timezone: Europe/Moscow}\n"), "f.yaml", nil, config.ForTools())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -246,7 +262,7 @@ pbx:
 	// FreePBX's table, the DSN from the environment.
 	in := pbx + "      mysql: {table: asteriskcdrdb.cdr}\n      delay: 30s\n"
 	cfg, err = config.Parse([]byte(in), "f.yaml", env(map[string]string{
-		"PBXBRIDGE_PBX_MAIN_CDR_MYSQL_DSN": "cdrreader:pw@unix(/run/mysqld/mysqld.sock)/asteriskcdrdb"}))
+		"PBXBRIDGE_PBX_MAIN_CDR_MYSQL_DSN": "cdrreader:pw@unix(/run/mysqld/mysqld.sock)/asteriskcdrdb"}), config.ForTools())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -275,7 +291,7 @@ pbx:
 		pbx + "      csv: {loguniqueid: true}\n      delay: 1h\n":                "f.yaml:8: pbx[0].cdr.delay: must be between 0s and 10m",
 		pbx + "      csv: {loguniqueid: true}\n      max_gap: 1s\n":              "f.yaml:8: pbx[0].cdr.max_gap: must be at least 1m",
 	} {
-		_, err := config.Parse([]byte(in), "f.yaml", nil)
+		_, err := config.Parse([]byte(in), "f.yaml", nil, config.ForTools())
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%s\nerr = %v\nwant %q", in, err, want)
 		}

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pbxbridge/pbxbridge/asterisk/testkit"
 	"github.com/pbxbridge/pbxbridge/connector/demo"
 )
 
@@ -18,9 +19,7 @@ import (
 // the CRMs no more requests than the default rate was chosen for (demo.B24RequestsPerCall,
 // demo.AmoRequestsPerCall). Long tier: PBXBRIDGE_TESTS=long.
 func TestDemoTenMinutes(t *testing.T) {
-	if os.Getenv("PBXBRIDGE_TESTS") != "long" {
-		t.Skip("long tier: runs with PBXBRIDGE_TESTS=long (10 minutes of demo)")
-	}
+	testkit.Tier(t, testkit.Long) // 10 minutes of demo
 	duration := 10 * time.Minute
 	if d, err := time.ParseDuration(os.Getenv("PBXBRIDGE_DEMO_DURATION")); err == nil && d > 0 {
 		duration = d // a shorter run while working on the test
