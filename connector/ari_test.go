@@ -22,6 +22,7 @@ import (
 func ariTestConfig(t *testing.T, url string) string {
 	t.Helper()
 	dir := t.TempDir()
+	rootOwnedState(t, dir)
 	cfg := fmt.Sprintf(`
 state_dir: %[1]s/state
 log: {level: debug}

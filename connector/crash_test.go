@@ -108,6 +108,7 @@ func TestCrashLosesNothing(t *testing.T) {
 	}
 	const total, batch = 1000, 25
 	dir := t.TempDir()
+	rootOwnedState(t, dir)
 	socket := filepath.Join(dir, "admin.sock")
 	crmLog := filepath.Join(dir, "crm.jsonl")
 	// The pbx entry only names the source the records come from (nothing listens there; the

@@ -36,6 +36,7 @@ import (
 func testConfig(t *testing.T, addr string, fakeBlock string) string {
 	t.Helper()
 	dir := t.TempDir()
+	rootOwnedState(t, dir)
 	host, port, _ := net.SplitHostPort(addr)
 	cfg := fmt.Sprintf(`
 state_dir: %[1]s/state
@@ -64,6 +65,18 @@ connectors:
 		t.Fatal(err)
 	}
 	return path
+}
+
+// rootOwnedState creates dir/state for the daemon. Run as root, the command line becomes the
+// owner of the state directory, and creates a missing one for the pbxbridge user when that user
+// exists (a machine where the package is or was installed): a test process would then drop its
+// root privileges half-way, or a daemon subprocess would be unable to read the test's files. A
+// state directory that root already owns keeps everything as root.
+func rootOwnedState(tb testing.TB, dir string) {
+	tb.Helper()
+	if err := os.MkdirAll(filepath.Join(dir, "state"), 0o700); err != nil {
+		tb.Fatal(err)
+	}
 }
 
 func startDaemon(t *testing.T, path string) (*connector.Daemon, context.CancelFunc) {

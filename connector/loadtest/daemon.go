@@ -156,6 +156,13 @@ func writeConfig(o *DaemonOptions, httpAddr, publicAddr string) (string, error) 
 	if o.LogLevel == "" {
 		o.LogLevel = "info"
 	}
+	// The state directory exists before the daemon starts: started as root, the command line
+	// would create a missing one for the pbxbridge user where that user exists (the package is
+	// or was installed on this machine) and run as that user, who cannot read the test's files.
+	// A directory root owns keeps the daemon root.
+	if err := os.MkdirAll(o.StateDir, 0o700); err != nil {
+		return "", fmt.Errorf("loadtest: %w", err)
+	}
 	licDir := filepath.Join(o.Dir, "licenses.d")
 	if err := os.MkdirAll(licDir, 0o700); err != nil {
 		return "", fmt.Errorf("loadtest: %w", err)
