@@ -342,13 +342,16 @@ func (c *Config) Validate() []error {
 	return errs
 }
 
-// ConfiguredAccount implements crm.AccountConfigurer: the portal's domain.
+// ConfiguredAccount implements crm.AccountConfigurer: the portal's domain, with its port when
+// portal_url has one (a box portal on its own port), as the portal sends it in auth[domain] and
+// as Account reports it once installed: a licence requested before or after the installation
+// binds the same account.
 func (c *Config) ConfiguredAccount() crm.Account {
 	u, err := url.Parse(c.PortalURL)
 	if err != nil || u.Hostname() == "" {
 		return crm.Account{}
 	}
-	return crm.Account{Domain: strings.ToLower(u.Hostname())}
+	return crm.Account{Domain: portalHost(c.PortalURL)}
 }
 
 // MappedExtensions lists the extensions mapped to users by configuration (licence seats).
