@@ -93,7 +93,7 @@ type HookResult struct {
 // LiveRecord builds the call as known while it is in progress, for hooks on the live path.
 func LiveRecord(ev *call.Live) *call.Record {
 	r := &call.Record{CallID: ev.CallID, PBX: ev.PBX, Direction: ev.Direction, Customer: ev.Customer, Line: ev.Line,
-		StartedAt: ev.StartedAt, OriginateID: ev.OriginateID}
+		StartedAt: ev.StartedAt, OriginateID: ev.OriginateID, Vars: ev.Vars}
 	if ev.Ext != "" {
 		r.Rang = []string{ev.Ext}
 	}

@@ -1,6 +1,7 @@
 package callmodel
 
 import (
+	"maps"
 	"sort"
 	"strings"
 	"time"
@@ -899,6 +900,9 @@ func (b *Builder) emit(c *ongoing, kind call.LiveKind, ext, from string, at time
 		At:          at,
 		StartedAt:   c.created,
 		OriginateID: c.originateID,
+	}
+	if len(c.vars) > 0 {
+		b.live.Vars = maps.Clone(c.vars)
 	}
 	c.liveSent = true
 	b.out.Live(&b.live)

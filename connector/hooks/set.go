@@ -91,6 +91,9 @@ func New(c *Compiled, o Options) *Set {
 	return s
 }
 
+// Points lists the points the connector has hooks at.
+func (s *Set) Points() []crm.HookPoint { return s.c.Points() }
+
 // Has reports whether point has a hook. A nil Set has none.
 func (s *Set) Has(p crm.HookPoint) bool {
 	if s == nil {

@@ -178,6 +178,8 @@ type Live struct {
 	StartedAt time.Time `json:"started_at"`
 	// OriginateID is set for click-to-call calls.
 	OriginateID string `json:"originate_id,omitempty"`
+	// Vars are the listed channel variables set so far (Record.Vars).
+	Vars map[string]string `json:"vars,omitempty"`
 }
 
 // Key is the idempotency key of the call this event belongs to (same as Record.Key).
