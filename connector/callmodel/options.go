@@ -118,10 +118,10 @@ type Config struct {
 	OriginateIDVariables []string          `yaml:"originate_id_variables" json:"originate_id_variables"`
 	DIDVariables         []string          `yaml:"did_variables" json:"did_variables"`
 	// Variables are channel variables copied into the record's vars (docs/hooks.md).
-	Variables []string `yaml:"variables" json:"variables"`
-	MaxCallAge           string            `yaml:"max_call_age" json:"max_call_age"`
-	FinishDelay          string            `yaml:"finish_delay" json:"finish_delay"`
-	UnansweredRecordings bool              `yaml:"unanswered_recordings" json:"unanswered_recordings"`
+	Variables            []string `yaml:"variables" json:"variables"`
+	MaxCallAge           string   `yaml:"max_call_age" json:"max_call_age"`
+	FinishDelay          string   `yaml:"finish_delay" json:"finish_delay"`
+	UnansweredRecordings bool     `yaml:"unanswered_recordings" json:"unanswered_recordings"`
 }
 
 // Compile validates c, fills defaults and returns Options using normalize (nil: identity) for
