@@ -2,6 +2,7 @@ package crm
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	"github.com/pbxbridge/pbxbridge/crm/call"
@@ -98,4 +99,61 @@ func LiveRecord(ev *call.Live) *call.Record {
 		r.Rang = []string{ev.Ext}
 	}
 	return r
+}
+
+// A hook call carries one Deliver's (or Live's) call to the decision points deep in an adapter
+// without new parameters, and keeps the hooks' answers and the customer's look-up for that
+// attempt: a point asked at two places (the finish user and the task's responsible) runs once.
+
+type hookCallKey struct{}
+
+type hookCall struct {
+	h       Hooks
+	in      HookInput
+	mu      sync.Mutex
+	looked  bool
+	answers map[string]hookAnswer // point + "/" + ext
+}
+
+type hookAnswer struct {
+	res HookResult
+	ok  bool
+}
+
+// WithHookCall returns ctx carrying rec for AskHook; ctx itself when h is nil (no hooks: no
+// allocation).
+func WithHookCall(ctx context.Context, h Hooks, rec *call.Record, live bool) context.Context {
+	if h == nil {
+		return ctx
+	}
+	return context.WithValue(ctx, hookCallKey{}, &hookCall{h: h, in: HookInput{Record: rec, Live: live}})
+}
+
+// AskHook runs point p for the call in ctx (ext: the extension HookEmployee maps), once per
+// point and extension per call attempt. lookup finds the customer's CRM object; it is called at
+// most once, only when the point's hooks read it, and never on the live path. It reports false
+// when ctx carries no call, the point has no hook, or the hook did not answer.
+func AskHook(ctx context.Context, p HookPoint, ext string, lookup func(ctx context.Context, number string) *HookFound) (HookResult, bool) {
+	hc, _ := ctx.Value(hookCallKey{}).(*hookCall)
+	if hc == nil || !hc.h.Has(p) {
+		return HookResult{}, false
+	}
+	hc.mu.Lock()
+	defer hc.mu.Unlock()
+	key := string(p) + "/" + ext
+	if a, ok := hc.answers[key]; ok {
+		return a.res, a.ok
+	}
+	if lookup != nil && !hc.looked && !hc.in.Live && hc.h.NeedsLookup(p) && hc.in.Record != nil {
+		hc.looked = true
+		hc.in.Found = lookup(ctx, hc.in.Record.Customer)
+	}
+	in := hc.in
+	in.Ext = ext
+	res, ok := hc.h.Run(ctx, p, &in)
+	if hc.answers == nil {
+		hc.answers = map[string]hookAnswer{}
+	}
+	hc.answers[key] = hookAnswer{res, ok}
+	return res, ok
 }

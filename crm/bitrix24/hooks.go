@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"strings"
-	"sync"
 
 	"github.com/pbxbridge/pbxbridge/crm"
 	"github.com/pbxbridge/pbxbridge/crm/call"
@@ -22,33 +21,13 @@ import (
 //   - employee: the user of an extension, wherever one is mapped while a call is delivered or
 //     its card shown (userCache.lookup).
 //
-// Deliver and Live put the call into their ctx (withHookCall), so the decision points deep in
-// the adapter see it without new parameters; the look-up of the customer for the hooks' crm
-// input and every answer are kept per call attempt, so a hook asked at two places (the finish
-// user and the task's responsible) runs once. Without hooks (a.hooks nil) nothing of this runs.
-
-type hookCallKey struct{}
-
-// hookCall is one Deliver's or Live's view for hooks.
-type hookCall struct {
-	in      crm.HookInput
-	mu      sync.Mutex
-	looked  bool
-	answers map[string]hookAnswer // point + "/" + ext
-	inHook  bool                  // the employee hook is mapping an extension it answered
-}
-
-type hookAnswer struct {
-	res crm.HookResult
-	ok  bool
-}
+// Deliver and Live put the call into their ctx (crm.WithHookCall), so the decision points deep
+// in the adapter see it without new parameters. Without hooks (a.hooks nil) nothing of this
+// runs.
 
 // withHookCall returns ctx carrying rec for the hooks; ctx itself when none are configured.
 func (a *Adapter) withHookCall(ctx context.Context, rec *call.Record, live bool) context.Context {
-	if a.hooks == nil {
-		return ctx
-	}
-	return context.WithValue(ctx, hookCallKey{}, &hookCall{in: crm.HookInput{Record: rec, Live: live}})
+	return crm.WithHookCall(ctx, a.hooks, rec, live)
 }
 
 // withHookLive is withHookCall for a live event.
@@ -56,38 +35,15 @@ func (a *Adapter) withHookLive(ctx context.Context, ev *call.Live) context.Conte
 	if a.hooks == nil {
 		return ctx
 	}
-	return a.withHookCall(ctx, crm.LiveRecord(ev), true)
+	return crm.WithHookCall(ctx, a.hooks, crm.LiveRecord(ev), true)
 }
 
-// hook runs point p for the call in ctx (ext: the extension the employee point maps). It
-// reports false when there is no hook, no call in ctx, or no answer.
+// hook runs point p for the call in ctx (ext: the extension the employee point maps).
 func (a *Adapter) hook(ctx context.Context, p crm.HookPoint, ext string) (crm.HookResult, bool) {
-	if a.hooks == nil || !a.hooks.Has(p) {
+	if a.hooks == nil {
 		return crm.HookResult{}, false
 	}
-	hc, _ := ctx.Value(hookCallKey{}).(*hookCall)
-	if hc == nil {
-		return crm.HookResult{}, false
-	}
-	hc.mu.Lock()
-	defer hc.mu.Unlock()
-	key := string(p) + "/" + ext
-	if ans, ok := hc.answers[key]; ok {
-		return ans.res, ans.ok
-	}
-	in := hc.in
-	in.Ext = ext
-	if a.hooks.NeedsLookup(p) && !hc.in.Live && !hc.looked {
-		hc.looked = true
-		hc.in.Found = a.hookFound(ctx, hc.in.Record.Customer)
-	}
-	in.Found = hc.in.Found
-	res, ok := a.hooks.Run(ctx, p, &in)
-	if hc.answers == nil {
-		hc.answers = map[string]hookAnswer{}
-	}
-	hc.answers[key] = hookAnswer{res, ok}
-	return res, ok
+	return crm.AskHook(ctx, p, ext, a.hookFound)
 }
 
 // hookFound is the customer's CRM object for the hooks' crm input (routing's cached look-up).
