@@ -99,7 +99,7 @@ type Adapter struct {
 	batch    *batcher
 	popups   *popups
 	users    *userMap
-	hooks    crm.Hooks // nil: none configured (hooks.go)
+	hooks    crm.Hooks    // nil: none configured (hooks.go)
 	replay   *replayCache // one-time token ids already used
 	audience string       // scheme://host of the daemon's public URL: a widget token's aud; "" = unknown
 
