@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -255,6 +256,21 @@ type Connector struct {
 
 // CompiledHooks returns the connector's hooks as compiled at load (nil when it has none).
 func (c *Connector) CompiledHooks() *hooks.Compiled { return c.compiled }
+
+// SetHooks replaces the connector's hooks block and compiles it, for configs built in code
+// (tests, the load harness); the error lists the block's problems.
+func (c *Connector) SetHooks(h *hooks.Config) error {
+	compiled, probs := hooks.Compile(h)
+	if len(probs) > 0 {
+		errs := make([]error, len(probs))
+		for i, p := range probs {
+			errs[i] = p
+		}
+		return fmt.Errorf("connector %s: hooks: %w", c.Name, errors.Join(errs...))
+	}
+	c.Hooks, c.compiled = h, compiled
+	return nil
+}
 
 // Address returns host:port of the AMI connection.
 func (a *AMI) Address() string { return net.JoinHostPort(a.Host, strconv.Itoa(a.Port)) }
