@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/expr-lang/expr"
+	"github.com/expr-lang/expr/vm/runtime"
 
 	"github.com/pbxbridge/pbxbridge/crm"
 )
@@ -115,16 +116,29 @@ func functions() []expr.Option {
 			return w.next(a[0].(time.Time)), nil
 		}, new(func(time.Time, string, string) time.Time)),
 		expr.Function("digits", func(a ...any) (any, error) { return digits(a[0].(string)), nil }, new(func(string) string)),
-		// + on strings is bounded (maxString).
-		expr.Function("_concat", func(a ...any) (any, error) {
-			x, y := a[0].(string), a[1].(string)
-			if len(x)+len(y) > maxString {
-				return nil, fmt.Errorf("a string longer than %d bytes", maxString)
-			}
-			return x + y, nil
-		}, new(func(string, string) string)),
-		expr.Operator("+", "_concat"),
+		// Every + goes through plus, which bounds strings (maxString): values of unknown type
+		// (consts, reduce's #acc) included. The typed signatures come first so that typed
+		// sums keep their type for the checker.
+		expr.Function("_plus", plus,
+			new(func(string, string) string), new(func(int, int) int), new(func(float64, float64) float64),
+			new(func(int, float64) float64), new(func(float64, int) float64),
+			new(func(time.Time, time.Duration) time.Time), new(func(time.Duration, time.Time) time.Time),
+			new(func(time.Duration, time.Duration) time.Duration), new(func(any, any) any)),
+		expr.Operator("+", "_plus"),
 	}
+}
+
+// plus is +: strings are concatenated up to maxString bytes, anything else is expr's own +.
+func plus(a ...any) (any, error) {
+	x, xs := a[0].(string)
+	y, ys := a[1].(string)
+	if xs && ys {
+		if len(x)+len(y) > maxString {
+			return nil, fmt.Errorf("a string longer than %d bytes", maxString)
+		}
+		return x + y, nil
+	}
+	return runtime.Add(a[0], a[1]), nil // panics on types + does not take: Run recovers it as an error
 }
 
 func digits(s string) string {
