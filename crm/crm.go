@@ -144,14 +144,6 @@ type Closer interface {
 	Close(ctx context.Context) error
 }
 
-// UserNamer is implemented by adapters that know the names of the CRM users extensions map to,
-// so that people see "Anna Smith (101)" rather than "101" (the status page, the demo). UserName
-// answers from what the adapter already holds, without asking the CRM: "" when the extension
-// has no user or its name is not known yet. It is safe for concurrent use.
-type UserNamer interface {
-	UserName(ext string) string
-}
-
 // Prober is implemented by adapters that can check their CRM account before going live
 // (`pbxbridge crm test`, `pbxbridge doctor`). Each Check is one line of the report.
 type Prober interface {
@@ -250,6 +242,53 @@ type Status struct {
 	ConnectURL string `json:"connect_url,omitempty"`
 	Detail     string `json:"detail,omitempty"`
 }
+
+// UserDirectory is implemented by adapters that know the CRM's users and which PBX extension
+// each one answers (Bitrix24: the users' Internal phone and users.map; amoCRM/Kommo: users and
+// auto_map_users). The status page shows it next to the extensions seen in calls, so that an
+// admin sees which extension reaches nobody and which user no call can reach.
+//
+// Users is called on every status page load: it answers from what the adapter keeps, asking the
+// CRM at most every few minutes, and returns within the ctx deadline. When the list is
+// incomplete (the CRM could not be asked yet) it returns what it knows (the configured
+// mapping) together with an error saying why; callers show both.
+type UserDirectory interface {
+	Users(ctx context.Context) ([]User, error)
+}
+
+// NameOf is the name of the user extension ext reaches in users ("" when none or not known
+// yet), for "Anna Smith (101)" rather than "101".
+func NameOf(users []User, ext string) string {
+	for _, u := range users {
+		if u.Ext == ext && ext != "" {
+			return u.Name
+		}
+	}
+	return ""
+}
+
+// User is one CRM user as a UserDirectory knows it.
+type User struct {
+	// ID is the CRM's user id in its text form.
+	ID string `json:"id"`
+	// Name is the user's display name ("" when the CRM was not asked yet).
+	Name string `json:"name,omitempty"`
+	// Ext is the PBX extension that reaches the user ("" when none). A user with several
+	// extensions appears once per extension; when several users claim one extension, the first
+	// listed is the one calls go to.
+	Ext string `json:"ext,omitempty"`
+	// Active is false for users the CRM reports as dismissed or blocked.
+	Active bool `json:"active"`
+	// Source says where the mapping comes from: "config" (the connector's users map), "crm" (the
+	// user's profile in the CRM), or "" for a user without an extension.
+	Source string `json:"source,omitempty"`
+}
+
+// User sources.
+const (
+	UserFromConfig = "config"
+	UserFromCRM    = "crm"
+)
 
 // CallStore keeps small per-call values across restarts (e.g. the Bitrix24 CALL_ID obtained
 // while the phone rang). Keys are Record.Key(); values are scoped to one connector instance.

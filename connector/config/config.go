@@ -92,7 +92,17 @@ type AdminHTTP struct {
 	// address or a socket; on loopback it is optional. Actions on the status page (retrying dead
 	// letters) need it in any case.
 	Token configs.Secret `yaml:"token"`
+	// Language of the status page: "auto" (default: the browser's Accept-Language picks Russian
+	// or English), "ru" or "en".
+	Language string `yaml:"language"`
 }
+
+// Status page languages (AdminHTTP.Language).
+const (
+	LanguageAuto    = "auto"
+	LanguageRussian = "ru"
+	LanguageEnglish = "en"
+)
 
 // Loopback reports whether the admin listener is reachable only from this host: a unix socket,
 // or a loopback address.
@@ -338,7 +348,7 @@ func Default() *Config {
 	return &Config{
 		StateDir: "/var/lib/pbxbridge",
 		Log:      Log{Level: "info", Format: "text"},
-		HTTP:     HTTP{Admin: AdminHTTP{Listen: "127.0.0.1:9180"}},
+		HTTP:     HTTP{Admin: AdminHTTP{Listen: "127.0.0.1:9180", Language: LanguageAuto}},
 		Numbers:  numbers.Config{DefaultRegion: "RU"},
 		Outbox:   Outbox{RetentionDays: 30, DeadLetterRetentionDays: 90},
 		Backup:   Backup{Interval: 24 * time.Hour, Keep: 7},
@@ -500,6 +510,11 @@ func (c *Config) validate(d *decoder, deployment bool) {
 		if t := c.HTTP.Admin.Token; t.IsSet() && len(t.Value()) < 16 {
 			bad("http.admin.token", "must be at least 16 characters")
 		}
+	}
+	switch c.HTTP.Admin.Language {
+	case "", LanguageAuto, LanguageRussian, LanguageEnglish: // "" is auto
+	default:
+		bad("http.admin.language", "must be auto, ru or en, got %q", c.HTTP.Admin.Language)
 	}
 	if c.HTTP.Public.Listen != "" && c.HTTP.Public.Listen == c.HTTP.Admin.Listen {
 		bad("http.public.listen", "must differ from http.admin.listen: the public listener serves only what CRMs must reach")

@@ -181,6 +181,22 @@ func TestEmptyConfigRefused(t *testing.T) {
 	}
 }
 
+// http.admin.language is auto by default, ru or en; anything else names the key and its line.
+func TestAdminLanguage(t *testing.T) {
+	t.Parallel()
+	if l := config.Default().HTTP.Admin.Language; l != config.LanguageAuto {
+		t.Errorf("default language %q, want auto", l)
+	}
+	cfg, err := config.Parse([]byte(good+"http:\n  admin: {language: ru}\n"), "c.yaml", nil)
+	if err != nil || cfg.HTTP.Admin.Language != config.LanguageRussian {
+		t.Fatalf("language ru: %v, %+v", err, cfg)
+	}
+	_, err = config.Parse([]byte(good+"http:\n  admin:\n    language: fr\n"), "c.yaml", nil)
+	if err == nil || !strings.Contains(err.Error(), `c.yaml:19: http.admin.language: must be auto, ru or en, got "fr"`) {
+		t.Fatalf("language fr: %v", err)
+	}
+}
+
 // TestPrivacyDefaults: retention of dead letters, automatic backups and expiring recording links
 // are on by default.
 func TestPrivacyDefaults(t *testing.T) {

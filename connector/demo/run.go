@@ -509,15 +509,15 @@ type demoTally struct {
 func newDemoTally(out io.Writer) *demoTally { return &demoTally{out: out, n: map[string]int{}} }
 
 // setEmployees gives the tally the demo CRMs' employees: it names them as each connector's
-// adapter does (crm.UserNamer), or as the fake CRM lists them while the adapter does not know
+// adapter does (crm.UserDirectory), or as the fake CRM lists them while the adapter does not know
 // yet.
 func (t *demoTally) setEmployees(env *Env, e map[string]employees) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.env, t.names = env, e
 	for name := range e {
-		if a, ok := env.Daemon.Adapter(name).(crm.UserNamer); ok {
-			a.UserName("") // adapters that read their user list only when names are wanted start now
+		if a, ok := env.Daemon.Adapter(name).(crm.UserDirectory); ok {
+			_, _ = a.Users(context.Background()) // adapters that read their user list only when names are wanted start now
 		}
 	}
 }
@@ -527,8 +527,9 @@ func (t *demoTally) labelLocked(connector, ext string) string {
 	if t.env == nil { // a call kept by an earlier run (--state), delivered during Start
 		return ext
 	}
-	if a, ok := t.env.Daemon.Adapter(connector).(crm.UserNamer); ok {
-		if n := a.UserName(ext); n != "" {
+	if a, ok := t.env.Daemon.Adapter(connector).(crm.UserDirectory); ok {
+		users, _ := a.Users(context.Background())
+		if n := crm.NameOf(users, ext); n != "" {
 			return n + " (" + ext + ")"
 		}
 	}

@@ -29,6 +29,7 @@ type userMap struct {
 	// namesWanted is set by the first UserName: from then on loadUsers keeps the names.
 	namesWanted atomic.Bool
 	namesKick   chan struct{} // asks the upkeep loop to load the names now
+	dir         inactiveUsers // for crm.UserDirectory (directory.go)
 }
 
 func newUserMap(fixed map[string]int64) *userMap {
@@ -88,13 +89,6 @@ func (m *userMap) setNames(names map[int64]string) {
 	m.mu.Unlock()
 }
 
-// name returns the name of the extension's user ("" when unknown).
-func (m *userMap) name(ext string) string {
-	m.mu.RLock()
-	defer m.mu.RUnlock()
-	return m.names[m.byExt[ext]]
-}
-
 func (m *userMap) snapshot() map[string]int64 {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
@@ -105,7 +99,7 @@ func (m *userMap) snapshot() map[string]int64 {
 	return out
 }
 
-// loadUsers reads the account's users: their names (crm.UserNamer) and, with auto_map_users,
+// loadUsers reads the account's users: their names (crm.UserDirectory) and, with auto_map_users,
 // the users whose phone_number is an extension.
 func (a *Adapter) loadUsers(ctx context.Context) error {
 	users, err := a.client.Users(ctx, a.cfg.AutoMapUsers)
@@ -113,12 +107,17 @@ func (a *Adapter) loadUsers(ctx context.Context) error {
 		return fmt.Errorf("%s: listing users: %w", a.typ, err)
 	}
 	names := make(map[int64]string, len(users))
+	inactive := map[int64]bool{}
 	for _, u := range users {
 		if u.ID > 0 && u.Name != "" && len(names) < maxAutoMapped {
 			names[u.ID] = u.Name
 		}
+		if u.ID > 0 && !u.Active() && len(inactive) < maxAutoMapped {
+			inactive[u.ID] = true
+		}
 	}
 	a.users.setNames(names)
+	a.users.setInactive(inactive) // directory.go
 	if !a.cfg.AutoMapUsers {
 		return nil
 	}
@@ -145,22 +144,6 @@ func (a *Adapter) loadUsers(ctx context.Context) error {
 	a.users.apply(auto)
 	return nil
 }
-
-// UserName implements crm.UserNamer: the name of the extension's user in the account's user
-// list, or "" when the user is not listed. The adapter reads the list only once names are
-// wanted: the first call asks for it in the background (and answers ""), then it is read again
-// every 15 minutes.
-func (a *Adapter) UserName(ext string) string {
-	if !a.users.namesWanted.Swap(true) {
-		select {
-		case a.users.namesKick <- struct{}{}:
-		default:
-		}
-	}
-	return a.users.name(ext)
-}
-
-var _ crm.UserNamer = (*Adapter)(nil)
 
 // extFromPhone returns the extension a profile phone number names: a short number of 2 to 6
 // digits (full phone numbers are not extensions).

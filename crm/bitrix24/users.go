@@ -288,26 +288,6 @@ func (c *userCache) extOf(ctx context.Context, id int) (string, error) {
 	return "", nil
 }
 
-// UserName implements crm.UserNamer: the name of the extension's user in the cache ("" before
-// the first load, or for an extension mapped in users.map to a user the portal did not list).
-func (a *Adapter) UserName(ext string) string {
-	c := a.users
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	if id, ok := a.cfg.Users.Map[ext]; ok {
-		return c.byID[id].Name
-	}
-	if u, ok := c.byExt[ext]; ok {
-		return u.Name
-	}
-	if s, ok := c.single[ext]; ok && s.ok {
-		return s.user.Name
-	}
-	return ""
-}
-
-var _ crm.UserNamer = (*Adapter)(nil)
-
 // snapshot returns the cache for the probe.
 func (c *userCache) snapshot() (byExt map[string]userInfo, byID map[int]userInfo, dups map[string][]int, loaded bool, err error) {
 	c.mu.RLock()
