@@ -294,4 +294,3 @@ func hookFailures(env *demo.Env, kind string) float64 {
 	}
 	return 0
 }
-

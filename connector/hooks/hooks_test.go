@@ -22,11 +22,11 @@ var missed = &call.Record{CallID: "1.1", PBX: "lab", Direction: call.Inbound, Cu
 	Disposition: call.NoAnswer, Rang: []string{"101", "102"}, StartedAt: saturdayNight, EndedAt: saturdayNight,
 	Vars: map[string]string{"IVR_DEAL": "4711"}}
 
-func mustSet(t testing.TB, cfg *Config, m *Metrics) *Set {
-	t.Helper()
+func mustSet(tb testing.TB, cfg *Config, m *Metrics) *Set {
+	tb.Helper()
 	c, probs := Compile(cfg)
 	if len(probs) > 0 {
-		t.Fatalf("compile: %v", probs)
+		tb.Fatalf("compile: %v", probs)
 	}
 	return New(c, Options{Connector: "sales", Metrics: m, Now: func() time.Time { return saturdayNight }})
 }
@@ -35,9 +35,9 @@ func mustSet(t testing.TB, cfg *Config, m *Metrics) *Set {
 func TestPoints(t *testing.T) {
 	t.Parallel()
 	s := mustSet(t, &Config{
-		Timezone: "Europe/Moscow",
-		Consts:   map[string]Value{"vip": {V: []any{"+79001234567"}}, "anna": {V: 17}},
-		LogIf:    `line != "+74951112299"`,
+		Timezone:    "Europe/Moscow",
+		Consts:      map[string]Value{"vip": {V: []any{"+79001234567"}}, "anna": {V: 17}},
+		LogIf:       `line != "+74951112299"`,
 		Responsible: `customer in consts.vip ? consts.anna : (crm.found ? crm.responsible : nil)`,
 		Task: Task{Text: `"Call back " + customer + (workingHours(ended, "09:00-18:00", "mon-fri") ? "" : " (after hours)")`,
 			Deadline: `nextWorking(now, "09:00-18:00", "mon-fri")`},
