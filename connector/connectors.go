@@ -20,6 +20,7 @@ import (
 
 	"github.com/pbxbridge/pbxbridge/connector/config"
 	"github.com/pbxbridge/pbxbridge/connector/dispatch"
+	"github.com/pbxbridge/pbxbridge/connector/hooks"
 	"github.com/pbxbridge/pbxbridge/crm"
 	"github.com/pbxbridge/pbxbridge/crm/call"
 	"github.com/pbxbridge/pbxbridge/licensing"
@@ -96,6 +97,11 @@ func (d *Daemon) startConnector(ctx context.Context, cfg *config.Config, cn *con
 		MaxResponseBody:   cn.MaxResponseBytes,
 		ObserveServerDate: d.lic.ObserveCRMDate,
 	}
+	hs := hooks.New(cn.CompiledHooks(), hooks.Options{Connector: cn.Name, Metrics: d.m.hooks, Logger: log, Now: d.now})
+	if hs != nil {
+		params.Hooks = hs
+		log.Info("hooks configured", "points", hs.Points())
+	}
 	adapter, err := f.New(params)
 	if err != nil {
 		return fmt.Errorf("connector %s: %w", cn.Name, err)
@@ -103,6 +109,9 @@ func (d *Daemon) startConnector(ctx context.Context, cfg *config.Config, cn *con
 	r, err := newRoute(cn)
 	if err != nil {
 		return err
+	}
+	if hs.Has(crm.HookLogIf) {
+		r.logIf = hs
 	}
 	// Sold connector types need a licence; others (the "fake" test CRM that writes a local
 	// file) are free.

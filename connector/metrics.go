@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/pbxbridge/pbxbridge/connector/hooks"
 	"github.com/pbxbridge/pbxbridge/connector/outbox"
 	"github.com/pbxbridge/pbxbridge/crm/call"
 )
@@ -40,6 +41,7 @@ type metrics struct {
 	backupSize        prometheus.Gauge
 	backupFailures    prometheus.Counter
 	backupInterval    prometheus.Gauge
+	hooks             *hooks.Metrics
 }
 
 func newMetrics(reg *prometheus.Registry, d *Daemon, version string) *metrics {
@@ -163,6 +165,11 @@ func newMetrics(reg *prometheus.Registry, d *Daemon, version string) *metrics {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	reg.MustRegister(buildInfo(version))
 	reg.MustRegister(&outboxCollector{d: d})
+	hm, err := hooks.NewMetrics(reg)
+	if err != nil {
+		panic(err) // as MustRegister: a duplicate registration is a programming error
+	}
+	m.hooks = hm
 	return m
 }
 

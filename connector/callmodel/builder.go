@@ -1,9 +1,11 @@
 package callmodel
 
 import (
+	"maps"
 	"sort"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/pbxbridge/pbxbridge/crm/call"
 
@@ -231,6 +233,11 @@ func (b *Builder) Apply(ev *asterisk.Event) {
 				ch.call.did = v
 			}
 		}
+		for _, name := range b.opts.CallVariables {
+			if v := ev.Vars[name]; v != "" {
+				ch.call.setVar(name, v)
+			}
+		}
 	}
 }
 
@@ -302,6 +309,11 @@ func (b *Builder) newChannel(ev *asterisk.Event) {
 	for _, name := range b.opts.OriginateIDVariables {
 		if v := ev.Vars[name]; v != "" && ch.call.originateID == "" {
 			ch.call.originateID = v
+		}
+	}
+	for _, name := range b.opts.CallVariables {
+		if v := ev.Vars[name]; v != "" {
+			ch.call.setVar(name, v)
 		}
 	}
 }
@@ -428,6 +440,9 @@ func (b *Builder) merge(x, y *ongoing, t time.Time) {
 	if older.did == "" {
 		older.did = younger.did
 	}
+	for k, v := range younger.vars {
+		older.setVar(k, v)
+	}
 	if older.firstCause == 0 {
 		older.firstCause = younger.firstCause
 	}
@@ -510,6 +525,32 @@ func (b *Builder) varSet(c *ongoing, name, value string) {
 			return
 		}
 	}
+	for _, v := range b.opts.CallVariables {
+		if v == name {
+			c.setVar(name, value)
+			return
+		}
+	}
+}
+
+// maxVarLen bounds a channel variable's value kept in a record (Record.Vars).
+const maxVarLen = 256
+
+// setVar keeps the first non-empty value of a listed channel variable.
+func (c *ongoing) setVar(name, value string) {
+	if value == "" || c.vars[name] != "" {
+		return
+	}
+	if len(value) > maxVarLen {
+		value = value[:maxVarLen]
+		for !utf8.ValidString(value) && value != "" {
+			value = value[:len(value)-1]
+		}
+	}
+	if c.vars == nil {
+		c.vars = map[string]string{}
+	}
+	c.vars[name] = value
 }
 
 func (b *Builder) rename(ch *channel, name string, t time.Time) {
@@ -859,6 +900,9 @@ func (b *Builder) emit(c *ongoing, kind call.LiveKind, ext, from string, at time
 		At:          at,
 		StartedAt:   c.created,
 		OriginateID: c.originateID,
+	}
+	if len(c.vars) > 0 {
+		b.live.Vars = maps.Clone(c.vars)
 	}
 	c.liveSent = true
 	b.out.Live(&b.live)

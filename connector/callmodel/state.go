@@ -162,6 +162,7 @@ type ongoing struct {
 	cdrRecording string // Cdr RecordingFile
 	originateID  string
 	did          string
+	vars         map[string]string // Options.CallVariables the call set
 	flags        uint16
 	firstCause   int
 	trunkAnswer  time.Time // first ANSWER of a dialled trunk

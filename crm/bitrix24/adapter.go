@@ -65,6 +65,7 @@ type Adapter struct {
 	apiOpts    api.Options
 	users      *userCache
 	routes     *routeCache
+	hooks      crm.Hooks // nil: none configured (hooks.go)
 	callLocks  keyedMutex
 	claimLocks keyedMutex // per CALL_ID
 
@@ -131,6 +132,7 @@ func New(p crm.Params) (*Adapter, error) {
 		return nil, errors.New("bitrix24: a call store is required")
 	}
 	a.bgCtx, a.bgCancel = context.WithCancel(context.Background())
+	a.hooks = p.Hooks
 
 	// Transport chain: rate limit -> per-call request counting -> the daemon's client.
 	base := p.HTTPClient

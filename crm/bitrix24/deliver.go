@@ -30,6 +30,7 @@ func (a *Adapter) Deliver(ctx context.Context, rec *call.Record) error {
 		return crm.Permanent(fmt.Errorf("bitrix24: delivering call %s: the caller's number is unknown (%q): Bitrix24 cannot log a call without one", key, rec.Customer))
 	}
 	ctx, n := withCounter(ctx)
+	ctx = a.withHookCall(ctx, rec, false)
 	unlock, err := a.callLocks.lock(ctx, key)
 	if err != nil {
 		return a.classify("delivering call "+key, err)
@@ -229,6 +230,9 @@ func (a *Adapter) finishCall(ctx context.Context, rec *call.Record, st *callStat
 
 // finishUser is the employee a finished call is logged under.
 func (a *Adapter) finishUser(ctx context.Context, rec *call.Record, st *callState) (int, error) {
+	if u := a.hookResponsible(ctx); u > 0 {
+		return u, nil
+	}
 	if rec.Disposition != call.Answered && st.callUser > 0 {
 		return st.callUser, nil
 	}

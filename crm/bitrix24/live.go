@@ -40,6 +40,7 @@ func (a *Adapter) Live(ctx context.Context, ev *call.Live) error {
 	key := ev.Key()
 	ctx = api.WithPriority(ctx)
 	ctx, n := withCounter(ctx)
+	ctx = a.withHookLive(ctx, ev)
 	defer func() { a.addRequests(key, int(n.Load())) }()
 	unlock, err := a.callLocks.lock(ctx, key)
 	if err != nil {
