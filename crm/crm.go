@@ -15,7 +15,9 @@
 //     was created in the CallStore).
 //   - Live (optional) is called for live events while a call rings; it is best-effort and must be
 //     fast: the call card has to appear while the phone still rings. Live results that the final
-//     delivery needs (Bitrix24 CALL_ID) go to the CallStore.
+//     delivery needs (Bitrix24 CALL_ID) go to the CallStore. The context of a ringing or show
+//     action is cancelled once its moment has passed (see LiveHandler); an adapter then gives up
+//     and returns an error wrapping ErrLiveStale.
 //   - Errors returned by Deliver and Live are classified with the helpers below. An unclassified
 //     error counts as transient.
 //   - The daemon consults the licence gate before it calls Deliver or Live; adapters never check
@@ -45,10 +47,88 @@ type Adapter interface {
 }
 
 // LiveHandler is implemented by adapters that show something while a call is in progress
-// (Bitrix24 call card, amoCRM/Kommo pop-up). Live is called in event order per call, from one
-// goroutine per connector; it should return within a few hundred milliseconds.
+// (Bitrix24 call card, amoCRM/Kommo pop-up). Live is called in event order per call (events of
+// different calls run concurrently); it should return within a few hundred milliseconds.
+//
+// A card shown after its call ended, or to an extension that no longer rings, is worse than
+// none, so the daemon cancels the ctx it passes to Live once the action's moment has passed,
+// with a *StaleError as the cancellation cause (context.Cause):
+//
+//   - LiveRinging of extension X: when the call ends (LiveHangup), when X stops ringing
+//     (LiveStopRinging for X) or when another extension answers (LiveAnswered);
+//   - LiveAnswered and LiveTransferred (they show the card to the extension that took the
+//     call): when the call ends;
+//   - LiveStopRinging and LiveHangup (they hide cards): never for staleness, only at shutdown or
+//     after the daemon's time limit.
+//
+// An adapter waiting for its rate limiter or a lock gives up on ctx.Done and returns an error
+// wrapping the cause (use LiveStale); the daemon counts it in
+// pbxbridge_live_actions_dropped_total{connector,reason} instead of logging a failure. A request
+// already sent should be left to finish (its answer says whether a card is now shown, which a
+// later hide needs). An adapter must not let a stale show cancel the hide of a card it did show:
+// hides run on a context without the staleness cancellation (context.WithoutCancel plus a
+// timeout of their own).
 type LiveHandler interface {
 	Live(ctx context.Context, ev *call.Live) error
+}
+
+// ErrLiveStale is wrapped by the errors of live actions given up because their moment passed
+// (the call ended, the extension stopped ringing, another extension answered, or the daemon's
+// live queue was full). Match it with errors.Is.
+var ErrLiveStale = errors.New("live action no longer wanted")
+
+// Reasons a live action is dropped (StaleError.Reason and the reason label of
+// pbxbridge_live_actions_dropped_total).
+const (
+	LiveDropCallEnded         = "call_ended"         // the call hung up
+	LiveDropAnsweredElsewhere = "answered_elsewhere" // another extension answered
+	LiveDropStoppedRinging    = "stopped_ringing"    // the extension stopped ringing (ring timeout, caller moved on)
+	LiveDropQueueFull         = "queue_full"         // the daemon's live queue for the connector was full
+)
+
+// StaleError is the cancellation cause of a live action's context whose moment passed; it
+// wraps ErrLiveStale.
+type StaleError struct {
+	Reason string // one of the LiveDrop* constants
+}
+
+func (e *StaleError) Error() string {
+	switch e.Reason {
+	case LiveDropCallEnded:
+		return "live action dropped: the call has ended"
+	case LiveDropAnsweredElsewhere:
+		return "live action dropped: another extension answered"
+	case LiveDropStoppedRinging:
+		return "live action dropped: the extension stopped ringing"
+	case LiveDropQueueFull:
+		return "live action dropped: the live queue was full"
+	}
+	return "live action dropped: " + e.Reason
+}
+
+// Unwrap returns ErrLiveStale.
+func (e *StaleError) Unwrap() error { return ErrLiveStale }
+
+// LiveStale returns the cancellation cause of ctx when the daemon cancelled it because the live
+// action's moment passed (a *StaleError), and nil otherwise (not cancelled, shutdown, timeout).
+func LiveStale(ctx context.Context) error {
+	if ctx.Err() == nil {
+		return nil
+	}
+	if c := context.Cause(ctx); errors.Is(c, ErrLiveStale) {
+		return c
+	}
+	return nil
+}
+
+// StaleReason returns the reason of a stale live action's error (the *StaleError in err's
+// chain), or "" when err carries none.
+func StaleReason(err error) string {
+	var se *StaleError
+	if errors.As(err, &se) {
+		return se.Reason
+	}
+	return ""
 }
 
 // Starter is implemented by adapters with background work (token refresh, user-cache refresh,
