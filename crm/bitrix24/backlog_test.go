@@ -37,12 +37,12 @@ func TestFinishBatchedUnderBacklog(t *testing.T) {
 		t.Fatal(err)
 	}
 	var recs []*call.Record
-	for i := range 30 {
+	for i := range e.a.DeliverConcurrency() { // as many as the dispatcher runs at once: no linger
 		_, rec := missedCall(fmt.Sprintf("1795320%03d.1", i), float64(1795320000+i))
 		rec.Rang = []string{[]string{"101", "102", "103"}[i%3]}
 		recs = append(recs, rec)
 	}
-	errs := deliverAll(e.a, recs, 30)
+	errs := deliverAll(e.a, recs, len(recs))
 	for _, err := range errs {
 		t.Error(err)
 	}

@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/pbxbridge/pbxbridge/crm"
 	"github.com/pbxbridge/pbxbridge/crm/bitrix24/api"
@@ -22,8 +23,10 @@ const (
 // batcher sends the commands that can wait for a rate-limit slot — finish (deliveries), show
 // and hide (live cards) — together: while a backlog holds them back, every command waiting when
 // a slot comes goes in one `batch` request (docs/crm-apis.md A.7: up to 50 commands, counted
-// once by the portal), so the backlog drains up to 50 times faster. Without a backlog the slot
-// is there at once and the command goes alone, as a plain request: nothing waits on purpose.
+// once by the portal), so the backlog drains up to 50 times faster. While a backlog holds (or
+// more than a quarter of the burst is spent: api.Bucket.Backlog) a flusher first lingers a
+// moment (liveLinger, finishLinger) for company. Without one the slot is there at once and the
+// command goes alone, as a plain request: nothing waits on purpose.
 //
 // Each class has a flusher goroutine while it has commands queued: it waits for a slot (live
 // cards with the bucket's priority), then takes every queued command, its own class first, up
@@ -38,8 +41,10 @@ type batcher struct {
 	q       []*batchItem
 	count   [2]int
 	running [2]bool
-	// waiting cancels a flusher's wait for a slot when its class has nothing left.
+	// waiting cancels a flusher's wait for a slot when its class has nothing left; joined tells
+	// a lingering flusher that a command of its class was queued.
 	waiting [2]context.CancelFunc
+	joined  [2]chan struct{}
 	seq     atomic.Uint64
 }
 
@@ -58,24 +63,61 @@ type batchOutcome struct {
 	err error
 }
 
-func newBatcher(a *Adapter) *batcher { return &batcher{a: a} }
+func newBatcher(a *Adapter) *batcher {
+	return &batcher{a: a, joined: [2]chan struct{}{make(chan struct{}, 1), make(chan struct{}, 1)}}
+}
+
+// cmd is one command for the batcher.
+type cmd struct {
+	method string
+	params any        // JSON form, for the command sent alone
+	values url.Values // query form, inside a batch
+}
 
 // do sends one command through the batcher and returns its raw result. ctx bounds the wait
 // while the command is queued; its values (trace, request counter) follow the command.
-func (b *batcher) do(ctx context.Context, class int, method string, params any, values url.Values) (json.RawMessage, error) {
+func (b *batcher) do(ctx context.Context, class int, c cmd) (json.RawMessage, error) {
+	out := b.doAll(ctx, class, c)
+	return out[0].raw, out[0].err
+}
+
+// doAll queues commands together (they go in the same request when a batch is sent) and waits
+// for every answer.
+func (b *batcher) doAll(ctx context.Context, class int, cmds ...cmd) []batchOutcome {
+	out := make([]batchOutcome, len(cmds))
 	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("%s: %w", method, context.Cause(ctx))
+		for i, c := range cmds {
+			out[i].err = fmt.Errorf("%s: %w", c.method, context.Cause(ctx))
+		}
+		return out
 	}
-	it := &batchItem{ctx: ctx, class: class, method: method, params: params, values: values, done: make(chan batchOutcome, 1)}
+	items := make([]*batchItem, len(cmds))
 	b.mu.Lock()
-	b.q = append(b.q, it)
-	b.count[class]++
+	for i, c := range cmds {
+		items[i] = &batchItem{ctx: ctx, class: class, method: c.method, params: c.params, values: c.values, done: make(chan batchOutcome, 1)}
+		b.q = append(b.q, items[i])
+		b.count[class]++
+	}
 	if !b.running[class] {
 		b.running[class] = true
 		b.a.wg.Add(1)
 		go b.flusher(class)
 	}
 	b.mu.Unlock()
+	select {
+	case b.joined[class] <- struct{}{}:
+	default:
+	}
+	for i, it := range items {
+		out[i].raw, out[i].err = b.wait(ctx, it)
+	}
+	return out
+}
+
+// wait waits for the answer of a queued command; when ctx ends first, the command is withdrawn
+// unless it was already taken to be sent (then its answer decides).
+func (b *batcher) wait(ctx context.Context, it *batchItem) (json.RawMessage, error) {
+	method := it.method
 	select {
 	case out := <-it.done:
 		return out.raw, out.err
@@ -119,7 +161,14 @@ func (b *batcher) flusher(class int) {
 		bg := b.a.background()
 		wctx, cancel := context.WithCancel(bg)
 		b.waiting[class] = cancel
+		n := len(b.q)
 		b.mu.Unlock()
+		if n < api.MaxBatch && b.a.bucket.Backlog() {
+			// While requests are held back (or the burst is being spent), what can wait a
+			// moment waits for company: what queues meanwhile (other calls' finishes, other
+			// cards) goes in the same request.
+			b.linger(wctx, class)
+		}
 		_, err := b.a.bucket.Wait(wctx, class == classLive)
 		b.mu.Lock()
 		b.waiting[class] = nil
@@ -137,6 +186,34 @@ func (b *batcher) flusher(class int) {
 			continue
 		}
 		b.send(bg, items)
+	}
+}
+
+// linger waits for company: liveLinger or finishLinger, or until a full batch is queued, or
+// (finishes) until as many finishes wait as deliveries the dispatcher runs at once: nothing more
+// can join then. (Fewer deliveries in progress is the usual case at a steady rate: their
+// finishes are worth the wait, the bucket refills meanwhile.)
+func (b *batcher) linger(ctx context.Context, class int) {
+	d, enough := finishLinger, deliverConcurrency
+	if class == classLive {
+		d, enough = liveLinger, api.MaxBatch
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	for {
+		b.mu.Lock()
+		full := len(b.q) >= api.MaxBatch || b.count[class] >= enough
+		b.mu.Unlock()
+		if full {
+			return
+		}
+		select {
+		case <-t.C:
+			return
+		case <-ctx.Done():
+			return
+		case <-b.joined[class]:
+		}
 	}
 }
 
@@ -251,17 +328,25 @@ func (b *batcher) send(bg context.Context, items []*batchItem) {
 	}
 }
 
+// How long commands wait for company while requests are held back (Bucket.Backlog): a show or
+// hide a few hundred milliseconds, a finish a few seconds (shows and hides that go meanwhile
+// take the finishes waiting along).
+const (
+	liveLinger   = 250 * time.Millisecond
+	finishLinger = 5 * time.Second
+)
+
 // finish sends telephony.externalCall.finish through the batcher.
 func (b *batcher) finish(ctx context.Context, p api.FinishParams) (*api.FinishResult, error) {
-	raw, err := b.do(ctx, classDeliver, api.MethodFinish, p, p.Values())
+	raw, err := b.do(ctx, classDeliver, cmd{api.MethodFinish, p, p.Values()})
 	if err != nil {
 		return nil, err
 	}
 	return api.DecodeFinish(raw)
 }
 
-// showHide sends telephony.externalCall.show or hide through the batcher, as a live command.
-func (b *batcher) showHide(ctx context.Context, method, callID string, users []int) (bool, error) {
+// showHideCmd is telephony.externalCall.show or hide as a batcher command.
+func showHideCmd(method, callID string, users []int) cmd {
 	p := map[string]any{"CALL_ID": callID}
 	switch len(users) {
 	case 0:
@@ -270,7 +355,12 @@ func (b *batcher) showHide(ctx context.Context, method, callID string, users []i
 	default:
 		p["USER_ID"] = users
 	}
-	raw, err := b.do(ctx, classLive, method, p, api.ShowHideValues(callID, users))
+	return cmd{method, p, api.ShowHideValues(callID, users)}
+}
+
+// showHide sends telephony.externalCall.show or hide through the batcher, as a live command.
+func (b *batcher) showHide(ctx context.Context, method, callID string, users []int) (bool, error) {
+	raw, err := b.do(ctx, classLive, showHideCmd(method, callID, users))
 	if err != nil {
 		return false, err
 	}

@@ -49,6 +49,9 @@ func (a *Adapter) Live(ctx context.Context, ev *call.Live) error {
 	if (ev.Direction != call.Inbound && ev.Direction != call.Outbound) || digits(ev.Customer) == "" {
 		return nil // internal, or an anonymous caller Bitrix24 cannot show
 	}
+	if ev.Kind == call.LiveHangup {
+		return nil // finish closes the card; the delivery may hold the call's lock for a while
+	}
 	key := ev.Key()
 	ctx = api.WithPriority(ctx)
 	ctx, n := withCounter(ctx)
@@ -121,18 +124,16 @@ func (a *Adapter) liveStep(ctx, hctx context.Context, ev *call.Live, lc *liveCal
 			}
 		}
 		lc.answered = user
-		var others []int
+		var others, to []int
 		for _, u := range lc.shown {
 			if u != user {
 				others = append(others, u)
 			}
 		}
-		if err := a.cardHide(hctx, ev.Key(), lc, others...); err != nil {
-			return err
-		}
 		if show && !slices.Contains(lc.shown, user) {
-			return a.cardShow(ctx, ev.Key(), lc, user)
+			to = []int{user}
 		}
+		return a.cardHideShow(ctx, hctx, ev.Key(), lc, others, to)
 	case call.LiveStopRinging:
 		user, err := a.liveUser(hctx, ev.Ext)
 		if err != nil || user == 0 || user == lc.answered || lc.callID == "" {
@@ -158,17 +159,17 @@ func (a *Adapter) liveStep(ctx, hctx context.Context, ev *call.Live, lc *liveCal
 			}
 			return a.liveRegister(ctx, ev, lc, to, show)
 		}
+		var hide, shown []int
 		if from != 0 && from != to && slices.Contains(lc.shown, from) {
-			if err := a.cardHide(hctx, ev.Key(), lc, from); err != nil {
-				return err
-			}
+			hide = []int{from}
 		}
 		if to != 0 {
 			lc.answered = to
 			if show && !slices.Contains(lc.shown, to) {
-				return a.cardShow(ctx, ev.Key(), lc, to)
+				shown = []int{to}
 			}
 		}
+		return a.cardHideShow(ctx, hctx, ev.Key(), lc, hide, shown)
 	}
 	return nil
 }
@@ -257,6 +258,49 @@ func maybeSent(err error) bool {
 		return false
 	}
 	return true
+}
+
+// cardHideShow hides the card from some users (on hctx) and shows it to others (on ctx) at the
+// same time: while a backlog lasts both go in the same batch request.
+func (a *Adapter) cardHideShow(ctx, hctx context.Context, key string, lc *liveCall, hide, show []int) error {
+	if len(hide) == 0 {
+		return a.cardShow(ctx, key, lc, show...)
+	}
+	if len(show) == 0 {
+		return a.cardHide(hctx, key, lc, hide...)
+	}
+	var herr error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, herr = a.batch.showHide(hctx, api.MethodHide, lc.callID, hide)
+	}()
+	_, serr := a.batch.showHide(ctx, api.MethodShow, lc.callID, show)
+	<-done
+	var errs []error
+	if herr != nil {
+		a.m.live.WithLabelValues("hide", "error").Inc()
+		errs = append(errs, fmt.Errorf("hiding the card: %w", herr))
+	} else {
+		a.m.live.WithLabelValues("hide", "ok").Inc()
+		lc.shown = slices.DeleteFunc(lc.shown, func(u int) bool { return slices.Contains(hide, u) })
+	}
+	if serr == nil {
+		a.m.live.WithLabelValues("show", "ok").Inc()
+	} else {
+		a.m.live.WithLabelValues("show", "error").Inc()
+		errs = append(errs, fmt.Errorf("showing the card: %w", serr))
+	}
+	if serr == nil || maybeSent(serr) {
+		if err := a.addShown(ctx, key, lc, show); err != nil {
+			errs = append(errs, err)
+		}
+	} else if herr == nil {
+		if err := a.set(hctx, key, fShown, formatIDs(lc.shown)); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 func (a *Adapter) cardHide(ctx context.Context, key string, lc *liveCall, users ...int) error {

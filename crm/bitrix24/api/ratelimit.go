@@ -120,6 +120,14 @@ func (b *Bucket) Refund() {
 	b.tokens = math.Min(b.burst, b.tokens+1)
 }
 
+// Backlog reports whether requests are being held back or soon will be: a normal request waits
+// for its slot now, or more than a quarter of the burst is spent (requests come faster than
+// the bucket refills). What can wait a moment is then better sent together (docs/crm-apis.md
+// A.7).
+func (b *Bucket) Backlog() bool {
+	return len(b.queue) > 0 || b.Available() < b.burst*3/4
+}
+
 // Available returns the slots available now (for metrics and tests).
 func (b *Bucket) Available() float64 {
 	b.mu.Lock()
