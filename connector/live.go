@@ -32,6 +32,10 @@ const (
 	// network refuses at once (busy, congestion: the lab's end within 5 ms of the dial) must not
 	// pop up a card after it ended, while a real customer's phone takes seconds to ring.
 	outboundCardDelay = 300 * time.Millisecond
+	// ringCardDelay holds back every other ringing card by a few milliseconds, for the same
+	// reason: an extension found busy at once (the lab's inbound_busy_ext ends 4 ms after the
+	// Dial) stops ringing before its card would have left.
+	ringCardDelay = 20 * time.Millisecond
 	// liveCallMaxAge forgets the live state of a call that never got its LiveHangup (a flushed
 	// call; at most the call model's maximum call age).
 	liveCallMaxAge = 12 * time.Hour
@@ -42,7 +46,8 @@ const (
 // context per action that says when the action is no longer wanted (crm.LiveHandler):
 //
 //   - LiveRinging of extension X: cancelled when the call ends, X stops ringing or another
-//     extension answers; an outbound call's card waits outboundCardDelay first;
+//     extension answers; it waits ringCardDelay first (an outbound call's card
+//     outboundCardDelay), so that a Dial refused at once never shows a card;
 //   - LiveAnswered, LiveTransferred: cancelled when the call ends;
 //   - LiveStopRinging, LiveHangup: hides, never cancelled for staleness.
 //
@@ -140,6 +145,7 @@ func (l *liveCalls) push(ev *call.Live) {
 			lc.rings[ev.Ext] = r
 		}
 		it.ctx = r.ctx
+		it.notBefore = now.Add(ringCardDelay)
 		if ev.Direction == call.Outbound {
 			it.notBefore = now.Add(outboundCardDelay)
 		}
