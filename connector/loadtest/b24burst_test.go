@@ -38,6 +38,9 @@ func TestB24Burst(t *testing.T) {
 	if r.CardsAfterEnd > 0 || r.NoAck > 0 || r.RateLimited > 0 {
 		t.Errorf("%d cards after their call ended, %d calls not logged, %d refused", r.CardsAfterEnd, r.NoAck, r.RateLimited)
 	}
+	if r.TimelinesChecked == 0 || r.TimelinesWithRegister != r.TimelinesChecked {
+		t.Errorf("%d of %d calls list the register sent while they rang in their timeline", r.TimelinesWithRegister, r.TimelinesChecked)
+	}
 	if r.FinishMedian > 20*time.Second || r.FinishMax > 45*time.Second {
 		t.Errorf("hangup→finish median %v, max %v; want ≤ 20 s and ≤ 45 s", r.FinishMedian, r.FinishMax)
 	}

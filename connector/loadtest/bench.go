@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -14,6 +16,8 @@ import (
 	"time"
 
 	"github.com/pbxbridge/pbxbridge/asterisk/fakepbx"
+	"github.com/pbxbridge/pbxbridge/connector/admin"
+	"github.com/pbxbridge/pbxbridge/crm/call"
 )
 
 // The runs of Bench, in the order they run.
@@ -651,6 +655,9 @@ type B24Burst struct {
 	CardsAfterAnswerElsewhere int
 	LateCards                 []string
 	NoAck                     int
+	// TimelinesChecked calls' timelines (`pbxbridge calls show`) were read; TimelinesWithRegister
+	// of them list the register sent while the call rang.
+	TimelinesChecked, TimelinesWithRegister int
 }
 
 // PlayB24Burst plays B24BurstCalls calls of the default mix (real transcripts, real time) within
@@ -658,6 +665,9 @@ type B24Burst struct {
 // Bitrix24's 2 requests/s (burst 50) with 150 ms latency, recordings attached; it waits until
 // the outbox is empty. quick plays 30 calls in about 33 s.
 func PlayB24Burst(ctx context.Context, o *BenchOptions, quick bool) (*B24Burst, error) {
+	if o.Log == nil {
+		o.Log = io.Discard
+	}
 	calls, window := B24BurstCalls, B24BurstWindow
 	if quick {
 		calls, window = 30, 33*time.Second
@@ -739,6 +749,28 @@ func PlayB24Burst(ctx context.Context, o *BenchOptions, quick bool) (*B24Burst, 
 			r.Outbox = fmt.Sprintf("%d done, %d dead, %d pending", ob.Done, ob.Dead, ob.Pending+ob.Leased)
 		}
 	}
+	// The registers sent while calls rang are in the calls' timelines.
+	for _, t := range e.PBX.Traces() {
+		if r.TimelinesChecked >= 20 {
+			break
+		}
+		for key, rec := range e.Expected.Keys(&t) {
+			if rec.Direction != call.Inbound || len(t.Rings) == 0 || tm.B24LiveRegister[key].IsZero() {
+				continue
+			}
+			var rep admin.CallReport
+			if err := admin.NewClient(e.Daemon.Socket).Do(ctx, http.MethodGet, "/v1/calls/"+url.PathEscape(key), nil, &rep); err != nil {
+				return nil, fmt.Errorf("loadtest: calls show %s: %w", key, err)
+			}
+			r.TimelinesChecked++
+			for _, en := range rep.Timeline {
+				if en.Kind == "request" && strings.Contains(en.Summary, "telephony.externalCall.register") && en.At.Before(t.Hangup) {
+					r.TimelinesWithRegister++
+					break
+				}
+			}
+		}
+	}
 	return r, nil
 }
 
@@ -769,6 +801,9 @@ func benchB24Burst(ctx context.Context, o *BenchOptions) ([]Figure, error) {
 			Value: fmt.Sprintf("median %s, max %s (n=%d%s); outbox drained %s after the last call ended",
 				ms(r.FinishMedian), ms(r.FinishMax), len(r.Timings.HangupToAck[ConnBitrix24]), noAck(r.NoAck), ms(r.Drained)),
 			Target: "median ≤ 20 s, max ≤ 45 s", Met: met(r.NoAck == 0 && r.FinishMedian <= 20*time.Second && r.FinishMax <= 45*time.Second)},
+		{Name: "live requests in the calls' timelines (`pbxbridge calls show`), Bitrix24 (" + what + ")",
+			Value:  fmt.Sprintf("%d of %d inbound calls show the register sent while they rang", r.TimelinesWithRegister, r.TimelinesChecked),
+			Target: "all", Met: met(r.TimelinesChecked > 0 && r.TimelinesWithRegister == r.TimelinesChecked)},
 		{Name: "CRM requests per call, Bitrix24 (" + what + ")",
 			Value: fmt.Sprintf("%.2f (%d requests, %d calls; %d finishes, %d in %d batches; %d attachRecord); %d QUERY_LIMIT_EXCEEDED",
 				r.RequestsPerCall, r.Timings.Requests[ConnBitrix24], r.Timings.Records[ConnBitrix24], r.FinishCmds, r.BatchedCommands,

@@ -55,6 +55,9 @@ type Timings struct {
 	// CRM, how many after the call had ended at the PBX (its last Hangup), and how many for an
 	// extension after another extension of the call had answered.
 	B24Cards, B24CardsAfterEnd, B24CardsAfterAnswer int
+	// B24LiveRegister is when the register of each call key reached the CRM, if before the
+	// call's hangup (sent while it rang).
+	B24LiveRegister map[string]time.Time
 	// B24Late lists the late cards (key, user, how late), for the log; B24NoAck the calls
 	// Bitrix24 never got a finish for.
 	B24Late, B24NoAck []string
@@ -141,11 +144,17 @@ func (e *Env) Measure(from, to, end time.Time) Timings {
 		}
 	}
 
+	tm.B24LiveRegister = map[string]time.Time{}
 	byKey := map[string]*CallTrace{}
 	traces := e.PBX.Traces()
 	for i := range traces {
 		for key := range e.Expected.Keys(&traces[i]) {
 			byKey[key] = &traces[i]
+		}
+	}
+	for key, at := range register {
+		if t := byKey[key]; t != nil && !t.Hangup.IsZero() && at.Before(t.Hangup) {
+			tm.B24LiveRegister[key] = at
 		}
 	}
 	userExt := map[int]string{}
