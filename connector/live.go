@@ -21,9 +21,10 @@ const (
 	// liveMaxCalls bounds the calls with live work waiting or running per connector; events of
 	// further calls are dropped (queue_full), so a flood of calls cannot grow the daemon.
 	liveMaxCalls = 4096
-	// liveConcurrency is how many Live calls of one connector run at once (the adapter's rate
-	// limiter decides how many of them talk to the CRM).
-	liveConcurrency = 32
+	// liveWorkers is how many Live calls of one connector run at once (the adapter's rate
+	// limiter decides how many of them talk to the CRM): a fixed pool, so that a slow CRM never
+	// multiplies goroutines.
+	liveWorkers = 16
 	// liveTimeout bounds a ringing or show action; liveHideTimeout a hide (LiveStopRinging,
 	// LiveHangup), which may wait longer: a card shown must not stay up for want of a slot.
 	liveTimeout     = 10 * time.Second
@@ -41,9 +42,10 @@ const (
 	liveCallMaxAge = 12 * time.Hour
 )
 
-// liveCalls runs the live events of one connector: the events of a call in order, on a
-// goroutine of that call while it has work, so that calls never wait for each other, and with a
-// context per action that says when the action is no longer wanted (crm.LiveHandler):
+// liveCalls runs the live events of one connector: the events of a call in order, one at a time,
+// on a fixed pool of workers that take the calls with work in turn (a call waiting for its card's
+// delay or a slow CRM never holds up the others beyond the pool), and with a context per action
+// that says when the action is no longer wanted (crm.LiveHandler):
 //
 //   - LiveRinging of extension X: cancelled when the call ends, X stops ringing or another
 //     extension answers; it waits ringCardDelay first (an outbound call's card
@@ -68,8 +70,11 @@ type liveCalls struct {
 	// drop counts dropped events for the status page.
 	drop func()
 
-	sem chan struct{}
-	wg  sync.WaitGroup
+	// ready holds the calls with an event to handle now, each at most once (liveCall.queued);
+	// it has room for every call the map may hold.
+	ready chan *liveCall
+	start sync.Once
+	wg    sync.WaitGroup
 
 	mu     sync.Mutex
 	calls  map[string]*liveCall
@@ -79,11 +84,13 @@ type liveCalls struct {
 
 // liveCall is the live state of one call key.
 type liveCall struct {
-	key     string
-	items   []liveItem
-	running bool
-	ended   bool
-	touched time.Time
+	key   string
+	items []liveItem
+	// queued: in ready; running: a worker handles its first item; deferred: its first item
+	// waits for its notBefore on a timer.
+	queued, running, deferred bool
+	ended                     bool
+	touched                   time.Time
 	// ctx is cancelled (call_ended) by the call's LiveHangup; rings hold one context per ringing
 	// extension, children of ctx.
 	ctx    context.Context
@@ -106,8 +113,84 @@ func newLiveCalls(base context.Context, name string, adapter crm.Adapter, m *met
 	lh, _ := adapter.(crm.LiveHandler)
 	return &liveCalls{
 		name: name, lh: lh, m: m, log: log, tl: tl, base: base, now: time.Now, drop: func() {},
-		sem: make(chan struct{}, liveConcurrency), calls: map[string]*liveCall{},
+		ready: make(chan *liveCall, liveMaxCalls), calls: map[string]*liveCall{},
 	}
+}
+
+// scheduleLocked puts lc in the ready queue unless it is there, being handled or waiting for
+// its timer. The queue never blocks: it has room for liveMaxCalls calls and each is in it once.
+func (l *liveCalls) scheduleLocked(lc *liveCall) {
+	if lc.queued || lc.running || lc.deferred || len(lc.items) == 0 {
+		return
+	}
+	lc.queued = true
+	l.ready <- lc
+}
+
+// worker handles ready calls, one event at a time, until the connector stops.
+func (l *liveCalls) worker() {
+	defer l.wg.Done()
+	for {
+		select {
+		case <-l.base.Done():
+			return
+		case lc := <-l.ready:
+			l.step(lc)
+		}
+	}
+}
+
+// step handles the first event of lc (or puts it on its timer), then schedules lc again if it
+// has more, or forgets it once it ended and has nothing left.
+func (l *liveCalls) step(lc *liveCall) {
+	l.mu.Lock()
+	lc.queued = false
+	if len(lc.items) == 0 {
+		l.forgetLocked(lc)
+		l.mu.Unlock()
+		return
+	}
+	it := lc.items[0]
+	if d := it.notBefore.Sub(l.now()); d > 0 && it.ctx.Err() == nil {
+		lc.deferred = true
+		l.mu.Unlock()
+		time.AfterFunc(d, func() {
+			l.mu.Lock()
+			defer l.mu.Unlock()
+			lc.deferred = false
+			if len(lc.items) > 0 && lc.items[0].notBefore.Equal(it.notBefore) {
+				lc.items[0].notBefore = time.Time{}
+			}
+			if !l.closed {
+				l.scheduleLocked(lc)
+			}
+		})
+		return
+	}
+	lc.items[0] = liveItem{}
+	lc.items = lc.items[1:]
+	lc.running = true
+	l.mu.Unlock()
+	l.handle(lc.key, &it)
+	l.mu.Lock()
+	lc.running = false
+	if len(lc.items) > 0 && !l.closed {
+		l.scheduleLocked(lc)
+	} else {
+		l.forgetLocked(lc)
+	}
+	l.mu.Unlock()
+}
+
+// forgetLocked removes an ended call with nothing left to do.
+func (l *liveCalls) forgetLocked(lc *liveCall) {
+	if !lc.ended || len(lc.items) > 0 || lc.running || lc.deferred {
+		return
+	}
+	if l.calls[lc.key] == lc {
+		delete(l.calls, lc.key)
+	}
+	lc.cancel(&crm.StaleError{Reason: crm.LiveDropCallEnded})
 }
 
 // push queues a live event without blocking (the call model's goroutine calls it) and cancels
@@ -122,6 +205,12 @@ func (l *liveCalls) push(ev *call.Live) {
 	if l.closed || l.base.Err() != nil {
 		return
 	}
+	l.start.Do(func() { // the pool starts with the first event (a connector without calls has none)
+		l.wg.Add(liveWorkers)
+		for range liveWorkers {
+			go l.worker()
+		}
+	})
 	key := ev.Key()
 	l.sweepLocked(now)
 	lc := l.calls[key]
@@ -174,50 +263,12 @@ func (l *liveCalls) push(ev *call.Live) {
 		l.droppedLocked(key, &old.ev, crm.LiveDropQueueFull)
 	}
 	lc.items = append(lc.items, it)
-	if !lc.running {
-		lc.running = true
-		l.wg.Add(1)
-		go l.run(lc)
-	}
-}
-
-// run handles the queued events of one call in order, then returns.
-func (l *liveCalls) run(lc *liveCall) {
-	defer l.wg.Done()
-	for {
-		l.mu.Lock()
-		if len(lc.items) == 0 || l.base.Err() != nil {
-			lc.running = false
-			if lc.ended || l.base.Err() != nil {
-				if l.calls[lc.key] == lc {
-					delete(l.calls, lc.key)
-				}
-				lc.cancel(&crm.StaleError{Reason: crm.LiveDropCallEnded})
-			}
-			l.mu.Unlock()
-			return
-		}
-		it := lc.items[0]
-		lc.items[0] = liveItem{}
-		lc.items = lc.items[1:]
-		l.mu.Unlock()
-		l.handle(lc.key, &it)
-	}
+	l.scheduleLocked(lc)
 }
 
 // handle runs one live action.
 func (l *liveCalls) handle(key string, it *liveItem) {
 	ev := &it.ev
-	if !it.notBefore.IsZero() {
-		if d := it.notBefore.Sub(l.now()); d > 0 {
-			t := time.NewTimer(d)
-			select {
-			case <-t.C:
-			case <-it.ctx.Done():
-				t.Stop()
-			}
-		}
-	}
 	if l.base.Err() != nil {
 		return
 	}
@@ -227,22 +278,6 @@ func (l *liveCalls) handle(key string, it *liveItem) {
 			return
 		}
 	}
-	select {
-	case l.sem <- struct{}{}:
-	case <-l.base.Done():
-		return
-	case <-it.ctx.Done():
-		if stale := crm.LiveStale(it.ctx); stale != nil && ev.Kind == call.LiveRinging {
-			l.dropped(key, ev, crm.StaleReason(stale))
-			return
-		}
-		select {
-		case l.sem <- struct{}{}:
-		case <-l.base.Done():
-			return
-		}
-	}
-	defer func() { <-l.sem }()
 	timeout := liveTimeout
 	if ev.Kind == call.LiveStopRinging || ev.Kind == call.LiveHangup {
 		timeout = liveHideTimeout
@@ -307,7 +342,7 @@ func (l *liveCalls) sweepLocked(now time.Time) {
 	}
 	l.swept = now
 	for k, lc := range l.calls {
-		if !lc.running && now.Sub(lc.touched) > liveCallMaxAge {
+		if !lc.running && !lc.queued && !lc.deferred && now.Sub(lc.touched) > liveCallMaxAge {
 			lc.cancel(&crm.StaleError{Reason: crm.LiveDropCallEnded})
 			delete(l.calls, k)
 		}
@@ -326,6 +361,11 @@ func (l *liveCalls) close() {
 	}
 	l.mu.Unlock()
 	l.wg.Wait()
+	l.mu.Lock()
+	for _, lc := range l.calls {
+		lc.cancel(&crm.StaleError{Reason: crm.LiveDropCallEnded})
+	}
+	l.mu.Unlock()
 }
 
 // pending returns how many calls have live state (tests).
