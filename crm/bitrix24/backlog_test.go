@@ -241,7 +241,6 @@ func TestBucketPrecedenceUnderBacklog(t *testing.T) {
 		grants = append(grants, time.Now())
 		mu.Unlock()
 		worst = max(worst, time.Since(t0))
-		time.Sleep(30 * time.Millisecond)
 	}
 	wg.Wait()
 	// A live request waits at most one refill (20 ms), with scheduling slack; the deliveries
@@ -257,4 +256,32 @@ func TestBucketPrecedenceUnderBacklog(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestLiveStaleShowInFlight: a show already sent when its moment passes is left to finish: its
+// answer says the card is up, so the hide that follows goes out.
+func TestLiveStaleShowInFlight(t *testing.T) {
+	t.Parallel()
+	f := crmtest.StartBitrix24(t)
+	e := newEnv(t, f)
+	sc := scenarios()[1] // inbound_ringgroup: 101 and 102 ring, 102 answers
+	e.live(sc.live[0])   // register for 101
+	f.SetFaults(fakecrm.B24Faults{TelephonyAppOnly: true, Latency: 300 * time.Millisecond})
+	ctx, cancel := context.WithCancelCause(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.a.Live(ctx, &sc.live[1]) }() // show to 102
+	waitCond(t, "the show to reach the portal", func() bool { return f.State().Requests["telephony.externalcall.show"] == 1 })
+	cancel(&crm.StaleError{Reason: crm.LiveDropCallEnded})
+	if err := <-done; err != nil {
+		t.Fatalf("a show in flight when it became stale: %v, want its answer", err)
+	}
+	f.SetFaults(fakecrm.B24Faults{TelephonyAppOnly: true})
+	ev := sc.live[1]
+	ev.Kind = call.LiveStopRinging
+	e.live(ev)
+	var hidden bool
+	for _, ce := range f.State().Cards {
+		hidden = hidden || (ce.Action == "hide" && len(ce.Users) == 1 && ce.Users[0] == 1270)
+	}
+	mustf(t, hidden, "102's card was not hidden: %+v", f.State().Cards)
 }

@@ -369,8 +369,9 @@ func (b *batcher) showHide(ctx context.Context, method, callID string, users []i
 
 // deliverConcurrency is how many deliveries the dispatcher runs at once for Bitrix24
 // (crm.ConcurrencyHinter): while a backlog holds them back, the finishes of all of them wait
-// together and go in one batch. The rate limiter, not this number, bounds the requests.
-const deliverConcurrency = 32
+// together and go in one batch. The rate limiter, not this number, bounds the requests; it
+// also bounds the connections and goroutines a slow portal can tie up.
+const deliverConcurrency = 16
 
 // DeliverConcurrency implements crm.ConcurrencyHinter.
 func (a *Adapter) DeliverConcurrency() int { return deliverConcurrency }
