@@ -4,16 +4,21 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	mrand "math/rand/v2"
 	"mime/multipart"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/pbxbridge/pbxbridge/crm/bitrix24/api"
 )
 
 type b24Resp struct {
@@ -422,5 +427,55 @@ func TestB24StatisticAndBatchedFinish(t *testing.T) {
 	}
 	if f.Logged("pbx/2") != 1 {
 		t.Fatal("the garbled finish did not run")
+	}
+}
+
+// TestB24ClientBucketNeverRefused: pbxbridge's client-side bucket (crm/bitrix24/api, default
+// settings 2/s, burst 50, live reserve 5) against the portal's rule as this fake enforces it
+// (docs/crm-apis.md A.1.4: refused once the level is above 50), on a virtual clock: rushes of
+// requests granted as fast as the client allows, live only (they may use the whole burst) or
+// mixed with deliveries, reach the portal up to 250 ms after they were granted (network jitter,
+// reordering). The portal never refuses one; a client burst of 52 would be refused.
+func TestB24ClientBucketNeverRefused(t *testing.T) {
+	t.Parallel()
+	now := time.Unix(1_800_000_000, 0)
+	clock := func() time.Time { return now }
+	client := api.NewBucket(2, 50, 5, clock)
+	rng := mrand.New(mrand.NewPCG(7, 7))
+	var arrivals []time.Time
+	// take gets a slot on the virtual clock: Wait answers at once with the wait when the slot is
+	// not there (a deadline before it), and the caller "sleeps" by moving the clock.
+	take := func(priority bool) {
+		for range 1000 {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Millisecond)
+			_, err := client.Wait(ctx, priority)
+			cancel()
+			if err == nil {
+				return
+			}
+			var le *api.LimitError
+			d := time.Millisecond
+			if errors.As(err, &le) {
+				d = le.Wait
+			}
+			now = now.Add(d)
+		}
+		t.Fatal("no slot after 1000 waits")
+	}
+	for round := range 200 {
+		// A pause (the bucket refills partly or fully), then a rush: only live cards (they may
+		// use the whole burst) or cards and deliveries mixed.
+		now = now.Add(time.Duration(rng.Int64N(int64(40 * time.Second))))
+		for i := range 40 + rng.IntN(60) {
+			take(round%2 == 0 || i%3 == 0)
+			arrivals = append(arrivals, now.Add(time.Duration(rng.Int64N(int64(250*time.Millisecond)))))
+		}
+	}
+	slices.SortFunc(arrivals, func(a, b time.Time) int { return a.Compare(b) })
+	portal := &b24Bucket{last: arrivals[0]}
+	for i, at := range arrivals {
+		if !portal.admit(at, 2, 50) {
+			t.Fatalf("request %d refused at level %.2f", i, portal.level)
+		}
 	}
 }
