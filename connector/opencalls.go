@@ -38,19 +38,19 @@ const (
 
 // openCall is what the ledger knows of a call in progress (the row's data, JSON).
 type openCall struct {
-	CallID      string         `json:"call_id"`
-	Direction   call.Direction `json:"direction"`
-	Customer    string         `json:"customer,omitempty"`
-	Line        string         `json:"line,omitempty"`
-	StartedAt   time.Time      `json:"started_at"`
-	Rang        []string       `json:"rang,omitempty"`
-	AnsweredBy  string         `json:"answered_by,omitempty"`
+	CallID     string         `json:"call_id"`
+	Direction  call.Direction `json:"direction"`
+	Customer   string         `json:"customer,omitempty"`
+	Line       string         `json:"line,omitempty"`
+	StartedAt  time.Time      `json:"started_at"`
+	Rang       []string       `json:"rang,omitempty"`
+	AnsweredBy string         `json:"answered_by,omitempty"`
 	// CallerExt is the extension that placed an outbound call (its card: callmodel's outbound
 	// LiveRinging).
-	CallerExt string `json:"caller_ext,omitempty"`
-	AnsweredAt  *time.Time     `json:"answered_at,omitempty"`
-	OriginateID string         `json:"originate_id,omitempty"`
-	LastAt      time.Time      `json:"last_at"`
+	CallerExt   string     `json:"caller_ext,omitempty"`
+	AnsweredAt  *time.Time `json:"answered_at,omitempty"`
+	OriginateID string     `json:"originate_id,omitempty"`
+	LastAt      time.Time  `json:"last_at"`
 	// HungUpAt: the call ended (its record waits for the model's finish delay).
 	HungUpAt *time.Time `json:"hung_up_at,omitempty"`
 }
