@@ -377,7 +377,7 @@ func (p *pbxRT) Live(ev *call.Live) {
 		if ev.Ext != "" && !c.extAllowed(ev.Ext) {
 			continue
 		}
-		c.pushLive(ev, p.d.m)
+		c.pushLive(ev)
 	}
 }
 

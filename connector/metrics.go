@@ -20,6 +20,7 @@ type metrics struct {
 	crmDuration       *prometheus.HistogramVec
 	crmRequests       *prometheus.CounterVec
 	live              *prometheus.CounterVec
+	liveDropped       *prometheus.CounterVec
 	calls             *prometheus.CounterVec
 	unrouted          *prometheus.CounterVec
 	endedUnseen       *prometheus.CounterVec
@@ -59,6 +60,10 @@ func newMetrics(reg *prometheus.Registry, d *Daemon, version string) *metrics {
 			Namespace: "pbxbridge", Name: "live_events_total",
 			Help: "Live call events (incoming-call cards) by connector and result (ok, error, dropped).",
 		}, []string{"connector", "result"}),
+		liveDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "pbxbridge", Name: "live_actions_dropped_total",
+			Help: "Live call actions (cards) given up because their moment passed, by connector and reason (call_ended, answered_elsewhere, stopped_ringing, queue_full, other): a card is never shown after its call ended.",
+		}, []string{"connector", "reason"}),
 		calls: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "pbxbridge", Name: "calls_total",
 			Help: "Finished calls built by the call model.",
@@ -158,7 +163,7 @@ func newMetrics(reg *prometheus.Registry, d *Daemon, version string) *metrics {
 	}
 	m.reloadOK.Set(1)
 	m.reloadTime.SetToCurrentTime()
-	reg.MustRegister(m.crmDuration, m.crmRequests, m.live, m.calls, m.unrouted, m.endedUnseen, m.recoveredCDR, m.cdrRecoveries,
+	reg.MustRegister(m.crmDuration, m.crmRequests, m.live, m.liveDropped, m.calls, m.unrouted, m.endedUnseen, m.recoveredCDR, m.cdrRecoveries,
 		m.cdrPending, m.openCalls, m.heldRecords,
 		m.spilled, m.outboxWriteErrors, m.reloadOK, m.reloadTime, m.reloads, m.adminRefused, m.intakeCut, m.originates, m.routerThrottled,
 		m.backupLast, m.backupSize, m.backupFailures, m.backupInterval)

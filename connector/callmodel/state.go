@@ -167,6 +167,7 @@ type ongoing struct {
 	firstCause   int
 	trunkAnswer  time.Time // first ANSWER of a dialled trunk
 	liveSent     bool      // a live event was emitted for this call
+	outCard      string    // outbound: the calling extension announced by ringOutbound
 }
 
 func (c *ongoing) hasRang(ext string) bool {

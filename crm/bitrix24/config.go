@@ -82,8 +82,11 @@ type LineConfig struct {
 type CardConfig struct {
 	// Enabled registers calls while they ring (live). When false, calls are registered at
 	// delivery, after they ended, with SHOW=0.
-	Enabled      bool `yaml:"enabled"`
-	ShowInbound  bool `yaml:"show_inbound"`
+	Enabled bool `yaml:"enabled"`
+	// ShowInbound shows the card of an incoming call to every ringing employee.
+	ShowInbound bool `yaml:"show_inbound"`
+	// ShowOutbound shows the customer's card to the employee who dials an outbound call while
+	// the customer's phone rings (default true; false registers such calls without a card).
 	ShowOutbound bool `yaml:"show_outbound"`
 	// CRMCreate asks Bitrix24 to create a lead (or deal) for unknown numbers at registration.
 	CRMCreate bool   `yaml:"crm_create"`
