@@ -17,7 +17,10 @@ require (
 	github.com/yuin/goldmark v1.8.7
 )
 
-require filippo.io/edwards25519 v1.2.0 // indirect
+require (
+	filippo.io/edwards25519 v1.2.0 // indirect
+	github.com/expr-lang/expr v1.17.8 // indirect
+)
 
 require (
 	github.com/kylelemons/godebug v1.1.0 // indirect

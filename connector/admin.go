@@ -154,6 +154,9 @@ func (d *Daemon) callRows(ctx context.Context, key string) ([]outbox.Row, []outb
 // callReport assembles the report of a call found under key.
 func (d *Daemon) callReport(key string, rows []outbox.Row, tl []outbox.TimelineEntry) admin.CallReport {
 	rep := admin.CallReport{Key: key}
+	// Live actions reach the timeline lazily (live.go), after entries written later: in time
+	// order the story reads right.
+	slices.SortStableFunc(tl, func(a, b outbox.TimelineEntry) int { return a.At.Compare(b.At) })
 	rep.Timeline = tl
 	for _, r := range rows {
 		rep.Rows = append(rep.Rows, itemOf(r))

@@ -3,7 +3,6 @@ package connector
 import (
 	"context"
 	"fmt"
-	"hash/fnv"
 	"log/slog"
 	"net"
 	"net/http"
@@ -20,20 +19,11 @@ import (
 
 	"github.com/pbxbridge/pbxbridge/connector/config"
 	"github.com/pbxbridge/pbxbridge/connector/dispatch"
+	"github.com/pbxbridge/pbxbridge/connector/hooks"
 	"github.com/pbxbridge/pbxbridge/crm"
 	"github.com/pbxbridge/pbxbridge/crm/call"
 	"github.com/pbxbridge/pbxbridge/licensing"
 )
-
-// liveQueue is how many live events may wait per connector and live worker; beyond that the
-// oldest are dropped (they are best-effort: a card that would appear after the call ended is
-// worthless).
-const liveQueue = 256
-
-// liveWorkers is how many live events of one connector are handled at once. The events of one
-// call always go to the same worker, in order; different calls do not wait for each other (a
-// Bitrix24 card costs a few CRM requests and durable call-state writes).
-const liveWorkers = 8
 
 // connRT is one running connector instance.
 type connRT struct {
@@ -45,7 +35,7 @@ type connRT struct {
 	worker  *dispatch.Worker
 	log     *slog.Logger
 
-	live     []chan call.Live // one per live worker
+	live     *liveCalls // the live path: per-call ordering, staleness, timeline (live.go)
 	liveDrop atomic.Int64
 
 	// queries bounds the dialplan's /v1/responsible and /v1/lookup questions to this CRM: a
@@ -96,6 +86,11 @@ func (d *Daemon) startConnector(ctx context.Context, cfg *config.Config, cn *con
 		MaxResponseBody:   cn.MaxResponseBytes,
 		ObserveServerDate: d.lic.ObserveCRMDate,
 	}
+	hs := hooks.New(cn.CompiledHooks(), hooks.Options{Connector: cn.Name, Metrics: d.m.hooks, Logger: log, Now: d.now})
+	if hs != nil {
+		params.Hooks = hs
+		log.Info("hooks configured", "points", hs.Points())
+	}
 	adapter, err := f.New(params)
 	if err != nil {
 		return fmt.Errorf("connector %s: %w", cn.Name, err)
@@ -103,6 +98,9 @@ func (d *Daemon) startConnector(ctx context.Context, cfg *config.Config, cn *con
 	r, err := newRoute(cn)
 	if err != nil {
 		return err
+	}
+	if hs.Has(crm.HookLogIf) {
+		r.logIf = hs
 	}
 	// Sold connector types need a licence; others (the "fake" test CRM that writes a local
 	// file) are free.
@@ -129,9 +127,6 @@ func (d *Daemon) startConnector(ctx context.Context, cfg *config.Config, cn *con
 		done:    make(chan struct{}),
 		queries: rate.NewLimiter(routerQueriesPerSecond, routerQueryBurst),
 	}
-	for range liveWorkers {
-		c.live = append(c.live, make(chan call.Live, liveQueue))
-	}
 	dc := d.Config().Dispatch
 	d.dm.Init(cn.Name)
 	d.m.initConnector(cn.Name)
@@ -156,6 +151,15 @@ func (d *Daemon) startConnector(ctx context.Context, cfg *config.Config, cn *con
 	}
 	runCtx, cancel := context.WithCancel(ctx)
 	c.cancel = cancel
+	var tl *timelineBuffer
+	if d.store != nil {
+		tl = newTimelineBuffer(d.store, log)
+	}
+	c.live = newLiveCalls(runCtx, cn.Name, adapter, d.m, log, tl)
+	c.live.drop = func() { c.liveDrop.Add(1) }
+	for _, r := range []string{crm.LiveDropCallEnded, crm.LiveDropAnsweredElsewhere, crm.LiveDropStoppedRinging, crm.LiveDropQueueFull} {
+		d.m.liveDropped.WithLabelValues(cn.Name, r)
+	}
 	if s, ok := adapter.(crm.Starter); ok {
 		if err := s.Start(runCtx); err != nil {
 			cancel()
@@ -163,14 +167,20 @@ func (d *Daemon) startConnector(ctx context.Context, cfg *config.Config, cn *con
 		}
 	}
 	var wg sync.WaitGroup
-	wg.Add(2 + len(c.live))
+	wg.Add(2)
 	go func() { defer wg.Done(); _ = c.worker.Run(runCtx) }()
-	for _, q := range c.live {
-		go func() { defer wg.Done(); d.liveLoop(runCtx, c, q) }()
-	}
 	go func() { defer wg.Done(); d.bindAccount(runCtx, c) }()
+	tlDone := make(chan struct{})
+	go func() {
+		defer close(tlDone)
+		if tl != nil {
+			tl.run(runCtx)
+		}
+	}()
 	go func() {
 		wg.Wait()
+		c.live.close()
+		<-tlDone
 		if cl, ok := adapter.(crm.Closer); ok {
 			cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 			if err := cl.Close(cctx); err != nil {
@@ -233,51 +243,9 @@ func (d *Daemon) stopAllConnectors() {
 	d.publishRoutes()
 }
 
-// liveLoop passes the live events of one worker's queue to the adapter, in order, best-effort.
-func (d *Daemon) liveLoop(ctx context.Context, c *connRT, queue <-chan call.Live) {
-	lh, ok := c.adapter.(crm.LiveHandler)
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case ev := <-queue:
-			if !ok {
-				continue
-			}
-			lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			err := lh.Live(lctx, &ev)
-			cancel()
-			result := "ok"
-			if err != nil {
-				result = "error"
-				if ctx.Err() == nil {
-					c.log.Warn("live call event failed", "call", ev.Key(), "kind", ev.Kind, "ext", ev.Ext, "err", err)
-				}
-			}
-			d.m.live.WithLabelValues(c.name, result).Inc()
-		}
-	}
-}
-
-// pushLive queues a live event for c without blocking the call model, on the worker of its
-// call: when that queue is full the oldest waiting event is dropped.
-func (c *connRT) pushLive(ev *call.Live, m *metrics) {
-	h := fnv.New32a()
-	_, _ = h.Write([]byte(ev.Key()))
-	queue := c.live[h.Sum32()%uint32(len(c.live))]
-	for {
-		select {
-		case queue <- *ev:
-			return
-		default:
-		}
-		select {
-		case <-queue:
-			c.liveDrop.Add(1)
-			m.live.WithLabelValues(c.name, "dropped").Inc()
-		default:
-		}
-	}
+// pushLive queues a live event for c without blocking the call model (see liveCalls).
+func (c *connRT) pushLive(ev *call.Live) {
+	c.live.push(ev)
 }
 
 // bindAccount asks the adapter which CRM account it is authorised to and tells licensing, at

@@ -16,6 +16,7 @@ import (
 	"github.com/pbxbridge/pbxbridge/connector/callmodel"
 	"github.com/pbxbridge/pbxbridge/connector/config"
 	"github.com/pbxbridge/pbxbridge/connector/outbox"
+	"github.com/pbxbridge/pbxbridge/crm"
 	"github.com/pbxbridge/pbxbridge/crm/call"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -370,13 +371,13 @@ func (p *pbxRT) Live(ev *call.Live) {
 	}
 	p.ledger.live(ev)
 	for _, c := range p.d.routes() {
-		if !c.route.wantsLive(ev) || !c.allowed() {
+		if !c.route.wantsLive(ev) || !c.allowed() || !c.route.liveLogged(ev) {
 			continue
 		}
 		if ev.Ext != "" && !c.extAllowed(ev.Ext) {
 			continue
 		}
-		c.pushLive(ev, p.d.m)
+		c.pushLive(ev)
 	}
 }
 
@@ -469,11 +470,22 @@ func (p *pbxRT) store(rec *call.Record) {
 
 // enqueue routes rec and stores it in the outbox, one row per connector that wants it.
 func (d *Daemon) enqueue(ctx context.Context, rec *call.Record) error {
-	var names []string
+	var names, hookSaidNo []string
+	var hookTL []outbox.TimelineEntry // what log_if hooks answered, for the timeline
 	for _, c := range d.routes() {
-		if c.route.wants(rec) {
-			names = append(names, c.name)
+		if !c.route.wants(rec) {
+			continue
 		}
+		if c.route.logIf != nil {
+			tctx := crm.WithTrace(ctx, func(kind, summary, detail string) {
+				hookTL = append(hookTL, outbox.TimelineEntry{Connector: c.name, Kind: kind, Summary: summary, Detail: detail})
+			})
+			if !c.route.logged(tctx, rec) {
+				hookSaidNo = append(hookSaidNo, c.name)
+				continue
+			}
+		}
+		names = append(names, c.name)
 	}
 	payload, err := json.Marshal(rec)
 	if err != nil {
@@ -488,8 +500,13 @@ func (d *Daemon) enqueue(ctx context.Context, rec *call.Record) error {
 	if e, ok := d.click.timeline(rec); ok {
 		tl = append(tl, e)
 	}
+	tl = append(tl, hookTL...)
 	if len(names) == 0 {
-		tl = append(tl, outbox.TimelineEntry{Kind: "routing", Summary: "not sent to any CRM: " + unroutedReason(rec, d.routes())})
+		reason := unroutedReason(rec, d.routes())
+		if len(hookSaidNo) > 0 {
+			reason = "the log_if hook of " + strings.Join(hookSaidNo, ", ") + " said no; the other connectors' pbx, directions or filters exclude it"
+		}
+		tl = append(tl, outbox.TimelineEntry{Kind: "routing", Summary: "not sent to any CRM: " + reason})
 		if err := d.store.AppendTimeline(ctx, rec.Key(), tl...); err != nil {
 			return err
 		}

@@ -52,23 +52,16 @@ func TestLiveEventsRunPerCall(t *testing.T) {
 	d := &Daemon{log: slog.New(slog.DiscardHandler)}
 	d.m = newMetrics(prometheus.NewRegistry(), d, "test")
 	a := &blockingLive{seen: map[string][]int{}, release: make(chan struct{})}
-	c := &connRT{name: "crm", adapter: a, log: d.log}
-	for range liveWorkers {
-		c.live = append(c.live, make(chan call.Live, liveQueue))
-	}
 	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	for _, q := range c.live {
-		wg.Add(1)
-		go func() { defer wg.Done(); d.liveLoop(ctx, c, q) }()
-	}
-	defer func() { cancel(); wg.Wait() }()
+	c := &connRT{name: "crm", adapter: a, log: d.log}
+	c.live = newLiveCalls(ctx, "crm", a, d.m, d.log, nil)
+	defer func() { cancel(); c.live.close() }()
 
 	calls := []string{"slow", "a", "b", "c", "d", "e", "f", "g", "h", "i"}
 	const perCall = 20
 	for i := range perCall {
 		for _, id := range calls {
-			c.pushLive(&call.Live{PBX: "lab", CallID: id, Kind: call.LiveRinging, Ext: fmt.Sprint(i)}, d.m)
+			c.pushLive(&call.Live{PBX: "lab", CallID: id, Kind: call.LiveRinging, Ext: fmt.Sprint(i)})
 		}
 	}
 	testkit.Eventually(t, 10*time.Second, "every call's events", func() error {

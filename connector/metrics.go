@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/pbxbridge/pbxbridge/connector/hooks"
 	"github.com/pbxbridge/pbxbridge/connector/outbox"
 	"github.com/pbxbridge/pbxbridge/crm/call"
 )
@@ -19,6 +20,7 @@ type metrics struct {
 	crmDuration       *prometheus.HistogramVec
 	crmRequests       *prometheus.CounterVec
 	live              *prometheus.CounterVec
+	liveDropped       *prometheus.CounterVec
 	calls             *prometheus.CounterVec
 	unrouted          *prometheus.CounterVec
 	endedUnseen       *prometheus.CounterVec
@@ -40,6 +42,7 @@ type metrics struct {
 	backupSize        prometheus.Gauge
 	backupFailures    prometheus.Counter
 	backupInterval    prometheus.Gauge
+	hooks             *hooks.Metrics
 }
 
 func newMetrics(reg *prometheus.Registry, d *Daemon, version string) *metrics {
@@ -57,6 +60,10 @@ func newMetrics(reg *prometheus.Registry, d *Daemon, version string) *metrics {
 			Namespace: "pbxbridge", Name: "live_events_total",
 			Help: "Live call events (incoming-call cards) by connector and result (ok, error, dropped).",
 		}, []string{"connector", "result"}),
+		liveDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "pbxbridge", Name: "live_actions_dropped_total",
+			Help: "Live call actions (cards) given up because their moment passed, by connector and reason (call_ended, answered_elsewhere, stopped_ringing, queue_full, other): a card is never shown after its call ended.",
+		}, []string{"connector", "reason"}),
 		calls: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "pbxbridge", Name: "calls_total",
 			Help: "Finished calls built by the call model.",
@@ -156,13 +163,18 @@ func newMetrics(reg *prometheus.Registry, d *Daemon, version string) *metrics {
 	}
 	m.reloadOK.Set(1)
 	m.reloadTime.SetToCurrentTime()
-	reg.MustRegister(m.crmDuration, m.crmRequests, m.live, m.calls, m.unrouted, m.endedUnseen, m.recoveredCDR, m.cdrRecoveries,
+	reg.MustRegister(m.crmDuration, m.crmRequests, m.live, m.liveDropped, m.calls, m.unrouted, m.endedUnseen, m.recoveredCDR, m.cdrRecoveries,
 		m.cdrPending, m.openCalls, m.heldRecords,
 		m.spilled, m.outboxWriteErrors, m.reloadOK, m.reloadTime, m.reloads, m.adminRefused, m.intakeCut, m.originates, m.routerThrottled,
 		m.backupLast, m.backupSize, m.backupFailures, m.backupInterval)
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	reg.MustRegister(buildInfo(version))
 	reg.MustRegister(&outboxCollector{d: d})
+	hm, err := hooks.NewMetrics(reg)
+	if err != nil {
+		panic(err) // as MustRegister: a duplicate registration is a programming error
+	}
+	m.hooks = hm
 	return m
 }
 

@@ -39,16 +39,19 @@ const (
 
 // openCall is what the ledger knows of a call in progress (the row's data, JSON).
 type openCall struct {
-	CallID      string         `json:"call_id"`
-	Direction   call.Direction `json:"direction"`
-	Customer    string         `json:"customer,omitempty"`
-	Line        string         `json:"line,omitempty"`
-	StartedAt   time.Time      `json:"started_at"`
-	Rang        []string       `json:"rang,omitempty"`
-	AnsweredBy  string         `json:"answered_by,omitempty"`
-	AnsweredAt  *time.Time     `json:"answered_at,omitempty"`
-	OriginateID string         `json:"originate_id,omitempty"`
-	LastAt      time.Time      `json:"last_at"`
+	CallID     string         `json:"call_id"`
+	Direction  call.Direction `json:"direction"`
+	Customer   string         `json:"customer,omitempty"`
+	Line       string         `json:"line,omitempty"`
+	StartedAt  time.Time      `json:"started_at"`
+	Rang       []string       `json:"rang,omitempty"`
+	AnsweredBy string         `json:"answered_by,omitempty"`
+	// CallerExt is the extension that placed an outbound call (its card: callmodel's outbound
+	// LiveRinging).
+	CallerExt   string     `json:"caller_ext,omitempty"`
+	AnsweredAt  *time.Time `json:"answered_at,omitempty"`
+	OriginateID string     `json:"originate_id,omitempty"`
+	LastAt      time.Time  `json:"last_at"`
 	// HungUpAt: the call ended (its record waits for the model's finish delay).
 	HungUpAt *time.Time `json:"hung_up_at,omitempty"`
 }
@@ -106,7 +109,12 @@ func (l *ledger) live(ev *call.Live) {
 	}
 	switch ev.Kind {
 	case call.LiveRinging:
-		if ev.Ext != "" && !slices.Contains(c.Rang, ev.Ext) {
+		switch {
+		case ev.Direction == call.Outbound && c.CallerExt == "" && c.AnsweredAt == nil && ev.Customer != "":
+			// The outbound call's card goes to the extension that dials: it placed the call,
+			// it was not rung.
+			c.CallerExt = ev.Ext
+		case ev.Ext != "" && !slices.Contains(c.Rang, ev.Ext):
 			c.Rang = append(c.Rang, ev.Ext)
 		}
 	case call.LiveAnswered:
@@ -295,7 +303,7 @@ func (c *openCall) record(pbx string, alive, updated time.Time) *call.Record {
 	}
 	r := &call.Record{CallID: c.CallID, PBX: pbx, Direction: c.Direction, Customer: c.Customer, Line: c.Line,
 		StartedAt: c.StartedAt, EndedAt: end, Rang: slices.Clone(c.Rang), OriginateID: c.OriginateID,
-		Disposition: call.NoAnswer, Flags: []string{call.FlagEndedUnseen}}
+		CallerExt: c.CallerExt, Disposition: call.NoAnswer, Flags: []string{call.FlagEndedUnseen}}
 	if c.OriginateID != "" {
 		r.Flags = append(r.Flags, call.FlagClickToCall)
 	}

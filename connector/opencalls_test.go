@@ -42,6 +42,10 @@ func TestLedgerRecoversCallsThatEndedWhileDown(t *testing.T) {
 	run1.live(live(call.LiveRinging, "C", "103", t0.Add(2*time.Second)))
 	run1.live(live(call.LiveRinging, "D", "103", t0.Add(3*time.Second)))
 	run1.live(live(call.LiveHangup, "D", "", t0.Add(4*time.Second)))
+	// E: 101 dials out; the customer's phone rings (the caller's card), nobody answers.
+	out := live(call.LiveRinging, "E", "101", t0.Add(time.Second))
+	out.Direction, out.Line = call.Outbound, ""
+	run1.live(out)
 	run1.finished("office/C")
 	now = t0.Add(6 * time.Second)
 	run1.flush(t.Context(), false)
@@ -54,10 +58,14 @@ func TestLedgerRecoversCallsThatEndedWhileDown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(recs) != 2 {
-		t.Fatalf("%d records, want A and D: %+v", len(recs), recs)
+	if len(recs) != 3 {
+		t.Fatalf("%d records, want A, D and E: %+v", len(recs), recs)
 	}
-	a, d := recs[0], recs[1]
+	a, d, e := recs[0], recs[1], recs[2]
+	if e.Key() != "office/E" || e.Direction != call.Outbound || e.CallerExt != "101" || len(e.Rang) != 0 ||
+		e.Disposition != call.NoAnswer || e.Customer != "+79001234567" {
+		t.Errorf("outbound call: %+v", e)
+	}
 	if a.Key() != "office/A" || a.Disposition != call.Answered || a.AnsweredBy != "102" || !slices.Equal(a.Rang, []string{"101", "102"}) ||
 		a.RingSeconds != 5 || a.TalkSeconds != 25 || !a.EndedAt.Equal(t0.Add(30*time.Second)) || !slices.Contains(a.Flags, call.FlagEndedUnseen) ||
 		a.Customer != "+79001234567" || a.Line != "+74951112233" || len(a.Legs) != 1 || a.Legs[0].TalkSeconds != 25 {

@@ -1,12 +1,14 @@
 package connector
 
 import (
+	"context"
 	"fmt"
 	"regexp"
 	"slices"
 	"strings"
 
 	"github.com/pbxbridge/pbxbridge/connector/config"
+	"github.com/pbxbridge/pbxbridge/crm"
 	"github.com/pbxbridge/pbxbridge/crm/call"
 )
 
@@ -17,6 +19,8 @@ type route struct {
 	directions map[call.Direction]bool
 	include    filter
 	exclude    filter
+	// logIf is the connector's log_if hook (nil: none), asked after the rules above.
+	logIf crm.Hooks
 }
 
 type matcher struct {
@@ -131,6 +135,26 @@ func (r *route) wants(rec *call.Record) bool {
 		return false
 	}
 	return !r.exclude.match(exts, rec.Trunk, rec.Line, rec.Customer)
+}
+
+// logged asks the log_if hook, if any, whether the finished call rec goes to the connector
+// (after wants said yes). Its answer and failures go to ctx's trace.
+func (r *route) logged(ctx context.Context, rec *call.Record) bool {
+	if r.logIf == nil {
+		return true
+	}
+	res, _ := r.logIf.Run(ctx, crm.HookLogIf, &crm.HookInput{Record: rec})
+	return res.Log
+}
+
+// liveLogged asks the log_if hook, if any, whether the live event ev goes to the connector: the
+// hook sees the call as known while it rings (no disposition, live set).
+func (r *route) liveLogged(ev *call.Live) bool {
+	if r.logIf == nil {
+		return true
+	}
+	res, _ := r.logIf.Run(context.Background(), crm.HookLogIf, &crm.HookInput{Record: crm.LiveRecord(ev), Live: true})
+	return res.Log
 }
 
 // wantsLive reports whether a live event goes to this connector (the same rules on what is known

@@ -344,6 +344,9 @@ type Params struct {
 	// ObserveServerDate, when non-nil, is given the Date header of each TLS-verified CRM
 	// response (licensing time floor, docs/licensing-design.md §3.5).
 	ObserveServerDate func(time.Time)
+	// Hooks are the instance's configured overrides of its decisions (docs/hooks.md); nil
+	// when none are configured.
+	Hooks Hooks
 }
 
 // Recordings gives adapters access to call recordings.

@@ -1,9 +1,11 @@
 package callmodel
 
 import (
+	"maps"
 	"sort"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/pbxbridge/pbxbridge/crm/call"
 
@@ -231,6 +233,11 @@ func (b *Builder) Apply(ev *asterisk.Event) {
 				ch.call.did = v
 			}
 		}
+		for _, name := range b.opts.CallVariables {
+			if v := ev.Vars[name]; v != "" {
+				ch.call.setVar(name, v)
+			}
+		}
 	}
 }
 
@@ -302,6 +309,11 @@ func (b *Builder) newChannel(ev *asterisk.Event) {
 	for _, name := range b.opts.OriginateIDVariables {
 		if v := ev.Vars[name]; v != "" && ch.call.originateID == "" {
 			ch.call.originateID = v
+		}
+	}
+	for _, name := range b.opts.CallVariables {
+		if v := ev.Vars[name]; v != "" {
+			ch.call.setVar(name, v)
 		}
 	}
 }
@@ -428,6 +440,9 @@ func (b *Builder) merge(x, y *ongoing, t time.Time) {
 	if older.did == "" {
 		older.did = younger.did
 	}
+	for k, v := range younger.vars {
+		older.setVar(k, v)
+	}
 	if older.firstCause == 0 {
 		older.firstCause = younger.firstCause
 	}
@@ -465,6 +480,9 @@ func (b *Builder) merge(x, y *ongoing, t time.Time) {
 		if ch.ringing && !ch.dead && ch.call == older {
 			b.emit(older, call.LiveRinging, ch.ext, "", t)
 		}
+	}
+	if younger.outCard != "" && older.outCard == "" && older.state == callOpen {
+		b.ringOutbound(older, t)
 	}
 }
 
@@ -510,6 +528,32 @@ func (b *Builder) varSet(c *ongoing, name, value string) {
 			return
 		}
 	}
+	for _, v := range b.opts.CallVariables {
+		if v == name {
+			c.setVar(name, value)
+			return
+		}
+	}
+}
+
+// maxVarLen bounds a channel variable's value kept in a record (Record.Vars).
+const maxVarLen = 256
+
+// setVar keeps the first non-empty value of a listed channel variable.
+func (c *ongoing) setVar(name, value string) {
+	if value == "" || c.vars[name] != "" {
+		return
+	}
+	if len(value) > maxVarLen {
+		value = value[:maxVarLen]
+		for !utf8.ValidString(value) && value != "" {
+			value = value[:len(value)-1]
+		}
+	}
+	if c.vars == nil {
+		c.vars = map[string]string{}
+	}
+	c.vars[name] = value
 }
 
 func (b *Builder) rename(ch *channel, name string, t time.Time) {
@@ -552,15 +596,50 @@ func (b *Builder) dialBegin(ev *asterisk.Event) {
 		c.lastEvent = t
 	}
 	b.classify(dest)
-	if dest.kind == kindExt && !dest.byCID {
+	switch {
+	case dest.kind == kindExt && !dest.byCID:
 		if !c.hasRang(dest.ext) {
 			c.rang = append(c.rang, dest.ext)
 		}
 		if !dest.ringing {
-			dest.ringing = true
-			b.emit(c, call.LiveRinging, dest.ext, "", t)
+			b.ringExt(dest, t)
 		}
+	case dest.kind == kindTrunk:
+		b.ringOutbound(c, t)
 	}
+}
+
+// ringExt announces that the extension channel ch started ringing, unless it is the agent's
+// own phone of a click-to-call (or callback) that has not dialled the customer yet: that ring
+// has no customer to show, and the agent gets the call's one card when the customer's leg
+// starts ringing (ringOutbound). A suppressed ring is not marked ringing, so it never gets a
+// LiveStopRinging either.
+func (b *Builder) ringExt(ch *channel, t time.Time) {
+	c := ch.call
+	if d := b.describe(c); d.dir == call.Outbound && d.customer == "" && c.originateID != "" {
+		return
+	}
+	ch.ringing = true
+	b.emit(c, call.LiveRinging, ch.ext, "", t)
+}
+
+// ringOutbound announces an outbound call to the extension that placed it when its external
+// (trunk) leg starts being dialled: LiveRinging with Ext = the calling extension (the agent of a
+// click-to-call) and Customer = the dialled number, once per call, whatever further trunks a
+// failover dials. The call's LiveAnswered (Ext = the same extension) follows when the customer
+// answers and LiveHangup at the end; no LiveStopRinging is sent for it (the caller keeps the
+// call until it ends). Nothing is announced for an inbound call dialling out (follow-me, FMC),
+// for a call whose caller is not a known extension, or when the dialled number is unknown.
+func (b *Builder) ringOutbound(c *ongoing, t time.Time) {
+	if c.outCard != "" || len(c.legs) > 0 {
+		return
+	}
+	d := b.describe(c)
+	if d.dir != call.Outbound || d.customer == "" || d.callerExt == nil || d.callerExt.ext == "" {
+		return
+	}
+	c.outCard = d.callerExt.ext
+	b.emit(c, call.LiveRinging, c.outCard, "", t)
 }
 
 func (b *Builder) dialEnd(ev *asterisk.Event) {
@@ -859,6 +938,9 @@ func (b *Builder) emit(c *ongoing, kind call.LiveKind, ext, from string, at time
 		At:          at,
 		StartedAt:   c.created,
 		OriginateID: c.originateID,
+	}
+	if len(c.vars) > 0 {
+		b.live.Vars = maps.Clone(c.vars)
 	}
 	c.liveSent = true
 	b.out.Live(&b.live)

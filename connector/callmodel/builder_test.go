@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
@@ -811,5 +812,43 @@ func TestKnows(t *testing.T) {
 	out.only(t)
 	if p.b.Knows(trunk.Linkedid) || p.b.Knows(dev.Uniqueid) || len(p.b.ChannelNames()) != 0 || !p.b.OldestStart().IsZero() {
 		t.Error("a finished call is still known")
+	}
+}
+
+// TestCallVariables: the channel variables listed in Config.Variables reach Record.Vars with
+// their first non-empty value, from VarSet (with or without the inheritance underscores) and
+// from the ChanVariable headers of any channel event; others do not; a long value is cut.
+func TestCallVariables(t *testing.T) {
+	t.Parallel()
+	var s sink
+	o, err := callmodel.Config{Variables: []string{"__IVR_DEAL", "CAMPAIGN", "LONG"}}.Compile(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(o.Variables(), "IVR_DEAL") || !slices.Contains(o.Variables(), "CAMPAIGN") {
+		t.Errorf("Variables() = %v, want the call variables among them (the AMI read filter keeps them)", o.Variables())
+	}
+	p := newPBX(o, &s)
+	trunk := p.channel("PJSIP/provider-00000001", "+79001234567", "from-pstn", "74951112233", "", asterisk.StateRing)
+	p.varSet(trunk, "__IVR_DEAL", "")
+	p.varSet(trunk, "__IVR_DEAL", "4711")
+	p.varSet(trunk, "IVR_DEAL", "9999") // not the first value
+	p.varSet(trunk, "OTHER", "x")
+	p.varSet(trunk, "LONG", strings.Repeat("я", 200))
+	p.apply(asterisk.Event{Type: asterisk.TypeNewExten, Chan: trunk, Vars: map[string]string{"CAMPAIGN": "spring"}})
+	p.hangup(trunk, 16)
+	r := s.only(t)
+	if r.Vars["IVR_DEAL"] != "4711" || r.Vars["CAMPAIGN"] != "spring" || len(r.Vars) != 3 {
+		t.Errorf("Vars = %v, want IVR_DEAL=4711 CAMPAIGN=spring LONG", r.Vars)
+	}
+	if l := r.Vars["LONG"]; len(l) > 256 || !utf8.ValidString(l) || l == "" {
+		t.Errorf("a long value was kept as %d bytes (valid UTF-8: %v), want at most 256", len(l), utf8.ValidString(l))
+	}
+	many := make([]string, 17)
+	for i := range many {
+		many[i] = fmt.Sprintf("V%d", i)
+	}
+	if _, err := (callmodel.Config{Variables: many}).Compile(nil); err == nil {
+		t.Error("17 variables compiled, want an error")
 	}
 }

@@ -104,6 +104,29 @@
 // records of the with-cdr recordings). Builder.Knows and ChannelNames tell the recovery which
 // calls of the CDR the model is still following.
 //
+// # Live events
+//
+// Live events (call.Live) drive the cards a CRM shows while a call is in progress; each names
+// the extension it is about (Ext):
+//
+//   - LiveRinging: an extension started ringing for the call (it was dialled). For an outbound
+//     call, the extension that placed it gets LiveRinging with the dialled number as Customer
+//     when the external (trunk) leg is dialled — once per call, whatever further trunks a
+//     failover dials — so the employee sees the customer's card while it rings.
+//   - LiveAnswered: an extension talks to the customer (for an outbound call: the calling
+//     extension, when the customer answers).
+//   - LiveStopRinging: an extension stopped ringing without answering (another answered, the
+//     caller gave up, ring timeout). The trunk leg of an outbound call never gets one: the
+//     caller keeps the call until LiveHangup.
+//   - LiveTransferred: the customer moved from one extension (From) to another (Ext).
+//   - LiveHangup: the call ended (or was merged into an older call: the older call's id
+//     continues); its Record follows.
+//
+// A click-to-call (or callback) first rings the agent's own phone: that ring has no customer
+// yet and emits nothing. The agent gets the call's one card when the customer's leg starts
+// ringing (LiveRinging, Ext = the agent), then LiveAnswered when the customer answers.
+// connector/callmodel/outbound_live_test.go checks this on every transcript.
+//
 // # Record conventions
 //
 // started_at is the creation of the call's first channel; ended_at the last hangup of its

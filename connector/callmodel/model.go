@@ -1,6 +1,7 @@
 package callmodel
 
 import (
+	"maps"
 	"regexp"
 	"strings"
 	"time"
@@ -430,6 +431,9 @@ func (b *Builder) record(c *ongoing, end time.Time) *call.Record {
 		Transfers:   make([]call.Transfer, 0, len(c.transfers)+1),
 		PBX:         c.pbx,
 		OriginateID: c.originateID,
+	}
+	if len(c.vars) > 0 {
+		r.Vars = maps.Clone(c.vars)
 	}
 	if end.Before(r.StartedAt) {
 		r.EndedAt = r.StartedAt

@@ -50,6 +50,9 @@ type Options struct {
 	// DIDVariables are channel variables (without leading underscores) holding the DID an
 	// inbound call was made to, preferred over the trunk channel's extension (FreePBX: FROM_DID).
 	DIDVariables []string
+	// CallVariables are channel variables (without leading underscores) whose first non-empty
+	// value the call's Record carries in Vars (for hooks: a deal number entered in the IVR).
+	CallVariables []string
 	// MaxCallAge: Flush(now, false) finishes calls older than this, flagged "flushed". Zero
 	// disables the limit.
 	MaxCallAge time.Duration
@@ -114,9 +117,11 @@ type Config struct {
 	FMC                  map[string]string `yaml:"fmc" json:"fmc"` // mobile number -> extension
 	OriginateIDVariables []string          `yaml:"originate_id_variables" json:"originate_id_variables"`
 	DIDVariables         []string          `yaml:"did_variables" json:"did_variables"`
-	MaxCallAge           string            `yaml:"max_call_age" json:"max_call_age"`
-	FinishDelay          string            `yaml:"finish_delay" json:"finish_delay"`
-	UnansweredRecordings bool              `yaml:"unanswered_recordings" json:"unanswered_recordings"`
+	// Variables are channel variables copied into the record's vars (docs/hooks.md).
+	Variables            []string `yaml:"variables" json:"variables"`
+	MaxCallAge           string   `yaml:"max_call_age" json:"max_call_age"`
+	FinishDelay          string   `yaml:"finish_delay" json:"finish_delay"`
+	UnansweredRecordings bool     `yaml:"unanswered_recordings" json:"unanswered_recordings"`
 }
 
 // Compile validates c, fills defaults and returns Options using normalize (nil: identity) for
@@ -149,6 +154,10 @@ func (c Config) Compile(normalize func(string) string) (Options, error) {
 	}
 	o.OriginateIDVariables = varList(c.OriginateIDVariables, DefaultOriginateIDVariables)
 	o.DIDVariables = varList(c.DIDVariables, DefaultDIDVariables)
+	o.CallVariables = varList(c.Variables, nil)
+	if len(o.CallVariables) > maxCallVariables {
+		return Options{}, fmt.Errorf("callmodel: variables: at most %d, got %d", maxCallVariables, len(o.CallVariables))
+	}
 	if len(c.FMC) > 0 {
 		o.FMC = make(map[string]string, len(c.FMC))
 		for num, ext := range c.FMC {
@@ -168,16 +177,20 @@ func (c Config) Compile(normalize func(string) string) (Options, error) {
 	return o, nil
 }
 
+// maxCallVariables bounds Config.Variables: each is kept per call.
+const maxCallVariables = 16
+
 // Variables returns the channel variables the Builder reads from VarSet events:
-// MIXMONITOR_FILENAME (the recording), OriginateIDVariables and DIDVariables. A VarSet of any
+// MIXMONITOR_FILENAME (the recording), OriginateIDVariables, DIDVariables and CallVariables. A VarSet of any
 // other variable changes nothing but what every channel event carries (the channel's caller ID,
 // Linkedid and time), so a source may pass such events reduced to that (asterisk/ami's
 // read-time filter does).
 func (o *Options) Variables() []string {
-	vars := make([]string, 0, 1+len(o.OriginateIDVariables)+len(o.DIDVariables))
+	vars := make([]string, 0, 1+len(o.OriginateIDVariables)+len(o.DIDVariables)+len(o.CallVariables))
 	vars = append(vars, "MIXMONITOR_FILENAME")
 	vars = append(vars, o.OriginateIDVariables...)
-	return append(vars, o.DIDVariables...)
+	vars = append(vars, o.DIDVariables...)
+	return append(vars, o.CallVariables...)
 }
 
 func hasNamedGroups(re *regexp.Regexp) bool {

@@ -6,8 +6,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/pbxbridge/pbxbridge/crm/call"
-
 	"github.com/pbxbridge/pbxbridge/asterisk"
 )
 
@@ -198,8 +196,7 @@ func (b *Builder) ringSnapshotted(t time.Time) {
 		if ch.kind != kindExt || ch.byCID {
 			continue
 		}
-		ch.ringing = true
-		b.emit(ch.call, call.LiveRinging, ch.ext, "", t)
+		b.ringExt(ch, t)
 	}
 	b.snapDialled = b.snapDialled[:0]
 }

@@ -162,10 +162,12 @@ type ongoing struct {
 	cdrRecording string // Cdr RecordingFile
 	originateID  string
 	did          string
+	vars         map[string]string // Options.CallVariables the call set
 	flags        uint16
 	firstCause   int
 	trunkAnswer  time.Time // first ANSWER of a dialled trunk
 	liveSent     bool      // a live event was emitted for this call
+	outCard      string    // outbound: the calling extension announced by ringOutbound
 }
 
 func (c *ongoing) hasRang(ext string) bool {

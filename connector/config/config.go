@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -17,6 +18,7 @@ import (
 	"github.com/pbxbridge/pbxbridge/asterisk/numbers"
 	"github.com/pbxbridge/pbxbridge/configs"
 	"github.com/pbxbridge/pbxbridge/connector/callmodel"
+	"github.com/pbxbridge/pbxbridge/connector/hooks"
 	"github.com/pbxbridge/pbxbridge/connector/recordings"
 	"github.com/pbxbridge/pbxbridge/crm"
 	"github.com/pbxbridge/pbxbridge/licensing"
@@ -250,11 +252,34 @@ type Connector struct {
 	// MaxResponseBytes bounds each CRM answer the connector reads (default 8 MiB): a larger or
 	// endless answer fails the request instead of filling memory.
 	MaxResponseBytes int64 `yaml:"max_response_bytes"`
+	// Hooks override the connector's decisions with expressions or a program (docs/hooks.md);
+	// they are compiled when the config is loaded.
+	Hooks *hooks.Config `yaml:"hooks"`
 
 	// Settings is the decoded type block (the value crm.Factory.NewConfig returned).
 	Settings any `yaml:"-"`
 	// settingsNode is the type block as parsed, for line numbers.
 	settingsNode ast.Node
+	// compiled is Hooks compiled (nil: no hooks block).
+	compiled *hooks.Compiled
+}
+
+// CompiledHooks returns the connector's hooks as compiled at load (nil when it has none).
+func (c *Connector) CompiledHooks() *hooks.Compiled { return c.compiled }
+
+// SetHooks replaces the connector's hooks block and compiles it, for configs built in code
+// (tests, the load harness); the error lists the block's problems.
+func (c *Connector) SetHooks(h *hooks.Config) error {
+	compiled, probs := hooks.Compile(h)
+	if len(probs) > 0 {
+		errs := make([]error, len(probs))
+		for i, p := range probs {
+			errs[i] = p
+		}
+		return fmt.Errorf("connector %s: hooks: %w", c.Name, errors.Join(errs...))
+	}
+	c.Hooks, c.compiled = h, compiled
+	return nil
 }
 
 // Address returns host:port of the AMI connection.
@@ -263,6 +288,7 @@ func (a *AMI) Address() string { return net.JoinHostPort(a.Host, strconv.Itoa(a.
 // Stripped returns c without parse-time details (for comparing configs).
 func (c Connector) Stripped() Connector {
 	c.settingsNode = nil
+	c.compiled = nil
 	return c
 }
 
@@ -616,6 +642,13 @@ func (c *Config) validate(d *decoder, deployment bool) {
 		checkFilter(bad, path+".exclude", &cn.Exclude)
 		if n := cn.MaxResponseBytes; n != 0 && (n < 64<<10 || n > 256<<20) {
 			bad(path+".max_response_bytes", "must be between 65536 (64 KiB) and 268435456 (256 MiB), got %d", n)
+		}
+		if cn.Hooks != nil {
+			compiled, probs := hooks.Compile(cn.Hooks)
+			for _, p := range probs {
+				bad(path+".hooks."+p.Path, "%s", p.Msg)
+			}
+			cn.compiled = compiled
 		}
 	}
 

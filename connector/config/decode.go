@@ -239,8 +239,10 @@ func (d *decoder) decode(node ast.Node, v reflect.Value, path string) {
 func (d *decoder) decodeLeaf(node ast.Node, v reflect.Value, path string) {
 	switch reflect.TypeOf(node) {
 	case sequenceNodeType, mappingNodeType, mappingValueNodeT:
-		d.addf(node, path, "must be a single value, got %s", describe(node))
-		return
+		if !reflect.PointerTo(v.Type()).Implements(bytesUnmarshaler) { // such a type reads any YAML
+			d.addf(node, path, "must be a single value, got %s", describe(node))
+			return
+		}
 	}
 	ptr := reflect.New(v.Type())
 	if err := yaml.NodeToValue(node, ptr.Interface()); err != nil {

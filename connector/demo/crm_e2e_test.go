@@ -202,6 +202,12 @@ func checkBitrix24(t *testing.T, name, key string, want *call.Record, st fakecrm
 			}
 		}
 	}
+	// A call over before a card could be useful (inbound_busy_ext: the extension is busy 4 ms
+	// after the Dial, within the card's 20 ms delay, connector/live.go) shows none: a card is
+	// never shown after its call ended (connector/loadtest's b24burst counts late cards).
+	if want.AnsweredAt == nil && want.RingSeconds == 0 {
+		return
+	}
 	if registered.IsZero() {
 		t.Errorf("bitrix24 %s: no card registered while ringing", name)
 		return

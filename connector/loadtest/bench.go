@@ -4,15 +4,20 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"runtime"
+	"sort"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/pbxbridge/pbxbridge/asterisk/fakepbx"
+	"github.com/pbxbridge/pbxbridge/connector/admin"
+	"github.com/pbxbridge/pbxbridge/crm/call"
 )
 
 // The runs of Bench, in the order they run.
@@ -22,10 +27,11 @@ const (
 	RunThroughput  = "throughput"  // rising rates into the fake connector: sustained calls/s, CPU
 	RunConcurrency = "concurrency" // 1,000 calls in progress at once: RSS
 	RunLimits      = "limits"      // CRMs at their real limits: outbox growth and drain
+	RunB24Burst    = "b24burst"    // 105 calls in 114 s into Bitrix24 at 2 req/s: late cards, finish latency
 )
 
 // Runs lists every run of Bench.
-var Runs = []string{RunIdle, RunLatency, RunThroughput, RunConcurrency, RunLimits}
+var Runs = []string{RunIdle, RunLatency, RunThroughput, RunConcurrency, RunLimits, RunB24Burst}
 
 // BenchOptions configure Bench.
 type BenchOptions struct {
@@ -69,7 +75,7 @@ func Bench(ctx context.Context, o BenchOptions) ([]Figure, error) {
 	for _, r := range runs {
 		fn := map[string]func(context.Context, *BenchOptions) ([]Figure, error){
 			RunIdle: benchIdle, RunLatency: benchLatency, RunThroughput: benchThroughput,
-			RunConcurrency: benchConcurrency, RunLimits: benchLimits,
+			RunConcurrency: benchConcurrency, RunLimits: benchLimits, RunB24Burst: benchB24Burst,
 		}[r]
 		if fn == nil {
 			return figs, fmt.Errorf("loadtest: unknown run %q (have %v)", r, Runs)
@@ -624,6 +630,193 @@ func benchLimits(ctx context.Context, o *BenchOptions) ([]Figure, error) {
 	figs = append(figs, latencyFigures(tm, fmt.Sprintf("real limits, 150 ms latency, %.0f calls/s", rate), false)...)
 	fmt.Fprintf(o.Log, "%d calls; %s\n", n, refused)
 	return figs, nil
+}
+
+// B24BurstCalls and B24BurstWindow are the burst of the b24burst run: what a real Asterisk 22
+// (FreePBX-style dialplan) sent a fake Bitrix24 in the measurement behind it.
+const (
+	B24BurstCalls  = 105
+	B24BurstWindow = 114 * time.Second
+)
+
+// B24Burst is the outcome of the b24burst run.
+type B24Burst struct {
+	Calls                     int // calls started
+	Timings                   Timings
+	RateLimited               int // QUERY_LIMIT_EXCEEDED answers
+	Batches, BatchedCommands  int
+	Dropped                   map[string]float64 // pbxbridge_live_actions_dropped_total by reason
+	AttachRecords, FinishCmds int
+	Outbox                    string
+	Drained                   time.Duration // from the last call's end to an empty outbox
+	RequestsPerCall           float64
+	FinishMedian, FinishMax   time.Duration
+	CardsAfterEnd, CardsTotal int
+	CardsAfterAnswerElsewhere int
+	LateCards                 []string
+	NoAck                     int
+	// TimelinesChecked calls' timelines (`pbxbridge calls show`) were read; TimelinesWithRegister
+	// of them list the register sent while the call rang.
+	TimelinesChecked, TimelinesWithRegister int
+}
+
+// PlayB24Burst plays B24BurstCalls calls of the default mix (real transcripts, real time) within
+// B24BurstWindow into the daemon with only the Bitrix24 connector, the fake portal enforcing
+// Bitrix24's 2 requests/s (burst 50) with 150 ms latency, recordings attached; it waits until
+// the outbox is empty. quick plays 30 calls in about 33 s.
+func PlayB24Burst(ctx context.Context, o *BenchOptions, quick bool) (*B24Burst, error) {
+	if o.Log == nil {
+		o.Log = io.Discard
+	}
+	calls, window := B24BurstCalls, B24BurstWindow
+	if quick {
+		calls, window = 30, 33*time.Second
+	}
+	e, stop, err := o.env(ctx, RunB24Burst, EnvOptions{
+		PBX:        fakepbx.Config{Speed: 1},
+		CRM:        CRMOptions{B24RPS: 2, B24Burst: 50, Latency: 150 * time.Millisecond},
+		Daemon:     DaemonOptions{Connectors: []string{ConnBitrix24}, Workers: 2},
+		Recordings: true,
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer stop()
+	time.Sleep(3 * time.Second) // start-up requests (users, event.bind, lines)
+	before := e.CRMs.B24.State()
+	from := time.Now()
+	n, err := e.PBX.Load(ctx, fakepbx.LoadOptions{Rate: float64(calls) / window.Seconds(), Calls: calls})
+	if err != nil {
+		return nil, err
+	}
+	to := time.Now()
+	want := 0
+	for _, t := range e.PBX.Traces() {
+		want += len(e.Expected.Keys(&t))
+	}
+	if err := e.WaitDrained(ctx, 15*time.Minute, want); err != nil {
+		return nil, err
+	}
+	// The outbox may look empty for a moment before the last record is stored: wait until
+	// Bitrix24 holds every call (or the limit).
+	for deadline := time.Now().Add(15 * time.Minute); time.Now().Before(deadline); time.Sleep(500 * time.Millisecond) {
+		missing := 0
+		for _, v := range e.Check(nil) {
+			if v.Logged[ConnBitrix24] == 0 {
+				missing++
+			}
+		}
+		if missing == 0 {
+			break
+		}
+	}
+	if err := e.WaitDrained(ctx, 15*time.Minute, want); err != nil {
+		return nil, err
+	}
+	end := time.Now()
+	tm := e.Measure(from, to, end)
+	after := e.CRMs.B24.State()
+	var methods []string
+	for m, c := range after.Requests {
+		if d := c - before.Requests[m]; d > 0 {
+			methods = append(methods, fmt.Sprintf("%s %d", m, d))
+		}
+	}
+	sort.Strings(methods)
+	fmt.Fprintf(o.Log, "b24burst requests: %s\n", strings.Join(methods, ", "))
+	r := &B24Burst{Calls: n, Timings: tm, RateLimited: after.RateLimited - before.RateLimited, Drained: end.Sub(to),
+		Batches: after.Requests["batch"] - before.Requests["batch"], Dropped: map[string]float64{},
+		AttachRecords: after.Requests["telephony.externalcall.attachrecord"] - before.Requests["telephony.externalcall.attachrecord"],
+		CardsAfterEnd: tm.B24CardsAfterEnd, CardsTotal: tm.B24Cards, CardsAfterAnswerElsewhere: tm.B24CardsAfterAnswer,
+		LateCards: tm.B24Late, NoAck: tm.NoAck[ConnBitrix24]}
+	for m, c := range after.BatchCommands {
+		r.BatchedCommands += c - before.BatchCommands[m]
+	}
+	r.FinishCmds = after.Requests["telephony.externalcall.finish"] - before.Requests["telephony.externalcall.finish"] +
+		after.BatchCommands["telephony.externalcall.finish"] - before.BatchCommands["telephony.externalcall.finish"]
+	if recs := tm.Records[ConnBitrix24]; recs > 0 {
+		r.RequestsPerCall = float64(tm.Requests[ConnBitrix24]) / float64(recs)
+	}
+	ack := tm.HangupToAck[ConnBitrix24]
+	r.FinishMedian, r.FinishMax = ack.Quantile(0.5), ack.Quantile(1)
+	if m, err := e.Daemon.Metrics(ctx); err == nil {
+		for _, reason := range []string{"call_ended", "answered_elsewhere", "stopped_ringing", "queue_full", "other"} {
+			r.Dropped[reason] = m.Sum("pbxbridge_live_actions_dropped_total", `reason="`+reason+`"`)
+		}
+	}
+	if st, err := e.Daemon.Status(ctx); err == nil {
+		for _, ob := range st.Outbox {
+			r.Outbox = fmt.Sprintf("%d done, %d dead, %d pending", ob.Done, ob.Dead, ob.Pending+ob.Leased)
+		}
+	}
+	// The registers sent while calls rang are in the calls' timelines.
+	for _, t := range e.PBX.Traces() {
+		if r.TimelinesChecked >= 20 {
+			break
+		}
+		for key, rec := range e.Expected.Keys(&t) {
+			if rec.Direction != call.Inbound || len(t.Rings) == 0 || tm.B24LiveRegister[key].IsZero() {
+				continue
+			}
+			var rep admin.CallReport
+			if err := admin.NewClient(e.Daemon.Socket).Do(ctx, http.MethodGet, "/v1/calls/"+url.PathEscape(key), nil, &rep); err != nil {
+				return nil, fmt.Errorf("loadtest: calls show %s: %w", key, err)
+			}
+			r.TimelinesChecked++
+			for _, en := range rep.Timeline {
+				if en.Kind == "request" && strings.Contains(en.Summary, "telephony.externalCall.register") && en.At.Before(t.Hangup) {
+					r.TimelinesWithRegister++
+					break
+				}
+			}
+		}
+	}
+	return r, nil
+}
+
+// benchB24Burst reports PlayB24Burst against the acceptance targets of the Bitrix24 load issue.
+func benchB24Burst(ctx context.Context, o *BenchOptions) ([]Figure, error) {
+	r, err := PlayB24Burst(ctx, o, o.Quick)
+	if err != nil {
+		return nil, err
+	}
+	what := fmt.Sprintf("%d calls in %.0f s, Bitrix24 at 2 req/s burst 50, 150 ms latency", r.Calls, B24BurstWindow.Seconds())
+	if o.Quick {
+		what = fmt.Sprintf("%d calls, quick", r.Calls)
+	}
+	for _, l := range r.LateCards {
+		fmt.Fprintf(o.Log, "late card: %s\n", l)
+	}
+	for _, l := range r.Timings.B24NoAck {
+		fmt.Fprintf(o.Log, "no finish: %s\n", l)
+	}
+	fmt.Fprintf(o.Log, "b24burst: %d calls, %d batches of %d commands, live actions dropped %v, outbox %s\n",
+		r.Calls, r.Batches, r.BatchedCommands, r.Dropped, r.Outbox)
+	return []Figure{
+		{Name: "cards shown after their call ended, Bitrix24 (" + what + ")",
+			Value: fmt.Sprintf("%d of %d cards (%d after another extension answered); live actions given up: %.0f call ended, %.0f answered elsewhere, %.0f stopped ringing",
+				r.CardsAfterEnd, r.CardsTotal, r.CardsAfterAnswerElsewhere, r.Dropped["call_ended"], r.Dropped["answered_elsewhere"], r.Dropped["stopped_ringing"]),
+			Target: "0", Met: met(r.CardsAfterEnd == 0)},
+		{Name: "hangup→finish, Bitrix24 (" + what + ")",
+			Value: fmt.Sprintf("median %s, max %s (n=%d%s); outbox drained %s after the last call ended",
+				ms(r.FinishMedian), ms(r.FinishMax), len(r.Timings.HangupToAck[ConnBitrix24]), noAck(r.NoAck), ms(r.Drained)),
+			Target: "median ≤ 20 s, max ≤ 45 s", Met: met(r.NoAck == 0 && r.FinishMedian <= 20*time.Second && r.FinishMax <= 45*time.Second)},
+		{Name: "live requests in the calls' timelines (`pbxbridge calls show`), Bitrix24 (" + what + ")",
+			Value:  fmt.Sprintf("%d of %d inbound calls show the register sent while they rang", r.TimelinesWithRegister, r.TimelinesChecked),
+			Target: "all", Met: met(r.TimelinesChecked > 0 && r.TimelinesWithRegister == r.TimelinesChecked)},
+		{Name: "CRM requests per call, Bitrix24 (" + what + ")",
+			Value: fmt.Sprintf("%.2f (%d requests, %d calls; %d finishes, %d in %d batches; %d attachRecord); %d QUERY_LIMIT_EXCEEDED",
+				r.RequestsPerCall, r.Timings.Requests[ConnBitrix24], r.Timings.Records[ConnBitrix24], r.FinishCmds, r.BatchedCommands,
+				r.Batches, r.AttachRecords, r.RateLimited),
+			Target: "≤ 2.6, 0 refused", Met: met(r.RequestsPerCall <= 2.6 && r.RateLimited == 0)},
+	}, nil
+}
+
+func noAck(n int) string {
+	if n == 0 {
+		return ""
+	}
+	return fmt.Sprintf(", %d calls not logged", n)
 }
 
 // FormatTable renders figures as the Markdown table of BENCHMARKS.md.

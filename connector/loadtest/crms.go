@@ -9,6 +9,8 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -56,11 +58,24 @@ type Request struct {
 	Keys []string
 	// CallIDs are the Bitrix24 CALL_IDs the request names (finish, also inside a batch).
 	CallIDs []string
+	// Cmds are the Bitrix24 commands of the request: the method itself, or each command of a
+	// batch.
+	Cmds []B24Cmd
 	// Popups are amoCRM pop-ups (POST /api/v2/events): phone and users of each.
 	Popups []Popup
 	// Arrived is when the request reached the proxy, Answered when its answer was written.
 	Arrived, Answered time.Time
 	Status            int
+}
+
+// B24Cmd is one Bitrix24 command as the proxy saw it.
+type B24Cmd struct {
+	Method string // lower case, e.g. "telephony.externalcall.finish"
+	Key    string // EXTERNAL_CALL_ID (register)
+	CallID string // CALL_ID (finish, show, hide, attachRecord)
+	// Shows is true for a command that pops up a card: register with SHOW other than 0, show.
+	Shows bool
+	Users []int // USER_ID of register, show and hide
 }
 
 // Popup is one amoCRM pop-up request item.
@@ -199,8 +214,8 @@ func (c *CRMs) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c.mu.Unlock()
 }
 
-// parseB24 fills the method, keys and CALL_IDs of a Bitrix24 REST request (JSON bodies, as the
-// adapter sends them; batch commands are query strings).
+// parseB24 fills the method, keys, CALL_IDs and commands of a Bitrix24 REST request (JSON
+// bodies, as the adapter sends them; batch commands are query strings).
 func parseB24(req *Request, path string, body []byte) {
 	if rest, ok := strings.CutPrefix(path, "/rest/"); ok {
 		parts := strings.Split(strings.Trim(rest, "/"), "/")
@@ -213,23 +228,72 @@ func parseB24(req *Request, path string, body []byte) {
 	if json.Unmarshal(body, &p) != nil {
 		return
 	}
-	take := func(get func(string) string) {
-		if k := get("EXTERNAL_CALL_ID"); k != "" {
-			req.Keys = append(req.Keys, k)
+	add := func(method string, get func(string) string, users []int) {
+		c := B24Cmd{Method: strings.ToLower(method), Key: get("EXTERNAL_CALL_ID"), CallID: get("CALL_ID"), Users: users}
+		switch c.Method {
+		case "telephony.externalcall.register":
+			c.Shows = get("SHOW") != "0" && get("SHOW") != "false"
+		case "telephony.externalcall.show":
+			c.Shows = true
 		}
-		if id := get("CALL_ID"); id != "" {
-			req.CallIDs = append(req.CallIDs, id)
+		if c.Key != "" {
+			req.Keys = append(req.Keys, c.Key)
 		}
+		if c.CallID != "" {
+			req.CallIDs = append(req.CallIDs, c.CallID)
+		}
+		req.Cmds = append(req.Cmds, c)
 	}
-	take(func(k string) string { s, _ := p[k].(string); return s })
-	cmds, _ := p["cmd"].(map[string]any)
-	for _, v := range cmds {
-		s, _ := v.(string)
-		_, q, _ := strings.Cut(s, "?")
-		vals, err := url.ParseQuery(q)
-		if err == nil {
-			take(vals.Get)
+	if req.Method != "batch" {
+		get := func(k string) string {
+			switch v := p[k].(type) {
+			case string:
+				return v
+			case float64:
+				return strconv.FormatFloat(v, 'f', -1, 64)
+			case bool:
+				return strconv.FormatBool(v)
+			}
+			return ""
 		}
+		var users []int
+		switch u := p["USER_ID"].(type) {
+		case float64:
+			users = []int{int(u)}
+		case []any:
+			for _, x := range u {
+				if f, ok := x.(float64); ok {
+					users = append(users, int(f))
+				}
+			}
+		}
+		add(req.Method, get, users)
+		return
+	}
+	cmds, _ := p["cmd"].(map[string]any)
+	keys := make([]string, 0, len(cmds))
+	for k := range cmds {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		s, _ := cmds[k].(string)
+		method, q, _ := strings.Cut(s, "?")
+		vals, err := url.ParseQuery(q)
+		if err != nil {
+			continue
+		}
+		var users []int
+		for name, vs := range vals {
+			if name == "USER_ID" || strings.HasPrefix(name, "USER_ID[") {
+				for _, v := range vs {
+					if n, err := strconv.Atoi(v); err == nil {
+						users = append(users, n)
+					}
+				}
+			}
+		}
+		add(method, vals.Get, users)
 	}
 }
 

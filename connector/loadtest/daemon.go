@@ -96,6 +96,9 @@ type DaemonOptions struct {
 	// Unlimited raises the connectors' client-side rate limits (Bitrix24 2 req/s burst 50,
 	// amoCRM 7 req/s by default) to the most the config allows, for an unlimited CRM.
 	Unlimited bool
+	// AttachRecordings makes the Bitrix24 connector attach recordings (off by default: the
+	// transcripts' recording files are not on this machine; see EnvOptions.Recordings).
+	AttachRecordings bool
 	// Workers, BackoffMin and BackoffMax: dispatch settings (defaults 2, 200 ms, 2 s).
 	Workers                int
 	BackoffMin, BackoffMax time.Duration
@@ -212,6 +215,10 @@ pbx:
 			if o.Unlimited {
 				limit = "\n      rate_limit: {rps: 1000, burst: 1000, live_reserve: 5}"
 			}
+			attach := "false"
+			if o.AttachRecordings {
+				attach = "true"
+			}
 			fmt.Fprintf(&b, `  - name: b24
     type: bitrix24
     bitrix24:
@@ -219,10 +226,10 @@ pbx:
       oauth_url: http://%[1]s
       auth: {mode: oauth, client_id: local.pbxbridge, client_secret: pbxbridge-secret}
       lines: [{number: "+74951112233", name: Main line}]
-      recordings: {attach: false}
+      recordings: {attach: %[3]s}
       users: {default_user_id: 1}
       missed_calls: {follow_up: task}%[2]s
-`, B24Host, limit)
+`, B24Host, limit, attach)
 		case ConnAmo:
 			limit := ""
 			if o.Unlimited {

@@ -1,10 +1,14 @@
 package loadtest
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/pbxbridge/pbxbridge/asterisk/fakepbx"
@@ -21,6 +25,50 @@ type EnvOptions struct {
 	Daemon DaemonOptions
 	// Expected are the scenarios' expected records (LoadExpected).
 	Expected Expected
+	// Recordings makes the recordings real: the PBX's recording paths are moved into the
+	// daemon's recordings directory, a file (RecordingBytes of silence) is written there when
+	// the PBX announces it (VarSet MIXMONITOR_FILENAME), and the Bitrix24 connector attaches
+	// them.
+	Recordings bool
+}
+
+// RecordingBytes is the size of the recordings EnvOptions.Recordings writes: about 6 s of 8 kHz
+// 16-bit mono, a typical short call.
+const RecordingBytes = 96044
+
+// pbxRecordingDir is where the transcripts' PBX wrote its recordings.
+const pbxRecordingDir = "/var/spool/asterisk/monitor/"
+
+// recordingMutator rewrites the recording paths of the PBX's frames into dir and writes each
+// recording file when its path is announced.
+func recordingMutator(dir string) func([]byte) []byte {
+	var mu sync.Mutex
+	written := map[string]bool{}
+	return func(frame []byte) []byte {
+		if !bytes.Contains(frame, []byte(pbxRecordingDir)) {
+			return frame
+		}
+		frame = bytes.ReplaceAll(frame, []byte(pbxRecordingDir), []byte(dir+"/"))
+		if !bytes.Contains(frame, []byte("MIXMONITOR_FILENAME")) {
+			return frame
+		}
+		for line := range bytes.Lines(frame) {
+			v, ok := bytes.CutPrefix(bytes.TrimRight(line, "\r\n"), []byte("Value: "))
+			if !ok || !bytes.HasPrefix(v, []byte(dir+"/")) {
+				continue
+			}
+			path := filepath.Clean(string(v))
+			mu.Lock()
+			if !written[path] && filepath.Dir(path) == filepath.Clean(dir) {
+				written[path] = true
+				b := make([]byte, RecordingBytes)
+				copy(b, "RIFF\x00\x00\x00\x00WAVEfmt ")
+				_ = os.WriteFile(path, b, 0o600)
+			}
+			mu.Unlock()
+		}
+		return frame
+	}
 }
 
 // Env is a running test bed: simulated PBX, fake CRMs and the daemon subprocess.
@@ -40,6 +88,17 @@ func StartEnv(ctx context.Context, o EnvOptions) (_ *Env, err error) {
 			e.Close()
 		}
 	}()
+	if o.Recordings {
+		if o.Daemon.Dir == "" {
+			return nil, errors.New("loadtest: recordings need Daemon.Dir")
+		}
+		dir := filepath.Join(o.Daemon.Dir, "recordings")
+		if err := os.MkdirAll(dir, 0o750); err != nil {
+			return nil, fmt.Errorf("loadtest: %w", err)
+		}
+		o.PBX.Mutate = recordingMutator(dir)
+		o.Daemon.AttachRecordings = true
+	}
 	if e.PBX, err = StartPBX(o.PBX); err != nil {
 		return nil, err
 	}

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"sort"
 	"time"
+
+	"github.com/pbxbridge/pbxbridge/crm/fakecrm"
 )
 
 // Latencies is a sample of durations.
@@ -50,6 +52,16 @@ type Timings struct {
 	Requests, Records map[string]int
 	// Unmatched counts rings without a card and hangups without an ack, per connector.
 	NoCard, NoAck map[string]int
+	// Bitrix24 call cards (register with SHOW, show) of the calls measured: how many reached the
+	// CRM, how many after the call had ended at the PBX (its last Hangup), and how many for an
+	// extension after another extension of the call had answered.
+	B24Cards, B24CardsAfterEnd, B24CardsAfterAnswer int
+	// B24LiveRegister is when the register of each call key reached the CRM, if before the
+	// call's hangup (sent while it rang).
+	B24LiveRegister map[string]time.Time
+	// B24Late lists the late cards (key, user, how late), for the log; B24NoAck the calls
+	// Bitrix24 never got a finish for.
+	B24Late, B24NoAck []string
 }
 
 // Measure computes the Timings of the calls the PBX finished between from and to, from the
@@ -67,17 +79,31 @@ func (e *Env) Measure(from, to, end time.Time) Timings {
 		user  int64
 	}
 	popups := map[popKey][]time.Time{}
+	type card struct {
+		key, callID string
+		user        int
+		at          time.Time
+	}
+	var cards []card
 	for _, r := range reqs {
 		if !r.Answered.Before(from) && !r.Answered.After(end) {
 			tm.Requests[connOf(r.CRM)]++
 		}
-		switch {
-		case r.CRM == CRMBitrix24 && (r.Method == "telephony.externalcall.register" || r.Method == "batch"):
-			for _, k := range r.Keys {
-				if _, ok := register[k]; !ok && r.Status == 200 {
-					register[k] = r.Arrived
+		if r.CRM == CRMBitrix24 && r.Status == 200 {
+			for _, c := range r.Cmds {
+				if c.Method == "telephony.externalcall.register" {
+					if _, ok := register[c.Key]; !ok {
+						register[c.Key] = r.Arrived
+					}
+				}
+				if c.Shows {
+					for _, u := range c.Users {
+						cards = append(cards, card{key: c.Key, callID: c.CallID, user: u, at: r.Arrived})
+					}
 				}
 			}
+		}
+		switch {
 		case r.CRM == CRMAmo && r.Method == "POST /api/v2/events" && r.Status == 200:
 			for _, p := range r.Popups {
 				for _, u := range p.Users {
@@ -89,10 +115,10 @@ func (e *Env) Measure(from, to, end time.Time) Timings {
 		if r.Status != 200 {
 			continue
 		}
-		if r.CRM == CRMBitrix24 && (r.Method == "telephony.externalcall.finish" || r.Method == "batch") {
-			for _, id := range r.CallIDs {
-				if _, ok := finish[id]; !ok {
-					finish[id] = r.Answered
+		if r.CRM == CRMBitrix24 {
+			for _, c := range r.Cmds {
+				if _, ok := finish[c.CallID]; !ok && c.Method == "telephony.externalcall.finish" {
+					finish[c.CallID] = r.Answered
 				}
 			}
 		}
@@ -119,6 +145,56 @@ func (e *Env) Measure(from, to, end time.Time) Timings {
 		}
 	}
 
+	tm.B24LiveRegister = map[string]time.Time{}
+	byKey := map[string]*CallTrace{}
+	traces := e.PBX.Traces()
+	for i := range traces {
+		for key := range e.Expected.Keys(&traces[i]) {
+			byKey[key] = &traces[i]
+		}
+	}
+	for key, at := range register {
+		if t := byKey[key]; t != nil && !t.Hangup.IsZero() && at.Before(t.Hangup) {
+			tm.B24LiveRegister[key] = at
+		}
+	}
+	userExt := map[int]string{}
+	for _, u := range fakecrm.DefaultB24Users() {
+		userExt[u.ID] = u.Ext
+	}
+	for _, c := range cards {
+		key := c.key
+		if key == "" {
+			key = callKey[c.callID]
+		}
+		t := byKey[key]
+		if t == nil || t.Hangup.IsZero() || t.Hangup.Before(from) || t.Hangup.After(to) {
+			continue
+		}
+		tm.B24Cards++
+		if c.at.After(t.Hangup) {
+			tm.B24CardsAfterEnd++
+			tm.B24Late = append(tm.B24Late, fmt.Sprintf("%s (%s) user %d %v after the hangup", key, t.Scenario, c.user, c.at.Sub(t.Hangup).Round(time.Millisecond)))
+			continue
+		}
+		// Late for a ring group: the extension rang together with the one that answered (it
+		// started ringing before that answer) and its card came after the answer. A card
+		// after a transfer (the extension rang after the answer) is not late.
+		var rang time.Time
+		for _, r := range t.Rings {
+			if r.Ext == userExt[c.user] && (rang.IsZero() || r.At.Before(rang)) {
+				rang = r.At
+			}
+		}
+		for _, a := range t.Answers {
+			if a.Ext != userExt[c.user] && !rang.IsZero() && rang.Before(a.At) && c.at.After(a.At) {
+				tm.B24CardsAfterAnswer++
+				tm.B24Late = append(tm.B24Late, fmt.Sprintf("%s (%s) user %d %v after %s answered", key, t.Scenario, c.user, c.at.Sub(a.At).Round(time.Millisecond), a.Ext))
+				break
+			}
+		}
+	}
+
 	conns := e.crmConnectors()
 	type ring struct {
 		at   time.Time
@@ -126,7 +202,7 @@ func (e *Env) Measure(from, to, end time.Time) Timings {
 		ph   string
 	}
 	var amoRings []ring
-	for _, t := range e.PBX.Traces() {
+	for _, t := range traces {
 		if t.Hangup.IsZero() || t.Hangup.Before(from) || t.Hangup.After(to) {
 			continue
 		}
@@ -149,6 +225,9 @@ func (e *Env) Measure(from, to, end time.Time) Timings {
 					tm.HangupToAck[c] = append(tm.HangupToAck[c], ack.Sub(t.Hangup))
 				} else {
 					tm.NoAck[c]++
+					if c == ConnBitrix24 {
+						tm.B24NoAck = append(tm.B24NoAck, key+" ("+t.Scenario+")")
+					}
 				}
 			}
 			if rec.Direction != "inbound" || len(t.Rings) == 0 {

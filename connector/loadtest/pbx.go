@@ -67,6 +67,9 @@ type CallTrace struct {
 	// Rings are the extensions that started ringing, each with the time of its first
 	// DialBegin, in order.
 	Rings []Ring
+	// Answers are the extensions whose device entered a bridge (talked), each with the time of
+	// its first BridgeEnter, in order.
+	Answers []Ring
 	// Hangup is when its last Hangup event was sent; HangupSeen whether a client received it.
 	Hangup     time.Time
 	HangupSeen bool
@@ -125,6 +128,17 @@ func (p *PBX) onEvent(ev fakepbx.EmittedEvent) {
 	switch ev.Event {
 	case "Hangup":
 		t.Hangup, t.HangupSeen = ev.At, ev.Clients > 0
+	case "BridgeEnter":
+		m := extChannel.FindStringSubmatch(ev.Channel)
+		if m == nil {
+			return
+		}
+		for _, r := range t.Answers {
+			if r.Ext == m[1] {
+				return
+			}
+		}
+		t.Answers = append(t.Answers, Ring{Ext: m[1], At: ev.At, Linkedid: ev.Linkedid})
 	case "DialBegin":
 		m := extChannel.FindStringSubmatch(ev.DestChannel)
 		if m == nil {
@@ -146,6 +160,7 @@ func (p *PBX) Traces() []CallTrace {
 	for _, t := range p.traces {
 		c := *t
 		c.Rings = append([]Ring(nil), t.Rings...)
+		c.Answers = append([]Ring(nil), t.Answers...)
 		out = append(out, c)
 	}
 	p.mu.Unlock()

@@ -140,6 +140,53 @@ func TestTimeline(t *testing.T) {
 	}
 }
 
+// TestAppendTimelines: the entries of several calls in one lazy write, after what the calls
+// already had; survives a reopen; bad input is refused whole.
+func TestAppendTimelines(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "outbox.db")
+	s, err := Open(t.Context(), path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	if err := s.AppendTimeline(ctx, "a", TimelineEntry{Kind: "call"}); err != nil {
+		t.Fatal(err)
+	}
+	err = s.AppendTimelines(ctx, map[string][]TimelineEntry{
+		"a": {{Kind: "request", Summary: "POST register"}, {Kind: "response", Summary: "register: http 200"}},
+		"b": {{Kind: "request", Summary: "POST show"}},
+		"c": nil,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openAt(t, path, Options{})
+	for key, want := range map[string][]string{"a": {"call", "request", "response"}, "b": {"request"}, "c": {}} {
+		got, err := s.Timeline(ctx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		kinds := []string{}
+		for i, e := range got {
+			kinds = append(kinds, e.Kind)
+			if e.Seq != int64(i+1) {
+				t.Errorf("%s: entry %d has seq %d", key, i, e.Seq)
+			}
+		}
+		if !slices.Equal(kinds, want) {
+			t.Errorf("%s: %v, want %v", key, kinds, want)
+		}
+	}
+	for _, bad := range []map[string][]TimelineEntry{{"": {{Kind: "x"}}}, {"d": {{Summary: "no kind"}}}} {
+		if err := s.AppendTimelines(ctx, bad); !errors.Is(err, ErrInvalid) {
+			t.Errorf("AppendTimelines(%v): %v, want ErrInvalid", bad, err)
+		}
+	}
+}
+
 // TestCallStateBatch: SetMany writes fields together, GetAll reads every field of one call of
 // one connector.
 func TestCallStateBatch(t *testing.T) {

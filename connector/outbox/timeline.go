@@ -3,6 +3,7 @@ package outbox
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -34,6 +35,38 @@ func (s *Store) AppendTimeline(ctx context.Context, key string, entries ...Timel
 		return s.appendTimeline(tx, now, key, entries)
 	})
 	return s.opErr("append timeline", err)
+}
+
+// AppendTimelines appends the entries of several calls (key → entries, in order) in one
+// transaction that a power loss may undo (written to the WAL, not fsync'd unless it shares the
+// commit with a durable write, like leases): for entries worth less than a commit each, such as
+// the CRM requests of live call cards. Keys are written in sorted order.
+func (s *Store) AppendTimelines(ctx context.Context, entries map[string][]TimelineEntry) error {
+	keys := make([]string, 0, len(entries))
+	for k, es := range entries {
+		if k == "" {
+			return fmt.Errorf("outbox: append timelines: %w: empty key", ErrInvalid)
+		}
+		if err := validTimeline(es); err != nil {
+			return fmt.Errorf("outbox: append timelines: %w", err)
+		}
+		if len(es) > 0 {
+			keys = append(keys, k)
+		}
+	}
+	if len(keys) == 0 {
+		return nil
+	}
+	slices.Sort(keys)
+	err := s.writeLazy(ctx, func(tx wtx, now time.Time) error {
+		for _, k := range keys {
+			if err := s.appendTimeline(tx, now, k, entries[k]); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return s.opErr("append timelines", err)
 }
 
 // validTimeline checks that every entry has a kind.

@@ -18,8 +18,10 @@ import (
 	"github.com/pbxbridge/pbxbridge/crm/call"
 )
 
-// card is one ringing live event: an extension shown an incoming-call card for a call.
-type card struct{ call, ext string }
+// card is one ringing live event: an extension shown a call card for a call (inbound: the
+// extension is dialled; outbound: the extension placed the call and the customer's leg rings),
+// with the direction and customer the card shows.
+type card struct{ call, ext, dir, customer string }
 
 // cardLog is a callmodel.Output keeping the ringing events and the ids of the finished calls.
 type cardLog struct {
@@ -43,7 +45,7 @@ func cards(tb testing.TB, events func(yield func(*asterisk.Event))) (set []card,
 	tb.Helper()
 	ringing, calls := ringingEvents(tb, events)
 	for _, ev := range ringing {
-		c := card{ev.CallID, ev.Ext}
+		c := card{ev.CallID, ev.Ext, string(ev.Direction), ev.Customer}
 		if !calls[c.call] {
 			transient++
 			continue
@@ -56,7 +58,10 @@ func cards(tb testing.TB, events func(yield func(*asterisk.Event))) (set []card,
 		if a.call != b.call {
 			return strings.Compare(a.call, b.call)
 		}
-		return strings.Compare(a.ext, b.ext)
+		if a.ext != b.ext {
+			return strings.Compare(a.ext, b.ext)
+		}
+		return strings.Compare(a.customer, b.customer)
 	})
 	return set, transient
 }
@@ -118,7 +123,7 @@ func ariEvents(tb testing.TB, src []byte) func(func(*asterisk.Event)) {
 }
 
 // TestRingingSameOnAMIAndARI: every card an extension gets on AMI it also gets on ARI, and no
-// other. Over every transcript, the set of (call, extension) ringing events of the recorded
+// other, inbound and outbound alike (with the same direction and customer). Over every transcript, the set of (call, extension) ringing events of the recorded
 // calls is the same from the AMI capture and from the ARI stream of the same calls; the
 // synthetic ARI streams (the same calls reported in another order) must give the set of the
 // AMI capture they were derived from.
@@ -132,12 +137,21 @@ func TestRingingSameOnAMIAndARI(t *testing.T) {
 		}
 		amiCards[name], _ = cards(t, amiEvents(t, src))
 	}
-	total := 0
-	for _, c := range amiCards {
-		total += len(c)
+	total, outbound := 0, 0
+	for _, cs := range amiCards {
+		total += len(cs)
+		for _, c := range cs {
+			if c.dir == string(call.Outbound) {
+				outbound++
+			}
+		}
 	}
 	if total < len(amiCards) {
 		t.Fatalf("%d ringing events on AMI over %d transcripts: the comparison would prove nothing", total, len(amiCards))
+	}
+	// Every outbound lab transcript (4 direct calls, 3 click-to-calls) gives its caller a card.
+	if outbound < 7 {
+		t.Fatalf("%d outbound cards on AMI, want one per outbound transcript (7)", outbound)
 	}
 	check := func(name, base string, src []byte) {
 		t.Helper()
@@ -178,7 +192,7 @@ func TestQueueInnerDialFirst(t *testing.T) {
 	}
 	got, _ := cards(t, ariEvents(t, src))
 	const callID = "1795305809.22" // the customer's Originate'd channel: the call's Linkedid
-	want := []card{{callID, "101"}, {callID, "102"}}
+	want := []card{{callID, "101", "inbound", "+79001234567"}, {callID, "102", "inbound", "+79001234567"}}
 	if !slices.Equal(got, want) {
 		t.Fatalf("ringing (call, extension) %v, want %v", got, want)
 	}

@@ -99,6 +99,7 @@ type Adapter struct {
 	batch    *batcher
 	popups   *popups
 	users    *userMap
+	hooks    crm.Hooks    // nil: none configured (hooks.go)
 	replay   *replayCache // one-time token ids already used
 	audience string       // scheme://host of the daemon's public URL: a widget token's aud; "" = unknown
 
@@ -131,7 +132,7 @@ func New(p crm.Params) (*Adapter, error) {
 	if p.StateDir == "" {
 		return nil, fmt.Errorf("%s: no state directory", prefix)
 	}
-	a := &Adapter{name: p.Name, typ: prefix, cfg: cfg, log: p.Logger, now: p.Now, calls: p.Calls, rec: p.Recordings}
+	a := &Adapter{name: p.Name, typ: prefix, cfg: cfg, log: p.Logger, now: p.Now, calls: p.Calls, rec: p.Recordings, hooks: p.Hooks}
 	if p.Originator != nil {
 		a.orig = p.Originator
 	}
@@ -258,6 +259,7 @@ func (a *Adapter) Deliver(ctx context.Context, rec *call.Record) error {
 		crm.Trace(ctx, "decision", "not sent", "amoCRM logs only inbound and outbound calls; this one is "+string(rec.Direction))
 		return nil
 	}
+	ctx = crm.WithHookCall(ctx, a.hooks, rec, false)
 	key := rec.Key()
 	state, err := a.get(ctx, key, fieldCall)
 	if err != nil {
@@ -375,6 +377,9 @@ func (a *Adapter) logCall(ctx context.Context, rec *call.Record) (string, error)
 	if rec.Customer == "" {
 		return a.skip(ctx, rec, "anonymous", "the caller's number is unknown (anonymous call): amoCRM cannot match it")
 	}
+	if state, err := a.logOnHookEntity(ctx, rec); err != nil || state != "" {
+		return state, err
+	}
 	// A number whose earlier call became an incoming lead: its contact is hidden, log the call
 	// on that lead while it waits (unsorted.go).
 	ref, ok, err := a.unsortedOf(ctx, rec.Customer)
@@ -408,7 +413,7 @@ func (a *Adapter) placeCall(ctx context.Context, rec *call.Record) (*batchItem, 
 	if err := a.set(ctx, rec.Key(), fieldCall, markerState(stateSent, a.now())); err != nil {
 		return nil, err
 	}
-	it := &batchItem{call: a.callItem(rec), ctx: ctx}
+	it := &batchItem{call: a.callItem(ctx, rec), ctx: ctx}
 	if err := a.batch.submit(ctx, it); err != nil {
 		return nil, fmt.Errorf("logging the call: %w", err)
 	}
@@ -416,7 +421,7 @@ func (a *Adapter) placeCall(ctx context.Context, rec *call.Record) (*batchItem, 
 }
 
 // callItem maps a record onto a calls item.
-func (a *Adapter) callItem(rec *call.Record) api.Call {
+func (a *Adapter) callItem(ctx context.Context, rec *call.Record) api.Call {
 	c := api.Call{Direction: string(rec.Direction), Source: a.cfg.Source, Phone: rec.Customer, Uniq: rec.Key(),
 		CallStatus: callStatus(rec), CreatedAt: rec.StartedAt.Unix()}
 	if rec.Disposition == call.Answered {
@@ -425,7 +430,7 @@ func (a *Adapter) callItem(rec *call.Record) api.Call {
 			c.Link = a.rec.URL(rec.Recording)
 		}
 	}
-	if u := a.callUser(rec); u != 0 {
+	if u := a.callUser(ctx, rec); u != 0 {
 		c.CallResponsible, c.ResponsibleUserID, c.CreatedBy = u, u, u
 	}
 	return c
@@ -433,8 +438,11 @@ func (a *Adapter) callItem(rec *call.Record) api.Call {
 
 // callUser is the user a call is logged under: the agent's (agentUser), else default_user (a
 // call no mapped extension took part in, such as one abandoned in the IVR), else none.
-func (a *Adapter) callUser(rec *call.Record) int64 {
-	if u := a.agentUser(rec); u != 0 {
+func (a *Adapter) callUser(ctx context.Context, rec *call.Record) int64 {
+	if u := a.hookResponsible(ctx); u != 0 {
+		return u
+	}
+	if u := a.agentUser(ctx, rec); u != 0 {
 		return u
 	}
 	return a.cfg.DefaultUser
@@ -479,7 +487,7 @@ func statusByCause(cause int) int {
 // ended up with the customer, as Bitrix24's finish user), else who answered, else who rang last
 // (missed inbound), else the caller (outbound: the placing extension, what rang first, or the
 // caller id when it is a mapped extension).
-func (a *Adapter) agentExt(rec *call.Record) string {
+func (a *Adapter) agentExt(ctx context.Context, rec *call.Record) string {
 	for i := len(rec.Legs) - 1; i >= 0; i-- {
 		if rec.Legs[i].Ext != "" {
 			return rec.Legs[i].Ext
@@ -490,7 +498,7 @@ func (a *Adapter) agentExt(rec *call.Record) string {
 	}
 	if rec.Direction == call.Inbound {
 		for i := len(rec.Rang) - 1; i >= 0; i-- {
-			if a.users.user(rec.Rang[i]) != 0 {
+			if a.user(ctx, rec.Rang[i]) != 0 {
 				return rec.Rang[i]
 			}
 		}
@@ -502,13 +510,15 @@ func (a *Adapter) agentExt(rec *call.Record) string {
 	if len(rec.Rang) > 0 {
 		return rec.Rang[0]
 	}
-	if a.users.user(rec.Line) != 0 {
+	if a.user(ctx, rec.Line) != 0 {
 		return rec.Line
 	}
 	return ""
 }
 
-func (a *Adapter) agentUser(rec *call.Record) int64 { return a.users.user(a.agentExt(rec)) }
+func (a *Adapter) agentUser(ctx context.Context, rec *call.Record) int64 {
+	return a.user(ctx, a.agentExt(ctx, rec))
+}
 
 func (a *Adapter) skip(ctx context.Context, rec *call.Record, reason, why string) (string, error) {
 	crm.Trace(ctx, "decision", "call not logged", why)
@@ -570,12 +580,13 @@ func (a *Adapter) handleUnknown(ctx context.Context, rec *call.Record) (string, 
 func expand(tmpl, number string) string { return strings.ReplaceAll(tmpl, "{number}", number) }
 
 func (a *Adapter) addUnsorted(ctx context.Context, rec *call.Record) (string, error) {
-	u := a.callUser(rec)
-	from, phone := rec.Customer, rec.Line
+	u := a.callUser(ctx, rec)
+	line := a.hookLine(ctx, rec.Line)
+	from, phone := rec.Customer, line
 	if rec.Direction == call.Outbound {
-		from, phone = rec.Line, rec.Customer
+		from, phone = line, rec.Customer
 		if from == "" {
-			from = a.agentExt(rec)
+			from = a.agentExt(ctx, rec)
 		}
 	}
 	if phone == "" {
@@ -645,7 +656,7 @@ func (a *Adapter) createContactAndLog(ctx context.Context, rec *call.Record) (st
 		return "", err
 	}
 	if id == "" {
-		owner := a.agentUser(rec)
+		owner := a.agentUser(ctx, rec)
 		if owner == 0 {
 			owner = a.cfg.DefaultUser
 		}
@@ -739,7 +750,9 @@ func (a *Adapter) ensureTask(ctx context.Context, rec *call.Record, state string
 	if soon := a.now().Add(15 * time.Minute); till.Before(soon) {
 		till = soon
 	}
-	task := api.Task{TaskTypeID: api.TaskTypeCall, Text: expand(a.cfg.MissedCallTask.Text, rec.Customer) + " " + marker,
+	text := expand(a.cfg.MissedCallTask.Text, rec.Customer)
+	text, till = a.hookTask(ctx, text, till)
+	task := api.Task{TaskTypeID: api.TaskTypeCall, Text: text + " " + marker,
 		CompleteTill: till.Unix(), ResponsibleUserID: user, RequestID: "t1"}
 	if eid != 0 {
 		task.EntityType, task.EntityID = etype, eid
@@ -760,6 +773,9 @@ func (a *Adapter) ensureTask(ctx context.Context, rec *call.Record, state string
 
 // taskResponsible walks missed_call_task.responsible.
 func (a *Adapter) taskResponsible(ctx context.Context, rec *call.Record, state string) (int64, string, error) {
+	if u := a.hookResponsible(ctx); u != 0 {
+		return u, "the responsible hook", nil
+	}
 	var tried []string
 	for _, step := range a.cfg.MissedCallTask.Responsible {
 		switch step {
@@ -778,7 +794,7 @@ func (a *Adapter) taskResponsible(ctx context.Context, rec *call.Record, state s
 			tried = append(tried, "the contact has no owner")
 		case ChainLastRang:
 			for i := len(rec.Rang) - 1; i >= 0; i-- {
-				if u := a.users.user(rec.Rang[i]); u != 0 {
+				if u := a.user(ctx, rec.Rang[i]); u != 0 {
 					return u, "extension " + rec.Rang[i] + " rang last", nil
 				}
 			}
@@ -841,13 +857,16 @@ func (a *Adapter) Live(ctx context.Context, ev *call.Live) error {
 	if ev.Kind != call.LiveRinging || ev.Customer == "" {
 		return nil
 	}
+	if a.hooks != nil {
+		ctx = crm.WithHookCall(ctx, a.hooks, crm.LiveRecord(ev), true)
+	}
 	switch {
 	case ev.Direction == call.Inbound && a.cfg.Popups:
 	case ev.Direction == call.Outbound && a.cfg.Popups && a.cfg.PopupsOutbound && ev.OriginateID == "":
 	default:
 		return nil
 	}
-	u := a.users.user(ev.Ext)
+	u := a.user(ctx, ev.Ext)
 	if u == 0 {
 		a.m.popups.WithLabelValues("unmapped").Inc()
 		crm.Trace(ctx, "decision", "no pop-up", "extension "+ev.Ext+" is not mapped to an amoCRM user")

@@ -214,7 +214,7 @@ func (a *Adapter) logRepeat(ctx context.Context, rec *call.Record, ref unsortedR
 	if err := a.set(ctx, key, fieldCall, markerState(stateSent, a.now())); err != nil {
 		return "", err
 	}
-	c := a.callItem(rec)
+	c := a.callItem(ctx, rec)
 	typ := api.NoteCallIn
 	if rec.Direction == call.Outbound {
 		typ = api.NoteCallOut

@@ -60,11 +60,13 @@ type Adapter struct {
 	m          *metrics
 	bucket     *api.Bucket
 	client     *api.Client
+	batch      *batcher
 	tokens     *api.TokenSource // oauth mode
 	webhook    *api.Webhook     // webhook mode
 	apiOpts    api.Options
 	users      *userCache
 	routes     *routeCache
+	hooks      crm.Hooks // nil: none configured (hooks.go)
 	callLocks  keyedMutex
 	claimLocks keyedMutex // per CALL_ID
 
@@ -80,14 +82,16 @@ type Adapter struct {
 
 	liveMu sync.Mutex
 	live   map[string]*liveCall
-	reqs   map[string]int // requests made by Live per call key
+	reqs   map[string]int64 // requests made by Live per call key, in thousandths
 	// liveSwept is when live was last swept of calls older than liveMaxAge.
 	liveSwept time.Time
 
 	authProblem atomic.Pointer[string] // last account-level error, cleared by success
-	setupMu     sync.Mutex
-	setupErr    error
-	setupDone   bool
+	// statDenied is until when look-ups in the telephony statistics are skipped (refused).
+	statDenied atomic.Pointer[time.Time]
+	setupMu    sync.Mutex
+	setupErr   error
+	setupDone  bool
 
 	bgMu     sync.Mutex
 	bgCtx    context.Context
@@ -124,13 +128,14 @@ func New(p crm.Params) (*Adapter, error) {
 	a := &Adapter{
 		name: p.Name, cfg: cfg, log: log, now: now, loc: cfg.location(), store: p.Calls,
 		orig: p.Originator, recs: p.Recordings, routeURL: p.RouteURL, m: m,
-		live: map[string]*liveCall{}, reqs: map[string]int{}, setupReq: make(chan struct{}, 1),
+		live: map[string]*liveCall{}, reqs: map[string]int64{}, setupReq: make(chan struct{}, 1),
 		stateDir: p.StateDir, replays: newReplayGuard(replayWindow+replayAhead, replayMaxEntries), states: newOAuthStates(),
 	}
 	if a.store == nil {
 		return nil, errors.New("bitrix24: a call store is required")
 	}
 	a.bgCtx, a.bgCancel = context.WithCancel(context.Background())
+	a.hooks = p.Hooks
 
 	// Transport chain: rate limit -> per-call request counting -> the daemon's client.
 	base := p.HTTPClient
@@ -207,6 +212,7 @@ func New(p crm.Params) (*Adapter, error) {
 	}
 	a.users = newUserCache(a)
 	a.routes = newRouteCache(a)
+	a.batch = newBatcher(a)
 	return a, nil
 }
 
@@ -313,18 +319,30 @@ func (a *Adapter) noteAuthProblem(err error) {
 	a.authProblem.Store(&s)
 }
 
-// countingTransport counts HTTP attempts per call (requests-per-call metric).
+// countingTransport counts HTTP attempts per call (requests-per-call metric), in thousandths
+// of a request: a command sent inside a batch of n counts 1/n (addShare).
 type countingTransport struct{ next http.RoundTripper }
 
 func (c countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	if n, ok := r.Context().Value(counterKey{}).(*atomic.Int64); ok {
-		n.Add(1)
+		n.Add(milli)
 	}
 	return c.next.RoundTrip(r)
 }
 
+// milli is one request in the per-call counters.
+const milli = 1000
+
 type counterKey struct{}
 
+// addShare counts a command that went in a batch of n commands: 1/n of a request.
+func addShare(ctx context.Context, n int) {
+	if c, ok := ctx.Value(counterKey{}).(*atomic.Int64); ok && n > 0 {
+		c.Add(milli / int64(n))
+	}
+}
+
+// withCounter returns ctx with a per-call request counter (in thousandths of a request).
 func withCounter(ctx context.Context) (context.Context, *atomic.Int64) {
 	if n, ok := ctx.Value(counterKey{}).(*atomic.Int64); ok {
 		return ctx, n

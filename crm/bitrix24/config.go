@@ -82,8 +82,11 @@ type LineConfig struct {
 type CardConfig struct {
 	// Enabled registers calls while they ring (live). When false, calls are registered at
 	// delivery, after they ended, with SHOW=0.
-	Enabled      bool `yaml:"enabled"`
-	ShowInbound  bool `yaml:"show_inbound"`
+	Enabled bool `yaml:"enabled"`
+	// ShowInbound shows the card of an incoming call to every ringing employee.
+	ShowInbound bool `yaml:"show_inbound"`
+	// ShowOutbound shows the customer's card to the employee who dials an outbound call while
+	// the customer's phone rings (default true; false registers such calls without a card).
 	ShowOutbound bool `yaml:"show_outbound"`
 	// CRMCreate asks Bitrix24 to create a lead (or deal) for unknown numbers at registration.
 	CRMCreate bool   `yaml:"crm_create"`
@@ -342,13 +345,16 @@ func (c *Config) Validate() []error {
 	return errs
 }
 
-// ConfiguredAccount implements crm.AccountConfigurer: the portal's domain.
+// ConfiguredAccount implements crm.AccountConfigurer: the portal's domain, with its port when
+// portal_url has one (a box portal on its own port), as the portal sends it in auth[domain] and
+// as Account reports it once installed: a licence requested before or after the installation
+// binds the same account.
 func (c *Config) ConfiguredAccount() crm.Account {
 	u, err := url.Parse(c.PortalURL)
 	if err != nil || u.Hostname() == "" {
 		return crm.Account{}
 	}
-	return crm.Account{Domain: strings.ToLower(u.Hostname())}
+	return crm.Account{Domain: portalHost(c.PortalURL)}
 }
 
 // MappedExtensions lists the extensions mapped to users by configuration (licence seats).

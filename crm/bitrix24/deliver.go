@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/pbxbridge/pbxbridge/crm"
 	"github.com/pbxbridge/pbxbridge/crm/bitrix24/api"
@@ -30,16 +31,17 @@ func (a *Adapter) Deliver(ctx context.Context, rec *call.Record) error {
 		return crm.Permanent(fmt.Errorf("bitrix24: delivering call %s: the caller's number is unknown (%q): Bitrix24 cannot log a call without one", key, rec.Customer))
 	}
 	ctx, n := withCounter(ctx)
+	ctx = a.withHookCall(ctx, rec, false)
 	unlock, err := a.callLocks.lock(ctx, key)
 	if err != nil {
 		return a.classify("delivering call "+key, err)
 	}
 	defer unlock()
 	if err := a.deliver(ctx, rec); err != nil {
-		a.addRequests(key, int(n.Load()))
+		a.addRequests(key, n.Load())
 		return a.classify("delivering call "+key, err)
 	}
-	a.m.requestsPerCall.Observe(float64(int(n.Load()) + a.takeLive(key)))
+	a.m.requestsPerCall.Observe(float64(n.Load()+a.takeLive(key)) / milli)
 	return nil
 }
 
@@ -187,15 +189,24 @@ func (a *Adapter) finishCall(ctx context.Context, rec *call.Record, st *callStat
 		p.FailedReason = reason
 	}
 	earlier := st.finishSet
+	if earlier {
+		// A finish was sent before and its answer was lost or unreadable: ask Bitrix24 whether
+		// the call was finished before sending another (a second finish of a finished call
+		// answers "Call is not found").
+		done, err := a.finishedAlready(ctx, key, st)
+		if err != nil || done {
+			return err
+		}
+	}
 	if err := a.set(ctx, key, fFinishSent, "1"); err != nil {
 		return err
 	}
 	st.finishSet = true
-	res, err := a.client.FinishCall(ctx, p)
+	res, err := a.batch.finish(ctx, p)
 	if err != nil && api.DescriptionContains(err, "User is not found") && a.cfg.Users.DefaultUserID > 0 && user != a.cfg.Users.DefaultUserID {
 		crm.Trace(ctx, "decision", fmt.Sprintf("warning: Bitrix24 says user %d is not found or not active; finishing as the default user %d", user, a.cfg.Users.DefaultUserID), "")
 		p.UserID = a.cfg.Users.DefaultUserID
-		res, err = a.client.FinishCall(ctx, p)
+		res, err = a.batch.finish(ctx, p)
 	}
 	if err != nil && api.DescriptionContains(err, "Call is not found") {
 		if earlier {
@@ -227,8 +238,55 @@ func (a *Adapter) finishCall(ctx context.Context, rec *call.Record, st *callStat
 	return a.set(ctx, key, fFinished, st.finished)
 }
 
+// statLookupPause is how long look-ups in the telephony statistics are skipped after the portal
+// refused one (the application's user lacks the "call statistics: view" permission).
+const statLookupPause = time.Hour
+
+// finishedAlready looks the call up in the telephony statistics (voximplant.statistic.get by
+// CALL_ID: only finished calls are there, docs/crm-apis.md A.3.6) and, when an earlier finish
+// went through, records it as finished. It reports false when the call is not there, and when
+// the portal will not answer the look-up (permission, method): then the finish is sent again and
+// a "Call is not found" answer is checked the old way (attachRecord, in finishCall).
+func (a *Adapter) finishedAlready(ctx context.Context, key string, st *callState) (bool, error) {
+	if until := a.statDenied.Load(); until != nil && a.now().Before(*until) {
+		return false, nil
+	}
+	stat, err := a.client.FindStatistic(ctx, st.callID)
+	if err != nil {
+		var e *api.Error
+		if errors.As(err, &e) && (api.IsCode(err, api.CodeAccessDenied, api.CodeInsufficientScope, api.CodeMethodNotFound,
+			api.CodeUserAccessError, api.CodeInvalidCredentials) || e.Status == 400 || e.Status == 403 || e.Status == 404) {
+			until := a.now().Add(statLookupPause)
+			a.statDenied.Store(&until)
+			a.m.finishLookups.WithLabelValues("unavailable").Inc()
+			crm.Trace(ctx, "decision", "warning: cannot look the call up in the telephony statistics ("+err.Error()+"): sending finish again", "")
+			return false, nil
+		}
+		return false, fmt.Errorf("looking up whether the call was finished: %w", err)
+	}
+	if stat == nil {
+		a.m.finishLookups.WithLabelValues("not_finished").Inc()
+		crm.Trace(ctx, "decision", "an earlier finish of "+st.callID+" did not go through (not in the statistics): sending it again", "")
+		return false, nil
+	}
+	a.m.finishLookups.WithLabelValues("finished").Inc()
+	crm.Trace(ctx, "decision", fmt.Sprintf("an earlier finish of %s went through (statistics record %d): not sent again", st.callID, stat.ID), "")
+	st.finished = fmt.Sprintf("%d:%d", stat.ID, stat.CRMActivityID)
+	fields := map[string]string{fFinished: st.finished}
+	if st.entity == "" && stat.CRMEntityType != "" {
+		st.entity = entityString(string(stat.CRMEntityType), int(stat.CRMEntityID))
+		if st.entity != "" {
+			fields[fEntity] = st.entity
+		}
+	}
+	return true, a.setMany(ctx, key, fields)
+}
+
 // finishUser is the employee a finished call is logged under.
 func (a *Adapter) finishUser(ctx context.Context, rec *call.Record, st *callState) (int, error) {
+	if u := a.hookResponsible(ctx); u > 0 {
+		return u, nil
+	}
 	if rec.Disposition != call.Answered && st.callUser > 0 {
 		return st.callUser, nil
 	}
@@ -283,13 +341,21 @@ func (a *Adapter) attachRecording(ctx context.Context, rec *call.Record, st *cal
 	if outcome == "" {
 		f, oerr := a.recs.Open(rec.Recording)
 		if oerr != nil {
-			if errors.Is(oerr, fs.ErrNotExist) {
-				if a.now().Sub(rec.EndedAt) < a.cfg.Recordings.Wait {
-					return fmt.Errorf("recording %s is not there yet: %w", name, oerr)
-				}
+			waited := a.now().Sub(rec.EndedAt) >= a.cfg.Recordings.Wait
+			switch {
+			case errors.Is(oerr, fs.ErrNotExist) && !waited:
+				return fmt.Errorf("recording %s is not there yet: %w", name, oerr)
+			case errors.Is(oerr, fs.ErrNotExist):
 				return skip("missing", "the file "+rec.Recording+" does not exist")
+			case !waited:
+				// Outside recordings.dir (the PBX writes elsewhere), not a regular file, no
+				// permission: retried for recordings.wait in case it is a passing problem, then
+				// the call is logged without it. The finish is done, so the call does not stay
+				// pending for ever.
+				return fmt.Errorf("opening recording: %w", oerr)
+			default:
+				return skip("unreadable", "pbxbridge cannot open it ("+oerr.Error()+"); check recordings.dir")
 			}
-			return fmt.Errorf("opening recording: %w", oerr)
 		}
 		defer func() { _ = f.Close() }()
 		if n := f.Name(); n != "" {

@@ -6,11 +6,15 @@
 //
 // How it meets the crm contract:
 //
-//   - Live (one goroutine per connector, in event order) registers the call on the first
-//     ringing extension (telephony.externalCall.register with a unique EXTERNAL_CALL_ID = the
-//     record key), shows the card to the other ringing agents, hides it from those who stop
-//     ringing or did not answer, and moves it on transfers. The CALL_ID and who sees the card are
-//     persisted in the CallStore, so Deliver (and Live after a restart) continue from there.
+//   - Live (in event order per call) registers the call on the first ringing extension — for an
+//     outbound call the extension that dials, when the customer's leg rings —
+//     (telephony.externalCall.register with a unique EXTERNAL_CALL_ID = the record key), shows
+//     the card to the other ringing agents, hides it from those who stop ringing or did not
+//     answer, and moves it on transfers. The CALL_ID and who sees the card are persisted in the
+//     CallStore, so Deliver (and Live after a restart) continue from there. A show whose moment
+//     passed (the daemon cancels its context: crm.LiveHandler) gives up while it waits for its
+//     slot and returns an error wrapping crm.ErrLiveStale; hides run on a context the staleness
+//     does not reach, and a request already sent is left to finish.
 //   - Deliver is idempotent per Record.Key(): every step (register, finish, attachRecord,
 //     lead, follow-up) is recorded in the CallStore when it succeeds and skipped when it is
 //     already there; a call that was never registered live is registered first. A CALL_ID that
@@ -18,7 +22,10 @@
 //     index in the CallStore and the call is registered again with a different key, so two calls
 //     are never merged.
 //   - Live and Deliver share one client-side leaky bucket per connector (rate_limit); live cards
-//     and look-ups may use a reserve of it that deliveries leave free.
+//     and look-ups may use a reserve of it that deliveries leave free. While the bucket holds
+//     requests back, finish, show and hide commands waiting together go in one batch request
+//     (batcher); register and attachRecord never wait for a batch. A finish whose answer was lost
+//     is looked up in voximplant.statistic.get before it is sent again.
 //   - Errors are classified: QUERY_LIMIT_EXCEEDED/OPERATION_TIME_LIMIT → crm.RateLimited;
 //     a missing or revoked authorisation, missing scope or wrong auth type → crm.AuthBroken
 //     (calls stay queued); transport errors and 5xx → transient; other answers → permanent.

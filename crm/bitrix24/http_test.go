@@ -256,6 +256,8 @@ func TestInstall(t *testing.T) {
 	mustf(t, err == nil && st.Mode().Perm() == 0o600, "token file %v %v", st, err)
 	acc, err := e.a.Account(context.Background())
 	mustf(t, err == nil && acc.MemberID == f.MemberID() && acc.Domain == strings.ToLower(f.Domain()), "account %+v %v", acc, err)
+	// A licence request binds the configured account: the same domain, port included.
+	mustf(t, e.a.cfg.ConfiguredAccount().Domain == acc.Domain, "configured account %+v, installed %+v", e.a.cfg.ConfiguredAccount(), acc)
 	e.deliver(rec)
 	mustf(t, f.Logged(rec.Key()) == 1, "call not delivered after install")
 

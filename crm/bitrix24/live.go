@@ -2,6 +2,7 @@ package bitrix24
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -30,25 +31,46 @@ type liveCall struct {
 	touched  time.Time
 }
 
-// Live drives the call card: register on the first ringing extension, show to every other
-// ringing agent, hide from those who stop ringing or did not answer, move on transfer. It is
-// best-effort: a failure leaves the registration to Deliver.
+// liveHideTimeout bounds a hide (and the wait for the call's lock before it): a card that was
+// shown must be hidden even when the action that shows another one became stale.
+const liveHideTimeout = 30 * time.Second
+
+// Live drives the call card: register on the first ringing extension (for an outbound call,
+// the extension that dials, when the customer's leg rings), show to every other ringing agent,
+// hide from those who stop ringing or did not answer, move on transfer. It is best-effort: a
+// failure leaves the registration to Deliver.
+//
+// Shows run on ctx, which the daemon cancels once they are stale (crm.LiveHandler): a show or a
+// ringing register still waiting for its rate-limit slot then gives up and Live returns an error
+// wrapping crm.ErrLiveStale. Hides run on a context the staleness does not reach, so a card that
+// was shown is always hidden. Show and hide go through the batcher (they can wait a few hundred
+// milliseconds for a backlog to take them along); register never does.
 func (a *Adapter) Live(ctx context.Context, ev *call.Live) error {
 	if (ev.Direction != call.Inbound && ev.Direction != call.Outbound) || digits(ev.Customer) == "" {
 		return nil // internal, or an anonymous caller Bitrix24 cannot show
 	}
+	if ev.Kind == call.LiveHangup {
+		return nil // finish closes the card; the delivery may hold the call's lock for a while
+	}
 	key := ev.Key()
 	ctx = api.WithPriority(ctx)
 	ctx, n := withCounter(ctx)
-	defer func() { a.addRequests(key, int(n.Load())) }()
-	unlock, err := a.callLocks.lock(ctx, key)
+	ctx = a.withHookLive(ctx, ev)
+	defer func() { a.addRequests(key, n.Load()) }()
+	hctx, hcancel := context.WithTimeout(context.WithoutCancel(ctx), liveHideTimeout)
+	defer hcancel()
+	lockCtx := hctx
+	if ev.Kind == call.LiveRinging {
+		lockCtx = ctx // a pure show: no reason to wait once it is stale
+	}
+	unlock, err := a.callLocks.lock(lockCtx, key)
 	if err != nil {
-		return a.classify("call card", err)
+		return a.liveErr(ctx, ev, err)
 	}
 	defer unlock()
-	lc, err := a.liveState(ctx, ev)
+	lc, err := a.liveState(hctx, ev)
 	if err != nil {
-		return a.classify("call card", err)
+		return a.liveErr(ctx, ev, err)
 	}
 	if lc.external || (!a.cfg.Card.Enabled && lc.callID == "") {
 		return nil
@@ -57,12 +79,26 @@ func (a *Adapter) Live(ctx context.Context, ev *call.Live) error {
 	if ev.Direction == call.Outbound {
 		show = a.cfg.Card.ShowOutbound
 	}
-	err = a.liveStep(ctx, ev, lc, show)
+	err = a.liveStep(ctx, hctx, ev, lc, show)
 	lc.touched = a.now()
+	return a.liveErr(ctx, ev, err)
+}
+
+// liveErr classifies a live action's error; one given up because the daemon found it stale
+// wraps crm.ErrLiveStale.
+func (a *Adapter) liveErr(ctx context.Context, ev *call.Live, err error) error {
+	if err == nil {
+		return nil
+	}
+	if stale := crm.LiveStale(ctx); stale != nil {
+		crm.Trace(ctx, "decision", fmt.Sprintf("call card %s %s not shown: %v", ev.Kind, ev.Ext, stale), "")
+		return fmt.Errorf("bitrix24: call card %s: %w", ev.Kind, stale)
+	}
 	return a.classify("call card "+string(ev.Kind), err)
 }
 
-func (a *Adapter) liveStep(ctx context.Context, ev *call.Live, lc *liveCall, show bool) error {
+// liveStep runs one event: shows on ctx, hides on hctx.
+func (a *Adapter) liveStep(ctx, hctx context.Context, ev *call.Live, lc *liveCall, show bool) error {
 	switch ev.Kind {
 	case call.LiveRinging:
 		user, err := a.liveUser(ctx, ev.Ext)
@@ -72,11 +108,14 @@ func (a *Adapter) liveStep(ctx context.Context, ev *call.Live, lc *liveCall, sho
 		if lc.callID == "" {
 			return a.liveRegister(ctx, ev, lc, user, show)
 		}
+		if lc.answered != 0 && lc.answered != user {
+			return nil // somebody else took the call meanwhile
+		}
 		if show && !slices.Contains(lc.shown, user) {
 			return a.cardShow(ctx, ev.Key(), lc, user)
 		}
 	case call.LiveAnswered:
-		user, err := a.liveUser(ctx, ev.Ext)
+		user, err := a.liveUser(hctx, ev.Ext)
 		if err != nil || user == 0 {
 			return err
 		}
@@ -86,34 +125,32 @@ func (a *Adapter) liveStep(ctx context.Context, ev *call.Live, lc *liveCall, sho
 			}
 		}
 		lc.answered = user
-		if show && !slices.Contains(lc.shown, user) {
-			if err := a.cardShow(ctx, ev.Key(), lc, user); err != nil {
-				return err
-			}
-		}
-		var others []int
+		var others, to []int
 		for _, u := range lc.shown {
 			if u != user {
 				others = append(others, u)
 			}
 		}
-		return a.cardHide(ctx, ev.Key(), lc, others...)
+		if show && !slices.Contains(lc.shown, user) {
+			to = []int{user}
+		}
+		return a.cardHideShow(ctx, hctx, ev.Key(), lc, others, to)
 	case call.LiveStopRinging:
-		user, err := a.liveUser(ctx, ev.Ext)
+		user, err := a.liveUser(hctx, ev.Ext)
 		if err != nil || user == 0 || user == lc.answered || lc.callID == "" {
 			return err
 		}
 		if slices.Contains(lc.shown, user) {
-			return a.cardHide(ctx, ev.Key(), lc, user)
+			return a.cardHide(hctx, ev.Key(), lc, user)
 		}
 	case call.LiveTransferred:
-		to, err := a.liveUser(ctx, ev.Ext)
+		to, err := a.liveUser(hctx, ev.Ext)
 		if err != nil {
 			return err
 		}
 		from := 0
 		if ev.From != "" {
-			if from, err = a.liveUser(ctx, ev.From); err != nil {
+			if from, err = a.liveUser(hctx, ev.From); err != nil {
 				return err
 			}
 		}
@@ -123,17 +160,17 @@ func (a *Adapter) liveStep(ctx context.Context, ev *call.Live, lc *liveCall, sho
 			}
 			return a.liveRegister(ctx, ev, lc, to, show)
 		}
+		var hide, shown []int
+		if from != 0 && from != to && slices.Contains(lc.shown, from) {
+			hide = []int{from}
+		}
 		if to != 0 {
 			lc.answered = to
 			if show && !slices.Contains(lc.shown, to) {
-				if err := a.cardShow(ctx, ev.Key(), lc, to); err != nil {
-					return err
-				}
+				shown = []int{to}
 			}
 		}
-		if from != 0 && from != to && slices.Contains(lc.shown, from) {
-			return a.cardHide(ctx, ev.Key(), lc, from)
-		}
+		return a.cardHideShow(ctx, hctx, ev.Key(), lc, hide, shown)
 	}
 	return nil
 }
@@ -182,24 +219,96 @@ func (a *Adapter) cardShow(ctx context.Context, key string, lc *liveCall, users 
 	if len(users) == 0 {
 		return nil
 	}
-	if _, err := a.client.ShowCall(ctx, lc.callID, users...); err != nil {
+	if _, err := a.batch.showHide(ctx, api.MethodShow, lc.callID, users); err != nil {
 		a.m.live.WithLabelValues("show", "error").Inc()
+		if !maybeSent(err) {
+			return fmt.Errorf("showing the card: %w", err)
+		}
+		// The request went out and its answer was lost: the card may be up, so the hide that
+		// follows must be sent.
+		crm.Trace(ctx, "decision", fmt.Sprintf("the answer to show was lost: counting the card as shown to %v", users), "")
+		if serr := a.addShown(ctx, key, lc, users); serr != nil {
+			return errors.Join(fmt.Errorf("showing the card: %w", err), serr)
+		}
 		return fmt.Errorf("showing the card: %w", err)
 	}
 	a.m.live.WithLabelValues("show", "ok").Inc()
+	return a.addShown(ctx, key, lc, users)
+}
+
+// addShown records users as seeing the card (the CallStore write is not cancelled with a stale
+// show: it must not be lost).
+func (a *Adapter) addShown(ctx context.Context, key string, lc *liveCall, users []int) error {
 	for _, u := range users {
 		if !slices.Contains(lc.shown, u) {
 			lc.shown = append(lc.shown, u)
 		}
 	}
-	return a.set(ctx, key, fShown, formatIDs(lc.shown))
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), liveHideTimeout)
+	defer cancel()
+	return a.set(wctx, key, fShown, formatIDs(lc.shown))
+}
+
+// maybeSent reports whether a failed request may have reached the portal: not refused by it
+// (an answer), not given up before it was sent (context, client-side limit).
+func maybeSent(err error) bool {
+	var e *api.Error
+	switch {
+	case errors.As(err, &e), errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded),
+		errors.Is(err, crm.ErrLiveStale), errors.Is(err, api.ErrLocalRateLimit):
+		return false
+	}
+	return true
+}
+
+// cardHideShow hides the card from some users (on hctx) and shows it to others (on ctx) at the
+// same time: while a backlog lasts both go in the same batch request.
+func (a *Adapter) cardHideShow(ctx, hctx context.Context, key string, lc *liveCall, hide, show []int) error {
+	if len(hide) == 0 {
+		return a.cardShow(ctx, key, lc, show...)
+	}
+	if len(show) == 0 {
+		return a.cardHide(hctx, key, lc, hide...)
+	}
+	var herr error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, herr = a.batch.showHide(hctx, api.MethodHide, lc.callID, hide)
+	}()
+	_, serr := a.batch.showHide(ctx, api.MethodShow, lc.callID, show)
+	<-done
+	var errs []error
+	if herr != nil {
+		a.m.live.WithLabelValues("hide", "error").Inc()
+		errs = append(errs, fmt.Errorf("hiding the card: %w", herr))
+	} else {
+		a.m.live.WithLabelValues("hide", "ok").Inc()
+		lc.shown = slices.DeleteFunc(lc.shown, func(u int) bool { return slices.Contains(hide, u) })
+	}
+	if serr == nil {
+		a.m.live.WithLabelValues("show", "ok").Inc()
+	} else {
+		a.m.live.WithLabelValues("show", "error").Inc()
+		errs = append(errs, fmt.Errorf("showing the card: %w", serr))
+	}
+	if serr == nil || maybeSent(serr) {
+		if err := a.addShown(ctx, key, lc, show); err != nil {
+			errs = append(errs, err)
+		}
+	} else if herr == nil {
+		if err := a.set(hctx, key, fShown, formatIDs(lc.shown)); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 func (a *Adapter) cardHide(ctx context.Context, key string, lc *liveCall, users ...int) error {
 	if len(users) == 0 {
 		return nil
 	}
-	if _, err := a.client.HideCall(ctx, lc.callID, users...); err != nil {
+	if _, err := a.batch.showHide(ctx, api.MethodHide, lc.callID, users); err != nil {
 		a.m.live.WithLabelValues("hide", "error").Inc()
 		return fmt.Errorf("hiding the card: %w", err)
 	}
@@ -280,7 +389,8 @@ func (a *Adapter) bindOriginate(ctx context.Context, key, origID string) (callID
 	return callID, user, fin != "", nil
 }
 
-func (a *Adapter) addRequests(key string, n int) {
+// addRequests adds n thousandths of a request to the live requests of key.
+func (a *Adapter) addRequests(key string, n int64) {
 	if n == 0 {
 		return
 	}
@@ -291,8 +401,9 @@ func (a *Adapter) addRequests(key string, n int) {
 	a.liveMu.Unlock()
 }
 
-// takeLive removes a delivered call's live state and returns the requests Live made for it.
-func (a *Adapter) takeLive(key string) int {
+// takeLive removes a delivered call's live state and returns the requests Live made for it (in
+// thousandths).
+func (a *Adapter) takeLive(key string) int64 {
 	a.liveMu.Lock()
 	defer a.liveMu.Unlock()
 	n := a.reqs[key]

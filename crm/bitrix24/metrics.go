@@ -30,6 +30,8 @@ type metrics struct {
 	replayFull      prometheus.Counter
 	replayEntries   prometheus.Gauge
 	cacheFull       *prometheus.CounterVec
+	batched         prometheus.Histogram
+	finishLookups   *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -77,6 +79,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Event ids the replay guard remembers."}),
 		cacheFull: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "cache_full_total",
 			Help: "Entries a bounded in-memory cache did not take because it was full (live, users, lookups)."}, []string{"cache"}),
+		batched: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "batch_commands",
+			Help: "Commands (finish, show, hide) per batch request sent while a backlog held them back.", Buckets: []float64{2, 3, 5, 10, 20, 30, 40, 50}}),
+		finishLookups: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "finish_lookups_total",
+			Help: "Look-ups of a call in the telephony statistics before re-sending a finish whose answer was lost, by result (finished, not_finished, unavailable)."}, []string{"result"}),
 	}
 	var err error
 	reg1 := func(c *prometheus.CounterVec) *prometheus.CounterVec { return register(reg, c, &err) }
@@ -84,6 +90,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m.webhookRejected, m.clickToCall, m.userRefresh = reg1(m.webhookRejected), reg1(m.clickToCall), reg1(m.userRefresh)
 	m.live, m.recordings, m.followUps = reg1(m.live), reg1(m.recordings), reg1(m.followUps)
 	m.installProofs, m.replays, m.cacheFull = reg1(m.installProofs), reg1(m.replays), reg1(m.cacheFull)
+	m.finishLookups = reg1(m.finishLookups)
+	m.batched = register(reg, m.batched, &err)
 	m.replayFull = register(reg, m.replayFull, &err)
 	m.replayEntries = register(reg, m.replayEntries, &err)
 	m.limiterWait = register(reg, m.limiterWait, &err)

@@ -33,6 +33,7 @@ func (a *Adapter) followUps(ctx context.Context, rec *call.Record, st *callState
 	}
 	key := rec.Key()
 	entType, entID := parseEntity(st.entity)
+	entType, entID = a.hookFollowUpEntity(ctx, entType, entID)
 	var owner int // responsible of the entity, when known
 	if mc.CreateLead && entID == 0 && st.lead == "" {
 		// register found nothing; check the CRM once more (the number may have been added since).
@@ -85,6 +86,7 @@ func (a *Adapter) followUps(ctx context.Context, rec *call.Record, st *callState
 	}
 	deadline := a.now().Add(mc.Deadline).In(a.loc).Format(isoOffset)
 	title := a.title(mc.Title, rec)
+	title, deadline = a.hookTask(ctx, title, deadline)
 	desc := a.describe(rec)
 	kind := mc.FollowUp
 	if kind == FollowUpTodo && api.OwnerTypeID(entType) == 0 {
@@ -118,6 +120,9 @@ func (a *Adapter) followUps(ctx context.Context, rec *call.Record, st *callState
 
 // responsible walks missed_calls.responsible and returns the first user found (0: none).
 func (a *Adapter) responsible(ctx context.Context, rec *call.Record, owner int) int {
+	if u := a.hookResponsible(ctx); u > 0 {
+		return u
+	}
 	for _, step := range a.cfg.MissedCalls.Responsible {
 		switch step {
 		case RespEntityOwner:

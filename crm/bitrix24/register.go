@@ -62,6 +62,7 @@ func (a *Adapter) register(ctx context.Context, r regRequest) (*registered, erro
 	if typ == 0 {
 		typ = callType(r.dir)
 	}
+	line, entType, entID := a.hookRegister(ctx, r.line)
 	base := api.RegisterParams{
 		UserID:         r.user,
 		PhoneNumber:    r.customer,
@@ -69,8 +70,10 @@ func (a *Adapter) register(ctx context.Context, r regRequest) (*registered, erro
 		CRMCreate:      api.Flag(a.cfg.Card.CRMCreate),
 		CRMSource:      a.cfg.Card.CRMSource,
 		Show:           api.Flag(r.show),
-		LineNumber:     a.lineNumber(r.line),
+		LineNumber:     a.lineNumber(line),
 		ExternalCallID: r.key,
+		CRMEntityType:  entType,
+		CRMEntityID:    entID,
 	}
 	if !r.started.IsZero() {
 		base.CallStartDate = r.started.In(a.loc).Format(isoOffset)

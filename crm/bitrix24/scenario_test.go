@@ -174,21 +174,24 @@ func scenarios() []scenario {
 		rec := call.Record{CallID: o.id, PBX: "pbx1", Direction: call.Outbound, Customer: "+79001234567", Line: "+74951112233",
 			StartedAt: ts(o.start), EndedAt: ts(o.end), Disposition: o.disp, TalkSeconds: o.talk, HangupCause: o.cause,
 			Legs: []call.Leg{{Ext: "101"}}}
-		var live []call.Live
-		sc := scenario{name: o.name, wantType: 1, wantRegUser: 1269, wantFinishUser: 1269, wantDuration: o.talk, wantStatus: o.status, beforeAnswer: -1}
+		// Every outbound call shows the caller its card when the customer's leg rings
+		// (callmodel: LiveRinging for the dialling extension), answered or not.
+		sc := scenario{name: o.name, wantType: 1, wantRegUser: 1269, wantFinishUser: 1269, wantDuration: o.talk, wantStatus: o.status,
+			wantShown: []int{1269}, beforeAnswer: 1}
+		mk := func(k call.LiveKind, ext string, at float64) call.Live {
+			return call.Live{Kind: k, CallID: o.id, PBX: "pbx1", Direction: call.Outbound, Customer: "+79001234567",
+				Line: "+74951112233", Ext: ext, At: ts(at), StartedAt: ts(o.start)}
+		}
+		live := []call.Live{mk(call.LiveRinging, "101", o.start)}
 		if o.disp == call.Answered {
 			ans := ts(o.end - 3)
 			rec.AnsweredAt, rec.AnsweredBy = &ans, "101"
 			rec.Legs[0].AnsweredAt, rec.Legs[0].TalkSeconds = &ans, o.talk
 			rec.Recording = "/var/spool/asterisk/monitor/" + o.rec
 			sc.recBytes = 96000
-			mk := func(k call.LiveKind, at float64) call.Live {
-				return call.Live{Kind: k, CallID: o.id, PBX: "pbx1", Direction: call.Outbound, Customer: "+79001234567",
-					Line: "+74951112233", Ext: "101", At: ts(at), StartedAt: ts(o.start)}
-			}
-			live = []call.Live{mk(call.LiveRinging, o.start), mk(call.LiveAnswered, o.end-3), mk(call.LiveHangup, o.end)}
-			sc.wantShown, sc.beforeAnswer = []int{1269}, 1
+			live = append(live, mk(call.LiveAnswered, "101", o.end-3))
 		}
+		live = append(live, mk(call.LiveHangup, "", o.end))
 		sc.rec, sc.live = rec, live
 		out = append(out, sc)
 	}

@@ -203,6 +203,9 @@ func (c *userCache) lookup(ctx context.Context, ext string) (userInfo, bool, err
 	if ext == "" {
 		return userInfo{}, false, nil
 	}
+	if u, ok, done := c.a.hookEmployee(ctx, ext); done {
+		return u, ok, nil
+	}
 	if id, ok := c.a.cfg.Users.Map[ext]; ok {
 		return userInfo{ID: id, Ext: ext, Active: true}, true, nil
 	}

@@ -71,6 +71,10 @@ type Record struct {
 	// Trunk is the trunk the call used, as its channel name without the unique suffix (e.g.
 	// "PJSIP/provider"); used by connector routing filters.
 	Trunk string `json:"trunk,omitempty"`
+	// Vars are the channel variables the PBX's config lists (pbx[].calls.variables) that the
+	// call set, each with its first non-empty value: what the dialplan learnt about the call
+	// (a deal number entered in the IVR, a campaign), for hooks (docs/hooks.md).
+	Vars map[string]string `json:"vars,omitempty"`
 }
 
 // Key is the record's idempotency key, unique across the PBXs of one daemon.
@@ -174,6 +178,8 @@ type Live struct {
 	StartedAt time.Time `json:"started_at"`
 	// OriginateID is set for click-to-call calls.
 	OriginateID string `json:"originate_id,omitempty"`
+	// Vars are the listed channel variables set so far (Record.Vars).
+	Vars map[string]string `json:"vars,omitempty"`
 }
 
 // Key is the idempotency key of the call this event belongs to (same as Record.Key).

@@ -242,6 +242,13 @@ type B24Faults struct {
 	// request with that status and an error body (an outage of oauth.bitrix.info); the request
 	// is counted but has no effect (refresh tokens stay valid).
 	OAuthFailStatus int `json:"oauth_fail_status,omitempty"`
+	// StatisticDenied answers voximplant.statistic.get with 403 ACCESS_DENIED (the application's
+	// user lacks the "call statistics: view" permission).
+	StatisticDenied bool `json:"statistic_denied,omitempty"`
+	// GarbleMethods lists methods whose answers are cut short after the method ran: HTTP 200 with
+	// a body that does not decode (a proxy or the network damaged it). Inside a batch the whole
+	// batch answer is cut when one of its commands is listed.
+	GarbleMethods []string `json:"garble_methods,omitempty"`
 	// Mode is a persistent conformance fault: "", "rate_limited", "server_error", "slow".
 	Mode string `json:"mode,omitempty"`
 }
@@ -984,7 +991,44 @@ func (f *Bitrix24) serveREST(w http.ResponseWriter, r *http.Request) {
 	if next > 0 {
 		out["next"] = next
 	}
+	if f.garbles(method, params) {
+		b, _ := json.Marshal(out)
+		w.Header().Set("Content-Type", "application/json; charset=utf-8")
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write(b[:len(b)/2])
+		return
+	}
 	b24JSON(w, http.StatusOK, out)
+}
+
+// garbles reports whether the answer to method (or to a batch holding it) is to be cut short.
+func (f *Bitrix24) garbles(method string, p b24Params) bool {
+	f.mu.Lock()
+	list := append([]string(nil), f.faults.GarbleMethods...)
+	f.mu.Unlock()
+	if len(list) == 0 {
+		return false
+	}
+	methods := []string{method}
+	if method == "batch" {
+		cv, _ := p.get("cmd")
+		for _, v := range b24Map(cv) {
+			s, _ := b24Str(v)
+			m, _, _ := strings.Cut(s, "?")
+			methods = append(methods, m)
+		}
+	}
+	for _, m := range methods {
+		for _, g := range list {
+			if strings.EqualFold(m, g) {
+				f.mu.Lock()
+				f.injected++
+				f.mu.Unlock()
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func (f *Bitrix24) count(method string) {

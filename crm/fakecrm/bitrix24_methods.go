@@ -18,6 +18,7 @@ import (
 // b24Scopes maps method prefixes to the scope they need.
 var b24Scopes = []struct{ prefix, scope string }{
 	{"telephony.", "telephony"},
+	{"voximplant.", "telephony"},
 	{"user.", "user"},
 	{"crm.", "crm"},
 	{"tasks.", "task"},
@@ -83,6 +84,11 @@ func (f *Bitrix24) call(c b24Caller, method string, p b24Params) (any, int, int,
 		return f.showHide(p, true), 0, 0, nil
 	case "telephony.externalcall.hide":
 		return f.showHide(p, false), 0, 0, nil
+	case "voximplant.statistic.get":
+		if f.faults.StatisticDenied {
+			return nil, 0, 0, &b24Err{http.StatusForbidden, "ACCESS_DENIED", "Access denied"}
+		}
+		return f.statistics(p)
 	case "telephony.externalcall.searchcrmentities":
 		r, err := f.searchCrm(p)
 		return r, 0, 0, err
@@ -324,6 +330,56 @@ func (f *Bitrix24) finish(p b24Params) (any, error) {
 		"REST_APP_ID": "3", "REST_APP_NAME": "pbxbridge", "CRM_ACTIVITY_ID": c.ActivityID,
 		"COMMENT": nil, "CRM_ENTITY_TYPE": c.EntityType, "CRM_ENTITY_ID": c.EntityID,
 	}, nil
+}
+
+// statistics implements voximplant.statistic.get over the finished calls (docs/crm-apis.md
+// A.3.6): FILTER on CALL_ID, EXTERNAL_CALL_ID, PORTAL_USER_ID, PHONE_NUMBER (equality, a list
+// meaning "in"), pages of 50 by start.
+func (f *Bitrix24) statistics(p b24Params) (any, int, int, error) {
+	fv, _ := p.get("FILTER")
+	filter := b24Map(fv)
+	var rows []map[string]any
+	for _, c := range f.calls {
+		if c.State != "finished" {
+			continue
+		}
+		row := map[string]any{
+			"ID": strconv.Itoa(c.StatID), "CALL_ID": c.CallID, "EXTERNAL_CALL_ID": c.ExternalCallID,
+			"PORTAL_USER_ID": strconv.Itoa(c.FinishUserID), "PORTAL_NUMBER": c.Line, "PHONE_NUMBER": c.Phone,
+			"CALL_TYPE": strconv.Itoa(c.Type), "CALL_DURATION": strconv.Itoa(c.Duration),
+			"CALL_START_DATE": c.StartDate, "CALL_FAILED_CODE": c.StatusCode, "CALL_FAILED_REASON": "",
+			"CRM_ACTIVITY_ID": strconv.Itoa(c.ActivityID), "CRM_ENTITY_TYPE": c.EntityType,
+			"CRM_ENTITY_ID": strconv.Itoa(c.EntityID), "REST_APP_ID": "3", "REST_APP_NAME": "pbxbridge",
+			"COST": "0.0000", "COST_CURRENCY": "", "CALL_VOTE": "0", "COMMENT": nil,
+		}
+		match := true
+		for k, want := range filter {
+			field := strings.TrimPrefix(strings.ToUpper(k), "=")
+			have, _ := b24Str(row[field])
+			in := false
+			for _, w := range b24List(want) {
+				if s, _ := b24Str(w); s == have {
+					in = true
+				}
+			}
+			match = match && in
+		}
+		if match {
+			rows = append(rows, row)
+		}
+	}
+	start, _ := p.integer("start")
+	start = max(0, min(start, len(rows)))
+	end := min(start+50, len(rows))
+	next := 0
+	if end < len(rows) {
+		next = end
+	}
+	out := rows[start:end]
+	if out == nil {
+		out = []map[string]any{}
+	}
+	return out, len(rows), next, nil
 }
 
 // b24Download fetches a RECORD_URL as the portal would; on failure it returns the HTTP status

@@ -4,16 +4,21 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	mrand "math/rand/v2"
 	"mime/multipart"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/pbxbridge/pbxbridge/crm/bitrix24/api"
 )
 
 type b24Resp struct {
@@ -352,4 +357,125 @@ func startBitrix24(tb testing.TB, opts ...Bitrix24Option) *Bitrix24 {
 	tb.Cleanup(srv.Close)
 	f.SetBaseURL(srv.URL)
 	return f
+}
+
+// TestB24StatisticAndBatchedFinish: finish, show and hide run inside a batch like alone;
+// voximplant.statistic.get lists finished calls by CALL_ID (an unfinished call is not there);
+// the permission fault answers ACCESS_DENIED; a garbled answer does not decode but the method ran.
+func TestB24StatisticAndBatchedFinish(t *testing.T) {
+	f := startBitrix24(t)
+	tok := f.IssueTokens()
+	a := register(t, f, tok.AccessToken, "pbx/1")
+	b := register(t, f, tok.AccessToken, "pbx/2")
+	stat := func(id string) []any {
+		t.Helper()
+		r := post(t, f.URL()+"/rest/voximplant.statistic.get", map[string]any{"auth": tok.AccessToken, "FILTER": map[string]any{"CALL_ID": id}})
+		rows, ok := r.body["result"].([]any)
+		if r.status != 200 || !ok {
+			t.Fatalf("statistic: %+v", r)
+		}
+		return rows
+	}
+	if rows := stat(a); len(rows) != 0 {
+		t.Fatalf("an unfinished call is in the statistics: %v", rows)
+	}
+	cmd := map[string]any{
+		"c1": "telephony.externalCall.show?" + url.Values{"CALL_ID": {b}, "USER_ID[0]": {"1270"}, "USER_ID[1]": {"1271"}}.Encode(),
+		"c2": "telephony.externalCall.hide?" + url.Values{"CALL_ID": {b}, "USER_ID": {"1271"}}.Encode(),
+		"c3": "telephony.externalCall.finish?" + url.Values{"CALL_ID": {a}, "USER_ID": {"1269"}, "DURATION": {"7"}, "STATUS_CODE": {"200"}, "ADD_TO_CHAT": {"1"}}.Encode(),
+		"c4": "telephony.externalCall.finish?" + url.Values{"CALL_ID": {"externalCall.nope"}, "USER_ID": {"1269"}}.Encode(),
+	}
+	r := post(t, f.URL()+"/rest/batch", map[string]any{"auth": tok.AccessToken, "halt": 0, "cmd": cmd})
+	res, _ := r.body["result"].(map[string]any)
+	results, _ := res["result"].(map[string]any)
+	errs, _ := res["result_error"].(map[string]any)
+	if r.status != 200 || results["c1"] != true || results["c2"] != true || results["c3"] == nil || errs["c4"] == nil {
+		t.Fatalf("batch: %+v", r)
+	}
+	s := f.State()
+	for _, c := range s.Calls {
+		switch c.CallID {
+		case a:
+			if c.State != "finished" || c.Duration != 7 || c.FinishUserID != 1269 {
+				t.Fatalf("batched finish: %+v", c)
+			}
+		case b:
+			if len(c.VisibleTo) != 2 || c.VisibleTo[0] != 1269 || c.VisibleTo[1] != 1270 {
+				t.Fatalf("batched show/hide: visible to %v", c.VisibleTo)
+			}
+		}
+	}
+	if s.Requests["batch"] != 1 || s.BatchCommands["telephony.externalcall.finish"] != 2 {
+		t.Fatalf("requests %v, batch commands %v", s.Requests, s.BatchCommands)
+	}
+	rows := stat(a)
+	row, _ := rows[0].(map[string]any)
+	if len(rows) != 1 || row["CALL_ID"] != a || row["CALL_FAILED_CODE"] != "200" || row["CRM_ACTIVITY_ID"] == "" {
+		t.Fatalf("statistics of the finished call: %v", rows)
+	}
+	f.SetFaults(B24Faults{TelephonyAppOnly: true, StatisticDenied: true, GarbleMethods: []string{"telephony.externalCall.finish"}})
+	r = post(t, f.URL()+"/rest/voximplant.statistic.get", map[string]any{"auth": tok.AccessToken, "FILTER": map[string]any{"CALL_ID": a}})
+	if r.status != 403 || r.code() != "ACCESS_DENIED" {
+		t.Fatalf("denied statistics: %+v", r)
+	}
+	resp := do(t, http.MethodPost, f.URL()+"/rest/telephony.externalCall.finish", "application/json",
+		strings.NewReader(fmt.Sprintf(`{"auth":%q,"CALL_ID":%q,"USER_ID":1270}`, tok.AccessToken, b)))
+	body, _ := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	if resp.StatusCode != 200 || json.Valid(body) {
+		t.Fatalf("garbled finish: %d %s", resp.StatusCode, body)
+	}
+	if f.Logged("pbx/2") != 1 {
+		t.Fatal("the garbled finish did not run")
+	}
+}
+
+// TestB24ClientBucketNeverRefused: pbxbridge's client-side bucket (crm/bitrix24/api, default
+// settings 2/s, burst 50, live reserve 5) against the portal's rule as this fake enforces it
+// (docs/crm-apis.md A.1.4: refused once the level is above 50), on a virtual clock: rushes of
+// requests granted as fast as the client allows, live only (they may use the whole burst) or
+// mixed with deliveries, reach the portal up to 250 ms after they were granted (network jitter,
+// reordering). The portal never refuses one; a client burst of 52 would be refused.
+func TestB24ClientBucketNeverRefused(t *testing.T) {
+	t.Parallel()
+	now := time.Unix(1_800_000_000, 0)
+	clock := func() time.Time { return now }
+	client := api.NewBucket(2, 50, 5, clock)
+	rng := mrand.New(mrand.NewPCG(7, 7))
+	var arrivals []time.Time
+	// take gets a slot on the virtual clock: Wait answers at once with the wait when the slot is
+	// not there (a deadline before it), and the caller "sleeps" by moving the clock.
+	take := func(priority bool) {
+		for range 1000 {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Millisecond)
+			_, err := client.Wait(ctx, priority)
+			cancel()
+			if err == nil {
+				return
+			}
+			var le *api.LimitError
+			d := time.Millisecond
+			if errors.As(err, &le) {
+				d = le.Wait
+			}
+			now = now.Add(d)
+		}
+		t.Fatal("no slot after 1000 waits")
+	}
+	for round := range 200 {
+		// A pause (the bucket refills partly or fully), then a rush: only live cards (they may
+		// use the whole burst) or cards and deliveries mixed.
+		now = now.Add(time.Duration(rng.Int64N(int64(40 * time.Second))))
+		for i := range 40 + rng.IntN(60) {
+			take(round%2 == 0 || i%3 == 0)
+			arrivals = append(arrivals, now.Add(time.Duration(rng.Int64N(int64(250*time.Millisecond)))))
+		}
+	}
+	slices.SortFunc(arrivals, func(a, b time.Time) int { return a.Compare(b) })
+	portal := &b24Bucket{last: arrivals[0]}
+	for i, at := range arrivals {
+		if !portal.admit(at, 2, 50) {
+			t.Fatalf("request %d refused at level %.2f", i, portal.level)
+		}
+	}
 }

@@ -30,8 +30,21 @@ type BatchResult struct {
 }
 
 // Batch runs up to MaxBatch read commands in one request (counted once by the portal's rate
-// limit). File uploads and creations must not be batched.
+// limit). File uploads must not be batched (A.3.3); commands that change something go through
+// BatchWrite.
 func (c *Client) Batch(ctx context.Context, cmds []BatchCmd, halt bool) (*BatchResult, error) {
+	return c.batch(httpclient.Idempotent(ctx), cmds, halt)
+}
+
+// BatchWrite runs up to MaxBatch commands that change something (finish, show, hide) in one
+// request, without halting at an error (each command's outcome is in the result). Unlike Batch
+// it is not repeated after an ambiguous failure: a finish sent twice answers "Call is not found"
+// the second time, so the caller must find out what happened (see FindStatistic).
+func (c *Client) BatchWrite(ctx context.Context, cmds []BatchCmd) (*BatchResult, error) {
+	return c.batch(ctx, cmds, false)
+}
+
+func (c *Client) batch(ctx context.Context, cmds []BatchCmd, halt bool) (*BatchResult, error) {
 	if len(cmds) == 0 {
 		return &BatchResult{}, nil
 	}
@@ -47,7 +60,7 @@ func (c *Client) Batch(ctx context.Context, cmds []BatchCmd, halt bool) (*BatchR
 		cmd[bc.Key] = q
 	}
 	var raw json.RawMessage
-	if _, err := c.Call(httpclient.Idempotent(ctx), "batch", map[string]any{"halt": Flag(halt), "cmd": cmd}, &raw); err != nil {
+	if _, err := c.Call(ctx, "batch", map[string]any{"halt": Flag(halt), "cmd": cmd}, &raw); err != nil {
 		return nil, err
 	}
 	res, err := DecodeBatch(raw)

@@ -169,3 +169,14 @@ func FuzzDecodeResult(f *testing.F) {
 		_ = json.Unmarshal(b, &users)
 	})
 }
+
+func FuzzDecodeStatistics(f *testing.F) {
+	f.Add([]byte(`[{"ID":"7","CALL_ID":"externalCall.716f.1773130779","CALL_FAILED_CODE":"200","CRM_ACTIVITY_ID":"7943"}]`))
+	f.Add([]byte(`[]`))
+	f.Add([]byte(`{"0":{"ID":7}}`))
+	f.Fuzz(func(_ *testing.T, b []byte) {
+		_, _ = DecodeStatistics(b)
+		_, _ = DecodeFinish(b)
+		_, _ = DecodeBool("m", b)
+	})
+}

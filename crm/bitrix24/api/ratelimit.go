@@ -2,11 +2,15 @@ package api
 
 import (
 	"context"
+	"errors"
 	"io"
 	"math"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/pbxbridge/pbxbridge/crm"
 )
 
 // Bucket is the client-side mirror of the portal's leaky bucket (A.1.4): it holds up to Burst
@@ -108,6 +112,22 @@ func (b *Bucket) Wait(ctx context.Context, priority bool) (time.Duration, error)
 	}
 }
 
+// Refund gives back a slot taken with Wait that was not used (a batch that found nothing left
+// to send).
+func (b *Bucket) Refund() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.tokens = math.Min(b.burst, b.tokens+1)
+}
+
+// Backlog reports whether requests are being held back or soon will be: a normal request waits
+// for its slot now, or more than a quarter of the burst is spent (requests come faster than
+// the bucket refills). What can wait a moment is then better sent together (docs/crm-apis.md
+// A.7).
+func (b *Bucket) Backlog() bool {
+	return len(b.queue) > 0 || b.Available() < b.burst*3/4
+}
+
 // Available returns the slots available now (for metrics and tests).
 func (b *Bucket) Available() float64 {
 	b.mu.Lock()
@@ -128,6 +148,22 @@ func hasPriority(ctx context.Context) bool {
 	return v
 }
 
+type reservedKey struct{}
+
+// WithReservedSlot tells the Limiter that the caller already took a slot from the Bucket for
+// the next request made with ctx (a batcher waits for its slot before it knows what to send):
+// the first attempt does not wait again; retries do.
+func WithReservedSlot(ctx context.Context) context.Context {
+	used := new(atomic.Bool)
+	return context.WithValue(ctx, reservedKey{}, used)
+}
+
+// takeReserved uses ctx's reserved slot, if it has an unused one.
+func takeReserved(ctx context.Context) bool {
+	used, ok := ctx.Value(reservedKey{}).(*atomic.Bool)
+	return ok && used.CompareAndSwap(false, true)
+}
+
 // Limiter is an http.RoundTripper that takes a slot from a Bucket before every request, so
 // that every attempt (including the short retries of crm/internal/httpclient) is counted.
 //
@@ -144,38 +180,55 @@ type Limiter struct {
 }
 
 // RoundTrip implements http.RoundTripper.
+//
+// A request waiting for its slot gives up when its context ends. Once sent, a request whose
+// context is cancelled because a live action became stale (crm.ErrLiveStale as the cause) runs
+// on: its answer tells whether a card is now shown, which the hide that follows needs. Other
+// cancellations (shutdown, timeouts) still cut it.
 func (l *Limiter) RoundTrip(req *http.Request) (*http.Response, error) {
-	d, err := l.Bucket.Wait(req.Context(), hasPriority(req.Context()))
-	if l.OnWait != nil {
-		l.OnWait(d)
-	}
-	if err != nil {
-		if req.Body != nil {
-			_ = req.Body.Close()
+	if !takeReserved(req.Context()) {
+		d, err := l.Bucket.Wait(req.Context(), hasPriority(req.Context()))
+		if l.OnWait != nil {
+			l.OnWait(d)
 		}
-		return nil, err
+		if err != nil {
+			if req.Body != nil {
+				_ = req.Body.Close()
+			}
+			return nil, err
+		}
 	}
 	next := l.Next
 	if next == nil {
 		next = http.DefaultTransport
 	}
-	if l.AttemptTimeout <= 0 {
-		return next.RoundTrip(req)
+	parent := req.Context()
+	ctx, cancel := context.WithCancelCause(context.WithoutCancel(parent))
+	stop := context.AfterFunc(parent, func() {
+		if c := context.Cause(parent); !errors.Is(c, crm.ErrLiveStale) {
+			cancel(c)
+		}
+	})
+	release := func() { stop(); cancel(nil) }
+	if l.AttemptTimeout > 0 {
+		var cancelT context.CancelFunc
+		ctx, cancelT = context.WithTimeout(ctx, l.AttemptTimeout)
+		prev := release
+		release = func() { cancelT(); prev() }
 	}
-	ctx, cancel := context.WithTimeout(req.Context(), l.AttemptTimeout)
 	resp, err := next.RoundTrip(req.WithContext(ctx))
 	if err != nil {
-		cancel()
+		release()
 		return nil, err
 	}
-	resp.Body = &cancelBody{ReadCloser: resp.Body, cancel: cancel}
+	resp.Body = &cancelBody{ReadCloser: resp.Body, cancel: release}
 	return resp, nil
 }
 
 // cancelBody releases the attempt's context when the body is closed.
 type cancelBody struct {
 	io.ReadCloser
-	cancel context.CancelFunc
+	cancel func()
 }
 
 func (b *cancelBody) Close() error {

@@ -341,3 +341,127 @@ func (c *Client) AddExternalLine(ctx context.Context, number, name string, crmAu
 	}
 	return err
 }
+
+// Values returns p as the parameters of a batch command (BatchCmd.Params).
+func (p FinishParams) Values() url.Values {
+	v := url.Values{"CALL_ID": {p.CallID}, "DURATION": {strconv.Itoa(p.Duration)}, "STATUS_CODE": {p.StatusCode},
+		"ADD_TO_CHAT": {strconv.Itoa(p.AddToChat)}}
+	if p.UserID > 0 {
+		v.Set("USER_ID", strconv.Itoa(p.UserID))
+	}
+	if p.UserPhoneInner != "" {
+		v.Set("USER_PHONE_INNER", p.UserPhoneInner)
+	}
+	if p.FailedReason != "" {
+		v.Set("FAILED_REASON", p.FailedReason)
+	}
+	if p.Vote > 0 {
+		v.Set("VOTE", strconv.Itoa(p.Vote))
+	}
+	return v
+}
+
+// ShowHideValues returns the parameters of telephony.externalCall.show or hide for a batch
+// command: USER_ID, or USER_ID[0], USER_ID[1]... for several users.
+func ShowHideValues(callID string, users []int) url.Values {
+	v := url.Values{"CALL_ID": {callID}}
+	switch len(users) {
+	case 0:
+	case 1:
+		v.Set("USER_ID", strconv.Itoa(users[0]))
+	default:
+		for i, u := range users {
+			v.Set(fmt.Sprintf("USER_ID[%d]", i), strconv.Itoa(u))
+		}
+	}
+	return v
+}
+
+// Methods that may go into a BatchWrite.
+const (
+	MethodFinish = "telephony.externalCall.finish"
+	MethodShow   = "telephony.externalCall.show"
+	MethodHide   = "telephony.externalCall.hide"
+)
+
+// DecodeFinish decodes the result of telephony.externalCall.finish (alone or from a batch).
+func DecodeFinish(raw json.RawMessage) (*FinishResult, error) {
+	var r FinishResult
+	if err := json.Unmarshal(raw, &r); err != nil {
+		return nil, fmt.Errorf("telephony.externalCall.finish: decoding result: %w", err)
+	}
+	return &r, nil
+}
+
+// DecodeBool decodes a boolean result (show, hide).
+func DecodeBool(method string, raw json.RawMessage) (bool, error) {
+	var b Bool
+	if err := json.Unmarshal(raw, &b); err != nil {
+		return false, fmt.Errorf("%s: decoding result: %w", method, err)
+	}
+	return bool(b), nil
+}
+
+// Statistic is one row of the telephony statistics (voximplant.statistic.get, A.3.6): a call
+// that was finished.
+type Statistic struct {
+	ID             Int    `json:"ID"`
+	CallID         String `json:"CALL_ID"`
+	ExternalCallID String `json:"EXTERNAL_CALL_ID"`
+	PortalUserID   Int    `json:"PORTAL_USER_ID"`
+	CallDuration   Int    `json:"CALL_DURATION"`
+	CallFailedCode String `json:"CALL_FAILED_CODE"`
+	CRMActivityID  Int    `json:"CRM_ACTIVITY_ID"`
+	CRMEntityType  String `json:"CRM_ENTITY_TYPE"`
+	CRMEntityID    Int    `json:"CRM_ENTITY_ID"`
+}
+
+// MethodStatistic is the statistics method: finished external calls are listed there too.
+const MethodStatistic = "voximplant.statistic.get"
+
+// FindStatistic looks a call up in the telephony statistics by its CALL_ID. Only finished calls
+// are there, so it tells whether an earlier finish whose answer was lost went through. It
+// returns nil (and no error) when the call is not there. The method needs the "Call statistics:
+// view" permission for the application's user; without it the portal answers ACCESS_DENIED.
+func (c *Client) FindStatistic(ctx context.Context, callID string) (*Statistic, error) {
+	var raw json.RawMessage
+	p := map[string]any{"FILTER": map[string]string{"CALL_ID": callID}}
+	if _, err := c.Call(httpclient.Idempotent(ctx), MethodStatistic, p, &raw); err != nil {
+		return nil, err
+	}
+	rows, err := DecodeStatistics(raw)
+	if err != nil {
+		return nil, err
+	}
+	for i := range rows {
+		if string(rows[i].CallID) == callID {
+			return &rows[i], nil
+		}
+	}
+	return nil, nil
+}
+
+// DecodeStatistics decodes a voximplant.statistic.get result: an array of rows (possibly
+// empty), or (tolerated) an object keyed by index; false or null mean none.
+func DecodeStatistics(raw json.RawMessage) ([]Statistic, error) {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || string(raw) == "null" || string(raw) == "false" {
+		return nil, nil
+	}
+	if raw[0] == '{' {
+		var m map[string]Statistic
+		if err := json.Unmarshal(raw, &m); err != nil {
+			return nil, fmt.Errorf("%s: decoding result: %w", MethodStatistic, err)
+		}
+		out := make([]Statistic, 0, len(m))
+		for _, v := range m {
+			out = append(out, v)
+		}
+		return out, nil
+	}
+	var out []Statistic
+	if err := json.Unmarshal(raw, &out); err != nil {
+		return nil, fmt.Errorf("%s: decoding result: %w", MethodStatistic, err)
+	}
+	return out, nil
+}

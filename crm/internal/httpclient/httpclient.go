@@ -36,6 +36,8 @@ import (
 	"github.com/go-resty/resty/v2"
 	cleanhttp "github.com/hashicorp/go-cleanhttp"
 	retryablehttp "github.com/hashicorp/go-retryablehttp"
+
+	"github.com/pbxbridge/pbxbridge/crm"
 )
 
 // Options configure a client. The zero value is usable.
@@ -146,6 +148,12 @@ func passthrough(resp *http.Response, err error, _ int) (*http.Response, error) 
 func checkRetry(maxWait time.Duration) retryablehttp.CheckRetry {
 	return func(ctx context.Context, resp *http.Response, err error) (bool, error) {
 		if ctx.Err() != nil {
+			if err == nil && resp != nil && errors.Is(context.Cause(ctx), crm.ErrLiveStale) {
+				// A live action became stale while its request was out: the answer arrived and
+				// is the caller's to read (it says whether a card is now shown; see
+				// crm.LiveHandler and bitrix24/api.Limiter).
+				return false, nil
+			}
 			return false, ctx.Err()
 		}
 		if err != nil {

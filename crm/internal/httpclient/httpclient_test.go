@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/pbxbridge/pbxbridge/crm"
 )
 
 func fastOptions() Options {
@@ -194,5 +196,39 @@ func TestContextEndsWithResponse(t *testing.T) {
 	}
 	if !tr.closed.Load() {
 		t.Fatal("the response's body was left open")
+	}
+}
+
+// cancelStaleOnResponse cancels the request's context with a stale live action's cause as the
+// response arrives.
+type cancelStaleOnResponse struct{ cancel context.CancelCauseFunc }
+
+func (c *cancelStaleOnResponse) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := http.DefaultTransport.RoundTrip(r)
+	if err != nil {
+		return nil, err
+	}
+	c.cancel(&crm.StaleError{Reason: crm.LiveDropCallEnded})
+	return resp, nil
+}
+
+// TestStaleLiveActionKeepsResponse: a live action that became stale while its request was out
+// still gets the answer (it says whether a card is now shown).
+func TestStaleLiveActionKeepsResponse(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write([]byte(`{"result":true}`))
+	}))
+	defer srv.Close()
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	o := fastOptions()
+	o.Base = &http.Client{Transport: &cancelStaleOnResponse{cancel: cancel}}
+	resp, err := New(o).R().SetContext(ctx).Get(srv.URL)
+	if err != nil {
+		t.Fatalf("err = %v, want the answer", err)
+	}
+	if string(resp.Body()) != `{"result":true}` {
+		t.Fatalf("body %q", resp.Body())
 	}
 }
