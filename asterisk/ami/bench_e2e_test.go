@@ -53,6 +53,7 @@ func BenchmarkSourceEndToEnd(b *testing.B) {
 			<-c.Done()
 		}
 	}()
+	b.ReportAllocs() // of the whole process: client and fake PBX
 	b.ResetTimer()
 	start, cpu0 := time.Now(), ami.CPUTime()
 	for i := 0; i < b.N; i++ {
@@ -66,5 +67,6 @@ func BenchmarkSourceEndToEnd(b *testing.B) {
 	if cpu > 0 {
 		// CPU of the whole process: client and fake PBX together.
 		b.ReportMetric(float64(b.N)/cpu.Seconds(), "events/cpu-s")
+		b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/event")
 	}
 }

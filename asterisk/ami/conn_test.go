@@ -354,7 +354,7 @@ func TestLateAndOrphanFrames(t *testing.T) {
 		t.Fatal(err)
 	}
 	o := testOptions(addr).withDefaults()
-	c, err := dial(context.Background(), o, m, nil, nil)
+	c, err := dial(context.Background(), o, m, nil, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -66,6 +66,7 @@ func benchReplay(b *testing.B, srcs [][]byte, run func(io.Reader, callmodel.Opti
 	b.StopTimer()
 	cpu := cpuTime() - cpu0
 	runtime.ReadMemStats(&ms1)
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(events), "ns/event")
 	b.ReportMetric(float64(events)/b.Elapsed().Seconds(), "events/s")
 	// On a shared host wall time includes waiting for a core; CPU time does not.
 	b.ReportMetric(float64(events)/cpu.Seconds(), "events/cpu-s")
