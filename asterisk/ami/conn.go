@@ -194,6 +194,7 @@ func dial(ctx context.Context, opts Options, m *metrics, tap io.Writer, filter *
 	if !stop() {
 		return fail("other", fmt.Errorf("ami: connecting to %s: %w", opts.Address, cctx.Err()))
 	}
+	c.dr.delay.Store(int64(max(opts.ReadDelay, 0)))
 	if t := opts.readTimeout(); t > 0 {
 		c.dr.timeout.Store(int64(t))
 		// The reader may already be blocked in a Read that started without a deadline.
@@ -664,19 +665,32 @@ func (c *Conn) pingLoop(base context.Context) {
 }
 
 // deadlineReader sets a read deadline before every read from the socket once keepalive is on, so
-// only time spent waiting for the PBX counts (not time the reader waits for the consumer), and
-// copies what it reads to tap when capturing.
+// only time spent waiting for the PBX counts (not time the reader waits for the consumer),
+// waits Options.ReadDelay before a read that follows a small one, and copies what it reads to
+// tap when capturing. Only the reader goroutine calls Read.
 type deadlineReader struct {
 	nc      net.Conn
 	timeout atomic.Int64 // nanoseconds; 0 = no deadline
+	delay   atomic.Int64 // nanoseconds; 0 = none (set once logged in)
 	tap     io.Writer
+	last    int         // bytes returned by the previous read
+	timer   *time.Timer // for the delay, reused
 }
 
 func (d *deadlineReader) Read(p []byte) (int, error) {
+	if delay := time.Duration(d.delay.Load()); delay > 0 && d.last < readDelayBelow {
+		if d.timer == nil {
+			d.timer = time.NewTimer(delay)
+		} else {
+			d.timer.Reset(delay)
+		}
+		<-d.timer.C // a closed socket is noticed by the read that follows, at most delay later
+	}
 	if t := d.timeout.Load(); t > 0 {
 		_ = d.nc.SetReadDeadline(time.Now().Add(time.Duration(t)))
 	}
 	n, err := d.nc.Read(p)
+	d.last = n
 	if n > 0 && d.tap != nil {
 		if _, werr := d.tap.Write(p[:n]); werr != nil {
 			return n, fmt.Errorf("capture: writing: %w", werr)

@@ -198,27 +198,30 @@ func (p *pump) frame(f *Frame, h header, at time.Time, done <-chan struct{}) {
 	if ev.Type == asterisk.TypeUnknown && !p.s.opts.ForwardUnknown {
 		return
 	}
-	if p.emit(&ev, done) {
-		p.s.m.SetLag(time.Since(at))
-	}
+	p.emit(&ev, at, done)
 }
 
-// emit sends ev on out, waiting while out is full; false means it gave up (ctx cancelled or
-// the connection closed), and the pump is stopped.
-func (p *pump) emit(ev *asterisk.Event, done <-chan struct{}) bool {
+// emit sends ev, read at at, on out, waiting while out is full; false means it gave up (ctx
+// cancelled or the connection closed), and the pump is stopped. The reader lag is the time
+// since at when it had to wait, else 0 (the microseconds of the translation are not worth a
+// clock reading per event).
+func (p *pump) emit(ev *asterisk.Event, at time.Time, done <-chan struct{}) bool {
 	if p.ctx.Err() != nil { // nothing is sent after ctx is cancelled
 		p.stopped = true
 		return false
 	}
 	select {
 	case p.out <- *ev:
+		p.s.m.SetLag(0)
 		return true
 	default:
 	}
 	start := time.Now()
 	select {
 	case p.out <- *ev:
-		p.s.m.Blocked(time.Since(start))
+		now := time.Now()
+		p.s.m.Blocked(now.Sub(start))
+		p.s.m.SetLag(now.Sub(at))
 		return true
 	case <-p.ctx.Done():
 	case <-done:
@@ -241,7 +244,7 @@ func (p *pump) resync(f *Frame, h *header, at time.Time, done <-chan struct{}) {
 		p.emitCounted(&asterisk.Event{
 			Type: asterisk.TypeSnapshotEnd, Name: "CoreShowChannelsComplete", Time: at, PBX: s.opts.Name,
 			Vars: map[string]string{"error": "CoreShowChannels refused: " + msg},
-		}, done)
+		}, at, done)
 		return
 	case h.isListEnd():
 		s.m.Resync("ok")
@@ -250,7 +253,7 @@ func (p *pump) resync(f *Frame, h *header, at time.Time, done <-chan struct{}) {
 		p.emitCounted(&asterisk.Event{
 			Type: asterisk.TypeSnapshotEnd, Name: h.event, Time: at, PBX: s.opts.Name,
 			Vars: map[string]string{"channels": strconv.Itoa(n)},
-		}, done)
+		}, at, done)
 		return
 	}
 	ev, ok := ToEvent(f, s.opts.Name, at)
@@ -258,12 +261,12 @@ func (p *pump) resync(f *Frame, h *header, at time.Time, done <-chan struct{}) {
 		return
 	}
 	rs.channels++
-	p.emitCounted(&ev, done)
+	p.emitCounted(&ev, at, done)
 }
 
-func (p *pump) emitCounted(ev *asterisk.Event, done <-chan struct{}) {
+func (p *pump) emitCounted(ev *asterisk.Event, at time.Time, done <-chan struct{}) {
 	p.s.loop.Count(ev.Type)
-	p.emit(ev, done)
+	p.emit(ev, at, done)
 }
 
 // logoff says goodbye on shutdown; the pump, stopped by then, drops the events that still
