@@ -87,8 +87,9 @@ type Config struct {
 	// timestampevents=no; the transcripts were recorded with it on).
 	NoTimestamps bool
 	// ExcludeEvents are call events never sent to any client, as manager.conf's
-	// `eventfilter = !Event: NAME` lines make Asterisk do (docs/asterisk.md recommends CEL and
-	// DeviceStateChange). Replays skip them without delay.
+	// `eventfilter = !Event: NAME` lines make Asterisk do; replays skip them without delay
+	// (and without rendering them, so they cost the fake PBX nothing). EventFilter applies
+	// real eventfilter lines, such as the whitelist docs/asterisk.md recommends.
 	ExcludeEvents []string
 	// EventFilter are manager.conf eventfilter lines ("eventfilter = ^Event: ...",
 	// "eventfilter(action(include),name(Hangup)) =", see EventFilter) applied, as Asterisk
