@@ -81,8 +81,8 @@ type Conn struct {
 
 // frameSink takes, in the reader goroutine, the frames a Conn would put into Events(). f is
 // valid only during the call: the reader reuses it and its slices (the strings stay valid). h
-// holds its routing headers (by value: a pointer would escape through the interface). done is closed when the Conn is closed: a sink that waits (for
-// its consumer) must stop waiting then.
+// holds its routing headers (by value: a pointer would escape through the interface). done is
+// closed when the Conn is closed: a sink that waits (for its consumer) must stop waiting then.
 type frameSink interface {
 	frame(f *Frame, h header, at time.Time, done <-chan struct{})
 }
