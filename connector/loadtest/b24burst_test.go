@@ -2,11 +2,11 @@ package loadtest_test
 
 import (
 	"context"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/pbxbridge/pbxbridge/asterisk/testkit"
 	"github.com/pbxbridge/pbxbridge/connector/loadtest"
 )
 
@@ -14,11 +14,12 @@ import (
 // calls of the real transcripts in 114 s into the fake Bitrix24 at 2 requests/s (burst 50, 150
 // ms latency), recordings attached: no card after its call ended, median hangup→finish ≤ 20 s
 // and max ≤ 45 s, at most 2.6 requests per call, no QUERY_LIMIT_EXCEEDED. It takes about 2.5
-// minutes, so it runs only with PBXBRIDGE_LOADTEST_B24=1 (`go run ./cmd/loadtest -run
-// b24burst` prints the same figures); the quick form (30 calls) runs with the fault suite.
+// minutes, so that full form is in the long tier (PBXBRIDGE_TESTS=long; `go run ./cmd/loadtest
+// -run b24burst` prints the same figures); the short form (30 calls, about 50 s) is in the slow
+// tier with the fault suite.
 func TestB24Burst(t *testing.T) {
 	skipSubprocess(t)
-	full := os.Getenv("PBXBRIDGE_LOADTEST_B24") == "1"
+	full := testkit.Selected(t, testkit.Long)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
 	exp, err := loadtest.LoadExpected(filepath.Join("..", "callmodel", "testdata"))
