@@ -77,6 +77,12 @@ func TestDecoders(t *testing.T) {
 	if err != nil || len(us) != 2 || us[0].UFPhoneInner != "101" || !bool(us[0].Active) || bool(us[1].Active) {
 		t.Fatalf("users: %+v %v", us, err)
 	}
+	// The documentation's rows (voximplant.statistic.get): RECORD_FILE_ID a number or null.
+	ss, err := DecodeStatistics([]byte(`[{"ID":"7","CALL_ID":"externalCall.716f","EXTERNAL_CALL_ID":"pbx1/1795330000.1","CALL_RECORD_URL":null,"RECORD_FILE_ID":9079},` +
+		`{"ID":"1","CALL_ID":"11018129443EB80D.1754478570.11438214","EXTERNAL_CALL_ID":null,"CALL_RECORD_URL":"","RECORD_FILE_ID":null}]`))
+	if err != nil || len(ss) != 2 || ss[0].RecordFileID != 9079 || ss[0].ExternalCallID != "pbx1/1795330000.1" || ss[1].RecordFileID != 0 || ss[1].ExternalCallID != "" {
+		t.Fatalf("statistics: %+v %v", ss, err)
+	}
 }
 
 func TestWithAuth(t *testing.T) {
