@@ -251,16 +251,17 @@ const statLookupPause = time.Hour
 // the portal will not answer the look-up (permission, method): then the finish is sent again and
 // a "Call is not found" answer is checked the old way (attachRecord, in finishCall).
 func (a *Adapter) finishedAlready(ctx context.Context, key string, st *callState) (bool, error) {
-	stat, unavailable, err := a.lookupStatistic(ctx, api.FieldCallID, st.callID)
+	l, err := a.lookupStatistic(ctx, api.FieldCallID, st.callID)
+	stat := l.stat
 	switch {
-	case errors.Is(unavailable, errStatPaused):
-		return false, nil
-	case unavailable != nil:
-		a.m.finishLookups.WithLabelValues("unavailable").Inc()
-		crm.Trace(ctx, "decision", "warning: cannot look the call up in the telephony statistics ("+unavailable.Error()+"): sending finish again", "")
-		return false, nil
 	case err != nil:
 		return false, fmt.Errorf("looking up whether the call was finished: %w", err)
+	case l.paused:
+		return false, nil
+	case l.refused != "":
+		a.m.finishLookups.WithLabelValues("unavailable").Inc()
+		crm.Trace(ctx, "decision", "warning: cannot look the call up in the telephony statistics ("+l.refused+"): sending finish again", "")
+		return false, nil
 	case stat == nil:
 		a.m.finishLookups.WithLabelValues("not_finished").Inc()
 		crm.Trace(ctx, "decision", "an earlier finish of "+st.callID+" did not go through (not in the statistics): sending it again", "")

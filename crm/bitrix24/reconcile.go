@@ -46,9 +46,6 @@ const fUncertain = "b24.uncertain"
 // finished the call before the restore.
 const followUpRestored = "skipped:restore"
 
-// errStatPaused: the portal refused a statistics look-up less than statLookupPause ago.
-var errStatPaused = errors.New("Bitrix24 refused a look-up in the call statistics within the last hour")
-
 // Uncertain implements crm.Reconciler: the state was restored from a backup taken at since, so
 // the call key, still queued, may have reached Bitrix24 after it. The call is marked in the
 // CallStore (no request); its next Deliver looks it up in the telephony statistics before it
@@ -83,23 +80,23 @@ func (a *Adapter) reconcile(ctx context.Context, rec *call.Record, st *callState
 	key := rec.Key()
 	fields := map[string]string{fUncertain: ""}
 	if st.finished == "" {
-		stat, unavailable, err := a.lookupStatistic(ctx, api.FieldExternalCallID, key)
-		if stat == nil && unavailable == nil && err == nil && st.callID != "" {
-			stat, unavailable, err = a.lookupStatistic(ctx, api.FieldCallID, st.callID)
+		l, err := a.lookupStatistic(ctx, api.FieldExternalCallID, key)
+		if err == nil && l.stat == nil && l.refused == "" && st.callID != "" {
+			l, err = a.lookupStatistic(ctx, api.FieldCallID, st.callID)
 		}
 		switch {
-		case unavailable != nil:
-			a.m.finishLookups.WithLabelValues("unavailable").Inc()
-			crm.Trace(ctx, "decision", "warning: cannot look the call up in Bitrix24's call statistics after the restore: sending it (it may be logged twice)",
-				unavailable.Error()+`; grant the application's user the "Call statistics: view" permission`)
 		case err != nil:
 			return fmt.Errorf("looking the call up after the restore: %w", err)
-		case stat == nil:
+		case l.refused != "":
+			a.m.finishLookups.WithLabelValues("unavailable").Inc()
+			crm.Trace(ctx, "decision", "warning: cannot look the call up in Bitrix24's call statistics after the restore: sending it (it may be logged twice)",
+				l.refused+`; grant the application's user the "Call statistics: view" permission`)
+		case l.stat == nil:
 			a.m.finishLookups.WithLabelValues("not_finished").Inc()
 			crm.Trace(ctx, "decision", "not in Bitrix24's call statistics after the restore: sending it", "")
 		default:
 			a.m.finishLookups.WithLabelValues("finished").Inc()
-			a.restoredFinished(ctx, rec, st, stat, fields)
+			a.restoredFinished(ctx, rec, st, l.stat, fields)
 		}
 	}
 	if err := a.setMany(ctx, key, fields); err != nil {
@@ -161,29 +158,39 @@ func (a *Adapter) finishedFrom(st *callState, stat *api.Statistic, fields map[st
 	}
 }
 
+// statLookup is the outcome of a look-up in the telephony statistics.
+type statLookup struct {
+	stat *api.Statistic // the call's row; nil: not there (not finished)
+	// refused says why the portal would not answer (the permission, the method), now or within
+	// statLookupPause (paused: not asked again); "" when it answered.
+	refused string
+	paused  bool
+}
+
 // lookupStatistic looks a call up in the telephony statistics by CALL_ID or EXTERNAL_CALL_ID
-// (api.FieldCallID, api.FieldExternalCallID). A nil row and nil errors mean the call is not
-// there (not finished). unavailable is set when the portal refuses such look-ups (the
-// permission, the method) now or did within statLookupPause (errStatPaused): the caller goes on
-// without knowing. err is any other failure.
-func (a *Adapter) lookupStatistic(ctx context.Context, field, value string) (stat *api.Statistic, unavailable, err error) {
+// (api.FieldCallID, api.FieldExternalCallID). A refusal pauses such look-ups for
+// statLookupPause and is reported in the outcome, not as an error: the caller goes on without
+// knowing. The error is any other failure.
+func (a *Adapter) lookupStatistic(ctx context.Context, field, value string) (statLookup, error) {
 	if until := a.statDenied.Load(); until != nil && a.now().Before(*until) {
-		return nil, errStatPaused, nil
+		return statLookup{refused: "Bitrix24 refused a look-up in the call statistics within the last hour", paused: true}, nil
 	}
+	var stat *api.Statistic
+	var err error
 	if field == api.FieldExternalCallID {
 		stat, err = a.client.FindStatisticByExternalID(ctx, value)
 	} else {
 		stat, err = a.client.FindStatistic(ctx, value)
 	}
 	if err == nil {
-		return stat, nil, nil
+		return statLookup{stat: stat}, nil
 	}
 	var e *api.Error
 	if errors.As(err, &e) && (api.IsCode(err, api.CodeAccessDenied, api.CodeInsufficientScope, api.CodeMethodNotFound,
 		api.CodeUserAccessError, api.CodeInvalidCredentials) || e.Status == 400 || e.Status == 403 || e.Status == 404) {
 		until := a.now().Add(statLookupPause)
 		a.statDenied.Store(&until)
-		return nil, err, nil
+		return statLookup{refused: err.Error()}, nil
 	}
-	return nil, nil, err
+	return statLookup{}, err
 }

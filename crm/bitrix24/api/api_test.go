@@ -308,7 +308,7 @@ func TestForgetRemovesTokenFile(t *testing.T) {
 	if err := ts.Forget(cause); err != nil {
 		t.Fatal(err)
 	}
-	if st, c := ts.State(); st != StateMissing || c != cause {
+	if st, c := ts.State(); st != StateMissing || !errors.Is(c, cause) {
 		t.Fatalf("state %s %v", st, c)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "tokens.json")); !errors.Is(err, os.ErrNotExist) {
