@@ -176,7 +176,9 @@ func (a *Adapter) serveInstall(w http.ResponseWriter, r *http.Request) {
 		if !a.checkEventAuth(w, ev) {
 			return
 		}
-		a.tokens.Forget(errors.New("the application was uninstalled from Bitrix24"))
+		if err := a.tokens.Forget(errors.New("the application was uninstalled from Bitrix24")); err != nil {
+			a.log.Error("bitrix24: the application was uninstalled, but its token file could not be removed: delete it by hand", "err", err)
+		}
 		_, _ = io.WriteString(w, "ok\n")
 		return
 	case api.EventAppInstall:
@@ -231,6 +233,9 @@ func (a *Adapter) serveInstall(w http.ResponseWriter, r *http.Request) {
 	// Bitrix24 drops event handlers when an application is reinstalled: bind them again.
 	a.requestSetup()
 	a.users.kick()
+	if a.authRenewed != nil {
+		a.authRenewed() // calls waiting on a broken authorisation leave now
+	}
 	a.log.Info("bitrix24 application installed", "domain", proven.Domain, "member_id", proven.MemberID, "scope", proven.Scope)
 	_, _ = io.WriteString(w, "ok\n")
 }
