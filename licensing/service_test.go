@@ -3,6 +3,7 @@ package licensing_test
 import (
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -17,6 +18,10 @@ import (
 )
 
 const msk = "Europe/Moscow"
+
+// hostZoneChildEnv makes the test binary run TestDSTAndHostZone itself, as the child process
+// with the host's zone set.
+const hostZoneChildEnv = "PBXBRIDGE_TEST_HOST_ZONE_CHILD"
 
 // TestGraceTable walks a term 2026-01-15..2026-02-14, grace_until 2026-02-20 (Moscow) day by day:
 // end+1 .. grace_until is grace with the connector on; grace_until+1 is expired.
@@ -54,15 +59,29 @@ func TestGraceTable(t *testing.T) {
 
 // TestDSTAndHostZone: dates are compared in the token's zone, whatever the host's zone is. The
 // term ends 2026-03-28 in Europe/Berlin; the DST change happens on 2026-03-29 at 02:00.
+//
+// The host's zone is the process's time.Local, which setting in this process would race with
+// every timer of the process (the race detector says so), so the test runs in a child process of
+// the test binary with TZ=Asia/Tokyo.
 func TestDSTAndHostZone(t *testing.T) {
+	if os.Getenv(hostZoneChildEnv) != "1" {
+		t.Parallel()
+		cmd := exec.Command(os.Args[0], "-test.run=^TestDSTAndHostZone$", "-test.count=1", "-test.v")
+		cmd.Env = append(os.Environ(), hostZoneChildEnv+"=1", "TZ=Asia/Tokyo")
+		out, err := cmd.CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "--- PASS: TestDSTAndHostZone") {
+			t.Fatalf("the test with the host in Tokyo: %v\n%s", err, out)
+		}
+		return
+	}
 	keys := newKeys(t)
-	saved := time.Local
-	t.Cleanup(func() { time.Local = saved })
 	tokyo, err := time.LoadLocation("Asia/Tokyo")
 	if err != nil {
 		t.Fatal(err)
 	}
-	time.Local = tokyo
+	if _, off := time.Date(2026, 3, 29, 0, 0, 0, 0, time.Local).Zone(); off != 9*3600 {
+		t.Fatalf("TZ=Asia/Tokyo: the host zone is %d s east of UTC, want Tokyo's %d", off, 9*3600)
+	}
 	const berlin = "Europe/Berlin"
 	e := newEnv(t, keys, inZone(t, berlin, "2026-03-01 00:00:00"))
 	e.register("b24", b24)
