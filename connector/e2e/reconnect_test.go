@@ -474,7 +474,28 @@ func TestAMIStartAnyMoment(t *testing.T) {
 		for _, frac := range fracs {
 			t.Run(fmt.Sprintf("%s@%.0f%%", sc, frac*100), func(t *testing.T) {
 				t.Parallel()
-				srv, err := fakepbx.Start(fakepbx.Config{Speed: speed})
+				offsets := eventOffsets(t, sc)
+				at := time.Duration(float64(offsets[len(offsets)-1]) * frac)
+				// The replay pauses itself right after the last event before the moment (from
+				// its own goroutine, before it sends the next one), so the daemon starts at that
+				// moment however late this goroutine runs. A replay may send an event up to 200
+				// µs early (3.2 ms of the call at speed 16): hence the 5 ms.
+				var before time.Duration
+				for _, o := range offsets {
+					if o < at {
+						before = o
+					}
+				}
+				var (
+					srv    *fakepbx.Server
+					once   sync.Once
+					paused = make(chan struct{})
+				)
+				srv, err := fakepbx.Start(fakepbx.Config{Speed: speed, OnEvent: func(ev fakepbx.EmittedEvent) {
+					if ev.Call.Position() >= before-5*time.Millisecond {
+						once.Do(func() { srv.Pause(); close(paused) })
+					}
+				}})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -482,15 +503,11 @@ func TestAMIStartAnyMoment(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				at := time.Duration(float64(duration(t, sc)) * frac)
-				for c.Position() < at {
-					select {
-					case <-c.Done():
-						t.Fatalf("the call ended before %v", at)
-					case <-time.After(time.Millisecond):
-					}
+				select {
+				case <-paused:
+				case <-c.Done():
+					t.Fatalf("the call ended before %v", at)
 				}
-				srv.Pause()
 				p := newPipelineOn(t, srv)
 				p.waitFor(t, "first snapshot", 10*time.Second, func(tr []asterisk.Event) bool {
 					return count(tr, asterisk.TypeSnapshotEnd) >= 1
@@ -530,15 +547,18 @@ func TestAMIStartAnyMoment(t *testing.T) {
 	}
 }
 
-// duration is how long a scenario's call events last (first to last; the recorder's session
-// events are not replayed).
-func duration(t *testing.T, sc string) time.Duration {
+// eventOffsets are the times of a scenario's call events from its first one, in order (the
+// recorder's session events are not replayed); the last is how long the call lasts.
+func eventOffsets(t *testing.T, sc string) []time.Duration {
 	t.Helper()
 	data, err := transcripts.AMI(sc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var first, last time.Time
+	var (
+		first, last time.Time
+		offsets     []time.Duration
+	)
 	for _, frame := range strings.Split(strings.ReplaceAll(string(data), "\r\n", "\n"), "\n\n") {
 		var event, stamp string
 		for _, line := range strings.Split(frame, "\n") {
@@ -560,7 +580,14 @@ func duration(t *testing.T, sc string) time.Duration {
 		if first.IsZero() {
 			first = ts
 		}
+		if ts.Before(last) {
+			ts = last // the replay keeps the events in order and never goes back in time
+		}
 		last = ts
+		offsets = append(offsets, ts.Sub(first))
 	}
-	return last.Sub(first)
+	if len(offsets) == 0 {
+		t.Fatalf("%s: no call events", sc)
+	}
+	return offsets
 }
