@@ -80,7 +80,7 @@ func runAmoBurst(t *testing.T, calls int, throttleAfter, throttle time.Duration)
 		t.Fatal(err)
 	}
 	b.end = time.Now()
-	b.recordsChecked = assertExactlyOnce(t, e.Check(nil))
+	b.recordsChecked = assertExactlyOnce(t, waitLogged(t, e, 30*time.Second))
 	return b
 }
 

@@ -447,7 +447,7 @@ func TestFaultCRMDown(t *testing.T) {
 	if backlog == 0 || n503 == 0 {
 		t.Errorf("the outage left no backlog (%d) or saw no request (%d answered 503)", backlog, n503)
 	}
-	checked := assertExactlyOnce(t, e.Check(nil))
+	checked := assertExactlyOnce(t, waitLogged(t, e, 30*time.Second))
 	t.Logf("%v outage: %d requests answered 503, backlog %d rows at its end; %d records delivered exactly once, drained %v after the CRMs came back",
 		outage, n503, backlog, checked, drained.Round(100*time.Millisecond))
 }
@@ -515,7 +515,7 @@ func TestFaultDiskFull(t *testing.T) {
 	if s := e.PBX.Stats(); s.Logins != logins {
 		t.Errorf("the AMI connection was re-established %d times", s.Logins-logins)
 	}
-	checked := assertExactlyOnce(t, e.Check(nil))
+	checked := assertExactlyOnce(t, waitLogged(t, e, 30*time.Second))
 	t.Logf("disk full for %v: %v outbox write errors, %d calls held in memory at the end of it; %d records delivered exactly once, %v after space returned",
 		fullFor, writeErrors, st.HeldCalls, checked, time.Since(freed).Round(100*time.Millisecond))
 }
@@ -584,7 +584,7 @@ func TestFaultSlowCRM(t *testing.T) {
 	if err := e.WaitDrained(ctx, 3*time.Minute, e.Records()); err != nil {
 		t.Fatal(err)
 	}
-	assertExactlyOnce(t, e.Check(nil))
+	assertExactlyOnce(t, waitLogged(t, e, 30*time.Second))
 }
 
 func maxOf(xs []float64) float64 {
