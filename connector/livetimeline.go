@@ -30,6 +30,7 @@ type timelineBuffer struct {
 	store timelineAppender
 	log   *slog.Logger
 
+	flushMu sync.Mutex // one flush at a time: a flush that returns has written what came before it
 	mu      sync.Mutex
 	pending map[string][]outbox.TimelineEntry
 	n       int
@@ -73,8 +74,11 @@ func (b *timelineBuffer) run(ctx context.Context) {
 	}
 }
 
-// flush writes what is pending, in one transaction.
+// flush writes what is pending, in one transaction. When it returns, every entry added before
+// it was called is written (or dropped), including those of a flush that was under way.
 func (b *timelineBuffer) flush(ctx context.Context) {
+	b.flushMu.Lock()
+	defer b.flushMu.Unlock()
 	b.mu.Lock()
 	pending, lost := b.pending, b.lost
 	b.pending, b.n, b.lost = map[string][]outbox.TimelineEntry{}, 0, 0

@@ -136,6 +136,13 @@ func (d *Daemon) Forget(ctx context.Context, number string) (admin.ForgetReport,
 		return admin.ForgetReport{}, err
 	}
 	rep := admin.ForgetReport{Number: number, E164: m.e164}
+	// The live actions' timeline entries reach the outbox lazily (livetimeline.go): write those
+	// waiting first, so they are erased with the rest instead of bringing a call's key back.
+	for _, c := range d.routes() {
+		if c.live != nil && c.live.tl != nil {
+			c.live.tl.flush(ctx)
+		}
+	}
 	rep.Outbox, err = d.store.Forget(ctx, outbox.Erasure{Needles: m.needles(), Match: m.match})
 	if err != nil {
 		return rep, err
