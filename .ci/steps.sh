@@ -95,7 +95,11 @@ join() {
 # file) for DURATION each, one after the other; with k/n only those of every n-th package from
 # the k-th. Each package's test binary is built once, with the
 # fuzzing instrumentation (go test -c -fuzz), and run once per target in the package's directory
-# with go test's fuzz cache: what `go test -fuzz` does, without a link per target.
+# with go test's fuzz cache: what `go test -fuzz` does, without a link per target. Building and
+# fuzzing run at the lowest priority (nice 19): in .ci/run they share the CPU with tests that
+# wait on real time (a demo stopped at once, a call paused at a given moment), and should only
+# take what those leave. -fuzztime is wall time, so the fuzzing itself takes no longer for it
+# (only the builds may); the seed corpora run at normal priority as tests in the race lane.
 #
 # Go 1.26's fuzz coordinator can fail a target with a bare "context deadline exceeded" when
 # -fuzztime ends while a worker is mid-input (golang/go#75804, fixed in Go 1.27). A real failure
@@ -105,7 +109,7 @@ fuzz_once() {
   local dir=$1 bin=$2 cache=$3 fn=$4 fuzztime=$5 out rc
   for attempt in 1 2; do
     set +e
-    out=$(cd "$dir" && "$bin" -test.run='^$' -test.fuzz="^${fn}\$" -test.fuzztime="$fuzztime" -test.fuzzcachedir="$cache" 2>&1)
+    out=$(cd "$dir" && nice -n 19 "$bin" -test.run='^$' -test.fuzz="^${fn}\$" -test.fuzztime="$fuzztime" -test.fuzzcachedir="$cache" 2>&1)
     rc=$?
     set -e
     echo "$out"
@@ -129,7 +133,7 @@ fuzz_all() {
     [ $(((i - 1) % ${shard#*/})) -eq $((${shard%/*} - 1)) ] || continue
     pkg=$(go list -f '{{.ImportPath}}' "$dir")
     bin="$bins/$(basename "$dir").test"
-    go test -c -fuzz=. -o "$bin" "$dir"
+    nice -n 19 go test -c -fuzz=. -o "$bin" "$dir"
     cache="$(go env GOCACHE)/fuzz/$pkg"
     for fn in $(grep -ho '^func Fuzz[A-Za-z0-9_]*' "$dir"/*_test.go | sed 's/^func //'); do
       echo "--- $dir $fn"
