@@ -95,11 +95,11 @@ join() {
 # file) for DURATION each, one after the other; with k/n only those of every n-th package from
 # the k-th. Each package's test binary is built once, with the
 # fuzzing instrumentation (go test -c -fuzz), and run once per target in the package's directory
-# with go test's fuzz cache: what `go test -fuzz` does, without a link per target. Building and
-# fuzzing run at the lowest priority (nice 19): in .ci/run they share the CPU with tests that
-# wait on real time (a demo stopped at once, a call paused at a given moment), and should only
-# take what those leave. -fuzztime is wall time, so the fuzzing itself takes no longer for it
-# (only the builds may); the seed corpora run at normal priority as tests in the race lane.
+# with go test's fuzz cache: what `go test -fuzz` does, without a link per target. The fuzzing
+# runs at the lowest priority (nice 19): in .ci/run it shares the CPU with tests that wait on
+# real time (a demo stopped at once, a call paused at a given moment) and should take only what
+# they leave; -fuzztime is wall time, so it takes no longer for it. (The builds keep their
+# priority: at nice 19 they took 90 s longer and the lane became the longest.)
 #
 # Go 1.26's fuzz coordinator can fail a target with a bare "context deadline exceeded" when
 # -fuzztime ends while a worker is mid-input (golang/go#75804, fixed in Go 1.27). A real failure
@@ -133,7 +133,7 @@ fuzz_all() {
     [ $(((i - 1) % ${shard#*/})) -eq $((${shard%/*} - 1)) ] || continue
     pkg=$(go list -f '{{.ImportPath}}' "$dir")
     bin="$bins/$(basename "$dir").test"
-    nice -n 19 go test -c -fuzz=. -o "$bin" "$dir"
+    go test -c -fuzz=. -o "$bin" "$dir"
     cache="$(go env GOCACHE)/fuzz/$pkg"
     for fn in $(grep -ho '^func Fuzz[A-Za-z0-9_]*' "$dir"/*_test.go | sed 's/^func //'); do
       echo "--- $dir $fn"
