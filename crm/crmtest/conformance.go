@@ -5,9 +5,15 @@ package crmtest
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
+	"log"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -149,6 +155,38 @@ func StartBitrix24(tb testing.TB, opts ...fakecrm.Bitrix24Option) *fakecrm.Bitri
 	tb.Cleanup(srv.Close)
 	f.SetBaseURL(srv.URL)
 	return f
+}
+
+// BoxedBitrix24 is a fake boxed Bitrix24 portal served over HTTPS (StartBoxedBitrix24).
+type BoxedBitrix24 struct {
+	*fakecrm.Bitrix24
+	// CAFile is the PEM file of the portal's self-signed certificate (for tls.ca_file).
+	CAFile string
+	// Cert is that certificate.
+	Cert *x509.Certificate
+}
+
+// StartBoxedBitrix24 serves a fake boxed portal (fakecrm.B24Boxed, then opts) over HTTPS with a
+// self-signed certificate for 127.0.0.1 and localhost, written to a PEM file in a temporary
+// directory. Its cloud OAuth server is unreachable.
+func StartBoxedBitrix24(tb testing.TB, opts ...fakecrm.Bitrix24Option) *BoxedBitrix24 {
+	tb.Helper()
+	cert, certPEM, err := fakecrm.SelfSignedCert("127.0.0.1", "localhost")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	caFile := filepath.Join(tb.TempDir(), "portal-ca.pem")
+	if err := os.WriteFile(caFile, certPEM, 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	f := fakecrm.NewBitrix24(append([]fakecrm.Bitrix24Option{fakecrm.B24Boxed()}, opts...)...)
+	srv := httptest.NewUnstartedServer(f)
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // refused handshakes are what some tests are about
+	srv.StartTLS()
+	tb.Cleanup(srv.Close)
+	f.SetBaseURL(srv.URL)
+	return &BoxedBitrix24{Bitrix24: f, CAFile: caFile, Cert: cert.Leaf}
 }
 
 var (
