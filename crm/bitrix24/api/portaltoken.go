@@ -8,7 +8,7 @@ import (
 	"strings"
 )
 
-// ErrPortalTokenRejected: the portal refused the token the pbxbridge portal module issued
+// ErrPortalTokenRejected means the portal refused the token the pbxbridge portal module issued
 // (expired, revoked, or the module was removed); calls can only succeed once an admin issues a
 // new token on the module's settings page and puts it into the configuration.
 var ErrPortalTokenRejected = errors.New("the portal refused the pbxbridge module's token: issue a new one on the module's settings page (Settings → Module settings → pbxbridge) and set auth.portal_token")
