@@ -3,11 +3,15 @@ package bitrix24
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
+	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/pbxbridge/pbxbridge/crm"
+	"github.com/pbxbridge/pbxbridge/crm/bitrix24/api"
 	"github.com/pbxbridge/pbxbridge/crm/crmtest"
 	"github.com/pbxbridge/pbxbridge/crm/fakecrm"
 )
@@ -210,4 +215,118 @@ func TestVerifyModuleRequest(t *testing.T) {
 			}
 		})
 	}
+}
+
+// moduleVectorsFile holds the signature vectors pbxbridge and the portal module share.
+const moduleVectorsFile = "testdata/module-signature-vectors.json"
+
+// moduleVector is one signed module event: event is what the module encodes into body.
+type moduleVector struct {
+	Name      string `json:"name"`
+	Secret    string `json:"secret"`
+	Timestamp int64  `json:"timestamp"`
+	Event     struct {
+		Event     string            `json:"event"`
+		HandlerID string            `json:"event_handler_id"`
+		Data      map[string]string `json:"data"`
+		TS        string            `json:"ts"`
+		Auth      map[string]string `json:"auth"`
+	} `json:"event"`
+	Body      string `json:"body"`
+	Signature string `json:"signature"`
+}
+
+func loadModuleVectors(t *testing.T) []moduleVector {
+	t.Helper()
+	b, err := os.ReadFile(moduleVectorsFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var f struct {
+		Vectors []moduleVector `json:"vectors"`
+	}
+	if err := json.Unmarshal(b, &f); err != nil {
+		t.Fatalf("%s: %v", moduleVectorsFile, err)
+	}
+	if len(f.Vectors) == 0 {
+		t.Fatalf("%s: no vectors", moduleVectorsFile)
+	}
+	return f.Vectors
+}
+
+// TestModuleSignatureVectors: pbxbridge's side of the module's signature, without PHP. Every
+// committed vector (made by the module's own Signer, the HMAC checked with Python's hmac; the
+// module's side is TestPortalModulePHP) verifies at its timestamp and parses as the event it
+// encodes; one changed byte of body, timestamp or secret, or a clock past the window, refuses it;
+// and the fake portal signs as the module does.
+func TestModuleSignatureVectors(t *testing.T) {
+	t.Parallel()
+	for _, v := range loadModuleVectors(t) {
+		t.Run(v.Name, func(t *testing.T) {
+			t.Parallel()
+			ts := strconv.FormatInt(v.Timestamp, 10)
+			at := time.Unix(v.Timestamp, 0)
+			body := []byte(v.Body)
+			if err := verifyModuleRequest([]byte(v.Secret), ts, v.Signature, body, at); err != nil {
+				t.Fatalf("refused: %v", err)
+			}
+			h := fakecrm.SignModuleEvent(v.Secret, at, body)
+			mustf(t, h.Get(moduleTimestampHeader) == ts && h.Get(moduleSignatureHeader) == v.Signature,
+				"the fake signs %v", h)
+
+			ev, err := api.ParseEvent(body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := v.Event
+			mustf(t, ev.Name == want.Event && ev.HandlerID == want.HandlerID && ev.TS == want.TS, "parsed %+v", ev)
+			mustf(t, maps.Equal(ev.Data, want.Data), "data: parsed %q, encoded %q", ev.Data, want.Data)
+			mustf(t, maps.Equal(ev.Auth, want.Auth), "auth: parsed %q, encoded %q", ev.Auth, want.Auth)
+
+			for name, tc := range map[string]struct {
+				secret, ts string
+				body       []byte
+				now        time.Time
+				want       error
+			}{
+				"a byte of the body": {v.Secret, ts, flipLast(body), at, errModuleBadSig},
+				"the timestamp + 1":  {v.Secret, strconv.FormatInt(v.Timestamp+1, 10), body, at, errModuleBadSig},
+				"another secret":     {v.Secret + "x", ts, body, at, errModuleBadSig},
+				"replayed too late":  {v.Secret, ts, body, at.Add(moduleSkew + time.Second), errModuleStale},
+				"sent too early":     {v.Secret, ts, body, at.Add(-moduleSkew - time.Second), errModuleStale},
+			} {
+				if err := verifyModuleRequest([]byte(tc.secret), tc.ts, v.Signature, tc.body, tc.now); !errors.Is(err, tc.want) {
+					t.Errorf("%s: got %v, want %v", name, err, tc.want)
+				}
+			}
+		})
+	}
+}
+
+// flipLast returns b with its last byte changed.
+func flipLast(b []byte) []byte {
+	c := bytes.Clone(b)
+	c[len(c)-1] ^= 1
+	return c
+}
+
+// TestSecurityModuleCallbackReplay. Attack: a callback form's event carries no id, so a captured
+// module request posted again within the signature's window would ask the PBX for a second
+// callback. The signed body (its ts included) identifies the request: the copy is a duplicate.
+func TestSecurityModuleCallbackReplay(t *testing.T) {
+	t.Parallel()
+	b := startBoxed(t)
+	e := newEnv(t, b.Bitrix24, portalTokenMode(b, trustCAFile), func(_ *crm.Params, c *Config) {
+		c.Auth.MemberID = b.MemberID()
+		c.ClickToCall.CallbackExtension = "600"
+		c.ClickToCall.CallbackUserID = 1270
+	})
+	body := []byte(callbackEvent(b.Bitrix24, "+79007654321").Encode())
+	h := fakecrm.SignModuleEvent(testModuleSecret, time.Now(), body)
+	st, msg := e.postModule(body, h)
+	mustf(t, st == http.StatusOK && strings.Contains(msg, "ok"), "the callback: %d %s", st, msg)
+	st, msg = e.postModule(body, h)
+	mustf(t, st == http.StatusOK && strings.Contains(msg, "duplicate"), "the copy: %d %s", st, msg)
+	waitQuiet(t, e)
+	mustf(t, len(e.orig.requests()) == 1, "%d callbacks for one request, want 1", len(e.orig.requests()))
 }
