@@ -28,8 +28,9 @@ import (
 //
 // It serves the portal (/rest/...) and the OAuth server (/oauth/...) on one listener, plus
 // GET /_fake/state (JSON B24State), POST /_fake/faults (JSON B24Faults), POST /_fake/install,
-// POST /_fake/click2call and POST /_fake/callback (see ServeHTTP). It is safe for concurrent use
-// and implements crmtest.Controller; the adapter is expected to send Record.Key() as EXTERNAL_CALL_ID.
+// POST /_fake/module/install?pbxbridge_url= (InstallModule), POST /_fake/click2call and POST
+// /_fake/callback (see ServeHTTP). It is safe for concurrent use and implements
+// crmtest.Controller; the adapter is expected to send Record.Key() as EXTERNAL_CALL_ID.
 type Bitrix24 struct {
 	cfg b24Config
 	log *slog.Logger
@@ -86,6 +87,7 @@ type b24Config struct {
 	boxed          bool
 	portalToken    string
 	moduleSecret   string
+	moduleURL      string // the pbxbridge URL saved on the module's page ("" any)
 	serverEndpoint string
 }
 
@@ -774,6 +776,10 @@ func (f *Bitrix24) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case p == "/_fake/install" && r.Method == http.MethodPost:
 		f.serveControl(w, r, func(ctx context.Context, q url.Values) (any, error) {
 			return nil, f.Install(ctx, q.Get("url"))
+		})
+	case p == "/_fake/module/install" && r.Method == http.MethodPost:
+		f.serveControl(w, r, func(_ context.Context, q url.Values) (any, error) {
+			return f.InstallModule(q.Get("pbxbridge_url"))
 		})
 	case p == "/_fake/click2call" && r.Method == http.MethodPost:
 		f.serveControl(w, r, func(ctx context.Context, q url.Values) (any, error) {

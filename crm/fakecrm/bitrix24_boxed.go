@@ -24,8 +24,8 @@ import (
 	"time"
 )
 
-// A boxed (on-premise) portal, as docs/bitrix24.md "Boxed Bitrix24" describes it (research in
-// the module's README, crm/bitrix24/portal-module):
+// A boxed (on-premise) portal, as crm/bitrix24/README.md "On-premise (boxed) Bitrix24" and the
+// module's README (crm/bitrix24/portal-module) describe it:
 //
 //   - the cloud OAuth server is out of reach (B24Faults.CloudOAuth "refused" or "blackhole"):
 //     token requests fail at the transport, tokens issued before keep working until they
@@ -34,13 +34,14 @@ import (
 //     a webhook over plain http is refused with "Https required." (REST_APAUTH_ALLOW_HTTP not
 //     defined), and telephony accepts webhooks unless TelephonyAppOnly says otherwise; event.*
 //     never accepts them;
-//   - the pbxbridge portal module, when configured (B24PortalToken, B24ModuleSecret), issues a
-//     long-lived token of the application type (telephony and event.bind accept it) and posts
-//     the events of handlers bound with it directly, signed (X-Pbxbridge-Timestamp,
-//     X-Pbxbridge-Signature: sha256=hex HMAC-SHA256(secret, timestamp + "." + body)).
+//   - the pbxbridge portal module, when configured (B24PortalToken, B24ModuleSecret) or
+//     installed (InstallModule), issues a long-lived token of the application type (telephony
+//     and event.bind accept it) and posts the events of handlers bound with it directly, signed
+//     (X-Pbxbridge-Timestamp, X-Pbxbridge-Signature: sha256=hex HMAC-SHA256(secret, timestamp +
+//     "." + body)), only to handlers under the pbxbridge URL saved on its page.
 //
-// Serve it over TLS with a self-signed certificate from SelfSignedCert (crmtest.StartBoxedBitrix24
-// does it all).
+// Serve it over TLS with a certificate of a PrivateCA or a self-signed one from SelfSignedCert
+// (crmtest.StartBoxedBitrix24 does it all).
 
 // B24Boxed makes the fake a boxed portal without access to the Bitrix24 cloud: the OAuth
 // server refuses connections, webhooks are checked as a box does (https required, telephony
@@ -151,14 +152,47 @@ func (f *Bitrix24) badWebhook() *b24Err {
 	return &b24Err{st, "INVALID_CREDENTIALS", "Invalid request credentials"}
 }
 
+// B24ModuleInstall is what the pbxbridge module's settings page shows once the module is
+// installed, pbxbridge's URL saved and a token issued: the values of the connector's block.
+type B24ModuleInstall struct {
+	PortalURL string `json:"portal_url"`
+	Token     string `json:"portal_token"`
+	Secret    string `json:"module_secret"`
+	MemberID  string `json:"member_id"`
+}
+
+// InstallModule installs the pbxbridge portal module as an administrator does on its settings
+// page (crm/bitrix24/portal-module/README.md): it saves pbxbridgeURL (pbxbridge's public URL:
+// the module posts events only to handlers under it), issues a new token for user 1 (the
+// previous one stops working) and makes a module secret unless there is one. It returns what
+// the page shows.
+func (f *Bitrix24) InstallModule(pbxbridgeURL string) (B24ModuleInstall, error) {
+	u, err := url.Parse(strings.TrimRight(strings.TrimSpace(pbxbridgeURL), "/"))
+	if err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") || u.RawQuery != "" || u.Fragment != "" {
+		return B24ModuleInstall{}, fmt.Errorf("fake bitrix24: the pbxbridge URL must look like https://pbx.example.ru, got %q", pbxbridgeURL)
+	}
+	tok := make([]byte, 24)
+	_, _ = rand.Read(tok)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.cfg.moduleURL = u.String()
+	f.cfg.portalToken = "pbx." + hex.EncodeToString(tok)
+	if f.cfg.moduleSecret == "" {
+		sec := make([]byte, 32)
+		_, _ = rand.Read(sec)
+		f.cfg.moduleSecret = hex.EncodeToString(sec)
+	}
+	return B24ModuleInstall{PortalURL: f.baseURL, Token: f.cfg.portalToken, Secret: f.cfg.moduleSecret, MemberID: f.cfg.memberID}, nil
+}
+
 // portalTokenCaller authenticates the module's token; ok is false when tok is not it.
 func (f *Bitrix24) portalTokenCaller(tok string) (b24Caller, *b24Err, bool) {
-	if f.cfg.portalToken == "" || !hmac.Equal([]byte(tok), []byte(f.cfg.portalToken)) {
+	f.mu.Lock()
+	want, expired := f.cfg.portalToken, f.faults.PortalTokenExpired
+	f.mu.Unlock()
+	if want == "" || !hmac.Equal([]byte(tok), []byte(want)) {
 		return b24Caller{}, nil, false
 	}
-	f.mu.Lock()
-	expired := f.faults.PortalTokenExpired
-	f.mu.Unlock()
 	if expired {
 		return b24Caller{}, &b24Err{http.StatusUnauthorized, "expired_token", "The access token provided has expired."}, true
 	}
@@ -193,6 +227,15 @@ func (f *Bitrix24) moduleFormLocked(form url.Values) {
 	form.Set("auth[client_endpoint]", f.baseURL+"/rest/")
 }
 
+// moduleRefusesLocked is why the module does not post an event to handler ("" when it does):
+// like the real module, only to handlers under the pbxbridge URL saved on its page.
+func (f *Bitrix24) moduleRefusesLocked(handler string) string {
+	if f.cfg.moduleURL != "" && !strings.HasPrefix(handler, f.cfg.moduleURL+"/") {
+		return "fake bitrix24: the pbxbridge module sends no event to " + handler + ": the handler is not under the pbxbridge URL set on the module page (" + f.cfg.moduleURL + ")"
+	}
+	return ""
+}
+
 // postModule posts a module event, signed.
 func (f *Bitrix24) postModule(ctx context.Context, u string, form url.Values) (int, error) {
 	body := []byte(form.Encode())
@@ -200,7 +243,13 @@ func (f *Bitrix24) postModule(ctx context.Context, u string, form url.Values) (i
 	if err != nil {
 		return 0, fmt.Errorf("fake bitrix24: %w", err)
 	}
-	req.Header = SignModuleEvent(f.cfg.moduleSecret, f.now(), body)
+	f.mu.Lock()
+	secret, why := f.cfg.moduleSecret, f.moduleRefusesLocked(u)
+	f.mu.Unlock()
+	if why != "" {
+		return 0, errors.New(why)
+	}
+	req.Header = SignModuleEvent(secret, f.now(), body)
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -252,6 +301,84 @@ func SelfSignedCert(hosts ...string) (tls.Certificate, []byte, error) {
 	}
 	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, certPEM, nil
+}
+
+// PrivateCA is a company's own certificate authority, as admins make one for the servers of
+// their network (a boxed portal's certificate issued by it is trusted by nothing else).
+type PrivateCA struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+	// PEM is the CA's certificate: what tls.ca_file names.
+	PEM []byte
+}
+
+// NewPrivateCA makes a CA (ECDSA P-256, valid from an hour ago for ten years).
+func NewPrivateCA(name string) (*PrivateCA, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("private CA: %w", err)
+	}
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 62))
+	if err != nil {
+		return nil, fmt.Errorf("private CA: %w", err)
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber: serial,
+		Subject:      pkix.Name{CommonName: name, Organization: []string{"fake boxed Bitrix24"}},
+		NotBefore:    now.Add(-time.Hour), NotAfter: now.AddDate(10, 0, 0),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+		BasicConstraintsValid: true, IsCA: true, MaxPathLenZero: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return nil, fmt.Errorf("private CA: %w", err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, fmt.Errorf("private CA: %w", err)
+	}
+	return &PrivateCA{cert: cert, key: key, PEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}, nil
+}
+
+// Issue makes a server certificate for hosts (DNS names and IP addresses) signed by the CA,
+// valid from an hour ago for a year.
+func (ca *PrivateCA) Issue(hosts ...string) (tls.Certificate, error) {
+	if len(hosts) == 0 {
+		return tls.Certificate{}, errors.New("private CA: no host")
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("private CA: %w", err)
+	}
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 62))
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("private CA: %w", err)
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber: serial,
+		Subject:      pkix.Name{CommonName: hosts[0], Organization: []string{"fake boxed Bitrix24"}},
+		NotBefore:    now.Add(-time.Hour), NotAfter: now.AddDate(1, 0, 0),
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	for _, h := range hosts {
+		if ip := net.ParseIP(h); ip != nil {
+			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+		} else {
+			tmpl.DNSNames = append(tmpl.DNSNames, h)
+		}
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("private CA: %w", err)
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("private CA: %w", err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, nil
 }
 
 // postModuleOK posts a module event and wants a 2xx answer.

@@ -150,3 +150,51 @@ func TestB24BoxedModuleEvents(t *testing.T) {
 		t.Fatalf("event %v", v)
 	}
 }
+
+// TestB24InstallModule: installing the module (its settings page) issues a token the portal
+// takes, keeps the secret across a new token, invalidates the previous token, and sends events
+// only to handlers under the saved pbxbridge URL; the control route gives the same.
+func TestB24InstallModule(t *testing.T) {
+	f, c := startBoxedTLS(t)
+	if _, err := f.InstallModule("ftp://pbx.example.ru"); err == nil {
+		t.Fatal("a pbxbridge URL that is not http(s) accepted")
+	}
+	got := make(chan string, 4)
+	handler := httptest.NewServer(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) { got <- r.URL.Path }))
+	t.Cleanup(handler.Close)
+	in, err := f.InstallModule(handler.URL + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(in.Token, "pbx.") || len(in.Secret) != 64 || in.MemberID != f.MemberID() || in.PortalURL != f.URL() {
+		t.Fatalf("%+v", in)
+	}
+	bind := func(tok, h string) int {
+		st, _ := postWith(t, c, f.URL()+"/rest/event.bind.json", url.Values{"auth": {tok}, "event": {"ONEXTERNALCALLSTART"}, "handler": {h}})
+		return st
+	}
+	if st := bind(in.Token, handler.URL+"/crm/b24/module/events"); st != 200 {
+		t.Fatalf("the module's token: %d", st)
+	}
+	if _, err := f.ClickToCall(context.Background(), 1269, "+79001234567", ""); err != nil {
+		t.Fatal(err)
+	}
+	if p := <-got; p != "/crm/b24/module/events" {
+		t.Fatalf("posted to %s", p)
+	}
+	if st := bind(in.Token, "https://elsewhere.example.com/crm/b24/module/events"); st != 200 {
+		t.Fatalf("bind elsewhere: %d", st)
+	}
+	if _, err := f.ClickToCall(context.Background(), 1269, "+79001234567", ""); err == nil || !strings.Contains(err.Error(), "not under the pbxbridge URL") {
+		t.Fatalf("an event for a handler elsewhere: %v", err)
+	}
+
+	// A new token (through the control route): the old one stops working, the secret stays.
+	st, out := postWith(t, c, f.URL()+"/_fake/module/install", url.Values{"pbxbridge_url": {handler.URL}})
+	if st != 200 || !strings.Contains(out, in.Secret) || strings.Contains(out, in.Token) {
+		t.Fatalf("%d %s", st, out)
+	}
+	if st := bind(in.Token, handler.URL+"/x"); st != 401 {
+		t.Fatalf("the previous token: %d", st)
+	}
+}
