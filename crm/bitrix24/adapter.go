@@ -156,10 +156,8 @@ func New(p crm.Params) (*Adapter, error) {
 			return nil, fmt.Errorf("bitrix24: %w", err)
 		}
 	}
+	base = withCertHost(base)
 	next := base.Transport
-	if next == nil {
-		next = http.DefaultTransport
-	}
 	a.bucket = api.NewBucket(cfg.RateLimit.RPS, cfg.RateLimit.Burst, cfg.RateLimit.LiveReserve, nil)
 	// The wait for a slot happens inside the transport, so the client's own timeout only bounds
 	// the queue (queueTimeout); the limiter bounds each attempt from the moment it is sent.

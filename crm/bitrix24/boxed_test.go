@@ -23,8 +23,9 @@ import (
 	"github.com/pbxbridge/pbxbridge/crm/fakecrm"
 )
 
-// The boxed-portal flow (docs/bitrix24.md "Boxed Bitrix24"): a portal on the company's network
-// with a self-signed certificate and no way to the Bitrix24 cloud.
+// The boxed-portal flow (README.md "On-premise (boxed) Bitrix24"): a portal on the company's
+// network with a certificate of a private CA (or a self-signed one) and no way to the Bitrix24
+// cloud.
 
 const (
 	testPortalToken  = "pbx.0123456789abcdef0123456789abcdef"
@@ -229,9 +230,53 @@ func TestBoxedTLSRefusals(t *testing.T) {
 			mustf(t, strings.Contains(st.Detail, tc.want[1]), "status %+v", st)
 			serr := e.a.setup(context.Background())
 			mustf(t, serr != nil && strings.Contains(serr.Error(), tc.want[1]), "setup: %v", serr)
+			// Each names the connector, the portal's host and the block the key goes in.
+			for where, text := range map[string]string{"error": err.Error(), "crm test": a.Detail, "status": st.Detail, "set-up": serr.Error()} {
+				for _, w := range []string{`connector "b24"`, hostPort(b.URL()), "connectors[].bitrix24.tls."} {
+					mustf(t, strings.Contains(text, w), "the %s lacks %q: %s", where, w, text)
+				}
+			}
 		})
 	}
 	mustf(t, len(b.State().Calls) == 0, "a call reached the portal: %+v", b.State().Calls)
+}
+
+// TestBoxedSelfSignedCertificate: a portal whose certificate is self-signed (no CA) is trusted by
+// naming that certificate in tls.ca_file; without it, the refusal names the connector, the host
+// and the key, and the certificate it presented.
+func TestBoxedSelfSignedCertificate(t *testing.T) {
+	t.Parallel()
+	b := crmtest.StartSelfSignedBitrix24(t, fakecrm.B24PortalToken(testPortalToken), fakecrm.B24ModuleSecret(testModuleSecret))
+	e := newEnv(t, b.Bitrix24, portalTokenMode(b, trustCAFile))
+	e.setup()
+	checkDelivered(t, e, "1795305782.1")
+
+	bare := newEnv(t, b.Bitrix24, portalTokenMode(b, nil))
+	a := check(bare.a.Probe(context.Background()), "authorisation")
+	fp := sha256.Sum256(b.Cert.Raw)
+	for _, w := range []string{`connector "b24"`, hostPort(b.URL()), "tls.ca_file", "connectors[].bitrix24.tls.ca_file", colonHex(fp[:])} {
+		mustf(t, !a.OK && strings.Contains(a.Detail, w), "crm test lacks %q: %+v", w, a)
+	}
+}
+
+// TestTLSProblemOtherHost: a certificate refused by another host than the portal's (the OAuth
+// server, checked against the system's CAs) is not blamed on the portal's tls.* settings.
+func TestTLSProblemOtherHost(t *testing.T) {
+	t.Parallel()
+	a := &Adapter{name: "b24", cfg: &Config{PortalURL: "https://b24.example.ru", Auth: AuthConfig{Mode: AuthOAuth}}}
+	cert, _, err := fakecrm.SelfSignedCert("oauth.bitrix.info")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ua := x509.UnknownAuthorityError{Cert: cert.Leaf}
+	other := a.tlsProblem(fmt.Errorf("token: %w", &CertError{Host: "oauth.bitrix.info:443", Err: ua}))
+	for _, w := range []string{`connector "b24"`, "oauth.bitrix.info:443", "system's CA certificates", "update-ca-certificates"} {
+		mustf(t, strings.Contains(other, w), "lacks %q: %s", w, other)
+	}
+	mustf(t, !strings.Contains(other, "set tls.ca_file"), "blames the portal's settings: %s", other)
+	portal := a.tlsProblem(fmt.Errorf("user.get: %w", &CertError{Host: "b24.example.ru:443", Err: ua}))
+	mustf(t, strings.Contains(portal, "b24.example.ru:443") && strings.Contains(portal, "set tls.ca_file"), "%s", portal)
+	mustf(t, a.tlsProblem(errors.New("connection refused")) == "", "not a certificate problem")
 }
 
 // TestBoxedWebhookRefusals: what a box answers a webhook, and what pbxbridge tells the admin.

@@ -47,7 +47,7 @@ func (a *Adapter) classify(what string, err error) error {
 	}
 	// The portal's certificate is not trusted (or not the pinned one): no request can succeed
 	// until an admin fixes tls.*, so calls stay queued without burning attempts.
-	if h := tlsProblem(err); h != "" {
+	if h := a.tlsProblem(err); h != "" {
 		a.noteAuthProblem(err)
 		return crm.AuthBroken(fmt.Errorf("bitrix24: %s: %s: %w", what, h, err))
 	}

@@ -241,7 +241,7 @@ func (a *Adapter) plainAuthError(err error) string {
 // fixes until an admin acts: the portal's certificate, the webhook's or token's rights, the
 // authorisation type; "" for other errors.
 func (a *Adapter) accessProblem(err error) string {
-	if h := tlsProblem(err); h != "" {
+	if h := a.tlsProblem(err); h != "" {
 		return h
 	}
 	var method string

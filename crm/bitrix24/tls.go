@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/goccy/go-yaml"
@@ -233,39 +234,141 @@ func colonHex(b []byte) string {
 	return sb.String()
 }
 
-// tlsProblem explains a certificate failure of a portal request in an admin's words, naming the
-// setting that fixes it; "" when err is not one.
-func tlsProblem(err error) string {
-	if err == nil {
+// CertError is a certificate failure of a request, with the host (host:port) it happened with:
+// the REST client strips URLs from transport errors (a webhook's carries its secret), so the
+// transport (certHostErrors) names the host here.
+type CertError struct {
+	Host string
+	Err  error
+}
+
+func (e *CertError) Error() string { return "TLS with " + e.Host + ": " + e.Err.Error() }
+func (e *CertError) Unwrap() error { return e.Err }
+
+// certHostErrors wraps the certificate failures of its requests in a *CertError.
+type certHostErrors struct{ next http.RoundTripper }
+
+func (c certHostErrors) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := c.next.RoundTrip(r)
+	if err != nil && isCertFailure(err) {
+		return nil, &CertError{Host: hostPort(r.URL.String()), Err: err}
+	}
+	return resp, err
+}
+
+// isCertFailure reports whether err is a refused certificate, or TLS spoken to a port that does
+// not speak it.
+func isCertFailure(err error) bool {
+	var (
+		pm  *PinMismatchError
+		ua  x509.UnknownAuthorityError
+		he  x509.HostnameError
+		ci  x509.CertificateInvalidError
+		cve *tls.CertificateVerificationError
+		rhe tls.RecordHeaderError
+	)
+	return errors.As(err, &pm) || errors.As(err, &ua) || errors.As(err, &he) || errors.As(err, &ci) ||
+		errors.As(err, &cve) || errors.As(err, &rhe)
+}
+
+// withCertHost returns base with certHostErrors around its transport.
+func withCertHost(base *http.Client) *http.Client {
+	next := base.Transport
+	if next == nil {
+		next = http.DefaultTransport
+	}
+	c := *base
+	c.Transport = certHostErrors{next: next}
+	return &c
+}
+
+// tlsProblem explains a certificate failure of a request in an admin's words: the connector, the
+// host whose certificate was refused, the certificate it presented, and the setting that fixes
+// it; "" when err is not one.
+func (a *Adapter) tlsProblem(err error) string {
+	if err == nil || !isCertFailure(err) {
 		return ""
 	}
-	var pm *PinMismatchError
-	if errors.As(err, &pm) {
-		return "TLS: " + pm.Error() + ": if the portal's certificate was replaced, put its fingerprint into tls.pin_sha256"
+	portal := hostPort(a.cfg.restURL())
+	host := portal
+	var ce *CertError
+	if errors.As(err, &ce) && ce.Host != "" {
+		host = ce.Host
 	}
-	var ua x509.UnknownAuthorityError
-	var cve *tls.CertificateVerificationError
+	conn := strconv.Quote(a.name)
+	key := func(k string) string {
+		return k + " in the bitrix24 block of connector " + conn + " (connectors[].bitrix24." + k + ")"
+	}
+	presented := ""
+	if c := presentedCert(err); c != nil {
+		fp := sha256.Sum256(c.Raw)
+		presented = fmt.Sprintf("; it presented %q, issued by %q, SHA-256 fingerprint %s", c.Subject.String(), c.Issuer.String(), colonHex(fp[:]))
+	}
+	if host != portal {
+		// tls.* applies to the portal's host only: another host (the OAuth server) is checked
+		// against the system's CA certificates.
+		return fmt.Sprintf("connector %s: TLS: the certificate of %s was refused (%v)%s: that host is checked against the system's CA certificates "+
+			"(tls.* of a connector applies to its portal only): add the CA to the system store (/usr/local/share/ca-certificates, update-ca-certificates) if it is yours",
+			conn, host, rootCause(err), presented)
+	}
+	var (
+		pm  *PinMismatchError
+		ua  x509.UnknownAuthorityError
+		he  x509.HostnameError
+		ci  x509.CertificateInvalidError
+		rhe tls.RecordHeaderError
+	)
 	switch {
+	case errors.As(err, &pm):
+		return fmt.Sprintf("connector %s: TLS: the certificate of %s matches no pin (%s): if the portal's certificate was replaced, put its fingerprint into %s",
+			conn, host, pm.Error(), key("tls.pin_sha256"))
 	case errors.As(err, &ua):
-		return "TLS: the portal's certificate is not signed by a CA pbxbridge trusts (" + ua.Error() + "): " +
-			"set tls.ca_file in this connector's bitrix24 block to the PEM file of the portal's CA (or of its self-signed certificate), or tls.pin_sha256 to the certificate's SHA-256 fingerprint"
+		set := "set " + key("tls.ca_file") + " to the PEM file of the portal's CA (or of its self-signed certificate), or tls.pin_sha256 to the certificate's fingerprint"
+		if a.cfg.TLS.CAFile != "" {
+			set = key("tls.ca_file") + " names " + a.cfg.TLS.CAFile + ", which does not hold the CA that signed it: put the portal's CA certificate (or its self-signed certificate) there"
+		}
+		return fmt.Sprintf("connector %s: TLS: the certificate of %s is not signed by a CA pbxbridge trusts (%v)%s: %s", conn, host, ua.Error(), presented, set)
+	case errors.As(err, &he):
+		return fmt.Sprintf("connector %s: TLS: the certificate of %s is not valid for that host name (%v)%s: use a host name the certificate names in portal_url, or pin the certificate with %s",
+			conn, host, he.Error(), presented, key("tls.pin_sha256"))
+	case errors.As(err, &ci):
+		return fmt.Sprintf("connector %s: TLS: the certificate of %s is not valid (%v)%s: renew it on the portal, or pin it with %s", conn, host, ci.Error(), presented, key("tls.pin_sha256"))
+	case errors.As(err, &rhe):
+		return fmt.Sprintf("connector %s: TLS: %s does not speak HTTPS: check the scheme and port of portal_url", conn, host)
 	}
-	var he x509.HostnameError
-	if errors.As(err, &he) {
-		return "TLS: the portal's certificate is not valid for the host in portal_url (" + he.Error() + "): use the host name the certificate names in portal_url, or pin the certificate with tls.pin_sha256"
+	return fmt.Sprintf("connector %s: TLS: the certificate of %s was refused (%v)%s: check %s and tls.pin_sha256", conn, host, rootCause(err), presented, key("tls.ca_file"))
+}
+
+// presentedCert is the certificate a verification error is about, or nil.
+func presentedCert(err error) *x509.Certificate {
+	var (
+		ua  x509.UnknownAuthorityError
+		he  x509.HostnameError
+		ci  x509.CertificateInvalidError
+		cve *tls.CertificateVerificationError
+	)
+	switch {
+	case errors.As(err, &ua) && ua.Cert != nil:
+		return ua.Cert
+	case errors.As(err, &he) && he.Certificate != nil:
+		return he.Certificate
+	case errors.As(err, &ci) && ci.Cert != nil:
+		return ci.Cert
+	case errors.As(err, &cve) && len(cve.UnverifiedCertificates) > 0:
+		return cve.UnverifiedCertificates[0]
 	}
-	var ci x509.CertificateInvalidError
-	if errors.As(err, &ci) {
-		return "TLS: the portal's certificate is not valid (" + ci.Error() + "): renew it on the portal, or pin it with tls.pin_sha256"
+	return nil
+}
+
+// rootCause is the innermost error of a chain (its own words, without the wrappers').
+func rootCause(err error) error {
+	for {
+		next := errors.Unwrap(err)
+		if next == nil {
+			return err
+		}
+		err = next
 	}
-	if errors.As(err, &cve) {
-		return "TLS: the portal's certificate was refused (" + cve.Error() + "): check tls.ca_file and tls.pin_sha256"
-	}
-	var rhe tls.RecordHeaderError
-	if errors.As(err, &rhe) {
-		return "TLS: the portal does not speak HTTPS on this port: check the scheme and port of portal_url"
-	}
-	return ""
 }
 
 // portalTransport returns a client whose requests to the portal's host use tc and all others
