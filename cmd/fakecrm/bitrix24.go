@@ -22,8 +22,9 @@ import (
 // POST /_fake/faults (JSON, see fakecrm.B24Faults). POST /_fake/install?url=..., /_fake/click2call
 // ?user_id=&phone=&line= and /_fake/callback?phone=&line=&text= emit Bitrix24 events.
 //
-// A boxed portal (docs/bitrix24.md "Boxed Bitrix24"): _BOXED=1 (no cloud OAuth server, webhooks
-// checked as a box does), _PORTAL_TOKEN and _MODULE_SECRET (the pbxbridge portal module), and
+// A boxed portal (crm/bitrix24/README.md "On-premise (boxed) Bitrix24"): _BOXED=1 (no cloud
+// OAuth server, webhooks checked as a box does), _PORTAL_TOKEN and _MODULE_SECRET (the pbxbridge
+// portal module; or POST /_fake/module/install?pbxbridge_url= as its settings page does), and
 // _TLS_DIR=<dir> to serve HTTPS with a self-signed certificate for _TLS_HOSTS (comma-separated,
 // default 127.0.0.1,localhost) written to <dir>/bitrix24-ca.pem (for tls.ca_file).
 func init() {

@@ -97,14 +97,14 @@ func (a *Adapter) Probe(ctx context.Context) []crm.Check {
 	users, _, total, err := a.client.GetUsers(ctx, map[string]any{"ACTIVE": true}, 0)
 	switch {
 	case err == nil:
-		mode := "local application"
+		mode := "a local application"
 		switch {
 		case a.webhook != nil:
-			mode = "inbound webhook"
+			mode = "an inbound webhook"
 		case a.portal != nil:
-			mode = "pbxbridge module token"
+			mode = "a pbxbridge module token"
 		}
-		add("authorisation", true, "connected to %s as a %s", a.portalName(), mode)
+		add("authorisation", true, "connected to %s as %s", a.portalName(), mode)
 		if t := a.tokens; t != nil {
 			if tok := t.Tokens(); tok != nil && tok.Scope != "" {
 				missing := missingScopes(tok.Scope, a.neededScopes())
@@ -258,10 +258,10 @@ func (a *Adapter) accessProblem(err error) string {
 		case a.webhook != nil:
 			return "this portal allows " + method + " only for applications, not inbound webhooks (WRONG_AUTH_TYPE): " +
 				"on a portal that reaches the Bitrix24 cloud use auth.mode: oauth (a local application); on an isolated boxed portal " +
-				"install the pbxbridge portal module and use auth.mode: portal_token (docs/bitrix24.md, \"Boxed Bitrix24\")"
+				"install the pbxbridge portal module and use auth.mode: portal_token (crm/bitrix24/README.md, \"On-premise (boxed) Bitrix24\")"
 		case a.portal != nil:
 			return "the portal does not take the pbxbridge module's token as an application's for " + method + " (WRONG_AUTH_TYPE): " +
-				"check that the module is installed and up to date (docs/bitrix24.md, \"Boxed Bitrix24\")"
+				"check that the module is installed and up to date (crm/bitrix24/README.md, \"On-premise (boxed) Bitrix24\")"
 		}
 		return "Bitrix24 refuses the application's authorisation for " + method + " (WRONG_AUTH_TYPE)"
 	case errors.Is(err, api.ErrPortalTokenRejected):

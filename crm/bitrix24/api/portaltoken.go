@@ -11,7 +11,7 @@ import (
 // ErrPortalTokenRejected means the portal refused the token the pbxbridge portal module issued
 // (expired, revoked, or the module was removed); calls can only succeed once an admin issues a
 // new token on the module's settings page and puts it into the configuration.
-var ErrPortalTokenRejected = errors.New("the portal refused the pbxbridge module's token: issue a new one on the module's settings page (Settings → Module settings → pbxbridge) and set auth.portal_token")
+var ErrPortalTokenRejected = errors.New("the portal refused the pbxbridge module's token: issue a new one on the module's settings page (Settings → Product settings → Module settings → pbxbridge, /bitrix/admin/settings.php?mid=pbxbridge.connector) and set auth.portal_token")
 
 // PortalToken is the Authenticator of a portal whose pbxbridge module issues a long-lived,
 // application-type token (auth.mode: portal_token): REST calls go to the portal's /rest/ with
