@@ -70,6 +70,8 @@ func (d *Daemon) startConnector(ctx context.Context, cfg *config.Config, cn *con
 	if settings == nil {
 		settings = f.NewConfig()
 	}
+	// The worker is built after the adapter; a renewal before then has nothing to resume.
+	var worker atomic.Pointer[dispatch.Worker]
 	params := crm.Params{
 		Name:              cn.Name,
 		Type:              cn.Type,
@@ -86,6 +88,11 @@ func (d *Daemon) startConnector(ctx context.Context, cfg *config.Config, cn *con
 		HTTPClient:        d.crmHTTPClient(cn.Name),
 		MaxResponseBody:   cn.MaxResponseBytes,
 		ObserveServerDate: d.lic.ObserveCRMDate,
+		AuthRenewed: func() {
+			if w := worker.Load(); w != nil {
+				w.ResumeAuth()
+			}
+		},
 	}
 	hs := hooks.New(cn.CompiledHooks(), hooks.Options{Connector: cn.Name, Metrics: d.m.hooks, Logger: log, Now: d.now})
 	if hs != nil {
@@ -146,6 +153,7 @@ func (d *Daemon) startConnector(ctx context.Context, cfg *config.Config, cn *con
 		Logger:          d.log,
 		OnDelivered:     d.delivered,
 	}, d.dm)
+	worker.Store(c.worker)
 
 	if rc, ok := adapter.(crm.Reconciler); ok && !d.reconcileRestored(ctx, cn.Name, rc) {
 		d.restoreUnsettled.Store(true)

@@ -347,6 +347,11 @@ type Params struct {
 	// Hooks are the instance's configured overrides of its decisions (docs/hooks.md); nil
 	// when none are configured.
 	Hooks Hooks
+	// AuthRenewed, when non-nil, is called by the adapter when new CRM credentials arrive (an
+	// application installed, an OAuth code traded for tokens): calls that wait on a broken
+	// authorisation are delivered at once instead of after the dispatcher's pause. It never
+	// blocks.
+	AuthRenewed func()
 }
 
 // Recordings gives adapters access to call recordings.

@@ -94,7 +94,7 @@ func (r *demoRun) exit(t *testing.T) int {
 		r.code <- code // for Cleanup
 		return code
 	case <-time.After(60 * time.Second):
-		t.Fatalf("the demo did not stop; output:\n%s", r.out.String())
+		t.Fatalf("the demo did not stop; output:\n%s\nstderr:\n%s", r.out.String(), r.errOut.String())
 	}
 	return 0
 }

@@ -8,7 +8,8 @@
 //   - rate-limited: Retry after the adapter's RetryAfter (at least BackoffMin);
 //   - permanent: Bury (dead letter) with the reason, visible in `pbxbridge outbox list --dead`;
 //   - auth: Retry after AuthPause and pause the connector for AuthPause (the CRM authorisation
-//     is broken; records wait without being lost until an admin re-authorises).
+//     is broken; records wait without being lost until an admin re-authorises). ResumeAuth
+//     (new credentials arrived) ends the pause and makes the waiting rows due at once.
 //
 // A connector whose licence gate is closed leases nothing: its rows wait in the outbox.
 // Run stops leasing when its context ends, lets deliveries in progress finish for up to
@@ -150,6 +151,28 @@ type Worker struct {
 	authBroken  bool
 	pausedUntil time.Time
 	licensed    bool
+
+	// authEpoch counts ResumeAuth calls: an attempt that started before the latest one and
+	// failed on authorisation used the old credentials, so it is retried at once.
+	authEpoch atomic.Uint64
+	resume    atomic.Bool // ResumeAuth asked Run to make the waiting rows due
+}
+
+// dueNower is implemented by queues that can make a connector's waiting rows due at once
+// (*outbox.Store).
+type dueNower interface {
+	RetryNow(ctx context.Context, connector string) (int64, error)
+}
+
+// ResumeAuth tells the worker that new CRM credentials arrived: the pause after a broken
+// authorisation ends and the rows waiting for a later attempt become due. It never blocks.
+func (w *Worker) ResumeAuth() {
+	w.mu.Lock()
+	w.pausedUntil = time.Time{}
+	w.mu.Unlock()
+	w.authEpoch.Add(1)
+	w.resume.Store(true)
+	w.Wake()
 }
 
 // New returns a Worker; m may be shared by all workers (nil disables metrics).
@@ -221,6 +244,9 @@ func (w *Worker) Run(ctx context.Context) error {
 			}
 			continue
 		}
+		if w.resume.Swap(false) {
+			w.retryNow(ctx)
+		}
 		// Wait for a free delivery slot before leasing, so leased rows never wait for a worker.
 		free := w.o.Concurrency - len(sem)
 		if free == 0 {
@@ -260,6 +286,22 @@ func (w *Worker) Run(ctx context.Context) error {
 			}()
 		}
 	}
+}
+
+// retryNow makes the rows that wait for a later attempt due, after ResumeAuth.
+func (w *Worker) retryNow(ctx context.Context) {
+	dn, ok := w.q.(dueNower)
+	if !ok {
+		return
+	}
+	n, err := dn.RetryNow(ctx, w.o.Connector)
+	if err != nil {
+		if ctx.Err() == nil {
+			w.log.Error("CRM authorisation renewed, but the waiting calls could not be made due; they leave at their next attempt", "err", err)
+		}
+		return
+	}
+	w.log.Info("CRM authorisation renewed: waiting calls leave now", "calls", n)
 }
 
 // pause returns how long the worker must wait before leasing: while unlicensed or after a
@@ -336,6 +378,7 @@ func (w *Worker) deliver(hard context.Context, row outbox.Row) {
 		tmu.Unlock()
 	})
 	start := w.o.Clock()
+	epoch := w.authEpoch.Load()
 	err = w.o.Adapter.Deliver(ctx, rec)
 	cancel()
 	elapsed := w.o.Clock().Sub(start)
@@ -378,6 +421,12 @@ func (w *Worker) deliver(hard context.Context, row outbox.Row) {
 		tl = append(tl, w.entry("dead", "dead letter: "+msg, ""))
 		w.finish(bg, row, "dead", tl, func(tl []outbox.TimelineEntry) error { return w.q.Bury(bg, row, msg, tl...) })
 	case crm.ClassAuth:
+		if w.authEpoch.Load() != epoch {
+			// New credentials arrived while this attempt ran with the old ones.
+			tl = append(tl, w.entry("retry", "CRM authorisation renewed during the attempt: retrying now", msg))
+			w.finish(bg, row, "retry", tl, func(tl []outbox.TimelineEntry) error { return w.q.Retry(bg, row, now, msg, tl...) })
+			return
+		}
 		w.setAuth(true)
 		w.log.Error("CRM authorisation broken: calls stay queued until it is renewed", "call", row.Key, "err", err)
 		tl = append(tl, w.entry("retry", "CRM authorisation broken, waiting: "+msg, ""))

@@ -261,3 +261,57 @@ func TestBackoffBounds(t *testing.T) {
 		}
 	}
 }
+
+// TestResumeAuthDeliversAtOnce: new credentials (an install, an OAuth code) end the pause after
+// a broken authorisation at once, and an attempt that failed with the old credentials while
+// they arrived is retried without a pause.
+func TestResumeAuthDeliversAtOnce(t *testing.T) {
+	t.Parallel()
+	st := openStore(t, nil)
+	var broken atomic.Bool
+	broken.Store(true)
+	crmAPI := &scripted{answer: func(*call.Record, int) error {
+		if broken.Load() {
+			return crm.AuthBroken(errors.New("NO_AUTH_FOUND"))
+		}
+		return nil
+	}}
+	// An hour's pause: only ResumeAuth can make the calls leave within the test.
+	w := New(st, Options{Connector: "crm1", Adapter: crmAPI, Poll: 2 * time.Millisecond, AuthPause: time.Hour}, nil)
+	enqueue(t, st, "a", "b", "c")
+	stop := runWorker(t, w)
+	defer stop()
+	waitFor(t, "auth failure", func() bool { return w.Status().AuthBroken })
+	if until := w.Status().PausedUntil; time.Until(until) < 50*time.Minute {
+		t.Fatalf("paused until %v, want about an hour", until)
+	}
+	broken.Store(false)
+	w.ResumeAuth()
+	waitFor(t, "every call delivered after the renewal", func() bool { return len(rowsIn(t, st, outbox.Done)) == 3 })
+	if w.Status().AuthBroken || !w.Status().PausedUntil.IsZero() {
+		t.Fatalf("after the renewal: %+v", w.Status())
+	}
+
+	// An attempt in flight when the credentials change fails with the old ones: it is
+	// retried at once, and the connector is not paused.
+	st2 := openStore(t, nil)
+	release := make(chan struct{})
+	started := make(chan string, 2)
+	crm2 := &scripted{started: started, block: release, answer: func(_ *call.Record, attempt int) error {
+		if attempt == 1 {
+			return crm.AuthBroken(errors.New("expired_token")) // the old credentials
+		}
+		return nil
+	}}
+	w2 := New(st2, Options{Connector: "crm1", Adapter: crm2, Concurrency: 1, Poll: 2 * time.Millisecond, AuthPause: time.Hour}, nil)
+	enqueue(t, st2, "d")
+	stop2 := runWorker(t, w2)
+	defer stop2()
+	<-started
+	w2.ResumeAuth() // the new credentials arrive while "d" is on its way with the old ones
+	close(release)
+	waitFor(t, "d delivered without an hour's pause", func() bool { return len(rowsIn(t, st2, outbox.Done)) == 1 })
+	if !w2.Status().PausedUntil.IsZero() {
+		t.Fatalf("the connector paused after an attempt with the old credentials: %+v", w2.Status())
+	}
+}

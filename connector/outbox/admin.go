@@ -157,6 +157,29 @@ func (s *Store) Redeliver(ctx context.Context, f Filter) (int64, error) {
 		done_at = NULL, last_error = '' WHERE `)
 }
 
+// RetryNow makes connector's pending rows that wait for a later attempt due now (after the
+// CRM authorisation was renewed, say). It returns how many rows moved.
+func (s *Store) RetryNow(ctx context.Context, connector string) (int64, error) {
+	var n int64
+	err := s.write(ctx, func(tx wtx, now time.Time) error {
+		res, err := tx.exec(`UPDATE outbox SET next_attempt_at = ?, updated_at = ?
+			WHERE connector = ? AND state = 'pending' AND next_attempt_at > ?`,
+			now.UnixNano(), now.UnixNano(), connector, now.UnixNano())
+		if err != nil {
+			return s.wrap("retry now", err)
+		}
+		n, err = res.RowsAffected()
+		if err != nil {
+			return s.wrap("retry now", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, s.opErr("retry now", err)
+	}
+	return n, nil
+}
+
 // Drop deletes the rows matching f in any state; a worker holding a lease on
 // a dropped row gets ErrLeaseLost. f must narrow the selection. It returns how
 // many rows were deleted.

@@ -3,9 +3,12 @@ package security_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -82,7 +85,48 @@ func serveFuzz(t *testing.T, h http.Handler, req *http.Request) {
 		if m.HeapInuse > 256<<20 {
 			t.Fatalf("heap in use %d MiB after %d requests", m.HeapInuse>>20, fuzzCalls)
 		}
+		// The process holds the daemon, the demo's fake CRMs and PBX and the fuzzer (≈70 MiB
+		// before the first request): requests must not make it grow by more than 64 MiB.
+		rss := residentBytes()
+		if fuzzBaseRSS == 0 {
+			fuzzBaseRSS = rss
+		}
+		if rss > fuzzBaseRSS+64<<20 {
+			t.Fatalf("RSS %d MiB after %d requests, %d MiB at the start", rss>>20, fuzzCalls, fuzzBaseRSS>>20)
+		}
+		if rss > fuzzPeakRSS {
+			fuzzPeakRSS = rss
+			if v := os.Getenv("PBXBRIDGE_FUZZ_RSS_LOG"); v != "" {
+				line := fmt.Sprintf("%s requests=%d rss_mib=%d base_mib=%d\n", time.Now().UTC().Format(time.RFC3339), fuzzCalls, rss>>20, fuzzBaseRSS>>20)
+				if f, err := os.OpenFile(v, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o600); err == nil {
+					_, _ = f.WriteString(line)
+					_ = f.Close()
+				}
+			}
+		}
 	}
+}
+
+// fuzzBaseRSS and fuzzPeakRSS are this fuzzing process's RSS at its first check and its
+// highest; PBXBRIDGE_FUZZ_RSS_LOG names a file that gets a line at each new peak.
+var fuzzBaseRSS, fuzzPeakRSS int64
+
+// residentBytes is the process's resident set size from /proc/self/statm (0 where there is
+// no /proc).
+func residentBytes() int64 {
+	b, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 2 {
+		return 0
+	}
+	pages, err := strconv.ParseInt(f[1], 10, 64)
+	if err != nil {
+		return 0
+	}
+	return pages * int64(os.Getpagesize())
 }
 
 func addSeeds(f *testing.F, paths ...string) {

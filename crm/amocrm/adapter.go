@@ -164,7 +164,12 @@ func New(p crm.Params) (*Adapter, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: reading OAuth state: %w", prefix, err)
 	}
-	tk.onChange = func(ev string) { a.m.tokens.WithLabelValues(ev).Inc() }
+	tk.onChange = func(ev string) {
+		a.m.tokens.WithLabelValues(ev).Inc()
+		if (ev == "authorised" || ev == "reloaded") && p.AuthRenewed != nil {
+			p.AuthRenewed() // calls waiting on the broken authorisation leave now
+		}
+	}
 	a.tokens = tk
 	a.client = api.New(api.Options{BaseURL: cfg.APIBase(), HTTP: hc, Limiter: a.limiter, Auth: tk, ObserveDate: p.ObserveServerDate, Now: a.now,
 		OnThrottle: func(_ int, blocked bool) {

@@ -49,28 +49,30 @@ func init() {
 
 // Adapter is one Bitrix24 connector instance. It is safe for concurrent use.
 type Adapter struct {
-	name       string
-	cfg        *Config
-	log        *slog.Logger
-	now        func() time.Time
-	loc        *time.Location
-	store      crm.CallStore
-	orig       asterisk.Originator
-	recs       crm.Recordings
-	routeURL   string
-	m          *metrics
-	bucket     *api.Bucket
-	client     *api.Client
-	batch      *batcher
-	tokens     *api.TokenSource // oauth mode
-	webhook    *api.Webhook     // webhook mode
-	portal     *api.PortalToken // portal_token mode
-	apiOpts    api.Options
-	users      *userCache
-	routes     *routeCache
-	hooks      crm.Hooks // nil: none configured (hooks.go)
-	callLocks  keyedMutex
-	claimLocks keyedMutex // per CALL_ID
+	name     string
+	cfg      *Config
+	log      *slog.Logger
+	now      func() time.Time
+	loc      *time.Location
+	store    crm.CallStore
+	orig     asterisk.Originator
+	recs     crm.Recordings
+	routeURL string
+	m        *metrics
+	bucket   *api.Bucket
+	client   *api.Client
+	batch    *batcher
+	tokens   *api.TokenSource // oauth mode
+	webhook  *api.Webhook     // webhook mode
+	portal   *api.PortalToken // portal_token mode
+	apiOpts  api.Options
+	users    *userCache
+	routes   *routeCache
+	hooks    crm.Hooks // nil: none configured (hooks.go)
+	// authRenewed resumes deliveries paused on a broken authorisation (crm.Params.AuthRenewed).
+	authRenewed func()
+	callLocks   keyedMutex
+	claimLocks  keyedMutex // per CALL_ID
 
 	// Endpoint security (install.go, replay.go, oauthstate.go).
 	stateDir     string
@@ -139,6 +141,7 @@ func New(p crm.Params) (*Adapter, error) {
 	}
 	a.bgCtx, a.bgCancel = context.WithCancel(context.Background())
 	a.hooks = p.Hooks
+	a.authRenewed = p.AuthRenewed
 
 	// Transport chain: rate limit -> per-call request counting -> the daemon's client.
 	base := p.HTTPClient

@@ -258,6 +258,9 @@ func (a *Adapter) serveInstall(w http.ResponseWriter, r *http.Request) {
 	// Bitrix24 drops event handlers when an application is reinstalled: bind them again.
 	a.requestSetup()
 	a.users.kick()
+	if a.authRenewed != nil {
+		a.authRenewed() // calls waiting on a broken authorisation leave now
+	}
 	a.log.Info("bitrix24 application installed", "domain", proven.Domain, "member_id", proven.MemberID, "scope", proven.Scope)
 	_, _ = io.WriteString(w, "ok\n")
 }
