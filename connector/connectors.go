@@ -2,6 +2,7 @@ package connector
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net"
@@ -336,6 +337,21 @@ type instrumented struct {
 	next      http.RoundTripper
 	connector string
 	d         *Daemon
+}
+
+// WithTLSConfig returns a copy whose connections use tc (an adapter's own trust for its CRM's
+// certificate, e.g. bitrix24's tls.ca_file); timing, counting and resolution stay as they are.
+// It returns nil when the transport underneath cannot take it.
+func (t *instrumented) WithTLSConfig(tc *tls.Config) http.RoundTripper {
+	tr, ok := t.next.(*http.Transport)
+	if !ok {
+		return nil
+	}
+	tr = tr.Clone()
+	tr.TLSClientConfig = tc
+	c := *t
+	c.next = tr
+	return &c
 }
 
 func (t *instrumented) RoundTrip(req *http.Request) (*http.Response, error) {

@@ -1,11 +1,16 @@
 package main
 
 import (
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/pbxbridge/pbxbridge/crm/fakecrm"
@@ -16,10 +21,19 @@ import (
 // _REUSE_CALL_ID=1, _WEBHOOK=<user id>/<code>, _REDIRECT_URI) and can be changed at run time with
 // POST /_fake/faults (JSON, see fakecrm.B24Faults). POST /_fake/install?url=..., /_fake/click2call
 // ?user_id=&phone=&line= and /_fake/callback?phone=&line=&text= emit Bitrix24 events.
+//
+// A boxed portal (crm/bitrix24/README.md "On-premise (boxed) Bitrix24"): _BOXED=1 (no cloud
+// OAuth server, webhooks checked as a box does), _PORTAL_TOKEN and _MODULE_SECRET (the pbxbridge
+// portal module; or POST /_fake/module/install?pbxbridge_url= as its settings page does), and
+// _TLS_DIR=<dir> to serve HTTPS with a self-signed certificate for _TLS_HOSTS (comma-separated,
+// default 127.0.0.1,localhost) written to <dir>/bitrix24-ca.pem (for tls.ca_file).
 func init() {
 	kinds = append(kinds, kind{
 		name:  "bitrix24",
 		usage: "serve a fake Bitrix24 portal and OAuth server",
+		tls: func(log *slog.Logger) (*tls.Config, error) {
+			return bitrix24TLS(os.Getenv, log)
+		},
 		handler: func(baseURL string, log *slog.Logger) (http.Handler, error) {
 			opts, err := bitrix24Options(os.Getenv)
 			if err != nil {
@@ -89,5 +103,39 @@ func bitrix24Options(env func(string) string) ([]fakecrm.Bitrix24Option, error) 
 	if v := env(p + "REDIRECT_URI"); v != "" {
 		opts = append(opts, fakecrm.B24RedirectURI(v))
 	}
+	if env(p+"BOXED") == "1" {
+		opts = append(opts, fakecrm.B24Boxed())
+	}
+	token, secret := env(p+"PORTAL_TOKEN"), env(p+"MODULE_SECRET")
+	if (token == "") != (secret == "") {
+		return nil, fmt.Errorf("%sPORTAL_TOKEN and %sMODULE_SECRET go together", p, p)
+	}
+	if token != "" {
+		opts = append(opts, fakecrm.B24PortalToken(token), fakecrm.B24ModuleSecret(secret))
+	}
 	return opts, nil
+}
+
+// bitrix24TLS makes the certificate of FAKECRM_BITRIX24_TLS_DIR (nil without it).
+func bitrix24TLS(env func(string) string, log *slog.Logger) (*tls.Config, error) {
+	const p = "FAKECRM_BITRIX24_"
+	dir := env(p + "TLS_DIR")
+	if dir == "" {
+		return nil, nil
+	}
+	hosts := []string{"127.0.0.1", "localhost"}
+	if v := env(p + "TLS_HOSTS"); v != "" {
+		hosts = strings.Split(v, ",")
+	}
+	cert, certPEM, err := fakecrm.SelfSignedCert(hosts...)
+	if err != nil {
+		return nil, err
+	}
+	path := filepath.Join(dir, "bitrix24-ca.pem")
+	if err := os.WriteFile(path, certPEM, 0o644); err != nil { // a certificate: public by nature
+		return nil, fmt.Errorf("%sTLS_DIR: %w", p, err)
+	}
+	sum := sha256.Sum256(cert.Leaf.Raw)
+	log.Info("fake bitrix24 serves HTTPS", "ca_file", path, "hosts", strings.Join(hosts, ","), "sha256", hex.EncodeToString(sum[:]))
+	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
 }

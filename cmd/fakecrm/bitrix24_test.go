@@ -6,6 +6,9 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -28,6 +31,31 @@ func TestBitrix24Options(t *testing.T) {
 		if _, err := bitrix24Options(func(k string) string { return bad[k] }); err == nil {
 			t.Errorf("%s=%q accepted", k, v)
 		}
+	}
+}
+
+// TestBitrix24Boxed: the boxed knobs, and HTTPS with the certificate written for tls.ca_file.
+func TestBitrix24Boxed(t *testing.T) {
+	env := map[string]string{"FAKECRM_BITRIX24_BOXED": "1", "FAKECRM_BITRIX24_PORTAL_TOKEN": "pbx.t", "FAKECRM_BITRIX24_MODULE_SECRET": "s"}
+	opts, err := bitrix24Options(func(k string) string { return env[k] })
+	if err != nil || len(opts) != 3 {
+		t.Fatalf("%d options, %v", len(opts), err)
+	}
+	delete(env, "FAKECRM_BITRIX24_MODULE_SECRET")
+	if _, err := bitrix24Options(func(k string) string { return env[k] }); err == nil {
+		t.Error("a portal token without a module secret accepted")
+	}
+	dir := t.TempDir()
+	tc, err := bitrix24TLS(func(k string) string { return map[string]string{"FAKECRM_BITRIX24_TLS_DIR": dir}[k] }, slog.New(slog.DiscardHandler))
+	if err != nil || tc == nil || len(tc.Certificates) != 1 {
+		t.Fatalf("%+v %v", tc, err)
+	}
+	pem, err := os.ReadFile(filepath.Join(dir, "bitrix24-ca.pem"))
+	if err != nil || !strings.Contains(string(pem), "BEGIN CERTIFICATE") {
+		t.Fatalf("%s %v", pem, err)
+	}
+	if tc, err := bitrix24TLS(func(string) string { return "" }, slog.New(slog.DiscardHandler)); tc != nil || err != nil {
+		t.Fatalf("TLS without TLS_DIR: %v %v", tc, err)
 	}
 }
 

@@ -7,6 +7,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -25,6 +26,8 @@ type kind struct {
 	name    string
 	usage   string
 	handler func(baseURL string, log *slog.Logger) (http.Handler, error)
+	// tls, when set, may return a TLS configuration to serve the fake over HTTPS (nil: http).
+	tls func(log *slog.Logger) (*tls.Config, error)
 }
 
 // kinds is filled by the init functions of this package's files (one per CRM).
@@ -58,6 +61,18 @@ func run() int {
 			return 1
 		}
 		base := "http://" + ln.Addr().String()
+		if k.tls != nil {
+			tc, err := k.tls(log.With("crm", k.name))
+			if err != nil {
+				_ = ln.Close()
+				log.Error("tls", "crm", k.name, "err", err)
+				return 1
+			}
+			if tc != nil {
+				ln = tls.NewListener(ln, tc)
+				base = "https://" + ln.Addr().String()
+			}
+		}
 		h, err := k.handler(base, log.With("crm", k.name))
 		if err != nil {
 			log.Error("starting fake", "crm", k.name, "err", err)

@@ -221,7 +221,9 @@ func TestExecHookFailuresStillDeliver(t *testing.T) {
 		Speed: 10,
 		Configure: func(cfg *config.Config) {
 			setHooks(t, cfg, "b24-demo", &hooks.Config{Exec: &hooks.Exec{Command: []string{script}, Points: []string{"responsible"},
-				Timeout: 300 * time.Millisecond, Concurrency: 2}})
+				// 2 s, not the default 300 ms: a shell script's start on a loaded 2-core CI
+				// machine must not pass for a hang; loop and sleep still run past it.
+				Timeout: 2 * time.Second, Concurrency: 2}})
 		},
 	})
 	if err != nil {
@@ -232,8 +234,8 @@ func TestExecHookFailuresStillDeliver(t *testing.T) {
 	for _, c := range []struct{ mode, kind, timeline string }{
 		{"ok", "", "hook responsible (program): CRM user 1271"},
 		{"panic", "exit", "exited with status 2"},
-		{"loop", "timeout", "ran past its 300ms limit"},
-		{"sleep", "timeout", "ran past its 300ms limit"},
+		{"loop", "timeout", "ran past its 2s limit"},
+		{"sleep", "timeout", "ran past its 2s limit"},
 		{"garbage", "output", "not a JSON object"},
 		{"wrongtype", "type", "want a CRM user id"},
 		{"flood", "output", "more than 65536 bytes"},

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -63,6 +64,7 @@ type Adapter struct {
 	batch    *batcher
 	tokens   *api.TokenSource // oauth mode
 	webhook  *api.Webhook     // webhook mode
+	portal   *api.PortalToken // portal_token mode
 	apiOpts  api.Options
 	users    *userCache
 	routes   *routeCache
@@ -74,7 +76,8 @@ type Adapter struct {
 
 	// Endpoint security (install.go, replay.go, oauthstate.go).
 	stateDir     string
-	oauthHTTP    *http.Client // OAuth-server requests of installs and authorisations
+	oauthHTTP    *http.Client     // OAuth-server requests of installs and authorisations
+	oauthServers api.OAuthServers // where those go (never where an installation says, unless allowed)
 	proofs       proofLimiter
 	replays      *replayGuard
 	states       *oauthStates
@@ -145,10 +148,19 @@ func New(p crm.Params) (*Adapter, error) {
 	if base == nil {
 		base = &http.Client{Transport: cleanhttp.DefaultPooledTransport()}
 	}
-	next := base.Transport
-	if next == nil {
-		next = http.DefaultTransport
+	// The portal's own certificate trust (tls.ca_file, tls.pin_sha256): requests to the portal's
+	// host only, whatever client makes them.
+	tc, err := cfg.TLS.clientConfig()
+	if err != nil {
+		return nil, fmt.Errorf("bitrix24: %w", err)
 	}
+	if tc != nil {
+		if base, err = portalTransport(base, cfg.restURL(), tc); err != nil {
+			return nil, fmt.Errorf("bitrix24: %w", err)
+		}
+	}
+	base = withCertHost(base)
+	next := base.Transport
 	a.bucket = api.NewBucket(cfg.RateLimit.RPS, cfg.RateLimit.Burst, cfg.RateLimit.LiveReserve, nil)
 	// The wait for a slot happens inside the transport, so the client's own timeout only bounds
 	// the queue (queueTimeout); the limiter bounds each attempt from the moment it is sent.
@@ -174,11 +186,22 @@ func New(p crm.Params) (*Adapter, error) {
 		}
 		a.webhook, auth = w, w
 		m.authOK.Set(1)
+	case AuthPortalToken:
+		pt, err := api.NewPortalToken(cfg.PortalURL, cfg.Auth.PortalToken.Value())
+		if err != nil {
+			return nil, fmt.Errorf("bitrix24: auth.portal_token: %w", err)
+		}
+		a.portal, auth = pt, pt
+		m.authOK.Set(1)
+		if err := a.loadBinding(); err != nil {
+			return nil, fmt.Errorf("bitrix24: %w", err)
+		}
 	default:
 		if p.StateDir == "" {
 			return nil, errors.New("bitrix24: a state directory is required for OAuth tokens")
 		}
 		oauthHTTP := httpclient.New(httpclient.Options{Base: base, Timeout: cfg.HTTPTimeout, Logger: log, UserAgent: userAgent, MaxResponseBody: p.MaxResponseBody})
+		a.oauthServers = api.NewOAuthServers(cfg.OAuthURL)
 		ts, err := api.NewTokenSource(api.OAuthConfig{
 			PortalURL: cfg.PortalURL, ServerURL: cfg.OAuthURL,
 			ClientID: cfg.Auth.ClientID, ClientSecret: cfg.Auth.ClientSecret.Value(),
@@ -317,8 +340,12 @@ func (a *Adapter) onAuthChange(st api.AuthState, cause error) {
 	}
 }
 
+// noteAuthProblem keeps an account-level error for the status page, explained when it can be.
 func (a *Adapter) noteAuthProblem(err error) {
 	s := err.Error()
+	if h := a.accessProblem(err); h != "" && !strings.Contains(s, h) {
+		s = h + " (" + s + ")"
+	}
 	a.authProblem.Store(&s)
 }
 

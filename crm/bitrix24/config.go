@@ -23,20 +23,32 @@ var Sample string
 
 // Authentication modes.
 const (
-	AuthOAuth   = "oauth"   // local application (default; required for telephony since 2026)
-	AuthWebhook = "webhook" // legacy inbound webhook
+	// AuthOAuth: a local application, tokens from Bitrix24's OAuth server (the default; a cloud
+	// portal, or a box that may reach the OAuth server).
+	AuthOAuth = "oauth"
+	// AuthWebhook: an inbound webhook. A boxed portal checks it itself, without the cloud, so it
+	// is the simplest mode for an isolated box; it gets no events (no click-to-call).
+	AuthWebhook = "webhook"
+	// AuthPortalToken: a long-lived application token issued by the pbxbridge portal module
+	// (crm/bitrix24/portal-module) on an isolated box; the module posts events directly, signed
+	// with module_secret.
+	AuthPortalToken = "portal_token"
 )
 
 // Config is the bitrix24 block of a connector instance. Defaults come from NewConfig.
 type Config struct {
 	// PortalURL is the portal's base URL, e.g. https://romashka.bitrix24.ru.
 	PortalURL string `yaml:"portal_url"`
-	// OAuthURL is the OAuth server's base URL (default https://oauth.bitrix.info).
+	// OAuthURL is the OAuth server's base URL (oauth mode). Empty (the default): the server the
+	// portal names in server_endpoint when it is one of Bitrix24's own (oauth.bitrix.info,
+	// oauth.bitrix24.tech), else https://oauth.bitrix.info. Set it for a box whose
+	// BITRIX_OAUTH_URL names another server: it is then used and allowed besides those.
 	OAuthURL string `yaml:"oauth_url"`
 	// Timezone renders CALL_START_DATE with its offset (IANA name; default the host's zone).
 	Timezone string `yaml:"timezone"`
 
 	Auth        AuthConfig        `yaml:"auth"`
+	TLS         TLSConfig         `yaml:"tls"`
 	Lines       []LineConfig      `yaml:"lines"`
 	Card        CardConfig        `yaml:"card"`
 	Finish      FinishConfig      `yaml:"finish"`
@@ -55,7 +67,7 @@ type Config struct {
 
 // AuthConfig selects and configures the authentication mode.
 type AuthConfig struct {
-	Mode string `yaml:"mode"` // oauth | webhook
+	Mode string `yaml:"mode"` // oauth | webhook | portal_token
 	// ClientID and ClientSecret of the local application (oauth mode).
 	ClientID     string         `yaml:"client_id"`
 	ClientSecret configs.Secret `yaml:"client_secret"`
@@ -67,7 +79,19 @@ type AuthConfig struct {
 	// ApplicationToken verifies events posted by an outgoing webhook (webhook mode); in oauth
 	// mode the token comes with the installation.
 	ApplicationToken configs.Secret `yaml:"application_token"`
+	// PortalToken is the token the pbxbridge portal module shows on its settings page
+	// (portal_token mode).
+	PortalToken configs.Secret `yaml:"portal_token"`
+	// ModuleSecret verifies the events the module posts (HMAC-SHA256, portal_token mode); the
+	// module's settings page shows it.
+	ModuleSecret configs.Secret `yaml:"module_secret"`
+	// MemberID, when set, is the portal's member_id the module's events must carry
+	// (portal_token mode); without it the first verified event binds the connector.
+	MemberID string `yaml:"member_id"`
 }
+
+// minModuleSecret is the shortest module_secret accepted (the module generates 64 characters).
+const minModuleSecret = 32
 
 // LineConfig is an external line registered with telephony.externalLine.add.
 type LineConfig struct {
@@ -195,10 +219,9 @@ type RateLimitConfig struct {
 // NewConfig returns a config with defaults.
 func NewConfig() *Config {
 	return &Config{
-		OAuthURL: "https://oauth.bitrix.info",
-		Auth:     AuthConfig{Mode: AuthOAuth},
-		Card:     CardConfig{Enabled: true, ShowInbound: true, ShowOutbound: true, CRMSource: "CALL"},
-		Finish:   FinishConfig{User: FinishUserLastLeg, AddToChat: true},
+		Auth:   AuthConfig{Mode: AuthOAuth},
+		Card:   CardConfig{Enabled: true, ShowInbound: true, ShowOutbound: true, CRMSource: "CALL"},
+		Finish: FinishConfig{User: FinishUserLastLeg, AddToChat: true},
 		Recordings: RecordingsConfig{
 			Attach: true, Mode: RecordingUpload,
 			ContentMaxBytes: 10 << 20, MaxBytes: 200 << 20, Wait: 2 * time.Minute,
@@ -241,7 +264,7 @@ func (c *Config) Validate() []error {
 	switch c.Auth.Mode {
 	case AuthOAuth:
 		checkURL("portal_url", c.PortalURL, true)
-		checkURL("oauth_url", c.OAuthURL, true)
+		checkURL("oauth_url", c.OAuthURL, false)
 		if c.Auth.ClientID == "" {
 			add("auth.client_id", "is required in oauth mode (the local application's client_id, e.g. local.65f1...)")
 		}
@@ -255,8 +278,30 @@ func (c *Config) Validate() []error {
 			add("auth.webhook_url", "%v", err)
 		}
 		checkURL("portal_url", c.PortalURL, false)
+	case AuthPortalToken:
+		checkURL("portal_url", c.PortalURL, true)
+		if !c.Auth.PortalToken.IsSet() {
+			add("auth.portal_token", "is required in portal_token mode (the token the pbxbridge module shows on its settings page)")
+		} else if _, err := api.NewPortalToken("https://portal.invalid", c.Auth.PortalToken.Value()); err != nil {
+			add("auth.portal_token", "%v", err)
+		}
+		switch n := len(c.Auth.ModuleSecret.Value()); {
+		case n == 0:
+			add("auth.module_secret", "is required in portal_token mode (the secret the pbxbridge module shows on its settings page; it signs the module's events)")
+		case n < minModuleSecret:
+			add("auth.module_secret", "must be at least %d characters, got %d (copy it again from the module's settings page)", minModuleSecret, n)
+		}
+		if m := c.Auth.MemberID; m != "" && !validMemberID(m) {
+			add("auth.member_id", "must be the portal's member_id (letters and digits, as the module's settings page shows it), got %q", m)
+		}
 	default:
-		add("auth.mode", "must be %q or %q, got %q", AuthOAuth, AuthWebhook, c.Auth.Mode)
+		add("auth.mode", "must be %q, %q or %q, got %q", AuthOAuth, AuthWebhook, AuthPortalToken, c.Auth.Mode)
+	}
+	if c.TLS.set() {
+		c.TLS.validate(add)
+		if u := c.restURL(); u != "" && !strings.HasPrefix(strings.ToLower(u), "https://") {
+			add("tls", "is set, but the portal is reached over plain http (%s): use https:// in portal_url / auth.webhook_url", portalHost(u))
+		}
 	}
 	if c.Timezone != "" {
 		if _, err := time.LoadLocation(c.Timezone); err != nil {
@@ -365,6 +410,28 @@ func (c *Config) MappedExtensions() []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// restURL is the URL REST calls go to: the webhook's in webhook mode, else portal_url.
+func (c *Config) restURL() string {
+	if c.Auth.Mode == AuthWebhook && c.Auth.WebhookURL.IsSet() {
+		return c.Auth.WebhookURL.Value()
+	}
+	return c.PortalURL
+}
+
+// validMemberID reports whether s looks like a Bitrix24 member_id (hex, at most 64 characters;
+// letters and digits are accepted for boxes that format it otherwise).
+func validMemberID(s string) bool {
+	if len(s) > 64 {
+		return false
+	}
+	for _, r := range s {
+		if (r < '0' || r > '9') && (r < 'a' || r > 'z') && (r < 'A' || r > 'Z') {
+			return false
+		}
+	}
+	return true
 }
 
 // location returns the time zone for CALL_START_DATE.

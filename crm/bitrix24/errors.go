@@ -41,6 +41,16 @@ func (a *Adapter) classify(what string, err error) error {
 	if errors.Is(err, api.ErrNotAuthorized) || errors.Is(err, api.ErrReauthorize) {
 		return crm.AuthBroken(wrapped)
 	}
+	if errors.Is(err, api.ErrPortalTokenRejected) {
+		a.noteAuthProblem(err)
+		return crm.AuthBroken(wrapped)
+	}
+	// The portal's certificate is not trusted (or not the pinned one): no request can succeed
+	// until an admin fixes tls.*, so calls stay queued without burning attempts.
+	if h := a.tlsProblem(err); h != "" {
+		a.noteAuthProblem(err)
+		return crm.AuthBroken(fmt.Errorf("bitrix24: %s: %s: %w", what, h, err))
+	}
 	var le *api.LimitError
 	if errors.As(err, &le) {
 		return crm.RateLimited(wrapped, le.Wait)

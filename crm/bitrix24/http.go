@@ -35,11 +35,14 @@ const originateGrace = 30 * time.Second
 //	POST /install         ONAPPINSTALL / ONAPPUNINSTALL of the local application
 //	GET  /oauth/callback  the OAuth redirect (re-authorisation from the status page)
 //	POST /events          ONEXTERNALCALLSTART (click-to-call), ONEXTERNALCALLBACKSTART
+//	POST /module/events   the same events, posted and signed by the pbxbridge portal module
+//	                      (portal_token mode; module.go)
 func (a *Adapter) Routes() []crm.Route {
 	return []crm.Route{
 		{Pattern: "POST " + pathInstall, Handler: http.HandlerFunc(a.serveInstall)},
 		{Pattern: "GET " + pathCallback, Handler: http.HandlerFunc(a.serveOAuthCallback)},
 		{Pattern: "POST " + pathEvents, Handler: http.HandlerFunc(a.serveEvent)},
+		{Pattern: "POST " + pathModuleEvents, Handler: http.HandlerFunc(a.serveModuleEvent)},
 	}
 }
 
@@ -131,7 +134,7 @@ func (a *Adapter) connectURL() string {
 // answer must name the configured portal and the bound member_id before the tokens are stored.
 func (a *Adapter) serveOAuthCallback(w http.ResponseWriter, r *http.Request) {
 	if a.tokens == nil {
-		a.reject(w, http.StatusNotFound, "install_not_oauth", "this connector uses a webhook, not an application")
+		a.reject(w, http.StatusNotFound, "install_not_oauth", "this connector does not use a local application (its auth.mode is not oauth)")
 		return
 	}
 	q := r.URL.Query()
@@ -154,7 +157,13 @@ func (a *Adapter) serveOAuthCallback(w http.ResponseWriter, r *http.Request) {
 		a.reject(w, http.StatusBadRequest, "malformed", "no code")
 		return
 	}
-	resp, err := a.tokenRequest(context.WithoutCancel(r.Context()), url.Values{"grant_type": {"authorization_code"}, "code": {code}})
+	endpoint := ""
+	if d := strings.TrimSpace(q.Get("server_domain")); d != "" {
+		endpoint = "https://" + d + "/rest/"
+	} else if t := a.tokens.Tokens(); t != nil {
+		endpoint = t.ServerEndpoint
+	}
+	resp, err := a.tokenRequest(context.WithoutCancel(r.Context()), endpoint, url.Values{"grant_type": {"authorization_code"}, "code": {code}})
 	if err != nil {
 		if errors.Is(err, errProofUnavailable) {
 			http.Error(w, "the Bitrix24 OAuth server did not answer: try again", http.StatusBadGateway)
@@ -195,6 +204,13 @@ func (a *Adapter) serveEvent(w http.ResponseWriter, r *http.Request) {
 	if !a.checkEventAuth(w, ev) {
 		return
 	}
+	a.handleEvent(w, r, ev)
+}
+
+// handleEvent runs an authenticated click-to-call or callback event (serveEvent, and
+// serveModuleEvent for the portal module's): it checks the data, the event's freshness and that
+// it is new (replay guard and CallStore), answers, and handles it in the background.
+func (a *Adapter) handleEvent(w http.ResponseWriter, r *http.Request, ev *api.Event) {
 	var id, kind string
 	var run func(context.Context)
 	switch ev.Name {

@@ -43,8 +43,12 @@ type portalBinding struct {
 }
 
 // loadBinding reads the binding; without a file, the member_id of stored tokens (written by
-// versions that had no binding file) binds the connector, and the file is written.
+// versions that had no binding file) binds the connector, and the file is written. Without a
+// state directory (portal_token mode may run without one) the binding lives in memory.
 func (a *Adapter) loadBinding() error {
+	if a.stateDir == "" {
+		return nil
+	}
 	path := filepath.Join(a.stateDir, bindingFile)
 	b, err := os.ReadFile(path)
 	switch {
@@ -60,6 +64,9 @@ func (a *Adapter) loadBinding() error {
 		return nil
 	case !errors.Is(err, os.ErrNotExist):
 		return fmt.Errorf("reading the portal binding: %w", err)
+	}
+	if a.tokens == nil {
+		return nil
 	}
 	if t := a.tokens.Tokens(); t != nil && t.MemberID != "" {
 		if err := a.bind(t.MemberID, t.Domain); err != nil {
@@ -80,10 +87,28 @@ func (a *Adapter) boundMember() string {
 func (a *Adapter) bind(member, domain string) error {
 	a.bindMu.Lock()
 	defer a.bindMu.Unlock()
+	return a.bindLocked(member, domain)
+}
+
+// bindFirst binds member unless the connector is bound already; it returns the member_id the
+// connector is bound to afterwards (member, or the one bound before) and whether it bound it now.
+func (a *Adapter) bindFirst(member, domain string) (bound string, fresh bool, err error) {
+	a.bindMu.Lock()
+	defer a.bindMu.Unlock()
+	if a.bound.MemberID != "" {
+		return a.bound.MemberID, false, nil
+	}
+	return member, true, a.bindLocked(member, domain)
+}
+
+func (a *Adapter) bindLocked(member, domain string) error {
 	if a.bound.MemberID == member {
 		return nil
 	}
 	a.bound = portalBinding{MemberID: member, Domain: domain, BoundAt: a.now().UTC()}
+	if a.stateDir == "" {
+		return nil
+	}
 	b, err := json.MarshalIndent(a.bound, "", "  ")
 	if err != nil {
 		return fmt.Errorf("encoding the portal binding: %w", err)
@@ -159,7 +184,7 @@ func (l *proofLimiter) acquire(now time.Time) (release func(), ok bool) {
 // installed application_token, domain and member_id.
 func (a *Adapter) serveInstall(w http.ResponseWriter, r *http.Request) {
 	if a.tokens == nil {
-		a.reject(w, http.StatusNotFound, "install_not_oauth", "this connector uses a webhook, not an application")
+		a.reject(w, http.StatusNotFound, "install_not_oauth", "this connector does not use a local application (its auth.mode is not oauth)")
 		return
 	}
 	if a.cfg.Auth.InstallKey.IsSet() && !equalSecret(r.URL.Query().Get("key"), a.cfg.Auth.InstallKey.Value()) {
@@ -261,7 +286,7 @@ func (a *Adapter) refuseUnproven(w http.ResponseWriter, err error) {
 // checks that the answer names the configured portal and the installation's member_id. It
 // returns the tokens to store: the refreshed pair with the event's application_token.
 func (a *Adapter) proveInstall(ctx context.Context, t api.Tokens) (api.Tokens, error) {
-	resp, err := a.tokenRequest(ctx, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {t.RefreshToken}})
+	resp, err := a.tokenRequest(ctx, t.ServerEndpoint, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {t.RefreshToken}})
 	if err != nil {
 		return api.Tokens{}, err
 	}
@@ -322,18 +347,22 @@ func sameEndpoint(got, want string) bool {
 // credentials: one attempt, no redirects, the answer capped, never through the portal's rate
 // limiter. Transport errors and 5xx answers wrap errProofUnavailable; other refusals wrap
 // errProofRefused.
-func (a *Adapter) tokenRequest(ctx context.Context, v url.Values) (*api.TokenResponse, error) {
+//
+// The server is the one serverEndpoint names only when it is allowed (api.OAuthServers): the
+// installation event carries it, and whoever posts a forged installation must not receive our
+// client secret and the refresh token, nor answer the proof themselves.
+func (a *Adapter) tokenRequest(ctx context.Context, serverEndpoint string, v url.Values) (*api.TokenResponse, error) {
 	v.Set("client_id", a.cfg.Auth.ClientID)
 	v.Set("client_secret", a.cfg.Auth.ClientSecret.Value())
-	u := strings.TrimRight(a.cfg.OAuthURL, "/") + "/oauth/token/?" + v.Encode()
+	u := a.oauthServers.For(serverEndpoint) + "/oauth/token/?" + v.Encode()
 	ctx, cancel := context.WithTimeout(ctx, a.cfg.HTTPTimeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil) //nolint:gosec // the server is allow-listed (api.OAuthServers)
 	if err != nil {
 		return nil, fmt.Errorf("%w: building the request: %w", errProofUnavailable, redactURLError(err))
 	}
 	req.Header.Set("User-Agent", userAgent)
-	resp, err := a.oauthHTTP.Do(req)
+	resp, err := a.oauthHTTP.Do(req) //nolint:gosec // see above
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", errProofUnavailable, redactURLError(err))
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/pbxbridge/pbxbridge/crm"
@@ -55,6 +56,14 @@ func (a *Adapter) Account(context.Context) (crm.Account, error) {
 	if a.webhook != nil {
 		return crm.Account{Domain: a.webhook.Domain()}, nil
 	}
+	if a.portal != nil {
+		// The member_id is known once configured or bound by the module's first event.
+		m := a.cfg.Auth.MemberID
+		if m == "" {
+			m = a.boundMember()
+		}
+		return crm.Account{Domain: portalHost(a.cfg.PortalURL), MemberID: m}, nil
+	}
 	t := a.tokens.Tokens()
 	if t == nil || t.MemberID == "" {
 		return crm.Account{}, fmt.Errorf("bitrix24: %w", api.ErrNotAuthorized)
@@ -88,11 +97,14 @@ func (a *Adapter) Probe(ctx context.Context) []crm.Check {
 	users, _, total, err := a.client.GetUsers(ctx, map[string]any{"ACTIVE": true}, 0)
 	switch {
 	case err == nil:
-		mode := "local application"
-		if a.webhook != nil {
-			mode = "inbound webhook"
+		mode := "a local application"
+		switch {
+		case a.webhook != nil:
+			mode = "an inbound webhook"
+		case a.portal != nil:
+			mode = "a pbxbridge module token"
 		}
-		add("authorisation", true, "connected to %s as a %s", a.portalName(), mode)
+		add("authorisation", true, "connected to %s as %s", a.portalName(), mode)
 		if t := a.tokens; t != nil {
 			if tok := t.Tokens(); tok != nil && tok.Scope != "" {
 				missing := missingScopes(tok.Scope, a.neededScopes())
@@ -107,18 +119,17 @@ func (a *Adapter) Probe(ctx context.Context) []crm.Check {
 		add("authorisation", true, "connected to %s", a.portalName())
 		add("user scope", false, "the application may not read users (scope \"user\" missing): extensions cannot be mapped to employees; add the scope and reinstall")
 	default:
-		add("authorisation", false, "%s", plainAuthError(err, a.webhook != nil))
+		add("authorisation", false, "%s", a.plainAuthError(err))
 		return out
 	}
-	// 2. Telephony rights: telephony.externalLine.get needs the scope and an application.
+	// 2. Telephony rights: telephony.externalLine.get needs the scope and an application (or,
+	// on portals that allow it, a webhook): the same auth check as externalCall.register.
 	if _, err := a.client.ExternalLines(ctx); err != nil {
 		switch {
-		case api.IsCode(err, api.CodeWrongAuthType):
-			add("telephony rights", false, "Bitrix24 allows telephony.externalCall.* only for applications, not webhooks: create a local application and set auth.mode: oauth")
-		case api.IsCode(err, api.CodeInsufficientScope):
-			add("telephony rights", false, "the application lacks the \"telephony\" scope: add it in the local application's settings and reinstall")
-		case api.IsCode(err, api.CodeAccessDenied, api.CodeInvalidCredentials, api.CodeUserAccessError):
+		case api.IsCode(err, api.CodeAccessDenied, api.CodeUserAccessError) && a.webhook == nil:
 			add("telephony rights", false, "the Bitrix24 user who installed the application may not use telephony (%v): install it as a portal admin", err)
+		case a.accessProblem(err) != "":
+			add("telephony rights", false, "%s", a.accessProblem(err))
 		default:
 			add("telephony rights", false, "checking telephony failed: %v", err)
 		}
@@ -147,7 +158,10 @@ func (a *Adapter) Probe(ctx context.Context) []crm.Check {
 	if a.cfg.ClickToCall.Enabled {
 		switch {
 		case a.webhook != nil:
-			add("click-to-call", false, "click-to-call needs a local application (ONEXTERNALCALLSTART can only be bound by an application); callbacks work with an outgoing webhook and auth.application_token")
+			add("click-to-call", false, "not available with a webhook: Bitrix24 sends ONEXTERNALCALLSTART only to applications (event.bind refuses webhooks); "+
+				"use auth.mode: oauth, or on an isolated boxed portal the pbxbridge portal module (auth.mode: portal_token). "+
+				"Call cards, the call log and recordings work; web-form callbacks work with an outgoing webhook and auth.application_token "+
+				"on portals that reach the Bitrix24 cloud (a box sends outgoing webhooks through it too). Set click_to_call.enabled: false to silence this")
 		case a.routeURL == "":
 			add("click-to-call", false, "http.public.url is not set: Bitrix24 cannot reach pbxbridge, so click-to-call and callbacks cannot work")
 		case a.orig == nil:
@@ -160,9 +174,9 @@ func (a *Adapter) Probe(ctx context.Context) []crm.Check {
 			case serr != nil:
 				add("click-to-call", false, "binding events failed: %v", serr)
 			case done:
-				add("click-to-call", true, "events are bound to %s%s", a.routeURL, pathEvents)
+				add("click-to-call", true, "events are bound to %s%s", a.routeURL, a.eventsPath())
 			default:
-				add("click-to-call", true, "events will be bound to %s%s when the daemon starts", a.routeURL, pathEvents)
+				add("click-to-call", true, "events will be bound to %s%s when the daemon starts", a.routeURL, a.eventsPath())
 			}
 		}
 	}
@@ -174,6 +188,14 @@ func (a *Adapter) portalName() string {
 		return a.webhook.Domain()
 	}
 	return portalHost(a.cfg.PortalURL)
+}
+
+// eventsPath is the route the click-to-call events are bound to.
+func (a *Adapter) eventsPath() string {
+	if a.portal != nil {
+		return pathModuleEvents
+	}
+	return pathEvents
 }
 
 func (a *Adapter) neededScopes() []string {
@@ -199,22 +221,93 @@ func missingScopes(have string, need []string) []string {
 	return out
 }
 
-func plainAuthError(err error, webhook bool) string {
+// plainAuthError explains why the first request of a probe failed.
+func (a *Adapter) plainAuthError(err error) string {
+	if h := a.accessProblem(err); h != "" {
+		return h
+	}
 	switch {
-	case api.IsCode(err, api.CodeNoAuthFound) && webhook:
-		return "Bitrix24 does not accept the webhook URL: check auth.webhook_url (Developer resources → Other → Inbound webhook)"
-	case api.IsCode(err, api.CodeNoAuthFound):
-		return "Bitrix24 does not accept the stored token: reinstall the local application"
 	case errors.Is(err, api.ErrReauthorize):
 		return "Bitrix24 refused the refresh token: authorise the application again from the pbxbridge status page"
-	case api.IsCode(err, api.CodeAccessDenied):
-		return "Bitrix24 refused REST access (" + err.Error() + "): REST needs a commercial plan, and the installing user must be an admin"
 	case api.IsCode(err, api.CodePaymentRequired):
 		return "the Bitrix24 subscription of the application has ended"
 	case api.IsCode(err, api.CodePortalDeleted):
 		return "the Bitrix24 portal was deleted"
 	}
 	return "cannot reach Bitrix24: " + err.Error()
+}
+
+// accessProblem explains, in an admin's words for this connector's mode, an answer no retry
+// fixes until an admin acts: the portal's certificate, the webhook's or token's rights, the
+// authorisation type; "" for other errors.
+func (a *Adapter) accessProblem(err error) string {
+	if h := a.tlsProblem(err); h != "" {
+		return h
+	}
+	var method string
+	var e *api.Error
+	if errors.As(err, &e) {
+		method = e.Method
+	}
+	if method == "" {
+		method = "this method"
+	}
+	switch {
+	case api.IsCode(err, api.CodeWrongAuthType):
+		switch {
+		case a.webhook != nil:
+			return "this portal allows " + method + " only for applications, not inbound webhooks (WRONG_AUTH_TYPE): " +
+				"on a portal that reaches the Bitrix24 cloud use auth.mode: oauth (a local application); on an isolated boxed portal " +
+				"install the pbxbridge portal module and use auth.mode: portal_token (crm/bitrix24/README.md, \"On-premise (boxed) Bitrix24\")"
+		case a.portal != nil:
+			return "the portal does not take the pbxbridge module's token as an application's for " + method + " (WRONG_AUTH_TYPE): " +
+				"check that the module is installed and up to date (crm/bitrix24/README.md, \"On-premise (boxed) Bitrix24\")"
+		}
+		return "Bitrix24 refuses the application's authorisation for " + method + " (WRONG_AUTH_TYPE)"
+	case errors.Is(err, api.ErrPortalTokenRejected):
+		return api.ErrPortalTokenRejected.Error()
+	case api.IsCode(err, api.CodeInvalidCredentials) && a.webhook != nil:
+		return "the portal does not accept the webhook (INVALID_CREDENTIALS): check the user id and secret in auth.webhook_url; " +
+			"the webhook may have been deleted or expired, or its user deactivated"
+	case api.IsCode(err, api.CodeNoAuthFound, api.CodeInvalidCredentials):
+		switch {
+		case a.webhook != nil:
+			return "Bitrix24 does not accept the webhook URL (NO_AUTH_FOUND): check auth.webhook_url (Developer resources → Other → Inbound webhook)"
+		case a.portal != nil:
+			return api.ErrPortalTokenRejected.Error() + " (the portal does not know the token: was the module reinstalled, or the token rotated?)"
+		}
+		return "Bitrix24 does not accept the stored token: reinstall the local application"
+	case api.IsCode(err, api.CodeInvalidToken, api.CodeExpiredToken) && a.portal != nil:
+		return api.ErrPortalTokenRejected.Error()
+	case api.IsCode(err, api.CodeInsufficientScope):
+		scope := "the " + strconv.Quote(scopeOf(method)) + " scope (" + method + ")"
+		switch {
+		case a.webhook != nil:
+			return "the webhook lacks " + scope + ": edit the inbound webhook and tick telephony, crm and user (and task for missed-call tasks)"
+		case a.portal != nil:
+			return "the pbxbridge module's application lacks " + scope + ": reinstall the module (it grants telephony, crm, user and task)"
+		}
+		return "the application lacks " + scope + ": add it in the local application's settings and reinstall it"
+	case api.IsCode(err, api.CodeInvalidRequest) && api.DescriptionContains(err, "https required"):
+		return "the portal refuses webhooks over plain http (\"Https required\"): use https:// in auth.webhook_url; a portal served only over http, " +
+			"or behind a proxy that terminates TLS, needs define('REST_APAUTH_ALLOW_HTTP', true); in its bitrix/php_interface/dbconn.php"
+	case api.IsCode(err, api.CodeAccessDenied):
+		return "Bitrix24 refused REST access (" + err.Error() + "): REST needs a commercial plan (a box: an active licence), and the user must be a portal admin"
+	}
+	return ""
+}
+
+// scopeOf names the scope a REST method needs.
+func scopeOf(method string) string {
+	m := strings.ToLower(method)
+	for _, p := range []struct{ prefix, scope string }{
+		{"telephony.", "telephony"}, {"voximplant.", "telephony"}, {"crm.", "crm"}, {"user.", "user"}, {"tasks.", "task"},
+	} {
+		if strings.HasPrefix(m, p.prefix) {
+			return p.scope
+		}
+	}
+	return method
 }
 
 // mappingChecks reports the extension→user map: how many are mapped, overrides that name

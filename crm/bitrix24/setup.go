@@ -50,54 +50,54 @@ func (a *Adapter) setupLoop(ctx context.Context) {
 	}
 }
 
-// setup binds the click-to-call events (event.bind, re-done at every start because Bitrix24
-// drops handlers when the application is reinstalled or updated) and adds the configured
-// external lines. Both need an application (oauth mode).
+// setup checks the authorisation and prepares the portal: it adds the configured external lines
+// and binds the click-to-call events (event.bind, re-done at every start because Bitrix24 drops
+// handlers when the application is reinstalled or updated). A webhook cannot bind events, so in
+// webhook mode setup only probes telephony (telephony.externalLine.get: a portal that refuses
+// webhooks for telephony says so at start, not at the first call) and adds the lines.
 func (a *Adapter) setup(ctx context.Context) error {
-	if a.tokens == nil {
+	if a.tokens != nil {
+		if st, cause := a.tokens.State(); st != api.StateOK {
+			if cause == nil {
+				cause = api.ErrNotAuthorized
+			}
+			return cause
+		}
+	}
+	have, err := a.client.ExternalLines(ctx)
+	if err != nil {
+		if hint := a.accessProblem(err); hint != "" {
+			a.noteAuthProblem(err)
+			return fmt.Errorf("checking telephony access: %s: %w", hint, err)
+		}
+		return fmt.Errorf("listing external lines: %w", err)
+	}
+	for _, l := range a.cfg.Lines {
+		exists := false
+		for _, h := range have {
+			if string(h.Number) == l.Number {
+				exists = true
+			}
+		}
+		if exists {
+			continue
+		}
+		if err := a.client.AddExternalLine(ctx, l.Number, l.Name, l.CRMAutoCreate); err != nil {
+			return fmt.Errorf("adding external line %s: %w", l.Number, err)
+		}
+	}
+	if !a.cfg.ClickToCall.Enabled || a.webhook != nil {
 		return nil
 	}
-	if st, cause := a.tokens.State(); st != api.StateOK {
-		if cause == nil {
-			cause = api.ErrNotAuthorized
-		}
-		return cause
+	if a.routeURL == "" {
+		return errors.New("click-to-call events are not bound: set http.public.url so Bitrix24 can reach pbxbridge")
 	}
-	var problems []string
-	if len(a.cfg.Lines) > 0 {
-		have, err := a.client.ExternalLines(ctx)
-		if err != nil {
-			return fmt.Errorf("listing external lines: %w", err)
+	// A portal_token connector's events come from the module, signed, to a route of their own.
+	handler := strings.TrimRight(a.routeURL, "/") + a.eventsPath()
+	for _, ev := range []string{api.EventExternalCallStart, api.EventExternalCallbackStart} {
+		if err := a.client.BindEvent(ctx, ev, handler); err != nil {
+			return fmt.Errorf("binding %s: %w", ev, err)
 		}
-		for _, l := range a.cfg.Lines {
-			exists := false
-			for _, h := range have {
-				if string(h.Number) == l.Number {
-					exists = true
-				}
-			}
-			if exists {
-				continue
-			}
-			if err := a.client.AddExternalLine(ctx, l.Number, l.Name, l.CRMAutoCreate); err != nil {
-				return fmt.Errorf("adding external line %s: %w", l.Number, err)
-			}
-		}
-	}
-	if a.cfg.ClickToCall.Enabled {
-		if a.routeURL == "" {
-			problems = append(problems, "click-to-call events are not bound: set http.public.url so Bitrix24 can reach pbxbridge")
-		} else {
-			handler := strings.TrimRight(a.routeURL, "/") + pathEvents
-			for _, ev := range []string{api.EventExternalCallStart, api.EventExternalCallbackStart} {
-				if err := a.client.BindEvent(ctx, ev, handler); err != nil {
-					return fmt.Errorf("binding %s: %w", ev, err)
-				}
-			}
-		}
-	}
-	if len(problems) > 0 {
-		return errors.New(strings.Join(problems, "; "))
 	}
 	return nil
 }

@@ -5,9 +5,15 @@ package crmtest
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
+	"log"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -159,6 +165,59 @@ func StartBitrix24(tb testing.TB, opts ...fakecrm.Bitrix24Option) *fakecrm.Bitri
 	tb.Cleanup(srv.Close)
 	f.SetBaseURL(srv.URL)
 	return f
+}
+
+// BoxedBitrix24 is a fake boxed Bitrix24 portal served over HTTPS (StartBoxedBitrix24).
+type BoxedBitrix24 struct {
+	*fakecrm.Bitrix24
+	// CAFile is the PEM file to trust the portal by (tls.ca_file): the private CA that issued
+	// its certificate, or the self-signed certificate itself.
+	CAFile string
+	// Cert is the portal's certificate.
+	Cert *x509.Certificate
+}
+
+// StartBoxedBitrix24 serves a fake boxed portal (fakecrm.B24Boxed, then opts) over HTTPS with a
+// certificate for 127.0.0.1 and localhost issued by a private CA, whose certificate is written
+// to a PEM file in a temporary directory. Its cloud OAuth server is unreachable.
+func StartBoxedBitrix24(tb testing.TB, opts ...fakecrm.Bitrix24Option) *BoxedBitrix24 {
+	tb.Helper()
+	ca, err := fakecrm.NewPrivateCA("Romashka LLC internal CA")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cert, err := ca.Issue("127.0.0.1", "localhost")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return startBoxed(tb, cert, ca.PEM, opts)
+}
+
+// StartSelfSignedBitrix24 is StartBoxedBitrix24 with a self-signed certificate (as `openssl req
+// -x509` makes one) instead of a private CA's: CAFile is that certificate.
+func StartSelfSignedBitrix24(tb testing.TB, opts ...fakecrm.Bitrix24Option) *BoxedBitrix24 {
+	tb.Helper()
+	cert, certPEM, err := fakecrm.SelfSignedCert("127.0.0.1", "localhost")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return startBoxed(tb, cert, certPEM, opts)
+}
+
+func startBoxed(tb testing.TB, cert tls.Certificate, trustPEM []byte, opts []fakecrm.Bitrix24Option) *BoxedBitrix24 {
+	tb.Helper()
+	caFile := filepath.Join(tb.TempDir(), "portal-ca.pem")
+	if err := os.WriteFile(caFile, trustPEM, 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	f := fakecrm.NewBitrix24(append([]fakecrm.Bitrix24Option{fakecrm.B24Boxed()}, opts...)...)
+	srv := httptest.NewUnstartedServer(f)
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // refused handshakes are what some tests are about
+	srv.StartTLS()
+	tb.Cleanup(srv.Close)
+	f.SetBaseURL(srv.URL)
+	return &BoxedBitrix24{Bitrix24: f, CAFile: caFile, Cert: cert.Leaf}
 }
 
 var (

@@ -28,8 +28,9 @@ import (
 //
 // It serves the portal (/rest/...) and the OAuth server (/oauth/...) on one listener, plus
 // GET /_fake/state (JSON B24State), POST /_fake/faults (JSON B24Faults), POST /_fake/install,
-// POST /_fake/click2call and POST /_fake/callback (see ServeHTTP). It is safe for concurrent use
-// and implements crmtest.Controller; the adapter is expected to send Record.Key() as EXTERNAL_CALL_ID.
+// POST /_fake/module/install?pbxbridge_url= (InstallModule), POST /_fake/click2call and POST
+// /_fake/callback (see ServeHTTP). It is safe for concurrent use and implements
+// crmtest.Controller; the adapter is expected to send Record.Key() as EXTERNAL_CALL_ID.
 type Bitrix24 struct {
 	cfg b24Config
 	log *slog.Logger
@@ -61,11 +62,13 @@ type Bitrix24 struct {
 	injected  int
 	refreshes int
 	installs  int
-	bucket    map[string]*b24Bucket
-	fileSeq   int
-	statSeq   int
-	actSeq    int
-	entSeq    int
+	// cloudRefused counts OAuth server requests a boxed portal's unreachable cloud swallowed.
+	cloudRefused int
+	bucket       map[string]*b24Bucket
+	fileSeq      int
+	statSeq      int
+	actSeq       int
+	entSeq       int
 }
 
 type b24Config struct {
@@ -80,6 +83,12 @@ type b24Config struct {
 	log                    *slog.Logger
 	faults                 B24Faults
 	seed                   uint64
+	// Boxed portal (bitrix24_boxed.go).
+	boxed          bool
+	portalToken    string
+	moduleSecret   string
+	moduleURL      string // the pbxbridge URL saved on the module's page ("" any)
+	serverEndpoint string
 }
 
 type b24Webhook struct {
@@ -209,6 +218,9 @@ type B24Lead struct {
 type B24Binding struct {
 	Event   string `json:"event"`
 	Handler string `json:"handler"`
+	// Module: bound with the pbxbridge module's token; its events are posted by the module,
+	// signed, straight from the portal.
+	Module bool `json:"module,omitempty"`
 }
 
 // B24Faults are the fault knobs (all optional in JSON).
@@ -251,6 +263,18 @@ type B24Faults struct {
 	GarbleMethods []string `json:"garble_methods,omitempty"`
 	// Mode is a persistent conformance fault: "", "rate_limited", "server_error", "slow".
 	Mode string `json:"mode,omitempty"`
+
+	// Boxed portal knobs (bitrix24_boxed.go; B24Boxed sets the first two).
+	// CloudOAuth is the cloud OAuth server as the box sees it: "" up, "refused", "blackhole".
+	CloudOAuth string `json:"cloud_oauth,omitempty"`
+	// WebhookHTTPSRequired refuses webhook requests over plain http with 400 INVALID_REQUEST
+	// "Https required." (a box without REST_APAUTH_ALLOW_HTTP); only a boxed fake applies it.
+	WebhookHTTPSRequired bool `json:"webhook_https_required,omitempty"`
+	// InvalidCredentialsStatus is the HTTP status of a boxed portal's INVALID_CREDENTIALS
+	// (default 401; the docs also show 403).
+	InvalidCredentialsStatus int `json:"invalid_credentials_status,omitempty"`
+	// PortalTokenExpired answers 401 expired_token to the module's token.
+	PortalTokenExpired bool `json:"portal_token_expired,omitempty"`
 }
 
 // B24State is what GET /_fake/state returns.
@@ -270,7 +294,9 @@ type B24State struct {
 	InjectedErrors int            `json:"injected_errors"`
 	TokenRefreshes int            `json:"token_refreshes"`
 	Installs       int            `json:"installs"`
-	Faults         B24Faults      `json:"faults"`
+	// CloudRefused counts OAuth server requests the unreachable cloud swallowed (boxed).
+	CloudRefused int       `json:"cloud_refused,omitempty"`
+	Faults       B24Faults `json:"faults"`
 }
 
 // Bitrix24Option configures the fake.
@@ -501,7 +527,7 @@ func (f *Bitrix24) State() B24State {
 		Bindings: append([]B24Binding{}, f.bindings...), Users: append([]B24User{}, f.users...),
 		Requests: map[string]int{}, BatchCommands: map[string]int{},
 		RateLimited: f.refused, OperationLimit: f.opLimited, InjectedErrors: f.injected,
-		TokenRefreshes: f.refreshes, Installs: f.installs, Faults: f.faults,
+		TokenRefreshes: f.refreshes, Installs: f.installs, Faults: f.faults, CloudRefused: f.cloudRefused,
 	}
 	for _, c := range f.calls {
 		cc := c.B24Call
@@ -553,8 +579,16 @@ func (f *Bitrix24) IssueTokens() B24Tokens {
 	return B24Tokens{
 		AccessToken: t.access, RefreshToken: t.refresh, ExpiresIn: int(f.ttl().Seconds()),
 		ApplicationToken: f.appToken, MemberID: f.cfg.memberID, Domain: f.hostLocked(),
-		ClientEndpoint: f.baseURL + "/rest/", ServerEndpoint: f.baseURL + "/rest/", Scope: t.scope,
+		ClientEndpoint: f.baseURL + "/rest/", ServerEndpoint: f.serverEndpointLocked(), Scope: t.scope,
 	}
+}
+
+// serverEndpointLocked is the server_endpoint the fake names.
+func (f *Bitrix24) serverEndpointLocked() string {
+	if f.cfg.serverEndpoint != "" {
+		return f.cfg.serverEndpoint
+	}
+	return f.baseURL + "/rest/"
 }
 
 func (f *Bitrix24) hostLocked() string {
@@ -603,7 +637,7 @@ func (f *Bitrix24) authFormLocked(form url.Values, t *b24Token, withRefresh bool
 	form.Set("auth[expires_in]", fmt.Sprint(int(f.ttl().Seconds())))
 	form.Set("auth[scope]", t.scope)
 	form.Set("auth[domain]", f.hostLocked())
-	form.Set("auth[server_endpoint]", f.baseURL+"/rest/")
+	form.Set("auth[server_endpoint]", f.serverEndpointLocked())
 	form.Set("auth[client_endpoint]", f.baseURL+"/rest/")
 	form.Set("auth[status]", "L")
 	form.Set("auth[member_id]", f.cfg.memberID)
@@ -614,11 +648,16 @@ func (f *Bitrix24) authFormLocked(form url.Values, t *b24Token, withRefresh bool
 // (no EXTERNAL_CALL_ID) and POSTs ONEXTERNALCALLSTART to the bound handler. It returns the CALL_ID.
 func (f *Bitrix24) ClickToCall(ctx context.Context, userID int, phone, line string) (string, error) {
 	f.mu.Lock()
-	h := f.handlerLocked("ONEXTERNALCALLSTART")
-	if h == "" {
+	b, bound := f.bindingLocked("ONEXTERNALCALLSTART")
+	if !bound {
 		f.mu.Unlock()
 		return "", errors.New("fake bitrix24: no handler bound to ONEXTERNALCALLSTART")
 	}
+	if why := f.cloudEventsBlockedLocked(b); why != "" {
+		f.mu.Unlock()
+		return "", errors.New(why)
+	}
+	h := b.Handler
 	c := f.newCallLocked(userID, 1, phone, line, "")
 	c.FromClick = true
 	c.Register = map[string]any{"USER_ID": userID, "PHONE_NUMBER": phone, "TYPE": 1, "LINE_NUMBER": line}
@@ -636,8 +675,13 @@ func (f *Bitrix24) ClickToCall(ctx context.Context, userID int, phone, line stri
 		"data[CRM_ENTITY_TYPE]": {c.EntityType}, "data[CRM_ENTITY_ID]": {fmt.Sprint(c.EntityID)},
 		"ts": {fmt.Sprint(f.now().Unix())},
 	}
-	f.authFormLocked(form, t, false)
 	id := c.CallID
+	if b.Module {
+		f.moduleFormLocked(form)
+		f.mu.Unlock()
+		return id, f.postModuleOK(ctx, h, form)
+	}
+	f.authFormLocked(form, t, false)
 	f.mu.Unlock()
 	return id, f.post(ctx, h, form)
 }
@@ -645,16 +689,26 @@ func (f *Bitrix24) ClickToCall(ctx context.Context, userID int, phone, line stri
 // CallbackRequest simulates a CRM web-form callback request (ONEXTERNALCALLBACKSTART).
 func (f *Bitrix24) CallbackRequest(ctx context.Context, phone, line, text string) error {
 	f.mu.Lock()
-	h := f.handlerLocked("ONEXTERNALCALLBACKSTART")
-	if h == "" {
+	b, bound := f.bindingLocked("ONEXTERNALCALLBACKSTART")
+	if !bound {
 		f.mu.Unlock()
 		return errors.New("fake bitrix24: no handler bound to ONEXTERNALCALLBACKSTART")
 	}
+	if why := f.cloudEventsBlockedLocked(b); why != "" {
+		f.mu.Unlock()
+		return errors.New(why)
+	}
+	h := b.Handler
 	form := url.Values{
 		"event": {"ONEXTERNALCALLBACKSTART"}, "event_handler_id": {"1056"},
 		"data[PHONE_NUMBER]": {phone}, "data[TEXT]": {text}, "data[VOICE]": {"ruinternalfemale"},
 		"data[LINE_NUMBER]": {line}, "data[CRM_ENTITY_TYPE]": {""}, "data[CRM_ENTITY_ID]": {"0"},
 		"ts": {fmt.Sprint(f.now().Unix())},
+	}
+	if b.Module {
+		f.moduleFormLocked(form)
+		f.mu.Unlock()
+		return f.postModuleOK(ctx, h, form)
 	}
 	form.Set("auth[domain]", f.hostLocked())
 	form.Set("auth[member_id]", f.cfg.memberID)
@@ -722,6 +776,10 @@ func (f *Bitrix24) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case p == "/_fake/install" && r.Method == http.MethodPost:
 		f.serveControl(w, r, func(ctx context.Context, q url.Values) (any, error) {
 			return nil, f.Install(ctx, q.Get("url"))
+		})
+	case p == "/_fake/module/install" && r.Method == http.MethodPost:
+		f.serveControl(w, r, func(_ context.Context, q url.Values) (any, error) {
+			return f.InstallModule(q.Get("pbxbridge_url"))
 		})
 	case p == "/_fake/click2call" && r.Method == http.MethodPost:
 		f.serveControl(w, r, func(ctx context.Context, q url.Values) (any, error) {
@@ -817,6 +875,9 @@ func (f *Bitrix24) serveAuthorize(w http.ResponseWriter, r *http.Request) {
 }
 
 func (f *Bitrix24) serveToken(w http.ResponseWriter, r *http.Request) {
+	if f.cloudOAuth(w, r) {
+		return
+	}
 	f.sleep(r.Context())
 	p, _, err := b24ReadParams(r)
 	if err != nil {
@@ -862,7 +923,7 @@ func (f *Bitrix24) serveToken(w http.ResponseWriter, r *http.Request) {
 	b24JSON(w, http.StatusOK, map[string]any{
 		"access_token": t.access, "refresh_token": t.refresh,
 		"expires": t.expires.Unix(), "expires_in": int(f.ttl().Seconds()),
-		"client_endpoint": f.baseURL + "/rest/", "server_endpoint": f.baseURL + "/rest/",
+		"client_endpoint": f.baseURL + "/rest/", "server_endpoint": f.serverEndpointLocked(),
 		"domain": f.hostLocked(), "member_id": f.cfg.memberID, "scope": t.scope,
 		"status": "L", "user_id": t.userID,
 	})
@@ -889,6 +950,7 @@ type b24Caller struct {
 	userID  int
 	scope   string
 	token   string
+	module  bool // the pbxbridge module's token (an application's authorisation type)
 }
 
 func (c b24Caller) hasScope(s string) bool {
@@ -927,9 +989,14 @@ func (f *Bitrix24) serveREST(w http.ResponseWriter, r *http.Request) {
 		f.mu.Lock()
 		h, ok := f.cfg.webhooks[parts[0]+"/"+parts[1]]
 		f.mu.Unlock()
+		if e := f.boxedWebhookErr(r); e != nil {
+			f.count(method)
+			f.writeErr(w, start, e)
+			return
+		}
 		if !ok {
 			f.count(method)
-			f.writeErr(w, start, &b24Err{http.StatusUnauthorized, "NO_AUTH_FOUND", "Wrong authorization data"})
+			f.writeErr(w, start, f.badWebhook())
 			return
 		}
 		hook = &h
@@ -1141,6 +1208,9 @@ func (f *Bitrix24) authenticate(p b24Params, hook *b24Webhook) (b24Caller, *b24E
 		return b24Caller{webhook: true, userID: hook.userID, scope: hook.scope}, nil
 	}
 	tok := p.str("auth")
+	if c, err, ok := f.portalTokenCaller(tok); ok {
+		return c, err
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	t, ok := f.access[tok]

@@ -49,7 +49,11 @@ func (f *Bitrix24) call(c b24Caller, method string, p b24Params) (any, int, int,
 		scope = ""
 	}
 	if !c.hasScope(scope) {
-		return nil, 0, 0, &b24Err{http.StatusForbidden, "insufficient_scope", "The request requires higher privileges than provided by the access token"}
+		what := "access token"
+		if c.webhook {
+			what = "webhook token"
+		}
+		return nil, 0, 0, &b24Err{http.StatusForbidden, "insufficient_scope", "The request requires higher privileges than provided by the " + what}
 	}
 	f.mu.Lock()
 	appOnly := f.faults.TelephonyAppOnly
@@ -116,7 +120,7 @@ func (f *Bitrix24) call(c b24Caller, method string, p b24Params) (any, int, int,
 		r, err := f.taskAdd(p)
 		return r, 0, 0, err
 	case "event.bind":
-		r, err := f.eventBind(p)
+		r, err := f.eventBind(c, p)
 		return r, 0, 0, err
 	case "event.get":
 		out := make([]map[string]any, 0, len(f.bindings))
@@ -779,7 +783,7 @@ var b24KnownEvents = map[string]bool{
 	"ONAPPUNINSTALL": true, "ONCRMLEADADD": true, "ONCRMCONTACTADD": true,
 }
 
-func (f *Bitrix24) eventBind(p b24Params) (any, error) {
+func (f *Bitrix24) eventBind(c b24Caller, p b24Params) (any, error) {
 	ev := strings.ToUpper(p.str("event"))
 	h := p.str("handler")
 	if ev == "" || h == "" {
@@ -788,12 +792,13 @@ func (f *Bitrix24) eventBind(p b24Params) (any, error) {
 	if !b24KnownEvents[ev] {
 		return nil, &b24Err{http.StatusBadRequest, "ERROR_EVENT_NOT_FOUND", "Event not found"}
 	}
-	for _, b := range f.bindings {
+	for i, b := range f.bindings {
 		if b.Event == ev && b.Handler == h {
+			f.bindings[i].Module = c.module
 			return true, nil
 		}
 	}
-	f.bindings = append(f.bindings, B24Binding{Event: ev, Handler: h})
+	f.bindings = append(f.bindings, B24Binding{Event: ev, Handler: h, Module: c.module})
 	return true, nil
 }
 

@@ -30,7 +30,9 @@ type OAuthConfig struct {
 	// PortalURL is the portal's base URL (https://romashka.bitrix24.ru); REST calls go to
 	// PortalURL/rest/.
 	PortalURL string
-	// ServerURL is the OAuth server's base URL (https://oauth.bitrix.info).
+	// ServerURL is the configured OAuth server's base URL (oauth_url); "" means Bitrix24's own.
+	// Token requests go to the server the tokens' server_endpoint names when NewOAuthServers
+	// allows it, else to this one (see OAuthServers).
 	ServerURL    string
 	ClientID     string
 	ClientSecret string
@@ -52,6 +54,7 @@ type OAuthConfig struct {
 type TokenSource struct {
 	cfg      OAuthConfig
 	restBase string
+	servers  OAuthServers
 
 	mu       sync.Mutex
 	tok      *Tokens
@@ -74,8 +77,8 @@ func NewTokenSource(cfg OAuthConfig) (*TokenSource, error) {
 	if cfg.HTTP == nil {
 		return nil, errors.New("oauth: HTTP client is required")
 	}
-	if cfg.PortalURL == "" || cfg.ServerURL == "" {
-		return nil, errors.New("oauth: portal and OAuth server URLs are required")
+	if cfg.PortalURL == "" {
+		return nil, errors.New("oauth: the portal URL is required")
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -83,7 +86,8 @@ func NewTokenSource(cfg OAuthConfig) (*TokenSource, error) {
 	if cfg.RefreshTimeout <= 0 {
 		cfg.RefreshTimeout = 30 * time.Second
 	}
-	s := &TokenSource{cfg: cfg, restBase: strings.TrimRight(cfg.PortalURL, "/") + "/rest/", state: StateMissing}
+	s := &TokenSource{cfg: cfg, restBase: strings.TrimRight(cfg.PortalURL, "/") + "/rest/", state: StateMissing,
+		servers: NewOAuthServers(cfg.ServerURL)}
 	t, err := cfg.File.Load()
 	switch {
 	case err != nil:
@@ -127,8 +131,8 @@ func (s *TokenSource) Refresh(ctx context.Context, stale string) error {
 	if s.inflight == nil {
 		f := &flight{done: make(chan struct{}), gen: s.gen}
 		s.inflight = f
-		refresh := s.tok.RefreshToken
-		go s.runRefresh(f, refresh) //nolint:gosec // deliberately detached: a rotated token must be saved even if the caller gives up
+		refresh, endpoint := s.tok.RefreshToken, s.tok.ServerEndpoint
+		go s.runRefresh(f, refresh, endpoint) //nolint:gosec // deliberately detached: a rotated token must be saved even if the caller gives up
 	}
 	f := s.inflight
 	s.mu.Unlock()
@@ -140,10 +144,10 @@ func (s *TokenSource) Refresh(ctx context.Context, stale string) error {
 	}
 }
 
-func (s *TokenSource) runRefresh(f *flight, refresh string) {
+func (s *TokenSource) runRefresh(f *flight, refresh, endpoint string) {
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RefreshTimeout)
 	defer cancel()
-	resp, err := s.tokenRequest(ctx, url.Values{
+	resp, err := s.tokenRequest(ctx, endpoint, url.Values{
 		"grant_type":    {"refresh_token"},
 		"refresh_token": {refresh},
 	})
@@ -192,7 +196,13 @@ func (s *TokenSource) runRefresh(f *flight, refresh string) {
 
 // Exchange trades an authorisation code (from the OAuth redirect) for tokens and stores them.
 func (s *TokenSource) Exchange(ctx context.Context, code string) error {
-	resp, err := s.tokenRequest(ctx, url.Values{"grant_type": {"authorization_code"}, "code": {code}})
+	s.mu.Lock()
+	endpoint := ""
+	if s.tok != nil {
+		endpoint = s.tok.ServerEndpoint
+	}
+	s.mu.Unlock()
+	resp, err := s.tokenRequest(ctx, endpoint, url.Values{"grant_type": {"authorization_code"}, "code": {code}})
 	if err != nil {
 		return fmt.Errorf("exchanging the authorisation code: %w", err)
 	}
@@ -359,10 +369,22 @@ func DecodeTokenResponse(status int, body []byte) (*TokenResponse, error) {
 	return &r, nil
 }
 
-func (s *TokenSource) tokenRequest(ctx context.Context, v url.Values) (*TokenResponse, error) {
+// OAuthServer returns the base URL token requests go to now (the status page, tests).
+func (s *TokenSource) OAuthServer() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.tok == nil {
+		return s.servers.For("")
+	}
+	return s.servers.For(s.tok.ServerEndpoint)
+}
+
+// tokenRequest asks the OAuth server for tokens whose server_endpoint is endpoint (see
+// OAuthServers: a server outside the allowed ones is never asked).
+func (s *TokenSource) tokenRequest(ctx context.Context, endpoint string, v url.Values) (*TokenResponse, error) {
 	v.Set("client_id", s.cfg.ClientID)
 	v.Set("client_secret", s.cfg.ClientSecret)
-	u := strings.TrimRight(s.cfg.ServerURL, "/") + "/oauth/token/?" + v.Encode()
+	u := s.servers.For(endpoint) + "/oauth/token/?" + v.Encode()
 	resp, err := s.cfg.HTTP.R().SetContext(httpclient.Idempotent(ctx)).Get(u)
 	if err != nil {
 		var ue *url.Error

@@ -1,0 +1,25 @@
+<?php
+$MESS['PBXBRIDGE_TAB'] = 'pbxbridge';
+$MESS['PBXBRIDGE_TAB_TITLE'] = 'pbxbridge without the Bitrix24 cloud';
+$MESS['PBXBRIDGE_WHERE'] = 'Where pbxbridge is';
+$MESS['PBXBRIDGE_URL'] = 'pbxbridge public URL (http.public.url in pbxbridge.yaml):';
+$MESS['PBXBRIDGE_DOMAIN'] = 'Portal domain sent with events (default: the server name of the main module):';
+$MESS['PBXBRIDGE_IPS'] = 'Accept the token only from these addresses (pbxbridge\'s; empty: any):';
+$MESS['PBXBRIDGE_SAVE'] = 'Save';
+$MESS['PBXBRIDGE_SET_URL'] = 'Set the pbxbridge public URL and save: the click-to-call events are sent there, and only there.';
+$MESS['PBXBRIDGE_TOKEN'] = 'Token for pbxbridge';
+$MESS['PBXBRIDGE_TOKEN_NOW'] = 'Current token:';
+$MESS['PBXBRIDGE_NO_TOKEN'] = 'none: issue one';
+$MESS['PBXBRIDGE_TOKEN_STATE'] = '#HINT# for user #USER#, valid until #EXPIRES#';
+$MESS['PBXBRIDGE_TOKEN_USER'] = 'On behalf of user ID (a portal administrator):';
+$MESS['PBXBRIDGE_TOKEN_DAYS'] = 'Valid for, days:';
+$MESS['PBXBRIDGE_ISSUE'] = 'Issue a new token';
+$MESS['PBXBRIDGE_REVOKE'] = 'Revoke the token';
+$MESS['PBXBRIDGE_TOKEN_ONCE'] = 'The new token (shown only now; the previous one no longer works). Put it into pbxbridge as auth.portal_token:';
+$MESS['PBXBRIDGE_THE_TOKEN'] = 'the token';
+$MESS['PBXBRIDGE_FOR_PBXBRIDGE'] = 'For pbxbridge';
+$MESS['PBXBRIDGE_MEMBER_ID'] = 'Portal member_id:';
+$MESS['PBXBRIDGE_SECRET'] = 'Module secret (auth.module_secret):';
+$MESS['PBXBRIDGE_NEW_SECRET'] = 'New secret';
+$MESS['PBXBRIDGE_CONFIG'] = 'pbxbridge.yaml, the connector\'s block:';
+$MESS['PBXBRIDGE_TLS_HINT'] = 'the portal\'s CA certificate, when it is self-signed';

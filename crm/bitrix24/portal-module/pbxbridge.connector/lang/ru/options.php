@@ -1,0 +1,25 @@
+<?php
+$MESS['PBXBRIDGE_TAB'] = 'pbxbridge';
+$MESS['PBXBRIDGE_TAB_TITLE'] = 'pbxbridge без облака Битрикс24';
+$MESS['PBXBRIDGE_WHERE'] = 'Где pbxbridge';
+$MESS['PBXBRIDGE_URL'] = 'Публичный адрес pbxbridge (http.public.url в pbxbridge.yaml):';
+$MESS['PBXBRIDGE_DOMAIN'] = 'Домен портала в событиях (по умолчанию — имя сервера из настроек главного модуля):';
+$MESS['PBXBRIDGE_IPS'] = 'Принимать токен только с адресов (адрес pbxbridge; пусто — с любых):';
+$MESS['PBXBRIDGE_SAVE'] = 'Сохранить';
+$MESS['PBXBRIDGE_SET_URL'] = 'Укажите публичный адрес pbxbridge и сохраните: события click-to-call отправляются туда и только туда.';
+$MESS['PBXBRIDGE_TOKEN'] = 'Токен для pbxbridge';
+$MESS['PBXBRIDGE_TOKEN_NOW'] = 'Текущий токен:';
+$MESS['PBXBRIDGE_NO_TOKEN'] = 'нет, выпустите его';
+$MESS['PBXBRIDGE_TOKEN_STATE'] = '#HINT# пользователя #USER#, действует до #EXPIRES#';
+$MESS['PBXBRIDGE_TOKEN_USER'] = 'От имени пользователя с ID (администратора портала):';
+$MESS['PBXBRIDGE_TOKEN_DAYS'] = 'Срок действия, дней:';
+$MESS['PBXBRIDGE_ISSUE'] = 'Выпустить новый токен';
+$MESS['PBXBRIDGE_REVOKE'] = 'Отозвать токен';
+$MESS['PBXBRIDGE_TOKEN_ONCE'] = 'Новый токен (показывается только сейчас; прежний больше не действует). Укажите его в pbxbridge как auth.portal_token:';
+$MESS['PBXBRIDGE_THE_TOKEN'] = 'токен';
+$MESS['PBXBRIDGE_FOR_PBXBRIDGE'] = 'Для pbxbridge';
+$MESS['PBXBRIDGE_MEMBER_ID'] = 'member_id портала:';
+$MESS['PBXBRIDGE_SECRET'] = 'Секрет модуля (auth.module_secret):';
+$MESS['PBXBRIDGE_NEW_SECRET'] = 'Новый секрет';
+$MESS['PBXBRIDGE_CONFIG'] = 'pbxbridge.yaml, блок коннектора:';
+$MESS['PBXBRIDGE_TLS_HINT'] = 'сертификат УЦ портала, если он самоподписанный';
