@@ -13,14 +13,12 @@ require (
 
 require (
 	github.com/coreos/go-systemd/v22 v22.7.0
+	github.com/expr-lang/expr v1.17.8
 	github.com/go-sql-driver/mysql v1.10.2
 	github.com/yuin/goldmark v1.8.7
 )
 
-require (
-	filippo.io/edwards25519 v1.2.0 // indirect
-	github.com/expr-lang/expr v1.17.8 // indirect
-)
+require filippo.io/edwards25519 v1.2.0 // indirect
 
 require (
 	github.com/kylelemons/godebug v1.1.0 // indirect

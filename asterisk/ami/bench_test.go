@@ -50,6 +50,7 @@ func perFrame(b *testing.B, n int, run func()) {
 	if cpu > 0 {
 		b.ReportMetric(total/cpu.Seconds(), "frames/cpu-s")
 	}
+	b.ReportMetric(float64(elapsed.Nanoseconds())/total, "ns/frame")
 	b.ReportMetric(float64(m1.Mallocs-m0.Mallocs)/total, "allocs/frame")
 	b.ReportMetric(float64(m1.TotalAlloc-m0.TotalAlloc)/total, "B/frame")
 }
@@ -74,7 +75,8 @@ func BenchmarkReadFrame(b *testing.B) {
 	})
 }
 
-// BenchmarkReadFrameToEvent: reader plus normaliser, the per-event work of the AMI intake.
+// BenchmarkReadFrameToEvent: reader plus normaliser, the per-event work of the AMI intake, done
+// as a Source's reader goroutine does it (one Frame reused, ToEvent).
 func BenchmarkReadFrameToEvent(b *testing.B) {
 	data, frames := transcriptStream(b)
 	b.SetBytes(int64(len(data)))
@@ -92,15 +94,16 @@ func readToEvents(b *testing.B, data []byte, filter *Filter) {
 	if _, err := r.ReadBanner(); err != nil {
 		b.Fatal(err)
 	}
+	var f Frame
 	for {
-		f, err := r.ReadFrame()
+		err := r.ReadFrameTo(&f)
 		if err != nil {
 			if errors.Is(err, io.EOF) {
 				return
 			}
 			b.Fatal(err)
 		}
-		_, _ = ToEvent(f, "lab", recv)
+		_, _ = ToEvent(&f, "lab", recv)
 	}
 }
 
@@ -138,4 +141,30 @@ func BenchmarkReadFilter(b *testing.B) {
 			perFrame(b, frames, func() { readToEvents(b, data, bc.filter) })
 		})
 	}
+}
+
+// BenchmarkToEvent: the normaliser alone, over every frame of every transcript read beforehand.
+func BenchmarkToEvent(b *testing.B) {
+	data, _ := transcriptStream(b)
+	r := NewReader(bytes.NewReader(data))
+	if _, err := r.ReadBanner(); err != nil {
+		b.Fatal(err)
+	}
+	var frames []*Frame
+	for {
+		f, err := r.ReadFrame()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			b.Fatal(err)
+		}
+		frames = append(frames, f)
+	}
+	recv := time.Unix(1, 0)
+	perFrame(b, len(frames), func() {
+		for _, f := range frames {
+			_, _ = ToEvent(f, "lab", recv)
+		}
+	})
 }

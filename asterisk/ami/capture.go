@@ -23,7 +23,7 @@ func Capture(ctx context.Context, opts Options, w io.Writer) error {
 	if err := opts.validate(); err != nil {
 		return err
 	}
-	conn, err := dial(ctx, opts, nil, w, nil) // no filter: the capture is raw anyway
+	conn, err := dial(ctx, opts, nil, w, nil, nil) // no filter: the capture is raw anyway
 	if err != nil {
 		return fmt.Errorf("ami: capture: %w", err)
 	}

@@ -71,6 +71,20 @@ type Conn struct {
 	readerDone chan struct{} // closed when the reader goroutine has finished
 	closeOnce  sync.Once
 	wg         sync.WaitGroup
+
+	// sink, when set (a Source's connection), takes the frames that would go to Events(), in
+	// the reader goroutine, once armed is closed (arm); Events() then stays empty.
+	sink    frameSink
+	armed   chan struct{}
+	armOnce sync.Once
+}
+
+// frameSink takes, in the reader goroutine, the frames a Conn would put into Events(). f is
+// valid only during the call: the reader reuses it and its slices (the strings stay valid). h
+// holds its routing headers (by value: a pointer would escape through the interface). done is
+// closed when the Conn is closed: a sink that waits (for its consumer) must stop waiting then.
+type frameSink interface {
+	frame(f *Frame, h header, at time.Time, done <-chan struct{})
 }
 
 // request is an action in flight.
@@ -98,7 +112,7 @@ func Dial(ctx context.Context, opts Options) (*Conn, error) {
 	if err := opts.validate(); err != nil {
 		return nil, err
 	}
-	return dial(ctx, opts, nil, nil, nil)
+	return dial(ctx, opts, nil, nil, nil, nil)
 }
 
 // dialStage tells the Source which stage of a connection attempt failed (for metrics).
@@ -111,8 +125,10 @@ func (e *dialError) Error() string { return e.err.Error() }
 func (e *dialError) Unwrap() error { return e.err }
 
 // dial opens a Conn; filter (nil: none) is installed on its Reader before the first frame, tap
-// (nil: none) receives a copy of every byte read, m (nil: none) the metrics.
-func dial(ctx context.Context, opts Options, m *metrics, tap io.Writer, filter *Filter) (*Conn, error) {
+// (nil: none) receives a copy of every byte read, m (nil: none) the metrics. With a sink, the
+// frames that are not answers go to it instead of Events() once the Conn is armed (arm); until
+// then the reader waits at the first such frame.
+func dial(ctx context.Context, opts Options, m *metrics, tap io.Writer, filter *Filter, sink frameSink) (*Conn, error) {
 	if m == nil {
 		m = noMetrics
 	}
@@ -133,6 +149,11 @@ func dial(ctx context.Context, opts Options, m *metrics, tap io.Writer, filter *
 		events:     make(chan Inbound, opts.EventBuffer),
 		done:       make(chan struct{}),
 		readerDone: make(chan struct{}),
+		sink:       sink,
+		armed:      make(chan struct{}),
+	}
+	if sink != nil {
+		c.events = make(chan Inbound) // never written to: Events() only reports the end
 	}
 	c.rd = NewReader(c.dr)
 	if filter != nil {
@@ -173,6 +194,7 @@ func dial(ctx context.Context, opts Options, m *metrics, tap io.Writer, filter *
 	if !stop() {
 		return fail("other", fmt.Errorf("ami: connecting to %s: %w", opts.Address, cctx.Err()))
 	}
+	c.dr.delay.Store(int64(max(opts.ReadDelay, 0)))
 	if t := opts.readTimeout(); t > 0 {
 		c.dr.timeout.Store(int64(t))
 		// The reader may already be blocked in a Read that started without a deadline.
@@ -225,6 +247,10 @@ func (c *Conn) Banner() string { return c.banner }
 // Events returns the frames that are not answers to an action in flight, in wire order. It is
 // closed when the connection ends; every frame read before that is delivered first.
 func (c *Conn) Events() <-chan Inbound { return c.events }
+
+// arm lets the reader hand frames to the sink. Frames read before wait for it (the reader
+// does not read on meanwhile), so the owner can send what must come first (TypeConnected).
+func (c *Conn) arm() { c.armOnce.Do(func() { close(c.armed) }) }
 
 // Done is closed when the connection has ended (after Events() was closed).
 func (c *Conn) Done() <-chan struct{} { return c.readerDone }
@@ -386,9 +412,12 @@ func (c *Conn) readLoop() {
 	defer c.wg.Done()
 	var err error
 	var discarded, trimmed uint64
+	var f *Frame // reused until a frame is kept (by an action, or in Events())
 	for {
-		var f *Frame
-		f, err = c.rd.ReadFrame()
+		if f == nil {
+			f = new(Frame)
+		}
+		err = c.rd.ReadFrameTo(f)
 		if n := c.rd.Discarded(); n != discarded {
 			c.m.discarded(n - discarded)
 			discarded = n
@@ -405,7 +434,9 @@ func (c *Conn) readLoop() {
 			}
 			break
 		}
-		c.dispatch(f, c.opts.Clock.Now())
+		if c.dispatch(f, c.opts.Clock.Now()) {
+			f = nil
+		}
 	}
 	c.endReading(err)
 }
@@ -480,16 +511,17 @@ func failed(response string) bool {
 	return strings.EqualFold(response, "Error") || strings.EqualFold(response, "Failure")
 }
 
-// dispatch routes one frame: to the action waiting for it, or to Events().
-func (c *Conn) dispatch(f *Frame, at time.Time) {
+// dispatch routes one frame: to the action waiting for it, or to Events() (or the sink). It
+// reports whether the frame is kept (by an action or in Events()), so the reader must not
+// reuse it.
+func (c *Conn) dispatch(f *Frame, at time.Time) (kept bool) {
 	h := scanHeader(f)
 	if h.actionID == "" {
 		if h.isResponse() {
 			c.m.Drop(DropOrphanResp)
-			return
+			return false
 		}
-		c.deliver(f, at)
-		return
+		return c.deliver(f, h, at)
 	}
 	c.mu.Lock()
 	req := c.pending[h.actionID]
@@ -501,9 +533,9 @@ func (c *Conn) dispatch(f *Frame, at time.Time) {
 		case strings.HasPrefix(h.actionID, c.prefix) && h.event != "OriginateResponse":
 			c.m.Drop(DropLateListEvent) // a list event of an action that gave up
 		default:
-			c.deliver(f, at) // e.g. another client's OriginateResponse
+			return c.deliver(f, h, at) // e.g. another client's OriginateResponse
 		}
-		return
+		return false
 	}
 	if req.inline {
 		if (h.isResponse() && (failed(h.response) || !strings.EqualFold(h.eventList, "start"))) ||
@@ -511,8 +543,7 @@ func (c *Conn) dispatch(f *Frame, at time.Time) {
 			delete(c.pending, req.id)
 		}
 		c.mu.Unlock()
-		c.deliver(f, at)
-		return
+		return c.deliver(f, h, at)
 	}
 	var done *result
 	alsoDeliver := false
@@ -549,8 +580,7 @@ func (c *Conn) dispatch(f *Frame, at time.Time) {
 			}
 		default:
 			c.mu.Unlock()
-			c.deliver(f, at)
-			return
+			return c.deliver(f, h, at)
 		}
 	}
 	if done != nil {
@@ -561,8 +591,9 @@ func (c *Conn) dispatch(f *Frame, at time.Time) {
 		req.ch <- *done
 	}
 	if alsoDeliver {
-		c.deliver(f, at)
+		c.deliver(f, h, at)
 	}
+	return true // the request holds it
 }
 
 // result builds the successful (or overflowed / failed-event) result of a completed request.
@@ -584,16 +615,29 @@ func refusal(action string, f *Frame, response string) *ResponseError {
 	return &ResponseError{Action: action, Response: response, Message: f.Get("Message"), Frame: f}
 }
 
-// deliver puts a frame into Events(), waiting while it is full unless the Conn is closed.
-func (c *Conn) deliver(f *Frame, at time.Time) {
+// deliver puts a frame into Events(), waiting while it is full unless the Conn is closed, and
+// reports whether it did (the frame is then the consumer's). With a sink, it hands the frame
+// to the sink instead, once the Conn is armed, and reports false.
+func (c *Conn) deliver(f *Frame, h header, at time.Time) bool {
+	if c.sink != nil {
+		select {
+		case <-c.armed:
+		case <-c.done:
+			return false
+		}
+		c.sink.frame(f, h, at, c.done)
+		return false
+	}
 	select {
 	case c.events <- Inbound{Frame: f, At: at}:
-		return
+		return true
 	default:
 	}
 	select {
 	case c.events <- Inbound{Frame: f, At: at}:
+		return true
 	case <-c.done:
+		return false
 	}
 }
 
@@ -621,19 +665,32 @@ func (c *Conn) pingLoop(base context.Context) {
 }
 
 // deadlineReader sets a read deadline before every read from the socket once keepalive is on, so
-// only time spent waiting for the PBX counts (not time the reader waits for the consumer), and
-// copies what it reads to tap when capturing.
+// only time spent waiting for the PBX counts (not time the reader waits for the consumer),
+// waits Options.ReadDelay before a read that follows a small one, and copies what it reads to
+// tap when capturing. Only the reader goroutine calls Read.
 type deadlineReader struct {
 	nc      net.Conn
 	timeout atomic.Int64 // nanoseconds; 0 = no deadline
+	delay   atomic.Int64 // nanoseconds; 0 = none (set once logged in)
 	tap     io.Writer
+	last    int         // bytes returned by the previous read
+	timer   *time.Timer // for the delay, reused
 }
 
 func (d *deadlineReader) Read(p []byte) (int, error) {
+	if delay := time.Duration(d.delay.Load()); delay > 0 && d.last < readDelayBelow {
+		if d.timer == nil {
+			d.timer = time.NewTimer(delay)
+		} else {
+			d.timer.Reset(delay)
+		}
+		<-d.timer.C // a closed socket is noticed by the read that follows, at most delay later
+	}
 	if t := d.timeout.Load(); t > 0 {
 		_ = d.nc.SetReadDeadline(time.Now().Add(time.Duration(t)))
 	}
 	n, err := d.nc.Read(p)
+	d.last = n
 	if n > 0 && d.tap != nil {
 		if _, werr := d.tap.Write(p[:n]); werr != nil {
 			return n, fmt.Errorf("capture: writing: %w", werr)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -16,7 +17,12 @@ import (
 	"go.uber.org/goleak"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	if mode := os.Getenv(envBenchServer); mode != "" { // a benchmark's stream server
+		os.Exit(benchServerMain(mode))
+	}
+	goleak.VerifyTestMain(m)
+}
 
 // peer is the server side of one scripted AMI connection.
 type peer struct {
@@ -354,7 +360,7 @@ func TestLateAndOrphanFrames(t *testing.T) {
 		t.Fatal(err)
 	}
 	o := testOptions(addr).withDefaults()
-	c, err := dial(context.Background(), o, m, nil, nil)
+	c, err := dial(context.Background(), o, m, nil, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -530,5 +536,48 @@ func TestActionRefusedAndInjection(t *testing.T) {
 	}
 	if !strings.HasPrefix(err.Error(), "ami: ping: ") {
 		t.Errorf("error not prefixed: %v", err)
+	}
+}
+
+// TestReadDelay: after a small read the reader waits ReadDelay before the next one (a lower
+// bound, which a loaded machine cannot break); after a read of readDelayBelow bytes or more it
+// reads again at once, without arming the timer.
+func TestReadDelay(t *testing.T) {
+	t.Parallel()
+	client, server := net.Pipe()
+	defer client.Close()
+	defer server.Close()
+	go func() {
+		_, _ = server.Write(make([]byte, readDelayBelow)) // one big read
+		for range 3 {
+			if _, err := server.Write([]byte("x")); err != nil {
+				return
+			}
+		}
+	}()
+	const delay = 30 * time.Millisecond
+	d := &deadlineReader{nc: client}
+	d.delay.Store(int64(delay))
+	d.last = readDelayBelow // as after a big read: no wait before the first
+	buf := make([]byte, 2*readDelayBelow)
+	if n, err := io.ReadFull(d, buf[:readDelayBelow]); err != nil || n != readDelayBelow {
+		t.Fatalf("big read: %d %v", n, err)
+	}
+	if d.timer != nil {
+		t.Fatal("the timer was armed after big reads")
+	}
+	if _, err := d.Read(buf); err != nil { // follows a big read: at once
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if _, err := d.Read(buf); err != nil { // follows a one-byte read: waits
+		t.Fatal(err)
+	}
+	if waited := time.Since(start); waited < delay {
+		t.Fatalf("read after a small one came after %v, want at least %v", waited, delay)
+	}
+	// 1 ms unless set (negative: none).
+	if o := testOptions("127.0.0.1:1").withDefaults(); o.ReadDelay != DefaultReadDelay {
+		t.Errorf("default ReadDelay %v", o.ReadDelay)
 	}
 }

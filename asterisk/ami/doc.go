@@ -19,7 +19,10 @@
 //     connection ended is delivered before Events() is closed.
 //   - Source (source.go) implements asterisk.Source and asterisk.Originator on top of Conn:
 //     reconnect with capped, jittered exponential backoff, TypeConnected / TypeDisconnected,
-//     the CoreShowChannels resync after a reconnect, metrics and Status. By default it reads
+//     the CoreShowChannels resync after a reconnect, metrics and Status. Its connections'
+//     reader goroutine translates each frame (ToEvent) and sends the event to the consumer
+//     itself, into one reused Frame (Reader.ReadFrameTo): an event costs one string allocation
+//     and crosses one goroutine boundary, into the consumer's. By default it reads
 //     through SourceFilter: CEL (DiscardedEvents) and unused TypeUnknown events
 //     (DiscardedUnknownEvents, unless ForwardUnknown) are discarded, VarSets of variables not in
 //     Options.VarSetVariables are trimmed to what the call model reads from them; KeepAllEvents

@@ -273,6 +273,19 @@ func (r *Reader) readLine() ([]byte, error) {
 // a frame (the partial frame is discarded: a frame counts only once its blank line arrived).
 // After any other error the reader must be discarded.
 func (r *Reader) ReadFrame() (*Frame, error) {
+	f := new(Frame)
+	if err := r.ReadFrameTo(f); err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+// ReadFrameTo is ReadFrame reading into f instead of a new Frame, for a caller that is done
+// with each frame before it reads the next: the storage of f.Fields and f.Output is reused, so
+// the values the slices held before are overwritten, but the strings of every frame stay valid
+// (they are allocated anew for each frame, one allocation per frame). On error f is left as it
+// was.
+func (r *Reader) ReadFrameTo(f *Frame) error {
 	r.reset()
 	for {
 		line, err := r.readLine()
@@ -285,9 +298,9 @@ func (r *Reader) ReadFrame() (*Frame, error) {
 			inFrame := r.inFrame
 			r.reset()
 			if errors.Is(err, io.EOF) && inFrame {
-				return nil, io.ErrUnexpectedEOF
+				return io.ErrUnexpectedEOF
 			}
-			return nil, err
+			return err
 		}
 		if len(line) == 0 {
 			if r.state == stBody { // a blank line inside legacy command output
@@ -300,7 +313,7 @@ func (r *Reader) ReadFrame() (*Frame, error) {
 			}
 			if r.skip {
 				r.reset()
-				return nil, ErrFrameTooLarge
+				return ErrFrameTooLarge
 			}
 			if r.dropping {
 				r.discarded++
@@ -310,9 +323,9 @@ func (r *Reader) ReadFrame() (*Frame, error) {
 			if r.trim {
 				r.trimmed++
 			}
-			f := r.build()
+			r.build(f)
 			r.reset()
-			return f, nil
+			return nil
 		}
 		r.inFrame = true
 		r.grow(len(line) + 2)
@@ -433,14 +446,19 @@ func (r *Reader) addContinuation(line []byte) {
 	r.addOutput(line)
 }
 
-// build returns the current frame; all its strings share one allocation.
-func (r *Reader) build() *Frame {
+// build stores the current frame in f, reusing the storage of its slices; all its strings
+// share one allocation.
+func (r *Reader) build(f *Frame) {
 	if r.trim {
 		r.trimSpans()
 	}
 	s := string(r.buf)
-	f := &Frame{Fields: make([]Field, r.nFields)}
-	if r.nOut > 0 {
+	if cap(f.Fields) < r.nFields {
+		f.Fields = make([]Field, r.nFields)
+	}
+	f.Fields = f.Fields[:r.nFields]
+	f.Output = f.Output[:0]
+	if r.nOut > cap(f.Output) {
 		f.Output = make([]string, 0, r.nOut)
 	}
 	i := 0
@@ -452,7 +470,6 @@ func (r *Reader) build() *Frame {
 		f.Fields[i] = Field{Key: s[sp.k0:sp.k1], Value: s[sp.v0:sp.v1]}
 		i++
 	}
-	return f
 }
 
 // trimSpans keeps only the VarSetFields and ChanVariable headers of the current frame (and its

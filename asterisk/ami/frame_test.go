@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -83,5 +84,45 @@ func TestReadFrameTolerance(t *testing.T) {
 	}
 	if _, err := r.ReadFrame(); !errors.Is(err, io.EOF) {
 		t.Fatalf("end: %v", err)
+	}
+}
+
+// TestReadFrameToReuses: reading every transcript (and a command response, which has Output)
+// into one reused Frame gives the frames ReadFrame gives, and the strings of earlier frames
+// stay intact while the Frame is reused.
+func TestReadFrameToReuses(t *testing.T) {
+	t.Parallel()
+	var in bytes.Buffer
+	for _, name := range transcripts.Scenarios() {
+		data, err := transcripts.AMI(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		in.Write(data[len(banner):])
+		in.WriteString("Response: Follows\r\nPrivilege: Command\r\nline one\r\n\r\nline two\r\n--END COMMAND--\r\n\r\n")
+	}
+	data := append([]byte(banner), in.Bytes()...)
+	plain, reused := NewReader(bytes.NewReader(data)), NewReader(bytes.NewReader(data))
+	_, _ = plain.ReadBanner()
+	_, _ = reused.ReadBanner()
+	var f Frame
+	var kept []Field // a field of every frame read into f, checked at the end
+	var want []Field
+	for n := 0; ; n++ {
+		p, perr := plain.ReadFrame()
+		rerr := reused.ReadFrameTo(&f)
+		if !errors.Is(rerr, perr) {
+			t.Fatalf("frame %d: ReadFrameTo: %v, ReadFrame: %v", n, rerr, perr)
+		}
+		if perr != nil {
+			break
+		}
+		if !slices.Equal(f.Fields, p.Fields) || !slices.Equal(f.Output, p.Output) {
+			t.Fatalf("frame %d: %+v, want %+v", n, f, *p)
+		}
+		kept, want = append(kept, f.Fields[len(f.Fields)-1]), append(want, p.Fields[len(p.Fields)-1])
+	}
+	if len(kept) < 1000 || !slices.Equal(kept, want) {
+		t.Fatalf("%d fields kept; the reused frame's strings changed: %v", len(kept), !slices.Equal(kept, want))
 	}
 }

@@ -52,7 +52,7 @@ func newMetrics(reg prometheus.Registerer, pbx string) (*metrics, error) {
 		EventsHelp:        "AMI events read, by normalised type.",
 		ReconnectsHelp:    "Successful logins after a lost connection.",
 		ConnectErrorsHelp: "Failed connection attempts, by stage (dial, auth, other).",
-		LagHelp:           "Time the last event spent between being read from the socket and being handed to the consumer.",
+		LagHelp:           "Time the last event spent between being read from the socket and being handed to the consumer (0 when the consumer's channel had room).",
 		ResyncsHelp:       "Post-reconnect CoreShowChannels snapshots, by result (ok, failed).",
 		DropName:          "frames_dropped_total",
 		DropHelp:          "AMI frames dropped, by reason (too_large, orphan_response, late_list_event, list_overflow).",

@@ -194,6 +194,52 @@ var keySlots = func() map[string]uint16 {
 	return m
 }()
 
+// slotTable finds a header's slot faster than a map: open addressing over a power-of-two
+// table, hashed on the key's length and three of its bytes (the keys are short ASCII words),
+// every hit confirmed by comparing the key. Built once from keySlots; read-only afterwards.
+type slotTable struct {
+	keys  [slotTableSize]string
+	slots [slotTableSize]uint16
+}
+
+const slotTableSize = 1024 // > 4 × len(keySlots), so probe sequences stay short
+
+var slotLookup = func() *slotTable {
+	t := new(slotTable)
+	for k, slot := range keySlots {
+		i := slotHash(k)
+		for t.keys[i] != "" {
+			i = (i + 1) & (slotTableSize - 1)
+		}
+		t.keys[i], t.slots[i] = k, slot
+	}
+	return t
+}()
+
+func slotHash(k string) uint {
+	n := uint(len(k))
+	if n == 0 {
+		return 0
+	}
+	h := n*0x9E37 ^ uint(k[0])*0x2F ^ uint(k[n-1])*0x65B ^ uint(k[n/2])*0x1D3
+	return (h ^ h>>7) & (slotTableSize - 1)
+}
+
+// lookup returns key's slot, false when ToEvent does not read that header.
+func (t *slotTable) lookup(key string) (uint16, bool) {
+	if key == "" {
+		return 0, false
+	}
+	for i := slotHash(key); ; i = (i + 1) & (slotTableSize - 1) {
+		switch t.keys[i] {
+		case key:
+			return t.slots[i], true
+		case "":
+			return 0, false
+		}
+	}
+}
+
 // fields holds one frame's known headers, first occurrence of each.
 type fields [numKeys]string
 
@@ -236,7 +282,7 @@ func ToEvent(f *Frame, pbx string, recv time.Time) (ev asterisk.Event, ok bool) 
 	chanVars := false
 	for i := range f.Fields {
 		fl := &f.Fields[i]
-		if slot, known := keySlots[fl.Key]; known {
+		if slot, known := slotLookup.lookup(fl.Key); known {
 			if v[slot] == "" {
 				v[slot] = fl.Value
 			}

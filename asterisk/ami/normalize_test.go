@@ -254,3 +254,26 @@ func FuzzToEvent(f *testing.F) {
 		}
 	})
 }
+
+// TestSlotLookup: the fast table finds every header of keySlots and nothing else.
+func TestSlotLookup(t *testing.T) {
+	t.Parallel()
+	maxProbe := 0
+	for k, want := range keySlots {
+		got, ok := slotLookup.lookup(k)
+		if !ok || got != want {
+			t.Errorf("%q: slot %d %v, want %d", k, got, ok, want)
+		}
+		n := 0
+		for i := slotHash(k); slotLookup.keys[i] != k; i = (i + 1) & (slotTableSize - 1) {
+			n++
+		}
+		maxProbe = max(maxProbe, n)
+	}
+	for _, k := range []string{"", "Privilege", "ChannelStateDesc", "Language", "channel", "Channel ", "ChanVariable(x)", "Uniqueid2x"} {
+		if slot, ok := slotLookup.lookup(k); ok {
+			t.Errorf("%q found (slot %d)", k, slot)
+		}
+	}
+	t.Logf("%d keys, longest probe %d", len(keySlots), maxProbe)
+}

@@ -83,9 +83,16 @@ func (s *Source) Status() asterisk.SourceStatus { return s.loop.Status() }
 
 // Run connects and delivers events until ctx is cancelled; see the type's documentation. It
 // returns ctx.Err() after cancellation. It must be called once.
+//
+// Each connection's reader goroutine translates its frames and sends the events on out itself
+// (a pump is the Conn's sink), so an event crosses one goroutine boundary, into the consumer's.
 func (s *Source) Run(ctx context.Context, out chan<- asterisk.Event) error {
-	return transport.Run(ctx, s.loop, out, transport.Hooks[*Conn]{
-		Connect: func(ctx context.Context) (*Conn, error) { return dial(ctx, s.opts, s.m, nil, s.filter) },
+	return transport.Run(ctx, s.loop, out, transport.Hooks[session]{
+		Connect: func(ctx context.Context) (session, error) {
+			p := &pump{s: s, ctx: ctx, out: out}
+			conn, err := dial(ctx, s.opts, s.m, nil, s.filter, p)
+			return session{conn, p}, err
+		},
 		Stage: func(err error) string {
 			var de *dialError
 			if errors.As(err, &de) {
@@ -94,7 +101,8 @@ func (s *Source) Run(ctx context.Context, out chan<- asterisk.Event) error {
 			return "other"
 		},
 		AuthFailed: func(err error) bool { return errors.Is(err, ErrAuthFailed) },
-		Connected: func(conn *Conn) (string, []any) {
+		Connected: func(sess session) (string, []any) {
+			conn := sess.Conn
 			s.conn.Store(conn)
 			return fmt.Sprintf("connected to %s as %s (%s)", s.opts.Address, s.opts.Username, conn.Banner()),
 				[]any{"banner", conn.Banner()}
@@ -102,13 +110,21 @@ func (s *Source) Run(ctx context.Context, out chan<- asterisk.Event) error {
 		// Every login asks for the snapshot, the first one too: calls already in progress when
 		// the daemon starts (after a restart or a crash) are learnt from it instead of being
 		// half-known from their remaining events.
-		Serve: func(ctx context.Context, conn *Conn, _ bool) error { return s.serve(ctx, conn, out, true) },
+		Serve: func(ctx context.Context, sess session, _ bool) error { return s.serve(ctx, sess, out, true) },
 		Lost:  func() { s.conn.Store(nil) },
 	})
 }
 
-// serve pumps one connection's frames to out until the connection ends or ctx is cancelled.
-func (s *Source) serve(ctx context.Context, conn *Conn, out chan<- asterisk.Event, resync bool) error {
+// session is one connection of a Source and the pump its reader feeds.
+type session struct {
+	*Conn
+	p *pump
+}
+
+// serve runs one connection until it ends or ctx is cancelled: it sends TypeConnected, asks for
+// the snapshot and arms the connection, whose reader then pumps the events to out.
+func (s *Source) serve(ctx context.Context, sess session, out chan<- asterisk.Event, resync bool) error {
+	conn, p := sess.Conn, sess.p
 	var wg sync.WaitGroup
 	defer func() {
 		_ = conn.Close() // ends the helper below if it still waits for an answer
@@ -128,30 +144,23 @@ func (s *Source) serve(ctx context.Context, conn *Conn, out chan<- asterisk.Even
 	}) {
 		return ctx.Err()
 	}
-	var rs resyncState
 	if resync {
 		id, err := conn.Stream(ctx, Action{Name: "CoreShowChannels"})
 		if err != nil {
 			return err
 		}
-		rs.id = id
+		p.rs.id = id // read by the reader only after arm
 	}
-	for {
-		select {
-		case in, ok := <-conn.Events():
-			if !ok {
-				if rs.id != "" {
-					s.m.Resync("failed")
-				}
-				return conn.Err()
-			}
-			if !s.handle(ctx, out, in, &rs) {
-				return ctx.Err()
-			}
-		case <-ctx.Done():
-			s.logoff(conn)
-			return ctx.Err()
+	conn.arm()
+	select {
+	case <-conn.Done():
+		if p.rs.id != "" { // written by the reader, which has finished
+			s.m.Resync("failed")
 		}
+		return conn.Err()
+	case <-ctx.Done():
+		s.logoff(conn)
+		return ctx.Err()
 	}
 }
 
@@ -161,75 +170,111 @@ type resyncState struct {
 	channels int
 }
 
-// handle translates and sends one inbound frame; false means ctx was cancelled.
-func (s *Source) handle(ctx context.Context, out chan<- asterisk.Event, in Inbound, rs *resyncState) bool {
-	if rs.id != "" && in.Frame.ActionID() == rs.id {
-		return s.handleResync(ctx, out, in, rs)
-	}
-	ev, ok := ToEvent(in.Frame, s.opts.Name, in.At)
-	if !ok {
-		return true // not an event (cannot happen outside a stream; nothing to send)
-	}
-	s.loop.Count(ev.Type)
-	if ev.Type == asterisk.TypeUnknown && !s.opts.ForwardUnknown {
-		return true
-	}
-	s.m.SetLag(time.Since(in.At))
-	return s.loop.Emit(ctx, out, ev)
+// pump is the sink of a Source's connection: in the reader goroutine, it translates each frame
+// (ToEvent) and sends the event on out, waiting while out is full (backpressure: the reader then
+// reads no more), until ctx is cancelled or the connection closed; after that it drops
+// everything, so the reader keeps reading (the Logoff answer) without waiting.
+type pump struct {
+	s       *Source
+	ctx     context.Context
+	out     chan<- asterisk.Event
+	rs      resyncState // reader goroutine only, once armed
+	stopped bool
 }
 
-func (s *Source) handleResync(ctx context.Context, out chan<- asterisk.Event, in Inbound, rs *resyncState) bool {
-	h := scanHeader(in.Frame)
+func (p *pump) frame(f *Frame, h header, at time.Time, done <-chan struct{}) {
+	if p.stopped {
+		return
+	}
+	if p.rs.id != "" && h.actionID == p.rs.id {
+		p.resync(f, &h, at, done)
+		return
+	}
+	ev, ok := ToEvent(f, p.s.opts.Name, at)
+	if !ok {
+		return // not an event (cannot happen outside a stream; nothing to send)
+	}
+	p.s.loop.Count(ev.Type)
+	if ev.Type == asterisk.TypeUnknown && !p.s.opts.ForwardUnknown {
+		return
+	}
+	p.emit(&ev, at, done)
+}
+
+// emit sends ev, read at at, on out, waiting while out is full; false means it gave up (ctx
+// cancelled or the connection closed), and the pump is stopped. The reader lag is the time
+// since at when it had to wait, else 0 (the microseconds of the translation are not worth a
+// clock reading per event).
+func (p *pump) emit(ev *asterisk.Event, at time.Time, done <-chan struct{}) bool {
+	if p.ctx.Err() != nil { // nothing is sent after ctx is cancelled
+		p.stopped = true
+		return false
+	}
+	select {
+	case p.out <- *ev:
+		p.s.m.SetLag(0)
+		return true
+	default:
+	}
+	start := time.Now()
+	select {
+	case p.out <- *ev:
+		now := time.Now()
+		p.s.m.Blocked(now.Sub(start))
+		p.s.m.SetLag(now.Sub(at))
+		return true
+	case <-p.ctx.Done():
+	case <-done:
+	}
+	p.stopped = true
+	return false
+}
+
+func (p *pump) resync(f *Frame, h *header, at time.Time, done <-chan struct{}) {
+	s, rs := p.s, &p.rs
 	switch {
 	case h.isResponse():
 		if !failed(h.response) {
-			return true // "Channels will follow"
+			return // "Channels will follow"
 		}
-		msg := in.Frame.Get("Message")
+		msg := f.Get("Message")
 		s.log.Warn("ami: resync refused by the PBX; calls that ended during the outage stay open until their maximum age (grant the AMI user write=reporting)", "message", msg)
 		s.m.Resync("failed")
 		rs.id = ""
-		return s.loop.EmitCounted(ctx, out, asterisk.Event{
-			Type: asterisk.TypeSnapshotEnd, Name: "CoreShowChannelsComplete", Time: in.At, PBX: s.opts.Name,
+		p.emitCounted(&asterisk.Event{
+			Type: asterisk.TypeSnapshotEnd, Name: "CoreShowChannelsComplete", Time: at, PBX: s.opts.Name,
 			Vars: map[string]string{"error": "CoreShowChannels refused: " + msg},
-		})
+		}, at, done)
+		return
 	case h.isListEnd():
 		s.m.Resync("ok")
 		n := rs.channels
 		*rs = resyncState{}
-		return s.loop.EmitCounted(ctx, out, asterisk.Event{
-			Type: asterisk.TypeSnapshotEnd, Name: h.event, Time: in.At, PBX: s.opts.Name,
+		p.emitCounted(&asterisk.Event{
+			Type: asterisk.TypeSnapshotEnd, Name: h.event, Time: at, PBX: s.opts.Name,
 			Vars: map[string]string{"channels": strconv.Itoa(n)},
-		})
+		}, at, done)
+		return
 	}
-	ev, ok := ToEvent(in.Frame, s.opts.Name, in.At)
+	ev, ok := ToEvent(f, s.opts.Name, at)
 	if !ok || ev.Type != asterisk.TypeSnapshot {
-		return true
+		return
 	}
 	rs.channels++
-	return s.loop.EmitCounted(ctx, out, ev)
+	p.emitCounted(&ev, at, done)
 }
 
-// logoff says goodbye on shutdown, discarding the events that still arrive meanwhile.
+func (p *pump) emitCounted(ev *asterisk.Event, at time.Time, done <-chan struct{}) {
+	p.s.loop.Count(ev.Type)
+	p.emit(ev, at, done)
+}
+
+// logoff says goodbye on shutdown; the pump, stopped by then, drops the events that still
+// arrive meanwhile.
 func (s *Source) logoff(conn *Conn) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = conn.Logoff(ctx)
-	}()
-	for {
-		select {
-		case <-done:
-			return
-		case _, ok := <-conn.Events():
-			if !ok {
-				<-done
-				return
-			}
-		}
-	}
+	_ = conn.Logoff(ctx)
 }
 
 // current returns the connection Originate should use, or nil.

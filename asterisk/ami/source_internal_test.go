@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"slices"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -195,6 +196,116 @@ func TestResyncRefused(t *testing.T) {
 			return
 		case <-time.After(5 * time.Second):
 			t.Fatalf("no snapshot end; events %v", got)
+		}
+	}
+}
+
+// TestSourceEventsBeforeArm: events the PBX sends right after the login, before the Source has
+// sent TypeConnected and asked for the snapshot, come after TypeConnected, in wire order, and
+// before the snapshot the PBX sent after them.
+func TestSourceEventsBeforeArm(t *testing.T) {
+	t.Parallel()
+	sent := make(chan struct{})
+	addr := scripted(t, func(p *peer) {
+		if !p.login() {
+			return
+		}
+		for i := 1; i <= 3; i++ {
+			p.send("Event: Newchannel\r\nChannel: PJSIP/10" + strconv.Itoa(i) + "-1\r\nUniqueid: 1." + strconv.Itoa(i) + "\r\n\r\n")
+		}
+		close(sent)
+		for {
+			f, err := p.next()
+			if err != nil {
+				return
+			}
+			id := f.ActionID()
+			if f.Get("Action") != "CoreShowChannels" {
+				p.send("Response: Error\r\nActionID: " + id + "\r\nMessage: no\r\n\r\n")
+				continue
+			}
+			p.send("Response: Success\r\nActionID: " + id + "\r\nEventList: start\r\nMessage: Channels will follow\r\n\r\n" +
+				"Event: CoreShowChannel\r\nActionID: " + id + "\r\nChannel: PJSIP/101-1\r\nUniqueid: 1.1\r\n\r\n" +
+				"Event: CoreShowChannelsComplete\r\nActionID: " + id + "\r\nEventList: Complete\r\nListItems: 1\r\n\r\n")
+		}
+	})
+	src, err := NewSource(testOptions(addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	out := make(chan asterisk.Event) // unbuffered: the reader has the events before TypeConnected is taken
+	done := make(chan error, 1)
+	go func() { done <- src.Run(ctx, out) }()
+	defer func() {
+		cancel()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	<-sent
+	var got []string
+	for len(got) < 6 {
+		select {
+		case ev := <-out:
+			got = append(got, ev.Type.String()+" "+ev.Chan.Uniqueid)
+		case <-time.After(5 * time.Second):
+			t.Fatalf("events so far %v", got)
+		}
+	}
+	want := []string{"connected ", "new_channel 1.1", "new_channel 1.2", "new_channel 1.3", "snapshot 1.1", "snapshot_end "}
+	if !slices.Equal(got, want) {
+		t.Errorf("events %v, want %v", got, want)
+	}
+}
+
+// blockingSink hands each frame's event name to got, waiting until it is taken or the Conn is
+// closed.
+type blockingSink struct{ got chan string }
+
+func (s *blockingSink) frame(_ *Frame, h header, _ time.Time, done <-chan struct{}) {
+	select {
+	case s.got <- h.event:
+	case <-done:
+	}
+}
+
+// TestSinkCloseUnblocks: Close returns while the reader waits, before arm, at its first event
+// or, after arm, for a sink that waits for its consumer; no goroutine is left behind (TestMain).
+func TestSinkCloseUnblocks(t *testing.T) {
+	t.Parallel()
+	for _, armed := range []bool{false, true} {
+		addr := scripted(t, func(p *peer) {
+			if p.login() {
+				p.send("Event: A\r\n\r\nEvent: B\r\n\r\nEvent: C\r\n\r\n")
+				_, _ = p.next() // until the client goes away
+			}
+		})
+		sink := &blockingSink{got: make(chan string)}
+		c, err := dial(context.Background(), testOptions(addr).withDefaults(), nil, nil, nil, sink)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if armed {
+			c.arm()
+			if ev := <-sink.got; ev != "A" {
+				t.Fatalf("first event %q", ev)
+			}
+		}
+		closed := make(chan struct{})
+		go func() { _ = c.Close(); close(closed) }()
+		select {
+		case <-closed:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("armed %v: Close blocked", armed)
+		}
+		select {
+		case ev := <-sink.got:
+			t.Fatalf("armed %v: event %q after Close", armed, ev)
+		default:
+		}
+		if _, ok := <-c.Events(); ok {
+			t.Fatalf("armed %v: Events() not closed", armed)
 		}
 	}
 }

@@ -584,6 +584,8 @@ func TestSourceBackpressure(t *testing.T) {
 	srv := startPBX(t, fakepbx.Config{Speed: math.Inf(1)})
 	o := pbxOptions(srv)
 	o.PingInterval, o.PingTimeout = 250*time.Millisecond, 250*time.Millisecond
+	reg := prometheus.NewRegistry()
+	o.Registerer = reg
 	src, err := ami.NewSource(o)
 	if err != nil {
 		t.Fatal(err)
@@ -611,5 +613,9 @@ func TestSourceBackpressure(t *testing.T) {
 		case <-time.After(10 * time.Second):
 			t.Fatalf("only %d of %d events", i, want)
 		}
+	}
+	// The reader waited for us (in the reader goroutine itself) and says so.
+	if blocked := counter(t, reg, "pbxbridge_ami_out_blocked_seconds_total"); blocked < 1.5 {
+		t.Errorf("out_blocked_seconds_total %v, want the ~2 s we did not read", blocked)
 	}
 }

@@ -189,8 +189,10 @@ func (r *MySQLReader) Read(ctx context.Context, from, to time.Time) ([]Row, erro
 	if !to.After(from) {
 		return nil, fmt.Errorf("cdr: mysql: empty window [%s, %s)", from.Format(time.RFC3339), to.Format(time.RFC3339))
 	}
-	// The server-side limit stops the query; the context also covers the round trips.
-	ctx, cancel := context.WithTimeout(ctx, r.cfg.QueryTimeout+r.cfg.QueryTimeout/2)
+	// The server-side limit stops the query; the context also covers the round trips, with at
+	// least 2 s to spare so the server's own "query timed out" (which names the cause) normally
+	// arrives first, even on a loaded host.
+	ctx, cancel := context.WithTimeout(ctx, r.cfg.QueryTimeout+max(r.cfg.QueryTimeout/2, 2*time.Second))
 	defer cancel()
 	cols, mariadb, err := r.columns(ctx)
 	if err != nil {

@@ -181,7 +181,9 @@ func TestReplayWritesCDR(t *testing.T) {
 			t.Fatalf("%s: no call %s in the CDR", scenarios[i], want)
 		}
 		got := calls[k]
-		if got.Start().Before(c.Start().Add(-time.Second)) || got.End().After(end) {
+		if got.Start().Before(c.Start().Add(-2*time.Second)) || got.End().After(end) {
+			// Master.csv keeps whole seconds and a recorded call's CDR may start a moment
+			// before its first event: two seconds of slack.
 			t.Errorf("%s: rows %s - %s outside the replay %s - %s", scenarios[i], got.Start(), got.End(), c.Start(), end)
 		}
 		for _, row := range got.Rows {

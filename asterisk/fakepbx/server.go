@@ -90,9 +90,18 @@ type Config struct {
 	// timestampevents=no; the transcripts were recorded with it on).
 	NoTimestamps bool
 	// ExcludeEvents are call events never sent to any client, as manager.conf's
-	// `eventfilter = !Event: NAME` lines make Asterisk do (docs/asterisk.md recommends CEL and
-	// DeviceStateChange). Replays skip them without delay.
+	// `eventfilter = !Event: NAME` lines make Asterisk do; replays skip them without delay
+	// (and without rendering them, so they cost the fake PBX nothing). EventFilter applies
+	// real eventfilter lines, such as the whitelist docs/asterisk.md recommends.
 	ExcludeEvents []string
+	// EventFilter are manager.conf eventfilter lines ("eventfilter = ^Event: ...",
+	// "eventfilter(action(include),name(Hangup)) =", see EventFilter) applied, as Asterisk
+	// applies them to its AMI user, to every event the server sends to all clients: replayed call
+	// events, OriginateResponse and UserEvent. Responses, FullyBooted at login and the
+	// CoreShowChannels list are never filtered, as in Asterisk. A filtered-out event is still
+	// played (and timed); EmittedEvent.Clients is 0 for it. Start fails on a line Asterisk would
+	// refuse.
+	EventFilter []string
 	// Mutate, when set, rewrites each call event frame (the wire bytes, ending in the blank
 	// line) before it is sent: security tests turn the replays into a hostile peer's stream.
 	// It must return a whole frame.
@@ -153,6 +162,7 @@ type Server struct {
 	orig      *scenario
 	excluded  map[string]bool // Config.ExcludeEvents
 	cdr       *cdrWriter      // Config.CDR; nil without one
+	filter    *EventFilter    // Config.EventFilter, nil when none
 
 	calls map[*instance]struct{} // guarded by mu
 
@@ -185,6 +195,12 @@ func Start(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	var filter *EventFilter
+	if len(cfg.EventFilter) > 0 {
+		if filter, err = ParseEventFilter(cfg.EventFilter); err != nil {
+			return nil, err
+		}
+	}
 	var cdrw *cdrWriter
 	if cfg.CDR != nil {
 		log := cfg.Logger
@@ -207,6 +223,7 @@ func Start(cfg Config) (*Server, error) {
 		orig:      orig,
 		calls:     map[*instance]struct{}{},
 		excluded:  map[string]bool{},
+		filter:    filter,
 	}
 	s.init(cfg.Speed, cfg.Seed, cfg.Extensions, cfg.Logger)
 	s.uidSeq.Store(cfg.FirstID)
@@ -385,6 +402,9 @@ func (s *Server) emitCall(in *instance, pos int32, frame []byte, classes uint32)
 
 // broadcastLocked copies frame to the clients and returns how many took it; emitMu must be held.
 func (s *Server) broadcastLocked(frame []byte, classes uint32) int {
+	if !s.filter.Pass(frame) {
+		return 0
+	}
 	targets := s.clients(func(ss *session) bool { return ss.wantsEvents(classes) })
 	if len(targets) == 0 {
 		return 0

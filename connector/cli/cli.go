@@ -23,6 +23,7 @@ import (
 
 	"github.com/alecthomas/kong"
 
+	"github.com/pbxbridge/pbxbridge/asterisk/ami"
 	"github.com/pbxbridge/pbxbridge/configs"
 	"github.com/pbxbridge/pbxbridge/connector"
 	"github.com/pbxbridge/pbxbridge/connector/admin"
@@ -387,9 +388,39 @@ func (c *ReloadCmd) Run(g *Globals) error {
 
 // ConfigCmd groups the config commands.
 type ConfigCmd struct {
-	Check  ConfigCheckCmd  `cmd:"" help:"Load and validate the config exactly as the daemon does; list every problem."`
-	Sample ConfigSampleCmd `cmd:"" help:"Print the documented sample config."`
-	Env    ConfigEnvCmd    `cmd:"" help:"List the environment variables that set each secret."`
+	Check       ConfigCheckCmd       `cmd:"" help:"Load and validate the config exactly as the daemon does; list every problem."`
+	Sample      ConfigSampleCmd      `cmd:"" help:"Print the documented sample config."`
+	Env         ConfigEnvCmd         `cmd:"" help:"List the environment variables that set each secret."`
+	Eventfilter ConfigEventfilterCmd `cmd:"" help:"Print the manager.conf eventfilter lines that make Asterisk send only what pbxbridge reads."`
+}
+
+// ConfigEventfilterCmd prints the eventfilter lines of docs/asterisk.md for a PBX's variables.
+type ConfigEventfilterCmd struct {
+	PBX    string `help:"The PBX whose variables to admit (required when the config has several)." placeholder:"NAME"`
+	Legacy bool   `help:"Regular-expression lines any Asterisk version reads, instead of the advanced syntax (Asterisk 22.1, 21.6, 20.11, 18.26 and later)."`
+}
+
+// Run prints the lines for the [pbxbridge] section of manager.conf.
+func (c *ConfigEventfilterCmd) Run(g *Globals) error {
+	opts, err := pbxModelOptions(g, c.PBX)
+	if err != nil {
+		return err
+	}
+	syntax, what := ami.AdvancedFilter, "advanced syntax: Asterisk 22.1, 21.6, 20.11, 18.26 or later"
+	if c.Legacy {
+		syntax, what = ami.LegacyFilter, "legacy syntax: any Asterisk version"
+	}
+	lines, err := ami.EventFilterLines(syntax, opts.Variables())
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(g.Stdout, "; pbxbridge: the AMI events it reads (%s; docs/asterisk.md).\n", what)
+	fmt.Fprintf(g.Stdout, "; Variables admitted in VarSet: %s.\n", strings.Join(opts.Variables(), ", "))
+	fmt.Fprintln(g.Stdout, "; Put these lines in the [pbxbridge] section, then: asterisk -rx \"manager reload\"")
+	for _, l := range lines {
+		fmt.Fprintln(g.Stdout, l)
+	}
+	return nil
 }
 
 // ConfigCheckCmd validates a config.

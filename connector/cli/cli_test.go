@@ -148,3 +148,28 @@ func TestConfigEnvOnTheSample(t *testing.T) {
 		t.Errorf("exit %d\n%s\n%s", code, out, errOut)
 	}
 }
+
+// config eventfilter admits the variables the PBX's calls block names, in both syntaxes.
+func TestConfigEventfilter(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "pbxbridge.yaml")
+	sample := strings.Replace(string(configs.Example()), "# variables: [IVR_DEAL]", "variables: [IVR_DEAL]", 1)
+	if err := os.WriteFile(path, []byte(sample), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{nil, `eventfilter(action(include),name(VarSet),header(Variable),method(regex)) = ^_{0,2}(MIXMONITOR_FILENAME|PBXBRIDGE_ORIGINATE_ID|FROM_DID|IVR_DEAL)$`},
+		{[]string{"--legacy"}, `eventfilter = ^Event: VarSet[[:space:]].*[[:space:]]Variable: _{0,2}(MIXMONITOR_FILENAME|PBXBRIDGE_ORIGINATE_ID|FROM_DID|IVR_DEAL)[[:space:]]`},
+	} {
+		code, out, errOut := runCode(t, append([]string{"config", "eventfilter", "--config", path}, c.args...)...)
+		if code != 0 || !strings.Contains(out, c.want+"\n") || !strings.Contains(out, "name(Newchannel)") && !strings.Contains(out, "|Newchannel|") {
+			t.Errorf("config eventfilter %v: exit %d\n%s\n%s", c.args, code, out, errOut)
+		}
+	}
+	if code, _, errOut := runCode(t, "config", "eventfilter", "--config", path, "--pbx", "nosuch"); code == 0 || !strings.Contains(errOut, "nosuch") {
+		t.Errorf("an unknown --pbx: exit %d, %s", code, errOut)
+	}
+}

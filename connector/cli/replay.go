@@ -78,6 +78,12 @@ func kindOf(c *ReplayCmd) string {
 }
 
 func (c *ReplayCmd) modelOptions(g *Globals) (callmodel.Options, error) {
+	return pbxModelOptions(g, c.PBX)
+}
+
+// pbxModelOptions compiles the call recognition of the config's PBX named pbx (the only one when
+// pbx is empty), or the defaults when no config file was named and none exists.
+func pbxModelOptions(g *Globals, pbx string) (callmodel.Options, error) {
 	var cfg *config.Config
 	if g.ConfigFile != "" {
 		var err error
@@ -93,13 +99,13 @@ func (c *ReplayCmd) modelOptions(g *Globals) (callmodel.Options, error) {
 	}
 	calls := callmodel.Config{}
 	if len(cfg.PBX) > 0 {
-		p, err := pickPBX(cfg, c.PBX)
+		p, err := pickPBX(cfg, pbx)
 		if err != nil {
 			return callmodel.Options{}, err
 		}
 		calls = p.Calls
-	} else if c.PBX != "" {
-		return callmodel.Options{}, fmt.Errorf("--pbx %s: the config has no pbx entries", c.PBX)
+	} else if pbx != "" {
+		return callmodel.Options{}, fmt.Errorf("--pbx %s: the config has no pbx entries", pbx)
 	}
 	return calls.Compile(norm.Normalize)
 }

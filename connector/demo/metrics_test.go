@@ -101,7 +101,10 @@ func TestMetricsExposition(t *testing.T) {
 
 // conditionalSeries are used by the alerts or the dashboard but exported only in some setups.
 var conditionalSeries = map[string]string{
-	"pbxbridge_ari_connected": "only with an ARI PBX (the demo's is AMI)",
+	"pbxbridge_ari_connected":        "only with an ARI PBX (the demo's is AMI)",
+	"pbxbridge_cdr_gap_pending":      "only for a PBX with a cdr block (the demo has none)",
+	"pbxbridge_cdr_recoveries_total": "only for a PBX with a cdr block (the demo has none)",
+	"pbxbridge_hook_failures_total":  "only for a connector with hooks (the demo has none)",
 }
 
 // checkDocumentedSeries: every pbxbridge_* series the alert rules and the dashboard use is in the

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pbxbridge/pbxbridge/asterisk/ami"
+	"github.com/pbxbridge/pbxbridge/asterisk/fakepbx"
 	"github.com/pbxbridge/pbxbridge/asterisk/transcripts"
 	"github.com/pbxbridge/pbxbridge/connector/callmodel"
 )
@@ -66,6 +68,9 @@ func benchReplay(b *testing.B, srcs [][]byte, run func(io.Reader, callmodel.Opti
 	b.StopTimer()
 	cpu := cpuTime() - cpu0
 	runtime.ReadMemStats(&ms1)
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(events), "ns/event")
+	// A call is one transcript, as in the load harness.
+	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N*len(srcs)), "cpu-ns/call")
 	b.ReportMetric(float64(events)/b.Elapsed().Seconds(), "events/s")
 	// On a shared host wall time includes waiting for a core; CPU time does not.
 	b.ReportMetric(float64(events)/cpu.Seconds(), "events/cpu-s")
@@ -89,4 +94,43 @@ func BenchmarkAMIReplay(b *testing.B) {
 // BenchmarkARIReplay: JSON decoding + normaliser + call model over all lab ARI streams.
 func BenchmarkARIReplay(b *testing.B) {
 	benchReplay(b, loadAll(b, transcripts.ARI), ARIStats)
+}
+
+// BenchmarkAMIReplayEventFilter: BenchmarkAMIReplay over the transcripts as Asterisk sends them
+// without (none) and with (eventfilter) the manager.conf lines of ami.EventFilterLines, for the
+// lab's variables: the reader, normaliser and model's CPU per call that the filter saves. The
+// captures are filtered beforehand (fakepbx.EventFilter, Asterisk's rules); frames/call counts
+// the frames read.
+func BenchmarkAMIReplayEventFilter(b *testing.B) {
+	opts := labOptions(b)
+	lines, err := ami.EventFilterLines(ami.AdvancedFilter, opts.Variables())
+	if err != nil {
+		b.Fatal(err)
+	}
+	flt, err := fakepbx.ParseEventFilter(lines)
+	if err != nil {
+		b.Fatal(err)
+	}
+	srcs := loadAll(b, transcripts.AMI)
+	filtered := make([][]byte, len(srcs))
+	for i, s := range srcs {
+		filtered[i] = flt.FilterCapture(s)
+	}
+	for _, bc := range []struct {
+		name string
+		srcs [][]byte
+	}{{"none", srcs}, {"eventfilter", filtered}} {
+		b.Run(bc.name, func(b *testing.B) {
+			frames := 0
+			for _, s := range bc.srcs {
+				st, err := AMIStats(bytes.NewReader(s), opts, io.Discard)
+				if err != nil {
+					b.Fatal(err)
+				}
+				frames += st.Frames + st.Discarded
+			}
+			b.ReportMetric(float64(frames)/float64(len(bc.srcs)), "frames/call")
+			benchReplay(b, bc.srcs, AMIStats)
+		})
+	}
 }

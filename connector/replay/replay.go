@@ -66,9 +66,9 @@ func amiStats(r io.Reader, opts callmodel.Options, w io.Writer, filter *ami.Filt
 		}
 	}
 	clock := time.Unix(0, 0).UTC()
+	var f ami.Frame // reused: each frame is done with before the next is read
 	for {
-		var f *ami.Frame
-		f, err = rd.ReadFrame()
+		err = rd.ReadFrameTo(&f)
 		if errors.Is(err, ami.ErrFrameTooLarge) {
 			st.Skipped++
 			continue
@@ -80,7 +80,7 @@ func amiStats(r io.Reader, opts callmodel.Options, w io.Writer, filter *ami.Filt
 			return st, fmt.Errorf("replay: reading AMI: %w", err)
 		}
 		st.Frames++
-		ev, ok := ami.ToEvent(f, "", clock)
+		ev, ok := ami.ToEvent(&f, "", clock)
 		if !ok {
 			continue
 		}

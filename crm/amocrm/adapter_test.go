@@ -4,12 +4,15 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/pbxbridge/pbxbridge/crm"
@@ -258,6 +261,48 @@ func TestLoneCallSentAlone(t *testing.T) {
 	e.deliver(answered(2))
 	if n := e.fake.State().Requests["POST /api/v4/calls"]; n != 2 {
 		t.Fatalf("%d requests for two sequential calls", n)
+	}
+}
+
+// countingTransport counts every request into its context's counter, as the daemon's
+// instrumented transport does.
+type countingTransport struct{ next http.RoundTripper }
+
+func (c countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	crm.CountRequest(r.Context())
+	return c.next.RoundTrip(r)
+}
+
+// Each call of a batch counts the batch's request: its delivered line and crm_requests_per_call
+// never say a logged call cost nothing.
+func TestBatchedCallCountsItsRequest(t *testing.T) {
+	e := newEnv(t, TypeAmoCRM, envOpt{})
+	a, err := New(crm.Params{Name: "amo", Type: e.typ, Config: e.cfg, StateDir: e.dir, Metrics: prometheus.NewRegistry(), Calls: e.store,
+		Recordings: e.rec, Originator: e.orig, Now: e.now, RouteURL: "https://pbx.example.com/crm/amo",
+		HTTPClient: &http.Client{Transport: countingTransport{http.DefaultTransport}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = a.Close(context.Background()) })
+	var wg sync.WaitGroup
+	counts := make([]atomic.Int64, 3)
+	for i := range counts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := a.Deliver(crm.WithRequestCounter(context.Background(), &counts[i]), answered(7000+i)); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	for i := range counts {
+		if n := counts[i].Load(); n < 1 {
+			t.Errorf("call %d: %d CRM requests counted, want at least its batch's", i, n)
+		}
 	}
 }
 

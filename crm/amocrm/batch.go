@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pbxbridge/pbxbridge/crm"
@@ -134,8 +135,16 @@ func (b *batcher) run(items []*batchItem) {
 	if dl, ok := latestDeadline(ctxs); ok {
 		ctx, cancel = context.WithDeadline(b.ctx, dl)
 	}
-	res, err := b.send(fanoutTrace(ctx, ctxs), calls)
+	// Every call of the batch rode on its requests: each Deliver's request count (the delivered
+	// line of its timeline, crm_requests_per_call) includes them.
+	var sent atomic.Int64
+	res, err := b.send(crm.WithRequestCounter(fanoutTrace(ctx, ctxs), &sent), calls)
 	cancel()
+	for _, it := range items {
+		for range sent.Load() {
+			crm.CountRequest(it.ctx)
+		}
+	}
 	b.adapt(err)
 	if err != nil {
 		var e *api.Error

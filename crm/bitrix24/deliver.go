@@ -66,6 +66,9 @@ func (a *Adapter) deliver(ctx context.Context, rec *call.Record) error {
 			}
 		}
 	}
+	if err := a.reconcile(ctx, rec, st); err != nil {
+		return err
+	}
 	if st.finished == "" {
 		if err := a.finishCall(ctx, rec, st, true); err != nil {
 			return err
@@ -251,37 +254,27 @@ const statLookupPause = time.Hour
 // the portal will not answer the look-up (permission, method): then the finish is sent again and
 // a "Call is not found" answer is checked the old way (attachRecord, in finishCall).
 func (a *Adapter) finishedAlready(ctx context.Context, key string, st *callState) (bool, error) {
-	if until := a.statDenied.Load(); until != nil && a.now().Before(*until) {
-		return false, nil
-	}
-	stat, err := a.client.FindStatistic(ctx, st.callID)
-	if err != nil {
-		var e *api.Error
-		if errors.As(err, &e) && (api.IsCode(err, api.CodeAccessDenied, api.CodeInsufficientScope, api.CodeMethodNotFound,
-			api.CodeUserAccessError, api.CodeInvalidCredentials) || e.Status == 400 || e.Status == 403 || e.Status == 404) {
-			until := a.now().Add(statLookupPause)
-			a.statDenied.Store(&until)
-			a.m.finishLookups.WithLabelValues("unavailable").Inc()
-			crm.Trace(ctx, "decision", "warning: cannot look the call up in the telephony statistics ("+err.Error()+"): sending finish again", "")
-			return false, nil
-		}
+	l, err := a.lookupStatistic(ctx, api.FieldCallID, st.callID)
+	stat := l.stat
+	switch {
+	case err != nil:
 		return false, fmt.Errorf("looking up whether the call was finished: %w", err)
-	}
-	if stat == nil {
+	case l.paused:
+		return false, nil
+	case l.refused != "":
+		a.m.finishLookups.WithLabelValues("unavailable").Inc()
+		crm.Trace(ctx, "decision", "warning: cannot look the call up in the telephony statistics ("+l.refused+"): sending finish again", "")
+		return false, nil
+	case stat == nil:
 		a.m.finishLookups.WithLabelValues("not_finished").Inc()
 		crm.Trace(ctx, "decision", "an earlier finish of "+st.callID+" did not go through (not in the statistics): sending it again", "")
 		return false, nil
 	}
 	a.m.finishLookups.WithLabelValues("finished").Inc()
 	crm.Trace(ctx, "decision", fmt.Sprintf("an earlier finish of %s went through (statistics record %d): not sent again", st.callID, stat.ID), "")
-	st.finished = fmt.Sprintf("%d:%d", stat.ID, stat.CRMActivityID)
-	fields := map[string]string{fFinished: st.finished}
-	if st.entity == "" && stat.CRMEntityType != "" {
-		st.entity = entityString(string(stat.CRMEntityType), int(stat.CRMEntityID))
-		if st.entity != "" {
-			fields[fEntity] = st.entity
-		}
-	}
+	fields := map[string]string{}
+	a.finishedFrom(st, stat, fields)
+	// The acknowledgement that follows carries it (a crash before finds the finish marker again).
 	return true, a.setLater(ctx, key, fields)
 }
 

@@ -176,7 +176,9 @@ func (a *Adapter) serveInstall(w http.ResponseWriter, r *http.Request) {
 		if !a.checkEventAuth(w, ev) {
 			return
 		}
-		a.tokens.Forget(errors.New("the application was uninstalled from Bitrix24"))
+		if err := a.tokens.Forget(errors.New("the application was uninstalled from Bitrix24")); err != nil {
+			a.log.Error("bitrix24: the application was uninstalled, but its token file could not be removed: delete it by hand", "err", err)
+		}
 		_, _ = io.WriteString(w, "ok\n")
 		return
 	case api.EventAppInstall:

@@ -82,7 +82,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		batched: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "batch_commands",
 			Help: "Commands (finish, show, hide) per batch request sent while a backlog held them back.", Buckets: []float64{2, 3, 5, 10, 20, 30, 40, 50}}),
 		finishLookups: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "finish_lookups_total",
-			Help: "Look-ups of a call in the telephony statistics before re-sending a finish whose answer was lost, by result (finished, not_finished, unavailable)."}, []string{"result"}),
+			Help: "Look-ups of a call in the telephony statistics before re-sending a finish whose answer was lost, or before sending a call queued in a restored backup, by result (finished, not_finished, unavailable)."}, []string{"result"}),
 	}
 	var err error
 	reg1 := func(c *prometheus.CounterVec) *prometheus.CounterVec { return register(reg, c, &err) }

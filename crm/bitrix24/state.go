@@ -52,6 +52,7 @@ type callState struct {
 	record    string
 	lead      string
 	followUp  string
+	uncertain string // fUncertain: look the call up before sending it (reconcile.go)
 }
 
 func (a *Adapter) get(ctx context.Context, key, field string) (string, error) {
@@ -73,7 +74,7 @@ func (a *Adapter) set(ctx context.Context, key, field, value string) error {
 }
 
 func (a *Adapter) loadState(ctx context.Context, key string) (*callState, error) {
-	all, err := a.getAll(ctx, key, fCallID, fCallSource, fEntity, fFinished, fRecord, fLead, fFollowUp, fCallUser, fShown, fFinishSent)
+	all, err := a.getAll(ctx, key, fCallID, fCallSource, fEntity, fFinished, fRecord, fLead, fFollowUp, fCallUser, fShown, fFinishSent, fUncertain)
 	if err != nil {
 		return nil, err
 	}
@@ -82,6 +83,7 @@ func (a *Adapter) loadState(ctx context.Context, key string) (*callState, error)
 	st.callUser, _ = strconv.Atoi(all[fCallUser])
 	st.shown = parseIDs(all[fShown])
 	st.finishSet = all[fFinishSent] != ""
+	st.uncertain = all[fUncertain]
 	return st, nil
 }
 

@@ -334,7 +334,8 @@ func (f *Bitrix24) finish(p b24Params) (any, error) {
 
 // statistics implements voximplant.statistic.get over the finished calls (docs/crm-apis.md
 // A.3.6): FILTER on CALL_ID, EXTERNAL_CALL_ID, PORTAL_USER_ID, PHONE_NUMBER (equality, a list
-// meaning "in"), pages of 50 by start.
+// meaning "in"), pages of 50 by start. RECORD_FILE_ID is the attached recording's file (a
+// number, or null), as in the documentation's example.
 func (f *Bitrix24) statistics(p b24Params) (any, int, int, error) {
 	fv, _ := p.get("FILTER")
 	filter := b24Map(fv)
@@ -350,7 +351,10 @@ func (f *Bitrix24) statistics(p b24Params) (any, int, int, error) {
 			"CALL_START_DATE": c.StartDate, "CALL_FAILED_CODE": c.StatusCode, "CALL_FAILED_REASON": "",
 			"CRM_ACTIVITY_ID": strconv.Itoa(c.ActivityID), "CRM_ENTITY_TYPE": c.EntityType,
 			"CRM_ENTITY_ID": strconv.Itoa(c.EntityID), "REST_APP_ID": "3", "REST_APP_NAME": "pbxbridge",
-			"COST": "0.0000", "COST_CURRENCY": "", "CALL_VOTE": "0", "COMMENT": nil,
+			"COST": "0.0000", "COST_CURRENCY": "", "CALL_VOTE": "0", "COMMENT": nil, "RECORD_FILE_ID": nil,
+		}
+		if c.Record != nil {
+			row["RECORD_FILE_ID"] = c.Record.FileID
 		}
 		match := true
 		for k, want := range filter {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -76,6 +77,12 @@ func TestDecoders(t *testing.T) {
 	us, err := DecodeUsers([]byte(`[{"ID":"1269","ACTIVE":true,"NAME":"Anna","UF_PHONE_INNER":101},{"ID":"7","ACTIVE":"N"}]`))
 	if err != nil || len(us) != 2 || us[0].UFPhoneInner != "101" || !bool(us[0].Active) || bool(us[1].Active) {
 		t.Fatalf("users: %+v %v", us, err)
+	}
+	// The documentation's rows (voximplant.statistic.get): RECORD_FILE_ID a number or null.
+	ss, err := DecodeStatistics([]byte(`[{"ID":"7","CALL_ID":"externalCall.716f","EXTERNAL_CALL_ID":"pbx1/1795330000.1","CALL_RECORD_URL":null,"RECORD_FILE_ID":9079},` +
+		`{"ID":"1","CALL_ID":"11018129443EB80D.1754478570.11438214","EXTERNAL_CALL_ID":null,"CALL_RECORD_URL":"","RECORD_FILE_ID":null}]`))
+	if err != nil || len(ss) != 2 || ss[0].RecordFileID != 9079 || ss[0].ExternalCallID != "pbx1/1795330000.1" || ss[1].RecordFileID != 0 || ss[1].ExternalCallID != "" {
+		t.Fatalf("statistics: %+v %v", ss, err)
 	}
 }
 
@@ -286,5 +293,87 @@ func TestBucket(t *testing.T) {
 	var le *LimitError
 	if _, err := b2.Wait(ctx, false); !errors.As(err, &le) || !errors.Is(err, ErrLocalRateLimit) {
 		t.Fatalf("wait: %v", err)
+	}
+}
+
+// TestForgetRemovesTokenFile: Forget (an uninstall) removes the token file, so a source built
+// on it afterwards (a restart) is missing, not authorised, instead of refreshing a revoked
+// token. A second Forget, with the file gone, is fine.
+func TestForgetRemovesTokenFile(t *testing.T) {
+	t.Parallel()
+	f := crmtest.StartBitrix24(t)
+	dir := t.TempDir()
+	ts := newTokenSource(t, f, dir, nil)
+	cause := errors.New("uninstalled")
+	if err := ts.Forget(cause); err != nil {
+		t.Fatal(err)
+	}
+	if st, c := ts.State(); st != StateMissing || !errors.Is(c, cause) {
+		t.Fatalf("state %s %v", st, c)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "tokens.json")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("token file after Forget: %v", err)
+	}
+	if err := ts.Forget(cause); err != nil {
+		t.Fatalf("second Forget: %v", err)
+	}
+	again, err := NewTokenSource(OAuthConfig{PortalURL: f.URL(), ServerURL: f.URL(), HTTP: httpclient.New(httpclient.Options{}),
+		File: TokenFile{Path: filepath.Join(dir, "tokens.json")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := again.State(); st != StateMissing {
+		t.Fatalf("restarted: state %s", st)
+	}
+	if _, _, err := again.Endpoint(context.Background()); !errors.Is(err, ErrNotAuthorized) {
+		t.Fatalf("restarted: %v, want ErrNotAuthorized", err)
+	}
+}
+
+// TestForgetDuringRefresh: a refresh that was running when the application was uninstalled
+// neither brings the tokens back (in memory or on disk) nor, when refused, turns "missing"
+// into "reauthorize".
+func TestForgetDuringRefresh(t *testing.T) {
+	t.Parallel()
+	for _, refused := range []bool{false, true} {
+		f := crmtest.StartBitrix24(t)
+		dir := t.TempDir()
+		ts := newTokenSource(t, f, dir, nil)
+		old := ts.Tokens()
+		if refused {
+			f.Inject(fakecrm.FaultRevoked)
+		}
+		f.SetFaults(fakecrm.B24Faults{TelephonyAppOnly: true, Latency: 200 * time.Millisecond})
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+		err := ts.Refresh(ctx, old.AccessToken) // starts the refresh, gives up waiting for it
+		cancel()
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("refused=%v: refresh: %v", refused, err)
+		}
+		if err := ts.Forget(errors.New("uninstalled")); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			ts.mu.Lock()
+			running := ts.inflight != nil
+			ts.mu.Unlock()
+			if !running {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the refresh never completed")
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		if n := f.State().Requests["oauth/token"]; n != 1 {
+			t.Fatalf("refused=%v: %d token requests, want the one that ran", refused, n)
+		}
+		if st, _ := ts.State(); st != StateMissing || ts.Tokens() != nil {
+			t.Fatalf("refused=%v: after the refresh: state %s, tokens %+v", refused, st, ts.Tokens())
+		}
+		if _, err := os.Stat(filepath.Join(dir, "tokens.json")); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("refused=%v: token file after the refresh: %v", refused, err)
+		}
 	}
 }

@@ -58,11 +58,14 @@ type TokenSource struct {
 	state    AuthState
 	cause    error
 	inflight *flight
+	// gen counts Install and Forget: a refresh that began before one of them is not kept.
+	gen uint64
 }
 
 type flight struct {
 	done chan struct{}
 	err  error
+	gen  uint64 // s.gen when the refresh began
 }
 
 // NewTokenSource loads the token file. A missing or unreadable file is not an error: the
@@ -122,7 +125,7 @@ func (s *TokenSource) Refresh(ctx context.Context, stale string) error {
 		return nil // somebody already refreshed
 	}
 	if s.inflight == nil {
-		f := &flight{done: make(chan struct{})}
+		f := &flight{done: make(chan struct{}), gen: s.gen}
 		s.inflight = f
 		refresh := s.tok.RefreshToken
 		go s.runRefresh(f, refresh) //nolint:gosec // deliberately detached: a rotated token must be saved even if the caller gives up
@@ -149,6 +152,14 @@ func (s *TokenSource) runRefresh(f *flight, refresh string) {
 	var cause error
 	s.mu.Lock()
 	switch {
+	case s.gen != f.gen:
+		// Installed anew or forgotten (uninstalled) while the request ran: its outcome is not
+		// kept, so an uninstalled application's tokens do not come back (nor does its refusal
+		// turn "missing" into "reauthorize").
+		err = nil
+		if s.tok == nil {
+			err = ErrNotAuthorized
+		}
 	case err == nil:
 		t := s.merge(resp)
 		serr := s.cfg.File.Save(t)
@@ -214,6 +225,7 @@ func (s *TokenSource) Install(t Tokens) error {
 		return fmt.Errorf("install: %w", err)
 	}
 	s.tok = &t
+	s.gen++
 	changed := s.state != StateOK || s.cause != nil
 	s.state, s.cause = StateOK, nil
 	s.mu.Unlock()
@@ -223,16 +235,27 @@ func (s *TokenSource) Install(t Tokens) error {
 	return nil
 }
 
-// Forget drops the tokens (the application was uninstalled).
-func (s *TokenSource) Forget(cause error) {
+// Forget drops the tokens and removes the token file durably (the application was
+// uninstalled), so a restarted daemon starts in StateMissing ("not authorised: install the
+// application") instead of refreshing a token Bitrix24 has revoked. A refresh running meanwhile
+// does not bring the tokens back. The tokens are dropped from memory even when the file cannot
+// be removed; the error says so (the file then holds them until the next installation
+// replaces it).
+func (s *TokenSource) Forget(cause error) error {
 	s.mu.Lock()
 	s.tok = nil
+	s.gen++
 	changed := s.state != StateMissing
 	s.state, s.cause = StateMissing, cause
+	err := s.cfg.File.Remove()
 	s.mu.Unlock()
 	if changed && s.cfg.OnChange != nil {
 		s.cfg.OnChange(StateMissing, cause)
 	}
+	if err != nil {
+		return fmt.Errorf("forgetting the tokens: %w", err)
+	}
+	return nil
 }
 
 // State returns the authorisation state and its cause.

@@ -414,18 +414,44 @@ type Statistic struct {
 	CRMActivityID  Int    `json:"CRM_ACTIVITY_ID"`
 	CRMEntityType  String `json:"CRM_ENTITY_TYPE"`
 	CRMEntityID    Int    `json:"CRM_ENTITY_ID"`
+	// RecordFileID is the attached recording's file (0: none attached); CallRecordURL the
+	// recording's address when it came as a URL.
+	RecordFileID  Int    `json:"RECORD_FILE_ID"`
+	CallRecordURL String `json:"CALL_RECORD_URL"`
 }
 
 // MethodStatistic is the statistics method: finished external calls are listed there too.
 const MethodStatistic = "voximplant.statistic.get"
+
+// The statistics fields FindStatistic and FindStatisticByExternalID filter on.
+const (
+	FieldCallID         = "CALL_ID"
+	FieldExternalCallID = "EXTERNAL_CALL_ID"
+)
 
 // FindStatistic looks a call up in the telephony statistics by its CALL_ID. Only finished calls
 // are there, so it tells whether an earlier finish whose answer was lost went through. It
 // returns nil (and no error) when the call is not there. The method needs the "Call statistics:
 // view" permission for the application's user; without it the portal answers ACCESS_DENIED.
 func (c *Client) FindStatistic(ctx context.Context, callID string) (*Statistic, error) {
+	return c.findStatistic(ctx, FieldCallID, callID, func(s *Statistic) string { return string(s.CallID) })
+}
+
+// FindStatisticByExternalID looks a finished call up in the telephony statistics by the
+// EXTERNAL_CALL_ID it was registered with (the record key), like FindStatistic. Calls Bitrix24
+// registered itself (click-to-call) have none.
+func (c *Client) FindStatisticByExternalID(ctx context.Context, externalCallID string) (*Statistic, error) {
+	return c.findStatistic(ctx, FieldExternalCallID, externalCallID, func(s *Statistic) string { return string(s.ExternalCallID) })
+}
+
+// findStatistic asks for the rows whose field equals value and returns the first whose value
+// (of) matches exactly, or nil.
+func (c *Client) findStatistic(ctx context.Context, field, value string, of func(*Statistic) string) (*Statistic, error) {
+	if value == "" {
+		return nil, fmt.Errorf("%s: empty %s", MethodStatistic, field)
+	}
 	var raw json.RawMessage
-	p := map[string]any{"FILTER": map[string]string{"CALL_ID": callID}}
+	p := map[string]any{"FILTER": map[string]string{field: value}}
 	if _, err := c.Call(httpclient.Idempotent(ctx), MethodStatistic, p, &raw); err != nil {
 		return nil, err
 	}
@@ -434,7 +460,7 @@ func (c *Client) FindStatistic(ctx context.Context, callID string) (*Statistic, 
 		return nil, err
 	}
 	for i := range rows {
-		if string(rows[i].CallID) == callID {
+		if of(&rows[i]) == value {
 			return &rows[i], nil
 		}
 	}

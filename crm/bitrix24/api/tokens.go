@@ -58,6 +58,18 @@ func (f TokenFile) Save(t *Tokens) error {
 	return WriteFileAtomic(f.Path, b, 0o600)
 }
 
+// Remove deletes the file durably (the directory is fsync'd, so the removal survives a crash);
+// a missing file is not an error.
+func (f TokenFile) Remove() error {
+	if f.Path == "" {
+		return nil
+	}
+	if err := os.Remove(f.Path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("removing tokens: %w", err)
+	}
+	return syncDir(filepath.Dir(f.Path))
+}
+
 // WriteFileAtomic writes data to path so that readers see either the old or the new content,
 // even after a crash: temporary file, fsync, chmod, rename, fsync of the directory.
 func WriteFileAtomic(path string, data []byte, mode os.FileMode) (err error) {
@@ -89,12 +101,17 @@ func WriteFileAtomic(path string, data []byte, mode os.FileMode) (err error) {
 	if err = os.Rename(tmp.Name(), path); err != nil {
 		return fmt.Errorf("writing %s: %w", path, err)
 	}
+	return syncDir(dir)
+}
+
+// syncDir fsyncs a directory, making a rename or removal in it durable.
+func syncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
 		return fmt.Errorf("syncing %s: %w", dir, err)
 	}
 	defer func() { _ = d.Close() }()
-	if err = d.Sync(); err != nil {
+	if err := d.Sync(); err != nil {
 		return fmt.Errorf("syncing %s: %w", dir, err)
 	}
 	return nil
