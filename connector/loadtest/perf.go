@@ -22,10 +22,14 @@ const (
 	PerfFake  = "fake"  // 50 calls/s into the fake connector: CPU per call without CRM I/O
 	PerfBurst = "burst" // the 105-call burst into Bitrix24 at its real limit: RSS
 	PerfOpen  = "open"  // 1,800 calls open at once, started at 200 calls/s: RSS
+	// PerfB24Filter and PerfFakeFilter are PerfB24 and PerfFake with Asterisk sending only what
+	// `pbxbridge config eventfilter` admits (RecommendedEventFilter).
+	PerfB24Filter  = "b24-eventfilter"
+	PerfFakeFilter = "fake-eventfilter"
 )
 
 // PerfSteps lists every step of the perf run.
-var PerfSteps = []string{PerfIdle, PerfB24, PerfFake, PerfBurst, PerfOpen}
+var PerfSteps = []string{PerfIdle, PerfB24, PerfFake, PerfB24Filter, PerfFakeFilter, PerfBurst, PerfOpen}
 
 // Defaults of the perf run.
 const (
@@ -178,6 +182,14 @@ func perfEnvOptions(step string) EnvOptions {
 			Daemon: DaemonOptions{Connectors: []string{ConnBitrix24}, Workers: 2}, Recordings: true}
 	case PerfOpen:
 		return EnvOptions{PBX: fakepbx.Config{Speed: 0.5}, Daemon: DaemonOptions{Connectors: []string{ConnBitrix24}, Unlimited: true, Workers: 8}}
+	case PerfB24Filter, PerfFakeFilter:
+		eo := perfEnvOptions(strings.TrimSuffix(step, "-eventfilter"))
+		lines, err := RecommendedEventFilter()
+		if err != nil {
+			panic(err) // the lines of the built-in variables are valid (ami tests)
+		}
+		eo.PBX.EventFilter = lines
+		return eo
 	}
 	return EnvOptions{}
 }
@@ -318,7 +330,7 @@ func perfLoad(ctx context.Context, e *Env, step string, quick bool) (perfSample,
 	ps := perfSample{calls: n, cpu: p1.CPU - p0.CPU, wall: end.Sub(from), maxRSS: maxRSS, endRSS: p1.RSS, switches: sw1 - sw0,
 		fsynced: delta("pbxbridge_outbox_commits_total", `sync="full"`), lazy: delta("pbxbridge_outbox_commits_total", `sync="normal"`),
 		writes: delta("pbxbridge_outbox_writes_total")}
-	if step == PerfB24 {
+	if step == PerfB24 || step == PerfB24Filter {
 		tm := e.Measure(from, to, end)
 		ps.card99, ps.ack99 = tm.RingToCard[ConnBitrix24].Quantile(0.99), tm.HangupToAck[ConnBitrix24].Quantile(0.99)
 		ps.noAck = tm.NoAck[ConnBitrix24]
@@ -463,7 +475,7 @@ func perfMetrics(step string) []perfMetric {
 			{name: "context switches per minute, idle", value: func(s perfSample) float64 { return s.perMin(float64(s.switches)) }},
 			{name: "RSS idle", unit: " MB", value: func(s perfSample) float64 { return float64(s.endRSS) / (1 << 20) }, target: 15, targetText: "≤ 15 MB"},
 		}
-	case PerfB24:
+	case PerfB24, PerfB24Filter:
 		return []perfMetric{
 			{name: "CPU per 1,000 calls incl. CRM I/O", unit: " CPU-s", value: perK, target: 3, targetText: "≤ 3 CPU-s"},
 			commits[0], commits[1], commits[2],
@@ -472,7 +484,7 @@ func perfMetrics(step string) []perfMetric {
 			{name: "hangup→CRM ack p99", unit: " ms", value: func(s perfSample) float64 { return float64(s.ack99.Microseconds()) / 1000 }, target: 500, targetText: "< 500 ms"},
 			{name: "context switches per call", value: func(s perfSample) float64 { return s.perCall(float64(s.switches)) }},
 		}
-	case PerfFake:
+	case PerfFake, PerfFakeFilter:
 		return []perfMetric{
 			{name: "CPU per 1,000 calls excl. CRM I/O", unit: " CPU-s", value: perK, target: 1, targetText: "≤ 1 CPU-s"},
 			commits[0], commits[1], commits[2],
@@ -489,11 +501,13 @@ func perfMetrics(step string) []perfMetric {
 
 // perfWhat describes a step in its figures.
 var perfWhat = map[string]string{
-	PerfIdle:  "idle, AMI logged in, Bitrix24 connector",
-	PerfB24:   "Bitrix24, 50 calls/s for 30 s, unlimited CRM",
-	PerfFake:  "fake connector, 50 calls/s for 30 s",
-	PerfBurst: "105 calls in 114 s into Bitrix24 at 2 req/s",
-	PerfOpen:  "1,800 calls open, started at 200 calls/s, Bitrix24",
+	PerfIdle:       "idle, AMI logged in, Bitrix24 connector",
+	PerfB24:        "Bitrix24, 50 calls/s for 30 s, unlimited CRM",
+	PerfFake:       "fake connector, 50 calls/s for 30 s",
+	PerfBurst:      "105 calls in 114 s into Bitrix24 at 2 req/s",
+	PerfOpen:       "1,800 calls open, started at 200 calls/s, Bitrix24",
+	PerfB24Filter:  "Bitrix24, 50 calls/s for 30 s, unlimited CRM, manager.conf eventfilter",
+	PerfFakeFilter: "fake connector, 50 calls/s for 30 s, manager.conf eventfilter",
 }
 
 // perfFigures turns the samples into figures: the median of each build, every sample in order.
