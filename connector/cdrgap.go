@@ -89,8 +89,9 @@ type cdrGap struct {
 	pendingTo   time.Time
 	gen         uint64
 
-	mark atomic.Int64   // the watermark to persist, unix nanoseconds (0: nothing to write)
-	req  chan gapWindow // the latest gap to recover, to the loop
+	mark  atomic.Int64   // the watermark to persist, unix nanoseconds (0: nothing to write)
+	moved chan struct{}  // the watermark moved: the loop persists it within cdrPersist
+	req   chan gapWindow // the latest gap to recover, to the loop
 
 	mu       sync.Mutex // guards the fields below
 	src      cdr.Source // nil: no cdr block
@@ -109,7 +110,7 @@ type cdrGap struct {
 // newCDRGap builds the recovery of p from its config and starts its goroutine. The watermark
 // the last run left (read now) opens the first gap.
 func newCDRGap(ctx context.Context, p *pbxRT, pc *config.PBX, opts callmodel.Options) (*cdrGap, error) {
-	g := &cdrGap{p: p, log: p.log.With("component", "cdr"), req: make(chan gapWindow, 1), done: make(chan struct{})}
+	g := &cdrGap{p: p, log: p.log.With("component", "cdr"), req: make(chan gapWindow, 1), moved: make(chan struct{}, 1), done: make(chan struct{})}
 	if err := g.configure(pc, opts); err != nil {
 		return nil, err
 	}
@@ -285,7 +286,8 @@ func (g *cdrGap) event(ev *asterisk.Event) {
 	}
 }
 
-// tick publishes the watermark (model goroutine, once a second).
+// tick publishes the watermark (model goroutine: once a second while events come or records
+// wait to be stored, see pbxRT.modelLoop).
 func (g *cdrGap) tick() {
 	if g == nil || !g.enabled() {
 		return
@@ -294,8 +296,11 @@ func (g *cdrGap) tick() {
 	if !g.pending {
 		t = g.floor()
 	}
-	if !t.IsZero() {
-		g.mark.Store(t.UnixNano())
+	if !t.IsZero() && g.mark.Swap(t.UnixNano()) != t.UnixNano() {
+		select {
+		case g.moved <- struct{}{}:
+		default:
+		}
 	}
 }
 
@@ -321,24 +326,32 @@ func (g *cdrGap) recovered(w gapWindow) {
 	g.tick()
 }
 
-// loop persists the watermark and runs the recoveries asked for, one at a time.
+// cdrPersist bounds how often the watermark is written while it moves.
+const cdrPersist = time.Second
+
+// loop persists the watermark (at most every cdrPersist, only when it moved) and runs the
+// recoveries asked for, one at a time.
 func (g *cdrGap) loop(ctx context.Context) {
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
+	persistT := time.NewTimer(time.Hour)
+	persistT.Stop()
+	defer persistT.Stop()
+	armed := false
 	var written int64
-	persist := func(ctx context.Context) {
+	// persist writes the watermark if it moved; false when the write failed.
+	persist := func(ctx context.Context) bool {
 		m := g.mark.Load()
 		if m == 0 || m == written || !g.enabled() {
-			return
+			return true
 		}
 		v := time.Unix(0, m).UTC().Format(time.RFC3339Nano)
 		if err := g.p.d.store.SetMetaLazy(ctx, gapMetaPrefix+g.p.name, []byte(v)); err != nil {
 			if ctx.Err() == nil {
 				g.log.Warn("cannot store the CDR watermark; retrying", "err", err)
 			}
-			return
+			return false
 		}
 		written = m
+		return true
 	}
 	defer func() {
 		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
@@ -355,8 +368,16 @@ func (g *cdrGap) loop(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-tick.C:
-			persist(ctx)
+		case <-g.moved:
+			if !armed {
+				armed = true
+				persistT.Reset(cdrPersist)
+			}
+		case <-persistT.C:
+			armed = !persist(ctx)
+			if armed {
+				persistT.Reset(cdrPersist)
+			}
 		case w := <-g.req:
 			next = &w
 			retry = cdrRetry

@@ -303,20 +303,24 @@ func (p *pbxRT) stop() {
 }
 
 // modelLoop feeds events to the call model until the PBX stops (its source has stopped and its
-// events are consumed), and finishes calls that exceed the maximum age once a second.
+// events are consumed). It polls nothing: its one timer runs only while work is due (modelTimer).
 func (p *pbxRT) modelLoop() {
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
+	mt := modelTimer{p: p, open: p.d.m.openCalls.WithLabelValues(p.name), lastOpen: -1, gap: p.gap.enabled()}
+	mt.t = time.NewTimer(time.Hour)
+	mt.t.Stop()
+	defer mt.t.Stop()
 	for {
 		select {
 		case ev := <-p.events:
 			p.apply(&ev)
+			mt.events = true
+			mt.arm()
 		case fn := <-p.exec:
 			fn()
-		case <-tick.C:
-			p.builder.Flush(p.d.now(), false)
-			p.d.m.openCalls.WithLabelValues(p.name).Set(float64(p.builder.Open()))
-			p.gap.tick()
+			mt.gap = p.gap.enabled() // a reload may have changed the cdr block
+			mt.arm()
+		case <-mt.t.C:
+			mt.fire()
 		case <-p.quit:
 			for {
 				select {
@@ -328,6 +332,86 @@ func (p *pbxRT) modelLoop() {
 			}
 		}
 	}
+}
+
+// modelGapTick is how often the CDR watermark is moved while events come (or records wait to
+// be stored).
+const modelGapTick = time.Second
+
+// modelTimer is the model goroutine's timer: it fires when a call's FinishDelay has passed, when
+// the oldest open call reaches MaxCallAge (Flush finishes both), and, with a cdr block, once a
+// second while events come or records wait to be stored (the CDR watermark). Without calls and
+// events it is stopped: an idle PBX costs no wake-up.
+type modelTimer struct {
+	p        *pbxRT
+	t        *time.Timer
+	at       time.Time // when t fires; zero: stopped
+	ageAt    time.Time // when the oldest open call reaches MaxCallAge; zero: not computed
+	gapAt    time.Time // the next watermark tick; zero: none due
+	gap      bool      // the PBX has a cdr block
+	events   bool      // events came since the last watermark tick
+	open     prometheus.Gauge
+	lastOpen int
+}
+
+// arm updates the open-calls gauge and (re)arms the timer for the earliest work due.
+func (m *modelTimer) arm() {
+	b := m.p.builder
+	n := b.Open()
+	if n != m.lastOpen {
+		m.open.Set(float64(n))
+		m.lastOpen = n
+	}
+	var next time.Time
+	earliest := func(t time.Time) {
+		if !t.IsZero() && (next.IsZero() || t.Before(next)) {
+			next = t
+		}
+	}
+	earliest(b.NextFinish())
+	if n > 0 {
+		if m.ageAt.IsZero() {
+			m.ageAt = b.OldestStart().Add(m.maxAge())
+		}
+		earliest(m.ageAt)
+	} else {
+		m.ageAt = time.Time{}
+	}
+	if m.gap && m.gapAt.IsZero() && (m.events || !m.p.inflightOldest().IsZero()) {
+		m.gapAt = m.p.d.now().Add(modelGapTick)
+	}
+	earliest(m.gapAt)
+	if next.Equal(m.at) {
+		return
+	}
+	m.at = next
+	if next.IsZero() {
+		m.t.Stop()
+		return
+	}
+	m.t.Reset(max(next.Sub(m.p.d.now()), 0))
+}
+
+// fire does the work due: Flush, the watermark.
+func (m *modelTimer) fire() {
+	m.at = time.Time{}
+	now := m.p.d.now()
+	m.p.builder.Flush(now, false)
+	m.ageAt = time.Time{} // the oldest call may have gone
+	if !m.gapAt.IsZero() && !now.Before(m.gapAt) {
+		m.p.gap.tick()
+		m.gapAt, m.events = time.Time{}, false
+	}
+	m.arm()
+}
+
+// maxAge is the age at which Flush finishes an open call (the default when unset: Flush then
+// only forgets old entries, which can wait as long).
+func (m *modelTimer) maxAge() time.Duration {
+	if a := m.p.builder.MaxCallAge(); a > 0 {
+		return a
+	}
+	return callmodel.DefaultMaxCallAge
 }
 
 func (p *pbxRT) apply(ev *asterisk.Event) {

@@ -19,7 +19,7 @@ import (
 // before it came back. The call model lives in memory, so such a call would otherwise never
 // produce a record. The ledger keeps, per PBX, what the live events told about each open call
 // (direction, customer, line, start, extensions rung, who answered) in the outbox database, and
-// while calls are open a heartbeat row once a second. The row of a call goes away with its
+// while calls are open a heartbeat row once a second (no timer runs while none is). The row of a call goes away with its
 // record (in the Enqueue commit, or explicitly for records routed nowhere).
 //
 // After a restart, at the first complete snapshot of the PBX's channels (the source's first
@@ -28,10 +28,11 @@ import (
 // (the last moment the call was known to be open), answered or missed as the live events said.
 // A call still up is followed from the snapshot as usual.
 //
-// Writes are asynchronous, coalesced every ledgerDelay, and never block the call model; a
-// failed write is logged and retried with the next one.
+// Writes are asynchronous, coalesced for ledgerDelay and then ride along in another commit of
+// the outbox for up to ledgerDelay (under load the ledger costs no commit of its own), and never
+// block the call model; a failed write is logged and retried with the next one.
 const (
-	ledgerDelay     = 20 * time.Millisecond
+	ledgerDelay     = 10 * time.Millisecond
 	ledgerHeartbeat = time.Second
 	// heartbeatPrefix marks the heartbeat row of a PBX (not a call).
 	heartbeatPrefix = "!alive/"
@@ -157,27 +158,49 @@ func (l *ledger) signal() {
 	}
 }
 
-// run writes the ledger until ctx ends, then once more.
+// run writes the ledger until ctx ends, then once more. The heartbeat ticks only while calls
+// are open: an idle PBX costs no wake-up.
 func (l *ledger) run(ctx context.Context) {
-	tick := time.NewTicker(ledgerHeartbeat)
-	defer tick.Stop()
+	beat := time.NewTimer(time.Hour)
+	beat.Stop()
+	defer beat.Stop()
+	beating := false
+	delay := time.NewTimer(time.Hour)
+	delay.Stop()
+	defer delay.Stop()
 	for {
+		if open := l.open(); open != beating {
+			beating = open
+			if open {
+				beat.Reset(ledgerHeartbeat)
+			} else {
+				beat.Stop()
+			}
+		}
 		select {
 		case <-ctx.Done():
 			l.flush(context.WithoutCancel(ctx), false)
 			return
 		case <-l.wake:
-			t := time.NewTimer(ledgerDelay)
+			delay.Reset(ledgerDelay)
 			select {
-			case <-t.C:
+			case <-delay.C:
 			case <-ctx.Done():
-				t.Stop()
+				delay.Stop()
 			}
 			l.flush(ctx, false)
-		case <-tick.C:
+		case <-beat.C:
+			beating = false // re-armed above while calls are open
 			l.flush(ctx, true)
 		}
 	}
+}
+
+// open reports whether calls are open.
+func (l *ledger) open() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.calls) > 0
 }
 
 // flush writes the changed calls, the finished ones' deletions and, when asked and calls are
@@ -205,7 +228,7 @@ func (l *ledger) flush(ctx context.Context, heartbeat bool) {
 	if len(puts) == 0 && len(gone) == 0 {
 		return
 	}
-	if err := l.store.PutOpenCalls(ctx, puts, gone); err != nil {
+	if err := l.store.PutOpenCallsWithin(ctx, ledgerDelay, puts, gone); err != nil {
 		// Put them back for the next attempt (newer changes win).
 		l.mu.Lock()
 		for _, p := range puts {

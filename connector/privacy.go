@@ -140,7 +140,7 @@ func (d *Daemon) Forget(ctx context.Context, number string) (admin.ForgetReport,
 	// waiting first, so they are erased with the rest instead of bringing a call's key back.
 	for _, c := range d.routes() {
 		if c.live != nil && c.live.tl != nil {
-			c.live.tl.flush(ctx)
+			c.live.tl.flush(ctx, 0)
 		}
 	}
 	rep.Outbox, err = d.store.Forget(ctx, outbox.Erasure{Needles: m.needles(), Match: m.match})

@@ -307,6 +307,25 @@ type CallStoreBatch interface {
 	SetMany(ctx context.Context, key string, fields map[string]string) error
 }
 
+// CallStoreLazy is implemented by CallStores that can write without an fsync'd commit of their
+// own (the daemon's store has it). Set is durable when it returns, which costs the disk an fsync;
+// a delivered call should cost at most two (its record and its acknowledgement), so adapters
+// write per-call state through these when present and fall back to Set otherwise:
+type CallStoreLazy interface {
+	// SetLazy sets the fields of the call key together, committed but not fsync'd: when it
+	// returns nil they survive a crash of the daemon; a power loss may undo them until the
+	// store's next durable commit (at the latest the acknowledgement of the delivery in
+	// progress). For write-ahead markers: a request that creates something in the CRM is about
+	// to go out.
+	SetLazy(ctx context.Context, key string, fields map[string]string) error
+	// SetLater sets the fields of the call key without waiting: they are written with the
+	// store's next commit, within moments, and Get and GetAll see them at once. A crash in
+	// between loses them: for state whose loss is harmless (a card shown), and for what a
+	// delivery learned just before it ends (its acknowledgement follows at once and carries
+	// them).
+	SetLater(key string, fields map[string]string) error
+}
+
 // Params is what a Factory gets to build one connector instance.
 type Params struct {
 	// Name is the connector instance name (config connectors[].name); Type its type.

@@ -7,6 +7,7 @@
 //	go run ./cmd/loadtest -quick               # a short smoke run of the harness
 //	go run ./cmd/loadtest -profile /tmp/prof   # plus a CPU profile of the daemon per run
 //	go run ./cmd/loadtest -daemon ./old-pbxbridge -run latency  # measure another build
+//	go run ./cmd/loadtest -run perf -before ./old-loadtest      # before/after, side by side (~40 min)
 //
 // Run it from the repository root (it reads the scenarios' expected records from
 // connector/callmodel/testdata) on an otherwise quiet machine; it prints the load average of
@@ -33,11 +34,16 @@ func main() {
 }
 
 func run() int {
-	runs := flag.String("run", strings.Join(loadtest.Runs, ","), "comma-separated runs: "+strings.Join(loadtest.Runs, ", "))
+	runs := flag.String("run", strings.Join(loadtest.Runs, ","), "comma-separated runs: "+strings.Join(loadtest.Runs, ", ")+
+		", or "+loadtest.RunPerf+" (before/after, not run by default)")
 	quick := flag.Bool("quick", false, "short runs (a smoke test of the harness, not the benchmark's figures)")
 	profile := flag.String("profile", "", "write a CPU profile of the daemon per run into this directory")
 	rate := flag.Float64("latency-rate", 0, "call rate of the latency run (default 50/s)")
 	daemon := flag.String("daemon", "", "run this pbxbridge binary as the daemon instead of this one (compare builds)")
+	before := flag.String("before", "", "perf run: the daemon binary before the change (a cmd/loadtest build), measured side by side with -daemon or this one")
+	repeat := flag.Int("repeat", loadtest.DefaultPerfRepeat, "perf run: repetitions (medians are reported)")
+	idleFor := flag.Duration("idle-for", loadtest.DefaultPerfIdleFor, "perf run: how long the idle step measures")
+	steps := flag.String("steps", strings.Join(loadtest.PerfSteps, ","), "perf run: comma-separated steps: "+strings.Join(loadtest.PerfSteps, ", "))
 	testdata := flag.String("testdata", "connector/callmodel/testdata", "the call model's testdata directory (expected records)")
 	flag.Parse()
 
@@ -56,6 +62,7 @@ func run() int {
 	}
 	figs, err := loadtest.Bench(ctx, loadtest.BenchOptions{
 		Expected: exp, Runs: strings.Split(*runs, ","), Quick: *quick, ProfileDir: *profile, Log: os.Stderr, LatencyRate: *rate, Executable: *daemon,
+		Before: *before, PerfRepeat: *repeat, PerfIdleFor: *idleFor, PerfSteps: strings.Split(*steps, ","),
 	})
 	loadtest.FormatTable(os.Stdout, figs, machine(), time.Now().UTC().Format("2006-01-02 15:04 UTC"))
 	if err != nil {

@@ -64,6 +64,9 @@ func NewBuilder(opts Options, out Output) *Builder {
 	}
 }
 
+// MaxCallAge is Options.MaxCallAge: the age at which Flush(now, false) finishes a call (0: never).
+func (b *Builder) MaxCallAge() time.Duration { return b.opts.MaxCallAge }
+
 // Open returns the number of calls not yet finished (open, or closed and waiting FinishDelay).
 func (b *Builder) Open() int { return len(b.calls) }
 
@@ -105,6 +108,18 @@ func (b *Builder) OldestStart() time.Time {
 	for _, c := range b.calls {
 		if !c.created.IsZero() && (t.IsZero() || c.created.Before(t)) {
 			t = c.created
+		}
+	}
+	return t
+}
+
+// NextFinish returns when the earliest call waiting FinishDelay is due (Flush finishes it from
+// then on), or the zero time when none waits.
+func (b *Builder) NextFinish() time.Time {
+	var t time.Time
+	for _, c := range b.closing {
+		if c.state == callClosing && (t.IsZero() || c.deadline.Before(t)) {
+			t = c.deadline
 		}
 	}
 	return t

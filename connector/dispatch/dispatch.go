@@ -11,8 +11,10 @@
 //     is broken; records wait without being lost until an admin re-authorises). ResumeAuth
 //     (new credentials arrived) ends the pause and makes the waiting rows due at once.
 //
-// A connector whose licence gate is closed leases nothing: its rows wait in the outbox.
-// Run stops leasing when its context ends, lets deliveries in progress finish for up to
+// An idle Worker does not poll: after a lease that left nothing due it sleeps until the outbox's
+// next due time (a retry, a lease expiry) or until Wake (an enqueue, an operator's requeue). A
+// connector whose licence gate is closed leases nothing: its rows wait in the outbox, and the
+// gate is asked again every Poll. Run stops leasing when its context ends, lets deliveries in progress finish for up to
 // DrainTimeout, then cancels them and releases their rows (a released row is delivered again
 // later; adapters are idempotent per record key).
 package dispatch
@@ -37,7 +39,9 @@ import (
 
 // Queue is the part of the outbox a Worker uses; *outbox.Store implements it.
 type Queue interface {
-	Lease(ctx context.Context, connector string, limit int, ttl time.Duration) ([]outbox.Row, error)
+	// LeaseNext leases due rows; with fewer than limit it also says when the next row becomes
+	// due (zero: none), else now (outbox.Store.LeaseNext).
+	LeaseNext(ctx context.Context, connector string, limit int, ttl time.Duration) ([]outbox.Row, time.Time, error)
 	// Ack, Retry and Bury append the timeline entries to the row's call in the same transaction
 	// when they succeed.
 	Ack(ctx context.Context, row outbox.Row, timeline ...outbox.TimelineEntry) error
@@ -60,7 +64,7 @@ type Options struct {
 	DeliveryTimeout time.Duration // one attempt (default 60s)
 	LeaseTTL        time.Duration // default 2×DeliveryTimeout + 30s
 	DrainTimeout    time.Duration // graceful stop (default 10s)
-	Poll            time.Duration // idle poll interval (default 1s); Wake makes it immediate
+	Poll            time.Duration // how often a closed licence gate is asked again, and the wait after a failed lease (default 1s)
 	AuthPause       time.Duration // default 1m
 
 	// Limiter, when set, spaces deliveries (a client-side rate limit on top of the adapter's).
@@ -140,6 +144,11 @@ type Worker struct {
 	log *slog.Logger
 
 	wake chan struct{}
+	// due is when the outbox has a row due next as far as the worker knows (zero: now, lease).
+	dueMu sync.Mutex
+	due   time.Time
+
+	t *time.Timer // Run's sleep until due (Run's goroutine only)
 
 	inFlight  atomic.Int64
 	delivered atomic.Int64
@@ -195,6 +204,44 @@ func (w *Worker) Wake() {
 	}
 }
 
+// dueBy makes the worker lease again by t at the latest (a retry it scheduled, a lease it could
+// not settle).
+func (w *Worker) dueBy(t time.Time) {
+	w.dueMu.Lock()
+	if !w.due.IsZero() && t.Before(w.due) {
+		w.due = t
+	}
+	w.dueMu.Unlock()
+	w.Wake()
+}
+
+// setDue records when the next row is due after a lease (zero next: none is pending).
+func (w *Worker) setDue(next time.Time) {
+	if next.IsZero() {
+		next = time.Unix(1<<62/int64(time.Second), 0) // nothing pending: only Wake
+	}
+	w.dueMu.Lock()
+	w.due = next
+	w.dueMu.Unlock()
+}
+
+// untilDue returns how long to wait before the next lease (0: lease now).
+func (w *Worker) untilDue() time.Duration {
+	w.dueMu.Lock()
+	defer w.dueMu.Unlock()
+	if w.due.IsZero() {
+		return 0
+	}
+	return w.due.Sub(w.o.Clock())
+}
+
+// leaseNow makes the next lease happen at once (after a wake).
+func (w *Worker) leaseNow() {
+	w.dueMu.Lock()
+	w.due = time.Time{}
+	w.dueMu.Unlock()
+}
+
 // Status returns the worker's current state.
 func (w *Worker) Status() Status {
 	w.mu.Lock()
@@ -246,6 +293,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		}
 		if w.resume.Swap(false) {
 			w.retryNow(ctx)
+			w.leaseNow() // the rows made due are not in the last lease's next-due time
 		}
 		// Wait for a free delivery slot before leasing, so leased rows never wait for a worker.
 		free := w.o.Concurrency - len(sem)
@@ -258,8 +306,24 @@ func (w *Worker) Run(ctx context.Context) error {
 			}
 			continue
 		}
+		// Nothing due yet: sleep until the next row is, or until a wake (an enqueue).
+		if d := w.untilDue(); d > 0 {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-w.wake:
+				w.leaseNow()
+			case <-w.timer(d):
+			}
+			continue
+		}
+		// A wake that comes during the lease leases again; the lease may have missed its row.
+		select {
+		case <-w.wake:
+		default:
+		}
 		limit := min(free, w.o.Batch)
-		rows, err := w.q.Lease(ctx, w.o.Connector, limit, w.o.LeaseTTL)
+		rows, next, err := w.q.LeaseNext(ctx, w.o.Connector, limit, w.o.LeaseTTL)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -270,11 +334,8 @@ func (w *Worker) Run(ctx context.Context) error {
 			}
 			continue
 		}
-		if len(rows) == 0 {
-			if !sleep(ctx, w.o.Poll, w.wake) {
-				return nil
-			}
-			continue
+		if len(rows) < limit {
+			w.setDue(next)
 		}
 		for _, row := range rows {
 			sem <- struct{}{}
@@ -325,6 +386,16 @@ func (w *Worker) pause() time.Duration {
 		return min(w.pausedUntil.Sub(now), w.o.Poll)
 	}
 	return 0
+}
+
+// timer returns a channel that receives after d, reusing the worker's timer.
+func (w *Worker) timer(d time.Duration) <-chan time.Time {
+	if w.t == nil {
+		w.t = time.NewTimer(d)
+	} else {
+		w.t.Reset(d)
+	}
+	return w.t.C
 }
 
 // sleep waits for d, ctx or wake; it reports false when ctx ended.
@@ -435,11 +506,13 @@ func (w *Worker) deliver(hard context.Context, row outbox.Row) {
 		w.pausedUntil = next
 		w.mu.Unlock()
 		w.finish(bg, row, "auth", tl, func(tl []outbox.TimelineEntry) error { return w.q.Retry(bg, row, next, msg, tl...) })
+		w.dueBy(next)
 	case crm.ClassRateLimited:
 		d := max(retryAfter, w.o.BackoffMin)
 		w.log.Warn("CRM rate limit: retrying later", "call", row.Key, "after", d)
 		tl = append(tl, w.entry("retry", fmt.Sprintf("rate limited, retry in %v", d.Round(time.Second)), msg))
 		w.finish(bg, row, "rate_limited", tl, func(tl []outbox.TimelineEntry) error { return w.q.Retry(bg, row, now.Add(d), msg, tl...) })
+		w.dueBy(now.Add(d))
 	default:
 		if w.o.GiveUpAfter > 0 && now.Sub(row.StartedAt) > w.o.GiveUpAfter {
 			reason := fmt.Sprintf("gave up after %d attempts over %v: %s", row.Attempts+1, w.o.GiveUpAfter, msg)
@@ -452,6 +525,7 @@ func (w *Worker) deliver(hard context.Context, row outbox.Row) {
 		w.log.Warn("delivery failed: retrying", "call", row.Key, "attempt", row.Attempts+1, "in", d.Round(time.Second), "err", err)
 		tl = append(tl, w.entry("retry", fmt.Sprintf("attempt %d failed, retry in %v", row.Attempts+1, d.Round(time.Second)), msg))
 		w.finish(bg, row, "retry", tl, func(tl []outbox.TimelineEntry) error { return w.q.Retry(bg, row, now.Add(d), msg, tl...) })
+		w.dueBy(now.Add(d))
 	}
 }
 
@@ -471,6 +545,9 @@ func (w *Worker) backoff(attempts int) time.Duration {
 func (w *Worker) release(ctx context.Context, row outbox.Row) {
 	if _, err := w.q.Release(ctx, row); err != nil {
 		w.log.Error("releasing a lease", "call", row.Key, "err", err)
+		w.dueBy(row.LeaseExpiresAt)
+	} else {
+		w.dueBy(w.o.Clock())
 	}
 	w.count("released")
 }
@@ -481,6 +558,7 @@ func (w *Worker) finish(ctx context.Context, row outbox.Row, result string, tl [
 	if err := apply(tl); err != nil {
 		// The lease will expire and the row will be delivered again; adapters are idempotent.
 		w.log.Error("recording a delivery result in the outbox", "call", row.Key, "result", result, "err", err)
+		w.dueBy(row.LeaseExpiresAt)
 		if errors.Is(err, outbox.ErrLeaseLost) {
 			w.appendTimeline(ctx, row, tl)
 		}

@@ -332,3 +332,54 @@ func TestResumeAuthDeliversAtOnce(t *testing.T) {
 		t.Fatalf("the connector paused after an attempt with the old credentials: %+v", w2.Status())
 	}
 }
+
+// countingQueue counts the leases a worker takes.
+type countingQueue struct {
+	*outbox.Store
+	leases atomic.Int64
+}
+
+func (q *countingQueue) LeaseNext(ctx context.Context, connector string, limit int, ttl time.Duration) ([]outbox.Row, time.Time, error) {
+	q.leases.Add(1)
+	return q.Store.LeaseNext(ctx, connector, limit, ttl)
+}
+
+// An idle worker does not poll the outbox: it leases when woken, and again when a retry it
+// scheduled is due, and not in between.
+func TestIdleWorkerDoesNotPoll(t *testing.T) {
+	t.Parallel()
+	st := openStore(t, nil)
+	q := &countingQueue{Store: st}
+	crmAPI := &scripted{answer: func(rec *call.Record, attempt int) error {
+		if rec.CallID == "flaky" && attempt == 1 {
+			return crm.Transient(errors.New("502 bad gateway"))
+		}
+		return nil
+	}}
+	// Poll is short: a worker that polled would lease again and again.
+	w := New(q, Options{Connector: "crm1", Adapter: crmAPI, Poll: time.Millisecond,
+		BackoffMin: 50 * time.Millisecond, BackoffMax: 50 * time.Millisecond, Rand: func() float64 { return 1 }}, nil)
+	stop := runWorker(t, w)
+	defer stop()
+	// asleep: the worker found nothing pending and sleeps until a wake.
+	asleep := func() bool { return w.untilDue() > time.Hour }
+	waitFor(t, "the first lease", asleep)
+	if n := q.leases.Load(); n != 1 {
+		t.Fatalf("%d leases while the outbox was empty, want 1", n)
+	}
+
+	enqueue(t, st, "ok")
+	w.Wake()
+	waitFor(t, "the delivery", func() bool { return len(rowsIn(t, st, outbox.Done)) == 1 && asleep() })
+	if n := q.leases.Load(); n != 2 {
+		t.Fatalf("%d leases after one wake, want 2", n)
+	}
+
+	// A failed delivery is retried when its backoff has passed, without a wake.
+	enqueue(t, st, "flaky")
+	w.Wake()
+	waitFor(t, "the retry", func() bool { return crmAPI.count("flaky") == 2 && len(rowsIn(t, st, outbox.Done)) == 2 && asleep() })
+	if n := q.leases.Load(); n > 5 {
+		t.Fatalf("%d leases in all, want at most 5 (start, two wakes, the retry and the lease its wake may add)", n)
+	}
+}

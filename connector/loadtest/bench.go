@@ -30,9 +30,13 @@ const (
 	RunConcurrency = "concurrency" // 1,000 calls in progress at once: RSS
 	RunLimits      = "limits"      // CRMs at their real limits: outbox growth and drain
 	RunB24Burst    = "b24burst"    // 105 calls in 114 s into Bitrix24 at 2 req/s: late cards, finish latency
+	// RunPerf compares two daemon builds (BenchOptions.Before and this one) step by step:
+	// CPU per call and per idle minute, outbox commits per call, RSS (perf.go). It takes about
+	// 40 minutes, so it is not among the default Runs.
+	RunPerf = "perf"
 )
 
-// Runs lists every run of Bench.
+// Runs lists the runs of Bench that run by default (every run but RunPerf).
 var Runs = []string{RunIdle, RunLatency, RunThroughput, RunConcurrency, RunLimits, RunB24Burst}
 
 // BenchOptions configure Bench.
@@ -51,6 +55,15 @@ type BenchOptions struct {
 	Executable string
 	// LatencyRate overrides the call rate of the latency run (default 50/s).
 	LatencyRate float64
+	// Before is the daemon binary of the build before a change, which the perf run measures
+	// side by side with Executable ("": the perf run measures Executable alone).
+	Before string
+	// PerfRepeat is how many times the perf run repeats its steps (default DefaultPerfRepeat);
+	// PerfIdleFor how long its idle step measures (default DefaultPerfIdleFor); PerfSteps
+	// selects its steps (default PerfSteps).
+	PerfRepeat  int
+	PerfIdleFor time.Duration
+	PerfSteps   []string
 }
 
 // Figure is one result line of the benchmark.
@@ -77,10 +90,10 @@ func Bench(ctx context.Context, o BenchOptions) ([]Figure, error) {
 	for _, r := range runs {
 		fn := map[string]func(context.Context, *BenchOptions) ([]Figure, error){
 			RunIdle: benchIdle, RunLatency: benchLatency, RunThroughput: benchThroughput,
-			RunConcurrency: benchConcurrency, RunLimits: benchLimits, RunB24Burst: benchB24Burst,
+			RunConcurrency: benchConcurrency, RunLimits: benchLimits, RunB24Burst: benchB24Burst, RunPerf: benchPerf,
 		}[r]
 		if fn == nil {
-			return figs, fmt.Errorf("loadtest: unknown run %q (have %v)", r, Runs)
+			return figs, fmt.Errorf("loadtest: unknown run %q (have %v and %s)", r, Runs, RunPerf)
 		}
 		fmt.Fprintf(o.Log, "== run %s (load average %.1f)\n", r, LoadAverage())
 		f, err := fn(ctx, &o)

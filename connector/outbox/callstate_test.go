@@ -7,6 +7,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/pbxbridge/pbxbridge/asterisk/testkit"
 )
 
 func TestCallState(t *testing.T) {
@@ -233,5 +235,77 @@ func TestCallStateBatch(t *testing.T) {
 	}
 	if all, _ := b24.GetAll(ctx, "k1"); all["ok"] != "" {
 		t.Fatalf("a refused SetMany wrote %v", all)
+	}
+}
+
+// SetLazy commits without an fsync of its own; SetLater returns at once, is read back at once,
+// and rides along in the next commit of another write (here a durable Enqueue) instead of
+// committing on its own; Close writes what is still waiting.
+func TestCallStateLazyAndLater(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "outbox.db")
+	s, err := Open(t.Context(), path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	cs := s.CallState("b24")
+	if err := cs.SetLazy(ctx, "lab/1", map[string]string{"finish_sent": "1"}); err != nil {
+		t.Fatal(err)
+	}
+	if ws := s.WriterStats(); ws.DurableCommits != 0 || ws.LazyCommits != 1 {
+		t.Fatalf("after SetLazy: %+v, want 1 lazy commit", ws)
+	}
+
+	s.laterWithin = time.Hour // it waits for the Enqueue below, however slow the machine
+	if err := cs.SetLater("lab/1", map[string]string{"call_id": "externalCall.7", "shown": "12"}); err != nil {
+		t.Fatal(err)
+	}
+	all, err := cs.GetAll(ctx, "lab/1")
+	if err != nil || !maps.Equal(all, map[string]string{"finish_sent": "1", "call_id": "externalCall.7", "shown": "12"}) {
+		t.Fatalf("GetAll before the commit = %v, %v", all, err)
+	}
+	if v, ok, err := cs.Get(ctx, "lab/1", "shown"); err != nil || !ok || v != "12" {
+		t.Fatalf("Get before the commit = %q, %v, %v", v, ok, err)
+	}
+	mustEnqueue(t, s, entry("lab/1", time.Now(), "b24"))
+	if ws := s.WriterStats(); ws.DurableCommits != 1 || ws.LazyCommits != 1 || ws.Writes != 3 {
+		t.Fatalf("after the Enqueue: %+v, want the SetLater in the Enqueue's commit", ws)
+	}
+	s.laterMu.Lock()
+	pending := len(s.later)
+	s.laterMu.Unlock()
+	if pending != 0 {
+		t.Fatalf("%d calls with values waiting after their commit", pending)
+	}
+
+	// Alone, a SetLater value commits after laterWithin; a newer value of a field wins.
+	s.laterWithin = time.Millisecond
+	for _, v := range []string{"12,13", "13"} {
+		if err := cs.SetLater("lab/1", map[string]string{"shown": v}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testkit.WaitFor(t, 10*time.Second, "the SetLater alone committed", func() bool { return s.WriterStats().Writes >= 5 })
+	s.laterWithin = time.Hour
+	if err := cs.SetLater("lab/2", map[string]string{"call_id": "externalCall.8"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := cs.SetLater("lab/2", map[string]string{"call_id": "x"}); !errors.Is(err, ErrClosed) {
+		t.Fatalf("SetLater after Close: %v, want ErrClosed", err)
+	}
+
+	s = openAt(t, path, Options{})
+	cs = s.CallState("b24")
+	for key, want := range map[string]map[string]string{
+		"lab/1": {"finish_sent": "1", "call_id": "externalCall.7", "shown": "13"},
+		"lab/2": {"call_id": "externalCall.8"},
+	} {
+		if all, err := cs.GetAll(ctx, key); err != nil || !maps.Equal(all, want) {
+			t.Errorf("%s after a restart = %v, %v; want %v", key, all, err, want)
+		}
 	}
 }

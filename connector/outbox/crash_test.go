@@ -157,10 +157,17 @@ func TestCrashRecovery(t *testing.T) {
 // SIGKILLs it and returns every complete line it reported.
 func runCrashChild(t *testing.T, path string, run, maxReports int) []string {
 	t.Helper()
+	return runChildAndKill(t, "TestCrashChild", crashChildEnv, path, run, maxReports)
+}
+
+// runChildAndKill runs the test named child of this binary with env set to path, SIGKILLs it
+// after a random number of reported lines (see runCrashChild) and returns every complete line.
+func runChildAndKill(t *testing.T, child, env, path string, run, maxReports int) []string {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestCrashChild$", "-test.count=1")
-	cmd.Env = append(os.Environ(), crashChildEnv+"="+path)
+	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^"+child+"$", "-test.count=1")
+	cmd.Env = append(os.Environ(), env+"="+path)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.StdoutPipe()

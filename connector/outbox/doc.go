@@ -27,13 +27,21 @@
 //     waited, or the disk failed during the commit); every write is safe to
 //     repeat. One caller's failed write does not fail the others in its
 //     transaction: they are committed without it.
-//     Two kinds of write are committed without an fsync of their own when no
-//     durable write shares their transaction (synchronous=NORMAL): Lease and
-//     PutOpenCalls. They survive a crash or kill -9 of the daemon; a power loss
-//     or an OS crash may undo them, which is harmless (Open releases every
-//     lease of a previous process anyway, and the open calls are the PBX's on
-//     the same host). The next durable commit makes them durable too: the WAL
-//     is one append-only file. WriterStats counts both kinds of commit.
+//     Some writes are committed without an fsync of their own when no
+//     durable write shares their transaction (synchronous=NORMAL): Lease,
+//     PutOpenCalls, AppendTimelines and CallState.SetLazy. They survive a
+//     crash or kill -9 of the daemon; a power loss or an OS crash may undo
+//     them, which is harmless for leases (Open releases every lease of a
+//     previous process anyway) and open calls (the PBX's, on the same host),
+//     and for call state until the next durable commit. The next durable
+//     commit makes them durable too: the WAL is one append-only file.
+//     PutOpenCallsWithin and AppendTimelinesWithin may wait a moment to share
+//     another write's commit. CallState.SetLater does not wait at all: its
+//     value is committed with the store's next commit (within LaterWithin),
+//     and a crash before that loses it; a write queued after it that returned
+//     nil has committed it too (the writer takes writes in order), unless the
+//     SetLater write itself failed (logged). WriterStats counts both kinds of
+//     commit.
 //   - Idempotent enqueue. The (key, connector) pair is unique: enqueuing a
 //     record again (after a crash, or a re-flush) keeps the one existing row
 //     in whatever state it has, so a delivered record is not delivered again.
@@ -81,7 +89,8 @@
 //
 // A Store is safe for concurrent use. Reads (List, Stats, Timeline,
 // CallState.Get) use a small read-only pool and see every write that has
-// returned. Close waits for calls in progress; afterwards every method
+// returned (CallState.Get and GetAll also every SetLater value not committed
+// yet). Close waits for calls in progress; afterwards every method
 // returns ErrClosed.
 //
 // # Errors

@@ -23,6 +23,12 @@ type OpenCall struct {
 // changes, as it ends the PBX's calls on the same host anyway. Enqueue deletes the row of its
 // record's call in its own, durable commit.
 func (s *Store) PutOpenCalls(ctx context.Context, calls []OpenCall, gone []string) error {
+	return s.PutOpenCallsWithin(ctx, 0, calls, gone)
+}
+
+// PutOpenCallsWithin is PutOpenCalls that waits, up to within, for another write to share its
+// commit (under load it costs no commit of its own); within 0 commits at once.
+func (s *Store) PutOpenCallsWithin(ctx context.Context, within time.Duration, calls []OpenCall, gone []string) error {
 	if len(calls) == 0 && len(gone) == 0 {
 		return nil
 	}
@@ -31,7 +37,11 @@ func (s *Store) PutOpenCalls(ctx context.Context, calls []OpenCall, gone []strin
 			return fmt.Errorf("outbox: open calls: %w: empty key or pbx", ErrInvalid)
 		}
 	}
-	err := s.writeLazy(ctx, func(tx wtx, now time.Time) error {
+	write := s.writeLazy
+	if within > 0 {
+		write = func(ctx context.Context, fn func(wtx, time.Time) error) error { return s.writeRiding(ctx, within, fn) }
+	}
+	err := write(ctx, func(tx wtx, now time.Time) error {
 		for _, c := range calls {
 			at := c.UpdatedAt
 			if at.IsZero() {

@@ -190,21 +190,34 @@ func (e Entry) validate() error {
 // pending as Open leaves every row of a previous process. If ctx ends while
 // waiting, rows may stay leased until the lease expires.
 func (s *Store) Lease(ctx context.Context, connector string, limit int, ttl time.Duration) ([]Row, error) {
+	rows, _, err := s.LeaseNext(ctx, connector, limit, ttl)
+	return rows, err
+}
+
+// LeaseNext is Lease that also says when to lease again: when it returns
+// fewer than limit rows, next is the earliest moment a row of connector
+// becomes due without anything else happening (the earliest next_attempt_at
+// of its pending rows and lease expiry of its rows leased before; zero when
+// it has none); when it returns limit rows, next is now (more may be due).
+// The rows it returns are not counted: the caller settles them, and one it
+// cannot settle is due again when its lease expires (Row.LeaseExpiresAt). A
+// worker that sleeps until then, or until an Enqueue, Requeue or Redeliver
+// of the connector wakes it, never polls an idle outbox.
+func (s *Store) LeaseNext(ctx context.Context, connector string, limit int, ttl time.Duration) (rows []Row, next time.Time, err error) {
 	switch {
 	case connector == "":
-		return nil, fmt.Errorf("outbox: lease: %w: empty connector", ErrInvalid)
+		return nil, time.Time{}, fmt.Errorf("outbox: lease: %w: empty connector", ErrInvalid)
 	case limit <= 0:
-		return nil, fmt.Errorf("outbox: lease: %w: limit %d, want > 0", ErrInvalid, limit)
+		return nil, time.Time{}, fmt.Errorf("outbox: lease: %w: limit %d, want > 0", ErrInvalid, limit)
 	case ttl < 0:
-		return nil, fmt.Errorf("outbox: lease: %w: negative ttl", ErrInvalid)
+		return nil, time.Time{}, fmt.Errorf("outbox: lease: %w: negative ttl", ErrInvalid)
 	}
 	if ttl == 0 {
 		ttl = s.leaseTTL
 	}
 	leaseID := rand.Text()
-	var rows []Row
-	err := s.writeLazy(ctx, func(tx wtx, now time.Time) error {
-		rows = rows[:0]
+	err = s.writeLazy(ctx, func(tx wtx, now time.Time) error {
+		rows, next = rows[:0], time.Time{}
 		if _, err := tx.exec(sqlExpireLeases, connector, now.UnixNano()); err != nil {
 			return s.wrap("lease", err)
 		}
@@ -231,15 +244,28 @@ func (s *Store) Lease(ctx context.Context, connector string, limit int, ttl time
 			}
 			rows[i].State, rows[i].LeaseID, rows[i].LeaseExpiresAt, rows[i].UpdatedAt = Leased, leaseID, exp, now
 		}
+		if len(rows) == limit {
+			next = now
+			return nil
+		}
+		var due sql.NullInt64
+		if err := tx.query(sqlNextDue, []any{connector, leaseID}, func(q *sql.Rows) (bool, error) {
+			return false, q.Scan(&due)
+		}); err != nil {
+			return s.wrap("lease", err)
+		}
+		if due.Valid {
+			next = fromNanos(due.Int64)
+		}
 		return nil
 	})
 	if err != nil {
-		return nil, s.opErr("lease", err)
+		return nil, time.Time{}, s.opErr("lease", err)
 	}
 	if rows == nil {
 		rows = []Row{}
 	}
-	return rows, nil
+	return rows, next, nil
 }
 
 // Ack marks a leased row delivered (done). It fails with ErrLeaseLost if the

@@ -611,3 +611,43 @@ func TestTimelineRidesWithTheTransition(t *testing.T) {
 		t.Fatalf("refused appends changed the timeline: %d entries", len(tl))
 	}
 }
+
+// LeaseNext says when the connector's next row is due: its earliest retry or the expiry of an
+// earlier lease, not the rows it just leased; now when it filled its limit; zero when nothing is
+// pending or leased.
+func TestLeaseNext(t *testing.T) {
+	t.Parallel()
+	clock := newFakeClock()
+	s := openTest(t, Options{Clock: clock.Now})
+	t0 := clock.Now()
+	lease := func(limit int) ([]Row, time.Time) {
+		t.Helper()
+		rows, next, err := s.LeaseNext(t.Context(), "b24", limit, time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rows, next
+	}
+	if rows, next := lease(5); len(rows) != 0 || !next.IsZero() {
+		t.Fatalf("empty outbox: %d rows, next %v; want none, zero", len(rows), next)
+	}
+	mustEnqueue(t, s, entry("a", t0, "b24", "amo"), entry("b", t0, "b24"))
+	if rows, next := lease(1); len(rows) != 1 || !next.Equal(t0) {
+		t.Fatalf("limit reached: %d rows, next %v; want 1, now", len(rows), next)
+	}
+	rows, next := lease(5)
+	if len(rows) != 1 || !next.Equal(t0.Add(time.Minute)) {
+		t.Fatalf("%d rows, next %v; want 1 and the first lease's expiry %v", len(rows), next, t0.Add(time.Minute))
+	}
+	if err := s.Retry(t.Context(), rows[0], t0.Add(10*time.Second), "502"); err != nil {
+		t.Fatal(err)
+	}
+	if _, next := lease(5); !next.Equal(t0.Add(10 * time.Second)) {
+		t.Fatalf("next %v, want the retry at %v", next, t0.Add(10*time.Second))
+	}
+	clock.Advance(10 * time.Second)
+	rows, next = lease(5)
+	if len(rows) != 1 || !next.Equal(t0.Add(time.Minute)) {
+		t.Fatalf("%d rows, next %v; want the retried row and the first lease's expiry", len(rows), next)
+	}
+}

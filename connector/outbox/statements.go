@@ -20,6 +20,11 @@ const (
 		ORDER BY next_attempt_at, id`
 	sqlLeaseRow = `UPDATE outbox SET state = 'leased', lease_id = ?1, lease_expires_at = ?2, updated_at = ?3
 		WHERE id = ?4`
+	// When the next row of a connector becomes due: its earliest pending row (outbox_due) or
+	// lease expiry of rows other than those of lease ?2 (outbox_leases); NULL when it has none.
+	sqlNextDue = `SELECT min(t) FROM (
+		SELECT min(next_attempt_at) AS t FROM outbox WHERE connector = ?1 AND state = 'pending'
+		UNION ALL SELECT min(lease_expires_at) FROM outbox WHERE connector = ?1 AND state = 'leased' AND lease_id <> ?2)`
 
 	// ?1 now, ?2 next attempt (NULL: now), ?3 error text, ?4 id, ?5 lease id.
 	finishWhere = `, updated_at = ?1, lease_id = NULL, lease_expires_at = NULL
@@ -59,7 +64,7 @@ const (
 
 // writerStatements are prepared once per Store.
 var writerStatements = [...]string{
-	sqlEnqueue, sqlExpireLeases, sqlLeaseSelect, sqlLeaseRow, sqlAck, sqlRetry, sqlBury, sqlRelease,
+	sqlEnqueue, sqlExpireLeases, sqlLeaseSelect, sqlLeaseRow, sqlNextDue, sqlAck, sqlRetry, sqlBury, sqlRelease,
 	sqlCallStateSet, sqlTimelineAppend, sqlOpenCallPut, sqlOpenCallDelete,
 	sqlPruneRows, sqlPruneDead, sqlPruneOpenCalls, sqlPruneCallState, sqlPruneTimeline,
 }

@@ -95,7 +95,9 @@ type Store struct {
 	// pruneChunk is how many rows one Prune transaction deletes at most
 	// (a field so that tests can make it small).
 	pruneChunk int64
-	log        *slog.Logger
+	// laterWithin is LaterWithin (a field so that tests can make it long).
+	laterWithin time.Duration
+	log         *slog.Logger
 	// openCalls: the schema has the open_calls table (false only for the
 	// migration tests' old schemas).
 	openCalls bool
@@ -113,6 +115,11 @@ type Store struct {
 	// Writer counters (WriterStats).
 	commitsFull, commitsLazy, opsCommitted, commitNanos atomic.Uint64
 
+	// later holds the CallState.SetLater values not committed yet (reads see them).
+	laterMu  sync.Mutex
+	later    map[laterKey]map[string]laterValue
+	laterSeq uint64
+
 	// closeMu is read-held by every method for its whole duration and
 	// write-held by Close, so Close waits for in-flight calls and no call
 	// starts on a closed store.
@@ -127,6 +134,19 @@ type writeOp struct {
 	done chan error // buffered: the writer never blocks on a caller that left
 	// lazy: the op's change need not be fsync'd before it is answered (see writeLazy).
 	lazy bool
+	// ride: the op waits until then for another write to share its commit (see writeRiding);
+	// zero: it is committed at once.
+	ride time.Time
+	// after, when set, learns the op's outcome once its commit is done (writeLater).
+	after func(error)
+}
+
+// answer tells the op's caller (and its after hook) the outcome of its commit.
+func (op *writeOp) answer(err error) {
+	op.done <- err
+	if op.after != nil {
+		op.after(err)
+	}
 }
 
 // Open opens (creating it if missing) the outbox database at path, applies
@@ -157,6 +177,7 @@ func open(ctx context.Context, path string, opts Options, steps []string) (_ *St
 		clock:         opts.Clock,
 		log:           opts.Logger,
 		pruneChunk:    pruneChunk,
+		laterWithin:   LaterWithin,
 		openCalls:     len(steps) >= 4,
 		ops:           make(chan *writeOp, maxBatch),
 		writerDone:    make(chan struct{}),
@@ -351,6 +372,29 @@ func (s *Store) writeLazy(ctx context.Context, fn func(tx wtx, now time.Time) er
 	return s.submit(ctx, &writeOp{ctx: ctx, fn: fn, done: make(chan error, 1), lazy: true})
 }
 
+// writeRiding is writeLazy for a change that may wait, up to within, for another write to share
+// its commit (a group transaction it rides along in, durable or not): changes many of which are
+// worth less than a commit each (the open-calls ledger, timeline entries of live actions, adapter
+// state that a delivery's acknowledgement soon makes durable anyway). Under load it costs no
+// commit of its own; otherwise its own lazy commit after within. The caller waits until it is
+// committed.
+func (s *Store) writeRiding(ctx context.Context, within time.Duration, fn func(tx wtx, now time.Time) error) error {
+	return s.submit(ctx, &writeOp{ctx: ctx, fn: fn, done: make(chan error, 1), lazy: true, ride: time.Now().Add(within)})
+}
+
+// writeLater is writeRiding without waiting: it queues fn and returns at once; after learns the
+// outcome once the commit is done (it runs on the writer goroutine and must be quick). It
+// returns ErrClosed after Close (then after is not called).
+func (s *Store) writeLater(within time.Duration, fn func(tx wtx, now time.Time) error, after func(error)) error {
+	leave, err := s.enter()
+	if err != nil {
+		return err
+	}
+	defer leave()
+	s.ops <- &writeOp{ctx: context.Background(), fn: fn, done: make(chan error, 1), lazy: true, ride: time.Now().Add(within), after: after}
+	return nil
+}
+
 // submit queues op for the writer and waits for its answer.
 func (s *Store) submit(ctx context.Context, op *writeOp) error {
 	leave, err := s.enter()
@@ -378,6 +422,10 @@ func (s *Store) submit(ctx context.Context, op *writeOp) error {
 // maxBatch), runs them in one transaction and answers each caller only after
 // the commit returned.
 //
+// Ops that may ride along (writeRiding, writeLater) do not start a
+// transaction of their own while their time allows: the writer waits for
+// another op (or the earliest ride deadline) and commits them together.
+//
 // Callers answered by one commit need a moment to come back with their next
 // write; taking only what is queued at that instant would split them into two
 // half-size batches that take turns, each waiting for the other's fsync. So
@@ -397,7 +445,11 @@ func (s *Store) writer() {
 			return
 		}
 		batch = append(batch[:0], op)
-		if more := s.drain(&batch); more && len(batch) < target {
+		more := s.drain(&batch)
+		if more && riding(batch) {
+			more = s.waitForRide(&batch, timer)
+		}
+		if more && len(batch) < target {
 			timer.Reset(linger)
 		wait:
 			for len(batch) < target {
@@ -420,6 +472,49 @@ func (s *Store) writer() {
 		linger = min(max(took/2, minLinger), maxLinger)
 		clear(batch)
 	}
+}
+
+// riding reports whether every op of batch may still wait for another to share its commit.
+func riding(batch []*writeOp) bool {
+	for _, op := range batch {
+		if op.ride.IsZero() {
+			return false
+		}
+	}
+	return true
+}
+
+// waitForRide waits, for a batch of ops that may ride along, until an op that may not comes, the
+// batch is full, or the earliest ride deadline passes; it appends what it receives (and what is
+// queued then) to batch. It returns false if the queue was closed.
+func (s *Store) waitForRide(batch *[]*writeOp, timer *time.Timer) bool {
+	deadline := (*batch)[0].ride
+	for _, op := range *batch {
+		if op.ride.Before(deadline) {
+			deadline = op.ride
+		}
+	}
+	timer.Reset(time.Until(deadline))
+	defer timer.Stop()
+	for len(*batch) < maxBatch {
+		select {
+		case op, ok := <-s.ops:
+			if !ok {
+				return false
+			}
+			*batch = append(*batch, op)
+			if op.ride.IsZero() {
+				return s.drain(batch)
+			}
+			if op.ride.Before(deadline) {
+				deadline = op.ride
+				timer.Reset(time.Until(deadline))
+			}
+		case <-timer.C:
+			return s.drain(batch)
+		}
+	}
+	return true
 }
 
 // drain appends every op queued right now to batch, up to maxBatch. It
@@ -451,7 +546,7 @@ func (s *Store) runBatch(batch []*writeOp) (queuedBehind int) {
 		var err2 error
 		rest, err2 = s.commit(rest)
 		for _, op := range rest {
-			op.done <- fmt.Errorf("outbox: not committed: other writes in the same transaction failed twice: %w", errors.Join(err, err2))
+			op.answer(fmt.Errorf("outbox: not committed: other writes in the same transaction failed twice: %w", errors.Join(err, err2)))
 		}
 	}
 	return len(s.ops)
@@ -473,7 +568,7 @@ func (s *Store) commit(batch []*writeOp) ([]*writeOp, error) {
 	}
 	if err := s.setSync(lazy); err != nil {
 		for _, op := range batch {
-			op.done <- err
+			op.answer(err)
 		}
 		return nil, nil
 	}
@@ -482,7 +577,7 @@ func (s *Store) commit(batch []*writeOp) ([]*writeOp, error) {
 	if err != nil {
 		err = s.wrap("begin", err)
 		for _, op := range batch {
-			op.done <- err
+			op.answer(err)
 		}
 		return nil, nil
 	}
@@ -500,13 +595,13 @@ func (s *Store) commit(batch []*writeOp) ([]*writeOp, error) {
 			continue
 		}
 		_ = tx.Rollback() // fails harmlessly if SQLite already rolled back
-		op.done <- err
+		op.answer(err)
 		rest := make([]*writeOp, 0, len(batch)-1)
 		for j, other := range batch {
 			switch {
 			case j == i:
 			case results[j] != nil && !errors.Is(results[j], ErrLeaseLost): // cancelled
-				other.done <- results[j]
+				other.answer(results[j])
 			default:
 				rest = append(rest, other)
 			}
@@ -531,7 +626,7 @@ func (s *Store) commit(batch []*writeOp) ([]*writeOp, error) {
 		s.commitNanos.Add(uint64(time.Since(start)))
 	}
 	for i, op := range batch {
-		op.done <- results[i]
+		op.answer(results[i])
 	}
 	return nil, nil
 }

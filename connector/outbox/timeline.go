@@ -42,6 +42,12 @@ func (s *Store) AppendTimeline(ctx context.Context, key string, entries ...Timel
 // commit with a durable write, like leases): for entries worth less than a commit each, such as
 // the CRM requests of live call cards. Keys are written in sorted order.
 func (s *Store) AppendTimelines(ctx context.Context, entries map[string][]TimelineEntry) error {
+	return s.AppendTimelinesWithin(ctx, 0, entries)
+}
+
+// AppendTimelinesWithin is AppendTimelines that waits, up to within, for another write to share
+// its commit (under load it costs no commit of its own); within 0 commits at once.
+func (s *Store) AppendTimelinesWithin(ctx context.Context, within time.Duration, entries map[string][]TimelineEntry) error {
 	keys := make([]string, 0, len(entries))
 	for k, es := range entries {
 		if k == "" {
@@ -58,7 +64,11 @@ func (s *Store) AppendTimelines(ctx context.Context, entries map[string][]Timeli
 		return nil
 	}
 	slices.Sort(keys)
-	err := s.writeLazy(ctx, func(tx wtx, now time.Time) error {
+	write := s.writeLazy
+	if within > 0 {
+		write = func(ctx context.Context, fn func(wtx, time.Time) error) error { return s.writeRiding(ctx, within, fn) }
+	}
+	err := write(ctx, func(tx wtx, now time.Time) error {
 		for _, k := range keys {
 			if err := s.appendTimeline(tx, now, k, entries[k]); err != nil {
 				return err

@@ -334,8 +334,38 @@ func (a *Adapter) get(ctx context.Context, key, field string) (string, error) {
 	return v, nil
 }
 
+// set writes durably (an fsync'd commit of its own): for the rare writes outside a delivery.
 func (a *Adapter) set(ctx context.Context, key, field, value string) error {
 	if err := a.calls.Set(context.WithoutCancel(ctx), key, field, value); err != nil {
+		return crm.Transient(fmt.Errorf("%s: writing the call store: %w", a.typ, err))
+	}
+	return nil
+}
+
+// setLazy writes a write-ahead marker ("a request that creates something is about to go out"):
+// committed when it returns, without an fsync of its own when the store can (crm.CallStoreLazy:
+// it survives a crash of the daemon, and the delivery's acknowledgement makes it durable).
+func (a *Adapter) setLazy(ctx context.Context, key, field, value string) error {
+	l, ok := a.calls.(crm.CallStoreLazy)
+	if !ok {
+		return a.set(ctx, key, field, value)
+	}
+	if err := l.SetLazy(context.WithoutCancel(ctx), key, map[string]string{field: value}); err != nil {
+		return crm.Transient(fmt.Errorf("%s: writing the call store: %w", a.typ, err))
+	}
+	return nil
+}
+
+// setLater writes what a delivery learned (the call is logged, a task created): with the store's
+// next commit when it can (crm.CallStoreLazy; reads see it at once, and the acknowledgement that
+// follows the delivery carries it), else durably now. A crash that loses it finds the write-ahead
+// marker, and the next attempt looks the call up instead of logging it twice.
+func (a *Adapter) setLater(ctx context.Context, key, field, value string) error {
+	l, ok := a.calls.(crm.CallStoreLazy)
+	if !ok {
+		return a.set(ctx, key, field, value)
+	}
+	if err := l.SetLater(key, map[string]string{field: value}); err != nil {
 		return crm.Transient(fmt.Errorf("%s: writing the call store: %w", a.typ, err))
 	}
 	return nil
@@ -348,17 +378,19 @@ func (a *Adapter) sendCalls(ctx context.Context, calls []api.Call) (*api.CallsRe
 	return a.client.AddCalls(ctx, calls)
 }
 
-// finishCall records a placed call in the CallStore before its Deliver is released, so that a
-// redelivery after a cancelled Deliver does not log it twice; an item amoCRM did not place has
-// its sent marker cleared, and one whose outcome is unknown gets an unsure marker (recover.go).
+// finishCall records a placed call in the CallStore before its Deliver is released (written with
+// the store's next commit, its acknowledgement at the latest; the sent marker guards a crash
+// before it), so that a redelivery after a cancelled Deliver does not log it twice; an item
+// amoCRM did not place has its sent marker cleared, and one whose outcome is unknown gets an
+// unsure marker (recover.go).
 func (a *Adapter) finishCall(it *batchItem) {
 	switch {
 	case it.placed == nil && ambiguous(it.err):
-		if err := a.calls.Set(a.ctx, it.call.Uniq, fieldCall, markerState(stateUnsure, a.now())); err != nil {
+		if err := a.setLater(a.ctx, it.call.Uniq, fieldCall, markerState(stateUnsure, a.now())); err != nil {
 			a.log.Warn("the outcome of a calls request is unknown and the call store failed", "key", it.call.Uniq, "err", err)
 		}
 	case it.placed == nil:
-		if err := a.calls.Set(a.ctx, it.call.Uniq, fieldCall, ""); err != nil {
+		if err := a.setLater(a.ctx, it.call.Uniq, fieldCall, ""); err != nil {
 			a.log.Warn("clearing a sent marker failed: the next attempt looks the call up first", "key", it.call.Uniq, "err", err)
 		}
 	}
@@ -367,7 +399,7 @@ func (a *Adapter) finishCall(it *batchItem) {
 		a.m.calls.WithLabelValues("logged").Inc()
 		state := "logged:" + api.EntityPlural(it.placed.EntityType.String()) + ":" + strconv.FormatInt(it.placed.EntityID, 10)
 		crm.Trace(it.ctx, "response", "call placed", fmt.Sprintf("amoCRM call %d in %s %d", it.placed.ID, it.placed.EntityType, it.placed.EntityID))
-		if err := a.calls.Set(a.ctx, it.call.Uniq, fieldCall, state); err != nil {
+		if err := a.setLater(a.ctx, it.call.Uniq, fieldCall, state); err != nil {
 			a.log.Warn("the call is logged in amoCRM but the call store failed: a retry may log it again", "key", it.call.Uniq, "err", err)
 		}
 	case it.itemErr != nil && it.itemErr.Code() == api.ErrEntityNotFound:
@@ -412,10 +444,10 @@ func (a *Adapter) logCall(ctx context.Context, rec *call.Record) (string, error)
 	return "", crm.Permanent(fmt.Errorf("logging the call: amoCRM refused it: %s %s", it.itemErr.Status, it.itemErr.Title))
 }
 
-// placeCall marks the record sent (durably), then logs its call in the next batch and waits
+// placeCall marks the record sent (committed: it survives a crash), then logs its call in the next batch and waits
 // for the item's outcome (finishCall has stored it by then).
 func (a *Adapter) placeCall(ctx context.Context, rec *call.Record) (*batchItem, error) {
-	if err := a.set(ctx, rec.Key(), fieldCall, markerState(stateSent, a.now())); err != nil {
+	if err := a.setLazy(ctx, rec.Key(), fieldCall, markerState(stateSent, a.now())); err != nil {
 		return nil, err
 	}
 	it := &batchItem{call: a.callItem(ctx, rec), ctx: ctx}
@@ -529,7 +561,7 @@ func (a *Adapter) skip(ctx context.Context, rec *call.Record, reason, why string
 	crm.Trace(ctx, "decision", "call not logged", why)
 	a.m.unknown.WithLabelValues("skipped").Inc()
 	state := "skipped:" + reason
-	return state, a.set(ctx, rec.Key(), fieldCall, state)
+	return state, a.setLater(ctx, rec.Key(), fieldCall, state)
 }
 
 // handleUnknown applies unknown_number to a call amoCRM could not place.
@@ -639,7 +671,7 @@ func (a *Adapter) addUnsorted(ctx context.Context, rec *call.Record) (string, er
 	}
 	a.m.unknown.WithLabelValues("unsorted").Inc()
 	crm.Trace(ctx, "decision", "incoming lead", "the call from an unknown number became an incoming lead ("+state+")")
-	return state, a.set(ctx, rec.Key(), fieldCall, state)
+	return state, a.setLater(ctx, rec.Key(), fieldCall, state)
 }
 
 func duplicateSourceUID(e *api.Error) bool {
@@ -675,7 +707,7 @@ func (a *Adapter) createContactAndLog(ctx context.Context, rec *call.Record) (st
 			return "", crm.Transient(errors.New("creating a contact: the answer lists none"))
 		}
 		id = strconv.FormatInt(created[0].ID, 10)
-		if err := a.set(ctx, key, fieldContact, id); err != nil {
+		if err := a.setLater(ctx, key, fieldContact, id); err != nil {
 			return "", err
 		}
 		a.m.unknown.WithLabelValues("contact_created").Inc()
@@ -735,7 +767,7 @@ func (a *Adapter) ensureTask(ctx context.Context, rec *call.Record, state string
 		for _, t := range tasks {
 			if strings.Contains(t.Text, marker) {
 				a.m.tasks.WithLabelValues("found").Inc()
-				return a.set(ctx, key, fieldTask, "done:"+strconv.FormatInt(t.ID, 10))
+				return a.setLater(ctx, key, fieldTask, "done:"+strconv.FormatInt(t.ID, 10))
 			}
 		}
 	}
@@ -746,9 +778,9 @@ func (a *Adapter) ensureTask(ctx context.Context, rec *call.Record, state string
 	if user == 0 {
 		a.m.tasks.WithLabelValues("no_responsible").Inc()
 		crm.Trace(ctx, "decision", "no missed-call task", "nobody to assign it to: "+why)
-		return a.set(ctx, key, fieldTask, "none")
+		return a.setLater(ctx, key, fieldTask, "none")
 	}
-	if err := a.set(ctx, key, fieldTask, "pending"); err != nil {
+	if err := a.setLazy(ctx, key, fieldTask, "pending"); err != nil {
 		return err
 	}
 	till := rec.EndedAt.Add(a.cfg.MissedCallTask.Deadline)
@@ -773,7 +805,7 @@ func (a *Adapter) ensureTask(ctx context.Context, rec *call.Record, state string
 	}
 	a.m.tasks.WithLabelValues("created").Inc()
 	crm.Trace(ctx, "decision", "missed-call task", fmt.Sprintf("task %d for user %d (%s)", id, user, why))
-	return a.set(ctx, key, fieldTask, "done:"+strconv.FormatInt(id, 10))
+	return a.setLater(ctx, key, fieldTask, "done:"+strconv.FormatInt(id, 10))
 }
 
 // taskResponsible walks missed_call_task.responsible.

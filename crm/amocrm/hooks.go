@@ -130,7 +130,7 @@ func (a *Adapter) logOnHookEntity(ctx context.Context, rec *call.Record) (string
 		return "", nil
 	}
 	key := rec.Key()
-	if err := a.set(ctx, key, fieldCall, markerState(stateSent, a.now())); err != nil {
+	if err := a.setLazy(ctx, key, fieldCall, markerState(stateSent, a.now())); err != nil {
 		return "", err
 	}
 	c := a.callItem(ctx, rec)
@@ -146,18 +146,18 @@ func (a *Adapter) logOnHookEntity(ctx context.Context, rec *call.Record) (string
 	switch {
 	case err == nil:
 	case errors.As(err, &e) && e.HTTPStatus == http.StatusBadRequest && len(e.Validation) > 0 && entityGone(e):
-		if err := a.set(ctx, key, fieldCall, ""); err != nil {
+		if err := a.setLater(ctx, key, fieldCall, ""); err != nil {
 			return "", err
 		}
 		crm.Trace(ctx, "decision", "warning: hook entity: no such object", fmt.Sprintf("%s %d does not exist in amoCRM; the call is logged as usual", res.EntityType, res.EntityID))
 		return "", nil
 	case ambiguous(err):
-		if serr := a.set(ctx, key, fieldCall, markerState(stateUnsure, a.now())); serr != nil {
+		if serr := a.setLater(ctx, key, fieldCall, markerState(stateUnsure, a.now())); serr != nil {
 			a.log.Warn("the outcome of a note request is unknown and the call store failed", "key", key, "err", serr)
 		}
 		return "", fmt.Errorf("logging the call on %s %d: %w", res.EntityType, res.EntityID, err)
 	default:
-		if serr := a.set(ctx, key, fieldCall, ""); serr != nil {
+		if serr := a.setLater(ctx, key, fieldCall, ""); serr != nil {
 			a.log.Warn("clearing a sent marker failed: the next attempt looks the call up first", "key", key, "err", serr)
 		}
 		return "", fmt.Errorf("logging the call on %s %d: %w", res.EntityType, res.EntityID, err)
@@ -165,5 +165,5 @@ func (a *Adapter) logOnHookEntity(ctx context.Context, rec *call.Record) (string
 	a.m.calls.WithLabelValues("logged").Inc()
 	state := "logged:" + plural + ":" + strconv.FormatInt(res.EntityID, 10)
 	crm.Trace(ctx, "decision", "logged on the hook's entity", fmt.Sprintf("the call is a %s note on %s %d", typ, res.EntityType, res.EntityID))
-	return state, a.set(ctx, key, fieldCall, state)
+	return state, a.setLater(ctx, key, fieldCall, state)
 }

@@ -128,7 +128,7 @@ func (a *Adapter) recoverCall(ctx context.Context, rec *call.Record, state strin
 	}
 	crm.Trace(ctx, "decision", "logged before", "an earlier calls request whose answer was lost placed the call ("+found+")")
 	a.m.calls.WithLabelValues("recovered").Inc()
-	return found, a.set(ctx, rec.Key(), fieldCall, found)
+	return found, a.setLater(ctx, rec.Key(), fieldCall, found)
 }
 
 // lookupCall finds the call logged with uniq by an attempt made at sent, using a scan that

@@ -127,7 +127,7 @@ func (a *Adapter) unsortedOf(ctx context.Context, number string) (unsortedRef, b
 }
 
 func (a *Adapter) rememberUnsorted(ctx context.Context, number string, ref unsortedRef) error {
-	return a.set(ctx, numberKey(number), fieldUnsorted, ref.String())
+	return a.setLater(ctx, numberKey(number), fieldUnsorted, ref.String())
 }
 
 // forgetUnsorted drops what is known about number's incoming lead uid (accepted or declined).
@@ -137,7 +137,7 @@ func (a *Adapter) forgetUnsorted(ctx context.Context, number, uid string) error 
 		delete(a.scan.byNumber, lastDigits(number, 10))
 	}
 	a.scan.mu.Unlock()
-	return a.set(ctx, numberKey(number), fieldUnsorted, "")
+	return a.setLater(ctx, numberKey(number), fieldUnsorted, "")
 }
 
 // findUnsorted looks number up in the listing of waiting sip incoming leads (listed again when
@@ -211,7 +211,7 @@ func (a *Adapter) logRepeat(ctx context.Context, rec *call.Record, ref unsortedR
 		return "", a.forgetUnsorted(ctx, rec.Customer, ref.UID)
 	}
 	key := rec.Key()
-	if err := a.set(ctx, key, fieldCall, markerState(stateSent, a.now())); err != nil {
+	if err := a.setLazy(ctx, key, fieldCall, markerState(stateSent, a.now())); err != nil {
 		return "", err
 	}
 	c := a.callItem(ctx, rec)
@@ -228,18 +228,18 @@ func (a *Adapter) logRepeat(ctx context.Context, rec *call.Record, ref unsortedR
 	case err == nil:
 	case errors.As(err, &e) && e.HTTPStatus == http.StatusBadRequest && len(e.Validation) > 0 && entityGone(e):
 		// The lead is gone (declined and deleted): the number is unknown again.
-		if err := a.set(ctx, key, fieldCall, ""); err != nil {
+		if err := a.setLater(ctx, key, fieldCall, ""); err != nil {
 			return "", err
 		}
 		crm.Trace(ctx, "decision", "incoming lead gone", "lead "+strconv.FormatInt(ref.Lead, 10)+" of incoming lead "+ref.UID+" no longer exists")
 		return "", a.forgetUnsorted(ctx, rec.Customer, ref.UID)
 	case ambiguous(err):
-		if serr := a.set(ctx, key, fieldCall, markerState(stateUnsure, a.now())); serr != nil {
+		if serr := a.setLater(ctx, key, fieldCall, markerState(stateUnsure, a.now())); serr != nil {
 			a.log.Warn("the outcome of a note request is unknown and the call store failed", "key", key, "err", serr)
 		}
 		return "", fmt.Errorf("logging the call on incoming lead %s: %w", ref.UID, err)
 	default:
-		if serr := a.set(ctx, key, fieldCall, ""); serr != nil {
+		if serr := a.setLater(ctx, key, fieldCall, ""); serr != nil {
 			a.log.Warn("clearing a sent marker failed: the next attempt looks the call up first", "key", key, "err", serr)
 		}
 		return "", fmt.Errorf("logging the call on incoming lead %s: %w", ref.UID, err)
@@ -247,7 +247,7 @@ func (a *Adapter) logRepeat(ctx context.Context, rec *call.Record, ref unsortedR
 	a.m.unknown.WithLabelValues("unsorted_repeat").Inc()
 	state := "unsorted:" + ref.UID + ":" + strconv.FormatInt(ref.Lead, 10)
 	crm.Trace(ctx, "decision", "logged on the incoming lead", fmt.Sprintf("%s called before and is still an incoming lead (%s): the call is a %s note on lead %d", rec.Customer, ref.UID, typ, ref.Lead))
-	return state, a.set(ctx, key, fieldCall, state)
+	return state, a.setLater(ctx, key, fieldCall, state)
 }
 
 // entityGone reports whether a note request failed because its entity does not exist.

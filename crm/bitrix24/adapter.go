@@ -88,6 +88,8 @@ type Adapter struct {
 	liveMu sync.Mutex
 	live   map[string]*liveCall
 	reqs   map[string]int64 // requests made by Live per call key, in thousandths
+	// firstLive is the time (the PBX's clock) of the first live event handled from each PBX.
+	firstLive map[string]time.Time
 	// liveSwept is when live was last swept of calls older than liveMaxAge.
 	liveSwept time.Time
 
@@ -133,7 +135,7 @@ func New(p crm.Params) (*Adapter, error) {
 	a := &Adapter{
 		name: p.Name, cfg: cfg, log: log, now: now, loc: cfg.location(), store: p.Calls,
 		orig: p.Originator, recs: p.Recordings, routeURL: p.RouteURL, m: m,
-		live: map[string]*liveCall{}, reqs: map[string]int64{}, setupReq: make(chan struct{}, 1),
+		live: map[string]*liveCall{}, reqs: map[string]int64{}, firstLive: map[string]time.Time{}, setupReq: make(chan struct{}, 1),
 		stateDir: p.StateDir, replays: newReplayGuard(replayWindow+replayAhead, replayMaxEntries), states: newOAuthStates(),
 	}
 	if a.store == nil {

@@ -296,8 +296,10 @@ func (b *batcher) send(bg context.Context, items []*batchItem) {
 		keys[i] = fmt.Sprintf("c%06d", b.seq.Add(1)%1000000)
 		cmds[i] = api.BatchCmd{Key: keys[i], Method: it.method, Params: it.values}
 		live = live || it.class == classLive
-		crm.Trace(it.ctx, "request", fmt.Sprintf("POST batch: %s (with %d other commands)", it.method, len(items)-1),
-			httpclient.Redact(it.values.Encode()))
+		if crm.Tracing(it.ctx) { // the summary and the redacted form cost more than a call without a timeline
+			crm.Trace(it.ctx, "request", fmt.Sprintf("POST batch: %s (with %d other commands)", it.method, len(items)-1),
+				httpclient.Redact(it.values.Encode()))
+		}
 		addShare(it.ctx, len(items))
 	}
 	if live {
@@ -319,9 +321,11 @@ func (b *batcher) send(bg context.Context, items []*batchItem) {
 			}
 			out.raw = raw
 		}
-		if out.err != nil {
+		switch {
+		case !crm.Tracing(it.ctx):
+		case out.err != nil:
 			crm.Trace(it.ctx, "error", it.method+" (batch): "+out.err.Error(), "")
-		} else {
+		default:
 			crm.Trace(it.ctx, "response", it.method+" (batch): ok", httpclient.Redact(string(out.raw)))
 		}
 		it.done <- out

@@ -12,7 +12,7 @@ import (
 type plainStore struct{ crm.CallStore }
 
 // TestCallStateWithAndWithoutBatch: the adapter's call state reads and writes the same with a
-// store that batches (the daemon's) and one that does not.
+// store that batches and writes lazily (the daemon's) and one that does neither.
 func TestCallStateWithAndWithoutBatch(t *testing.T) {
 	t.Parallel()
 	for name, store := range map[string]crm.CallStore{
@@ -21,15 +21,23 @@ func TestCallStateWithAndWithoutBatch(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, batch := store.(crm.CallStoreBatch)
-			if batch != (name == "batch") {
-				t.Fatalf("store batches: %v", batch)
+			_, lazy := store.(crm.CallStoreLazy)
+			if batch != (name == "batch") || lazy != batch {
+				t.Fatalf("store batches: %v, writes lazily: %v", batch, lazy)
 			}
 			a := &Adapter{store: store}
 			ctx := context.Background()
-			if err := a.saveCall(ctx, "lab/1.1", "externalCall.1", 1269, "live", "CONTACT:797"); err != nil {
+			if err := a.saveCall(ctx, "lab/1.1", "externalCall.1", 1269, "live", "CONTACT:797", []int{1269}); err != nil {
 				t.Fatal(err)
 			}
-			if err := a.set(ctx, "lab/1.1", fShown, "1269,1270"); err != nil {
+			// Read at once: a value written with the store's next commit is seen before it.
+			if v, err := a.get(ctx, "lab/1.1", fShown); err != nil || v != "1269" {
+				t.Fatalf("shown %q, %v", v, err)
+			}
+			if err := a.setLater(ctx, "lab/1.1", map[string]string{fShown: "1269,1270"}); err != nil {
+				t.Fatal(err)
+			}
+			if err := a.setLazy(ctx, "lab/1.1", map[string]string{fFinishSent: "1"}); err != nil {
 				t.Fatal(err)
 			}
 			st, err := a.loadState(ctx, "lab/1.1")
@@ -37,7 +45,7 @@ func TestCallStateWithAndWithoutBatch(t *testing.T) {
 				t.Fatal(err)
 			}
 			if st.callID != "externalCall.1" || st.callUser != 1269 || st.source != "live" || st.entity != "CONTACT:797" ||
-				len(st.shown) != 2 || st.finished != "" || st.finishSet {
+				len(st.shown) != 2 || st.finished != "" || !st.finishSet {
 				t.Fatalf("state %+v", st)
 			}
 			all, err := a.getAll(ctx, "lab/1.1", fCallID, fFinished)

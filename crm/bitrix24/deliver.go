@@ -47,20 +47,20 @@ func (a *Adapter) Deliver(ctx context.Context, rec *call.Record) error {
 
 func (a *Adapter) deliver(ctx context.Context, rec *call.Record) error {
 	key := rec.Key()
-	st, err := a.loadState(ctx, key)
+	st, err := a.deliverState(ctx, key)
 	if err != nil {
 		return err
 	}
 	if st.callID == "" && rec.OriginateID != "" {
-		callID, user, done, err := a.bindOriginate(ctx, key, rec.OriginateID)
+		callID, user, source, done, err := a.bindOriginate(ctx, key, rec.OriginateID)
 		if err != nil {
 			return err
 		}
 		if callID != "" {
-			st.callID, st.callUser, st.source = callID, user, "click2call"
+			st.callID, st.callUser, st.source = callID, user, source
 			if done && st.finished == "" {
 				st.finished = "by-handler"
-				if err := a.set(ctx, key, fFinished, st.finished); err != nil {
+				if err := a.setLater(ctx, key, map[string]string{fFinished: st.finished}); err != nil {
 					return err
 				}
 			}
@@ -201,7 +201,9 @@ func (a *Adapter) finishCall(ctx context.Context, rec *call.Record, st *callStat
 			return err
 		}
 	}
-	if err := a.set(ctx, key, fFinishSent, "1"); err != nil {
+	// Write-ahead: a finish that went out with this marker lost is sent again, and Bitrix24
+	// answers a second finish "Call is not found".
+	if err := a.setLazy(ctx, key, map[string]string{fFinishSent: "1"}); err != nil {
 		return err
 	}
 	st.finishSet = true
@@ -216,13 +218,13 @@ func (a *Adapter) finishCall(ctx context.Context, rec *call.Record, st *callStat
 			if _, perr := a.client.AttachRecordUpload(ctx, st.callID, "check.mp3"); perr == nil {
 				crm.Trace(ctx, "decision", "an earlier finish of "+st.callID+" went through: the call is in the statistics", "")
 				st.finished = "checked"
-				return a.set(ctx, key, fFinished, st.finished)
+				return a.setLater(ctx, key, map[string]string{fFinished: st.finished})
 			}
 		}
 		if mayRetry && st.source != "click2call" && st.source != "callback" {
 			crm.Trace(ctx, "decision", "Bitrix24 no longer knows CALL_ID "+st.callID+": registering the call again", "")
 			st.callID = ""
-			if err := a.set(ctx, key, fCallID, ""); err != nil {
+			if err := a.setLazy(ctx, key, map[string]string{fCallID: ""}); err != nil {
 				return err
 			}
 			return a.finishCall(ctx, rec, st, false)
@@ -232,13 +234,14 @@ func (a *Adapter) finishCall(ctx context.Context, rec *call.Record, st *callStat
 		return fmt.Errorf("finishing call: %w", err)
 	}
 	st.finished = fmt.Sprintf("%d:%d", res.ID, res.CRMActivityID)
+	fields := map[string]string{fFinished: st.finished}
 	if st.entity == "" && res.CRMEntityType != "" {
 		st.entity = entityString(string(res.CRMEntityType), int(res.CRMEntityID))
-		if err := a.set(ctx, key, fEntity, st.entity); err != nil {
-			return err
-		}
+		fields[fEntity] = st.entity
 	}
-	return a.set(ctx, key, fFinished, st.finished)
+	// A crash before this is written (the acknowledgement follows at once and carries it) finds
+	// the write-ahead marker: the retry asks the statistics before sending finish again.
+	return a.setLater(ctx, key, fields)
 }
 
 // statLookupPause is how long look-ups in the telephony statistics are skipped after the portal
@@ -271,7 +274,8 @@ func (a *Adapter) finishedAlready(ctx context.Context, key string, st *callState
 	crm.Trace(ctx, "decision", fmt.Sprintf("an earlier finish of %s went through (statistics record %d): not sent again", st.callID, stat.ID), "")
 	fields := map[string]string{}
 	a.finishedFrom(st, stat, fields)
-	return true, a.setMany(ctx, key, fields)
+	// The acknowledgement that follows carries it (a crash before finds the finish marker again).
+	return true, a.setLater(ctx, key, fields)
 }
 
 // finishUser is the employee a finished call is logged under.
@@ -310,7 +314,7 @@ func (a *Adapter) attachRecording(ctx context.Context, rec *call.Record, st *cal
 		a.m.recordings.WithLabelValues("skipped_" + outcome).Inc()
 		crm.Trace(ctx, "decision", "warning: recording not attached: "+why, "")
 		st.record = "skipped:" + outcome
-		return a.set(ctx, rec.Key(), fRecord, st.record)
+		return a.setLater(ctx, rec.Key(), map[string]string{fRecord: st.record})
 	}
 	if a.recs == nil {
 		return skip("unconfigured", "recordings are not configured in pbxbridge")
@@ -382,5 +386,5 @@ func (a *Adapter) attachRecording(ctx context.Context, rec *call.Record, st *cal
 	}
 	a.m.recordings.WithLabelValues(outcome).Inc()
 	st.record = fmt.Sprintf("%s:%d", outcome, fileID)
-	return a.set(ctx, rec.Key(), fRecord, st.record)
+	return a.setLater(ctx, rec.Key(), map[string]string{fRecord: st.record})
 }

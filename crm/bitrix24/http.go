@@ -411,14 +411,10 @@ func (a *Adapter) callback(ctx context.Context, s *api.ExternalCallbackStart) {
 	a.m.clickToCall.WithLabelValues("callback_originated").Inc()
 }
 
+// rememberOriginate binds an originate id to its CALL_ID before the PBX is asked to call (one
+// write, committed when it returns: it survives a crash of the daemon).
 func (a *Adapter) rememberOriginate(ctx context.Context, id, callID string, user int, kind string) error {
-	ik := originateIndex + id
-	for _, kv := range [][2]string{{fOrigCallID, callID}, {fOrigUser, itoa(user)}, {fOrigKind, kind}} {
-		if err := a.set(ctx, ik, kv[0], kv[1]); err != nil {
-			return err
-		}
-	}
-	return nil
+	return a.setLazy(ctx, originateIndex+id, map[string]string{fOrigCallID: callID, fOrigUser: itoa(user), fOrigKind: kind})
 }
 
 // originateFailure explains an originate error in the CRM user's words.

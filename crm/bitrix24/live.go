@@ -21,15 +21,20 @@ const liveMaxAge = 6 * time.Hour
 // pbxbridge_bitrix24_cache_full_total{cache="live"}), so a flood of calls cannot grow it.
 const liveMax = 10000
 
-// liveCall is the in-memory view of a ringing call; the CallStore holds the durable part.
+// liveCall is the in-memory view of a call in progress: its callState (the CALL_ID, the user it
+// is registered for, the users the card is shown to...), which Deliver uses too, and what only
+// the card needs. The CallStore holds the durable part.
 type liveCall struct {
-	callID   string
-	user     int   // registered for
-	shown    []int // users the card is shown to
+	*callState
 	answered int
 	external bool // registered by Bitrix24 (click-to-call): no register, no show/hide
 	touched  time.Time
 }
+
+// liveFreshMargin: a call that began this long after the first live event the adapter handled
+// from its PBX is fresh (see fresh); Asterisk may send events of different threads a little out
+// of timestamp order.
+const liveFreshMargin = time.Second
 
 // liveHideTimeout bounds a hide (and the wait for the call's lock before it): a card that was
 // shown must be hidden even when the action that shows another one became stale.
@@ -46,6 +51,7 @@ const liveHideTimeout = 30 * time.Second
 // was shown is always hidden. Show and hide go through the batcher (they can wait a few hundred
 // milliseconds for a backlog to take them along); register never does.
 func (a *Adapter) Live(ctx context.Context, ev *call.Live) error {
+	a.noteLive(ev)
 	if (ev.Direction != call.Inbound && ev.Direction != call.Outbound) || digits(ev.Customer) == "" {
 		return nil // internal, or an anonymous caller Bitrix24 cannot show
 	}
@@ -53,6 +59,9 @@ func (a *Adapter) Live(ctx context.Context, ev *call.Live) error {
 		return nil // finish closes the card; the delivery may hold the call's lock for a while
 	}
 	key := ev.Key()
+	if ev.Kind == call.LiveStopRinging && !a.hasLive(key) && a.fresh(ev) {
+		return nil // no card of this call was shown by this process, nor by an earlier one
+	}
 	ctx = api.WithPriority(ctx)
 	ctx, n := withCounter(ctx)
 	ctx = a.withHookLive(ctx, ev)
@@ -207,10 +216,9 @@ func (a *Adapter) liveRegister(ctx context.Context, ev *call.Live, lc *liveCall,
 		return fmt.Errorf("registering call: %w", err)
 	}
 	a.m.live.WithLabelValues("register", "ok").Inc()
-	lc.callID, lc.user = reg.callID, reg.user
+	lc.callID, lc.callUser, lc.source, lc.entity = reg.callID, reg.user, "live", reg.entity
 	if show {
-		lc.shown = []int{reg.user}
-		return a.set(ctx, ev.Key(), fShown, formatIDs(lc.shown))
+		lc.shown = []int{reg.user} // stored with the CALL_ID (saveCall)
 	}
 	return nil
 }
@@ -246,7 +254,13 @@ func (a *Adapter) addShown(ctx context.Context, key string, lc *liveCall, users 
 	}
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), liveHideTimeout)
 	defer cancel()
-	return a.set(wctx, key, fShown, formatIDs(lc.shown))
+	return a.saveShown(wctx, key, lc)
+}
+
+// saveShown stores the users the card is shown to with the store's next commit: after a crash
+// that lost it, a card may stay up until Bitrix24's finish closes it.
+func (a *Adapter) saveShown(ctx context.Context, key string, lc *liveCall) error {
+	return a.setLater(ctx, key, map[string]string{fShown: formatIDs(lc.shown)})
 }
 
 // maybeSent reports whether a failed request may have reached the portal: not refused by it
@@ -297,7 +311,7 @@ func (a *Adapter) cardHideShow(ctx, hctx context.Context, key string, lc *liveCa
 			errs = append(errs, err)
 		}
 	} else if herr == nil {
-		if err := a.set(hctx, key, fShown, formatIDs(lc.shown)); err != nil {
+		if err := a.saveShown(hctx, key, lc); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -314,39 +328,48 @@ func (a *Adapter) cardHide(ctx context.Context, key string, lc *liveCall, users 
 	}
 	a.m.live.WithLabelValues("hide", "ok").Inc()
 	lc.shown = slices.DeleteFunc(lc.shown, func(u int) bool { return slices.Contains(users, u) })
-	return a.set(ctx, key, fShown, formatIDs(lc.shown))
+	return a.saveShown(ctx, key, lc)
 }
 
-// liveState returns the call's live state: from memory, else from the CallStore (after a
-// restart), binding click-to-call calls to the CALL_ID Bitrix24 gave with the event.
+// liveState returns the call's live state: from memory, else (a call that began before this
+// adapter handled its PBX's first live event: after a restart or a reload) from the CallStore,
+// binding click-to-call calls to the CALL_ID Bitrix24 gave with the event. A fresh call's state
+// starts empty without a read.
 func (a *Adapter) liveState(ctx context.Context, ev *call.Live) (*liveCall, error) {
 	key := ev.Key()
 	a.liveMu.Lock()
 	lc := a.live[key]
+	if lc == nil && len(a.live) >= liveMax && a.now().Sub(a.liveSwept) > time.Minute { // a flood sweeps once a minute, not per event
+		a.sweepLiveLocked()
+	}
+	keep := lc == nil && len(a.live) < liveMax
 	a.liveMu.Unlock()
 	if lc != nil {
 		return lc, nil
 	}
-	st, err := a.loadState(ctx, key)
-	if err != nil {
-		return nil, err
+	// A call whose state is not kept in memory (the cache is full) is read back every time.
+	st := &callState{key: key}
+	if !keep || !a.fresh(ev) {
+		var err error
+		if st, err = a.loadState(ctx, key); err != nil {
+			return nil, err
+		}
 	}
-	lc = &liveCall{callID: st.callID, user: st.callUser, shown: st.shown, touched: a.now()}
+	lc = &liveCall{callState: st, touched: a.now()}
 	lc.external = st.source == "click2call"
 	if lc.callID == "" && ev.OriginateID != "" {
-		callID, user, _, err := a.bindOriginate(ctx, key, ev.OriginateID)
+		callID, user, source, _, err := a.bindOriginate(ctx, key, ev.OriginateID)
 		if err != nil {
 			return nil, err
 		}
 		if callID != "" {
-			lc.callID, lc.user, lc.external = callID, user, true
+			lc.callID, lc.callUser, lc.source, lc.external = callID, user, source, true
 		}
 	}
 	a.liveMu.Lock()
-	if len(a.live) >= liveMax && a.now().Sub(a.liveSwept) > time.Minute { // a flood sweeps once a minute, not per event
-		a.sweepLiveLocked()
-	}
-	if len(a.live) < liveMax {
+	if cur := a.live[key]; cur != nil { // another event of the call came meanwhile (never under the call's lock)
+		lc = cur
+	} else if len(a.live) < liveMax {
 		a.live[key] = lc
 	} else {
 		a.m.cacheFull.WithLabelValues("live").Inc()
@@ -355,38 +378,74 @@ func (a *Adapter) liveState(ctx context.Context, ev *call.Live) (*liveCall, erro
 	return lc, nil
 }
 
+// fresh reports whether ev's call began after the first live event this adapter handled from the
+// call's PBX (by the PBX's clock, liveFreshMargin later) and less than liveMaxAge ago: no earlier
+// adapter of this connector (a previous run, a reload) handled it, so the CallStore holds nothing
+// of it that this adapter did not write, and its state need not be read back.
+func (a *Adapter) fresh(ev *call.Live) bool {
+	if ev.StartedAt.IsZero() || a.now().Sub(ev.StartedAt) > liveMaxAge {
+		return false
+	}
+	a.liveMu.Lock()
+	defer a.liveMu.Unlock()
+	first, ok := a.firstLive[ev.PBX]
+	return ok && ev.StartedAt.After(first.Add(liveFreshMargin))
+}
+
+// noteLive records the first live event the adapter handles from each PBX (see fresh).
+func (a *Adapter) noteLive(ev *call.Live) {
+	a.liveMu.Lock()
+	if _, ok := a.firstLive[ev.PBX]; !ok && !ev.At.IsZero() {
+		a.firstLive[ev.PBX] = ev.At
+	}
+	a.liveMu.Unlock()
+}
+
+// hasLive reports whether the adapter holds the live state of key.
+func (a *Adapter) hasLive(key string) bool {
+	a.liveMu.Lock()
+	defer a.liveMu.Unlock()
+	return a.live[key] != nil
+}
+
+// deliverState returns what is known of the call key for its delivery: the live state when the
+// adapter holds it (the same copy: what the delivery learns stays there until it succeeds), else
+// a read of the CallStore.
+func (a *Adapter) deliverState(ctx context.Context, key string) (*callState, error) {
+	a.liveMu.Lock()
+	lc := a.live[key]
+	a.liveMu.Unlock()
+	if lc != nil {
+		return lc.callState, nil
+	}
+	return a.loadState(ctx, key)
+}
+
 // bindOriginate binds a call started by click-to-call or a callback to the CALL_ID remembered
 // for its originate id. It returns "" when the id is unknown, and done when the CALL_ID was
 // already finished (the originate failed and the CRM user was told so).
-func (a *Adapter) bindOriginate(ctx context.Context, key, origID string) (callID string, user int, done bool, err error) {
+func (a *Adapter) bindOriginate(ctx context.Context, key, origID string) (callID string, user int, source string, done bool, err error) {
 	ik := originateIndex + origID
-	if callID, err = a.get(ctx, ik, fOrigCallID); err != nil || callID == "" {
-		return "", 0, false, err
+	all, err := a.getAll(ctx, ik, fOrigCallID, fOrigUser, fOrigKind, fOrigDone)
+	if err != nil || all[fOrigCallID] == "" {
+		return "", 0, "", false, err
 	}
-	var us, kind, fin string
-	for _, f := range []struct {
-		name string
-		dst  *string
-	}{{fOrigUser, &us}, {fOrigKind, &kind}, {fOrigDone, &fin}} {
-		if *f.dst, err = a.get(ctx, ik, f.name); err != nil {
-			return "", 0, false, err
-		}
-	}
-	user, _ = strconv.Atoi(us)
-	source := "click2call"
-	if kind == "callback" {
+	callID = all[fOrigCallID]
+	user, _ = strconv.Atoi(all[fOrigUser])
+	source = "click2call"
+	if all[fOrigKind] == "callback" {
 		source = "callback"
 	}
-	if err := a.saveCall(ctx, key, callID, user, source, ""); err != nil {
-		return "", 0, false, err
+	if err := a.saveCall(ctx, key, callID, user, source, "", nil); err != nil {
+		return "", 0, "", false, err
 	}
 	if a.cfg.CallIDReuseGuard {
 		if _, _, err := a.claim(ctx, callID, key); err != nil {
-			return "", 0, false, err
+			return "", 0, "", false, err
 		}
 	}
 	crm.Trace(ctx, "decision", fmt.Sprintf("call started from Bitrix24 (%s): using its CALL_ID %s, no second register", source, callID), "")
-	return callID, user, fin != "", nil
+	return callID, user, source, all[fOrigDone] != "", nil
 }
 
 // addRequests adds n thousandths of a request to the live requests of key.

@@ -58,7 +58,8 @@ func (a *Adapter) followUps(ctx context.Context, rec *call.Record, st *callState
 			a.m.followUps.WithLabelValues("lead").Inc()
 			crm.Trace(ctx, "decision", fmt.Sprintf("created lead %d for the unknown number %s", id, rec.Customer), "")
 			st.lead = strconv.Itoa(id)
-			if err := a.set(ctx, key, fLead, st.lead); err != nil {
+			// The task request follows: a crash meanwhile must not make a second lead.
+			if err := a.setLazy(ctx, key, map[string]string{fLead: st.lead}); err != nil {
 				return err
 			}
 			owner = resp
@@ -115,7 +116,7 @@ func (a *Adapter) followUps(ctx context.Context, rec *call.Record, st *callState
 	a.m.followUps.WithLabelValues(kind).Inc()
 	st.followUp = fmt.Sprintf("%s:%d", kind, id)
 	crm.Trace(ctx, "decision", fmt.Sprintf("created missed-call %s %d for user %d", kind, id, resp), "")
-	return a.set(ctx, key, fFollowUp, st.followUp)
+	return a.setLater(ctx, key, map[string]string{fFollowUp: st.followUp})
 }
 
 // responsible walks missed_calls.responsible and returns the first user found (0: none).

@@ -59,7 +59,14 @@ func (a *Adapter) Uncertain(ctx context.Context, key string, since time.Time) er
 	defer unlock()
 	all, err := a.getAll(ctx, key, fFinished, fUncertain)
 	if err == nil && all[fFinished] == "" && all[fUncertain] == "" {
-		err = a.set(ctx, key, fUncertain, strconv.FormatInt(since.Unix(), 10))
+		mark := strconv.FormatInt(since.Unix(), 10)
+		if err = a.set(ctx, key, fUncertain, mark); err == nil {
+			a.liveMu.Lock()
+			if lc := a.live[key]; lc != nil { // the delivery uses the live state (deliverState)
+				lc.uncertain = mark
+			}
+			a.liveMu.Unlock()
+		}
 	}
 	if err != nil {
 		return fmt.Errorf("bitrix24: marking call %s for a look-up: %w", key, err)

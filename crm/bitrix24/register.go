@@ -118,7 +118,19 @@ func (a *Adapter) register(ctx context.Context, r regRequest) (*registered, erro
 				continue
 			}
 		}
-		if err := a.saveCall(ctx, r.key, reg.callID, reg.user, r.source, reg.entity); err != nil {
+		var shown []int
+		if r.show {
+			shown = []int{reg.user}
+		}
+		save := a.saveCall
+		if r.source == "live" {
+			// A ringing call's next write may be seconds away: the CALL_ID is committed now, so
+			// that a crash of the daemon never makes its delivery register the call a second
+			// time. Deliver's finish marker and a callback's originate binding follow at once
+			// and carry it.
+			save = a.saveCallNow
+		}
+		if err := save(ctx, r.key, reg.callID, reg.user, r.source, reg.entity, shown); err != nil {
 			return nil, err
 		}
 		return reg, nil

@@ -37,7 +37,9 @@ const (
 	fEventSeen     = "seen"            // when it was accepted
 )
 
-// callState is what the CallStore knows of one call.
+// callState is what the CallStore knows of one call. While the adapter holds a call's live state
+// (liveCall), this is the one copy both Live and Deliver use: every write of the call's fields
+// goes to it and to the CallStore, so that only a call the adapter does not hold is read back.
 type callState struct {
 	key       string
 	callID    string
@@ -105,6 +107,31 @@ func (a *Adapter) getAll(ctx context.Context, key string, fields ...string) (map
 	return all, nil
 }
 
+// setLazy writes the fields of key without an fsync of their own when the store can
+// (crm.CallStoreLazy: they survive a crash of the daemon), else durably: for write-ahead markers.
+func (a *Adapter) setLazy(ctx context.Context, key string, fields map[string]string) error {
+	if l, ok := a.store.(crm.CallStoreLazy); ok {
+		if err := l.SetLazy(ctx, key, fields); err != nil {
+			return fmt.Errorf("call store: writing %s: %w", key, err)
+		}
+		return nil
+	}
+	return a.setMany(ctx, key, fields)
+}
+
+// setLater writes the fields of key with the store's next commit when the store can
+// (crm.CallStoreLazy), else durably now: for results the delivery's acknowledgement soon carries,
+// and state whose loss is harmless.
+func (a *Adapter) setLater(ctx context.Context, key string, fields map[string]string) error {
+	if l, ok := a.store.(crm.CallStoreLazy); ok {
+		if err := l.SetLater(key, fields); err != nil {
+			return fmt.Errorf("call store: writing %s: %w", key, err)
+		}
+		return nil
+	}
+	return a.setMany(ctx, key, fields)
+}
+
 // setMany writes the fields of key: in one durable write when the store can, else one by one.
 func (a *Adapter) setMany(ctx context.Context, key string, fields map[string]string) error {
 	if b, ok := a.store.(crm.CallStoreBatch); ok {
@@ -121,9 +148,25 @@ func (a *Adapter) setMany(ctx context.Context, key string, fields map[string]str
 	return nil
 }
 
-// saveCall remembers the CALL_ID of key with its user, source and CRM entity (one write).
-func (a *Adapter) saveCall(ctx context.Context, key, callID string, user int, source, entity string) error {
-	return a.setMany(ctx, key, map[string]string{fCallID: callID, fCallUser: strconv.Itoa(user), fCallSource: source, fEntity: entity})
+// saveCall remembers the CALL_ID of key with its user, source and CRM entity, and the users the
+// card is shown to (shown: nil leaves them), in one write with the store's next commit: for a
+// caller whose next write (committed when it returns) follows at once and carries it.
+func (a *Adapter) saveCall(ctx context.Context, key, callID string, user int, source, entity string, shown []int) error {
+	return a.setLater(ctx, key, callFields(callID, user, source, entity, shown))
+}
+
+// saveCallNow is saveCall committed when it returns (without an fsync of its own): the CALL_ID
+// of a ringing call survives a crash of the daemon.
+func (a *Adapter) saveCallNow(ctx context.Context, key, callID string, user int, source, entity string, shown []int) error {
+	return a.setLazy(ctx, key, callFields(callID, user, source, entity, shown))
+}
+
+func callFields(callID string, user int, source, entity string, shown []int) map[string]string {
+	fields := map[string]string{fCallID: callID, fCallUser: strconv.Itoa(user), fCallSource: source, fEntity: entity}
+	if shown != nil {
+		fields[fShown] = formatIDs(shown)
+	}
+	return fields
 }
 
 // claim binds callID to key in the CALL_ID index; it reports false when another call owns it.
@@ -142,7 +185,9 @@ func (a *Adapter) claim(ctx context.Context, callID, key string) (owner string, 
 		return owner, false, nil
 	}
 	if owner == "" {
-		if err := a.set(ctx, callIDIndex+callID, fOwner, key); err != nil {
+		// Claims of this CALL_ID read it back from the store (SetLater values included) under
+		// claimLocks.
+		if err := a.setLater(ctx, callIDIndex+callID, map[string]string{fOwner: key}); err != nil {
 			return "", false, err
 		}
 	}
