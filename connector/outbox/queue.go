@@ -203,7 +203,7 @@ func (s *Store) Lease(ctx context.Context, connector string, limit int, ttl time
 // cannot settle is due again when its lease expires (Row.LeaseExpiresAt). A
 // worker that sleeps until then, or until an Enqueue, Requeue or Redeliver
 // of the connector wakes it, never polls an idle outbox.
-func (s *Store) LeaseNext(ctx context.Context, connector string, limit int, ttl time.Duration) (rows []Row, next time.Time, err error) {
+func (s *Store) LeaseNext(ctx context.Context, connector string, limit int, ttl time.Duration) ([]Row, time.Time, error) {
 	switch {
 	case connector == "":
 		return nil, time.Time{}, fmt.Errorf("outbox: lease: %w: empty connector", ErrInvalid)
@@ -216,7 +216,14 @@ func (s *Store) LeaseNext(ctx context.Context, connector string, limit int, ttl 
 		ttl = s.leaseTTL
 	}
 	leaseID := rand.Text()
-	err = s.writeLazy(ctx, func(tx wtx, now time.Time) error {
+	// The writer goroutine fills rows and next; they are read only once it has answered (err ==
+	// nil). A caller whose ctx ends first returns without touching them while the writer may still
+	// run fn, so they are locals of this call, not its named results.
+	var (
+		rows []Row
+		next time.Time
+	)
+	err := s.writeLazy(ctx, func(tx wtx, now time.Time) error {
 		rows, next = rows[:0], time.Time{}
 		if _, err := tx.exec(sqlExpireLeases, connector, now.UnixNano()); err != nil {
 			return s.wrap("lease", err)
