@@ -8,6 +8,7 @@
 //	go run ./cmd/loadtest -profile /tmp/prof   # plus a CPU profile of the daemon per run
 //	go run ./cmd/loadtest -daemon ./old-pbxbridge -run latency  # measure another build
 //	go run ./cmd/loadtest -run perf -before ./old-loadtest      # before/after, side by side (~40 min)
+//	go run ./cmd/loadtest -run hostile                          # hostile HTTP against the daemon (10 min)
 //
 // Run it from the repository root (it reads the scenarios' expected records from
 // connector/callmodel/testdata) on an otherwise quiet machine; it prints the load average of
@@ -35,7 +36,7 @@ func main() {
 
 func run() int {
 	runs := flag.String("run", strings.Join(loadtest.Runs, ","), "comma-separated runs: "+strings.Join(loadtest.Runs, ", ")+
-		", or "+loadtest.RunPerf+" (before/after, not run by default)")
+		", or "+loadtest.RunPerf+" (before/after), "+loadtest.RunHostile+" (hostile HTTP); those two are not run by default")
 	quick := flag.Bool("quick", false, "short runs (a smoke test of the harness, not the benchmark's figures)")
 	profile := flag.String("profile", "", "write a CPU profile of the daemon per run into this directory")
 	rate := flag.Float64("latency-rate", 0, "call rate of the latency run (default 50/s)")
@@ -44,6 +45,9 @@ func run() int {
 	repeat := flag.Int("repeat", loadtest.DefaultPerfRepeat, "perf run: repetitions (medians are reported)")
 	idleFor := flag.Duration("idle-for", loadtest.DefaultPerfIdleFor, "perf run: how long the idle step measures")
 	steps := flag.String("steps", strings.Join(loadtest.PerfSteps, ","), "perf run: comma-separated steps: "+strings.Join(loadtest.PerfSteps, ", "))
+	hostileFor := flag.Duration("hostile-for", loadtest.DefaultHostileFor, "hostile run: how long the flood lasts (-quick: 20s)")
+	corpus := flag.String("corpus", "", "hostile run: comma-separated directories with Fuzz*/ corpora of connector/security besides "+
+		"connector/security/testdata/fuzz and $(go env GOCACHE)/fuzz/.../connector/security (\"none\": seeds only)")
 	testdata := flag.String("testdata", "connector/callmodel/testdata", "the call model's testdata directory (expected records)")
 	flag.Parse()
 
@@ -60,9 +64,18 @@ func run() int {
 			return 2
 		}
 	}
+	corpusDirs := []string{"connector/security/testdata/fuzz", loadtest.FuzzCacheDir()}
+	switch *corpus {
+	case "":
+	case "none":
+		corpusDirs = nil
+	default:
+		corpusDirs = append(corpusDirs, strings.Split(*corpus, ",")...)
+	}
 	figs, err := loadtest.Bench(ctx, loadtest.BenchOptions{
 		Expected: exp, Runs: strings.Split(*runs, ","), Quick: *quick, ProfileDir: *profile, Log: os.Stderr, LatencyRate: *rate, Executable: *daemon,
 		Before: *before, PerfRepeat: *repeat, PerfIdleFor: *idleFor, PerfSteps: strings.Split(*steps, ","),
+		HostileFor: *hostileFor, HostileCorpus: corpusDirs,
 	})
 	loadtest.FormatTable(os.Stdout, figs, machine(), time.Now().UTC().Format("2006-01-02 15:04 UTC"))
 	if err != nil {

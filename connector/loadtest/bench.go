@@ -34,6 +34,10 @@ const (
 	// CPU per call and per idle minute, outbox commits per call, RSS (perf.go). It takes about
 	// 40 minutes, so it is not among the default Runs.
 	RunPerf = "perf"
+	// RunHostile floods the daemon's listeners and admin socket with the handler fuzz targets'
+	// inputs, mutated, for BenchOptions.HostileFor (10 minutes by default; hostile.go): its
+	// RSS, its slowest answer, whether it stays up and delivers. Not among the default Runs.
+	RunHostile = "hostile"
 )
 
 // Runs lists the runs of Bench that run by default (every run but RunPerf).
@@ -64,6 +68,11 @@ type BenchOptions struct {
 	PerfRepeat  int
 	PerfIdleFor time.Duration
 	PerfSteps   []string
+	// HostileFor is how long the hostile run floods (default DefaultHostileFor); HostileCorpus
+	// are directories with the Fuzz*/ corpora of connector/security (testdata/fuzz,
+	// FuzzCacheDir) added to its seeds.
+	HostileFor    time.Duration
+	HostileCorpus []string
 }
 
 // Figure is one result line of the benchmark.
@@ -90,10 +99,10 @@ func Bench(ctx context.Context, o BenchOptions) ([]Figure, error) {
 	for _, r := range runs {
 		fn := map[string]func(context.Context, *BenchOptions) ([]Figure, error){
 			RunIdle: benchIdle, RunLatency: benchLatency, RunThroughput: benchThroughput,
-			RunConcurrency: benchConcurrency, RunLimits: benchLimits, RunB24Burst: benchB24Burst, RunPerf: benchPerf,
+			RunConcurrency: benchConcurrency, RunLimits: benchLimits, RunB24Burst: benchB24Burst, RunPerf: benchPerf, RunHostile: benchHostile,
 		}[r]
 		if fn == nil {
-			return figs, fmt.Errorf("loadtest: unknown run %q (have %v and %s)", r, Runs, RunPerf)
+			return figs, fmt.Errorf("loadtest: unknown run %q (have %v, %s and %s)", r, Runs, RunPerf, RunHostile)
 		}
 		fmt.Fprintf(o.Log, "== run %s (load average %.1f)\n", r, LoadAverage())
 		f, err := fn(ctx, &o)

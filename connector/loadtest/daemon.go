@@ -122,6 +122,9 @@ type DaemonOptions struct {
 	CDRDelay time.Duration
 	// Executable is the binary to run (default: this one; it must call RunChildIfRequested).
 	Executable string
+	// AdminToken, when set, is http.admin.token: the harness sends it on its own requests to the
+	// admin listener (status, metrics).
+	AdminToken string
 }
 
 // Daemon is a running daemon subprocess.
@@ -181,7 +184,7 @@ func writeConfig(o *DaemonOptions, httpAddr, publicAddr string) (string, error) 
 	var b strings.Builder
 	fmt.Fprintf(&b, `state_dir: %s
 log: {level: %s}
-http: {admin: {listen: "%s"}, public: {listen: "%s", url: "%s"}}
+http: {admin: {listen: "%s", token: "%s"}, public: {listen: "%s", url: "%s"}}
 admin: {socket: %s/admin.sock}
 licensing: {dir: %s}
 dispatch: {workers: %d, backoff_min: %s, backoff_max: %s, drain_timeout: 5s, delivery_timeout: 30s}
@@ -194,7 +197,7 @@ pbx:
       trunks: ['^Local/[^@]+@from-pstn-[0-9a-f]+;2$', '^Local/[^@]+@pstn-[0-9a-f]+;1$']
       originate_id_variables: [PBXBRIDGE_ORIGINATE_ID, CRM_ORIGINATE_ID]
       did_variables: [FROM_DID, LAB_DID]
-`, o.StateDir, o.LogLevel, httpAddr, publicAddr, base, o.Dir, licDir, o.Workers, o.BackoffMin, o.BackoffMax, o.Dir, base,
+`, o.StateDir, o.LogLevel, httpAddr, o.AdminToken, publicAddr, base, o.Dir, licDir, o.Workers, o.BackoffMin, o.BackoffMax, o.Dir, base,
 		PBXName, host, port)
 	if o.CDRCSV != "" || o.CDRMySQL != "" {
 		if o.CDRDelay <= 0 {
@@ -382,6 +385,7 @@ func (d *Daemon) get(ctx context.Context, path string) error {
 	if err != nil {
 		return err
 	}
+	d.authorize(req)
 	resp, err := d.hc.Do(req)
 	if err != nil {
 		return err
@@ -392,6 +396,13 @@ func (d *Daemon) get(ctx context.Context, path string) error {
 		return fmt.Errorf("%s: %s", path, resp.Status)
 	}
 	return nil
+}
+
+// authorize adds the admin token (DaemonOptions.AdminToken) to a request to the admin listener.
+func (d *Daemon) authorize(req *http.Request) {
+	if d.o.AdminToken != "" {
+		req.Header.Set("Authorization", "Bearer "+d.o.AdminToken)
+	}
 }
 
 // Pid is the daemon's process id.
@@ -459,6 +470,7 @@ func (d *Daemon) Metrics(ctx context.Context) (Metrics, error) {
 	if err != nil {
 		return nil, err
 	}
+	d.authorize(req)
 	resp, err := d.hc.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("loadtest: metrics: %w", err)
