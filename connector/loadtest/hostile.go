@@ -105,6 +105,8 @@ type HostileReport struct {
 	// HostileAnswerLimit; P99 the 99th percentile.
 	Slowest []SlowAnswer
 	Over    int
+	// Errors are the first complete requests answered with a 5xx status.
+	Errors []SlowAnswer
 	P99     time.Duration
 	// Slow counts the connections that trickled or idled: how many the daemon answered, closed
 	// without an answer, or the harness cut after SlowCut.
@@ -138,6 +140,7 @@ type hostileStats struct {
 	sent    map[string]int
 	answers map[string]map[string]int
 	slowest []SlowAnswer
+	errs    []SlowAnswer // the first 5xx answers
 	over    int
 	hist    [10001]int // answers per millisecond (the last bucket: 10 s or more)
 	slow    struct{ opened, answered, closed, cut int }
@@ -156,6 +159,9 @@ func (s *hostileStats) record(req *hostileReq, status int, took time.Duration, o
 	s.answers[req.target][outcome]++
 	if status == 0 {
 		return
+	}
+	if status >= 500 && len(s.errs) < 5 {
+		s.errs = append(s.errs, SlowAnswer{Took: took, Status: status, Request: req.describe()})
 	}
 	s.hist[min(int(took/time.Millisecond), len(s.hist)-1)]++
 	if took > HostileAnswerLimit {
@@ -181,6 +187,7 @@ func (s *hostileStats) merge(o *hostileStats) {
 		s.hist[i] += n
 	}
 	s.over += o.over
+	s.errs = append(s.errs, o.errs...)[:min(5, len(s.errs)+len(o.errs))]
 	s.slowest = append(s.slowest, o.slowest...)
 	slices.SortFunc(s.slowest, func(a, b SlowAnswer) int { return int(b.Took - a.Took) })
 	s.slowest = s.slowest[:min(5, len(s.slowest))]
@@ -534,7 +541,7 @@ func PlayHostile(ctx context.Context, o *BenchOptions, ho HostileOptions) (*Host
 	<-loadDone
 	r.MaxRSS = s.end()
 	r.Calls = calls
-	r.Sent, r.Answers, r.Slowest, r.Over, r.P99 = st.sent, st.answers, st.slowest, st.over, st.quantile(0.99)
+	r.Sent, r.Answers, r.Slowest, r.Over, r.P99, r.Errors = st.sent, st.answers, st.slowest, st.over, st.quantile(0.99), st.errs
 	r.Slow.Opened, r.Slow.Answered, r.Slow.Closed, r.Slow.Cut = st.slow.opened, st.slow.answered, st.slow.closed, st.slow.cut
 	if loadErr != nil && !errors.Is(loadErr, context.DeadlineExceeded) && !errors.Is(loadErr, context.Canceled) {
 		return r, fmt.Errorf("loadtest: hostile: load: %w", loadErr)
@@ -681,6 +688,9 @@ func benchHostile(ctx context.Context, o *BenchOptions) ([]Figure, error) {
 	r, err := PlayHostile(ctx, o, ho)
 	if r == nil {
 		return nil, err
+	}
+	for _, sa := range r.Errors {
+		fmt.Fprintf(o.Log, "hostile: %d answer: %s\n", sa.Status, sa.Request)
 	}
 	for _, sa := range r.Slowest {
 		fmt.Fprintf(o.Log, "hostile: slow answer %v (%d): %s\n", sa.Took.Round(time.Millisecond), sa.Status, sa.Request)

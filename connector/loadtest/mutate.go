@@ -55,7 +55,7 @@ func (r *hostileReq) wire() []byte {
 
 // describe is the request in one line for the report (long parts cut).
 func (r *hostileReq) describe() string {
-	return fmt.Sprintf("%s %.60q to %s, %d header lines, %d-byte body [%s]", r.method, r.path, r.target, len(r.header), len(r.body), r.what)
+	return fmt.Sprintf("%.20q %.60q to %s, %d header lines, %d-byte body [%s]", r.method, r.path, r.target, len(r.header), len(r.body), r.what)
 }
 
 // mutator turns corpus inputs into hostile requests.
