@@ -14,6 +14,8 @@
 //     /proc without the fakes, its counters from /metrics, and it can be SIGKILLed.
 //
 // Bench runs the benchmark of BENCHMARKS.md (cmd/loadtest prints it as a table); the fault suite
-// (fault_test.go) uses the same parts. Everything listens on loopback only. Nothing here is used
+// (fault_test.go) uses the same parts. The hostile run (PlayHostile, hostile.go) floods the
+// daemon's listeners and admin socket with the handler fuzz targets' inputs of
+// connector/security, mutated, and measures the daemon alone. Everything listens on loopback only. Nothing here is used
 // by the daemon itself.
 package loadtest

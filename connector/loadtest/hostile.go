@@ -3,6 +3,7 @@ package loadtest
 import (
 	"bufio"
 	"context"
+	crand "crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -107,7 +108,7 @@ type HostileReport struct {
 	Over    int
 	// Errors are the first complete requests answered with a 5xx status.
 	Errors []SlowAnswer
-	P99     time.Duration
+	P99    time.Duration
 	// Slow counts the connections that trickled or idled: how many the daemon answered, closed
 	// without an answer, or the harness cut after SlowCut.
 	Slow struct{ Opened, Answered, Closed, Cut int }
@@ -245,6 +246,7 @@ func (f *flood) mutator(seed uint64) *mutator {
 		hosts[t] = a
 	}
 	hosts[HostileSocket] = "localhost"
+	//nolint:gosec // reproducible mutations from a seed, not secrets
 	return &mutator{r: rand.New(rand.NewPCG(f.o.Seed, seed)), token: f.token, keys: f.keys, maxBody: f.o.MaxBody, hosts: hosts}
 }
 
@@ -367,12 +369,13 @@ func (f *flood) slowConn(ctx context.Context, seed uint64, s *hostileStats) {
 		cut.Stop()
 		tick.Stop()
 		_ = c.Close()
-		if outcome == "" { // a write failed: the daemon closed it (maybe with an answer)
+		switch outcome {
+		case "": // a write failed: the daemon closed it (maybe with an answer)
 			outcome = "closed"
 			if code := <-answer; code != 0 {
 				outcome = "answered"
 			}
-		} else if outcome == "cut" {
+		case "cut":
 			<-answer
 		}
 		switch outcome {
@@ -467,7 +470,7 @@ func PlayHostile(ctx context.Context, o *BenchOptions, ho HostileOptions) (*Host
 	if err != nil {
 		return nil, err
 	}
-	token := "hostile-" + strconv.FormatUint(rand.Uint64(), 16) + strconv.FormatUint(rand.Uint64(), 16)
+	token := "hostile-" + crand.Text()
 	eo := EnvOptions{
 		PBX:    fakepbx.Config{Speed: 1},
 		Daemon: DaemonOptions{Connectors: []string{ConnBitrix24, ConnAmo}, Unlimited: true, AdminToken: token},
@@ -632,7 +635,7 @@ func fetch(ctx context.Context, url, path string) error {
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("%s: %s", url, resp.Status)
 	}
-	out, err := os.Create(path) //nolint:gosec // the profile directory the caller names
+	out, err := os.Create(path)
 	if err != nil {
 		return err
 	}
