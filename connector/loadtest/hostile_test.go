@@ -10,7 +10,7 @@ import (
 	"github.com/pbxbridge/pbxbridge/connector/loadtest"
 )
 
-// TestFaultHostileHTTP is the short form of the hostile run (`go run ./cmd/loadtest -run
+// TestFaultHostileHTTP (slow tier) is the short form of the hostile run (`go run ./cmd/loadtest -run
 // hostile`, 10 minutes): 20 s of the handler fuzz targets' seeds, mutated, sent over real
 // sockets to the daemon's public and admin listeners and its admin socket while the PBX
 // replays calls. The daemon (a subprocess: its RSS is its own) must stay up and ready, answer
