@@ -43,6 +43,7 @@ func (d *Daemon) Status(ctx context.Context) admin.StatusReport {
 	}
 	d.unitsMu.Unlock()
 	rep.HeldCalls = d.HeldCalls()
+	rep.UnstoredCalls = d.UnstoredCalls()
 	slices.SortFunc(rep.PBX, func(a, b asterisk.SourceStatus) int { return strings.Compare(a.Name, b.Name) })
 	for _, c := range d.routes() {
 		cr := admin.ConnectorReport{Name: c.name, Type: c.typ, Delivery: c.worker.Status(), LiveDrop: c.liveDrop.Load()}

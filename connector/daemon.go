@@ -478,13 +478,30 @@ func (d *Daemon) Licensed() bool {
 	return true
 }
 
-// HeldCalls is how many finished calls wait in memory because the outbox could not take them.
+// HeldCalls is how many finished calls wait in memory because the outbox could not take them:
+// those of a PBX whose outbox writes are failing (0 while writes succeed, however many calls
+// are on their way to the outbox; readiness and the status page report it).
 func (d *Daemon) HeldCalls() int {
 	d.unitsMu.Lock()
 	defer d.unitsMu.Unlock()
 	n := 0
 	for _, p := range d.pbxs {
-		n += p.held.len() + int(p.retrying.Load())
+		if p.failing.Load() > 0 {
+			n += p.held.len()
+		}
+	}
+	return n
+}
+
+// UnstoredCalls is how many finished calls are not in the outbox yet: queued for it or being
+// written. A call is counted from the moment it is built until its outbox commit (or spill)
+// returns, so a caller that sees 0 here and no outbox rows pending has nothing in flight.
+func (d *Daemon) UnstoredCalls() int {
+	d.unitsMu.Lock()
+	defer d.unitsMu.Unlock()
+	n := 0
+	for _, p := range d.pbxs {
+		n += p.held.len()
 	}
 	return n
 }

@@ -41,11 +41,11 @@ type pbxRT struct {
 	ready     <-chan struct{} // closed after the first login, when the source says so
 	firstSeen atomic.Bool
 
-	held     *recordQueue
-	retrying atomic.Int64  // records taken from held that the enqueuers are still trying to store
-	abandon  chan struct{} // closed when stopping takes too long: unstored records are spilled
-	spilled  sync.Once
-	grace    time.Duration // how long stop waits for the outbox (stopGrace when 0)
+	held    *recordQueue
+	failing atomic.Int64  // records whose outbox write failed and that are not stored (or spilled) yet
+	abandon chan struct{} // closed when stopping takes too long: unstored records are spilled
+	spilled sync.Once
+	grace   time.Duration // how long stop waits for the outbox (stopGrace when 0)
 
 	// ledger keeps the calls in progress in the outbox; reconciled: the calls the previous run
 	// left open were checked (model goroutine only).
@@ -296,7 +296,7 @@ func (p *pbxRT) stop() {
 	}
 	p.spilled.Do(func() {
 		p.log.Error("the outbox still cannot store this PBX's finished calls; writing them to the spill file so that stopping can finish",
-			"held", p.held.len()+int(p.retrying.Load()), "spill", p.d.spillPath())
+			"held", p.held.len(), "spill", p.d.spillPath())
 		close(p.abandon)
 	})
 	<-p.done
@@ -506,13 +506,12 @@ func (p *pbxRT) inflightOldest() time.Time {
 // dropped because the disk is full for a while.
 func (p *pbxRT) enqueueLoop() {
 	for {
-		rec, ok := p.held.pop()
+		rec, ok := p.held.pop() // counted by held.len() until released: never in neither place
 		if !ok {
 			return
 		}
-		p.retrying.Add(1)
 		p.store(rec)
-		p.retrying.Add(-1)
+		p.held.release()
 	}
 }
 
@@ -530,11 +529,15 @@ func (p *pbxRT) store(rec *call.Record) {
 	for attempt := 1; ; attempt++ {
 		err := p.d.enqueue(context.Background(), rec)
 		if err == nil {
+			if attempt > 1 {
+				p.failing.Add(-1)
+			}
 			p.done1(rec)
 			return
 		}
 		p.d.m.outboxWriteErrors.Inc()
 		if attempt == 1 {
+			p.failing.Add(1)
 			p.log.Error("cannot store a finished call; holding it in memory and retrying", "call", rec.Key(), "err", err)
 		} else {
 			p.log.Debug("storing a held call failed again", "call", rec.Key(), "attempt", attempt, "err", err)
@@ -545,6 +548,7 @@ func (p *pbxRT) store(rec *call.Record) {
 		case <-p.abandon:
 			t.Stop()
 			p.d.spill(rec, err)
+			p.failing.Add(-1)
 			p.done1(rec)
 			return
 		}
@@ -667,6 +671,7 @@ type recordQueue struct {
 	mu     sync.Mutex
 	cond   *sync.Cond
 	items  []*call.Record
+	taken  int // popped and not released yet: being stored
 	max    int
 	closed bool
 }
@@ -701,14 +706,23 @@ func (q *recordQueue) pop() (*call.Record, bool) {
 	rec := q.items[0]
 	q.items[0] = nil
 	q.items = q.items[1:]
+	q.taken++
 	q.cond.Broadcast()
 	return rec, true
 }
 
+// release ends what pop began: the popped record is stored (or spilled).
+func (q *recordQueue) release() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.taken--
+}
+
+// len is how many records wait in the queue or are being stored (popped, not released).
 func (q *recordQueue) len() int {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	return len(q.items)
+	return len(q.items) + q.taken
 }
 
 // close makes pop return false once the queue is empty.

@@ -40,7 +40,9 @@ type StatusReport struct {
 	PBX        []asterisk.SourceStatus `json:"pbx"`
 	Connectors []ConnectorReport       `json:"connectors"`
 	Outbox     []outbox.ConnectorStats `json:"outbox"`
-	HeldCalls  int                     `json:"held_calls"` // finished calls waiting in memory for the outbox
+	HeldCalls  int                     `json:"held_calls"` // finished calls held in memory because the outbox cannot write
+	// UnstoredCalls counts finished calls not in the outbox yet (queued or being written).
+	UnstoredCalls int `json:"unstored_calls"`
 }
 
 // Check is one line of readiness (/readyz and the status).

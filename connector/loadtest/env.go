@@ -228,7 +228,7 @@ func (e *Env) progress(ctx context.Context) (built, pending, held int, err error
 	for _, o := range st.Outbox {
 		pending += int(o.Pending + o.Leased)
 	}
-	return int(m.Sum("pbxbridge_calls_total")), pending, st.HeldCalls, nil
+	return int(m.Sum("pbxbridge_calls_total")), pending, st.UnstoredCalls, nil
 }
 
 // Records is how many call records the replays the PBX has finished make a daemon build that
