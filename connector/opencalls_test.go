@@ -128,6 +128,7 @@ func TestReconcileCountsCallsEndedUnseen(t *testing.T) {
 		t.Fatalf("%d records, counted %v; want 1 and 1", p.held.len(), counted())
 	}
 	rec, _ := p.held.pop()
+	p.held.release()
 	if rec.Key() != "office/A" || !slices.Contains(rec.Flags, call.FlagEndedUnseen) {
 		t.Fatalf("record %+v", rec)
 	}
