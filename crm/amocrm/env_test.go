@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -51,6 +52,8 @@ type env struct {
 	orig  *recordingOriginator
 	a     *Adapter
 	now   func() time.Time
+	// renewed counts the adapter's crm.Params.AuthRenewed calls.
+	renewed atomic.Int32
 }
 
 type envOpt struct {
@@ -119,7 +122,8 @@ func (e *env) open() *Adapter {
 	e.fake.ResetRateLimit()
 	e.reg = prometheus.NewRegistry()
 	a, err := New(crm.Params{Name: "amo", Type: e.typ, Config: e.cfg, StateDir: e.dir, Metrics: e.reg, Calls: e.store,
-		Recordings: e.rec, Originator: e.orig, Now: e.now, RouteURL: "https://pbx.example.com/crm/amo"})
+		Recordings: e.rec, Originator: e.orig, Now: e.now, RouteURL: "https://pbx.example.com/crm/amo",
+		AuthRenewed: func() { e.renewed.Add(1) }})
 	if err != nil {
 		e.t.Fatal(err)
 	}

@@ -402,10 +402,16 @@ func TestSecurityOAuthCallbackAlwaysChecksState(t *testing.T) {
 		t.Errorf("from_widget with a valid code connected the daemon without a state: %d", st)
 	}
 
+	if n := e.renewed.Load(); n != 0 {
+		t.Errorf("refused callbacks resumed deliveries %d times", n)
+	}
 	// A state is single use: the same callback link with another code is refused.
 	state := e.a.tokens.newState()
 	if st, body := callback(t, base, with("state", state, "code", e.fake.IssueCode("romashka"))); st != http.StatusOK {
 		t.Fatalf("a valid state: %d %s", st, body)
+	}
+	if n := e.renewed.Load(); n != 1 {
+		t.Errorf("the authorised callback resumed deliveries %d times, want 1", n)
 	}
 	before = e.fakeRequests()
 	if st, _ := callback(t, base, with("state", state, "code", e.fake.IssueCode("romashka"))); st != http.StatusUnauthorized || e.fakeRequests() != before {

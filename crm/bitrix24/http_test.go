@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -222,7 +223,11 @@ func TestCallbackRequest(t *testing.T) {
 func TestInstall(t *testing.T) {
 	t.Parallel()
 	f := crmtest.StartBitrix24(t)
-	e := newEnv(t, f, withoutTokens(), func(_ *crm.Params, c *Config) { c.Auth.InstallKey = configs.NewSecret("k3y") })
+	var renewed atomic.Int32 // crm.Params.AuthRenewed: only a proven install resumes deliveries
+	e := newEnv(t, f, withoutTokens(), func(p *crm.Params, c *Config) {
+		c.Auth.InstallKey = configs.NewSecret("k3y")
+		p.AuthRenewed = func() { renewed.Add(1) }
+	})
 	mustf(t, e.a.Status().Auth == "missing", "status %+v", e.a.Status())
 	_, rec := missedCall("1795307000.1", 1795307000)
 	err := e.a.Deliver(context.Background(), rec)
@@ -245,11 +250,13 @@ func TestInstall(t *testing.T) {
 	_ = resp.Body.Close()
 	mustf(t, resp.StatusCode == http.StatusForbidden, "foreign portal: http %d", resp.StatusCode)
 	mustf(t, e.a.Status().Auth == "missing", "status %+v", e.a.Status())
+	mustf(t, renewed.Load() == 0, "a refused install resumed deliveries %d times", renewed.Load())
 
 	if err := f.Install(context.Background(), install+"?key=k3y"); err != nil {
 		t.Fatalf("install: %v", err)
 	}
 	mustf(t, e.a.Status().Auth == "ok", "status after install %+v", e.a.Status())
+	mustf(t, renewed.Load() == 1, "the install resumed deliveries %d times, want 1", renewed.Load())
 	tok, err := api.TokenFile{Path: filepath.Join(e.state+"/none", tokenFile)}.Load()
 	mustf(t, err == nil && tok != nil && tok.ApplicationToken == f.ApplicationToken() && tok.MemberID == f.MemberID(), "stored tokens %+v %v", tok, err)
 	st, err := os.Stat(filepath.Join(e.state+"/none", tokenFile))
