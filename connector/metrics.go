@@ -94,7 +94,7 @@ func newMetrics(reg *prometheus.Registry, d *Daemon, version string) *metrics {
 		}, []string{"pbx"}),
 		heldRecords: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Namespace: "pbxbridge", Name: "intake_held_records",
-			Help: "Finished calls waiting in memory to be stored in the outbox (non-zero while the outbox cannot write).",
+			Help: "Finished calls held in memory because the outbox cannot write (0 while its writes succeed).",
 		}, func() float64 { return float64(d.HeldCalls()) }),
 		spilled: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "pbxbridge", Name: "intake_spilled_records_total",

@@ -29,19 +29,7 @@ func TestStopSpillsWhatTheOutboxWillNotTake(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = store.Close() // every write now fails
-	cfg := config.Default()
-	cfg.StateDir = dir
-	d := &Daemon{log: slog.New(slog.DiscardHandler), cfg: cfg, store: store, now: time.Now, click: newClickGate(nil, time.Now),
-		pbxs: map[string]*pbxRT{}, recent: newRecentCalls(10)}
-	reg := prometheus.NewRegistry()
-	d.m = newMetrics(reg, d, "test")
-	empty := []*connRT{}
-	d.rt.Store(&empty)
-	src := &sourceRT{cancel: func() {}, done: make(chan struct{}), reg: newUnitRegisterer(reg)}
-	close(src.done)
-	p := &pbxRT{name: "office", d: d, log: d.log, held: newRecordQueue(10), src: src, ledger: newLedger(store, "office", d.log, time.Now),
-		quit: make(chan struct{}), done: make(chan struct{}), abandon: make(chan struct{}), grace: 200 * time.Millisecond}
-	d.pbxs["office"] = p
+	d, p := intakeOnly(dir, store, 10, 200*time.Millisecond)
 	var enq sync.WaitGroup
 	for range 2 {
 		enq.Add(1)
@@ -139,19 +127,7 @@ func TestHeldOnlyWhenWritesFail(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { _ = store.Close() }()
-	cfg := config.Default()
-	cfg.StateDir = dir
-	d := &Daemon{log: slog.New(slog.DiscardHandler), cfg: cfg, store: store, now: time.Now, click: newClickGate(nil, time.Now),
-		pbxs: map[string]*pbxRT{}, recent: newRecentCalls(10)}
-	reg := prometheus.NewRegistry()
-	d.m = newMetrics(reg, d, "test")
-	empty := []*connRT{}
-	d.rt.Store(&empty)
-	src := &sourceRT{cancel: func() {}, done: make(chan struct{}), reg: newUnitRegisterer(reg)}
-	close(src.done)
-	p := &pbxRT{name: "office", d: d, log: d.log, held: newRecordQueue(1000), src: src, ledger: newLedger(store, "office", d.log, time.Now),
-		quit: make(chan struct{}), done: make(chan struct{}), abandon: make(chan struct{}), grace: time.Second}
-	d.pbxs["office"] = p
+	d, p := intakeOnly(dir, store, 1000, time.Second)
 	enq := make(chan struct{})
 	go func() { defer close(enq); p.enqueueLoop() }()
 
@@ -183,4 +159,23 @@ func TestHeldOnlyWhenWritesFail(t *testing.T) {
 	}
 	p.held.close()
 	<-enq
+}
+
+// intakeOnly is a daemon with no connectors and one PBX "office" whose finished calls go to
+// store through a queue of size queue: the intake's path to the outbox and nothing else.
+func intakeOnly(dir string, store *outbox.Store, queue int, grace time.Duration) (*Daemon, *pbxRT) {
+	cfg := config.Default()
+	cfg.StateDir = dir
+	d := &Daemon{log: slog.New(slog.DiscardHandler), cfg: cfg, store: store, now: time.Now, click: newClickGate(nil, time.Now),
+		pbxs: map[string]*pbxRT{}, recent: newRecentCalls(10)}
+	reg := prometheus.NewRegistry()
+	d.m = newMetrics(reg, d, "test")
+	empty := []*connRT{}
+	d.rt.Store(&empty)
+	src := &sourceRT{cancel: func() {}, done: make(chan struct{}), reg: newUnitRegisterer(reg)}
+	close(src.done)
+	p := &pbxRT{name: "office", d: d, log: d.log, held: newRecordQueue(queue), src: src, ledger: newLedger(store, "office", d.log, time.Now),
+		quit: make(chan struct{}), done: make(chan struct{}), abandon: make(chan struct{}), grace: grace}
+	d.pbxs["office"] = p
+	return d, p
 }
