@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -36,25 +35,7 @@ type crashDaemon struct {
 	config string
 	socket string
 	cmd    *exec.Cmd
-	logs   lockedBuffer
-}
-
-// lockedBuffer collects the subprocess output (written by exec's copying goroutines).
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
+	logs   testkit.Buffer
 }
 
 func (c *crashDaemon) start() {

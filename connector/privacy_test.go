@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/pbxbridge/pbxbridge/asterisk/fakepbx"
+	"github.com/pbxbridge/pbxbridge/asterisk/testkit"
 	"github.com/pbxbridge/pbxbridge/connector"
 	"github.com/pbxbridge/pbxbridge/connector/admin"
 	"github.com/pbxbridge/pbxbridge/connector/cli"
@@ -26,24 +27,6 @@ import (
 
 // The customer of the lab transcripts' external calls.
 const labCustomer = "+79001234567"
-
-// syncBuffer is a bytes.Buffer safe for the daemon's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // runDaemon starts a daemon on the config at path and returns it with a function that stops it
 // as SIGTERM does and waits for Run to return.
@@ -134,7 +117,7 @@ func TestRedactNumbersInLogs(t *testing.T) {
 	editConfig(t, path, func(s string) string {
 		return strings.Replace(s, "log: {level: debug}", "log: {level: debug, redact_numbers: true}", 1)
 	})
-	var logs syncBuffer
+	var logs testkit.Buffer
 	d, _ := runDaemon(t, path, connector.Options{Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	waitFor(t, 10*time.Second, "AMI login", func() bool { return pbx.Stats().Logins > 0 })
 	play(t, pbx, "inbound_answered")

@@ -46,7 +46,7 @@ func TestDemoTenMinutes(t *testing.T) {
 		sampling   = make(chan struct{})
 		sampled    = make(chan struct{})
 	)
-	var out, errOut syncBuffer
+	var out, errOut testkit.Buffer
 	signals := make(chan os.Signal, 2)
 	io := demo.IO{Stdout: &out, Stderr: &errOut, Signals: signals, Started: func(e *demo.Env) {
 		mu.Lock()

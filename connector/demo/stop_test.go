@@ -1,13 +1,11 @@
 package demo_test
 
 import (
-	"bytes"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,26 +14,8 @@ import (
 	"github.com/pbxbridge/pbxbridge/crm/fakecrm"
 )
 
-// syncBuffer is the demo's stdout, read while the demo writes it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // waitFor waits until cond holds, re-checking it, or fails the test after limit.
-func waitFor(t *testing.T, limit time.Duration, what string, cond func() bool, out *syncBuffer) {
+func waitFor(t *testing.T, limit time.Duration, what string, cond func() bool, out *testkit.Buffer) {
 	t.Helper()
 	deadline := time.Now().Add(limit)
 	for !cond() {
@@ -48,7 +28,7 @@ func waitFor(t *testing.T, limit time.Duration, what string, cond func() bool, o
 
 // demoRun is a demo program running in the test, with its interrupts in the test's hands.
 type demoRun struct {
-	out, errOut syncBuffer
+	out, errOut testkit.Buffer
 	signals     chan os.Signal
 	code        chan int
 	env         chan *demo.Env

@@ -15,6 +15,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/pbxbridge/pbxbridge/asterisk/testkit"
 	"github.com/pbxbridge/pbxbridge/configs"
 	"github.com/pbxbridge/pbxbridge/crm"
 	"github.com/pbxbridge/pbxbridge/crm/bitrix24/api"
@@ -354,25 +355,8 @@ func inState(dir string) envOpt {
 }
 
 // withLog sends the adapter's log to buf.
-func withLog(buf *syncBuffer) envOpt {
+func withLog(buf *testkit.Buffer) envOpt {
 	return func(p *crm.Params, _ *Config) { p.Logger = slog.New(slog.NewTextHandler(buf, nil)) }
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // TestSecurityInstallProof: a genuine installation is accepted and the refreshed pair is stored
@@ -523,7 +507,7 @@ func TestSecurityPortalMove(t *testing.T) {
 	_ = ea.a.Close(ctx)
 
 	b := crmtest.StartBitrix24(t, fakecrm.B24MemberID("bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"))
-	var log syncBuffer
+	var log testkit.Buffer
 	eb := newEnv(t, b, inState(ea.state), withLog(&log))
 	err = b.Install(context.Background(), eb.srv.URL+"/crm/b24/install")
 	mustf(t, err != nil, "an installation from another portal was accepted")
